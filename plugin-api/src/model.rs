@@ -1,0 +1,368 @@
+//! The same data in plain Rust types, for plugin code and the host, with the conversions to and
+//! from the `Ffi*` types that cross the boundary.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use abi_stable::std_types::{RString, RVec, Tuple2};
+
+use crate::types::{
+    DeliveryStatus, ErrorKind, FfiAlert, FfiError, FfiHealth, FfiMessage, FfiPairs, FfiPresence,
+    FfiRecipientResult, HealthState, PresenceState, Severity,
+};
+
+/// An alert as a source builds it. Only `subject` is required.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Alert {
+    pub subject: String,
+    pub body: String,
+    pub severity: Severity,
+    /// Groups named inside the alert.
+    pub groups: Vec<String>,
+    /// Users (SIP URIs) named inside the alert.
+    pub users: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// A key the host de-duplicates on within its dedup window.
+    pub dedup_key: Option<String>,
+    /// After this instant (Unix milliseconds) the alert is no longer worth delivering.
+    pub expires_unix_ms: Option<i64>,
+    /// Extra data without a field of its own.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Alert {
+    /// An alert with this subject and every other field at its default.
+    pub fn new(subject: impl Into<String>) -> Self {
+        Self { subject: subject.into(), ..Self::default() }
+    }
+}
+
+/// One delivery attempt of an alert to some recipients of one sink.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    pub alert_id: u64,
+    pub attempt: u32,
+    pub source: String,
+    pub subject: String,
+    pub body: String,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub recipients: Vec<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One user's presence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presence {
+    pub user: String,
+    pub state: PresenceState,
+    pub detail: String,
+}
+
+impl Presence {
+    pub fn new(user: impl Into<String>, state: PresenceState) -> Self {
+        Self { user: user.into(), state, detail: String::new() }
+    }
+}
+
+/// The outcome of a delivery for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientResult {
+    pub user: String,
+    pub status: DeliveryStatus,
+    pub detail: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl RecipientResult {
+    pub fn new(user: impl Into<String>, status: DeliveryStatus, detail: impl Into<String>) -> Self {
+        Self { user: user.into(), status, detail: detail.into(), retry_after: None }
+    }
+
+    pub fn delivered(user: impl Into<String>) -> Self {
+        Self::new(user, DeliveryStatus::DELIVERED, "")
+    }
+
+    /// Sets the retry advice.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+/// An error a plugin reports to the host, or the host to a plugin.
+///
+/// The boundary carries a message, not a cause chain, so the constructors render the whole
+/// chain of the error they are given (`"connect: connection refused"`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PluginError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl PluginError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), retry_after: None }
+    }
+
+    /// A configuration error.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::CONFIG, message)
+    }
+
+    /// A transient error built from an error and its causes.
+    pub fn transient(error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::new(ErrorKind::TRANSIENT, error_chain(error))
+    }
+
+    /// A permanent error built from an error and its causes.
+    pub fn permanent(error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::new(ErrorKind::PERMANENT, error_chain(error))
+    }
+
+    /// Sets the retry advice.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+/// Renders an error and its sources as `outer: inner: innermost`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some errors repeat their cause in their own message; do not say it twice.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// An instance's health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub state: HealthState,
+    pub message: String,
+}
+
+impl Health {
+    pub fn ok() -> Self {
+        Self { state: HealthState::OK, message: String::new() }
+    }
+
+    pub fn new(state: HealthState, message: impl Into<String>) -> Self {
+        Self { state, message: message.into() }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "{}", self.state)
+        } else {
+            write!(f, "{}: {}", self.state, self.message)
+        }
+    }
+}
+
+fn strings(v: &[String]) -> RVec<RString> {
+    v.iter().map(|s| RString::from(s.as_str())).collect()
+}
+
+fn from_strings(v: &RVec<RString>) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn pairs(map: &BTreeMap<String, String>) -> FfiPairs {
+    map.iter().map(|(k, v)| Tuple2(RString::from(k.as_str()), RString::from(v.as_str()))).collect()
+}
+
+fn from_pairs(p: &FfiPairs) -> BTreeMap<String, String> {
+    p.iter().map(|Tuple2(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn millis(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+}
+
+fn from_millis(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+impl From<&Alert> for FfiAlert {
+    fn from(a: &Alert) -> Self {
+        Self {
+            subject: a.subject.as_str().into(),
+            body: a.body.as_str().into(),
+            severity: a.severity,
+            groups: strings(&a.groups),
+            users: strings(&a.users),
+            labels: pairs(&a.labels),
+            dedup_key: a.dedup_key.as_deref().unwrap_or_default().into(),
+            expires_unix_ms: a.expires_unix_ms.unwrap_or(0),
+            attributes: pairs(&a.attributes),
+        }
+    }
+}
+
+impl From<&FfiAlert> for Alert {
+    fn from(a: &FfiAlert) -> Self {
+        Self {
+            subject: a.subject.to_string(),
+            body: a.body.to_string(),
+            severity: a.severity,
+            groups: from_strings(&a.groups),
+            users: from_strings(&a.users),
+            labels: from_pairs(&a.labels),
+            dedup_key: (!a.dedup_key.is_empty()).then(|| a.dedup_key.to_string()),
+            expires_unix_ms: (a.expires_unix_ms != 0).then_some(a.expires_unix_ms),
+            attributes: from_pairs(&a.attributes),
+        }
+    }
+}
+
+impl From<&Message> for FfiMessage {
+    fn from(m: &Message) -> Self {
+        Self {
+            alert_id: m.alert_id,
+            attempt: m.attempt,
+            source: m.source.as_str().into(),
+            subject: m.subject.as_str().into(),
+            body: m.body.as_str().into(),
+            severity: m.severity,
+            labels: pairs(&m.labels),
+            recipients: strings(&m.recipients),
+            attributes: pairs(&m.attributes),
+        }
+    }
+}
+
+impl From<&FfiMessage> for Message {
+    fn from(m: &FfiMessage) -> Self {
+        Self {
+            alert_id: m.alert_id,
+            attempt: m.attempt,
+            source: m.source.to_string(),
+            subject: m.subject.to_string(),
+            body: m.body.to_string(),
+            severity: m.severity,
+            labels: from_pairs(&m.labels),
+            recipients: from_strings(&m.recipients),
+            attributes: from_pairs(&m.attributes),
+        }
+    }
+}
+
+impl From<&Presence> for FfiPresence {
+    fn from(p: &Presence) -> Self {
+        Self { user: p.user.as_str().into(), state: p.state, detail: p.detail.as_str().into() }
+    }
+}
+
+impl From<&FfiPresence> for Presence {
+    fn from(p: &FfiPresence) -> Self {
+        Self { user: p.user.to_string(), state: p.state, detail: p.detail.to_string() }
+    }
+}
+
+impl From<&RecipientResult> for FfiRecipientResult {
+    fn from(r: &RecipientResult) -> Self {
+        Self {
+            user: r.user.as_str().into(),
+            status: r.status,
+            detail: r.detail.as_str().into(),
+            retry_after_ms: millis(r.retry_after),
+        }
+    }
+}
+
+impl From<&FfiRecipientResult> for RecipientResult {
+    fn from(r: &FfiRecipientResult) -> Self {
+        Self {
+            user: r.user.to_string(),
+            status: r.status,
+            detail: r.detail.to_string(),
+            retry_after: from_millis(r.retry_after_ms),
+        }
+    }
+}
+
+impl From<&PluginError> for FfiError {
+    fn from(e: &PluginError) -> Self {
+        Self { kind: e.kind, message: e.message.as_str().into(), retry_after_ms: millis(e.retry_after) }
+    }
+}
+
+impl From<PluginError> for FfiError {
+    fn from(e: PluginError) -> Self {
+        Self::from(&e)
+    }
+}
+
+impl From<&FfiError> for PluginError {
+    fn from(e: &FfiError) -> Self {
+        Self { kind: e.kind, message: e.message.to_string(), retry_after: from_millis(e.retry_after_ms) }
+    }
+}
+
+impl From<FfiError> for PluginError {
+    fn from(e: FfiError) -> Self {
+        Self::from(&e)
+    }
+}
+
+impl From<&Health> for FfiHealth {
+    fn from(h: &Health) -> Self {
+        Self { state: h.state, message: h.message.as_str().into() }
+    }
+}
+
+impl From<&FfiHealth> for Health {
+    fn from(h: &FfiHealth) -> Self {
+        Self { state: h.state, message: h.message.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_round_trips_through_ffi() {
+        let mut a = Alert::new("Disk full on db01");
+        a.body = "/var is at 98% — ünïcode".into();
+        a.severity = Severity::CRITICAL;
+        a.groups = vec!["ops".into()];
+        a.users = vec!["sip:carol@contoso.com".into()];
+        a.labels.insert("host".into(), "db01".into());
+        a.dedup_key = Some("db01-disk".into());
+        a.expires_unix_ms = Some(1_796_119_200_000);
+        a.attributes.insert("sender".into(), "nagios@contoso.com".into());
+        assert_eq!(Alert::from(&FfiAlert::from(&a)), a);
+        let empty = Alert::new("x");
+        assert_eq!(Alert::from(&FfiAlert::from(&empty)), empty);
+    }
+
+    #[test]
+    fn error_chain_renders_causes_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect to 127.0.0.1:110")]
+        struct Connect(#[source] std::io::Error);
+        let e = PluginError::transient(&Connect(io));
+        assert_eq!(e.message, "connect to 127.0.0.1:110: connection refused");
+        assert_eq!(e.kind, ErrorKind::TRANSIENT);
+    }
+
+    #[test]
+    fn retry_advice_survives_and_sub_millisecond_is_not_lost() {
+        let e = PluginError::config("x").retry_after(Duration::from_micros(10));
+        assert_eq!(PluginError::from(FfiError::from(&e)).retry_after, Some(Duration::from_millis(1)));
+    }
+}

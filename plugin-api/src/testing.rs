@@ -1,0 +1,153 @@
+//! An in-process stand-in for the host, for plugin unit tests: records what a source submits
+//! and answers as scripted, without loading any plugin file.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RArc, RErr, ROk, RResult, RString},
+};
+use async_ffi::{FfiFuture, FutureExt as _};
+
+use crate::{
+    Alert, ErrorKind, FfiAlert, FfiError, LogLevel, LogRecord, PluginError, Receipt,
+    abi::{HostBox, HostFfi, HostFfi_TO},
+    kit::{CancellationToken, Host, SourceContext},
+};
+
+/// How the test host answers a submit.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// Accept (with a new id; a repeated dedup key is reported as a duplicate).
+    Accept,
+    /// Refuse with this error.
+    Refuse(PluginError),
+    /// Wait this long, then accept.
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct State {
+    accepted: Vec<Alert>,
+    logs: Vec<(LogLevel, String, String)>,
+    script: Vec<Answer>,
+}
+
+/// A fake host. Clone it to keep a view of what the instance did.
+#[derive(Clone, Default)]
+pub struct TestHost {
+    instance: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for TestHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHost").field("instance", &self.instance).finish_non_exhaustive()
+    }
+}
+
+impl TestHost {
+    pub fn new(instance: &str) -> Self {
+        Self { instance: instance.to_owned(), state: Arc::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers for the next submits, in order; after they run out every submit is accepted.
+    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.lock().script.extend(answers);
+    }
+
+    /// Refuses the next `n` submits with a transient "queue full".
+    pub fn refuse_next(&self, n: usize) {
+        let e = PluginError::new(ErrorKind::TRANSIENT, "queue full");
+        self.script((0..n).map(|_| Answer::Refuse(e.clone())));
+    }
+
+    /// Every alert accepted so far (duplicates not repeated).
+    pub fn accepted(&self) -> Vec<Alert> {
+        self.lock().accepted.clone()
+    }
+
+    /// Every log record forwarded so far: level, target, message.
+    pub fn logs(&self) -> Vec<(LogLevel, String, String)> {
+        self.lock().logs.clone()
+    }
+
+    /// The handle as it crosses the boundary.
+    pub fn boxed(&self) -> HostBox {
+        HostFfi_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
+    }
+
+    /// The handle as plugin code sees it.
+    pub fn host(&self) -> Host {
+        Host::new(self.boxed())
+    }
+
+    /// A context to call `Source::run` with directly, and the token that stops it.
+    pub fn source_context(&self) -> (SourceContext, CancellationToken) {
+        let shutdown = CancellationToken::new();
+        (SourceContext { host: self.host(), shutdown: shutdown.clone() }, shutdown)
+    }
+}
+
+impl HostFfi for TestHost {
+    fn submit(&self, alert: FfiAlert) -> FfiFuture<RResult<Receipt, FfiError>> {
+        let this = self.clone();
+        let answer = {
+            let mut state = self.lock();
+            if state.script.is_empty() { Answer::Accept } else { state.script.remove(0) }
+        };
+        async move {
+            let delay = match answer {
+                Answer::Refuse(e) => return RErr(e.into()),
+                Answer::Delay(d) => Some(d),
+                Answer::Accept => None,
+            };
+            if let Some(d) = delay {
+                // Only a waker crosses: the sleep runs on a thread of its own.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::spawn(move || {
+                    std::thread::sleep(d);
+                    let _ = tx.send(());
+                });
+                let _ = rx.await;
+            }
+            let alert = Alert::from(&alert);
+            let mut state = this.lock();
+            let existing = alert.dedup_key.as_ref().and_then(|k| {
+                state.accepted.iter().position(|a| a.dedup_key.as_ref() == Some(k))
+            });
+            match existing {
+                Some(i) => ROk(Receipt { alert_id: i as u64 + 1, duplicate: true }),
+                None => {
+                    state.accepted.push(alert);
+                    ROk(Receipt { alert_id: state.accepted.len() as u64, duplicate: false })
+                }
+            }
+        }
+        .into_ffi()
+    }
+
+    fn log(&self, record: LogRecord) {
+        let mut message = record.message.to_string();
+        if !record.fields.is_empty() {
+            message.push(' ');
+            message.push_str(&record.fields);
+        }
+        self.lock().logs.push((record.level, record.target.to_string(), message));
+    }
+
+    fn max_log_level(&self) -> LogLevel {
+        LogLevel::DEBUG
+    }
+
+    fn instance_name(&self) -> RString {
+        self.instance.as_str().into()
+    }
+}

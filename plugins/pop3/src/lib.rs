@@ -1,0 +1,1 @@
+//! The `pop3` source plugin (not yet implemented).

@@ -1,0 +1,1 @@
+//! The `ucma` sink plugin (not yet implemented).

@@ -1,0 +1,1 @@
+//! The `ucwa` sink plugin (not yet implemented).

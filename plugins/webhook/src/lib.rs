@@ -1,0 +1,1 @@
+//! The `webhook` source plugin (not yet implemented).

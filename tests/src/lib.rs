@@ -1,0 +1,2 @@
+//! The test bed: simulators of the chat servers alertbridge talks to, and the harness the
+//! end-to-end tests use to run the real host with real plugin files.
