@@ -1,2 +1,5 @@
 //! The test bed: simulators of the chat servers alertbridge talks to, and the harness the
 //! end-to-end tests use to run the real host with real plugin files.
+
+pub mod ucma_sim;
+pub mod ucwa_sim;

@@ -1,0 +1,1 @@
+//! UCMA bridge simulator (not yet implemented).

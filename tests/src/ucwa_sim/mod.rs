@@ -1,0 +1,1 @@
+//! UCWA server simulator (not yet implemented).
