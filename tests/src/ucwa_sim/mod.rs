@@ -1,1 +1,23 @@
-//! UCWA server simulator (not yet implemented).
+//! A UCWA server simulator (Lync Server 2013 / Skype for Business Server 2015, as
+//! `shared/reference/ucwa.md` §1 documents it) for tests and the demo: autodiscover, the
+//! MsRtcOAuth challenge and password grant, applications, presence, messaging invitations over
+//! the event channel, and a control API plus a status page.
+//!
+//! Start it in-process with [`Simulator::start`], or run the `ucwa-sim` binary.
+
+mod application;
+mod auth;
+mod autodiscover;
+mod control;
+mod events;
+mod messaging;
+mod people;
+mod server;
+mod state;
+
+pub use self::{
+    control::Stats,
+    messaging::decode_data_url,
+    server::{SimHandle, Simulator, StartError},
+    state::{Behaviour, ReceivedIm, SimConfig, UserSpec, UsersFileError, load_users, parse_users},
+};
