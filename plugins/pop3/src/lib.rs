@@ -1,1 +1,9 @@
-//! The `pop3` source plugin (not yet implemented).
+//! The `pop3` source plugin: polls a POP3 mailbox and turns every mail into an alert, deleting a
+//! mail only after the host has durably queued its alert.
+
+pub mod client;
+pub mod error;
+pub mod protocol;
+pub mod xml;
+
+pub use alertbridge_plugin_api::error_chain;

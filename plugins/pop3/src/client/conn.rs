@@ -1,0 +1,135 @@
+//! The byte level of a POP3 connection: writes command lines, reads replies through the pure
+//! parser, with a read buffer that keeps bytes of replies not asked for yet (pipelining).
+
+use std::{future::Future, time::Duration};
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use crate::{
+    error::{Error, Result},
+    protocol::{Command, Expect, Limits, Parsed, Reply, ResponseCode, Status, parse_reply},
+};
+
+/// Timeouts of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// How long one read or write may wait.
+    pub io: Duration,
+}
+
+/// One connection to a POP3 server, below the protocol's states.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: S,
+    buf: Vec<u8>,
+    /// Bytes of `buf` before this offset are consumed.
+    start: usize,
+    limits: Limits,
+    timeouts: Timeouts,
+    out: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(stream: S, limits: Limits, timeouts: Timeouts) -> Self {
+        Self { stream, buf: Vec::with_capacity(64 << 10), start: 0, limits, timeouts, out: Vec::new() }
+    }
+
+    /// Writes every command in one write (a pipeline, when more than one).
+    pub async fn send(&mut self, commands: &[Command]) -> Result<()> {
+        self.out.clear();
+        for c in commands {
+            c.encode(&mut self.out).map_err(Error::BadArgument)?;
+        }
+        let io = self.timeouts.io;
+        timed(io, "write", self.stream.write_all(&self.out)).await.map_err(|source| Error::Io { context: "write", source })?;
+        timed(io, "write", self.stream.flush()).await.map_err(|source| Error::Io { context: "write", source })
+    }
+
+    /// Reads the reply to `command` (which was sent), whatever its status.
+    pub async fn read_reply(&mut self, command: &Command) -> Result<Reply> {
+        self.read(command.verb(), command.expect()).await
+    }
+
+    /// Reads a reply that is not an answer to a command (the greeting).
+    pub async fn read_greeting(&mut self) -> Result<Reply> {
+        self.read("greeting", Expect::SingleLine).await
+    }
+
+    async fn read(&mut self, what: &'static str, expect: Expect) -> Result<Reply> {
+        let mut resume = 0;
+        loop {
+            match parse_reply(&self.buf[self.start..], resume, expect, &self.limits) {
+                Ok(Parsed::Complete { value, consumed }) => {
+                    self.start += consumed;
+                    if self.start == self.buf.len() {
+                        self.buf.clear();
+                        self.start = 0;
+                    }
+                    return Ok(value);
+                }
+                Ok(Parsed::Incomplete { resume: r }) => resume = r,
+                Err(source) => return Err(Error::Parse { command: what, source }),
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads more bytes into the buffer; moves unread bytes to its front first if that helps.
+    async fn fill(&mut self) -> Result<()> {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(64 << 10);
+        let n = timed(self.timeouts.io, "read", self.stream.read_buf(&mut self.buf))
+            .await
+            .map_err(|source| Error::Io { context: "read", source })?;
+        if n == 0 { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Sends one command and reads its reply; `-ERR` becomes [`Error::Server`].
+    pub async fn command(&mut self, command: &Command) -> Result<Reply> {
+        self.send(std::slice::from_ref(command)).await?;
+        let reply = self.read_reply(command).await?;
+        expect_ok(command.verb(), reply)
+    }
+
+    /// True if and only if bytes the server sent are waiting unread (must be false right
+    /// after STLS: anything there was injected before the handshake).
+    pub fn has_buffered(&self) -> bool {
+        self.start < self.buf.len()
+    }
+
+    /// The stream, for a TLS upgrade.
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+}
+
+/// `+OK` passes; `-ERR` becomes [`Error::Server`], a stray continuation [`Error::Unexpected`].
+pub fn expect_ok(command: &'static str, reply: Reply) -> Result<Reply> {
+    match reply.status {
+        Status::Ok => Ok(reply),
+        Status::Err => Err(Error::Server { command, code: ResponseCode::parse(&reply.text), text: reply.text_lossy() }),
+        Status::Continue => Err(Error::Unexpected { command, text: format!("+ {}", reply.text_lossy()) }),
+    }
+}
+
+async fn timed<T>(
+    limit: Duration,
+    what: &'static str,
+    f: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out after {limit:?}"))),
+    }
+}
