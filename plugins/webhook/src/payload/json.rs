@@ -1,0 +1,187 @@
+//! Our alert as JSON (DESIGN §5): one object, or an array of them.
+//!
+//! Unknown fields are refused so that a misspelt `severty` is a 400, not a silently normal
+//! alert. Errors carry the field path (`[2].severity`) and serde_json's line and column.
+
+use std::collections::BTreeMap;
+
+use alertbridge_plugin_api::{Alert, Severity};
+use serde::{Deserialize, Deserializer, de::Error as _};
+
+use super::PayloadError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonAlert {
+    #[serde(deserialize_with = "non_empty")]
+    subject: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default, deserialize_with = "severity")]
+    severity: Severity,
+    #[serde(default)]
+    recipients: Recipients,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "dedup_key")]
+    dedup_key: Option<String>,
+    #[serde(default, deserialize_with = "expires")]
+    expires: Option<i64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipients {
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+}
+
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() { Err(D::Error::custom("must not be empty")) } else { Ok(s) }
+}
+
+fn severity<'de, D: Deserializer<'de>>(d: D) -> Result<Severity, D::Error> {
+    super::severity(&String::deserialize(d)?).map_err(D::Error::custom)
+}
+
+fn dedup_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|k| !k.is_empty()))
+}
+
+fn expires<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(text) => super::rfc3339_unix_ms(&text).map(Some).map_err(D::Error::custom),
+        None => Ok(None),
+    }
+}
+
+impl From<JsonAlert> for Alert {
+    fn from(j: JsonAlert) -> Self {
+        Alert {
+            subject: j.subject,
+            body: j.body,
+            severity: j.severity,
+            groups: j.recipients.groups,
+            users: j.recipients.users,
+            labels: j.labels,
+            dedup_key: j.dedup_key,
+            expires_unix_ms: j.expires,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+/// Parses a body holding one alert object or an array of them.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Alert>, PayloadError> {
+    let first = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    match first.map(|i| bytes[i]) {
+        Some(b'[') => {
+            let alerts: Vec<JsonAlert> = deserialize(bytes)?;
+            if alerts.is_empty() {
+                return Err(PayloadError::Invalid("the array holds no alert".into()));
+            }
+            Ok(alerts.into_iter().map(Alert::from).collect())
+        }
+        Some(b'{') => Ok(vec![deserialize::<JsonAlert>(bytes)?.into()]),
+        Some(_) => {
+            let (line, column) = super::line_column(bytes, first.unwrap_or(0));
+            let message = "expected an alert object or an array of them".into();
+            Err(PayloadError::Syntax { format: "JSON", line, column, message })
+        }
+        None => Err(PayloadError::Invalid("the body is empty".into())),
+    }
+}
+
+/// Refuses a body that is not a JSON object before serde would read it as a tuple.
+pub(super) fn expect_object(bytes: &[u8], what: &str) -> Result<(), PayloadError> {
+    match bytes.iter().position(|b| !b.is_ascii_whitespace()) {
+        Some(i) if bytes[i] == b'{' => Ok(()),
+        Some(i) => {
+            let (line, column) = super::line_column(bytes, i);
+            Err(PayloadError::Syntax { format: "JSON", line, column, message: format!("expected {what}") })
+        }
+        None => Err(PayloadError::Invalid("the body is empty".into())),
+    }
+}
+
+/// Deserializes a whole JSON body, mapping errors to [`PayloadError`] with path and position.
+pub(super) fn deserialize<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, PayloadError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        json_error(e.into_inner(), Some(field))
+    })?;
+    de.end().map_err(|e| json_error(e, None))?;
+    Ok(value)
+}
+
+fn json_error(e: serde_json::Error, field: Option<String>) -> PayloadError {
+    let (line, column) = (e.line(), e.column());
+    let text = e.to_string();
+    let message = text.rsplit_once(" at line ").map_or(text.as_str(), |(m, _)| m).to_owned();
+    match (e.classify(), field) {
+        (serde_json::error::Category::Data, Some(field)) => PayloadError::Field { field, line, column, message },
+        _ => PayloadError::Syntax { format: "JSON", line, column, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_design_example_parses_field_by_field() {
+        let body = br#"{"subject": "Disk full on db01", "body": "/var is at 98%", "severity": "critical",
+ "recipients": {"groups": ["ops"], "users": ["sip:carol@contoso.com"]},
+ "labels": {"host": "db01"}, "dedup_key": "db01-disk", "expires": "2026-12-01T10:00:00Z"}"#;
+        let alerts = parse(body).expect("valid");
+        let expected = Alert {
+            subject: "Disk full on db01".into(),
+            body: "/var is at 98%".into(),
+            severity: Severity::CRITICAL,
+            groups: vec!["ops".into()],
+            users: vec!["sip:carol@contoso.com".into()],
+            labels: [("host".to_owned(), "db01".to_owned())].into(),
+            dedup_key: Some("db01-disk".into()),
+            expires_unix_ms: Some(1_796_119_200_000),
+            attributes: BTreeMap::new(),
+        };
+        assert_eq!(alerts, vec![expected]);
+    }
+
+    #[test]
+    fn arrays_and_defaults() {
+        let alerts = parse(b" [{\"subject\":\"a\"},{\"subject\":\"b\",\"severity\":\"low\"}]\n").expect("valid");
+        assert_eq!(alerts.len(), 2);
+        assert_eq!((alerts[0].severity, alerts[1].severity), (Severity::NORMAL, Severity::LOW));
+        assert_eq!(alerts[0].dedup_key, None);
+    }
+
+    fn err(body: &str) -> String {
+        parse(body.as_bytes()).expect_err(body).to_string()
+    }
+
+    #[test]
+    fn errors_name_field_line_and_column() {
+        assert_eq!(
+            err("[{\"subject\":\"a\"},\n {\"subject\":\"b\",\"severity\":\"urgent\"}]"),
+            "`[1].severity` at line 2 column 36: unknown severity \"urgent\", expected info, low, normal, high or critical"
+        );
+        assert_eq!(err("{\"body\":\"x\"}"), "`.` at line 1 column 12: missing field `subject`");
+        assert_eq!(err("{\"subject\":\"  \"}"), "`subject` at line 1 column 16: must not be empty");
+        let e = err("{\"subject\":\"a\",\"severty\":\"low\"}");
+        assert!(e.starts_with("`severty` at line 1 column 24: unknown field `severty`"), "{e}");
+        let e = err("{\"subject\":\"a\",\"expires\":\"tomorrow\"}");
+        assert!(e.starts_with("`expires` at line 1 column 36: \"tomorrow\" is not an RFC 3339"), "{e}");
+        assert_eq!(err("{\"subject\":\"a\",\"labels\":{\"x\":1}}"), "`labels.x` at line 1 column 30: invalid type: integer `1`, expected a string");
+        assert_eq!(err("{\"subject\": \"a\",\n\"body\": }"), "invalid JSON at line 2 column 9: expected value");
+        assert_eq!(err("{\"subject\":\"a\"} x"), "invalid JSON at line 1 column 17: trailing characters");
+        assert_eq!(err("{\"subject\":\"a\""), "invalid JSON at line 1 column 14: EOF while parsing an object");
+        assert_eq!(err("\n  subject=a"), "invalid JSON at line 2 column 3: expected an alert object or an array of them");
+        assert_eq!(err("[]"), "the array holds no alert");
+        assert_eq!(err("  "), "the body is empty");
+    }
+}
