@@ -1,1 +1,50 @@
-fn main() {}
+//! The `alertbridge` binary.
+
+use std::process::ExitCode;
+
+use alertbridge::cli::{self, Cli, Command};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("alertbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => {
+            let errors = cli::check(&config)?;
+            if errors.is_empty() {
+                println!("{}: ok", config.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            for e in &errors {
+                println!("{e}");
+            }
+            println!("{} error{} found", errors.len(), if errors.len() == 1 { "" } else { "s" });
+            Ok(ExitCode::FAILURE)
+        }
+        Command::Plugins { dir } => {
+            print!("{}", cli::plugins(dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("alertbridge").build()?;
+            runtime.block_on(cli::run(&config))?;
+            // Plugin runtimes were stopped with their instances; do not wait for stragglers.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The command line: `run`, `check` and `plugins`.
+
+use std::path::{Path, PathBuf};
+
+use alertbridge_plugin_api::Role;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    app::Bridge,
+    config::{Config, ConfigError},
+    instances::Instances,
+    loader::{self, Plugins},
+};
+
+/// Turns inbound notifications into instant messages for the people who must see them now.
+#[derive(Parser, Debug)]
+#[command(name = "alertbridge", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the bridge (SIGTERM/SIGINT: graceful stop).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the config and have each instance's plugin check its part; exit 1 listing
+    /// every error.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// List plugin files: name, version, kinds, or why they cannot be loaded.
+    Plugins {
+        /// Folder to scan (default: the folder of this executable).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Why a command failed, for `main` to print.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error("cannot read the plugin folder {dir}")]
+    PluginDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Start(#[from] crate::app::StartError),
+    #[error("cannot install the signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+fn load_plugins(dir: &Path) -> Result<Plugins, CliError> {
+    loader::load_dir(dir).map_err(|source| CliError::PluginDir { dir: dir.display().to_string(), source })
+}
+
+fn plugin_dir(config: &Config) -> PathBuf {
+    config.host.plugin_dir.clone().unwrap_or_else(loader::default_dir)
+}
+
+/// `alertbridge check`: every mistake in the config and in each instance's plugin config.
+pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return Ok(e.0),
+    };
+    let plugins = load_plugins(&plugin_dir(&config))?;
+    let instances = match Instances::bind(&config.sources, &config.sinks, &plugins) {
+        Ok(i) => i,
+        Err(errors) => return Ok(errors.iter().map(|(inst, msg)| config.locate_plugin_error(inst, msg)).collect()),
+    };
+    let mut errors = Vec::new();
+    for slot in instances.all() {
+        if let Err(e) = slot.create(None) {
+            errors.push(config.locate_plugin_error(&slot.config, &e.message));
+        }
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
+    Ok(errors)
+}
+
+/// `alertbridge plugins`: one line per file.
+pub fn plugins(dir: Option<PathBuf>) -> Result<String, CliError> {
+    let dir = dir.unwrap_or_else(loader::default_dir);
+    let plugins = load_plugins(&dir)?;
+    let mut out = format!("plugins in {}:\n", dir.display());
+    for p in &plugins.loaded {
+        let kinds: Vec<String> = p.kinds.iter().map(|(k, r)| format!("{r} {k}")).collect();
+        out.push_str(&format!(
+            "  {}  {} {} (api {}): {}\n",
+            p.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+            p.name,
+            p.version,
+            p.api_version,
+            kinds.join(", ")
+        ));
+    }
+    for r in &plugins.refused {
+        out.push_str(&format!("  {}  refused: {}\n", r.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(), r.reason));
+    }
+    if plugins.loaded.is_empty() && plugins.refused.is_empty() {
+        out.push_str("  (no plugin files)\n");
+    }
+    let _ = Role::SOURCE;
+    Ok(out)
+}
+
+/// `alertbridge run`: until SIGTERM or SIGINT.
+pub async fn run(path: &Path) -> Result<(), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = Config::load(path)?;
+    let plugins = load_plugins(&plugin_dir(&config))?;
+    let bridge = Bridge::start(config, &plugins).await?;
+    let mut term = signal(SignalKind::terminate()).map_err(CliError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(CliError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(CliError::Signals)?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::warn!("SIGHUP received; reloading is not supported yet, restart to apply a new config."),
+        }
+    }
+    bridge.stop().await;
+    Ok(())
+}

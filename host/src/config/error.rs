@@ -1,0 +1,101 @@
+//! Config errors that point at a file, line and column, and the list of all of them.
+
+use std::{fmt, ops::Range, path::Path};
+
+/// One mistake in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the mistake has no place in the file (e.g. a missing file).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        }
+    }
+}
+
+/// Every mistake found in one config file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} error{} in config:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects errors while a file is checked, turning byte spans into lines and columns.
+pub struct Collector<'a> {
+    file: String,
+    text: &'a str,
+    pub errors: Vec<ConfigError>,
+}
+
+impl<'a> Collector<'a> {
+    pub fn new(path: &Path, text: &'a str) -> Self {
+        Self { file: path.display().to_string(), text, errors: Vec::new() }
+    }
+
+    /// Records an error at byte span `span` (or at no place).
+    pub fn at(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        let (line, column) = span.map_or((0, 0), |s| line_col(self.text, s.start));
+        self.errors.push(ConfigError { file: self.file.clone(), line, column, message: message.into() });
+    }
+
+    /// Records an error at a known line and column.
+    pub fn at_line(&mut self, (line, column): (usize, usize), message: impl Into<String>) {
+        self.errors.push(ConfigError { file: self.file.clone(), line, column, message: message.into() });
+    }
+
+    /// Records a toml_edit deserialization error.
+    pub fn de(&mut self, context: &str, e: &toml_edit::de::Error) {
+        let message = e.message().trim_end();
+        let message = if context.is_empty() { message.to_owned() } else { format!("{context}: {message}") };
+        self.at(e.span(), message);
+    }
+
+    pub fn finish<T>(mut self, value: T) -> Result<T, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            self.errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_col;
+
+    #[test]
+    fn lines_and_columns_are_one_based() {
+        let t = "ab\ncdé\nf";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 3), (2, 1));
+        assert_eq!(line_col(t, t.find('f').unwrap()), (3, 1));
+        assert_eq!(line_col(t, t.len()), (3, 2));
+    }
+}

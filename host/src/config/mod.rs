@@ -1,0 +1,445 @@
+//! The config file: reading it, checking all of it at once, and the validated result.
+//!
+//! Every table rejects unknown keys, and every mistake is reported with file, line and column
+//! (see [`ConfigErrors`]). An instance's `config` table is kept as TOML text for its plugin,
+//! together with where each of its keys is, so the plugin's complaints can be pointed at too.
+
+mod error;
+mod raw;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use alertbridge_plugin_api::PresenceState;
+use regex::Regex;
+use serde::{Deserialize, de::IntoDeserializer};
+use serde_spanned::Spanned;
+use toml_edit::{ImDocument, Item, Table};
+
+pub use self::error::{ConfigError, ConfigErrors, line_col};
+use self::{error::Collector, raw::*};
+use crate::router::{Matcher, OfflinePolicy, Route, Router, parse_severity_condition};
+
+/// Host-wide settings (`[host]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostSettings {
+    pub data_dir: PathBuf,
+    pub plugin_dir: Option<PathBuf>,
+    pub admin_listen: Option<SocketAddr>,
+    pub dedup_window: Duration,
+    pub history_max_alerts: usize,
+    pub max_queue_depth: usize,
+    pub stop_deadline: Duration,
+    pub max_subject_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+/// Delivery settings (`[delivery]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliverySettings {
+    pub presence_cache: Duration,
+    /// Presence states that count as online.
+    pub reachable: Vec<PresenceState>,
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub hold_recheck: Duration,
+    /// 0 for no limit.
+    pub per_recipient_per_minute: u32,
+    pub sink_concurrency: usize,
+    pub deliver_timeout: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            presence_cache: Duration::from_secs(15),
+            reachable: vec![PresenceState::AVAILABLE, PresenceState::BUSY, PresenceState::AWAY],
+            max_attempts: 8,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            hold_recheck: Duration::from_secs(15),
+            per_recipient_per_minute: 30,
+            sink_concurrency: 64,
+            deliver_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A `[[source]]` or `[[sink]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceConfig {
+    pub name: String,
+    /// The plugin kind, e.g. `pop3`.
+    pub plugin: String,
+    /// The `config` table, as TOML text for the plugin.
+    pub config_toml: String,
+    /// Where the instance is declared.
+    pub at: (usize, usize),
+    /// Where each key of its config table is (dotted path → line, column).
+    pub keys: BTreeMap<String, (usize, usize)>,
+}
+
+/// A validated config file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub host: HostSettings,
+    pub delivery: DeliverySettings,
+    pub sources: Vec<InstanceConfig>,
+    pub sinks: Vec<InstanceConfig>,
+    pub router: Router,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let mut c = Collector::new(path, text);
+        let doc = match ImDocument::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                c.at(e.span(), e.message().trim_end().to_owned());
+                return c.finish(unreachable_config(path));
+            }
+        };
+        let root = doc.as_table();
+        for (key, _) in root.iter() {
+            if !["host", "delivery", "source", "sink", "groups", "route"].contains(&key) {
+                let span = root.key(key).and_then(|k| k.span());
+                c.at(span, format!("unknown table `{key}` (expected host, delivery, source, sink, groups or route)"));
+            }
+        }
+
+        let host = section::<RawHost>(&mut c, root, "host").unwrap_or_default();
+        let delivery = section::<RawDelivery>(&mut c, root, "delivery").unwrap_or_default();
+        let sources = instances(&mut c, root, "source", text);
+        let sinks = instances(&mut c, root, "sink", text);
+        let groups = section::<BTreeMap<String, Vec<String>>>(&mut c, root, "groups").unwrap_or_default();
+
+        let host = host_settings(&mut c, root, host, path);
+        let delivery = delivery_settings(&mut c, delivery);
+        let mut names: BTreeMap<String, &str> = BTreeMap::new();
+        for (kind, list) in [("source", &sources), ("sink", &sinks)] {
+            for i in list {
+                if let Some(other) = names.insert(i.name.clone(), kind) {
+                    c.at_line(i.at, format!("{kind} `{}`: the name is already used by a {other}", i.name));
+                }
+            }
+        }
+        let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+        let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        let routes = routes(&mut c, root, &groups, &sink_names, &source_names);
+        c.finish(Config {
+            path: path.to_owned(),
+            host,
+            delivery,
+            sources,
+            sinks,
+            router: Router { routes, groups },
+        })
+    }
+
+    /// Maps a plugin's config complaint about instance `inst` to a place in this file. The kit
+    /// phrases errors about one key as `` `key.path`: message ``.
+    pub fn locate_plugin_error(&self, inst: &InstanceConfig, message: &str) -> ConfigError {
+        let keyed = message
+            .strip_prefix('`')
+            .and_then(|rest| rest.split_once("`: "))
+            .and_then(|(key, msg)| inst.keys.get(key).map(|at| (*at, msg)));
+        let ((line, column), msg) = keyed.unwrap_or((inst.at, message));
+        ConfigError {
+            file: self.path.display().to_string(),
+            line,
+            column,
+            message: format!("{} `{}`: {}", "instance", inst.name, msg),
+        }
+    }
+}
+
+fn unreachable_config(path: &Path) -> Config {
+    Config {
+        path: path.to_owned(),
+        host: HostSettings {
+            data_dir: PathBuf::new(),
+            plugin_dir: None,
+            admin_listen: None,
+            dedup_window: Duration::ZERO,
+            history_max_alerts: 0,
+            max_queue_depth: 0,
+            stop_deadline: Duration::ZERO,
+            max_subject_bytes: 0,
+            max_body_bytes: 0,
+        },
+        delivery: DeliverySettings::default(),
+        sources: vec![],
+        sinks: vec![],
+        router: Router::default(),
+    }
+}
+
+/// Deserializes `root[key]` as `T`, recording an error (and returning `None`) if it fails.
+fn section<T: for<'de> Deserialize<'de>>(c: &mut Collector<'_>, root: &Table, key: &str) -> Option<T> {
+    let item = root.get(key)?;
+    deserialize(c, item, &format!("[{key}]"))
+}
+
+fn deserialize<T: for<'de> Deserialize<'de>>(c: &mut Collector<'_>, item: &Item, context: &str) -> Option<T> {
+    let value = match item.clone().into_value() {
+        Ok(v) => v,
+        Err(item) => {
+            c.at(item.span(), format!("{context}: expected a table"));
+            return None;
+        }
+    };
+    T::deserialize(value.into_deserializer()).map_err(|e| c.de(context, &e)).ok()
+}
+
+fn instances(c: &mut Collector<'_>, root: &Table, kind: &str, text: &str) -> Vec<InstanceConfig> {
+    let Some(item) = root.get(kind) else { return vec![] };
+    let Some(tables) = item.as_array_of_tables() else {
+        let span = root.key(kind).and_then(|k| k.span());
+        c.at(span, format!("`{kind}` must be an array of tables: write [[{kind}]]"));
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for table in tables {
+        let at = table.span().map_or((0, 0), |s| line_col(text, s.start));
+        let Some(raw) = deserialize::<RawInstance>(c, &Item::Table(table.clone()), &format!("[[{kind}]]")) else {
+            continue;
+        };
+        let (config_toml, keys) = match table.get("config") {
+            None => (String::new(), BTreeMap::new()),
+            Some(item) => match item.as_table_like() {
+                Some(t) => (plugin_toml(item), key_locations(t, text)),
+                None => {
+                    c.at(item.span(), format!("{kind} `{}`: `config` must be a table", raw.name.get_ref()));
+                    continue;
+                }
+            },
+        };
+        out.push(InstanceConfig {
+            name: raw.name.into_inner(),
+            plugin: raw.plugin.into_inner(),
+            config_toml,
+            at,
+            keys,
+        });
+    }
+    out
+}
+
+/// The TOML text a plugin gets for its `config` table.
+fn plugin_toml(item: &Item) -> String {
+    let mut doc = toml_edit::DocumentMut::new();
+    if let Some(t) = item.as_table_like() {
+        for (k, v) in t.iter() {
+            doc.insert(k, v.clone());
+        }
+    }
+    doc.to_string()
+}
+
+/// Where each key of a config table is, by dotted path.
+fn key_locations(table: &dyn toml_edit::TableLike, text: &str) -> BTreeMap<String, (usize, usize)> {
+    fn walk(t: &dyn toml_edit::TableLike, prefix: &str, text: &str, out: &mut BTreeMap<String, (usize, usize)>) {
+        for (k, v) in t.iter() {
+            let path = if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
+            let span: Option<Range<usize>> = t.key(k).and_then(|key| key.span()).or_else(|| v.span());
+            if let Some(s) = span {
+                out.insert(path.clone(), line_col(text, s.start));
+            }
+            if let Some(inner) = v.as_table_like() {
+                walk(inner, &path, text, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(table, "", text, &mut out);
+    out
+}
+
+fn host_settings(c: &mut Collector<'_>, root: &Table, raw: RawHost, path: &Path) -> HostSettings {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let data_dir = raw.data_dir.map(|d| base.join(d)).unwrap_or_else(|| {
+        let span = root.get("host").and_then(Item::span).or_else(|| Some(0..0));
+        c.at(span, "[host]: missing key `data_dir` (where the durable queue lives)");
+        PathBuf::new()
+    });
+    HostSettings {
+        data_dir,
+        plugin_dir: raw.plugin_dir.map(|d| base.join(d)),
+        admin_listen: raw.admin_listen,
+        dedup_window: Duration::from_secs(raw.dedup_window_secs.unwrap_or(86_400)),
+        history_max_alerts: raw.history_max_alerts.unwrap_or(10_000),
+        max_queue_depth: raw.max_queue_depth.unwrap_or(100_000),
+        stop_deadline: Duration::from_millis(raw.stop_deadline_ms.unwrap_or(10_000)),
+        max_subject_bytes: raw.max_subject_bytes.unwrap_or(1024),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(64 * 1024),
+    }
+}
+
+fn delivery_settings(c: &mut Collector<'_>, raw: RawDelivery) -> DeliverySettings {
+    let d = DeliverySettings::default();
+    let reachable = raw.reachable.map_or(d.reachable, |list| {
+        list.into_iter()
+            .filter_map(|s| {
+                let state = PresenceState::from_name(s.get_ref());
+                if state.is_none() {
+                    c.at(Some(s.span()), format!("[delivery] reachable: unknown presence state `{}`", s.get_ref()));
+                }
+                state
+            })
+            .collect()
+    });
+    DeliverySettings {
+        presence_cache: raw.presence_cache_ms.map_or(d.presence_cache, Duration::from_millis),
+        reachable,
+        max_attempts: raw.max_attempts.unwrap_or(d.max_attempts).max(1),
+        retry_initial: raw.retry_initial_ms.map_or(d.retry_initial, Duration::from_millis),
+        retry_max: raw.retry_max_ms.map_or(d.retry_max, Duration::from_millis),
+        hold_recheck: raw.hold_recheck_ms.map_or(d.hold_recheck, Duration::from_millis),
+        per_recipient_per_minute: raw.per_recipient_per_minute.unwrap_or(d.per_recipient_per_minute),
+        sink_concurrency: raw.sink_concurrency.unwrap_or(d.sink_concurrency).max(1),
+        deliver_timeout: raw.deliver_timeout_ms.map_or(d.deliver_timeout, Duration::from_millis),
+    }
+}
+
+fn regex(c: &mut Collector<'_>, route: &str, what: &str, s: Spanned<String>) -> Option<Regex> {
+    Regex::new(s.get_ref())
+        .map_err(|e| c.at(Some(s.span()), format!("route `{route}`: {what}: invalid regex: {e}")))
+        .ok()
+}
+
+fn routes(
+    c: &mut Collector<'_>,
+    root: &Table,
+    groups: &BTreeMap<String, Vec<String>>,
+    sinks: &[&str],
+    sources: &[&str],
+) -> Vec<Route> {
+    let Some(item) = root.get("route") else { return vec![] };
+    let Some(tables) = item.as_array_of_tables() else {
+        c.at(root.key("route").and_then(|k| k.span()), "`route` must be an array of tables: write [[route]]");
+        return vec![];
+    };
+    let raws: Vec<RawRoute> =
+        tables.iter().filter_map(|t| deserialize(c, &Item::Table(t.clone()), "[[route]]")).collect();
+    let names: Vec<String> = raws.iter().map(|r| r.name.get_ref().clone()).collect();
+    let mut out = Vec::new();
+    for (i, raw) in raws.into_iter().enumerate() {
+        let name = raw.name.get_ref().clone();
+        if names[..i].contains(&name) {
+            c.at(Some(raw.name.span()), format!("route `{name}` is defined twice"));
+        }
+        for g in &raw.groups {
+            if !groups.contains_key(g.get_ref()) {
+                c.at(Some(g.span()), format!("route `{name}`: no group `{}` in [groups]", g.get_ref()));
+            }
+        }
+        if raw.sinks.get_ref().is_empty() {
+            c.at(Some(raw.sinks.span()), format!("route `{name}`: `sinks` is empty"));
+        }
+        for s in raw.sinks.get_ref() {
+            if !sinks.contains(&s.get_ref().as_str()) {
+                c.at(Some(s.span()), format!("route `{name}`: no [[sink]] named `{}`", s.get_ref()));
+            }
+        }
+        let m = raw.matcher;
+        let route_sources: Vec<String> = m.source.map(OneOrMany::into_vec).unwrap_or_default().into_iter().map(|s| {
+            if !sources.contains(&s.get_ref().as_str()) {
+                c.at(Some(s.span()), format!("route `{name}`: match.source: no [[source]] named `{}`", s.get_ref()));
+            }
+            s.into_inner()
+        }).collect();
+        let severity = m.severity.and_then(|s| {
+            parse_severity_condition(s.get_ref()).map_err(|e| c.at(Some(s.span()), format!("route `{name}`: match.severity: {e}"))).ok()
+        });
+        let labels_regex = m
+            .labels_regex
+            .into_iter()
+            .filter_map(|(k, v)| regex(c, &name, &format!("match.labels_regex.{k}"), v).map(|re| (k, re)))
+            .collect();
+        let subject = m.subject.and_then(|s| regex(c, &name, "match.subject", s));
+        let body = m.body.and_then(|s| regex(c, &name, "match.body", s));
+        let offline = raw.offline.map_or(OfflinePolicy::Skip, |o| offline_policy(c, &name, o, &names));
+        out.push(Route {
+            name,
+            matcher: Matcher { sources: route_sources, severity, labels: m.labels, labels_regex, subject, body },
+            groups: raw.groups.into_iter().map(Spanned::into_inner).collect(),
+            users: raw.users.into_iter().map(Spanned::into_inner).collect(),
+            sinks: raw.sinks.into_inner().into_iter().map(Spanned::into_inner).collect(),
+            cont: raw.cont,
+            allow_alert_recipients: raw.allow_alert_recipients,
+            offline,
+        });
+    }
+    out
+}
+
+fn offline_policy(c: &mut Collector<'_>, route: &str, raw: Spanned<RawOffline>, routes: &[String]) -> OfflinePolicy {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let mut fallback = |c: &mut Collector<'_>| match &raw.fallback {
+        Some(f) if !routes.contains(f.get_ref()) => {
+            c.at(Some(f.span()), format!("route `{route}`: offline.fallback: no route named `{}`", f.get_ref()));
+            OfflinePolicy::Skip
+        }
+        Some(f) if f.get_ref() == route => {
+            c.at(Some(f.span()), format!("route `{route}`: offline.fallback: a route cannot fall back to itself"));
+            OfflinePolicy::Skip
+        }
+        Some(f) => OfflinePolicy::Fallback(f.get_ref().clone()),
+        None => {
+            c.at(Some(span.clone()), format!("route `{route}`: offline: policy `fallback` needs `fallback = \"<route>\"`"));
+            OfflinePolicy::Skip
+        }
+    };
+    let simple = |c: &mut Collector<'_>, s: &Spanned<String>, fb: &mut dyn FnMut(&mut Collector<'_>) -> OfflinePolicy| {
+        match s.get_ref().as_str() {
+            "skip" => Some(OfflinePolicy::Skip),
+            "always" => Some(OfflinePolicy::Always),
+            "fallback" => Some(fb(c)),
+            _ => None,
+        }
+    };
+    match raw.policy.get_ref().as_str() {
+        "hold" => {
+            let then = match &raw.then {
+                None => OfflinePolicy::Skip,
+                Some(t) => simple(c, t, &mut fallback).unwrap_or_else(|| {
+                    c.at(Some(t.span()), format!("route `{route}`: offline.then: expected skip, always or fallback, found `{}`", t.get_ref()));
+                    OfflinePolicy::Skip
+                }),
+            };
+            OfflinePolicy::Hold { max_wait: Duration::from_secs(raw.max_wait_secs.unwrap_or(900)), then: Box::new(then) }
+        }
+        _ => simple(c, &raw.policy, &mut fallback).unwrap_or_else(|| {
+            c.at(
+                Some(raw.policy.span()),
+                format!("route `{route}`: offline.policy: expected skip, hold, fallback or always, found `{}`", raw.policy.get_ref()),
+            );
+            OfflinePolicy::Skip
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

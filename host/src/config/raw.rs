@@ -1,0 +1,100 @@
+//! The config file's shape as serde reads it, with spans kept where later checks need them.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    pub data_dir: Option<PathBuf>,
+    pub plugin_dir: Option<PathBuf>,
+    pub admin_listen: Option<SocketAddr>,
+    pub dedup_window_secs: Option<u64>,
+    pub history_max_alerts: Option<usize>,
+    pub max_queue_depth: Option<usize>,
+    pub stop_deadline_ms: Option<u64>,
+    pub max_subject_bytes: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    pub presence_cache_ms: Option<u64>,
+    pub reachable: Option<Vec<Spanned<String>>>,
+    pub max_attempts: Option<u32>,
+    pub retry_initial_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+    pub hold_recheck_ms: Option<u64>,
+    pub per_recipient_per_minute: Option<u32>,
+    pub sink_concurrency: Option<usize>,
+    pub deliver_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstance {
+    pub name: Spanned<String>,
+    pub plugin: Spanned<String>,
+    /// Read separately, as the TOML text handed to the plugin.
+    #[serde(default, rename = "config")]
+    pub _config: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(Spanned<String>),
+    Many(Vec<Spanned<String>>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<Spanned<String>> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub source: Option<OneOrMany>,
+    pub severity: Option<Spanned<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels_regex: BTreeMap<String, Spanned<String>>,
+    pub subject: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOffline {
+    pub policy: Spanned<String>,
+    pub max_wait_secs: Option<u64>,
+    pub then: Option<Spanned<String>>,
+    pub fallback: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub users: Vec<Spanned<String>>,
+    pub sinks: Spanned<Vec<Spanned<String>>>,
+    #[serde(rename = "continue", default)]
+    pub cont: bool,
+    #[serde(default)]
+    pub allow_alert_recipients: bool,
+    pub offline: Option<Spanned<RawOffline>>,
+}

@@ -1,0 +1,307 @@
+//! The dispatcher: takes each accepted alert through routing, presence and delivery until every
+//! recipient has a final outcome, recording each step durably.
+//!
+//! One task per unfinished alert runs *rounds*. A round plans the alert (once), asks each sink
+//! who of the due recipients is reachable (cached briefly), delivers to those, applies the
+//! route's offline policy to the others, and saves the alert. Recipients waiting for a retry, a
+//! hold re-check or the rate limit make the task sleep until the earliest of them is due.
+
+mod outcome;
+mod presence;
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::Duration,
+};
+
+use alertbridge_plugin_api::{ErrorKind, FfiMessage, Message, PluginError, PresenceState, RecipientResult, abi_stable::std_types::RResult};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use self::outcome::{Finding, apply, send_regardless};
+use self::presence::PresenceCache;
+use crate::{
+    config::DeliverySettings,
+    instances::Instances,
+    metrics::Metrics,
+    model::{Outcome, RecipientRecord, StoredAlert, now_ms},
+    queue::Queue,
+    router::{OfflinePolicy, Router},
+};
+
+/// Drives alerts to their outcomes.
+pub struct Dispatcher {
+    queue: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+    settings: DeliverySettings,
+    router: RwLock<Arc<Router>>,
+    instances: Arc<Instances>,
+    presence: PresenceCache,
+    /// Per recipient: when recent messages were sent (Unix ms), for the rate limit.
+    sent: Mutex<HashMap<String, VecDeque<i64>>>,
+    limits: HashMap<String, Arc<Semaphore>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Dispatcher {
+    pub fn new(queue: Arc<dyn Queue>, metrics: Arc<Metrics>, settings: DeliverySettings, router: Router, instances: Arc<Instances>) -> Arc<Self> {
+        let limits = instances.sinks.iter().map(|s| (s.config.name.clone(), Arc::new(Semaphore::new(settings.sink_concurrency)))).collect();
+        Arc::new(Self {
+            queue,
+            metrics,
+            presence: PresenceCache::new(settings.presence_cache),
+            settings,
+            router: RwLock::new(Arc::new(router)),
+            instances,
+            sent: Mutex::new(HashMap::new()),
+            limits,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn router(&self) -> Arc<Router> {
+        Arc::clone(&self.router.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Resumes `unfinished` alerts and then takes new ones from `accepted` until stopped.
+    pub async fn run(self: Arc<Self>, unfinished: Vec<StoredAlert>, mut accepted: mpsc::UnboundedReceiver<StoredAlert>) {
+        if !unfinished.is_empty() {
+            tracing::info!(count = unfinished.len(), "Resuming unfinished alerts.");
+        }
+        self.metrics.queue_depth_add(unfinished.len() as i64);
+        for alert in unfinished {
+            self.spawn(alert);
+        }
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                next = accepted.recv() => match next {
+                    Some(alert) => self.spawn(alert),
+                    None => break,
+                },
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, alert: StoredAlert) {
+        let this = Arc::clone(self);
+        self.tracker.spawn(this.process(alert));
+    }
+
+    /// Stops starting new rounds and waits up to `deadline` for rounds in flight. Whatever is
+    /// unfinished stays queued for the next start.
+    pub async fn drain(&self, deadline: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+            tracing::warn!(in_flight = self.tracker.len(), "Deliveries still in flight at the stop deadline; they stay queued.");
+        }
+    }
+
+    async fn process(self: Arc<Self>, mut alert: StoredAlert) {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let wake = self.round(&mut alert).await;
+            if alert.is_finished() {
+                return;
+            }
+            let wait = Duration::from_millis(wake.saturating_sub(now_ms()).max(0) as u64);
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One round; returns when the next one is due (Unix ms).
+    async fn round(&self, alert: &mut StoredAlert) -> i64 {
+        let router = self.router();
+        let now = now_ms();
+        if !alert.routed {
+            alert.routed = true;
+            alert.recipients = router
+                .plan(alert)
+                .into_iter()
+                .map(|(t, _)| record(t.route, t.sink, t.user, now))
+                .collect();
+            if alert.recipients.is_empty() {
+                tracing::warn!(alert = alert.id, source = %alert.source, subject = %alert.alert.subject, "No route matched; nobody is told.");
+            }
+        }
+        if alert.alert.expires_unix_ms.is_some_and(|e| e <= now) {
+            for r in alert.recipients.iter_mut().filter(|r| !r.outcome.is_final()) {
+                r.outcome = Outcome::Skipped;
+                r.reason = "expired before delivery".into();
+                r.updated_ms = now;
+            }
+        }
+
+        let mut due: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, r) in alert.recipients.iter().enumerate() {
+            if !r.outcome.is_final() && r.not_before_ms.is_none_or(|t| t <= now) {
+                due.entry(r.sink.clone()).or_default().push(i);
+            }
+        }
+        let before: Vec<Outcome> = alert.recipients.iter().map(|r| r.outcome).collect();
+        let rounds = due.into_iter().map(|(sink, idx)| self.sink_round(alert, &router, sink, idx));
+        let findings: Vec<(usize, Finding)> = futures::future::join_all(rounds).await.into_iter().flatten().collect();
+
+        let now = now_ms();
+        let mut fallbacks = Vec::new();
+        for (i, finding) in findings {
+            let policy = policy_of(&router, &alert.recipients[i].route);
+            if let Some(route) = apply(&mut alert.recipients[i], finding, &policy, now, &self.settings) {
+                fallbacks.push(route);
+            }
+        }
+        for name in fallbacks {
+            if let Some(route) = router.route(&name) {
+                let mut plan = Vec::new();
+                for r in &alert.recipients {
+                    plan.push((crate::router::Target { route: r.route.clone(), sink: r.sink.clone(), user: r.user.clone() }, route));
+                }
+                let known = plan.len();
+                router.extend_plan(&mut plan, route, alert);
+                for (t, _) in plan.into_iter().skip(known) {
+                    alert.recipients.push(record(t.route, t.sink, t.user, now));
+                }
+            }
+        }
+        self.count(alert, &before);
+        if alert.recipients.iter().all(|r| r.outcome.is_final()) {
+            alert.finished_ms = Some(now);
+            self.metrics.queue_depth_add(-1);
+            if alert.recipients.iter().any(|r| r.outcome == Outcome::Delivered) {
+                self.metrics.observe_latency((now - alert.accepted_ms).max(0) as f64 / 1000.0);
+            }
+        }
+        if let Err(e) = self.queue.save(alert.clone()).await {
+            tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
+        }
+        alert
+            .recipients
+            .iter()
+            .filter(|r| !r.outcome.is_final())
+            .map(|r| r.not_before_ms.unwrap_or(now + self.settings.retry_initial.as_millis() as i64))
+            .min()
+            .unwrap_or(now)
+    }
+
+    /// Counts outcomes that changed in this round.
+    fn count(&self, alert: &StoredAlert, before: &[Outcome]) {
+        for (i, r) in alert.recipients.iter().enumerate() {
+            let was = before.get(i).copied().unwrap_or(Outcome::Pending);
+            if r.outcome != was && (r.outcome.is_final() || r.outcome == Outcome::Held) {
+                self.metrics.delivery(&r.sink, r.outcome.name());
+                let level_error = r.outcome == Outcome::Failed;
+                if level_error {
+                    tracing::warn!(alert = alert.id, sink = %r.sink, user = %r.user, reason = %r.reason, "Delivery failed.");
+                } else {
+                    tracing::debug!(alert = alert.id, sink = %r.sink, user = %r.user, outcome = r.outcome.name(), reason = %r.reason, "Recipient outcome.");
+                }
+            }
+        }
+    }
+
+    /// Presence and delivery through one sink for the due recipients `idx`.
+    async fn sink_round(&self, alert: &StoredAlert, router: &Router, sink: String, idx: Vec<usize>) -> Vec<(usize, Finding)> {
+        let down = |reason: String| -> Vec<(usize, Finding)> {
+            idx.iter().map(|&i| (i, Finding::CallError(PluginError::new(ErrorKind::TRANSIENT, reason.clone())))).collect()
+        };
+        let Some(slot) = self.instances.sink(&sink) else { return down(format!("no sink `{sink}` is configured")) };
+        let Some(handle) = slot.sink() else { return down(format!("sink `{sink}` is not running")) };
+        let now = now_ms();
+        let recipients = &alert.recipients;
+        let regardless: Vec<bool> = idx.iter().map(|&i| send_regardless(&recipients[i], &policy_of(router, &recipients[i].route), now)).collect();
+        let ask: Vec<String> = idx.iter().zip(&regardless).filter(|(_, r)| !**r).map(|(&i, _)| recipients[i].user.clone()).collect();
+        let states = self.presence.get(&sink, &handle, ask, self.settings.deliver_timeout).await;
+
+        let mut findings = Vec::new();
+        let mut send: Vec<usize> = Vec::new();
+        for (&i, regardless) in idx.iter().zip(regardless) {
+            let user = &recipients[i].user;
+            let state = states.get(user).copied().unwrap_or(PresenceState::UNKNOWN);
+            if !regardless && state != PresenceState::UNKNOWN && !self.settings.reachable.contains(&state) {
+                findings.push((i, Finding::Offline(state)));
+            } else if let Some(at) = self.rate_limited(user, now) {
+                findings.push((i, Finding::RateLimited(at)));
+            } else {
+                send.push(i);
+            }
+        }
+        if send.is_empty() {
+            return findings;
+        }
+        let message = Message {
+            alert_id: alert.id,
+            attempt: send.iter().map(|&i| recipients[i].attempts).max().unwrap_or(0) + 1,
+            source: alert.source.clone(),
+            subject: alert.alert.subject.clone(),
+            body: alert.alert.body.clone(),
+            severity: alert.alert.severity,
+            labels: alert.alert.labels.clone(),
+            recipients: send.iter().map(|&i| recipients[i].user.clone()).collect(),
+            attributes: [("alert_uid".to_owned(), alert.uid.clone())].into(),
+        };
+        let _permit = match self.limits.get(&sink) {
+            Some(sem) => Some(Arc::clone(sem).acquire_owned().await),
+            None => None,
+        };
+        let call = handle.deliver(FfiMessage::from(&message));
+        let results: Result<Vec<RecipientResult>, PluginError> = match tokio::time::timeout(self.settings.deliver_timeout, call).await {
+            Err(_) => Err(PluginError::new(ErrorKind::TRANSIENT, format!("no answer within {} ms", self.settings.deliver_timeout.as_millis()))),
+            Ok(RResult::RErr(e)) => Err(e.into()),
+            Ok(RResult::ROk(list)) => Ok(list.iter().map(RecipientResult::from).collect()),
+        };
+        match results {
+            Err(e) => {
+                if e.kind == ErrorKind::PANICKED {
+                    slot.report_failure(&e.message);
+                }
+                findings.extend(send.iter().map(|&i| (i, Finding::CallError(e.clone()))));
+            }
+            Ok(list) => {
+                let mut by_user: HashMap<String, RecipientResult> = list.into_iter().map(|r| (r.user.clone(), r)).collect();
+                for i in send {
+                    let finding = match by_user.remove(&recipients[i].user) {
+                        Some(r) => Finding::Result(r),
+                        None => Finding::CallError(PluginError::new(ErrorKind::TRANSIENT, "the sink reported no outcome for this recipient")),
+                    };
+                    findings.push((i, finding));
+                }
+            }
+        }
+        findings
+    }
+
+    /// Counts a message to `user` against the rate limit, or says when the next one may go.
+    fn rate_limited(&self, user: &str, now: i64) -> Option<i64> {
+        let limit = self.settings.per_recipient_per_minute as usize;
+        if limit == 0 {
+            return None;
+        }
+        let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+        let times = sent.entry(user.to_owned()).or_default();
+        while times.front().is_some_and(|t| now - t >= 60_000) {
+            times.pop_front();
+        }
+        if times.len() >= limit {
+            return times.front().map(|t| t + 60_000);
+        }
+        times.push_back(now);
+        None
+    }
+}
+
+fn record(route: String, sink: String, user: String, now: i64) -> RecipientRecord {
+    RecipientRecord { route, sink, user, outcome: Outcome::Pending, reason: String::new(), attempts: 0, held_since_ms: None, not_before_ms: None, updated_ms: now }
+}
+
+fn policy_of(router: &Router, route: &str) -> OfflinePolicy {
+    router.route(route).map_or(OfflinePolicy::Skip, |r| r.offline.clone())
+}

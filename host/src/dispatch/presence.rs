@@ -1,0 +1,81 @@
+//! A short-lived cache of what each sink said about its users' presence, so a burst of alerts
+//! to the same people asks the sink once.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use alertbridge_plugin_api::{PresenceState, abi::SinkBox, abi_stable::std_types::{RResult, RString, RVec}};
+
+/// Presence answers per (sink, user), valid for `ttl`.
+pub struct PresenceCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<(String, String), (PresenceState, Instant)>>,
+    /// One fetch per sink at a time; the others then find the cache filled.
+    fetching: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl PresenceCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(HashMap::new()), fetching: Mutex::new(HashMap::new()) }
+    }
+
+    fn cached(&self, sink: &str, users: &[String], out: &mut HashMap<String, PresenceState>) -> Vec<String> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut missing = Vec::new();
+        for u in users {
+            match entries.get(&(sink.to_owned(), u.clone())) {
+                Some((state, at)) if at.elapsed() < self.ttl => {
+                    out.insert(u.clone(), *state);
+                }
+                _ => missing.push(u.clone()),
+            }
+        }
+        missing
+    }
+
+    /// The presence of `users` through `sink`. Users the sink could not tell about (or all of
+    /// them, if it failed) are left out: the caller treats them as unknown and tries to deliver.
+    pub async fn get(&self, name: &str, sink: &SinkBox, users: Vec<String>, timeout: Duration) -> HashMap<String, PresenceState> {
+        let mut out = HashMap::new();
+        if users.is_empty() {
+            return out;
+        }
+        if self.cached(name, &users, &mut out).is_empty() {
+            return out;
+        }
+        let lock = {
+            let mut f = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+            std::sync::Arc::clone(f.entry(name.to_owned()).or_default())
+        };
+        let _guard = lock.lock().await;
+        let missing = self.cached(name, &users, &mut out);
+        if missing.is_empty() {
+            return out;
+        }
+        let ask: RVec<RString> = missing.iter().map(|u| RString::from(u.as_str())).collect();
+        match tokio::time::timeout(timeout, sink.presence(ask)).await {
+            Ok(RResult::ROk(list)) => {
+                let now = Instant::now();
+                let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+                if entries.len() > 100_000 {
+                    entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+                }
+                for p in list.iter() {
+                    let user = p.user.to_string();
+                    entries.insert((name.to_owned(), user.clone()), (p.state, now));
+                    if missing.contains(&user) {
+                        out.insert(user, p.state);
+                    }
+                }
+            }
+            Ok(RResult::RErr(e)) => {
+                tracing::warn!(sink = name, kind = %e.kind, error = %e.message, "Presence query failed; delivering without it.");
+            }
+            Err(_) => tracing::warn!(sink = name, timeout_ms = timeout.as_millis() as u64, "Presence query timed out; delivering without it."),
+        }
+        out
+    }
+}

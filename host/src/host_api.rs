@@ -1,0 +1,182 @@
+//! The host side of the boundary: what each instance's `Host` handle does — check and durably
+//! queue submitted alerts, and re-emit plugin log records in the host's log.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use alertbridge_plugin_api::{
+    Alert, ErrorKind, FfiAlert, FfiError, LogLevel, LogRecord, PluginError, Receipt,
+    abi::{HostBox, HostFfi, HostFfi_TO},
+    abi_stable::{
+        sabi_trait::TD_Opaque,
+        std_types::{RArc, RErr, RResult, RString},
+    },
+    async_ffi::{FfiFuture, FutureExt as _},
+};
+use tokio::{runtime::Handle, sync::mpsc};
+
+use crate::{config::HostSettings, metrics::Metrics, model::StoredAlert, queue::Queue};
+
+/// Where accepted alerts go, shared by every source's handle.
+pub struct Ingest {
+    pub queue: Arc<dyn Queue>,
+    pub metrics: Arc<Metrics>,
+    pub settings: HostSettings,
+    /// Newly accepted alerts, for the dispatcher.
+    pub accepted: mpsc::UnboundedSender<StoredAlert>,
+    /// The host runtime, where the work after a commit runs whatever the plugin does.
+    pub runtime: Handle,
+    pub stopping: AtomicBool,
+}
+
+impl Ingest {
+    /// Checks an alert against the host's limits; the error is a reason for the sender.
+    fn validate(&self, a: &Alert) -> Result<(), (&'static str, String)> {
+        let s = &self.settings;
+        if a.subject.trim().is_empty() {
+            return Err(("invalid", "subject is empty".into()));
+        }
+        if a.subject.len() > s.max_subject_bytes {
+            return Err(("too_large", format!("subject is {} bytes, the limit is {}", a.subject.len(), s.max_subject_bytes)));
+        }
+        if a.body.len() > s.max_body_bytes {
+            return Err(("too_large", format!("body is {} bytes, the limit is {}", a.body.len(), s.max_body_bytes)));
+        }
+        if !a.severity.is_known() {
+            return Err(("invalid", format!("unknown severity {}", a.severity.0)));
+        }
+        let extra: usize = a.labels.iter().chain(&a.attributes).map(|(k, v)| k.len() + v.len()).sum();
+        if extra > s.max_body_bytes {
+            return Err(("too_large", format!("labels and attributes are {extra} bytes, the limit is {}", s.max_body_bytes)));
+        }
+        Ok(())
+    }
+
+    /// Validates and durably queues `alert` from `source`; resolves after the commit.
+    pub fn submit(self: &Arc<Self>, source: &str, alert: Alert) -> FfiFuture<RResult<Receipt, FfiError>> {
+        let refuse = |kind, message: String, retry_after_ms| {
+            let e = FfiError { kind, message: message.into(), retry_after_ms };
+            async move { RErr(e) }.into_ffi()
+        };
+        if self.stopping.load(Ordering::Relaxed) {
+            return refuse(ErrorKind::SHUTTING_DOWN, "alertbridge is stopping".into(), 1000);
+        }
+        if let Err((reason, message)) = self.validate(&alert) {
+            self.metrics.rejected(source, reason);
+            return refuse(ErrorKind::PERMANENT, message, 0);
+        }
+        let depth = self.metrics.queue_depth();
+        if depth >= self.settings.max_queue_depth as i64 {
+            self.metrics.rejected(source, "queue_full");
+            return refuse(ErrorKind::TRANSIENT, format!("queue full ({depth} alerts waiting)"), 1000);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let this = Arc::clone(self);
+        let source = source.to_owned();
+        let enqueue = self.queue.enqueue(&source, alert);
+        // The follow-up runs on the host runtime: a plugin that drops its future must not stop
+        // a committed alert from being dispatched.
+        self.runtime.spawn(async move {
+            let result = match enqueue.await {
+                Ok(e) => {
+                    let receipt = Receipt { alert_id: e.alert.id, duplicate: e.duplicate };
+                    if e.duplicate {
+                        this.metrics.duplicate(&source);
+                    } else {
+                        this.metrics.accepted(&source);
+                        this.metrics.queue_depth_add(1);
+                        let _ = this.accepted.send(e.alert);
+                    }
+                    Ok(receipt)
+                }
+                Err(e) => {
+                    tracing::error!(source, error = %crate::error_chain(&e), "Could not queue an alert.");
+                    Err(PluginError::new(ErrorKind::TRANSIENT, format!("queue unavailable: {e}")))
+                }
+            };
+            let _ = tx.send(result);
+        });
+        async move {
+            match rx.await {
+                Ok(Ok(receipt)) => RResult::ROk(receipt),
+                Ok(Err(e)) => RErr(e.into()),
+                Err(_) => RErr(FfiError { kind: ErrorKind::SHUTTING_DOWN, message: "alertbridge is stopping".into(), retry_after_ms: 1000 }),
+            }
+        }
+        .into_ffi()
+    }
+}
+
+/// One instance's handle on the host.
+#[derive(Clone)]
+pub struct HostHandle {
+    instance: Arc<str>,
+    ingest: Option<Arc<Ingest>>,
+    level: LogLevel,
+}
+
+impl HostHandle {
+    /// A handle for `instance`; without `ingest` (as for `check`) submits are refused.
+    pub fn boxed(instance: &str, ingest: Option<Arc<Ingest>>) -> HostBox {
+        let level = match tracing::level_filters::LevelFilter::current().into_level() {
+            None => LogLevel::OFF,
+            Some(tracing::Level::ERROR) => LogLevel::ERROR,
+            Some(tracing::Level::WARN) => LogLevel::WARN,
+            Some(tracing::Level::INFO) => LogLevel::INFO,
+            Some(tracing::Level::DEBUG) => LogLevel::DEBUG,
+            Some(tracing::Level::TRACE) => LogLevel::TRACE,
+        };
+        HostFfi_TO::from_ptr(RArc::new(Self { instance: instance.into(), ingest, level }), TD_Opaque)
+    }
+}
+
+impl HostFfi for HostHandle {
+    fn submit(&self, alert: FfiAlert) -> FfiFuture<RResult<Receipt, FfiError>> {
+        match &self.ingest {
+            Some(ingest) => ingest.submit(&self.instance, Alert::from(&alert)),
+            None => {
+                let e = FfiError { kind: ErrorKind::SHUTTING_DOWN, message: "not running (config check)".into(), retry_after_ms: 0 };
+                async move { RErr(e) }.into_ffi()
+            }
+        }
+    }
+
+    fn log(&self, record: LogRecord) {
+        let level = match record.level {
+            LogLevel::ERROR => log::Level::Error,
+            LogLevel::WARN => log::Level::Warn,
+            LogLevel::INFO => log::Level::Info,
+            LogLevel::DEBUG => log::Level::Debug,
+            _ => log::Level::Trace,
+        };
+        let target = format!("plugin::{}::{}", self.instance, record.target);
+        let message = if record.fields.is_empty() {
+            record.message.to_string()
+        } else {
+            format!("{} {}", record.message, record.fields)
+        };
+        let file = (!record.file.is_empty()).then(|| record.file.as_str());
+        let line = (record.line != 0).then_some(record.line);
+        tracing_log::format_trace(
+            &log::Record::builder()
+                .level(level)
+                .target(&target)
+                .args(format_args!("{message}"))
+                .file(file)
+                .line(line)
+                .module_path(None)
+                .build(),
+        )
+        .ok();
+    }
+
+    fn max_log_level(&self) -> LogLevel {
+        self.level
+    }
+
+    fn instance_name(&self) -> RString {
+        RString::from(&*self.instance)
+    }
+}

@@ -1,0 +1,265 @@
+//! Instance lifecycle: create each configured source and sink through its plugin, start it,
+//! watch its health, and recreate it with backoff when it fails or panics — never taking the
+//! host down. Stops with a deadline.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
+
+use alertbridge_plugin_api::{
+    ErrorKind, Health, HealthState, PluginError, Role,
+    abi::{SinkBox, SourceBox},
+    abi_stable::std_types::RResult,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::InstanceConfig,
+    host_api::{HostHandle, Ingest},
+    loader::{Plugin, Plugins},
+    metrics::Metrics,
+};
+
+/// A live instance.
+#[derive(Clone)]
+pub enum Live {
+    Source(Arc<SourceBox>),
+    Sink(Arc<SinkBox>),
+}
+
+impl Live {
+    fn health(&self) -> Health {
+        match self {
+            Self::Source(s) => Health::from(&s.health()),
+            Self::Sink(s) => Health::from(&s.health()),
+        }
+    }
+
+    fn start(&self) -> Result<(), PluginError> {
+        let r = match self {
+            Self::Source(s) => s.start(),
+            Self::Sink(s) => s.start(),
+        };
+        r.into_result().map_err(PluginError::from)
+    }
+
+    /// Stops the instance on a blocking thread, giving it `deadline`.
+    async fn stop(self, deadline: Duration) {
+        let ms = deadline.as_millis() as u64;
+        let job = tokio::task::spawn_blocking(move || match &self {
+            Self::Source(s) => s.stop(ms),
+            Self::Sink(s) => s.stop(ms),
+        });
+        match tokio::time::timeout(deadline + Duration::from_secs(1), job).await {
+            Ok(Ok(RResult::RErr(e))) => tracing::warn!(error = %e.message, "Instance stop reported an error."),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("Instance did not stop within its deadline."),
+        }
+    }
+}
+
+/// What the status page and `/healthz` show about an instance.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Status {
+    pub name: String,
+    pub role: &'static str,
+    pub plugin: String,
+    pub state: String,
+    pub message: String,
+    pub restarts: u32,
+    pub last_error: Option<String>,
+}
+
+/// One configured instance and its current incarnation.
+pub struct Slot {
+    pub config: InstanceConfig,
+    pub role: Role,
+    plugin: Plugin,
+    live: RwLock<Option<Live>>,
+    status: Mutex<Status>,
+    failed: Notify,
+}
+
+impl Slot {
+    pub fn new(config: InstanceConfig, role: Role, plugin: Plugin) -> Self {
+        let status = Status {
+            name: config.name.clone(),
+            role: if role == Role::SOURCE { "source" } else { "sink" },
+            plugin: config.plugin.clone(),
+            state: HealthState::STARTING.to_string(),
+            message: String::new(),
+            restarts: 0,
+            last_error: None,
+        };
+        Self { config, role, plugin, live: RwLock::new(None), status: Mutex::new(status), failed: Notify::new() }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        let s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        s.state == HealthState::OK.name() || s.state == HealthState::DEGRADED.name()
+    }
+
+    /// The running sink, if any.
+    pub fn sink(&self) -> Option<Arc<SinkBox>> {
+        match &*self.live.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(Live::Sink(s)) => Some(Arc::clone(s)),
+            _ => None,
+        }
+    }
+
+    /// Reports that a call into the instance panicked: it will be recreated.
+    pub fn report_failure(&self, message: &str) {
+        self.set(HealthState::FAILED.name(), message, Some(message));
+        self.failed.notify_one();
+    }
+
+    fn set(&self, state: &str, message: &str, error: Option<&str>) {
+        let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        s.state = state.to_owned();
+        s.message = message.to_owned();
+        if let Some(e) = error {
+            s.last_error = Some(e.to_owned());
+        }
+    }
+
+    /// Creates the instance through its plugin (without starting it).
+    pub fn create(&self, ingest: Option<Arc<Ingest>>) -> Result<Live, PluginError> {
+        let c = &self.config;
+        let host = HostHandle::boxed(&c.name, ingest);
+        let m = &self.plugin.module;
+        let (kind, name, text) = (c.plugin.as_str().into(), c.name.as_str().into(), c.config_toml.as_str().into());
+        let live = if self.role == Role::SOURCE {
+            (m.create_source())(kind, name, text, host).into_result().map(|s| Live::Source(Arc::new(s)))
+        } else {
+            (m.create_sink())(kind, name, text, host).into_result().map(|s| Live::Sink(Arc::new(s)))
+        };
+        live.map_err(PluginError::from)
+    }
+
+    /// Keeps the instance running until `shutdown`, recreating it with backoff when it fails.
+    pub async fn supervise(self: Arc<Self>, ingest: Arc<Ingest>, metrics: Arc<Metrics>, shutdown: CancellationToken, stop_deadline: Duration) {
+        let name = self.config.name.clone();
+        let mut failures: u32 = 0;
+        loop {
+            let started = self.create(Some(Arc::clone(&ingest))).and_then(|live| live.start().map(|()| live));
+            let live = match started {
+                Ok(live) => live,
+                Err(e) => {
+                    let what = if e.kind == ErrorKind::CONFIG { "Instance config refused" } else { "Instance failed to start" };
+                    tracing::error!(instance = %name, kind = %e.kind, error = %e.message, "{what}.");
+                    self.set(HealthState::FAILED.name(), &e.message, Some(&e.message));
+                    metrics.set_instance_up(&name, false);
+                    failures += 1;
+                    if sleep_or_stop(backoff(failures), &shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            *self.live.write().unwrap_or_else(PoisonError::into_inner) = Some(live.clone());
+            let up_since = Instant::now();
+            tracing::info!(instance = %name, role = %self.role, plugin = %self.config.plugin, "Instance started.");
+            let stopping = loop {
+                let h = live.health();
+                let up = h.state == HealthState::OK || h.state == HealthState::DEGRADED || h.state == HealthState::STARTING;
+                self.set(h.state.name(), &h.message, (h.state == HealthState::FAILED).then_some(h.message.as_str()));
+                metrics.set_instance_up(&name, up);
+                if h.state == HealthState::FAILED || h.state == HealthState::STOPPED {
+                    tracing::error!(instance = %name, reason = %h.message, "Instance failed; recreating it.");
+                    break false;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break true,
+                    () = self.failed.notified() => {
+                        tracing::error!(instance = %name, "Instance panicked; recreating it.");
+                        break false;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            };
+            *self.live.write().unwrap_or_else(PoisonError::into_inner) = None;
+            metrics.set_instance_up(&name, false);
+            live.stop(stop_deadline).await;
+            if stopping {
+                self.set(HealthState::STOPPED.name(), "", None);
+                return;
+            }
+            failures = if up_since.elapsed() > Duration::from_secs(60) { 1 } else { failures + 1 };
+            metrics.restart(&name);
+            self.status.lock().unwrap_or_else(PoisonError::into_inner).restarts += 1;
+            if sleep_or_stop(backoff(failures), &shutdown).await {
+                return;
+            }
+        }
+    }
+}
+
+/// 0.5 s, 1 s, 2 s … up to 60 s, with jitter.
+pub fn backoff(failures: u32) -> Duration {
+    let base = 500u64.saturating_mul(1 << failures.saturating_sub(1).min(7)).min(60_000);
+    Duration::from_millis(base + rand::random_range(0..=base / 4))
+}
+
+/// Sleeps, returning true if shutdown came first.
+async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Every configured instance, bound to the plugin that provides it.
+pub struct Instances {
+    pub sources: Vec<Arc<Slot>>,
+    pub sinks: Vec<Arc<Slot>>,
+}
+
+impl Instances {
+    /// Binds each configured instance to its plugin; the errors name what is missing.
+    pub fn bind(sources: &[InstanceConfig], sinks: &[InstanceConfig], plugins: &Plugins) -> Result<Self, Vec<(InstanceConfig, String)>> {
+        let mut errors = Vec::new();
+        let mut bind = |list: &[InstanceConfig], role: Role| -> Vec<Arc<Slot>> {
+            list.iter()
+                .filter_map(|c| match plugins.find(&c.plugin, role) {
+                    Some(p) => Some(Arc::new(Slot::new(c.clone(), role, p.clone()))),
+                    None => {
+                        let known = plugins.kinds(role);
+                        let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                        errors.push((c.clone(), format!("no loaded plugin provides {role} kind `{}` (available: {known})", c.plugin)));
+                        None
+                    }
+                })
+                .collect()
+        };
+        let sources = bind(sources, Role::SOURCE);
+        let sinks = bind(sinks, Role::SINK);
+        if errors.is_empty() { Ok(Self { sources, sinks }) } else { Err(errors) }
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.sinks.iter().find(|s| s.config.name == name)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        self.sources.iter().chain(&self.sinks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert!(backoff(1) >= Duration::from_millis(500) && backoff(1) <= Duration::from_millis(625));
+        assert!(backoff(3) >= Duration::from_secs(2));
+        assert!(backoff(30) <= Duration::from_secs(75));
+    }
+}

@@ -1,0 +1,154 @@
+//! Finding and loading plugin files: each file is loaded once, checked by abi_stable, and
+//! asked what kinds it provides. A file that cannot be used is refused with one readable line
+//! while the others still load. Libraries are never unloaded.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use alertbridge_plugin_api::{
+    API_VERSION, Role,
+    abi::PluginModRef,
+    abi_stable::library::{LibraryError, RootModuleError, lib_header_from_path},
+};
+
+/// One loaded plugin file.
+#[derive(Clone)]
+pub struct Plugin {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+    pub kinds: Vec<(String, Role)>,
+    pub module: PluginModRef,
+}
+
+/// A file that was not loaded, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Every plugin file found in a folder.
+#[derive(Clone, Default)]
+pub struct Plugins {
+    pub loaded: Vec<Plugin>,
+    pub refused: Vec<Refused>,
+}
+
+impl Plugins {
+    /// The plugin providing `kind` in `role`.
+    pub fn find(&self, kind: &str, role: Role) -> Option<&Plugin> {
+        self.loaded.iter().find(|p| p.kinds.iter().any(|(k, r)| k == kind && *r == role))
+    }
+
+    /// Every kind in `role`, for error messages.
+    pub fn kinds(&self, role: Role) -> Vec<String> {
+        let mut out: Vec<String> =
+            self.loaded.iter().flat_map(|p| p.kinds.iter().filter(|(_, r)| *r == role).map(|(k, _)| k.clone())).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The folder plugins are looked for in when the config names none: the executable's own.
+pub fn default_dir() -> PathBuf {
+    std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_owned)).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Loads every `*.so` file in `dir` (not recursing).
+pub fn load_dir(dir: &Path) -> Result<Plugins, std::io::Error> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == std::env::consts::DLL_EXTENSION))
+        .collect();
+    files.sort();
+    let mut plugins = Plugins::default();
+    let mut seen: BTreeMap<(String, Role), PathBuf> = BTreeMap::new();
+    for path in files {
+        match load_file(&path) {
+            Ok(p) => {
+                for (kind, role) in &p.kinds {
+                    if let Some(first) = seen.get(&(kind.clone(), *role)) {
+                        tracing::warn!(kind, file = %path.display(), first = %first.display(), "Kind provided twice; the first file wins.");
+                    } else {
+                        seen.insert((kind.clone(), *role), path.clone());
+                    }
+                }
+                let kinds: Vec<String> = p.kinds.iter().map(|(k, r)| format!("{r} {k}")).collect();
+                tracing::info!(plugin = %p.name, version = %p.version, api = %p.api_version, kinds = %kinds.join(", "), file = %path.display(), "Plugin loaded.");
+                plugins.loaded.push(p);
+            }
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), %reason, "Plugin file refused.");
+                plugins.refused.push(Refused { path, reason });
+            }
+        }
+    }
+    Ok(plugins)
+}
+
+/// Loads one file, or says in one line why not.
+pub fn load_file(path: &Path) -> Result<Plugin, String> {
+    check_permissions(path)?;
+    let header = lib_header_from_path(path).map_err(|e| summarize(&e))?;
+    let module = header.init_root_module::<PluginModRef>().map_err(|e| summarize(&e))?;
+    let info = (module.info())();
+    let kinds: Vec<(String, Role)> = info.kinds.iter().map(|k| (k.name.to_string(), k.role)).collect();
+    if let Some((k, r)) = kinds.iter().find(|(_, r)| !r.is_known()) {
+        return Err(format!("kind `{k}` has a role this host does not know ({r})"));
+    }
+    Ok(Plugin {
+        path: path.to_owned(),
+        name: info.name.to_string(),
+        version: info.version.to_string(),
+        api_version: info.api_version.to_string(),
+        kinds,
+        module,
+    })
+}
+
+/// Refuses files that other users could have written: loading runs their code.
+fn check_permissions(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.mode() & 0o002 != 0 {
+        return Err("writable by every user (chmod o-w it): loading it would run anyone's code".into());
+    }
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if meta.mode() & 0o020 != 0 && meta.uid() != 0 && Some(meta.uid()) != me {
+        return Err("group-writable and owned by another user: loading it would run their code".into());
+    }
+    Ok(())
+}
+
+/// One readable line for a load failure; the full layout report goes to the debug log.
+fn summarize(e: &LibraryError) -> String {
+    let line = match e {
+        LibraryError::OpenError { err, .. } => format!("cannot open: {}", first_line(&err.to_string())),
+        LibraryError::GetSymbolError { .. } => "not an alertbridge plugin (no abi_stable root module)".to_owned(),
+        LibraryError::ParseVersionError(err) => format!("unreadable API version: {err}"),
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
+            "built against plugin API {actual_version}, this host speaks {expected_version}: rebuild the plugin with this release"
+        ),
+        LibraryError::InvalidAbiHeader(_) => "built with an incompatible abi_stable version: rebuild the plugin with this release".to_owned(),
+        LibraryError::AbiInstability(_) => format!(
+            "its plugin API types do not match this host's (API {API_VERSION}): host and plugins must be built from the same release"
+        ),
+        LibraryError::RootModule { err, .. } => match err {
+            RootModuleError::Returned(e) => format!("its root module failed: {}", first_line(&e.to_string())),
+            RootModuleError::Unwound => "its root module panicked while loading".to_owned(),
+        },
+        other => first_line(&other.to_string()).to_owned(),
+    };
+    tracing::debug!(report = %e, "Full plugin load report.");
+    line
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+}

@@ -1,0 +1,76 @@
+//! The durable queue: every accepted alert and its recipients' outcomes, kept across crashes.
+//!
+//! Invariants:
+//! - [`Queue::enqueue`] resolves only after the alert is committed to disk; concurrent
+//!   enqueues share one commit (group commit), so a burst costs one fsync, not one per alert.
+//! - A dedup key (scoped to its source) seen within the dedup window is taken once: the second
+//!   enqueue returns the first alert, marked as a duplicate, and stores nothing.
+//! - On restart, [`Queue::unfinished`] returns every alert accepted and not finished.
+//! - Finished alerts stay for the admin API until `history_max_alerts` newer ones push them out.
+//!
+//! The trait lets a shared broker backend (for several hosts) replace the embedded one.
+
+mod redb_queue;
+
+use std::{future::Future, pin::Pin};
+
+use alertbridge_plugin_api::Alert;
+
+pub use self::redb_queue::RedbQueue;
+use crate::model::StoredAlert;
+
+/// A boxed future, so the queue can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of an enqueue.
+#[derive(Clone, Debug)]
+pub struct Enqueued {
+    pub alert: StoredAlert,
+    /// True if and only if the dedup key was seen within the window and nothing was stored.
+    pub duplicate: bool,
+}
+
+/// Why the queue could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot open the queue at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("queue storage failed")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("stored alert {id} is corrupt")]
+    Corrupt {
+        id: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the queue is shutting down")]
+    Closed,
+}
+
+impl QueueError {
+    pub(crate) fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Storage(Box::new(e))
+    }
+}
+
+/// Durable storage of alerts and their outcomes.
+pub trait Queue: Send + Sync + 'static {
+    /// Stores a new alert from `source` (or finds its duplicate). Resolves after commit.
+    fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Enqueued, QueueError>>;
+
+    /// Durably records an alert's new state. Resolves after commit.
+    fn save(&self, alert: StoredAlert) -> BoxFuture<'static, Result<(), QueueError>>;
+
+    /// Alerts accepted and not finished, oldest first.
+    fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError>;
+
+    /// The newest alerts, newest first.
+    fn recent(&self, limit: usize) -> Result<Vec<StoredAlert>, QueueError>;
+
+    /// One alert by id.
+    fn get(&self, id: u64) -> Result<Option<StoredAlert>, QueueError>;
+}

@@ -1,0 +1,339 @@
+//! The embedded queue on redb: one writer thread that batches every pending command into one
+//! write transaction (group commit), and read transactions for everything else.
+//!
+//! ```text
+//! alerts  u64 id            -> JSON StoredAlert
+//! dedup   "<source>\x1f<key>" -> (alert id, accepted unix ms)
+//! meta    "next_id"         -> u64
+//! ```
+
+use std::{
+    path::Path,
+    sync::{Arc, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use alertbridge_plugin_api::Alert;
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::{BoxFuture, Enqueued, Queue, QueueError};
+use crate::model::{StoredAlert, now_ms};
+
+const ALERTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("alerts");
+const DEDUP: TableDefinition<'_, &str, (u64, i64)> = TableDefinition::new("dedup");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// Commands at most per commit; more wait for the next one.
+const MAX_BATCH: usize = 8192;
+/// How often old history and dedup entries are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+enum Cmd {
+    Enqueue { source: String, alert: Alert, reply: oneshot::Sender<Result<Enqueued, QueueError>> },
+    Save { alert: Box<StoredAlert>, reply: oneshot::Sender<Result<(), QueueError>> },
+}
+
+/// The embedded, crash-safe queue.
+pub struct RedbQueue {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl RedbQueue {
+    /// Opens (or creates) the queue in `dir`, and starts its writer thread.
+    pub fn open(dir: &Path, dedup_window: Duration, history_max: usize) -> Result<Self, QueueError> {
+        std::fs::create_dir_all(dir).map_err(QueueError::storage)?;
+        let path = dir.join("queue.redb");
+        let db = Database::create(&path)
+            .map_err(|source| QueueError::Open { path: path.display().to_string(), source })?;
+        let txn = db.begin_write().map_err(QueueError::storage)?;
+        {
+            txn.open_table(ALERTS).map_err(QueueError::storage)?;
+            txn.open_table(DEDUP).map_err(QueueError::storage)?;
+            txn.open_table(META).map_err(QueueError::storage)?;
+        }
+        txn.commit().map_err(QueueError::storage)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer { db: Arc::clone(&db), window_ms: dedup_window.as_millis() as i64, history_max };
+        thread::Builder::new()
+            .name("queue-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(QueueError::storage)?;
+        Ok(Self { db, tx })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadOnlyTable<u64, &[u8]>) -> Result<T, QueueError>) -> Result<T, QueueError> {
+        let txn = self.db.begin_read().map_err(QueueError::storage)?;
+        let table = txn.open_table(ALERTS).map_err(QueueError::storage)?;
+        f(&table)
+    }
+}
+
+fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
+    serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt { id, source })
+}
+
+impl Queue for RedbQueue {
+    fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Enqueued, QueueError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Cmd::Enqueue { source: source.to_owned(), alert, reply });
+        Box::pin(async move {
+            sent.map_err(|_| QueueError::Closed)?;
+            rx.await.map_err(|_| QueueError::Closed)?
+        })
+    }
+
+    fn save(&self, alert: StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Cmd::Save { alert: Box::new(alert), reply });
+        Box::pin(async move {
+            sent.map_err(|_| QueueError::Closed)?;
+            rx.await.map_err(|_| QueueError::Closed)?
+        })
+    }
+
+    fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(QueueError::storage)? {
+                let (k, v) = entry.map_err(QueueError::storage)?;
+                let alert = decode(k.value(), v.value())?;
+                if !alert.is_finished() {
+                    out.push(alert);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn recent(&self, limit: usize) -> Result<Vec<StoredAlert>, QueueError> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(QueueError::storage)?.rev().take(limit) {
+                let (k, v) = entry.map_err(QueueError::storage)?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn get(&self, id: u64) -> Result<Option<StoredAlert>, QueueError> {
+        self.read(|t| match t.get(id).map_err(QueueError::storage)? {
+            Some(v) => decode(id, v.value()).map(Some),
+            None => Ok(None),
+        })
+    }
+}
+
+struct Writer {
+    db: Arc<Database>,
+    window_ms: i64,
+    history_max: usize,
+}
+
+enum Reply {
+    Enqueued(oneshot::Sender<Result<Enqueued, QueueError>>, Enqueued),
+    Saved(oneshot::Sender<Result<(), QueueError>>),
+}
+
+impl Writer {
+    fn run(self, rx: mpsc::Receiver<Cmd>) {
+        let mut last_prune = Instant::now();
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            let prune = last_prune.elapsed() >= PRUNE_EVERY;
+            if prune {
+                last_prune = Instant::now();
+            }
+            self.commit(batch, prune);
+        }
+    }
+
+    /// Applies a batch in one transaction and answers every command after the commit.
+    fn commit(&self, batch: Vec<Cmd>, prune: bool) {
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut refused = Vec::new();
+        let result = (|| -> Result<(), QueueError> {
+            let mut txn = self.db.begin_write().map_err(QueueError::storage)?;
+            txn.set_durability(Durability::Immediate);
+            for cmd in batch {
+                match cmd {
+                    Cmd::Enqueue { source, alert, reply } => match self.enqueue(&txn, &source, alert) {
+                        Ok(e) => replies.push(Reply::Enqueued(reply, e)),
+                        Err(e) => refused.push((reply, e)),
+                    },
+                    Cmd::Save { alert, reply } => {
+                        put(&txn, &alert)?;
+                        replies.push(Reply::Saved(reply));
+                    }
+                }
+            }
+            if prune {
+                self.prune(&txn)?;
+            }
+            txn.commit().map_err(QueueError::storage)
+        })();
+        for (reply, e) in refused {
+            let _ = reply.send(Err(e));
+        }
+        match result {
+            Ok(()) => {
+                for r in replies {
+                    match r {
+                        Reply::Enqueued(tx, e) => drop(tx.send(Ok(e))),
+                        Reply::Saved(tx) => drop(tx.send(Ok(()))),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), commands = replies.len(), "Queue commit failed; nothing in it was acknowledged.");
+                for r in replies {
+                    match r {
+                        Reply::Enqueued(tx, _) => drop(tx.send(Err(QueueError::storage(std::io::Error::other(e.to_string()))))),
+                        Reply::Saved(tx) => drop(tx.send(Err(QueueError::storage(std::io::Error::other(e.to_string()))))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn enqueue(&self, txn: &WriteTransaction, source: &str, alert: Alert) -> Result<Enqueued, QueueError> {
+        let now = now_ms();
+        let key = alert.dedup_key.as_ref().map(|k| format!("{source}\x1f{k}"));
+        if let Some(key) = &key {
+            let dedup = txn.open_table(DEDUP).map_err(QueueError::storage)?;
+            let seen = dedup.get(key.as_str()).map_err(QueueError::storage)?.map(|v| v.value());
+            if let Some((id, at)) = seen
+                && now - at < self.window_ms
+            {
+                let alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
+                let existing = alerts.get(id).map_err(QueueError::storage)?.map(|v| decode(id, v.value()));
+                let alert = match existing {
+                    Some(a) => a?,
+                    // Pushed out of the history: report the id, keep the new copy's text.
+                    None => StoredAlert::new(id, source, alert, at),
+                };
+                return Ok(Enqueued { alert, duplicate: true });
+            }
+        }
+        let id = {
+            let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
+            let next = meta.get("next_id").map_err(QueueError::storage)?.map_or(1, |v| v.value());
+            meta.insert("next_id", next + 1).map_err(QueueError::storage)?;
+            next
+        };
+        let stored = StoredAlert::new(id, source, alert, now);
+        put(txn, &stored)?;
+        if let Some(key) = key {
+            let mut dedup = txn.open_table(DEDUP).map_err(QueueError::storage)?;
+            dedup.insert(key.as_str(), (id, now)).map_err(QueueError::storage)?;
+        }
+        Ok(Enqueued { alert: stored, duplicate: false })
+    }
+
+    /// Drops finished alerts beyond the history size, and dedup entries past the window.
+    fn prune(&self, txn: &WriteTransaction) -> Result<(), QueueError> {
+        let mut alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
+        let total = alerts.len().map_err(QueueError::storage)? as usize;
+        if total > self.history_max {
+            let mut excess = total - self.history_max;
+            let mut doomed = Vec::new();
+            for entry in alerts.iter().map_err(QueueError::storage)? {
+                if excess == 0 {
+                    break;
+                }
+                let (k, v) = entry.map_err(QueueError::storage)?;
+                if decode(k.value(), v.value()).is_ok_and(|a| a.is_finished()) {
+                    doomed.push(k.value());
+                    excess -= 1;
+                }
+            }
+            for id in doomed {
+                alerts.remove(id).map_err(QueueError::storage)?;
+            }
+        }
+        let cutoff = now_ms() - self.window_ms;
+        let mut dedup = txn.open_table(DEDUP).map_err(QueueError::storage)?;
+        dedup.retain(|_, (_, at)| at >= cutoff).map_err(QueueError::storage)?;
+        Ok(())
+    }
+}
+
+fn put(txn: &WriteTransaction, alert: &StoredAlert) -> Result<(), QueueError> {
+    let json = serde_json::to_vec(alert).map_err(QueueError::storage)?;
+    let mut alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
+    alerts.insert(alert.id, json.as_slice()).map_err(QueueError::storage)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(dir: &Path) -> RedbQueue {
+        RedbQueue::open(dir, Duration::from_secs(3600), 100).unwrap()
+    }
+
+    fn keyed(subject: &str, key: &str) -> Alert {
+        let mut a = Alert::new(subject);
+        a.dedup_key = Some(key.into());
+        a
+    }
+
+    #[tokio::test]
+    async fn enqueued_alerts_survive_reopen_and_dedup_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = {
+            let q = queue(dir.path());
+            let a = q.enqueue("mail", keyed("one", "k1")).await.unwrap();
+            let b = q.enqueue("mail", keyed("two", "k2")).await.unwrap();
+            let dup = q.enqueue("mail", keyed("one again", "k1")).await.unwrap();
+            assert!(dup.duplicate);
+            assert_eq!(dup.alert.id, a.alert.id);
+            assert_eq!(dup.alert.alert.subject, "one");
+            let other_source = q.enqueue("hook", keyed("same key elsewhere", "k1")).await.unwrap();
+            assert!(!other_source.duplicate, "dedup keys are scoped to their source");
+            (a.alert.id, b.alert.id)
+        };
+        let q = queue(dir.path());
+        let ids: Vec<u64> = q.unfinished().unwrap().iter().map(|a| a.id).collect();
+        assert_eq!(ids, [first, second, second + 1]);
+        assert!(q.enqueue("mail", keyed("after restart", "k2")).await.unwrap().duplicate);
+    }
+
+    #[tokio::test]
+    async fn concurrent_enqueues_get_distinct_ids_and_saves_finish_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Arc::new(queue(dir.path()));
+        let handles: Vec<_> = (0..500).map(|i| q.enqueue("s", Alert::new(format!("a{i}")))).collect();
+        let mut ids = Vec::new();
+        for h in handles {
+            ids.push(h.await.unwrap().alert.id);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 500);
+        let mut a = q.get(ids[0]).unwrap().unwrap();
+        a.finished_ms = Some(1);
+        q.save(a).await.unwrap();
+        assert_eq!(q.unfinished().unwrap().len(), 499);
+        assert_eq!(q.recent(3).unwrap().iter().map(|a| a.id).collect::<Vec<_>>(), [500, 499, 498]);
+    }
+
+    #[tokio::test]
+    async fn expired_dedup_keys_are_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = RedbQueue::open(dir.path(), Duration::ZERO, 100).unwrap();
+        q.enqueue("s", keyed("a", "k")).await.unwrap();
+        assert!(!q.enqueue("s", keyed("a", "k")).await.unwrap().duplicate);
+    }
+}
