@@ -1,1 +1,117 @@
-//! UCMA bridge simulator (not yet implemented).
+//! A UCMA bridge simulator: the server side of `docs/ucma-bridge-protocol.md` on loopback, with
+//! a control API and a status page, for the `ucma` sink's tests and the demo.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use alertbridge_testbed::ucma_sim::{Availability, SimConfig, Simulator};
+//! let sim = Simulator::start(SimConfig::new("0123456789abcdef").user("sip:alice@contoso.com", Availability::Online)).await?;
+//! println!("bridge at {}", sim.url());
+//! # Ok(()) }
+//! ```
+//!
+//! - `config.rs`: what it starts with; `wire.rs`: the JSON documents; `auth.rs`: bearer and HMAC.
+//! - `state.rs`: users, presence, scripts, inboxes, faults, counters; `messages.rs`: sends and
+//!   the idempotency store.
+//! - `api.rs`: the `/v1` endpoints; `control.rs`: `/control/...` and the page `/`.
+//! - `conn.rs`: connections a handler can cut, for "lost response" faults.
+
+mod api;
+mod auth;
+mod config;
+mod conn;
+mod control;
+mod messages;
+mod state;
+mod wire;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::{net::TcpListener, sync::oneshot};
+
+pub use self::{
+    auth::{hex, signature},
+    config::{Limits, SimConfig, UsersFileError, parse_users},
+    state::{Counters, Fault, FaultAction, FaultTarget, HealthStatus, Outcome, ReceivedIm},
+    wire::Availability,
+};
+
+/// Starts simulated bridges.
+#[derive(Debug)]
+pub struct Simulator;
+
+impl Simulator {
+    /// Binds `config.listen` and serves on the current tokio runtime until the handle is dropped.
+    pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let body_limit = config.limits.max_body_bytes.saturating_add(1 << 20);
+        let state = Arc::new(state::State::new(config));
+        let app = api::router()
+            .merge(control::router())
+            .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+            .with_state(Arc::clone(&state));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = app.into_make_service_with_connect_info::<conn::Conn>();
+        tokio::spawn(async move {
+            let serve = axum::serve(conn::CuttableListener(listener), service)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "UCMA simulator stopped serving.");
+            }
+        });
+        Ok(SimHandle {
+            addr,
+            state,
+            _stop: stop,
+        })
+    }
+}
+
+/// A running simulator. Dropping it stops the server.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<state::State>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, the `endpoint` to configure the sink with.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets a user's presence, adding the user if unknown.
+    pub fn set_presence(&self, uri: &str, availability: Availability) {
+        self.state.set_presence(uri, availability);
+    }
+
+    /// Queues outcomes for a user's next calls.
+    pub fn script(&self, uri: &str, outcomes: impl IntoIterator<Item = Outcome>) {
+        self.state.script(uri, outcomes);
+    }
+
+    /// Every IM the user received, oldest first.
+    pub fn received(&self, uri: &str) -> Vec<ReceivedIm> {
+        self.state.received(uri)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.state.counters()
+    }
+
+    pub fn set_health(&self, status: HealthStatus) {
+        self.state.set_health(status);
+    }
+
+    /// Injects a fault for the next `fault.count` matching requests.
+    pub fn inject(&self, fault: Fault) {
+        self.state.inject(fault);
+    }
+}
