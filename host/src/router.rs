@@ -82,7 +82,7 @@ pub struct Matcher {
 impl Matcher {
     pub fn matches(&self, alert: &StoredAlert) -> bool {
         let a = &alert.alert;
-        (self.sources.is_empty() || self.sources.iter().any(|s| *s == alert.source))
+        (self.sources.is_empty() || self.sources.contains(&alert.source))
             && self.severity.is_none_or(|(cmp, s)| cmp.holds(a.severity, s))
             && self.labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
             && self.labels_regex.iter().all(|(k, re)| a.labels.get(k).is_some_and(|v| re.is_match(v)))

@@ -128,13 +128,15 @@ impl Config {
             }
         }
 
-        let host = section::<RawHost>(&mut c, root, "host").unwrap_or_default();
+        let host_errors = c.errors.len();
+        let host = section::<RawHost>(&mut c, root, "host");
+        let host_failed = c.errors.len() > host_errors;
         let delivery = section::<RawDelivery>(&mut c, root, "delivery").unwrap_or_default();
         let sources = instances(&mut c, root, "source", text);
         let sinks = instances(&mut c, root, "sink", text);
         let groups = section::<BTreeMap<String, Vec<String>>>(&mut c, root, "groups").unwrap_or_default();
 
-        let host = host_settings(&mut c, root, host, path);
+        let host = host_settings(&mut c, root, host.unwrap_or_default(), path, host_failed);
         let delivery = delivery_settings(&mut c, delivery);
         let mut names: BTreeMap<String, &str> = BTreeMap::new();
         for (kind, list) in [("source", &sources), ("sink", &sinks)] {
@@ -276,10 +278,13 @@ fn key_locations(table: &dyn toml_edit::TableLike, text: &str) -> BTreeMap<Strin
     out
 }
 
-fn host_settings(c: &mut Collector<'_>, root: &Table, raw: RawHost, path: &Path) -> HostSettings {
+fn host_settings(c: &mut Collector<'_>, root: &Table, raw: RawHost, path: &Path, already_wrong: bool) -> HostSettings {
     let base = path.parent().unwrap_or(Path::new("."));
     let data_dir = raw.data_dir.map(|d| base.join(d)).unwrap_or_else(|| {
-        let span = root.get("host").and_then(Item::span).or_else(|| Some(0..0));
+        if already_wrong {
+            return PathBuf::new();
+        }
+        let span = root.get("host").and_then(Item::span).or(Some(0..0));
         c.at(span, "[host]: missing key `data_dir` (where the durable queue lives)");
         PathBuf::new()
     });
@@ -363,12 +368,17 @@ fn routes(
             }
         }
         let m = raw.matcher;
-        let route_sources: Vec<String> = m.source.map(OneOrMany::into_vec).unwrap_or_default().into_iter().map(|s| {
-            if !sources.contains(&s.get_ref().as_str()) {
-                c.at(Some(s.span()), format!("route `{name}`: match.source: no [[source]] named `{}`", s.get_ref()));
+        let route_sources: Vec<String> = match m.source {
+            None => vec![],
+            Some(list) => {
+                let span = list.span();
+                let list = list.into_inner().0;
+                for s in list.iter().filter(|s| !sources.contains(&s.as_str())) {
+                    c.at(Some(span.clone()), format!("route `{name}`: match.source: no [[source]] named `{s}`"));
+                }
+                list
             }
-            s.into_inner()
-        }).collect();
+        };
         let severity = m.severity.and_then(|s| {
             parse_severity_condition(s.get_ref()).map_err(|e| c.at(Some(s.span()), format!("route `{name}`: match.severity: {e}"))).ok()
         });

@@ -43,26 +43,36 @@ pub struct RawInstance {
     pub _config: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(Spanned<String>),
-    Many(Vec<Spanned<String>>),
-}
+/// One name or a list of names.
+pub struct OneOrMany(pub Vec<String>);
 
-impl OneOrMany {
-    pub fn into_vec(self) -> Vec<Spanned<String>> {
-        match self {
-            Self::One(s) => vec![s],
-            Self::Many(v) => v,
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a name or a list of names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany(out))
+            }
         }
+        d.deserialize_any(V)
     }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
-    pub source: Option<OneOrMany>,
+    pub source: Option<Spanned<OneOrMany>>,
     pub severity: Option<Spanned<String>>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

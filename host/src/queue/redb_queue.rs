@@ -31,14 +31,25 @@ const MAX_BATCH: usize = 8192;
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 enum Cmd {
-    Enqueue { source: String, alert: Alert, reply: oneshot::Sender<Result<Enqueued, QueueError>> },
+    Enqueue { source: String, alert: Box<Alert>, reply: oneshot::Sender<Result<Enqueued, QueueError>> },
     Save { alert: Box<StoredAlert>, reply: oneshot::Sender<Result<(), QueueError>> },
 }
 
 /// The embedded, crash-safe queue.
 pub struct RedbQueue {
     db: Arc<Database>,
-    tx: mpsc::Sender<Cmd>,
+    tx: Option<mpsc::Sender<Cmd>>,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for RedbQueue {
+    /// Lets the writer finish what it was given, so the file is closed when this returns.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 impl RedbQueue {
@@ -58,11 +69,15 @@ impl RedbQueue {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer = Writer { db: Arc::clone(&db), window_ms: dedup_window.as_millis() as i64, history_max };
-        thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("queue-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(QueueError::storage)?;
-        Ok(Self { db, tx })
+        Ok(Self { db, tx: Some(tx), writer: Some(writer) })
+    }
+
+    fn send(&self, cmd: Cmd) -> Result<(), ()> {
+        self.tx.as_ref().ok_or(())?.send(cmd).map_err(|_| ())
     }
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadOnlyTable<u64, &[u8]>) -> Result<T, QueueError>) -> Result<T, QueueError> {
@@ -79,7 +94,7 @@ fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
 impl Queue for RedbQueue {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Enqueued, QueueError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Cmd::Enqueue { source: source.to_owned(), alert, reply });
+        let sent = self.send(Cmd::Enqueue { source: source.to_owned(), alert: Box::new(alert), reply });
         Box::pin(async move {
             sent.map_err(|_| QueueError::Closed)?;
             rx.await.map_err(|_| QueueError::Closed)?
@@ -88,7 +103,7 @@ impl Queue for RedbQueue {
 
     fn save(&self, alert: StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Cmd::Save { alert: Box::new(alert), reply });
+        let sent = self.send(Cmd::Save { alert: Box::new(alert), reply });
         Box::pin(async move {
             sent.map_err(|_| QueueError::Closed)?;
             rx.await.map_err(|_| QueueError::Closed)?
@@ -135,7 +150,7 @@ struct Writer {
 }
 
 enum Reply {
-    Enqueued(oneshot::Sender<Result<Enqueued, QueueError>>, Enqueued),
+    Enqueued(oneshot::Sender<Result<Enqueued, QueueError>>, Box<Enqueued>),
     Saved(oneshot::Sender<Result<(), QueueError>>),
 }
 
@@ -167,8 +182,8 @@ impl Writer {
             txn.set_durability(Durability::Immediate);
             for cmd in batch {
                 match cmd {
-                    Cmd::Enqueue { source, alert, reply } => match self.enqueue(&txn, &source, alert) {
-                        Ok(e) => replies.push(Reply::Enqueued(reply, e)),
+                    Cmd::Enqueue { source, alert, reply } => match self.enqueue(&txn, &source, *alert) {
+                        Ok(e) => replies.push(Reply::Enqueued(reply, Box::new(e))),
                         Err(e) => refused.push((reply, e)),
                     },
                     Cmd::Save { alert, reply } => {
@@ -189,7 +204,7 @@ impl Writer {
             Ok(()) => {
                 for r in replies {
                     match r {
-                        Reply::Enqueued(tx, e) => drop(tx.send(Ok(e))),
+                        Reply::Enqueued(tx, e) => drop(tx.send(Ok(*e))),
                         Reply::Saved(tx) => drop(tx.send(Ok(()))),
                     }
                 }
