@@ -2,7 +2,10 @@
 //! mail only after the host has durably queued its alert.
 
 pub mod client;
+pub mod config;
 pub mod error;
+mod html;
+pub mod mail;
 pub mod protocol;
 pub mod xml;
 
