@@ -5,4 +5,14 @@
 mod auth;
 pub mod config;
 pub mod payload;
+pub mod routes;
+mod server;
+pub mod source;
 mod tls;
+
+alertbridge_plugin_api::export_plugin! {
+    name: "webhook",
+    version: env!("CARGO_PKG_VERSION"),
+    sources: { "webhook" => source::WebhookSource::new },
+    sinks: {},
+}

@@ -60,9 +60,10 @@ impl<'a> Doc<'a> {
         let alerts = match name.as_str() {
             "alert" if empty => return Err(self.field("subject", "missing element <subject>")),
             "alert" => vec![self.alert()?],
+            "alerts" if empty => return Err(PayloadError::Invalid("<alerts> holds no <alert>".into())),
             "alerts" => {
                 let mut alerts = Vec::new();
-                while !empty {
+                loop {
                     match self.item()? {
                         Some(Item::Child(n, _, false)) if n == "alert" => alerts.push(self.alert()?),
                         Some(Item::Child(n, _, _)) => return Err(self.field(&n, "expected <alert>")),

@@ -1,0 +1,268 @@
+//! The HTTP API: the axum [`router`] and its handlers — authentication, content type, body
+//! limits and deadlines, parsing, and the submit of every alert to the host before answering.
+//!
+//! | answer | when |
+//! |---|---|
+//! | 202 `{"ids":[..],"duplicates":[..],"ignored":[..]}` | the host durably took every alert |
+//! | 400 `{"error":".."}` | malformed body (field, line, column), or the host refused an alert as invalid |
+//! | 401 | no `Authorization: Bearer` token, or not an accepted one |
+//! | 408 | the body did not arrive within `body_read_timeout_ms` |
+//! | 413 | body over `max_body_bytes` |
+//! | 415 | content type other than JSON (or XML on `/api/v1/alerts`) |
+//! | 503 + `Retry-After` | the host refused for back-pressure, is stopping, or did not answer in time |
+//!
+//! `ids[i]` is the host's id for the `i`-th alert of the body (`null` if it was not taken);
+//! `duplicates` lists the ids the host already had (same dedup key); `ignored` the indexes of
+//! resolved Alertmanager alerts left out by config. A 503 or 400 after a partial acceptance
+//! carries the same fields plus `refused` (indexes not taken): resend only those.
+
+use std::{sync::Arc, time::Duration};
+
+use alertbridge_plugin_api::{Alert, ErrorKind, PluginError, Receipt, kit::Host};
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use futures_util::{StreamExt as _, stream};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::{config::Settings, payload};
+
+/// How many submits of one request may wait on the host at once.
+const SUBMIT_CONCURRENCY: usize = 64;
+/// `Retry-After` when the host gives no advice.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    host: Host,
+    settings: Settings,
+}
+
+impl AppState {
+    pub fn new(host: Host, settings: Settings) -> Self {
+        Self { inner: Arc::new(Inner { host, settings }) }
+    }
+}
+
+/// The webhook's routes. Separate from serving so tests can drive it with `oneshot`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/alerts", post(post_alerts))
+        .route("/api/v1/alertmanager", post(post_alertmanager))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// Which parser a request body goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Json,
+    Xml,
+    Alertmanager,
+}
+
+async fn post_alerts(State(state): State<AppState>, request: Request) -> Response {
+    handle(&state, request, false).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn post_alertmanager(State(state): State<AppState>, request: Request) -> Response {
+    handle(&state, request, true).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A request that ends before any submit.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    UnsupportedType(String),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body did not arrive within {0} ms")]
+    BodyTimeout(u128),
+    #[error("cannot read the body: {0}")]
+    Body(String),
+    #[error("{0}")]
+    Payload(#[from] payload::PayloadError),
+    #[error("the host did not confirm within {0} ms; resend (a dedup key makes that safe)")]
+    RequestTimeout(u128),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Body(_) | Self::Payload(_) => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        tracing::debug!(status = status.as_u16(), reason = %self, "Request refused.");
+        let mut response = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::RequestTimeout(_) => {
+                headers.insert(header::RETRY_AFTER, retry_after_value(DEFAULT_RETRY_AFTER));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+async fn handle(state: &AppState, request: Request, alertmanager: bool) -> Result<Response, Refusal> {
+    let s = &state.inner.settings;
+    let (parts, body) = request.into_parts();
+    if !s.tokens.check_header(parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+        return Err(Refusal::Unauthorized);
+    }
+    let format = content_format(&parts.headers, alertmanager)?;
+    let request_timeout = s.request_timeout;
+    let work = async {
+        let bytes = read_body(body, &parts.headers, s.max_body_bytes, s.body_read_timeout).await?;
+        let alerts = match format {
+            Format::Json => payload::json::parse(&bytes)?.into_iter().map(Some).collect(),
+            Format::Xml => payload::xml::parse(&bytes)?.into_iter().map(Some).collect(),
+            Format::Alertmanager => payload::alertmanager::parse(&bytes, &s.alertmanager)?,
+        };
+        Ok(submit_all(&state.inner.host, alerts).await)
+    };
+    tokio::time::timeout(request_timeout, work).await.unwrap_or(Err(Refusal::RequestTimeout(request_timeout.as_millis())))
+}
+
+fn content_format(headers: &HeaderMap, alertmanager: bool) -> Result<Format, Refusal> {
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = mime == "application/json" || mime.ends_with("+json");
+    let xml = mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml");
+    match (alertmanager, json, xml) {
+        (true, true, _) => Ok(Format::Alertmanager),
+        (false, true, _) => Ok(Format::Json),
+        (false, _, true) => Ok(Format::Xml),
+        (true, _, _) => Err(Refusal::UnsupportedType(format!("unsupported content type {value:?}: expected application/json"))),
+        (false, _, _) => Err(Refusal::UnsupportedType(format!(
+            "unsupported content type {value:?}: expected application/json or application/xml"
+        ))),
+    }
+}
+
+/// Reads the whole body within the limit and the deadline.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize, deadline: Duration) -> Result<Bytes, Refusal> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Refusal::TooLarge(limit));
+    }
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(deadline, collect).await {
+        Err(_) => Err(Refusal::BodyTimeout(deadline.as_millis())),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Refusal::TooLarge(limit)),
+        Ok(Err(e)) => Err(Refusal::Body(e.to_string())),
+    }
+}
+
+/// What became of one alert of the body.
+enum Outcome {
+    Ignored,
+    Taken(Receipt),
+    Refused(PluginError),
+}
+
+/// Submits every alert (in order of the answer, a bounded number at a time) and answers for
+/// all of them once the host has answered for each.
+async fn submit_all(host: &Host, alerts: Vec<Option<Alert>>) -> Response {
+    let outcomes: Vec<Outcome> = stream::iter(alerts)
+        .map(|alert| async move {
+            match alert {
+                None => Outcome::Ignored,
+                Some(alert) => match host.submit(&alert).await {
+                    Ok(receipt) => Outcome::Taken(receipt),
+                    Err(e) => Outcome::Refused(e),
+                },
+            }
+        })
+        .buffered(SUBMIT_CONCURRENCY)
+        .collect()
+        .await;
+    answer(&outcomes)
+}
+
+fn answer(outcomes: &[Outcome]) -> Response {
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let (mut duplicates, mut ignored, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    let mut worst: Option<(usize, &PluginError)> = None;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Outcome::Taken(r) => {
+                ids.push(Some(r.alert_id));
+                if r.duplicate {
+                    duplicates.push(r.alert_id);
+                }
+            }
+            Outcome::Ignored => {
+                ids.push(None);
+                ignored.push(i);
+            }
+            Outcome::Refused(e) => {
+                ids.push(None);
+                refused.push(i);
+                // A transient refusal decides the answer: the client should come back.
+                if worst.is_none_or(|(_, w)| !retryable(w) && retryable(e)) {
+                    worst = Some((i, e));
+                }
+            }
+        }
+    }
+    let Some((index, error)) = worst else {
+        return (StatusCode::ACCEPTED, axum::Json(json!({ "ids": ids, "duplicates": duplicates, "ignored": ignored })))
+            .into_response();
+    };
+    let status = if retryable(error) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if error.kind == ErrorKind::PERMANENT {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    tracing::warn!(status = status.as_u16(), kind = %error.kind, error = %error.message, refused = refused.len(), "Host refused alerts.");
+    let body = json!({
+        "error": format!("alert {index}: the host refused it: {}", error.message),
+        "ids": ids, "duplicates": duplicates, "ignored": ignored, "refused": refused,
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let after = error.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+        response.headers_mut().insert(header::RETRY_AFTER, retry_after_value(after));
+    }
+    response
+}
+
+fn retryable(e: &PluginError) -> bool {
+    e.kind == ErrorKind::TRANSIENT || e.kind == ErrorKind::SHUTTING_DOWN
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_value(after: Duration) -> HeaderValue {
+    let secs = after.as_millis().div_ceil(1000).max(1);
+    HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+#[path = "routes_tests.rs"]
+mod tests;
