@@ -1,1 +1,19 @@
-//! The `ucma` sink plugin (not yet implemented).
+//! The `ucma` sink plugin: OCS 2007 R2 and Lync 2010 users through a UCMA bridge speaking
+//! `docs/ucma-bridge-protocol.md`.
+//!
+//! `config` reads and checks the instance's config; `protocol` holds the wire documents and the
+//! pure mappings; `client` talks HTTP to the bridge; `health` judges `/v1/health`; `sink`
+//! implements [`alertbridge_plugin_api::kit::Sink`].
+
+pub mod client;
+pub mod config;
+pub mod health;
+pub mod protocol;
+pub mod sink;
+
+alertbridge_plugin_api::export_plugin! {
+    name: "ucma",
+    version: env!("CARGO_PKG_VERSION"),
+    sources: {},
+    sinks: { "ucma" => sink::UcmaSink::new },
+}

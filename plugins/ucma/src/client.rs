@@ -1,0 +1,283 @@
+//! The HTTP client of the bridge: one method per endpoint, authentication (bearer or HMAC
+//! signature), and request-level errors (§6) as typed [`BridgeError`]s.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alertbridge_plugin_api::{ErrorKind, PluginError, error_chain};
+use reqwest::{Method, StatusCode, Url, header};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    config::{Secret, Settings},
+    protocol::{
+        ErrorBody, HealthDoc, MessageDoc, PresenceAnswer, PresenceQuery, PresenceResult, signature,
+    },
+};
+
+/// A request to the bridge that did not give a usable answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// No answer: connect error, timeout, or the connection closed before the response.
+    #[error("{method} {url}: no answer")]
+    Transport {
+        method: Method,
+        url: Url,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The bridge refused the request (a request-level error of §6).
+    #[error("bridge answered {status} {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    },
+    /// The answer was not the JSON document expected.
+    #[error("{url}: unreadable answer ({status})")]
+    Decode {
+        url: Url,
+        status: u16,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl BridgeError {
+    /// True if the same request may succeed later. A send is safe to repeat in every case,
+    /// thanks to its idempotency key.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Transport { .. } | Self::Decode { .. } => true,
+            Self::Refused {
+                status,
+                code,
+                retryable,
+                ..
+            } => {
+                code != "idempotency_conflict"
+                    && (*retryable || matches!(status, 429 | 503 | 504) || *status >= 500)
+            }
+        }
+    }
+
+    /// The bridge's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The error as the host sees it.
+    pub fn to_plugin_error(&self) -> PluginError {
+        let kind = if self.is_retriable() {
+            ErrorKind::TRANSIENT
+        } else {
+            ErrorKind::PERMANENT
+        };
+        let error = PluginError::new(kind, error_chain(self));
+        match self.retry_after() {
+            Some(after) => error.retry_after(after),
+            None => error,
+        }
+    }
+}
+
+/// A client of one bridge.
+#[derive(Debug)]
+pub struct BridgeClient {
+    http: reqwest::Client,
+    base: Url,
+    secret: Secret,
+    sign: bool,
+}
+
+impl BridgeClient {
+    /// Builds the HTTP client (TLS roots, client certificate, timeouts). No network traffic.
+    pub fn new(settings: &Settings) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(settings.request_timeout())
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("alertbridge-ucma/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &settings.identity_pem {
+            builder = builder.identity(reqwest::Identity::from_pem(pem)?);
+        }
+        if let Some(pem) = &settings.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            http: builder.build()?,
+            base: settings.endpoint.clone(),
+            secret: settings.secret.clone(),
+            sign: settings.config.sign_requests,
+        })
+    }
+
+    /// `GET /v1/health`. A `503` carries the health document too (status `down`).
+    pub async fn health(&self) -> Result<HealthDoc, BridgeError> {
+        self.call(
+            Method::GET,
+            &["health"],
+            None,
+            Vec::new(),
+            &[StatusCode::SERVICE_UNAVAILABLE],
+        )
+        .await
+    }
+
+    /// `POST /v1/presence/query` for up to the bridge's limit of targets.
+    pub async fn presence(
+        &self,
+        targets: &[String],
+        timeout_ms: u64,
+    ) -> Result<Vec<PresenceResult>, BridgeError> {
+        let query = PresenceQuery {
+            targets,
+            categories: ["state"],
+            timeout_ms,
+        };
+        let body = serde_json::to_vec(&query).unwrap_or_default();
+        let answer: PresenceAnswer = self
+            .call(Method::POST, &["presence", "query"], None, body, &[])
+            .await?;
+        Ok(answer.results)
+    }
+
+    /// `POST /v1/messages` under `key`, with the serialized send body.
+    pub async fn send(&self, key: &str, body: Vec<u8>) -> Result<MessageDoc, BridgeError> {
+        self.call(Method::POST, &["messages"], Some(key), body, &[])
+            .await
+    }
+
+    /// `GET /v1/messages/{id}`.
+    pub async fn message(&self, id: &str) -> Result<MessageDoc, BridgeError> {
+        self.call(Method::GET, &["messages", id], None, Vec::new(), &[])
+            .await
+    }
+
+    /// Sends one request and decodes its JSON answer; `also_ok` lists non-2xx statuses whose
+    /// body is the expected document.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        key: Option<&str>,
+        body: Vec<u8>,
+        also_ok: &[StatusCode],
+    ) -> Result<T, BridgeError> {
+        let url = self.url(segments);
+        let mut request = self.http.request(method.clone(), url.clone());
+        if self.sign {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let path_and_query = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let sig = signature(
+                self.secret.expose().as_bytes(),
+                now,
+                method.as_str(),
+                &path_and_query,
+                &body,
+            );
+            request = request
+                .header("X-Bridge-Timestamp", now.to_string())
+                .header("X-Bridge-Signature", sig);
+        } else {
+            request = request.bearer_auth(self.secret.expose());
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if method == Method::POST {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let transport = |source| BridgeError::Transport {
+            method: method.clone(),
+            url: url.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = response.bytes().await.map_err(transport)?;
+        let decode = |source| BridgeError::Decode {
+            url: url.clone(),
+            status: status.as_u16(),
+            source,
+        };
+        if status.is_success() || also_ok.contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(decode);
+        }
+        let (code, message, retryable) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(ErrorBody { error }) => (error.code, error.message, error.retryable),
+            Err(_) => (
+                "http_error".to_owned(),
+                String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                false,
+            ),
+        };
+        Err(BridgeError::Refused {
+            status: status.as_u16(),
+            code,
+            message,
+            retryable,
+            retry_after,
+        })
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("v1").extend(segments);
+        }
+        url
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, code: &str, retryable: bool) -> BridgeError {
+        BridgeError::Refused {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            retryable,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn request_level_errors_are_classified() {
+        assert!(refused(429, "rate_limited", true).is_retriable());
+        assert!(refused(503, "endpoint_unavailable", false).is_retriable());
+        assert!(refused(409, "in_progress", true).is_retriable());
+        assert!(!refused(409, "idempotency_conflict", false).is_retriable());
+        assert!(!refused(401, "unauthorized", false).is_retriable());
+        assert!(!refused(413, "too_many_recipients", false).is_retriable());
+        assert!(!refused(422, "unprocessable", false).is_retriable());
+        let e = refused(401, "unauthorized", false).to_plugin_error();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::PERMANENT, "bridge answered 401 unauthorized: m")
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! The bridge protocol (docs/ucma-bridge-protocol.md) as the client sees it: the JSON
+//! documents, the idempotency key, the request signature, and the pure mappings from the
+//! bridge's answers to alertbridge's presence states and delivery statuses.
+
+use std::time::Duration;
+
+use alertbridge_plugin_api::{DeliveryStatus, Message, PresenceState, RecipientResult, Severity};
+use ring::{digest, hmac};
+use serde::{Deserialize, Serialize};
+
+/// The IM body limit of §4.3.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The toast limit of §4.3.
+pub const MAX_TOAST_CHARS: usize = 256;
+
+/// `POST /v1/presence/query`.
+#[derive(Debug, Serialize)]
+pub struct PresenceQuery<'a> {
+    pub targets: &'a [String],
+    pub categories: [&'static str; 1],
+    pub timeout_ms: u64,
+}
+
+/// The answer to a presence query.
+#[derive(Debug, Deserialize)]
+pub struct PresenceAnswer {
+    pub results: Vec<PresenceResult>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PresenceResult {
+    pub target: String,
+    #[serde(default)]
+    pub availability: String,
+    #[serde(default = "unknown_value")]
+    pub availability_value: i64,
+    #[serde(default)]
+    pub activity: Option<String>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+fn unknown_value() -> i64 {
+    -1
+}
+
+/// `POST /v1/messages`. Field order is fixed, so the same message serializes to the same bytes
+/// on every attempt, as the idempotency store requires (§3).
+#[derive(Debug, Serialize)]
+pub struct SendBody<'a> {
+    pub to: &'a [String],
+    pub subject: &'a str,
+    pub importance: &'static str,
+    pub content_type: &'static str,
+    pub body: String,
+    pub toast: String,
+    pub mode: &'static str,
+    pub timeout_ms: u64,
+    pub wait: bool,
+}
+
+impl<'a> SendBody<'a> {
+    /// The send of `message` to `to`.
+    pub fn new(
+        message: &'a Message,
+        to: &'a [String],
+        mode: &'static str,
+        timeout_ms: u64,
+    ) -> Self {
+        let mut body = message.subject.clone();
+        if !message.body.trim().is_empty() {
+            body.push('\n');
+            body.push_str(message.body.trim_end());
+        }
+        Self {
+            to,
+            subject: &message.subject,
+            importance: if message.severity >= Severity::HIGH {
+                "urgent"
+            } else {
+                "normal"
+            },
+            content_type: "text/plain",
+            body: truncate_bytes(body, MAX_BODY_BYTES),
+            toast: message.subject.chars().take(MAX_TOAST_CHARS).collect(),
+            mode,
+            timeout_ms,
+            wait: true,
+        }
+    }
+}
+
+fn truncate_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+/// The message document of §4.3 / §4.4.
+#[derive(Debug, Deserialize)]
+pub struct MessageDoc {
+    pub id: String,
+    pub state: String,
+    #[serde(default)]
+    pub recipients: Vec<RecipientDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RecipientDoc {
+    pub to: String,
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+/// A per-recipient error of §5.
+#[derive(Debug, Deserialize)]
+pub struct WireError {
+    pub code: String,
+    #[serde(default)]
+    pub sip_status: Option<u16>,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Deserialize)]
+pub struct HealthDoc {
+    pub status: String,
+    #[serde(default)]
+    pub endpoint: Option<EndpointDoc>,
+    #[serde(default)]
+    pub limits: Option<LimitsDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EndpointDoc {
+    #[serde(default)]
+    pub uri: String,
+    #[serde(default)]
+    pub state: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct LimitsDoc {
+    pub max_presence_targets: usize,
+    pub max_recipients: usize,
+}
+
+/// The body of a request-level error (§6).
+#[derive(Debug, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// The key of the send of `message` to `recipients` (sorted) by sink `instance`: the same on
+/// every attempt, different for different content (§8).
+pub fn idempotency_key(instance: &str, message: &Message, recipients: &[String]) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in [
+        instance,
+        &message.alert_id.to_string(),
+        &message.source,
+        &message.subject,
+        &message.body,
+    ] {
+        ctx.update(part.as_bytes());
+        ctx.update(b"\n");
+    }
+    for r in recipients {
+        ctx.update(r.as_bytes());
+        ctx.update(b"\n");
+    }
+    let hash = hex(ctx.finish().as_ref());
+    format!("ab1-{}", &hash[..32])
+}
+
+/// The `X-Bridge-Signature` value of §2.3.
+pub fn signature(
+    secret: &[u8],
+    unix_s: u64,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> String {
+    let body_hash = hex(digest::digest(&digest::SHA256, body).as_ref());
+    let text = format!("{unix_s}\n{method}\n{path_and_query}\n{body_hash}");
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    format!("v1={}", hex(hmac::sign(&key, text.as_bytes()).as_ref()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A presence answer as alertbridge's presence state, by name, else by value range (§4.2).
+pub fn presence_state(availability: &str, value: i64) -> PresenceState {
+    match availability {
+        "Online" => PresenceState::AVAILABLE,
+        "IdleOnline" | "BeRightBack" | "Away" => PresenceState::AWAY,
+        "Busy" | "IdleBusy" => PresenceState::BUSY,
+        "DoNotDisturb" => PresenceState::DO_NOT_DISTURB,
+        "Offline" => PresenceState::OFFLINE,
+        "Unknown" => PresenceState::UNKNOWN,
+        _ => match value {
+            ..0 => PresenceState::UNKNOWN,
+            0..4500 => PresenceState::AVAILABLE,
+            4500..6000 => PresenceState::AWAY,
+            6000..9000 => PresenceState::BUSY,
+            9000..12000 => PresenceState::DO_NOT_DISTURB,
+            12000..18000 => PresenceState::AWAY,
+            _ => PresenceState::OFFLINE,
+        },
+    }
+}
+
+/// How long to wait before asking again about a recipient still pending at the bridge.
+pub const PENDING_RETRY: Duration = Duration::from_secs(1);
+
+/// One recipient's entry as a delivery result (§5).
+pub fn recipient_result(doc: &RecipientDoc) -> RecipientResult {
+    let detail = || doc.error.as_ref().map(describe).unwrap_or_default();
+    match doc.status.as_str() {
+        "delivered" => RecipientResult::delivered(&doc.to),
+        "sent" => RecipientResult::new(
+            &doc.to,
+            DeliveryStatus::DELIVERED,
+            "page mode: sent, receipt not confirmed",
+        ),
+        "skipped" => RecipientResult::new(
+            &doc.to,
+            DeliveryStatus::OFFLINE,
+            format!("skipped by the bridge: {}", detail()),
+        ),
+        "pending" => RecipientResult::new(
+            &doc.to,
+            DeliveryStatus::FAILED_TRANSIENT,
+            "still pending at the bridge",
+        )
+        .retry_after(PENDING_RETRY),
+        "failed" => {
+            let Some(error) = &doc.error else {
+                return RecipientResult::new(
+                    &doc.to,
+                    DeliveryStatus::FAILED_TRANSIENT,
+                    "failed without a reason",
+                );
+            };
+            let status = match error.code.as_str() {
+                "unavailable" | "skipped_presence" => DeliveryStatus::OFFLINE,
+                "declined" => DeliveryStatus::DECLINED,
+                "not_found" => DeliveryStatus::NOT_FOUND,
+                "busy" | "timeout" | "delivery_failed" | "bridge_error" => {
+                    DeliveryStatus::FAILED_TRANSIENT
+                }
+                "forbidden" | "invalid_uri" => DeliveryStatus::FAILED_PERMANENT,
+                _ if error.retryable => DeliveryStatus::FAILED_TRANSIENT,
+                _ => DeliveryStatus::FAILED_PERMANENT,
+            };
+            RecipientResult::new(&doc.to, status, describe(error))
+        }
+        other => RecipientResult::new(
+            &doc.to,
+            DeliveryStatus::FAILED_TRANSIENT,
+            format!("unknown status `{other}`"),
+        ),
+    }
+}
+
+/// `480 Temporarily Unavailable (unavailable)`.
+fn describe(error: &WireError) -> String {
+    match error.sip_status {
+        Some(sip) => format!("{sip} {} ({})", error.reason, error.code),
+        None if error.reason.is_empty() => error.code.clone(),
+        None => format!("{} ({})", error.reason, error.code),
+    }
+}
+
+#[cfg(test)]
+#[path = "protocol_tests.rs"]
+mod tests;

@@ -1,0 +1,183 @@
+//! Tests of the pure protocol mappings, over documents as the bridge writes them.
+
+use alertbridge_plugin_api::{DeliveryStatus, Message, PresenceState, Severity};
+
+use super::*;
+
+fn doc(json: &str) -> RecipientDoc {
+    serde_json::from_str(json).expect("recipient document")
+}
+
+fn message() -> Message {
+    Message {
+        alert_id: 42,
+        attempt: 1,
+        source: "monitoring".into(),
+        subject: "Disk full on db01".into(),
+        body: "/var is at 98%\n".into(),
+        severity: Severity::CRITICAL,
+        recipients: vec!["sip:alice@contoso.com".into()],
+        ..Message::default()
+    }
+}
+
+#[test]
+fn each_recipient_outcome_maps_to_a_delivery_status() {
+    let cases = [
+        (
+            r#"{"to":"u","status":"delivered","sip_status":200}"#,
+            DeliveryStatus::DELIVERED,
+            "",
+        ),
+        (
+            r#"{"to":"u","status":"sent"}"#,
+            DeliveryStatus::DELIVERED,
+            "page mode: sent, receipt not confirmed",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"unavailable","sip_status":480,"reason":"Temporarily Unavailable","retryable":true}}"#,
+            DeliveryStatus::OFFLINE,
+            "480 Temporarily Unavailable (unavailable)",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"busy","sip_status":486,"reason":"Busy Here","retryable":true}}"#,
+            DeliveryStatus::FAILED_TRANSIENT,
+            "486 Busy Here (busy)",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"declined","sip_status":603,"reason":"Decline","retryable":false}}"#,
+            DeliveryStatus::DECLINED,
+            "603 Decline (declined)",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"not_found","sip_status":404,"reason":"Not Found","retryable":false}}"#,
+            DeliveryStatus::NOT_FOUND,
+            "404 Not Found (not_found)",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"timeout","sip_status":408,"reason":"Request Timeout","retryable":true}}"#,
+            DeliveryStatus::FAILED_TRANSIENT,
+            "408 Request Timeout (timeout)",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"forbidden","sip_status":403,"reason":"Forbidden","retryable":false}}"#,
+            DeliveryStatus::FAILED_PERMANENT,
+            "403 Forbidden (forbidden)",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"invalid_uri","reason":"bad","retryable":false}}"#,
+            DeliveryStatus::FAILED_PERMANENT,
+            "bad (invalid_uri)",
+        ),
+        (
+            r#"{"to":"u","status":"skipped","error":{"code":"skipped_presence","reason":"recipient is Offline","retryable":false}}"#,
+            DeliveryStatus::OFFLINE,
+            "skipped by the bridge: recipient is Offline (skipped_presence)",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"new_thing","retryable":true}}"#,
+            DeliveryStatus::FAILED_TRANSIENT,
+            "new_thing",
+        ),
+        (
+            r#"{"to":"u","status":"failed","error":{"code":"new_thing","retryable":false}}"#,
+            DeliveryStatus::FAILED_PERMANENT,
+            "new_thing",
+        ),
+    ];
+    for (json, status, detail) in cases {
+        let r = recipient_result(&doc(json));
+        assert_eq!(
+            (r.status, r.detail.as_str()),
+            (status, detail),
+            "for {json}"
+        );
+    }
+    let pending = recipient_result(&doc(r#"{"to":"u","status":"pending"}"#));
+    assert_eq!(
+        (pending.status, pending.retry_after),
+        (DeliveryStatus::FAILED_TRANSIENT, Some(PENDING_RETRY))
+    );
+}
+
+#[test]
+fn presence_maps_by_name_and_else_by_range() {
+    assert_eq!(presence_state("Online", 3500), PresenceState::AVAILABLE);
+    assert_eq!(presence_state("IdleOnline", 5000), PresenceState::AWAY);
+    assert_eq!(presence_state("Busy", 6500), PresenceState::BUSY);
+    assert_eq!(
+        presence_state("DoNotDisturb", 9500),
+        PresenceState::DO_NOT_DISTURB
+    );
+    assert_eq!(presence_state("Offline", 18000), PresenceState::OFFLINE);
+    assert_eq!(presence_state("Unknown", -1), PresenceState::UNKNOWN);
+    // A name this version does not know: the value decides, by range.
+    assert_eq!(presence_state("InACall", 6600), PresenceState::BUSY);
+    assert_eq!(presence_state("", 3000), PresenceState::AVAILABLE);
+    assert_eq!(presence_state("", 15500), PresenceState::AWAY);
+    assert_eq!(presence_state("", 18500), PresenceState::OFFLINE);
+    assert_eq!(presence_state("", -1), PresenceState::UNKNOWN);
+}
+
+#[test]
+fn idempotency_key_ignores_the_attempt_but_not_the_content() {
+    let to = vec!["sip:alice@contoso.com".to_owned()];
+    let first = message();
+    let key = idempotency_key("ocs", &first, &to);
+    assert!(key.starts_with("ab1-") && key.len() == 36, "{key}");
+    let retry = Message {
+        attempt: 7,
+        ..message()
+    };
+    assert_eq!(idempotency_key("ocs", &retry, &to), key);
+    let reused_id = Message {
+        subject: "Other alert".into(),
+        ..message()
+    };
+    assert_ne!(idempotency_key("ocs", &reused_id, &to), key);
+    assert_ne!(idempotency_key("lync", &first, &to), key);
+    assert_ne!(
+        idempotency_key("ocs", &first, &["sip:bob@contoso.com".to_owned()]),
+        key
+    );
+}
+
+#[test]
+fn send_body_is_the_same_bytes_on_every_attempt() {
+    let to = vec!["sip:alice@contoso.com".to_owned()];
+    let first = message();
+    let retry = Message {
+        attempt: 2,
+        ..message()
+    };
+    let a = serde_json::to_string(&SendBody::new(&first, &to, "session", 30_000)).expect("json");
+    let b = serde_json::to_vec(&SendBody::new(&retry, &to, "session", 30_000)).expect("json");
+    assert_eq!(a.as_bytes(), b.as_slice());
+    assert_eq!(
+        a,
+        r#"{"to":["sip:alice@contoso.com"],"subject":"Disk full on db01","importance":"urgent","content_type":"text/plain","body":"Disk full on db01\n/var is at 98%","toast":"Disk full on db01","mode":"session","timeout_ms":30000,"wait":true}"#
+    );
+}
+
+#[test]
+fn long_bodies_are_cut_on_a_character_boundary() {
+    let long = "é".repeat(MAX_BODY_BYTES);
+    let cut = truncate_bytes(long, MAX_BODY_BYTES - 1);
+    assert!(cut.len() < MAX_BODY_BYTES && cut.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn signature_matches_the_bridge_side() {
+    // The same vector as the simulator's test, computed independently with Python's hmac module.
+    let body_hash_of_braces = signature(
+        b"0123456789abcdef",
+        1_796_119_200,
+        "POST",
+        "/v1/messages",
+        b"{}",
+    );
+    assert_eq!(
+        body_hash_of_braces,
+        "v1=ebb31f07ca5a569b0eaa05415a7219f4d98b1022ed3f8d9cdf2a82d554c3a755"
+    );
+}
