@@ -1,0 +1,87 @@
+//! What the sink's constructor refuses, each error naming its key.
+
+use alertbridge_plugin_api::ErrorKind;
+
+use super::{SECRET, new_sink};
+
+fn refused(config: &str) -> String {
+    let e = new_sink(config).expect_err("config must be refused");
+    assert_eq!(e.kind, ErrorKind::CONFIG, "{}", e.message);
+    e.message
+}
+
+#[test]
+fn plain_http_to_a_remote_bridge_is_refused_unless_allowed() {
+    let remote =
+        format!("endpoint = \"http://ucma-bridge.contoso.com:8080\"\nsecret = \"{SECRET}\"\n");
+    let message = refused(&remote);
+    assert!(
+        message.starts_with("`endpoint`: plain http://"),
+        "{message}"
+    );
+    assert!(message.contains("allow_insecure_http = true"), "{message}");
+    assert!(new_sink(&format!("{remote}allow_insecure_http = true\n")).is_ok());
+    assert!(
+        new_sink(&format!(
+            "endpoint = \"https://ucma-bridge.contoso.com:8443\"\nsecret = \"{SECRET}\"\n"
+        ))
+        .is_ok()
+    );
+    assert!(
+        new_sink(&format!(
+            "endpoint = \"http://127.0.0.1:8080\"\nsecret = \"{SECRET}\"\n"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn exactly_one_good_secret_is_required() {
+    let endpoint = "endpoint = \"https://bridge.contoso.com\"\n";
+    assert!(refused(endpoint).starts_with("`secret`: set exactly one"));
+    let both = format!("{endpoint}secret = \"{SECRET}\"\nsecret_env = \"X\"\n");
+    assert!(refused(&both).starts_with("`secret`: set exactly one"));
+    assert!(
+        refused(&format!("{endpoint}secret = \"short\"\n"))
+            .starts_with("`secret`: the secret must be")
+    );
+    let missing = format!("{endpoint}secret_env = \"ALERTBRIDGE_UCMA_TEST_UNSET_VARIABLE\"\n");
+    assert!(refused(&missing).starts_with("`secret_env`: environment variable"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ucma.secret");
+    std::fs::write(&path, format!("{SECRET}\n")).expect("write secret");
+    assert!(
+        new_sink(&format!(
+            "{endpoint}secret_file = {:?}\n",
+            path.display().to_string()
+        ))
+        .is_ok()
+    );
+    let absent = format!(
+        "{endpoint}secret_file = {:?}\n",
+        dir.path().join("nope").display().to_string()
+    );
+    assert!(refused(&absent).starts_with("`secret_file`: cannot read"));
+}
+
+#[test]
+fn limits_timeouts_and_unknown_keys_are_checked() {
+    let base = format!("endpoint = \"https://bridge.contoso.com\"\nsecret = \"{SECRET}\"\n");
+    assert!(
+        refused(&format!("{base}presence_batch_size = 501\n"))
+            .starts_with("`presence_batch_size`: 501 is outside 1..=500")
+    );
+    assert!(
+        refused(&format!("{base}max_recipients_per_message = 0\n"))
+            .starts_with("`max_recipients_per_message`")
+    );
+    let timeouts = format!("{base}send_timeout_ms = 30000\nrequest_timeout_ms = 30000\n");
+    assert!(refused(&timeouts).starts_with("`request_timeout_ms`: must be longer"));
+    assert!(refused(&format!("{base}colour = \"blue\"\n")).starts_with("`colour`: unknown field"));
+    assert!(
+        refused(&format!("{base}client_cert_file = \"/x.pem\"\n"))
+            .starts_with("`client_key_file`: required")
+    );
+    assert!(refused(&format!("{base}mode = \"fax\"\n")).starts_with("`mode`: unknown variant"));
+}

@@ -1,0 +1,99 @@
+//! The `ucma` sink driven directly (no host, no plugin file) against the UCMA bridge simulator
+//! of the test bed, in-process on loopback. Nothing external is needed.
+//!
+//! - `outcomes`: each per-recipient outcome, presence batches, page mode, polling.
+//! - `request_errors`: 401, 409 idempotency conflict, 413, 429 and 503 with Retry-After.
+//! - `idempotency`: a lost response retried reaches the user once; retryable failures retried.
+//! - `health`: `/v1/health` ok / degraded / down as the sink's health.
+//! - `config`: what the constructor refuses.
+
+mod config;
+mod health;
+mod idempotency;
+mod outcomes;
+mod request_errors;
+
+use std::{sync::Arc, time::Duration};
+
+use alertbridge_plugin_api::{
+    Health, HealthState, Message, PluginError, Severity,
+    kit::{CancellationToken, Setup, Sink as _},
+    testing::TestHost,
+};
+use alertbridge_testbed::ucma_sim::{SimConfig, SimHandle, Simulator};
+use alertbridge_ucma::sink::UcmaSink;
+
+/// The secret the simulator and the sink share.
+pub const SECRET: &str = "0123456789abcdef-test";
+
+/// A sink instance named `ocs` from this config text.
+pub fn new_sink(config_toml: &str) -> Result<UcmaSink, PluginError> {
+    let host = TestHost::new("ocs");
+    UcmaSink::new(Setup {
+        instance: "ocs".into(),
+        kind: "ucma".into(),
+        config_toml: config_toml.into(),
+        host: host.host(),
+    })
+}
+
+/// A running simulator and a running sink pointed at it.
+pub struct Rig {
+    pub sim: SimHandle,
+    pub sink: Arc<UcmaSink>,
+    stop: CancellationToken,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Rig {
+    /// Starts `sim` and a sink with the shared secret, fast health polling, and `extra` config.
+    pub async fn start(sim: SimConfig, extra: &str) -> Self {
+        let sim = Simulator::start(sim)
+            .await
+            .expect("start the UCMA simulator");
+        let sink = Arc::new(new_sink(&sink_config(&sim, extra)).expect("sink config"));
+        let stop = CancellationToken::new();
+        tokio::spawn(Arc::clone(&sink).run(stop.clone()));
+        Self { sim, sink, stop }
+    }
+
+    /// Waits until the sink's health is in `state`, or panics with the last health seen.
+    pub async fn health_becomes(&self, state: HealthState) -> Health {
+        let mut last = self.sink.health();
+        for _ in 0..100 {
+            if last.state == state {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            last = self.sink.health();
+        }
+        panic!("health never became {state}; last: {last}");
+    }
+}
+
+/// The config text of a sink for `sim`, plus `extra` lines.
+pub fn sink_config(sim: &SimHandle, extra: &str) -> String {
+    format!(
+        "endpoint = \"{}\"\nsecret = \"{SECRET}\"\nhealth_interval_ms = 100\n{extra}",
+        sim.url()
+    )
+}
+
+/// A message of alert `alert_id` to `recipients`.
+pub fn message(alert_id: u64, recipients: &[&str]) -> Message {
+    Message {
+        alert_id,
+        attempt: 1,
+        source: "monitoring".into(),
+        subject: format!("Disk full on db{alert_id:02}"),
+        body: "/var is at 98%".into(),
+        severity: Severity::CRITICAL,
+        recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+        ..Message::default()
+    }
+}

@@ -1,0 +1,207 @@
+//! Request-level errors of the bridge (401, 409, 413, 429, 503) as the host sees them: the
+//! delivery's error when every request failed, else the affected recipients' results.
+
+use std::time::Duration;
+
+use alertbridge_plugin_api::{DeliveryStatus, ErrorKind, HealthState, kit::Sink as _};
+use alertbridge_testbed::ucma_sim::{
+    Availability, Fault, FaultAction, FaultTarget, HealthStatus, Limits, SimConfig,
+};
+
+use super::{Rig, SECRET, message, new_sink, sink_config};
+
+const ALICE: &str = "sip:alice@contoso.com";
+const BOB: &str = "sip:bob@contoso.com";
+const CAROL: &str = "sip:carol@contoso.com";
+
+fn bridge() -> SimConfig {
+    SimConfig::new(SECRET)
+        .user(ALICE, Availability::Online)
+        .user(BOB, Availability::Online)
+        .user(CAROL, Availability::Online)
+}
+
+fn status_fault(target: FaultTarget, status: u16, retry_after_s: Option<u64>) -> Fault {
+    Fault {
+        target,
+        action: FaultAction::Status {
+            status,
+            retry_after_s,
+        },
+        count: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_secret_is_a_permanent_error_and_failed_health() {
+    let mut config = bridge();
+    config.secret = "a-different-secret-0123".into();
+    let rig = Rig::start(config, "").await;
+    let e = rig
+        .sink
+        .deliver(message(1, &[ALICE]))
+        .await
+        .expect_err("401");
+    assert_eq!(e.kind, ErrorKind::PERMANENT);
+    assert!(e.message.contains("401 unauthorized"), "{}", e.message);
+    let health = rig.health_becomes(HealthState::FAILED).await;
+    assert!(health.message.contains("credentials"), "{health}");
+    assert!(rig.sim.received(ALICE).is_empty());
+    assert!(rig.sim.counters().unauthorized >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn injected_401_fails_the_delivery_permanently() {
+    let rig = Rig::start(bridge(), "").await;
+    rig.sim
+        .inject(status_fault(FaultTarget::Messages, 401, None));
+    let e = rig
+        .sink
+        .deliver(message(1, &[ALICE]))
+        .await
+        .expect_err("401");
+    assert_eq!((e.kind, e.retry_after), (ErrorKind::PERMANENT, None));
+    assert!(rig.sim.received(ALICE).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_reused_with_a_different_body_is_a_conflict_and_sends_nothing() {
+    // Same instance name, alert and recipients, but the operator changed send_timeout_ms
+    // between attempts: the retry's body differs under the same key.
+    let rig = Rig::start(bridge(), "").await;
+    let results = rig
+        .sink
+        .deliver(message(1, &[ALICE]))
+        .await
+        .expect("first send");
+    assert_eq!(results[0].status, DeliveryStatus::DELIVERED);
+    let changed = new_sink(&sink_config(&rig.sim, "send_timeout_ms = 20000")).expect("config");
+    let e = changed
+        .deliver(message(1, &[ALICE]))
+        .await
+        .expect_err("409");
+    assert_eq!(e.kind, ErrorKind::PERMANENT);
+    assert!(
+        e.message.contains("409 idempotency_conflict"),
+        "{}",
+        e.message
+    );
+    assert_eq!(rig.sim.received(ALICE).len(), 1);
+    assert_eq!(rig.sim.counters().conflicts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_bridge_limits_is_413_and_degraded_health() {
+    let mut config = bridge();
+    config.limits = Limits {
+        max_presence_targets: 2,
+        max_recipients: 2,
+        ..Limits::default()
+    };
+    let rig = Rig::start(
+        config,
+        "max_recipients_per_message = 3\npresence_batch_size = 3",
+    )
+    .await;
+    let e = rig
+        .sink
+        .deliver(message(1, &[ALICE, BOB, CAROL]))
+        .await
+        .expect_err("413");
+    assert_eq!(e.kind, ErrorKind::PERMANENT);
+    assert!(
+        e.message.contains("413 too_many_recipients"),
+        "{}",
+        e.message
+    );
+    let users = vec![ALICE.to_owned(), BOB.to_owned(), CAROL.to_owned()];
+    let e = rig.sink.presence(users).await.expect_err("413");
+    assert!(e.message.contains("413 too_many_targets"), "{}", e.message);
+    let health = rig.health_becomes(HealthState::DEGRADED).await;
+    assert!(
+        health.message.contains("max_presence_targets 2"),
+        "{health}"
+    );
+    assert!(rig.sim.received(ALICE).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_429_carries_retry_after() {
+    let rig = Rig::start(bridge(), "").await;
+    rig.sim
+        .inject(status_fault(FaultTarget::Messages, 429, Some(7)));
+    let e = rig
+        .sink
+        .deliver(message(1, &[ALICE]))
+        .await
+        .expect_err("429");
+    assert_eq!(
+        (e.kind, e.retry_after),
+        (ErrorKind::TRANSIENT, Some(Duration::from_secs(7)))
+    );
+    assert!(e.message.contains("429 rate_limited"), "{}", e.message);
+
+    // With two requests, only the limited one's recipient fails, with the advice.
+    rig.sim
+        .inject(status_fault(FaultTarget::Messages, 429, Some(7)));
+    let results = rig
+        .sink
+        .deliver(message(2, &[ALICE, BOB]))
+        .await
+        .expect("partial");
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| r.status == DeliveryStatus::FAILED_TRANSIENT)
+        .collect();
+    assert_eq!(failed.len(), 1, "{results:?}");
+    assert_eq!(failed[0].retry_after, Some(Duration::from_secs(7)));
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.status == DeliveryStatus::DELIVERED)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_unavailable_503_carries_retry_after() {
+    let rig = Rig::start(bridge(), "").await;
+    rig.sim
+        .inject(status_fault(FaultTarget::Messages, 503, Some(5)));
+    let e = rig
+        .sink
+        .deliver(message(1, &[ALICE]))
+        .await
+        .expect_err("503");
+    assert_eq!(
+        (e.kind, e.retry_after),
+        (ErrorKind::TRANSIENT, Some(Duration::from_secs(5)))
+    );
+    assert!(
+        e.message.contains("503 endpoint_unavailable"),
+        "{}",
+        e.message
+    );
+    assert!(rig.sim.received(ALICE).is_empty());
+
+    // A bridge that is down refuses presence the same way.
+    rig.sim.set_health(HealthStatus::Down);
+    let e = rig
+        .sink
+        .presence(vec![ALICE.to_owned()])
+        .await
+        .expect_err("503");
+    assert_eq!(
+        (e.kind, e.retry_after),
+        (ErrorKind::TRANSIENT, Some(Duration::from_secs(5)))
+    );
+    // And once it is back, the same delivery goes through.
+    rig.sim.set_health(HealthStatus::Ok);
+    let results = rig
+        .sink
+        .deliver(message(1, &[ALICE]))
+        .await
+        .expect("deliver");
+    assert_eq!(results[0].status, DeliveryStatus::DELIVERED);
+}
