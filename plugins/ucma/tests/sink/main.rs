@@ -6,12 +6,14 @@
 //! - `idempotency`: a lost response retried reaches the user once; retryable failures retried.
 //! - `health`: `/v1/health` ok / degraded / down as the sink's health.
 //! - `config`: what the constructor refuses.
+//! - `tls`: HTTPS with an internal CA and a client certificate.
 
 mod config;
 mod health;
 mod idempotency;
 mod outcomes;
 mod request_errors;
+mod tls;
 
 use std::{sync::Arc, time::Duration};
 
