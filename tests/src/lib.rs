@@ -1,5 +1,6 @@
 //! The test bed: simulators of the chat servers alertbridge talks to, and the harness the
 //! end-to-end tests use to run the real host with real plugin files.
 
+pub mod harness;
 pub mod ucma_sim;
 pub mod ucwa_sim;

@@ -210,9 +210,7 @@ impl Dispatcher {
 
     /// Presence and delivery through one sink for the due recipients `idx`.
     async fn sink_round(&self, alert: &StoredAlert, router: &Router, sink: String, idx: Vec<usize>) -> Vec<(usize, Finding)> {
-        let down = |reason: String| -> Vec<(usize, Finding)> {
-            idx.iter().map(|&i| (i, Finding::CallError(PluginError::new(ErrorKind::TRANSIENT, reason.clone())))).collect()
-        };
+        let down = |reason: String| -> Vec<(usize, Finding)> { idx.iter().map(|&i| (i, Finding::SinkDown(reason.clone()))).collect() };
         let Some(slot) = self.instances.sink(&sink) else { return down(format!("no sink `{sink}` is configured")) };
         let Some(handle) = slot.sink() else { return down(format!("sink `{sink}` is not running")) };
         let now = now_ms();

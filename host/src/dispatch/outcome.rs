@@ -21,6 +21,9 @@ pub enum Finding {
     CallError(PluginError),
     /// The per-recipient rate limit allows the next message at this instant (Unix ms).
     RateLimited(i64),
+    /// The sink is not running (restarting, or failing to start): wait without using up an
+    /// attempt; the alert stays queued until the sink is back.
+    SinkDown(String),
 }
 
 /// Applies `finding` to `record` at `now`. Returns the route to fall back to, if the policy
@@ -33,6 +36,12 @@ pub fn apply(record: &mut RecipientRecord, finding: Finding, policy: &OfflinePol
             record.outcome = Outcome::Pending;
             record.not_before_ms = Some(at);
             record.reason = "rate limited: too many messages to this recipient".into();
+            None
+        }
+        Finding::SinkDown(why) => {
+            record.outcome = Outcome::Pending;
+            record.not_before_ms = Some(now + (s.retry_initial.as_millis() as i64).max(1000));
+            record.reason = format!("waiting: {why}");
             None
         }
         Finding::CallError(e) => {
@@ -264,5 +273,8 @@ mod tests {
         let mut r = record();
         apply(&mut r, Finding::Result(RecipientResult::delivered("u")), &OfflinePolicy::Skip, 0, &s);
         assert_eq!(r.outcome, Outcome::Delivered);
+        let mut r = record();
+        apply(&mut r, Finding::SinkDown("sink `lync` is not running".into()), &OfflinePolicy::Skip, 0, &s);
+        assert_eq!((r.outcome, r.attempts, r.not_before_ms), (Outcome::Pending, 0, Some(1000)), "a sink down uses no attempt");
     }
 }

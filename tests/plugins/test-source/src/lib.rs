@@ -89,12 +89,13 @@ impl TestSource {
         Ok(Self { config, receipts: Mutex::new(receipts), done: Mutex::new(done) })
     }
 
-    async fn emit(self: &Arc<Self>, host: &Host, prefix: &str, count: u64, subject: &str, severity: Severity, concurrency: usize) -> Emitted {
+    #[allow(clippy::too_many_arguments)]
+    async fn emit(self: &Arc<Self>, host: &Host, prefix: &str, count: u64, subject: &str, severity: Severity, concurrency: usize, resume: bool) -> Emitted {
         let out = Arc::new(Mutex::new(Emitted::default()));
         let mut tasks = JoinSet::new();
         for seq in 0..count {
             let key = format!("{prefix}:{seq}");
-            if self.done.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
+            if resume && self.done.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
                 continue;
             }
             while tasks.len() >= concurrency {
@@ -157,7 +158,7 @@ impl TestSource {
                 let subject = param("subject").unwrap_or_else(|| "Test alert".into());
                 let severity = param("severity").and_then(|s| Severity::from_name(&s)).unwrap_or(Severity::NORMAL);
                 let concurrency = param("concurrency").and_then(|v| v.parse().ok()).unwrap_or(64usize).max(1);
-                let o = self.emit(&host, &prefix, count, &subject, severity, concurrency).await;
+                let o = self.emit(&host, &prefix, count, &subject, severity, concurrency, false).await;
                 ("200 OK", serde_json::to_string(&o).unwrap_or_default())
             }
             "/panic" => {
@@ -202,7 +203,7 @@ impl Source for TestSource {
             let c = &self.config;
             let (prefix, count, conc) = (c.emit_prefix.clone(), c.emit_count, c.emit_concurrency);
             tasks.spawn(async move {
-                this.emit(&host, &prefix, count, "Test alert", Severity::NORMAL, conc).await;
+                this.emit(&host, &prefix, count, "Test alert", Severity::NORMAL, conc, true).await;
             });
         }
         tokio::select! {

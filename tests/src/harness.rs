@@ -1,0 +1,195 @@
+//! Runs the real `alertbridge` binary with real plugin files for end-to-end tests: writes a
+//! config into a scratch folder, starts the host, talks to its admin API, kills or stops it.
+//!
+//! The binary and the plugin files come from the workspace's target folder, so build the
+//! workspace first (`scripts/test` does: `cargo build --workspace` then the tests).
+
+use std::{
+    fs,
+    io::Read as _,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The folder holding the `alertbridge` binary and the plugin files: the profile folder of
+/// the target this test binary was built into.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary>
+    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_owned();
+    let bin = dir.join("alertbridge");
+    assert!(bin.exists(), "{} is missing: build the workspace first (`cargo build --workspace`, as scripts/test does)", bin.display());
+    dir
+}
+
+/// A plugin file of the workspace, e.g. `plugin_file("test_sink")`.
+pub fn plugin_file(name: &str) -> PathBuf {
+    let p = bin_dir().join(format!("libalertbridge_{name}.so"));
+    assert!(p.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", p.display());
+    p
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Waits until `f` is true, or panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `alertbridge run`.
+pub struct Host {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub admin: String,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Host {
+    /// Writes `config` (which must set `admin_listen = "127.0.0.1:<admin_port>"`) to
+    /// `dir/alertbridge.toml` and starts the host on it, waiting until the admin API answers.
+    pub fn start(dir: &Path, admin_port: u16, config: &str) -> Self {
+        let path = dir.join("alertbridge.toml");
+        fs::write(&path, config).expect("write config");
+        let mut host = Self { dir: dir.to_owned(), config: path, admin: format!("http://127.0.0.1:{admin_port}"), child: None, log: dir.join("host.log"), starts: 0 };
+        host.restart();
+        host
+    }
+
+    /// Starts the host again on the same config (after a kill or stop).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the host is still running");
+        self.starts += 1;
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open host log");
+        let child = Command::new(bin_dir().join("alertbridge"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", std::env::var("ALERTBRIDGE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn alertbridge");
+        self.child = Some(child);
+        let url = format!("{}/healthz", self.admin);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("alertbridge exited at start with {status}; log:\n{}", self.log());
+            }
+            if get(&url).is_some() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "alertbridge did not answer on {url}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the host has logged so far (all runs).
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// GET on the admin API, parsed as JSON.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        let body = get(&format!("{}{path}", self.admin)).unwrap_or_else(|| panic!("GET {path} failed; log:\n{}", self.log()));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+
+    /// The admin API's alerts, newest first.
+    pub fn alerts(&self, limit: usize) -> Vec<serde_json::Value> {
+        self.api(&format!("/api/v1/alerts?limit={limit}"))["alerts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The status of instance `name` from `/healthz`.
+    pub fn instance(&self, name: &str) -> serde_json::Value {
+        let h = self.api("/healthz");
+        h["instances"].as_array().and_then(|a| a.iter().find(|i| i["name"] == name).cloned()).unwrap_or_default()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking HTTP GET over a plain socket; `None` if nothing answered.
+pub fn get(url: &str) -> Option<String> {
+    request("GET", url).map(|(_, body)| body)
+}
+
+/// A blocking HTTP POST with an empty body: status and body.
+pub fn post(url: &str) -> Option<(u16, String)> {
+    request("POST", url)
+}
+
+fn request(method: &str, url: &str) -> Option<(u16, String)> {
+    use std::io::Write as _;
+    let rest = url.strip_prefix("http://")?;
+    let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(hostport).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: {hostport}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
