@@ -8,6 +8,7 @@
 #   scripts/dovecot.sh env DIR       print the `export` lines the tests read
 #   scripts/dovecot.sh --dir DIR CMD the same, directory first (used by ALERTBRIDGE_TEST_DOVECOT_CTL)
 #
+# TLS: a test CA (ALERTBRIDGE_TEST_POP3_CA) signs the server certificate for localhost/127.0.0.1.
 # Ports: POP3_PORT (default 11110, plain with STLS), POP3S_PORT (default 11995). Works as root
 # (internal processes as dovecot/dovenull, mail as nobody:nogroup) and as an ordinary user.
 # Users: alerts/alertpass, bench/benchpass, empty/emptypass, and for the tests each of
@@ -30,11 +31,19 @@ write_config() {
     else IU=$(id -un); IG=$(id -gn); LU=$IU; MU=$IU; MG=$IG; fi
     MUID=$(id -u "$MU"); MGID=$(getent group "$MG" | cut -d: -f3)
     mkdir -p "$D/run" "$D/state" "$D/log" "$D/tls" "$MAIL"; chmod 0755 "$D/run"
-    if [ ! -s "$D/tls/cert.pem" ]; then
-        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
-            -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-            -keyout "$D/tls/key.pem" -out "$D/tls/cert.pem" 2>/dev/null
+    # A test CA and a server certificate it signed (webpki refuses a CA certificate as the
+    # server's own, so one self-signed certificate is not enough).
+    if [ ! -s "$D/tls/ca.pem" ] || [ ! -s "$D/tls/cert.pem" ]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=alertbridge test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout "$D/tls/ca-key.pem" -out "$D/tls/ca.pem" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+            -keyout "$D/tls/key.pem" -out "$D/tls/server.csr" 2>/dev/null
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$D/tls/server.ext"
+        openssl x509 -req -in "$D/tls/server.csr" -CA "$D/tls/ca.pem" -CAkey "$D/tls/ca-key.pem" -CAcreateserial \
+            -days 3650 -extfile "$D/tls/server.ext" -out "$D/tls/cert.pem" 2>/dev/null
     fi
+    chmod 600 "$D/tls/ca-key.pem"
     chmod 600 "$D/tls/key.pem"
     {
         echo "alerts:{PLAIN}alertpass:$MUID:$MGID::$MAIL/alerts::"
@@ -129,7 +138,7 @@ case $CMD in
     env)
         echo "export ALERTBRIDGE_TEST_POP3_ADDR=127.0.0.1:$P"
         echo "export ALERTBRIDGE_TEST_POP3S_ADDR=127.0.0.1:$PS"
-        echo "export ALERTBRIDGE_TEST_POP3_CA=$D/tls/cert.pem"
+        echo "export ALERTBRIDGE_TEST_POP3_CA=$D/tls/ca.pem"
         echo "export ALERTBRIDGE_TEST_MAILDIR_ROOT=$MAIL"
         echo "export ALERTBRIDGE_TEST_DOVECOT_CTL=\"$SELF --dir $DIR\""
         echo "export ALERTBRIDGE_TEST_DOVECOT_CONF=$CONF"

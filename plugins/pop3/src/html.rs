@@ -63,12 +63,12 @@ pub fn html_to_text(html: &str) -> String {
                 link_start = out.len();
             }
             "a" => {
-                if let Some(h) = href.take().filter(|h| !h.starts_with('#') && !h.starts_with("mailto:")) {
-                    if !out[link_start..].contains(h.as_str()) {
-                        out.push_str(" <");
-                        out.push_str(&h);
-                        out.push('>');
-                    }
+                if let Some(h) = href.take().filter(|h| !h.starts_with('#') && !h.starts_with("mailto:"))
+                    && !out[link_start..].contains(h.as_str())
+                {
+                    out.push_str(" <");
+                    out.push_str(&h);
+                    out.push('>');
                 }
             }
             _ => {}

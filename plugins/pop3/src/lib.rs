@@ -7,6 +7,16 @@ pub mod error;
 mod html;
 pub mod mail;
 pub mod protocol;
+mod session;
+pub mod source;
+mod state;
 pub mod xml;
 
 pub use alertbridge_plugin_api::error_chain;
+
+alertbridge_plugin_api::export_plugin! {
+    name: "pop3",
+    version: env!("CARGO_PKG_VERSION"),
+    sources: { "pop3" => source::Pop3Source::new },
+    sinks: {},
+}

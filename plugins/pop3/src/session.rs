@@ -1,0 +1,271 @@
+//! One poll: connect, log in, look at the mailbox (STAT, UIDL, LIST), fetch new mail in
+//! pipelined batches, submit each alert, mark DELE only after the host's receipt, and QUIT so
+//! the deletions commit.
+//!
+//! Dispositions: an accepted alert's mail is deleted (keep mode: its UIDL is recorded instead);
+//! oversize mail, mail from a sender not allowed (unless `on_disallowed = "delete"`) and mail whose
+//! alert the host refused for good stay on the server and are not fetched again by this
+//! instance; a transient refusal ends the session (the mail stays and is retried after backoff).
+//! A mail that cannot be read well still becomes an alert, labelled `mail.problem`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::atomic::Ordering,
+    time::Duration,
+};
+
+use alertbridge_plugin_api::{Alert, ErrorKind, PluginError, kit::SourceContext};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    client::{Io, Session, connect},
+    config::OnDisallowed,
+    error::Error,
+    mail::{self, MailAlert},
+    protocol::Command,
+    source::Pop3Source,
+    state::{SeenUids, StateError},
+};
+
+/// Mails fetched per pipelined round trip.
+const PIPELINE_BATCH: usize = 64;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything there was is handled.
+    Done,
+    /// The session limit was reached: more mail is waiting.
+    More,
+}
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Pop3(#[from] Error),
+    /// The host did not take an alert right now.
+    #[error("host refused the alert")]
+    Host(#[source] PluginError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl SessionError {
+    /// The wait the host asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Host(e) => e.retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A message to fetch.
+#[derive(Debug)]
+struct Candidate {
+    msg: u32,
+    uid: Option<String>,
+}
+
+/// What to do with a fetched mail.
+enum Disposition {
+    Delete,
+    Keep,
+}
+
+impl Pop3Source {
+    pub(crate) async fn session(
+        &self,
+        ctx: &SourceContext,
+        mut seen: Option<&mut SeenUids>,
+        skipped: &mut HashSet<String>,
+    ) -> Result<Outcome, SessionError> {
+        let s = &self.settings;
+        // Nothing is marked yet: giving up here on shutdown loses nothing.
+        let session = tokio::select! {
+            () = ctx.shutdown.cancelled() => return Ok(Outcome::Done),
+            r = self.login() => r?,
+        };
+        let mut session = session;
+        let (count, _) = session.stat().await?;
+        if count == 0 {
+            session.quit().await?;
+            self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::Done);
+        }
+        let uids = match session.uidl().await {
+            Ok(list) => Some(list.into_iter().map(|e| (e.msg, e.uid)).collect::<HashMap<_, _>>()),
+            Err(Error::Server { .. }) if !s.keep => None,
+            Err(Error::Server { .. }) => return Err(Error::Unsupported("UIDL, which keep = true needs").into()),
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some(seen), Some(uids)) = (seen.as_deref_mut(), &uids) {
+            seen.retain_present(&uids.values().map(String::as_str).collect())?;
+        }
+        let mut candidates = Vec::new();
+        for entry in session.list().await? {
+            let uid = uids.as_ref().and_then(|u| u.get(&entry.msg)).cloned();
+            if let Some(uid) = &uid
+                && (skipped.contains(uid) || seen.as_deref().is_some_and(|seen| seen.contains(uid)))
+            {
+                continue;
+            }
+            if entry.size > s.max_message_bytes {
+                self.counters.oversize.fetch_add(1, Ordering::Relaxed);
+                warn!(mailbox = %s.mailbox, msg = entry.msg, uid = ?uid, size = entry.size, limit = s.max_message_bytes,
+                    "Mail larger than max_message_bytes; left on the server.");
+                skipped.extend(uid);
+                continue;
+            }
+            candidates.push(Candidate { msg: entry.msg, uid });
+        }
+        let max = s.max_messages_per_session as usize;
+        let outcome = if candidates.len() > max { Outcome::More } else { Outcome::Done };
+        candidates.truncate(max);
+
+        let batch = if session.pipelining() { PIPELINE_BATCH } else { 1 };
+        let mut deletes: Vec<u32> = Vec::new();
+        let mut handled = 0usize;
+        let mut host_error = None;
+        'batches: for chunk in candidates.chunks(batch) {
+            if ctx.shutdown.is_cancelled() {
+                break;
+            }
+            // DELEs of the previous batch travel with this batch's RETRs.
+            let mut commands: Vec<Command> = deletes.drain(..).map(Command::Dele).collect();
+            let n_dele = commands.len();
+            commands.extend(chunk.iter().map(|c| Command::Retr(c.msg)));
+            let mut replies = session.batch(&commands).await?.into_iter();
+            check_deletes(&s.mailbox, replies.by_ref().take(n_dele));
+            for (candidate, reply) in chunk.iter().zip(replies) {
+                let data = match reply {
+                    Ok(reply) => reply.data,
+                    Err(e) => {
+                        warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR refused; skipping this mail for now.");
+                        continue;
+                    }
+                };
+                // Shut down before this mail's submit: it stays on the server.
+                if ctx.shutdown.is_cancelled() {
+                    break 'batches;
+                }
+                match self.handle_mail(ctx, candidate, &data).await {
+                    Ok(Disposition::Delete) if s.keep => {
+                        if let (Some(seen), Some(uid)) = (seen.as_deref_mut(), &candidate.uid) {
+                            seen.insert(uid)?;
+                        }
+                    }
+                    Ok(Disposition::Delete) => deletes.push(candidate.msg),
+                    Ok(Disposition::Keep) => skipped.extend(candidate.uid.clone()),
+                    Err(e) => {
+                        host_error = Some(e);
+                        break 'batches;
+                    }
+                }
+                handled += 1;
+            }
+        }
+        if !deletes.is_empty() {
+            let commands: Vec<Command> = deletes.iter().copied().map(Command::Dele).collect();
+            check_deletes(&s.mailbox, session.batch(&commands).await?.into_iter());
+        }
+        session.quit().await?;
+        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        if handled > 0 {
+            info!(mailbox = %s.mailbox, handled, deleted = !s.keep, "Drained.");
+        }
+        match host_error {
+            Some(e) => Err(SessionError::Host(e)),
+            None => Ok(outcome),
+        }
+    }
+
+    async fn login(&self) -> Result<Session<Box<dyn Io>>, Error> {
+        let s = &self.settings;
+        let client = connect(&s.endpoint).await?;
+        let method = s.auth.unwrap_or_else(|| client.best_auth());
+        debug!(mailbox = %s.mailbox, ?method, "Logging in.");
+        client.login(method, &s.username, &s.password).await
+    }
+
+    /// Builds and submits the alert of one mail; `Err` only for a refusal worth retrying.
+    async fn handle_mail(&self, ctx: &SourceContext, candidate: &Candidate, raw: &[u8]) -> Result<Disposition, PluginError> {
+        let s = &self.settings;
+        let MailAlert { mut alert, sender, message_id, problem } = mail::alert_from_mail(raw, &s.mail);
+        if !s.senders.allows(sender.as_deref()) {
+            self.counters.disallowed.fetch_add(1, Ordering::Relaxed);
+            let delete = s.on_disallowed == OnDisallowed::Delete;
+            warn!(mailbox = %s.mailbox, msg = candidate.msg, sender = ?sender, subject = %alert.subject, deleted = delete && !s.keep,
+                "Mail from a sender not in allowed_senders; no alert.");
+            return Ok(if delete { Disposition::Delete } else { Disposition::Keep });
+        }
+        if let Some(problem) = &problem {
+            self.counters.problems.fetch_add(1, Ordering::Relaxed);
+            warn!(mailbox = %s.mailbox, msg = candidate.msg, problem = %problem, "Mail not fully readable; submitting it with a mail.problem label.");
+        }
+        let key = pop3_key(&s.mailbox, candidate.uid.as_deref(), message_id.as_deref());
+        set_keys(&mut alert, key, &s.mailbox);
+        match ctx.host.submit(&alert).await {
+            Ok(receipt) => {
+                self.counters.alerts.fetch_add(1, Ordering::Relaxed);
+                debug!(mailbox = %s.mailbox, msg = candidate.msg, alert_id = receipt.alert_id, duplicate = receipt.duplicate, "Alert queued.");
+                Ok(Disposition::Delete)
+            }
+            Err(e) if e.kind == ErrorKind::TRANSIENT || e.kind == ErrorKind::SHUTTING_DOWN => Err(e),
+            Err(e) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                error!(mailbox = %s.mailbox, msg = candidate.msg, uid = ?candidate.uid, error = %e,
+                    "Host refused the alert for good; the mail stays on the server.");
+                Ok(Disposition::Keep)
+            }
+        }
+    }
+}
+
+/// `pop3:<user>@<server>:<UIDL>`, or the Message-ID when the server has no UIDL.
+fn pop3_key(mailbox: &str, uid: Option<&str>, message_id: Option<&str>) -> Option<String> {
+    match (uid, message_id) {
+        (Some(uid), _) => Some(format!("pop3:{mailbox}:{uid}")),
+        (None, Some(id)) => Some(format!("pop3:{mailbox}:<{id}>")),
+        (None, None) => None,
+    }
+}
+
+/// The mailbox key is the dedup key unless the alert document brought its own; it is kept in
+/// the `pop3.key` attribute either way.
+fn set_keys(alert: &mut Alert, key: Option<String>, mailbox: &str) {
+    alert.attributes.insert("pop3.mailbox".into(), mailbox.to_owned());
+    if let Some(key) = key {
+        alert.attributes.insert("pop3.key".into(), key.clone());
+        alert.dedup_key.get_or_insert(key);
+    }
+}
+
+fn check_deletes(mailbox: &str, replies: impl Iterator<Item = Result<crate::protocol::Reply, Error>>) {
+    for reply in replies {
+        if let Err(e) = reply {
+            // The alert is queued; the mail comes back next session and the host drops it as
+            // a duplicate of its key.
+            warn!(mailbox, error = %e, "DELE refused; the mail will be seen again.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert_eq!(pop3_key("a@h:110", Some("0001"), Some("m@x")).as_deref(), Some("pop3:a@h:110:0001"));
+        assert_eq!(pop3_key("a@h:110", None, Some("m@x")).as_deref(), Some("pop3:a@h:110:<m@x>"));
+        assert_eq!(pop3_key("a@h:110", None, None), None);
+        let mut a = Alert::new("s");
+        set_keys(&mut a, Some("pop3:k".into()), "a@h:110");
+        assert_eq!(a.dedup_key.as_deref(), Some("pop3:k"));
+        let mut b = Alert { dedup_key: Some("db01-disk".into()), ..Alert::new("s") };
+        set_keys(&mut b, Some("pop3:k".into()), "a@h:110");
+        assert_eq!((b.dedup_key.as_deref(), b.attributes["pop3.key"].as_str()), (Some("db01-disk"), "pop3:k"));
+    }
+}

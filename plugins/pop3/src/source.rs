@@ -1,0 +1,209 @@
+//! The `pop3` source: takes the mailbox lock, then polls — one POP3 session per poll, each
+//! draining at most `max_messages_per_session` mails — and reconnects with exponential backoff
+//! and jitter while the server is down, refuses the login, or the host refuses alerts.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use alertbridge_plugin_api::{
+    Health, HealthState, PluginError, error_chain,
+    kit::{CancellationToken, Setup, Source, SourceContext},
+};
+use rand::Rng as _;
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{Pop3Config, Settings},
+    session::{SessionError, Outcome},
+    state::{MailboxLock, SeenUids, StateError},
+};
+
+/// Counts of what the source did, for health and tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Mails whose alert the host accepted.
+    pub alerts: AtomicU64,
+    /// Mails that became alerts only partly (a `mail.problem` label).
+    pub problems: AtomicU64,
+    /// Mails from senders not allowed.
+    pub disallowed: AtomicU64,
+    /// Mails larger than `max_message_bytes`, left on the server.
+    pub oversize: AtomicU64,
+    /// Alerts the host refused permanently (their mails are left on the server).
+    pub refused: AtomicU64,
+    /// Sessions that ended with QUIT accepted.
+    pub sessions: AtomicU64,
+    /// Sessions that failed (connect, login, protocol, host refusal).
+    pub failures: AtomicU64,
+}
+
+/// A running `pop3` source instance.
+#[derive(Debug)]
+pub struct Pop3Source {
+    pub(crate) settings: Settings,
+    health: Mutex<Health>,
+    pub(crate) counters: Counters,
+}
+
+impl Pop3Source {
+    /// Parses and checks the instance's configuration (no network, no state files).
+    pub fn new(setup: Setup) -> Result<Self, PluginError> {
+        let config: Pop3Config = setup.config()?;
+        let settings = config.validate()?;
+        let health = Health::new(HealthState::DEGRADED, "not connected yet");
+        Ok(Self { settings, health: Mutex::new(health), counters: Counters::default() })
+    }
+
+    /// What the source did so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn set_health(&self, health: Health) {
+        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = health;
+    }
+
+    async fn lock_mailbox(&self, shutdown: &CancellationToken) -> Result<Option<MailboxLock>, PluginError> {
+        let mut backoff = Backoff::new(self.settings.poll_interval, self.settings.max_backoff);
+        loop {
+            match MailboxLock::acquire(&self.settings.state_dir, &self.settings.mailbox) {
+                Ok(lock) => return Ok(Some(lock)),
+                Err(e @ StateError::Locked(_)) => {
+                    warn!(mailbox = %self.settings.mailbox, error = %e, "Mailbox locked by another instance; waiting.");
+                    self.set_health(Health::new(HealthState::DEGRADED, error_chain(&e)));
+                }
+                Err(e) => return Err(PluginError::permanent(&e)),
+            }
+            if !sleep(shutdown, backoff.next()).await {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn run_loop(&self, ctx: SourceContext) -> Result<(), PluginError> {
+        let Some(lock) = self.lock_mailbox(&ctx.shutdown).await? else { return Ok(()) };
+        let mut seen = match self.settings.keep {
+            true => Some(SeenUids::load(&self.settings.state_dir, &self.settings.mailbox).map_err(|e| PluginError::permanent(&e))?),
+            false => None,
+        };
+        let mailbox = self.settings.mailbox.as_str();
+        let remembered = seen.as_ref().map_or(0, SeenUids::len);
+        info!(mailbox, keep = self.settings.keep, remembered, lock = %lock.path().display(), "Polling the mailbox.");
+        let mut skipped = HashSet::new();
+        let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.max_backoff);
+        while !ctx.shutdown.is_cancelled() {
+            let wait = match self.session(&ctx, seen.as_mut(), &mut skipped).await {
+                Ok(outcome) => {
+                    backoff.reset();
+                    self.set_health(self.ok_health());
+                    match outcome {
+                        Outcome::More => continue,
+                        Outcome::Done => self.settings.poll_interval,
+                    }
+                }
+                Err(e) => {
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                    let message = error_chain(&e);
+                    let wait = backoff.next().max(e.retry_after().unwrap_or_default());
+                    match &e {
+                        SessionError::Pop3(p) if p.is_auth() => {
+                            error!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "Authentication failed; check username and password.");
+                        }
+                        SessionError::Pop3(_) => warn!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "POP3 session failed; reconnecting."),
+                        SessionError::Host(_) => warn!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "Host did not take the alert; mail stays on the server."),
+                        SessionError::State(_) => error!(mailbox, error = %message, "Cannot write the keep-mode state."),
+                    }
+                    self.set_health(Health::new(HealthState::DEGRADED, message));
+                    wait
+                }
+            };
+            if !sleep(&ctx.shutdown, wait).await {
+                break;
+            }
+        }
+        info!(mailbox, "Stopped.");
+        Ok(())
+    }
+
+    fn ok_health(&self) -> Health {
+        let c = &self.counters;
+        let message = format!(
+            "{} alerts, {} with problems, {} disallowed, {} oversize, {} refused",
+            c.alerts.load(Ordering::Relaxed),
+            c.problems.load(Ordering::Relaxed),
+            c.disallowed.load(Ordering::Relaxed),
+            c.oversize.load(Ordering::Relaxed),
+            c.refused.load(Ordering::Relaxed),
+        );
+        Health::new(HealthState::OK, message)
+    }
+}
+
+impl Source for Pop3Source {
+    async fn run(self: Arc<Self>, ctx: SourceContext) -> Result<(), PluginError> {
+        self.run_loop(ctx).await
+    }
+
+    fn health(&self) -> Health {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Sleeps unless shut down first; false if and only if the shutdown came.
+async fn sleep(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Exponential backoff with "equal jitter": each wait is between half and all of the current
+/// step, which doubles up to `max`.
+#[derive(Debug)]
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Self {
+        let base = base.min(max);
+        Self { base, max, step: base }
+    }
+
+    fn next(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(self.max);
+        let half = step / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
+    fn reset(&mut self) {
+        self.step = self.base;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_max() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let waits: Vec<Duration> = (0..6).map(|_| b.next()).collect();
+        let steps = [100, 200, 400, 800, 1000, 1000];
+        for (w, s) in waits.iter().zip(steps) {
+            let s = Duration::from_millis(s);
+            assert!(*w >= s / 2 && *w <= s, "wait {w:?} outside [{:?}, {s:?}]", s / 2);
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+}
