@@ -187,20 +187,35 @@ enum Outcome {
 /// Submits every alert (in order of the answer, a bounded number at a time) and answers for
 /// all of them once the host has answered for each.
 async fn submit_all(host: &Host, alerts: Vec<Option<Alert>>) -> Response {
-    let outcomes: Vec<Outcome> = stream::iter(alerts)
-        .map(|alert| async move {
-            match alert {
-                None => Outcome::Ignored,
-                Some(alert) => match host.submit(&alert).await {
-                    Ok(receipt) => Outcome::Taken(receipt),
-                    Err(e) => Outcome::Refused(e),
-                },
-            }
-        })
-        .buffered(SUBMIT_CONCURRENCY)
-        .collect()
-        .await;
+    let submit = |alert: Option<Alert>| async move {
+        match alert {
+            None => Outcome::Ignored,
+            Some(alert) => match host.submit(&alert).await {
+                Ok(receipt) => Outcome::Taken(receipt),
+                Err(e) => Outcome::Refused(e),
+            },
+        }
+    };
+    let outcomes: Vec<Outcome> = if alerts.len() == 1 {
+        // The common case (one alert per request) without the stream machinery.
+        let mut alerts = alerts;
+        vec![submit(alerts.pop().flatten()).await]
+    } else {
+        stream::iter(alerts).map(submit).buffered(SUBMIT_CONCURRENCY).collect().await
+    };
     answer(&outcomes)
+}
+
+/// The JSON body of an answer once the host has answered for every alert.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    ids: &'a [Option<u64>],
+    duplicates: &'a [u64],
+    ignored: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<&'a [usize]>,
 }
 
 fn answer(outcomes: &[Outcome]) -> Response {
@@ -229,9 +244,9 @@ fn answer(outcomes: &[Outcome]) -> Response {
             }
         }
     }
+    let mut body = Answer { error: None, ids: &ids, duplicates: &duplicates, ignored: &ignored, refused: None };
     let Some((index, error)) = worst else {
-        return (StatusCode::ACCEPTED, axum::Json(json!({ "ids": ids, "duplicates": duplicates, "ignored": ignored })))
-            .into_response();
+        return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     };
     let status = if retryable(error) {
         StatusCode::SERVICE_UNAVAILABLE
@@ -241,10 +256,8 @@ fn answer(outcomes: &[Outcome]) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR
     };
     tracing::warn!(status = status.as_u16(), kind = %error.kind, error = %error.message, refused = refused.len(), "Host refused alerts.");
-    let body = json!({
-        "error": format!("alert {index}: the host refused it: {}", error.message),
-        "ids": ids, "duplicates": duplicates, "ignored": ignored, "refused": refused,
-    });
+    body.error = Some(format!("alert {index}: the host refused it: {}", error.message));
+    body.refused = Some(&refused);
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         let after = error.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
