@@ -249,6 +249,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let setup = Setup {
+            instance: "hook".into(),
+            kind: "webhook".into(),
+            config_toml: include_str!("../webhook.example.toml").into(),
+            host: TestHost::new("hook").host(),
+        };
+        let config = setup.config::<WebhookConfig>().expect("example config");
+        assert_eq!(config.max_body_bytes, default_max_body_bytes());
+        assert_eq!(config.header_read_timeout_ms, default_header_read_timeout_ms());
+        assert_eq!(config.alertmanager.resolved, Resolved::Ignore);
+        assert_eq!(config.alertmanager.default_severity, default_severity());
+    }
+
+    #[test]
     fn a_missing_tokens_variable_is_named() {
         // Edition 2024 makes `set_var` unsafe (and the crate denies unsafe), so only the missing
         // case is tested here; the list format is tested in `auth`.

@@ -47,3 +47,32 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, PluginError> {
         .map_err(|e| config_error(key, format!("{}: {e}", path.display())))?
         .ok_or_else(|| config_error(key, format!("{}: no PEM private key found", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::server_config;
+
+    fn pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key_pair.serialize_pem()).expect("write");
+        (c, k)
+    }
+
+    #[test]
+    fn offers_h2_and_http1_and_names_the_bad_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = pair(dir.path(), "a");
+        let (_, other_key) = pair(dir.path(), "b");
+        let config = server_config(&cert, &key).expect("valid pair");
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        let err = server_config(&cert, &other_key).expect_err("mismatched key");
+        assert!(err.message.starts_with("`tls.key_file`: does not fit the certificate"), "{}", err.message);
+        let err = server_config(&key, &key).expect_err("a key is no certificate");
+        assert!(err.message.starts_with("`tls.cert_file`:") && err.message.ends_with("no PEM certificate found"), "{}", err.message);
+        let err = server_config(&cert, &cert).expect_err("a certificate is no key");
+        assert!(err.message.starts_with("`tls.key_file`:") && err.message.ends_with("no PEM private key found"), "{}", err.message);
+    }
+}
