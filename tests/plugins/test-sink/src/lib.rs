@@ -53,6 +53,7 @@ fn available() -> String {
 
 struct TestSink {
     config: Config,
+    record: Mutex<std::fs::File>,
     delivered: Mutex<HashSet<(String, String)>>,
     failures: Mutex<BTreeMap<String, u32>>,
 }
@@ -82,7 +83,12 @@ impl TestSink {
             }
         }
         tracing::info!(instance = %setup.instance, already = delivered.len(), "Test sink created.");
-        Ok(Self { config, delivered: Mutex::new(delivered), failures: Mutex::new(BTreeMap::new()) })
+        let record = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.record_file)
+            .map_err(|e| config_error("record_file", format!("{}: {e}", config.record_file.display())))?;
+        Ok(Self { config, record: Mutex::new(record), delivered: Mutex::new(delivered), failures: Mutex::new(BTreeMap::new()) })
     }
 
     fn presence_of(&self, user: &str, overrides: &BTreeMap<String, String>) -> PresenceState {
@@ -161,8 +167,10 @@ impl Sink for TestSink {
                 let line = serde_json::json!({
                     "alert_id": m.alert_id, "uid": uid, "user": user, "attempt": m.attempt, "source": m.source,
                     "subject": m.subject, "body": m.body, "severity": m.severity.name(), "labels": m.labels,
+                    "delivered_us": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros()),
                 });
-                Self::append(&self.config.record_file, &line.to_string())?;
+                let mut f = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+                writeln!(f, "{line}").map_err(|e| PluginError::transient(&e))?;
                 tracing::debug!(alert = m.alert_id, user, "Delivered.");
             } else if let Some(path) = &self.config.redeliveries_file {
                 Self::append(path, &format!("{} {user}", m.alert_id))?;

@@ -39,6 +39,9 @@ struct Config {
     emit_prefix: String,
     #[serde(default = "default_concurrency")]
     emit_concurrency: usize,
+    /// Offer `emit_count` alerts at this fixed rate (open loop) instead of as fast as
+    /// `emit_concurrency` allows.
+    emit_rate_per_sec: Option<u64>,
     /// The run task panics this long after start.
     panic_after_ms: Option<u64>,
 }
@@ -93,19 +96,29 @@ impl TestSource {
     async fn emit(self: &Arc<Self>, host: &Host, prefix: &str, count: u64, subject: &str, severity: Severity, concurrency: usize, resume: bool) -> Emitted {
         let out = Arc::new(Mutex::new(Emitted::default()));
         let mut tasks = JoinSet::new();
+        let mut pace = self.config.emit_rate_per_sec.filter(|_| resume).map(|rate| {
+            let mut i = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            i
+        });
         for seq in 0..count {
             let key = format!("{prefix}:{seq}");
             if resume && self.done.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
                 continue;
             }
-            while tasks.len() >= concurrency {
-                tasks.join_next().await;
+            if let Some(pace) = pace.as_mut() {
+                pace.tick().await;
+            } else {
+                while tasks.len() >= concurrency {
+                    tasks.join_next().await;
+                }
             }
             let mut alert = Alert::new(format!("{subject} {seq}"));
             alert.severity = severity;
             alert.body = format!("test alert {key}");
             alert.labels.insert("seq".into(), key.clone());
             alert.dedup_key = Some(key.clone());
+            alert.labels.insert("submitted_us".into(), unix_micros().to_string());
             let (this, host, out) = (Arc::clone(self), host.clone(), Arc::clone(&out));
             tasks.spawn(async move {
                 let result = host.submit(&alert).await;
@@ -218,6 +231,10 @@ impl Source for TestSource {
     fn health(&self) -> Health {
         Health::new(HealthState::OK, "")
     }
+}
+
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros())
 }
 
 export_plugin! {
