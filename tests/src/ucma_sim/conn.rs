@@ -46,6 +46,8 @@ impl Listener for CuttableListener {
         loop {
             match self.0.accept().await {
                 Ok((stream, peer)) => {
+                    // Small request/response exchanges: do not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
                     let cut = Arc::new(AtomicBool::new(false));
                     return (
                         CuttableStream {

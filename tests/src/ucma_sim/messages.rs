@@ -103,7 +103,10 @@ impl State {
             let state = Arc::clone(self);
             let id = id.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(outcome.delay_ms)).await;
+                // The timer has millisecond ticks: a zero delay must not wait for one.
+                if outcome.delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(outcome.delay_ms)).await;
+                }
                 state.complete(&id, i, outcome);
             });
         }
