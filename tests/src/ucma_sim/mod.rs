@@ -22,6 +22,8 @@ mod conn;
 mod control;
 mod messages;
 mod state;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::{net::SocketAddr, sync::Arc};
