@@ -1,1 +1,22 @@
-//! The `ucwa` sink plugin (not yet implemented).
+//! The `ucwa` sink plugin: delivers IMs to Lync Server 2013 / Skype for Business Server users
+//! through UCWA (autodiscover, MsRtcOAuth password grant, one application with its event
+//! channel, presence reads, one messaging conversation per recipient).
+
+mod api;
+pub mod config;
+mod delivery;
+mod error;
+mod events;
+mod presence;
+pub mod protocol;
+mod session;
+pub mod sink;
+
+pub use self::{error::UcwaError, sink::UcwaSink};
+
+alertbridge_plugin_api::export_plugin! {
+    name: "ucwa",
+    version: env!("CARGO_PKG_VERSION"),
+    sources: {},
+    sinks: { "ucwa" => sink::UcwaSink::new },
+}

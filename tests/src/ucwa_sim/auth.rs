@@ -40,6 +40,7 @@ pub fn on_pool(sim: &Sim, headers: &HeaderMap) -> bool {
 /// The `401` a client gets without a valid token: an IIS-style HTML page and the two
 /// `WWW-Authenticate` headers, the second naming this listener's token endpoint.
 pub fn challenge(sim: &Sim, headers: &HeaderMap) -> Response {
+    sim.lock().challenges += 1;
     let base = if on_pool(sim, headers) { &sim.pool_base } else { &sim.web_base };
     let mut response = (
         StatusCode::UNAUTHORIZED,
@@ -74,11 +75,11 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
         .map(str::trim);
     let Some(presented) = presented else { return Err(challenge(sim, headers)) };
     let pool = on_pool(sim, headers);
-    let inner = sim.lock();
-    match inner.tokens.get(presented) {
-        Some(t) if t.expires > Instant::now() && t.pool == pool => Ok(t.user.clone()),
-        _ => Err(challenge(sim, headers)),
-    }
+    let user = match sim.lock().tokens.get(presented) {
+        Some(t) if t.expires > Instant::now() && t.pool == pool => Some(t.user.clone()),
+        _ => None,
+    };
+    user.ok_or_else(|| challenge(sim, headers))
 }
 
 /// Takes one injected `429` if any are pending.

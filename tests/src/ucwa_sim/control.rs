@@ -23,6 +23,8 @@ pub struct Stats {
     pub conversations: usize,
     /// Tokens issued and not yet expired.
     pub live_tokens: usize,
+    /// `401` challenges answered so far.
+    pub challenges: u64,
 }
 
 /// Sets a user's availability; `false` if there is no such user.
@@ -66,6 +68,7 @@ pub fn stats(sim: &Sim) -> Stats {
         applications: inner.apps.len(),
         conversations: inner.apps.values().map(|a| a.conversations.len()).sum(),
         live_tokens: inner.tokens.values().filter(|t| t.expires > now).count(),
+        challenges: inner.challenges,
     }
 }
 

@@ -212,6 +212,8 @@ pub struct Inner {
     /// Ids of applications that were deleted (answered 410, not 404).
     pub gone: Vec<String>,
     pub throttle: u32,
+    /// `401` challenges answered so far.
+    pub challenges: u64,
     pub throttle_retry_after: Option<u64>,
     pub next_id: u64,
 }
@@ -257,6 +259,7 @@ impl Sim {
                 apps: HashMap::new(),
                 gone: Vec::new(),
                 throttle,
+                challenges: 0,
                 throttle_retry_after: None,
                 next_id: 100,
             }),

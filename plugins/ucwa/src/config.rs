@@ -1,0 +1,252 @@
+//! The `ucwa` sink's configuration: the TOML table, its validation, and the resolved settings
+//! the client runs with (password read, autodiscover candidates built).
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use alertbridge_plugin_api::{PluginError, kit::config_error};
+use reqwest::Url;
+use serde::Deserialize;
+
+/// The longest a UCWA server parks a P-GET (the `timeout` parameter's default is 180 s).
+pub const SERVER_LONG_POLL_SECS: u64 = 180;
+
+/// The `[sink.config]` table of a `ucwa` sink.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UcwaConfig {
+    /// Where autodiscover starts, e.g. `https://lyncdiscover.contoso.com`. Exclusive with `domain`.
+    pub autodiscover_url: Option<String>,
+    /// The SIP domain: tries `https://lyncdiscoverinternal.<domain>`, then `https://lyncdiscover.<domain>`.
+    pub domain: Option<String>,
+    /// The account that sends the IMs, e.g. `alerts@contoso.com`.
+    pub username: String,
+    /// The password inline (prefer `password_file` or `password_env`).
+    pub password: Option<String>,
+    /// A file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+    /// `UserAgent` of the application.
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+    /// `Culture` of the application (error messages come in this language).
+    #[serde(default = "default_culture")]
+    pub culture: String,
+    /// Conversations in flight at once, across all deliveries (also caps presence reads).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_conversations: usize,
+    /// Timeout of ordinary requests.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Timeout of the event channel's P-GET; must exceed the server's long poll (180 s).
+    #[serde(default = "default_event_timeout")]
+    pub event_timeout_secs: u64,
+    /// How long to wait for an invitation to be answered (the server gives up after ~30 s).
+    #[serde(default = "default_invitation_timeout")]
+    pub invitation_timeout_secs: u64,
+    /// Interval of `reportMyActivity` (the server wants one at least every 4 minutes).
+    #[serde(default = "default_report_activity")]
+    pub report_activity_secs: u64,
+    /// How long a presence answer is reused.
+    #[serde(default = "default_presence_cache")]
+    pub presence_cache_ms: u64,
+    /// `plain` (the default) or `html` (subject in bold, text escaped).
+    #[serde(default)]
+    pub message_format: MessageFormat,
+    /// Allow `http://` URLs; only honoured for loopback hosts (tests, the demo).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Extra CA certificate(s) (PEM) to trust, for an internal PKI.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How the IM text is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageFormat {
+    #[default]
+    Plain,
+    Html,
+}
+
+fn default_user_agent() -> String {
+    format!("alertbridge/{}", env!("CARGO_PKG_VERSION"))
+}
+fn default_culture() -> String {
+    "en-US".into()
+}
+fn default_max_concurrent() -> usize {
+    64
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_event_timeout() -> u64 {
+    SERVER_LONG_POLL_SECS + 60
+}
+fn default_invitation_timeout() -> u64 {
+    45
+}
+fn default_report_activity() -> u64 {
+    60
+}
+fn default_presence_cache() -> u64 {
+    3000
+}
+
+/// The checked configuration the client runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Autodiscover URLs to try in order.
+    pub discover: Vec<Url>,
+    pub username: String,
+    pub password: String,
+    pub user_agent: String,
+    pub culture: String,
+    pub max_concurrent: usize,
+    pub request_timeout: Duration,
+    pub event_timeout: Duration,
+    pub invitation_timeout: Duration,
+    pub report_activity: Duration,
+    pub presence_cache: Duration,
+    pub message_format: MessageFormat,
+    pub allow_http: bool,
+    /// PEM bytes of `ca_file`.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Whether `url` may be followed: `https`, or `http` to a loopback host when allowed.
+pub fn url_allowed(url: &Url, allow_http: bool) -> Result<(), &'static str> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if !allow_http => Err("plain http is not allowed (set allow_http for loopback tests)"),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err("plain http is allowed only to loopback hosts"),
+        _ => Err("not an http(s) URL"),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(h) => h.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+impl UcwaConfig {
+    /// Validates the table and resolves the password.
+    pub fn settings(&self) -> Result<Settings, PluginError> {
+        let discover = match (&self.autodiscover_url, &self.domain) {
+            (Some(url), None) => {
+                let url = Url::parse(url).map_err(|e| config_error("autodiscover_url", e))?;
+                url_allowed(&url, self.allow_http).map_err(|e| config_error("autodiscover_url", e))?;
+                vec![url]
+            }
+            (None, Some(domain)) => discover_candidates(domain).map_err(|e| config_error("domain", e))?,
+            _ => return Err(config_error("autodiscover_url", "set exactly one of `autodiscover_url` and `domain`")),
+        };
+        if self.username.trim().is_empty() {
+            return Err(config_error("username", "must not be empty"));
+        }
+        let password = self.password()?;
+        let positive = |key: &str, v: u64| if v == 0 { Err(config_error(key, "must be greater than 0")) } else { Ok(v) };
+        if self.max_concurrent_conversations == 0 {
+            return Err(config_error("max_concurrent_conversations", "must be greater than 0"));
+        }
+        if self.event_timeout_secs <= SERVER_LONG_POLL_SECS {
+            return Err(config_error(
+                "event_timeout_secs",
+                format!("must exceed the server's long poll of {SERVER_LONG_POLL_SECS} s"),
+            ));
+        }
+        let ca_pem = match &self.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| config_error("ca_file", format!("{}: {e}", path.display())))?;
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| config_error("ca_file", e))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(Settings {
+            discover,
+            username: self.username.trim().to_owned(),
+            password,
+            user_agent: self.user_agent.clone(),
+            culture: self.culture.clone(),
+            max_concurrent: self.max_concurrent_conversations,
+            request_timeout: Duration::from_secs(positive("request_timeout_secs", self.request_timeout_secs)?),
+            event_timeout: Duration::from_secs(self.event_timeout_secs),
+            invitation_timeout: Duration::from_secs(positive("invitation_timeout_secs", self.invitation_timeout_secs)?),
+            report_activity: Duration::from_secs(positive("report_activity_secs", self.report_activity_secs)?),
+            presence_cache: Duration::from_millis(self.presence_cache_ms),
+            message_format: self.message_format,
+            allow_http: self.allow_http,
+            ca_pem,
+        })
+    }
+
+    fn password(&self) -> Result<String, PluginError> {
+        match (&self.password, &self.password_file, &self.password_env) {
+            (Some(p), None, None) => Ok(p.clone()),
+            (None, Some(path), None) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| config_error("password_file", format!("{}: {e}", path.display())))?;
+                Ok(text.lines().next().unwrap_or("").to_owned())
+            }
+            (None, None, Some(var)) => std::env::var(var)
+                .map_err(|_| config_error("password_env", format!("environment variable {var} is not set"))),
+            _ => Err(config_error("password", "set exactly one of `password`, `password_file` and `password_env`")),
+        }
+    }
+}
+
+/// `https://lyncdiscoverinternal.<domain>` then `https://lyncdiscover.<domain>`.
+pub fn discover_candidates(domain: &str) -> Result<Vec<Url>, String> {
+    let domain = domain.trim().trim_end_matches('.');
+    if domain.is_empty() || domain.contains(['/', ':', '@', ' ']) {
+        return Err(format!("`{domain}` is not a domain name"));
+    }
+    ["lyncdiscoverinternal", "lyncdiscover"]
+        .iter()
+        .map(|prefix| Url::parse(&format!("https://{prefix}.{domain}/")).map_err(|e| e.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<Settings, PluginError> {
+        let config: UcwaConfig = toml::from_str(toml_text).map_err(|e| PluginError::config(e.to_string()))?;
+        config.settings()
+    }
+
+    #[test]
+    fn domain_gives_internal_then_external_candidates() {
+        let s = parse("domain = \"contoso.com\"\nusername = \"a@contoso.com\"\npassword = \"p\"\n").unwrap();
+        let urls: Vec<&str> = s.discover.iter().map(Url::as_str).collect();
+        assert_eq!(urls, ["https://lyncdiscoverinternal.contoso.com/", "https://lyncdiscover.contoso.com/"]);
+        assert_eq!(s.max_concurrent, 64);
+        assert!(s.event_timeout > Duration::from_secs(SERVER_LONG_POLL_SECS));
+    }
+
+    #[test]
+    fn http_only_for_loopback_and_only_when_allowed() {
+        let base = "username = \"a\"\npassword = \"p\"\n";
+        assert!(parse(&format!("{base}autodiscover_url = \"http://127.0.0.1:8080\"\n")).is_err());
+        assert!(parse(&format!("{base}autodiscover_url = \"http://127.0.0.1:8080\"\nallow_http = true\n")).is_ok());
+        let remote = parse(&format!("{base}autodiscover_url = \"http://lync.contoso.com\"\nallow_http = true\n"));
+        assert!(remote.unwrap_err().message.contains("loopback"));
+    }
+
+    #[test]
+    fn exactly_one_password_source_and_one_start_point() {
+        let e = parse("domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\npassword_env = \"X\"\n").unwrap_err();
+        assert!(e.message.starts_with("`password`"), "{}", e.message);
+        let e = parse("username = \"a\"\npassword = \"p\"\n").unwrap_err();
+        assert!(e.message.starts_with("`autodiscover_url`"), "{}", e.message);
+        let e = parse("domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\nevent_timeout_secs = 100\n").unwrap_err();
+        assert!(e.message.starts_with("`event_timeout_secs`"), "{}", e.message);
+    }
+}

@@ -1,0 +1,137 @@
+//! Delivering one message: a conversation per recipient (capped in flight), each started with
+//! the first message as a data URL, followed over the event channel to Connected or Failed,
+//! then stopped; the outcome mapped per recipient.
+
+use std::sync::Arc;
+
+use alertbridge_plugin_api::{DeliveryStatus, Message, RecipientResult, error_chain};
+use reqwest::Method;
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use crate::{
+    api::{Api, Body},
+    error::UcwaError,
+    events::Update,
+    protocol::{
+        events::classify_failure,
+        messaging::{content, data_url, importance, sip_uri, start_messaging_request},
+    },
+    sink::{Core, Live},
+};
+
+/// What every recipient of one message gets.
+#[derive(Debug)]
+struct Outgoing {
+    subject: String,
+    importance: &'static str,
+    message_url: String,
+}
+
+fn transient(user: &str, detail: impl Into<String>) -> RecipientResult {
+    RecipientResult::new(user, DeliveryStatus::FAILED_TRANSIENT, detail)
+}
+
+/// Delivers `message` to each recipient and reports each one's outcome, in order.
+pub async fn deliver(core: Arc<Core>, message: Message) -> Vec<RecipientResult> {
+    let Some(live) = core.live(None).await else {
+        return message.recipients.iter().map(|r| transient(r, "not signed in to UCWA")).collect();
+    };
+    let (content_type, text) = content(&message, core.settings.message_format);
+    let out = Arc::new(Outgoing {
+        subject: message.subject.clone(),
+        importance: importance(message.severity),
+        message_url: data_url(content_type, &text),
+    });
+    let mut tasks = JoinSet::new();
+    for (i, recipient) in message.recipients.iter().enumerate() {
+        let (core, live, out, recipient) = (core.clone(), live.clone(), out.clone(), recipient.clone());
+        tasks.spawn(async move { (i, send_one(&core, live, &recipient, &out).await) });
+    }
+    let mut results: Vec<Option<RecipientResult>> = vec![None; message.recipients.len()];
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((i, result)) = joined {
+            results[i] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .zip(&message.recipients)
+        .map(|(r, user)| r.unwrap_or_else(|| transient(user, "delivery task failed")))
+        .collect()
+}
+
+/// One recipient: retried once on a fresh application if the server lost ours before the
+/// invitation was taken.
+async fn send_one(core: &Core, mut live: Arc<Live>, user: &str, out: &Outgoing) -> RecipientResult {
+    let Ok(_permit) = core.conversations.acquire().await else { return transient(user, "sink is stopping") };
+    for attempt in 0..2 {
+        match converse(core, &live, user, out).await {
+            Err(e) if e.is_application_gone() && attempt == 0 => {
+                core.lost(live.generation);
+                match core.live(Some(live.generation)).await {
+                    Some(fresh) => live = fresh,
+                    None => return transient(user, "application lost and not yet re-created"),
+                }
+            }
+            Err(e) => return from_error(user, &e),
+            Ok(result) => return result,
+        }
+    }
+    transient(user, "application lost twice")
+}
+
+fn from_error(user: &str, e: &UcwaError) -> RecipientResult {
+    let status = if e.is_transient() { DeliveryStatus::FAILED_TRANSIENT } else { DeliveryStatus::FAILED_PERMANENT };
+    let result = RecipientResult::new(user, status, error_chain(e));
+    match e.retry_after() {
+        Some(after) => result.retry_after(after),
+        None => result,
+    }
+}
+
+/// Starts the conversation and follows it; `Err` only when the invitation was not taken.
+async fn converse(core: &Core, live: &Live, user: &str, out: &Outgoing) -> Result<RecipientResult, UcwaError> {
+    let operation: String = format!("{:032x}", rand::random::<u128>());
+    let Some(mut updates) = live.dispatcher.register(&operation) else { return Err(UcwaError::ApplicationLost) };
+    let body = start_messaging_request(&sip_uri(user), &out.subject, out.importance, &operation, &out.message_url);
+    if let Err(e) = core.api.call(Method::POST, &live.app.start_messaging, &Body::json(&body), None).await {
+        live.dispatcher.unregister(&operation);
+        return Err(e);
+    }
+    let mut stop = None;
+    let wait = async {
+        while let Some(update) = updates.recv().await {
+            match update {
+                Update::StopLink(href) => stop = Some(href),
+                Update::Completed(outcome) => return Some(outcome),
+            }
+        }
+        None
+    };
+    let outcome = tokio::time::timeout(core.settings.invitation_timeout, wait).await;
+    live.dispatcher.unregister(&operation);
+    let result = match outcome {
+        Ok(Some(Ok(()))) => RecipientResult::delivered(user),
+        Ok(Some(Err(reason))) => RecipientResult::new(user, classify_failure(&reason), reason.to_string()),
+        Ok(None) => transient(user, "application lost before the invitation completed"),
+        Err(_) => transient(user, format!("invitation not answered within {} s", core.settings.invitation_timeout.as_secs())),
+    };
+    if result.status == DeliveryStatus::DELIVERED
+        && let Some(href) = stop
+    {
+        stop_messaging(&core.api, live, &href).await;
+    }
+    Ok(result)
+}
+
+/// Ends the conversation; failures only cost the server a conversation that times out.
+async fn stop_messaging(api: &Api, live: &Live, href: &str) {
+    let result = match api.resolve(&live.app.start_messaging, href) {
+        Ok(url) => api.call(Method::POST, &url, &Body::Empty, None).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        debug!(error = %error_chain(&e), "stopMessaging failed.");
+    }
+}

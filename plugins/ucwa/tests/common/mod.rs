@@ -1,0 +1,82 @@
+//! Shared set-up of the integration tests: a simulator with a few users and a running sink
+//! pointed at it.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::{sync::Arc, time::Duration};
+
+use alertbridge_plugin_api::{
+    Message, Severity,
+    kit::{CancellationToken, Setup, Sink},
+    testing::TestHost,
+};
+use alertbridge_testbed::ucwa_sim::{SimConfig, SimHandle, Simulator, UserSpec};
+use alertbridge_ucwa::UcwaSink;
+use tokio::task::JoinHandle;
+
+/// The sending account and the recipients every test knows.
+pub fn users() -> Vec<UserSpec> {
+    vec![
+        UserSpec::new("alerts@contoso.com", "s3cret&pw", "Online"),
+        UserSpec::new("alice@contoso.com", "a", "Online"),
+        UserSpec::new("bob@contoso.com", "b", "Offline"),
+        UserSpec::new("carol@contoso.com", "c", "Busy"),
+        UserSpec::new("dave@contoso.com", "d", "Online"),
+        UserSpec::new("erin@contoso.com", "e", "Online"),
+    ]
+}
+
+/// A simulator with [`users`] and `tweak` applied to its config.
+pub async fn simulator(tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    let mut config = SimConfig { users: users(), ..SimConfig::default() };
+    tweak(&mut config);
+    Simulator::start(config).await.expect("start the UCWA simulator")
+}
+
+/// A running sink and what stops it.
+pub struct Running {
+    pub sink: Arc<UcwaSink>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<(), alertbridge_plugin_api::PluginError>>,
+}
+
+impl Running {
+    /// Stops the sink and waits for `run` to return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        let Ok(Ok(Ok(()))) = result else { panic!("run did not end cleanly: {result:?}") };
+    }
+}
+
+/// Starts a sink signed in as alerts@contoso.com against `discover_url`; `extra` is more TOML.
+pub fn start_sink(discover_url: &str, extra: &str) -> Running {
+    let config_toml = format!(
+        "autodiscover_url = \"{discover_url}\"\nallow_http = true\nusername = \"alerts@contoso.com\"\n\
+         password = \"s3cret&pw\"\npresence_cache_ms = 0\nrequest_timeout_secs = 10\n{extra}"
+    );
+    let setup = Setup {
+        instance: "lync".into(),
+        kind: "ucwa".into(),
+        config_toml,
+        host: TestHost::new("lync").host(),
+    };
+    let sink = Arc::new(UcwaSink::new(setup).expect("valid config"));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(sink.clone().run(shutdown.clone()));
+    Running { sink, shutdown, task }
+}
+
+/// A message to `recipients`.
+pub fn message(subject: &str, body: &str, recipients: &[&str]) -> Message {
+    Message {
+        alert_id: 1,
+        attempt: 1,
+        source: "test".into(),
+        subject: subject.into(),
+        body: body.into(),
+        severity: Severity::NORMAL,
+        recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+        ..Message::default()
+    }
+}

@@ -1,0 +1,83 @@
+//! The sink survives what a real deployment throws at it: tokens expiring mid-run, the server
+//! restarting (application lost), a redirect hop and a second pool with tokens of its own.
+
+mod common;
+
+use std::time::Duration;
+
+use alertbridge_plugin_api::{DeliveryStatus, kit::Sink};
+use alertbridge_testbed::ucwa_sim::SimConfig;
+use common::{message, simulator, start_sink, users};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiring_mid_run_is_renewed_without_losing_a_message() {
+    let sim = simulator(|_| {}).await;
+    let running = start_sink(&sim.discover_url(), "");
+    let first = running.sink.deliver(message("one", "before expiry", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(first[0].status, DeliveryStatus::DELIVERED, "{first:?}");
+    sim.expire_tokens();
+    assert_eq!(sim.stats().live_tokens, 0);
+    let second = running.sink.deliver(message("two", "after expiry", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(second[0].status, DeliveryStatus::DELIVERED, "{second:?}");
+    let texts: Vec<String> = sim.received("alice@contoso.com").into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["before expiry", "after expiry"]);
+    assert_eq!(sim.stats().applications, 1, "the application outlives the token");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_renewed_before_they_expire() {
+    let sim = simulator(|c| c.token_lifetime = Duration::from_secs(2)).await;
+    let running = start_sink(&sim.discover_url(), "");
+    let mut challenges = None;
+    for i in 0..4 {
+        let text = format!("message {i}");
+        let results = running.sink.deliver(message("tick", &text, &["alice@contoso.com"])).await.unwrap();
+        assert_eq!(results[0].status, DeliveryStatus::DELIVERED, "{results:?}");
+        // After sign-in no request is refused: every token is replaced before it runs out.
+        let now = sim.stats().challenges;
+        assert_eq!(*challenges.get_or_insert(now), now, "a request met a 401 after sign-in");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    assert_eq!(sim.received("alice@contoso.com").len(), 4);
+    assert_eq!(sim.stats().applications, 1);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_restart_mid_run_loses_nothing() {
+    let sim = simulator(|_| {}).await;
+    let addr = sim.addr();
+    let running = start_sink(&sim.discover_url(), "");
+    let before = running.sink.deliver(message("before", "restart", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(before[0].status, DeliveryStatus::DELIVERED, "{before:?}");
+    assert_eq!(sim.received("alice@contoso.com").len(), 1);
+    sim.stop().await;
+
+    let config = SimConfig { listen: addr, users: users(), ..SimConfig::default() };
+    let sim = alertbridge_testbed::ucwa_sim::Simulator::start(config).await.expect("restart on the same port");
+    let after = running.sink.deliver(message("after", "restart", &["alice@contoso.com", "carol@contoso.com"])).await.unwrap();
+    let statuses: Vec<DeliveryStatus> = after.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [DeliveryStatus::DELIVERED, DeliveryStatus::DELIVERED], "{after:?}");
+    assert_eq!(sim.received("alice@contoso.com")[0].subject, "after");
+    assert_eq!(sim.received("carol@contoso.com")[0].subject, "after");
+    assert_eq!(sim.stats().applications, 1, "the sink re-created its application");
+    running.stop().await;
+    assert_eq!(sim.stats().applications, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_hop_and_a_second_pool_with_its_own_tokens() {
+    let sim = simulator(|c| {
+        c.redirect_hop = true;
+        c.pool_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    assert!(sim.pool_addr().is_some());
+    let running = start_sink(&sim.discover_url(), "");
+    let results = running.sink.deliver(message("pool", "two hosts", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(results[0].status, DeliveryStatus::DELIVERED, "{results:?}");
+    assert_eq!(sim.received("alice@contoso.com")[0].text, "two hosts");
+    assert_eq!(sim.stats().live_tokens, 2, "one token from the web host, one from the pool");
+    running.stop().await;
+}
