@@ -1,7 +1,7 @@
-//! The bridge's `/v1` endpoints (§4): authentication, fault injection, validation and the JSON
-//! answers, over the state in `state.rs` / `messages.rs`.
+//! The bridge's `/v1` endpoints (§4): authentication, fault injection and the JSON answers,
+//! over the state in `state.rs` / `messages.rs`.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -17,23 +17,17 @@ use tracing::debug;
 
 use super::{
     auth::{self, SignedParts},
+    checks::{ApiError, error, fault_code, validate_query, validate_send},
     conn::Conn,
     messages::{Refused, Submitted},
     state::{self as sim, FaultAction, FaultTarget, HealthStatus},
     wire::{
-        Availability, ErrorBody, ErrorDetail, PresenceQuery, PresenceResult, RecipientError,
-        SendRequest,
+        Availability, MessageDoc, PresenceQuery, PresenceResult, RecipientError, SendRequest,
+        now_unix, rfc3339,
     },
-    wire::{MessageDoc, now_unix, rfc3339},
 };
 
 type Shared = Arc<sim::State>;
-
-/// The IM body limit of §7.
-const MAX_IM_BYTES: usize = 16 * 1024;
-
-/// The presence categories a query may ask for.
-const CATEGORIES: [&str; 5] = ["state", "contactCard", "note", "services", "calendarData"];
 
 /// The `/v1` routes.
 pub fn router() -> Router<Shared> {
@@ -42,67 +36,6 @@ pub fn router() -> Router<Shared> {
         .route("/v1/presence/query", post(presence))
         .route("/v1/messages", post(send))
         .route("/v1/messages/{id}", get(message))
-}
-
-/// A request-level error of §6.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after_s: Option<u64>,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let retryable = matches!(self.status.as_u16(), 409 | 429 | 503 | 504)
-            && self.code != "idempotency_conflict";
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-                retryable,
-            },
-        };
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(s) = self.retry_after_s {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        response
-    }
-}
-
-fn error(
-    status: u16,
-    code: &'static str,
-    message: impl Into<String>,
-    retry_after_s: Option<u64>,
-) -> ApiError {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    ApiError {
-        status,
-        code,
-        message: message.into(),
-        retry_after_s,
-    }
-}
-
-/// The error code an injected status stands for.
-fn fault_code(status: u16) -> &'static str {
-    match status {
-        400 => "invalid_request",
-        401 => "unauthorized",
-        404 => "not_found",
-        409 => "in_progress",
-        413 => "payload_too_large",
-        422 => "unprocessable",
-        429 => "rate_limited",
-        503 => "endpoint_unavailable",
-        504 => "upstream_timeout",
-        _ => "bridge_error",
-    }
 }
 
 /// Authentication, injected status faults and the body size limit, common to every endpoint.
@@ -223,43 +156,8 @@ async fn presence(
         Ok(q) => q,
         Err(e) => return error(400, "invalid_request", e.to_string(), None).into_response(),
     };
-    let max = state.config.limits.max_presence_targets;
-    if query.targets.is_empty() {
-        return error(422, "unprocessable", "`targets` is empty", None).into_response();
-    }
-    if query.targets.len() > max {
-        return error(
-            413,
-            "too_many_targets",
-            format!("{} targets, at most {max}", query.targets.len()),
-            None,
-        )
-        .into_response();
-    }
-    if has_duplicates(&query.targets) {
-        return error(422, "unprocessable", "`targets` has duplicates", None).into_response();
-    }
-    if let Some(c) = query
-        .categories
-        .iter()
-        .find(|c| !CATEGORIES.contains(&c.as_str()))
-    {
-        return error(
-            422,
-            "unprocessable",
-            format!("unknown category `{c}`"),
-            None,
-        )
-        .into_response();
-    }
-    if let Some(t) = query.timeout_ms.filter(|t| !(100..=30_000).contains(t)) {
-        return error(
-            422,
-            "unprocessable",
-            format!("timeout_ms {t} outside 100..=30000"),
-            None,
-        )
-        .into_response();
+    if let Err(e) = validate_query(&query, state.config.limits.max_presence_targets) {
+        return e.into_response();
     }
     let as_of = rfc3339(now_unix());
     let results: Vec<PresenceResult> = query
@@ -328,7 +226,7 @@ async fn send(
         Ok(r) => r,
         Err(e) => return error(400, "invalid_request", e.to_string(), None).into_response(),
     };
-    if let Err(e) = validate(&request, state.config.limits.max_recipients) {
+    if let Err(e) = validate_send(&request, state.config.limits.max_recipients) {
         return e.into_response();
     }
     let wait = request.wait.unwrap_or(true);
@@ -402,59 +300,4 @@ fn document(status: StatusCode, doc: MessageDoc) -> Response {
         response.headers_mut().insert(header::LOCATION, l);
     }
     response
-}
-
-/// The whole-request checks of §4.3; bad recipient URIs are left to the per-recipient answer.
-fn validate(request: &SendRequest, max_recipients: usize) -> Result<(), ApiError> {
-    let bad = |message: String| Err(error(422, "unprocessable", message, None));
-    if request.to.is_empty() {
-        return bad("`to` is empty".into());
-    }
-    if request.to.len() > max_recipients {
-        let message = format!("{} recipients, at most {max_recipients}", request.to.len());
-        return Err(error(413, "too_many_recipients", message, None));
-    }
-    if has_duplicates(&request.to) {
-        return bad("`to` has duplicates".into());
-    }
-    if request.body.len() > MAX_IM_BYTES {
-        return bad(format!("`body` over {MAX_IM_BYTES} bytes"));
-    }
-    if let Some(m) = request
-        .mode
-        .as_deref()
-        .filter(|m| !matches!(*m, "session" | "page"))
-    {
-        return bad(format!("unknown mode `{m}`"));
-    }
-    if let Some(c) = request
-        .content_type
-        .as_deref()
-        .filter(|c| !matches!(*c, "text/plain" | "text/html"))
-    {
-        return bad(format!("unsupported content_type `{c}`"));
-    }
-    if let Some(i) = request
-        .importance
-        .as_deref()
-        .filter(|i| !matches!(*i, "normal" | "urgent"))
-    {
-        return bad(format!("unknown importance `{i}`"));
-    }
-    if let Some(t) = request.timeout_ms.filter(|t| !(1000..=60_000).contains(t)) {
-        return bad(format!("timeout_ms {t} outside 1000..=60000"));
-    }
-    if let Some(s) = request
-        .skip_if
-        .iter()
-        .find(|s| Availability::from_name(s).is_none())
-    {
-        return bad(format!("unknown availability `{s}` in skip_if"));
-    }
-    Ok(())
-}
-
-fn has_duplicates(items: &[String]) -> bool {
-    let mut seen = HashSet::new();
-    !items.iter().all(|i| seen.insert(i.to_ascii_lowercase()))
 }

@@ -12,11 +12,12 @@
 //! - `config.rs`: what it starts with; `wire.rs`: the JSON documents; `auth.rs`: bearer and HMAC.
 //! - `state.rs`: users, presence, scripts, inboxes, faults, counters; `messages.rs`: sends and
 //!   the idempotency store.
-//! - `api.rs`: the `/v1` endpoints; `control.rs`: `/control/...` and the page `/`.
+//! - `api.rs`: the `/v1` endpoints; `checks.rs`: request validation and request-level errors; `control.rs`: `/control/...` and the page `/`.
 //! - `conn.rs`: connections a handler can cut, for "lost response" faults.
 
 mod api;
 mod auth;
+mod checks;
 mod config;
 mod conn;
 mod control;
