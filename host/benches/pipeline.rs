@@ -12,6 +12,10 @@ use std::{
 
 use alertbridge::{app::Bridge, config::Config, loader};
 
+/// The same allocator as the `alertbridge` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn plugin_dir() -> PathBuf {
     std::env::var_os("ALERTBRIDGE_BENCH_PLUGINS").map(PathBuf::from).unwrap_or_else(|| {
         let exe = std::env::current_exe().expect("current_exe");

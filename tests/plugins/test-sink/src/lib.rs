@@ -169,8 +169,9 @@ impl Sink for TestSink {
                     "subject": m.subject, "body": m.body, "severity": m.severity.name(), "labels": m.labels,
                     "delivered_us": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros()),
                 });
+                let line = format!("{line}\n");
                 let mut f = self.record.lock().unwrap_or_else(PoisonError::into_inner);
-                writeln!(f, "{line}").map_err(|e| PluginError::transient(&e))?;
+                f.write_all(line.as_bytes()).map_err(|e| PluginError::transient(&e))?;
                 tracing::debug!(alert = m.alert_id, user, "Delivered.");
             } else if let Some(path) = &self.config.redeliveries_file {
                 Self::append(path, &format!("{} {user}", m.alert_id))?;
