@@ -143,6 +143,7 @@ impl BridgeClient {
             categories: ["state"],
             timeout_ms,
         };
+        // Strings and a number only: serializing cannot fail.
         let body = serde_json::to_vec(&query).unwrap_or_default();
         let answer: PresenceAnswer = self
             .call(Method::POST, &["presence", "query"], None, body, &[])

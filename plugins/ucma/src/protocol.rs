@@ -210,18 +210,19 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A presence answer as alertbridge's presence state, by name, else by value range (§4.2).
+/// The same mapping as the `ucwa` sink's, so routes treat both alike: signed in but idle counts
+/// as available (the IM still toasts on the user's desktop).
 pub fn presence_state(availability: &str, value: i64) -> PresenceState {
     match availability {
-        "Online" => PresenceState::AVAILABLE,
-        "IdleOnline" | "BeRightBack" | "Away" => PresenceState::AWAY,
+        "Online" | "IdleOnline" => PresenceState::AVAILABLE,
+        "BeRightBack" | "Away" => PresenceState::AWAY,
         "Busy" | "IdleBusy" => PresenceState::BUSY,
         "DoNotDisturb" => PresenceState::DO_NOT_DISTURB,
         "Offline" => PresenceState::OFFLINE,
         "Unknown" => PresenceState::UNKNOWN,
         _ => match value {
             ..0 => PresenceState::UNKNOWN,
-            0..4500 => PresenceState::AVAILABLE,
-            4500..6000 => PresenceState::AWAY,
+            0..6000 => PresenceState::AVAILABLE,
             6000..9000 => PresenceState::BUSY,
             9000..12000 => PresenceState::DO_NOT_DISTURB,
             12000..18000 => PresenceState::AWAY,

@@ -103,7 +103,8 @@ fn each_recipient_outcome_maps_to_a_delivery_status() {
 #[test]
 fn presence_maps_by_name_and_else_by_range() {
     assert_eq!(presence_state("Online", 3500), PresenceState::AVAILABLE);
-    assert_eq!(presence_state("IdleOnline", 5000), PresenceState::AWAY);
+    assert_eq!(presence_state("IdleOnline", 5000), PresenceState::AVAILABLE);
+    assert_eq!(presence_state("BeRightBack", 12500), PresenceState::AWAY);
     assert_eq!(presence_state("Busy", 6500), PresenceState::BUSY);
     assert_eq!(
         presence_state("DoNotDisturb", 9500),
@@ -114,6 +115,7 @@ fn presence_maps_by_name_and_else_by_range() {
     // A name this version does not know: the value decides, by range.
     assert_eq!(presence_state("InACall", 6600), PresenceState::BUSY);
     assert_eq!(presence_state("", 3000), PresenceState::AVAILABLE);
+    assert_eq!(presence_state("", 5000), PresenceState::AVAILABLE);
     assert_eq!(presence_state("", 15500), PresenceState::AWAY);
     assert_eq!(presence_state("", 18500), PresenceState::OFFLINE);
     assert_eq!(presence_state("", -1), PresenceState::UNKNOWN);

@@ -76,6 +76,7 @@ impl UcmaSink {
             self.config().mode.as_str(),
             self.config().send_timeout_ms,
         );
+        // Strings, numbers and booleans only: serializing cannot fail.
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut doc = self.client.send(&key, bytes).await?;
         while doc.state == "running" && Instant::now() + POLL_INTERVAL < deadline {
