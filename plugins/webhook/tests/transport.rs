@@ -106,12 +106,13 @@ async fn connections_over_the_cap_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_finishes_the_request_in_flight() {
     let s = start("").await;
-    s.host.script([Answer::Delay(Duration::from_millis(600))]);
+    // The host takes 1.5 s; the stop comes 0.5 s into the request, while it waits for the host.
+    s.host.script([Answer::Delay(Duration::from_millis(1500))]);
     let url = s.url("/api/v1/alerts");
     let in_flight = tokio::spawn(async move {
         client().post(url).bearer_auth(TOKEN).json(&json!({"subject": "in flight"})).send().await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let addr = s.addr;
     let host = s.host.clone();
     s.stop.cancel();
