@@ -57,10 +57,16 @@ pub fn assess(answer: &Result<HealthDoc, BridgeError>, config: &UcmaConfig) -> H
                 "the bridge refused our credentials (401): check the secret",
             );
         }
-        Err(e) => {
+        Err(e @ BridgeError::Transport { .. }) => {
             return Health::new(
                 HealthState::FAILED,
                 format!("bridge unreachable: {}", error_chain(e)),
+            );
+        }
+        Err(e) => {
+            return Health::new(
+                HealthState::FAILED,
+                format!("bridge health check failed: {}", error_chain(e)),
             );
         }
     };

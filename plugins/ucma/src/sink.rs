@@ -79,6 +79,7 @@ impl UcmaSink {
         // Strings, numbers and booleans only: serializing cannot fail.
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut doc = self.client.send(&key, bytes).await?;
+        debug!(alert = message.alert_id, key = %key, recipients = to.len(), id = %doc.id, state = %doc.state, "Bridge answered a send.");
         while doc.state == "running" && Instant::now() + POLL_INTERVAL < deadline {
             debug!(alert = message.alert_id, id = %doc.id, "Send still running at the bridge; polling.");
             tokio::time::sleep(POLL_INTERVAL).await;

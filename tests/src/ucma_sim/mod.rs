@@ -32,7 +32,7 @@ use std::{net::SocketAddr, sync::Arc};
 use tokio::{net::TcpListener, sync::oneshot};
 
 pub use self::{
-    auth::{hex, signature},
+    auth::signature,
     config::{Limits, SimConfig, UsersFileError, parse_users},
     state::{Counters, Fault, FaultAction, FaultTarget, HealthStatus, Outcome, ReceivedIm},
     wire::Availability,
