@@ -67,9 +67,10 @@ async fn simulator_restart_mid_run_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redirect_hop_and_a_second_pool_with_its_own_tokens() {
+async fn redirect_hop_user_link_on_another_host_and_a_pool_with_its_own_tokens() {
     let sim = simulator(|c| {
         c.redirect_hop = true;
+        c.user_hop = true;
         c.pool_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     })
     .await;

@@ -33,6 +33,12 @@ struct Args {
     /// Answer `GET /` with a redirect hop first.
     #[arg(long)]
     redirect: bool,
+    /// With --pool-listen: the web host's user document links to the pool's user document.
+    #[arg(long)]
+    user_hop: bool,
+    /// Answer the first N UCWA requests with 429.
+    #[arg(long, default_value_t = 0)]
+    throttle_first: u32,
 }
 
 #[tokio::main]
@@ -58,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
         answer_delay: Duration::from_millis(args.answer_delay_ms),
         invitation_timeout: Duration::from_secs(args.invitation_timeout_secs),
         redirect_hop: args.redirect,
-        throttle_first: 0,
+        user_hop: args.user_hop,
+        throttle_first: args.throttle_first,
     };
     let handle = Simulator::start(config).await?;
     let mut out = std::io::stdout().lock();

@@ -12,7 +12,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    auth::authorize,
+    auth::{authorize, on_pool},
     control::page,
     state::Sim,
 };
@@ -58,7 +58,7 @@ pub async fn root(State(sim): State<Arc<Sim>>) -> Json<Value> {
 }
 
 /// `GET <user>`: `401` challenge without a token, else the `applications` link (on the pool
-/// listener when there is one).
+/// listener when there is one), or with `user_hop` first a `user` link to the pool's copy.
 pub async fn user(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
@@ -68,6 +68,13 @@ pub async fn user(
         return challenge;
     }
     let web = &sim.web_base;
+    if sim.config.user_hop && sim.pool_port.is_some() && !on_pool(&sim, &headers) {
+        return Json(json!({ "_links": {
+            "self": link(format!("{web}/Autodiscover/AutodiscoverService.svc/root/user")),
+            "user": link(format!("{}{USER_PATH}?originalDomain=contoso.com", sim.pool_base)),
+        }}))
+        .into_response();
+    }
     Json(json!({ "_links": {
         "self": link(format!("{web}/Autodiscover/AutodiscoverService.svc/root/user")),
         "applications": link(format!("{}/ucwa/oauth/v1/applications", sim.pool_base)),

@@ -34,6 +34,9 @@ pub struct SimConfig {
     pub invitation_timeout: Duration,
     /// Answer `GET /` with a `redirect` link first (one hop, as hybrid topologies do).
     pub redirect_hop: bool,
+    /// With `pool_listen`: the web host's `user` document points at the `user` document of the
+    /// pool host (another token needed) instead of naming `applications` itself.
+    pub user_hop: bool,
     /// Answer the first this-many UCWA requests with `429 Too Many Requests`.
     pub throttle_first: u32,
 }
@@ -49,6 +52,7 @@ impl Default for SimConfig {
             answer_delay: Duration::ZERO,
             invitation_timeout: Duration::from_secs(30),
             redirect_hop: false,
+            user_hop: false,
             throttle_first: 0,
         }
     }
