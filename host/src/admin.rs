@@ -24,13 +24,14 @@ pub struct AdminState {
 /// An alert as the API shows it.
 #[derive(Serialize)]
 struct AlertView<'a> {
+    id: u64,
     #[serde(flatten)]
     alert: &'a StoredAlert,
     state: &'static str,
 }
 
 fn view(a: &StoredAlert) -> AlertView<'_> {
-    AlertView { alert: a, state: if a.is_finished() { "finished" } else if a.routed { "delivering" } else { "queued" } }
+    AlertView { id: a.id, alert: a, state: if a.is_finished() { "finished" } else if a.routed { "delivering" } else { "queued" } }
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {

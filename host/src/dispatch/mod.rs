@@ -180,7 +180,7 @@ impl Dispatcher {
                 self.metrics.observe_latency((now - alert.accepted_ms).max(0) as f64 / 1000.0);
             }
         }
-        if let Err(e) = self.queue.save(alert.clone()).await {
+        if let Err(e) = self.queue.save(alert).await {
             tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
         }
         alert

@@ -63,7 +63,7 @@ pub trait Queue: Send + Sync + 'static {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Enqueued, QueueError>>;
 
     /// Durably records an alert's new state. Resolves after commit.
-    fn save(&self, alert: StoredAlert) -> BoxFuture<'static, Result<(), QueueError>>;
+    fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>>;
 
     /// Alerts accepted and not finished, oldest first.
     fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError>;

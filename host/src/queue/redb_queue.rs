@@ -30,9 +30,18 @@ const MAX_BATCH: usize = 8192;
 /// How often old history and dedup entries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
+/// Work for the writer thread. Documents arrive encoded: serialization happens on the callers'
+/// threads, in parallel, and the writer only touches the database.
 enum Cmd {
-    Enqueue { source: String, alert: Box<Alert>, reply: oneshot::Sender<Result<Enqueued, QueueError>> },
-    Save { alert: Box<StoredAlert>, reply: oneshot::Sender<Result<(), QueueError>> },
+    Enqueue { dedup: Option<String>, accepted_ms: i64, json: Vec<u8>, reply: oneshot::Sender<Result<Taken, QueueError>> },
+    Save { id: u64, json: Vec<u8>, reply: oneshot::Sender<Result<(), QueueError>> },
+}
+
+/// What the writer did with an enqueue.
+enum Taken {
+    New(u64),
+    /// A duplicate of this stored alert (or of this id, pushed out of the history).
+    Duplicate(u64, Option<Box<StoredAlert>>),
 }
 
 /// The embedded, crash-safe queue.
@@ -76,8 +85,8 @@ impl RedbQueue {
         Ok(Self { db, tx: Some(tx), writer: Some(writer) })
     }
 
-    fn send(&self, cmd: Cmd) -> Result<(), ()> {
-        self.tx.as_ref().ok_or(())?.send(cmd).map_err(|_| ())
+    fn send(&self, cmd: Cmd) -> Result<(), QueueError> {
+        self.tx.as_ref().ok_or(QueueError::Closed)?.send(cmd).map_err(|_| QueueError::Closed)
     }
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadOnlyTable<u64, &[u8]>) -> Result<T, QueueError>) -> Result<T, QueueError> {
@@ -88,24 +97,44 @@ impl RedbQueue {
 }
 
 fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
-    serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt { id, source })
+    let mut alert: StoredAlert = serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt { id, source })?;
+    alert.id = id;
+    Ok(alert)
 }
 
 impl Queue for RedbQueue {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Enqueued, QueueError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.send(Cmd::Enqueue { source: source.to_owned(), alert: Box::new(alert), reply });
+        let mut stored = StoredAlert::new(0, source, alert, now_ms());
+        let dedup = stored.alert.dedup_key.as_ref().map(|k| format!("{source}\x1f{k}"));
+        let sent = serde_json::to_vec(&stored)
+            .map_err(QueueError::storage)
+            .and_then(|json| self.send(Cmd::Enqueue { dedup, accepted_ms: stored.accepted_ms, json, reply }));
         Box::pin(async move {
-            sent.map_err(|_| QueueError::Closed)?;
-            rx.await.map_err(|_| QueueError::Closed)?
+            sent?;
+            match rx.await.map_err(|_| QueueError::Closed)?? {
+                Taken::New(id) => {
+                    stored.id = id;
+                    Ok(Enqueued { alert: stored, duplicate: false })
+                }
+                Taken::Duplicate(id, existing) => {
+                    let alert = existing.map(|a| *a).unwrap_or_else(|| {
+                        stored.id = id;
+                        stored
+                    });
+                    Ok(Enqueued { alert, duplicate: true })
+                }
+            }
         })
     }
 
-    fn save(&self, alert: StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
+    fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.send(Cmd::Save { alert: Box::new(alert), reply });
+        let sent = serde_json::to_vec(alert)
+            .map_err(QueueError::storage)
+            .and_then(|json| self.send(Cmd::Save { id: alert.id, json, reply }));
         Box::pin(async move {
-            sent.map_err(|_| QueueError::Closed)?;
+            sent?;
             rx.await.map_err(|_| QueueError::Closed)?
         })
     }
@@ -150,7 +179,7 @@ struct Writer {
 }
 
 enum Reply {
-    Enqueued(oneshot::Sender<Result<Enqueued, QueueError>>, Box<Enqueued>),
+    Enqueued(oneshot::Sender<Result<Taken, QueueError>>, Taken),
     Saved(oneshot::Sender<Result<(), QueueError>>),
 }
 
@@ -182,12 +211,12 @@ impl Writer {
             txn.set_durability(Durability::Immediate);
             for cmd in batch {
                 match cmd {
-                    Cmd::Enqueue { source, alert, reply } => match self.enqueue(&txn, &source, *alert) {
-                        Ok(e) => replies.push(Reply::Enqueued(reply, Box::new(e))),
+                    Cmd::Enqueue { dedup, accepted_ms, json, reply } => match self.enqueue(&txn, dedup, accepted_ms, &json) {
+                        Ok(taken) => replies.push(Reply::Enqueued(reply, taken)),
                         Err(e) => refused.push((reply, e)),
                     },
-                    Cmd::Save { alert, reply } => {
-                        put(&txn, &alert)?;
+                    Cmd::Save { id, json, reply } => {
+                        put(&txn, id, &json)?;
                         replies.push(Reply::Saved(reply));
                     }
                 }
@@ -204,7 +233,7 @@ impl Writer {
             Ok(()) => {
                 for r in replies {
                     match r {
-                        Reply::Enqueued(tx, e) => drop(tx.send(Ok(*e))),
+                        Reply::Enqueued(tx, taken) => drop(tx.send(Ok(taken))),
                         Reply::Saved(tx) => drop(tx.send(Ok(()))),
                     }
                 }
@@ -221,23 +250,16 @@ impl Writer {
         }
     }
 
-    fn enqueue(&self, txn: &WriteTransaction, source: &str, alert: Alert) -> Result<Enqueued, QueueError> {
-        let now = now_ms();
-        let key = alert.dedup_key.as_ref().map(|k| format!("{source}\x1f{k}"));
-        if let Some(key) = &key {
-            let dedup = txn.open_table(DEDUP).map_err(QueueError::storage)?;
-            let seen = dedup.get(key.as_str()).map_err(QueueError::storage)?.map(|v| v.value());
+    fn enqueue(&self, txn: &WriteTransaction, dedup: Option<String>, accepted_ms: i64, json: &[u8]) -> Result<Taken, QueueError> {
+        if let Some(key) = &dedup {
+            let table = txn.open_table(DEDUP).map_err(QueueError::storage)?;
+            let seen = table.get(key.as_str()).map_err(QueueError::storage)?.map(|v| v.value());
             if let Some((id, at)) = seen
-                && now - at < self.window_ms
+                && accepted_ms - at < self.window_ms
             {
                 let alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
-                let existing = alerts.get(id).map_err(QueueError::storage)?.map(|v| decode(id, v.value()));
-                let alert = match existing {
-                    Some(a) => a?,
-                    // Pushed out of the history: report the id, keep the new copy's text.
-                    None => StoredAlert::new(id, source, alert, at),
-                };
-                return Ok(Enqueued { alert, duplicate: true });
+                let existing = alerts.get(id).map_err(QueueError::storage)?.map(|v| decode(id, v.value())).transpose()?;
+                return Ok(Taken::Duplicate(id, existing.map(Box::new)));
             }
         }
         let id = {
@@ -246,13 +268,12 @@ impl Writer {
             meta.insert("next_id", next + 1).map_err(QueueError::storage)?;
             next
         };
-        let stored = StoredAlert::new(id, source, alert, now);
-        put(txn, &stored)?;
-        if let Some(key) = key {
-            let mut dedup = txn.open_table(DEDUP).map_err(QueueError::storage)?;
-            dedup.insert(key.as_str(), (id, now)).map_err(QueueError::storage)?;
+        put(txn, id, json)?;
+        if let Some(key) = dedup {
+            let mut table = txn.open_table(DEDUP).map_err(QueueError::storage)?;
+            table.insert(key.as_str(), (id, accepted_ms)).map_err(QueueError::storage)?;
         }
-        Ok(Enqueued { alert: stored, duplicate: false })
+        Ok(Taken::New(id))
     }
 
     /// Drops finished alerts beyond the history size, and dedup entries past the window.
@@ -283,10 +304,9 @@ impl Writer {
     }
 }
 
-fn put(txn: &WriteTransaction, alert: &StoredAlert) -> Result<(), QueueError> {
-    let json = serde_json::to_vec(alert).map_err(QueueError::storage)?;
+fn put(txn: &WriteTransaction, id: u64, json: &[u8]) -> Result<(), QueueError> {
     let mut alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
-    alerts.insert(alert.id, json.as_slice()).map_err(QueueError::storage)?;
+    alerts.insert(id, json).map_err(QueueError::storage)?;
     Ok(())
 }
 
@@ -339,7 +359,7 @@ mod tests {
         assert_eq!(ids.len(), 500);
         let mut a = q.get(ids[0]).unwrap().unwrap();
         a.finished_ms = Some(1);
-        q.save(a).await.unwrap();
+        q.save(&a).await.unwrap();
         assert_eq!(q.unfinished().unwrap().len(), 499);
         assert_eq!(q.recent(3).unwrap().iter().map(|a| a.id).collect::<Vec<_>>(), [500, 499, 498]);
     }
