@@ -30,6 +30,8 @@ const BUSY_TRIES: u32 = 5;
 pub enum Body {
     Empty,
     Json(Vec<u8>),
+    /// A `text/plain` or `text/html` message, UTF-8.
+    Text { content_type: &'static str, text: String },
 }
 
 impl Body {
@@ -168,6 +170,9 @@ impl Api {
             request = match body {
                 Body::Empty => request.header(header::CONTENT_LENGTH, "0"),
                 Body::Json(bytes) => request.header(header::CONTENT_TYPE, "application/json").body(bytes.clone()),
+                Body::Text { content_type, text } => {
+                    request.header(header::CONTENT_TYPE, format!("{content_type};charset=UTF-8")).body(text.clone())
+                }
             };
             let transport = |source| UcwaError::Transport { method: method.to_string(), url: url.to_string(), source };
             let response = match request.send().await {

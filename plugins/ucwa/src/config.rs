@@ -53,6 +53,10 @@ pub struct UcwaConfig {
     /// `plain` (the default) or `html` (subject in bold, text escaped).
     #[serde(default)]
     pub message_format: MessageFormat,
+    /// `in_invitation` (the default: the text rides in startMessaging as a data URL, one round
+    /// trip) or `send_message` (sendMessage once the conversation is Connected).
+    #[serde(default)]
+    pub first_message: FirstMessage,
     /// Allow `http://` URLs; only honoured for loopback hosts (tests, the demo).
     #[serde(default)]
     pub allow_http: bool,
@@ -67,6 +71,15 @@ pub enum MessageFormat {
     #[default]
     Plain,
     Html,
+}
+
+/// How the IM text reaches the recipient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstMessage {
+    #[default]
+    InInvitation,
+    SendMessage,
 }
 
 fn default_user_agent() -> String {
@@ -110,6 +123,7 @@ pub struct Settings {
     pub report_activity: Duration,
     pub presence_cache: Duration,
     pub message_format: MessageFormat,
+    pub first_message: FirstMessage,
     pub allow_http: bool,
     /// PEM bytes of `ca_file`.
     pub ca_pem: Option<Vec<u8>>,
@@ -181,6 +195,7 @@ impl UcwaConfig {
             report_activity: Duration::from_secs(positive("report_activity_secs", self.report_activity_secs)?),
             presence_cache: Duration::from_millis(self.presence_cache_ms),
             message_format: self.message_format,
+            first_message: self.first_message,
             allow_http: self.allow_http,
             ca_pem,
         })

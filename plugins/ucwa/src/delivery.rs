@@ -1,20 +1,21 @@
 //! Delivering one message: a conversation per recipient (capped in flight), each started with
-//! the first message as a data URL, followed over the event channel to Connected or Failed,
-//! then stopped; the outcome mapped per recipient.
+//! the first message as a data URL (or sent with sendMessage once Connected), followed over
+//! the event channel to Connected or Failed, then stopped; the outcome mapped per recipient.
 
 use std::sync::Arc;
 
 use alertbridge_plugin_api::{DeliveryStatus, Message, RecipientResult, error_chain};
 use reqwest::Method;
-use tokio::task::JoinSet;
+use tokio::{sync::mpsc, task::JoinSet};
 use tracing::debug;
 
 use crate::{
     api::{Api, Body},
+    config::FirstMessage,
     error::UcwaError,
     events::Update,
     protocol::{
-        events::classify_failure,
+        events::{Reason, classify_failure},
         messaging::{content, data_url, importance, sip_uri, start_messaging_request},
     },
     sink::{Core, Live},
@@ -25,7 +26,8 @@ use crate::{
 struct Outgoing {
     subject: String,
     importance: &'static str,
-    message_url: String,
+    content_type: &'static str,
+    text: String,
 }
 
 fn transient(user: &str, detail: impl Into<String>) -> RecipientResult {
@@ -41,7 +43,8 @@ pub async fn deliver(core: Arc<Core>, message: Message) -> Vec<RecipientResult> 
     let out = Arc::new(Outgoing {
         subject: message.subject.clone(),
         importance: importance(message.severity),
-        message_url: data_url(content_type, &text),
+        content_type,
+        text,
     });
     let mut tasks = JoinSet::new();
     for (i, recipient) in message.recipients.iter().enumerate() {
@@ -90,39 +93,87 @@ fn from_error(user: &str, e: &UcwaError) -> RecipientResult {
     }
 }
 
+/// Links learned from the messaging modality.
+#[derive(Debug, Default)]
+struct Links {
+    send: Option<String>,
+    stop: Option<String>,
+}
+
+/// Reads updates until the invitation (or, with `message`, the sent message) completes,
+/// collecting links on the way; `None` if the application went away.
+async fn completion(updates: &mut mpsc::UnboundedReceiver<Update>, links: &mut Links, message: bool) -> Option<Result<(), Reason>> {
+    while let Some(update) = updates.recv().await {
+        match update {
+            Update::Links { send, stop } => {
+                links.send = send.or(links.send.take());
+                links.stop = stop.or(links.stop.take());
+            }
+            Update::Completed(outcome) if !message => return Some(outcome),
+            Update::MessageCompleted(outcome) if message => return Some(outcome),
+            Update::Completed(_) | Update::MessageCompleted(_) => {}
+        }
+    }
+    None
+}
+
 /// Starts the conversation and follows it; `Err` only when the invitation was not taken.
 async fn converse(core: &Core, live: &Live, user: &str, out: &Outgoing) -> Result<RecipientResult, UcwaError> {
     let operation: String = format!("{:032x}", rand::random::<u128>());
     let Some(mut updates) = live.dispatcher.register(&operation) else { return Err(UcwaError::ApplicationLost) };
-    let body = start_messaging_request(&sip_uri(user), &out.subject, out.importance, &operation, &out.message_url);
+    let in_invitation = core.settings.first_message == FirstMessage::InInvitation;
+    let message_url = in_invitation.then(|| data_url(out.content_type, &out.text));
+    let body = start_messaging_request(&sip_uri(user), &out.subject, out.importance, &operation, message_url.as_deref());
     if let Err(e) = core.api.call(Method::POST, &live.app.start_messaging, &Body::json(&body), None).await {
         live.dispatcher.unregister(&operation);
         return Err(e);
     }
-    let mut stop = None;
-    let wait = async {
-        while let Some(update) = updates.recv().await {
-            match update {
-                Update::StopLink(href) => stop = Some(href),
-                Update::Completed(outcome) => return Some(outcome),
-            }
-        }
-        None
-    };
-    let outcome = tokio::time::timeout(core.settings.invitation_timeout, wait).await;
-    live.dispatcher.unregister(&operation);
-    let result = match outcome {
+    let mut links = Links::default();
+    let invited = tokio::time::timeout(core.settings.invitation_timeout, completion(&mut updates, &mut links, false)).await;
+    let mut result = match invited {
         Ok(Some(Ok(()))) => RecipientResult::delivered(user),
         Ok(Some(Err(reason))) => RecipientResult::new(user, classify_failure(&reason), reason.to_string()),
         Ok(None) => transient(user, "application lost before the invitation completed"),
         Err(_) => transient(user, format!("invitation not answered within {} s", core.settings.invitation_timeout.as_secs())),
     };
-    if result.status == DeliveryStatus::DELIVERED
-        && let Some(href) = stop
-    {
-        stop_messaging(&core.api, live, &href).await;
+    let connected = result.status == DeliveryStatus::DELIVERED;
+    if connected && !in_invitation {
+        result = send_message(core, live, user, out, &operation, &mut updates, &mut links).await;
+    }
+    live.dispatcher.unregister(&operation);
+    if connected && let Some(href) = &links.stop {
+        stop_messaging(&core.api, live, href).await;
     }
     Ok(result)
+}
+
+/// Sends the text with sendMessage on a Connected conversation and waits for its completion.
+async fn send_message(
+    core: &Core,
+    live: &Live,
+    user: &str,
+    out: &Outgoing,
+    operation: &str,
+    updates: &mut mpsc::UnboundedReceiver<Update>,
+    links: &mut Links,
+) -> RecipientResult {
+    let Some(href) = links.send.clone() else {
+        return transient(user, "connected, but the server gave no sendMessage link");
+    };
+    let mut url = match core.api.resolve(&live.app.start_messaging, &href) {
+        Ok(url) => url,
+        Err(e) => return from_error(user, &e),
+    };
+    url.query_pairs_mut().append_pair("operationId", operation);
+    let body = Body::Text { content_type: out.content_type, text: out.text.clone() };
+    if let Err(e) = core.api.call(Method::POST, &url, &body, None).await {
+        return from_error(user, &e);
+    }
+    match tokio::time::timeout(core.settings.request_timeout, completion(updates, links, true)).await {
+        Ok(Some(Ok(()))) => RecipientResult::delivered(user),
+        Ok(Some(Err(reason))) => RecipientResult::new(user, classify_failure(&reason), reason.to_string()),
+        Ok(None) | Err(_) => RecipientResult::new(user, DeliveryStatus::DELIVERED, "sendMessage accepted; no completion event"),
+    }
 }
 
 /// Ends the conversation; failures only cost the server a conversation that times out.

@@ -23,10 +23,12 @@ use crate::{
 /// What a conversation learns from the event channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Update {
-    /// The messaging modality's `stopMessaging` link.
-    StopLink(String),
+    /// The messaging modality's `sendMessage` / `stopMessaging` links (while Connected).
+    Links { send: Option<String>, stop: Option<String> },
     /// The invitation completed: `Ok` on Success, else the failure reason.
     Completed(Result<(), Reason>),
+    /// A message sent with sendMessage completed.
+    MessageCompleted(Result<(), Reason>),
 }
 
 #[derive(Debug)]
@@ -108,27 +110,38 @@ impl Dispatcher {
                     }
                 }
                 if event.kind == "completed" {
-                    let outcome = if event.status.as_deref() == Some("Success") {
-                        Ok(())
-                    } else {
-                        Err(event.reason.clone().unwrap_or_else(|| Reason {
-                            code: "Unknown".into(),
-                            subcode: String::new(),
-                            message: format!("invitation completed with status {}", event.status.as_deref().unwrap_or("none")),
-                        }))
-                    };
-                    let _ = waiter.tx.send(Update::Completed(outcome));
+                    let _ = waiter.tx.send(Update::Completed(outcome(event)));
                 }
             }
             "messaging" => {
                 let Some(waiter) = routes.by_href.get(&event.href).and_then(|op| routes.by_operation.get(op)) else { return };
-                if let Some(stop) = event.resource_link("stopMessaging") {
-                    let _ = waiter.tx.send(Update::StopLink(stop.to_owned()));
+                let (send, stop) = (event.resource_link("sendMessage"), event.resource_link("stopMessaging"));
+                if send.is_some() || stop.is_some() {
+                    let _ = waiter.tx.send(Update::Links { send: send.map(str::to_owned), stop: stop.map(str::to_owned) });
                 }
+            }
+            // Messages are reported by the conversation they belong to.
+            "message" if event.kind == "completed" => {
+                let Some(waiter) = routes.by_href.get(&event.sender_href).and_then(|op| routes.by_operation.get(op)) else {
+                    return;
+                };
+                let _ = waiter.tx.send(Update::MessageCompleted(outcome(event)));
             }
             _ => {}
         }
     }
+}
+
+/// `Ok` for a `Success` operation event, else its reason.
+fn outcome(event: &Event) -> Result<(), Reason> {
+    if event.status.as_deref() == Some("Success") {
+        return Ok(());
+    }
+    Err(event.reason.clone().unwrap_or_else(|| Reason {
+        code: "Unknown".into(),
+        subcode: String::new(),
+        message: format!("{} completed with status {}", event.rel, event.status.as_deref().unwrap_or("none")),
+    }))
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -205,14 +218,16 @@ mod tests {
     "state":"Connecting","operationId":"op-1","_links":{"messaging":{"href":"/c/conv/1/messaging"},"conversation":{"href":"/c/conv/1"}}}}}]},
  {"rel":"conversation","href":"/c/conv/1","events":[
   {"link":{"rel":"messaging","href":"/c/conv/1/messaging"},"type":"updated","_embedded":{"messaging":{"state":"Connected",
-    "_links":{"stopMessaging":{"href":"/c/conv/1/messaging/terminate"}}}}}]},
+    "_links":{"stopMessaging":{"href":"/c/conv/1/messaging/terminate"}}}}},
+  {"link":{"rel":"message","href":"/c/conv/1/messaging/messages/2"},"status":"Success","type":"completed"}]},
  {"rel":"communication","href":"/c","events":[
   {"link":{"rel":"messagingInvitation","href":"/c/inv/1"},"type":"completed","status":"Failure",
    "reason":{"code":"RemoteFailure","subcode":"Declined","message":"Your invitation was declined."}}]}]}"#);
         for e in &events {
             d.dispatch(e);
         }
-        assert_eq!(rx.try_recv().unwrap(), Update::StopLink("/c/conv/1/messaging/terminate".into()));
+        assert_eq!(rx.try_recv().unwrap(), Update::Links { send: None, stop: Some("/c/conv/1/messaging/terminate".into()) });
+        assert_eq!(rx.try_recv().unwrap(), Update::MessageCompleted(Ok(())));
         let Update::Completed(Err(reason)) = rx.try_recv().unwrap() else { panic!("expected a failure") };
         assert_eq!(reason.subcode, "Declined");
         d.unregister("op-1");

@@ -58,6 +58,27 @@ async fn html_format_escapes_subject_and_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_message_mode_sends_the_text_once_connected() {
+    let sim = simulator(|_| {}).await;
+    let running = start_sink(&sim.discover_url(), "first_message = \"send_message\"\nmessage_format = \"html\"\n");
+    let results = running
+        .sink
+        .deliver(message("Über <x>", "zwei\nZeilen & mehr", &["alice@contoso.com", "bob@contoso.com"]))
+        .await
+        .unwrap();
+    let statuses: Vec<DeliveryStatus> = results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [DeliveryStatus::DELIVERED, DeliveryStatus::OFFLINE], "{results:?}");
+    assert_eq!(results[0].detail, "", "the message completion event was seen");
+    let received = sim.received("alice@contoso.com");
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].subject, "Über <x>");
+    assert_eq!(received[0].content_type, "text/html");
+    assert_eq!(received[0].text, "<b>Über &lt;x&gt;</b><br/>zwei<br/>Zeilen &amp; mehr");
+    assert_eq!(sim.stats().conversations, 0);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declined_ignored_and_unknown_recipients_are_reported_with_their_reason() {
     let sim = simulator(|c| c.invitation_timeout = std::time::Duration::from_millis(500)).await;
     sim.set_behaviour("dave@contoso.com", Behaviour::decline());

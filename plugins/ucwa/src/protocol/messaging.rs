@@ -56,19 +56,22 @@ pub fn data_url(content_type: &str, text: &str) -> String {
     format!("data:{content_type};charset=utf-8,{}", utf8_percent_encode(text, DATA))
 }
 
-/// The body of `POST <startMessaging>` carrying the first message.
-pub fn start_messaging_request(to: &str, subject: &str, importance: &str, operation_id: &str, message_url: &str) -> Value {
+/// The body of `POST <startMessaging>`, carrying the first message when given.
+pub fn start_messaging_request(to: &str, subject: &str, importance: &str, operation_id: &str, message_url: Option<&str>) -> Value {
     // Subjects are limited to 250 characters.
     let subject: String = subject.chars().take(250).collect();
-    json!({
+    let mut body = json!({
         "importance": importance,
         "sessionContext": operation_id,
         "subject": subject,
         "telemetryId": null,
         "to": to,
         "operationId": operation_id,
-        "_links": { "message": { "href": message_url } },
-    })
+    });
+    if let Some(url) = message_url {
+        body["_links"] = json!({ "message": { "href": url } });
+    }
+    body
 }
 
 /// `sip:alice@contoso.com` for `alice@contoso.com` or `sip:alice@contoso.com`.
@@ -107,9 +110,10 @@ mod tests {
         assert_eq!(importance(Severity::NORMAL), "Normal");
         assert_eq!(sip_uri("alice@contoso.com"), "sip:alice@contoso.com");
         assert_eq!(sip_uri("SIP:bob@contoso.com"), "SIP:bob@contoso.com");
-        let body = start_messaging_request("sip:a@c.com", &"s".repeat(300), "Normal", "op-1", "data:text/plain;charset=utf-8,x");
+        let body = start_messaging_request("sip:a@c.com", &"s".repeat(300), "Normal", "op-1", Some("data:text/plain;charset=utf-8,x"));
         assert_eq!(body["subject"].as_str().map(str::len), Some(250));
         assert_eq!(body["_links"]["message"]["href"], "data:text/plain;charset=utf-8,x");
         assert_eq!(body["operationId"], "op-1");
+        assert!(start_messaging_request("sip:a@c.com", "s", "Normal", "op-2", None).get("_links").is_none());
     }
 }
