@@ -75,7 +75,7 @@ fn run(count: u64, rate: Option<u64>) -> (Duration, Vec<u64>) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let elapsed = rt.block_on(async {
         let start = Instant::now();
-        let bridge = Bridge::start(config(dir.path(), count, rate), &plugins).await.expect("start");
+        let (bridge, _reloads) = Bridge::start(config(dir.path(), count, rate), &plugins).await.expect("start");
         let delivered = || bridge.metrics.counter("alertbridge_deliveries_total", &[("sink", "sink"), ("outcome", "delivered")]);
         while delivered() < count {
             tokio::time::sleep(Duration::from_millis(5)).await;

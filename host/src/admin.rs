@@ -12,13 +12,15 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::{instances::Instances, metrics::Metrics, model::StoredAlert, queue::Queue};
+use crate::{instances::Registry, metrics::Metrics, model::StoredAlert, queue::Queue};
 
 /// What the handlers read.
 pub struct AdminState {
     pub queue: Arc<dyn Queue>,
     pub metrics: Arc<Metrics>,
-    pub instances: Arc<Instances>,
+    pub instances: Arc<Registry>,
+    /// Where `POST /-/reload` asks the main loop to reload.
+    pub reload: tokio::sync::mpsc::Sender<crate::app::ReloadRequest>,
 }
 
 /// An alert as the API shows it.
@@ -41,6 +43,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/-/reload", axum::routing::post(reload))
         .with_state(state)
 }
 
@@ -55,7 +58,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>, sh
 }
 
 async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
-    let statuses: Vec<_> = s.instances.all().map(|i| (i.is_healthy(), i.status())).collect();
+    let statuses: Vec<_> = s.instances.all().iter().map(|i| (i.is_healthy(), i.status())).collect();
     let failing: Vec<_> = statuses.iter().filter(|(ok, _)| !ok).map(|(_, st)| st).collect();
     let code = if failing.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({
@@ -92,6 +95,18 @@ async fn get_alert(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Res
     }
 }
 
+async fn reload(State(s): State<Arc<AdminState>>) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if s.reload.send(tx).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "not accepting reloads"}))).into_response();
+    }
+    match rx.await {
+        Ok(Ok(done)) => Json(serde_json::json!({"status": "reloaded", "result": done})).into_response(),
+        Ok(Err(errors)) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"status": "refused", "errors": errors}))).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "stopping"}))).into_response(),
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -102,7 +117,7 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Html<String> {
          <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>\
          <h1>alertbridge</h1><h2>Instances</h2><table><tr><th>name<th>role<th>plugin<th>state<th>restarts<th>last error</tr>",
     );
-    for i in s.instances.all() {
+    for i in s.instances.all().iter() {
         let st = i.status();
         html.push_str(&format!(
             "<tr><td>{}<td>{}<td>{}<td>{} {}<td>{}<td>{}</tr>",

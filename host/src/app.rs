@@ -1,17 +1,18 @@
 //! A running bridge: the queue, the dispatcher, every instance under supervision and the admin
-//! server, started in that order and stopped in the reverse one.
+//! server — started in that order, stopped in the reverse one, and reloaded in place.
 
 use std::sync::{Arc, atomic::Ordering};
 
-use tokio::task::JoinSet;
+use alertbridge_plugin_api::Role;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::{self, AdminState},
-    config::{Config, ConfigError},
-    dispatch::Dispatcher,
+    config::{Config, ConfigError, HostSettings},
+    dispatch::{Dispatcher, Plan},
     host_api::Ingest,
-    instances::Instances,
+    instances::{self, Registry, Slot},
     loader::Plugins,
     metrics::Metrics,
     queue::{Queue, QueueError, RedbQueue},
@@ -32,33 +33,49 @@ pub enum StartError {
     },
 }
 
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub kept: Vec<String>,
+    pub routes: usize,
+}
+
+/// A request from the admin API to reload; answered with the outcome or every error.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Reloaded, Vec<String>>>;
+
+struct Running {
+    slot: Arc<Slot>,
+    task: JoinHandle<()>,
+}
+
 /// The running bridge.
 pub struct Bridge {
-    config: Config,
+    settings: HostSettings,
     pub metrics: Arc<Metrics>,
     pub queue: Arc<dyn Queue>,
     pub admin_addr: Option<std::net::SocketAddr>,
     ingest: Arc<Ingest>,
     dispatcher: Arc<Dispatcher>,
-    sources_stop: CancellationToken,
-    sinks_stop: CancellationToken,
+    registry: Arc<Registry>,
+    running: Vec<Running>,
     admin_stop: CancellationToken,
-    sources: JoinSet<()>,
-    sinks: JoinSet<()>,
-    background: JoinSet<()>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Bridge {
-    /// Opens the queue, resumes unfinished alerts and starts every instance.
-    pub async fn start(config: Config, plugins: &Plugins) -> Result<Self, StartError> {
-        let h = &config.host;
-        let instances = Instances::bind(&config.sources, &config.sinks, plugins).map_err(|errors| {
+    /// Opens the queue, resumes unfinished alerts and starts every instance. Reload requests
+    /// from the admin API arrive on the returned receiver.
+    pub async fn start(config: Config, plugins: &Plugins) -> Result<(Self, mpsc::Receiver<ReloadRequest>), StartError> {
+        let h = config.host.clone();
+        let slots = instances::bind(&config.sources, &config.sinks, plugins).map_err(|errors| {
             StartError::Instances(errors.iter().map(|(inst, msg)| config.locate_plugin_error(inst, msg)).collect())
         })?;
-        let instances = Arc::new(instances);
         let queue: Arc<dyn Queue> = Arc::new(RedbQueue::open(&h.data_dir, h.dedup_window, h.history_max_alerts)?);
         let metrics = Arc::new(Metrics::default());
-        let (accepted_tx, accepted_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
         let ingest = Arc::new(Ingest {
             queue: Arc::clone(&queue),
             metrics: Arc::clone(&metrics),
@@ -67,46 +84,142 @@ impl Bridge {
             runtime: tokio::runtime::Handle::current(),
             stopping: false.into(),
         });
-        let dispatcher = Dispatcher::new(Arc::clone(&queue), Arc::clone(&metrics), config.delivery.clone(), config.router.clone(), Arc::clone(&instances));
+        let registry = Arc::new(Registry::default());
+        let routes = config.router.routes.len();
+        let plan = Plan { router: config.router, settings: config.delivery };
+        let dispatcher = Dispatcher::new(Arc::clone(&queue), Arc::clone(&metrics), plan, Arc::clone(&registry));
         let unfinished = queue.unfinished()?;
-        let mut background = JoinSet::new();
+        let mut background = Vec::new();
         let admin_stop = CancellationToken::new();
+        let (reload_tx, reload_rx) = mpsc::channel(4);
         let mut admin_addr = None;
         if let Some(addr) = h.admin_listen {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Admin { addr, source })?;
             admin_addr = listener.local_addr().ok();
-            let state = Arc::new(AdminState { queue: Arc::clone(&queue), metrics: Arc::clone(&metrics), instances: Arc::clone(&instances) });
-            background.spawn(admin::serve(listener, state, admin_stop.clone()));
+            let state = Arc::new(AdminState {
+                queue: Arc::clone(&queue),
+                metrics: Arc::clone(&metrics),
+                instances: Arc::clone(&registry),
+                reload: reload_tx,
+            });
+            background.push(tokio::spawn(admin::serve(listener, state, admin_stop.clone())));
         }
-        background.spawn(Arc::clone(&dispatcher).run(unfinished, accepted_rx));
+        background.push(tokio::spawn(Arc::clone(&dispatcher).run(unfinished, accepted_rx)));
 
-        let (sources_stop, sinks_stop) = (CancellationToken::new(), CancellationToken::new());
-        let mut sinks = JoinSet::new();
-        for slot in &instances.sinks {
-            sinks.spawn(Arc::clone(slot).supervise(Arc::clone(&ingest), Arc::clone(&metrics), sinks_stop.clone(), h.stop_deadline));
+        let mut bridge = Self { settings: h, metrics, queue, admin_addr, ingest, dispatcher, registry, running: Vec::new(), admin_stop, background };
+        // Sinks first, so the first alerts find them.
+        for slot in slots.iter().filter(|s| s.role == Role::SINK).chain(slots.iter().filter(|s| s.role == Role::SOURCE)) {
+            bridge.launch(Arc::clone(slot));
         }
-        let mut sources = JoinSet::new();
-        for slot in &instances.sources {
-            sources.spawn(Arc::clone(slot).supervise(Arc::clone(&ingest), Arc::clone(&metrics), sources_stop.clone(), h.stop_deadline));
+        bridge.registry.set(slots);
+        tracing::info!(instances = bridge.running.len(), routes, "alertbridge started.");
+        Ok((bridge, reload_rx))
+    }
+
+    fn launch(&mut self, slot: Arc<Slot>) {
+        let task = tokio::spawn(Arc::clone(&slot).supervise(Arc::clone(&self.ingest), Arc::clone(&self.metrics), self.settings.stop_deadline));
+        self.running.push(Running { slot, task });
+    }
+
+    /// Stops the given instances for good and waits for them.
+    async fn retire(running: Vec<Running>) {
+        for r in &running {
+            r.slot.stop.cancel();
         }
-        tracing::info!(sources = instances.sources.len(), sinks = instances.sinks.len(), routes = config.router.routes.len(), "alertbridge started.");
-        Ok(Self { config, metrics, queue, admin_addr, ingest, dispatcher, sources_stop, sinks_stop, admin_stop, sources, sinks, background })
+        for r in running {
+            let _ = r.task.await;
+        }
+    }
+
+    fn take(&mut self, pick: impl Fn(&Slot) -> bool) -> Vec<Running> {
+        let (taken, kept) = std::mem::take(&mut self.running).into_iter().partition(|r| pick(&r.slot));
+        self.running = kept;
+        taken
+    }
+
+    /// Applies a changed config: routes, groups and delivery settings at once; instances added,
+    /// removed or changed are started or stopped; unchanged ones keep running. Queued alerts are
+    /// neither lost nor sent twice. A config that cannot be applied is refused whole, with
+    /// every reason, and the running one stays.
+    pub async fn reload(&mut self, config: Config, plugins: &Plugins) -> Result<Reloaded, Vec<String>> {
+        let h = &config.host;
+        let mut errors = Vec::new();
+        for (what, same) in [
+            ("data_dir", h.data_dir == self.settings.data_dir),
+            ("admin_listen", h.admin_listen == self.settings.admin_listen),
+            ("plugin_dir", h.plugin_dir == self.settings.plugin_dir),
+        ] {
+            if !same {
+                errors.push(format!("[host] {what} changed: that needs a restart"));
+            }
+        }
+        let slots = match instances::bind(&config.sources, &config.sinks, plugins) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.extend(e.iter().map(|(inst, msg)| config.locate_plugin_error(inst, msg).to_string()));
+                vec![]
+            }
+        };
+        // Have each new or changed instance's plugin check its config before anything changes.
+        let current = self.registry.all();
+        for slot in slots.iter().filter(|s| !current.iter().any(|c| c.same_as(s))) {
+            if let Err(e) = slot.create(None) {
+                errors.push(config.locate_plugin_error(&slot.config, &e.message).to_string());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        let mut out = Reloaded { routes: config.router.routes.len(), ..Reloaded::default() };
+        let mut next: Vec<Arc<Slot>> = Vec::new();
+        for slot in slots {
+            match current.iter().find(|c| c.same_as(&slot)) {
+                Some(kept) => {
+                    out.kept.push(kept.config.name.clone());
+                    next.push(Arc::clone(kept));
+                }
+                None => {
+                    if current.iter().any(|c| c.config.name == slot.config.name) {
+                        out.changed.push(slot.config.name.clone());
+                    } else {
+                        out.added.push(slot.config.name.clone());
+                    }
+                    next.push(slot);
+                }
+            }
+        }
+        out.removed = current.iter().filter(|c| !next.iter().any(|n| n.config.name == c.config.name)).map(|c| c.config.name.clone()).collect();
+
+        // Old incarnations of changed instances and removed ones stop first (sources finish
+        // their in-flight submits); then the new ones start and the new plan takes over.
+        let old = self.take(|s| !next.iter().any(|n| std::ptr::eq(n.as_ref(), s)));
+        Self::retire(old).await;
+        self.dispatcher.set_plan(Plan { router: config.router, settings: config.delivery });
+        for slot in next.iter().filter(|s| !self.running.iter().any(|r| Arc::ptr_eq(&r.slot, s))).cloned().collect::<Vec<_>>() {
+            self.launch(slot);
+        }
+        self.registry.set(next);
+        tracing::info!(added = ?out.added, removed = ?out.removed, changed = ?out.changed, routes = out.routes, "Config reloaded.");
+        Ok(out)
     }
 
     /// Stops sources (they finish in-flight submits), drains deliveries within the deadline,
     /// then stops sinks. What is not delivered stays queued.
     pub async fn stop(mut self) {
-        let deadline = self.config.host.stop_deadline;
+        let deadline = self.settings.stop_deadline;
         tracing::info!(deadline_ms = deadline.as_millis() as u64, "Stopping: sources first, then deliveries, then sinks.");
-        self.sources_stop.cancel();
-        while self.sources.join_next().await.is_some() {}
+        let sources = self.take(|s| s.role == Role::SOURCE);
+        Self::retire(sources).await;
         self.ingest.stopping.store(true, Ordering::Relaxed);
         self.dispatcher.drain(deadline).await;
-        self.sinks_stop.cancel();
-        while self.sinks.join_next().await.is_some() {}
+        let sinks = std::mem::take(&mut self.running);
+        Self::retire(sinks).await;
         self.admin_stop.cancel();
-        self.background.abort_all();
-        while self.background.join_next().await.is_some() {}
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
         tracing::info!(queued = self.metrics.queue_depth(), "Stopped.");
     }
 }

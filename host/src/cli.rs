@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     app::Bridge,
     config::{Config, ConfigError},
-    instances::Instances,
+    instances,
     loader::{self, Plugins},
 };
 
@@ -73,12 +73,12 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
         Err(e) => return Ok(e.0),
     };
     let plugins = load_plugins(&plugin_dir(&config))?;
-    let instances = match Instances::bind(&config.sources, &config.sinks, &plugins) {
-        Ok(i) => i,
+    let slots = match instances::bind(&config.sources, &config.sinks, &plugins) {
+        Ok(s) => s,
         Err(errors) => return Ok(errors.iter().map(|(inst, msg)| config.locate_plugin_error(inst, msg)).collect()),
     };
     let mut errors = Vec::new();
-    for slot in instances.all() {
+    for slot in slots {
         if let Err(e) = slot.create(None) {
             errors.push(config.locate_plugin_error(&slot.config, &e.message));
         }
@@ -113,22 +113,38 @@ pub fn plugins(dir: Option<PathBuf>) -> Result<String, CliError> {
     Ok(out)
 }
 
-/// `alertbridge run`: until SIGTERM or SIGINT.
+/// `alertbridge run`: until SIGTERM or SIGINT; SIGHUP (or `POST /-/reload`) reloads the config.
 pub async fn run(path: &Path) -> Result<(), CliError> {
     use tokio::signal::unix::{SignalKind, signal};
     let config = Config::load(path)?;
-    let plugins = load_plugins(&plugin_dir(&config))?;
-    let bridge = Bridge::start(config, &plugins).await?;
+    let plugin_dir = plugin_dir(&config);
+    let plugins = load_plugins(&plugin_dir)?;
+    let (mut bridge, mut reloads) = Bridge::start(config, &plugins).await?;
     let mut term = signal(SignalKind::terminate()).map_err(CliError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(CliError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(CliError::Signals)?;
     loop {
-        tokio::select! {
+        let reply = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => tracing::warn!("SIGHUP received; reloading is not supported yet, restart to apply a new config."),
+            _ = hup.recv() => None,
+            Some(reply) = reloads.recv() => Some(reply),
+        };
+        let result = reload(&mut bridge, path, &plugin_dir).await;
+        match &result {
+            Ok(_) => {}
+            Err(errors) => tracing::error!(errors = %errors.join("; "), "Reload refused; the running config stays."),
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
         }
     }
     bridge.stop().await;
     Ok(())
+}
+
+async fn reload(bridge: &mut Bridge, path: &Path, plugin_dir: &Path) -> Result<crate::app::Reloaded, Vec<String>> {
+    let config = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let plugins = loader::load_dir(plugin_dir).map_err(|e| vec![format!("cannot read the plugin folder {}: {e}", plugin_dir.display())])?;
+    bridge.reload(config, &plugins).await
 }

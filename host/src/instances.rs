@@ -80,6 +80,8 @@ pub struct Slot {
     live: RwLock<Option<Live>>,
     status: Mutex<Status>,
     failed: Notify,
+    /// Cancelled to stop this instance for good (host stop, or removed by a reload).
+    pub stop: CancellationToken,
 }
 
 impl Slot {
@@ -93,7 +95,13 @@ impl Slot {
             restarts: 0,
             last_error: None,
         };
-        Self { config, role, plugin, live: RwLock::new(None), status: Mutex::new(status), failed: Notify::new() }
+        Self { config, role, plugin, live: RwLock::new(None), status: Mutex::new(status), failed: Notify::new(), stop: CancellationToken::new() }
+    }
+
+    /// True if and only if `other` would run the same instance the same way (a reload keeps it).
+    pub fn same_as(&self, other: &Slot) -> bool {
+        self.role == other.role && self.config.name == other.config.name && self.config.plugin == other.config.plugin
+            && self.config.config_toml == other.config.config_toml && self.plugin.path == other.plugin.path
     }
 
     pub fn status(&self) -> Status {
@@ -143,7 +151,8 @@ impl Slot {
     }
 
     /// Keeps the instance running until `shutdown`, recreating it with backoff when it fails.
-    pub async fn supervise(self: Arc<Self>, ingest: Arc<Ingest>, metrics: Arc<Metrics>, shutdown: CancellationToken, stop_deadline: Duration) {
+    pub async fn supervise(self: Arc<Self>, ingest: Arc<Ingest>, metrics: Arc<Metrics>, stop_deadline: Duration) {
+        let shutdown = self.stop.clone();
         let name = self.config.name.clone();
         let mut failures: u32 = 0;
         loop {
@@ -214,40 +223,43 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
-/// Every configured instance, bound to the plugin that provides it.
-pub struct Instances {
-    pub sources: Vec<Arc<Slot>>,
-    pub sinks: Vec<Arc<Slot>>,
+/// Binds each configured instance to the plugin that provides it; the errors name what is
+/// missing.
+pub fn bind(sources: &[InstanceConfig], sinks: &[InstanceConfig], plugins: &Plugins) -> Result<Vec<Arc<Slot>>, Vec<(InstanceConfig, String)>> {
+    let mut errors = Vec::new();
+    let mut slots = Vec::new();
+    for (list, role) in [(sources, Role::SOURCE), (sinks, Role::SINK)] {
+        for c in list {
+            match plugins.find(&c.plugin, role) {
+                Some(p) => slots.push(Arc::new(Slot::new(c.clone(), role, p.clone()))),
+                None => {
+                    let known = plugins.kinds(role);
+                    let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                    errors.push((c.clone(), format!("no loaded plugin provides {role} kind `{}` (available: {known})", c.plugin)));
+                }
+            }
+        }
+    }
+    if errors.is_empty() { Ok(slots) } else { Err(errors) }
 }
 
-impl Instances {
-    /// Binds each configured instance to its plugin; the errors name what is missing.
-    pub fn bind(sources: &[InstanceConfig], sinks: &[InstanceConfig], plugins: &Plugins) -> Result<Self, Vec<(InstanceConfig, String)>> {
-        let mut errors = Vec::new();
-        let mut bind = |list: &[InstanceConfig], role: Role| -> Vec<Arc<Slot>> {
-            list.iter()
-                .filter_map(|c| match plugins.find(&c.plugin, role) {
-                    Some(p) => Some(Arc::new(Slot::new(c.clone(), role, p.clone()))),
-                    None => {
-                        let known = plugins.kinds(role);
-                        let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-                        errors.push((c.clone(), format!("no loaded plugin provides {role} kind `{}` (available: {known})", c.plugin)));
-                        None
-                    }
-                })
-                .collect()
-        };
-        let sources = bind(sources, Role::SOURCE);
-        let sinks = bind(sinks, Role::SINK);
-        if errors.is_empty() { Ok(Self { sources, sinks }) } else { Err(errors) }
+/// The instances currently configured; a reload replaces the set.
+#[derive(Default)]
+pub struct Registry {
+    slots: RwLock<Vec<Arc<Slot>>>,
+}
+
+impl Registry {
+    pub fn all(&self) -> Vec<Arc<Slot>> {
+        self.slots.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    pub fn sink(&self, name: &str) -> Option<&Arc<Slot>> {
-        self.sinks.iter().find(|s| s.config.name == name)
+    pub fn sink(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots.read().unwrap_or_else(PoisonError::into_inner).iter().find(|s| s.role == Role::SINK && s.config.name == name).cloned()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Slot>> {
-        self.sources.iter().chain(&self.sinks)
+    pub fn set(&self, slots: Vec<Arc<Slot>>) {
+        *self.slots.write().unwrap_or_else(PoisonError::into_inner) = slots;
     }
 }
 

@@ -23,7 +23,7 @@ pub use self::outcome::{Finding, apply, send_regardless};
 use self::presence::PresenceCache;
 use crate::{
     config::DeliverySettings,
-    instances::Instances,
+    instances::Registry,
     metrics::Metrics,
     model::{Outcome, RecipientRecord, StoredAlert, now_ms},
     queue::Queue,
@@ -34,36 +34,50 @@ use crate::{
 pub struct Dispatcher {
     queue: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
-    settings: DeliverySettings,
-    router: RwLock<Arc<Router>>,
-    instances: Arc<Instances>,
+    plan: RwLock<Arc<Plan>>,
+    instances: Arc<Registry>,
     presence: PresenceCache,
     /// Per recipient: when recent messages were sent (Unix ms), for the rate limit.
     sent: Mutex<HashMap<String, VecDeque<i64>>>,
-    limits: HashMap<String, Arc<Semaphore>>,
+    /// Per sink: deliveries in flight.
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
 
+/// The routing table and delivery settings in force; a reload swaps them.
+pub struct Plan {
+    pub router: Router,
+    pub settings: DeliverySettings,
+}
+
 impl Dispatcher {
-    pub fn new(queue: Arc<dyn Queue>, metrics: Arc<Metrics>, settings: DeliverySettings, router: Router, instances: Arc<Instances>) -> Arc<Self> {
-        let limits = instances.sinks.iter().map(|s| (s.config.name.clone(), Arc::new(Semaphore::new(settings.sink_concurrency)))).collect();
+    pub fn new(queue: Arc<dyn Queue>, metrics: Arc<Metrics>, plan: Plan, instances: Arc<Registry>) -> Arc<Self> {
         Arc::new(Self {
             queue,
             metrics,
-            presence: PresenceCache::new(settings.presence_cache),
-            settings,
-            router: RwLock::new(Arc::new(router)),
+            presence: PresenceCache::new(),
+            plan: RwLock::new(Arc::new(plan)),
             instances,
             sent: Mutex::new(HashMap::new()),
-            limits,
+            limits: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         })
     }
 
-    fn router(&self) -> Arc<Router> {
-        Arc::clone(&self.router.read().unwrap_or_else(PoisonError::into_inner))
+    fn plan(&self) -> Arc<Plan> {
+        Arc::clone(&self.plan.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts a new routing table and delivery settings in force for every round from now on.
+    pub fn set_plan(&self, plan: Plan) {
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(plan);
+    }
+
+    fn limit(&self, sink: &str, permits: usize) -> Arc<Semaphore> {
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(limits.entry(sink.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(permits))))
     }
 
     /// Resumes `unfinished` alerts and then takes new ones from `accepted` until stopped.
@@ -120,7 +134,8 @@ impl Dispatcher {
 
     /// One round; returns when the next one is due (Unix ms).
     async fn round(&self, alert: &mut StoredAlert) -> i64 {
-        let router = self.router();
+        let plan = self.plan();
+        let (router, settings) = (&plan.router, &plan.settings);
         let now = now_ms();
         if !alert.routed {
             alert.routed = true;
@@ -148,14 +163,14 @@ impl Dispatcher {
             }
         }
         let before: Vec<Outcome> = alert.recipients.iter().map(|r| r.outcome).collect();
-        let rounds = due.into_iter().map(|(sink, idx)| self.sink_round(alert, &router, sink, idx));
+        let rounds = due.into_iter().map(|(sink, idx)| self.sink_round(alert, &plan, sink, idx));
         let findings: Vec<(usize, Finding)> = futures::future::join_all(rounds).await.into_iter().flatten().collect();
 
         let now = now_ms();
         let mut fallbacks = Vec::new();
         for (i, finding) in findings {
-            let policy = policy_of(&router, &alert.recipients[i].route);
-            if let Some(route) = apply(&mut alert.recipients[i], finding, &policy, now, &self.settings) {
+            let policy = policy_of(router, &alert.recipients[i].route);
+            if let Some(route) = apply(&mut alert.recipients[i], finding, &policy, now, settings) {
                 fallbacks.push(route);
             }
         }
@@ -187,7 +202,7 @@ impl Dispatcher {
             .recipients
             .iter()
             .filter(|r| !r.outcome.is_final())
-            .map(|r| r.not_before_ms.unwrap_or(now + self.settings.retry_initial.as_millis() as i64))
+            .map(|r| r.not_before_ms.unwrap_or(now + settings.retry_initial.as_millis() as i64))
             .min()
             .unwrap_or(now)
     }
@@ -209,24 +224,28 @@ impl Dispatcher {
     }
 
     /// Presence and delivery through one sink for the due recipients `idx`.
-    async fn sink_round(&self, alert: &StoredAlert, router: &Router, sink: String, idx: Vec<usize>) -> Vec<(usize, Finding)> {
+    async fn sink_round(&self, alert: &StoredAlert, plan: &Plan, sink: String, idx: Vec<usize>) -> Vec<(usize, Finding)> {
+        let (router, settings) = (&plan.router, &plan.settings);
         let down = |reason: String| -> Vec<(usize, Finding)> { idx.iter().map(|&i| (i, Finding::SinkDown(reason.clone()))).collect() };
-        let Some(slot) = self.instances.sink(&sink) else { return down(format!("no sink `{sink}` is configured")) };
+        let Some(slot) = self.instances.sink(&sink) else {
+            let e = PluginError::new(ErrorKind::PERMANENT, format!("no sink `{sink}` is configured any more"));
+            return idx.iter().map(|&i| (i, Finding::CallError(e.clone()))).collect();
+        };
         let Some(handle) = slot.sink() else { return down(format!("sink `{sink}` is not running")) };
         let now = now_ms();
         let recipients = &alert.recipients;
         let regardless: Vec<bool> = idx.iter().map(|&i| send_regardless(&recipients[i], &policy_of(router, &recipients[i].route), now)).collect();
         let ask: Vec<String> = idx.iter().zip(&regardless).filter(|(_, r)| !**r).map(|(&i, _)| recipients[i].user.clone()).collect();
-        let states = self.presence.get(&sink, &handle, ask, self.settings.deliver_timeout).await;
+        let states = self.presence.get(&sink, &handle, ask, settings.presence_cache, settings.deliver_timeout).await;
 
         let mut findings = Vec::new();
         let mut send: Vec<usize> = Vec::new();
         for (&i, regardless) in idx.iter().zip(regardless) {
             let user = &recipients[i].user;
             let state = states.get(user).copied().unwrap_or(PresenceState::UNKNOWN);
-            if !regardless && state != PresenceState::UNKNOWN && !self.settings.reachable.contains(&state) {
+            if !regardless && state != PresenceState::UNKNOWN && !settings.reachable.contains(&state) {
                 findings.push((i, Finding::Offline(state)));
-            } else if let Some(at) = self.rate_limited(user, now) {
+            } else if let Some(at) = self.rate_limited(user, now, settings.per_recipient_per_minute as usize) {
                 findings.push((i, Finding::RateLimited(at)));
             } else {
                 send.push(i);
@@ -246,13 +265,10 @@ impl Dispatcher {
             recipients: send.iter().map(|&i| recipients[i].user.clone()).collect(),
             attributes: [("alert_uid".to_owned(), alert.uid.clone())].into(),
         };
-        let _permit = match self.limits.get(&sink) {
-            Some(sem) => Some(Arc::clone(sem).acquire_owned().await),
-            None => None,
-        };
+        let _permit = self.limit(&sink, settings.sink_concurrency).acquire_owned().await;
         let call = handle.deliver(FfiMessage::from(&message));
-        let results: Result<Vec<RecipientResult>, PluginError> = match tokio::time::timeout(self.settings.deliver_timeout, call).await {
-            Err(_) => Err(PluginError::new(ErrorKind::TRANSIENT, format!("no answer within {} ms", self.settings.deliver_timeout.as_millis()))),
+        let results: Result<Vec<RecipientResult>, PluginError> = match tokio::time::timeout(settings.deliver_timeout, call).await {
+            Err(_) => Err(PluginError::new(ErrorKind::TRANSIENT, format!("no answer within {} ms", settings.deliver_timeout.as_millis()))),
             Ok(RResult::RErr(e)) => Err(e.into()),
             Ok(RResult::ROk(list)) => Ok(list.iter().map(RecipientResult::from).collect()),
         };
@@ -278,8 +294,7 @@ impl Dispatcher {
     }
 
     /// Counts a message to `user` against the rate limit, or says when the next one may go.
-    fn rate_limited(&self, user: &str, now: i64) -> Option<i64> {
-        let limit = self.settings.per_recipient_per_minute as usize;
+    fn rate_limited(&self, user: &str, now: i64, limit: usize) -> Option<i64> {
         if limit == 0 {
             return None;
         }

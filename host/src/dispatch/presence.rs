@@ -10,24 +10,24 @@ use std::{
 use alertbridge_plugin_api::{PresenceState, abi::SinkBox, abi_stable::std_types::{RResult, RString, RVec}};
 
 /// Presence answers per (sink, user), valid for `ttl`.
+#[derive(Default)]
 pub struct PresenceCache {
-    ttl: Duration,
     entries: Mutex<HashMap<(String, String), (PresenceState, Instant)>>,
     /// One fetch per sink at a time; the others then find the cache filled.
     fetching: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PresenceCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(HashMap::new()), fetching: Mutex::new(HashMap::new()) }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    fn cached(&self, sink: &str, users: &[String], out: &mut HashMap<String, PresenceState>) -> Vec<String> {
+    fn cached(&self, sink: &str, users: &[String], ttl: Duration, out: &mut HashMap<String, PresenceState>) -> Vec<String> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let mut missing = Vec::new();
         for u in users {
             match entries.get(&(sink.to_owned(), u.clone())) {
-                Some((state, at)) if at.elapsed() < self.ttl => {
+                Some((state, at)) if at.elapsed() < ttl => {
                     out.insert(u.clone(), *state);
                 }
                 _ => missing.push(u.clone()),
@@ -38,12 +38,12 @@ impl PresenceCache {
 
     /// The presence of `users` through `sink`. Users the sink could not tell about (or all of
     /// them, if it failed) are left out: the caller treats them as unknown and tries to deliver.
-    pub async fn get(&self, name: &str, sink: &SinkBox, users: Vec<String>, timeout: Duration) -> HashMap<String, PresenceState> {
+    pub async fn get(&self, name: &str, sink: &SinkBox, users: Vec<String>, ttl: Duration, timeout: Duration) -> HashMap<String, PresenceState> {
         let mut out = HashMap::new();
         if users.is_empty() {
             return out;
         }
-        if self.cached(name, &users, &mut out).is_empty() {
+        if self.cached(name, &users, ttl, &mut out).is_empty() {
             return out;
         }
         let lock = {
@@ -51,7 +51,7 @@ impl PresenceCache {
             std::sync::Arc::clone(f.entry(name.to_owned()).or_default())
         };
         let _guard = lock.lock().await;
-        let missing = self.cached(name, &users, &mut out);
+        let missing = self.cached(name, &users, ttl, &mut out);
         if missing.is_empty() {
             return out;
         }
@@ -61,7 +61,7 @@ impl PresenceCache {
                 let now = Instant::now();
                 let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
                 if entries.len() > 100_000 {
-                    entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+                    entries.retain(|_, (_, at)| at.elapsed() < ttl);
                 }
                 for p in list.iter() {
                     let user = p.user.to_string();

@@ -53,7 +53,8 @@ fn available() -> String {
 
 struct TestSink {
     config: Config,
-    record: Mutex<std::fs::File>,
+    /// Opened on the first delivery: a constructor only checks (it also serves `check`).
+    record: Mutex<Option<std::fs::File>>,
     delivered: Mutex<HashSet<(String, String)>>,
     failures: Mutex<BTreeMap<String, u32>>,
 }
@@ -83,12 +84,7 @@ impl TestSink {
             }
         }
         tracing::info!(instance = %setup.instance, already = delivered.len(), "Test sink created.");
-        let record = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&config.record_file)
-            .map_err(|e| config_error("record_file", format!("{}: {e}", config.record_file.display())))?;
-        Ok(Self { config, record: Mutex::new(record), delivered: Mutex::new(delivered), failures: Mutex::new(BTreeMap::new()) })
+        Ok(Self { config, record: Mutex::new(None), delivered: Mutex::new(delivered), failures: Mutex::new(BTreeMap::new()) })
     }
 
     fn presence_of(&self, user: &str, overrides: &BTreeMap<String, String>) -> PresenceState {
@@ -171,7 +167,15 @@ impl Sink for TestSink {
                 });
                 let line = format!("{line}\n");
                 let mut f = self.record.lock().unwrap_or_else(PoisonError::into_inner);
-                f.write_all(line.as_bytes()).map_err(|e| PluginError::transient(&e))?;
+                if f.is_none() {
+                    if let Some(dir) = self.config.record_file.parent() {
+                        std::fs::create_dir_all(dir).map_err(|e| PluginError::transient(&e))?;
+                    }
+                    *f = Some(OpenOptions::new().create(true).append(true).open(&self.config.record_file).map_err(|e| PluginError::transient(&e))?);
+                }
+                if let Some(file) = f.as_mut() {
+                    file.write_all(line.as_bytes()).map_err(|e| PluginError::transient(&e))?;
+                }
                 tracing::debug!(alert = m.alert_id, user, "Delivered.");
             } else if let Some(path) = &self.config.redeliveries_file {
                 Self::append(path, &format!("{} {user}", m.alert_id))?;
