@@ -129,3 +129,42 @@ async fn throttling_presence_and_control_api() {
     let messages = json_of(http.get(format!("{base}/control/messages")).send().await.unwrap()).await;
     assert_eq!(messages["alice@contoso.com"], json!([]));
 }
+
+#[tokio::test]
+async fn batch_answers_in_request_order_and_rejects_over_the_limit() {
+    let sim = sim().await;
+    let http = Client::new();
+    let (token, base, app) = sign_in(&http, &sim).await;
+    let batch = format!("{base}{}", app["_links"]["batch"]["href"].as_str().unwrap());
+    let people = app["_embedded"]["people"]["_links"]["self"]["href"].as_str().unwrap().to_owned();
+    let part = |user: &str| {
+        format!("--77f2569d\r\nContent-Type: application/http; msgtype=request\r\n\r\nGET {people}/{user}/presence HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n")
+    };
+    let body = format!("{}{}--77f2569d--\r\n", part("alice@contoso.com"), part("nobody@contoso.com"));
+    let reply = http
+        .post(&batch)
+        .bearer_auth(&token)
+        .header(header::CONTENT_TYPE, "multipart/batching;boundary=77f2569d")
+        .header(header::ACCEPT, "multipart/batching")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert!(reply.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("multipart/batching; boundary="));
+    let text = reply.text().await.unwrap();
+    let alice = text.find("HTTP/1.1 200 OK").expect("alice answered");
+    let nobody = text.find("HTTP/1.1 404 Not Found").expect("nobody answered");
+    assert!(alice < nobody && text.contains("\"availability\":\"Away\""), "{text}");
+
+    let many: String = (0..101).map(|_| part("alice@contoso.com")).collect();
+    let rejected = http
+        .post(&batch)
+        .bearer_auth(&token)
+        .header(header::CONTENT_TYPE, "multipart/batching;boundary=77f2569d")
+        .body(format!("{many}--77f2569d--\r\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), StatusCode::TOO_MANY_REQUESTS);
+}

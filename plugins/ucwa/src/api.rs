@@ -17,6 +17,7 @@ use crate::{
     config::{Settings, url_allowed},
     error::UcwaError,
     protocol::{
+        batch,
         discover::{is_invalid_token, parse_challenge, parse_token, password_grant},
         parse_error_body,
     },
@@ -32,6 +33,8 @@ pub enum Body {
     Json(Vec<u8>),
     /// A `text/plain` or `text/html` message, UTF-8.
     Text { content_type: &'static str, text: String },
+    /// A `multipart/batching` request.
+    Batch { boundary: String, body: String },
 }
 
 impl Body {
@@ -46,6 +49,7 @@ impl Body {
 pub struct Reply {
     pub status: StatusCode,
     pub location: Option<String>,
+    pub content_type: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -173,6 +177,10 @@ impl Api {
                 Body::Text { content_type, text } => {
                     request.header(header::CONTENT_TYPE, format!("{content_type};charset=UTF-8")).body(text.clone())
                 }
+                Body::Batch { boundary, body } => request
+                    .header(header::CONTENT_TYPE, batch::content_type(boundary))
+                    .header(header::ACCEPT, "multipart/batching")
+                    .body(body.clone()),
             };
             let transport = |source| UcwaError::Transport { method: method.to_string(), url: url.to_string(), source };
             let response = match request.send().await {
@@ -234,8 +242,8 @@ impl Api {
                     retry_after,
                 });
             }
-            let location = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            return Ok(Reply { status, location, body: body_bytes.to_vec() });
+            let text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok()).map(str::to_owned);
+            return Ok(Reply { status, location: text(header::LOCATION), content_type: text(header::CONTENT_TYPE), body: body_bytes.to_vec() });
         }
     }
 }

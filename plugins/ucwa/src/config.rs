@@ -50,6 +50,10 @@ pub struct UcwaConfig {
     /// How long a presence answer is reused.
     #[serde(default = "default_presence_cache")]
     pub presence_cache_ms: u64,
+    /// Read presence through the application's `batch` link (many users per request) when
+    /// the server offers one.
+    #[serde(default = "default_true")]
+    pub presence_batch: bool,
     /// `plain` (the default) or `html` (subject in bold, text escaped).
     #[serde(default)]
     pub message_format: MessageFormat,
@@ -84,6 +88,9 @@ pub enum FirstMessage {
 
 fn default_user_agent() -> String {
     format!("alertbridge/{}", env!("CARGO_PKG_VERSION"))
+}
+fn default_true() -> bool {
+    true
 }
 fn default_culture() -> String {
     "en-US".into()
@@ -122,6 +129,7 @@ pub struct Settings {
     pub invitation_timeout: Duration,
     pub report_activity: Duration,
     pub presence_cache: Duration,
+    pub presence_batch: bool,
     pub message_format: MessageFormat,
     pub first_message: FirstMessage,
     pub allow_http: bool,
@@ -194,6 +202,7 @@ impl UcwaConfig {
             invitation_timeout: Duration::from_secs(positive("invitation_timeout_secs", self.invitation_timeout_secs)?),
             report_activity: Duration::from_secs(positive("report_activity_secs", self.report_activity_secs)?),
             presence_cache: Duration::from_millis(self.presence_cache_ms),
+            presence_batch: self.presence_batch,
             message_format: self.message_format,
             first_message: self.first_message,
             allow_http: self.allow_http,

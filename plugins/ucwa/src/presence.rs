@@ -1,42 +1,63 @@
-//! Presence of many users: concurrent `people/{user}/presence` reads (capped), answers cached
-//! for `presence_cache_ms`.
+//! Presence of many users: `people/{user}/presence` reads grouped into `batch` requests when
+//! the application offers them (falling back to concurrent single reads, capped), answers
+//! cached for `presence_cache_ms`.
 
 use std::sync::{Arc, PoisonError};
 
 use alertbridge_plugin_api::{ErrorKind, PluginError, Presence, PresenceState, error_chain};
 use reqwest::{Method, Url};
 use tokio::{task::JoinSet, time::Instant};
+use tracing::debug;
 
 use crate::{
     api::Body,
     error::UcwaError,
-    protocol::application::{parse_presence, presence_state},
+    protocol::{
+        application::{parse_presence, presence_state},
+        batch,
+        messaging::bare_user,
+    },
     sink::{Core, Live},
 };
 
-/// The presence of each of `users` (in order, duplicates answered once each).
+/// Reads per batch: two batches in flight stay under the server's 100 outstanding requests.
+const BATCH_SIZE: usize = batch::MAX_OUTSTANDING / 2;
+
+/// The presence of each of `users`, in order.
 pub async fn presence(core: Arc<Core>, users: Vec<String>) -> Result<Vec<Presence>, PluginError> {
     let Some(live) = core.live(None).await else {
         return Err(PluginError::new(ErrorKind::TRANSIENT, "not signed in to UCWA"));
     };
     let mut answers: Vec<Option<Presence>> = vec![None; users.len()];
-    let mut tasks = JoinSet::new();
+    let mut missing = Vec::new();
     {
         let cache = core.presence_cache.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         for (i, user) in users.iter().enumerate() {
             match cache.get(user) {
                 Some((at, p)) if now.duration_since(*at) < core.settings.presence_cache => answers[i] = Some(p.clone()),
-                _ => {
-                    let (core, live, user) = (core.clone(), live.clone(), user.clone());
-                    tasks.spawn(async move { (i, read(&core, &live, &user).await) });
-                }
+                _ => missing.push((i, user.clone())),
             }
         }
     }
+    let batch_url = live.app.batch.clone().filter(|_| core.settings.presence_batch && missing.len() > 1);
+    let mut tasks = JoinSet::new();
+    if let Some(url) = batch_url {
+        for chunk in missing.chunks(BATCH_SIZE) {
+            let (core, live, url, chunk) = (core.clone(), live.clone(), url.clone(), chunk.to_vec());
+            tasks.spawn(async move { read_batch(&core, &live, &url, chunk).await });
+        }
+    } else {
+        for (i, user) in missing {
+            let (core, live) = (core.clone(), live.clone());
+            tasks.spawn(async move { vec![(i, read(&core, &live, &user).await)] });
+        }
+    }
     while let Some(joined) = tasks.join_next().await {
-        let Ok((i, presence)) = joined else { continue };
-        answers[i] = Some(presence);
+        let Ok(read) = joined else { continue };
+        for (i, presence) in read {
+            answers[i] = Some(presence);
+        }
     }
     Ok(answers
         .into_iter()
@@ -47,31 +68,19 @@ pub async fn presence(core: Arc<Core>, users: Vec<String>) -> Result<Vec<Presenc
 
 /// `<people>/<user without sip:>/presence`, the pattern every documented sample shows.
 fn presence_url(people: &Url, user: &str) -> Option<Url> {
-    let bare = user.trim();
-    let bare = if bare.len() > 4 && bare[..4].eq_ignore_ascii_case("sip:") { &bare[4..] } else { bare };
     let mut url = people.clone();
-    url.path_segments_mut().ok()?.pop_if_empty().push(bare).push("presence");
+    url.path_segments_mut().ok()?.pop_if_empty().push(bare_user(user)).push("presence");
     Some(url)
 }
 
-async fn read(core: &Core, live: &Live, user: &str) -> Presence {
-    let Ok(_permit) = core.presence_reads.acquire().await else {
-        return Presence::new(user, PresenceState::UNKNOWN);
-    };
-    let Some(url) = presence_url(&live.app.people, user) else {
-        return Presence::new(user, PresenceState::UNKNOWN);
-    };
-    let result = core.api.call(Method::GET, &url, &Body::Empty, None).await.and_then(|reply| {
-        parse_presence(&reply.body).map_err(|source| UcwaError::Body { url: url.to_string(), source })
-    });
+/// Turns one read's outcome into a presence, caching successes.
+fn answer(core: &Core, live: &Live, user: &str, result: Result<String, UcwaError>) -> Presence {
     match result {
         Ok(availability) => {
             let mut p = Presence::new(user, presence_state(&availability));
             p.detail = availability;
-            core.presence_cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(user.to_owned(), (Instant::now(), p.clone()));
+            let mut cache = core.presence_cache.lock().unwrap_or_else(PoisonError::into_inner);
+            cache.insert(user.to_owned(), (Instant::now(), p.clone()));
             p
         }
         Err(e) => {
@@ -83,6 +92,71 @@ async fn read(core: &Core, live: &Live, user: &str) -> Presence {
             p
         }
     }
+}
+
+/// One user's presence with its own GET.
+async fn read(core: &Core, live: &Live, user: &str) -> Presence {
+    let Ok(_permit) = core.presence_reads.acquire().await else {
+        return Presence::new(user, PresenceState::UNKNOWN);
+    };
+    let Some(url) = presence_url(&live.app.people, user) else {
+        return Presence::new(user, PresenceState::UNKNOWN);
+    };
+    let result = core.api.call(Method::GET, &url, &Body::Empty, None).await.and_then(|reply| {
+        parse_presence(&reply.body).map_err(|source| UcwaError::Body { url: url.to_string(), source })
+    });
+    answer(core, live, user, result)
+}
+
+/// Several users' presence in one batch request; single reads if the batch fails as a whole.
+async fn read_batch(core: &Core, live: &Live, url: &Url, users: Vec<(usize, String)>) -> Vec<(usize, Presence)> {
+    let urls: Option<Vec<Url>> = users.iter().map(|(_, u)| presence_url(&live.app.people, u)).collect();
+    let parts = match urls {
+        Some(urls) => batch_call(core, url, &urls).await,
+        None => Err(UcwaError::Protocol { url: url.to_string(), what: "people link cannot take a path".into() }),
+    };
+    match parts {
+        Ok(parts) => users
+            .into_iter()
+            .zip(parts)
+            .map(|((i, user), part)| {
+                let result = if part.status == 200 {
+                    parse_presence(&part.body).map_err(|source| UcwaError::Body { url: url.to_string(), source })
+                } else {
+                    let e = crate::protocol::parse_error_body(&part.body);
+                    let (code, subcode, message) = (e.code, e.subcode, e.message);
+                    Err(UcwaError::Status { url: url.to_string(), status: part.status, code, subcode, message, retry_after: None })
+                };
+                (i, answer(core, live, &user, result))
+            })
+            .collect(),
+        Err(e) => {
+            debug!(error = %error_chain(&e), users = users.len(), "Batch presence read failed; reading one by one.");
+            let mut out = Vec::with_capacity(users.len());
+            for (i, user) in users {
+                out.push((i, read(core, live, &user).await));
+            }
+            out
+        }
+    }
+}
+
+async fn batch_call(core: &Core, url: &Url, urls: &[Url]) -> Result<Vec<batch::Part>, UcwaError> {
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return Err(UcwaError::Protocol { url: url.to_string(), what: "batch link has no host".into() }),
+    };
+    let paths: Vec<String> = urls.iter().map(|u| format!("{}{}", u.path(), u.query().map(|q| format!("?{q}")).unwrap_or_default())).collect();
+    let boundary = format!("{:016x}", rand::random::<u64>());
+    let body = Body::Batch { body: batch::request_body(&boundary, &host, &paths), boundary };
+    let reply = core.api.call(Method::POST, url, &body, None).await?;
+    let parts = batch::parse_response(reply.content_type.as_deref().unwrap_or(""), &reply.body)
+        .map_err(|e| UcwaError::Protocol { url: url.to_string(), what: e.to_string() })?;
+    if parts.len() != urls.len() {
+        return Err(UcwaError::Protocol { url: url.to_string(), what: format!("{} answers to {} requests", parts.len(), urls.len()) });
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]

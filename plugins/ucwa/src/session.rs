@@ -28,6 +28,7 @@ pub struct Application {
     pub people: Url,
     pub start_messaging: Url,
     pub report_my_activity: Option<Url>,
+    pub batch: Option<Url>,
 }
 
 fn body_error(url: &Url) -> impl FnOnce(serde_json::Error) -> UcwaError + '_ {
@@ -105,6 +106,7 @@ fn resolve(api: &Api, base: &Url, links: &AppLinks) -> Result<Application, UcwaE
         people: api.resolve(base, &links.people)?,
         start_messaging: api.resolve(base, &links.start_messaging)?,
         report_my_activity: links.report_my_activity.as_deref().map(|h| api.resolve(base, h)).transpose()?,
+        batch: links.batch.as_deref().map(|h| api.resolve(base, h)).transpose()?,
     })
 }
 

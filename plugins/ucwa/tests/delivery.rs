@@ -46,6 +46,34 @@ async fn online_users_get_subject_and_body_intact_and_offline_ones_are_reported(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_of_many_users_goes_through_batch_requests_or_single_reads() {
+    let sim = simulator(|_| {}).await;
+    sim.set_availability("dave@contoso.com", "DoNotDisturb");
+    let mut users: Vec<String> = (0..114).map(|i| format!("sip:ghost{i}@contoso.com")).collect();
+    users.extend(["alice", "bob", "carol", "dave", "erin", "alerts"].map(|u| format!("sip:{u}@contoso.com")));
+    let expected = [
+        PresenceState::AVAILABLE,
+        PresenceState::OFFLINE,
+        PresenceState::BUSY,
+        PresenceState::DO_NOT_DISTURB,
+        PresenceState::AVAILABLE,
+        PresenceState::AVAILABLE,
+    ];
+    for (extra, batches) in [("", 3), ("presence_batch = false\n", 0)] {
+        let before = sim.stats().batches;
+        let running = start_sink(&sim.discover_url(), extra);
+        let presence = running.sink.presence(users.clone()).await.unwrap();
+        assert_eq!(presence.len(), 120);
+        assert!(presence[..114].iter().all(|p| p.state == PresenceState::UNKNOWN && p.detail == "no such user"), "{presence:?}");
+        let known: Vec<PresenceState> = presence[114..].iter().map(|p| p.state).collect();
+        assert_eq!(known, expected, "{extra}");
+        assert_eq!(presence[117].user, "sip:dave@contoso.com");
+        assert_eq!(sim.stats().batches - before, batches, "{extra}");
+        running.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn html_format_escapes_subject_and_body() {
     let sim = simulator(|_| {}).await;
     let running = start_sink(&sim.discover_url(), "message_format = \"html\"\n");

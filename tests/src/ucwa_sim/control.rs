@@ -25,6 +25,8 @@ pub struct Stats {
     pub live_tokens: usize,
     /// `401` challenges answered so far.
     pub challenges: u64,
+    /// Batch requests answered so far.
+    pub batches: u64,
 }
 
 /// Sets a user's availability; `false` if there is no such user.
@@ -69,6 +71,7 @@ pub fn stats(sim: &Sim) -> Stats {
         conversations: inner.apps.values().map(|a| a.conversations.len()).sum(),
         live_tokens: inner.tokens.values().filter(|t| t.expires > now).count(),
         challenges: inner.challenges,
+        batches: inner.batches,
     }
 }
 

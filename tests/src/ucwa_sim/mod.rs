@@ -7,6 +7,7 @@
 
 mod application;
 mod auth;
+mod batch;
 mod autodiscover;
 mod control;
 mod events;

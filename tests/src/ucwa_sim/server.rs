@@ -10,7 +10,7 @@ use axum::{
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use super::{
-    application, auth, autodiscover, control, events, messaging, people,
+    application, auth, autodiscover, batch, control, events, messaging, people,
     state::{Behaviour, ReceivedIm, Sim, SimConfig},
 };
 
@@ -80,6 +80,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .route(&format!("{APP}/me/reportMyActivity"), post(application::report_my_activity))
         .route(&format!("{APP}/events"), get(events::pget))
         .route(&format!("{APP}/people/{{user}}/presence"), get(people::presence))
+        .route(&format!("{APP}/batch"), post(batch::batch))
         .route(&format!("{APP}/communication/messagingInvitations"), post(messaging::start))
         .route(&format!("{APP}/communication/messagingInvitations/{{inv}}"), get(messaging::invitation))
         .route(&format!("{APP}/communication/conversations/{{conv}}/messaging/messages"), post(messaging::send))

@@ -218,6 +218,8 @@ pub struct Inner {
     pub throttle: u32,
     /// `401` challenges answered so far.
     pub challenges: u64,
+    /// Batch requests answered so far.
+    pub batches: u64,
     pub throttle_retry_after: Option<u64>,
     pub next_id: u64,
 }
@@ -264,6 +266,7 @@ impl Sim {
                 gone: Vec::new(),
                 throttle,
                 challenges: 0,
+                batches: 0,
                 throttle_retry_after: None,
                 next_id: 100,
             }),

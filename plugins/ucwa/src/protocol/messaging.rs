@@ -74,10 +74,18 @@ pub fn start_messaging_request(to: &str, subject: &str, importance: &str, operat
     body
 }
 
+/// `alice@contoso.com` for `sip:alice@contoso.com` or `alice@contoso.com`.
+pub fn bare_user(user: &str) -> &str {
+    let user = user.trim();
+    match user.get(..4) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("sip:") => &user[4..],
+        _ => user,
+    }
+}
+
 /// `sip:alice@contoso.com` for `alice@contoso.com` or `sip:alice@contoso.com`.
 pub fn sip_uri(user: &str) -> String {
-    let user = user.trim();
-    if user.len() > 4 && user[..4].eq_ignore_ascii_case("sip:") { user.to_owned() } else { format!("sip:{user}") }
+    format!("sip:{}", bare_user(user))
 }
 
 #[cfg(test)]
@@ -109,7 +117,8 @@ mod tests {
         assert_eq!(importance(Severity::CRITICAL), "Urgent");
         assert_eq!(importance(Severity::NORMAL), "Normal");
         assert_eq!(sip_uri("alice@contoso.com"), "sip:alice@contoso.com");
-        assert_eq!(sip_uri("SIP:bob@contoso.com"), "SIP:bob@contoso.com");
+        assert_eq!(sip_uri("SIP:bob@contoso.com"), "sip:bob@contoso.com");
+        assert_eq!(bare_user(" sip:bob@contoso.com"), "bob@contoso.com");
         let body = start_messaging_request("sip:a@c.com", &"s".repeat(300), "Normal", "op-1", Some("data:text/plain;charset=utf-8,x"));
         assert_eq!(body["subject"].as_str().map(str::len), Some(250));
         assert_eq!(body["_links"]["message"]["href"], "data:text/plain;charset=utf-8,x");

@@ -3,6 +3,7 @@
 //! startMessaging request. Nothing here does I/O.
 
 pub mod application;
+pub mod batch;
 pub mod discover;
 pub mod events;
 pub mod messaging;
