@@ -1,0 +1,471 @@
+//! End-to-end tests host → `ucma` sink → bridge simulator: the real `alertbridge` binary with
+//! the real `test-source` and `ucma` plugin files, against `ucma_sim` running in this process.
+//! Every per-recipient outcome and request-level error is checked where an operator sees it:
+//! the admin API's recipient `outcome` / `reason` / `attempts`, `/healthz`, and what the
+//! simulated users received.
+
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use alertbridge_testbed::{
+    harness::{Host, free_port, post, wait_until},
+    ucma_sim::{
+        Availability, Fault, FaultAction, FaultTarget, HealthStatus, Outcome, SimConfig,
+        SimHandle, Simulator,
+    },
+};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(30);
+const SECRET: &str = "e2e-shared-secret-0123456789";
+
+const ALICE: &str = "sip:alice@contoso.com";
+const BOB: &str = "sip:bob@contoso.com";
+const CAROL: &str = "sip:carol@contoso.com";
+
+/// Fast retries, no presence cache, no rate limit.
+const DELIVERY: &str = "per_recipient_per_minute = 0
+retry_initial_ms = 50
+retry_max_ms = 200
+hold_recheck_ms = 100
+presence_cache_ms = 0
+max_attempts = 3";
+
+/// What a test varies in the host's config.
+struct Spec<'a> {
+    /// The secret the sink sends (the bridge's is [`SECRET`]).
+    secret: &'a str,
+    /// More keys of the sink's `[sink.config]`.
+    sink: &'a str,
+    /// The body of `[delivery]`.
+    delivery: &'a str,
+    /// The members of group `ops`, which route `r` sends to through the sink.
+    ops: &'a [&'a str],
+    /// Route `r`'s offline policy (inline TOML table).
+    offline: &'a str,
+}
+
+impl Default for Spec<'_> {
+    fn default() -> Self {
+        Self { secret: SECRET, sink: "", delivery: DELIVERY, ops: &[ALICE], offline: r#"{ policy = "skip" }"# }
+    }
+}
+
+/// A simulated bridge on its own runtime and a host whose `ucma` sink `ocs` points at it.
+struct Bed {
+    host: Host,
+    sim: SimHandle,
+    _rt: tokio::runtime::Runtime,
+    control: u16,
+    emitted: AtomicU32,
+    _dir: tempfile::TempDir,
+}
+
+impl Bed {
+    fn start(sim: SimConfig, spec: &Spec<'_>) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+        let sim = rt.block_on(Simulator::start(sim)).expect("start the bridge simulator");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (admin, control) = (free_port(), free_port());
+        let host = Host::start(dir.path(), admin, &config(dir.path(), admin, control, &sim.url(), spec));
+        Self { host, sim, _rt: rt, control, emitted: AtomicU32::new(0), _dir: dir }
+    }
+
+    /// Submits one alert through the test source and returns its id. `subject` may hold any
+    /// UTF-8 but no `&`, `=`, `?` or space (write `%20`).
+    fn emit(&self, subject: &str, severity: &str) -> u64 {
+        let n = self.emitted.fetch_add(1, Ordering::Relaxed);
+        let url = format!("http://127.0.0.1:{}/emit?count=1&prefix=e{n}&subject={subject}&severity={severity}", self.control);
+        let mut answer = None;
+        // The source binds its control port once its instance has started.
+        wait_until("the test source's control port", LONG, || {
+            answer = post(&url);
+            answer.is_some()
+        });
+        let (status, body) = answer.unwrap_or_default();
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("emit answers JSON");
+        assert_eq!(v["accepted"], 1, "{body}");
+        v["ids"][0].as_u64().expect("an alert id")
+    }
+
+    fn alert(&self, id: u64) -> Value {
+        self.host.api(&format!("/api/v1/alerts/{id}"))
+    }
+
+    /// The alert once `done` holds for it (polled every 20 ms).
+    fn alert_when(&self, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let last = self.alert(id);
+            if done(&last) {
+                return last;
+            }
+            assert!(start.elapsed() < LONG, "timed out waiting for {what}; alert {id}: {last:#}\nhost log:\n{}", self.host.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finished(&self, id: u64) -> Value {
+        self.alert_when(id, "the alert to finish", |a| a["state"] == "finished")
+    }
+
+    /// The `ocs` instance as `/healthz` lists it, once `done` holds for `/healthz`.
+    fn healthz_when(&self, what: &str, done: impl Fn(&Value, &Value) -> bool) -> Value {
+        let mut h = Value::Null;
+        wait_until(what, LONG, || {
+            h = self.host.api("/healthz");
+            done(&h, &ocs(&h))
+        });
+        h
+    }
+}
+
+fn config(dir: &std::path::Path, admin: u16, control: u16, endpoint: &str, spec: &Spec<'_>) -> String {
+    let d = dir.display();
+    let ops: Vec<String> = spec.ops.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        r#"
+[host]
+data_dir = "{d}/data"
+admin_listen = "127.0.0.1:{admin}"
+stop_deadline_ms = 3000
+
+[delivery]
+{delivery}
+
+[[source]]
+name = "src"
+plugin = "test-source"
+[source.config]
+control_listen = "127.0.0.1:{control}"
+
+[[sink]]
+name = "ocs"
+plugin = "ucma"
+[sink.config]
+endpoint = "{endpoint}"
+secret = "{secret}"
+health_interval_ms = 200
+presence_timeout_ms = 1000
+send_timeout_ms = 2000
+request_timeout_ms = 5000
+{sink}
+
+[groups]
+ops = [{ops}]
+
+[[route]]
+name = "r"
+groups = ["ops"]
+sinks = ["ocs"]
+offline = {offline}
+"#,
+        delivery = spec.delivery,
+        secret = spec.secret,
+        sink = spec.sink,
+        ops = ops.join(", "),
+        offline = spec.offline,
+    )
+}
+
+/// The recipient record of `user` in an alert document.
+fn recipient<'a>(alert: &'a Value, user: &str) -> &'a Value {
+    alert["recipients"].as_array().and_then(|rs| rs.iter().find(|r| r["user"] == user)).unwrap_or_else(|| panic!("no recipient {user} in {alert:#}"))
+}
+
+/// `(outcome, reason, attempts)` of `user`.
+fn outcome(alert: &Value, user: &str) -> (String, String, u64) {
+    let r = recipient(alert, user);
+    let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    (s("outcome"), s("reason"), r["attempts"].as_u64().unwrap_or(0))
+}
+
+fn ocs(healthz: &Value) -> Value {
+    healthz["instances"].as_array().and_then(|a| a.iter().find(|i| i["name"] == "ocs").cloned()).unwrap_or_default()
+}
+
+fn users(list: &[(&str, Availability)]) -> SimConfig {
+    list.iter().fold(SimConfig::new(SECRET), |c, (u, a)| c.user(u, *a))
+}
+
+fn i64_of(v: &Value, key: &str) -> i64 {
+    v[key].as_i64().unwrap_or_else(|| panic!("no `{key}` in {v:#}"))
+}
+
+// ---- per-recipient outcomes ----
+
+#[test]
+fn delivered_im_keeps_subject_and_body_in_utf8() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    let id = bed.emit("Plattenplatz%20knapp%20–%20Größe%20€%20日本語%20🚨", "critical");
+    let a = bed.finished(id);
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 1), "{a:#}");
+
+    let subject = "Plattenplatz knapp – Größe € 日本語 🚨 0";
+    let inbox = bed.sim.received(ALICE);
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let im = &inbox[0];
+    assert_eq!(im.subject.as_deref(), Some(subject));
+    assert_eq!(im.toast.as_deref(), Some(subject));
+    assert_eq!(im.body, format!("{subject}\ntest alert e0:0"));
+    assert_eq!((im.content_type.as_str(), im.importance.as_str(), im.mode.as_str()), ("text/plain", "urgent", "session"), "critical → urgent");
+    let c = bed.sim.counters();
+    assert_eq!((c.sends, c.calls, c.delivered, c.replays), (1, 1, 1, 0), "{c:?}");
+    assert!(c.presence_queries >= 1, "the host asked for presence first: {c:?}");
+}
+
+#[test]
+fn offline_by_presence_is_skipped_under_skip() {
+    let sim = users(&[(ALICE, Availability::Online), (BOB, Availability::Offline)]);
+    let bed = Bed::start(sim, &Spec { ops: &[ALICE, BOB], ..Spec::default() });
+    let a = bed.finished(bed.emit("Skip", "normal"));
+    assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
+    assert_eq!(outcome(&a, BOB), ("skipped".into(), "offline (presence offline); policy skip".into(), 0), "{a:#}");
+    assert!(bed.sim.received(BOB).is_empty(), "no call was placed to an offline user");
+    assert_eq!(bed.sim.counters().calls, 1);
+}
+
+#[test]
+fn offline_by_presence_is_held_then_delivered_when_online() {
+    let sim = users(&[(CAROL, Availability::Offline)]);
+    let bed = Bed::start(sim, &Spec { ops: &[CAROL], offline: r#"{ policy = "hold", max_wait_secs = 60, then = "skip" }"#, ..Spec::default() });
+    let id = bed.emit("Hold", "normal");
+    let a = bed.alert_when(id, "carol held", |a| a["recipients"][0]["outcome"] == "held");
+    assert_eq!(outcome(&a, CAROL), ("held".into(), "offline (presence offline); holding up to 60 s".into(), 0));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(bed.alert(id)["recipients"][0]["outcome"], "held", "still held while offline");
+    assert!(bed.sim.received(CAROL).is_empty());
+
+    bed.sim.set_presence(CAROL, Availability::Online);
+    let a = bed.finished(id);
+    assert_eq!(outcome(&a, CAROL), ("delivered".into(), String::new(), 1), "{a:#}");
+    assert_eq!(bed.sim.received(CAROL).len(), 1);
+}
+
+#[test]
+fn declined_603_fails_without_retry() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    bed.sim.script(ALICE, [Outcome::sip(603)]);
+    let a = bed.finished(bed.emit("Declined", "normal"));
+    assert_eq!(outcome(&a, ALICE), ("failed".into(), "declined: 603 Decline (declined)".into(), 1), "{a:#}");
+    assert_eq!(bed.sim.counters().calls, 1, "a decline is final");
+    assert!(bed.sim.received(ALICE).is_empty());
+}
+
+#[test]
+fn unknown_user_404_is_not_found() {
+    let nobody = "sip:nobody@contoso.com";
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { ops: &[ALICE, nobody], ..Spec::default() });
+    let a = bed.finished(bed.emit("Nobody", "normal"));
+    assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
+    assert_eq!(outcome(&a, nobody), ("failed".into(), "no such user: 404 Not Found (not_found)".into(), 1), "{a:#}");
+    assert_eq!(bed.sim.counters().calls, 2, "presence said unknown, so the host tried once");
+}
+
+#[test]
+fn busy_486_is_retried_then_delivered_or_dead_lettered() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online), (BOB, Availability::Busy)]), &Spec { ops: &[ALICE, BOB], ..Spec::default() });
+    bed.sim.script(ALICE, [Outcome::sip(486)]);
+    bed.sim.script(BOB, [Outcome::sip(486); 3]);
+    let a = bed.finished(bed.emit("Busy", "normal"));
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
+    assert_eq!(outcome(&a, BOB), ("failed".into(), "gave up after 3 attempts: failed_transient: 486 Busy Here (busy)".into(), 3), "{a:#}");
+    assert_eq!(bed.sim.received(ALICE).len(), 1);
+    assert!(bed.sim.received(BOB).is_empty());
+    let c = bed.sim.counters();
+    // One key per recipient: each retry re-attempts the same message at the bridge.
+    assert_eq!((c.sends, c.retries, c.calls), (2, 3, 5), "{c:?}");
+}
+
+#[test]
+fn unavailable_480_is_offline_skipped_or_held_then_delivered() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    bed.sim.script(ALICE, [Outcome::sip(480)]);
+    let a = bed.finished(bed.emit("Unavailable", "normal"));
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("skipped".into(), "offline (sink reports offline: 480 Temporarily Unavailable (unavailable)); policy skip".into(), 1),
+        "{a:#}"
+    );
+    assert!(bed.sim.received(ALICE).is_empty());
+    drop(bed);
+
+    // Under hold, the 480 holds the recipient; presence says online, so the next round sends
+    // again under the same key and the bridge re-attempts the retryable recipient.
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { offline: r#"{ policy = "hold", max_wait_secs = 60, then = "skip" }"#, ..Spec::default() });
+    bed.sim.script(ALICE, [Outcome::sip(480)]);
+    let a = bed.finished(bed.emit("Unavailable", "normal"));
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
+    assert_eq!(bed.sim.received(ALICE).len(), 1);
+    let c = bed.sim.counters();
+    assert_eq!((c.sends, c.retries, c.calls), (1, 1, 2), "{c:?}");
+}
+
+#[test]
+fn timeout_408_is_retried_then_delivered_or_dead_lettered() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online), (BOB, Availability::Online)]), &Spec { ops: &[ALICE, BOB], ..Spec::default() });
+    bed.sim.script(ALICE, [Outcome::sip(408)]);
+    bed.sim.script(BOB, [Outcome::sip(408); 3]);
+    let a = bed.finished(bed.emit("Timeout", "normal"));
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
+    assert_eq!(outcome(&a, BOB), ("failed".into(), "gave up after 3 attempts: failed_transient: 408 Request Timeout (timeout)".into(), 3), "{a:#}");
+    assert_eq!(bed.sim.received(ALICE).len(), 1);
+    assert!(bed.sim.received(BOB).is_empty());
+}
+
+// ---- request-level errors ----
+
+#[test]
+fn wrong_secret_401_fails_with_a_clear_reason_and_shows_in_healthz() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { secret: "not-the-bridge-secret-000", ..Spec::default() });
+    let h = bed.healthz_when("ocs failed in /healthz", |h, ocs| h["status"] == "failing" && ocs["state"] == "failed");
+    assert_eq!(ocs(&h)["last_error"], "the bridge refused our credentials (401): check the secret", "{h:#}");
+    assert!(h["failing"].as_array().is_some_and(|f| f.iter().any(|i| i["name"] == "ocs")), "{h:#}");
+
+    let a = bed.finished(bed.emit("Unauthorized", "normal"));
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("failed".into(), "sink refused the message: bridge answered 401 unauthorized: authentication failed".into(), 1),
+        "{a:#}"
+    );
+    let c = bed.sim.counters();
+    assert!(c.unauthorized >= 2 && c.calls == 0, "{c:?}");
+}
+
+#[test]
+fn idempotency_conflict_409_after_a_config_change_between_attempts() {
+    // Retries 4 s apart, so the host can be stopped between the first attempt and the second.
+    let delivery = DELIVERY.replace("retry_initial_ms = 50", "retry_initial_ms = 4000").replace("retry_max_ms = 200", "retry_max_ms = 4000");
+    let mut bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { delivery: &delivery, ..Spec::default() });
+    bed.sim.script(ALICE, [Outcome::sip(486)]);
+    let id = bed.emit("Conflict", "normal");
+    let a = bed.alert_when(id, "a first, transient attempt", |a| a["recipients"][0]["attempts"] == 1);
+    assert_eq!(outcome(&a, ALICE).0, "pending", "{a:#}");
+    assert!(bed.host.stop(), "graceful stop; log:\n{}", bed.host.log());
+    let c = bed.sim.counters();
+    assert_eq!((c.sends, c.retries), (1, 0), "stopped before the retry was due: {c:?}");
+
+    // Same alert, recipient and content give the same key; another send timeout changes the
+    // body sent under it, which the bridge refuses rather than sending a second IM.
+    let text = std::fs::read_to_string(&bed.host.config).expect("read config");
+    std::fs::write(&bed.host.config, text.replace("send_timeout_ms = 2000", "send_timeout_ms = 3000")).expect("write config");
+    bed.host.restart();
+    let a = bed.finished(id);
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("failed".into(), "sink refused the message: bridge answered 409 idempotency_conflict: key used with a different body".into(), 2),
+        "{a:#}"
+    );
+    let c = bed.sim.counters();
+    assert_eq!((c.sends, c.calls, c.conflicts), (1, 1, 1), "nothing re-sent under the conflicting key: {c:?}");
+    assert!(bed.sim.received(ALICE).is_empty());
+}
+
+#[test]
+fn too_many_recipients_413_fails_and_the_over_limit_config_shows_degraded() {
+    let sim = SimConfig { limits: alertbridge_testbed::ucma_sim::Limits { max_recipients: 2, ..Default::default() }, ..users(&[(ALICE, Availability::Online), (BOB, Availability::Online), (CAROL, Availability::Online)]) };
+    let bed = Bed::start(sim, &Spec { sink: "max_recipients_per_message = 10", ops: &[ALICE, BOB, CAROL], ..Spec::default() });
+    let h = bed.healthz_when("ocs degraded by the limits", |_, ocs| ocs["state"] == "degraded");
+    assert_eq!(ocs(&h)["message"], "max_recipients_per_message 10 exceeds the bridge's max_recipients 2", "{h:#}");
+
+    let a = bed.finished(bed.emit("Large", "normal"));
+    for user in [ALICE, BOB, CAROL] {
+        assert_eq!(
+            outcome(&a, user),
+            ("failed".into(), "sink refused the message: bridge answered 413 too_many_recipients: 3 recipients, at most 2".into(), 1),
+            "{a:#}"
+        );
+    }
+    assert_eq!(bed.sim.counters().calls, 0);
+}
+
+#[test]
+fn rate_limited_429_waits_at_least_retry_after() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    bed.sim.inject(Fault { target: FaultTarget::Messages, action: FaultAction::Status { status: 429, retry_after_s: Some(2) }, count: 1 });
+    let id = bed.emit("Throttled", "normal");
+    let first = bed.alert_when(id, "the throttled attempt", |a| a["recipients"][0]["attempts"] == 1);
+    let r = recipient(&first, ALICE).clone();
+    assert_eq!(r["outcome"], "pending", "{first:#}");
+    assert_eq!(r["reason"], "retrying in 2000 ms: sink call failed (transient): bridge answered 429 rate_limited: injected fault", "{first:#}");
+    assert_eq!(i64_of(&r, "not_before_ms") - i64_of(&r, "updated_ms"), 2000);
+
+    let a = bed.finished(id);
+    let done = recipient(&a, ALICE);
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
+    let waited = i64_of(done, "updated_ms") - i64_of(&r, "updated_ms");
+    assert!(waited >= 2000, "retried after {waited} ms, before the bridge's Retry-After of 2 s");
+    assert_eq!(bed.sim.received(ALICE).len(), 1);
+}
+
+#[test]
+fn unavailable_503_is_retried_then_delivered_once_the_bridge_is_back() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    bed.sim.inject(Fault { target: FaultTarget::Messages, action: FaultAction::Status { status: 503, retry_after_s: Some(1) }, count: 2 });
+    let id = bed.emit("Unavailable", "normal");
+    let first = bed.alert_when(id, "the first refused attempt", |a| a["recipients"][0]["attempts"] == 1);
+    assert_eq!(
+        recipient(&first, ALICE)["reason"],
+        "retrying in 1000 ms: sink call failed (transient): bridge answered 503 endpoint_unavailable: injected fault",
+        "{first:#}"
+    );
+    let a = bed.finished(id);
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 3), "{a:#}");
+    let took = i64_of(recipient(&a, ALICE), "updated_ms") - i64_of(&a, "accepted_ms");
+    assert!(took >= 2000, "two Retry-After waits of 1 s, but delivered {took} ms after accept");
+    assert_eq!(bed.sim.received(ALICE).len(), 1);
+}
+
+#[test]
+fn bridge_down_holds_deliveries_until_it_is_back() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    bed.healthz_when("ocs ok", |_, ocs| ocs["state"] == "ok");
+    bed.sim.set_health(HealthStatus::Down);
+    let h = bed.healthz_when("ocs failed while the bridge is down", |h, ocs| h["status"] == "failing" && ocs["state"] == "failed");
+    assert!(ocs(&h)["last_error"].as_str().is_some_and(|e| e.starts_with("bridge down: endpoint sip:alerts@contoso.com Terminated")), "{h:#}");
+
+    let id = bed.emit("Down", "normal");
+    std::thread::sleep(Duration::from_secs(2));
+    let a = bed.alert(id);
+    assert_eq!(outcome(&a, ALICE).0, "pending", "nothing is given up while the bridge is down: {a:#}");
+    assert!(bed.sim.received(ALICE).is_empty());
+
+    bed.sim.set_health(HealthStatus::Ok);
+    let a = bed.finished(id);
+    assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
+    assert_eq!(bed.sim.received(ALICE).len(), 1);
+    bed.healthz_when("ocs ok again", |h, ocs| h["status"] == "ok" && ocs["state"] == "ok");
+}
+
+// ---- lost responses and health ----
+
+#[test]
+fn dropped_response_is_retried_and_the_user_gets_the_im_once() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    bed.sim.inject(Fault { target: FaultTarget::Messages, action: FaultAction::DropAfterSend, count: 1 });
+    let a = bed.finished(bed.emit("Dropped", "normal"));
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
+    assert_eq!(bed.sim.received(ALICE).len(), 1, "exactly one IM");
+    let c = bed.sim.counters();
+    assert_eq!((c.dropped, c.sends, c.calls, c.replays), (1, 1, 1, 1), "the retry was answered from the idempotency store: {c:?}");
+}
+
+#[test]
+fn degraded_bridge_shows_in_healthz_and_still_delivers() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    bed.healthz_when("ocs ok", |_, ocs| ocs["state"] == "ok");
+    bed.sim.set_health(HealthStatus::Degraded);
+    let h = bed.healthz_when("ocs degraded", |_, ocs| ocs["state"] == "degraded");
+    assert_eq!(ocs(&h)["message"], "bridge degraded: endpoint sip:alerts@contoso.com Reestablishing", "{h:#}");
+    let metrics = alertbridge_testbed::harness::get(&format!("{}/metrics", bed.host.admin)).unwrap_or_default();
+    assert!(metrics.contains("alertbridge_instance_up{instance=\"ocs\"} 1"), "degraded is still up:\n{metrics}");
+
+    let a = bed.finished(bed.emit("Degraded", "normal"));
+    assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
+
+    bed.sim.set_health(HealthStatus::Ok);
+    bed.healthz_when("ocs ok again", |_, ocs| ocs["state"] == "ok");
+}
