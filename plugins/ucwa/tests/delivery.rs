@@ -3,7 +3,7 @@
 
 mod common;
 
-use alertbridge_plugin_api::{DeliveryStatus, PresenceState, Severity, kit::Sink};
+use alertbridge_plugin_api::{DeliveryStatus, HealthState, PresenceState, Severity, kit::Sink};
 use alertbridge_testbed::ucwa_sim::Behaviour;
 use common::{message, simulator, start_sink};
 
@@ -40,6 +40,7 @@ async fn online_users_get_subject_and_body_intact_and_offline_ones_are_reported(
     }
     assert!(sim.received("bob@contoso.com").is_empty());
     assert_eq!(sim.stats().conversations, 0, "every conversation was stopped");
+    assert_eq!(running.sink.health().state, HealthState::OK);
 
     running.stop().await;
     assert_eq!(sim.stats().applications, 0, "the application is deleted on shutdown");

@@ -26,6 +26,19 @@ async fn token_expiring_mid_run_is_renewed_without_losing_a_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_invalid_token_also_gets_a_new_token() {
+    let sim = simulator(|c| c.invalid_token_403 = true).await;
+    let running = start_sink(&sim.discover_url(), "");
+    let first = running.sink.deliver(message("one", "first", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(first[0].status, DeliveryStatus::DELIVERED, "{first:?}");
+    sim.expire_tokens();
+    let second = running.sink.deliver(message("two", "second", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(second[0].status, DeliveryStatus::DELIVERED, "{second:?}");
+    assert_eq!(sim.received("alice@contoso.com").len(), 2);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_tokens_are_renewed_before_they_expire() {
     let sim = simulator(|c| c.token_lifetime = Duration::from_secs(2)).await;
     let running = start_sink(&sim.discover_url(), "");

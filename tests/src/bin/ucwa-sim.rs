@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         invitation_timeout: Duration::from_secs(args.invitation_timeout_secs),
         redirect_hop: args.redirect,
         user_hop: args.user_hop,
+        invalid_token_403: false,
         throttle_first: args.throttle_first,
     };
     let handle = Simulator::start(config).await?;

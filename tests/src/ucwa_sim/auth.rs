@@ -65,7 +65,8 @@ pub fn challenge(sim: &Sim, headers: &HeaderMap) -> Response {
     response
 }
 
-/// The signed-in user of a request, or the response to send instead (`401` challenge).
+/// The signed-in user of a request, or the response to send instead (`401` challenge; `403`
+/// InvalidToken for a bad token when so configured).
 #[allow(clippy::result_large_err, reason = "the error is the response to send, built once per request")]
 pub fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
     let presented = headers
@@ -79,7 +80,19 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
         Some(t) if t.expires > Instant::now() && t.pool == pool => Some(t.user.clone()),
         _ => None,
     };
-    user.ok_or_else(|| challenge(sim, headers))
+    user.ok_or_else(|| {
+        let mut response = challenge(sim, headers);
+        if sim.config.invalid_token_403 {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            let h = response.headers_mut();
+            h.insert(header::WARNING, HeaderValue::from_static("120 SIM-LYNC-SE1.contoso.com \"InvalidToken\""));
+            h.insert(
+                "X-Ms-diagnostics",
+                HeaderValue::from_static("28055;source=\"SIM-LYNC-SE1.contoso.com\";reason=\"The OAuth token is invalid.\";faultcode=\"wsse:FailedAuthentication\""),
+            );
+        }
+        response
+    })
 }
 
 /// Takes one injected `429` if any are pending.

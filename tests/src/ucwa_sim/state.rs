@@ -37,6 +37,9 @@ pub struct SimConfig {
     /// With `pool_listen`: the web host's `user` document points at the `user` document of the
     /// pool host (another token needed) instead of naming `applications` itself.
     pub user_hop: bool,
+    /// Reject a presented but invalid or expired token with `403` + `Warning: 120 .. "InvalidToken"`
+    /// (as SfB Online does) instead of a `401`.
+    pub invalid_token_403: bool,
     /// Answer the first this-many UCWA requests with `429 Too Many Requests`.
     pub throttle_first: u32,
 }
@@ -53,6 +56,7 @@ impl Default for SimConfig {
             invitation_timeout: Duration::from_secs(30),
             redirect_hop: false,
             user_hop: false,
+            invalid_token_403: false,
             throttle_first: 0,
         }
     }
