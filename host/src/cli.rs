@@ -33,6 +33,17 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show which routes an alert (a JSON file as the webhook takes it) matches, who it
+    /// reaches through which sinks, and what happens to offline recipients.
+    Route {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        alert: PathBuf,
+        /// The source instance the alert comes from, for routes that match on it.
+        #[arg(long, default_value = "")]
+        source: String,
+    },
     /// List plugin files: name, version, kinds, or why they cannot be loaded.
     Plugins {
         /// Folder to scan (default: the folder of this executable).
@@ -54,6 +65,8 @@ pub enum CliError {
     },
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
+    #[error(transparent)]
+    AlertFile(#[from] crate::route_test::AlertFileError),
     #[error("cannot install the signal handlers")]
     Signals(#[source] std::io::Error),
 }
@@ -85,6 +98,13 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
     }
     errors.sort_by_key(|e| (e.line, e.column));
     Ok(errors)
+}
+
+/// `alertbridge route`: the routing report for one alert file.
+pub fn route(config: &Path, alert: &Path, source: &str) -> Result<String, CliError> {
+    let config = Config::load(config)?;
+    let alert = crate::route_test::read_alert(alert)?;
+    Ok(crate::route_test::explain(&config, source, alert))
 }
 
 /// `alertbridge plugins`: one line per file.

@@ -18,6 +18,7 @@ pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod route_test;
 pub mod router;
 
 pub use alertbridge_plugin_api::error_chain;

@@ -41,6 +41,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} error{} found", errors.len(), if errors.len() == 1 { "" } else { "s" });
             Ok(ExitCode::FAILURE)
         }
+        Command::Route { config, alert, source } => {
+            print!("{}", cli::route(&config, &alert, &source)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugins { dir } => {
             print!("{}", cli::plugins(dir)?);
             Ok(ExitCode::SUCCESS)
