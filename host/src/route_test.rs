@@ -107,7 +107,8 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
         let _ = writeln!(out, "     recipients: {}", if users.is_empty() { "(none)".to_owned() } else { users.join(", ") });
         let _ = writeln!(out, "     sinks: {}", r.sinks.join(", "));
         let _ = writeln!(out, "     offline recipients: {}", describe(&r.offline));
-        if !r.allow_alert_recipients && !(a.groups.is_empty() && a.users.is_empty()) {
+        let named_in_alert = !a.groups.is_empty() || !a.users.is_empty();
+        if named_in_alert && !r.allow_alert_recipients {
             let _ = writeln!(out, "     (recipients named in the alert are ignored: allow_alert_recipients = false)");
         }
     }
