@@ -156,6 +156,28 @@ impl Api {
         Ok(authorization)
     }
 
+    /// Builds one try of a request.
+    fn request(&self, method: Method, url: &Url, body: &Body, timeout: Option<Duration>, auth: Option<&str>) -> reqwest::RequestBuilder {
+        let accept = if matches!(body, Body::Batch { .. }) { "multipart/batching" } else { "application/json" };
+        let mut request = self.http.request(method, url.clone()).header(header::ACCEPT, accept);
+        if let Some(a) = auth {
+            request = request.header(header::AUTHORIZATION, a);
+        }
+        if let Some(t) = timeout {
+            request = request.timeout(t);
+        }
+        match body {
+            Body::Empty => request.header(header::CONTENT_LENGTH, "0"),
+            Body::Json(bytes) => request.header(header::CONTENT_TYPE, "application/json").body(bytes.clone()),
+            Body::Text { content_type, text } => {
+                request.header(header::CONTENT_TYPE, format!("{content_type};charset=UTF-8")).body(text.clone())
+            }
+            Body::Batch { boundary, body } => {
+                request.header(header::CONTENT_TYPE, batch::content_type(boundary)).body(body.clone())
+            }
+        }
+    }
+
     /// Sends a request and returns a successful reply; any other status becomes
     /// [`UcwaError::Status`]. Handles the token challenge and 429 / 503 back-off.
     pub async fn call(&self, method: Method, url: &Url, body: &Body, timeout: Option<Duration>) -> Result<Reply, UcwaError> {
@@ -164,24 +186,7 @@ impl Api {
         let mut retried_transport = false;
         loop {
             let authorization = self.authorization(url).await?;
-            let mut request = self.http.request(method.clone(), url.clone()).header(header::ACCEPT, "application/json");
-            if let Some(a) = &authorization {
-                request = request.header(header::AUTHORIZATION, a);
-            }
-            if let Some(t) = timeout {
-                request = request.timeout(t);
-            }
-            request = match body {
-                Body::Empty => request.header(header::CONTENT_LENGTH, "0"),
-                Body::Json(bytes) => request.header(header::CONTENT_TYPE, "application/json").body(bytes.clone()),
-                Body::Text { content_type, text } => {
-                    request.header(header::CONTENT_TYPE, format!("{content_type};charset=UTF-8")).body(text.clone())
-                }
-                Body::Batch { boundary, body } => request
-                    .header(header::CONTENT_TYPE, batch::content_type(boundary))
-                    .header(header::ACCEPT, "multipart/batching")
-                    .body(body.clone()),
-            };
+            let request = self.request(method.clone(), url, body, timeout, authorization.as_deref());
             let transport = |source| UcwaError::Transport { method: method.to_string(), url: url.to_string(), source };
             let response = match request.send().await {
                 Ok(response) => response,

@@ -127,6 +127,14 @@ pub async fn get_stats(State(sim): State<Arc<Sim>>) -> Json<Stats> {
     Json(stats(&sim))
 }
 
+fn describe(b: &Behaviour) -> String {
+    match b {
+        Behaviour::Accept => "accept".to_owned(),
+        Behaviour::Decline { subcode, message } => format!("decline ({subcode}: {message})"),
+        Behaviour::Ignore => "ignore".to_owned(),
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -137,7 +145,7 @@ pub fn page(sim: &Sim) -> Html<String> {
         .lock()
         .users
         .iter()
-        .map(|(k, u)| (k.clone(), u.availability.clone(), format!("{:?}", u.behaviour), u.received.clone()))
+        .map(|(k, u)| (k.clone(), u.availability.clone(), describe(&u.behaviour), u.received.clone()))
         .collect();
     users.sort_by(|a, b| a.0.cmp(&b.0));
     let s = stats(sim);
