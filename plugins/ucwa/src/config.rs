@@ -247,6 +247,15 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_config_parses_with_every_key() {
+        let with_password = include_str!("../sample.toml").replace("password_env = \"ALERTBRIDGE_UCWA_PASSWORD\"", "password = \"x\"");
+        let s = parse(&with_password).unwrap();
+        assert_eq!(s.discover[0].as_str(), "https://lyncdiscover.contoso.com/");
+        assert_eq!(s.event_timeout, Duration::from_secs(240));
+        assert!(s.presence_batch);
+    }
+
+    #[test]
     fn domain_gives_internal_then_external_candidates() {
         let s = parse("domain = \"contoso.com\"\nusername = \"a@contoso.com\"\npassword = \"p\"\n").unwrap();
         let urls: Vec<&str> = s.discover.iter().map(Url::as_str).collect();
