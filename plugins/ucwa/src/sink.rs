@@ -87,7 +87,7 @@ impl Core {
 }
 
 /// Waits until application `generation` is reported lost.
-async fn lost(rx: &mut mpsc::UnboundedReceiver<u64>, generation: u64) {
+async fn wait_lost(rx: &mut mpsc::UnboundedReceiver<u64>, generation: u64) {
     while let Some(g) = rx.recv().await {
         if g == generation {
             return;
@@ -175,7 +175,7 @@ impl Sink for UcwaSink {
                 () = shutdown.cancelled() => None,
                 e = events::run(&core.api, &live.app, &live.dispatcher, core.settings.event_timeout) => Some(error_chain(&e)),
                 e = session::keep_alive(&core.api, &live.app, core.settings.report_activity) => Some(error_chain(&e)),
-                () = lost(&mut lost_rx, generation) => Some("the server no longer knows the application".to_owned()),
+                () = wait_lost(&mut lost_rx, generation) => Some("the server no longer knows the application".to_owned()),
             };
             core.current.send_replace(None);
             live.dispatcher.close();
