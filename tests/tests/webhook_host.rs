@@ -10,6 +10,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     path::{Path, PathBuf},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -275,4 +276,98 @@ fn a_full_host_queue_answers_503_with_retry_after_and_the_resend_is_taken() {
     assert_eq!((a.status, a.body["duplicates"].clone()), (202, json!([])), "{a:?}");
     assert_delivered(&host, a.id(0), s.users);
     assert_eq!(records(dir.path()).iter().map(|r| r["subject"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>(), ["first", "second"]);
+}
+
+/// `date -u` as RFC 3339, as Alertmanager's API wants it.
+fn rfc3339_now() -> String {
+    let out = Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().expect("run date");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn alertmanager_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/alertmanager.sh")
+}
+
+/// A Prometheus Alertmanager of this test's own (free port, own folder), started with
+/// `scripts/alertmanager.sh` and stopped when dropped, also when the test fails.
+struct Alertmanager {
+    dir: PathBuf,
+    url: String,
+}
+
+impl Alertmanager {
+    /// Starts one whose receiver is `webhook_url`, sending `Authorization: Bearer <token>`
+    /// with the token from `dir/webhook.token`.
+    fn start(dir: &Path, webhook_url: &str, token: &str) -> Self {
+        let installed = Command::new("sh").args(["-c", "command -v prometheus-alertmanager"]).output().is_ok_and(|o| o.status.success());
+        assert!(installed, "prometheus-alertmanager is not installed: `apt-get install prometheus-alertmanager` (this test starts its own instance with scripts/alertmanager.sh)");
+        let port = free_port();
+        let out = Command::new(alertmanager_script())
+            .arg("start")
+            .arg(dir)
+            .arg(webhook_url)
+            .env("ALERTBRIDGE_TEST_ALERTMANAGER_PORT", port.to_string())
+            .env("ALERTBRIDGE_TEST_ALERTMANAGER_TOKEN", token)
+            .output()
+            .expect("run scripts/alertmanager.sh");
+        let this = Self { dir: dir.to_owned(), url: format!("http://127.0.0.1:{port}") };
+        assert!(out.status.success(), "scripts/alertmanager.sh start failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        this
+    }
+
+    fn post_alerts(&self, alerts: &Value) {
+        let a = post_now(&format!("{}/api/v2/alerts", self.url), None, "application/json", alerts.to_string());
+        assert_eq!(a.status, 200, "Alertmanager refused the alerts: {a:?}");
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = Command::new(alertmanager_script()).arg("stop").arg(&self.dir).output();
+    }
+}
+
+#[test]
+fn alerts_posted_to_a_real_alertmanager_reach_the_sink_through_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Setup::new(dir.path());
+    let am = Alertmanager::start(&dir.path().join("am"), &s.url("/api/v1/alertmanager"), "am-e2e-token-91b2");
+    (s.tokens_file, s.hook_extra) = (dir.path().join("am/webhook.token"), "alertmanager = { resolved = \"forward\" }");
+    let host = s.start();
+
+    // A name of its own, so that nothing else in the record can match.
+    let name = format!("AlertbridgeHostE2E{}", std::process::id());
+    let starts = rfc3339_now();
+    let labels = json!({"alertname": name, "instance": "db-01:9100", "job": "node", "severity": "critical"});
+    let annotations = json!({"summary": "Disk /var is 97% full", "description": "Only 3% left — Ölstand prüfen"});
+    am.post_alerts(&json!([
+        {"labels": labels, "annotations": annotations, "startsAt": starts, "generatorURL": "http://127.0.0.1:9090/graph"},
+        {"labels": {"alertname": name, "instance": "web-02:9100", "severity": "warning"}, "startsAt": starts},
+    ]));
+    let arrival = |what: &str, subject: &str| -> u64 {
+        let mut id = None;
+        wait_until(what, LONG, || {
+            id = records(dir.path()).iter().find(|r| r["labels"]["alertname"] == name.as_str() && r["subject"] == subject).and_then(|r| r["alert_id"].as_u64());
+            id.is_some()
+        });
+        id.unwrap_or_default()
+    };
+
+    let disk = arrival("the first alert in the sink", "Disk /var is 97% full");
+    let r = assert_recorded(dir.path(), disk, s.users, "Disk /var is 97% full", "Only 3% left — Ölstand prüfen");
+    assert_eq!((r["severity"].as_str(), r["labels"]["job"].as_str(), r["labels"]["instance"].as_str()), (Some("critical"), Some("node"), Some("db-01:9100")), "{r}");
+    let a = assert_delivered(&host, disk, s.users);
+    let key = a["alert"]["dedup_key"].as_str().unwrap_or("");
+    assert!(key.starts_with("am:") && key.ends_with(&format!(":{starts}:firing")), "{a}");
+    let web = arrival("the second alert in the sink", &name);
+    let r = assert_recorded(dir.path(), web, s.users, &name, "");
+    assert_eq!(r["severity"], "normal", "warning maps to normal: {r}");
+    assert_delivered(&host, web, s.users);
+
+    // Resolve the first as Prometheus does (same labels, an end): the notice arrives too.
+    am.post_alerts(&json!([{"labels": labels, "annotations": annotations, "startsAt": starts, "endsAt": rfc3339_now()}]));
+    let resolved = arrival("the resolve notice in the sink", "[RESOLVED] Disk /var is 97% full");
+    assert_eq!(records_of(dir.path(), resolved).values().next().map(|r| r["severity"].clone()), Some(json!("info")));
+    let a = assert_delivered(&host, resolved, s.users);
+    assert_eq!(a["alert"]["dedup_key"].as_str(), Some(key.replace(":firing", ":resolved").as_str()), "{a}");
 }
