@@ -100,6 +100,8 @@ impl Bridge {
                 queue: Arc::clone(&queue),
                 metrics: Arc::clone(&metrics),
                 instances: Arc::clone(&registry),
+                dispatcher: Arc::clone(&dispatcher),
+                ingest: Arc::clone(&ingest),
                 reload: reload_tx,
             });
             background.push(tokio::spawn(admin::serve(listener, state, admin_stop.clone())));

@@ -8,6 +8,12 @@ use regex::Regex;
 
 use crate::model::StoredAlert;
 
+/// The source name of alerts the admin API injects (no `[[source]]` may take it).
+pub const ADMIN_SOURCE: &str = "admin";
+
+/// On an alert from [`ADMIN_SOURCE`]: the one route it goes through.
+pub const ROUTE_ATTRIBUTE: &str = "alertbridge.route";
+
 /// How a severity condition compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cmp {
@@ -80,6 +86,29 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// The conditions in words, for the status page.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.sources.is_empty() {
+            parts.push(format!("source {}", self.sources.join(" or ")));
+        }
+        if let Some((cmp, sev)) = self.severity {
+            let op = match cmp {
+                Cmp::Eq => "=",
+                Cmp::Ge => ">=",
+                Cmp::Gt => ">",
+                Cmp::Le => "<=",
+                Cmp::Lt => "<",
+            };
+            parts.push(format!("severity {op} {sev}"));
+        }
+        parts.extend(self.labels.iter().map(|(k, v)| format!("{k} = {v}")));
+        parts.extend(self.labels_regex.iter().map(|(k, re)| format!("{k} ~ /{re}/")));
+        parts.extend(self.subject.iter().map(|re| format!("subject ~ /{re}/")));
+        parts.extend(self.body.iter().map(|re| format!("body ~ /{re}/")));
+        if parts.is_empty() { "every alert".into() } else { parts.join(", ") }
+    }
+
     pub fn matches(&self, alert: &StoredAlert) -> bool {
         let a = &alert.alert;
         (self.sources.is_empty() || self.sources.contains(&alert.source))
@@ -164,7 +193,12 @@ impl Router {
     /// same sink is messaged once, on behalf of the first.
     pub fn plan(&self, alert: &StoredAlert) -> Vec<(Target, &Route)> {
         let mut plan: Vec<(Target, &Route)> = Vec::new();
-        for route in self.matching(alert) {
+        let forced = (alert.source == ADMIN_SOURCE).then(|| alert.alert.attributes.get(ROUTE_ATTRIBUTE)).flatten();
+        let routes = match forced {
+            Some(name) => self.route(name).into_iter().collect(),
+            None => self.matching(alert),
+        };
+        for route in routes {
             self.extend_plan(&mut plan, route, alert);
         }
         plan

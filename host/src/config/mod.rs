@@ -146,6 +146,9 @@ impl Config {
                 }
             }
         }
+        for s in sources.iter().filter(|s| s.name == crate::router::ADMIN_SOURCE) {
+            c.at_line(s.at, format!("source `{}`: the name is reserved for test alerts from the status page", s.name));
+        }
         let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
         let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         let routes = routes(&mut c, root, &groups, &sink_names, &source_names);

@@ -66,7 +66,7 @@ impl Dispatcher {
         })
     }
 
-    fn plan(&self) -> Arc<Plan> {
+    pub fn plan(&self) -> Arc<Plan> {
         Arc::clone(&self.plan.read().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -202,7 +202,7 @@ impl Dispatcher {
             .recipients
             .iter()
             .filter(|r| !r.outcome.is_final())
-            .map(|r| r.not_before_ms.unwrap_or(now + settings.retry_initial.as_millis() as i64))
+            .map(|r| r.not_before_ms.unwrap_or(now))
             .min()
             .unwrap_or(now)
     }

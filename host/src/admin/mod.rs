@@ -12,13 +12,25 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::{instances::Registry, metrics::Metrics, model::StoredAlert, queue::Queue};
+use alertbridge_plugin_api::{Alert, Severity, abi_stable::std_types::RResult};
+
+use crate::{
+    dispatch::Dispatcher,
+    host_api::Ingest,
+    instances::Registry,
+    metrics::Metrics,
+    model::StoredAlert,
+    queue::Queue,
+    router::{ADMIN_SOURCE, OfflinePolicy, ROUTE_ATTRIBUTE},
+};
 
 /// What the handlers read.
 pub struct AdminState {
     pub queue: Arc<dyn Queue>,
     pub metrics: Arc<Metrics>,
     pub instances: Arc<Registry>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub ingest: Arc<Ingest>,
     /// Where `POST /-/reload` asks the main loop to reload.
     pub reload: tokio::sync::mpsc::Sender<crate::app::ReloadRequest>,
 }
@@ -43,6 +55,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/test-alert", axum::routing::post(test_alert))
         .route("/-/reload", axum::routing::post(reload))
         .with_state(state)
 }
@@ -107,34 +121,69 @@ async fn reload(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+fn describe(p: &OfflinePolicy) -> String {
+    match p {
+        OfflinePolicy::Skip => "skip".into(),
+        OfflinePolicy::Always => "send anyway".into(),
+        OfflinePolicy::Fallback(r) => format!("fall back to {r}"),
+        OfflinePolicy::Hold { max_wait, then } => format!("hold {} s, then {}", max_wait.as_secs(), describe(then)),
+    }
 }
 
-async fn status_page(State(s): State<Arc<AdminState>>) -> Html<String> {
-    let mut html = String::from(
-        "<!doctype html><meta charset=utf-8><title>alertbridge</title>\
-         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>\
-         <h1>alertbridge</h1><h2>Instances</h2><table><tr><th>name<th>role<th>plugin<th>state<th>restarts<th>last error</tr>",
-    );
-    for i in s.instances.all().iter() {
-        let st = i.status();
-        html.push_str(&format!(
-            "<tr><td>{}<td>{}<td>{}<td>{} {}<td>{}<td>{}</tr>",
-            escape(&st.name),
-            st.role,
-            escape(&st.plugin),
-            escape(&st.state),
-            escape(&st.message),
-            st.restarts,
-            escape(st.last_error.as_deref().unwrap_or(""))
-        ));
+/// Instances, routes, groups and queue depth, for the status page.
+async fn status(State(s): State<Arc<AdminState>>) -> Response {
+    let plan = s.dispatcher.plan();
+    let routes: Vec<_> = plan
+        .router
+        .routes
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name, "match": r.matcher.describe(), "groups": r.groups, "users": r.users,
+                "sinks": r.sinks, "continue": r.cont, "offline": describe(&r.offline),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "instances": s.instances.all().iter().map(|i| i.status()).collect::<Vec<_>>(),
+        "routes": routes,
+        "groups": plan.router.groups,
+        "queue_depth": s.metrics.queue_depth(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct TestAlert {
+    route: String,
+    subject: String,
+    #[serde(default)]
+    body: String,
+    severity: Option<String>,
+}
+
+/// Queues a test alert that goes through one chosen route (as source `admin`).
+async fn test_alert(State(s): State<Arc<AdminState>>, Json(t): Json<TestAlert>) -> Response {
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": msg}))).into_response();
+    if s.dispatcher.plan().router.route(&t.route).is_none() {
+        return bad(format!("no route `{}`", t.route));
     }
-    html.push_str(&format!("</table><p>Queue depth: {}</p><h2>Recent alerts</h2><table><tr><th>id<th>source<th>subject<th>recipients</tr>", s.metrics.queue_depth()));
-    for a in s.queue.recent(50).unwrap_or_default() {
-        let who: Vec<String> = a.recipients.iter().map(|r| format!("{} via {}: {} {}", escape(&r.user), escape(&r.sink), r.outcome.name(), escape(&r.reason))).collect();
-        html.push_str(&format!("<tr><td>{}<td>{}<td>{}<td>{}</tr>", a.id, escape(&a.source), escape(&a.alert.subject), who.join("<br>")));
+    let severity = match t.severity.as_deref().map(Severity::from_name) {
+        None => Severity::NORMAL,
+        Some(Some(sev)) => sev,
+        Some(None) => return bad("unknown severity".into()),
+    };
+    let mut alert = Alert::new(t.subject);
+    alert.body = t.body;
+    alert.severity = severity;
+    alert.attributes.insert(ROUTE_ATTRIBUTE.into(), t.route);
+    match s.ingest.submit(ADMIN_SOURCE, alert).await {
+        RResult::ROk(r) => (StatusCode::ACCEPTED, Json(serde_json::json!({"id": r.alert_id}))).into_response(),
+        RResult::RErr(e) => bad(e.message.to_string()),
     }
-    html.push_str("</table>");
-    Html(html)
+}
+
+/// The status page: plain HTML that polls the API, with no asset from elsewhere.
+async fn status_page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
 }
