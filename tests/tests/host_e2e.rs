@@ -322,3 +322,37 @@ fn shipped_example_configs_check_clean() {
     }
     assert!(n > 0, "no example configs in {}", examples.display());
 }
+
+#[test]
+fn sigterm_drains_in_flight_deliveries_and_leaves_the_rest_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, control) = (free_port(), free_port());
+    let routes = format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n");
+    let cfg = config(dir.path(), admin, control, "delay_ms = 400", &routes)
+        .replace("stop_deadline_ms = 3000", "stop_deadline_ms = 1000")
+        .replace("max_attempts = 3", "max_attempts = 3\nsink_concurrency = 2");
+    let mut host = Host::start(dir.path(), admin, &cfg);
+    let r = emit(control, "count=20&prefix=drain");
+    assert_eq!(r["accepted"], 20);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert!(host.stop(), "SIGTERM ends the process cleanly; log:\n{}", host.log());
+    assert!(started.elapsed() < Duration::from_secs(5), "the stop deadline is kept: {:?}", started.elapsed());
+    let log = host.log();
+    let queued: u64 = log
+        .lines()
+        .find_map(|l| l.split("Stopped. queued=").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no stop summary in:\n{log}"));
+    assert!(queued > 0, "with a slow sink some alerts are still queued at the deadline:\n{log}");
+    let before = delivered(dir.path()).len();
+    assert!(before < 40, "{before} deliveries before the stop");
+
+    host.restart();
+    wait_until("the rest after the restart", LONG, || delivered(dir.path()).len() == 40);
+    assert!(host.log().contains("Resuming unfinished alerts."));
+    let mut seen = std::collections::BTreeSet::new();
+    for d in delivered(dir.path()) {
+        assert!(seen.insert((d["alert_id"].as_u64(), d["user"].as_str().map(str::to_owned))), "delivered twice: {d}");
+    }
+}
