@@ -10,7 +10,7 @@ use std::{
 };
 
 use alertbridge_testbed::{
-    harness::{Host, free_port, post, wait_until},
+    harness::{Host, bin_dir, free_port, post, wait_until},
     ucma_sim::{
         Availability, Fault, FaultAction, FaultTarget, HealthStatus, Outcome, SimConfig,
         SimHandle, Simulator,
@@ -33,10 +33,17 @@ hold_recheck_ms = 100
 presence_cache_ms = 0
 max_attempts = 3";
 
+/// Short sink timeouts.
+const TIMEOUTS: &str = "presence_timeout_ms = 1000
+send_timeout_ms = 2000
+request_timeout_ms = 5000";
+
 /// What a test varies in the host's config.
 struct Spec<'a> {
     /// The secret the sink sends (the bridge's is [`SECRET`]).
     secret: &'a str,
+    /// The sink's timeouts.
+    timeouts: &'a str,
     /// More keys of the sink's `[sink.config]`.
     sink: &'a str,
     /// The body of `[delivery]`.
@@ -49,7 +56,7 @@ struct Spec<'a> {
 
 impl Default for Spec<'_> {
     fn default() -> Self {
-        Self { secret: SECRET, sink: "", delivery: DELIVERY, ops: &[ALICE], offline: r#"{ policy = "skip" }"# }
+        Self { secret: SECRET, timeouts: TIMEOUTS, sink: "", delivery: DELIVERY, ops: &[ALICE], offline: r#"{ policy = "skip" }"# }
     }
 }
 
@@ -149,9 +156,7 @@ plugin = "ucma"
 endpoint = "{endpoint}"
 secret = "{secret}"
 health_interval_ms = 200
-presence_timeout_ms = 1000
-send_timeout_ms = 2000
-request_timeout_ms = 5000
+{timeouts}
 {sink}
 
 [groups]
@@ -165,6 +170,7 @@ offline = {offline}
 "#,
         delivery = spec.delivery,
         secret = spec.secret,
+        timeouts = spec.timeouts,
         sink = spec.sink,
         ops = ops.join(", "),
         offline = spec.offline,
@@ -384,21 +390,39 @@ fn too_many_recipients_413_fails_and_the_over_limit_config_shows_degraded() {
 
 #[test]
 fn rate_limited_429_waits_at_least_retry_after() {
-    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
-    bed.sim.inject(Fault { target: FaultTarget::Messages, action: FaultAction::Status { status: 429, retry_after_s: Some(2) }, count: 1 });
-    let id = bed.emit("Throttled", "normal");
-    let first = bed.alert_when(id, "the throttled attempt", |a| a["recipients"][0]["attempts"] == 1);
-    let r = recipient(&first, ALICE).clone();
-    assert_eq!(r["outcome"], "pending", "{first:#}");
-    assert_eq!(r["reason"], "retrying in 2000 ms: sink call failed (transient): bridge answered 429 rate_limited: injected fault", "{first:#}");
-    assert_eq!(i64_of(&r, "not_before_ms") - i64_of(&r, "updated_ms"), 2000);
+    let bed = Bed::start(users(&[(ALICE, Availability::Online), (BOB, Availability::Online)]), &Spec { ops: &[ALICE, BOB], ..Spec::default() });
+    let throttle = |count| bed.sim.inject(Fault { target: FaultTarget::Messages, action: FaultAction::Status { status: 429, retry_after_s: Some(2) }, count });
+    // The first pending record of each throttled recipient, and the alert once finished.
+    let run = |subject: &str| {
+        let id = bed.emit(subject, "normal");
+        let first = bed.alert_when(id, "a throttled attempt", |a| a["recipients"].as_array().is_some_and(|rs| rs.iter().any(|r| r["outcome"] == "pending" && r["attempts"] == 1)));
+        (first, bed.finished(id))
+    };
+    let check = |first: &Value, done: &Value, user: &str, reason: &str| {
+        let r = recipient(first, user);
+        assert_eq!((r["outcome"].as_str(), r["reason"].as_str()), (Some("pending"), Some(reason)), "{first:#}");
+        assert_eq!(i64_of(r, "not_before_ms") - i64_of(r, "updated_ms"), 2000, "{first:#}");
+        assert_eq!(outcome(done, user), ("delivered".into(), String::new(), 2), "{done:#}");
+        let waited = i64_of(recipient(done, user), "updated_ms") - i64_of(r, "updated_ms");
+        assert!(waited >= 2000, "{user} retried after {waited} ms, before the bridge's Retry-After of 2 s");
+    };
 
-    let a = bed.finished(id);
-    let done = recipient(&a, ALICE);
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
-    let waited = i64_of(done, "updated_ms") - i64_of(&r, "updated_ms");
-    assert!(waited >= 2000, "retried after {waited} ms, before the bridge's Retry-After of 2 s");
-    assert_eq!(bed.sim.received(ALICE).len(), 1);
+    // Every request of the delivery throttled: the delivery as a whole fails with the advice.
+    throttle(2);
+    let (first, done) = run("Throttled");
+    for user in [ALICE, BOB] {
+        check(&first, &done, user, "retrying in 2000 ms: sink call failed (transient): bridge answered 429 rate_limited: injected fault");
+    }
+
+    // One of the two requests throttled: that recipient's result carries the advice.
+    throttle(1);
+    let (first, done) = run("Partly");
+    let hit: Vec<&str> = [ALICE, BOB].into_iter().filter(|u| recipient(&first, u)["attempts"] == 1 && recipient(&first, u)["outcome"] == "pending").collect();
+    assert_eq!(hit.len(), 1, "{first:#}");
+    check(&first, &done, hit[0], "retrying in 2000 ms: failed_transient: bridge answered 429 rate_limited: injected fault");
+    let other = if hit[0] == ALICE { BOB } else { ALICE };
+    assert_eq!(outcome(&done, other), ("delivered".into(), String::new(), 1), "{done:#}");
+    assert_eq!((bed.sim.received(ALICE).len(), bed.sim.received(BOB).len()), (2, 2));
 }
 
 #[test]
@@ -468,4 +492,59 @@ fn degraded_bridge_shows_in_healthz_and_still_delivers() {
 
     bed.sim.set_health(HealthStatus::Ok);
     bed.healthz_when("ocs ok again", |_, ocs| ocs["state"] == "ok");
+}
+
+#[test]
+fn slow_call_outlasting_the_request_is_delivered_once() {
+    // The bridge waits 1 s (`timeout_ms`), the sink polls until 2 s, the call takes 4 s.
+    let delivery = DELIVERY.replace("max_attempts = 3", "max_attempts = 8");
+    let timeouts = "presence_timeout_ms = 1000\nsend_timeout_ms = 1000\nrequest_timeout_ms = 2000";
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { delivery: &delivery, timeouts, ..Spec::default() });
+    bed.sim.script(ALICE, [Outcome::delayed(200, 4000)]);
+    let id = bed.emit("Slow", "normal");
+    let first = bed.alert_when(id, "the first attempt", |a| a["recipients"][0]["attempts"] == 1);
+    assert_eq!(recipient(&first, ALICE)["reason"], "retrying in 1000 ms: failed_transient: still pending at the bridge", "{first:#}");
+    let a = bed.finished(id);
+    let (state, _, attempts) = outcome(&a, ALICE);
+    assert_eq!(state, "delivered", "{a:#}");
+    assert!(attempts >= 3, "pending, then in progress, then the stored result: {a:#}");
+    assert_eq!(bed.sim.received(ALICE).len(), 1, "exactly one IM");
+    let c = bed.sim.counters();
+    assert!(c.sends == 1 && c.calls == 1 && c.in_progress >= 1 && c.replays == 1, "{c:?}");
+}
+
+#[test]
+fn signed_requests_reach_a_bridge_that_requires_signatures() {
+    let sim = SimConfig { require_signature: true, ..users(&[(ALICE, Availability::Online)]) };
+    let bed = Bed::start(sim, &Spec { sink: "sign_requests = true", ..Spec::default() });
+    bed.healthz_when("ocs ok", |_, ocs| ocs["state"] == "ok");
+    let a = bed.finished(bed.emit("Signed", "normal"));
+    assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
+    assert_eq!(bed.sim.counters().unauthorized, 0);
+    assert_eq!(bed.sim.received(ALICE).len(), 1);
+}
+
+#[test]
+fn check_refuses_plain_http_to_a_remote_bridge_unless_allowed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("remote.toml");
+    let check = |text: &str| {
+        std::fs::write(&path, text).expect("write config");
+        let out = std::process::Command::new(bin_dir().join("alertbridge")).arg("check").arg("--config").arg(&path).output().expect("run check");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let remote = config(dir.path(), free_port(), free_port(), "http://10.20.30.40:8080", &Spec::default());
+    let (code, text) = check(&remote);
+    assert_eq!(code, Some(1), "{text}");
+    let line = remote.lines().position(|l| l.starts_with("endpoint =")).expect("endpoint line") + 1;
+    let p = path.display();
+    assert!(
+        text.starts_with(&format!("{p}:{line}:1: instance `ocs`: plain http:// to `10.20.30.40`, which is not loopback, would expose the secret and the alerts;")),
+        "{text}"
+    );
+    assert!(text.contains("allow_insecure_http = true"), "{text}");
+
+    let allowed = config(dir.path(), free_port(), free_port(), "http://10.20.30.40:8080", &Spec { sink: "allow_insecure_http = true\nsign_requests = true", ..Spec::default() });
+    let (code, text) = check(&allowed);
+    assert_eq!(code, Some(0), "allowed explicitly: {text}");
 }
