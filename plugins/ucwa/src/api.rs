@@ -47,8 +47,6 @@ impl Body {
 /// A successful response, read whole.
 #[derive(Debug)]
 pub struct Reply {
-    pub status: StatusCode,
-    pub location: Option<String>,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
 }
@@ -95,11 +93,6 @@ impl Api {
         let url = base.join(href).map_err(|_| UcwaError::UrlRejected { url: href.to_owned(), reason: "not a valid URL" })?;
         url_allowed(&url, self.settings.allow_http).map_err(|reason| UcwaError::UrlRejected { url: url.to_string(), reason })?;
         Ok(url)
-    }
-
-    /// Forgets every token (after the server lost them all, e.g. a restart).
-    pub fn forget_tokens(&self) {
-        self.lock().clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Token>> {
@@ -215,6 +208,10 @@ impl Api {
                 auth_tries += 1;
                 let challenges = values(header::WWW_AUTHENTICATE);
                 let token_url = match parse_challenge(challenges.iter().map(String::as_str)) {
+                    Some(c) if !c.offers_password() => {
+                        let error = format!("the server offers no password grant (grant_type={})", c.grant_types.join(","));
+                        return Err(UcwaError::Grant { url: c.href, error });
+                    }
                     Some(c) => self.resolve(url, &c.href)?,
                     None => match self.lock().get(&origin(url)) {
                         Some(t) => t.token_url.clone(),
@@ -247,8 +244,8 @@ impl Api {
                     retry_after,
                 });
             }
-            let text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok()).map(str::to_owned);
-            return Ok(Reply { status, location: text(header::LOCATION), content_type: text(header::CONTENT_TYPE), body: body_bytes.to_vec() });
+            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            return Ok(Reply { content_type, body: body_bytes.to_vec() });
         }
     }
 }

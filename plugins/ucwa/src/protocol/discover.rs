@@ -38,6 +38,13 @@ pub struct Challenge {
     pub grant_types: Vec<String>,
 }
 
+impl Challenge {
+    /// Whether the password grant is offered (an empty list is taken as "not said").
+    pub fn offers_password(&self) -> bool {
+        self.grant_types.is_empty() || self.grant_types.iter().any(|g| g == "password")
+    }
+}
+
 /// Finds and parses the `MsRtcOAuth` one among a response's `WWW-Authenticate` values. The
 /// `href` may be quoted or not; `grant_type` is a quoted comma-separated list.
 pub fn parse_challenge<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Challenge> {
@@ -117,8 +124,6 @@ pub struct TokenGrant {
     /// Seconds; the docs' generic example says 3600 when absent.
     #[serde(default = "default_expires_in")]
     pub expires_in: u64,
-    #[serde(default)]
-    pub ms_rtc_identityscope: Option<String>,
 }
 
 fn default_token_type() -> String {
@@ -188,6 +193,9 @@ mod tests {
         let c = parse_challenge([bearer, quoted]).unwrap();
         assert_eq!(c.href, "https://lyncweb.contoso.com/WebTicket/oauthtoken");
         assert_eq!(c.grant_types, ["urn:microsoft.rtc:windows", "urn:microsoft.rtc:anonmeeting", "password"]);
+        assert!(c.offers_password());
+        let online = r#"MsRtcOAuth href="https://x/WebTicket/oauthtoken",grant_type="urn:microsoft.rtc:passive,urn:microsoft.rtc:anonmeeting""#;
+        assert!(!parse_challenge([online]).unwrap().offers_password());
         let unquoted = r#"MsRtcOAuth href=https://contoso.com/WebTicket/oauthtoken,grant_type="urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password""#;
         assert_eq!(parse_challenge([unquoted]).unwrap().href, "https://contoso.com/WebTicket/oauthtoken");
         assert_eq!(parse_challenge([bearer]), None);
