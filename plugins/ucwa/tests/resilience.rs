@@ -5,9 +5,71 @@ mod common;
 
 use std::time::Duration;
 
-use alertbridge_plugin_api::{DeliveryStatus, kit::Sink};
+use alertbridge_plugin_api::{DeliveryStatus, HealthState, kit::Sink};
 use alertbridge_testbed::ucwa_sim::SimConfig;
 use common::{message, simulator, start_sink, users};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_shows_in_health_and_fails_deliveries_transiently() {
+    let sim = simulator(|_| {}).await;
+    let url = sim.discover_url();
+    let running = common::start_sink_as(&url, "alerts@contoso.com", "wrong", "request_timeout_secs = 1\n");
+    let mut health = running.sink.health();
+    for _ in 0..100 {
+        if health.state == HealthState::DEGRADED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        health = running.sink.health();
+    }
+    assert_eq!(health.state, HealthState::DEGRADED, "{health}");
+    assert!(health.message.contains("invalid_grant"), "{health}");
+    let results = running.sink.deliver(message("s", "b", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(results[0].status, DeliveryStatus::FAILED_TRANSIENT, "{results:?}");
+    assert_eq!(results[0].detail, "not signed in to UCWA");
+    assert!(sim.received("alice@contoso.com").is_empty());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_pget_is_reissued_and_events_keep_flowing() {
+    let sim = simulator(|_| {}).await;
+    let running = start_sink(&sim.discover_url(), "");
+    let first = running.sink.deliver(message("one", "before", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(first[0].status, DeliveryStatus::DELIVERED, "{first:?}");
+
+    // Another client of the same user P-GETs the sink's channel: the sink's parked P-GET is
+    // released with 409 PGetReplaced.
+    let apps = sim.applications();
+    assert_eq!(apps.len(), 1);
+    let token = reqwest::Client::new()
+        .post(format!("{}/WebTicket/oauthtoken", sim.discover_url()))
+        .body("grant_type=password&username=alerts%40contoso.com&password=s3cret%26pw")
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rogue = reqwest::Client::new().get(format!("{}{}/events?ack=0", sim.discover_url(), apps[0])).bearer_auth(token);
+    assert_eq!(rogue.send().await.unwrap().status(), reqwest::StatusCode::OK, "a bad ack is answered with resync");
+    for _ in 0..100 {
+        if sim.stats().replaced_pgets > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.stats().replaced_pgets, 1);
+
+    let second = running.sink.deliver(message("two", "after", &["alice@contoso.com"])).await.unwrap();
+    assert_eq!(second[0].status, DeliveryStatus::DELIVERED, "{second:?}");
+    assert_eq!(sim.received("alice@contoso.com").len(), 2);
+    assert_eq!(sim.stats().applications, 1, "the same application carried on");
+    running.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expiring_mid_run_is_renewed_without_losing_a_message() {

@@ -27,6 +27,8 @@ pub struct Stats {
     pub challenges: u64,
     /// Batch requests answered so far.
     pub batches: u64,
+    /// P-GETs released with 409 PGetReplaced so far.
+    pub replaced_pgets: u64,
 }
 
 /// Sets a user's availability; `false` if there is no such user.
@@ -72,6 +74,7 @@ pub fn stats(sim: &Sim) -> Stats {
         live_tokens: inner.tokens.values().filter(|t| t.expires > now).count(),
         challenges: inner.challenges,
         batches: inner.batches,
+        replaced_pgets: inner.replaced_pgets,
     }
 }
 

@@ -92,16 +92,21 @@ pub async fn pget(
         .map_or(sim.config.pget_timeout, std::time::Duration::from_secs);
     let deadline = Instant::now() + timeout;
     let base = format!("{}/events", app_base(&app_id));
-    let notify = {
-        let inner = sim.lock();
-        match inner.apps.get(&app_id) {
-            Some(app) if app.owner == user => app.notify.clone(),
+    // Every P-GET that arrives replaces the one parked before it (which gets 409).
+    let (notify, generation) = {
+        let mut inner = sim.lock();
+        let inner = &mut *inner;
+        match inner.apps.get_mut(&app_id) {
+            Some(app) if app.owner == user => {
+                app.channel.waiter += 1;
+                app.notify.notify_waiters();
+                (app.notify.clone(), app.channel.waiter)
+            }
             Some(_) => return ucwa_error(StatusCode::FORBIDDEN, "Forbidden", None, "Not your application."),
-            None => return app_missing(&inner, &app_id),
+            None => return app_missing(inner, &app_id),
         }
     };
     let mut stopping = sim.stopping.clone();
-    let mut generation = None;
     let mut expired = false;
     loop {
         let notified = notify.notified();
@@ -111,7 +116,8 @@ pub async fn pget(
             let mut inner = sim.lock();
             let Some(app) = inner.apps.get_mut(&app_id) else { return app_missing(&inner, &app_id) };
             let channel = &mut app.channel;
-            if generation.is_some_and(|g| g != channel.waiter) {
+            if generation != channel.waiter {
+                inner.replaced_pgets += 1;
                 return ucwa_error(StatusCode::CONFLICT, "Conflict", Some("PGetReplaced"), "A newer P-GET replaced this one.");
             }
             match ack {
@@ -141,11 +147,6 @@ pub async fn pget(
                     }}))
                     .into_response();
                 }
-            }
-            if generation.is_none() {
-                channel.waiter += 1;
-                generation = Some(channel.waiter);
-                app.notify.notify_waiters();
             }
         }
         tokio::select! {

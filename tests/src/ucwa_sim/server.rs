@@ -137,6 +137,11 @@ impl SimHandle {
         control::all_received(&self.sim)
     }
 
+    /// The server-relative paths of the live applications.
+    pub fn applications(&self) -> Vec<String> {
+        self.sim.lock().apps.keys().map(|id| super::application::app_base(id)).collect()
+    }
+
     /// The total number of IMs received by all users.
     pub fn received_count(&self) -> usize {
         self.sim.lock().users.values().map(|u| u.received.len()).sum()

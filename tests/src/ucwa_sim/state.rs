@@ -224,6 +224,8 @@ pub struct Inner {
     pub challenges: u64,
     /// Batch requests answered so far.
     pub batches: u64,
+    /// P-GETs released with 409 PGetReplaced so far.
+    pub replaced_pgets: u64,
     pub throttle_retry_after: Option<u64>,
     pub next_id: u64,
 }
@@ -271,6 +273,7 @@ impl Sim {
                 throttle,
                 challenges: 0,
                 batches: 0,
+                replaced_pgets: 0,
                 throttle_retry_after: None,
                 next_id: 100,
             }),

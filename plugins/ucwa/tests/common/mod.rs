@@ -51,9 +51,15 @@ impl Running {
 
 /// Starts a sink signed in as alerts@contoso.com against `discover_url`; `extra` is more TOML.
 pub fn start_sink(discover_url: &str, extra: &str) -> Running {
+    start_sink_as(discover_url, "alerts@contoso.com", "s3cret&pw", extra)
+}
+
+/// Starts a sink with these credentials; `extra` is more TOML (may override the timeout).
+pub fn start_sink_as(discover_url: &str, username: &str, password: &str, extra: &str) -> Running {
+    let timeout = if extra.contains("request_timeout_secs") { "" } else { "request_timeout_secs = 10\n" };
     let config_toml = format!(
-        "autodiscover_url = \"{discover_url}\"\nallow_http = true\nusername = \"alerts@contoso.com\"\n\
-         password = \"s3cret&pw\"\npresence_cache_ms = 0\nrequest_timeout_secs = 10\n{extra}"
+        "autodiscover_url = \"{discover_url}\"\nallow_http = true\nusername = \"{username}\"\n\
+         password = \"{password}\"\npresence_cache_ms = 0\n{timeout}{extra}"
     );
     let setup = Setup {
         instance: "lync".into(),
