@@ -157,27 +157,61 @@ impl Drop for Host {
 
 /// A blocking HTTP GET over a plain socket; `None` if nothing answered.
 pub fn get(url: &str) -> Option<String> {
-    request("GET", url).map(|(_, body)| body)
+    request("GET", url, &[], "").map(|(_, body)| body)
 }
 
 /// A blocking HTTP POST with an empty body: status and body.
 pub fn post(url: &str) -> Option<(u16, String)> {
-    request("POST", url)
+    request("POST", url, &[], "")
 }
 
-fn request(method: &str, url: &str) -> Option<(u16, String)> {
+/// A blocking HTTP/1.1 request over a plain socket (one request per connection): status and
+/// body, or `None` if nothing answered.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, String)> {
     use std::io::Write as _;
     let rest = url.strip_prefix("http://")?;
     let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut s = std::net::TcpStream::connect(hostport).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
-    write!(s, "{method} {path} HTTP/1.1\r\nhost: {hostport}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").ok()?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {hostport}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    write!(s, "{head}\r\n{body}").ok()?;
+    // Read the head, then as much body as it announces: some servers keep the connection open.
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let have = buf.len() - head_end;
+        let done = match length {
+            Some(n) => have >= n,
+            None if chunked => buf.ends_with(b"0\r\n\r\n"),
+            None => false,
+        };
+        if done {
+            break;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+    let body = if chunked { dechunk(&body) } else { body };
     Some((status, body))
 }
 
