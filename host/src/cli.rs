@@ -1,8 +1,6 @@
 //! The command line: `run`, `check` and `plugins`.
 
 use std::path::{Path, PathBuf};
-
-use alertbridge_plugin_api::Role;
 use clap::{Parser, Subcommand};
 
 use crate::{
@@ -129,7 +127,6 @@ pub fn plugins(dir: Option<PathBuf>) -> Result<String, CliError> {
     if plugins.loaded.is_empty() && plugins.refused.is_empty() {
         out.push_str("  (no plugin files)\n");
     }
-    let _ = Role::SOURCE;
     Ok(out)
 }
 
