@@ -17,10 +17,15 @@ use alertbridge::{app::Bridge, config::Config, loader};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn plugin_dir() -> PathBuf {
-    std::env::var_os("ALERTBRIDGE_BENCH_PLUGINS").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_owned()
-    })
+    std::env::var_os("ALERTBRIDGE_BENCH_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("current_exe");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps")
+                .to_owned()
+        })
 }
 
 fn config(dir: &Path, count: u64, rate: Option<u64>) -> Config {
@@ -71,15 +76,34 @@ sinks = ["sink"]
 fn run(count: u64, rate: Option<u64>) -> (Duration, Vec<u64>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let plugins = loader::load_dir(&plugin_dir()).expect("plugin dir");
-    assert!(plugins.find("test-source", alertbridge_plugin_api::Role::SOURCE).is_some(), "build the test plugins first (scripts/bench)");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    assert!(
+        plugins
+            .find("test-source", alertbridge_plugin_api::Role::SOURCE)
+            .is_some(),
+        "build the test plugins first (scripts/bench)"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let elapsed = rt.block_on(async {
         let start = Instant::now();
-        let (bridge, _reloads) = Bridge::start(config(dir.path(), count, rate), &plugins).await.expect("start");
-        let delivered = || bridge.metrics.counter("alertbridge_deliveries_total", &[("sink", "sink"), ("outcome", "delivered")]);
+        let (bridge, _reloads) = Bridge::start(config(dir.path(), count, rate), &plugins)
+            .await
+            .expect("start");
+        let delivered = || {
+            bridge.metrics.counter(
+                "alertbridge_deliveries_total",
+                &[("sink", "sink"), ("outcome", "delivered")],
+            )
+        };
         while delivered() < count {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            assert!(start.elapsed() < Duration::from_secs(600), "stuck at {} of {count}", delivered());
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "stuck at {} of {count}",
+                delivered()
+            );
         }
         let elapsed = start.elapsed();
         bridge.stop().await;
@@ -107,9 +131,18 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 }
 
 fn main() {
-    let throughput_n: u64 = std::env::var("BENCH_ALERTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let rate: u64 = std::env::var("BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
-    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let throughput_n: u64 = std::env::var("BENCH_ALERTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
 
     println!("| scenario | alerts | wall time | alerts/s | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|---|");

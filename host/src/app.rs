@@ -68,12 +68,24 @@ pub struct Bridge {
 impl Bridge {
     /// Opens the queue, resumes unfinished alerts and starts every instance. Reload requests
     /// from the admin API arrive on the returned receiver.
-    pub async fn start(config: Config, plugins: &Plugins) -> Result<(Self, mpsc::Receiver<ReloadRequest>), StartError> {
+    pub async fn start(
+        config: Config,
+        plugins: &Plugins,
+    ) -> Result<(Self, mpsc::Receiver<ReloadRequest>), StartError> {
         let h = config.host.clone();
         let slots = instances::bind(&config.sources, &config.sinks, plugins).map_err(|errors| {
-            StartError::Instances(errors.iter().map(|(inst, msg)| config.locate_plugin_error(inst, msg)).collect())
+            StartError::Instances(
+                errors
+                    .iter()
+                    .map(|(inst, msg)| config.locate_plugin_error(inst, msg))
+                    .collect(),
+            )
         })?;
-        let queue: Arc<dyn Queue> = Arc::new(RedbQueue::open(&h.data_dir, h.dedup_window, h.history_max_alerts)?);
+        let queue: Arc<dyn Queue> = Arc::new(RedbQueue::open(
+            &h.data_dir,
+            h.dedup_window,
+            h.history_max_alerts,
+        )?);
         let metrics = Arc::new(Metrics::default());
         let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
         let ingest = Arc::new(Ingest {
@@ -86,15 +98,25 @@ impl Bridge {
         });
         let registry = Arc::new(Registry::default());
         let routes = config.router.routes.len();
-        let plan = Plan { router: config.router, settings: config.delivery };
-        let dispatcher = Dispatcher::new(Arc::clone(&queue), Arc::clone(&metrics), plan, Arc::clone(&registry));
+        let plan = Plan {
+            router: config.router,
+            settings: config.delivery,
+        };
+        let dispatcher = Dispatcher::new(
+            Arc::clone(&queue),
+            Arc::clone(&metrics),
+            plan,
+            Arc::clone(&registry),
+        );
         let unfinished = queue.unfinished()?;
         let mut background = Vec::new();
         let admin_stop = CancellationToken::new();
         let (reload_tx, reload_rx) = mpsc::channel(4);
         let mut admin_addr = None;
         if let Some(addr) = h.admin_listen {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Admin { addr, source })?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Admin { addr, source })?;
             admin_addr = listener.local_addr().ok();
             let state = Arc::new(AdminState {
                 queue: Arc::clone(&queue),
@@ -104,22 +126,51 @@ impl Bridge {
                 ingest: Arc::clone(&ingest),
                 reload: reload_tx,
             });
-            background.push(tokio::spawn(admin::serve(listener, state, admin_stop.clone())));
+            background.push(tokio::spawn(admin::serve(
+                listener,
+                state,
+                admin_stop.clone(),
+            )));
         }
-        background.push(tokio::spawn(Arc::clone(&dispatcher).run(unfinished, accepted_rx)));
+        background.push(tokio::spawn(
+            Arc::clone(&dispatcher).run(unfinished, accepted_rx),
+        ));
 
-        let mut bridge = Self { settings: h, metrics, queue, admin_addr, ingest, dispatcher, registry, running: Vec::new(), admin_stop, background };
+        let mut bridge = Self {
+            settings: h,
+            metrics,
+            queue,
+            admin_addr,
+            ingest,
+            dispatcher,
+            registry,
+            running: Vec::new(),
+            admin_stop,
+            background,
+        };
         // Sinks first, so the first alerts find them.
-        for slot in slots.iter().filter(|s| s.role == Role::SINK).chain(slots.iter().filter(|s| s.role == Role::SOURCE)) {
+        for slot in slots
+            .iter()
+            .filter(|s| s.role == Role::SINK)
+            .chain(slots.iter().filter(|s| s.role == Role::SOURCE))
+        {
             bridge.launch(Arc::clone(slot));
         }
         bridge.registry.set(slots);
-        tracing::info!(instances = bridge.running.len(), routes, "alertbridge started.");
+        tracing::info!(
+            instances = bridge.running.len(),
+            routes,
+            "alertbridge started."
+        );
         Ok((bridge, reload_rx))
     }
 
     fn launch(&mut self, slot: Arc<Slot>) {
-        let task = tokio::spawn(Arc::clone(&slot).supervise(Arc::clone(&self.ingest), Arc::clone(&self.metrics), self.settings.stop_deadline));
+        let task = tokio::spawn(Arc::clone(&slot).supervise(
+            Arc::clone(&self.ingest),
+            Arc::clone(&self.metrics),
+            self.settings.stop_deadline,
+        ));
         self.running.push(Running { slot, task });
     }
 
@@ -134,7 +185,9 @@ impl Bridge {
     }
 
     fn take(&mut self, pick: impl Fn(&Slot) -> bool) -> Vec<Running> {
-        let (taken, kept) = std::mem::take(&mut self.running).into_iter().partition(|r| pick(&r.slot));
+        let (taken, kept) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| pick(&r.slot));
         self.running = kept;
         taken
     }
@@ -143,7 +196,11 @@ impl Bridge {
     /// removed or changed are started or stopped; unchanged ones keep running. Queued alerts are
     /// neither lost nor sent twice. A config that cannot be applied is refused whole, with
     /// every reason, and the running one stays.
-    pub async fn reload(&mut self, config: Config, plugins: &Plugins) -> Result<Reloaded, Vec<String>> {
+    pub async fn reload(
+        &mut self,
+        config: Config,
+        plugins: &Plugins,
+    ) -> Result<Reloaded, Vec<String>> {
         let h = &config.host;
         let mut errors = Vec::new();
         for (what, same) in [
@@ -158,22 +215,35 @@ impl Bridge {
         let slots = match instances::bind(&config.sources, &config.sinks, plugins) {
             Ok(s) => s,
             Err(e) => {
-                errors.extend(e.iter().map(|(inst, msg)| config.locate_plugin_error(inst, msg).to_string()));
+                errors.extend(
+                    e.iter()
+                        .map(|(inst, msg)| config.locate_plugin_error(inst, msg).to_string()),
+                );
                 vec![]
             }
         };
         // Have each new or changed instance's plugin check its config before anything changes.
         let current = self.registry.all();
-        for slot in slots.iter().filter(|s| !current.iter().any(|c| c.same_as(s))) {
+        for slot in slots
+            .iter()
+            .filter(|s| !current.iter().any(|c| c.same_as(s)))
+        {
             if let Err(e) = slot.create(None) {
-                errors.push(config.locate_plugin_error(&slot.config, &e.message).to_string());
+                errors.push(
+                    config
+                        .locate_plugin_error(&slot.config, &e.message)
+                        .to_string(),
+                );
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
 
-        let mut out = Reloaded { routes: config.router.routes.len(), ..Reloaded::default() };
+        let mut out = Reloaded {
+            routes: config.router.routes.len(),
+            ..Reloaded::default()
+        };
         let mut next: Vec<Arc<Slot>> = Vec::new();
         for slot in slots {
             match current.iter().find(|c| c.same_as(&slot)) {
@@ -191,14 +261,26 @@ impl Bridge {
                 }
             }
         }
-        out.removed = current.iter().filter(|c| !next.iter().any(|n| n.config.name == c.config.name)).map(|c| c.config.name.clone()).collect();
+        out.removed = current
+            .iter()
+            .filter(|c| !next.iter().any(|n| n.config.name == c.config.name))
+            .map(|c| c.config.name.clone())
+            .collect();
 
         // Old incarnations of changed instances and removed ones stop first (sources finish
         // their in-flight submits); then the new ones start and the new plan takes over.
         let old = self.take(|s| !next.iter().any(|n| std::ptr::eq(n.as_ref(), s)));
         Self::retire(old).await;
-        self.dispatcher.set_plan(Plan { router: config.router, settings: config.delivery });
-        for slot in next.iter().filter(|s| !self.running.iter().any(|r| Arc::ptr_eq(&r.slot, s))).cloned().collect::<Vec<_>>() {
+        self.dispatcher.set_plan(Plan {
+            router: config.router,
+            settings: config.delivery,
+        });
+        for slot in next
+            .iter()
+            .filter(|s| !self.running.iter().any(|r| Arc::ptr_eq(&r.slot, s)))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             self.launch(slot);
         }
         self.registry.set(next);
@@ -210,7 +292,10 @@ impl Bridge {
     /// then stops sinks. What is not delivered stays queued.
     pub async fn stop(mut self) {
         let deadline = self.settings.stop_deadline;
-        tracing::info!(deadline_ms = deadline.as_millis() as u64, "Stopping: sources first, then deliveries, then sinks.");
+        tracing::info!(
+            deadline_ms = deadline.as_millis() as u64,
+            "Stopping: sources first, then deliveries, then sinks."
+        );
         let sources = self.take(|s| s.role == Role::SOURCE);
         Self::retire(sources).await;
         self.ingest.stopping.store(true, Ordering::Relaxed);

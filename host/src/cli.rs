@@ -1,6 +1,7 @@
-//! The command line: `run`, `check` and `plugins`.
+//! The command line: `run`, `check`, `route` and `plugins`.
 
 use std::path::{Path, PathBuf};
+
 use clap::{Parser, Subcommand};
 
 use crate::{
@@ -70,11 +71,18 @@ pub enum CliError {
 }
 
 fn load_plugins(dir: &Path) -> Result<Plugins, CliError> {
-    loader::load_dir(dir).map_err(|source| CliError::PluginDir { dir: dir.display().to_string(), source })
+    loader::load_dir(dir).map_err(|source| CliError::PluginDir {
+        dir: dir.display().to_string(),
+        source,
+    })
 }
 
 fn plugin_dir(config: &Config) -> PathBuf {
-    config.host.plugin_dir.clone().unwrap_or_else(loader::default_dir)
+    config
+        .host
+        .plugin_dir
+        .clone()
+        .unwrap_or_else(loader::default_dir)
 }
 
 /// `alertbridge check`: every mistake in the config and in each instance's plugin config.
@@ -86,7 +94,12 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
     let plugins = load_plugins(&plugin_dir(&config))?;
     let slots = match instances::bind(&config.sources, &config.sinks, &plugins) {
         Ok(s) => s,
-        Err(errors) => return Ok(errors.iter().map(|(inst, msg)| config.locate_plugin_error(inst, msg)).collect()),
+        Err(errors) => {
+            return Ok(errors
+                .iter()
+                .map(|(inst, msg)| config.locate_plugin_error(inst, msg))
+                .collect());
+        }
     };
     let mut errors = Vec::new();
     for slot in slots {
@@ -114,7 +127,10 @@ pub fn plugins(dir: Option<PathBuf>) -> Result<String, CliError> {
         let kinds: Vec<String> = p.kinds.iter().map(|(k, r)| format!("{r} {k}")).collect();
         out.push_str(&format!(
             "  {}  {} {} (api {}): {}\n",
-            p.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+            p.path
+                .file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default(),
             p.name,
             p.version,
             p.api_version,
@@ -122,7 +138,14 @@ pub fn plugins(dir: Option<PathBuf>) -> Result<String, CliError> {
         ));
     }
     for r in &plugins.refused {
-        out.push_str(&format!("  {}  refused: {}\n", r.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(), r.reason));
+        out.push_str(&format!(
+            "  {}  refused: {}\n",
+            r.path
+                .file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default(),
+            r.reason
+        ));
     }
     if plugins.loaded.is_empty() && plugins.refused.is_empty() {
         out.push_str("  (no plugin files)\n");
@@ -150,7 +173,9 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
         let result = reload(&mut bridge, path, &plugin_dir).await;
         match &result {
             Ok(_) => {}
-            Err(errors) => tracing::error!(errors = %errors.join("; "), "Reload refused; the running config stays."),
+            Err(errors) => {
+                tracing::error!(errors = %errors.join("; "), "Reload refused; the running config stays.")
+            }
         }
         if let Some(reply) = reply {
             let _ = reply.send(result);
@@ -160,8 +185,18 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn reload(bridge: &mut Bridge, path: &Path, plugin_dir: &Path) -> Result<crate::app::Reloaded, Vec<String>> {
-    let config = Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let plugins = loader::load_dir(plugin_dir).map_err(|e| vec![format!("cannot read the plugin folder {}: {e}", plugin_dir.display())])?;
+async fn reload(
+    bridge: &mut Bridge,
+    path: &Path,
+    plugin_dir: &Path,
+) -> Result<crate::app::Reloaded, Vec<String>> {
+    let config =
+        Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let plugins = loader::load_dir(plugin_dir).map_err(|e| {
+        vec![format!(
+            "cannot read the plugin folder {}: {e}",
+            plugin_dir.display()
+        )]
+    })?;
     bridge.reload(config, &plugins).await
 }

@@ -39,29 +39,66 @@ impl Ingest {
             return Err(("invalid", "subject is empty".into()));
         }
         if a.subject.len() > s.max_subject_bytes {
-            return Err(("too_large", format!("subject is {} bytes, the limit is {}", a.subject.len(), s.max_subject_bytes)));
+            return Err((
+                "too_large",
+                format!(
+                    "subject is {} bytes, the limit is {}",
+                    a.subject.len(),
+                    s.max_subject_bytes
+                ),
+            ));
         }
         if a.body.len() > s.max_body_bytes {
-            return Err(("too_large", format!("body is {} bytes, the limit is {}", a.body.len(), s.max_body_bytes)));
+            return Err((
+                "too_large",
+                format!(
+                    "body is {} bytes, the limit is {}",
+                    a.body.len(),
+                    s.max_body_bytes
+                ),
+            ));
         }
         if !a.severity.is_known() {
             return Err(("invalid", format!("unknown severity {}", a.severity.0)));
         }
-        let extra: usize = a.labels.iter().chain(&a.attributes).map(|(k, v)| k.len() + v.len()).sum();
+        let extra: usize = a
+            .labels
+            .iter()
+            .chain(&a.attributes)
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
         if extra > s.max_body_bytes {
-            return Err(("too_large", format!("labels and attributes are {extra} bytes, the limit is {}", s.max_body_bytes)));
+            return Err((
+                "too_large",
+                format!(
+                    "labels and attributes are {extra} bytes, the limit is {}",
+                    s.max_body_bytes
+                ),
+            ));
         }
         Ok(())
     }
 
     /// Validates and durably queues `alert` from `source`; resolves after the commit.
-    pub fn submit(self: &Arc<Self>, source: &str, alert: Alert) -> FfiFuture<RResult<Receipt, FfiError>> {
+    pub fn submit(
+        self: &Arc<Self>,
+        source: &str,
+        alert: Alert,
+    ) -> FfiFuture<RResult<Receipt, FfiError>> {
         let refuse = |kind, message: String, retry_after_ms| {
-            let e = FfiError { kind, message: message.into(), retry_after_ms };
+            let e = FfiError {
+                kind,
+                message: message.into(),
+                retry_after_ms,
+            };
             async move { RErr(e) }.into_ffi()
         };
         if self.stopping.load(Ordering::Relaxed) {
-            return refuse(ErrorKind::SHUTTING_DOWN, "alertbridge is stopping".into(), 1000);
+            return refuse(
+                ErrorKind::SHUTTING_DOWN,
+                "alertbridge is stopping".into(),
+                1000,
+            );
         }
         if let Err((reason, message)) = self.validate(&alert) {
             self.metrics.rejected(source, reason);
@@ -70,7 +107,11 @@ impl Ingest {
         let depth = self.metrics.queue_depth();
         if depth >= self.settings.max_queue_depth as i64 {
             self.metrics.rejected(source, "queue_full");
-            return refuse(ErrorKind::TRANSIENT, format!("queue full ({depth} alerts waiting)"), 1000);
+            return refuse(
+                ErrorKind::TRANSIENT,
+                format!("queue full ({depth} alerts waiting)"),
+                1000,
+            );
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let this = Arc::clone(self);
@@ -102,7 +143,11 @@ impl Ingest {
             match rx.await {
                 Ok(Ok(receipt)) => RResult::ROk(receipt),
                 Ok(Err(e)) => RErr(e.into()),
-                Err(_) => RErr(FfiError { kind: ErrorKind::SHUTTING_DOWN, message: "alertbridge is stopping".into(), retry_after_ms: 1000 }),
+                Err(_) => RErr(FfiError {
+                    kind: ErrorKind::SHUTTING_DOWN,
+                    message: "alertbridge is stopping".into(),
+                    retry_after_ms: 1000,
+                }),
             }
         }
         .into_ffi()
@@ -128,7 +173,14 @@ impl HostHandle {
             Some(tracing::Level::DEBUG) => LogLevel::DEBUG,
             Some(tracing::Level::TRACE) => LogLevel::TRACE,
         };
-        HostFfi_TO::from_ptr(RArc::new(Self { instance: instance.into(), ingest, level }), TD_Opaque)
+        HostFfi_TO::from_ptr(
+            RArc::new(Self {
+                instance: instance.into(),
+                ingest,
+                level,
+            }),
+            TD_Opaque,
+        )
     }
 }
 
@@ -137,7 +189,11 @@ impl HostFfi for HostHandle {
         match &self.ingest {
             Some(ingest) => ingest.submit(&self.instance, Alert::from(&alert)),
             None => {
-                let e = FfiError { kind: ErrorKind::SHUTTING_DOWN, message: "not running (config check)".into(), retry_after_ms: 0 };
+                let e = FfiError {
+                    kind: ErrorKind::SHUTTING_DOWN,
+                    message: "not running (config check)".into(),
+                    retry_after_ms: 0,
+                };
                 async move { RErr(e) }.into_ffi()
             }
         }

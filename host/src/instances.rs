@@ -53,7 +53,9 @@ impl Live {
             Self::Sink(s) => s.stop(ms),
         });
         match tokio::time::timeout(deadline + Duration::from_secs(1), job).await {
-            Ok(Ok(RResult::RErr(e))) => tracing::warn!(error = %e.message, "Instance stop reported an error."),
+            Ok(Ok(RResult::RErr(e))) => {
+                tracing::warn!(error = %e.message, "Instance stop reported an error.")
+            }
             Ok(_) => {}
             Err(_) => tracing::warn!("Instance did not stop within its deadline."),
         }
@@ -88,24 +90,42 @@ impl Slot {
     pub fn new(config: InstanceConfig, role: Role, plugin: Plugin) -> Self {
         let status = Status {
             name: config.name.clone(),
-            role: if role == Role::SOURCE { "source" } else { "sink" },
+            role: if role == Role::SOURCE {
+                "source"
+            } else {
+                "sink"
+            },
             plugin: config.plugin.clone(),
             state: HealthState::STARTING.to_string(),
             message: String::new(),
             restarts: 0,
             last_error: None,
         };
-        Self { config, role, plugin, live: RwLock::new(None), status: Mutex::new(status), failed: Notify::new(), stop: CancellationToken::new() }
+        Self {
+            config,
+            role,
+            plugin,
+            live: RwLock::new(None),
+            status: Mutex::new(status),
+            failed: Notify::new(),
+            stop: CancellationToken::new(),
+        }
     }
 
     /// True if and only if `other` would run the same instance the same way (a reload keeps it).
     pub fn same_as(&self, other: &Slot) -> bool {
-        self.role == other.role && self.config.name == other.config.name && self.config.plugin == other.config.plugin
-            && self.config.config_toml == other.config.config_toml && self.plugin.path == other.plugin.path
+        self.role == other.role
+            && self.config.name == other.config.name
+            && self.config.plugin == other.config.plugin
+            && self.config.config_toml == other.config.config_toml
+            && self.plugin.path == other.plugin.path
     }
 
     pub fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -141,26 +161,45 @@ impl Slot {
         let c = &self.config;
         let host = HostHandle::boxed(&c.name, ingest);
         let m = &self.plugin.module;
-        let (kind, name, text) = (c.plugin.as_str().into(), c.name.as_str().into(), c.config_toml.as_str().into());
+        let (kind, name, text) = (
+            c.plugin.as_str().into(),
+            c.name.as_str().into(),
+            c.config_toml.as_str().into(),
+        );
         let live = if self.role == Role::SOURCE {
-            (m.create_source())(kind, name, text, host).into_result().map(|s| Live::Source(Arc::new(s)))
+            (m.create_source())(kind, name, text, host)
+                .into_result()
+                .map(|s| Live::Source(Arc::new(s)))
         } else {
-            (m.create_sink())(kind, name, text, host).into_result().map(|s| Live::Sink(Arc::new(s)))
+            (m.create_sink())(kind, name, text, host)
+                .into_result()
+                .map(|s| Live::Sink(Arc::new(s)))
         };
         live.map_err(PluginError::from)
     }
 
     /// Keeps the instance running until `shutdown`, recreating it with backoff when it fails.
-    pub async fn supervise(self: Arc<Self>, ingest: Arc<Ingest>, metrics: Arc<Metrics>, stop_deadline: Duration) {
+    pub async fn supervise(
+        self: Arc<Self>,
+        ingest: Arc<Ingest>,
+        metrics: Arc<Metrics>,
+        stop_deadline: Duration,
+    ) {
         let shutdown = self.stop.clone();
         let name = self.config.name.clone();
         let mut failures: u32 = 0;
         loop {
-            let started = self.create(Some(Arc::clone(&ingest))).and_then(|live| live.start().map(|()| live));
+            let started = self
+                .create(Some(Arc::clone(&ingest)))
+                .and_then(|live| live.start().map(|()| live));
             let live = match started {
                 Ok(live) => live,
                 Err(e) => {
-                    let what = if e.kind == ErrorKind::CONFIG { "Instance config refused" } else { "Instance failed to start" };
+                    let what = if e.kind == ErrorKind::CONFIG {
+                        "Instance config refused"
+                    } else {
+                        "Instance failed to start"
+                    };
                     tracing::error!(instance = %name, kind = %e.kind, error = %e.message, "{what}.");
                     self.set(HealthState::FAILED.name(), &e.message, Some(&e.message));
                     metrics.set_instance_up(&name, false);
@@ -176,8 +215,14 @@ impl Slot {
             tracing::info!(instance = %name, role = %self.role, plugin = %self.config.plugin, "Instance started.");
             let stopping = loop {
                 let h = live.health();
-                let up = h.state == HealthState::OK || h.state == HealthState::DEGRADED || h.state == HealthState::STARTING;
-                self.set(h.state.name(), &h.message, (h.state == HealthState::FAILED).then_some(h.message.as_str()));
+                let up = h.state == HealthState::OK
+                    || h.state == HealthState::DEGRADED
+                    || h.state == HealthState::STARTING;
+                self.set(
+                    h.state.name(),
+                    &h.message,
+                    (h.state == HealthState::FAILED).then_some(h.message.as_str()),
+                );
                 metrics.set_instance_up(&name, up);
                 if h.state == HealthState::FAILED || h.state == HealthState::STOPPED {
                     tracing::error!(instance = %name, reason = %h.message, "Instance failed; recreating it.");
@@ -199,9 +244,16 @@ impl Slot {
                 self.set(HealthState::STOPPED.name(), "", None);
                 return;
             }
-            failures = if up_since.elapsed() > Duration::from_secs(60) { 1 } else { failures + 1 };
+            failures = if up_since.elapsed() > Duration::from_secs(60) {
+                1
+            } else {
+                failures + 1
+            };
             metrics.restart(&name);
-            self.status.lock().unwrap_or_else(PoisonError::into_inner).restarts += 1;
+            self.status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .restarts += 1;
             if sleep_or_stop(backoff(failures), &shutdown).await {
                 return;
             }
@@ -211,7 +263,9 @@ impl Slot {
 
 /// 0.5 s, 1 s, 2 s … up to 60 s, with jitter.
 pub fn backoff(failures: u32) -> Duration {
-    let base = 500u64.saturating_mul(1 << failures.saturating_sub(1).min(7)).min(60_000);
+    let base = 500u64
+        .saturating_mul(1 << failures.saturating_sub(1).min(7))
+        .min(60_000);
     Duration::from_millis(base + rand::random_range(0..=base / 4))
 }
 
@@ -225,7 +279,11 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
 
 /// Binds each configured instance to the plugin that provides it; the errors name what is
 /// missing.
-pub fn bind(sources: &[InstanceConfig], sinks: &[InstanceConfig], plugins: &Plugins) -> Result<Vec<Arc<Slot>>, Vec<(InstanceConfig, String)>> {
+pub fn bind(
+    sources: &[InstanceConfig],
+    sinks: &[InstanceConfig],
+    plugins: &Plugins,
+) -> Result<Vec<Arc<Slot>>, Vec<(InstanceConfig, String)>> {
     let mut errors = Vec::new();
     let mut slots = Vec::new();
     for (list, role) in [(sources, Role::SOURCE), (sinks, Role::SINK)] {
@@ -234,13 +292,27 @@ pub fn bind(sources: &[InstanceConfig], sinks: &[InstanceConfig], plugins: &Plug
                 Some(p) => slots.push(Arc::new(Slot::new(c.clone(), role, p.clone()))),
                 None => {
                     let known = plugins.kinds(role);
-                    let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-                    errors.push((c.clone(), format!("no loaded plugin provides {role} kind `{}` (available: {known})", c.plugin)));
+                    let known = if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    };
+                    errors.push((
+                        c.clone(),
+                        format!(
+                            "no loaded plugin provides {role} kind `{}` (available: {known})",
+                            c.plugin
+                        ),
+                    ));
                 }
             }
         }
     }
-    if errors.is_empty() { Ok(slots) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(slots)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The instances currently configured; a reload replaces the set.
@@ -251,11 +323,19 @@ pub struct Registry {
 
 impl Registry {
     pub fn all(&self) -> Vec<Arc<Slot>> {
-        self.slots.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn sink(&self, name: &str) -> Option<Arc<Slot>> {
-        self.slots.read().unwrap_or_else(PoisonError::into_inner).iter().find(|s| s.role == Role::SINK && s.config.name == name).cloned()
+        self.slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|s| s.role == Role::SINK && s.config.name == name)
+            .cloned()
     }
 
     pub fn set(&self, slots: Vec<Arc<Slot>>) {
@@ -270,7 +350,9 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert!(backoff(1) >= Duration::from_millis(500) && backoff(1) <= Duration::from_millis(625));
+        assert!(
+            backoff(1) >= Duration::from_millis(500) && backoff(1) <= Duration::from_millis(625)
+        );
         assert!(backoff(3) >= Duration::from_secs(2));
         assert!(backoff(30) <= Duration::from_secs(75));
     }

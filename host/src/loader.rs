@@ -41,13 +41,23 @@ pub struct Plugins {
 impl Plugins {
     /// The plugin providing `kind` in `role`.
     pub fn find(&self, kind: &str, role: Role) -> Option<&Plugin> {
-        self.loaded.iter().find(|p| p.kinds.iter().any(|(k, r)| k == kind && *r == role))
+        self.loaded
+            .iter()
+            .find(|p| p.kinds.iter().any(|(k, r)| k == kind && *r == role))
     }
 
     /// Every kind in `role`, for error messages.
     pub fn kinds(&self, role: Role) -> Vec<String> {
-        let mut out: Vec<String> =
-            self.loaded.iter().flat_map(|p| p.kinds.iter().filter(|(_, r)| *r == role).map(|(k, _)| k.clone())).collect();
+        let mut out: Vec<String> = self
+            .loaded
+            .iter()
+            .flat_map(|p| {
+                p.kinds
+                    .iter()
+                    .filter(|(_, r)| *r == role)
+                    .map(|(k, _)| k.clone())
+            })
+            .collect();
         out.sort();
         out.dedup();
         out
@@ -56,7 +66,10 @@ impl Plugins {
 
 /// The folder plugins are looked for in when the config names none: the executable's own.
 pub fn default_dir() -> PathBuf {
-    std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_owned)).unwrap_or_else(|| PathBuf::from("."))
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Loads every `*.so` file in `dir` (not recursing).
@@ -64,7 +77,11 @@ pub fn load_dir(dir: &Path) -> Result<Plugins, std::io::Error> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == std::env::consts::DLL_EXTENSION))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+        })
         .collect();
     files.sort();
     let mut plugins = Plugins::default();
@@ -96,11 +113,19 @@ pub fn load_dir(dir: &Path) -> Result<Plugins, std::io::Error> {
 pub fn load_file(path: &Path) -> Result<Plugin, String> {
     check_permissions(path)?;
     let header = lib_header_from_path(path).map_err(|e| summarize(&e))?;
-    let module = header.init_root_module::<PluginModRef>().map_err(|e| summarize(&e))?;
+    let module = header
+        .init_root_module::<PluginModRef>()
+        .map_err(|e| summarize(&e))?;
     let info = (module.info())();
-    let kinds: Vec<(String, Role)> = info.kinds.iter().map(|k| (k.name.to_string(), k.role)).collect();
+    let kinds: Vec<(String, Role)> = info
+        .kinds
+        .iter()
+        .map(|k| (k.name.to_string(), k.role))
+        .collect();
     if let Some((k, r)) = kinds.iter().find(|(_, r)| !r.is_known()) {
-        return Err(format!("kind `{k}` has a role this host does not know ({r})"));
+        return Err(format!(
+            "kind `{k}` has a role this host does not know ({r})"
+        ));
     }
     Ok(Plugin {
         path: path.to_owned(),
@@ -117,11 +142,15 @@ fn check_permissions(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
     if meta.mode() & 0o002 != 0 {
-        return Err("writable by every user (chmod o-w it): loading it would run anyone's code".into());
+        return Err(
+            "writable by every user (chmod o-w it): loading it would run anyone's code".into(),
+        );
     }
     let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
     if meta.mode() & 0o020 != 0 && meta.uid() != 0 && Some(meta.uid()) != me {
-        return Err("group-writable and owned by another user: loading it would run their code".into());
+        return Err(
+            "group-writable and owned by another user: loading it would run their code".into(),
+        );
     }
     Ok(())
 }
@@ -129,18 +158,31 @@ fn check_permissions(path: &Path) -> Result<(), String> {
 /// One readable line for a load failure; the full layout report goes to the debug log.
 fn summarize(e: &LibraryError) -> String {
     let line = match e {
-        LibraryError::OpenError { err, .. } => format!("cannot open: {}", first_line(&err.to_string())),
-        LibraryError::GetSymbolError { .. } => "not an alertbridge plugin (no abi_stable root module)".to_owned(),
+        LibraryError::OpenError { err, .. } => {
+            format!("cannot open: {}", first_line(&err.to_string()))
+        }
+        LibraryError::GetSymbolError { .. } => {
+            "not an alertbridge plugin (no abi_stable root module)".to_owned()
+        }
         LibraryError::ParseVersionError(err) => format!("unreadable API version: {err}"),
-        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => format!(
             "built against plugin API {actual_version}, this host speaks {expected_version}: rebuild the plugin with this release"
         ),
-        LibraryError::InvalidAbiHeader(_) => "built with an incompatible abi_stable version: rebuild the plugin with this release".to_owned(),
+        LibraryError::InvalidAbiHeader(_) => {
+            "built with an incompatible abi_stable version: rebuild the plugin with this release"
+                .to_owned()
+        }
         LibraryError::AbiInstability(_) => format!(
             "its plugin API types do not match this host's (API {API_VERSION}): host and plugins must be built from the same release"
         ),
         LibraryError::RootModule { err, .. } => match err {
-            RootModuleError::Returned(e) => format!("its root module failed: {}", first_line(&e.to_string())),
+            RootModuleError::Returned(e) => {
+                format!("its root module failed: {}", first_line(&e.to_string()))
+            }
             RootModuleError::Unwound => "its root module panicked while loading".to_owned(),
         },
         other => first_line(&other.to_string()).to_owned(),

@@ -14,7 +14,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -38,10 +40,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for e in &errors {
                 println!("{e}");
             }
-            println!("{} error{} found", errors.len(), if errors.len() == 1 { "" } else { "s" });
+            println!(
+                "{} error{} found",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
             Ok(ExitCode::FAILURE)
         }
-        Command::Route { config, alert, source } => {
+        Command::Route {
+            config,
+            alert,
+            source,
+        } => {
             print!("{}", cli::route(&config, &alert, &source)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -50,7 +60,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("alertbridge").build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("alertbridge")
+                .build()?;
             runtime.block_on(cli::run(&config))?;
             // Plugin runtimes were stopped with their instances; do not wait for stragglers.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -11,7 +11,9 @@ use std::{
 };
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -36,7 +38,10 @@ fn labels(pairs: &[(&str, &str)]) -> String {
         if i > 0 {
             out.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(out, "{k}=\"{v}\"");
     }
     out
@@ -49,28 +54,51 @@ impl Metrics {
     }
 
     pub fn accepted(&self, source: &str) {
-        self.add("alertbridge_alerts_accepted_total", &[("source", source)], 1);
+        self.add(
+            "alertbridge_alerts_accepted_total",
+            &[("source", source)],
+            1,
+        );
     }
 
     pub fn duplicate(&self, source: &str) {
-        self.add("alertbridge_alerts_duplicate_total", &[("source", source)], 1);
+        self.add(
+            "alertbridge_alerts_duplicate_total",
+            &[("source", source)],
+            1,
+        );
     }
 
     pub fn rejected(&self, source: &str, reason: &str) {
-        self.add("alertbridge_alerts_rejected_total", &[("source", source), ("reason", reason)], 1);
+        self.add(
+            "alertbridge_alerts_rejected_total",
+            &[("source", source), ("reason", reason)],
+            1,
+        );
     }
 
     /// One recipient's outcome through `sink`: delivered, skipped, held or failed.
     pub fn delivery(&self, sink: &str, outcome: &str) {
-        self.add("alertbridge_deliveries_total", &[("sink", sink), ("outcome", outcome)], 1);
+        self.add(
+            "alertbridge_deliveries_total",
+            &[("sink", sink), ("outcome", outcome)],
+            1,
+        );
     }
 
     pub fn restart(&self, instance: &str) {
-        self.add("alertbridge_instance_restarts_total", &[("instance", instance)], 1);
+        self.add(
+            "alertbridge_instance_restarts_total",
+            &[("instance", instance)],
+            1,
+        );
     }
 
     pub fn set_instance_up(&self, instance: &str, up: bool) {
-        self.instance_up.lock().unwrap_or_else(PoisonError::into_inner).insert(instance.to_owned(), up);
+        self.instance_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(instance.to_owned(), up);
     }
 
     pub fn queue_depth_add(&self, delta: i64) {
@@ -97,18 +125,35 @@ impl Metrics {
     pub fn counter(&self, name: &str, pairs: &[(&str, &str)]) -> u64 {
         let key = labels(pairs);
         let c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        c.iter().find(|((n, l), _)| *n == name && *l == key).map_or(0, |(_, v)| *v)
+        c.iter()
+            .find(|((n, l), _)| *n == name && *l == key)
+            .map_or(0, |(_, v)| *v)
     }
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let help = [
-            ("alertbridge_alerts_accepted_total", "Alerts durably queued, by source."),
-            ("alertbridge_alerts_duplicate_total", "Alerts taken once already within the dedup window, by source."),
-            ("alertbridge_alerts_rejected_total", "Alerts refused, by source and reason."),
-            ("alertbridge_deliveries_total", "Recipient outcomes, by sink and outcome."),
-            ("alertbridge_instance_restarts_total", "Times an instance was recreated after failing."),
+            (
+                "alertbridge_alerts_accepted_total",
+                "Alerts durably queued, by source.",
+            ),
+            (
+                "alertbridge_alerts_duplicate_total",
+                "Alerts taken once already within the dedup window, by source.",
+            ),
+            (
+                "alertbridge_alerts_rejected_total",
+                "Alerts refused, by source and reason.",
+            ),
+            (
+                "alertbridge_deliveries_total",
+                "Recipient outcomes, by sink and outcome.",
+            ),
+            (
+                "alertbridge_instance_restarts_total",
+                "Times an instance was recreated after failing.",
+            ),
         ];
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, text) in help {
@@ -120,19 +165,46 @@ impl Metrics {
             }
         }
         drop(counters);
-        let _ = writeln!(out, "# HELP alertbridge_queue_depth Alerts accepted and not finished.");
-        let _ = writeln!(out, "# TYPE alertbridge_queue_depth gauge\nalertbridge_queue_depth {}", self.queue_depth());
-        let _ = writeln!(out, "# HELP alertbridge_instance_up 1 if the instance is healthy.\n# TYPE alertbridge_instance_up gauge");
-        for (name, up) in self.instance_up.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            let _ = writeln!(out, "alertbridge_instance_up{{{}}} {}", labels(&[("instance", name)]), u8::from(*up));
+        let _ = writeln!(
+            out,
+            "# HELP alertbridge_queue_depth Alerts accepted and not finished."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE alertbridge_queue_depth gauge\nalertbridge_queue_depth {}",
+            self.queue_depth()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP alertbridge_instance_up 1 if the instance is healthy.\n# TYPE alertbridge_instance_up gauge"
+        );
+        for (name, up) in self
+            .instance_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "alertbridge_instance_up{{{}}} {}",
+                labels(&[("instance", name)]),
+                u8::from(*up)
+            );
         }
         let h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
         let name = "alertbridge_delivery_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from accept to the last delivery of an alert.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from accept to the last delivery of an alert.\n# TYPE {name} histogram"
+        );
         for (bound, count) in BUCKETS.iter().zip(h.counts) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}", h.count, h.sum, h.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            h.count, h.sum, h.count
+        );
         out
     }
 }
@@ -151,12 +223,20 @@ mod tests {
         m.queue_depth_add(3);
         m.observe_latency(0.004);
         let text = m.render();
-        assert!(text.contains("alertbridge_alerts_accepted_total{source=\"mail\"} 2"), "{text}");
-        assert!(text.contains("alertbridge_deliveries_total{sink=\"lync\",outcome=\"delivered\"} 1"));
+        assert!(
+            text.contains("alertbridge_alerts_accepted_total{source=\"mail\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alertbridge_deliveries_total{sink=\"lync\",outcome=\"delivered\"} 1")
+        );
         assert!(text.contains("alertbridge_queue_depth 3"));
         assert!(text.contains("alertbridge_instance_up{instance=\"lync\"} 1"));
         assert!(text.contains("alertbridge_delivery_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("alertbridge_delivery_seconds_bucket{le=\"0.0025\"} 0"));
-        assert_eq!(m.counter("alertbridge_alerts_accepted_total", &[("source", "mail")]), 2);
+        assert_eq!(
+            m.counter("alertbridge_alerts_accepted_total", &[("source", "mail")]),
+            2
+        );
     }
 }

@@ -186,7 +186,10 @@ mod tests {
         });
         let json = serde_json::to_vec(&s).unwrap();
         let mut back = serde_json::from_slice::<StoredAlert>(&json).unwrap();
-        assert_eq!(back.id, 0, "the id is the queue's key, not part of the document");
+        assert_eq!(
+            back.id, 0,
+            "the id is the queue's key, not part of the document"
+        );
         back.id = s.id;
         assert_eq!(back, s);
     }

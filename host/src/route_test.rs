@@ -47,15 +47,27 @@ pub enum AlertFileError {
         source: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: String, line: usize, column: usize, message: String },
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// Reads a JSON alert file.
 pub fn read_alert(path: &Path) -> Result<Alert, AlertFileError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| AlertFileError::Read { path: p.clone(), source })?;
-    let file: AlertFile = serde_json::from_str(&text)
-        .map_err(|e| AlertFileError::Parse { path: p.clone(), line: e.line(), column: e.column(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| AlertFileError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    let file: AlertFile = serde_json::from_str(&text).map_err(|e| AlertFileError::Parse {
+        path: p.clone(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
     let severity = match file.severity.as_deref() {
         None => Severity::NORMAL,
         Some(s) => Severity::from_name(s).ok_or_else(|| AlertFileError::Parse {
@@ -84,7 +96,11 @@ fn describe(policy: &OfflinePolicy) -> String {
         OfflinePolicy::Skip => "skip them".into(),
         OfflinePolicy::Always => "send anyway".into(),
         OfflinePolicy::Fallback(r) => format!("hand them to route `{r}`"),
-        OfflinePolicy::Hold { max_wait, then } => format!("hold up to {} s, then {}", max_wait.as_secs(), describe(then)),
+        OfflinePolicy::Hold { max_wait, then } => format!(
+            "hold up to {} s, then {}",
+            max_wait.as_secs(),
+            describe(then)
+        ),
     }
 }
 
@@ -94,7 +110,11 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
     let stored = StoredAlert::new(0, source, alert, 0);
     let a = &stored.alert;
     let mut out = String::new();
-    let _ = writeln!(out, "alert: {:?} (severity {}, source {:?})", a.subject, a.severity, source);
+    let _ = writeln!(
+        out,
+        "alert: {:?} (severity {}, source {:?})",
+        a.subject, a.severity, source
+    );
     let matching: Vec<&Route> = router.matching(&stored);
     if matching.is_empty() {
         let _ = writeln!(out, "no route matches: nobody would be told");
@@ -102,14 +122,31 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
     }
     let _ = writeln!(out, "matching routes:");
     for (i, r) in matching.iter().enumerate() {
-        let _ = writeln!(out, "  {}. {}{}", i + 1, r.name, if r.cont { " (continue)" } else { "" });
+        let _ = writeln!(
+            out,
+            "  {}. {}{}",
+            i + 1,
+            r.name,
+            if r.cont { " (continue)" } else { "" }
+        );
         let users = router.recipients(r, &stored);
-        let _ = writeln!(out, "     recipients: {}", if users.is_empty() { "(none)".to_owned() } else { users.join(", ") });
+        let _ = writeln!(
+            out,
+            "     recipients: {}",
+            if users.is_empty() {
+                "(none)".to_owned()
+            } else {
+                users.join(", ")
+            }
+        );
         let _ = writeln!(out, "     sinks: {}", r.sinks.join(", "));
         let _ = writeln!(out, "     offline recipients: {}", describe(&r.offline));
         let named_in_alert = !a.groups.is_empty() || !a.users.is_empty();
         if named_in_alert && !r.allow_alert_recipients {
-            let _ = writeln!(out, "     (recipients named in the alert are ignored: allow_alert_recipients = false)");
+            let _ = writeln!(
+                out,
+                "     (recipients named in the alert are ignored: allow_alert_recipients = false)"
+            );
         }
     }
     let _ = writeln!(out, "messages:");

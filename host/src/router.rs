@@ -39,10 +39,16 @@ impl Cmp {
 /// Parses `critical`, `>=high`, `<normal`, `=low`.
 pub fn parse_severity_condition(text: &str) -> Result<(Cmp, Severity), String> {
     let text = text.trim();
-    let (cmp, rest) = [(">=", Cmp::Ge), ("<=", Cmp::Le), (">", Cmp::Gt), ("<", Cmp::Lt), ("=", Cmp::Eq)]
-        .into_iter()
-        .find_map(|(p, c)| text.strip_prefix(p).map(|r| (c, r)))
-        .unwrap_or((Cmp::Eq, text));
+    let (cmp, rest) = [
+        (">=", Cmp::Ge),
+        ("<=", Cmp::Le),
+        (">", Cmp::Gt),
+        ("<", Cmp::Lt),
+        ("=", Cmp::Eq),
+    ]
+    .into_iter()
+    .find_map(|(p, c)| text.strip_prefix(p).map(|r| (c, r)))
+    .unwrap_or((Cmp::Eq, text));
     let severity = Severity::from_name(rest.trim()).ok_or_else(|| {
         format!("unknown severity `{}` (expected info, low, normal, high or critical, optionally after >=, >, <=, < or =)", rest.trim())
     })?;
@@ -57,7 +63,10 @@ pub enum OfflinePolicy {
     /// Send anyway.
     Always,
     /// Re-check until online or `max_wait`, then apply `then`.
-    Hold { max_wait: Duration, then: Box<OfflinePolicy> },
+    Hold {
+        max_wait: Duration,
+        then: Box<OfflinePolicy>,
+    },
     /// Hand them to another route.
     Fallback(String),
 }
@@ -103,19 +112,35 @@ impl Matcher {
             parts.push(format!("severity {op} {sev}"));
         }
         parts.extend(self.labels.iter().map(|(k, v)| format!("{k} = {v}")));
-        parts.extend(self.labels_regex.iter().map(|(k, re)| format!("{k} ~ /{re}/")));
+        parts.extend(
+            self.labels_regex
+                .iter()
+                .map(|(k, re)| format!("{k} ~ /{re}/")),
+        );
         parts.extend(self.subject.iter().map(|re| format!("subject ~ /{re}/")));
         parts.extend(self.body.iter().map(|re| format!("body ~ /{re}/")));
-        if parts.is_empty() { "every alert".into() } else { parts.join(", ") }
+        if parts.is_empty() {
+            "every alert".into()
+        } else {
+            parts.join(", ")
+        }
     }
 
     pub fn matches(&self, alert: &StoredAlert) -> bool {
         let a = &alert.alert;
         (self.sources.is_empty() || self.sources.contains(&alert.source))
-            && self.severity.is_none_or(|(cmp, s)| cmp.holds(a.severity, s))
+            && self
+                .severity
+                .is_none_or(|(cmp, s)| cmp.holds(a.severity, s))
             && self.labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
-            && self.labels_regex.iter().all(|(k, re)| a.labels.get(k).is_some_and(|v| re.is_match(v)))
-            && self.subject.as_ref().is_none_or(|re| re.is_match(&a.subject))
+            && self
+                .labels_regex
+                .iter()
+                .all(|(k, re)| a.labels.get(k).is_some_and(|v| re.is_match(v)))
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|re| re.is_match(&a.subject))
             && self.body.as_ref().is_none_or(|re| re.is_match(&a.body))
     }
 }
@@ -177,13 +202,20 @@ impl Router {
             }
         };
         let from_alert = route.allow_alert_recipients.then_some(&alert.alert);
-        let groups = route.groups.iter().chain(from_alert.into_iter().flat_map(|a| a.groups.iter()));
+        let groups = route
+            .groups
+            .iter()
+            .chain(from_alert.into_iter().flat_map(|a| a.groups.iter()));
         for g in groups {
             for u in self.groups.get(g).into_iter().flatten() {
                 add(u);
             }
         }
-        for u in route.users.iter().chain(from_alert.into_iter().flat_map(|a| a.users.iter())) {
+        for u in route
+            .users
+            .iter()
+            .chain(from_alert.into_iter().flat_map(|a| a.users.iter()))
+        {
             add(u);
         }
         users
@@ -193,7 +225,9 @@ impl Router {
     /// same sink is messaged once, on behalf of the first.
     pub fn plan(&self, alert: &StoredAlert) -> Vec<(Target, &Route)> {
         let mut plan: Vec<(Target, &Route)> = Vec::new();
-        let forced = (alert.source == ADMIN_SOURCE).then(|| alert.alert.attributes.get(ROUTE_ATTRIBUTE)).flatten();
+        let forced = (alert.source == ADMIN_SOURCE)
+            .then(|| alert.alert.attributes.get(ROUTE_ATTRIBUTE))
+            .flatten();
         let routes = match forced {
             Some(name) => self.route(name).into_iter().collect(),
             None => self.matching(alert),
@@ -205,11 +239,23 @@ impl Router {
     }
 
     /// Adds `route`'s targets to `plan`, skipping (sink, user) pairs already in it.
-    pub fn extend_plan<'a>(&'a self, plan: &mut Vec<(Target, &'a Route)>, route: &'a Route, alert: &StoredAlert) {
+    pub fn extend_plan<'a>(
+        &'a self,
+        plan: &mut Vec<(Target, &'a Route)>,
+        route: &'a Route,
+        alert: &StoredAlert,
+    ) {
         for user in self.recipients(route, alert) {
             for sink in &route.sinks {
                 if !plan.iter().any(|(t, _)| t.sink == *sink && t.user == user) {
-                    plan.push((Target { route: route.name.clone(), sink: sink.clone(), user: user.clone() }, route));
+                    plan.push((
+                        Target {
+                            route: route.name.clone(),
+                            sink: sink.clone(),
+                            user: user.clone(),
+                        },
+                        route,
+                    ));
                 }
             }
         }
@@ -243,33 +289,74 @@ mod tests {
 
     fn router(routes: Vec<Route>) -> Router {
         let mut groups = BTreeMap::new();
-        groups.insert("ops".into(), vec!["sip:alice@x".to_string(), "sip:bob@x".to_string()]);
-        groups.insert("dba".into(), vec!["sip:bob@x".to_string(), "sip:carol@x".to_string()]);
+        groups.insert(
+            "ops".into(),
+            vec!["sip:alice@x".to_string(), "sip:bob@x".to_string()],
+        );
+        groups.insert(
+            "dba".into(),
+            vec!["sip:bob@x".to_string(), "sip:carol@x".to_string()],
+        );
         Router { routes, groups }
     }
 
     #[test]
     fn severity_conditions_parse_and_compare() {
-        assert_eq!(parse_severity_condition(">=high"), Ok((Cmp::Ge, Severity::HIGH)));
-        assert_eq!(parse_severity_condition("critical"), Ok((Cmp::Eq, Severity::CRITICAL)));
-        assert_eq!(parse_severity_condition("< normal"), Ok((Cmp::Lt, Severity::NORMAL)));
-        assert!(parse_severity_condition(">=urgent").unwrap_err().contains("unknown severity `urgent`"));
+        assert_eq!(
+            parse_severity_condition(">=high"),
+            Ok((Cmp::Ge, Severity::HIGH))
+        );
+        assert_eq!(
+            parse_severity_condition("critical"),
+            Ok((Cmp::Eq, Severity::CRITICAL))
+        );
+        assert_eq!(
+            parse_severity_condition("< normal"),
+            Ok((Cmp::Lt, Severity::NORMAL))
+        );
+        assert!(
+            parse_severity_condition(">=urgent")
+                .unwrap_err()
+                .contains("unknown severity `urgent`")
+        );
         assert!(Cmp::Ge.holds(Severity::CRITICAL, Severity::HIGH));
         assert!(!Cmp::Ge.holds(Severity::NORMAL, Severity::HIGH));
     }
 
     #[test]
     fn first_match_wins_unless_continue() {
-        let high = Matcher { severity: Some((Cmp::Ge, Severity::HIGH)), ..Matcher::default() };
-        let r = router(vec![route("crit", high.clone(), &["ops"], false), route("all", Matcher::default(), &["dba"], false)]);
-        let names = |a: &StoredAlert| r.matching(a).iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        let high = Matcher {
+            severity: Some((Cmp::Ge, Severity::HIGH)),
+            ..Matcher::default()
+        };
+        let r = router(vec![
+            route("crit", high.clone(), &["ops"], false),
+            route("all", Matcher::default(), &["dba"], false),
+        ]);
+        let names = |a: &StoredAlert| {
+            r.matching(a)
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&alert("mail", "x", Severity::CRITICAL)), ["crit"]);
         assert_eq!(names(&alert("mail", "x", Severity::LOW)), ["all"]);
 
-        let r = router(vec![route("crit", high, &["ops"], true), route("all", Matcher::default(), &["dba"], false)]);
+        let r = router(vec![
+            route("crit", high, &["ops"], true),
+            route("all", Matcher::default(), &["dba"], false),
+        ]);
         let a = alert("mail", "x", Severity::CRITICAL);
-        let plan: Vec<String> = r.plan(&a).iter().map(|(t, _)| format!("{}:{}", t.route, t.user)).collect();
-        assert_eq!(plan, ["crit:sip:alice@x", "crit:sip:bob@x", "all:sip:carol@x"], "bob is messaged once");
+        let plan: Vec<String> = r
+            .plan(&a)
+            .iter()
+            .map(|(t, _)| format!("{}:{}", t.route, t.user))
+            .collect();
+        assert_eq!(
+            plan,
+            ["crit:sip:alice@x", "crit:sip:bob@x", "all:sip:carol@x"],
+            "bob is messaged once"
+        );
     }
 
     #[test]
@@ -286,7 +373,10 @@ mod tests {
         assert!(!m.matches(&alert("monitoring", "Disk full", Severity::NORMAL)));
         assert!(!m.matches(&alert("helpdesk-mail", "CPU hot", Severity::NORMAL)));
         let mut other_host = alert("helpdesk-mail", "Disk full", Severity::NORMAL);
-        other_host.alert.labels.insert("host".into(), "web01".into());
+        other_host
+            .alert
+            .labels
+            .insert("host".into(), "web01".into());
         assert!(!m.matches(&other_host));
     }
 
@@ -299,6 +389,9 @@ mod tests {
         let rt = router(vec![r.clone()]);
         assert_eq!(rt.recipients(&r, &a), ["sip:alice@x", "sip:bob@x"]);
         r.allow_alert_recipients = true;
-        assert_eq!(rt.recipients(&r, &a), ["sip:alice@x", "sip:bob@x", "sip:carol@x", "sip:mallory@x"]);
+        assert_eq!(
+            rt.recipients(&r, &a),
+            ["sip:alice@x", "sip:bob@x", "sip:carol@x", "sip:mallory@x"]
+        );
     }
 }

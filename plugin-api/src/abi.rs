@@ -9,8 +9,7 @@
 use abi_stable::{
     StableAbi, declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
-    sabi_trait,
+    package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
     std_types::{RArc, RBox, RResult, RStr, RString, RVec},
 };
@@ -71,7 +70,10 @@ pub trait SinkFfi: Send + Sync {
 
     /// Delivers one message to its recipients and reports each recipient's outcome. An error
     /// means the whole call failed and no recipient's outcome is known.
-    fn deliver(&self, message: FfiMessage) -> FfiFuture<RResult<RVec<FfiRecipientResult>, FfiError>>;
+    fn deliver(
+        &self,
+        message: FfiMessage,
+    ) -> FfiFuture<RResult<RVec<FfiRecipientResult>, FfiError>>;
 
     /// The instance's current health; returns quickly.
     fn health(&self) -> FfiHealth;

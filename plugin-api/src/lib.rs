@@ -20,9 +20,9 @@ mod types;
 pub use self::{
     model::{Alert, Health, Message, PluginError, Presence, RecipientResult, error_chain},
     types::{
-        DeliveryStatus, ErrorKind, FfiAlert, FfiError, FfiHealth, FfiMessage, FfiPairs, FfiPresence,
-        FfiRecipientResult, HealthState, KindInfo, LogLevel, LogRecord, PluginInfo, PresenceState,
-        Receipt, Role, Severity,
+        DeliveryStatus, ErrorKind, FfiAlert, FfiError, FfiHealth, FfiMessage, FfiPairs,
+        FfiPresence, FfiRecipientResult, HealthState, KindInfo, LogLevel, LogRecord, PluginInfo,
+        PresenceState, Receipt, Role, Severity,
     },
 };
 

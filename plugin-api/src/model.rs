@@ -32,7 +32,10 @@ pub struct Alert {
 impl Alert {
     /// An alert with this subject and every other field at its default.
     pub fn new(subject: impl Into<String>) -> Self {
-        Self { subject: subject.into(), ..Self::default() }
+        Self {
+            subject: subject.into(),
+            ..Self::default()
+        }
     }
 }
 
@@ -60,7 +63,11 @@ pub struct Presence {
 
 impl Presence {
     pub fn new(user: impl Into<String>, state: PresenceState) -> Self {
-        Self { user: user.into(), state, detail: String::new() }
+        Self {
+            user: user.into(),
+            state,
+            detail: String::new(),
+        }
     }
 }
 
@@ -75,7 +82,12 @@ pub struct RecipientResult {
 
 impl RecipientResult {
     pub fn new(user: impl Into<String>, status: DeliveryStatus, detail: impl Into<String>) -> Self {
-        Self { user: user.into(), status, detail: detail.into(), retry_after: None }
+        Self {
+            user: user.into(),
+            status,
+            detail: detail.into(),
+            retry_after: None,
+        }
     }
 
     pub fn delivered(user: impl Into<String>) -> Self {
@@ -103,7 +115,11 @@ pub struct PluginError {
 
 impl PluginError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), retry_after: None }
+        Self {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// A configuration error.
@@ -153,11 +169,17 @@ pub struct Health {
 
 impl Health {
     pub fn ok() -> Self {
-        Self { state: HealthState::OK, message: String::new() }
+        Self {
+            state: HealthState::OK,
+            message: String::new(),
+        }
     }
 
     pub fn new(state: HealthState, message: impl Into<String>) -> Self {
-        Self { state, message: message.into() }
+        Self {
+            state,
+            message: message.into(),
+        }
     }
 }
 
@@ -180,15 +202,21 @@ fn from_strings(v: &RVec<RString>) -> Vec<String> {
 }
 
 fn pairs(map: &BTreeMap<String, String>) -> FfiPairs {
-    map.iter().map(|(k, v)| Tuple2(RString::from(k.as_str()), RString::from(v.as_str()))).collect()
+    map.iter()
+        .map(|(k, v)| Tuple2(RString::from(k.as_str()), RString::from(v.as_str())))
+        .collect()
 }
 
 fn from_pairs(p: &FfiPairs) -> BTreeMap<String, String> {
-    p.iter().map(|Tuple2(k, v)| (k.to_string(), v.to_string())).collect()
+    p.iter()
+        .map(|Tuple2(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn millis(d: Option<Duration>) -> u64 {
-    d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+    d.map_or(0, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 fn from_millis(ms: u64) -> Option<Duration> {
@@ -261,13 +289,21 @@ impl From<&FfiMessage> for Message {
 
 impl From<&Presence> for FfiPresence {
     fn from(p: &Presence) -> Self {
-        Self { user: p.user.as_str().into(), state: p.state, detail: p.detail.as_str().into() }
+        Self {
+            user: p.user.as_str().into(),
+            state: p.state,
+            detail: p.detail.as_str().into(),
+        }
     }
 }
 
 impl From<&FfiPresence> for Presence {
     fn from(p: &FfiPresence) -> Self {
-        Self { user: p.user.to_string(), state: p.state, detail: p.detail.to_string() }
+        Self {
+            user: p.user.to_string(),
+            state: p.state,
+            detail: p.detail.to_string(),
+        }
     }
 }
 
@@ -295,7 +331,11 @@ impl From<&FfiRecipientResult> for RecipientResult {
 
 impl From<&PluginError> for FfiError {
     fn from(e: &PluginError) -> Self {
-        Self { kind: e.kind, message: e.message.as_str().into(), retry_after_ms: millis(e.retry_after) }
+        Self {
+            kind: e.kind,
+            message: e.message.as_str().into(),
+            retry_after_ms: millis(e.retry_after),
+        }
     }
 }
 
@@ -307,7 +347,11 @@ impl From<PluginError> for FfiError {
 
 impl From<&FfiError> for PluginError {
     fn from(e: &FfiError) -> Self {
-        Self { kind: e.kind, message: e.message.to_string(), retry_after: from_millis(e.retry_after_ms) }
+        Self {
+            kind: e.kind,
+            message: e.message.to_string(),
+            retry_after: from_millis(e.retry_after_ms),
+        }
     }
 }
 
@@ -319,13 +363,19 @@ impl From<FfiError> for PluginError {
 
 impl From<&Health> for FfiHealth {
     fn from(h: &Health) -> Self {
-        Self { state: h.state, message: h.message.as_str().into() }
+        Self {
+            state: h.state,
+            message: h.message.as_str().into(),
+        }
     }
 }
 
 impl From<&FfiHealth> for Health {
     fn from(h: &FfiHealth) -> Self {
-        Self { state: h.state, message: h.message.to_string() }
+        Self {
+            state: h.state,
+            message: h.message.to_string(),
+        }
     }
 }
 
@@ -343,7 +393,8 @@ mod tests {
         a.labels.insert("host".into(), "db01".into());
         a.dedup_key = Some("db01-disk".into());
         a.expires_unix_ms = Some(1_796_119_200_000);
-        a.attributes.insert("sender".into(), "nagios@contoso.com".into());
+        a.attributes
+            .insert("sender".into(), "nagios@contoso.com".into());
         assert_eq!(Alert::from(&FfiAlert::from(&a)), a);
         let empty = Alert::new("x");
         assert_eq!(Alert::from(&FfiAlert::from(&empty)), empty);
@@ -363,6 +414,9 @@ mod tests {
     #[test]
     fn retry_advice_survives_and_sub_millisecond_is_not_lost() {
         let e = PluginError::config("x").retry_after(Duration::from_micros(10));
-        assert_eq!(PluginError::from(FfiError::from(&e)).retry_after, Some(Duration::from_millis(1)));
+        assert_eq!(
+            PluginError::from(FfiError::from(&e)).retry_after,
+            Some(Duration::from_millis(1))
+        );
     }
 }

@@ -45,13 +45,18 @@ pub struct TestHost {
 
 impl std::fmt::Debug for TestHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestHost").field("instance", &self.instance).finish_non_exhaustive()
+        f.debug_struct("TestHost")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
     }
 }
 
 impl TestHost {
     pub fn new(instance: &str) -> Self {
-        Self { instance: instance.to_owned(), state: Arc::default() }
+        Self {
+            instance: instance.to_owned(),
+            state: Arc::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -92,7 +97,13 @@ impl TestHost {
     /// A context to call `Source::run` with directly, and the token that stops it.
     pub fn source_context(&self) -> (SourceContext, CancellationToken) {
         let shutdown = CancellationToken::new();
-        (SourceContext { host: self.host(), shutdown: shutdown.clone() }, shutdown)
+        (
+            SourceContext {
+                host: self.host(),
+                shutdown: shutdown.clone(),
+            },
+            shutdown,
+        )
     }
 }
 
@@ -101,7 +112,11 @@ impl HostFfi for TestHost {
         let this = self.clone();
         let answer = {
             let mut state = self.lock();
-            if state.script.is_empty() { Answer::Accept } else { state.script.remove(0) }
+            if state.script.is_empty() {
+                Answer::Accept
+            } else {
+                state.script.remove(0)
+            }
         };
         async move {
             let delay = match answer {
@@ -121,13 +136,22 @@ impl HostFfi for TestHost {
             let alert = Alert::from(&alert);
             let mut state = this.lock();
             let existing = alert.dedup_key.as_ref().and_then(|k| {
-                state.accepted.iter().position(|a| a.dedup_key.as_ref() == Some(k))
+                state
+                    .accepted
+                    .iter()
+                    .position(|a| a.dedup_key.as_ref() == Some(k))
             });
             match existing {
-                Some(i) => ROk(Receipt { alert_id: i as u64 + 1, duplicate: true }),
+                Some(i) => ROk(Receipt {
+                    alert_id: i as u64 + 1,
+                    duplicate: true,
+                }),
                 None => {
                     state.accepted.push(alert);
-                    ROk(Receipt { alert_id: state.accepted.len() as u64, duplicate: false })
+                    ROk(Receipt {
+                        alert_id: state.accepted.len() as u64,
+                        duplicate: false,
+                    })
                 }
             }
         }
@@ -140,7 +164,9 @@ impl HostFfi for TestHost {
             message.push(' ');
             message.push_str(&record.fields);
         }
-        self.lock().logs.push((record.level, record.target.to_string(), message));
+        self.lock()
+            .logs
+            .push((record.level, record.target.to_string(), message));
     }
 
     fn max_log_level(&self) -> LogLevel {

@@ -45,7 +45,17 @@ struct AlertView<'a> {
 }
 
 fn view(a: &StoredAlert) -> AlertView<'_> {
-    AlertView { id: a.id, alert: a, state: if a.is_finished() { "finished" } else if a.routed { "delivering" } else { "queued" } }
+    AlertView {
+        id: a.id,
+        alert: a,
+        state: if a.is_finished() {
+            "finished"
+        } else if a.routed {
+            "delivering"
+        } else {
+            "queued"
+        },
+    }
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -62,19 +72,39 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 /// Serves the admin surface on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(listen = ?addr, "Admin HTTP listening.");
     let app = router(state);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
         tracing::error!(error = %e, "Admin HTTP server failed.");
     }
 }
 
 async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
-    let statuses: Vec<_> = s.instances.all().iter().map(|i| (i.is_healthy(), i.status())).collect();
-    let failing: Vec<_> = statuses.iter().filter(|(ok, _)| !ok).map(|(_, st)| st).collect();
-    let code = if failing.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let statuses: Vec<_> = s
+        .instances
+        .all()
+        .iter()
+        .map(|i| (i.is_healthy(), i.status()))
+        .collect();
+    let failing: Vec<_> = statuses
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, st)| st)
+        .collect();
+    let code = if failing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({
         "status": if failing.is_empty() { "ok" } else { "failing" },
         "failing": failing,
@@ -85,7 +115,14 @@ async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -96,28 +133,57 @@ struct ListQuery {
 async fn list_alerts(State(s): State<Arc<AdminState>>, Query(q): Query<ListQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     match s.queue.recent(limit) {
-        Ok(list) => Json(serde_json::json!({ "alerts": list.iter().map(view).collect::<Vec<_>>() })).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("queue: {}", crate::error_chain(&e))).into_response(),
+        Ok(list) => {
+            Json(serde_json::json!({ "alerts": list.iter().map(view).collect::<Vec<_>>() }))
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("queue: {}", crate::error_chain(&e)),
+        )
+            .into_response(),
     }
 }
 
 async fn get_alert(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
     match s.queue.get(id) {
         Ok(Some(a)) => Json(view(&a)).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no alert {id}")}))).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("queue: {}", crate::error_chain(&e))).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": format!("no alert {id}")})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("queue: {}", crate::error_chain(&e)),
+        )
+            .into_response(),
     }
 }
 
 async fn reload(State(s): State<Arc<AdminState>>) -> Response {
     let (tx, rx) = tokio::sync::oneshot::channel();
     if s.reload.send(tx).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "not accepting reloads"}))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "not accepting reloads"})),
+        )
+            .into_response();
     }
     match rx.await {
-        Ok(Ok(done)) => Json(serde_json::json!({"status": "reloaded", "result": done})).into_response(),
-        Ok(Err(errors)) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"status": "refused", "errors": errors}))).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "stopping"}))).into_response(),
+        Ok(Ok(done)) => {
+            Json(serde_json::json!({"status": "reloaded", "result": done})).into_response()
+        }
+        Ok(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"status": "refused", "errors": errors})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "stopping"})),
+        )
+            .into_response(),
     }
 }
 
@@ -126,7 +192,9 @@ fn describe(p: &OfflinePolicy) -> String {
         OfflinePolicy::Skip => "skip".into(),
         OfflinePolicy::Always => "send anyway".into(),
         OfflinePolicy::Fallback(r) => format!("fall back to {r}"),
-        OfflinePolicy::Hold { max_wait, then } => format!("hold {} s, then {}", max_wait.as_secs(), describe(then)),
+        OfflinePolicy::Hold { max_wait, then } => {
+            format!("hold {} s, then {}", max_wait.as_secs(), describe(then))
+        }
     }
 }
 
@@ -164,7 +232,13 @@ struct TestAlert {
 
 /// Queues a test alert that goes through one chosen route (as source `admin`).
 async fn test_alert(State(s): State<Arc<AdminState>>, Json(t): Json<TestAlert>) -> Response {
-    let bad = |msg: String| (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": msg}))).into_response();
+    let bad = |msg: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": msg})),
+        )
+            .into_response()
+    };
     if s.dispatcher.plan().router.route(&t.route).is_none() {
         return bad(format!("no route `{}`", t.route));
     }
@@ -178,7 +252,11 @@ async fn test_alert(State(s): State<Arc<AdminState>>, Json(t): Json<TestAlert>) 
     alert.severity = severity;
     alert.attributes.insert(ROUTE_ATTRIBUTE.into(), t.route);
     match s.ingest.submit(ADMIN_SOURCE, alert).await {
-        RResult::ROk(r) => (StatusCode::ACCEPTED, Json(serde_json::json!({"id": r.alert_id}))).into_response(),
+        RResult::ROk(r) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"id": r.alert_id})),
+        )
+            .into_response(),
         RResult::RErr(e) => bad(e.message.to_string()),
     }
 }

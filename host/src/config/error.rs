@@ -17,7 +17,11 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }
@@ -46,24 +50,42 @@ pub struct Collector<'a> {
 
 impl<'a> Collector<'a> {
     pub fn new(path: &Path, text: &'a str) -> Self {
-        Self { file: path.display().to_string(), text, errors: Vec::new() }
+        Self {
+            file: path.display().to_string(),
+            text,
+            errors: Vec::new(),
+        }
     }
 
     /// Records an error at byte span `span` (or at no place).
     pub fn at(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         let (line, column) = span.map_or((0, 0), |s| line_col(self.text, s.start));
-        self.errors.push(ConfigError { file: self.file.clone(), line, column, message: message.into() });
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        });
     }
 
     /// Records an error at a known line and column.
     pub fn at_line(&mut self, (line, column): (usize, usize), message: impl Into<String>) {
-        self.errors.push(ConfigError { file: self.file.clone(), line, column, message: message.into() });
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        });
     }
 
     /// Records a toml_edit deserialization error.
     pub fn de(&mut self, context: &str, e: &toml_edit::de::Error) {
         let message = e.message().trim_end();
-        let message = if context.is_empty() { message.to_owned() } else { format!("{context}: {message}") };
+        let message = if context.is_empty() {
+            message.to_owned()
+        } else {
+            format!("{context}: {message}")
+        };
         self.at(e.span(), message);
     }
 

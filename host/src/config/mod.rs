@@ -59,7 +59,11 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
             presence_cache: Duration::from_secs(15),
-            reachable: vec![PresenceState::AVAILABLE, PresenceState::BUSY, PresenceState::AWAY],
+            reachable: vec![
+                PresenceState::AVAILABLE,
+                PresenceState::BUSY,
+                PresenceState::AWAY,
+            ],
             max_attempts: 8,
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
@@ -134,7 +138,8 @@ impl Config {
         let delivery = section::<RawDelivery>(&mut c, root, "delivery").unwrap_or_default();
         let sources = instances(&mut c, root, "source", text);
         let sinks = instances(&mut c, root, "sink", text);
-        let groups = section::<BTreeMap<String, Vec<String>>>(&mut c, root, "groups").unwrap_or_default();
+        let groups =
+            section::<BTreeMap<String, Vec<String>>>(&mut c, root, "groups").unwrap_or_default();
 
         let host = host_settings(&mut c, root, host.unwrap_or_default(), path, host_failed);
         let delivery = delivery_settings(&mut c, delivery);
@@ -142,12 +147,24 @@ impl Config {
         for (kind, list) in [("source", &sources), ("sink", &sinks)] {
             for i in list {
                 if let Some(other) = names.insert(i.name.clone(), kind) {
-                    c.at_line(i.at, format!("{kind} `{}`: the name is already used by a {other}", i.name));
+                    c.at_line(
+                        i.at,
+                        format!("{kind} `{}`: the name is already used by a {other}", i.name),
+                    );
                 }
             }
         }
-        for s in sources.iter().filter(|s| s.name == crate::router::ADMIN_SOURCE) {
-            c.at_line(s.at, format!("source `{}`: the name is reserved for test alerts from the status page", s.name));
+        for s in sources
+            .iter()
+            .filter(|s| s.name == crate::router::ADMIN_SOURCE)
+        {
+            c.at_line(
+                s.at,
+                format!(
+                    "source `{}`: the name is reserved for test alerts from the status page",
+                    s.name
+                ),
+            );
         }
         let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
         let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
@@ -201,12 +218,20 @@ fn unreachable_config(path: &Path) -> Config {
 }
 
 /// Deserializes `root[key]` as `T`, recording an error (and returning `None`) if it fails.
-fn section<T: for<'de> Deserialize<'de>>(c: &mut Collector<'_>, root: &Table, key: &str) -> Option<T> {
+fn section<T: for<'de> Deserialize<'de>>(
+    c: &mut Collector<'_>,
+    root: &Table,
+    key: &str,
+) -> Option<T> {
     let item = root.get(key)?;
     deserialize(c, item, &format!("[{key}]"))
 }
 
-fn deserialize<T: for<'de> Deserialize<'de>>(c: &mut Collector<'_>, item: &Item, context: &str) -> Option<T> {
+fn deserialize<T: for<'de> Deserialize<'de>>(
+    c: &mut Collector<'_>,
+    item: &Item,
+    context: &str,
+) -> Option<T> {
     let value = match item.clone().into_value() {
         Ok(v) => v,
         Err(item) => {
@@ -214,20 +239,29 @@ fn deserialize<T: for<'de> Deserialize<'de>>(c: &mut Collector<'_>, item: &Item,
             return None;
         }
     };
-    T::deserialize(value.into_deserializer()).map_err(|e| c.de(context, &e)).ok()
+    T::deserialize(value.into_deserializer())
+        .map_err(|e| c.de(context, &e))
+        .ok()
 }
 
 fn instances(c: &mut Collector<'_>, root: &Table, kind: &str, text: &str) -> Vec<InstanceConfig> {
-    let Some(item) = root.get(kind) else { return vec![] };
+    let Some(item) = root.get(kind) else {
+        return vec![];
+    };
     let Some(tables) = item.as_array_of_tables() else {
         let span = root.key(kind).and_then(|k| k.span());
-        c.at(span, format!("`{kind}` must be an array of tables: write [[{kind}]]"));
+        c.at(
+            span,
+            format!("`{kind}` must be an array of tables: write [[{kind}]]"),
+        );
         return vec![];
     };
     let mut out = Vec::new();
     for table in tables {
         let at = table.span().map_or((0, 0), |s| line_col(text, s.start));
-        let Some(raw) = deserialize::<RawInstance>(c, &Item::Table(table.clone()), &format!("[[{kind}]]")) else {
+        let Some(raw) =
+            deserialize::<RawInstance>(c, &Item::Table(table.clone()), &format!("[[{kind}]]"))
+        else {
             continue;
         };
         let (config_toml, keys) = match table.get("config") {
@@ -235,7 +269,10 @@ fn instances(c: &mut Collector<'_>, root: &Table, kind: &str, text: &str) -> Vec
             Some(item) => match item.as_table_like() {
                 Some(t) => (plugin_toml(item), key_locations(t, text)),
                 None => {
-                    c.at(item.span(), format!("{kind} `{}`: `config` must be a table", raw.name.get_ref()));
+                    c.at(
+                        item.span(),
+                        format!("{kind} `{}`: `config` must be a table", raw.name.get_ref()),
+                    );
                     continue;
                 }
             },
@@ -264,10 +301,20 @@ fn plugin_toml(item: &Item) -> String {
 
 /// Where each key of a config table is, by dotted path.
 fn key_locations(table: &dyn toml_edit::TableLike, text: &str) -> BTreeMap<String, (usize, usize)> {
-    fn walk(t: &dyn toml_edit::TableLike, prefix: &str, text: &str, out: &mut BTreeMap<String, (usize, usize)>) {
+    fn walk(
+        t: &dyn toml_edit::TableLike,
+        prefix: &str,
+        text: &str,
+        out: &mut BTreeMap<String, (usize, usize)>,
+    ) {
         for (k, v) in t.iter() {
-            let path = if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
-            let span: Option<Range<usize>> = t.key(k).and_then(|key| key.span()).or_else(|| v.span());
+            let path = if prefix.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            let span: Option<Range<usize>> =
+                t.key(k).and_then(|key| key.span()).or_else(|| v.span());
             if let Some(s) = span {
                 out.insert(path.clone(), line_col(text, s.start));
             }
@@ -281,14 +328,23 @@ fn key_locations(table: &dyn toml_edit::TableLike, text: &str) -> BTreeMap<Strin
     out
 }
 
-fn host_settings(c: &mut Collector<'_>, root: &Table, raw: RawHost, path: &Path, already_wrong: bool) -> HostSettings {
+fn host_settings(
+    c: &mut Collector<'_>,
+    root: &Table,
+    raw: RawHost,
+    path: &Path,
+    already_wrong: bool,
+) -> HostSettings {
     let base = path.parent().unwrap_or(Path::new("."));
     let data_dir = raw.data_dir.map(|d| base.join(d)).unwrap_or_else(|| {
         if already_wrong {
             return PathBuf::new();
         }
         let span = root.get("host").and_then(Item::span).or(Some(0..0));
-        c.at(span, "[host]: missing key `data_dir` (where the durable queue lives)");
+        c.at(
+            span,
+            "[host]: missing key `data_dir` (where the durable queue lives)",
+        );
         PathBuf::new()
     });
     HostSettings {
@@ -311,28 +367,49 @@ fn delivery_settings(c: &mut Collector<'_>, raw: RawDelivery) -> DeliverySetting
             .filter_map(|s| {
                 let state = PresenceState::from_name(s.get_ref());
                 if state.is_none() {
-                    c.at(Some(s.span()), format!("[delivery] reachable: unknown presence state `{}`", s.get_ref()));
+                    c.at(
+                        Some(s.span()),
+                        format!(
+                            "[delivery] reachable: unknown presence state `{}`",
+                            s.get_ref()
+                        ),
+                    );
                 }
                 state
             })
             .collect()
     });
     DeliverySettings {
-        presence_cache: raw.presence_cache_ms.map_or(d.presence_cache, Duration::from_millis),
+        presence_cache: raw
+            .presence_cache_ms
+            .map_or(d.presence_cache, Duration::from_millis),
         reachable,
         max_attempts: raw.max_attempts.unwrap_or(d.max_attempts).max(1),
-        retry_initial: raw.retry_initial_ms.map_or(d.retry_initial, Duration::from_millis),
+        retry_initial: raw
+            .retry_initial_ms
+            .map_or(d.retry_initial, Duration::from_millis),
         retry_max: raw.retry_max_ms.map_or(d.retry_max, Duration::from_millis),
-        hold_recheck: raw.hold_recheck_ms.map_or(d.hold_recheck, Duration::from_millis),
-        per_recipient_per_minute: raw.per_recipient_per_minute.unwrap_or(d.per_recipient_per_minute),
+        hold_recheck: raw
+            .hold_recheck_ms
+            .map_or(d.hold_recheck, Duration::from_millis),
+        per_recipient_per_minute: raw
+            .per_recipient_per_minute
+            .unwrap_or(d.per_recipient_per_minute),
         sink_concurrency: raw.sink_concurrency.unwrap_or(d.sink_concurrency).max(1),
-        deliver_timeout: raw.deliver_timeout_ms.map_or(d.deliver_timeout, Duration::from_millis),
+        deliver_timeout: raw
+            .deliver_timeout_ms
+            .map_or(d.deliver_timeout, Duration::from_millis),
     }
 }
 
 fn regex(c: &mut Collector<'_>, route: &str, what: &str, s: Spanned<String>) -> Option<Regex> {
     Regex::new(s.get_ref())
-        .map_err(|e| c.at(Some(s.span()), format!("route `{route}`: {what}: invalid regex: {e}")))
+        .map_err(|e| {
+            c.at(
+                Some(s.span()),
+                format!("route `{route}`: {what}: invalid regex: {e}"),
+            )
+        })
         .ok()
 }
 
@@ -343,31 +420,50 @@ fn routes(
     sinks: &[&str],
     sources: &[&str],
 ) -> Vec<Route> {
-    let Some(item) = root.get("route") else { return vec![] };
-    let Some(tables) = item.as_array_of_tables() else {
-        c.at(root.key("route").and_then(|k| k.span()), "`route` must be an array of tables: write [[route]]");
+    let Some(item) = root.get("route") else {
         return vec![];
     };
-    let raws: Vec<RawRoute> =
-        tables.iter().filter_map(|t| deserialize(c, &Item::Table(t.clone()), "[[route]]")).collect();
+    let Some(tables) = item.as_array_of_tables() else {
+        c.at(
+            root.key("route").and_then(|k| k.span()),
+            "`route` must be an array of tables: write [[route]]",
+        );
+        return vec![];
+    };
+    let raws: Vec<RawRoute> = tables
+        .iter()
+        .filter_map(|t| deserialize(c, &Item::Table(t.clone()), "[[route]]"))
+        .collect();
     let names: Vec<String> = raws.iter().map(|r| r.name.get_ref().clone()).collect();
     let mut out = Vec::new();
     for (i, raw) in raws.into_iter().enumerate() {
         let name = raw.name.get_ref().clone();
         if names[..i].contains(&name) {
-            c.at(Some(raw.name.span()), format!("route `{name}` is defined twice"));
+            c.at(
+                Some(raw.name.span()),
+                format!("route `{name}` is defined twice"),
+            );
         }
         for g in &raw.groups {
             if !groups.contains_key(g.get_ref()) {
-                c.at(Some(g.span()), format!("route `{name}`: no group `{}` in [groups]", g.get_ref()));
+                c.at(
+                    Some(g.span()),
+                    format!("route `{name}`: no group `{}` in [groups]", g.get_ref()),
+                );
             }
         }
         if raw.sinks.get_ref().is_empty() {
-            c.at(Some(raw.sinks.span()), format!("route `{name}`: `sinks` is empty"));
+            c.at(
+                Some(raw.sinks.span()),
+                format!("route `{name}`: `sinks` is empty"),
+            );
         }
         for s in raw.sinks.get_ref() {
             if !sinks.contains(&s.get_ref().as_str()) {
-                c.at(Some(s.span()), format!("route `{name}`: no [[sink]] named `{}`", s.get_ref()));
+                c.at(
+                    Some(s.span()),
+                    format!("route `{name}`: no [[sink]] named `{}`", s.get_ref()),
+                );
             }
         }
         let m = raw.matcher;
@@ -377,28 +473,54 @@ fn routes(
                 let span = list.span();
                 let list = list.into_inner().0;
                 for s in list.iter().filter(|s| !sources.contains(&s.as_str())) {
-                    c.at(Some(span.clone()), format!("route `{name}`: match.source: no [[source]] named `{s}`"));
+                    c.at(
+                        Some(span.clone()),
+                        format!("route `{name}`: match.source: no [[source]] named `{s}`"),
+                    );
                 }
                 list
             }
         };
         let severity = m.severity.and_then(|s| {
-            parse_severity_condition(s.get_ref()).map_err(|e| c.at(Some(s.span()), format!("route `{name}`: match.severity: {e}"))).ok()
+            parse_severity_condition(s.get_ref())
+                .map_err(|e| {
+                    c.at(
+                        Some(s.span()),
+                        format!("route `{name}`: match.severity: {e}"),
+                    )
+                })
+                .ok()
         });
         let labels_regex = m
             .labels_regex
             .into_iter()
-            .filter_map(|(k, v)| regex(c, &name, &format!("match.labels_regex.{k}"), v).map(|re| (k, re)))
+            .filter_map(|(k, v)| {
+                regex(c, &name, &format!("match.labels_regex.{k}"), v).map(|re| (k, re))
+            })
             .collect();
         let subject = m.subject.and_then(|s| regex(c, &name, "match.subject", s));
         let body = m.body.and_then(|s| regex(c, &name, "match.body", s));
-        let offline = raw.offline.map_or(OfflinePolicy::Skip, |o| offline_policy(c, &name, o, &names));
+        let offline = raw
+            .offline
+            .map_or(OfflinePolicy::Skip, |o| offline_policy(c, &name, o, &names));
         out.push(Route {
             name,
-            matcher: Matcher { sources: route_sources, severity, labels: m.labels, labels_regex, subject, body },
+            matcher: Matcher {
+                sources: route_sources,
+                severity,
+                labels: m.labels,
+                labels_regex,
+                subject,
+                body,
+            },
             groups: raw.groups.into_iter().map(Spanned::into_inner).collect(),
             users: raw.users.into_iter().map(Spanned::into_inner).collect(),
-            sinks: raw.sinks.into_inner().into_iter().map(Spanned::into_inner).collect(),
+            sinks: raw
+                .sinks
+                .into_inner()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             cont: raw.cont,
             allow_alert_recipients: raw.allow_alert_recipients,
             offline,
@@ -407,25 +529,46 @@ fn routes(
     out
 }
 
-fn offline_policy(c: &mut Collector<'_>, route: &str, raw: Spanned<RawOffline>, routes: &[String]) -> OfflinePolicy {
+fn offline_policy(
+    c: &mut Collector<'_>,
+    route: &str,
+    raw: Spanned<RawOffline>,
+    routes: &[String],
+) -> OfflinePolicy {
     let span = raw.span();
     let raw = raw.into_inner();
     let mut fallback = |c: &mut Collector<'_>| match &raw.fallback {
         Some(f) if !routes.contains(f.get_ref()) => {
-            c.at(Some(f.span()), format!("route `{route}`: offline.fallback: no route named `{}`", f.get_ref()));
+            c.at(
+                Some(f.span()),
+                format!(
+                    "route `{route}`: offline.fallback: no route named `{}`",
+                    f.get_ref()
+                ),
+            );
             OfflinePolicy::Skip
         }
         Some(f) if f.get_ref() == route => {
-            c.at(Some(f.span()), format!("route `{route}`: offline.fallback: a route cannot fall back to itself"));
+            c.at(
+                Some(f.span()),
+                format!("route `{route}`: offline.fallback: a route cannot fall back to itself"),
+            );
             OfflinePolicy::Skip
         }
         Some(f) => OfflinePolicy::Fallback(f.get_ref().clone()),
         None => {
-            c.at(Some(span.clone()), format!("route `{route}`: offline: policy `fallback` needs `fallback = \"<route>\"`"));
+            c.at(
+                Some(span.clone()),
+                format!(
+                    "route `{route}`: offline: policy `fallback` needs `fallback = \"<route>\"`"
+                ),
+            );
             OfflinePolicy::Skip
         }
     };
-    let simple = |c: &mut Collector<'_>, s: &Spanned<String>, fb: &mut dyn FnMut(&mut Collector<'_>) -> OfflinePolicy| {
+    let simple = |c: &mut Collector<'_>,
+                  s: &Spanned<String>,
+                  fb: &mut dyn FnMut(&mut Collector<'_>) -> OfflinePolicy| {
         match s.get_ref().as_str() {
             "skip" => Some(OfflinePolicy::Skip),
             "always" => Some(OfflinePolicy::Always),

@@ -50,26 +50,54 @@ fn errors(text: &str) -> Vec<String> {
 fn a_good_config_parses() {
     let c = Config::parse(Path::new("/etc/alertbridge/t.toml"), GOOD).unwrap();
     assert_eq!(c.sources[0].name, "helpdesk-mail");
-    assert_eq!(c.sources[0].config_toml, "server = \"mail.contoso.com:995\"\ntls = \"implicit\"\n");
+    assert_eq!(
+        c.sources[0].config_toml,
+        "server = \"mail.contoso.com:995\"\ntls = \"implicit\"\n"
+    );
     assert_eq!(c.sources[0].keys.get("tls"), Some(&(11, 1)));
     assert_eq!(c.router.routes.len(), 2);
     let r = &c.router.routes[0];
-    assert_eq!(r.offline, OfflinePolicy::Hold { max_wait: Duration::from_secs(900), then: Box::new(OfflinePolicy::Fallback("dba".into())) });
+    assert_eq!(
+        r.offline,
+        OfflinePolicy::Hold {
+            max_wait: Duration::from_secs(900),
+            then: Box::new(OfflinePolicy::Fallback("dba".into()))
+        }
+    );
     assert_eq!(c.host.data_dir, Path::new("/var/lib/alertbridge"));
 }
 
 #[test]
 fn three_mistakes_in_three_places_are_all_reported() {
-    let text = GOOD
-        .replace("admin_listen = \"127.0.0.1:9180\"", "admin_listen = \"127.0.0.1:9180\"\nlisten_port = 3")
-        .replace("groups = [\"ops\"]\nsinks = [\"lync\"]", "groups = [\"opps\"]\nsinks = [\"lynk\"]")
-        + "\n[colour]\nred = 1\n";
+    let text =
+        GOOD.replace(
+            "admin_listen = \"127.0.0.1:9180\"",
+            "admin_listen = \"127.0.0.1:9180\"\nlisten_port = 3",
+        )
+        .replace(
+            "groups = [\"ops\"]\nsinks = [\"lync\"]",
+            "groups = [\"opps\"]\nsinks = [\"lynk\"]",
+        ) + "\n[colour]\nred = 1\n";
     let e = errors(&text);
     assert_eq!(e.len(), 4, "{e:#?}");
-    assert!(e[0].starts_with("t.toml:5:1: [host]: unknown field `listen_port`"), "{}", e[0]);
-    assert_eq!(e[1], "t.toml:27:11: route `critical-to-ops`: no group `opps` in [groups]");
-    assert_eq!(e[2], "t.toml:28:10: route `critical-to-ops`: no [[sink]] named `lynk`");
-    assert!(e[3].starts_with("t.toml:36:2: unknown table `colour`"), "{}", e[3]);
+    assert!(
+        e[0].starts_with("t.toml:5:1: [host]: unknown field `listen_port`"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(
+        e[1],
+        "t.toml:27:11: route `critical-to-ops`: no group `opps` in [groups]"
+    );
+    assert_eq!(
+        e[2],
+        "t.toml:28:10: route `critical-to-ops`: no [[sink]] named `lynk`"
+    );
+    assert!(
+        e[3].starts_with("t.toml:36:2: unknown table `colour`"),
+        "{}",
+        e[3]
+    );
 }
 
 #[test]
@@ -80,25 +108,47 @@ fn bad_values_name_their_place() {
         .replace("policy = \"hold\"", "policy = \"wait\"");
     let e = errors(&text);
     assert_eq!(e.len(), 3, "{e:#?}");
-    assert!(e[0].contains(":25:48:") && e[0].contains("unknown severity `urgent`"), "{}", e[0]);
+    assert!(
+        e[0].contains(":25:48:") && e[0].contains("unknown severity `urgent`"),
+        "{}",
+        e[0]
+    );
     assert!(e[1].contains("match.subject: invalid regex"), "{}", e[1]);
-    assert!(e[2].contains("offline.policy: expected skip, hold, fallback or always, found `wait`"), "{}", e[2]);
+    assert!(
+        e[2].contains("offline.policy: expected skip, hold, fallback or always, found `wait`"),
+        "{}",
+        e[2]
+    );
 }
 
 #[test]
 fn syntax_errors_and_missing_data_dir() {
     assert!(errors("[host\n")[0].starts_with("t.toml:1:"));
     let e = errors("[host]\nadmin_listen = \"127.0.0.1:1\"\n");
-    assert_eq!(e, ["t.toml:1:1: [host]: missing key `data_dir` (where the durable queue lives)"]);
-    let e = errors("[host]\ndata_dir = \"x\"\n[[source]]\nname = \"a\"\nplugin = \"p\"\n[[sink]]\nname = \"a\"\nplugin = \"q\"\n");
-    assert_eq!(e, ["t.toml:6:1: sink `a`: the name is already used by a source"]);
+    assert_eq!(
+        e,
+        ["t.toml:1:1: [host]: missing key `data_dir` (where the durable queue lives)"]
+    );
+    let e = errors(
+        "[host]\ndata_dir = \"x\"\n[[source]]\nname = \"a\"\nplugin = \"p\"\n[[sink]]\nname = \"a\"\nplugin = \"q\"\n",
+    );
+    assert_eq!(
+        e,
+        ["t.toml:6:1: sink `a`: the name is already used by a source"]
+    );
 }
 
 #[test]
 fn plugin_errors_point_at_their_key() {
     let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
     let e = c.locate_plugin_error(&c.sources[0], "`tls`: unknown variant `tlz`");
-    assert_eq!(e.to_string(), "t.toml:11:1: instance `helpdesk-mail`: unknown variant `tlz`");
+    assert_eq!(
+        e.to_string(),
+        "t.toml:11:1: instance `helpdesk-mail`: unknown variant `tlz`"
+    );
     let e = c.locate_plugin_error(&c.sinks[0], "username is required");
-    assert_eq!(e.to_string(), "t.toml:13:1: instance `lync`: username is required");
+    assert_eq!(
+        e.to_string(),
+        "t.toml:13:1: instance `lync`: username is required"
+    );
 }

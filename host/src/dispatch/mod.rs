@@ -15,7 +15,10 @@ use std::{
     time::Duration,
 };
 
-use alertbridge_plugin_api::{ErrorKind, FfiMessage, Message, PluginError, PresenceState, RecipientResult, abi_stable::std_types::RResult};
+use alertbridge_plugin_api::{
+    ErrorKind, FfiMessage, Message, PluginError, PresenceState, RecipientResult,
+    abi_stable::std_types::RResult,
+};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -52,7 +55,12 @@ pub struct Plan {
 }
 
 impl Dispatcher {
-    pub fn new(queue: Arc<dyn Queue>, metrics: Arc<Metrics>, plan: Plan, instances: Arc<Registry>) -> Arc<Self> {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        metrics: Arc<Metrics>,
+        plan: Plan,
+        instances: Arc<Registry>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             queue,
             metrics,
@@ -77,11 +85,19 @@ impl Dispatcher {
 
     fn limit(&self, sink: &str, permits: usize) -> Arc<Semaphore> {
         let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(limits.entry(sink.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(permits))))
+        Arc::clone(
+            limits
+                .entry(sink.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(permits))),
+        )
     }
 
     /// Resumes `unfinished` alerts and then takes new ones from `accepted` until stopped.
-    pub async fn run(self: Arc<Self>, unfinished: Vec<StoredAlert>, mut accepted: mpsc::UnboundedReceiver<StoredAlert>) {
+    pub async fn run(
+        self: Arc<Self>,
+        unfinished: Vec<StoredAlert>,
+        mut accepted: mpsc::UnboundedReceiver<StoredAlert>,
+    ) {
         if !unfinished.is_empty() {
             tracing::info!(count = unfinished.len(), "Resuming unfinished alerts.");
         }
@@ -110,8 +126,14 @@ impl Dispatcher {
     pub async fn drain(&self, deadline: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
-            tracing::warn!(in_flight = self.tracker.len(), "Deliveries still in flight at the stop deadline; they stay queued.");
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.tracker.len(),
+                "Deliveries still in flight at the stop deadline; they stay queued."
+            );
         }
     }
 
@@ -149,7 +171,11 @@ impl Dispatcher {
             }
         }
         if alert.alert.expires_unix_ms.is_some_and(|e| e <= now) {
-            for r in alert.recipients.iter_mut().filter(|r| !r.outcome.is_final()) {
+            for r in alert
+                .recipients
+                .iter_mut()
+                .filter(|r| !r.outcome.is_final())
+            {
                 r.outcome = Outcome::Skipped;
                 r.reason = "expired before delivery".into();
                 r.updated_ms = now;
@@ -163,8 +189,14 @@ impl Dispatcher {
             }
         }
         let before: Vec<Outcome> = alert.recipients.iter().map(|r| r.outcome).collect();
-        let rounds = due.into_iter().map(|(sink, idx)| self.sink_round(alert, &plan, sink, idx));
-        let findings: Vec<(usize, Finding)> = futures::future::join_all(rounds).await.into_iter().flatten().collect();
+        let rounds = due
+            .into_iter()
+            .map(|(sink, idx)| self.sink_round(alert, &plan, sink, idx));
+        let findings: Vec<(usize, Finding)> = futures::future::join_all(rounds)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
 
         let now = now_ms();
         let mut fallbacks = Vec::new();
@@ -178,7 +210,14 @@ impl Dispatcher {
             if let Some(route) = router.route(&name) {
                 let mut plan = Vec::new();
                 for r in &alert.recipients {
-                    plan.push((crate::router::Target { route: r.route.clone(), sink: r.sink.clone(), user: r.user.clone() }, route));
+                    plan.push((
+                        crate::router::Target {
+                            route: r.route.clone(),
+                            sink: r.sink.clone(),
+                            user: r.user.clone(),
+                        },
+                        route,
+                    ));
                 }
                 let known = plan.len();
                 router.extend_plan(&mut plan, route, alert);
@@ -191,8 +230,13 @@ impl Dispatcher {
         if alert.recipients.iter().all(|r| r.outcome.is_final()) {
             alert.finished_ms = Some(now);
             self.metrics.queue_depth_add(-1);
-            if alert.recipients.iter().any(|r| r.outcome == Outcome::Delivered) {
-                self.metrics.observe_latency((now - alert.accepted_ms).max(0) as f64 / 1000.0);
+            if alert
+                .recipients
+                .iter()
+                .any(|r| r.outcome == Outcome::Delivered)
+            {
+                self.metrics
+                    .observe_latency((now - alert.accepted_ms).max(0) as f64 / 1000.0);
             }
         }
         if let Err(e) = self.queue.save(alert).await {
@@ -224,28 +268,74 @@ impl Dispatcher {
     }
 
     /// Presence and delivery through one sink for the due recipients `idx`.
-    async fn sink_round(&self, alert: &StoredAlert, plan: &Plan, sink: String, idx: Vec<usize>) -> Vec<(usize, Finding)> {
+    async fn sink_round(
+        &self,
+        alert: &StoredAlert,
+        plan: &Plan,
+        sink: String,
+        idx: Vec<usize>,
+    ) -> Vec<(usize, Finding)> {
         let (router, settings) = (&plan.router, &plan.settings);
-        let down = |reason: String| -> Vec<(usize, Finding)> { idx.iter().map(|&i| (i, Finding::SinkDown(reason.clone()))).collect() };
-        let Some(slot) = self.instances.sink(&sink) else {
-            let e = PluginError::new(ErrorKind::PERMANENT, format!("no sink `{sink}` is configured any more"));
-            return idx.iter().map(|&i| (i, Finding::CallError(e.clone()))).collect();
+        let down = |reason: String| -> Vec<(usize, Finding)> {
+            idx.iter()
+                .map(|&i| (i, Finding::SinkDown(reason.clone())))
+                .collect()
         };
-        let Some(handle) = slot.sink() else { return down(format!("sink `{sink}` is not running")) };
+        let Some(slot) = self.instances.sink(&sink) else {
+            let e = PluginError::new(
+                ErrorKind::PERMANENT,
+                format!("no sink `{sink}` is configured any more"),
+            );
+            return idx
+                .iter()
+                .map(|&i| (i, Finding::CallError(e.clone())))
+                .collect();
+        };
+        let Some(handle) = slot.sink() else {
+            return down(format!("sink `{sink}` is not running"));
+        };
         let now = now_ms();
         let recipients = &alert.recipients;
-        let regardless: Vec<bool> = idx.iter().map(|&i| send_regardless(&recipients[i], &policy_of(router, &recipients[i].route), now)).collect();
-        let ask: Vec<String> = idx.iter().zip(&regardless).filter(|(_, r)| !**r).map(|(&i, _)| recipients[i].user.clone()).collect();
-        let states = self.presence.get(&sink, &handle, ask, settings.presence_cache, settings.deliver_timeout).await;
+        let regardless: Vec<bool> = idx
+            .iter()
+            .map(|&i| {
+                send_regardless(
+                    &recipients[i],
+                    &policy_of(router, &recipients[i].route),
+                    now,
+                )
+            })
+            .collect();
+        let ask: Vec<String> = idx
+            .iter()
+            .zip(&regardless)
+            .filter(|(_, r)| !**r)
+            .map(|(&i, _)| recipients[i].user.clone())
+            .collect();
+        let states = self
+            .presence
+            .get(
+                &sink,
+                &handle,
+                ask,
+                settings.presence_cache,
+                settings.deliver_timeout,
+            )
+            .await;
 
         let mut findings = Vec::new();
         let mut send: Vec<usize> = Vec::new();
         for (&i, regardless) in idx.iter().zip(regardless) {
             let user = &recipients[i].user;
             let state = states.get(user).copied().unwrap_or(PresenceState::UNKNOWN);
-            if !regardless && state != PresenceState::UNKNOWN && !settings.reachable.contains(&state) {
+            if !regardless
+                && state != PresenceState::UNKNOWN
+                && !settings.reachable.contains(&state)
+            {
                 findings.push((i, Finding::Offline(state)));
-            } else if let Some(at) = self.rate_limited(user, now, settings.per_recipient_per_minute as usize) {
+            } else if let Some(at) =
+                self.rate_limited(user, now, settings.per_recipient_per_minute as usize)
+            {
                 findings.push((i, Finding::RateLimited(at)));
             } else {
                 send.push(i);
@@ -256,7 +346,12 @@ impl Dispatcher {
         }
         let message = Message {
             alert_id: alert.id,
-            attempt: send.iter().map(|&i| recipients[i].attempts).max().unwrap_or(0) + 1,
+            attempt: send
+                .iter()
+                .map(|&i| recipients[i].attempts)
+                .max()
+                .unwrap_or(0)
+                + 1,
             source: alert.source.clone(),
             subject: alert.alert.subject.clone(),
             body: alert.alert.body.clone(),
@@ -265,13 +360,23 @@ impl Dispatcher {
             recipients: send.iter().map(|&i| recipients[i].user.clone()).collect(),
             attributes: [("alert_uid".to_owned(), alert.uid.clone())].into(),
         };
-        let _permit = self.limit(&sink, settings.sink_concurrency).acquire_owned().await;
+        let _permit = self
+            .limit(&sink, settings.sink_concurrency)
+            .acquire_owned()
+            .await;
         let call = handle.deliver(FfiMessage::from(&message));
-        let results: Result<Vec<RecipientResult>, PluginError> = match tokio::time::timeout(settings.deliver_timeout, call).await {
-            Err(_) => Err(PluginError::new(ErrorKind::TRANSIENT, format!("no answer within {} ms", settings.deliver_timeout.as_millis()))),
-            Ok(RResult::RErr(e)) => Err(e.into()),
-            Ok(RResult::ROk(list)) => Ok(list.iter().map(RecipientResult::from).collect()),
-        };
+        let results: Result<Vec<RecipientResult>, PluginError> =
+            match tokio::time::timeout(settings.deliver_timeout, call).await {
+                Err(_) => Err(PluginError::new(
+                    ErrorKind::TRANSIENT,
+                    format!(
+                        "no answer within {} ms",
+                        settings.deliver_timeout.as_millis()
+                    ),
+                )),
+                Ok(RResult::RErr(e)) => Err(e.into()),
+                Ok(RResult::ROk(list)) => Ok(list.iter().map(RecipientResult::from).collect()),
+            };
         match results {
             Err(e) => {
                 if e.kind == ErrorKind::PANICKED {
@@ -280,11 +385,15 @@ impl Dispatcher {
                 findings.extend(send.iter().map(|&i| (i, Finding::CallError(e.clone()))));
             }
             Ok(list) => {
-                let mut by_user: HashMap<String, RecipientResult> = list.into_iter().map(|r| (r.user.clone(), r)).collect();
+                let mut by_user: HashMap<String, RecipientResult> =
+                    list.into_iter().map(|r| (r.user.clone(), r)).collect();
                 for i in send {
                     let finding = match by_user.remove(&recipients[i].user) {
                         Some(r) => Finding::Result(r),
-                        None => Finding::CallError(PluginError::new(ErrorKind::TRANSIENT, "the sink reported no outcome for this recipient")),
+                        None => Finding::CallError(PluginError::new(
+                            ErrorKind::TRANSIENT,
+                            "the sink reported no outcome for this recipient",
+                        )),
                     };
                     findings.push((i, finding));
                 }
@@ -312,9 +421,21 @@ impl Dispatcher {
 }
 
 fn record(route: String, sink: String, user: String, now: i64) -> RecipientRecord {
-    RecipientRecord { route, sink, user, outcome: Outcome::Pending, reason: String::new(), attempts: 0, held_since_ms: None, not_before_ms: None, updated_ms: now }
+    RecipientRecord {
+        route,
+        sink,
+        user,
+        outcome: Outcome::Pending,
+        reason: String::new(),
+        attempts: 0,
+        held_since_ms: None,
+        not_before_ms: None,
+        updated_ms: now,
+    }
 }
 
 fn policy_of(router: &Router, route: &str) -> OfflinePolicy {
-    router.route(route).map_or(OfflinePolicy::Skip, |r| r.offline.clone())
+    router
+        .route(route)
+        .map_or(OfflinePolicy::Skip, |r| r.offline.clone())
 }

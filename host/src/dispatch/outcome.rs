@@ -2,7 +2,9 @@
 //! sink's per-recipient result, retries with backoff and jitter, and dead-lettering. Pure
 //! functions of the record, the finding and the clock.
 
-use alertbridge_plugin_api::{DeliveryStatus, ErrorKind, PluginError, PresenceState, RecipientResult};
+use alertbridge_plugin_api::{
+    DeliveryStatus, ErrorKind, PluginError, PresenceState, RecipientResult,
+};
 
 use crate::{
     config::DeliverySettings,
@@ -28,7 +30,13 @@ pub enum Finding {
 
 /// Applies `finding` to `record` at `now`. Returns the route to fall back to, if the policy
 /// hands the recipient over.
-pub fn apply(record: &mut RecipientRecord, finding: Finding, policy: &OfflinePolicy, now: i64, s: &DeliverySettings) -> Option<String> {
+pub fn apply(
+    record: &mut RecipientRecord,
+    finding: Finding,
+    policy: &OfflinePolicy,
+    now: i64,
+    s: &DeliverySettings,
+) -> Option<String> {
     record.updated_ms = now;
     match finding {
         Finding::Offline(state) => offline(record, policy, now, s, &format!("presence {state}")),
@@ -47,14 +55,26 @@ pub fn apply(record: &mut RecipientRecord, finding: Finding, policy: &OfflinePol
         Finding::CallError(e) => {
             record.attempts += 1;
             match e.kind {
-                ErrorKind::PERMANENT | ErrorKind::CONFIG => fail(record, format!("sink refused the message: {}", e.message)),
-                _ => retry(record, now, s, &format!("sink call failed ({}): {}", e.kind, e.message), e.retry_after.map(|d| d.as_millis() as i64)),
+                ErrorKind::PERMANENT | ErrorKind::CONFIG => {
+                    fail(record, format!("sink refused the message: {}", e.message))
+                }
+                _ => retry(
+                    record,
+                    now,
+                    s,
+                    &format!("sink call failed ({}): {}", e.kind, e.message),
+                    e.retry_after.map(|d| d.as_millis() as i64),
+                ),
             }
             None
         }
         Finding::Result(r) => {
             record.attempts += 1;
-            let detail = if r.detail.is_empty() { String::new() } else { format!(": {}", r.detail) };
+            let detail = if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.detail)
+            };
             match r.status {
                 DeliveryStatus::DELIVERED => {
                     record.outcome = Outcome::Delivered;
@@ -62,13 +82,19 @@ pub fn apply(record: &mut RecipientRecord, finding: Finding, policy: &OfflinePol
                     record.reason = r.detail;
                     None
                 }
-                DeliveryStatus::OFFLINE if !send_regardless(record, policy, now) => {
-                    offline(record, policy, now, s, &format!("sink reports offline{detail}"))
-                }
+                DeliveryStatus::OFFLINE if !send_regardless(record, policy, now) => offline(
+                    record,
+                    policy,
+                    now,
+                    s,
+                    &format!("sink reports offline{detail}"),
+                ),
                 DeliveryStatus::OFFLINE => fail_none(record, format!("offline{detail}")),
                 DeliveryStatus::DECLINED => fail_none(record, format!("declined{detail}")),
                 DeliveryStatus::NOT_FOUND => fail_none(record, format!("no such user{detail}")),
-                DeliveryStatus::FAILED_PERMANENT => fail_none(record, format!("permanent failure{detail}")),
+                DeliveryStatus::FAILED_PERMANENT => {
+                    fail_none(record, format!("permanent failure{detail}"))
+                }
                 status => {
                     let after = r.retry_after.map(|d| d.as_millis() as i64);
                     retry(record, now, s, &format!("{status}{detail}"), after);
@@ -91,13 +117,24 @@ fn fail_none(record: &mut RecipientRecord, reason: String) -> Option<String> {
 }
 
 /// Schedules another attempt, or dead-letters the recipient once attempts run out.
-fn retry(record: &mut RecipientRecord, now: i64, s: &DeliverySettings, why: &str, retry_after_ms: Option<i64>) {
+fn retry(
+    record: &mut RecipientRecord,
+    now: i64,
+    s: &DeliverySettings,
+    why: &str,
+    retry_after_ms: Option<i64>,
+) {
     if record.attempts >= s.max_attempts {
-        fail(record, format!("gave up after {} attempts: {why}", record.attempts));
+        fail(
+            record,
+            format!("gave up after {} attempts: {why}", record.attempts),
+        );
         return;
     }
     let base = s.retry_initial.as_millis() as i64;
-    let exp = base.saturating_mul(1 << (record.attempts.saturating_sub(1)).min(20)).min(s.retry_max.as_millis() as i64);
+    let exp = base
+        .saturating_mul(1 << (record.attempts.saturating_sub(1)).min(20))
+        .min(s.retry_max.as_millis() as i64);
     let jitter = rand::random_range(0..=exp / 5);
     let wait = (exp + jitter).max(retry_after_ms.unwrap_or(0));
     record.outcome = Outcome::Pending;
@@ -105,7 +142,13 @@ fn retry(record: &mut RecipientRecord, now: i64, s: &DeliverySettings, why: &str
     record.reason = format!("retrying in {} ms: {why}", wait);
 }
 
-fn offline(record: &mut RecipientRecord, policy: &OfflinePolicy, now: i64, s: &DeliverySettings, why: &str) -> Option<String> {
+fn offline(
+    record: &mut RecipientRecord,
+    policy: &OfflinePolicy,
+    now: i64,
+    s: &DeliverySettings,
+    why: &str,
+) -> Option<String> {
     match policy {
         OfflinePolicy::Skip => {
             record.outcome = Outcome::Skipped;
@@ -136,12 +179,18 @@ fn offline(record: &mut RecipientRecord, policy: &OfflinePolicy, now: i64, s: &D
                         record.reason = format!("offline ({why}); sending anyway");
                         None
                     }
-                    OfflinePolicy::Hold { .. } => offline(record, &OfflinePolicy::Skip, now, s, &why),
+                    OfflinePolicy::Hold { .. } => {
+                        offline(record, &OfflinePolicy::Skip, now, s, &why)
+                    }
                     other => offline(record, other, now, s, &why),
                 };
             }
             record.outcome = Outcome::Held;
-            record.not_before_ms = Some(now + (s.hold_recheck.as_millis() as i64).min(max_wait.as_millis() as i64 - waited).max(1));
+            record.not_before_ms = Some(
+                now + (s.hold_recheck.as_millis() as i64)
+                    .min(max_wait.as_millis() as i64 - waited)
+                    .max(1),
+            );
             record.reason = format!("offline ({why}); holding up to {} s", max_wait.as_secs());
             None
         }
@@ -154,7 +203,10 @@ pub fn send_regardless(record: &RecipientRecord, policy: &OfflinePolicy, now: i6
     match policy {
         OfflinePolicy::Always => true,
         OfflinePolicy::Hold { max_wait, then } => {
-            **then == OfflinePolicy::Always && record.held_since_ms.is_some_and(|s| now - s >= max_wait.as_millis() as i64)
+            **then == OfflinePolicy::Always
+                && record
+                    .held_since_ms
+                    .is_some_and(|s| now - s >= max_wait.as_millis() as i64)
         }
         _ => false,
     }
@@ -181,17 +233,34 @@ mod tests {
     }
 
     fn settings() -> DeliverySettings {
-        DeliverySettings { max_attempts: 3, retry_initial: Duration::from_millis(100), hold_recheck: Duration::from_secs(10), ..DeliverySettings::default() }
+        DeliverySettings {
+            max_attempts: 3,
+            retry_initial: Duration::from_millis(100),
+            hold_recheck: Duration::from_secs(10),
+            ..DeliverySettings::default()
+        }
     }
 
     fn hold(secs: u64, then: OfflinePolicy) -> OfflinePolicy {
-        OfflinePolicy::Hold { max_wait: Duration::from_secs(secs), then: Box::new(then) }
+        OfflinePolicy::Hold {
+            max_wait: Duration::from_secs(secs),
+            then: Box::new(then),
+        }
     }
 
     #[test]
     fn skip_records_the_presence_seen() {
         let mut r = record();
-        assert_eq!(apply(&mut r, Finding::Offline(PresenceState::AWAY), &OfflinePolicy::Skip, 5, &settings()), None);
+        assert_eq!(
+            apply(
+                &mut r,
+                Finding::Offline(PresenceState::AWAY),
+                &OfflinePolicy::Skip,
+                5,
+                &settings()
+            ),
+            None
+        );
         assert_eq!(r.outcome, Outcome::Skipped);
         assert_eq!(r.reason, "offline (presence away); policy skip");
     }
@@ -201,11 +270,36 @@ mod tests {
         let s = settings();
         let p = hold(30, OfflinePolicy::Skip);
         let mut r = record();
-        apply(&mut r, Finding::Offline(PresenceState::OFFLINE), &p, 1_000, &s);
-        assert_eq!((r.outcome, r.held_since_ms, r.not_before_ms), (Outcome::Held, Some(1_000), Some(11_000)));
-        apply(&mut r, Finding::Offline(PresenceState::OFFLINE), &p, 25_000, &s);
-        assert_eq!((r.outcome, r.not_before_ms), (Outcome::Held, Some(31_000)), "the last re-check lands on max_wait");
-        apply(&mut r, Finding::Offline(PresenceState::OFFLINE), &p, 31_000, &s);
+        apply(
+            &mut r,
+            Finding::Offline(PresenceState::OFFLINE),
+            &p,
+            1_000,
+            &s,
+        );
+        assert_eq!(
+            (r.outcome, r.held_since_ms, r.not_before_ms),
+            (Outcome::Held, Some(1_000), Some(11_000))
+        );
+        apply(
+            &mut r,
+            Finding::Offline(PresenceState::OFFLINE),
+            &p,
+            25_000,
+            &s,
+        );
+        assert_eq!(
+            (r.outcome, r.not_before_ms),
+            (Outcome::Held, Some(31_000)),
+            "the last re-check lands on max_wait"
+        );
+        apply(
+            &mut r,
+            Finding::Offline(PresenceState::OFFLINE),
+            &p,
+            31_000,
+            &s,
+        );
         assert_eq!(r.outcome, Outcome::Skipped);
         assert!(r.reason.contains("held 30 s"), "{}", r.reason);
     }
@@ -217,14 +311,29 @@ mod tests {
         let mut r = record();
         apply(&mut r, Finding::Offline(PresenceState::OFFLINE), &p, 0, &s);
         assert!(!send_regardless(&r, &p, 5_000));
-        apply(&mut r, Finding::Offline(PresenceState::OFFLINE), &p, 10_000, &s);
+        apply(
+            &mut r,
+            Finding::Offline(PresenceState::OFFLINE),
+            &p,
+            10_000,
+            &s,
+        );
         assert_eq!(r.outcome, Outcome::Pending);
         assert!(send_regardless(&r, &p, 10_000));
 
         let p = hold(10, OfflinePolicy::Fallback("pager".into()));
         let mut r = record();
         apply(&mut r, Finding::Offline(PresenceState::OFFLINE), &p, 0, &s);
-        assert_eq!(apply(&mut r, Finding::Offline(PresenceState::OFFLINE), &p, 10_000, &s), Some("pager".into()));
+        assert_eq!(
+            apply(
+                &mut r,
+                Finding::Offline(PresenceState::OFFLINE),
+                &p,
+                10_000,
+                &s
+            ),
+            Some("pager".into())
+        );
         assert_eq!(r.outcome, Outcome::Skipped);
     }
 
@@ -244,14 +353,24 @@ mod tests {
         assert!((200..=240).contains(&second), "{second}");
         fail(&mut r, 0);
         assert_eq!(r.outcome, Outcome::Failed);
-        assert_eq!(r.reason, "gave up after 3 attempts: failed_transient: 503 busy");
+        assert_eq!(
+            r.reason,
+            "gave up after 3 attempts: failed_transient: 503 busy"
+        );
     }
 
     #[test]
     fn retry_after_advice_is_honoured() {
         let mut r = record();
-        let res = RecipientResult::new("u", DeliveryStatus::FAILED_TRANSIENT, "429").retry_after(Duration::from_secs(30));
-        apply(&mut r, Finding::Result(res), &OfflinePolicy::Skip, 0, &settings());
+        let res = RecipientResult::new("u", DeliveryStatus::FAILED_TRANSIENT, "429")
+            .retry_after(Duration::from_secs(30));
+        apply(
+            &mut r,
+            Finding::Result(res),
+            &OfflinePolicy::Skip,
+            0,
+            &settings(),
+        );
         assert_eq!(r.not_before_ms, Some(30_000));
     }
 
@@ -261,20 +380,58 @@ mod tests {
         for (status, reason) in [
             (DeliveryStatus::DECLINED, "declined: busy in a meeting"),
             (DeliveryStatus::NOT_FOUND, "no such user: busy in a meeting"),
-            (DeliveryStatus::FAILED_PERMANENT, "permanent failure: busy in a meeting"),
+            (
+                DeliveryStatus::FAILED_PERMANENT,
+                "permanent failure: busy in a meeting",
+            ),
         ] {
             let mut r = record();
-            apply(&mut r, Finding::Result(RecipientResult::new("u", status, "busy in a meeting")), &OfflinePolicy::Skip, 0, &s);
+            apply(
+                &mut r,
+                Finding::Result(RecipientResult::new("u", status, "busy in a meeting")),
+                &OfflinePolicy::Skip,
+                0,
+                &s,
+            );
             assert_eq!((r.outcome, r.reason.as_str()), (Outcome::Failed, reason));
         }
         let mut r = record();
-        apply(&mut r, Finding::CallError(PluginError::new(ErrorKind::PANICKED, "deliver panicked: boom")), &OfflinePolicy::Skip, 0, &s);
-        assert_eq!(r.outcome, Outcome::Pending, "a panic is retried after the sink restarts");
+        apply(
+            &mut r,
+            Finding::CallError(PluginError::new(
+                ErrorKind::PANICKED,
+                "deliver panicked: boom",
+            )),
+            &OfflinePolicy::Skip,
+            0,
+            &s,
+        );
+        assert_eq!(
+            r.outcome,
+            Outcome::Pending,
+            "a panic is retried after the sink restarts"
+        );
         let mut r = record();
-        apply(&mut r, Finding::Result(RecipientResult::delivered("u")), &OfflinePolicy::Skip, 0, &s);
+        apply(
+            &mut r,
+            Finding::Result(RecipientResult::delivered("u")),
+            &OfflinePolicy::Skip,
+            0,
+            &s,
+        );
         assert_eq!(r.outcome, Outcome::Delivered);
         let mut r = record();
-        apply(&mut r, Finding::SinkDown("sink `lync` is not running".into()), &OfflinePolicy::Skip, 0, &s);
-        assert_eq!((r.outcome, r.attempts, r.not_before_ms), (Outcome::Pending, 0, Some(1000)), "a sink down uses no attempt");
+        apply(
+            &mut r,
+            Finding::SinkDown("sink `lync` is not running".into()),
+            &OfflinePolicy::Skip,
+            0,
+            &s,
+        );
+        assert_eq!(
+            (r.outcome, r.attempts, r.not_before_ms),
+            (Outcome::Pending, 0, Some(1000)),
+            "a sink down uses no attempt"
+        );
     }
 }

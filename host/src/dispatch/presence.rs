@@ -7,7 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge_plugin_api::{PresenceState, abi::SinkBox, abi_stable::std_types::{RResult, RString, RVec}};
+use alertbridge_plugin_api::{
+    PresenceState,
+    abi::SinkBox,
+    abi_stable::std_types::{RResult, RString, RVec},
+};
 
 /// Presence answers per (sink, user), valid for `ttl`.
 #[derive(Default)]
@@ -22,7 +26,13 @@ impl PresenceCache {
         Self::default()
     }
 
-    fn cached(&self, sink: &str, users: &[String], ttl: Duration, out: &mut HashMap<String, PresenceState>) -> Vec<String> {
+    fn cached(
+        &self,
+        sink: &str,
+        users: &[String],
+        ttl: Duration,
+        out: &mut HashMap<String, PresenceState>,
+    ) -> Vec<String> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let mut missing = Vec::new();
         for u in users {
@@ -38,7 +48,14 @@ impl PresenceCache {
 
     /// The presence of `users` through `sink`. Users the sink could not tell about (or all of
     /// them, if it failed) are left out: the caller treats them as unknown and tries to deliver.
-    pub async fn get(&self, name: &str, sink: &SinkBox, users: Vec<String>, ttl: Duration, timeout: Duration) -> HashMap<String, PresenceState> {
+    pub async fn get(
+        &self,
+        name: &str,
+        sink: &SinkBox,
+        users: Vec<String>,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> HashMap<String, PresenceState> {
         let mut out = HashMap::new();
         if users.is_empty() {
             return out;
@@ -74,7 +91,11 @@ impl PresenceCache {
             Ok(RResult::RErr(e)) => {
                 tracing::warn!(sink = name, kind = %e.kind, error = %e.message, "Presence query failed; delivering without it.");
             }
-            Err(_) => tracing::warn!(sink = name, timeout_ms = timeout.as_millis() as u64, "Presence query timed out; delivering without it."),
+            Err(_) => tracing::warn!(
+                sink = name,
+                timeout_ms = timeout.as_millis() as u64,
+                "Presence query timed out; delivering without it."
+            ),
         }
         out
     }

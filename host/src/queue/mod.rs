@@ -60,7 +60,11 @@ impl QueueError {
 /// Durable storage of alerts and their outcomes.
 pub trait Queue: Send + Sync + 'static {
     /// Stores a new alert from `source` (or finds its duplicate). Resolves after commit.
-    fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Enqueued, QueueError>>;
+    fn enqueue(
+        &self,
+        source: &str,
+        alert: Alert,
+    ) -> BoxFuture<'static, Result<Enqueued, QueueError>>;
 
     /// Durably records an alert's new state. Resolves after commit.
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>>;

@@ -15,7 +15,9 @@ use std::{
 };
 
 use alertbridge_plugin_api::Alert;
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 use tokio::sync::oneshot;
 
 use super::{BoxFuture, Enqueued, Queue, QueueError};
@@ -33,8 +35,17 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Work for the writer thread. Documents arrive encoded: serialization happens on the callers'
 /// threads, in parallel, and the writer only touches the database.
 enum Cmd {
-    Enqueue { dedup: Option<String>, accepted_ms: i64, json: Vec<u8>, reply: oneshot::Sender<Result<Taken, QueueError>> },
-    Save { id: u64, json: Vec<u8>, reply: oneshot::Sender<Result<(), QueueError>> },
+    Enqueue {
+        dedup: Option<String>,
+        accepted_ms: i64,
+        json: Vec<u8>,
+        reply: oneshot::Sender<Result<Taken, QueueError>>,
+    },
+    Save {
+        id: u64,
+        json: Vec<u8>,
+        reply: oneshot::Sender<Result<(), QueueError>>,
+    },
 }
 
 /// What the writer did with an enqueue.
@@ -63,11 +74,17 @@ impl Drop for RedbQueue {
 
 impl RedbQueue {
     /// Opens (or creates) the queue in `dir`, and starts its writer thread.
-    pub fn open(dir: &Path, dedup_window: Duration, history_max: usize) -> Result<Self, QueueError> {
+    pub fn open(
+        dir: &Path,
+        dedup_window: Duration,
+        history_max: usize,
+    ) -> Result<Self, QueueError> {
         std::fs::create_dir_all(dir).map_err(QueueError::storage)?;
         let path = dir.join("queue.redb");
-        let db = Database::create(&path)
-            .map_err(|source| QueueError::Open { path: path.display().to_string(), source })?;
+        let db = Database::create(&path).map_err(|source| QueueError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let txn = db.begin_write().map_err(QueueError::storage)?;
         {
             txn.open_table(ALERTS).map_err(QueueError::storage)?;
@@ -77,19 +94,34 @@ impl RedbQueue {
         txn.commit().map_err(QueueError::storage)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
-        let writer = Writer { db: Arc::clone(&db), window_ms: dedup_window.as_millis() as i64, history_max };
+        let writer = Writer {
+            db: Arc::clone(&db),
+            window_ms: dedup_window.as_millis() as i64,
+            history_max,
+        };
         let writer = thread::Builder::new()
             .name("queue-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(QueueError::storage)?;
-        Ok(Self { db, tx: Some(tx), writer: Some(writer) })
+        Ok(Self {
+            db,
+            tx: Some(tx),
+            writer: Some(writer),
+        })
     }
 
     fn send(&self, cmd: Cmd) -> Result<(), QueueError> {
-        self.tx.as_ref().ok_or(QueueError::Closed)?.send(cmd).map_err(|_| QueueError::Closed)
+        self.tx
+            .as_ref()
+            .ok_or(QueueError::Closed)?
+            .send(cmd)
+            .map_err(|_| QueueError::Closed)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&redb::ReadOnlyTable<u64, &[u8]>) -> Result<T, QueueError>) -> Result<T, QueueError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadOnlyTable<u64, &[u8]>) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
         let txn = self.db.begin_read().map_err(QueueError::storage)?;
         let table = txn.open_table(ALERTS).map_err(QueueError::storage)?;
         f(&table)
@@ -97,32 +129,54 @@ impl RedbQueue {
 }
 
 fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
-    let mut alert: StoredAlert = serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt { id, source })?;
+    let mut alert: StoredAlert =
+        serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt { id, source })?;
     alert.id = id;
     Ok(alert)
 }
 
 impl Queue for RedbQueue {
-    fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Enqueued, QueueError>> {
+    fn enqueue(
+        &self,
+        source: &str,
+        alert: Alert,
+    ) -> BoxFuture<'static, Result<Enqueued, QueueError>> {
         let (reply, rx) = oneshot::channel();
         let mut stored = StoredAlert::new(0, source, alert, now_ms());
-        let dedup = stored.alert.dedup_key.as_ref().map(|k| format!("{source}\x1f{k}"));
+        let dedup = stored
+            .alert
+            .dedup_key
+            .as_ref()
+            .map(|k| format!("{source}\x1f{k}"));
         let sent = serde_json::to_vec(&stored)
             .map_err(QueueError::storage)
-            .and_then(|json| self.send(Cmd::Enqueue { dedup, accepted_ms: stored.accepted_ms, json, reply }));
+            .and_then(|json| {
+                self.send(Cmd::Enqueue {
+                    dedup,
+                    accepted_ms: stored.accepted_ms,
+                    json,
+                    reply,
+                })
+            });
         Box::pin(async move {
             sent?;
             match rx.await.map_err(|_| QueueError::Closed)?? {
                 Taken::New(id) => {
                     stored.id = id;
-                    Ok(Enqueued { alert: stored, duplicate: false })
+                    Ok(Enqueued {
+                        alert: stored,
+                        duplicate: false,
+                    })
                 }
                 Taken::Duplicate(id, existing) => {
                     let alert = existing.map(|a| *a).unwrap_or_else(|| {
                         stored.id = id;
                         stored
                     });
-                    Ok(Enqueued { alert, duplicate: true })
+                    Ok(Enqueued {
+                        alert,
+                        duplicate: true,
+                    })
                 }
             }
         })
@@ -132,7 +186,13 @@ impl Queue for RedbQueue {
         let (reply, rx) = oneshot::channel();
         let sent = serde_json::to_vec(alert)
             .map_err(QueueError::storage)
-            .and_then(|json| self.send(Cmd::Save { id: alert.id, json, reply }));
+            .and_then(|json| {
+                self.send(Cmd::Save {
+                    id: alert.id,
+                    json,
+                    reply,
+                })
+            });
         Box::pin(async move {
             sent?;
             rx.await.map_err(|_| QueueError::Closed)?
@@ -211,7 +271,12 @@ impl Writer {
             txn.set_durability(Durability::Immediate);
             for cmd in batch {
                 match cmd {
-                    Cmd::Enqueue { dedup, accepted_ms, json, reply } => match self.enqueue(&txn, dedup, accepted_ms, &json) {
+                    Cmd::Enqueue {
+                        dedup,
+                        accepted_ms,
+                        json,
+                        reply,
+                    } => match self.enqueue(&txn, dedup, accepted_ms, &json) {
                         Ok(taken) => replies.push(Reply::Enqueued(reply, taken)),
                         Err(e) => refused.push((reply, e)),
                     },
@@ -242,36 +307,59 @@ impl Writer {
                 tracing::error!(error = %crate::error_chain(&e), commands = replies.len(), "Queue commit failed; nothing in it was acknowledged.");
                 for r in replies {
                     match r {
-                        Reply::Enqueued(tx, _) => drop(tx.send(Err(QueueError::storage(std::io::Error::other(e.to_string()))))),
-                        Reply::Saved(tx) => drop(tx.send(Err(QueueError::storage(std::io::Error::other(e.to_string()))))),
+                        Reply::Enqueued(tx, _) => drop(tx.send(Err(QueueError::storage(
+                            std::io::Error::other(e.to_string()),
+                        )))),
+                        Reply::Saved(tx) => drop(tx.send(Err(QueueError::storage(
+                            std::io::Error::other(e.to_string()),
+                        )))),
                     }
                 }
             }
         }
     }
 
-    fn enqueue(&self, txn: &WriteTransaction, dedup: Option<String>, accepted_ms: i64, json: &[u8]) -> Result<Taken, QueueError> {
+    fn enqueue(
+        &self,
+        txn: &WriteTransaction,
+        dedup: Option<String>,
+        accepted_ms: i64,
+        json: &[u8],
+    ) -> Result<Taken, QueueError> {
         if let Some(key) = &dedup {
             let table = txn.open_table(DEDUP).map_err(QueueError::storage)?;
-            let seen = table.get(key.as_str()).map_err(QueueError::storage)?.map(|v| v.value());
+            let seen = table
+                .get(key.as_str())
+                .map_err(QueueError::storage)?
+                .map(|v| v.value());
             if let Some((id, at)) = seen
                 && accepted_ms - at < self.window_ms
             {
                 let alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
-                let existing = alerts.get(id).map_err(QueueError::storage)?.map(|v| decode(id, v.value())).transpose()?;
+                let existing = alerts
+                    .get(id)
+                    .map_err(QueueError::storage)?
+                    .map(|v| decode(id, v.value()))
+                    .transpose()?;
                 return Ok(Taken::Duplicate(id, existing.map(Box::new)));
             }
         }
         let id = {
             let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
-            let next = meta.get("next_id").map_err(QueueError::storage)?.map_or(1, |v| v.value());
-            meta.insert("next_id", next + 1).map_err(QueueError::storage)?;
+            let next = meta
+                .get("next_id")
+                .map_err(QueueError::storage)?
+                .map_or(1, |v| v.value());
+            meta.insert("next_id", next + 1)
+                .map_err(QueueError::storage)?;
             next
         };
         put(txn, id, json)?;
         if let Some(key) = dedup {
             let mut table = txn.open_table(DEDUP).map_err(QueueError::storage)?;
-            table.insert(key.as_str(), (id, accepted_ms)).map_err(QueueError::storage)?;
+            table
+                .insert(key.as_str(), (id, accepted_ms))
+                .map_err(QueueError::storage)?;
         }
         Ok(Taken::New(id))
     }
@@ -299,7 +387,9 @@ impl Writer {
         }
         let cutoff = now_ms() - self.window_ms;
         let mut dedup = txn.open_table(DEDUP).map_err(QueueError::storage)?;
-        dedup.retain(|_, (_, at)| at >= cutoff).map_err(QueueError::storage)?;
+        dedup
+            .retain(|_, (_, at)| at >= cutoff)
+            .map_err(QueueError::storage)?;
         Ok(())
     }
 }
@@ -335,21 +425,34 @@ mod tests {
             assert!(dup.duplicate);
             assert_eq!(dup.alert.id, a.alert.id);
             assert_eq!(dup.alert.alert.subject, "one");
-            let other_source = q.enqueue("hook", keyed("same key elsewhere", "k1")).await.unwrap();
-            assert!(!other_source.duplicate, "dedup keys are scoped to their source");
+            let other_source = q
+                .enqueue("hook", keyed("same key elsewhere", "k1"))
+                .await
+                .unwrap();
+            assert!(
+                !other_source.duplicate,
+                "dedup keys are scoped to their source"
+            );
             (a.alert.id, b.alert.id)
         };
         let q = queue(dir.path());
         let ids: Vec<u64> = q.unfinished().unwrap().iter().map(|a| a.id).collect();
         assert_eq!(ids, [first, second, second + 1]);
-        assert!(q.enqueue("mail", keyed("after restart", "k2")).await.unwrap().duplicate);
+        assert!(
+            q.enqueue("mail", keyed("after restart", "k2"))
+                .await
+                .unwrap()
+                .duplicate
+        );
     }
 
     #[tokio::test]
     async fn concurrent_enqueues_get_distinct_ids_and_saves_finish_alerts() {
         let dir = tempfile::tempdir().unwrap();
         let q = Arc::new(queue(dir.path()));
-        let handles: Vec<_> = (0..500).map(|i| q.enqueue("s", Alert::new(format!("a{i}")))).collect();
+        let handles: Vec<_> = (0..500)
+            .map(|i| q.enqueue("s", Alert::new(format!("a{i}"))))
+            .collect();
         let mut ids = Vec::new();
         for h in handles {
             ids.push(h.await.unwrap().alert.id);
@@ -361,7 +464,14 @@ mod tests {
         a.finished_ms = Some(1);
         q.save(&a).await.unwrap();
         assert_eq!(q.unfinished().unwrap().len(), 499);
-        assert_eq!(q.recent(3).unwrap().iter().map(|a| a.id).collect::<Vec<_>>(), [500, 499, 498]);
+        assert_eq!(
+            q.recent(3)
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>(),
+            [500, 499, 498]
+        );
     }
 
     #[tokio::test]

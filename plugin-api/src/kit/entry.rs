@@ -3,7 +3,7 @@
 #![allow(unsafe_code)] // The one place the library header is built.
 
 use abi_stable::{
-    library::{CheckTypeLayout, LibHeader, RootModuleResult, __call_root_module_loader},
+    library::{__call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult},
     prefix_type::PrefixTypeTrait,
     std_types::{RErr, RResult, RStr, RString},
 };
@@ -34,7 +34,12 @@ extern "C" fn erased<P: PluginSpec>() -> RootModuleResult {
 }
 
 fn root_module<P: PluginSpec>() -> PluginModRef {
-    PluginMod { info: info::<P>, create_source: create_source::<P>, create_sink: create_sink::<P> }.leak_into_prefix()
+    PluginMod {
+        info: info::<P>,
+        create_source: create_source::<P>,
+        create_sink: create_sink::<P>,
+    }
+    .leak_into_prefix()
 }
 
 extern "C" fn info<P: PluginSpec>() -> PluginInfo {
@@ -43,7 +48,13 @@ extern "C" fn info<P: PluginSpec>() -> PluginInfo {
         name: P::NAME.into(),
         version: P::VERSION.into(),
         api_version: API_VERSION.into(),
-        kinds: kinds.into_iter().map(|(name, role)| KindInfo { name: name.into(), role }).collect(),
+        kinds: kinds
+            .into_iter()
+            .map(|(name, role)| KindInfo {
+                name: name.into(),
+                role,
+            })
+            .collect(),
     }
 }
 
@@ -88,7 +99,14 @@ extern "C" fn create_source<P: PluginSpec>(
     config_toml: RStr<'_>,
     host: HostBox,
 ) -> RResult<SourceBox, FfiError> {
-    create(Role::SOURCE, kind, instance, config_toml, host, P::create_source)
+    create(
+        Role::SOURCE,
+        kind,
+        instance,
+        config_toml,
+        host,
+        P::create_source,
+    )
 }
 
 extern "C" fn create_sink<P: PluginSpec>(
@@ -97,13 +115,23 @@ extern "C" fn create_sink<P: PluginSpec>(
     config_toml: RStr<'_>,
     host: HostBox,
 ) -> RResult<SinkBox, FfiError> {
-    create(Role::SINK, kind, instance, config_toml, host, P::create_sink)
+    create(
+        Role::SINK,
+        kind,
+        instance,
+        config_toml,
+        host,
+        P::create_sink,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn export_macro_uses_the_loader_symbol_name() {
-        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
     }
 }

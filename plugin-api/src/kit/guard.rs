@@ -14,7 +14,10 @@ use tokio::{runtime::Handle, task::AbortHandle};
 use crate::{ErrorKind, FfiError, PluginError};
 
 /// Runs `f`, turning a panic into a `PANICKED` error.
-pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> RResult<T, FfiError>) -> RResult<T, FfiError> {
+pub(crate) fn guard<T>(
+    what: &str,
+    f: impl FnOnce() -> RResult<T, FfiError>,
+) -> RResult<T, FfiError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => RErr(panicked(what, payload.as_ref()).into()),
@@ -44,7 +47,11 @@ impl Drop for AbortOnDrop {
 /// Spawns `fut` on the instance's runtime and returns a future the host may poll from its own
 /// runtime: it waits only on the task's `JoinHandle` (a waker), never on this plugin's timers or
 /// IO. A panic in the task resolves to a `PANICKED` error.
-pub(crate) fn spawn_ffi<T, F>(handle: &Handle, what: &'static str, fut: F) -> FfiFuture<RResult<T, FfiError>>
+pub(crate) fn spawn_ffi<T, F>(
+    handle: &Handle,
+    what: &'static str,
+    fut: F,
+) -> FfiFuture<RResult<T, FfiError>>
 where
     T: Send + 'static,
     F: Future<Output = Result<T, PluginError>> + Send + 'static,
@@ -57,7 +64,13 @@ where
             Ok(Ok(v)) => RResult::ROk(v),
             Ok(Err(e)) => RErr(e.into()),
             Err(e) if e.is_panic() => RErr(panicked(what, e.into_panic().as_ref()).into()),
-            Err(_) => RErr(PluginError::new(ErrorKind::SHUTTING_DOWN, format!("{what} cancelled: instance stopping")).into()),
+            Err(_) => RErr(
+                PluginError::new(
+                    ErrorKind::SHUTTING_DOWN,
+                    format!("{what} cancelled: instance stopping"),
+                )
+                .into(),
+            ),
         }
     }
     .into_ffi()

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Host, Sink, Source, SourceContext, guard, log};
 use crate::{
-    ErrorKind, FfiError, FfiHealth, FfiMessage, FfiPresence, FfiRecipientResult, Health, HealthState,
-    Message, PluginError,
+    ErrorKind, FfiError, FfiHealth, FfiMessage, FfiPresence, FfiRecipientResult, Health,
+    HealthState, Message, PluginError,
     abi::{SinkFfi, SourceFfi},
 };
 
@@ -55,7 +55,11 @@ impl Core {
         }
     }
 
-    fn entry<T>(&self, what: &str, f: impl FnOnce() -> RResult<T, FfiError>) -> RResult<T, FfiError> {
+    fn entry<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> RResult<T, FfiError>,
+    ) -> RResult<T, FfiError> {
         log::with_host(self.host.raw(), || guard::guard(what, f))
     }
 
@@ -70,7 +74,10 @@ impl Core {
             return Ok(());
         }
         let thread_host = self.host.raw().clone();
-        let name: String = format!("ab-{}", self.host.instance()).chars().take(15).collect();
+        let name: String = format!("ab-{}", self.host.instance())
+            .chars()
+            .take(15)
+            .collect();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.worker_threads)
             .thread_name(name)
@@ -92,27 +99,43 @@ impl Core {
                     tracing::error!(kind = %e.kind, error = %e.message, "Instance failed.");
                     RunState::Failed(e.message)
                 }
-                Err(e) if e.is_panic() => RunState::Failed(guard::panicked("run", e.into_panic().as_ref()).message),
+                Err(e) if e.is_panic() => {
+                    RunState::Failed(guard::panicked("run", e.into_panic().as_ref()).message)
+                }
                 Err(_) => RunState::Stopped,
             };
             *state.lock().unwrap_or_else(PoisonError::into_inner) = outcome;
             let _ = done_tx.send(());
         });
-        *running = Some(Running { runtime, shutdown, done });
+        *running = Some(Running {
+            runtime,
+            shutdown,
+            done,
+        });
         Ok(())
     }
 
     /// Cancels `run`, waits for it until the deadline, then shuts the runtime down.
     fn stop(&self, deadline: Duration) {
-        let Some(running) = self.running.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+        let Some(running) = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
             return;
         };
         let until = Instant::now() + deadline;
         running.shutdown.cancel();
         if running.done.recv_timeout(deadline).is_err() {
-            tracing::warn!(deadline_ms = deadline.as_millis() as u64, "Instance did not stop in time; aborting its tasks.");
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "Instance did not stop in time; aborting its tasks."
+            );
         }
-        running.runtime.shutdown_timeout(until.saturating_duration_since(Instant::now()));
+        running
+            .runtime
+            .shutdown_timeout(until.saturating_duration_since(Instant::now()));
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if matches!(*state, RunState::Running) {
             *state = RunState::Stopped;
@@ -120,11 +143,19 @@ impl Core {
     }
 
     fn handle(&self) -> Option<Handle> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.runtime.handle().clone())
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.runtime.handle().clone())
     }
 
     fn health(&self, live: impl FnOnce() -> Health) -> FfiHealth {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let health = match state {
             RunState::NotStarted => Health::new(HealthState::STARTING, "not started"),
             RunState::Running => live(),
@@ -136,7 +167,10 @@ impl Core {
 }
 
 fn not_running(what: &str) -> PluginError {
-    PluginError::new(ErrorKind::SHUTTING_DOWN, format!("{what}: instance is not running"))
+    PluginError::new(
+        ErrorKind::SHUTTING_DOWN,
+        format!("{what}: instance is not running"),
+    )
 }
 
 /// Presents a plugin's [`Source`] to the host.
@@ -147,7 +181,10 @@ pub(crate) struct SourceAdapter<T: Source> {
 
 impl<T: Source> SourceAdapter<T> {
     pub(crate) fn new(inner: T, host: Host) -> Self {
-        Self { inner: Arc::new(inner), core: Core::new(host, T::WORKER_THREADS) }
+        Self {
+            inner: Arc::new(inner),
+            core: Core::new(host, T::WORKER_THREADS),
+        }
     }
 }
 
@@ -156,13 +193,21 @@ impl<T: Source> SourceFfi for SourceAdapter<T> {
         self.core.entry("start", || {
             let inner = Arc::clone(&self.inner);
             let host = self.core.host.clone();
-            self.core.start(move |shutdown| inner.run(SourceContext { host, shutdown })).map_err(FfiError::from).into()
+            self.core
+                .start(move |shutdown| inner.run(SourceContext { host, shutdown }))
+                .map_err(FfiError::from)
+                .into()
         })
     }
 
     fn health(&self) -> FfiHealth {
-        let r = self.core.entry("health", || RResult::ROk(self.core.health(|| self.inner.health())));
-        r.unwrap_or_else(|e| FfiHealth { state: HealthState::FAILED, message: e.message })
+        let r = self.core.entry("health", || {
+            RResult::ROk(self.core.health(|| self.inner.health()))
+        });
+        r.unwrap_or_else(|e| FfiHealth {
+            state: HealthState::FAILED,
+            message: e.message,
+        })
     }
 
     fn stop(&self, deadline_ms: u64) -> RResult<(), FfiError> {
@@ -181,7 +226,10 @@ pub(crate) struct SinkAdapter<T: Sink> {
 
 impl<T: Sink> SinkAdapter<T> {
     pub(crate) fn new(inner: T, host: Host) -> Self {
-        Self { inner: Arc::new(inner), core: Core::new(host, T::WORKER_THREADS) }
+        Self {
+            inner: Arc::new(inner),
+            core: Core::new(host, T::WORKER_THREADS),
+        }
     }
 }
 
@@ -189,12 +237,17 @@ impl<T: Sink> SinkFfi for SinkAdapter<T> {
     fn start(&self) -> RResult<(), FfiError> {
         self.core.entry("start", || {
             let inner = Arc::clone(&self.inner);
-            self.core.start(move |shutdown| inner.run(shutdown)).map_err(FfiError::from).into()
+            self.core
+                .start(move |shutdown| inner.run(shutdown))
+                .map_err(FfiError::from)
+                .into()
         })
     }
 
     fn presence(&self, users: RVec<RString>) -> FfiFuture<RResult<RVec<FfiPresence>, FfiError>> {
-        let Some(handle) = self.core.handle() else { return guard::ready_err(not_running("presence")) };
+        let Some(handle) = self.core.handle() else {
+            return guard::ready_err(not_running("presence"));
+        };
         let inner = Arc::clone(&self.inner);
         let users = users.into_iter().map(RString::into_string).collect();
         guard::spawn_ffi(&handle, "presence", async move {
@@ -203,8 +256,13 @@ impl<T: Sink> SinkFfi for SinkAdapter<T> {
         })
     }
 
-    fn deliver(&self, message: FfiMessage) -> FfiFuture<RResult<RVec<FfiRecipientResult>, FfiError>> {
-        let Some(handle) = self.core.handle() else { return guard::ready_err(not_running("deliver")) };
+    fn deliver(
+        &self,
+        message: FfiMessage,
+    ) -> FfiFuture<RResult<RVec<FfiRecipientResult>, FfiError>> {
+        let Some(handle) = self.core.handle() else {
+            return guard::ready_err(not_running("deliver"));
+        };
         let inner = Arc::clone(&self.inner);
         let message = Message::from(&message);
         guard::spawn_ffi(&handle, "deliver", async move {
@@ -214,8 +272,13 @@ impl<T: Sink> SinkFfi for SinkAdapter<T> {
     }
 
     fn health(&self) -> FfiHealth {
-        let r = self.core.entry("health", || RResult::ROk(self.core.health(|| self.inner.health())));
-        r.unwrap_or_else(|e| FfiHealth { state: HealthState::FAILED, message: e.message })
+        let r = self.core.entry("health", || {
+            RResult::ROk(self.core.health(|| self.inner.health()))
+        });
+        r.unwrap_or_else(|e| FfiHealth {
+            state: HealthState::FAILED,
+            message: e.message,
+        })
     }
 
     fn stop(&self, deadline_ms: u64) -> RResult<(), FfiError> {

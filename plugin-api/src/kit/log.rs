@@ -48,7 +48,10 @@ pub(crate) fn install(host: &HostBox) {
     );
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         tracing::error!(target: "panic", thread = thread.name().unwrap_or("unnamed"), %location, "{}", panic_text(info));
     }));
 }
@@ -103,7 +106,10 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
             line: meta.line().unwrap_or(0),
         };
         let sent = CURRENT.with(|c| match c.try_borrow() {
-            Ok(current) => current.as_ref().map(|host| host.log(record.clone())).is_some(),
+            Ok(current) => current
+                .as_ref()
+                .map(|host| host.log(record.clone()))
+                .is_some(),
             Err(_) => false,
         });
         if !sent && let Some(Ok(host)) = FALLBACK.get().map(Mutex::lock) {

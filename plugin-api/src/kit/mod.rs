@@ -15,9 +15,9 @@ use std::{future::Future, sync::Arc};
 
 pub use tokio_util::sync::CancellationToken;
 
-pub use self::host::Host;
 #[doc(hidden)]
 pub use self::entry::{PluginSpec, lib_header};
+pub use self::host::Host;
 use crate::{Health, Message, PluginError, Presence, RecipientResult};
 
 /// What a source's `run` gets: the host to submit to and the signal to stop.
@@ -35,7 +35,10 @@ pub trait Source: Send + Sync + Sized + 'static {
 
     /// Does the source's work on the instance's runtime until `ctx.shutdown` is cancelled.
     /// Returning an error (or panicking) marks the instance failed; the host recreates it.
-    fn run(self: Arc<Self>, ctx: SourceContext) -> impl Future<Output = Result<(), PluginError>> + Send;
+    fn run(
+        self: Arc<Self>,
+        ctx: SourceContext,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send;
 
     /// Health while `run` is running. Must return quickly.
     fn health(&self) -> Health {
@@ -49,7 +52,10 @@ pub trait Sink: Send + Sync + Sized + 'static {
     const WORKER_THREADS: usize = 1;
 
     /// Background work (sign-in, keep-alive, event channels) until `shutdown` is cancelled.
-    fn run(self: Arc<Self>, shutdown: CancellationToken) -> impl Future<Output = Result<(), PluginError>> + Send {
+    fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send {
         async move {
             shutdown.cancelled().await;
             Ok(())
@@ -58,10 +64,16 @@ pub trait Sink: Send + Sync + Sized + 'static {
 
     /// The presence of each user. Users the sink cannot tell about may be left out or reported
     /// as `UNKNOWN`.
-    fn presence(&self, users: Vec<String>) -> impl Future<Output = Result<Vec<Presence>, PluginError>> + Send;
+    fn presence(
+        &self,
+        users: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<Presence>, PluginError>> + Send;
 
     /// Delivers `message` to each of its recipients and reports each one's outcome.
-    fn deliver(&self, message: Message) -> impl Future<Output = Result<Vec<RecipientResult>, PluginError>> + Send;
+    fn deliver(
+        &self,
+        message: Message,
+    ) -> impl Future<Output = Result<Vec<RecipientResult>, PluginError>> + Send;
 
     /// Health while running. Must return quickly.
     fn health(&self) -> Health {
@@ -87,7 +99,9 @@ impl Setup {
     /// `` `key.path`: message ``, so the host can point at the line in its config file.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
         toml::from_str(&self.config_toml).map_err(|e| {
-            let key = e.span().and_then(|span| key_at(&self.config_toml, span.start));
+            let key = e
+                .span()
+                .and_then(|span| key_at(&self.config_toml, span.start));
             let message = e.message().trim_end();
             match key {
                 Some(key) => config_error(&key, message),
@@ -117,7 +131,10 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     let key = if line.starts_with('[') {
         None
     } else {
-        line.split('=').next().map(|k| k.trim().trim_matches('"').to_owned()).filter(|k| !k.is_empty())
+        line.split('=')
+            .next()
+            .map(|k| k.trim().trim_matches('"').to_owned())
+            .filter(|k| !k.is_empty())
     };
     match (table, key) {
         (Some(t), Some(k)) => Some(format!("{t}.{k}")),
@@ -200,7 +217,10 @@ pub fn source_box<T: Source>(
 ) -> Result<crate::abi::SourceBox, PluginError> {
     let host = setup.host.clone();
     let source = ctor(setup)?;
-    Ok(crate::abi::SourceFfi_TO::from_value(instance::SourceAdapter::new(source, host), abi_stable::sabi_trait::TD_Opaque))
+    Ok(crate::abi::SourceFfi_TO::from_value(
+        instance::SourceAdapter::new(source, host),
+        abi_stable::sabi_trait::TD_Opaque,
+    ))
 }
 
 /// Wraps a constructed sink for the boundary.
@@ -211,7 +231,10 @@ pub fn sink_box<T: Sink>(
 ) -> Result<crate::abi::SinkBox, PluginError> {
     let host = setup.host.clone();
     let sink = ctor(setup)?;
-    Ok(crate::abi::SinkFfi_TO::from_value(instance::SinkAdapter::new(sink, host), abi_stable::sabi_trait::TD_Opaque))
+    Ok(crate::abi::SinkFfi_TO::from_value(
+        instance::SinkAdapter::new(sink, host),
+        abi_stable::sabi_trait::TD_Opaque,
+    ))
 }
 
 #[cfg(test)]
@@ -221,8 +244,14 @@ mod tests {
     #[test]
     fn key_at_finds_the_key_of_the_line() {
         let text = "server = \"x\"\npoll_interval_ms = \"fast\"\n\n[tls]\nca_file = 3\n";
-        assert_eq!(key_at(text, text.find("fast").unwrap()).as_deref(), Some("poll_interval_ms"));
-        assert_eq!(key_at(text, text.find("3").unwrap()).as_deref(), Some("tls.ca_file"));
+        assert_eq!(
+            key_at(text, text.find("fast").unwrap()).as_deref(),
+            Some("poll_interval_ms")
+        );
+        assert_eq!(
+            key_at(text, text.find("3").unwrap()).as_deref(),
+            Some("tls.ca_file")
+        );
         assert_eq!(key_at(text, 0).as_deref(), Some("server"));
     }
 }

@@ -11,5 +11,7 @@ fn root() -> Result<PluginModRef, RBoxError> {
     if std::env::var("ALERTBRIDGE_FIXTURE_ROOT").as_deref() == Ok("panic") {
         panic!("fixture: root module panics on purpose");
     }
-    Err(RBoxError::from_fmt(&"fixture: root module fails on purpose"))
+    Err(RBoxError::from_fmt(
+        &"fixture: root module fails on purpose",
+    ))
 }

@@ -5,12 +5,8 @@
 #![allow(unsafe_code, non_local_definitions)]
 
 use abi_stable::{
-    declare_root_module_statics, export_root_module,
-    library::RootModule,
-    prefix_type::PrefixTypeTrait,
-    sabi_types::VersionStrings,
-    std_types::RString,
-    StableAbi,
+    declare_root_module_statics, export_root_module, library::RootModule,
+    prefix_type::PrefixTypeTrait, sabi_types::VersionStrings, std_types::RString, StableAbi,
 };
 
 /// The root module as an imagined API 0.0.9 had it.

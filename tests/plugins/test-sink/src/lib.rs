@@ -60,7 +60,8 @@ struct TestSink {
 }
 
 fn state(name: &str, key: &str) -> Result<PresenceState, PluginError> {
-    PresenceState::from_name(name).ok_or_else(|| config_error(key, format!("unknown presence state `{name}`")))
+    PresenceState::from_name(name)
+        .ok_or_else(|| config_error(key, format!("unknown presence state `{name}`")))
 }
 
 impl TestSink {
@@ -72,29 +73,48 @@ impl TestSink {
         }
         for (user, s) in &config.outcome {
             if DeliveryStatus::from_name(s).is_none() {
-                return Err(config_error(&format!("outcome.{user}"), format!("unknown outcome `{s}`")));
+                return Err(config_error(
+                    &format!("outcome.{user}"),
+                    format!("unknown outcome `{s}`"),
+                ));
             }
         }
         let mut delivered = HashSet::new();
         if let Ok(text) = std::fs::read_to_string(&config.record_file) {
             for line in text.lines() {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                    delivered.insert((v["uid"].as_str().unwrap_or("").to_owned(), v["user"].as_str().unwrap_or("").to_owned()));
+                    delivered.insert((
+                        v["uid"].as_str().unwrap_or("").to_owned(),
+                        v["user"].as_str().unwrap_or("").to_owned(),
+                    ));
                 }
             }
         }
         tracing::info!(instance = %setup.instance, already = delivered.len(), "Test sink created.");
-        Ok(Self { config, record: Mutex::new(None), delivered: Mutex::new(delivered), failures: Mutex::new(BTreeMap::new()) })
+        Ok(Self {
+            config,
+            record: Mutex::new(None),
+            delivered: Mutex::new(delivered),
+            failures: Mutex::new(BTreeMap::new()),
+        })
     }
 
     fn presence_of(&self, user: &str, overrides: &BTreeMap<String, String>) -> PresenceState {
-        let name = overrides.get(user).or_else(|| self.config.presence.get(user)).unwrap_or(&self.config.default_presence);
+        let name = overrides
+            .get(user)
+            .or_else(|| self.config.presence.get(user))
+            .unwrap_or(&self.config.default_presence);
         PresenceState::from_name(name).unwrap_or(PresenceState::UNKNOWN)
     }
 
     fn append(path: &PathBuf, line: &str) -> Result<(), PluginError> {
-        let mut f = OpenOptions::new().create(true).append(true).open(path).map_err(|e| PluginError::transient(&e))?;
-        f.write_all(format!("{line}\n").as_bytes()).map_err(|e| PluginError::transient(&e))
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| PluginError::transient(&e))?;
+        f.write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| PluginError::transient(&e))
     }
 }
 
@@ -123,7 +143,10 @@ impl Sink for TestSink {
                 }
             }
         }
-        Ok(users.into_iter().map(|u| Presence::new(u.clone(), self.presence_of(&u, &overrides))).collect())
+        Ok(users
+            .into_iter()
+            .map(|u| Presence::new(u.clone(), self.presence_of(&u, &overrides)))
+            .collect())
     }
 
     async fn deliver(&self, m: Message) -> Result<Vec<RecipientResult>, PluginError> {
@@ -135,7 +158,11 @@ impl Sink for TestSink {
         if self.config.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.config.delay_ms)).await;
         }
-        let uid = m.attributes.get("alert_uid").cloned().unwrap_or_else(|| m.alert_id.to_string());
+        let uid = m
+            .attributes
+            .get("alert_uid")
+            .cloned()
+            .unwrap_or_else(|| m.alert_id.to_string());
         let mut out = Vec::new();
         for user in &m.recipients {
             let remaining = {
@@ -150,15 +177,32 @@ impl Sink for TestSink {
                 }
             };
             if remaining {
-                out.push(RecipientResult::new(user, DeliveryStatus::FAILED_TRANSIENT, "scripted transient failure"));
+                out.push(RecipientResult::new(
+                    user,
+                    DeliveryStatus::FAILED_TRANSIENT,
+                    "scripted transient failure",
+                ));
                 continue;
             }
-            let status = self.config.outcome.get(user).and_then(|s| DeliveryStatus::from_name(s)).unwrap_or(DeliveryStatus::DELIVERED);
+            let status = self
+                .config
+                .outcome
+                .get(user)
+                .and_then(|s| DeliveryStatus::from_name(s))
+                .unwrap_or(DeliveryStatus::DELIVERED);
             if status != DeliveryStatus::DELIVERED {
-                out.push(RecipientResult::new(user, status, format!("scripted {status}")));
+                out.push(RecipientResult::new(
+                    user,
+                    status,
+                    format!("scripted {status}"),
+                ));
                 continue;
             }
-            let fresh = self.delivered.lock().unwrap_or_else(PoisonError::into_inner).insert((uid.clone(), user.clone()));
+            let fresh = self
+                .delivered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((uid.clone(), user.clone()));
             if fresh {
                 let line = serde_json::json!({
                     "alert_id": m.alert_id, "uid": uid, "user": user, "attempt": m.attempt, "source": m.source,
@@ -171,10 +215,17 @@ impl Sink for TestSink {
                     if let Some(dir) = self.config.record_file.parent() {
                         std::fs::create_dir_all(dir).map_err(|e| PluginError::transient(&e))?;
                     }
-                    *f = Some(OpenOptions::new().create(true).append(true).open(&self.config.record_file).map_err(|e| PluginError::transient(&e))?);
+                    *f = Some(
+                        OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&self.config.record_file)
+                            .map_err(|e| PluginError::transient(&e))?,
+                    );
                 }
                 if let Some(file) = f.as_mut() {
-                    file.write_all(line.as_bytes()).map_err(|e| PluginError::transient(&e))?;
+                    file.write_all(line.as_bytes())
+                        .map_err(|e| PluginError::transient(&e))?;
                 }
                 tracing::debug!(alert = m.alert_id, user, "Delivered.");
             } else if let Some(path) = &self.config.redeliveries_file {

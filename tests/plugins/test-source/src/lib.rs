@@ -81,29 +81,58 @@ impl TestSource {
             None => None,
             Some(path) => {
                 for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-                    if let Some(seq) = line.split(' ').next().filter(|_| line.split(' ').count() == 3) {
+                    if let Some(seq) = line
+                        .split(' ')
+                        .next()
+                        .filter(|_| line.split(' ').count() == 3)
+                    {
                         done.insert(seq.to_owned());
                     }
                 }
                 let file = OpenOptions::new().create(true).append(true).open(path);
-                Some(file.map_err(|e| config_error("receipts_file", format!("{}: {e}", path.display())))?)
+                Some(file.map_err(|e| {
+                    config_error("receipts_file", format!("{}: {e}", path.display()))
+                })?)
             }
         };
-        Ok(Self { config, receipts: Mutex::new(receipts), done: Mutex::new(done) })
+        Ok(Self {
+            config,
+            receipts: Mutex::new(receipts),
+            done: Mutex::new(done),
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn emit(self: &Arc<Self>, host: &Host, prefix: &str, count: u64, subject: &str, severity: Severity, concurrency: usize, resume: bool) -> Emitted {
+    async fn emit(
+        self: &Arc<Self>,
+        host: &Host,
+        prefix: &str,
+        count: u64,
+        subject: &str,
+        severity: Severity,
+        concurrency: usize,
+        resume: bool,
+    ) -> Emitted {
         let out = Arc::new(Mutex::new(Emitted::default()));
         let mut tasks = JoinSet::new();
-        let mut pace = self.config.emit_rate_per_sec.filter(|_| resume).map(|rate| {
-            let mut i = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            i
-        });
+        let mut pace = self
+            .config
+            .emit_rate_per_sec
+            .filter(|_| resume)
+            .map(|rate| {
+                let mut i = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                i
+            });
         for seq in 0..count {
             let key = format!("{prefix}:{seq}");
-            if resume && self.done.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
+            if resume
+                && self
+                    .done
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(&key)
+            {
                 continue;
             }
             if let Some(pace) = pace.as_mut() {
@@ -118,14 +147,20 @@ impl TestSource {
             alert.body = format!("test alert {key}");
             alert.labels.insert("seq".into(), key.clone());
             alert.dedup_key = Some(key.clone());
-            alert.labels.insert("submitted_us".into(), unix_micros().to_string());
+            alert
+                .labels
+                .insert("submitted_us".into(), unix_micros().to_string());
             let (this, host, out) = (Arc::clone(self), host.clone(), Arc::clone(&out));
             tasks.spawn(async move {
                 let result = host.submit(&alert).await;
                 let mut o = out.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {
                     Ok(r) => {
-                        if r.duplicate { o.duplicates += 1 } else { o.accepted += 1 }
+                        if r.duplicate {
+                            o.duplicates += 1
+                        } else {
+                            o.accepted += 1
+                        }
                         o.ids.push(r.alert_id);
                         this.record(&key, r.alert_id, r.duplicate);
                     }
@@ -140,15 +175,29 @@ impl TestSource {
         }
         while tasks.join_next().await.is_some() {}
         let o = std::mem::take(&mut *out.lock().unwrap_or_else(PoisonError::into_inner));
-        tracing::info!(prefix, accepted = o.accepted, duplicates = o.duplicates, refused = o.refused, "Emitted test alerts.");
+        tracing::info!(
+            prefix,
+            accepted = o.accepted,
+            duplicates = o.duplicates,
+            refused = o.refused,
+            "Emitted test alerts."
+        );
         o
     }
 
     fn record(&self, key: &str, id: u64, duplicate: bool) {
-        if let Some(f) = self.receipts.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        if let Some(f) = self
+            .receipts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
             let _ = writeln!(f, "{key} {id} {duplicate}");
         }
-        self.done.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned());
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned());
     }
 
     async fn control(self: Arc<Self>, mut conn: TcpStream, host: Host) {
@@ -163,24 +212,49 @@ impl TestSource {
         let head = String::from_utf8_lossy(&buf);
         let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('='))).map(|v| v.replace("%20", " ").replace('+', " "));
+        let param = |k: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                .map(|v| v.replace("%20", " ").replace('+', " "))
+        };
         let (status, body) = match path {
             "/emit" => {
                 let count = param("count").and_then(|v| v.parse().ok()).unwrap_or(1);
                 let prefix = param("prefix").unwrap_or_else(|| "ctl".into());
                 let subject = param("subject").unwrap_or_else(|| "Test alert".into());
-                let severity = param("severity").and_then(|s| Severity::from_name(&s)).unwrap_or(Severity::NORMAL);
-                let concurrency = param("concurrency").and_then(|v| v.parse().ok()).unwrap_or(64usize).max(1);
-                let o = self.emit(&host, &prefix, count, &subject, severity, concurrency, false).await;
+                let severity = param("severity")
+                    .and_then(|s| Severity::from_name(&s))
+                    .unwrap_or(Severity::NORMAL);
+                let concurrency = param("concurrency")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(64usize)
+                    .max(1);
+                let o = self
+                    .emit(
+                        &host,
+                        &prefix,
+                        count,
+                        &subject,
+                        severity,
+                        concurrency,
+                        false,
+                    )
+                    .await;
                 ("200 OK", serde_json::to_string(&o).unwrap_or_default())
             }
             "/panic" => {
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
                 panic!("test source: panic on command");
             }
             _ => ("404 Not Found", "{}".to_owned()),
         };
-        let reply = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        let reply = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
         let _ = conn.write_all(reply.as_bytes()).await;
     }
 }
@@ -196,7 +270,9 @@ impl Source for TestSource {
             });
         }
         if let Some(addr) = self.config.control_listen {
-            let listener = TcpListener::bind(addr).await.map_err(|e| PluginError::transient(&e))?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| PluginError::transient(&e))?;
             let (this, host) = (Arc::clone(&self), ctx.host.clone());
             tasks.spawn(async move {
                 loop {
@@ -216,7 +292,16 @@ impl Source for TestSource {
             let c = &self.config;
             let (prefix, count, conc) = (c.emit_prefix.clone(), c.emit_count, c.emit_concurrency);
             tasks.spawn(async move {
-                this.emit(&host, &prefix, count, "Test alert", Severity::NORMAL, conc, true).await;
+                this.emit(
+                    &host,
+                    &prefix,
+                    count,
+                    "Test alert",
+                    Severity::NORMAL,
+                    conc,
+                    true,
+                )
+                .await;
             });
         }
         tokio::select! {
@@ -234,7 +319,9 @@ impl Source for TestSource {
 }
 
 fn unix_micros() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
 }
 
 export_plugin! {
