@@ -149,14 +149,24 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// Runs the P-GET loop of `app` until the application is gone (or a non-transient error
-/// repeats), and returns why it ended.
-pub async fn run(api: &Api, app: &Application, dispatcher: &Dispatcher, timeout: Duration) -> UcwaError {
+/// repeats), and returns why it ended. `reachable` hears whether the channel works: `None`
+/// after a good response, the error while requests fail.
+pub async fn run(
+    api: &Api,
+    app: &Application,
+    dispatcher: &Dispatcher,
+    timeout: Duration,
+    reachable: impl Fn(Option<&UcwaError>),
+) -> UcwaError {
     let mut url = app.events.clone();
     let mut failures = 0u32;
     loop {
         let error = match api.call(Method::GET, &url, &Body::Empty, Some(timeout)).await {
             Ok(reply) => match parse_events(&reply.body) {
                 Ok(page) => {
+                    if failures > 0 {
+                        reachable(None);
+                    }
                     failures = 0;
                     for event in &page.events {
                         dispatcher.dispatch(event);
@@ -187,6 +197,7 @@ pub async fn run(api: &Api, app: &Application, dispatcher: &Dispatcher, timeout:
             Err(e) => e,
         };
         failures += 1;
+        reachable(Some(&error));
         if error.is_pget_replaced() {
             warn!("Another P-GET replaced ours; re-issuing.");
         } else if !error.is_transient() && failures > 3 {

@@ -173,7 +173,10 @@ impl Sink for UcwaSink {
             core.set_health(HealthState::OK, "");
             let ended = tokio::select! {
                 () = shutdown.cancelled() => None,
-                e = events::run(&core.api, &live.app, &live.dispatcher, core.settings.event_timeout) => Some(error_chain(&e)),
+                e = events::run(&core.api, &live.app, &live.dispatcher, core.settings.event_timeout, |failing| match failing {
+                    Some(e) => core.set_health(HealthState::DEGRADED, format!("event channel failing: {}", error_chain(e))),
+                    None => core.set_health(HealthState::OK, ""),
+                }) => Some(error_chain(&e)),
                 e = session::keep_alive(&core.api, &live.app, core.settings.report_activity) => Some(error_chain(&e)),
                 () = wait_lost(&mut lost_rx, generation) => Some("the server no longer knows the application".to_owned()),
             };

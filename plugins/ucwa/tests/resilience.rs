@@ -9,20 +9,26 @@ use alertbridge_plugin_api::{DeliveryStatus, HealthState, kit::Sink};
 use alertbridge_testbed::ucwa_sim::SimConfig;
 use common::{message, simulator, start_sink, users};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_password_shows_in_health_and_fails_deliveries_transiently() {
-    let sim = simulator(|_| {}).await;
-    let url = sim.discover_url();
-    let running = common::start_sink_as(&url, "alerts@contoso.com", "wrong", "request_timeout_secs = 1\n");
+/// The sink's health once it is in `state` (waits up to 5 s).
+async fn wait_health(running: &common::Running, state: HealthState) -> alertbridge_plugin_api::Health {
     let mut health = running.sink.health();
-    for _ in 0..100 {
-        if health.state == HealthState::DEGRADED {
+    for _ in 0..250 {
+        if health.state == state {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         health = running.sink.health();
     }
-    assert_eq!(health.state, HealthState::DEGRADED, "{health}");
+    assert_eq!(health.state, state, "{health}");
+    health
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_shows_in_health_and_fails_deliveries_transiently() {
+    let sim = simulator(|_| {}).await;
+    let url = sim.discover_url();
+    let running = common::start_sink_as(&url, "alerts@contoso.com", "wrong", "request_timeout_secs = 1\n");
+    let health = wait_health(&running, HealthState::DEGRADED).await;
     assert!(health.message.contains("invalid_grant"), "{health}");
     let results = running.sink.deliver(message("s", "b", &["alice@contoso.com"])).await.unwrap();
     assert_eq!(results[0].status, DeliveryStatus::FAILED_TRANSIENT, "{results:?}");
@@ -128,6 +134,8 @@ async fn simulator_restart_mid_run_loses_nothing() {
     assert_eq!(before[0].status, DeliveryStatus::DELIVERED, "{before:?}");
     assert_eq!(sim.received("alice@contoso.com").len(), 1);
     sim.stop().await;
+    let degraded = wait_health(&running, HealthState::DEGRADED).await;
+    assert!(degraded.message.starts_with("event channel failing"), "{degraded}");
 
     let config = SimConfig { listen: addr, users: users(), ..SimConfig::default() };
     let sim = alertbridge_testbed::ucwa_sim::Simulator::start(config).await.expect("restart on the same port");
@@ -137,6 +145,7 @@ async fn simulator_restart_mid_run_loses_nothing() {
     assert_eq!(sim.received("alice@contoso.com")[0].subject, "after");
     assert_eq!(sim.received("carol@contoso.com")[0].subject, "after");
     assert_eq!(sim.stats().applications, 1, "the sink re-created its application");
+    wait_health(&running, HealthState::OK).await;
     running.stop().await;
     assert_eq!(sim.stats().applications, 0);
 }
