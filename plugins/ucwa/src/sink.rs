@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::{
     api::Api,
     config::{Settings, UcwaConfig},
+    error::UcwaError,
     delivery, events,
     events::Dispatcher,
     presence,
@@ -73,7 +74,7 @@ impl Core {
         *self.health.lock().unwrap_or_else(PoisonError::into_inner) = Health::new(state, message);
     }
 
-    async fn sign_in(&self, applications: &mut Option<Url>) -> Result<Application, crate::error::UcwaError> {
+    async fn sign_in(&self, applications: &mut Option<Url>) -> Result<Application, UcwaError> {
         let url = match applications {
             Some(url) => url.clone(),
             None => {
@@ -176,18 +177,28 @@ impl Sink for UcwaSink {
                 e = events::run(&core.api, &live.app, &live.dispatcher, core.settings.event_timeout, |failing| match failing {
                     Some(e) => core.set_health(HealthState::DEGRADED, format!("event channel failing: {}", error_chain(e))),
                     None => core.set_health(HealthState::OK, ""),
-                }) => Some(error_chain(&e)),
-                e = session::keep_alive(&core.api, &live.app, core.settings.report_activity) => Some(error_chain(&e)),
-                () = wait_lost(&mut lost_rx, generation) => Some("the server no longer knows the application".to_owned()),
+                }) => Some(e),
+                e = session::keep_alive(&core.api, &live.app, core.settings.report_activity) => Some(e),
+                () = wait_lost(&mut lost_rx, generation) => Some(UcwaError::ApplicationLost),
             };
             core.current.send_replace(None);
             live.dispatcher.close();
-            let Some(reason) = ended else {
+            let Some(error) = ended else {
                 session::delete(&core.api, &live.app).await;
                 break;
             };
+            let reason = error_chain(&error);
             warn!(reason = %reason, "Application lost; signing in again.");
             core.set_health(HealthState::DEGRADED, format!("application lost: {reason}"));
+            // A server that forgot the application gets a new one at once; anything else is
+            // retried with back-off so a persistent failure cannot spin.
+            if !error.is_application_gone() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
         }
         core.set_health(HealthState::STOPPED, "");
         Ok(())
