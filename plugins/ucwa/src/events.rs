@@ -197,12 +197,12 @@ pub async fn run(
             Err(e) => e,
         };
         failures += 1;
-        reachable(Some(&error));
         if error.is_pget_replaced() {
             warn!("Another P-GET replaced ours; re-issuing.");
         } else if !error.is_transient() && failures > 3 {
             return error;
         } else {
+            reachable(Some(&error));
             warn!(error = %error_chain(&error), failures, "Event channel request failed; retrying.");
         }
         tokio::time::sleep(backoff(failures)).await;
