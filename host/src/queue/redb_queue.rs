@@ -15,9 +15,7 @@ use std::{
 };
 
 use alertbridge_plugin_api::Alert;
-use redb::{
-    Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::{BoxFuture, Enqueued, Queue, QueueError};
@@ -265,35 +263,50 @@ impl Writer {
     /// Applies a batch in one transaction and answers every command after the commit.
     fn commit(&self, batch: Vec<Cmd>, prune: bool) {
         let mut replies = Vec::with_capacity(batch.len());
-        let mut refused = Vec::new();
         let result = (|| -> Result<(), QueueError> {
             let mut txn = self.db.begin_write().map_err(QueueError::storage)?;
             txn.set_durability(Durability::Immediate);
-            for cmd in batch {
-                match cmd {
-                    Cmd::Enqueue {
-                        dedup,
-                        accepted_ms,
-                        json,
-                        reply,
-                    } => match self.enqueue(&txn, dedup, accepted_ms, &json) {
-                        Ok(taken) => replies.push(Reply::Enqueued(reply, taken)),
-                        Err(e) => refused.push((reply, e)),
-                    },
-                    Cmd::Save { id, json, reply } => {
-                        put(&txn, id, &json)?;
-                        replies.push(Reply::Saved(reply));
+            {
+                let mut t = Tables {
+                    alerts: txn.open_table(ALERTS).map_err(QueueError::storage)?,
+                    dedup: txn.open_table(DEDUP).map_err(QueueError::storage)?,
+                };
+                let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
+                let first_id = meta
+                    .get("next_id")
+                    .map_err(QueueError::storage)?
+                    .map_or(1, |v| v.value());
+                let mut next_id = first_id;
+                for cmd in batch {
+                    match cmd {
+                        Cmd::Enqueue {
+                            dedup,
+                            accepted_ms,
+                            json,
+                            reply,
+                        } => {
+                            let taken =
+                                self.enqueue(&mut t, &mut next_id, dedup, accepted_ms, &json)?;
+                            replies.push(Reply::Enqueued(reply, taken));
+                        }
+                        Cmd::Save { id, json, reply } => {
+                            t.alerts
+                                .insert(id, json.as_slice())
+                                .map_err(QueueError::storage)?;
+                            replies.push(Reply::Saved(reply));
+                        }
                     }
                 }
-            }
-            if prune {
-                self.prune(&txn)?;
+                if next_id != first_id {
+                    meta.insert("next_id", next_id)
+                        .map_err(QueueError::storage)?;
+                }
+                if prune {
+                    self.prune(&mut t)?;
+                }
             }
             txn.commit().map_err(QueueError::storage)
         })();
-        for (reply, e) in refused {
-            let _ = reply.send(Err(e));
-        }
         match result {
             Ok(()) => {
                 for r in replies {
@@ -305,14 +318,11 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %crate::error_chain(&e), commands = replies.len(), "Queue commit failed; nothing in it was acknowledged.");
+                let failed = || QueueError::storage(std::io::Error::other(e.to_string()));
                 for r in replies {
                     match r {
-                        Reply::Enqueued(tx, _) => drop(tx.send(Err(QueueError::storage(
-                            std::io::Error::other(e.to_string()),
-                        )))),
-                        Reply::Saved(tx) => drop(tx.send(Err(QueueError::storage(
-                            std::io::Error::other(e.to_string()),
-                        )))),
+                        Reply::Enqueued(tx, _) => drop(tx.send(Err(failed()))),
+                        Reply::Saved(tx) => drop(tx.send(Err(failed()))),
                     }
                 }
             }
@@ -321,22 +331,23 @@ impl Writer {
 
     fn enqueue(
         &self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
+        next_id: &mut u64,
         dedup: Option<String>,
         accepted_ms: i64,
         json: &[u8],
     ) -> Result<Taken, QueueError> {
         if let Some(key) = &dedup {
-            let table = txn.open_table(DEDUP).map_err(QueueError::storage)?;
-            let seen = table
+            let seen = t
+                .dedup
                 .get(key.as_str())
                 .map_err(QueueError::storage)?
                 .map(|v| v.value());
             if let Some((id, at)) = seen
                 && accepted_ms - at < self.window_ms
             {
-                let alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
-                let existing = alerts
+                let existing = t
+                    .alerts
                     .get(id)
                     .map_err(QueueError::storage)?
                     .map(|v| decode(id, v.value()))
@@ -344,20 +355,11 @@ impl Writer {
                 return Ok(Taken::Duplicate(id, existing.map(Box::new)));
             }
         }
-        let id = {
-            let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
-            let next = meta
-                .get("next_id")
-                .map_err(QueueError::storage)?
-                .map_or(1, |v| v.value());
-            meta.insert("next_id", next + 1)
-                .map_err(QueueError::storage)?;
-            next
-        };
-        put(txn, id, json)?;
+        let id = *next_id;
+        *next_id += 1;
+        t.alerts.insert(id, json).map_err(QueueError::storage)?;
         if let Some(key) = dedup {
-            let mut table = txn.open_table(DEDUP).map_err(QueueError::storage)?;
-            table
+            t.dedup
                 .insert(key.as_str(), (id, accepted_ms))
                 .map_err(QueueError::storage)?;
         }
@@ -365,13 +367,12 @@ impl Writer {
     }
 
     /// Drops finished alerts beyond the history size, and dedup entries past the window.
-    fn prune(&self, txn: &WriteTransaction) -> Result<(), QueueError> {
-        let mut alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
-        let total = alerts.len().map_err(QueueError::storage)? as usize;
+    fn prune(&self, t: &mut Tables<'_>) -> Result<(), QueueError> {
+        let total = t.alerts.len().map_err(QueueError::storage)? as usize;
         if total > self.history_max {
             let mut excess = total - self.history_max;
             let mut doomed = Vec::new();
-            for entry in alerts.iter().map_err(QueueError::storage)? {
+            for entry in t.alerts.iter().map_err(QueueError::storage)? {
                 if excess == 0 {
                     break;
                 }
@@ -382,22 +383,21 @@ impl Writer {
                 }
             }
             for id in doomed {
-                alerts.remove(id).map_err(QueueError::storage)?;
+                t.alerts.remove(id).map_err(QueueError::storage)?;
             }
         }
         let cutoff = now_ms() - self.window_ms;
-        let mut dedup = txn.open_table(DEDUP).map_err(QueueError::storage)?;
-        dedup
+        t.dedup
             .retain(|_, (_, at)| at >= cutoff)
             .map_err(QueueError::storage)?;
         Ok(())
     }
 }
 
-fn put(txn: &WriteTransaction, id: u64, json: &[u8]) -> Result<(), QueueError> {
-    let mut alerts = txn.open_table(ALERTS).map_err(QueueError::storage)?;
-    alerts.insert(id, json).map_err(QueueError::storage)?;
-    Ok(())
+/// The tables one write transaction works on.
+struct Tables<'txn> {
+    alerts: redb::Table<'txn, u64, &'static [u8]>,
+    dedup: redb::Table<'txn, &'static str, (u64, i64)>,
 }
 
 #[cfg(test)]
