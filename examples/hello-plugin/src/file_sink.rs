@@ -13,7 +13,8 @@ use std::{
 };
 
 use alertbridge_plugin_api::{
-    DeliveryStatus, Health, HealthState, Message, PluginError, Presence, PresenceState, RecipientResult,
+    DeliveryStatus, Health, HealthState, Message, PluginError, Presence, PresenceState,
+    RecipientResult,
     kit::{Setup, Sink, config_error},
 };
 use serde::Deserialize;
@@ -86,13 +87,21 @@ impl HelloFile {
             return Err(config_error("path", "must be the absolute path of a file"));
         }
         if let Some(dir) = config.path.parent().filter(|d| !d.is_dir()) {
-            return Err(config_error("path", format!("folder {} does not exist", dir.display())));
+            return Err(config_error(
+                "path",
+                format!("folder {} does not exist", dir.display()),
+            ));
         }
         let default_presence = presence_state("default_presence", &config.default_presence)?;
         let presence = config
             .presence
             .iter()
-            .map(|(user, name)| Ok((user.clone(), presence_state(&format!("presence.{user}"), name)?)))
+            .map(|(user, name)| {
+                Ok((
+                    user.clone(),
+                    presence_state(&format!("presence.{user}"), name)?,
+                ))
+            })
             .collect::<Result<_, PluginError>>()?;
         tracing::debug!(instance = %setup.instance, path = %config.path.display(), "Sink configured.");
         Ok(Self {
@@ -109,7 +118,10 @@ impl HelloFile {
         if self.unknown_users.contains(user) {
             return PresenceState::UNKNOWN;
         }
-        self.presence.get(user).copied().unwrap_or(self.default_presence)
+        self.presence
+            .get(user)
+            .copied()
+            .unwrap_or(self.default_presence)
     }
 
     fn set_health(&self, health: Health) {
@@ -121,7 +133,13 @@ impl HelloFile {
         let text = match tokio::fs::read_to_string(&self.path).await {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(FileError { action: "read", path: self.path.clone(), source }),
+            Err(source) => {
+                return Err(FileError {
+                    action: "read",
+                    path: self.path.clone(),
+                    source,
+                });
+            }
         };
         Ok(text
             .lines()
@@ -134,9 +152,17 @@ impl HelloFile {
 
     /// Appends `lines` in one write.
     async fn append(&self, lines: &str) -> Result<(), FileError> {
-        let error = |source| FileError { action: "append to", path: self.path.clone(), source };
-        let mut file =
-            tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await.map_err(error)?;
+        let error = |source| FileError {
+            action: "append to",
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .await
+            .map_err(error)?;
         file.write_all(lines.as_bytes()).await.map_err(error)?;
         file.flush().await.map_err(error)
     }
@@ -144,7 +170,11 @@ impl HelloFile {
     /// Writes the lines `message` still needs and says what became of each recipient.
     async fn write(&self, message: &Message) -> Result<Vec<RecipientResult>, FileError> {
         // The host sets `alert_uid` on every message: unique per alert, stable across retries.
-        let uid = message.attributes.get("alert_uid").cloned().unwrap_or_else(|| format!("id-{}", message.alert_id));
+        let uid = message
+            .attributes
+            .get("alert_uid")
+            .cloned()
+            .unwrap_or_else(|| format!("id-{}", message.alert_id));
         let mut guard = self.written.lock().await;
         let written = match guard.as_mut() {
             Some(set) => set,
@@ -171,7 +201,12 @@ impl HelloFile {
         if !lines.is_empty() {
             self.append(&lines).await?;
         }
-        tracing::info!(alert = message.alert_id, attempt = message.attempt, written = fresh.len(), "Message written.");
+        tracing::info!(
+            alert = message.alert_id,
+            attempt = message.attempt,
+            written = fresh.len(),
+            "Message written."
+        );
         written.extend(fresh);
         Ok(results)
     }
@@ -180,7 +215,12 @@ impl HelloFile {
 /// One line of the file: `uid TAB user TAB severity TAB subject TAB body`.
 fn line(uid: &str, user: &str, m: &Message) -> String {
     let clean = |s: &str| s.replace(['\t', '\r', '\n'], " ");
-    format!("{uid}\t{user}\t{}\t{}\t{}\n", m.severity, clean(&m.subject), clean(&m.body))
+    format!(
+        "{uid}\t{user}\t{}\t{}\t{}\n",
+        m.severity,
+        clean(&m.subject),
+        clean(&m.body)
+    )
 }
 
 impl Sink for HelloFile {
@@ -212,7 +252,10 @@ impl Sink for HelloFile {
     }
 
     fn health(&self) -> Health {
-        self.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -225,7 +268,12 @@ mod tests {
     use super::*;
 
     fn setup(config_toml: &str) -> Setup {
-        Setup { instance: "im".into(), kind: "hello-file".into(), config_toml: config_toml.into(), host: TestHost::new("im").host() }
+        Setup {
+            instance: "im".into(),
+            kind: "hello-file".into(),
+            config_toml: config_toml.into(),
+            host: TestHost::new("im").host(),
+        }
     }
 
     fn scratch(name: &str) -> PathBuf {
@@ -236,7 +284,11 @@ mod tests {
     }
 
     fn sink(path: &Path, extra: &str) -> HelloFile {
-        HelloFile::new(setup(&format!("path = {:?}\n{extra}", path.display().to_string()))).expect("valid config")
+        HelloFile::new(setup(&format!(
+            "path = {:?}\n{extra}",
+            path.display().to_string()
+        )))
+        .expect("valid config")
     }
 
     fn message(uid: &str, recipients: &[&str]) -> Message {
@@ -254,10 +306,22 @@ mod tests {
     #[test]
     fn config_errors_name_their_key() {
         let err = |text: &str| HelloFile::new(setup(text)).err().expect("refused").message;
-        assert_eq!(err("path = \"relative.log\"\n"), "`path`: must be the absolute path of a file");
-        assert_eq!(err("path = \"/nonexistent-folder/x.log\"\n"), "`path`: folder /nonexistent-folder does not exist");
-        assert!(err("path = \"/tmp/x.log\"\ncolour = \"red\"\n").starts_with("`colour`: unknown field `colour`"));
-        assert!(err("path = \"/tmp/x.log\"\n[presence]\n\"sip:a@x\" = \"gone\"\n").starts_with("`presence.sip:a@x`: unknown presence state `gone`"));
+        assert_eq!(
+            err("path = \"relative.log\"\n"),
+            "`path`: must be the absolute path of a file"
+        );
+        assert_eq!(
+            err("path = \"/nonexistent-folder/x.log\"\n"),
+            "`path`: folder /nonexistent-folder does not exist"
+        );
+        assert!(
+            err("path = \"/tmp/x.log\"\ncolour = \"red\"\n")
+                .starts_with("`colour`: unknown field `colour`")
+        );
+        assert!(
+            err("path = \"/tmp/x.log\"\n[presence]\n\"sip:a@x\" = \"gone\"\n")
+                .starts_with("`presence.sip:a@x`: unknown presence state `gone`")
+        );
     }
 
     #[tokio::test]
@@ -267,19 +331,52 @@ mod tests {
         let extra = "unknown_users = [\"sip:nobody@x\"]\n[presence]\n\"sip:bob@x\" = \"offline\"\n";
         let s = sink(&path, extra);
         let users = ["sip:alice@x", "sip:bob@x", "sip:nobody@x"];
-        let presence: Vec<PresenceState> = s.presence(users.map(String::from).to_vec()).await.unwrap().iter().map(|p| p.state).collect();
-        assert_eq!(presence, [PresenceState::AVAILABLE, PresenceState::OFFLINE, PresenceState::UNKNOWN]);
+        let presence: Vec<PresenceState> = s
+            .presence(users.map(String::from).to_vec())
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.state)
+            .collect();
+        assert_eq!(
+            presence,
+            [
+                PresenceState::AVAILABLE,
+                PresenceState::OFFLINE,
+                PresenceState::UNKNOWN
+            ]
+        );
 
         let results = s.deliver(message("u1", &users)).await.unwrap();
         let statuses: Vec<DeliveryStatus> = results.iter().map(|r| r.status).collect();
-        assert_eq!(statuses, [DeliveryStatus::DELIVERED, DeliveryStatus::OFFLINE, DeliveryStatus::NOT_FOUND]);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "u1\tsip:alice@x\tnormal\tDisk full on db01\t/var is at 98%\n");
+        assert_eq!(
+            statuses,
+            [
+                DeliveryStatus::DELIVERED,
+                DeliveryStatus::OFFLINE,
+                DeliveryStatus::NOT_FOUND
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "u1\tsip:alice@x\tnormal\tDisk full on db01\t/var is at 98%\n"
+        );
 
         // A redelivery, even by a new instance (a restarted host), writes nothing twice.
         s.deliver(message("u1", &["sip:alice@x"])).await.unwrap();
         let again = sink(&path, extra);
-        assert_eq!(again.deliver(message("u1", &["sip:alice@x"])).await.unwrap()[0].status, DeliveryStatus::DELIVERED);
-        again.deliver(message("u2", &["sip:alice@x"])).await.unwrap();
+        assert_eq!(
+            again
+                .deliver(message("u1", &["sip:alice@x"]))
+                .await
+                .unwrap()[0]
+                .status,
+            DeliveryStatus::DELIVERED
+        );
+        again
+            .deliver(message("u2", &["sip:alice@x"]))
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -290,12 +387,23 @@ mod tests {
         let path = dir.join("im.log");
         let s = sink(&path, "");
         std::fs::create_dir(&path).unwrap(); // a folder where the file should be
-        let e = s.deliver(message("u1", &["sip:alice@x"])).await.unwrap_err();
+        let e = s
+            .deliver(message("u1", &["sip:alice@x"]))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, alertbridge_plugin_api::ErrorKind::TRANSIENT);
-        assert!(e.message.starts_with(&format!("cannot read {}: ", path.display())), "{}", e.message);
+        assert!(
+            e.message
+                .starts_with(&format!("cannot read {}: ", path.display())),
+            "{}",
+            e.message
+        );
         assert_eq!(s.health().state, HealthState::DEGRADED);
         std::fs::remove_dir(&path).unwrap();
-        assert_eq!(s.deliver(message("u1", &["sip:alice@x"])).await.unwrap()[0].status, DeliveryStatus::DELIVERED);
+        assert_eq!(
+            s.deliver(message("u1", &["sip:alice@x"])).await.unwrap()[0].status,
+            DeliveryStatus::DELIVERED
+        );
         assert_eq!(s.health(), Health::ok());
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -66,9 +66,17 @@ impl Heartbeat {
             return Err(config_error("interval_ms", "must be at least 100"));
         }
         let severity = Severity::from_name(&config.severity).ok_or_else(|| {
-            config_error("severity", format!("unknown severity `{}` (expected info, low, normal, high or critical)", config.severity))
+            config_error(
+                "severity",
+                format!(
+                    "unknown severity `{}` (expected info, low, normal, high or critical)",
+                    config.severity
+                ),
+            )
         })?;
-        let subject = config.subject.unwrap_or_else(|| format!("Heartbeat from {}", setup.instance));
+        let subject = config
+            .subject
+            .unwrap_or_else(|| format!("Heartbeat from {}", setup.instance));
         if subject.trim().is_empty() {
             return Err(config_error("subject", "must not be empty"));
         }
@@ -77,7 +85,9 @@ impl Heartbeat {
         template.groups = config.groups;
         template.users = config.users;
         template.labels = config.labels;
-        template.labels.insert("heartbeat".into(), setup.instance.clone());
+        template
+            .labels
+            .insert("heartbeat".into(), setup.instance.clone());
         Ok(Self {
             instance: setup.instance,
             interval: Duration::from_millis(config.interval_ms),
@@ -107,14 +117,21 @@ impl Heartbeat {
         loop {
             let error = match ctx.host.submit(alert).await {
                 Ok(receipt) => {
-                    tracing::info!(alert_id = receipt.alert_id, duplicate = receipt.duplicate, "Beat queued.");
+                    tracing::info!(
+                        alert_id = receipt.alert_id,
+                        duplicate = receipt.duplicate,
+                        "Beat queued."
+                    );
                     self.set_health(Health::ok());
                     return;
                 }
                 Err(e) => e,
             };
             tracing::warn!(kind = %error.kind, error = %error.message, "Beat not taken.");
-            self.set_health(Health::new(HealthState::DEGRADED, format!("last beat not taken: {}", error.message)));
+            self.set_health(Health::new(
+                HealthState::DEGRADED,
+                format!("last beat not taken: {}", error.message),
+            ));
             if error.kind != ErrorKind::TRANSIENT {
                 // PERMANENT (the host refuses this alert) or SHUTTING_DOWN: retrying will not help.
                 return;
@@ -134,7 +151,10 @@ impl Heartbeat {
 
 impl Source for Heartbeat {
     async fn run(self: Arc<Self>, ctx: SourceContext) -> Result<(), PluginError> {
-        tracing::info!(interval_ms = self.interval.as_millis() as u64, "Heartbeat started.");
+        tracing::info!(
+            interval_ms = self.interval.as_millis() as u64,
+            "Heartbeat started."
+        );
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
@@ -142,14 +162,19 @@ impl Source for Heartbeat {
                 () = ctx.shutdown.cancelled() => return Ok(()),
                 _ = ticks.tick() => {}
             }
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             // Not raced against shutdown: a submit in flight is finished, then the loop ends.
             self.submit(&ctx, &self.beat(now)).await;
         }
     }
 
     fn health(&self) -> Health {
-        self.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -160,16 +185,30 @@ mod tests {
     use super::*;
 
     fn heartbeat(host: &TestHost, config_toml: &str) -> Result<Heartbeat, PluginError> {
-        Heartbeat::new(Setup { instance: "beat".into(), kind: "heartbeat".into(), config_toml: config_toml.into(), host: host.host() })
+        Heartbeat::new(Setup {
+            instance: "beat".into(),
+            kind: "heartbeat".into(),
+            config_toml: config_toml.into(),
+            host: host.host(),
+        })
     }
 
     #[test]
     fn config_errors_name_their_key() {
         let host = TestHost::new("beat");
         let err = |text: &str| heartbeat(&host, text).err().expect("refused").message;
-        assert_eq!(err("interval_ms = 5\n"), "`interval_ms`: must be at least 100");
-        assert!(err("severity = \"urgent\"\n").starts_with("`severity`: unknown severity `urgent`"));
-        assert!(err("interval_ms = \"soon\"\n").starts_with("`interval_ms`: invalid type"), "{}", err("interval_ms = \"soon\"\n"));
+        assert_eq!(
+            err("interval_ms = 5\n"),
+            "`interval_ms`: must be at least 100"
+        );
+        assert!(
+            err("severity = \"urgent\"\n").starts_with("`severity`: unknown severity `urgent`")
+        );
+        assert!(
+            err("interval_ms = \"soon\"\n").starts_with("`interval_ms`: invalid type"),
+            "{}",
+            err("interval_ms = \"soon\"\n")
+        );
     }
 
     #[test]
@@ -177,7 +216,14 @@ mod tests {
         let host = TestHost::new("beat");
         let h = heartbeat(&host, "interval_ms = 1000\nseverity = \"low\"\ngroups = [\"ops\"]\n[labels]\nteam = \"noc\"\n").unwrap();
         let a = h.beat(Duration::from_millis(5_999));
-        assert_eq!((a.subject.as_str(), a.severity, a.dedup_key.as_deref()), ("Heartbeat from beat", Severity::LOW, Some("heartbeat:beat:5")));
+        assert_eq!(
+            (a.subject.as_str(), a.severity, a.dedup_key.as_deref()),
+            (
+                "Heartbeat from beat",
+                Severity::LOW,
+                Some("heartbeat:beat:5")
+            )
+        );
         assert_eq!(a.groups, ["ops"]);
         assert_eq!(a.labels.get("team").map(String::as_str), Some("noc"));
         assert_eq!(a.labels.get("heartbeat").map(String::as_str), Some("beat"));
@@ -193,13 +239,21 @@ mod tests {
         let run = tokio::spawn(Arc::clone(&source).run(ctx));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while host.accepted().len() < 2 {
-            assert!(tokio::time::Instant::now() < deadline, "two beats within 10 s; health: {}", source.health());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "two beats within 10 s; health: {}",
+                source.health()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(source.health(), Health::ok());
         stop.cancel();
         assert_eq!(run.await.expect("run does not panic"), Ok(()));
-        let keys: Vec<_> = host.accepted().iter().map(|a| a.dedup_key.clone()).collect();
+        let keys: Vec<_> = host
+            .accepted()
+            .iter()
+            .map(|a| a.dedup_key.clone())
+            .collect();
         assert_ne!(keys[0], keys[1]);
     }
 }
