@@ -158,7 +158,10 @@ impl Pop3Config {
         let senders = SenderFilter::new(&self.allowed_senders).map_err(|m| config_error("allowed_senders", m))?;
         let tls_config = client_config(self.ca_file.as_deref()).map_err(|e| config_error("ca_file", error_chain(&e)))?;
         let max = usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX);
-        let limits = Limits { multi_line: max.saturating_add(max / 8).saturating_add(64 << 10), ..Limits::default() };
+        // A reply may exceed LIST's size a little (stuffing); one long line must not make a mail
+        // unreadable (and the mailbox stuck), so lines are only bounded by the whole reply.
+        let reply_limit = max.saturating_add(max / 8).saturating_add(64 << 10);
+        let limits = Limits { multi_line: reply_limit, data_line: reply_limit, ..Limits::default() };
         let endpoint = Endpoint {
             host: host.clone(),
             port,

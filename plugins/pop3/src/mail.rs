@@ -36,8 +36,19 @@ pub struct MailAlert {
     pub problem: Option<String>,
 }
 
-/// Builds the alert for a raw RFC 5322 message.
+/// Builds the alert for a raw RFC 5322 message. Even a panic in the MIME parser on some
+/// hostile input only yields an alert saying so: a mail must never stop the mailbox.
 pub fn alert_from_mail(raw: &[u8], options: &MailOptions) -> MailAlert {
+    std::panic::catch_unwind(|| build(raw, options)).unwrap_or_else(|_| {
+        let mut m = unreadable(raw);
+        let problem = "the MIME parser failed on this mail".to_owned();
+        m.alert.labels.insert("mail.problem".into(), problem.clone());
+        m.problem = Some(problem);
+        m
+    })
+}
+
+fn build(raw: &[u8], options: &MailOptions) -> MailAlert {
     let Some(message) = MessageParser::default().parse(raw) else {
         return unreadable(raw);
     };

@@ -95,8 +95,12 @@ impl Pop3Source {
             return Ok(Outcome::Done);
         }
         let uids = match session.uidl().await {
-            Ok(list) => Some(list.into_iter().map(|e| (e.msg, e.uid)).collect::<HashMap<_, _>>()),
-            Err(Error::Server { .. }) if !s.keep => None,
+            Ok(list) => Some(unique_uids(&s.mailbox, list)),
+            // Without UIDL (or with unusable unique-ids) the keys come from Message-IDs.
+            Err(e @ (Error::Server { .. } | Error::Parse { .. })) if !s.keep => {
+                warn!(mailbox = %s.mailbox, error = %e, "No usable UIDL; dedup keys fall back to Message-IDs.");
+                None
+            }
             Err(Error::Server { .. }) => return Err(Error::Unsupported("UIDL, which keep = true needs").into()),
             Err(e) => return Err(e.into()),
         };
@@ -223,6 +227,20 @@ impl Pop3Source {
     }
 }
 
+/// Message number → unique-id, leaving out unique-ids the server gave to more than one message
+/// (a broken server): as dedup keys they would make the host drop one of the mails.
+fn unique_uids(mailbox: &str, list: Vec<crate::protocol::UidlEntry>) -> HashMap<u32, String> {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for e in &list {
+        *count.entry(e.uid.as_str()).or_default() += 1;
+    }
+    let repeated: HashSet<String> = count.into_iter().filter(|&(_, n)| n > 1).map(|(u, _)| u.to_owned()).collect();
+    if !repeated.is_empty() {
+        warn!(mailbox, repeated = repeated.len(), "Server gave one unique-id to several messages; keying those by Message-ID.");
+    }
+    list.into_iter().filter(|e| !repeated.contains(&e.uid)).map(|e| (e.msg, e.uid)).collect()
+}
+
 /// `pop3:<user>@<server>:<UIDL>`, or the Message-ID when the server has no UIDL.
 fn pop3_key(mailbox: &str, uid: Option<&str>, message_id: Option<&str>) -> Option<String> {
     match (uid, message_id) {
@@ -255,6 +273,13 @@ fn check_deletes(mailbox: &str, replies: impl Iterator<Item = Result<crate::prot
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_uids_are_left_out() {
+        let entry = |msg, uid: &str| crate::protocol::UidlEntry { msg, uid: uid.into() };
+        let map = unique_uids("m", vec![entry(1, "a"), entry(2, "b"), entry(3, "a")]);
+        assert_eq!(map, HashMap::from([(2, "b".to_owned())]));
+    }
 
     #[test]
     fn keys() {
