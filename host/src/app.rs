@@ -96,7 +96,9 @@ impl Bridge {
             runtime: tokio::runtime::Handle::current(),
             stopping: false.into(),
         });
+        // Resumed alerts must find their sinks (maybe still starting) from their first round.
         let registry = Arc::new(Registry::default());
+        registry.set(slots.clone());
         let routes = config.router.routes.len();
         let plan = Plan {
             router: config.router,
@@ -156,7 +158,6 @@ impl Bridge {
         {
             bridge.launch(Arc::clone(slot));
         }
-        bridge.registry.set(slots);
         tracing::info!(
             instances = bridge.running.len(),
             routes,
