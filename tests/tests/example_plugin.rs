@@ -71,13 +71,9 @@ fn example_plugin() -> PathBuf {
     file
 }
 
-fn alertbridge(args: &[&str], config: Option<&Path>) -> Output {
-    let mut cmd = Command::new(bin_dir().join("alertbridge"));
-    cmd.args(args);
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    cmd.output().expect("run alertbridge")
+/// The workspace's `alertbridge` binary.
+fn alertbridge() -> Command {
+    Command::new(bin_dir().join("alertbridge"))
 }
 
 #[test]
@@ -155,7 +151,12 @@ fn example_plugin_is_listed_checked_and_delivers_through_the_real_host() {
     )
     .unwrap();
 
-    let out = alertbridge(&["plugins", "--dir", &plugins.display().to_string()], None);
+    let out = alertbridge()
+        .arg("plugins")
+        .arg("--dir")
+        .arg(&plugins)
+        .output()
+        .unwrap();
     let listing = text(&out);
     assert!(out.status.success(), "{listing}");
     assert!(
@@ -172,7 +173,12 @@ fn example_plugin_is_listed_checked_and_delivers_through_the_real_host() {
     let bad = config.replace("interval_ms = 300", "interval_ms = 5");
     let bad_path = dir.path().join("bad.toml");
     fs::write(&bad_path, &bad).unwrap();
-    let out = alertbridge(&["check"], Some(&bad_path));
+    let out = alertbridge()
+        .arg("check")
+        .arg("--config")
+        .arg(&bad_path)
+        .output()
+        .unwrap();
     let line = bad
         .lines()
         .position(|l| l.starts_with("interval_ms = 5"))
@@ -408,7 +414,7 @@ const EXAMPLE_SECRETS: [(&str, &str); 4] = [
 #[test]
 fn example_config_checks_clean_with_the_real_plugins_and_routes_as_documented() {
     let config = repo().join(EXAMPLE_CONFIG);
-    let out = Command::new(bin_dir().join("alertbridge"))
+    let out = alertbridge()
         .arg("check")
         .arg("--config")
         .arg(&config)
@@ -422,7 +428,7 @@ fn example_config_checks_clean_with_the_real_plugins_and_routes_as_documented() 
     let json = r#"{"subject": "Disk full on db01", "body": "/var is full", "severity": "critical",
         "labels": {"service": "postgres", "host": "db01.contoso.com", "alertname": "DiskFull"}}"#;
     fs::write(&alert, json).unwrap();
-    let out = Command::new(bin_dir().join("alertbridge"))
+    let out = alertbridge()
         .args(["route", "--source", "monitoring", "--config"])
         .arg(&config)
         .arg("--alert")
