@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `route` and `plugins`.
+//! The command line: `run`, `check`, `route`, `plugins` and `demo`.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,19 @@ pub enum Command {
         #[arg(long, default_value = "")]
         source: String,
     },
+    /// Run the bridge with the bundled simulators (UCWA, UCMA bridge, POP3) on loopback, and
+    /// show a mail and a webhook post turning into IMs.
+    Demo {
+        /// Folder for the demo's config, queue and mailbox (default: a new one in /tmp).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Port of the status page and admin API.
+        #[arg(long, default_value_t = 9180)]
+        admin_port: u16,
+        /// Port of the webhook source.
+        #[arg(long, default_value_t = 9181)]
+        webhook_port: u16,
+    },
     /// List plugin files: name, version, kinds, or why they cannot be loaded.
     Plugins {
         /// Folder to scan (default: the folder of this executable).
@@ -68,6 +81,8 @@ pub enum CliError {
     AlertFile(#[from] crate::route_test::AlertFileError),
     #[error("cannot install the signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
 }
 
 fn load_plugins(dir: &Path) -> Result<Plugins, CliError> {

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod host_api;
 pub mod instances;
