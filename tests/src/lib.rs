@@ -2,5 +2,6 @@
 //! end-to-end tests use to run the real host with real plugin files.
 
 pub mod harness;
+pub mod pop3_server;
 pub mod ucma_sim;
 pub mod ucwa_sim;

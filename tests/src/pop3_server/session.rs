@@ -1,0 +1,303 @@
+//! One POP3 session over one connection (RFC 1939): AUTHORIZATION (USER/PASS, APOP, AUTH
+//! PLAIN) → TRANSACTION → UPDATE on QUIT, with the faults applied to each reply.
+
+use std::{io, sync::Arc};
+
+use base64::Engine as _;
+use md5::{Digest as _, Md5};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+};
+use tracing::debug;
+
+use super::{
+    command::{self, Command, ParseError},
+    config::{BadReplyKind, GARBAGE_LINE, INJECTED_ERR_LINE, UserConfig},
+    mailbox::{Answer, Mailbox},
+    state::{RunState, Shared},
+};
+
+/// Longest command line accepted (RFC 2449 allows 255 octets; SASL responses may be longer).
+const MAX_LINE: usize = 8192;
+
+const CAPA: &[u8] = b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\n.\r\n";
+const AUTH_FAILED: &[u8] = b"-ERR [AUTH] Authentication failed.\r\n";
+
+/// Serves one connection until QUIT, the client leaves, or the server goes down.
+pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let peer = stream.peer_addr().ok();
+    let mut run = shared.run_state();
+    let (read, writer) = stream.into_split();
+    let mut session = Session {
+        timestamp: shared.apop_timestamp(),
+        shared: Arc::clone(&shared),
+        reader: BufReader::new(read),
+        writer,
+        mailbox: None,
+        pending_user: None,
+    };
+    let end = tokio::select! {
+        end = session.run() => end,
+        _ = run.wait_for(|s| *s != RunState::Up) => Ok(End::Cut),
+    };
+    if matches!(end, Ok(End::Cut)) {
+        shared.count(|c| c.cut += 1);
+    }
+    debug!(peer = ?peer, end = ?end, "POP3 test session ended.");
+}
+
+#[derive(Debug)]
+enum End {
+    Quit,
+    /// The client left without QUIT: nothing is deleted.
+    Dropped,
+    /// The server cut the connection (a fault): nothing is deleted.
+    Cut,
+}
+
+enum Flow {
+    Continue,
+    End(End),
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    timestamp: String,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    /// `Some` in the TRANSACTION state.
+    mailbox: Option<Mailbox>,
+    /// The name from USER, waiting for PASS.
+    pending_user: Option<String>,
+}
+
+impl Session {
+    async fn run(&mut self) -> io::Result<End> {
+        let greeting = format!("+OK alertbridge test POP3 server ready {}\r\n", self.timestamp);
+        self.send(greeting.as_bytes()).await?;
+        loop {
+            let Some(line) = self.read_line().await? else { return Ok(End::Dropped) };
+            if let Flow::End(end) = self.handle(line).await? {
+                return Ok(end);
+            }
+        }
+    }
+
+    /// The next line; `None` when the client closed (mid-line too). Over-long lines become an
+    /// empty `Some` that parses as an error.
+    async fn read_line(&mut self) -> io::Result<Option<Result<Vec<u8>, ()>>> {
+        let mut line = Vec::new();
+        (&mut self.reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+        if line.ends_with(b"\n") {
+            return Ok(Some(Ok(line)));
+        }
+        if line.len() < MAX_LINE {
+            return Ok(None);
+        }
+        // Too long: skip to the end of the line.
+        loop {
+            line.clear();
+            let n = (&mut self.reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if line.ends_with(b"\n") {
+                return Ok(Some(Err(())));
+            }
+        }
+    }
+
+    /// Waits the configured delay, then writes one whole reply.
+    async fn send(&mut self, reply: &[u8]) -> io::Result<()> {
+        let delay = self.shared.reply_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        self.writer.write_all(reply).await
+    }
+
+    async fn handle(&mut self, line: Result<Vec<u8>, ()>) -> io::Result<Flow> {
+        let parsed = match line {
+            Ok(line) => command::parse(&line),
+            Err(()) => Err(ParseError::Unknown("(line too long)".to_owned())),
+        };
+        let command = match parsed {
+            Ok(command) => command,
+            Err(ParseError::Unknown(verb)) => {
+                self.send(format!("-ERR Unknown command: {verb}\r\n").as_bytes()).await?;
+                return Ok(Flow::Continue);
+            }
+            Err(ParseError::BadArguments(verb)) => {
+                self.send(format!("-ERR Invalid arguments to {verb}.\r\n").as_bytes()).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        if let Some(kind) = self.shared.take_bad_reply(command.verb()) {
+            let line = match kind {
+                BadReplyKind::Garbage => GARBAGE_LINE,
+                BadReplyKind::Err => INJECTED_ERR_LINE,
+            };
+            self.send(line).await?;
+            return Ok(Flow::Continue);
+        }
+        if matches!(command, Command::Capa) {
+            self.send(CAPA).await?;
+            return Ok(Flow::Continue);
+        }
+        if matches!(command, Command::Stls) {
+            self.send(b"-ERR TLS is not configured.\r\n").await?;
+            return Ok(Flow::Continue);
+        }
+        match self.mailbox.as_mut() {
+            None => self.authorization(command).await,
+            Some(mailbox) => match mailbox.answer(command, &self.shared) {
+                Answer::Reply(reply) => {
+                    self.send(&reply).await?;
+                    Ok(Flow::Continue)
+                }
+                Answer::Quit(reply) => {
+                    self.send(&reply).await?;
+                    self.mailbox = None;
+                    Ok(Flow::End(End::Quit))
+                }
+                Answer::Retr { status, body, cut } => self.retr(&status, &body, cut).await,
+            },
+        }
+    }
+
+    /// Sends a RETR reply, or (the `drop_in_retr` fault) its first half and closes.
+    async fn retr(&mut self, status: &[u8], body: &[u8], cut: bool) -> io::Result<Flow> {
+        if !cut {
+            let mut reply = status.to_vec();
+            reply.extend_from_slice(body);
+            self.send(&reply).await?;
+            return Ok(Flow::Continue);
+        }
+        let mut partial = status.to_vec();
+        partial.extend_from_slice(&body[..body.len() / 2]);
+        self.send(&partial).await?;
+        self.writer.flush().await?;
+        Ok(Flow::End(End::Cut))
+    }
+
+    async fn authorization(&mut self, command: Command) -> io::Result<Flow> {
+        let pending = self.pending_user.take();
+        let reply: Vec<u8> = match command {
+            Command::User(name) => {
+                self.pending_user = Some(name);
+                b"+OK\r\n".to_vec()
+            }
+            Command::Pass(password) => match pending {
+                Some(name) => self.open(&name, |u| u.password == password),
+                None => b"-ERR No username given.\r\n".to_vec(),
+            },
+            Command::Apop { user, digest } => {
+                let timestamp = self.timestamp.clone();
+                self.open(&user, |u| apop_digest(&timestamp, &u.password).eq_ignore_ascii_case(&digest))
+            }
+            Command::Auth { mechanism: None, .. } => b"+OK\r\nPLAIN\r\n.\r\n".to_vec(),
+            Command::Auth { mechanism: Some(m), .. } if m != "PLAIN" => {
+                b"-ERR Unsupported authentication mechanism.\r\n".to_vec()
+            }
+            Command::Auth { initial, .. } => {
+                let response = match initial {
+                    Some(initial) => initial,
+                    None => {
+                        self.send(b"+ \r\n").await?;
+                        match self.read_line().await? {
+                            None => return Ok(Flow::End(End::Dropped)),
+                            Some(line) => String::from_utf8_lossy(command::trim_line_end(&line.unwrap_or_default())).into_owned(),
+                        }
+                    }
+                };
+                match sasl_plain(&response) {
+                    Err(reply) => reply.to_vec(),
+                    Ok((name, password)) => self.open(&name, |u| u.password == password),
+                }
+            }
+            Command::Quit => {
+                self.send(b"+OK Logging out.\r\n").await?;
+                return Ok(Flow::End(End::Quit));
+            }
+            Command::Noop => b"-ERR Not logged in.\r\n".to_vec(),
+            other => format!("-ERR {} is not allowed before login.\r\n", other.verb()).into_bytes(),
+        };
+        self.send(&reply).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Checks the credentials, locks and lists the mailbox: the reply to a login command.
+    fn open(&mut self, name: &str, password_ok: impl FnOnce(&UserConfig) -> bool) -> Vec<u8> {
+        let shared = Arc::clone(&self.shared);
+        let user = shared.user(name).filter(|u| password_ok(u) && !shared.refuse_logins());
+        let Some(user) = user else {
+            shared.count(|c| c.refused_logins += 1);
+            return AUTH_FAILED.to_vec();
+        };
+        let Some(lock) = shared.lock_mailbox(name) else {
+            shared.count(|c| c.refused_logins += 1);
+            return b"-ERR [IN-USE] Mailbox is locked by another POP3 session.\r\n".to_vec();
+        };
+        match Mailbox::open(user, lock) {
+            Ok(mailbox) => {
+                self.mailbox = Some(mailbox);
+                shared.count(|c| c.logins += 1);
+                b"+OK Logged in.\r\n".to_vec()
+            }
+            Err(e) => format!("-ERR [SYS/TEMP] Cannot open the mailbox: {e}\r\n").into_bytes(),
+        }
+    }
+}
+
+/// The APOP digest: MD5 of the greeting's timestamp followed by the password, in lower-case hex.
+pub fn apop_digest(timestamp: &str, password: &str) -> String {
+    let mut md5 = Md5::new();
+    md5.update(timestamp.as_bytes());
+    md5.update(password.as_bytes());
+    format!("{:x}", md5.finalize())
+}
+
+/// Decodes a SASL PLAIN response (RFC 4616) into user and password, or the reply refusing it.
+fn sasl_plain(response: &str) -> Result<(String, String), &'static [u8]> {
+    if response == "*" {
+        return Err(b"-ERR Authentication aborted.\r\n");
+    }
+    let decoded = if response == "=" {
+        Vec::new()
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(response).map_err(|_| &b"-ERR Invalid base64 data.\r\n"[..])?
+    };
+    let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+    let [authz, authc, password] = parts.as_slice() else { return Err(AUTH_FAILED) };
+    if !authz.is_empty() && authz != authc {
+        return Err(AUTH_FAILED);
+    }
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| AUTH_FAILED);
+    Ok((text(authc)?, text(password)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apop_digest_matches_rfc_1939() {
+        let stamp = "<1896.697170952@dbc.mtview.ca.us>";
+        assert_eq!(apop_digest(stamp, "tanstaaf"), "c4c9334bac560ecc979e58001b3e22fb");
+    }
+
+    #[test]
+    fn sasl_plain_responses_decode_or_are_refused() {
+        assert_eq!(sasl_plain("AGFsZXJ0cwBhbGVydHBhc3M="), Ok(("alerts".into(), "alertpass".into())));
+        assert_eq!(sasl_plain("YWxlcnRzAGFsZXJ0cwBwdw=="), Ok(("alerts".into(), "pw".into())));
+        assert_eq!(sasl_plain("*"), Err(&b"-ERR Authentication aborted.\r\n"[..]));
+        assert_eq!(sasl_plain("!!"), Err(&b"-ERR Invalid base64 data.\r\n"[..]));
+        assert_eq!(sasl_plain("="), Err(AUTH_FAILED));
+        // authzid "bob" acting as "alerts" is not allowed.
+        assert_eq!(sasl_plain("Ym9iAGFsZXJ0cwBwdw=="), Err(AUTH_FAILED));
+    }
+}
