@@ -567,6 +567,25 @@ fn check_refuses_plain_http_to_a_remote_bridge_unless_allowed() {
 }
 
 #[test]
+fn host_killed_mid_send_resumes_without_a_second_im() {
+    let mut bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
+    // The bridge takes 1.5 s to place the call; the host dies while it waits for the answer.
+    bed.sim.script(ALICE, [Outcome::delayed(200, 1500)]);
+    let id = bed.emit("Killed", "normal");
+    wait_until("the send to reach the bridge", LONG, || bed.sim.counters().sends == 1);
+    bed.host.kill9();
+    wait_until("the call to complete at the bridge", LONG, || bed.sim.received(ALICE).len() == 1);
+
+    bed.host.restart();
+    let a = bed.finished(id);
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 1), "the attempt cut by the kill was never recorded: {a:#}");
+    assert_eq!(bed.sim.received(ALICE).len(), 1, "the resumed alert's send was answered from the idempotency store");
+    let c = bed.sim.counters();
+    assert_eq!((c.sends, c.calls, c.replays), (1, 1, 1), "{c:?}");
+}
+
+
+#[test]
 fn fan_out_batches_presence_and_reaches_every_recipient_once() {
     let many: Vec<String> = (0..120).map(|i| format!("sip:user{i:03}@contoso.com")).collect();
     let sim = many.iter().enumerate().fold(SimConfig::new(SECRET), |c, (i, u)| c.user(u, if i % 10 == 9 { Availability::Offline } else { Availability::Online }));
