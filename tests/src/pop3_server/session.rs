@@ -44,9 +44,12 @@ pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         end = session.run() => end,
         _ = run.wait_for(|s| *s != RunState::Up) => Ok(End::Cut),
     };
-    if matches!(end, Ok(End::Cut)) {
-        shared.count(|c| c.cut += 1);
-    }
+    // The session (and with it the mailbox lock) goes before the counters say it ended.
+    drop(session);
+    shared.count(|c| {
+        c.ended += 1;
+        c.cut += u64::from(matches!(end, Ok(End::Cut)));
+    });
     debug!(peer = ?peer, end = ?end, "POP3 test session ended.");
 }
 

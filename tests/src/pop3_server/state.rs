@@ -36,6 +36,8 @@ pub struct Counters {
     pub retrs: u64,
     /// Mail files removed by QUIT.
     pub deleted: u64,
+    /// Sessions over (QUIT, client gone, or cut); their mailbox locks are released.
+    pub ended: u64,
     /// Connections the server cut (`drop_in_retr`, `down`, stop).
     pub cut: u64,
 }
