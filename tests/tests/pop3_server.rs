@@ -5,6 +5,7 @@
 use std::{
     path::Path,
     process::Stdio,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -382,4 +383,48 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(start.elapsed() < WAIT, "timed out after {WAIT:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The real `pop3` source (in-process, through `TestHost`) drains the server, through a cut
+/// RETR, a garbage reply and an `-ERR` to DELE, losing and duplicating nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pop3_source_drains_the_server_through_faults() {
+    use alertbridge_plugin_api::{kit::Setup, kit::Source as _, testing::TestHost};
+    use alertbridge_pop3::source::Pop3Source;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = Faults {
+        drop_in_retr: Some(2),
+        bad_replies: vec![BadReply::new("UIDL", BadReplyKind::Garbage), BadReply::new("DELE", BadReplyKind::Err)],
+        ..Faults::default()
+    };
+    let server = server(dir.path(), faults).await;
+    for i in 0..3 {
+        let mail = format!("From: Monitoring <monitor@example.test>\r\nSubject: alert #{i}\r\n\r\nDisk {i} is full.\r\n.dot line\r\n");
+        server.deliver("alerts", mail.as_bytes()).expect("deliver");
+    }
+    let config_toml = format!(
+        "server = \"{}\"\ntls = \"none\"\nusername = \"alerts\"\npassword = \"alertpass\"\npoll_interval_ms = 50\n\
+         max_backoff_ms = 200\nconnect_timeout_ms = 2000\nread_timeout_ms = 2000\nstate_dir = \"{}\"\n",
+        server.addr(),
+        dir.path().join("state").display()
+    );
+    let host = TestHost::new("pop3-test");
+    let setup = Setup { instance: "pop3-test".into(), kind: "pop3".into(), config_toml, host: host.host() };
+    let source = Arc::new(Pop3Source::new(setup).expect("valid config"));
+    let (ctx, stop) = host.source_context();
+    let task = tokio::spawn(Arc::clone(&source).run(ctx));
+
+    wait_until("3 alerts and an empty mailbox", || {
+        host.accepted().len() == 3 && server.mailbox_len("alerts").is_ok_and(|n| n == 0)
+    })
+    .await;
+    let mut subjects: Vec<String> = host.accepted().into_iter().map(|a| a.subject).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["alert #0", "alert #1", "alert #2"]);
+    assert_eq!(server.faults(), Faults::default(), "every fault fired");
+    assert!(server.counters().cut >= 1 && server.counters().deleted == 3, "{:?}", server.counters());
+    stop.cancel();
+    let stopped = tokio::time::timeout(WAIT, task).await.expect("source stops in time");
+    stopped.expect("source task").expect("source run");
 }
