@@ -177,7 +177,8 @@ fn assert_delivered(host: &Host, id: u64, users: &[&str]) -> Value {
 /// Checks the sink recorded alert `id` once per user with this subject and body.
 fn assert_recorded(dir: &Path, id: u64, users: &[&str], subject: &str, body: &str) -> Value {
     let got = records_of(dir, id);
-    assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), users.iter().copied().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>(), "{got:?}");
+    let (have, want): (BTreeSet<&str>, BTreeSet<&str>) = (got.keys().map(String::as_str).collect(), users.iter().copied().collect());
+    assert_eq!(have, want, "{got:?}");
     for r in got.values() {
         assert_eq!((r["subject"].as_str(), r["body"].as_str()), (Some(subject), Some(body)), "{r}");
         assert_eq!(r["source"], "hook");
