@@ -10,7 +10,8 @@ use std::{
 };
 
 use alertbridge_testbed::pop3_server::{
-    BadReply, BadReplyKind, Faults, GARBAGE_LINE, INJECTED_ERR_LINE, Pop3Handle, Pop3Server, ServerConfig, apop_digest,
+    BadReply, BadReplyKind, Faults, GARBAGE_LINE, INJECTED_ERR_LINE, Pop3Handle, Pop3Server,
+    ServerConfig, apop_digest,
 };
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
@@ -33,9 +34,16 @@ struct Wire {
 
 impl Wire {
     async fn connect(server: &Pop3Handle) -> Self {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(server.addr())).await.expect("connect in time").expect("connect");
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(server.addr()))
+            .await
+            .expect("connect in time")
+            .expect("connect");
         let (read, writer) = stream.into_split();
-        let mut wire = Self { reader: BufReader::new(read), writer, greeting: String::new() };
+        let mut wire = Self {
+            reader: BufReader::new(read),
+            writer,
+            greeting: String::new(),
+        };
         wire.greeting = wire.line().await;
         assert!(wire.greeting.starts_with("+OK "), "{:?}", wire.greeting);
         wire
@@ -54,8 +62,13 @@ impl Wire {
 
     async fn line(&mut self) -> String {
         let mut line = Vec::new();
-        let read = tokio::time::timeout(WAIT, self.reader.read_until(b'\n', &mut line)).await.expect("reply in time");
-        assert!(read.expect("read") > 0, "connection closed, expected a line");
+        let read = tokio::time::timeout(WAIT, self.reader.read_until(b'\n', &mut line))
+            .await
+            .expect("reply in time");
+        assert!(
+            read.expect("read") > 0,
+            "connection closed, expected a line"
+        );
         String::from_utf8_lossy(&line).into_owned()
     }
 
@@ -77,13 +90,20 @@ impl Wire {
     }
 
     async fn login(&mut self, user: &str, password: &str) {
-        self.roundtrip(&format!("USER {user}\r\nPASS {password}\r\n"), "+OK\r\n+OK Logged in.\r\n").await;
+        self.roundtrip(
+            &format!("USER {user}\r\nPASS {password}\r\n"),
+            "+OK\r\n+OK Logged in.\r\n",
+        )
+        .await;
     }
 
     /// Everything up to the server closing the connection.
     async fn rest(&mut self) -> String {
         let mut rest = Vec::new();
-        tokio::time::timeout(WAIT, self.reader.read_to_end(&mut rest)).await.expect("close in time").expect("read");
+        tokio::time::timeout(WAIT, self.reader.read_to_end(&mut rest))
+            .await
+            .expect("close in time")
+            .expect("read");
         String::from_utf8_lossy(&rest).into_owned()
     }
 }
@@ -108,36 +128,70 @@ async fn every_login_method_works_and_wrong_credentials_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server(dir.path(), Faults::default()).await;
     let mut w = Wire::connect(&server).await;
-    w.roundtrip("STAT\r\n", "-ERR STAT is not allowed before login.\r\n").await;
-    w.roundtrip("PASS alertpass\r\n", "-ERR No username given.\r\n").await;
-    w.roundtrip("USER alerts\r\nPASS wrong\r\n", &format!("+OK\r\n{AUTH_FAILED}")).await;
-    w.roundtrip("USER nobody\r\nPASS alertpass\r\n", &format!("+OK\r\n{AUTH_FAILED}")).await;
-    w.roundtrip("PASS alertpass\r\n", "-ERR No username given.\r\n").await;
+    w.roundtrip("STAT\r\n", "-ERR STAT is not allowed before login.\r\n")
+        .await;
+    w.roundtrip("PASS alertpass\r\n", "-ERR No username given.\r\n")
+        .await;
+    w.roundtrip(
+        "USER alerts\r\nPASS wrong\r\n",
+        &format!("+OK\r\n{AUTH_FAILED}"),
+    )
+    .await;
+    w.roundtrip(
+        "USER nobody\r\nPASS alertpass\r\n",
+        &format!("+OK\r\n{AUTH_FAILED}"),
+    )
+    .await;
+    w.roundtrip("PASS alertpass\r\n", "-ERR No username given.\r\n")
+        .await;
     w.login("alerts", "alertpass").await;
-    w.roundtrip("USER alerts\r\n", "-ERR Already logged in.\r\n").await;
+    w.roundtrip("USER alerts\r\n", "-ERR Already logged in.\r\n")
+        .await;
     w.roundtrip("QUIT\r\n", "+OK Logging out.\r\n").await;
     assert_eq!(w.rest().await, "");
 
     let mut w = Wire::connect(&server).await;
     let bad = apop_digest(w.timestamp(), "wrong");
-    w.roundtrip(&format!("APOP alerts {bad}\r\n"), AUTH_FAILED).await;
+    w.roundtrip(&format!("APOP alerts {bad}\r\n"), AUTH_FAILED)
+        .await;
     let good = apop_digest(w.timestamp(), "alertpass");
-    w.roundtrip(&format!("APOP alerts {good}\r\n"), "+OK Logged in.\r\n").await;
+    w.roundtrip(&format!("APOP alerts {good}\r\n"), "+OK Logged in.\r\n")
+        .await;
     w.roundtrip("QUIT\r\n", "+OK Logging out.\r\n").await;
 
     let mut w = Wire::connect(&server).await;
     w.roundtrip("AUTH\r\n", "+OK\r\nPLAIN\r\n.\r\n").await;
-    w.roundtrip("AUTH CRAM-MD5\r\n", "-ERR Unsupported authentication mechanism.\r\n").await;
-    w.roundtrip("AUTH PLAIN\r\n*\r\n", "+ \r\n-ERR Authentication aborted.\r\n").await;
+    w.roundtrip(
+        "AUTH CRAM-MD5\r\n",
+        "-ERR Unsupported authentication mechanism.\r\n",
+    )
+    .await;
+    w.roundtrip(
+        "AUTH PLAIN\r\n*\r\n",
+        "+ \r\n-ERR Authentication aborted.\r\n",
+    )
+    .await;
     // "\0alerts\0wrong", then "\0alerts\0alertpass" after the `+ ` prompt.
-    w.roundtrip("AUTH PLAIN AGFsZXJ0cwB3cm9uZw==\r\n", AUTH_FAILED).await;
-    w.roundtrip("AUTH PLAIN\r\nAGFsZXJ0cwBhbGVydHBhc3M=\r\n", "+ \r\n+OK Logged in.\r\n").await;
+    w.roundtrip("AUTH PLAIN AGFsZXJ0cwB3cm9uZw==\r\n", AUTH_FAILED)
+        .await;
+    w.roundtrip(
+        "AUTH PLAIN\r\nAGFsZXJ0cwBhbGVydHBhc3M=\r\n",
+        "+ \r\n+OK Logged in.\r\n",
+    )
+    .await;
     w.roundtrip("QUIT\r\n", "+OK Logging out.\r\n").await;
 
     let mut w = Wire::connect(&server).await;
-    w.roundtrip("AUTH PLAIN AGFsZXJ0cwBhbGVydHBhc3M=\r\n", "+OK Logged in.\r\n").await;
+    w.roundtrip(
+        "AUTH PLAIN AGFsZXJ0cwBhbGVydHBhc3M=\r\n",
+        "+OK Logged in.\r\n",
+    )
+    .await;
     let counters = server.counters();
-    assert_eq!((counters.sessions, counters.logins, counters.refused_logins), (4, 4, 4));
+    assert_eq!(
+        (counters.sessions, counters.logins, counters.refused_logins),
+        (4, 4, 4)
+    );
 }
 
 #[tokio::test]
@@ -147,8 +201,10 @@ async fn capa_advertises_what_is_implemented() {
     let mut w = Wire::connect(&server).await;
     w.roundtrip("CAPA\r\n", "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\n.\r\n")
         .await;
-    w.roundtrip("STLS\r\n", "-ERR TLS is not configured.\r\n").await;
-    w.roundtrip("XTND XMIT\r\n", "-ERR Unknown command: XTND\r\n").await;
+    w.roundtrip("STLS\r\n", "-ERR TLS is not configured.\r\n")
+        .await;
+    w.roundtrip("XTND XMIT\r\n", "-ERR Unknown command: XTND\r\n")
+        .await;
 }
 
 #[tokio::test]
@@ -158,26 +214,67 @@ async fn list_uidl_retr_and_top_serve_the_maildir_dot_stuffed_with_crlf() {
     let uidl_1 = server.deliver("alerts", MAIL_1).expect("deliver");
     let uidl_2 = server.deliver("alerts", MAIL_2).expect("deliver");
     // A mail already seen by another client, with Maildir info in its name.
-    std::fs::write(server.maildir("alerts").expect("maildir").join("cur").join("9999999999.seen.host:2,S"), "Subject: 3\n\nx\n")
-        .expect("seed cur");
+    std::fs::write(
+        server
+            .maildir("alerts")
+            .expect("maildir")
+            .join("cur")
+            .join("9999999999.seen.host:2,S"),
+        "Subject: 3\n\nx\n",
+    )
+    .expect("seed cur");
     let mut w = Wire::connect(&server).await;
     w.login("alerts", "alertpass").await;
     let size_3 = "Subject: 3\r\n\r\nx\r\n".len();
-    w.roundtrip("STAT\r\n", &format!("+OK 3 {}\r\n", SIZE_1 + SIZE_2 + size_3)).await;
-    w.roundtrip("LIST\r\n", &format!("+OK 3 messages:\r\n1 {SIZE_1}\r\n2 {SIZE_2}\r\n3 {size_3}\r\n.\r\n")).await;
-    w.roundtrip("LIST 2\r\n", &format!("+OK 2 {SIZE_2}\r\n")).await;
-    w.roundtrip("LIST 4\r\n", "-ERR There's no message 4.\r\n").await;
-    w.roundtrip("LIST 0\r\n", "-ERR There's no message 0.\r\n").await;
-    w.roundtrip("UIDL\r\n", &format!("+OK\r\n1 {uidl_1}\r\n2 {uidl_2}\r\n3 9999999999.seen.host\r\n.\r\n")).await;
-    w.roundtrip("UIDL 1\r\n", &format!("+OK 1 {uidl_1}\r\n")).await;
-    w.roundtrip("RETR 1\r\n", &format!("+OK {SIZE_1} octets\r\nSubject: one\r\n\r\n..leading dot\r\nplain\r\n.\r\n")).await;
-    w.roundtrip("RETR 2\r\n", &format!("+OK {SIZE_2} octets\r\nSubject: two\r\n\r\n...two dots\r\n..\r\nend\r\n.\r\n")).await;
-    w.roundtrip("TOP 2 0\r\n", "+OK\r\nSubject: two\r\n\r\n.\r\n").await;
-    w.roundtrip("TOP 2 1\r\n", "+OK\r\nSubject: two\r\n\r\n...two dots\r\n.\r\n").await;
-    w.roundtrip("RETR x\r\n", "-ERR Invalid arguments to RETR.\r\n").await;
+    w.roundtrip(
+        "STAT\r\n",
+        &format!("+OK 3 {}\r\n", SIZE_1 + SIZE_2 + size_3),
+    )
+    .await;
+    w.roundtrip(
+        "LIST\r\n",
+        &format!("+OK 3 messages:\r\n1 {SIZE_1}\r\n2 {SIZE_2}\r\n3 {size_3}\r\n.\r\n"),
+    )
+    .await;
+    w.roundtrip("LIST 2\r\n", &format!("+OK 2 {SIZE_2}\r\n"))
+        .await;
+    w.roundtrip("LIST 4\r\n", "-ERR There's no message 4.\r\n")
+        .await;
+    w.roundtrip("LIST 0\r\n", "-ERR There's no message 0.\r\n")
+        .await;
+    w.roundtrip(
+        "UIDL\r\n",
+        &format!("+OK\r\n1 {uidl_1}\r\n2 {uidl_2}\r\n3 9999999999.seen.host\r\n.\r\n"),
+    )
+    .await;
+    w.roundtrip("UIDL 1\r\n", &format!("+OK 1 {uidl_1}\r\n"))
+        .await;
+    w.roundtrip(
+        "RETR 1\r\n",
+        &format!("+OK {SIZE_1} octets\r\nSubject: one\r\n\r\n..leading dot\r\nplain\r\n.\r\n"),
+    )
+    .await;
+    w.roundtrip(
+        "RETR 2\r\n",
+        &format!("+OK {SIZE_2} octets\r\nSubject: two\r\n\r\n...two dots\r\n..\r\nend\r\n.\r\n"),
+    )
+    .await;
+    w.roundtrip("TOP 2 0\r\n", "+OK\r\nSubject: two\r\n\r\n.\r\n")
+        .await;
+    w.roundtrip(
+        "TOP 2 1\r\n",
+        "+OK\r\nSubject: two\r\n\r\n...two dots\r\n.\r\n",
+    )
+    .await;
+    w.roundtrip("RETR x\r\n", "-ERR Invalid arguments to RETR.\r\n")
+        .await;
     w.roundtrip("NOOP\r\n", "+OK\r\n").await;
     w.roundtrip("QUIT\r\n", "+OK Logging out.\r\n").await;
-    assert_eq!(server.mailbox_len("alerts").expect("len"), 3, "nothing was deleted");
+    assert_eq!(
+        server.mailbox_len("alerts").expect("len"),
+        3,
+        "nothing was deleted"
+    );
 }
 
 #[tokio::test]
@@ -189,25 +286,43 @@ async fn quit_removes_marked_mail_but_a_dropped_connection_removes_nothing() {
 
     let mut w = Wire::connect(&server).await;
     w.login("alerts", "alertpass").await;
-    w.roundtrip("DELE 1\r\nDELE 2\r\n", "+OK Marked to be deleted.\r\n+OK Marked to be deleted.\r\n").await;
+    w.roundtrip(
+        "DELE 1\r\nDELE 2\r\n",
+        "+OK Marked to be deleted.\r\n+OK Marked to be deleted.\r\n",
+    )
+    .await;
     w.roundtrip("STAT\r\n", "+OK 0 0\r\n").await;
     drop(w);
-    wait_until("the dropped session to end", || server.counters().ended == 1).await;
+    wait_until("the dropped session to end", || {
+        server.counters().ended == 1
+    })
+    .await;
 
     let mut w = Wire::connect(&server).await;
     w.login("alerts", "alertpass").await;
-    w.roundtrip("STAT\r\n", &format!("+OK 2 {}\r\n", SIZE_1 + SIZE_2)).await;
-    w.roundtrip("DELE 1\r\nDELE 1\r\nRETR 1\r\n", "+OK Marked to be deleted.\r\n-ERR Message is deleted.\r\n-ERR Message is deleted.\r\n").await;
+    w.roundtrip("STAT\r\n", &format!("+OK 2 {}\r\n", SIZE_1 + SIZE_2))
+        .await;
+    w.roundtrip(
+        "DELE 1\r\nDELE 1\r\nRETR 1\r\n",
+        "+OK Marked to be deleted.\r\n-ERR Message is deleted.\r\n-ERR Message is deleted.\r\n",
+    )
+    .await;
     w.roundtrip("RSET\r\n", "+OK 2 messages.\r\n").await;
-    w.roundtrip("LIST 1\r\nDELE 1\r\n", &format!("+OK 1 {SIZE_1}\r\n+OK Marked to be deleted.\r\n")).await;
-    w.roundtrip("QUIT\r\n", "+OK Logging out, messages deleted.\r\n").await;
+    w.roundtrip(
+        "LIST 1\r\nDELE 1\r\n",
+        &format!("+OK 1 {SIZE_1}\r\n+OK Marked to be deleted.\r\n"),
+    )
+    .await;
+    w.roundtrip("QUIT\r\n", "+OK Logging out, messages deleted.\r\n")
+        .await;
     assert_eq!(w.rest().await, "");
     assert_eq!(server.mailbox_len("alerts").expect("len"), 1);
     assert_eq!(server.counters().deleted, 1);
 
     let mut w = Wire::connect(&server).await;
     w.login("alerts", "alertpass").await;
-    w.roundtrip("UIDL\r\n", &format!("+OK\r\n1 {uidl_2}\r\n.\r\n")).await;
+    w.roundtrip("UIDL\r\n", &format!("+OK\r\n1 {uidl_2}\r\n.\r\n"))
+        .await;
 }
 
 #[tokio::test]
@@ -234,7 +349,12 @@ async fn a_second_session_on_a_locked_mailbox_gets_in_use() {
     let mut first = Wire::connect(&server).await;
     first.login("alerts", "alertpass").await;
     let mut second = Wire::connect(&server).await;
-    second.roundtrip("USER alerts\r\nPASS alertpass\r\n", &format!("+OK\r\n{LOCKED}")).await;
+    second
+        .roundtrip(
+            "USER alerts\r\nPASS alertpass\r\n",
+            &format!("+OK\r\n{LOCKED}"),
+        )
+        .await;
     // Another user's mailbox is not affected.
     let mut other = Wire::connect(&server).await;
     other.login("other", "otherpass").await;
@@ -247,24 +367,43 @@ async fn a_second_session_on_a_locked_mailbox_gets_in_use() {
 #[tokio::test]
 async fn drop_in_retr_cuts_the_nth_retr_halfway_and_deletes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = server(dir.path(), Faults { drop_in_retr: Some(2), ..Faults::default() }).await;
+    let server = server(
+        dir.path(),
+        Faults {
+            drop_in_retr: Some(2),
+            ..Faults::default()
+        },
+    )
+    .await;
     server.deliver("alerts", MAIL_1).expect("deliver");
     server.deliver("alerts", MAIL_2).expect("deliver");
     let mut w = Wire::connect(&server).await;
     w.login("alerts", "alertpass").await;
-    w.roundtrip("DELE 1\r\n", "+OK Marked to be deleted.\r\n").await;
-    w.roundtrip("RETR 2\r\n", &format!("+OK {SIZE_2} octets\r\nSubject: two\r\n\r\n...two dots\r\n..\r\nend\r\n.\r\n")).await;
+    w.roundtrip("DELE 1\r\n", "+OK Marked to be deleted.\r\n")
+        .await;
+    w.roundtrip(
+        "RETR 2\r\n",
+        &format!("+OK {SIZE_2} octets\r\nSubject: two\r\n\r\n...two dots\r\n..\r\nend\r\n.\r\n"),
+    )
+    .await;
     w.send(b"RETR 2\r\n").await;
     let cut = w.rest().await;
     let full_body = "Subject: two\r\n\r\n...two dots\r\n..\r\nend\r\n.\r\n";
-    assert_eq!(cut, format!("+OK {SIZE_2} octets\r\n{}", &full_body[..full_body.len() / 2]));
+    assert_eq!(
+        cut,
+        format!(
+            "+OK {SIZE_2} octets\r\n{}",
+            &full_body[..full_body.len() / 2]
+        )
+    );
     assert_eq!(server.faults().drop_in_retr, None, "the fault fires once");
     wait_until("the cut to be counted", || server.counters().cut == 1).await;
     assert_eq!(server.mailbox_len("alerts").expect("len"), 2);
     // The next session reads everything.
     let mut w = Wire::connect(&server).await;
     w.login("alerts", "alertpass").await;
-    w.roundtrip("RETR 2\r\n", &format!("+OK {SIZE_2} octets\r\n{full_body}")).await;
+    w.roundtrip("RETR 2\r\n", &format!("+OK {SIZE_2} octets\r\n{full_body}"))
+        .await;
     assert_eq!(server.counters().retrs, 3);
 }
 
@@ -274,14 +413,22 @@ async fn reply_delay_slows_every_reply_and_can_be_lifted() {
     let server = server(dir.path(), Faults::default()).await;
     let mut w = Wire::connect(&server).await;
     let delay = Duration::from_millis(300);
-    server.set_faults(Faults { reply_delay: delay, ..Faults::default() });
+    server.set_faults(Faults {
+        reply_delay: delay,
+        ..Faults::default()
+    });
     let started = Instant::now();
     w.send(b"NOOP\r\n").await;
     let mut byte = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(100), w.reader.read_exact(&mut byte)).await;
+    let early =
+        tokio::time::timeout(Duration::from_millis(100), w.reader.read_exact(&mut byte)).await;
     assert!(early.is_err(), "a reply came before the delay: {early:?}");
     w.expect("-ERR Not logged in.\r\n").await;
-    assert!(started.elapsed() >= delay, "the reply came after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= delay,
+        "the reply came after {:?}",
+        started.elapsed()
+    );
     server.set_faults(Faults::default());
     w.roundtrip("USER alerts\r\n", "+OK\r\n").await;
 }
@@ -290,7 +437,10 @@ async fn reply_delay_slows_every_reply_and_can_be_lifted() {
 async fn bad_replies_answer_a_command_once_with_garbage_or_err_without_running_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let faults = Faults {
-        bad_replies: vec![BadReply::new("stat", BadReplyKind::Garbage), BadReply::new("DELE", BadReplyKind::Err)],
+        bad_replies: vec![
+            BadReply::new("stat", BadReplyKind::Garbage),
+            BadReply::new("DELE", BadReplyKind::Err),
+        ],
         ..Faults::default()
     };
     let server = server(dir.path(), faults).await;
@@ -301,22 +451,48 @@ async fn bad_replies_answer_a_command_once_with_garbage_or_err_without_running_i
     let mut garbage = vec![0; GARBAGE_LINE.len()];
     w.reader.read_exact(&mut garbage).await.expect("garbage");
     assert_eq!(garbage, GARBAGE_LINE);
-    w.roundtrip("STAT\r\n", &format!("+OK 1 {SIZE_1}\r\n")).await;
-    w.roundtrip("DELE 1\r\n", std::str::from_utf8(INJECTED_ERR_LINE).expect("ascii")).await;
-    assert!(server.faults().bad_replies.is_empty(), "{:?}", server.faults());
+    w.roundtrip("STAT\r\n", &format!("+OK 1 {SIZE_1}\r\n"))
+        .await;
+    w.roundtrip(
+        "DELE 1\r\n",
+        std::str::from_utf8(INJECTED_ERR_LINE).expect("ascii"),
+    )
+    .await;
+    assert!(
+        server.faults().bad_replies.is_empty(),
+        "{:?}",
+        server.faults()
+    );
     w.roundtrip("QUIT\r\n", "+OK Logging out.\r\n").await;
-    assert_eq!(server.mailbox_len("alerts").expect("len"), 1, "the refused DELE marked nothing");
+    assert_eq!(
+        server.mailbox_len("alerts").expect("len"),
+        1,
+        "the refused DELE marked nothing"
+    );
 }
 
 #[tokio::test]
 async fn refuse_logins_refuses_the_right_password_until_lifted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = server(dir.path(), Faults { refuse_logins: true, ..Faults::default() }).await;
+    let server = server(
+        dir.path(),
+        Faults {
+            refuse_logins: true,
+            ..Faults::default()
+        },
+    )
+    .await;
     let mut w = Wire::connect(&server).await;
-    w.roundtrip("USER alerts\r\nPASS alertpass\r\n", &format!("+OK\r\n{AUTH_FAILED}")).await;
+    w.roundtrip(
+        "USER alerts\r\nPASS alertpass\r\n",
+        &format!("+OK\r\n{AUTH_FAILED}"),
+    )
+    .await;
     let digest = apop_digest(w.timestamp(), "alertpass");
-    w.roundtrip(&format!("APOP alerts {digest}\r\n"), AUTH_FAILED).await;
-    w.roundtrip("AUTH PLAIN AGFsZXJ0cwBhbGVydHBhc3M=\r\n", AUTH_FAILED).await;
+    w.roundtrip(&format!("APOP alerts {digest}\r\n"), AUTH_FAILED)
+        .await;
+    w.roundtrip("AUTH PLAIN AGFsZXJ0cwBhbGVydHBhc3M=\r\n", AUTH_FAILED)
+        .await;
     server.set_faults(Faults::default());
     w.login("alerts", "alertpass").await;
 }
@@ -328,22 +504,40 @@ async fn down_refuses_connects_and_cuts_sessions_and_up_listens_again_on_the_sam
     server.deliver("alerts", MAIL_1).expect("deliver");
     let mut w = Wire::connect(&server).await;
     w.login("alerts", "alertpass").await;
-    w.roundtrip("DELE 1\r\n", "+OK Marked to be deleted.\r\n").await;
-    server.set_faults(Faults { down: true, ..Faults::default() });
+    w.roundtrip("DELE 1\r\n", "+OK Marked to be deleted.\r\n")
+        .await;
+    server.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
     assert_eq!(w.rest().await, "", "the session is cut");
-    wait_until("connects to be refused", || std::net::TcpStream::connect(server.addr()).is_err()).await;
-    assert_eq!(server.mailbox_len("alerts").expect("len"), 1, "a cut session deletes nothing");
+    wait_until("connects to be refused", || {
+        std::net::TcpStream::connect(server.addr()).is_err()
+    })
+    .await;
+    assert_eq!(
+        server.mailbox_len("alerts").expect("len"),
+        1,
+        "a cut session deletes nothing"
+    );
 
     server.set_faults(Faults::default());
-    wait_until("the server to listen again", || std::net::TcpStream::connect(server.addr()).is_ok()).await;
+    wait_until("the server to listen again", || {
+        std::net::TcpStream::connect(server.addr()).is_ok()
+    })
+    .await;
     let mut w = Wire::connect(&server).await;
     w.login("alerts", "alertpass").await;
-    w.roundtrip("STAT\r\n", &format!("+OK 1 {SIZE_1}\r\n")).await;
+    w.roundtrip("STAT\r\n", &format!("+OK 1 {SIZE_1}\r\n"))
+        .await;
 
     let addr = server.addr();
     server.stop().await;
     assert_eq!(w.rest().await, "", "stop cuts sessions");
-    assert!(std::net::TcpStream::connect(addr).is_err(), "still listening after stop");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still listening after stop"
+    );
 }
 
 #[tokio::test]
@@ -351,36 +545,64 @@ async fn the_binary_serves_its_users_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let maildir = dir.path().join("alerts");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pop3-server"))
-        .args(["--listen", "127.0.0.1:0", "--user", &format!("alerts:alertpass:{}", maildir.display())])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            &format!("alerts:alertpass:{}", maildir.display()),
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn pop3-server");
     let stdout = child.stdout.take().expect("stdout");
     let mut first = String::new();
-    tokio::time::timeout(WAIT, BufReader::new(stdout).read_line(&mut first)).await.expect("first line in time").expect("read");
-    let addr = first.trim().strip_prefix("listening on 127.0.0.1:").map(|port| format!("127.0.0.1:{port}"));
+    tokio::time::timeout(WAIT, BufReader::new(stdout).read_line(&mut first))
+        .await
+        .expect("first line in time")
+        .expect("read");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on 127.0.0.1:")
+        .map(|port| format!("127.0.0.1:{port}"));
     let addr = addr.unwrap_or_else(|| panic!("unexpected first line {first:?}"));
     std::fs::write(maildir.join("new").join("1.mail"), MAIL_1).expect("deliver");
 
     let stream = TcpStream::connect(&addr).await.expect("connect");
     let (read, writer) = stream.into_split();
-    let mut w = Wire { reader: BufReader::new(read), writer, greeting: String::new() };
+    let mut w = Wire {
+        reader: BufReader::new(read),
+        writer,
+        greeting: String::new(),
+    };
     assert!(w.line().await.starts_with("+OK "));
     w.login("alerts", "alertpass").await;
-    w.roundtrip("UIDL\r\nQUIT\r\n", "+OK\r\n1 1.mail\r\n.\r\n+OK Logging out.\r\n").await;
+    w.roundtrip(
+        "UIDL\r\nQUIT\r\n",
+        "+OK\r\n1 1.mail\r\n.\r\n+OK Logging out.\r\n",
+    )
+    .await;
 
     let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
     assert!(killed.success());
-    let status = tokio::time::timeout(WAIT, child.wait()).await.expect("exits in time").expect("wait");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
     assert!(status.success(), "{status}");
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out after {WAIT:?} waiting for {what}");
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -395,12 +617,17 @@ async fn the_pop3_source_drains_the_server_through_faults() {
     let dir = tempfile::tempdir().expect("tempdir");
     let faults = Faults {
         drop_in_retr: Some(2),
-        bad_replies: vec![BadReply::new("UIDL", BadReplyKind::Garbage), BadReply::new("DELE", BadReplyKind::Err)],
+        bad_replies: vec![
+            BadReply::new("UIDL", BadReplyKind::Garbage),
+            BadReply::new("DELE", BadReplyKind::Err),
+        ],
         ..Faults::default()
     };
     let server = server(dir.path(), faults).await;
     for i in 0..3 {
-        let mail = format!("From: Monitoring <monitor@example.test>\r\nSubject: alert #{i}\r\n\r\nDisk {i} is full.\r\n.dot line\r\n");
+        let mail = format!(
+            "From: Monitoring <monitor@example.test>\r\nSubject: alert #{i}\r\n\r\nDisk {i} is full.\r\n.dot line\r\n"
+        );
         server.deliver("alerts", mail.as_bytes()).expect("deliver");
     }
     let config_toml = format!(
@@ -410,7 +637,12 @@ async fn the_pop3_source_drains_the_server_through_faults() {
         dir.path().join("state").display()
     );
     let host = TestHost::new("pop3-test");
-    let setup = Setup { instance: "pop3-test".into(), kind: "pop3".into(), config_toml, host: host.host() };
+    let setup = Setup {
+        instance: "pop3-test".into(),
+        kind: "pop3".into(),
+        config_toml,
+        host: host.host(),
+    };
     let source = Arc::new(Pop3Source::new(setup).expect("valid config"));
     let (ctx, stop) = host.source_context();
     let task = tokio::spawn(Arc::clone(&source).run(ctx));
@@ -423,8 +655,14 @@ async fn the_pop3_source_drains_the_server_through_faults() {
     subjects.sort();
     assert_eq!(subjects, ["alert #0", "alert #1", "alert #2"]);
     assert_eq!(server.faults(), Faults::default(), "every fault fired");
-    assert!(server.counters().cut >= 1 && server.counters().deleted == 3, "{:?}", server.counters());
+    assert!(
+        server.counters().cut >= 1 && server.counters().deleted == 3,
+        "{:?}",
+        server.counters()
+    );
     stop.cancel();
-    let stopped = tokio::time::timeout(WAIT, task).await.expect("source stops in time");
+    let stopped = tokio::time::timeout(WAIT, task)
+        .await
+        .expect("source stops in time");
     stopped.expect("source task").expect("source run");
 }

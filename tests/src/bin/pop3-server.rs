@@ -47,7 +47,9 @@ async fn main() -> anyhow::Result<()> {
     config.users = args.users;
     let mut sigterm = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    let server = Pop3Server::start(config).await.context("start the POP3 server")?;
+    let server = Pop3Server::start(config)
+        .await
+        .context("start the POP3 server")?;
     println!("listening on {}", server.addr());
     tokio::select! {
         _ = sigterm.recv() => {}

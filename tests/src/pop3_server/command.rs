@@ -6,9 +6,15 @@ pub(super) enum Command {
     User(String),
     /// The rest of the line: a password may contain spaces.
     Pass(String),
-    Apop { user: String, digest: String },
+    Apop {
+        user: String,
+        digest: String,
+    },
     /// `AUTH` alone lists the mechanisms; `initial` is the RFC 5034 initial response.
-    Auth { mechanism: Option<String>, initial: Option<String> },
+    Auth {
+        mechanism: Option<String>,
+        initial: Option<String>,
+    },
     Capa,
     Stls,
     Stat,
@@ -74,13 +80,23 @@ pub(super) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         ("USER", _) => return Err(bad("USER")),
         ("PASS", _) if !rest.is_empty() => Command::Pass(rest.to_owned()),
         ("PASS", _) => return Err(bad("PASS")),
-        ("APOP", [user, digest]) => Command::Apop { user: (*user).to_owned(), digest: (*digest).to_owned() },
+        ("APOP", [user, digest]) => Command::Apop {
+            user: (*user).to_owned(),
+            digest: (*digest).to_owned(),
+        },
         ("APOP", _) => return Err(bad("APOP")),
-        ("AUTH", []) => Command::Auth { mechanism: None, initial: None },
-        ("AUTH", [mechanism]) => Command::Auth { mechanism: Some(mechanism.to_ascii_uppercase()), initial: None },
-        ("AUTH", [mechanism, initial]) => {
-            Command::Auth { mechanism: Some(mechanism.to_ascii_uppercase()), initial: Some((*initial).to_owned()) }
-        }
+        ("AUTH", []) => Command::Auth {
+            mechanism: None,
+            initial: None,
+        },
+        ("AUTH", [mechanism]) => Command::Auth {
+            mechanism: Some(mechanism.to_ascii_uppercase()),
+            initial: None,
+        },
+        ("AUTH", [mechanism, initial]) => Command::Auth {
+            mechanism: Some(mechanism.to_ascii_uppercase()),
+            initial: Some((*initial).to_owned()),
+        },
         ("AUTH", _) => return Err(bad("AUTH")),
         ("CAPA", []) => Command::Capa,
         ("STLS", []) => Command::Stls,
@@ -95,7 +111,11 @@ pub(super) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         ("RETR", [n]) => Command::Retr(number(n).ok_or(bad("RETR"))?),
         ("DELE", [n]) => Command::Dele(number(n).ok_or(bad("DELE"))?),
         ("TOP", [n, k]) => Command::Top(number(n).ok_or(bad("TOP"))?, number(k).ok_or(bad("TOP"))?),
-        (verb @ ("CAPA" | "STLS" | "STAT" | "NOOP" | "RSET" | "QUIT" | "LIST" | "UIDL" | "RETR" | "DELE" | "TOP"), _) => {
+        (
+            verb @ ("CAPA" | "STLS" | "STAT" | "NOOP" | "RSET" | "QUIT" | "LIST" | "UIDL" | "RETR"
+            | "DELE" | "TOP"),
+            _,
+        ) => {
             return Err(bad(static_verb(verb)));
         }
         (other, _) => return Err(ParseError::Unknown(other.to_owned())),
@@ -104,10 +124,12 @@ pub(super) fn parse(line: &[u8]) -> Result<Command, ParseError> {
 }
 
 fn static_verb(verb: &str) -> &'static str {
-    ["CAPA", "STLS", "STAT", "NOOP", "RSET", "QUIT", "LIST", "UIDL", "RETR", "DELE", "TOP"]
-        .into_iter()
-        .find(|v| *v == verb)
-        .unwrap_or("?")
+    [
+        "CAPA", "STLS", "STAT", "NOOP", "RSET", "QUIT", "LIST", "UIDL", "RETR", "DELE", "TOP",
+    ]
+    .into_iter()
+    .find(|v| *v == verb)
+    .unwrap_or("?")
 }
 
 /// A decimal argument: digits only (no sign, no spaces).
@@ -127,10 +149,34 @@ mod tests {
         let cases: &[(&[u8], Command)] = &[
             (b"user alerts\r\n", Command::User("alerts".into())),
             (b"PASS two words \r\n", Command::Pass("two words ".into())),
-            (b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n", Command::Apop { user: "mrose".into(), digest: "c4c9334bac560ecc979e58001b3e22fb".into() }),
-            (b"AUTH\r\n", Command::Auth { mechanism: None, initial: None }),
-            (b"auth plain\r\n", Command::Auth { mechanism: Some("PLAIN".into()), initial: None }),
-            (b"AUTH PLAIN AGEAYg==\r\n", Command::Auth { mechanism: Some("PLAIN".into()), initial: Some("AGEAYg==".into()) }),
+            (
+                b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n",
+                Command::Apop {
+                    user: "mrose".into(),
+                    digest: "c4c9334bac560ecc979e58001b3e22fb".into(),
+                },
+            ),
+            (
+                b"AUTH\r\n",
+                Command::Auth {
+                    mechanism: None,
+                    initial: None,
+                },
+            ),
+            (
+                b"auth plain\r\n",
+                Command::Auth {
+                    mechanism: Some("PLAIN".into()),
+                    initial: None,
+                },
+            ),
+            (
+                b"AUTH PLAIN AGEAYg==\r\n",
+                Command::Auth {
+                    mechanism: Some("PLAIN".into()),
+                    initial: Some("AGEAYg==".into()),
+                },
+            ),
             (b"capa\n", Command::Capa),
             (b"STAT\r\n", Command::Stat),
             (b"LIST\r\n", Command::List(None)),
@@ -144,7 +190,12 @@ mod tests {
             (b"QUIT\r\n", Command::Quit),
         ];
         for (line, expected) in cases {
-            assert_eq!(parse(line).as_ref(), Ok(expected), "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                parse(line).as_ref(),
+                Ok(expected),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -163,7 +214,12 @@ mod tests {
             (b"\r\n", ParseError::Unknown(String::new())),
         ];
         for (line, expected) in cases {
-            assert_eq!(parse(line).as_ref(), Err(expected), "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                parse(line).as_ref(),
+                Err(expected),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 }

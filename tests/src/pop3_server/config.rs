@@ -16,13 +16,21 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// A server on a free loopback port with no users and no faults.
     pub fn new() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 0)), users: Vec::new(), faults: Faults::default() }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            users: Vec::new(),
+            faults: Faults::default(),
+        }
     }
 
     /// Adds a user whose mailbox is the Maildir `maildir` (its `new/`, `cur/` and `tmp/` are
     /// created at start when missing).
     pub fn user(mut self, name: &str, password: &str, maildir: impl Into<PathBuf>) -> Self {
-        self.users.push(UserConfig { name: name.to_owned(), password: password.to_owned(), maildir: maildir.into() });
+        self.users.push(UserConfig {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            maildir: maildir.into(),
+        });
         self
     }
 
@@ -50,7 +58,9 @@ pub struct UserConfig {
 
 /// A `NAME:PASSWORD:MAILDIR` argument that does not parse.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("expected NAME:PASSWORD:MAILDIR (name and password without `:`, spaces or line breaks), got {0:?}")]
+#[error(
+    "expected NAME:PASSWORD:MAILDIR (name and password without `:`, spaces or line breaks), got {0:?}"
+)]
 pub struct UserSpecError(pub String);
 
 impl FromStr for UserConfig {
@@ -60,14 +70,20 @@ impl FromStr for UserConfig {
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let err = || UserSpecError(spec.to_owned());
         let mut parts = spec.splitn(3, ':');
-        let (Some(name), Some(password), Some(maildir)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(name), Some(password), Some(maildir)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             return Err(err());
         };
         let bad = |s: &str| s.is_empty() || s.contains([' ', '\r', '\n', '\0']);
         if bad(name) || bad(password) || maildir.is_empty() {
             return Err(err());
         }
-        Ok(Self { name: name.to_owned(), password: password.to_owned(), maildir: PathBuf::from(maildir) })
+        Ok(Self {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            maildir: PathBuf::from(maildir),
+        })
     }
 }
 
@@ -102,7 +118,10 @@ pub struct BadReply {
 
 impl BadReply {
     pub fn new(command: &str, reply: BadReplyKind) -> Self {
-        Self { command: command.to_ascii_uppercase(), reply }
+        Self {
+            command: command.to_ascii_uppercase(),
+            reply,
+        }
     }
 }
 
@@ -128,9 +147,27 @@ mod tests {
     #[test]
     fn user_specs_parse_with_colons_in_the_path() {
         let user: UserConfig = "alerts:secret:/tmp/a:b/Maildir".parse().expect("valid");
-        assert_eq!(user, UserConfig { name: "alerts".into(), password: "secret".into(), maildir: "/tmp/a:b/Maildir".into() });
-        for bad in ["alerts", "alerts:secret", ":secret:/m", "alerts::/m", "alerts:secret:", "a b:secret:/m"] {
-            assert_eq!(bad.parse::<UserConfig>(), Err(UserSpecError(bad.to_owned())), "{bad}");
+        assert_eq!(
+            user,
+            UserConfig {
+                name: "alerts".into(),
+                password: "secret".into(),
+                maildir: "/tmp/a:b/Maildir".into()
+            }
+        );
+        for bad in [
+            "alerts",
+            "alerts:secret",
+            ":secret:/m",
+            "alerts::/m",
+            "alerts:secret:",
+            "a b:secret:/m",
+        ] {
+            assert_eq!(
+                bad.parse::<UserConfig>(),
+                Err(UserSpecError(bad.to_owned())),
+                "{bad}"
+            );
         }
     }
 }

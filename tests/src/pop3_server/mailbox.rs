@@ -22,19 +22,29 @@ pub(super) enum Answer {
     /// Send, then close: the session is over.
     Quit(Vec<u8>),
     /// A RETR reply; `cut` when the `drop_in_retr` fault fires on it.
-    Retr { status: Vec<u8>, body: Vec<u8>, cut: bool },
+    Retr {
+        status: Vec<u8>,
+        body: Vec<u8>,
+        cut: bool,
+    },
 }
 
 impl Mailbox {
     /// Lists the user's Maildir (the session's view until QUIT).
     pub(super) fn open(user: &UserConfig, lock: MailboxLock) -> io::Result<Self> {
         let mails = maildir::scan(&user.maildir)?;
-        Ok(Self { deleted: vec![false; mails.len()], mails, _lock: lock })
+        Ok(Self {
+            deleted: vec![false; mails.len()],
+            mails,
+            _lock: lock,
+        })
     }
 
     /// The index of message `n`, or the `-ERR` for it.
     fn get(&self, n: u32) -> Result<usize, Vec<u8>> {
-        let i = (n as usize).checked_sub(1).filter(|&i| i < self.mails.len());
+        let i = (n as usize)
+            .checked_sub(1)
+            .filter(|&i| i < self.mails.len());
         match i {
             None => Err(format!("-ERR There's no message {n}.\r\n").into_bytes()),
             Some(i) if self.deleted[i] => Err(b"-ERR Message is deleted.\r\n".to_vec()),
@@ -44,18 +54,25 @@ impl Mailbox {
 
     /// `(number, mail)` of every message not marked deleted.
     fn live(&self) -> impl Iterator<Item = (usize, &StoredMail)> {
-        self.mails.iter().enumerate().filter(|&(i, _)| !self.deleted[i]).map(|(i, m)| (i + 1, m))
+        self.mails
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !self.deleted[i])
+            .map(|(i, m)| (i + 1, m))
     }
 
     fn read(&self, i: usize) -> Result<Vec<u8>, Vec<u8>> {
-        fs::read(&self.mails[i].path)
-            .map_err(|e| format!("-ERR [SYS/TEMP] Cannot read message {}: {e}\r\n", i + 1).into_bytes())
+        fs::read(&self.mails[i].path).map_err(|e| {
+            format!("-ERR [SYS/TEMP] Cannot read message {}: {e}\r\n", i + 1).into_bytes()
+        })
     }
 
     pub(super) fn answer(&mut self, command: Command, shared: &Shared) -> Answer {
         let reply = match command {
             Command::Stat => {
-                let (n, size) = self.live().fold((0, 0), |(n, size), (_, m)| (n + 1, size + m.size));
+                let (n, size) = self
+                    .live()
+                    .fold((0, 0), |(n, size), (_, m)| (n + 1, size + m.size));
                 format!("+OK {n} {size}\r\n").into_bytes()
             }
             Command::List(None) => {
@@ -74,8 +91,14 @@ impl Mailbox {
                 reply.push_str(".\r\n");
                 reply.into_bytes()
             }
-            Command::List(Some(n)) => self.get(n).map_or_else(|e| e, |i| format!("+OK {n} {}\r\n", self.mails[i].size).into_bytes()),
-            Command::Uidl(Some(n)) => self.get(n).map_or_else(|e| e, |i| format!("+OK {n} {}\r\n", self.mails[i].uidl).into_bytes()),
+            Command::List(Some(n)) => self.get(n).map_or_else(
+                |e| e,
+                |i| format!("+OK {n} {}\r\n", self.mails[i].size).into_bytes(),
+            ),
+            Command::Uidl(Some(n)) => self.get(n).map_or_else(
+                |e| e,
+                |i| format!("+OK {n} {}\r\n", self.mails[i].uidl).into_bytes(),
+            ),
             Command::Retr(n) => {
                 let retr = self.get(n).and_then(|i| Ok((i, self.read(i)?)));
                 return match retr {
@@ -107,6 +130,7 @@ impl Mailbox {
             Command::User(_) | Command::Pass(_) | Command::Apop { .. } | Command::Auth { .. } => {
                 b"-ERR Already logged in.\r\n".to_vec()
             }
+            // The session answers these itself, in every state.
             Command::Capa | Command::Stls => b"-ERR Not allowed here.\r\n".to_vec(),
         };
         Answer::Reply(reply)

@@ -44,7 +44,14 @@ pub(super) fn scan(maildir: &Path) -> io::Result<Vec<StoredMail>> {
                 Err(e) => return Err(e),
             };
             let modified = entry.metadata()?.modified()?;
-            found.push((modified, StoredMail { uidl: uidl_of(&name).to_owned(), path, size: wire_len(&raw) }));
+            found.push((
+                modified,
+                StoredMail {
+                    uidl: uidl_of(&name).to_owned(),
+                    path,
+                    size: wire_len(&raw),
+                },
+            ));
         }
     }
     found.sort_by(|(ta, a), (tb, b)| ta.cmp(tb).then_with(|| a.uidl.cmp(&b.uidl)));
@@ -57,7 +64,8 @@ pub(super) fn count(maildir: &Path) -> io::Result<usize> {
     for sub in ["new", "cur"] {
         for entry in fs::read_dir(maildir.join(sub))? {
             let entry = entry?;
-            if !entry.file_name().to_string_lossy().starts_with('.') && entry.file_type()?.is_file() {
+            if !entry.file_name().to_string_lossy().starts_with('.') && entry.file_type()?.is_file()
+            {
                 n += 1;
             }
         }
@@ -68,7 +76,9 @@ pub(super) fn count(maildir: &Path) -> io::Result<usize> {
 /// Writes `raw` into `tmp/` and renames it into `new/`; returns its UIDL (the file name).
 pub(super) fn deliver(maildir: &Path, raw: &[u8]) -> io::Result<String> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let name = format!(
         "{}.M{:06}P{}Q{:06}.alertbridge-test",
         now.as_secs(),
@@ -84,21 +94,33 @@ pub(super) fn deliver(maildir: &Path, raw: &[u8]) -> io::Result<String> {
 
 /// The UIDL of a Maildir file name: everything before the `:2,` (or `:1,`) info.
 pub(super) fn uidl_of(file_name: &str) -> &str {
-    file_name.split_once(':').map_or(file_name, |(base, _)| base)
+    file_name
+        .split_once(':')
+        .map_or(file_name, |(base, _)| base)
 }
 
 /// The wire length of a stored mail: bare LFs become CRLF, and a missing final line end is
 /// added.
 pub(super) fn wire_len(raw: &[u8]) -> u64 {
-    let bare_lf = raw.iter().enumerate().filter(|&(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r')).count();
-    let tail = if raw.is_empty() || raw.ends_with(b"\n") { 0 } else { 2 };
+    let bare_lf = raw
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+        .count();
+    let tail = if raw.is_empty() || raw.ends_with(b"\n") {
+        0
+    } else {
+        2
+    };
     (raw.len() + bare_lf + tail) as u64
 }
 
 /// The lines of a stored mail without their line ends (CRLF or LF).
 fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     let body = raw.strip_suffix(b"\n").unwrap_or(raw);
-    body.split(|&b| b == b'\n').filter(move |_| !raw.is_empty()).map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    body.split(|&b| b == b'\n')
+        .filter(move |_| !raw.is_empty())
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
 }
 
 /// A multi-line response body: each line dot-stuffed and ended by CRLF, then `.` CRLF.
@@ -143,7 +165,10 @@ mod tests {
     #[test]
     fn retr_is_crlf_and_dot_stuffed_and_its_size_is_the_unstuffed_crlf_size() {
         let body = retr_body(MAIL);
-        assert_eq!(body, b"Subject: a\r\nFrom: x@y\r\n\r\n..dot\r\nline 2\r\n...two\r\nlast\r\n.\r\n");
+        assert_eq!(
+            body,
+            b"Subject: a\r\nFrom: x@y\r\n\r\n..dot\r\nline 2\r\n...two\r\nlast\r\n.\r\n"
+        );
         let unstuffed = b"Subject: a\r\nFrom: x@y\r\n\r\n.dot\r\nline 2\r\n..two\r\nlast\r\n";
         assert_eq!(wire_len(MAIL), unstuffed.len() as u64);
         assert_eq!(wire_len(unstuffed), unstuffed.len() as u64);
@@ -155,14 +180,23 @@ mod tests {
     #[test]
     fn top_sends_the_header_and_k_body_lines() {
         assert_eq!(top_body(MAIL, 0), b"Subject: a\r\nFrom: x@y\r\n\r\n.\r\n");
-        assert_eq!(top_body(MAIL, 2), b"Subject: a\r\nFrom: x@y\r\n\r\n..dot\r\nline 2\r\n.\r\n");
+        assert_eq!(
+            top_body(MAIL, 2),
+            b"Subject: a\r\nFrom: x@y\r\n\r\n..dot\r\nline 2\r\n.\r\n"
+        );
         assert_eq!(top_body(MAIL, 99), retr_body(MAIL));
-        assert_eq!(top_body(b"Subject: only a header\r\n", 5), b"Subject: only a header\r\n.\r\n");
+        assert_eq!(
+            top_body(b"Subject: only a header\r\n", 5),
+            b"Subject: only a header\r\n.\r\n"
+        );
     }
 
     #[test]
     fn uidl_is_the_base_name_before_the_info() {
-        assert_eq!(uidl_of("1700000000.M1P2Q3.host:2,S"), "1700000000.M1P2Q3.host");
+        assert_eq!(
+            uidl_of("1700000000.M1P2Q3.host:2,S"),
+            "1700000000.M1P2Q3.host"
+        );
         assert_eq!(uidl_of("1700000000.M1P2Q3.host"), "1700000000.M1P2Q3.host");
     }
 
@@ -178,6 +212,9 @@ mod tests {
         assert_eq!(uidls, ["0000000001.seen", a.as_str(), b.as_str()]);
         assert_eq!(mails.iter().map(|m| m.size).collect::<Vec<_>>(), [5, 7, 8]);
         assert_eq!(count(dir.path()).expect("count"), 3);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+            0
+        );
     }
 }

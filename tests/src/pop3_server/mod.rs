@@ -35,14 +35,17 @@ use std::{
     collections::HashSet,
     io,
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
 use tokio::task::JoinHandle;
 
 pub use self::{
-    config::{BadReply, BadReplyKind, Faults, GARBAGE_LINE, INJECTED_ERR_LINE, ServerConfig, UserConfig, UserSpecError},
+    config::{
+        BadReply, BadReplyKind, Faults, GARBAGE_LINE, INJECTED_ERR_LINE, ServerConfig, UserConfig,
+        UserSpecError,
+    },
     session::apop_digest,
     state::Counters,
 };
@@ -78,16 +81,25 @@ impl Pop3Server {
             if !names.insert(user.name.as_str()) {
                 return Err(ServerError::DuplicateUser(user.name.clone()));
             }
-            maildir::ensure(&user.maildir)
-                .map_err(|source| ServerError::Maildir { path: user.maildir.clone(), source })?;
+            maildir::ensure(&user.maildir).map_err(|source| ServerError::Maildir {
+                path: user.maildir.clone(),
+                source,
+            })?;
         }
-        let listen_error = |source| ServerError::Listen { addr: config.listen, source };
+        let listen_error = |source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        };
         let listener = listener::bind(config.listen).map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
         let shared = Arc::new(state::Shared::new(config.users, config.faults));
         let task = tokio::spawn(listener::accept_loop(listener, addr, Arc::clone(&shared)));
         tracing::debug!(%addr, "POP3 test server listening.");
-        Ok(Pop3Handle { addr, shared, task: Some(task) })
+        Ok(Pop3Handle {
+            addr,
+            shared,
+            task: Some(task),
+        })
     }
 }
 
@@ -121,18 +133,27 @@ impl Pop3Handle {
     /// login, as with Dovecot).
     pub fn deliver(&self, user: &str, raw: &[u8]) -> Result<String, ServerError> {
         let dir = self.maildir(user)?;
-        maildir::deliver(dir, raw).map_err(|source| ServerError::Maildir { path: dir.clone(), source })
+        maildir::deliver(dir, raw).map_err(|source| ServerError::Maildir {
+            path: dir.to_owned(),
+            source,
+        })
     }
 
     /// Mails in `user`'s mailbox (`new/` and `cur/`) right now.
     pub fn mailbox_len(&self, user: &str) -> Result<usize, ServerError> {
         let dir = self.maildir(user)?;
-        maildir::count(dir).map_err(|source| ServerError::Maildir { path: dir.clone(), source })
+        maildir::count(dir).map_err(|source| ServerError::Maildir {
+            path: dir.to_owned(),
+            source,
+        })
     }
 
     /// `user`'s Maildir folder.
-    pub fn maildir(&self, user: &str) -> Result<&PathBuf, ServerError> {
-        self.shared.user(user).map(|u| &u.maildir).ok_or_else(|| ServerError::UnknownUser(user.to_owned()))
+    pub fn maildir(&self, user: &str) -> Result<&Path, ServerError> {
+        self.shared
+            .user(user)
+            .map(|u| u.maildir.as_path())
+            .ok_or_else(|| ServerError::UnknownUser(user.to_owned()))
     }
 
     /// What the server did so far.

@@ -62,6 +62,14 @@ enum End {
     Cut,
 }
 
+/// One line from the client.
+enum Line {
+    /// With its line end.
+    Text(Vec<u8>),
+    /// Longer than [`MAX_LINE`]; skipped.
+    TooLong,
+}
+
 enum Flow {
     Continue,
     End(End),
@@ -80,23 +88,30 @@ struct Session {
 
 impl Session {
     async fn run(&mut self) -> io::Result<End> {
-        let greeting = format!("+OK alertbridge test POP3 server ready {}\r\n", self.timestamp);
+        let greeting = format!(
+            "+OK alertbridge test POP3 server ready {}\r\n",
+            self.timestamp
+        );
         self.send(greeting.as_bytes()).await?;
         loop {
-            let Some(line) = self.read_line().await? else { return Ok(End::Dropped) };
+            let Some(line) = self.read_line().await? else {
+                return Ok(End::Dropped);
+            };
             if let Flow::End(end) = self.handle(line).await? {
                 return Ok(end);
             }
         }
     }
 
-    /// The next line; `None` when the client closed (mid-line too). Over-long lines become an
-    /// empty `Some` that parses as an error.
-    async fn read_line(&mut self) -> io::Result<Option<Result<Vec<u8>, ()>>> {
+    /// The next line; `None` when the client closed (mid-line too).
+    async fn read_line(&mut self) -> io::Result<Option<Line>> {
         let mut line = Vec::new();
-        (&mut self.reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+        (&mut self.reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await?;
         if line.ends_with(b"\n") {
-            return Ok(Some(Ok(line)));
+            return Ok(Some(Line::Text(line)));
         }
         if line.len() < MAX_LINE {
             return Ok(None);
@@ -104,12 +119,15 @@ impl Session {
         // Too long: skip to the end of the line.
         loop {
             line.clear();
-            let n = (&mut self.reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+            let n = (&mut self.reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)
+                .await?;
             if n == 0 {
                 return Ok(None);
             }
             if line.ends_with(b"\n") {
-                return Ok(Some(Err(())));
+                return Ok(Some(Line::TooLong));
             }
         }
     }
@@ -123,19 +141,21 @@ impl Session {
         self.writer.write_all(reply).await
     }
 
-    async fn handle(&mut self, line: Result<Vec<u8>, ()>) -> io::Result<Flow> {
+    async fn handle(&mut self, line: Line) -> io::Result<Flow> {
         let parsed = match line {
-            Ok(line) => command::parse(&line),
-            Err(()) => Err(ParseError::Unknown("(line too long)".to_owned())),
+            Line::Text(line) => command::parse(&line),
+            Line::TooLong => Err(ParseError::Unknown("(line too long)".to_owned())),
         };
         let command = match parsed {
             Ok(command) => command,
             Err(ParseError::Unknown(verb)) => {
-                self.send(format!("-ERR Unknown command: {verb}\r\n").as_bytes()).await?;
+                self.send(format!("-ERR Unknown command: {verb}\r\n").as_bytes())
+                    .await?;
                 return Ok(Flow::Continue);
             }
             Err(ParseError::BadArguments(verb)) => {
-                self.send(format!("-ERR Invalid arguments to {verb}.\r\n").as_bytes()).await?;
+                self.send(format!("-ERR Invalid arguments to {verb}.\r\n").as_bytes())
+                    .await?;
                 return Ok(Flow::Continue);
             }
         };
@@ -200,12 +220,16 @@ impl Session {
             },
             Command::Apop { user, digest } => {
                 let timestamp = self.timestamp.clone();
-                self.open(&user, |u| apop_digest(&timestamp, &u.password).eq_ignore_ascii_case(&digest))
+                self.open(&user, |u| {
+                    apop_digest(&timestamp, &u.password).eq_ignore_ascii_case(&digest)
+                })
             }
-            Command::Auth { mechanism: None, .. } => b"+OK\r\nPLAIN\r\n.\r\n".to_vec(),
-            Command::Auth { mechanism: Some(m), .. } if m != "PLAIN" => {
-                b"-ERR Unsupported authentication mechanism.\r\n".to_vec()
-            }
+            Command::Auth {
+                mechanism: None, ..
+            } => b"+OK\r\nPLAIN\r\n.\r\n".to_vec(),
+            Command::Auth {
+                mechanism: Some(m), ..
+            } if m != "PLAIN" => b"-ERR Unsupported authentication mechanism.\r\n".to_vec(),
             Command::Auth { initial, .. } => {
                 let response = match initial {
                     Some(initial) => initial,
@@ -213,7 +237,10 @@ impl Session {
                         self.send(b"+ \r\n").await?;
                         match self.read_line().await? {
                             None => return Ok(Flow::End(End::Dropped)),
-                            Some(line) => String::from_utf8_lossy(command::trim_line_end(&line.unwrap_or_default())).into_owned(),
+                            Some(Line::Text(line)) => {
+                                String::from_utf8_lossy(command::trim_line_end(&line)).into_owned()
+                            }
+                            Some(Line::TooLong) => String::new(),
                         }
                     }
                 };
@@ -236,7 +263,9 @@ impl Session {
     /// Checks the credentials, locks and lists the mailbox: the reply to a login command.
     fn open(&mut self, name: &str, password_ok: impl FnOnce(&UserConfig) -> bool) -> Vec<u8> {
         let shared = Arc::clone(&self.shared);
-        let user = shared.user(name).filter(|u| password_ok(u) && !shared.refuse_logins());
+        let user = shared
+            .user(name)
+            .filter(|u| password_ok(u) && !shared.refuse_logins());
         let Some(user) = user else {
             shared.count(|c| c.refused_logins += 1);
             return AUTH_FAILED.to_vec();
@@ -272,10 +301,14 @@ fn sasl_plain(response: &str) -> Result<(String, String), &'static [u8]> {
     let decoded = if response == "=" {
         Vec::new()
     } else {
-        base64::engine::general_purpose::STANDARD.decode(response).map_err(|_| &b"-ERR Invalid base64 data.\r\n"[..])?
+        base64::engine::general_purpose::STANDARD
+            .decode(response)
+            .map_err(|_| &b"-ERR Invalid base64 data.\r\n"[..])?
     };
     let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
-    let [authz, authc, password] = parts.as_slice() else { return Err(AUTH_FAILED) };
+    let [authz, authc, password] = parts.as_slice() else {
+        return Err(AUTH_FAILED);
+    };
     if !authz.is_empty() && authz != authc {
         return Err(AUTH_FAILED);
     }
@@ -290,14 +323,26 @@ mod tests {
     #[test]
     fn apop_digest_matches_rfc_1939() {
         let stamp = "<1896.697170952@dbc.mtview.ca.us>";
-        assert_eq!(apop_digest(stamp, "tanstaaf"), "c4c9334bac560ecc979e58001b3e22fb");
+        assert_eq!(
+            apop_digest(stamp, "tanstaaf"),
+            "c4c9334bac560ecc979e58001b3e22fb"
+        );
     }
 
     #[test]
     fn sasl_plain_responses_decode_or_are_refused() {
-        assert_eq!(sasl_plain("AGFsZXJ0cwBhbGVydHBhc3M="), Ok(("alerts".into(), "alertpass".into())));
-        assert_eq!(sasl_plain("YWxlcnRzAGFsZXJ0cwBwdw=="), Ok(("alerts".into(), "pw".into())));
-        assert_eq!(sasl_plain("*"), Err(&b"-ERR Authentication aborted.\r\n"[..]));
+        assert_eq!(
+            sasl_plain("AGFsZXJ0cwBhbGVydHBhc3M="),
+            Ok(("alerts".into(), "alertpass".into()))
+        );
+        assert_eq!(
+            sasl_plain("YWxlcnRzAGFsZXJ0cwBwdw=="),
+            Ok(("alerts".into(), "pw".into()))
+        );
+        assert_eq!(
+            sasl_plain("*"),
+            Err(&b"-ERR Authentication aborted.\r\n"[..])
+        );
         assert_eq!(sasl_plain("!!"), Err(&b"-ERR Invalid base64 data.\r\n"[..]));
         assert_eq!(sasl_plain("="), Err(AUTH_FAILED));
         // authzid "bob" acting as "alerts" is not allowed.

@@ -60,17 +60,26 @@ pub(super) struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("users", &self.users.keys()).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("users", &self.users.keys())
+            .finish_non_exhaustive()
     }
 }
 
 impl Shared {
     pub(super) fn new(users: Vec<UserConfig>, faults: Faults) -> Self {
-        let run = if faults.down { RunState::Down } else { RunState::Up };
+        let run = if faults.down {
+            RunState::Down
+        } else {
+            RunState::Up
+        };
         Self {
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             locks: Mutex::default(),
-            faults: Mutex::new(FaultState { faults, retrs_since_set: 0 }),
+            faults: Mutex::new(FaultState {
+                faults,
+                retrs_since_set: 0,
+            }),
             counters: Mutex::default(),
             run: watch::Sender::new(run),
             greetings: AtomicU64::new(0),
@@ -84,8 +93,14 @@ impl Shared {
     /// A fresh APOP timestamp for a greeting (RFC 1939 §7: `<process-ID.clock@hostname>`).
     pub(super) fn apop_timestamp(&self) -> String {
         let n = self.greetings.fetch_add(1, Ordering::Relaxed);
-        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        format!("<{}.{}.{n}@alertbridge-pop3-test>", std::process::id(), clock.as_micros())
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "<{}.{}.{n}@alertbridge-pop3-test>",
+            std::process::id(),
+            clock.as_micros()
+        )
     }
 
     pub(super) fn run_state(&self) -> watch::Receiver<RunState> {
@@ -114,7 +129,10 @@ impl Shared {
     /// Replaces the faults (restarting the RETR count) and applies `down`.
     pub(super) fn set_faults(&self, faults: Faults) {
         let down = faults.down;
-        *self.faults_lock() = FaultState { faults, retrs_since_set: 0 };
+        *self.faults_lock() = FaultState {
+            faults,
+            retrs_since_set: 0,
+        };
         self.set_run(if down { RunState::Down } else { RunState::Up });
     }
 
@@ -129,7 +147,11 @@ impl Shared {
     /// Takes the first pending bad reply for `verb`, if any.
     pub(super) fn take_bad_reply(&self, verb: &str) -> Option<BadReplyKind> {
         let mut state = self.faults_lock();
-        let i = state.faults.bad_replies.iter().position(|b| b.command.eq_ignore_ascii_case(verb))?;
+        let i = state
+            .faults
+            .bad_replies
+            .iter()
+            .position(|b| b.command.eq_ignore_ascii_case(verb))?;
         Some(state.faults.bad_replies.remove(i).reply)
     }
 
@@ -156,7 +178,10 @@ impl Shared {
     /// Locks `user`'s mailbox for one session; `None` while another session holds it.
     pub(super) fn lock_mailbox(self: &Arc<Self>, user: &str) -> Option<MailboxLock> {
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        locks.insert(user.to_owned()).then(|| MailboxLock { shared: Arc::clone(self), user: user.to_owned() })
+        locks.insert(user.to_owned()).then(|| MailboxLock {
+            shared: Arc::clone(self),
+            user: user.to_owned(),
+        })
     }
 }
 
@@ -168,6 +193,10 @@ pub(super) struct MailboxLock {
 
 impl Drop for MailboxLock {
     fn drop(&mut self) {
-        self.shared.locks.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.user);
+        self.shared
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.user);
     }
 }
