@@ -252,6 +252,40 @@ fn offline_by_presence_is_held_then_delivered_when_online() {
 }
 
 #[test]
+fn every_bridge_availability_meets_the_hosts_reachable_set() {
+    let cases = [
+        (Availability::Online, "delivered", ""),
+        (Availability::IdleOnline, "delivered", ""),
+        (Availability::Busy, "delivered", ""),
+        (Availability::IdleBusy, "delivered", ""),
+        (Availability::BeRightBack, "delivered", ""),
+        (Availability::Away, "delivered", ""),
+        (Availability::Unknown, "delivered", ""),
+        (Availability::DoNotDisturb, "skipped", "offline (presence do_not_disturb); policy skip"),
+        (Availability::Offline, "skipped", "offline (presence offline); policy skip"),
+    ];
+    let uris: Vec<String> = cases.iter().map(|(a, ..)| format!("sip:{}@contoso.com", a.name().to_ascii_lowercase())).collect();
+    let sim = uris.iter().zip(&cases).fold(SimConfig::new(SECRET), |c, (u, (a, ..))| c.user(u, *a));
+    let ops: Vec<&str> = uris.iter().map(String::as_str).collect();
+    let bed = Bed::start(sim, &Spec { ops: &ops, ..Spec::default() });
+    let a = bed.finished(bed.emit("Presence", "normal"));
+    for (uri, (availability, state, reason)) in uris.iter().zip(&cases) {
+        let (got, why, _) = outcome(&a, uri);
+        assert_eq!((got.as_str(), why.as_str()), (*state, *reason), "{availability:?}");
+        assert_eq!(bed.sim.received(uri).len(), usize::from(*state == "delivered"), "{availability:?}");
+    }
+}
+
+#[test]
+fn page_mode_counts_as_delivered_unconfirmed() {
+    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { sink: "mode = \"page\"", ..Spec::default() });
+    let a = bed.finished(bed.emit("Paged", "normal"));
+    assert_eq!(outcome(&a, ALICE), ("delivered".into(), "page mode: sent, receipt not confirmed".into(), 1), "{a:#}");
+    let inbox = bed.sim.received(ALICE);
+    assert_eq!(inbox.iter().map(|im| im.mode.as_str()).collect::<Vec<_>>(), ["page"]);
+}
+
+#[test]
 fn declined_603_fails_without_retry() {
     let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
     bed.sim.script(ALICE, [Outcome::sip(603)]);
