@@ -316,7 +316,12 @@ fn shipped_example_configs_check_clean() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             n += 1;
-            let out = Command::new(bin_dir().join("alertbridge")).arg("check").arg("--config").arg(&path).env("ALERTBRIDGE_UCWA_PASSWORD", "x").output().unwrap();
+            let out = Command::new(bin_dir().join("alertbridge")).arg("check").arg("--config").arg(&path).envs([
+                    ("ALERTBRIDGE_POP3_PASSWORD", "x"),
+                    ("ALERTBRIDGE_WEBHOOK_TOKENS", "x"),
+                    ("ALERTBRIDGE_UCWA_PASSWORD", "x"),
+                    ("ALERTBRIDGE_UCMA_SECRET", "0123456789abcdef"),
+                ]).output().unwrap();
             assert!(out.status.success(), "{}: {}{}", path.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         }
     }

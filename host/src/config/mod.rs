@@ -532,11 +532,10 @@ fn routes(
 fn offline_policy(
     c: &mut Collector<'_>,
     route: &str,
-    raw: Spanned<RawOffline>,
+    span: Range<usize>,
+    raw: RawOffline,
     routes: &[String],
 ) -> OfflinePolicy {
-    let span = raw.span();
-    let raw = raw.into_inner();
     let mut fallback = |c: &mut Collector<'_>| match &raw.fallback {
         Some(f) if !routes.contains(f.get_ref()) => {
             c.at(

@@ -109,5 +109,5 @@ pub struct RawRoute {
     pub cont: bool,
     #[serde(default)]
     pub allow_alert_recipients: bool,
-    pub offline: Option<Spanned<RawOffline>>,
+    pub offline: Option<RawOffline>,
 }

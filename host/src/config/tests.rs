@@ -122,6 +122,20 @@ fn bad_values_name_their_place() {
 }
 
 #[test]
+fn an_offline_policy_may_be_a_sub_table() {
+    let text = GOOD.replace(
+        "offline = { policy = \"hold\", max_wait_secs = 900, then = \"fallback\", fallback = \"dba\" }\n",
+        "",
+    ) + "[route.offline]\npolicy = \"fallback\"\n";
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].contains("route `dba`: offline: policy `fallback` needs `fallback = \"<route>\"`"), "{}", e[0]);
+    let ok = text.replace("policy = \"fallback\"\n", "policy = \"always\"\n");
+    let c = Config::parse(Path::new("t.toml"), &ok).unwrap();
+    assert_eq!(c.router.routes[1].offline, OfflinePolicy::Always);
+}
+
+#[test]
 fn syntax_errors_and_missing_data_dir() {
     assert!(errors("[host\n")[0].starts_with("t.toml:1:"));
     let e = errors("[host]\nadmin_listen = \"127.0.0.1:1\"\n");
