@@ -502,7 +502,7 @@ fn routes(
         let body = m.body.and_then(|s| regex(c, &name, "match.body", s));
         let offline = raw
             .offline
-            .map_or(OfflinePolicy::Skip, |o| offline_policy(c, &name, o, &names));
+            .map_or(OfflinePolicy::Skip, |o| offline_policy(c, &name, raw.name.span(), o, &names));
         out.push(Route {
             name,
             matcher: Matcher {
