@@ -114,6 +114,11 @@ running() { [ -s "$D/run/master.pid" ] && kill -0 "$(cat "$D/run/master.pid")" 2
 
 start() {
     if running; then echo "dovecot already running (pid $(cat "$D/run/master.pid"))"; return 0; fi
+    # Another server on our ports would take this one's tests (with another Maildir root).
+    if port_open "$P" || port_open "$PS"; then
+        echo "127.0.0.1:$P or :$PS is already in use (another Dovecot from another DIR?); stop it or set POP3_PORT/POP3S_PORT" >&2
+        return 1
+    fi
     write_config
     dovecot -c "$CONF"
     for _ in $(seq 100); do

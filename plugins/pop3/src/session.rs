@@ -1,6 +1,6 @@
 //! One poll: connect, log in, look at the mailbox (STAT, UIDL, LIST), fetch new mail in
-//! pipelined batches, submit each alert, mark DELE only after the host's receipt, and QUIT so
-//! the deletions commit.
+//! pipelined batches (a batch's DELEs travel with the next batch's RETRs), submit the batch's
+//! alerts together, mark DELE only after each alert's receipt, and QUIT so the deletions commit.
 //!
 //! Dispositions: an accepted alert's mail is deleted (keep mode: its UIDL is recorded instead);
 //! oversize mail, mail from a sender not allowed (unless `on_disallowed = "delete"`) and mail whose
@@ -14,7 +14,8 @@ use std::{
     time::Duration,
 };
 
-use alertbridge_plugin_api::{Alert, ErrorKind, PluginError, kit::SourceContext};
+use alertbridge_plugin_api::{Alert, ErrorKind, PluginError, Receipt, kit::SourceContext};
+use futures_util::future::join_all;
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -66,6 +67,12 @@ impl SessionError {
 struct Candidate {
     msg: u32,
     uid: Option<String>,
+}
+
+/// A fetched mail, ready for the host or already decided.
+enum Prepared {
+    Done(Disposition),
+    Submit(Alert),
 }
 
 /// What to do with a fetched mail.
@@ -132,7 +139,7 @@ impl Pop3Source {
         let mut deletes: Vec<u32> = Vec::new();
         let mut handled = 0usize;
         let mut host_error = None;
-        'batches: for chunk in candidates.chunks(batch) {
+        for chunk in candidates.chunks(batch) {
             if ctx.shutdown.is_cancelled() {
                 break;
             }
@@ -142,19 +149,33 @@ impl Pop3Source {
             commands.extend(chunk.iter().map(|c| Command::Retr(c.msg)));
             let mut replies = session.batch(&commands).await?.into_iter();
             check_deletes(&s.mailbox, replies.by_ref().take(n_dele));
+            let mut prepared = Vec::with_capacity(chunk.len());
             for (candidate, reply) in chunk.iter().zip(replies) {
-                let data = match reply {
-                    Ok(reply) => reply.data,
-                    Err(e) => {
-                        warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR refused; skipping this mail for now.");
-                        continue;
-                    }
-                };
-                // Shut down before this mail's submit: it stays on the server.
-                if ctx.shutdown.is_cancelled() {
-                    break 'batches;
+                match reply {
+                    Ok(reply) => prepared.push((candidate, self.prepare(candidate, &reply.data))),
+                    Err(e) => warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR refused; skipping this mail for now."),
                 }
-                match self.handle_mail(ctx, candidate, &data).await {
+            }
+            // Shut down before this batch's submits: its mails stay on the server.
+            if ctx.shutdown.is_cancelled() {
+                break;
+            }
+            // The batch's alerts go to the host together, so it can queue them in one durable
+            // write; each mail is settled in order once every submit has its answer.
+            let submits = prepared.iter().filter_map(|(_, p)| match p {
+                Prepared::Submit(alert) => Some(ctx.host.submit(alert)),
+                Prepared::Done(_) => None,
+            });
+            let mut answers = join_all(submits).await.into_iter();
+            for (candidate, p) in prepared {
+                let disposition = match p {
+                    Prepared::Done(d) => Ok(d),
+                    Prepared::Submit(_) => match answers.next() {
+                        Some(answer) => self.settle(candidate, answer),
+                        None => continue,
+                    },
+                };
+                match disposition {
                     Ok(Disposition::Delete) if s.keep => {
                         if let (Some(seen), Some(uid)) = (seen.as_deref_mut(), &candidate.uid) {
                             seen.insert(uid)?;
@@ -163,11 +184,15 @@ impl Pop3Source {
                     Ok(Disposition::Delete) => deletes.push(candidate.msg),
                     Ok(Disposition::Keep) => skipped.extend(candidate.uid.clone()),
                     Err(e) => {
-                        host_error = Some(e);
-                        break 'batches;
+                        // Later mails of the batch may have been taken: settle them all.
+                        host_error.get_or_insert(e);
+                        continue;
                     }
                 }
                 handled += 1;
+            }
+            if host_error.is_some() {
+                break;
             }
         }
         if !deletes.is_empty() {
@@ -193,8 +218,8 @@ impl Pop3Source {
         client.login(method, &s.username, &s.password).await
     }
 
-    /// Builds and submits the alert of one mail; `Err` only for a refusal worth retrying.
-    async fn handle_mail(&self, ctx: &SourceContext, candidate: &Candidate, raw: &[u8]) -> Result<Disposition, PluginError> {
+    /// Builds the alert of one mail, or decides its fate without one.
+    fn prepare(&self, candidate: &Candidate, raw: &[u8]) -> Prepared {
         let s = &self.settings;
         let MailAlert { mut alert, sender, message_id, problem } = mail::alert_from_mail(raw, &s.mail);
         if !s.senders.allows(sender.as_deref()) {
@@ -202,7 +227,7 @@ impl Pop3Source {
             let delete = s.on_disallowed == OnDisallowed::Delete;
             warn!(mailbox = %s.mailbox, msg = candidate.msg, sender = ?sender, subject = %alert.subject, deleted = delete && !s.keep,
                 "Mail from a sender not in allowed_senders; no alert.");
-            return Ok(if delete { Disposition::Delete } else { Disposition::Keep });
+            return Prepared::Done(if delete { Disposition::Delete } else { Disposition::Keep });
         }
         if let Some(problem) = &problem {
             self.counters.problems.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +235,13 @@ impl Pop3Source {
         }
         let key = pop3_key(&s.mailbox, candidate.uid.as_deref(), message_id.as_deref());
         set_keys(&mut alert, key, &s.mailbox);
-        match ctx.host.submit(&alert).await {
+        Prepared::Submit(alert)
+    }
+
+    /// What the host's answer means for the mail; `Err` only for a refusal worth retrying.
+    fn settle(&self, candidate: &Candidate, answer: Result<Receipt, PluginError>) -> Result<Disposition, PluginError> {
+        let s = &self.settings;
+        match answer {
             Ok(receipt) => {
                 self.counters.alerts.fetch_add(1, Ordering::Relaxed);
                 debug!(mailbox = %s.mailbox, msg = candidate.msg, alert_id = receipt.alert_id, duplicate = receipt.duplicate, "Alert queued.");

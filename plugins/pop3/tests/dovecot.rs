@@ -220,7 +220,8 @@ async fn mail_is_deleted_only_after_the_host_took_its_alert() {
     assert_eq!((run.host.accepted().len(), mailbox.count()), (0, 2), "refused mail must stay on the server");
     wait_for("both alerts once the host takes them", LONG, || run.host.accepted().len() == 2).await;
     wait_for("the mailbox to be empty", LONG, || mailbox.count() == 0).await;
-    assert!(run.source.counters().failures.load(Ordering::Relaxed) >= 3);
+    // Both mails are submitted together: three refusals take two sessions.
+    assert!(run.source.counters().failures.load(Ordering::Relaxed) >= 2);
     run.stop().await;
 }
 
@@ -258,7 +259,7 @@ async fn a_server_restart_mid_session_loses_nothing() {
     mailbox.deliver_alerts(0, N);
     let host = TestHost::new("trestart");
     // Slow submits keep the session open long enough to restart the server under it.
-    host.script((0..60).map(|_| alertbridge_plugin_api::testing::Answer::Delay(Duration::from_millis(20))));
+    host.script((0..N).map(|_| alertbridge_plugin_api::testing::Answer::Delay(Duration::from_millis(200))));
     let run = start(config(&env.pop3, "none", "trestart", state.path(), "max_messages_per_session = 100\n"), host);
     wait_for("the first alerts", LONG, || run.host.accepted().len() >= 10).await;
     // Dovecot daemonizes: keep it off this test's output pipes.
@@ -339,7 +340,7 @@ async fn shutdown_mid_drain_commits_what_was_taken_and_keeps_the_rest() {
     const N: usize = 200;
     mailbox.deliver_alerts(0, N);
     let host = TestHost::new("tshutdown");
-    host.script((0..N).map(|_| alertbridge_plugin_api::testing::Answer::Delay(Duration::from_millis(5))));
+    host.script((0..N).map(|_| alertbridge_plugin_api::testing::Answer::Delay(Duration::from_millis(100))));
     let run = start(config(&env.pop3, "none", "tshutdown", state.path(), ""), host);
     wait_for("some alerts", LONG, || run.host.accepted().len() >= 20).await;
     let host = run.stop().await;
