@@ -30,9 +30,14 @@ pub(super) async fn accept_loop(first: TcpListener, addr: SocketAddr, shared: Ar
     loop {
         let state = *run.borrow_and_update();
         match state {
-            RunState::Stopped => return,
+            RunState::Stopped => {
+                drop(listener.take());
+                shared.set_listening(false);
+                return;
+            }
             RunState::Down => {
                 if listener.take().is_some() {
+                    shared.set_listening(false);
                     debug!(%addr, "POP3 test server is down.");
                 }
                 if run.changed().await.is_err() {
@@ -47,6 +52,7 @@ pub(super) async fn accept_loop(first: TcpListener, addr: SocketAddr, shared: Ar
                 Ok(l) => {
                     debug!(%addr, "POP3 test server is up again.");
                     listener = Some(l);
+                    shared.set_listening(true);
                 }
                 Err(e) => {
                     warn!(%addr, error = %e, "POP3 test server cannot listen again; retrying.");

@@ -8,7 +8,7 @@
 //! use alertbridge_testbed::pop3_server::{Faults, Pop3Server, ServerConfig};
 //! let server = Pop3Server::start(ServerConfig::new().user("alerts", "secret", "/tmp/mail/alerts")).await?;
 //! server.deliver("alerts", b"Subject: disk full\r\n\r\nDisk is full.\r\n")?;
-//! server.set_faults(Faults { drop_in_retr: Some(1), ..Faults::default() });
+//! server.set_faults(Faults { drop_in_retr: Some(1), ..Faults::default() }).await;
 //! println!("POP3 at {}", server.addr());
 //! server.stop().await;
 //! # Ok(()) }
@@ -74,7 +74,8 @@ pub struct Pop3Server;
 
 impl Pop3Server {
     /// Creates the users' Maildirs when missing, binds `config.listen` and serves on the
-    /// current tokio runtime until [`Pop3Handle::stop`] or the handle is dropped.
+    /// current tokio runtime until [`Pop3Handle::stop`] or the handle is dropped. With the
+    /// `down` fault set it binds (to learn the address) and closes again before returning.
     pub async fn start(config: ServerConfig) -> Result<Pop3Handle, ServerError> {
         let mut names = HashSet::new();
         for user in &config.users {
@@ -92,9 +93,11 @@ impl Pop3Server {
         };
         let listener = listener::bind(config.listen).map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
+        let config_down = config.faults.down;
         let shared = Arc::new(state::Shared::new(config.users, config.faults));
         let task = tokio::spawn(listener::accept_loop(listener, addr, Arc::clone(&shared)));
-        tracing::debug!(%addr, "POP3 test server listening.");
+        shared.settled().await;
+        tracing::debug!(%addr, down = config_down, "POP3 test server started.");
         Ok(Pop3Handle {
             addr,
             shared,
@@ -122,10 +125,12 @@ impl Pop3Handle {
         self.shared.faults()
     }
 
-    /// Replaces the faults: restarts the `drop_in_retr` count and applies `down` at once
-    /// (cutting open sessions, or listening again).
-    pub fn set_faults(&self, faults: Faults) {
+    /// Replaces the faults (restarting the `drop_in_retr` count) and applies `down`: returns
+    /// once the listener is closed (open sessions are being cut) or bound again, so a connect
+    /// right after is refused or accepted for sure.
+    pub async fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);
+        self.shared.settled().await;
     }
 
     /// Drops `raw` into `user`'s `new/` the Maildir way (written in `tmp/`, then renamed);

@@ -55,6 +55,8 @@ pub(super) struct Shared {
     faults: Mutex<FaultState>,
     counters: Mutex<Counters>,
     run: watch::Sender<RunState>,
+    /// Whether the accept loop holds a bound listener right now.
+    listening: watch::Sender<bool>,
     greetings: AtomicU64,
 }
 
@@ -82,6 +84,7 @@ impl Shared {
             }),
             counters: Mutex::default(),
             run: watch::Sender::new(run),
+            listening: watch::Sender::new(true),
             greetings: AtomicU64::new(0),
         }
     }
@@ -116,6 +119,28 @@ impl Shared {
             }
             change
         });
+    }
+
+    /// Called by the accept loop when it bound or closed its listener.
+    pub(super) fn set_listening(&self, listening: bool) {
+        self.listening.send_replace(listening);
+    }
+
+    /// Waits until the listener matches the run state (bound when up, closed when down or
+    /// stopped).
+    pub(super) async fn settled(&self) {
+        let mut run = self.run.subscribe();
+        let mut listening = self.listening.subscribe();
+        loop {
+            let want = *run.borrow_and_update() == RunState::Up;
+            if *listening.borrow_and_update() == want {
+                return;
+            }
+            tokio::select! {
+                changed = run.changed() => if changed.is_err() { return },
+                changed = listening.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     fn faults_lock(&self) -> MutexGuard<'_, FaultState> {
