@@ -535,6 +535,7 @@ fn degraded_bridge_shows_in_healthz_and_still_delivers() {
     bed.sim.set_health(HealthStatus::Degraded);
     let h = bed.healthz_when("ocs degraded", |_, ocs| ocs["state"] == "degraded");
     assert_eq!(ocs(&h)["message"], "bridge degraded: endpoint sip:alerts@contoso.com Reestablishing", "{h:#}");
+    assert_eq!((h["status"].as_str(), h["failing"].as_array().map(Vec::len)), (Some("ok"), Some(0)), "degraded still delivers, so it is not failing: {h:#}");
     let metrics = alertbridge_testbed::harness::get(&format!("{}/metrics", bed.host.admin)).unwrap_or_default();
     assert!(metrics.contains("alertbridge_instance_up{instance=\"ocs\"} 1"), "degraded is still up:\n{metrics}");
 
