@@ -77,6 +77,9 @@ async fn spawn(bin_dir: &Path, name: &str, args: &[String]) -> Result<Sim, DemoE
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        // Its own process group: a Ctrl-C in the terminal reaches only the demo, which stops
+        // the bridge (signing out of the simulated servers) before it stops the simulators.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| DemoError::Spawn { what: name.to_owned(), source })?;
