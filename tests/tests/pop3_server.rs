@@ -11,34 +11,38 @@ use std::{
 
 use alertbridge_testbed::pop3_server::{
     BadReply, BadReplyKind, Faults, GARBAGE_LINE, INJECTED_ERR_LINE, Pop3Handle, Pop3Server,
-    ServerConfig, apop_digest,
+    ServerConfig, Tls, apop_digest,
 };
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{
-        TcpStream,
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    io::{
+        AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
+        BufReader, ReadHalf, WriteHalf,
     },
+    net::TcpStream,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
 const LOCKED: &str = "-ERR [IN-USE] Mailbox is locked by another POP3 session.\r\n";
 const AUTH_FAILED: &str = "-ERR [AUTH] Authentication failed.\r\n";
 
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A raw client: sends exact bytes, reads exact bytes.
 struct Wire {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<ReadHalf<Box<dyn Stream>>>,
+    writer: WriteHalf<Box<dyn Stream>>,
     greeting: String,
 }
 
 impl Wire {
     async fn connect(server: &Pop3Handle) -> Self {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(server.addr()))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        let (read, writer) = stream.into_split();
+        Self::greeted(Box::new(tcp(server.addr()).await)).await
+    }
+
+    /// Reads the greeting on `stream`.
+    async fn greeted(stream: Box<dyn Stream>) -> Self {
+        let (read, writer) = tokio::io::split(stream);
         let mut wire = Self {
             reader: BufReader::new(read),
             writer,
@@ -58,6 +62,7 @@ impl Wire {
 
     async fn send(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("send");
+        self.writer.flush().await.expect("flush");
     }
 
     async fn line(&mut self) -> String {
@@ -565,17 +570,13 @@ async fn the_binary_serves_its_users_and_stops_on_sigterm() {
         .trim()
         .strip_prefix("listening on 127.0.0.1:")
         .map(|port| format!("127.0.0.1:{port}"));
-    let addr = addr.unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let addr: std::net::SocketAddr = addr
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .parse()
+        .expect("address");
     std::fs::write(maildir.join("new").join("1.mail"), MAIL_1).expect("deliver");
 
-    let stream = TcpStream::connect(&addr).await.expect("connect");
-    let (read, writer) = stream.into_split();
-    let mut w = Wire {
-        reader: BufReader::new(read),
-        writer,
-        greeting: String::new(),
-    };
-    assert!(w.line().await.starts_with("+OK "));
+    let mut w = Wire::greeted(Box::new(tcp(addr).await)).await;
     w.login("alerts", "alertpass").await;
     w.roundtrip(
         "UIDL\r\nQUIT\r\n",
@@ -594,6 +595,13 @@ async fn the_binary_serves_its_users_and_stops_on_sigterm() {
         .expect("exits in time")
         .expect("wait");
     assert!(status.success(), "{status}");
+}
+
+async fn tcp(addr: std::net::SocketAddr) -> TcpStream {
+    tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect")
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -690,4 +698,137 @@ async fn a_server_started_down_listens_once_brought_up() {
         server.deliver("nobody", b"x").map_err(|e| e.to_string()),
         Err("unknown user \"nobody\"".to_owned())
     );
+}
+
+/// A test CA and a server certificate for 127.0.0.1 it signed (webpki refuses a CA
+/// certificate as the server's own); returns the CA in PEM and the server's rustls config.
+fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server params");
+    let key = KeyPair::generate().expect("server key");
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone(), ca.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    (ca.pem(), Arc::new(config))
+}
+
+/// A TLS client trusting only `ca_pem`.
+fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn stls_upgrades_the_connection_and_is_advertised_only_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, config) = test_pki();
+    let server = Pop3Server::start(
+        ServerConfig::new()
+            .user("alerts", "alertpass", dir.path().join("alerts"))
+            .tls(Tls::Stls(config)),
+    )
+    .await
+    .expect("start");
+    server.deliver("alerts", MAIL_1).expect("deliver");
+    let capa = "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\n";
+    let mut w = Wire::connect(&server).await;
+    w.roundtrip("CAPA\r\n", &format!("{capa}STLS\r\n.\r\n"))
+        .await;
+    w.roundtrip("STLS\r\n", "+OK Begin TLS negotiation now.\r\n")
+        .await;
+    let plain = w.reader.into_inner().unsplit(w.writer);
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tls_connector(&ca)
+        .connect(name, plain)
+        .await
+        .expect("TLS handshake");
+    let (read, writer) = tokio::io::split(Box::new(tls) as Box<dyn Stream>);
+    let mut w = Wire {
+        reader: BufReader::new(read),
+        writer,
+        greeting: w.greeting,
+    };
+    w.roundtrip("CAPA\r\n", &format!("{capa}.\r\n")).await;
+    w.roundtrip("STLS\r\n", "-ERR TLS is already active.\r\n")
+        .await;
+    w.login("alerts", "alertpass").await;
+    w.roundtrip("STAT\r\n", &format!("+OK 1 {SIZE_1}\r\n"))
+        .await;
+}
+
+/// The real `pop3` source over STLS and over implicit TLS, trusting the test CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pop3_source_drains_the_server_over_stls_and_implicit_tls() {
+    use alertbridge_plugin_api::{kit::Setup, kit::Source as _, testing::TestHost};
+    use alertbridge_pop3::source::Pop3Source;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, config) = test_pki();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).expect("write CA");
+    for (mode, tls) in [
+        ("starttls", Tls::Stls(Arc::clone(&config))),
+        ("implicit", Tls::Implicit(Arc::clone(&config))),
+    ] {
+        let maildir = dir.path().join(mode);
+        let server = Pop3Server::start(
+            ServerConfig::new()
+                .user("alerts", "alertpass", &maildir)
+                .tls(tls),
+        )
+        .await
+        .expect("start");
+        server.deliver("alerts", MAIL_1).expect("deliver");
+        let config_toml = format!(
+            "server = \"{}\"\ntls = \"{mode}\"\nca_file = \"{}\"\nusername = \"alerts\"\n\
+             password = \"alertpass\"\npoll_interval_ms = 50\nmax_backoff_ms = 200\nstate_dir = \"{}\"\n",
+            server.addr(),
+            ca_file.display(),
+            maildir.join("state").display()
+        );
+        let host = TestHost::new(mode);
+        let setup = Setup {
+            instance: mode.into(),
+            kind: "pop3".into(),
+            config_toml,
+            host: host.host(),
+        };
+        let source = Arc::new(Pop3Source::new(setup).expect("valid config"));
+        let (ctx, stop) = host.source_context();
+        let task = tokio::spawn(Arc::clone(&source).run(ctx));
+        wait_until(&format!("the alert over {mode}"), || {
+            host.accepted().len() == 1 && server.mailbox_len("alerts").is_ok_and(|n| n == 0)
+        })
+        .await;
+        assert_eq!(host.accepted()[0].subject, "one", "{mode}");
+        stop.cancel();
+        let stopped = tokio::time::timeout(WAIT, task)
+            .await
+            .expect("source stops in time");
+        stopped.expect("source task").expect("source run");
+    }
 }

@@ -1,6 +1,6 @@
 //! What a POP3 test server is started with: users with their Maildirs, and the faults it injects.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 /// How to start a server.
 #[derive(Clone, Debug)]
@@ -11,6 +11,17 @@ pub struct ServerConfig {
     pub users: Vec<UserConfig>,
     /// Faults active from the start (change them later with `Pop3Handle::set_faults`).
     pub faults: Faults,
+    /// TLS, if any: STLS on the plain port, or implicit TLS (POP3S) on the whole port.
+    pub tls: Option<Tls>,
+}
+
+/// How the server offers TLS.
+#[derive(Clone, Debug)]
+pub enum Tls {
+    /// Plain connections, upgraded by STLS (RFC 2595); CAPA advertises `STLS`.
+    Stls(Arc<rustls::ServerConfig>),
+    /// The TLS handshake starts right after connect, before the greeting (POP3S).
+    Implicit(Arc<rustls::ServerConfig>),
 }
 
 impl ServerConfig {
@@ -20,6 +31,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             users: Vec::new(),
             faults: Faults::default(),
+            tls: None,
         }
     }
 
@@ -31,6 +43,12 @@ impl ServerConfig {
             password: password.to_owned(),
             maildir: maildir.into(),
         });
+        self
+    }
+
+    /// Offers TLS.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -43,8 +43,8 @@ use tokio::task::JoinHandle;
 
 pub use self::{
     config::{
-        BadReply, BadReplyKind, Faults, GARBAGE_LINE, INJECTED_ERR_LINE, ServerConfig, UserConfig,
-        UserSpecError,
+        BadReply, BadReplyKind, Faults, GARBAGE_LINE, INJECTED_ERR_LINE, ServerConfig, Tls,
+        UserConfig, UserSpecError,
     },
     session::apop_digest,
     state::Counters,
@@ -94,7 +94,7 @@ impl Pop3Server {
         let listener = listener::bind(config.listen).map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
         let config_down = config.faults.down;
-        let shared = Arc::new(state::Shared::new(config.users, config.faults));
+        let shared = Arc::new(state::Shared::new(config.users, config.faults, config.tls));
         let task = tokio::spawn(listener::accept_loop(listener, addr, Arc::clone(&shared)));
         shared.settled().await;
         tracing::debug!(%addr, down = config_down, "POP3 test server started.");

@@ -1,22 +1,23 @@
 //! One POP3 session over one connection (RFC 1939): AUTHORIZATION (USER/PASS, APOP, AUTH
-//! PLAIN) → TRANSACTION → UPDATE on QUIT, with the faults applied to each reply.
+//! PLAIN, STLS) → TRANSACTION → UPDATE on QUIT, with the faults applied to each reply.
 
 use std::{io, sync::Arc};
 
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{
-        TcpStream,
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    io::{
+        AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
+        BufReader, ReadHalf, WriteHalf,
     },
+    net::TcpStream,
 };
+use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use super::{
     command::{self, Command, ParseError},
-    config::{BadReplyKind, GARBAGE_LINE, INJECTED_ERR_LINE, UserConfig},
+    config::{BadReplyKind, GARBAGE_LINE, INJECTED_ERR_LINE, Tls, UserConfig},
     mailbox::{Answer, Mailbox},
     state::{RunState, Shared},
 };
@@ -24,33 +25,50 @@ use super::{
 /// Longest command line accepted (RFC 2449 allows 255 octets; SASL responses may be longer).
 const MAX_LINE: usize = 8192;
 
-const CAPA: &[u8] = b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\n.\r\n";
+const CAPA: &str = "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\n";
 const AUTH_FAILED: &[u8] = b"-ERR [AUTH] Authentication failed.\r\n";
 
+/// A plain or TLS connection.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+type BoxedStream = Box<dyn Stream>;
+
 /// Serves one connection until QUIT, the client leaves, or the server goes down.
-pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let peer = stream.peer_addr().ok();
+pub(super) async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
+    let peer = tcp.peer_addr().ok();
     let mut run = shared.run_state();
-    let (read, writer) = stream.into_split();
-    let mut session = Session {
-        timestamp: shared.apop_timestamp(),
-        shared: Arc::clone(&shared),
-        reader: BufReader::new(read),
-        writer,
-        mailbox: None,
-        pending_user: None,
-    };
     let end = tokio::select! {
-        end = session.run() => end,
+        // The session (and with it the mailbox lock) is gone once this future is.
+        end = connect(tcp, Arc::clone(&shared)) => end,
         _ = run.wait_for(|s| *s != RunState::Up) => Ok(End::Cut),
     };
-    // The session (and with it the mailbox lock) goes before the counters say it ended.
-    drop(session);
     shared.count(|c| {
         c.ended += 1;
         c.cut += u64::from(matches!(end, Ok(End::Cut)));
     });
     debug!(peer = ?peer, end = ?end, "POP3 test session ended.");
+}
+
+/// The TLS handshake of implicit TLS, then the session.
+async fn connect(tcp: TcpStream, shared: Arc<Shared>) -> io::Result<End> {
+    let (stream, tls_active): (BoxedStream, bool) = match shared.tls() {
+        Some(Tls::Implicit(config)) => {
+            let tls = TlsAcceptor::from(Arc::clone(config)).accept(tcp).await?;
+            (Box::new(tls), true)
+        }
+        Some(Tls::Stls(_)) | None => (Box::new(tcp), false),
+    };
+    let (read, writer) = tokio::io::split(stream);
+    let mut session = Session {
+        timestamp: shared.apop_timestamp(),
+        shared,
+        reader: BufReader::new(read),
+        writer,
+        tls_active,
+        mailbox: None,
+        pending_user: None,
+    };
+    session.run().await
 }
 
 #[derive(Debug)]
@@ -78,8 +96,9 @@ enum Flow {
 struct Session {
     shared: Arc<Shared>,
     timestamp: String,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<ReadHalf<BoxedStream>>,
+    writer: WriteHalf<BoxedStream>,
+    tls_active: bool,
     /// `Some` in the TRANSACTION state.
     mailbox: Option<Mailbox>,
     /// The name from USER, waiting for PASS.
@@ -138,7 +157,8 @@ impl Session {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        self.writer.write_all(reply).await
+        self.writer.write_all(reply).await?;
+        self.writer.flush().await
     }
 
     async fn handle(&mut self, line: Line) -> io::Result<Flow> {
@@ -168,12 +188,12 @@ impl Session {
             return Ok(Flow::Continue);
         }
         if matches!(command, Command::Capa) {
-            self.send(CAPA).await?;
+            let stls = if self.stls_offered() { "STLS\r\n" } else { "" };
+            self.send(format!("{CAPA}{stls}.\r\n").as_bytes()).await?;
             return Ok(Flow::Continue);
         }
-        if matches!(command, Command::Stls) {
-            self.send(b"-ERR TLS is not configured.\r\n").await?;
-            return Ok(Flow::Continue);
+        if matches!(command, Command::Stls) && self.mailbox.is_none() {
+            return self.stls().await;
         }
         match self.mailbox.as_mut() {
             None => self.authorization(command).await,
@@ -203,8 +223,49 @@ impl Session {
         let mut partial = status.to_vec();
         partial.extend_from_slice(&body[..body.len() / 2]);
         self.send(&partial).await?;
-        self.writer.flush().await?;
         Ok(Flow::End(End::Cut))
+    }
+
+    /// Whether STLS may be used now (configured, not yet active, not logged in).
+    fn stls_offered(&self) -> bool {
+        matches!(self.shared.tls(), Some(Tls::Stls(_)))
+            && !self.tls_active
+            && self.mailbox.is_none()
+    }
+
+    /// STLS (RFC 2595 §4): `+OK`, then the TLS handshake on the same connection.
+    async fn stls(&mut self) -> io::Result<Flow> {
+        let config = match self.shared.tls() {
+            Some(Tls::Stls(config)) if !self.tls_active => Arc::clone(config),
+            Some(_) => {
+                self.send(b"-ERR TLS is already active.\r\n").await?;
+                return Ok(Flow::Continue);
+            }
+            None => {
+                self.send(b"-ERR TLS is not configured.\r\n").await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        self.send(b"+OK Begin TLS negotiation now.\r\n").await?;
+        if !self.reader.buffer().is_empty() {
+            // Commands pipelined after STLS would be plain text injected into the TLS session.
+            return Ok(Flow::End(End::Dropped));
+        }
+        // Put the halves back together (the placeholders are never used), then hand the
+        // connection to TLS.
+        let (placeholder, _) = tokio::io::duplex(1);
+        let (read, write) = tokio::io::split(Box::new(placeholder) as BoxedStream);
+        let reader = std::mem::replace(&mut self.reader, BufReader::new(read)).into_inner();
+        let writer = std::mem::replace(&mut self.writer, write);
+        let tls = TlsAcceptor::from(config)
+            .accept(reader.unsplit(writer))
+            .await?;
+        let (read, writer) = tokio::io::split(Box::new(tls) as BoxedStream);
+        self.reader = BufReader::new(read);
+        self.writer = writer;
+        self.tls_active = true;
+        self.pending_user = None;
+        Ok(Flow::Continue)
     }
 
     async fn authorization(&mut self, command: Command) -> io::Result<Flow> {

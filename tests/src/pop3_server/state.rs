@@ -11,7 +11,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::config::{BadReplyKind, Faults, UserConfig};
+use super::config::{BadReplyKind, Faults, Tls, UserConfig};
 
 /// Whether the server listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +51,7 @@ struct FaultState {
 
 pub(super) struct Shared {
     users: HashMap<String, UserConfig>,
+    tls: Option<Tls>,
     locks: Mutex<HashSet<String>>,
     faults: Mutex<FaultState>,
     counters: Mutex<Counters>,
@@ -69,7 +70,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(super) fn new(users: Vec<UserConfig>, faults: Faults) -> Self {
+    pub(super) fn new(users: Vec<UserConfig>, faults: Faults, tls: Option<Tls>) -> Self {
         let run = if faults.down {
             RunState::Down
         } else {
@@ -77,6 +78,7 @@ impl Shared {
         };
         Self {
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            tls,
             locks: Mutex::default(),
             faults: Mutex::new(FaultState {
                 faults,
@@ -91,6 +93,10 @@ impl Shared {
 
     pub(super) fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.get(name)
+    }
+
+    pub(super) fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// A fresh APOP timestamp for a greeting (RFC 1939 §7: `<process-ID.clock@hostname>`).
