@@ -778,6 +778,8 @@ async fn stls_upgrades_the_connection_and_is_advertised_only_before_it() {
     w.login("alerts", "alertpass").await;
     w.roundtrip("STAT\r\n", &format!("+OK 1 {SIZE_1}\r\n"))
         .await;
+    w.roundtrip("STLS\r\n", "-ERR STLS is not allowed after login.\r\n")
+        .await;
 }
 
 /// The real `pop3` source over STLS and over implicit TLS, trusting the test CA.

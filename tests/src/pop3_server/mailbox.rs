@@ -130,8 +130,9 @@ impl Mailbox {
             Command::User(_) | Command::Pass(_) | Command::Apop { .. } | Command::Auth { .. } => {
                 b"-ERR Already logged in.\r\n".to_vec()
             }
-            // The session answers these itself, in every state.
-            Command::Capa | Command::Stls => b"-ERR Not allowed here.\r\n".to_vec(),
+            // The session answers CAPA itself; STLS is only allowed before login (RFC 2595).
+            Command::Stls => b"-ERR STLS is not allowed after login.\r\n".to_vec(),
+            Command::Capa => b"-ERR Not allowed here.\r\n".to_vec(),
         };
         Answer::Reply(reply)
     }
