@@ -46,6 +46,10 @@ pub fn apply(
             record.reason = "rate limited: too many messages to this recipient".into();
             None
         }
+        Finding::CallError(e) if e.kind == ErrorKind::SHUTTING_DOWN => {
+            // The sink was being stopped or restarted under the call: like a sink that is down.
+            apply(record, Finding::SinkDown(e.message), policy, now, s)
+        }
         Finding::SinkDown(why) => {
             record.outcome = Outcome::Pending;
             record.not_before_ms = Some(now + (s.retry_initial.as_millis() as i64).max(1000));
@@ -433,5 +437,9 @@ mod tests {
             (Outcome::Pending, 0, Some(1000)),
             "a sink down uses no attempt"
         );
+        let mut r = record();
+        let stopping = PluginError::new(ErrorKind::SHUTTING_DOWN, "deliver cancelled: instance stopping");
+        apply(&mut r, Finding::CallError(stopping), &OfflinePolicy::Skip, 0, &s);
+        assert_eq!((r.outcome, r.attempts), (Outcome::Pending, 0), "nor does a sink stopping under the call");
     }
 }

@@ -170,12 +170,15 @@ pub struct ErrorDetail {
 }
 
 /// The key of the send of `message` to `recipients` (sorted) by sink `instance`: the same on
-/// every attempt, different for different content (§8).
+/// every attempt, different for different content (§8). It rests on the host's `alert_uid`
+/// (unique across hosts and data directories), not on the queue id, which starts again at 1
+/// in a new data directory and is shared by two hosts.
 pub fn idempotency_key(instance: &str, message: &Message, recipients: &[String]) -> String {
+    let alert = message.attributes.get("alert_uid").cloned().unwrap_or_else(|| message.alert_id.to_string());
     let mut ctx = digest::Context::new(&digest::SHA256);
     for part in [
         instance,
-        &message.alert_id.to_string(),
+        &alert,
         &message.source,
         &message.subject,
         &message.body,

@@ -145,6 +145,27 @@ fn idempotency_key_ignores_the_attempt_but_not_the_content() {
 }
 
 #[test]
+fn idempotency_key_rests_on_the_alert_uid_not_the_queue_id() {
+    let to = vec!["sip:alice@contoso.com".to_owned()];
+    let with_uid = |uid: &str, id: u64| {
+        let mut m = message();
+        m.alert_id = id;
+        m.attributes.insert("alert_uid".into(), uid.into());
+        m
+    };
+    // The same alert id in a new data directory (or on another host) is another alert.
+    assert_ne!(
+        idempotency_key("ocs", &with_uid("aaaa", 1), &to),
+        idempotency_key("ocs", &with_uid("bbbb", 1), &to)
+    );
+    // The same alert is the same send, whatever its queue id.
+    assert_eq!(
+        idempotency_key("ocs", &with_uid("aaaa", 1), &to),
+        idempotency_key("ocs", &with_uid("aaaa", 9), &to)
+    );
+}
+
+#[test]
 fn send_body_is_the_same_bytes_on_every_attempt() {
     let to = vec!["sip:alice@contoso.com".to_owned()];
     let first = message();
