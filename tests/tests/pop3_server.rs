@@ -9,6 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use alertbridge_plugin_api::{
+    PluginError,
+    kit::{CancellationToken, Setup, Source as _},
+    testing::TestHost,
+};
+use alertbridge_pop3::source::Pop3Source;
 use alertbridge_testbed::pop3_server::{
     BadReply, BadReplyKind, Faults, GARBAGE_LINE, INJECTED_ERR_LINE, Pop3Handle, Pop3Server,
     ServerConfig, Tls, apop_digest,
@@ -19,6 +25,7 @@ use tokio::{
         BufReader, ReadHalf, WriteHalf,
     },
     net::TcpStream,
+    task::JoinHandle,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -597,6 +604,45 @@ async fn the_binary_serves_its_users_and_stops_on_sigterm() {
     assert!(status.success(), "{status}");
 }
 
+/// The real `pop3` source, in-process through `TestHost`, draining `alerts` on a server.
+struct RunningSource {
+    host: TestHost,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), PluginError>>,
+}
+
+impl RunningSource {
+    /// `tls` holds the `tls` (and `ca_file`) lines of the source's config.
+    fn start(server: &Pop3Handle, state_dir: &Path, tls: &str) -> Self {
+        let config_toml = format!(
+            "server = \"{}\"\n{tls}username = \"alerts\"\npassword = \"alertpass\"\n\
+             poll_interval_ms = 50\nmax_backoff_ms = 200\nconnect_timeout_ms = 2000\n\
+             read_timeout_ms = 2000\nstate_dir = \"{}\"\n",
+            server.addr(),
+            state_dir.display()
+        );
+        let host = TestHost::new("pop3-test");
+        let setup = Setup {
+            instance: "pop3-test".into(),
+            kind: "pop3".into(),
+            config_toml,
+            host: host.host(),
+        };
+        let source = Arc::new(Pop3Source::new(setup).expect("valid config"));
+        let (ctx, stop) = host.source_context();
+        let task = tokio::spawn(source.run(ctx));
+        Self { host, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let stopped = tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("source stops in time");
+        stopped.expect("source task").expect("source run");
+    }
+}
+
 async fn tcp(addr: std::net::SocketAddr) -> TcpStream {
     tokio::time::timeout(WAIT, TcpStream::connect(addr))
         .await
@@ -619,9 +665,6 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// RETR, a garbage reply and an `-ERR` to DELE, losing and duplicating nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pop3_source_drains_the_server_through_faults() {
-    use alertbridge_plugin_api::{kit::Setup, kit::Source as _, testing::TestHost};
-    use alertbridge_pop3::source::Pop3Source;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let faults = Faults {
         drop_in_retr: Some(2),
@@ -638,23 +681,8 @@ async fn the_pop3_source_drains_the_server_through_faults() {
         );
         server.deliver("alerts", mail.as_bytes()).expect("deliver");
     }
-    let config_toml = format!(
-        "server = \"{}\"\ntls = \"none\"\nusername = \"alerts\"\npassword = \"alertpass\"\npoll_interval_ms = 50\n\
-         max_backoff_ms = 200\nconnect_timeout_ms = 2000\nread_timeout_ms = 2000\nstate_dir = \"{}\"\n",
-        server.addr(),
-        dir.path().join("state").display()
-    );
-    let host = TestHost::new("pop3-test");
-    let setup = Setup {
-        instance: "pop3-test".into(),
-        kind: "pop3".into(),
-        config_toml,
-        host: host.host(),
-    };
-    let source = Arc::new(Pop3Source::new(setup).expect("valid config"));
-    let (ctx, stop) = host.source_context();
-    let task = tokio::spawn(Arc::clone(&source).run(ctx));
-
+    let source = RunningSource::start(&server, &dir.path().join("state"), "tls = \"none\"\n");
+    let host = &source.host;
     wait_until("3 alerts and an empty mailbox", || {
         host.accepted().len() == 3 && server.mailbox_len("alerts").is_ok_and(|n| n == 0)
     })
@@ -668,11 +696,7 @@ async fn the_pop3_source_drains_the_server_through_faults() {
         "{:?}",
         server.counters()
     );
-    stop.cancel();
-    let stopped = tokio::time::timeout(WAIT, task)
-        .await
-        .expect("source stops in time");
-    stopped.expect("source task").expect("source run");
+    source.stop().await;
 }
 
 #[tokio::test]
@@ -785,9 +809,6 @@ async fn stls_upgrades_the_connection_and_is_advertised_only_before_it() {
 /// The real `pop3` source over STLS and over implicit TLS, trusting the test CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pop3_source_drains_the_server_over_stls_and_implicit_tls() {
-    use alertbridge_plugin_api::{kit::Setup, kit::Source as _, testing::TestHost};
-    use alertbridge_pop3::source::Pop3Source;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, config) = test_pki();
     let ca_file = dir.path().join("ca.pem");
@@ -805,32 +826,14 @@ async fn the_pop3_source_drains_the_server_over_stls_and_implicit_tls() {
         .await
         .expect("start");
         server.deliver("alerts", MAIL_1).expect("deliver");
-        let config_toml = format!(
-            "server = \"{}\"\ntls = \"{mode}\"\nca_file = \"{}\"\nusername = \"alerts\"\n\
-             password = \"alertpass\"\npoll_interval_ms = 50\nmax_backoff_ms = 200\nstate_dir = \"{}\"\n",
-            server.addr(),
-            ca_file.display(),
-            maildir.join("state").display()
-        );
-        let host = TestHost::new(mode);
-        let setup = Setup {
-            instance: mode.into(),
-            kind: "pop3".into(),
-            config_toml,
-            host: host.host(),
-        };
-        let source = Arc::new(Pop3Source::new(setup).expect("valid config"));
-        let (ctx, stop) = host.source_context();
-        let task = tokio::spawn(Arc::clone(&source).run(ctx));
+        let tls = format!("tls = \"{mode}\"\nca_file = \"{}\"\n", ca_file.display());
+        let source = RunningSource::start(&server, &maildir.join("state"), &tls);
+        let host = &source.host;
         wait_until(&format!("the alert over {mode}"), || {
             host.accepted().len() == 1 && server.mailbox_len("alerts").is_ok_and(|n| n == 0)
         })
         .await;
         assert_eq!(host.accepted()[0].subject, "one", "{mode}");
-        stop.cancel();
-        let stopped = tokio::time::timeout(WAIT, task)
-            .await
-            .expect("source stops in time");
-        stopped.expect("source task").expect("source run");
+        source.stop().await;
     }
 }
