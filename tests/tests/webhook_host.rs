@@ -254,7 +254,6 @@ fn json_xml_and_alertmanager_posts_reach_the_sink_and_refusals_come_through_the_
 
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(records(dir.path()).len(), 3 * users.len(), "nothing more reached the sink");
-    assert!(host.log().contains("Host refused alerts."), "the webhook's warning reached the host log:\n{}", host.log());
 }
 
 #[test]
