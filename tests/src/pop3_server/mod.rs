@@ -127,7 +127,8 @@ impl Pop3Handle {
 
     /// Replaces the faults (restarting the `drop_in_retr` count) and applies `down`: returns
     /// once the listener is closed (open sessions are being cut) or bound again, so a connect
-    /// right after is refused or accepted for sure.
+    /// right after is refused or accepted for sure. Should another process take the port
+    /// while the server is down, this waits (the accept loop retries and logs a warning).
     pub async fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);
         self.shared.settled().await;
