@@ -27,7 +27,9 @@ use crate::{
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("{0} is missing beside alertbridge: build everything first with `cargo build --workspace`")]
+    #[error(
+        "{0} is missing beside alertbridge: build everything first with `cargo build --workspace`"
+    )]
     Missing(String),
     #[error("cannot start {what}")]
     Spawn {
@@ -82,21 +84,38 @@ async fn spawn(bin_dir: &Path, name: &str, args: &[String]) -> Result<Sim, DemoE
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| DemoError::Spawn { what: name.to_owned(), source })?;
-    let stdout = child.stdout.take().ok_or_else(|| DemoError::NoAddress(name.to_owned()))?;
+        .map_err(|source| DemoError::Spawn {
+            what: name.to_owned(),
+            source,
+        })?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| DemoError::NoAddress(name.to_owned()))?;
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await;
     let line = match first {
         Ok(Ok(Some(line))) => line,
         _ => return Err(DemoError::NoAddress(name.to_owned())),
     };
-    let addr = line.trim().trim_start_matches("listening on ").trim_start_matches("http://").to_owned();
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on ")
+        .trim_start_matches("http://")
+        .to_owned();
     // Keep reading so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Sim { child, addr })
 }
 
-fn config_text(dir: &Path, admin: &str, webhook: &str, ucwa: &str, ucma: &str, pop3: &str) -> String {
+fn config_text(
+    dir: &Path,
+    admin: &str,
+    webhook: &str,
+    ucwa: &str,
+    ucma: &str,
+    pop3: &str,
+) -> String {
     let d = dir.display();
     format!(
         r#"# Written by `alertbridge demo`.
@@ -166,43 +185,85 @@ sinks = ["ocs"]
 
 async fn post_alert(webhook: &str) -> Result<String, DemoError> {
     let body = r#"{"subject": "CPU at 100% on web02", "body": "load average 31.2 over 5 minutes", "severity": "high", "labels": {"host": "web02"}}"#;
-    let mut s = tokio::net::TcpStream::connect(webhook).await.map_err(DemoError::Post)?;
+    let mut s = tokio::net::TcpStream::connect(webhook)
+        .await
+        .map_err(DemoError::Post)?;
     let req = format!(
         "POST /api/v1/alerts HTTP/1.1\r\nhost: {webhook}\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.map_err(DemoError::Post)?;
     let mut answer = String::new();
-    s.read_to_string(&mut answer).await.map_err(DemoError::Post)?;
+    s.read_to_string(&mut answer)
+        .await
+        .map_err(DemoError::Post)?;
     Ok(answer.lines().next().unwrap_or_default().to_owned())
 }
 
 fn create_dir(p: &Path) -> Result<(), DemoError> {
-    std::fs::create_dir_all(p).map_err(|source| DemoError::Dir { dir: p.display().to_string(), source })
+    std::fs::create_dir_all(p).map_err(|source| DemoError::Dir {
+        dir: p.display().to_string(),
+        source,
+    })
 }
 
 fn write(p: &Path, text: &str) -> Result<(), DemoError> {
-    std::fs::write(p, text).map_err(|source| DemoError::Dir { dir: p.display().to_string(), source })
+    std::fs::write(p, text).map_err(|source| DemoError::Dir {
+        dir: p.display().to_string(),
+        source,
+    })
 }
 
 /// Runs the demo until SIGINT or SIGTERM.
-pub async fn run(dir: Option<PathBuf>, admin_port: u16, webhook_port: u16) -> Result<(), DemoError> {
+pub async fn run(
+    dir: Option<PathBuf>,
+    admin_port: u16,
+    webhook_port: u16,
+) -> Result<(), DemoError> {
     use tokio::signal::unix::{SignalKind, signal};
     let bin_dir = loader::default_dir();
-    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("alertbridge-demo-{}", std::process::id())));
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("alertbridge-demo-{}", std::process::id()))
+    });
     create_dir(&dir)?;
     let maildir = dir.join("mail/alerts/Maildir");
     for sub in ["new", "cur", "tmp"] {
         create_dir(&maildir.join(sub))?;
     }
-    write(&dir.join("ucwa-users"), "alerts@contoso.com alertpass Online\nalice@contoso.com alicepass Online\nbob@contoso.com bobpass Online\ncarol@contoso.com carolpass Offline\n")?;
+    write(
+        &dir.join("ucwa-users"),
+        "alerts@contoso.com alertpass Online\nalice@contoso.com alicepass Online\nbob@contoso.com bobpass Online\ncarol@contoso.com carolpass Offline\n",
+    )?;
     write(&dir.join("ucma-users"), "sip:dave@contoso.com Online\n")?;
     write(&dir.join("webhook.tokens"), &format!("{TOKEN}\n"))?;
 
     let path = |p: &Path| p.display().to_string();
-    let ucwa = spawn(&bin_dir, "ucwa-sim", &["--users".into(), path(&dir.join("ucwa-users"))]).await?;
-    let ucma = spawn(&bin_dir, "ucma-sim", &["--secret".into(), "demo-bridge-secret".into(), "--users".into(), path(&dir.join("ucma-users"))]).await?;
-    let pop3 = spawn(&bin_dir, "pop3-server", &["--user".into(), format!("alerts:alertpass:{}", maildir.display())]).await?;
+    let ucwa = spawn(
+        &bin_dir,
+        "ucwa-sim",
+        &["--users".into(), path(&dir.join("ucwa-users"))],
+    )
+    .await?;
+    let ucma = spawn(
+        &bin_dir,
+        "ucma-sim",
+        &[
+            "--secret".into(),
+            "demo-bridge-secret".into(),
+            "--users".into(),
+            path(&dir.join("ucma-users")),
+        ],
+    )
+    .await?;
+    let pop3 = spawn(
+        &bin_dir,
+        "pop3-server",
+        &[
+            "--user".into(),
+            format!("alerts:alertpass:{}", maildir.display()),
+        ],
+    )
+    .await?;
 
     let admin = format!("127.0.0.1:{admin_port}");
     let webhook = format!("127.0.0.1:{webhook_port}");
@@ -210,12 +271,20 @@ pub async fn run(dir: Option<PathBuf>, admin_port: u16, webhook_port: u16) -> Re
     let config_path = dir.join("alertbridge.toml");
     write(&config_path, &text)?;
     let config = Config::parse(&config_path, &text)?;
-    let plugins = loader::load_dir(&bin_dir).map_err(|source| DemoError::Dir { dir: path(&bin_dir), source })?;
+    let plugins = loader::load_dir(&bin_dir).map_err(|source| DemoError::Dir {
+        dir: path(&bin_dir),
+        source,
+    })?;
     let (bridge, _reloads) = Bridge::start(config, &plugins).await?;
 
     // A monitoring mail lands in the mailbox, and a monitoring system posts to the webhook.
     write(&maildir.join("tmp/demo-1"), SAMPLE_MAIL)?;
-    std::fs::rename(maildir.join("tmp/demo-1"), maildir.join("new/demo-1")).map_err(|source| DemoError::Dir { dir: path(&maildir), source })?;
+    std::fs::rename(maildir.join("tmp/demo-1"), maildir.join("new/demo-1")).map_err(|source| {
+        DemoError::Dir {
+            dir: path(&maildir),
+            source,
+        }
+    })?;
     let mut posted = String::new();
     for _ in 0..50 {
         match post_alert(&webhook).await {
@@ -227,12 +296,26 @@ pub async fn run(dir: Option<PathBuf>, admin_port: u16, webhook_port: u16) -> Re
         }
     }
 
-    println!("alertbridge demo is running (Ctrl-C stops it). Everything listens on 127.0.0.1 only.");
+    println!(
+        "alertbridge demo is running (Ctrl-C stops it). Everything listens on 127.0.0.1 only."
+    );
     println!("  status page      http://{admin}/");
-    println!("  UCWA simulator   http://{}/   (Lync: alice and bob online, carol offline)", ucwa.addr);
-    println!("  UCMA simulator   http://{}/   (OCS 2007 R2: dave)", ucma.addr);
-    println!("  POP3 mailbox     {} (user alerts / alertpass); drop mails into {}", pop3.addr, maildir.join("new").display());
-    println!("  webhook          curl -H 'Authorization: Bearer {TOKEN}' -d '{{\"subject\":\"Hello\"}}' http://{webhook}/api/v1/alerts");
+    println!(
+        "  UCWA simulator   http://{}/   (Lync: alice and bob online, carol offline)",
+        ucwa.addr
+    );
+    println!(
+        "  UCMA simulator   http://{}/   (OCS 2007 R2: dave)",
+        ucma.addr
+    );
+    println!(
+        "  POP3 mailbox     {} (user alerts / alertpass); drop mails into {}",
+        pop3.addr,
+        maildir.join("new").display()
+    );
+    println!(
+        "  webhook          curl -H 'Authorization: Bearer {TOKEN}' -d '{{\"subject\":\"Hello\"}}' http://{webhook}/api/v1/alerts"
+    );
     println!("  config           {}", config_path.display());
     println!("sample mail dropped into the mailbox; webhook post answered: {posted}");
 
@@ -250,11 +333,26 @@ pub async fn run(dir: Option<PathBuf>, admin_port: u16, webhook_port: u16) -> Re
         for alert in bridge.queue.recent(20).unwrap_or_default() {
             for r in &alert.recipients {
                 let key = (alert.id, r.user.clone(), r.outcome.name());
-                if matches!(r.outcome, Outcome::Pending) || alert.accepted_ms < started - 1000 || !shown.insert(key) {
+                if matches!(r.outcome, Outcome::Pending)
+                    || alert.accepted_ms < started - 1000
+                    || !shown.insert(key)
+                {
                     continue;
                 }
-                println!("alert {} from {} ({:?}): {} {} via {}{}", alert.id, alert.source, alert.alert.subject, r.outcome.name(), r.user, r.sink,
-                    if r.reason.is_empty() { String::new() } else { format!(" — {}", r.reason) });
+                println!(
+                    "alert {} from {} ({:?}): {} {} via {}{}",
+                    alert.id,
+                    alert.source,
+                    alert.alert.subject,
+                    r.outcome.name(),
+                    r.user,
+                    r.sink,
+                    if r.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", r.reason)
+                    }
+                );
             }
         }
     }

@@ -59,9 +59,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", cli::plugins(dir)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { dir, admin_port, webhook_port } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("alertbridge").build()?;
-            runtime.block_on(alertbridge::demo::run(dir, admin_port, webhook_port)).map_err(cli::CliError::from)?;
+        Command::Demo {
+            dir,
+            admin_port,
+            webhook_port,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("alertbridge")
+                .build()?;
+            runtime
+                .block_on(alertbridge::demo::run(dir, admin_port, webhook_port))
+                .map_err(cli::CliError::from)?;
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             Ok(ExitCode::SUCCESS)
         }

@@ -52,6 +52,8 @@ pub struct DeliverySettings {
     /// 0 for no limit.
     pub per_recipient_per_minute: u32,
     pub sink_concurrency: usize,
+    /// Messages per second per sink; 0 for no limit.
+    pub per_sink_per_second: u32,
     pub deliver_timeout: Duration,
 }
 
@@ -70,6 +72,7 @@ impl Default for DeliverySettings {
             hold_recheck: Duration::from_secs(15),
             per_recipient_per_minute: 30,
             sink_concurrency: 64,
+            per_sink_per_second: 0,
             deliver_timeout: Duration::from_secs(60),
         }
     }
@@ -396,6 +399,7 @@ fn delivery_settings(c: &mut Collector<'_>, raw: RawDelivery) -> DeliverySetting
             .per_recipient_per_minute
             .unwrap_or(d.per_recipient_per_minute),
         sink_concurrency: raw.sink_concurrency.unwrap_or(d.sink_concurrency).max(1),
+        per_sink_per_second: raw.per_sink_per_second.unwrap_or(d.per_sink_per_second),
         deliver_timeout: raw
             .deliver_timeout_ms
             .map_or(d.deliver_timeout, Duration::from_millis),
@@ -500,9 +504,9 @@ fn routes(
             .collect();
         let subject = m.subject.and_then(|s| regex(c, &name, "match.subject", s));
         let body = m.body.and_then(|s| regex(c, &name, "match.body", s));
-        let offline = raw
-            .offline
-            .map_or(OfflinePolicy::Skip, |o| offline_policy(c, &name, raw.name.span(), o, &names));
+        let offline = raw.offline.map_or(OfflinePolicy::Skip, |o| {
+            offline_policy(c, &name, raw.name.span(), o, &names)
+        });
         out.push(Route {
             name,
             matcher: Matcher {

@@ -30,6 +30,7 @@ pub struct RawDelivery {
     pub hold_recheck_ms: Option<u64>,
     pub per_recipient_per_minute: Option<u32>,
     pub sink_concurrency: Option<usize>,
+    pub per_sink_per_second: Option<u32>,
     pub deliver_timeout_ms: Option<u64>,
 }
 

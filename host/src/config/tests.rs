@@ -129,7 +129,11 @@ fn an_offline_policy_may_be_a_sub_table() {
     ) + "[route.offline]\npolicy = \"fallback\"\n";
     let e = errors(&text);
     assert_eq!(e.len(), 1, "{e:#?}");
-    assert!(e[0].contains("route `dba`: offline: policy `fallback` needs `fallback = \"<route>\"`"), "{}", e[0]);
+    assert!(
+        e[0].contains("route `dba`: offline: policy `fallback` needs `fallback = \"<route>\"`"),
+        "{}",
+        e[0]
+    );
     let ok = text.replace("policy = \"fallback\"\n", "policy = \"always\"\n");
     let c = Config::parse(Path::new("t.toml"), &ok).unwrap();
     assert_eq!(c.router.routes[1].offline, OfflinePolicy::Always);

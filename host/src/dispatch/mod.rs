@@ -44,6 +44,8 @@ pub struct Dispatcher {
     sent: Mutex<HashMap<String, VecDeque<i64>>>,
     /// Per sink: deliveries in flight.
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per sink: when the next message may go (Unix ms), for the per-sink rate.
+    paced: Mutex<HashMap<String, i64>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -69,6 +71,7 @@ impl Dispatcher {
             instances,
             sent: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
+            paced: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         })
@@ -364,6 +367,12 @@ impl Dispatcher {
             .limit(&sink, settings.sink_concurrency)
             .acquire_owned()
             .await;
+        if let Some(at) = self.pace(&sink, settings.per_sink_per_second, now_ms()) {
+            tokio::time::sleep(Duration::from_millis(
+                at.saturating_sub(now_ms()).max(0) as u64
+            ))
+            .await;
+        }
         let call = handle.deliver(FfiMessage::from(&message));
         let results: Result<Vec<RecipientResult>, PluginError> =
             match tokio::time::timeout(settings.deliver_timeout, call).await {
@@ -402,6 +411,15 @@ impl Dispatcher {
         findings
     }
 
+    /// Reserves the next slot of `sink`'s message rate; returns when it is, if not now.
+    fn pace(&self, sink: &str, per_second: u32, now: i64) -> Option<i64> {
+        if per_second == 0 {
+            return None;
+        }
+        let mut paced = self.paced.lock().unwrap_or_else(PoisonError::into_inner);
+        reserve(paced.entry(sink.to_owned()).or_insert(now), per_second, now)
+    }
+
     /// Counts a message to `user` against the rate limit, or says when the next one may go.
     fn rate_limited(&self, user: &str, now: i64, limit: usize) -> Option<i64> {
         if limit == 0 {
@@ -418,6 +436,14 @@ impl Dispatcher {
         times.push_back(now);
         None
     }
+}
+
+/// Reserves the next slot at `per_second` (> 0) given when the next one is free; returns the
+/// slot if it is later than `now`.
+fn reserve(next: &mut i64, per_second: u32, now: i64) -> Option<i64> {
+    let slot = (*next).max(now);
+    *next = slot + (1000 / i64::from(per_second)).max(1);
+    (slot > now).then_some(slot)
 }
 
 fn record(route: String, sink: String, user: String, now: i64) -> RecipientRecord {
@@ -438,4 +464,27 @@ fn policy_of(router: &Router, route: &str) -> OfflinePolicy {
     router
         .route(route)
         .map_or(OfflinePolicy::Skip, |r| r.offline.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reserve;
+
+    #[test]
+    fn the_sink_rate_spaces_messages_and_forgets_idle_time() {
+        let mut next = 0;
+        assert_eq!(
+            reserve(&mut next, 4, 1_000),
+            None,
+            "the first message goes now"
+        );
+        assert_eq!(reserve(&mut next, 4, 1_000), Some(1_250));
+        assert_eq!(reserve(&mut next, 4, 1_100), Some(1_500));
+        assert_eq!(
+            reserve(&mut next, 4, 9_000),
+            None,
+            "idle time is not saved up"
+        );
+        assert_eq!(next, 9_250);
+    }
 }

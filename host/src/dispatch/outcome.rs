@@ -438,8 +438,21 @@ mod tests {
             "a sink down uses no attempt"
         );
         let mut r = record();
-        let stopping = PluginError::new(ErrorKind::SHUTTING_DOWN, "deliver cancelled: instance stopping");
-        apply(&mut r, Finding::CallError(stopping), &OfflinePolicy::Skip, 0, &s);
-        assert_eq!((r.outcome, r.attempts), (Outcome::Pending, 0), "nor does a sink stopping under the call");
+        let stopping = PluginError::new(
+            ErrorKind::SHUTTING_DOWN,
+            "deliver cancelled: instance stopping",
+        );
+        apply(
+            &mut r,
+            Finding::CallError(stopping),
+            &OfflinePolicy::Skip,
+            0,
+            &s,
+        );
+        assert_eq!(
+            (r.outcome, r.attempts),
+            (Outcome::Pending, 0),
+            "nor does a sink stopping under the call"
+        );
     }
 }
