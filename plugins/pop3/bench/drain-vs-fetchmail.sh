@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Time to drain N small mails (default 10,000) from the test Dovecot: the pop3 source (into an
 # in-process TestHost; the host's durable queue is not in the loop yet) vs fetchmail (fetchall,
-# no keep, bsmtp to a file). Every run starts from a freshly refilled INBOX and must leave it
-# empty with every mail delivered; prints a table of medians.
+# no keep, bsmtp to a file), with a bare pipelining client as the ceiling. Every run starts
+# from a freshly refilled INBOX and must leave it empty with every mail delivered (the bare
+# client only empties it); rounds interleave the clients; prints a table of medians.
 #
 #   scripts/dovecot.sh start /tmp/ab-dovecot && eval "$(scripts/dovecot.sh env /tmp/ab-dovecot)"
 #   plugins/pop3/bench/drain-vs-fetchmail.sh            # N=10000 RUNS=5 by default
@@ -72,7 +73,7 @@ stats() { sort -n "$WORK/$1.times" | awk -v n="$N" '{ t[NR] = $1 } END {
 
 fetchmail_rc plain; fetchmail_rc pop3s
 FM="fetchmail --pidfile $WORK/fm.pid --idfile $WORK/fm.ids -s"
-VARIANTS="pop3-plain fetchmail-plain pop3-pop3s fetchmail-pop3s pop3-plain-1session"
+VARIANTS="pop3-plain fetchmail-plain pop3-pop3s fetchmail-pop3s pop3-plain-1session bare-pipelined-plain"
 for v in $VARIANTS; do : > "$WORK/$v.times"; done
 # Rounds interleave the clients, so a noisy neighbour on the machine hits all of them alike.
 for round in $(seq "$RUNS"); do
@@ -82,12 +83,14 @@ for round in $(seq "$RUNS"); do
     once pop3-pop3s "$DRAIN" "$TLS" implicit bench benchpass "$N" "$CA"
     once fetchmail-pop3s $FM -f "$WORK/fm-pop3s.rc"
     DRAIN_EXTRA_CONFIG="max_messages_per_session = $N" once pop3-plain-1session "$DRAIN" "$PLAIN" none bench benchpass "$N"
+    once bare-pipelined-plain python3 "$HERE/pop3-drain.py" bench benchpass "${PLAIN##*:}" 64
 done
 
 echo
 echo "Draining $N mails from Dovecot on loopback, $RUNS runs each (wall seconds; medians)."
 echo "pop3 source -> in-process TestHost (no durable queue yet); fetchmail -> bsmtp file."
 echo "pop3-* use the default max_messages_per_session (1000, so 10 QUITs); -1session: one QUIT."
+echo "bare-pipelined: a 28-line python client, RETR+DELE in batches of 64, no parsing, no delivery."
 printf '%-34s %9s %9s %9s %10s\n' client median min max "mails/s"
 for v in $VARIANTS; do
     read -r m lo hi rate <<< "$(stats $v)"

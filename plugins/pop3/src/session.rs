@@ -1,6 +1,7 @@
 //! One poll: connect, log in, look at the mailbox (STAT, UIDL, LIST), fetch new mail in
-//! pipelined batches (a batch's DELEs travel with the next batch's RETRs), submit the batch's
-//! alerts together, mark DELE only after each alert's receipt, and QUIT so the deletions commit.
+//! pipelined batches (the next batch is requested before this one is submitted, and DELEs
+//! travel with the RETRs that follow them), submit a batch's alerts together, mark DELE only
+//! after each alert's receipt, and QUIT so the deletions commit.
 //!
 //! Dispositions: an accepted alert's mail is deleted (keep mode: its UIDL is recorded instead);
 //! oversize mail, mail from a sender not allowed (unless `on_disallowed = "delete"`) and mail whose
@@ -82,6 +83,8 @@ enum Disposition {
 }
 
 impl Pop3Source {
+    /// Runs one session. `seen` is the keep-mode state; `skipped` the UIDLs this instance
+    /// decided to leave on the server (oversize, disallowed, refused for good).
     pub(crate) async fn session(
         &self,
         ctx: &SourceContext,
@@ -90,65 +93,47 @@ impl Pop3Source {
     ) -> Result<Outcome, SessionError> {
         let s = &self.settings;
         // Nothing is marked yet: giving up here on shutdown loses nothing.
-        let session = tokio::select! {
+        let mut session = tokio::select! {
             () = ctx.shutdown.cancelled() => return Ok(Outcome::Done),
             r = self.login() => r?,
         };
-        let mut session = session;
-        let (count, _) = session.stat().await?;
-        if count == 0 {
-            session.quit().await?;
-            self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-            return Ok(Outcome::Done);
-        }
-        let uids = match session.uidl().await {
-            Ok(list) => Some(unique_uids(&s.mailbox, list)),
-            // Without UIDL (or with unusable unique-ids) the keys come from Message-IDs.
-            Err(e @ (Error::Server { .. } | Error::Parse { .. })) if !s.keep => {
-                warn!(mailbox = %s.mailbox, error = %e, "No usable UIDL; dedup keys fall back to Message-IDs.");
-                None
-            }
-            Err(Error::Server { .. }) => return Err(Error::Unsupported("UIDL, which keep = true needs").into()),
-            Err(e) => return Err(e.into()),
-        };
-        if let (Some(seen), Some(uids)) = (seen.as_deref_mut(), &uids) {
-            seen.retain_present(&uids.values().map(String::as_str).collect())?;
-        }
-        let mut candidates = Vec::new();
-        for entry in session.list().await? {
-            let uid = uids.as_ref().and_then(|u| u.get(&entry.msg)).cloned();
-            if let Some(uid) = &uid
-                && (skipped.contains(uid) || seen.as_deref().is_some_and(|seen| seen.contains(uid)))
-            {
-                continue;
-            }
-            if entry.size > s.max_message_bytes {
-                self.counters.oversize.fetch_add(1, Ordering::Relaxed);
-                warn!(mailbox = %s.mailbox, msg = entry.msg, uid = ?uid, size = entry.size, limit = s.max_message_bytes,
-                    "Mail larger than max_message_bytes; left on the server.");
-                skipped.extend(uid);
-                continue;
-            }
-            candidates.push(Candidate { msg: entry.msg, uid });
-        }
+        let mut candidates = self.candidates(&mut session, seen.as_deref_mut(), skipped).await?;
         let max = s.max_messages_per_session as usize;
         let outcome = if candidates.len() > max { Outcome::More } else { Outcome::Done };
         candidates.truncate(max);
 
-        let batch = if session.pipelining() { PIPELINE_BATCH } else { 1 };
+        let pipelining = session.pipelining();
+        let chunks: Vec<&[Candidate]> = candidates.chunks(if pipelining { PIPELINE_BATCH } else { 1 }).collect();
         let mut deletes: Vec<u32> = Vec::new();
         let mut handled = 0usize;
         let mut host_error = None;
-        for chunk in candidates.chunks(batch) {
-            if ctx.shutdown.is_cancelled() {
-                break;
+        // With PIPELINING the next batch is already requested while this one is submitted.
+        let mut in_flight: Option<(Vec<Command>, usize)> = None;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let (commands, replies) = match in_flight.take() {
+                Some((sent, n_dele)) => {
+                    let replies = session.read_replies(&sent).await?;
+                    ((sent, n_dele), replies)
+                }
+                None => {
+                    if ctx.shutdown.is_cancelled() {
+                        break;
+                    }
+                    let commands = fetch_commands(&mut deletes, chunk);
+                    let replies = session.batch(&commands.0).await?;
+                    (commands, replies)
+                }
+            };
+            let mut replies = replies.into_iter();
+            check_deletes(&s.mailbox, replies.by_ref().take(commands.1));
+            if pipelining
+                && !ctx.shutdown.is_cancelled()
+                && let Some(next) = chunks.get(i + 1)
+            {
+                let next = fetch_commands(&mut deletes, next);
+                session.send_pipelined(&next.0).await?;
+                in_flight = Some(next);
             }
-            // DELEs of the previous batch travel with this batch's RETRs.
-            let mut commands: Vec<Command> = deletes.drain(..).map(Command::Dele).collect();
-            let n_dele = commands.len();
-            commands.extend(chunk.iter().map(|c| Command::Retr(c.msg)));
-            let mut replies = session.batch(&commands).await?.into_iter();
-            check_deletes(&s.mailbox, replies.by_ref().take(n_dele));
             let mut prepared = Vec::with_capacity(chunk.len());
             for (candidate, reply) in chunk.iter().zip(replies) {
                 match reply {
@@ -195,6 +180,10 @@ impl Pop3Source {
                 break;
             }
         }
+        // A prefetch nobody handled: its DELEs count, its mails stay on the server.
+        if let Some((sent, n_dele)) = in_flight.take() {
+            check_deletes(&s.mailbox, session.read_replies(&sent).await?.into_iter().take(n_dele));
+        }
         if !deletes.is_empty() {
             let commands: Vec<Command> = deletes.iter().copied().map(Command::Dele).collect();
             check_deletes(&s.mailbox, session.batch(&commands).await?.into_iter());
@@ -208,6 +197,52 @@ impl Pop3Source {
             Some(e) => Err(SessionError::Host(e)),
             None => Ok(outcome),
         }
+    }
+
+    /// The mails to fetch this session: not yet seen (keep mode), not left aside before, not
+    /// oversize; STAT first, so an empty mailbox costs one command.
+    async fn candidates(
+        &self,
+        session: &mut Session<Box<dyn Io>>,
+        mut seen: Option<&mut SeenUids>,
+        skipped: &mut HashSet<String>,
+    ) -> Result<Vec<Candidate>, SessionError> {
+        let s = &self.settings;
+        let (count, _) = session.stat().await?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let uids = match session.uidl().await {
+            Ok(list) => Some(unique_uids(&s.mailbox, list)),
+            // Without UIDL (or with unusable unique-ids) the keys come from Message-IDs.
+            Err(e @ (Error::Server { .. } | Error::Parse { .. })) if !s.keep => {
+                warn!(mailbox = %s.mailbox, error = %e, "No usable UIDL; dedup keys fall back to Message-IDs.");
+                None
+            }
+            Err(Error::Server { .. }) => return Err(Error::Unsupported("UIDL, which keep = true needs").into()),
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some(seen), Some(uids)) = (seen.as_deref_mut(), &uids) {
+            seen.retain_present(&uids.values().map(String::as_str).collect())?;
+        }
+        let mut candidates = Vec::new();
+        for entry in session.list().await? {
+            let uid = uids.as_ref().and_then(|u| u.get(&entry.msg)).cloned();
+            if let Some(uid) = &uid
+                && (skipped.contains(uid) || seen.as_deref().is_some_and(|seen| seen.contains(uid)))
+            {
+                continue;
+            }
+            if entry.size > s.max_message_bytes {
+                self.counters.oversize.fetch_add(1, Ordering::Relaxed);
+                warn!(mailbox = %s.mailbox, msg = entry.msg, uid = ?uid, size = entry.size, limit = s.max_message_bytes,
+                    "Mail larger than max_message_bytes; left on the server.");
+                skipped.extend(uid);
+                continue;
+            }
+            candidates.push(Candidate { msg: entry.msg, uid });
+        }
+        Ok(candidates)
     }
 
     async fn login(&self) -> Result<Session<Box<dyn Io>>, Error> {
@@ -256,6 +291,15 @@ impl Pop3Source {
             }
         }
     }
+}
+
+/// The DELEs decided so far (taken out of `deletes`) followed by the RETRs of `chunk`, and how
+/// many DELEs lead.
+fn fetch_commands(deletes: &mut Vec<u32>, chunk: &[Candidate]) -> (Vec<Command>, usize) {
+    let mut commands: Vec<Command> = deletes.drain(..).map(Command::Dele).collect();
+    let n_dele = commands.len();
+    commands.extend(chunk.iter().map(|c| Command::Retr(c.msg)));
+    (commands, n_dele)
 }
 
 /// Message number → unique-id, leaving out unique-ids the server gave to more than one message

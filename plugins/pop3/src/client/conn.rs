@@ -104,14 +104,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn into_stream(self) -> S {
         self.stream
     }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
-    }
 }
 
 /// `+OK` passes; `-ERR` becomes [`Error::Server`], a stray continuation [`Error::Unexpected`].

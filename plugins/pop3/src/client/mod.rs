@@ -70,11 +70,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Self { conn, greeting, caps: None }
     }
 
-    /// The text of the greeting.
-    pub fn greeting(&self) -> &[u8] {
-        &self.greeting
-    }
-
     /// Asks for the capabilities (RFC 2449 CAPA). A server without CAPA (`-ERR`) is taken to
     /// offer nothing beyond RFC 1939.
     pub async fn capa(&mut self) -> Result<&Capabilities> {
@@ -235,19 +230,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// command's [`Error::Server`]; a broken connection fails the whole batch. With PIPELINING
     /// the commands go out in one write, otherwise one round trip each.
     pub async fn batch(&mut self, commands: &[Command]) -> Result<Vec<Result<Reply>>> {
-        let mut out = Vec::with_capacity(commands.len());
         if self.pipelining {
-            self.conn.send(commands).await?;
-            for c in commands {
-                let reply = self.conn.read_reply(c).await?;
-                out.push(conn::expect_ok(c.verb(), reply));
-            }
-        } else {
-            for c in commands {
-                self.conn.send(std::slice::from_ref(c)).await?;
-                let reply = self.conn.read_reply(c).await?;
-                out.push(conn::expect_ok(c.verb(), reply));
-            }
+            self.send_pipelined(commands).await?;
+            return self.read_replies(commands).await;
+        }
+        let mut out = Vec::with_capacity(commands.len());
+        for c in commands {
+            self.conn.send(std::slice::from_ref(c)).await?;
+            let reply = self.conn.read_reply(c).await?;
+            out.push(conn::expect_ok(c.verb(), reply));
+        }
+        Ok(out)
+    }
+
+    /// The first half of a pipeline: writes `commands` in one write and returns without reading
+    /// their replies, so the server works while the caller does. Only with PIPELINING.
+    pub async fn send_pipelined(&mut self, commands: &[Command]) -> Result<()> {
+        if !self.pipelining {
+            return Err(Error::Unsupported("PIPELINING"));
+        }
+        self.conn.send(commands).await
+    }
+
+    /// The second half: reads the replies to `commands` (sent by [`Self::send_pipelined`]) in
+    /// order, each `+OK` or that command's [`Error::Server`].
+    pub async fn read_replies(&mut self, commands: &[Command]) -> Result<Vec<Result<Reply>>> {
+        let mut out = Vec::with_capacity(commands.len());
+        for c in commands {
+            let reply = self.conn.read_reply(c).await?;
+            out.push(conn::expect_ok(c.verb(), reply));
         }
         Ok(out)
     }

@@ -186,3 +186,27 @@ async fn command_arguments_cannot_smuggle_commands() {
     assert!(matches!(e, Error::BadArgument("USER")), "{e}");
     assert_eq!(stream.written(), "");
 }
+
+#[tokio::test]
+async fn split_pipeline_sends_before_reading() {
+    let (stream, mut client) = greeted(&[
+        b"+OK ready\r\n",
+        DOVECOT_CAPA,
+        b"+OK\r\n+OK Logged in.\r\n",
+        b"+OK\r\none\r\n.\r\n+OK\r\ntwo\r\n.\r\n+OK\r\n",
+    ])
+    .await;
+    client.capa().await.expect("capa");
+    let mut s = client.login(AuthMethod::User, "u", "p").await.expect("login");
+    let first = [Command::Retr(1), Command::Retr(2)];
+    s.send_pipelined(&first).await.expect("send");
+    assert!(stream.written().ends_with("RETR 1\r\nRETR 2\r\n"));
+    s.send_pipelined(&[Command::Dele(1)]).await.expect("send more before reading");
+    let replies = s.read_replies(&first).await.expect("read");
+    assert_eq!(replies[1].as_ref().expect("retr 2").data, b"two\r\n");
+    assert!(s.read_replies(&[Command::Dele(1)]).await.expect("read")[0].is_ok());
+
+    let (_, client) = greeted(&[b"+OK ready\r\n", b"+OK\r\n", b"+OK\r\n"]).await;
+    let mut s = client.login(AuthMethod::User, "u", "p").await.expect("login");
+    assert!(matches!(s.send_pipelined(&[Command::Noop]).await, Err(Error::Unsupported("PIPELINING"))));
+}
