@@ -24,7 +24,7 @@ use crate::{
     config::OnDisallowed,
     error::Error,
     mail::{self, MailAlert},
-    protocol::Command,
+    protocol::{Command, ListEntry, parse_list, parse_uidl},
     source::Pop3Source,
     state::{SeenUids, StateError},
 };
@@ -63,6 +63,12 @@ impl SessionError {
     }
 }
 
+/// Sizes and unique-ids of (some of) the messages.
+struct Listing {
+    uids: Option<HashMap<u32, String>>,
+    sizes: Vec<ListEntry>,
+}
+
 /// A message to fetch.
 #[derive(Debug)]
 struct Candidate {
@@ -97,9 +103,9 @@ impl Pop3Source {
             () = ctx.shutdown.cancelled() => return Ok(Outcome::Done),
             r = self.login() => r?,
         };
-        let mut candidates = self.candidates(&mut session, seen.as_deref_mut(), skipped).await?;
+        let (mut candidates, beyond) = self.candidates(&mut session, seen.as_deref_mut(), skipped).await?;
         let max = s.max_messages_per_session as usize;
-        let outcome = if candidates.len() > max { Outcome::More } else { Outcome::Done };
+        let outcome = if beyond || candidates.len() > max { Outcome::More } else { Outcome::Done };
         candidates.truncate(max);
 
         let pipelining = session.pipelining();
@@ -199,35 +205,33 @@ impl Pop3Source {
         }
     }
 
-    /// The mails to fetch this session: not yet seen (keep mode), not left aside before, not
-    /// oversize; STAT first, so an empty mailbox costs one command.
+    /// The mails to fetch this session (and whether more wait beyond them): not yet seen (keep
+    /// mode), not left aside before, not oversize. STAT first, so an empty mailbox costs one
+    /// command; in a backlog only the first messages are listed (one pipelined `UIDL n`/`LIST n`
+    /// pair each) instead of listing the whole mailbox in every session.
     async fn candidates(
         &self,
         session: &mut Session<Box<dyn Io>>,
         mut seen: Option<&mut SeenUids>,
         skipped: &mut HashSet<String>,
-    ) -> Result<Vec<Candidate>, SessionError> {
+    ) -> Result<(Vec<Candidate>, bool), SessionError> {
         let s = &self.settings;
         let (count, _) = session.stat().await?;
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
-        let uids = match session.uidl().await {
-            Ok(list) => Some(unique_uids(&s.mailbox, list)),
-            // Without UIDL (or with unusable unique-ids) the keys come from Message-IDs.
-            Err(e @ (Error::Server { .. } | Error::Parse { .. })) if !s.keep => {
-                warn!(mailbox = %s.mailbox, error = %e, "No usable UIDL; dedup keys fall back to Message-IDs.");
-                None
-            }
-            Err(Error::Server { .. }) => return Err(Error::Unsupported("UIDL, which keep = true needs").into()),
-            Err(e) => return Err(e.into()),
+        let window = s.max_messages_per_session.saturating_add(u32::try_from(skipped.len()).unwrap_or(u32::MAX));
+        let (listing, beyond) = if !s.keep && session.pipelining() && count > window {
+            (self.list_first(session, window).await?, true)
+        } else {
+            (self.list_all(session).await?, false)
         };
-        if let (Some(seen), Some(uids)) = (seen.as_deref_mut(), &uids) {
+        if let (Some(seen), Some(uids)) = (seen.as_deref_mut(), &listing.uids) {
             seen.retain_present(&uids.values().map(String::as_str).collect())?;
         }
         let mut candidates = Vec::new();
-        for entry in session.list().await? {
-            let uid = uids.as_ref().and_then(|u| u.get(&entry.msg)).cloned();
+        for entry in listing.sizes {
+            let uid = listing.uids.as_ref().and_then(|u| u.get(&entry.msg)).cloned();
             if let Some(uid) = &uid
                 && (skipped.contains(uid) || seen.as_deref().is_some_and(|seen| seen.contains(uid)))
             {
@@ -242,7 +246,44 @@ impl Pop3Source {
             }
             candidates.push(Candidate { msg: entry.msg, uid });
         }
-        Ok(candidates)
+        Ok((candidates, beyond))
+    }
+
+    /// UIDL and LIST of the whole mailbox.
+    async fn list_all(&self, session: &mut Session<Box<dyn Io>>) -> Result<Listing, SessionError> {
+        let s = &self.settings;
+        let uids = match session.uidl().await {
+            Ok(list) => Some(unique_uids(&s.mailbox, list)),
+            // Without UIDL (or with unusable unique-ids) the keys come from Message-IDs.
+            Err(e @ (Error::Server { .. } | Error::Parse { .. })) if !s.keep => {
+                warn!(mailbox = %s.mailbox, error = %e, "No usable UIDL; dedup keys fall back to Message-IDs.");
+                None
+            }
+            Err(Error::Server { .. }) => return Err(Error::Unsupported("UIDL, which keep = true needs").into()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Listing { uids, sizes: session.list().await? })
+    }
+
+    /// `UIDL n` and `LIST n` for messages 1..=`window`, pipelined. A message gone meanwhile
+    /// (`-ERR`) is left out; a UIDL refused or unparseable leaves that message without a uid.
+    async fn list_first(&self, session: &mut Session<Box<dyn Io>>, window: u32) -> Result<Listing, SessionError> {
+        let commands: Vec<Command> = (1..=window).flat_map(|n| [Command::Uidl(Some(n)), Command::List(Some(n))]).collect();
+        let replies = session.batch(&commands).await?;
+        let mut uids = Vec::new();
+        let mut sizes = Vec::new();
+        for pair in replies.chunks(2) {
+            let [uidl, list] = pair else { continue };
+            let Ok(list) = list else { continue };
+            let entry = parse_list(&list.text).map_err(|source| Error::Parse { command: "LIST", source })?;
+            sizes.extend(entry.into_iter().next());
+            if let Ok(uidl) = uidl
+                && let Ok(entry) = parse_uidl(&uidl.text)
+            {
+                uids.extend(entry.into_iter().next());
+            }
+        }
+        Ok(Listing { uids: Some(unique_uids(&self.settings.mailbox, uids)), sizes })
     }
 
     async fn login(&self) -> Result<Session<Box<dyn Io>>, Error> {
