@@ -241,7 +241,9 @@ fn wait_source_ok(host: &Host) {
 }
 
 const CRASH_MAILS: usize = 2000;
+/// SIGKILLs wanted while mail is still on the server, and at most this many in all.
 const KILLS: usize = 6;
+const MAX_KILLS: usize = 12;
 
 #[test]
 fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
@@ -263,11 +265,11 @@ fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
     let mut absorbed = 0;
     let mut kills_while_draining = 0;
     let mut left_at_kill = Vec::new();
-    for _ in 0..KILLS {
-        // A random moment once this run is under way (the drain itself takes about a second).
+    while kills_while_draining < KILLS && left_at_kill.len() < MAX_KILLS && mailbox.count() > 0 {
+        // A random moment once this run is under way (the whole drain takes about a second).
         let before = records(dir.path()).len();
         wait_until("this run to deliver", LONG, || records(dir.path()).len() > before || mailbox.count() == 0);
-        std::thread::sleep(Duration::from_millis(rand::random_range(0..200)));
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..150)));
         absorbed += metric(&host, "alertbridge_alerts_duplicate_total", "");
         let left = mailbox.count();
         host.kill9();
@@ -277,7 +279,7 @@ fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
         }
         host.restart();
     }
-    assert!(kills_while_draining >= 4, "only {kills_while_draining} of {KILLS} SIGKILLs landed while mail was on the server (left: {left_at_kill:?})");
+    assert!(kills_while_draining >= 4, "only {kills_while_draining} SIGKILLs landed while mail was on the server (left: {left_at_kill:?})");
 
     wait_until("the mailbox to be drained", LONG, || mailbox.count() == 0);
     wait_until("every mail at the sink", LONG, || records(dir.path()).len() >= CRASH_MAILS);
@@ -303,9 +305,10 @@ fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
     assert_eq!(delivered.len(), CRASH_MAILS, "every mail delivered once, the mailbox is empty");
     let redeliveries = fs::read_to_string(dir.path().join("redeliveries.txt")).unwrap_or_default().lines().count();
     eprintln!(
-        "pop3 crash test: {CRASH_MAILS} mails, {KILLS} SIGKILLs ({kills_while_draining} while draining; mails left at each kill: {left_at_kill:?}); \
+        "pop3 crash test: {CRASH_MAILS} mails, {} SIGKILLs ({kills_while_draining} while draining; mails left at each kill: {left_at_kill:?}); \
          each mail delivered exactly once; {redeliveries} redeliveries suppressed by the sink's idempotency; \
-         at least {absorbed} refetched mails absorbed by the host's dedup"
+         at least {absorbed} refetched mails absorbed by the host's dedup",
+        left_at_kill.len()
     );
     assert!(host.stop(), "graceful stop; log:\n{}", host.log());
 }
@@ -352,9 +355,10 @@ fn mail_reaches_the_sink_about_one_poll_interval_after_delivery() {
         ms[ms.len() - 1],
         POLL_MS + 100
     );
-    // Only breakage (no polling, stuck sessions): the target is measured, not asserted.
+    // Only breakage (no polling, a wrong interval, stuck sessions): the target is measured, not
+    // asserted. A Dovecot restart by another test costs a few seconds (refused logins, backoff).
     assert!(p50 < 3.0 * POLL_MS as f64, "median latency {p50:.0} ms with a {POLL_MS} ms poll");
-    assert!(p99 < 10.0 * POLL_MS as f64, "p99 latency {p99:.0} ms with a {POLL_MS} ms poll");
+    assert!(p99 < 20.0 * POLL_MS as f64, "p99 latency {p99:.0} ms with a {POLL_MS} ms poll");
     wait_until("the mailbox to be drained", LONG, || mailbox.count() == 0);
 }
 
