@@ -29,8 +29,11 @@ use crate::{
     state::{SeenUids, StateError},
 };
 
-/// Mails fetched per pipelined round trip.
+/// Mails fetched per pipelined round trip, at most.
 const PIPELINE_BATCH: usize = 64;
+/// Bytes (by LIST size) fetched per pipelined round trip, at most (but always one mail): bounds
+/// the memory a batch of large mails takes.
+const PIPELINE_BATCH_BYTES: u64 = 4 << 20;
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +77,7 @@ struct Listing {
 struct Candidate {
     msg: u32,
     uid: Option<String>,
+    size: u64,
 }
 
 /// A fetched mail, ready for the host or already decided.
@@ -109,7 +113,7 @@ impl Pop3Source {
         candidates.truncate(max);
 
         let pipelining = session.pipelining();
-        let chunks: Vec<&[Candidate]> = candidates.chunks(if pipelining { PIPELINE_BATCH } else { 1 }).collect();
+        let chunks = if pipelining { batches(&candidates) } else { candidates.chunks(1).collect() };
         let mut deletes: Vec<u32> = Vec::new();
         let mut handled = 0usize;
         let mut host_error = None;
@@ -244,7 +248,7 @@ impl Pop3Source {
                 skipped.extend(uid);
                 continue;
             }
-            candidates.push(Candidate { msg: entry.msg, uid });
+            candidates.push(Candidate { msg: entry.msg, uid, size: entry.size });
         }
         Ok((candidates, beyond))
     }
@@ -334,6 +338,24 @@ impl Pop3Source {
     }
 }
 
+/// Consecutive runs of candidates of at most [`PIPELINE_BATCH`] mails and
+/// [`PIPELINE_BATCH_BYTES`] bytes (a larger mail makes a batch of its own).
+fn batches(candidates: &[Candidate]) -> Vec<&[Candidate]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, c) in candidates.iter().enumerate() {
+        if i > start && (i - start == PIPELINE_BATCH || bytes + c.size > PIPELINE_BATCH_BYTES) {
+            out.push(&candidates[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += c.size;
+    }
+    if start < candidates.len() {
+        out.push(&candidates[start..]);
+    }
+    out
+}
+
 /// The DELEs decided so far (taken out of `deletes`) followed by the RETRs of `chunk`, and how
 /// many DELEs lead.
 fn fetch_commands(deletes: &mut Vec<u32>, chunk: &[Candidate]) -> (Vec<Command>, usize) {
@@ -389,6 +411,16 @@ fn check_deletes(mailbox: &str, replies: impl Iterator<Item = Result<crate::prot
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        let c = |size| Candidate { msg: 1, uid: None, size };
+        let lens = |v: &[Candidate]| batches(v).iter().map(|b| b.len()).collect::<Vec<_>>();
+        assert_eq!(lens(&(0..150).map(|_| c(100)).collect::<Vec<_>>()), [64, 64, 22]);
+        let mb = 1 << 20;
+        assert_eq!(lens(&[c(3 * mb), c(mb), c(mb), c(9 * mb), c(10)]), [2, 1, 1, 1]);
+        assert!(batches(&[]).is_empty());
+    }
 
     #[test]
     fn repeated_uids_are_left_out() {
