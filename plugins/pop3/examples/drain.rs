@@ -25,7 +25,10 @@ fn main() -> Result<(), String> {
     };
     let expected: u64 = expected.parse().map_err(|e| format!("EXPECTED: {e}"))?;
     let state = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let ca = rest.first().map(|c| format!("ca_file = \"{c}\"\n")).unwrap_or_default();
+    let ca = rest
+        .first()
+        .map(|c| format!("ca_file = \"{c}\"\n"))
+        .unwrap_or_default();
     let config_toml = format!(
         "server = \"{server}\"\ntls = \"{tls}\"\nusername = \"{user}\"\npassword = \"{password}\"\n{ca}\
          state_dir = \"{}\"\npoll_interval_ms = 50\n{}\n",
@@ -33,10 +36,19 @@ fn main() -> Result<(), String> {
         std::env::var("DRAIN_EXTRA_CONFIG").unwrap_or_default()
     );
     // One worker thread, like the plugin kit gives a source by default.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let host = TestHost::new("bench");
-        let setup = Setup { instance: "bench".into(), kind: "pop3".into(), config_toml, host: host.host() };
+        let setup = Setup {
+            instance: "bench".into(),
+            kind: "pop3".into(),
+            config_toml,
+            host: host.host(),
+        };
         let source = Arc::new(Pop3Source::new(setup).map_err(|e| e.message)?);
         let (ctx, stop) = host.source_context();
         let start = Instant::now();
@@ -49,15 +61,29 @@ fn main() -> Result<(), String> {
         }
         // Stop: the session in flight sends its DELEs and QUIT before `run` returns.
         stop.cancel();
-        task.await.map_err(|e| e.to_string())?.map_err(|e| e.message)?;
+        task.await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.message)?;
         let elapsed = start.elapsed();
         let accepted = host.accepted();
-        let keys: HashSet<_> = accepted.iter().filter_map(|a| a.dedup_key.clone()).collect();
+        let keys: HashSet<_> = accepted
+            .iter()
+            .filter_map(|a| a.dedup_key.clone())
+            .collect();
         if accepted.len() as u64 != expected || keys.len() != accepted.len() {
-            return Err(format!("expected {expected} distinct alerts, got {} ({} keys)", accepted.len(), keys.len()));
+            return Err(format!(
+                "expected {expected} distinct alerts, got {} ({} keys)",
+                accepted.len(),
+                keys.len()
+            ));
         }
         println!("{:.3}", elapsed.as_secs_f64());
-        eprintln!("drained {} alerts in {:.3} s ({} sessions)", accepted.len(), elapsed.as_secs_f64(), source.counters().sessions.load(Ordering::Relaxed));
+        eprintln!(
+            "drained {} alerts in {:.3} s ({} sessions)",
+            accepted.len(),
+            elapsed.as_secs_f64(),
+            source.counters().sessions.load(Ordering::Relaxed)
+        );
         Ok(())
     })
 }

@@ -136,39 +136,57 @@ pub struct Settings {
 impl Pop3Config {
     /// Checks every key and resolves the password and the TLS settings.
     pub fn validate(&self) -> Result<Settings, PluginError> {
-        let (host, port) = split_server(&self.server, self.tls).map_err(|m| config_error("server", m))?;
+        let (host, port) =
+            split_server(&self.server, self.tls).map_err(|m| config_error("server", m))?;
         if self.tls == TlsMode::None && !is_loopback(&host) {
-            return Err(config_error("tls", "`none` is only allowed when `server` is a loopback address"));
+            return Err(config_error(
+                "tls",
+                "`none` is only allowed when `server` is a loopback address",
+            ));
         }
         if self.username.is_empty() || self.username.contains(['\r', '\n', ' ', '\0']) {
-            return Err(config_error("username", "must be non-empty, without spaces or line breaks"));
+            return Err(config_error(
+                "username",
+                "must be non-empty, without spaces or line breaks",
+            ));
         }
         let password = self.password()?;
         if password.contains(['\r', '\n', '\0']) {
             return Err(config_error("password", "must not contain line breaks"));
         }
         positive("poll_interval_ms", self.poll_interval_ms)?;
-        positive("max_messages_per_session", u64::from(self.max_messages_per_session))?;
+        positive(
+            "max_messages_per_session",
+            u64::from(self.max_messages_per_session),
+        )?;
         positive("connect_timeout_ms", self.connect_timeout_ms)?;
         positive("read_timeout_ms", self.read_timeout_ms)?;
         positive("max_backoff_ms", self.max_backoff_ms)?;
         if self.max_message_bytes < 1024 {
             return Err(config_error("max_message_bytes", "must be at least 1024"));
         }
-        let senders = SenderFilter::new(&self.allowed_senders).map_err(|m| config_error("allowed_senders", m))?;
-        let tls_config = client_config(self.ca_file.as_deref()).map_err(|e| config_error("ca_file", error_chain(&e)))?;
+        let senders = SenderFilter::new(&self.allowed_senders)
+            .map_err(|m| config_error("allowed_senders", m))?;
+        let tls_config = client_config(self.ca_file.as_deref())
+            .map_err(|e| config_error("ca_file", error_chain(&e)))?;
         let max = usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX);
         // A reply may exceed LIST's size a little (stuffing); one long line must not make a mail
         // unreadable (and the mailbox stuck), so lines are only bounded by the whole reply.
         let reply_limit = max.saturating_add(max / 8).saturating_add(64 << 10);
-        let limits = Limits { multi_line: reply_limit, data_line: reply_limit, ..Limits::default() };
+        let limits = Limits {
+            multi_line: reply_limit,
+            data_line: reply_limit,
+            ..Limits::default()
+        };
         let endpoint = Endpoint {
             host: host.clone(),
             port,
             tls: self.tls,
             tls_config,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            timeouts: Timeouts { io: Duration::from_millis(self.read_timeout_ms) },
+            timeouts: Timeouts {
+                io: Duration::from_millis(self.read_timeout_ms),
+            },
             limits,
         };
         Ok(Settings {
@@ -188,7 +206,9 @@ impl Pop3Config {
             on_disallowed: self.on_disallowed,
             max_message_bytes: self.max_message_bytes,
             max_backoff: Duration::from_millis(self.max_backoff_ms),
-            mail: MailOptions { label_headers: self.label_headers.clone() },
+            mail: MailOptions {
+                label_headers: self.label_headers.clone(),
+            },
             mailbox: format!("{}@{host}:{port}", self.username),
         })
     }
@@ -196,11 +216,16 @@ impl Pop3Config {
     fn password(&self) -> Result<String, PluginError> {
         match (&self.password, &self.password_file, &self.password_env) {
             (Some(p), None, None) => Ok(p.clone()),
-            (None, Some(path), None) => read_secret(path).map_err(|m| config_error("password_file", m)),
-            (None, None, Some(var)) => {
-                std::env::var(var).map_err(|e| config_error("password_env", format!("environment variable {var}: {e}")))
+            (None, Some(path), None) => {
+                read_secret(path).map_err(|m| config_error("password_file", m))
             }
-            _ => Err(config_error("password", "give exactly one of `password`, `password_file`, `password_env`")),
+            (None, None, Some(var)) => std::env::var(var).map_err(|e| {
+                config_error("password_env", format!("environment variable {var}: {e}"))
+            }),
+            _ => Err(config_error(
+                "password",
+                "give exactly one of `password`, `password_file`, `password_env`",
+            )),
         }
     }
 }
@@ -211,7 +236,11 @@ fn read_secret(path: &Path) -> Result<String, String> {
 }
 
 fn positive(key: &str, value: u64) -> Result<(), PluginError> {
-    if value == 0 { Err(config_error(key, "must be greater than 0")) } else { Ok(()) }
+    if value == 0 {
+        Err(config_error(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
 }
 
 /// `host:port`, `[v6]:port`, or a bare host with the port of the TLS mode.
@@ -232,13 +261,18 @@ fn split_server(server: &str, tls: TlsMode) -> Result<(String, u16), String> {
     }
     let port = match port {
         None => default_port,
-        Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| format!("invalid port {p:?}"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("invalid port {p:?}"))?,
     };
     Ok((host.to_owned(), port))
 }
 
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Which senders' mail becomes alerts.
@@ -254,8 +288,12 @@ impl SenderFilter {
         for entry in entries {
             let e = entry.trim().to_ascii_lowercase();
             match e.split_once('@') {
-                Some(("", domain)) if !domain.is_empty() && !domain.contains('@') => filter.domains.push(domain.to_owned()),
-                Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
+                Some(("", domain)) if !domain.is_empty() && !domain.contains('@') => {
+                    filter.domains.push(domain.to_owned())
+                }
+                Some((local, domain))
+                    if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+                {
                     filter.addresses.push(e.clone());
                 }
                 None if !e.is_empty() => filter.domains.push(e),
@@ -270,7 +308,9 @@ impl SenderFilter {
         if self.addresses.is_empty() && self.domains.is_empty() {
             return true;
         }
-        let Some(address) = address.map(str::to_ascii_lowercase) else { return false };
+        let Some(address) = address.map(str::to_ascii_lowercase) else {
+            return false;
+        };
         let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
         self.addresses.contains(&address) || self.domains.iter().any(|d| d == domain)
     }
@@ -285,18 +325,28 @@ mod tests {
         config.validate().map_err(|e| e.message)
     }
 
-    const BASE: &str = "server = \"127.0.0.1:11110\"\nusername = \"alerts\"\npassword = \"alertpass\"\n";
+    const BASE: &str =
+        "server = \"127.0.0.1:11110\"\nusername = \"alerts\"\npassword = \"alertpass\"\n";
 
     #[test]
     fn defaults() {
         let s = parse(BASE).expect("valid");
         assert_eq!(s.endpoint.tls, TlsMode::Implicit);
         assert_eq!(s.poll_interval, Duration::from_secs(1));
-        assert_eq!((s.keep, s.on_disallowed, s.auth), (false, OnDisallowed::Keep, None));
+        assert_eq!(
+            (s.keep, s.on_disallowed, s.auth),
+            (false, OnDisallowed::Keep, None)
+        );
         assert_eq!(s.mailbox, "alerts@127.0.0.1:11110");
-        let s = parse("server = \"mail.example.com\"\nusername = \"a\"\npassword = \"p\"\n").expect("valid");
-        assert_eq!((s.endpoint.host.as_str(), s.endpoint.port), ("mail.example.com", 995));
-        let s = parse("server = \"[::1]\"\ntls = \"starttls\"\nusername = \"a\"\npassword = \"p\"\n").expect("valid");
+        let s = parse("server = \"mail.example.com\"\nusername = \"a\"\npassword = \"p\"\n")
+            .expect("valid");
+        assert_eq!(
+            (s.endpoint.host.as_str(), s.endpoint.port),
+            ("mail.example.com", 995)
+        );
+        let s =
+            parse("server = \"[::1]\"\ntls = \"starttls\"\nusername = \"a\"\npassword = \"p\"\n")
+                .expect("valid");
         assert_eq!((s.endpoint.host.as_str(), s.endpoint.port), ("::1", 110));
     }
 
@@ -304,38 +354,78 @@ mod tests {
     fn tls_none_only_on_loopback() {
         assert!(parse(&format!("{BASE}tls = \"none\"\n")).is_ok());
         let e = parse("server = \"mail.example.com:110\"\ntls = \"none\"\nusername = \"a\"\npassword = \"p\"\n").unwrap_err();
-        assert_eq!(e, "`tls`: `none` is only allowed when `server` is a loopback address");
-        assert!(parse("server = \"10.0.0.1:110\"\ntls = \"none\"\nusername = \"a\"\npassword = \"p\"\n").is_err());
+        assert_eq!(
+            e,
+            "`tls`: `none` is only allowed when `server` is a loopback address"
+        );
+        assert!(
+            parse(
+                "server = \"10.0.0.1:110\"\ntls = \"none\"\nusername = \"a\"\npassword = \"p\"\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn exactly_one_password_source() {
         let two = format!("{BASE}password_env = \"X\"\n");
-        assert!(parse(&two).unwrap_err().starts_with("`password`: give exactly one"));
+        assert!(
+            parse(&two)
+                .unwrap_err()
+                .starts_with("`password`: give exactly one")
+        );
         let none = "server = \"127.0.0.1\"\nusername = \"a\"\n";
         assert!(parse(none).is_err());
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("secret");
         std::fs::write(&file, "s3cret\n").expect("write");
-        let text = format!("server = \"127.0.0.1\"\nusername = \"a\"\npassword_file = {:?}\n", file.display().to_string());
+        let text = format!(
+            "server = \"127.0.0.1\"\nusername = \"a\"\npassword_file = {:?}\n",
+            file.display().to_string()
+        );
         assert_eq!(parse(&text).expect("valid").password, "s3cret");
         let missing = "server = \"127.0.0.1\"\nusername = \"a\"\npassword_env = \"ALERTBRIDGE_POP3_TEST_UNSET_VAR\"\n";
-        assert!(parse(missing).unwrap_err().starts_with("`password_env`: environment variable"));
+        assert!(
+            parse(missing)
+                .unwrap_err()
+                .starts_with("`password_env`: environment variable")
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
-        assert!(parse(&format!("{BASE}pol_interval_ms = 5\n")).unwrap_err().contains("unknown field"));
+        assert!(
+            parse(&format!("{BASE}pol_interval_ms = 5\n"))
+                .unwrap_err()
+                .contains("unknown field")
+        );
         assert!(parse(&format!("{BASE}auth = \"cram-md5\"\n")).is_err());
-        assert!(parse(&format!("{BASE}poll_interval_ms = 0\n")).unwrap_err().starts_with("`poll_interval_ms`"));
-        assert!(parse("server = \"h:0\"\nusername = \"a\"\npassword = \"p\"\n").unwrap_err().starts_with("`server`: invalid port"));
-        assert!(parse(&format!("{BASE}ca_file = \"/nonexistent/ca.pem\"\n")).unwrap_err().starts_with("`ca_file`: CA file"));
+        assert!(
+            parse(&format!("{BASE}poll_interval_ms = 0\n"))
+                .unwrap_err()
+                .starts_with("`poll_interval_ms`")
+        );
+        assert!(
+            parse("server = \"h:0\"\nusername = \"a\"\npassword = \"p\"\n")
+                .unwrap_err()
+                .starts_with("`server`: invalid port")
+        );
+        assert!(
+            parse(&format!("{BASE}ca_file = \"/nonexistent/ca.pem\"\n"))
+                .unwrap_err()
+                .starts_with("`ca_file`: CA file")
+        );
         assert!(parse(&format!("{BASE}allowed_senders = [\"a@@b\"]\n")).is_err());
     }
 
     #[test]
     fn sender_filter() {
-        let f = SenderFilter::new(&["Ops@Example.com".into(), "monitoring.example".into(), "@corp.test".into()]).expect("valid");
+        let f = SenderFilter::new(&[
+            "Ops@Example.com".into(),
+            "monitoring.example".into(),
+            "@corp.test".into(),
+        ])
+        .expect("valid");
         assert!(f.allows(Some("ops@example.com")) && f.allows(Some("OPS@EXAMPLE.COM")));
         assert!(!f.allows(Some("dev@example.com")));
         assert!(f.allows(Some("nagios@monitoring.example")) && f.allows(Some("x@corp.test")));

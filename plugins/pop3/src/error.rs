@@ -11,34 +11,62 @@ use crate::protocol::{ParseError, ResponseCode};
 pub enum Error {
     /// The TCP connection could not be opened.
     #[error("connect to {addr}")]
-    Connect { addr: String, #[source] source: io::Error },
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
     /// A network step took longer than its timeout.
     #[error("{0} timed out")]
     Timeout(&'static str),
     /// Reading or writing the connection failed.
     #[error("connection {context}")]
-    Io { context: &'static str, #[source] source: io::Error },
+    Io {
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// The server closed the connection in the middle of a reply or before one.
     #[error("server closed the connection")]
     Closed,
     /// The server answered `-ERR` to a command other than a login.
     #[error("server refused {command}: {text}")]
-    Server { command: &'static str, code: Option<ResponseCode>, text: String },
+    Server {
+        command: &'static str,
+        code: Option<ResponseCode>,
+        text: String,
+    },
     /// The server refused the credentials.
     #[error("authentication ({mechanism}) refused by the server: {text}")]
-    Auth { mechanism: &'static str, code: Option<ResponseCode>, text: String },
+    Auth {
+        mechanism: &'static str,
+        code: Option<ResponseCode>,
+        text: String,
+    },
     /// A reply did not follow the protocol.
     #[error("unparseable reply to {command}")]
-    Parse { command: &'static str, #[source] source: ParseError },
+    Parse {
+        command: &'static str,
+        #[source]
+        source: ParseError,
+    },
     /// A reply was well-formed but not what the command allows (e.g. `+ ` to STAT).
     #[error("unexpected reply to {command}: {text}")]
     Unexpected { command: &'static str, text: String },
     /// The TLS handshake failed (certificate not trusted, wrong name, protocol error).
     #[error("TLS handshake with {server}")]
-    Tls { server: String, #[source] source: io::Error },
+    Tls {
+        server: String,
+        #[source]
+        source: io::Error,
+    },
     /// The CA file could not be read or holds no certificate.
     #[error("CA file {}", path.display())]
-    CaFile { path: PathBuf, #[source] source: io::Error },
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// The TLS settings were refused by rustls.
     #[error("TLS configuration")]
     TlsConfig(#[source] rustls::Error),
@@ -83,12 +111,26 @@ mod tests {
 
     #[test]
     fn retry_classification() {
-        let auth = |code| Error::Auth { mechanism: "USER/PASS", code, text: String::new() };
-        assert!(auth(Some(ResponseCode::Auth)).is_auth() && !auth(Some(ResponseCode::Auth)).is_retriable());
+        let auth = |code| Error::Auth {
+            mechanism: "USER/PASS",
+            code,
+            text: String::new(),
+        };
+        assert!(
+            auth(Some(ResponseCode::Auth)).is_auth()
+                && !auth(Some(ResponseCode::Auth)).is_retriable()
+        );
         assert!(auth(None).is_auth());
-        assert!(!auth(Some(ResponseCode::InUse)).is_auth() && auth(Some(ResponseCode::InUse)).is_retriable());
+        assert!(
+            !auth(Some(ResponseCode::InUse)).is_auth()
+                && auth(Some(ResponseCode::InUse)).is_retriable()
+        );
         assert!(Error::Closed.is_retriable());
-        let server = |code| Error::Server { command: "RETR", code, text: String::new() };
+        let server = |code| Error::Server {
+            command: "RETR",
+            code,
+            text: String::new(),
+        };
         assert!(server(None).is_retriable() && !server(Some(ResponseCode::SysPerm)).is_retriable());
         assert!(!Error::Unsupported("STLS").is_retriable());
     }

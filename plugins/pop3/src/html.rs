@@ -54,8 +54,9 @@ pub fn html_to_text(html: &str) -> String {
                     _ => "template",
                 });
             }
-            "br" | "p" | "div" | "tr" | "table" | "ul" | "ol" | "blockquote" | "pre" | "hr" | "section" | "article"
-            | "header" | "footer" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => out.push('\n'),
+            "br" | "p" | "div" | "tr" | "table" | "ul" | "ol" | "blockquote" | "pre" | "hr"
+            | "section" | "article" | "header" | "footer" | "h1" | "h2" | "h3" | "h4" | "h5"
+            | "h6" => out.push('\n'),
             "li" if !closing => out.push_str("\n- "),
             "td" | "th" if !closing => out.push(' '),
             "a" if !closing => {
@@ -63,7 +64,9 @@ pub fn html_to_text(html: &str) -> String {
                 link_start = out.len();
             }
             "a" => {
-                if let Some(h) = href.take().filter(|h| !h.starts_with('#') && !h.starts_with("mailto:"))
+                if let Some(h) = href
+                    .take()
+                    .filter(|h| !h.starts_with('#') && !h.starts_with("mailto:"))
                     && !out[link_start..].contains(h.as_str())
                 {
                     out.push_str(" <");
@@ -80,7 +83,10 @@ pub fn html_to_text(html: &str) -> String {
 /// Appends text with whitespace runs collapsed to one space and references decoded.
 fn push_text(out: &mut String, text: &str) {
     let decoded = decode_references(text);
-    for (i, word) in decoded.split(|c: char| c.is_whitespace() && c != '\u{a0}').enumerate() {
+    for (i, word) in decoded
+        .split(|c: char| c.is_whitespace() && c != '\u{a0}')
+        .enumerate()
+    {
         if i > 0 && !out.ends_with([' ', '\n']) && !out.is_empty() {
             out.push(' ');
         }
@@ -94,7 +100,9 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
     let value = &tag[at..];
     let value = match value.chars().next()? {
         q @ ('"' | '\'') => value[1..].split(q).next()?,
-        _ => value.split(|c: char| c.is_whitespace() || c == '>').next()?,
+        _ => value
+            .split(|c: char| c.is_whitespace() || c == '>')
+            .next()?,
     };
     Some(decode_references(value))
 }
@@ -106,9 +114,13 @@ fn decode_references(text: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let end = rest[1..].find(|c: char| !c.is_ascii_alphanumeric() && c != '#').map(|i| i + 1);
+        let end = rest[1..]
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '#')
+            .map(|i| i + 1);
         let decoded = match end {
-            Some(end) if rest[end..].starts_with(';') => reference(&rest[1..end]).map(|c| (c, end + 1)),
+            Some(end) if rest[end..].starts_with(';') => {
+                reference(&rest[1..end]).map(|c| (c, end + 1))
+            }
             _ => None,
         };
         match decoded {

@@ -8,7 +8,9 @@
 use std::borrow::Cow;
 
 use alertbridge_plugin_api::{Alert, Severity};
-use mail_parser::{Message, MessageParser, MimeHeaders as _, PartType, decoders::charsets::map::charset_decoder};
+use mail_parser::{
+    Message, MessageParser, MimeHeaders as _, PartType, decoders::charsets::map::charset_decoder,
+};
 
 use crate::{
     html::html_to_text,
@@ -42,7 +44,9 @@ pub fn alert_from_mail(raw: &[u8], options: &MailOptions) -> MailAlert {
     std::panic::catch_unwind(|| build(raw, options)).unwrap_or_else(|_| {
         let mut m = unreadable(raw);
         let problem = "the MIME parser failed on this mail".to_owned();
-        m.alert.labels.insert("mail.problem".into(), problem.clone());
+        m.alert
+            .labels
+            .insert("mail.problem".into(), problem.clone());
         m.problem = Some(problem);
         m
     })
@@ -53,7 +57,11 @@ fn build(raw: &[u8], options: &MailOptions) -> MailAlert {
         return unreadable(raw);
     };
     let subject = message.subject().map(clean_line).filter(|s| !s.is_empty());
-    let sender = message.from().and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_owned);
+    let sender = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(str::to_owned);
     let message_id = message.message_id().map(str::to_owned);
 
     let mut problem = None;
@@ -87,22 +95,42 @@ fn build(raw: &[u8], options: &MailOptions) -> MailAlert {
         }
     };
     put("mail.from", sender.clone());
-    put("mail.from_name", message.from().and_then(|a| a.first()).and_then(|a| a.name()).map(clean_line));
+    put(
+        "mail.from_name",
+        message
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.name())
+            .map(clean_line),
+    );
     put("mail.subject", subject);
     put("mail.message_id", message_id.clone());
     put("mail.date", message.date().map(|d| d.to_rfc3339()));
     for name in &options.label_headers {
-        let value = message.header(name.as_str()).and_then(|v| v.as_text()).or_else(|| message.header_raw(name.as_str()));
-        put(&format!("mail.header.{}", name.to_ascii_lowercase()), value.map(clean_line));
+        let value = message
+            .header(name.as_str())
+            .and_then(|v| v.as_text())
+            .or_else(|| message.header_raw(name.as_str()));
+        put(
+            &format!("mail.header.{}", name.to_ascii_lowercase()),
+            value.map(clean_line),
+        );
     }
     put("mail.problem", problem.clone());
     alert.labels = labels;
-    MailAlert { alert, sender, message_id, problem }
+    MailAlert {
+        alert,
+        sender,
+        message_id,
+        problem,
+    }
 }
 
 /// The first text body, HTML converted; else the first text part of any kind.
 fn best_text<'a>(message: &'a Message<'a>) -> Option<Cow<'a, str>> {
-    let part = message.text_part(0).or_else(|| message.parts.iter().find(|p| p.is_text()))?;
+    let part = message
+        .text_part(0)
+        .or_else(|| message.parts.iter().find(|p| p.is_text()))?;
     match &part.body {
         PartType::Text(t) => Some(t.clone()),
         PartType::Html(h) => Some(Cow::Owned(html_to_text(h))),
@@ -157,7 +185,12 @@ fn unreadable(raw: &[u8]) -> MailAlert {
     let mut alert = Alert::new("(unreadable mail)");
     alert.body = clean_body(&String::from_utf8_lossy(&raw[..raw.len().min(4096)]));
     alert.labels.insert("mail.problem".into(), problem.clone());
-    MailAlert { alert, sender: None, message_id: None, problem: Some(problem) }
+    MailAlert {
+        alert,
+        sender: None,
+        message_id: None,
+        problem: Some(problem),
+    }
 }
 
 /// One line: whitespace runs (folding, tabs) become one space.
@@ -214,7 +247,11 @@ mod tests {
         let raw = b"From: a@b.test\r\nSubject: s\r\nContent-Type: application/xml\r\n\r\n<alert><subject>x</subject><severity>bad</severity></alert>\r\n";
         let m = alert_from_mail(raw, &MailOptions::default());
         assert_eq!(m.alert.subject, "s");
-        assert!(m.alert.labels["mail.problem"].starts_with("unknown severity"), "{:?}", m.alert.labels);
+        assert!(
+            m.alert.labels["mail.problem"].starts_with("unknown severity"),
+            "{:?}",
+            m.alert.labels
+        );
         assert_eq!(m.sender.as_deref(), Some("a@b.test"));
     }
 }

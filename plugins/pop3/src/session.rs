@@ -107,13 +107,23 @@ impl Pop3Source {
             () = ctx.shutdown.cancelled() => return Ok(Outcome::Done),
             r = self.login() => r?,
         };
-        let (mut candidates, beyond) = self.candidates(&mut session, seen.as_deref_mut(), skipped).await?;
+        let (mut candidates, beyond) = self
+            .candidates(&mut session, seen.as_deref_mut(), skipped)
+            .await?;
         let max = s.max_messages_per_session as usize;
-        let outcome = if beyond || candidates.len() > max { Outcome::More } else { Outcome::Done };
+        let outcome = if beyond || candidates.len() > max {
+            Outcome::More
+        } else {
+            Outcome::Done
+        };
         candidates.truncate(max);
 
         let pipelining = session.pipelining();
-        let chunks = if pipelining { batches(&candidates) } else { candidates.chunks(1).collect() };
+        let chunks = if pipelining {
+            batches(&candidates)
+        } else {
+            candidates.chunks(1).collect()
+        };
         let mut deletes: Vec<u32> = Vec::new();
         let mut handled = 0usize;
         let mut host_error = None;
@@ -148,7 +158,9 @@ impl Pop3Source {
             for (candidate, reply) in chunk.iter().zip(replies) {
                 match reply {
                     Ok(reply) => prepared.push((candidate, self.prepare(candidate, &reply.data))),
-                    Err(e) => warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR refused; skipping this mail for now."),
+                    Err(e) => {
+                        warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR refused; skipping this mail for now.")
+                    }
                 }
             }
             // Shut down before this batch's submits: its mails stay on the server.
@@ -192,7 +204,10 @@ impl Pop3Source {
         }
         // A prefetch nobody handled: its DELEs count, its mails stay on the server.
         if let Some((sent, n_dele)) = in_flight.take() {
-            check_deletes(&s.mailbox, session.read_replies(&sent).await?.into_iter().take(n_dele));
+            check_deletes(
+                &s.mailbox,
+                session.read_replies(&sent).await?.into_iter().take(n_dele),
+            );
         }
         if !deletes.is_empty() {
             let commands: Vec<Command> = deletes.iter().copied().map(Command::Dele).collect();
@@ -224,7 +239,9 @@ impl Pop3Source {
         if count == 0 {
             return Ok((Vec::new(), false));
         }
-        let window = s.max_messages_per_session.saturating_add(u32::try_from(skipped.len()).unwrap_or(u32::MAX));
+        let window = s
+            .max_messages_per_session
+            .saturating_add(u32::try_from(skipped.len()).unwrap_or(u32::MAX));
         let (listing, beyond) = if !s.keep && session.pipelining() && count > window {
             (self.list_first(session, window).await?, true)
         } else {
@@ -235,7 +252,11 @@ impl Pop3Source {
         }
         let mut candidates = Vec::new();
         for entry in listing.sizes {
-            let uid = listing.uids.as_ref().and_then(|u| u.get(&entry.msg)).cloned();
+            let uid = listing
+                .uids
+                .as_ref()
+                .and_then(|u| u.get(&entry.msg))
+                .cloned();
             if let Some(uid) = &uid
                 && (skipped.contains(uid) || seen.as_deref().is_some_and(|seen| seen.contains(uid)))
             {
@@ -248,7 +269,11 @@ impl Pop3Source {
                 skipped.extend(uid);
                 continue;
             }
-            candidates.push(Candidate { msg: entry.msg, uid, size: entry.size });
+            candidates.push(Candidate {
+                msg: entry.msg,
+                uid,
+                size: entry.size,
+            });
         }
         Ok((candidates, beyond))
     }
@@ -263,23 +288,37 @@ impl Pop3Source {
                 warn!(mailbox = %s.mailbox, error = %e, "No usable UIDL; dedup keys fall back to Message-IDs.");
                 None
             }
-            Err(Error::Server { .. }) => return Err(Error::Unsupported("UIDL, which keep = true needs").into()),
+            Err(Error::Server { .. }) => {
+                return Err(Error::Unsupported("UIDL, which keep = true needs").into());
+            }
             Err(e) => return Err(e.into()),
         };
-        Ok(Listing { uids, sizes: session.list().await? })
+        Ok(Listing {
+            uids,
+            sizes: session.list().await?,
+        })
     }
 
     /// `UIDL n` and `LIST n` for messages 1..=`window`, pipelined. A message gone meanwhile
     /// (`-ERR`) is left out; a UIDL refused or unparseable leaves that message without a uid.
-    async fn list_first(&self, session: &mut Session<Box<dyn Io>>, window: u32) -> Result<Listing, SessionError> {
-        let commands: Vec<Command> = (1..=window).flat_map(|n| [Command::Uidl(Some(n)), Command::List(Some(n))]).collect();
+    async fn list_first(
+        &self,
+        session: &mut Session<Box<dyn Io>>,
+        window: u32,
+    ) -> Result<Listing, SessionError> {
+        let commands: Vec<Command> = (1..=window)
+            .flat_map(|n| [Command::Uidl(Some(n)), Command::List(Some(n))])
+            .collect();
         let replies = session.batch(&commands).await?;
         let mut uids = Vec::new();
         let mut sizes = Vec::new();
         for pair in replies.chunks(2) {
             let [uidl, list] = pair else { continue };
             let Ok(list) = list else { continue };
-            let entry = parse_list(&list.text).map_err(|source| Error::Parse { command: "LIST", source })?;
+            let entry = parse_list(&list.text).map_err(|source| Error::Parse {
+                command: "LIST",
+                source,
+            })?;
             sizes.extend(entry.into_iter().next());
             if let Ok(uidl) = uidl
                 && let Ok(entry) = parse_uidl(&uidl.text)
@@ -287,7 +326,10 @@ impl Pop3Source {
                 uids.extend(entry.into_iter().next());
             }
         }
-        Ok(Listing { uids: Some(unique_uids(&self.settings.mailbox, uids)), sizes })
+        Ok(Listing {
+            uids: Some(unique_uids(&self.settings.mailbox, uids)),
+            sizes,
+        })
     }
 
     async fn login(&self) -> Result<Session<Box<dyn Io>>, Error> {
@@ -301,13 +343,22 @@ impl Pop3Source {
     /// Builds the alert of one mail, or decides its fate without one.
     fn prepare(&self, candidate: &Candidate, raw: &[u8]) -> Prepared {
         let s = &self.settings;
-        let MailAlert { mut alert, sender, message_id, problem } = mail::alert_from_mail(raw, &s.mail);
+        let MailAlert {
+            mut alert,
+            sender,
+            message_id,
+            problem,
+        } = mail::alert_from_mail(raw, &s.mail);
         if !s.senders.allows(sender.as_deref()) {
             self.counters.disallowed.fetch_add(1, Ordering::Relaxed);
             let delete = s.on_disallowed == OnDisallowed::Delete;
             warn!(mailbox = %s.mailbox, msg = candidate.msg, sender = ?sender, subject = %alert.subject, deleted = delete && !s.keep,
                 "Mail from a sender not in allowed_senders; no alert.");
-            return Prepared::Done(if delete { Disposition::Delete } else { Disposition::Keep });
+            return Prepared::Done(if delete {
+                Disposition::Delete
+            } else {
+                Disposition::Keep
+            });
         }
         if let Some(problem) = &problem {
             self.counters.problems.fetch_add(1, Ordering::Relaxed);
@@ -319,7 +370,11 @@ impl Pop3Source {
     }
 
     /// What the host's answer means for the mail; `Err` only for a refusal worth retrying.
-    fn settle(&self, candidate: &Candidate, answer: Result<Receipt, PluginError>) -> Result<Disposition, PluginError> {
+    fn settle(
+        &self,
+        candidate: &Candidate,
+        answer: Result<Receipt, PluginError>,
+    ) -> Result<Disposition, PluginError> {
         let s = &self.settings;
         match answer {
             Ok(receipt) => {
@@ -327,7 +382,9 @@ impl Pop3Source {
                 debug!(mailbox = %s.mailbox, msg = candidate.msg, alert_id = receipt.alert_id, duplicate = receipt.duplicate, "Alert queued.");
                 Ok(Disposition::Delete)
             }
-            Err(e) if e.kind == ErrorKind::TRANSIENT || e.kind == ErrorKind::SHUTTING_DOWN => Err(e),
+            Err(e) if e.kind == ErrorKind::TRANSIENT || e.kind == ErrorKind::SHUTTING_DOWN => {
+                Err(e)
+            }
             Err(e) => {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 error!(mailbox = %s.mailbox, msg = candidate.msg, uid = ?candidate.uid, error = %e,
@@ -372,11 +429,22 @@ fn unique_uids(mailbox: &str, list: Vec<crate::protocol::UidlEntry>) -> HashMap<
     for e in &list {
         *count.entry(e.uid.as_str()).or_default() += 1;
     }
-    let repeated: HashSet<String> = count.into_iter().filter(|&(_, n)| n > 1).map(|(u, _)| u.to_owned()).collect();
+    let repeated: HashSet<String> = count
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .map(|(u, _)| u.to_owned())
+        .collect();
     if !repeated.is_empty() {
-        warn!(mailbox, repeated = repeated.len(), "Server gave one unique-id to several messages; keying those by Message-ID.");
+        warn!(
+            mailbox,
+            repeated = repeated.len(),
+            "Server gave one unique-id to several messages; keying those by Message-ID."
+        );
     }
-    list.into_iter().filter(|e| !repeated.contains(&e.uid)).map(|e| (e.msg, e.uid)).collect()
+    list.into_iter()
+        .filter(|e| !repeated.contains(&e.uid))
+        .map(|e| (e.msg, e.uid))
+        .collect()
 }
 
 /// `pop3:<user>@<server>:<UIDL>`, or the Message-ID when the server has no UIDL.
@@ -391,14 +459,19 @@ fn pop3_key(mailbox: &str, uid: Option<&str>, message_id: Option<&str>) -> Optio
 /// The mailbox key is the dedup key unless the alert document brought its own; it is kept in
 /// the `pop3.key` attribute either way.
 fn set_keys(alert: &mut Alert, key: Option<String>, mailbox: &str) {
-    alert.attributes.insert("pop3.mailbox".into(), mailbox.to_owned());
+    alert
+        .attributes
+        .insert("pop3.mailbox".into(), mailbox.to_owned());
     if let Some(key) = key {
         alert.attributes.insert("pop3.key".into(), key.clone());
         alert.dedup_key.get_or_insert(key);
     }
 }
 
-fn check_deletes(mailbox: &str, replies: impl Iterator<Item = Result<crate::protocol::Reply, Error>>) {
+fn check_deletes(
+    mailbox: &str,
+    replies: impl Iterator<Item = Result<crate::protocol::Reply, Error>>,
+) {
     for reply in replies {
         if let Err(e) = reply {
             // The alert is queued; the mail comes back next session and the host drops it as
@@ -414,31 +487,56 @@ mod tests {
 
     #[test]
     fn batches_are_bounded_by_count_and_bytes() {
-        let c = |size| Candidate { msg: 1, uid: None, size };
+        let c = |size| Candidate {
+            msg: 1,
+            uid: None,
+            size,
+        };
         let lens = |v: &[Candidate]| batches(v).iter().map(|b| b.len()).collect::<Vec<_>>();
-        assert_eq!(lens(&(0..150).map(|_| c(100)).collect::<Vec<_>>()), [64, 64, 22]);
+        assert_eq!(
+            lens(&(0..150).map(|_| c(100)).collect::<Vec<_>>()),
+            [64, 64, 22]
+        );
         let mb = 1 << 20;
-        assert_eq!(lens(&[c(3 * mb), c(mb), c(mb), c(9 * mb), c(10)]), [2, 1, 1, 1]);
+        assert_eq!(
+            lens(&[c(3 * mb), c(mb), c(mb), c(9 * mb), c(10)]),
+            [2, 1, 1, 1]
+        );
         assert!(batches(&[]).is_empty());
     }
 
     #[test]
     fn repeated_uids_are_left_out() {
-        let entry = |msg, uid: &str| crate::protocol::UidlEntry { msg, uid: uid.into() };
+        let entry = |msg, uid: &str| crate::protocol::UidlEntry {
+            msg,
+            uid: uid.into(),
+        };
         let map = unique_uids("m", vec![entry(1, "a"), entry(2, "b"), entry(3, "a")]);
         assert_eq!(map, HashMap::from([(2, "b".to_owned())]));
     }
 
     #[test]
     fn keys() {
-        assert_eq!(pop3_key("a@h:110", Some("0001"), Some("m@x")).as_deref(), Some("pop3:a@h:110:0001"));
-        assert_eq!(pop3_key("a@h:110", None, Some("m@x")).as_deref(), Some("pop3:a@h:110:<m@x>"));
+        assert_eq!(
+            pop3_key("a@h:110", Some("0001"), Some("m@x")).as_deref(),
+            Some("pop3:a@h:110:0001")
+        );
+        assert_eq!(
+            pop3_key("a@h:110", None, Some("m@x")).as_deref(),
+            Some("pop3:a@h:110:<m@x>")
+        );
         assert_eq!(pop3_key("a@h:110", None, None), None);
         let mut a = Alert::new("s");
         set_keys(&mut a, Some("pop3:k".into()), "a@h:110");
         assert_eq!(a.dedup_key.as_deref(), Some("pop3:k"));
-        let mut b = Alert { dedup_key: Some("db01-disk".into()), ..Alert::new("s") };
+        let mut b = Alert {
+            dedup_key: Some("db01-disk".into()),
+            ..Alert::new("s")
+        };
         set_keys(&mut b, Some("pop3:k".into()), "a@h:110");
-        assert_eq!((b.dedup_key.as_deref(), b.attributes["pop3.key"].as_str()), (Some("db01-disk"), "pop3:k"));
+        assert_eq!(
+            (b.dedup_key.as_deref(), b.attributes["pop3.key"].as_str()),
+            (Some("db01-disk"), "pop3:k")
+        );
     }
 }

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{Pop3Config, Settings},
-    session::{SessionError, Outcome},
+    session::{Outcome, SessionError},
     state::{MailboxLock, SeenUids, StateError},
 };
 
@@ -57,7 +57,11 @@ impl Pop3Source {
         let config: Pop3Config = setup.config()?;
         let settings = config.validate()?;
         let health = Health::new(HealthState::DEGRADED, "not connected yet");
-        Ok(Self { settings, health: Mutex::new(health), counters: Counters::default() })
+        Ok(Self {
+            settings,
+            health: Mutex::new(health),
+            counters: Counters::default(),
+        })
     }
 
     /// What the source did so far.
@@ -69,7 +73,10 @@ impl Pop3Source {
         *self.health.lock().unwrap_or_else(PoisonError::into_inner) = health;
     }
 
-    async fn lock_mailbox(&self, shutdown: &CancellationToken) -> Result<Option<MailboxLock>, PluginError> {
+    async fn lock_mailbox(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<MailboxLock>, PluginError> {
         let mut backoff = Backoff::new(self.settings.poll_interval, self.settings.max_backoff);
         loop {
             match MailboxLock::acquire(&self.settings.state_dir, &self.settings.mailbox) {
@@ -87,9 +94,14 @@ impl Pop3Source {
     }
 
     async fn run_loop(&self, ctx: SourceContext) -> Result<(), PluginError> {
-        let Some(lock) = self.lock_mailbox(&ctx.shutdown).await? else { return Ok(()) };
+        let Some(lock) = self.lock_mailbox(&ctx.shutdown).await? else {
+            return Ok(());
+        };
         let mut seen = match self.settings.keep {
-            true => Some(SeenUids::load(&self.settings.state_dir, &self.settings.mailbox).map_err(|e| PluginError::permanent(&e))?),
+            true => Some(
+                SeenUids::load(&self.settings.state_dir, &self.settings.mailbox)
+                    .map_err(|e| PluginError::permanent(&e))?,
+            ),
             false => None,
         };
         let mailbox = self.settings.mailbox.as_str();
@@ -115,9 +127,15 @@ impl Pop3Source {
                         SessionError::Pop3(p) if p.is_auth() => {
                             error!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "Authentication failed; check username and password.");
                         }
-                        SessionError::Pop3(_) => warn!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "POP3 session failed; reconnecting."),
-                        SessionError::Host(_) => warn!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "Host did not take the alert; mail stays on the server."),
-                        SessionError::State(_) => error!(mailbox, error = %message, "Cannot write the keep-mode state."),
+                        SessionError::Pop3(_) => {
+                            warn!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "POP3 session failed; reconnecting.")
+                        }
+                        SessionError::Host(_) => {
+                            warn!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "Host did not take the alert; mail stays on the server.")
+                        }
+                        SessionError::State(_) => {
+                            error!(mailbox, error = %message, "Cannot write the keep-mode state.")
+                        }
                     }
                     self.set_health(Health::new(HealthState::DEGRADED, message));
                     wait
@@ -151,7 +169,10 @@ impl Source for Pop3Source {
     }
 
     fn health(&self) -> Health {
-        self.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -175,7 +196,11 @@ struct Backoff {
 impl Backoff {
     fn new(base: Duration, max: Duration) -> Self {
         let base = base.min(max);
-        Self { base, max, step: base }
+        Self {
+            base,
+            max,
+            step: base,
+        }
     }
 
     fn next(&mut self) -> Duration {
@@ -201,7 +226,11 @@ mod tests {
         let steps = [100, 200, 400, 800, 1000, 1000];
         for (w, s) in waits.iter().zip(steps) {
             let s = Duration::from_millis(s);
-            assert!(*w >= s / 2 && *w <= s, "wait {w:?} outside [{:?}, {s:?}]", s / 2);
+            assert!(
+                *w >= s / 2 && *w <= s,
+                "wait {w:?} outside [{:?}, {s:?}]",
+                s / 2
+            );
         }
         b.reset();
         assert!(b.next() <= Duration::from_millis(100));

@@ -17,16 +17,32 @@ pub enum StateError {
     #[error("mailbox is locked by another instance ({})", .0.display())]
     Locked(PathBuf),
     #[error("state file {}", path.display())]
-    Io { path: PathBuf, #[source] source: io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_owned(), source }
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// A file name for a mailbox: `user@host:port` with anything unusual replaced.
 fn file_stem(mailbox: &str) -> String {
-    mailbox.chars().map(|c| if c.is_ascii_alphanumeric() || "@.-_".contains(c) { c } else { '_' }).collect()
+    mailbox
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// An exclusive lock on one mailbox, held until dropped (an OS file lock: it goes away with the
@@ -42,14 +58,21 @@ impl MailboxLock {
     pub fn acquire(dir: &Path, mailbox: &str) -> Result<Self, StateError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let path = dir.join(format!("{}.lock", file_stem(mailbox)));
-        let mut file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_error(&path))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(StateError::Locked(path)),
             Err(TryLockError::Error(source)) => return Err(StateError::Io { path, source }),
         }
         // For people looking at the file; the lock itself is what counts.
-        let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+        let _ = file
+            .set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
         Ok(Self { _file: file, path })
     }
 
@@ -58,7 +81,8 @@ impl MailboxLock {
     }
 }
 
-const HEADER: &str = "# alertbridge pop3: UIDLs already turned into alerts (keep mode), one per line";
+const HEADER: &str =
+    "# alertbridge pop3: UIDLs already turned into alerts (keep mode), one per line";
 
 /// The UIDLs of mails left on the server that already became alerts.
 #[derive(Debug)]
@@ -73,7 +97,12 @@ impl SeenUids {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let path = dir.join(format!("{}.uidl", file_stem(mailbox)));
         let uids = match fs::read_to_string(&path) {
-            Ok(text) => text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect(),
+            Ok(text) => text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),
             Err(source) => return Err(StateError::Io { path, source }),
         };
@@ -90,18 +119,28 @@ impl SeenUids {
 
     /// Records `uid` and writes the state before returning.
     pub fn insert(&mut self, uid: &str) -> Result<(), StateError> {
-        if self.uids.insert(uid.to_owned()) { self.save() } else { Ok(()) }
+        if self.uids.insert(uid.to_owned()) {
+            self.save()
+        } else {
+            Ok(())
+        }
     }
 
     /// Forgets UIDLs no longer on the server (so the file does not grow forever).
     pub fn retain_present(&mut self, present: &HashSet<&str>) -> Result<(), StateError> {
         let before = self.uids.len();
         self.uids.retain(|u| present.contains(u.as_str()));
-        if self.uids.len() != before { self.save() } else { Ok(()) }
+        if self.uids.len() != before {
+            self.save()
+        } else {
+            Ok(())
+        }
     }
 
     fn save(&self) -> Result<(), StateError> {
-        let tmp = self.path.with_extension(format!("uidl.tmp.{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("uidl.tmp.{}", std::process::id()));
         let mut text = String::with_capacity(HEADER.len() + 1 + self.uids.len() * 17);
         text.push_str(HEADER);
         text.push('\n');
@@ -150,10 +189,16 @@ mod tests {
         seen.insert("000000026b0c2efa").expect("save");
         let mut again = SeenUids::load(dir.path(), "a@h:1").expect("reload");
         assert!(again.contains("000000016b0c2efa") && again.contains("000000026b0c2efa"));
-        again.retain_present(&HashSet::from(["000000026b0c2efa"])).expect("prune");
+        again
+            .retain_present(&HashSet::from(["000000026b0c2efa"]))
+            .expect("prune");
         let last = SeenUids::load(dir.path(), "a@h:1").expect("reload");
         assert_eq!((last.len(), last.contains("000000026b0c2efa")), (1, true));
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).map(|e| e.file_name()).collect();
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "temp files left behind: {leftovers:?}");
     }
 }

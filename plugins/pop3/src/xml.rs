@@ -22,7 +22,10 @@ pub struct XmlLimits {
 
 impl Default for XmlLimits {
     fn default() -> Self {
-        Self { max_bytes: 256 << 10, max_depth: 16 }
+        Self {
+            max_bytes: 256 << 10,
+            max_depth: 16,
+        }
     }
 }
 
@@ -105,11 +108,17 @@ pub fn parse_alert(text: &str, limits: XmlLimits) -> Result<Option<XmlAlert>, Xm
                     seen_root = true;
                 }
                 if path == ["alert", "labels"] && local == "label" && ours {
-                    let name = e.try_get_attribute("name").map_err(quick_xml::Error::from)?;
+                    let name = e
+                        .try_get_attribute("name")
+                        .map_err(quick_xml::Error::from)?;
                     let name = name.ok_or(XmlError::LabelName)?;
                     label_name = Some(name.unescape_value()?.into_owned());
                 }
-                path.push(if ours { local } else { format!("{{other}}{local}") });
+                path.push(if ours {
+                    local
+                } else {
+                    format!("{{other}}{local}")
+                });
                 buf.clear();
             }
             Event::Text(t) => buf.push_str(&t.unescape()?),
@@ -125,16 +134,24 @@ pub fn parse_alert(text: &str, limits: XmlLimits) -> Result<Option<XmlAlert>, Xm
                     }
                     ["alert", "body"] => alert.body = value.to_owned(),
                     ["alert", "severity"] => {
-                        let s = Severity::from_name(&value.to_ascii_lowercase()).ok_or_else(|| XmlError::Severity(value.to_owned()))?;
+                        let s = Severity::from_name(&value.to_ascii_lowercase())
+                            .ok_or_else(|| XmlError::Severity(value.to_owned()))?;
                         alert.severity = Some(s);
                     }
-                    ["alert", "dedup-key"] if !value.is_empty() => alert.dedup_key = Some(value.to_owned()),
+                    ["alert", "dedup-key"] if !value.is_empty() => {
+                        alert.dedup_key = Some(value.to_owned())
+                    }
                     ["alert", "expires"] if !value.is_empty() => {
-                        let at = mail_parser::DateTime::parse_rfc3339(value).ok_or_else(|| XmlError::Expires(value.to_owned()))?;
+                        let at = mail_parser::DateTime::parse_rfc3339(value)
+                            .ok_or_else(|| XmlError::Expires(value.to_owned()))?;
                         alert.expires_unix_ms = Some(at.to_timestamp().saturating_mul(1000));
                     }
-                    ["alert", "recipients", "group"] if !value.is_empty() => alert.groups.push(value.to_owned()),
-                    ["alert", "recipients", "user"] if !value.is_empty() => alert.users.push(value.to_owned()),
+                    ["alert", "recipients", "group"] if !value.is_empty() => {
+                        alert.groups.push(value.to_owned())
+                    }
+                    ["alert", "recipients", "user"] if !value.is_empty() => {
+                        alert.users.push(value.to_owned())
+                    }
                     ["alert", "labels", "label"] => {
                         if let Some(name) = label_name.take() {
                             alert.labels.insert(name, value.to_owned());
@@ -181,7 +198,13 @@ mod tests {
         assert_eq!(a.subject, "Disk full on db01");
         assert_eq!(a.body, "/var is at 98%");
         assert_eq!(a.severity, Some(Severity::CRITICAL));
-        assert_eq!((a.groups, a.users), (vec!["ops".to_owned()], vec!["sip:carol@contoso.com".to_owned()]));
+        assert_eq!(
+            (a.groups, a.users),
+            (
+                vec!["ops".to_owned()],
+                vec!["sip:carol@contoso.com".to_owned()]
+            )
+        );
         assert_eq!(a.labels.get("host").map(String::as_str), Some("db01"));
         assert_eq!(a.dedup_key.as_deref(), Some("db01-disk"));
         assert_eq!(a.expires_unix_ms, Some(1_796_119_200_000));
@@ -193,31 +216,57 @@ mod tests {
             <a:body><![CDATA[<raw>]]></a:body><x:extra xmlns:x="urn:other"><a:subject>ignored</a:subject></x:extra>
             <a:future>ignored</a:future></a:alert>"#;
         let a = parse(doc).expect("valid").expect("an alert");
-        assert_eq!((a.subject.as_str(), a.body.as_str(), a.severity), ("A & B \u{2192} C", "<raw>", None));
+        assert_eq!(
+            (a.subject.as_str(), a.body.as_str(), a.severity),
+            ("A & B \u{2192} C", "<raw>", None)
+        );
     }
 
     #[test]
     fn other_documents_are_not_alerts() {
-        assert_eq!(parse(r#"<alert xmlns="urn:example:alerting:1"><id>1</id></alert>"#).expect("ok"), None);
+        assert_eq!(
+            parse(r#"<alert xmlns="urn:example:alerting:1"><id>1</id></alert>"#).expect("ok"),
+            None
+        );
         assert_eq!(parse("<html><body>hi</body></html>").expect("ok"), None);
         assert_eq!(parse("").expect("ok"), None);
     }
 
     #[test]
     fn limits_and_refusals() {
-        let e = parse(r#"<!DOCTYPE alert [<!ENTITY x "boom">]><alert><subject>&x;</subject></alert>"#).unwrap_err();
+        let e =
+            parse(r#"<!DOCTYPE alert [<!ENTITY x "boom">]><alert><subject>&x;</subject></alert>"#)
+                .unwrap_err();
         assert!(matches!(e, XmlError::Dtd), "{e}");
         let e = parse("<alert><subject>&x;</subject></alert>").unwrap_err();
         assert!(matches!(e, XmlError::Syntax(_)), "{e}");
         let deep = format!("<alert>{}{}</alert>", "<a>".repeat(20), "</a>".repeat(20));
         assert!(matches!(parse(&deep).unwrap_err(), XmlError::TooDeep(16)));
-        let big = format!("<alert><subject>{}</subject></alert>", "x".repeat(300 << 10));
+        let big = format!(
+            "<alert><subject>{}</subject></alert>",
+            "x".repeat(300 << 10)
+        );
         assert!(matches!(parse(&big).unwrap_err(), XmlError::TooLarge(_)));
-        assert!(matches!(parse("<alert><body>x</body></alert>").unwrap_err(), XmlError::NoSubject));
-        assert!(matches!(parse("<alert><subject>s</subject><severity>urgent</severity></alert>").unwrap_err(), XmlError::Severity(_)));
-        assert!(matches!(parse("<alert><subject>s</subject><expires>tomorrow</expires></alert>").unwrap_err(), XmlError::Expires(_)));
-        assert!(matches!(parse("<alert><subject>s</subject></alert"), Err(XmlError::Syntax(_))));
-        assert!(matches!(parse("<alert><subject>s</subject><labels><label>v</label></labels></alert>"), Err(XmlError::LabelName)));
+        assert!(matches!(
+            parse("<alert><body>x</body></alert>").unwrap_err(),
+            XmlError::NoSubject
+        ));
+        assert!(matches!(
+            parse("<alert><subject>s</subject><severity>urgent</severity></alert>").unwrap_err(),
+            XmlError::Severity(_)
+        ));
+        assert!(matches!(
+            parse("<alert><subject>s</subject><expires>tomorrow</expires></alert>").unwrap_err(),
+            XmlError::Expires(_)
+        ));
+        assert!(matches!(
+            parse("<alert><subject>s</subject></alert"),
+            Err(XmlError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse("<alert><subject>s</subject><labels><label>v</label></labels></alert>"),
+            Err(XmlError::LabelName)
+        ));
     }
 
     #[test]

@@ -58,7 +58,11 @@ impl Mailbox {
         let dir = env.maildirs.join(user).join("Maildir");
         for sub in ["new", "cur", "tmp"] {
             let path = dir.join(sub);
-            assert!(path.is_dir(), "{} missing: start Dovecot with scripts/dovecot.sh", path.display());
+            assert!(
+                path.is_dir(),
+                "{} missing: start Dovecot with scripts/dovecot.sh",
+                path.display()
+            );
             for entry in std::fs::read_dir(&path).expect("list maildir").flatten() {
                 std::fs::remove_file(entry.path()).expect("empty maildir");
             }
@@ -68,7 +72,11 @@ impl Mailbox {
 
     /// Drops a mail into `new/` the Maildir way (write in `tmp/`, rename).
     fn deliver(&self, name: &str, mail: &str) {
-        let file = format!("{}.{name}.{}.alertbridge-test", unix_micros(), std::process::id());
+        let file = format!(
+            "{}.{name}.{}.alertbridge-test",
+            unix_micros(),
+            std::process::id()
+        );
         let tmp = self.dir.join("tmp").join(&file);
         std::fs::write(&tmp, mail).expect("write mail");
         std::fs::rename(&tmp, self.dir.join("new").join(&file)).expect("deliver mail");
@@ -76,18 +84,26 @@ impl Mailbox {
 
     fn deliver_alerts(&self, from: usize, n: usize) {
         for i in from..from + n {
-            self.deliver(&format!("m{i}"), &alert_mail(self.user, i, "monitor@example.test"));
+            self.deliver(
+                &format!("m{i}"),
+                &alert_mail(self.user, i, "monitor@example.test"),
+            );
         }
     }
 
     /// Mails on the server (new and seen).
     fn count(&self) -> usize {
-        ["new", "cur"].iter().map(|s| std::fs::read_dir(self.dir.join(s)).map_or(0, |d| d.count())).sum()
+        ["new", "cur"]
+            .iter()
+            .map(|s| std::fs::read_dir(self.dir.join(s)).map_or(0, |d| d.count()))
+            .sum()
     }
 }
 
 fn unix_micros() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
 }
 
 fn alert_mail(user: &str, i: usize, from: &str) -> String {
@@ -111,18 +127,28 @@ impl Running {
     async fn wait(&self, what: &str, mut cond: impl FnMut(&Self) -> bool) {
         let start = Instant::now();
         while !cond(self) {
-            assert!(start.elapsed() < LONG, "timed out after {LONG:?} waiting for {what}; health: {}", self.source.health());
+            assert!(
+                start.elapsed() < LONG,
+                "timed out after {LONG:?} waiting for {what}; health: {}",
+                self.source.health()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     fn subjects(&self) -> BTreeSet<String> {
-        self.host.accepted().into_iter().map(|a| a.subject).collect()
+        self.host
+            .accepted()
+            .into_iter()
+            .map(|a| a.subject)
+            .collect()
     }
 
     async fn stop(self) -> TestHost {
         self.stop.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("source stops in time");
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("source stops in time");
         result.expect("source task").expect("source run");
         self.host
     }
@@ -138,17 +164,30 @@ fn config(server: &str, tls: &str, user: &str, state_dir: &Path, extra: &str) ->
 }
 
 fn start(config_toml: String, host: TestHost) -> Running {
-    let setup = Setup { instance: "pop3-test".into(), kind: "pop3".into(), config_toml, host: host.host() };
+    let setup = Setup {
+        instance: "pop3-test".into(),
+        kind: "pop3".into(),
+        config_toml,
+        host: host.host(),
+    };
     let source = Arc::new(Pop3Source::new(setup).expect("valid config"));
     let (ctx, stop) = host.source_context();
     let task = tokio::spawn(Arc::clone(&source).run(ctx));
-    Running { source, host, stop, task }
+    Running {
+        source,
+        host,
+        stop,
+        task,
+    }
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -160,21 +199,36 @@ async fn drain_over(server: &str, tls: &str, user: &'static str, extra: &str) {
     let mailbox = Mailbox::new(&env, user);
     let state = tempfile::tempdir().expect("tempdir");
     mailbox.deliver_alerts(0, 3);
-    let run = start(config(server, tls, user, state.path(), extra), TestHost::new(user));
+    let run = start(
+        config(server, tls, user, state.path(), extra),
+        TestHost::new(user),
+    );
     run.wait("3 alerts", |r| r.host.accepted().len() == 3).await;
     wait_for("the mailbox to be empty", LONG, || mailbox.count() == 0).await;
     let expected: BTreeSet<String> = (0..3).map(|i| format!("{user} alert #{i}")).collect();
     assert_eq!(run.subjects(), expected);
     let alert = &run.host.accepted()[0];
-    assert!(alert.body.starts_with("Disk ") && alert.body.ends_with("\n.leading dot line"), "{:?}", alert.body);
+    assert!(
+        alert.body.starts_with("Disk ") && alert.body.ends_with("\n.leading dot line"),
+        "{:?}",
+        alert.body
+    );
     assert_eq!(alert.labels["mail.from"], "monitor@example.test");
     let key = alert.dedup_key.as_deref().expect("dedup key");
-    assert!(key.starts_with(&format!("pop3:{user}@127.0.0.1:")) && key.len() > 30, "{key}");
+    assert!(
+        key.starts_with(&format!("pop3:{user}@127.0.0.1:")) && key.len() > 30,
+        "{key}"
+    );
     // New mail keeps coming in while the source runs.
     mailbox.deliver_alerts(3, 2);
     wait_for("2 more alerts", LONG, || run.host.accepted().len() == 5).await;
     wait_for("the mailbox to be empty", LONG, || mailbox.count() == 0).await;
-    assert_eq!(run.source.health().state, HealthState::OK, "{}", run.source.health());
+    assert_eq!(
+        run.source.health().state,
+        HealthState::OK,
+        "{}",
+        run.source.health()
+    );
     run.stop().await;
 }
 
@@ -187,22 +241,47 @@ async fn plain_new_mail_becomes_alerts_and_is_deleted() {
 #[tokio::test]
 async fn stls_new_mail_becomes_alerts() {
     let env = env();
-    drain_over(&env.pop3, "starttls", "tstls", &format!("ca_file = \"{}\"\nauth = \"user\"\n", env.ca)).await;
+    drain_over(
+        &env.pop3,
+        "starttls",
+        "tstls",
+        &format!("ca_file = \"{}\"\nauth = \"user\"\n", env.ca),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn pop3s_new_mail_becomes_alerts_and_untrusted_certificates_are_refused() {
     let env = env();
-    drain_over(&env.pop3s, "implicit", "tpop3s", &format!("ca_file = \"{}\"\n", env.ca)).await;
+    drain_over(
+        &env.pop3s,
+        "implicit",
+        "tpop3s",
+        &format!("ca_file = \"{}\"\n", env.ca),
+    )
+    .await;
 
     // Without the test CA the self-signed certificate is not trusted: no session, mail stays.
     let mailbox = Mailbox::new(&env, "tpop3s");
     mailbox.deliver_alerts(0, 1);
     let state = tempfile::tempdir().expect("tempdir");
-    let run = start(config(&env.pop3s, "implicit", "tpop3s", state.path(), ""), TestHost::new("tpop3s"));
-    wait_for("a TLS error in health", LONG, || run.source.health().message.contains("TLS handshake with 127.0.0.1")).await;
+    let run = start(
+        config(&env.pop3s, "implicit", "tpop3s", state.path(), ""),
+        TestHost::new("tpop3s"),
+    );
+    wait_for("a TLS error in health", LONG, || {
+        run.source
+            .health()
+            .message
+            .contains("TLS handshake with 127.0.0.1")
+    })
+    .await;
     assert_eq!(run.source.health().state, HealthState::DEGRADED);
-    assert!(run.source.health().message.contains("certificate"), "{}", run.source.health());
+    assert!(
+        run.source.health().message.contains("certificate"),
+        "{}",
+        run.source.health()
+    );
     assert_eq!((run.host.accepted().len(), mailbox.count()), (0, 1));
     run.stop().await;
 }
@@ -216,9 +295,22 @@ async fn mail_is_deleted_only_after_the_host_took_its_alert() {
     let host = TestHost::new("trefuse");
     host.refuse_next(3);
     let run = start(config(&env.pop3, "none", "trefuse", state.path(), ""), host);
-    wait_for("a refusal in health", LONG, || run.source.health().message.contains("host refused the alert: queue full")).await;
-    assert_eq!((run.host.accepted().len(), mailbox.count()), (0, 2), "refused mail must stay on the server");
-    wait_for("both alerts once the host takes them", LONG, || run.host.accepted().len() == 2).await;
+    wait_for("a refusal in health", LONG, || {
+        run.source
+            .health()
+            .message
+            .contains("host refused the alert: queue full")
+    })
+    .await;
+    assert_eq!(
+        (run.host.accepted().len(), mailbox.count()),
+        (0, 2),
+        "refused mail must stay on the server"
+    );
+    wait_for("both alerts once the host takes them", LONG, || {
+        run.host.accepted().len() == 2
+    })
+    .await;
     wait_for("the mailbox to be empty", LONG, || mailbox.count() == 0).await;
     // Both mails are submitted together: three refusals take two sessions.
     assert!(run.source.counters().failures.load(Ordering::Relaxed) >= 2);
@@ -235,16 +327,29 @@ async fn keep_mode_deletes_nothing_and_submits_nothing_twice_across_restarts() {
     let run = start(cfg(), TestHost::new("tkeep"));
     wait_for("3 alerts", LONG, || run.host.accepted().len() == 3).await;
     let sessions = run.source.counters().sessions.load(Ordering::Relaxed);
-    wait_for("3 more polls", LONG, || run.source.counters().sessions.load(Ordering::Relaxed) >= sessions + 3).await;
+    wait_for("3 more polls", LONG, || {
+        run.source.counters().sessions.load(Ordering::Relaxed) >= sessions + 3
+    })
+    .await;
     assert_eq!((run.host.accepted().len(), mailbox.count()), (3, 3));
     run.stop().await;
 
     // A new instance (a fresh host, so no dedup can hide a resubmit) on the same state.
     let run = start(cfg(), TestHost::new("tkeep"));
-    wait_for("3 polls", LONG, || run.source.counters().sessions.load(Ordering::Relaxed) >= 3).await;
-    assert_eq!(run.host.accepted().len(), 0, "a restart resubmitted kept mail");
+    wait_for("3 polls", LONG, || {
+        run.source.counters().sessions.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    assert_eq!(
+        run.host.accepted().len(),
+        0,
+        "a restart resubmitted kept mail"
+    );
     mailbox.deliver_alerts(3, 1);
-    wait_for("the new mail's alert", LONG, || run.host.accepted().len() == 1).await;
+    wait_for("the new mail's alert", LONG, || {
+        run.host.accepted().len() == 1
+    })
+    .await;
     assert_eq!(run.host.accepted()[0].subject, "tkeep alert #3");
     assert_eq!(mailbox.count(), 4);
     run.stop().await;
@@ -259,8 +364,19 @@ async fn a_server_restart_mid_session_loses_nothing() {
     mailbox.deliver_alerts(0, N);
     let host = TestHost::new("trestart");
     // Slow submits keep the session open long enough to restart the server under it.
-    host.script((0..N).map(|_| alertbridge_plugin_api::testing::Answer::Delay(Duration::from_millis(200))));
-    let run = start(config(&env.pop3, "none", "trestart", state.path(), "max_messages_per_session = 100\n"), host);
+    host.script(
+        (0..N).map(|_| alertbridge_plugin_api::testing::Answer::Delay(Duration::from_millis(200))),
+    );
+    let run = start(
+        config(
+            &env.pop3,
+            "none",
+            "trestart",
+            state.path(),
+            "max_messages_per_session = 100\n",
+        ),
+        host,
+    );
     wait_for("the first alerts", LONG, || run.host.accepted().len() >= 10).await;
     // Dovecot daemonizes: keep it off this test's output pipes.
     let status = std::process::Command::new("sh")
@@ -285,15 +401,20 @@ async fn wrong_password_is_a_clear_error_and_is_retried() {
     let mailbox = Mailbox::new(&env, "twrongpw");
     let state = tempfile::tempdir().expect("tempdir");
     mailbox.deliver_alerts(0, 1);
-    let cfg = config(&env.pop3, "none", "twrongpw", state.path(), "").replace("twrongpwpass", "wrong");
+    let cfg =
+        config(&env.pop3, "none", "twrongpw", state.path(), "").replace("twrongpwpass", "wrong");
     let run = start(cfg, TestHost::new("twrongpw"));
     // (Another test may restart Dovecot meanwhile: wait for the error rather than sample it.)
     run.wait("the authentication error in health", |r| {
-        r.source.health().message == "authentication (AUTH PLAIN) refused by the server: [AUTH] Authentication failed."
+        r.source.health().message
+            == "authentication (AUTH PLAIN) refused by the server: [AUTH] Authentication failed."
     })
     .await;
     assert_eq!(run.source.health().state, HealthState::DEGRADED);
-    run.wait("a retry", |r| r.source.counters().failures.load(Ordering::Relaxed) >= 2).await;
+    run.wait("a retry", |r| {
+        r.source.counters().failures.load(Ordering::Relaxed) >= 2
+    })
+    .await;
     assert_eq!((run.host.accepted().len(), mailbox.count()), (0, 1));
     run.stop().await;
 }
@@ -304,14 +425,27 @@ async fn disallowed_senders_are_kept_and_not_fetched_again() {
     let mailbox = Mailbox::new(&env, "tdisallow");
     let state = tempfile::tempdir().expect("tempdir");
     mailbox.deliver("ok", &alert_mail("tdisallow", 1, "monitor@example.test"));
-    mailbox.deliver("spam", &alert_mail("tdisallow", 2, "someone@elsewhere.test"));
+    mailbox.deliver(
+        "spam",
+        &alert_mail("tdisallow", 2, "someone@elsewhere.test"),
+    );
     let extra = "allowed_senders = [\"example.test\"]\n";
-    let run = start(config(&env.pop3, "none", "tdisallow", state.path(), extra), TestHost::new("tdisallow"));
+    let run = start(
+        config(&env.pop3, "none", "tdisallow", state.path(), extra),
+        TestHost::new("tdisallow"),
+    );
     wait_for("the allowed alert", LONG, || run.host.accepted().len() == 1).await;
     let sessions = run.source.counters().sessions.load(Ordering::Relaxed);
-    wait_for("3 more polls", LONG, || run.source.counters().sessions.load(Ordering::Relaxed) >= sessions + 3).await;
+    wait_for("3 more polls", LONG, || {
+        run.source.counters().sessions.load(Ordering::Relaxed) >= sessions + 3
+    })
+    .await;
     assert_eq!(run.host.accepted()[0].subject, "tdisallow alert #1");
-    assert_eq!(mailbox.count(), 1, "the disallowed mail must stay on the server");
+    assert_eq!(
+        mailbox.count(),
+        1,
+        "the disallowed mail must stay on the server"
+    );
     assert_eq!(run.source.counters().disallowed.load(Ordering::Relaxed), 1);
     run.stop().await;
 }
@@ -321,10 +455,20 @@ async fn oversize_mail_is_left_on_the_server() {
     let env = env();
     let mailbox = Mailbox::new(&env, "tsize");
     let state = tempfile::tempdir().expect("tempdir");
-    let big = alert_mail("tsize", 1, "monitor@example.test") + &"x".repeat(70).repeat(100).replace("xx", "x\r\n");
+    let big = alert_mail("tsize", 1, "monitor@example.test")
+        + &"x".repeat(70).repeat(100).replace("xx", "x\r\n");
     mailbox.deliver("big", &big);
     mailbox.deliver("small", &alert_mail("tsize", 2, "monitor@example.test"));
-    let run = start(config(&env.pop3, "none", "tsize", state.path(), "max_message_bytes = 2048\n"), TestHost::new("tsize"));
+    let run = start(
+        config(
+            &env.pop3,
+            "none",
+            "tsize",
+            state.path(),
+            "max_message_bytes = 2048\n",
+        ),
+        TestHost::new("tsize"),
+    );
     wait_for("the small alert", LONG, || run.host.accepted().len() == 1).await;
     wait_for("one mail left", LONG, || mailbox.count() == 1).await;
     assert_eq!(run.host.accepted()[0].subject, "tsize alert #2");
@@ -340,13 +484,22 @@ async fn shutdown_mid_drain_commits_what_was_taken_and_keeps_the_rest() {
     const N: usize = 200;
     mailbox.deliver_alerts(0, N);
     let host = TestHost::new("tshutdown");
-    host.script((0..N).map(|_| alertbridge_plugin_api::testing::Answer::Delay(Duration::from_millis(100))));
-    let run = start(config(&env.pop3, "none", "tshutdown", state.path(), ""), host);
+    host.script(
+        (0..N).map(|_| alertbridge_plugin_api::testing::Answer::Delay(Duration::from_millis(100))),
+    );
+    let run = start(
+        config(&env.pop3, "none", "tshutdown", state.path(), ""),
+        host,
+    );
     wait_for("some alerts", LONG, || run.host.accepted().len() >= 20).await;
     let host = run.stop().await;
     let accepted = host.accepted().len();
     assert!(accepted < N, "shutdown came too late to test anything");
-    assert_eq!(accepted + mailbox.count(), N, "each mail is either an alert or still on the server");
+    assert_eq!(
+        accepted + mailbox.count(),
+        N,
+        "each mail is either an alert or still on the server"
+    );
 }
 
 #[tokio::test]
@@ -354,15 +507,34 @@ async fn two_instances_cannot_drain_one_mailbox() {
     let env = env();
     let mailbox = Mailbox::new(&env, "tlock");
     let state = tempfile::tempdir().expect("tempdir");
-    let first = start(config(&env.pop3, "none", "tlock", state.path(), ""), TestHost::new("a"));
-    wait_for("the first instance to poll", LONG, || first.source.counters().sessions.load(Ordering::Relaxed) >= 1).await;
-    let second = start(config(&env.pop3, "none", "tlock", state.path(), ""), TestHost::new("b"));
-    wait_for("the second to see the lock", LONG, || second.source.health().message.contains("locked by another instance")).await;
+    let first = start(
+        config(&env.pop3, "none", "tlock", state.path(), ""),
+        TestHost::new("a"),
+    );
+    wait_for("the first instance to poll", LONG, || {
+        first.source.counters().sessions.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    let second = start(
+        config(&env.pop3, "none", "tlock", state.path(), ""),
+        TestHost::new("b"),
+    );
+    wait_for("the second to see the lock", LONG, || {
+        second
+            .source
+            .health()
+            .message
+            .contains("locked by another instance")
+    })
+    .await;
     mailbox.deliver_alerts(0, 2);
     wait_for("2 alerts", LONG, || first.host.accepted().len() == 2).await;
     assert_eq!(second.host.accepted().len(), 0);
     assert_eq!(second.source.counters().sessions.load(Ordering::Relaxed), 0);
     first.stop().await;
-    wait_for("the second to take over", LONG, || second.source.counters().sessions.load(Ordering::Relaxed) >= 1).await;
+    wait_for("the second to take over", LONG, || {
+        second.source.counters().sessions.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     second.stop().await;
 }

@@ -27,7 +27,9 @@ fn alert_json(alert: &Alert) -> serde_json::Value {
 fn mails_map_to_the_expected_alerts() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mail");
     let update = std::env::var_os("ALERTBRIDGE_UPDATE_GOLDEN").is_some();
-    let options = MailOptions { label_headers: vec!["X-Priority".into(), "X-Alert-Severity".into()] };
+    let options = MailOptions {
+        label_headers: vec!["X-Priority".into(), "X-Alert-Severity".into()],
+    };
     let mut emls: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -38,9 +40,10 @@ fn mails_map_to_the_expected_alerts() {
     for eml in &emls {
         let raw = std::fs::read(eml).unwrap_or_else(|e| panic!("read {}: {e}", eml.display()));
         for (variant, bytes) in [("as stored", raw.clone()), ("with CRLF", crlf(&raw))] {
-            let actual = serde_json::to_string_pretty(&alert_json(&alert_from_mail(&bytes, &options).alert))
-                .expect("serializable")
-                + "\n";
+            let actual =
+                serde_json::to_string_pretty(&alert_json(&alert_from_mail(&bytes, &options).alert))
+                    .expect("serializable")
+                    + "\n";
             let expected_path = eml.with_extension("json");
             if update {
                 std::fs::write(&expected_path, &actual).expect("write golden file");
@@ -50,12 +53,24 @@ fn mails_map_to_the_expected_alerts() {
             if expected != actual {
                 let failed = eml.with_extension("failed");
                 std::fs::write(&failed, &actual).expect("write .failed file");
-                failures.push(format!("{} ({variant}): actual alert saved to {}", eml.display(), failed.display()));
+                failures.push(format!(
+                    "{} ({variant}): actual alert saved to {}",
+                    eml.display(),
+                    failed.display()
+                ));
             }
         }
     }
-    assert!(!emls.is_empty(), "did not find any .eml fixture in {}", dir.display());
-    assert!(failures.is_empty(), "golden mismatches:\n{}", failures.join("\n"));
+    assert!(
+        !emls.is_empty(),
+        "did not find any .eml fixture in {}",
+        dir.display()
+    );
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The message with every bare LF turned into CRLF, as a POP3 server sends it.

@@ -31,7 +31,14 @@ pub struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, limits: Limits, timeouts: Timeouts) -> Self {
-        Self { stream, buf: Vec::with_capacity(64 << 10), start: 0, limits, timeouts, out: Vec::new() }
+        Self {
+            stream,
+            buf: Vec::with_capacity(64 << 10),
+            start: 0,
+            limits,
+            timeouts,
+            out: Vec::new(),
+        }
     }
 
     /// Writes every command in one write (a pipeline, when more than one).
@@ -41,8 +48,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             c.encode(&mut self.out).map_err(Error::BadArgument)?;
         }
         let io = self.timeouts.io;
-        timed(io, "write", self.stream.write_all(&self.out)).await.map_err(|source| Error::Io { context: "write", source })?;
-        timed(io, "write", self.stream.flush()).await.map_err(|source| Error::Io { context: "write", source })
+        timed(io, "write", self.stream.write_all(&self.out))
+            .await
+            .map_err(|source| Error::Io {
+                context: "write",
+                source,
+            })?;
+        timed(io, "write", self.stream.flush())
+            .await
+            .map_err(|source| Error::Io {
+                context: "write",
+                source,
+            })
     }
 
     /// Reads the reply to `command` (which was sent), whatever its status.
@@ -68,7 +85,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return Ok(value);
                 }
                 Ok(Parsed::Incomplete { resume: r }) => resume = r,
-                Err(source) => return Err(Error::Parse { command: what, source }),
+                Err(source) => {
+                    return Err(Error::Parse {
+                        command: what,
+                        source,
+                    });
+                }
             }
             self.fill().await?;
         }
@@ -81,9 +103,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.start = 0;
         }
         self.buf.reserve(64 << 10);
-        let n = timed(self.timeouts.io, "read", self.stream.read_buf(&mut self.buf))
-            .await
-            .map_err(|source| Error::Io { context: "read", source })?;
+        let n = timed(
+            self.timeouts.io,
+            "read",
+            self.stream.read_buf(&mut self.buf),
+        )
+        .await
+        .map_err(|source| Error::Io {
+            context: "read",
+            source,
+        })?;
         if n == 0 { Err(Error::Closed) } else { Ok(()) }
     }
 
@@ -110,8 +139,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 pub fn expect_ok(command: &'static str, reply: Reply) -> Result<Reply> {
     match reply.status {
         Status::Ok => Ok(reply),
-        Status::Err => Err(Error::Server { command, code: ResponseCode::parse(&reply.text), text: reply.text_lossy() }),
-        Status::Continue => Err(Error::Unexpected { command, text: format!("+ {}", reply.text_lossy()) }),
+        Status::Err => Err(Error::Server {
+            command,
+            code: ResponseCode::parse(&reply.text),
+            text: reply.text_lossy(),
+        }),
+        Status::Continue => Err(Error::Unexpected {
+            command,
+            text: format!("+ {}", reply.text_lossy()),
+        }),
     }
 }
 
@@ -122,6 +158,9 @@ async fn timed<T>(
 ) -> std::io::Result<T> {
     match tokio::time::timeout(limit, f).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out after {limit:?}"))),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what} timed out after {limit:?}"),
+        )),
     }
 }

@@ -55,10 +55,13 @@ impl Endpoint {
 /// capabilities (again after STLS). The client is ready to log in.
 pub async fn connect(ep: &Endpoint) -> Result<Client<Box<dyn Io>>> {
     let addr = ep.label();
-    let tcp = tokio::time::timeout(ep.connect_timeout, TcpStream::connect((ep.host.as_str(), ep.port)))
-        .await
-        .map_err(|_| Error::Timeout("connect"))?
-        .map_err(|source| Error::Connect { addr, source })?;
+    let tcp = tokio::time::timeout(
+        ep.connect_timeout,
+        TcpStream::connect((ep.host.as_str(), ep.port)),
+    )
+    .await
+    .map_err(|_| Error::Timeout("connect"))?
+    .map_err(|source| Error::Connect { addr, source })?;
     // Commands are small and pipelined in one write: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
     let mut client = match ep.tls {
@@ -85,9 +88,15 @@ fn conn<S: AsyncRead + AsyncWrite + Unpin>(ep: &Endpoint, stream: S) -> Connecti
     Connection::new(stream, ep.limits, ep.timeouts)
 }
 
-async fn handshake(ep: &Endpoint, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+async fn handshake(
+    ep: &Endpoint,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let name = tls::server_name(&ep.host)?;
-    tokio::time::timeout(ep.connect_timeout, tls::handshake(tcp, ep.tls_config.clone(), name))
-        .await
-        .map_err(|_| Error::Timeout("TLS handshake"))?
+    tokio::time::timeout(
+        ep.connect_timeout,
+        tls::handshake(tcp, ep.tls_config.clone(), name),
+    )
+    .await
+    .map_err(|_| Error::Timeout("TLS handshake"))?
 }

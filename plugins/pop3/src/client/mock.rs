@@ -21,7 +21,10 @@ impl MockStream {
     /// A stream that serves these chunks, then end of file.
     pub fn new<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let reads = chunks.into_iter().map(<[u8]>::to_vec).collect();
-        Self { reads: Arc::new(Mutex::new(reads)), written: Arc::default() }
+        Self {
+            reads: Arc::new(Mutex::new(reads)),
+            written: Arc::default(),
+        }
     }
 
     /// Everything written so far, as text.
@@ -31,7 +34,11 @@ impl MockStream {
 }
 
 impl AsyncRead for MockStream {
-    fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let mut reads = self.reads.lock().expect("mock lock");
         if let Some(mut chunk) = reads.pop_front() {
             let n = chunk.len().min(buf.remaining());
@@ -45,8 +52,15 @@ impl AsyncRead for MockStream {
 }
 
 impl AsyncWrite for MockStream {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        self.written.lock().expect("mock lock").extend_from_slice(data);
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.written
+            .lock()
+            .expect("mock lock")
+            .extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
     }
 

@@ -22,8 +22,8 @@ pub use self::{
 use crate::{
     error::{Error, Result},
     protocol::{
-        Capabilities, Command, ListEntry, Reply, ResponseCode, Status, UidlEntry, apop_digest, apop_timestamp,
-        parse_list, parse_stat, parse_uidl,
+        Capabilities, Command, ListEntry, Reply, ResponseCode, Status, UidlEntry, apop_digest,
+        apop_timestamp, parse_list, parse_stat, parse_uidl,
     },
 };
 
@@ -61,13 +61,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub async fn greet(mut conn: Connection<S>) -> Result<Self> {
         let reply = conn.read_greeting().await?;
         let reply = conn::expect_ok("greeting", reply)?;
-        Ok(Self { conn, greeting: reply.text, caps: None })
+        Ok(Self {
+            conn,
+            greeting: reply.text,
+            caps: None,
+        })
     }
 
     /// A client on a stream just upgraded by STLS: no new greeting; capabilities are unknown
     /// again (RFC 2595 §4).
     pub fn after_stls(conn: Connection<S>, greeting: Vec<u8>) -> Self {
-        Self { conn, greeting, caps: None }
+        Self {
+            conn,
+            greeting,
+            caps: None,
+        }
     }
 
     /// Asks for the capabilities (RFC 2449 CAPA). A server without CAPA (`-ERR`) is taken to
@@ -93,7 +101,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub async fn stls(mut self) -> Result<(S, Vec<u8>)> {
         self.conn.command(&Command::Stls).await?;
         if self.conn.has_buffered() {
-            return Err(Error::Unexpected { command: "STLS", text: "data after +OK, before the TLS handshake".into() });
+            return Err(Error::Unexpected {
+                command: "STLS",
+                text: "data after +OK, before the TLS handshake".into(),
+            });
         }
         Ok((self.conn.into_stream(), self.greeting))
     }
@@ -115,9 +126,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Possible failures: [`Error::Auth`] when the server refuses the credentials (its response
     /// code says whether only the mailbox is busy), [`Error::Unsupported`] for APOP without a
     /// timestamp in the greeting.
-    pub async fn login(mut self, method: AuthMethod, user: &str, password: &str) -> Result<Session<S>> {
+    pub async fn login(
+        mut self,
+        method: AuthMethod,
+        user: &str,
+        password: &str,
+    ) -> Result<Session<S>> {
         let mechanism = method.name();
-        let refused = |reply: Reply| Error::Auth { mechanism, code: ResponseCode::parse(&reply.text), text: reply.text_lossy() };
+        let refused = |reply: Reply| Error::Auth {
+            mechanism,
+            code: ResponseCode::parse(&reply.text),
+            text: reply.text_lossy(),
+        };
         let last = match method {
             AuthMethod::User => {
                 let (u, p) = (Command::User(user.into()), Command::Pass(password.into()));
@@ -128,12 +148,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 self.exchange(&p).await?
             }
             AuthMethod::Apop => {
-                let stamp = apop_timestamp(&self.greeting).ok_or(Error::Unsupported("APOP (no timestamp in the greeting)"))?;
+                let stamp = apop_timestamp(&self.greeting)
+                    .ok_or(Error::Unsupported("APOP (no timestamp in the greeting)"))?;
                 let digest = apop_digest(stamp, password);
-                self.exchange(&Command::Apop { user: user.into(), digest }).await?
+                self.exchange(&Command::Apop {
+                    user: user.into(),
+                    digest,
+                })
+                .await?
             }
             AuthMethod::Plain => {
-                let response = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+                let response = base64::engine::general_purpose::STANDARD
+                    .encode(format!("\0{user}\0{password}"));
                 // RFC 5034 §4: an initial response that would make the line exceed 255 octets
                 // goes after an empty challenge instead.
                 if response.len() + "AUTH PLAIN \r\n".len() <= 255 {
@@ -150,7 +176,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         match last.status {
             Status::Ok => {
                 let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
-                Ok(Session { conn: self.conn, pipelining })
+                Ok(Session {
+                    conn: self.conn,
+                    pipelining,
+                })
             }
             _ => Err(refused(last)),
         }
@@ -179,26 +208,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// STAT: the number of messages and their total size in octets.
     pub async fn stat(&mut self) -> Result<(u32, u64)> {
         let reply = self.conn.command(&Command::Stat).await?;
-        parse_stat(&reply.text).map_err(|source| Error::Parse { command: "STAT", source })
+        parse_stat(&reply.text).map_err(|source| Error::Parse {
+            command: "STAT",
+            source,
+        })
     }
 
     /// LIST: the size of every message not marked deleted.
     pub async fn list(&mut self) -> Result<Vec<ListEntry>> {
         let reply = self.conn.command(&Command::List(None)).await?;
-        parse_list(&reply.data).map_err(|source| Error::Parse { command: "LIST", source })
+        parse_list(&reply.data).map_err(|source| Error::Parse {
+            command: "LIST",
+            source,
+        })
     }
 
     /// LIST n: the size of one message. `-ERR no such message` is [`Error::Server`].
     pub async fn list_one(&mut self, msg: u32) -> Result<ListEntry> {
         let reply = self.conn.command(&Command::List(Some(msg))).await?;
-        let entry = parse_list(&reply.text).map_err(|source| Error::Parse { command: "LIST", source })?;
-        entry.into_iter().next().ok_or(Error::Unexpected { command: "LIST", text: reply.text_lossy() })
+        let entry = parse_list(&reply.text).map_err(|source| Error::Parse {
+            command: "LIST",
+            source,
+        })?;
+        entry.into_iter().next().ok_or(Error::Unexpected {
+            command: "LIST",
+            text: reply.text_lossy(),
+        })
     }
 
     /// UIDL (optional in RFC 1939): the unique-id of every message not marked deleted.
     pub async fn uidl(&mut self) -> Result<Vec<UidlEntry>> {
         let reply = self.conn.command(&Command::Uidl(None)).await?;
-        parse_uidl(&reply.data).map_err(|source| Error::Parse { command: "UIDL", source })
+        parse_uidl(&reply.data).map_err(|source| Error::Parse {
+            command: "UIDL",
+            source,
+        })
     }
 
     /// RETR n: the whole message, dot-unstuffed, lines ending in CRLF.

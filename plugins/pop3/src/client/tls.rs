@@ -13,11 +13,19 @@ use crate::error::{Error, Result};
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let ca_error = |source| Error::CaFile { path: path.to_owned(), source };
+        let ca_error = |source| Error::CaFile {
+            path: path.to_owned(),
+            source,
+        };
         let file = File::open(path).map_err(ca_error)?;
-        let certs = rustls_pemfile::certs(&mut BufReader::new(file)).collect::<Result<Vec<_>, _>>().map_err(ca_error)?;
+        let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ca_error)?;
         if certs.is_empty() {
-            return Err(ca_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "no PEM certificate in it")));
+            return Err(ca_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no PEM certificate in it",
+            )));
         }
         for cert in certs {
             roots.add(cert).map_err(Error::TlsConfig)?;
@@ -34,8 +42,11 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
 
 /// The name the server's certificate must carry: a DNS name or an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>> {
-    ServerName::try_from(host.to_owned())
-        .map_err(|e| Error::TlsConfig(rustls::Error::General(format!("invalid server name {host:?}: {e}"))))
+    ServerName::try_from(host.to_owned()).map_err(|e| {
+        Error::TlsConfig(rustls::Error::General(format!(
+            "invalid server name {host:?}: {e}"
+        )))
+    })
 }
 
 /// Runs the client handshake on `stream`.
@@ -45,5 +56,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     name: ServerName<'static>,
 ) -> Result<TlsStream<S>> {
     let server = name.to_str().into_owned();
-    TlsConnector::from(config).connect(name, stream).await.map_err(|source| Error::Tls { server, source })
+    TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|source| Error::Tls { server, source })
 }

@@ -12,6 +12,9 @@ mod rfc2449;
 pub use self::{
     error::ParseError,
     response::{Expect, Limits, Parsed, Reply, Status, parse_reply},
-    rfc1939::{Command, ListEntry, UidlEntry, apop_digest, apop_timestamp, parse_list, parse_stat, parse_uidl},
+    rfc1939::{
+        Command, ListEntry, UidlEntry, apop_digest, apop_timestamp, parse_list, parse_stat,
+        parse_uidl,
+    },
     rfc2449::{Capabilities, ResponseCode},
 };

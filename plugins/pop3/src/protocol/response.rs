@@ -53,7 +53,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { status_line: 1024, data_line: 1 << 20, multi_line: 64 << 20 }
+        Self {
+            status_line: 1024,
+            data_line: 1 << 20,
+            multi_line: 64 << 20,
+        }
     }
 }
 
@@ -69,27 +73,48 @@ pub enum Parsed<T> {
 
 /// Parses one reply from the start of `buf`. `resume` is 0 on the first call and the value
 /// returned in [`Parsed::Incomplete`] on later calls for the same reply.
-pub fn parse_reply(buf: &[u8], resume: usize, expect: Expect, limits: &Limits) -> Result<Parsed<Reply>, ParseError> {
+pub fn parse_reply(
+    buf: &[u8],
+    resume: usize,
+    expect: Expect,
+    limits: &Limits,
+) -> Result<Parsed<Reply>, ParseError> {
     let Some((line, data_start)) = next_line(buf, 0, limits.status_line)? else {
         return Ok(Parsed::Incomplete { resume: 0 });
     };
     let (status, text) = parse_status(line)?;
     if expect == Expect::SingleLine || status != Status::Ok {
-        let value = Reply { status, text: text.to_vec(), data: Vec::new() };
-        return Ok(Parsed::Complete { value, consumed: data_start });
+        let value = Reply {
+            status,
+            text: text.to_vec(),
+            data: Vec::new(),
+        };
+        return Ok(Parsed::Complete {
+            value,
+            consumed: data_start,
+        });
     }
     let mut pos = resume.max(data_start);
     loop {
         if pos - data_start > limits.multi_line {
-            return Err(ParseError::ReplyTooLarge { limit: limits.multi_line });
+            return Err(ParseError::ReplyTooLarge {
+                limit: limits.multi_line,
+            });
         }
         let Some((line, next)) = next_line(buf, pos, limits.data_line)? else {
             return Ok(Parsed::Incomplete { resume: pos });
         };
         if line == b"." {
             let data = unstuff(&buf[data_start..pos]);
-            let value = Reply { status, text: text.to_vec(), data };
-            return Ok(Parsed::Complete { value, consumed: next });
+            let value = Reply {
+                status,
+                text: text.to_vec(),
+                data,
+            };
+            return Ok(Parsed::Complete {
+                value,
+                consumed: next,
+            });
         }
         pos = next;
     }
@@ -100,7 +125,11 @@ pub fn parse_reply(buf: &[u8], resume: usize, expect: Expect, limits: &Limits) -
 fn next_line(buf: &[u8], start: usize, limit: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
     let rest = &buf[start..];
     let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-        return if rest.len() > limit { Err(too_long(rest, limit)) } else { Ok(None) };
+        return if rest.len() > limit {
+            Err(too_long(rest, limit))
+        } else {
+            Ok(None)
+        };
     };
     let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
     if line.len() > limit {
@@ -110,7 +139,10 @@ fn next_line(buf: &[u8], start: usize, limit: usize) -> Result<Option<(&[u8], us
 }
 
 fn too_long(line: &[u8], limit: usize) -> ParseError {
-    ParseError::LineTooLong { limit, start: line[..line.len().min(40)].to_vec() }
+    ParseError::LineTooLong {
+        limit,
+        start: line[..line.len().min(40)].to_vec(),
+    }
 }
 
 fn parse_status(line: &[u8]) -> Result<(Status, &[u8]), ParseError> {
@@ -153,16 +185,31 @@ mod tests {
     fn complete(buf: &[u8], expect: Expect) -> (Reply, usize) {
         match parse(buf, expect) {
             Ok(Parsed::Complete { value, consumed }) => (value, consumed),
-            other => panic!("expected a complete reply for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
+            other => panic!(
+                "expected a complete reply for {:?}, got {other:?}",
+                String::from_utf8_lossy(buf)
+            ),
         }
     }
 
     #[test]
     fn single_line_ok_and_err() {
-        let (r, n) = complete(b"+OK Dovecot (Debian) ready.\r\n+OK next", Expect::SingleLine);
-        assert_eq!((r.status, r.text.as_slice(), n), (Status::Ok, &b"Dovecot (Debian) ready."[..], 29));
-        let (r, _) = complete(b"-ERR [AUTH] Authentication failed.\r\n", Expect::SingleLine);
-        assert_eq!((r.status, r.text_lossy().as_str()), (Status::Err, "[AUTH] Authentication failed."));
+        let (r, n) = complete(
+            b"+OK Dovecot (Debian) ready.\r\n+OK next",
+            Expect::SingleLine,
+        );
+        assert_eq!(
+            (r.status, r.text.as_slice(), n),
+            (Status::Ok, &b"Dovecot (Debian) ready."[..], 29)
+        );
+        let (r, _) = complete(
+            b"-ERR [AUTH] Authentication failed.\r\n",
+            Expect::SingleLine,
+        );
+        assert_eq!(
+            (r.status, r.text_lossy().as_str()),
+            (Status::Err, "[AUTH] Authentication failed.")
+        );
         let (r, n) = complete(b"+OK\r\n", Expect::SingleLine);
         assert_eq!((r.status, r.text.len(), n), (Status::Ok, 0, 5));
         let (r, _) = complete(b"+ \r\n", Expect::SingleLine);
@@ -214,16 +261,30 @@ mod tests {
         assert_eq!((end, consumed), (wire.len(), wire.len()));
         assert_eq!(value.data, b"line one\r\nline two\r\n");
         // A terminator split as ".\r" is not mistaken for the end.
-        assert!(matches!(parse(b"+OK\r\nx\r\n.\r", Expect::MultiLine), Ok(Parsed::Incomplete { .. })));
-        assert!(matches!(parse(b"+OK\r\nx\r\n..\r\n", Expect::MultiLine), Ok(Parsed::Incomplete { .. })));
+        assert!(matches!(
+            parse(b"+OK\r\nx\r\n.\r", Expect::MultiLine),
+            Ok(Parsed::Incomplete { .. })
+        ));
+        assert!(matches!(
+            parse(b"+OK\r\nx\r\n..\r\n", Expect::MultiLine),
+            Ok(Parsed::Incomplete { .. })
+        ));
     }
 
     #[test]
     fn over_long_lines_are_errors_even_before_their_end_arrives() {
-        let limits = Limits { status_line: 10, data_line: 8, multi_line: 30 };
+        let limits = Limits {
+            status_line: 10,
+            data_line: 8,
+            multi_line: 30,
+        };
         let e = parse_reply(b"+OK 0123456789", 0, Expect::SingleLine, &limits).unwrap_err();
-        assert!(matches!(e, ParseError::LineTooLong { limit: 10, .. }), "{e}");
-        let e = parse_reply(b"+OK\r\n123456789\r\n.\r\n", 0, Expect::MultiLine, &limits).unwrap_err();
+        assert!(
+            matches!(e, ParseError::LineTooLong { limit: 10, .. }),
+            "{e}"
+        );
+        let e =
+            parse_reply(b"+OK\r\n123456789\r\n.\r\n", 0, Expect::MultiLine, &limits).unwrap_err();
         assert!(e.to_string().starts_with("line longer than 8 bytes"), "{e}");
         let big = b"+OK\r\n1234567\r\n1234567\r\n1234567\r\n1234567\r\n.\r\n";
         let e = parse_reply(big, 0, Expect::MultiLine, &limits).unwrap_err();

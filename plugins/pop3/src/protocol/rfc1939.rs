@@ -16,7 +16,10 @@ pub enum Command {
     User(String),
     Pass(String),
     /// `APOP name digest`.
-    Apop { user: String, digest: String },
+    Apop {
+        user: String,
+        digest: String,
+    },
     /// `AUTH PLAIN [initial-response]` (RFC 5034).
     AuthPlain(Option<String>),
     /// A line answering a SASL `+ ` continuation.
@@ -36,7 +39,9 @@ impl Command {
     /// Whether a `+OK` to this command is followed by data lines.
     pub fn expect(&self) -> Expect {
         match self {
-            Self::Capa | Self::List(None) | Self::Uidl(None) | Self::Retr(_) | Self::Top(..) => Expect::MultiLine,
+            Self::Capa | Self::List(None) | Self::Uidl(None) | Self::Retr(_) | Self::Top(..) => {
+                Expect::MultiLine
+            }
             _ => Expect::SingleLine,
         }
     }
@@ -92,7 +97,10 @@ impl Command {
 
 /// `+OK nn mm` of STAT: message count and mailbox size in octets.
 pub fn parse_stat(text: &[u8]) -> Result<(u32, u64), ParseError> {
-    let bad = || ParseError::BadListing { what: "STAT", line: text.to_vec() };
+    let bad = || ParseError::BadListing {
+        what: "STAT",
+        line: text.to_vec(),
+    };
     let mut words = text.split(|&b| b == b' ').filter(|w| !w.is_empty());
     let count = words.next().and_then(number).ok_or_else(bad)?;
     let size = words.next().and_then(number).ok_or_else(bad)?;
@@ -124,8 +132,15 @@ pub fn parse_list(data: &[u8]) -> Result<Vec<ListEntry>, ParseError> {
 /// The data of a multi-line UIDL reply, or the text of a one-message `+OK n uid`.
 /// Unique-ids must be 1–70 characters in 0x21–0x7E (RFC 1939 §7); others are refused.
 pub fn parse_uidl(data: &[u8]) -> Result<Vec<UidlEntry>, ParseError> {
-    let entries = listing(data, "UIDL", |msg, value| Ok(UidlEntry { msg, uid: String::from_utf8_lossy(value).into_owned() }))?;
-    match entries.iter().find(|e| e.uid.is_empty() || e.uid.len() > 70 || !e.uid.bytes().all(|b| (0x21..=0x7e).contains(&b))) {
+    let entries = listing(data, "UIDL", |msg, value| {
+        Ok(UidlEntry {
+            msg,
+            uid: String::from_utf8_lossy(value).into_owned(),
+        })
+    })?;
+    match entries.iter().find(|e| {
+        e.uid.is_empty() || e.uid.len() > 70 || !e.uid.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    }) {
         Some(bad) => Err(ParseError::BadUid(bad.uid.as_bytes().to_vec())),
         None => Ok(entries),
     }
@@ -142,9 +157,16 @@ fn listing<T>(
         if line.is_empty() {
             continue;
         }
-        let bad = || ParseError::BadListing { what, line: line.to_vec() };
+        let bad = || ParseError::BadListing {
+            what,
+            line: line.to_vec(),
+        };
         let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-        let msg = words.next().and_then(number).and_then(|n| u32::try_from(n).ok()).ok_or_else(bad)?;
+        let msg = words
+            .next()
+            .and_then(number)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(bad)?;
         let v = words.next().ok_or_else(bad)?;
         out.push(value(msg, v).map_err(|()| bad())?);
     }
@@ -171,10 +193,12 @@ pub fn apop_digest(timestamp: &[u8], secret: &str) -> String {
     let mut md5 = Md5::new();
     md5.update(timestamp);
     md5.update(secret.as_bytes());
-    md5.finalize().iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    md5.finalize()
+        .iter()
+        .fold(String::with_capacity(32), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -194,8 +218,14 @@ mod tests {
         assert_eq!(encoded(&Command::List(None)), "LIST\r\n");
         assert_eq!(encoded(&Command::Uidl(Some(7))), "UIDL 7\r\n");
         assert_eq!(encoded(&Command::AuthPlain(None)), "AUTH PLAIN\r\n");
-        assert_eq!(encoded(&Command::AuthPlain(Some("AGEAYg==".into()))), "AUTH PLAIN AGEAYg==\r\n");
-        assert_eq!(Command::Pass("x\r\nDELE 1".into()).encode(&mut Vec::new()), Err("PASS"));
+        assert_eq!(
+            encoded(&Command::AuthPlain(Some("AGEAYg==".into()))),
+            "AUTH PLAIN AGEAYg==\r\n"
+        );
+        assert_eq!(
+            Command::Pass("x\r\nDELE 1".into()).encode(&mut Vec::new()),
+            Err("PASS")
+        );
         assert_eq!(Command::Retr(1).expect(), Expect::MultiLine);
         assert_eq!(Command::List(Some(1)).expect(), Expect::SingleLine);
     }
@@ -204,10 +234,25 @@ mod tests {
     fn stat_list_and_uidl_listings() {
         assert_eq!(parse_stat(b"2 320"), Ok((2, 320)));
         assert!(parse_stat(b"two 320").is_err());
-        assert_eq!(parse_list(b"1 120\r\n2 200\r\n").unwrap(), [ListEntry { msg: 1, size: 120 }, ListEntry { msg: 2, size: 200 }]);
-        assert_eq!(parse_list(b"2 200").unwrap(), [ListEntry { msg: 2, size: 200 }]);
+        assert_eq!(
+            parse_list(b"1 120\r\n2 200\r\n").unwrap(),
+            [
+                ListEntry { msg: 1, size: 120 },
+                ListEntry { msg: 2, size: 200 }
+            ]
+        );
+        assert_eq!(
+            parse_list(b"2 200").unwrap(),
+            [ListEntry { msg: 2, size: 200 }]
+        );
         let uidl = parse_uidl(b"1 000000016b0c2efa\r\n2 whqtswO00WBw418f9t5JxYwZ\r\n").unwrap();
-        assert_eq!(uidl[1], UidlEntry { msg: 2, uid: "whqtswO00WBw418f9t5JxYwZ".into() });
+        assert_eq!(
+            uidl[1],
+            UidlEntry {
+                msg: 2,
+                uid: "whqtswO00WBw418f9t5JxYwZ".into()
+            }
+        );
         let e = parse_list(b"1 120\r\nx 5\r\n").unwrap_err();
         assert_eq!(e.to_string(), "malformed LIST line \"x 5\"");
     }
@@ -215,9 +260,15 @@ mod tests {
     #[test]
     fn uids_are_bounded_like_rfc1939_says() {
         let long = format!("1 {}\r\n", "a".repeat(71));
-        assert!(matches!(parse_uidl(long.as_bytes()), Err(ParseError::BadUid(_))));
+        assert!(matches!(
+            parse_uidl(long.as_bytes()),
+            Err(ParseError::BadUid(_))
+        ));
         assert!(parse_uidl(format!("1 {}\r\n", "a".repeat(70)).as_bytes()).is_ok());
-        assert!(matches!(parse_uidl(b"1 caf\xc3\xa9\r\n"), Err(ParseError::BadUid(_))));
+        assert!(matches!(
+            parse_uidl(b"1 caf\xc3\xa9\r\n"),
+            Err(ParseError::BadUid(_))
+        ));
     }
 
     #[test]
@@ -225,7 +276,10 @@ mod tests {
         let greeting = b"POP3 server ready <1896.697170952@dbc.mtview.ca.us>";
         let stamp = apop_timestamp(greeting).expect("timestamp");
         assert_eq!(stamp, b"<1896.697170952@dbc.mtview.ca.us>");
-        assert_eq!(apop_digest(stamp, "tanstaaf"), "c4c9334bac560ecc979e58001b3e22fb");
+        assert_eq!(
+            apop_digest(stamp, "tanstaaf"),
+            "c4c9334bac560ecc979e58001b3e22fb"
+        );
         assert_eq!(apop_timestamp(b"Dovecot (Debian) ready."), None);
         assert_eq!(apop_timestamp(b"ready <no-at-sign>"), None);
     }

@@ -91,18 +91,36 @@ mod tests {
     fn dovecot_capabilities_before_login() {
         let data = b"CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\n";
         let caps = Capabilities::parse(data);
-        assert!(caps.top && caps.uidl && caps.pipelining && caps.stls && caps.user && caps.resp_codes);
+        assert!(
+            caps.top && caps.uidl && caps.pipelining && caps.stls && caps.user && caps.resp_codes
+        );
         assert!(caps.has_sasl("plain") && caps.has_sasl("LOGIN") && !caps.has_sasl("CRAM-MD5"));
         assert_eq!(caps.lines.len(), 9);
-        assert_eq!(Capabilities::parse(b"USER\r\n"), Capabilities { user: true, lines: vec!["USER".into()], ..Default::default() });
+        assert_eq!(
+            Capabilities::parse(b"USER\r\n"),
+            Capabilities {
+                user: true,
+                lines: vec!["USER".into()],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
     fn response_codes() {
-        assert_eq!(ResponseCode::parse(b"[AUTH] Authentication failed."), Some(ResponseCode::Auth));
-        assert_eq!(ResponseCode::parse(b"[in-use] locked"), Some(ResponseCode::InUse));
+        assert_eq!(
+            ResponseCode::parse(b"[AUTH] Authentication failed."),
+            Some(ResponseCode::Auth)
+        );
+        assert_eq!(
+            ResponseCode::parse(b"[in-use] locked"),
+            Some(ResponseCode::InUse)
+        );
         assert!(ResponseCode::parse(b"[SYS/TEMP] try later").is_some_and(|c| c.is_temporary()));
-        assert_eq!(ResponseCode::parse(b"[X-FOO] bar"), Some(ResponseCode::Other("X-FOO".into())));
+        assert_eq!(
+            ResponseCode::parse(b"[X-FOO] bar"),
+            Some(ResponseCode::Other("X-FOO".into()))
+        );
         assert_eq!(ResponseCode::parse(b"no code [AUTH]"), None);
     }
 }
