@@ -16,7 +16,8 @@ use alertbridge_plugin_api::{
 /// Presence answers per (sink, user), valid for `ttl`.
 #[derive(Default)]
 pub struct PresenceCache {
-    entries: Mutex<HashMap<(String, String), (PresenceState, Instant)>>,
+    /// sink → user → (state, when asked).
+    entries: Mutex<HashMap<String, HashMap<String, (PresenceState, Instant)>>>,
     /// One fetch per sink at a time; the others then find the cache filled.
     fetching: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -34,9 +35,10 @@ impl PresenceCache {
         out: &mut HashMap<String, PresenceState>,
     ) -> Vec<String> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let of_sink = entries.get(sink);
         let mut missing = Vec::new();
         for u in users {
-            match entries.get(&(sink.to_owned(), u.clone())) {
+            match of_sink.and_then(|e| e.get(u)) {
                 Some((state, at)) if at.elapsed() < ttl => {
                     out.insert(u.clone(), *state);
                 }
@@ -77,12 +79,13 @@ impl PresenceCache {
             Ok(RResult::ROk(list)) => {
                 let now = Instant::now();
                 let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-                if entries.len() > 100_000 {
-                    entries.retain(|_, (_, at)| at.elapsed() < ttl);
+                let of_sink = entries.entry(name.to_owned()).or_default();
+                if of_sink.len() > 100_000 {
+                    of_sink.retain(|_, (_, at)| at.elapsed() < ttl);
                 }
                 for p in list.iter() {
                     let user = p.user.to_string();
-                    entries.insert((name.to_owned(), user.clone()), (p.state, now));
+                    of_sink.insert(user.clone(), (p.state, now));
                     if missing.contains(&user) {
                         out.insert(user, p.state);
                     }
