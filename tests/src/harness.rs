@@ -155,6 +155,22 @@ impl Drop for Host {
     }
 }
 
+/// Asks the test-source plugin listening on control port `control` to emit alerts
+/// (`query`: `count=N&prefix=P&subject=S&severity=V&concurrency=C`), waiting for the port to
+/// come up (the source binds it once its instance has started); returns its JSON answer
+/// (`accepted`, `duplicates`, `refused`, `ids`, `errors`).
+pub fn emit(control: u16, query: &str) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{control}/emit?{query}");
+    let mut answer = None;
+    wait_until("the test source's control port", Duration::from_secs(30), || {
+        answer = post(&url);
+        answer.is_some()
+    });
+    let (status, body) = answer.unwrap_or_default();
+    assert_eq!(status, 200, "the test source refused {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("the test source answered no JSON ({e}): {body}"))
+}
+
 /// A blocking HTTP GET over a plain socket; `None` if nothing answered.
 pub fn get(url: &str) -> Option<String> {
     request("GET", url, &[], "").map(|(_, body)| body)

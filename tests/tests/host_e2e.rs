@@ -4,7 +4,7 @@
 
 use std::{fs, path::Path, process::Command, time::Duration};
 
-use alertbridge_testbed::harness::{Host, bin_dir, free_port, plugin_file, post, wait_until};
+use alertbridge_testbed::harness::{Host, bin_dir, emit, free_port, plugin_file, post, wait_until};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -48,19 +48,6 @@ const OPS: &str = r#"
 [groups]
 ops = ["sip:alice@x", "sip:bob@x"]
 "#;
-
-fn emit(control: u16, query: &str) -> serde_json::Value {
-    let url = format!("http://127.0.0.1:{control}/emit?{query}");
-    let mut answer = None;
-    // The source binds its control port once its instance has started.
-    wait_until("the test source's control port", LONG, || {
-        answer = post(&url);
-        answer.is_some()
-    });
-    let (status, body) = answer.unwrap_or_default();
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("emit answers JSON")
-}
 
 fn delivered(dir: &Path) -> Vec<serde_json::Value> {
     fs::read_to_string(dir.join("delivered.jsonl"))

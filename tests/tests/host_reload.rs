@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fs, path::Path, process::Command, time::Duration};
 
-use alertbridge_testbed::harness::{Host, free_port, post, wait_until};
+use alertbridge_testbed::harness::{Host, emit, free_port, post, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -42,16 +42,6 @@ groups = ["{group}"]
 sinks = ["sink"]
 "#
     )
-}
-
-fn emit(control: u16, query: &str) -> serde_json::Value {
-    let url = format!("http://127.0.0.1:{control}/emit?{query}");
-    let mut answer = None;
-    wait_until("the test source's control port", LONG, || {
-        answer = post(&url);
-        answer.is_some()
-    });
-    serde_json::from_str(&answer.unwrap_or_default().1).expect("emit answers JSON")
 }
 
 fn recipients_by_alert(dir: &Path) -> BTreeMap<u64, Vec<String>> {

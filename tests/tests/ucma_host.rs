@@ -10,7 +10,7 @@ use std::{
 };
 
 use alertbridge_testbed::{
-    harness::{Host, bin_dir, free_port, post, wait_until},
+    harness::{Host, bin_dir, emit, free_port, post, wait_until},
     ucma_sim::{
         Availability, Fault, FaultAction, FaultTarget, HealthStatus, Outcome, SimConfig,
         SimHandle, Simulator,
@@ -84,17 +84,8 @@ impl Bed {
     /// UTF-8 but no `&`, `=`, `?` or space (write `%20`).
     fn emit(&self, subject: &str, severity: &str) -> u64 {
         let n = self.emitted.fetch_add(1, Ordering::Relaxed);
-        let url = format!("http://127.0.0.1:{}/emit?count=1&prefix=e{n}&subject={subject}&severity={severity}", self.control);
-        let mut answer = None;
-        // The source binds its control port once its instance has started.
-        wait_until("the test source's control port", LONG, || {
-            answer = post(&url);
-            answer.is_some()
-        });
-        let (status, body) = answer.unwrap_or_default();
-        assert_eq!(status, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).expect("emit answers JSON");
-        assert_eq!(v["accepted"], 1, "{body}");
+        let v = emit(self.control, &format!("count=1&prefix=e{n}&subject={subject}&severity={severity}"));
+        assert_eq!(v["accepted"], 1, "{v}");
         v["ids"][0].as_u64().expect("an alert id")
     }
 

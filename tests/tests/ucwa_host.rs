@@ -9,7 +9,7 @@ use std::{
 };
 
 use alertbridge_testbed::{
-    harness::{Host, free_port, post, wait_until},
+    harness::{Host, emit, free_port},
     ucwa_sim::{Behaviour, SimConfig, SimHandle, Simulator, UserSpec},
 };
 use serde_json::Value;
@@ -78,15 +78,7 @@ impl Bed {
     /// UTF-8 but no `&`, `=`, `?` or space (write `%20`).
     fn emit(&self, subject: &str, severity: &str) -> u64 {
         let n = self.emitted.fetch_add(1, Ordering::Relaxed);
-        let url = format!("http://127.0.0.1:{}/emit?count=1&prefix=e{n}&subject={subject}&severity={severity}", self.control);
-        let mut answer = None;
-        wait_until("the test source's control port", LONG, || {
-            answer = post(&url);
-            answer.is_some()
-        });
-        let (status, body) = answer.unwrap_or_default();
-        assert_eq!(status, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).expect("emit answers JSON");
+        let v = emit(self.control, &format!("count=1&prefix=e{n}&subject={subject}&severity={severity}"));
         v["ids"][0].as_u64().expect("an alert id")
     }
 
