@@ -14,9 +14,11 @@ N=${N:-10000}; RUNS=${RUNS:-5}
 C=${ALERTBRIDGE_TEST_DOVECOT_CONF:?start Dovecot with scripts/dovecot.sh and eval its env output}
 PLAIN=${ALERTBRIDGE_TEST_POP3_ADDR:?}; TLS=${ALERTBRIDGE_TEST_POP3S_ADDR:?}; CA=${ALERTBRIDGE_TEST_POP3_CA:?}
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/../../.." && pwd)
-WORK=${BENCH_DIR:-$(mktemp -d /tmp/pop3-bench.XXXXXX)}; mkdir -p "$WORK"
+WORK=${BENCH_DIR:-$(mktemp -d /tmp/pop3-bench.XXXXXX)}; mkdir -p "$WORK"; chmod 755 "$WORK"  # doveadm runs as the mail user
 
 (cd "$ROOT" && cargo build --release -q -p alertbridge-pop3 --example drain)
+# HOST=1 adds the pop3 source inside the real alertbridge, durable queue included.
+[ "${HOST:-0}" = 1 ] && (cd "$ROOT" && cargo build --release -q --workspace)
 DRAIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/drain
 
 if [ ! -d "$WORK/tmpl$N/Maildir/new" ]; then
@@ -74,6 +76,7 @@ stats() { sort -n "$WORK/$1.times" | awk -v n="$N" '{ t[NR] = $1 } END {
 fetchmail_rc plain; fetchmail_rc pop3s
 FM="fetchmail --pidfile $WORK/fm.pid --idfile $WORK/fm.ids -s"
 VARIANTS="pop3-plain fetchmail-plain pop3-pop3s fetchmail-pop3s pop3-plain-1session bare-pipelined-plain"
+[ "${HOST:-0}" = 1 ] && VARIANTS="$VARIANTS host-plain host-plain-1session"
 for v in $VARIANTS; do : > "$WORK/$v.times"; done
 # Rounds interleave the clients, so a noisy neighbour on the machine hits all of them alike.
 for round in $(seq "$RUNS"); do
@@ -84,6 +87,10 @@ for round in $(seq "$RUNS"); do
     once fetchmail-pop3s $FM -f "$WORK/fm-pop3s.rc"
     DRAIN_EXTRA_CONFIG="max_messages_per_session = $N" once pop3-plain-1session "$DRAIN" "$PLAIN" none bench benchpass "$N"
     once bare-pipelined-plain python3 "$HERE/pop3-drain.py" bench benchpass "${PLAIN##*:}" 64
+    if [ "${HOST:-0}" = 1 ]; then
+        once host-plain "$HERE/drain-host.sh" "$PLAIN" "$N"
+        once host-plain-1session "$HERE/drain-host.sh" "$PLAIN" "$N" "max_messages_per_session = $N"
+    fi
 done
 
 echo
@@ -91,10 +98,15 @@ echo "Draining $N mails from Dovecot on loopback, $RUNS runs each (wall seconds;
 echo "pop3 source -> in-process TestHost (no durable queue yet); fetchmail -> bsmtp file."
 echo "pop3-* use the default max_messages_per_session (1000, so 10 QUITs); -1session: one QUIT."
 echo "bare-pipelined: a 28-line python client, RETR+DELE in batches of 64, no parsing, no delivery."
+echo "host-*: the pop3 source in the release alertbridge, each mail durably queued before its DELE (incl. host start)."
 printf '%-34s %9s %9s %9s %10s\n' client median min max "mails/s"
 for v in $VARIANTS; do
     read -r m lo hi rate <<< "$(stats $v)"
     printf '%-34s %9s %9s %9s %10s\n' "$v" "$m" "$lo" "$hi" "$rate"
+done
+[ "${HOST:-0}" = 1 ] && for v in host-plain host-plain-1session; do
+    a=$(stats "$v" | cut -d' ' -f1); b=$(stats fetchmail-plain | cut -d' ' -f1)
+    awk -v t="$v" -v a="$a" -v b="$b" 'BEGIN { printf "speed-up over fetchmail (%s): %.1fx\n", t, b / a }'
 done
 for t in plain pop3s; do
     a=$(stats "pop3-$t" | cut -d' ' -f1); b=$(stats "fetchmail-$t" | cut -d' ' -f1)
