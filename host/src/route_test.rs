@@ -6,11 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use alertbridge_plugin_api::{Alert, Severity};
 use serde::Deserialize;
 
-use crate::{
-    config::Config,
-    model::StoredAlert,
-    router::{OfflinePolicy, Route},
-};
+use crate::{config::Config, model::StoredAlert, router::Route};
 
 /// The alert file: the JSON alert format of DESIGN §5.
 #[derive(Deserialize)]
@@ -91,19 +87,6 @@ pub fn read_alert(path: &Path) -> Result<Alert, AlertFileError> {
     })
 }
 
-fn describe(policy: &OfflinePolicy) -> String {
-    match policy {
-        OfflinePolicy::Skip => "skip them".into(),
-        OfflinePolicy::Always => "send anyway".into(),
-        OfflinePolicy::Fallback(r) => format!("hand them to route `{r}`"),
-        OfflinePolicy::Hold { max_wait, then } => format!(
-            "hold up to {} s, then {}",
-            max_wait.as_secs(),
-            describe(then)
-        ),
-    }
-}
-
 /// The report for `alert` as if it came from `source`.
 pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
     let router = &config.router;
@@ -140,7 +123,7 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
             }
         );
         let _ = writeln!(out, "     sinks: {}", r.sinks.join(", "));
-        let _ = writeln!(out, "     offline recipients: {}", describe(&r.offline));
+        let _ = writeln!(out, "     offline recipients: {}", r.offline);
         let named_in_alert = !a.groups.is_empty() || !a.users.is_empty();
         if named_in_alert && !r.allow_alert_recipients {
             let _ = writeln!(

@@ -71,6 +71,20 @@ pub enum OfflinePolicy {
     Fallback(String),
 }
 
+impl std::fmt::Display for OfflinePolicy {
+    /// What happens to offline recipients, in words: `hold up to 900 s, then skip them`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Skip => f.write_str("skip them"),
+            Self::Always => f.write_str("send anyway"),
+            Self::Fallback(r) => write!(f, "hand them to route `{r}`"),
+            Self::Hold { max_wait, then } => {
+                write!(f, "hold up to {} s, then {then}", max_wait.as_secs())
+            }
+        }
+    }
+}
+
 impl OfflinePolicy {
     /// A short name for outcomes and the status page.
     pub fn name(&self) -> &'static str {

@@ -21,7 +21,7 @@ use crate::{
     metrics::Metrics,
     model::StoredAlert,
     queue::Queue,
-    router::{ADMIN_SOURCE, OfflinePolicy, ROUTE_ATTRIBUTE},
+    router::{ADMIN_SOURCE, ROUTE_ATTRIBUTE},
 };
 
 /// What the handlers read.
@@ -187,17 +187,6 @@ async fn reload(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-fn describe(p: &OfflinePolicy) -> String {
-    match p {
-        OfflinePolicy::Skip => "skip".into(),
-        OfflinePolicy::Always => "send anyway".into(),
-        OfflinePolicy::Fallback(r) => format!("fall back to {r}"),
-        OfflinePolicy::Hold { max_wait, then } => {
-            format!("hold {} s, then {}", max_wait.as_secs(), describe(then))
-        }
-    }
-}
-
 /// Instances, routes, groups and queue depth, for the status page.
 async fn status(State(s): State<Arc<AdminState>>) -> Response {
     let plan = s.dispatcher.plan();
@@ -208,7 +197,7 @@ async fn status(State(s): State<Arc<AdminState>>) -> Response {
         .map(|r| {
             serde_json::json!({
                 "name": r.name, "match": r.matcher.describe(), "groups": r.groups, "users": r.users,
-                "sinks": r.sinks, "continue": r.cont, "offline": describe(&r.offline),
+                "sinks": r.sinks, "continue": r.cont, "offline": r.offline.to_string(),
             })
         })
         .collect();
