@@ -89,13 +89,18 @@ impl<'a> Collector<'a> {
         self.at(e.span(), message);
     }
 
-    pub fn finish<T>(mut self, value: T) -> Result<T, ConfigErrors> {
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.errors.is_empty() {
             Ok(value)
         } else {
-            self.errors.sort_by_key(|e| (e.line, e.column));
-            Err(ConfigErrors(self.errors))
+            Err(self.fail())
         }
+    }
+
+    /// The errors recorded so far, in file order.
+    pub fn fail(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors(self.errors)
     }
 }
 

@@ -124,7 +124,7 @@ impl Config {
             Ok(doc) => doc,
             Err(e) => {
                 c.at(e.span(), e.message().trim_end().to_owned());
-                return c.finish(unreachable_config(path));
+                return Err(c.fail());
             }
         };
         let root = doc.as_table();
@@ -196,27 +196,6 @@ impl Config {
             column,
             message: format!("{} `{}`: {}", "instance", inst.name, msg),
         }
-    }
-}
-
-fn unreachable_config(path: &Path) -> Config {
-    Config {
-        path: path.to_owned(),
-        host: HostSettings {
-            data_dir: PathBuf::new(),
-            plugin_dir: None,
-            admin_listen: None,
-            dedup_window: Duration::ZERO,
-            history_max_alerts: 0,
-            max_queue_depth: 0,
-            stop_deadline: Duration::ZERO,
-            max_subject_bytes: 0,
-            max_body_bytes: 0,
-        },
-        delivery: DeliverySettings::default(),
-        sources: vec![],
-        sinks: vec![],
-        router: Router::default(),
     }
 }
 

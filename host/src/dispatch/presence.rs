@@ -13,11 +13,14 @@ use alertbridge_plugin_api::{
     abi_stable::std_types::{RResult, RString, RVec},
 };
 
+/// One sink's answers: user → (state, when asked).
+type Answers = HashMap<String, (PresenceState, Instant)>;
+
 /// Presence answers per (sink, user), valid for `ttl`.
 #[derive(Default)]
 pub struct PresenceCache {
     /// sink → user → (state, when asked).
-    entries: Mutex<HashMap<String, HashMap<String, (PresenceState, Instant)>>>,
+    entries: Mutex<HashMap<String, Answers>>,
     /// One fetch per sink at a time; the others then find the cache filled.
     fetching: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
