@@ -173,7 +173,7 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
     use tokio::signal::unix::{SignalKind, signal};
     let config = Config::load(path)?;
     let plugin_dir = plugin_dir(&config);
-    let plugins = load_plugins(&plugin_dir)?;
+    let mut plugins = load_plugins(&plugin_dir)?;
     let (mut bridge, mut reloads) = Bridge::start(config, &plugins).await?;
     let mut term = signal(SignalKind::terminate()).map_err(CliError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(CliError::Signals)?;
@@ -185,7 +185,7 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
             _ = hup.recv() => None,
             Some(reply) = reloads.recv() => Some(reply),
         };
-        let result = reload(&mut bridge, path, &plugin_dir).await;
+        let result = reload(&mut bridge, &mut plugins, path, &plugin_dir).await;
         match &result {
             Ok(_) => {}
             Err(errors) => {
@@ -202,16 +202,17 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
 
 async fn reload(
     bridge: &mut Bridge,
+    plugins: &mut Plugins,
     path: &Path,
     plugin_dir: &Path,
 ) -> Result<crate::app::Reloaded, Vec<String>> {
     let config =
         Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let plugins = loader::load_dir(plugin_dir).map_err(|e| {
+    plugins.scan(plugin_dir).map_err(|e| {
         vec![format!(
             "cannot read the plugin folder {}: {e}",
             plugin_dir.display()
         )]
     })?;
-    bridge.reload(config, &plugins).await
+    bridge.reload(config, plugins).await
 }

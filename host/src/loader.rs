@@ -2,10 +2,7 @@
 //! asked what kinds it provides. A file that cannot be used is refused with one readable line
 //! while the others still load. Libraries are never unloaded.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use alertbridge_plugin_api::{
     API_VERSION, Role,
@@ -74,39 +71,48 @@ pub fn default_dir() -> PathBuf {
 
 /// Loads every `*.so` file in `dir` (not recursing).
 pub fn load_dir(dir: &Path) -> Result<Plugins, std::io::Error> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
-        })
-        .collect();
-    files.sort();
     let mut plugins = Plugins::default();
-    let mut seen: BTreeMap<(String, Role), PathBuf> = BTreeMap::new();
-    for path in files {
-        match load_file(&path) {
-            Ok(p) => {
-                for (kind, role) in &p.kinds {
-                    if let Some(first) = seen.get(&(kind.clone(), *role)) {
-                        tracing::warn!(kind, file = %path.display(), first = %first.display(), "Kind provided twice; the first file wins.");
-                    } else {
-                        seen.insert((kind.clone(), *role), path.clone());
+    plugins.scan(dir)?;
+    Ok(plugins)
+}
+
+impl Plugins {
+    /// Loads the files in `dir` not loaded yet (a reload picks up new plugin files; a loaded
+    /// library is never loaded twice, and refused files are tried again).
+    pub fn scan(&mut self, dir: &Path) -> Result<(), std::io::Error> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+            })
+            .filter(|p| !self.loaded.iter().any(|l| l.path == *p))
+            .collect();
+        files.sort();
+        self.refused.clear();
+        for path in files {
+            match load_file(&path) {
+                Ok(p) => {
+                    for (kind, role) in &p.kinds {
+                        if let Some(first) = self.find(kind, *role) {
+                            tracing::warn!(kind, file = %path.display(), first = %first.path.display(), "Kind provided twice; the first file wins.");
+                        }
                     }
+                    let kinds: Vec<String> =
+                        p.kinds.iter().map(|(k, r)| format!("{r} {k}")).collect();
+                    tracing::info!(plugin = %p.name, version = %p.version, api = %p.api_version, kinds = %kinds.join(", "), file = %path.display(), "Plugin loaded.");
+                    self.loaded.push(p);
                 }
-                let kinds: Vec<String> = p.kinds.iter().map(|(k, r)| format!("{r} {k}")).collect();
-                tracing::info!(plugin = %p.name, version = %p.version, api = %p.api_version, kinds = %kinds.join(", "), file = %path.display(), "Plugin loaded.");
-                plugins.loaded.push(p);
-            }
-            Err(reason) => {
-                tracing::warn!(file = %path.display(), %reason, "Plugin file refused.");
-                plugins.refused.push(Refused { path, reason });
+                Err(reason) => {
+                    tracing::warn!(file = %path.display(), %reason, "Plugin file refused.");
+                    self.refused.push(Refused { path, reason });
+                }
             }
         }
+        Ok(())
     }
-    Ok(plugins)
 }
 
 /// Loads one file, or says in one line why not.
