@@ -80,6 +80,21 @@ struct Run {
     sustained: f64,
     /// Submit → deliver latencies in microseconds, sorted.
     latency: Vec<u64>,
+    /// CPU time of the whole process (host, plugins, queue writer) over the run.
+    cpu: Duration,
+}
+
+/// User + system CPU time this process has used so far (all threads), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name (which ends with the last ')'): utime and stime are
+    // the 12th and 13th, in clock ticks of 1/100 s.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// Runs `count` alerts through a fresh bridge.
@@ -96,6 +111,7 @@ fn run(count: u64, rate: Option<u64>) -> Run {
         .enable_all()
         .build()
         .expect("runtime");
+    let cpu_before = cpu_time();
     let elapsed = rt.block_on(async {
         let start = Instant::now();
         let (bridge, _reloads) = Bridge::start(config(dir.path(), count, rate), &plugins)
@@ -119,6 +135,7 @@ fn run(count: u64, rate: Option<u64>) -> Run {
         bridge.stop().await;
         elapsed
     });
+    let cpu = cpu_time().saturating_sub(cpu_before);
     let text = std::fs::read_to_string(dir.path().join("delivered.jsonl")).expect("record file");
     let records: Vec<(u64, u64)> = text
         .lines()
@@ -146,6 +163,7 @@ fn run(count: u64, rate: Option<u64>) -> Run {
         wall: elapsed,
         sustained,
         latency,
+        cpu,
     }
 }
 
@@ -172,15 +190,16 @@ fn main() {
         .unwrap_or(10);
 
     println!(
-        "| scenario | alerts | wall time | alerts/s (wall) | alerts/s (sustained, p10-p90) | p50 ms | p99 ms | max ms |"
+        "| scenario | alerts | wall time | alerts/s (wall) | alerts/s (sustained, p10-p90) | CPU µs/alert | p50 ms | p99 ms | max ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let row = |name: String, n: u64, r: &Run| {
         println!(
-            "| {name} | {n} | {:.2} s | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {n} | {:.2} s | {:.0} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} |",
             r.wall.as_secs_f64(),
             n as f64 / r.wall.as_secs_f64(),
             r.sustained,
+            r.cpu.as_secs_f64() * 1e6 / n as f64,
             pct(&r.latency, 0.5),
             pct(&r.latency, 0.99),
             pct(&r.latency, 1.0)

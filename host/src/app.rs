@@ -81,19 +81,18 @@ impl Bridge {
                     .collect(),
             )
         })?;
+        let metrics = Arc::new(Metrics::default());
+        let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
         let queue: Arc<dyn Queue> = Arc::new(RedbQueue::open(
             &h.data_dir,
             h.dedup_window,
             h.history_max_alerts,
+            Ingest::on_commit(Arc::clone(&metrics), accepted_tx),
         )?);
-        let metrics = Arc::new(Metrics::default());
-        let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
         let ingest = Arc::new(Ingest {
             queue: Arc::clone(&queue),
             metrics: Arc::clone(&metrics),
             settings: h.clone(),
-            accepted: accepted_tx,
-            runtime: tokio::runtime::Handle::current(),
             stopping: false.into(),
         });
         // Resumed alerts must find their sinks (maybe still starting) from their first round.

@@ -15,19 +15,20 @@ use alertbridge_plugin_api::{
     },
     async_ffi::{FfiFuture, FutureExt as _},
 };
-use tokio::{runtime::Handle, sync::mpsc};
+use tokio::sync::mpsc;
 
-use crate::{config::HostSettings, metrics::Metrics, model::StoredAlert, queue::Queue};
+use crate::{
+    config::HostSettings,
+    metrics::Metrics,
+    model::StoredAlert,
+    queue::{Enqueued, OnCommit, Queue, QueueError},
+};
 
 /// Where accepted alerts go, shared by every source's handle.
 pub struct Ingest {
     pub queue: Arc<dyn Queue>,
     pub metrics: Arc<Metrics>,
     pub settings: HostSettings,
-    /// Newly accepted alerts, for the dispatcher.
-    pub accepted: mpsc::UnboundedSender<StoredAlert>,
-    /// The host runtime, where the work after a commit runs whatever the plugin does.
-    pub runtime: Handle,
     pub stopping: AtomicBool,
 }
 
@@ -113,44 +114,45 @@ impl Ingest {
                 1000,
             );
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let this = Arc::clone(self);
+        // Whatever the plugin does with this future, the queue hands a committed alert to
+        // `committed` below, and so to the dispatcher.
+        let enqueue = self.queue.enqueue(source, alert);
         let source = source.to_owned();
-        let enqueue = self.queue.enqueue(&source, alert);
-        // The follow-up runs on the host runtime: a plugin that drops its future must not stop
-        // a committed alert from being dispatched.
-        self.runtime.spawn(async move {
-            let result = match enqueue.await {
-                Ok(e) => {
-                    let receipt = Receipt { alert_id: e.alert.id, duplicate: e.duplicate };
-                    if e.duplicate {
-                        this.metrics.duplicate(&source);
-                    } else {
-                        this.metrics.accepted(&source);
-                        this.metrics.queue_depth_add(1);
-                        let _ = this.accepted.send(e.alert);
-                    }
-                    Ok(receipt)
-                }
-                Err(e) => {
-                    tracing::error!(source, error = %crate::error_chain(&e), "Could not queue an alert.");
-                    Err(PluginError::new(ErrorKind::TRANSIENT, format!("queue unavailable: {e}")))
-                }
-            };
-            let _ = tx.send(result);
-        });
         async move {
-            match rx.await {
-                Ok(Ok(receipt)) => RResult::ROk(receipt),
-                Ok(Err(e)) => RErr(e.into()),
-                Err(_) => RErr(FfiError {
+            match enqueue.await {
+                Ok(t) => RResult::ROk(Receipt {
+                    alert_id: t.id,
+                    duplicate: t.duplicate,
+                }),
+                Err(QueueError::Closed) => RErr(FfiError {
                     kind: ErrorKind::SHUTTING_DOWN,
                     message: "alertbridge is stopping".into(),
                     retry_after_ms: 1000,
                 }),
+                Err(e) => {
+                    tracing::error!(source, error = %crate::error_chain(&e), "Could not queue an alert.");
+                    RErr(PluginError::new(ErrorKind::TRANSIENT, format!("queue unavailable: {e}")).into())
+                }
             }
         }
         .into_ffi()
+    }
+
+    /// The queue's [`OnCommit`]: counts each committed enqueue and hands new alerts to the
+    /// dispatcher.
+    pub fn on_commit(
+        metrics: Arc<Metrics>,
+        accepted: mpsc::UnboundedSender<StoredAlert>,
+    ) -> OnCommit {
+        Box::new(move |e: Enqueued| {
+            if e.duplicate {
+                metrics.duplicate(&e.alert.source);
+            } else {
+                metrics.accepted(&e.alert.source);
+                metrics.queue_depth_add(1);
+                let _ = accepted.send(e.alert);
+            }
+        })
     }
 }
 

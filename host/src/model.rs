@@ -104,7 +104,7 @@ impl StoredAlert {
 mod alert_serde {
     use super::*;
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Deserialize)]
     struct Doc {
         subject: String,
         #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -124,17 +124,38 @@ mod alert_serde {
         attributes: BTreeMap<String, String>,
     }
 
+    /// The same document, borrowed: what a save writes, without copying the alert.
+    #[derive(Serialize)]
+    struct DocRef<'a> {
+        subject: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        body: &'a str,
+        severity: &'static str,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        groups: &'a [String],
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        users: &'a [String],
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        labels: &'a BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dedup_key: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_ms: Option<i64>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: &'a BTreeMap<String, String>,
+    }
+
     pub fn serialize<S: serde::Serializer>(a: &Alert, s: S) -> Result<S::Ok, S::Error> {
-        Doc {
-            subject: a.subject.clone(),
-            body: a.body.clone(),
-            severity: a.severity.name().to_owned(),
-            groups: a.groups.clone(),
-            users: a.users.clone(),
-            labels: a.labels.clone(),
-            dedup_key: a.dedup_key.clone(),
+        DocRef {
+            subject: &a.subject,
+            body: &a.body,
+            severity: a.severity.name(),
+            groups: &a.groups,
+            users: &a.users,
+            labels: &a.labels,
+            dedup_key: a.dedup_key.as_deref(),
             expires_ms: a.expires_unix_ms,
-            attributes: a.attributes.clone(),
+            attributes: &a.attributes,
         }
         .serialize(s)
     }

@@ -88,11 +88,12 @@ impl Dispatcher {
 
     fn limit(&self, sink: &str, permits: usize) -> Arc<Semaphore> {
         let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            limits
-                .entry(sink.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(permits))),
-        )
+        if let Some(limit) = limits.get(sink) {
+            return Arc::clone(limit);
+        }
+        let limit = Arc::new(Semaphore::new(permits));
+        limits.insert(sink.to_owned(), Arc::clone(&limit));
+        limit
     }
 
     /// Resumes `unfinished` alerts and then takes new ones from `accepted` until stopped.

@@ -3,6 +3,8 @@
 //! Invariants:
 //! - [`Queue::enqueue`] resolves only after the alert is committed to disk; concurrent
 //!   enqueues share one commit (group commit), so a burst costs one fsync, not one per alert.
+//! - Every enqueue a commit took is handed to the queue's [`OnCommit`] right after that commit,
+//!   whether or not anyone still awaits the enqueue: a committed alert is always dispatched.
 //! - A dedup key (scoped to its source) seen within the dedup window is taken once: the second
 //!   enqueue returns the first alert, marked as a duplicate, and stores nothing.
 //! - On restart, [`Queue::unfinished`] returns every alert accepted and not finished.
@@ -22,13 +24,27 @@ use crate::model::StoredAlert;
 /// A boxed future, so the queue can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The result of an enqueue.
-#[derive(Clone, Debug)]
-pub struct Enqueued {
-    pub alert: StoredAlert,
+/// What an enqueue resolves to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The stored alert's id (for a duplicate: the alert seen first).
+    pub id: u64,
     /// True if and only if the dedup key was seen within the window and nothing was stored.
     pub duplicate: bool,
 }
+
+/// An enqueue a commit took, as handed to [`OnCommit`].
+#[derive(Debug)]
+pub struct Enqueued {
+    /// The alert with its id; for a duplicate, the one submitted (not stored) with the first
+    /// alert's id.
+    pub alert: StoredAlert,
+    pub duplicate: bool,
+}
+
+/// Called after each commit for each enqueue in it, on the queue's own thread; it must not
+/// block.
+pub type OnCommit = Box<dyn Fn(Enqueued) + Send + Sync>;
 
 /// Why the queue could not do something.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +76,7 @@ impl QueueError {
 /// Durable storage of alerts and their outcomes.
 pub trait Queue: Send + Sync + 'static {
     /// Stores a new alert from `source` (or finds its duplicate). Resolves after commit.
-    fn enqueue(
-        &self,
-        source: &str,
-        alert: Alert,
-    ) -> BoxFuture<'static, Result<Enqueued, QueueError>>;
+    fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>>;
 
     /// Durably records an alert's new state. Resolves after commit.
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>>;

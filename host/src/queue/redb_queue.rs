@@ -18,7 +18,7 @@ use alertbridge_plugin_api::Alert;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{BoxFuture, Enqueued, Queue, QueueError};
+use super::{BoxFuture, Enqueued, OnCommit, Queue, QueueError, Taken};
 use crate::model::{StoredAlert, now_ms};
 
 const ALERTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("alerts");
@@ -35,7 +35,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 enum Cmd {
     Enqueue {
         dedup: Option<String>,
-        accepted_ms: i64,
+        alert: Box<StoredAlert>,
         json: Vec<u8>,
         reply: oneshot::Sender<Result<Taken, QueueError>>,
     },
@@ -44,13 +44,6 @@ enum Cmd {
         json: Vec<u8>,
         reply: oneshot::Sender<Result<(), QueueError>>,
     },
-}
-
-/// What the writer did with an enqueue.
-enum Taken {
-    New(u64),
-    /// A duplicate of this stored alert (or of this id, pushed out of the history).
-    Duplicate(u64, Option<Box<StoredAlert>>),
 }
 
 /// The embedded, crash-safe queue.
@@ -76,6 +69,7 @@ impl RedbQueue {
         dir: &Path,
         dedup_window: Duration,
         history_max: usize,
+        on_commit: OnCommit,
     ) -> Result<Self, QueueError> {
         std::fs::create_dir_all(dir).map_err(QueueError::storage)?;
         let path = dir.join("queue.redb");
@@ -96,6 +90,7 @@ impl RedbQueue {
             db: Arc::clone(&db),
             window_ms: dedup_window.as_millis() as i64,
             history_max,
+            on_commit,
         };
         let writer = thread::Builder::new()
             .name("queue-writer".into())
@@ -134,13 +129,9 @@ fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
 }
 
 impl Queue for RedbQueue {
-    fn enqueue(
-        &self,
-        source: &str,
-        alert: Alert,
-    ) -> BoxFuture<'static, Result<Enqueued, QueueError>> {
+    fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
         let (reply, rx) = oneshot::channel();
-        let mut stored = StoredAlert::new(0, source, alert, now_ms());
+        let stored = StoredAlert::new(0, source, alert, now_ms());
         let dedup = stored
             .alert
             .dedup_key
@@ -151,32 +142,14 @@ impl Queue for RedbQueue {
             .and_then(|json| {
                 self.send(Cmd::Enqueue {
                     dedup,
-                    accepted_ms: stored.accepted_ms,
+                    alert: Box::new(stored),
                     json,
                     reply,
                 })
             });
         Box::pin(async move {
             sent?;
-            match rx.await.map_err(|_| QueueError::Closed)?? {
-                Taken::New(id) => {
-                    stored.id = id;
-                    Ok(Enqueued {
-                        alert: stored,
-                        duplicate: false,
-                    })
-                }
-                Taken::Duplicate(id, existing) => {
-                    let alert = existing.map(|a| *a).unwrap_or_else(|| {
-                        stored.id = id;
-                        stored
-                    });
-                    Ok(Enqueued {
-                        alert,
-                        duplicate: true,
-                    })
-                }
-            }
+            rx.await.map_err(|_| QueueError::Closed)?
         })
     }
 
@@ -234,10 +207,15 @@ struct Writer {
     db: Arc<Database>,
     window_ms: i64,
     history_max: usize,
+    on_commit: OnCommit,
 }
 
 enum Reply {
-    Enqueued(oneshot::Sender<Result<Taken, QueueError>>, Taken),
+    Enqueued(
+        oneshot::Sender<Result<Taken, QueueError>>,
+        Box<StoredAlert>,
+        Taken,
+    ),
     Saved(oneshot::Sender<Result<(), QueueError>>),
 }
 
@@ -281,13 +259,18 @@ impl Writer {
                     match cmd {
                         Cmd::Enqueue {
                             dedup,
-                            accepted_ms,
+                            alert,
                             json,
                             reply,
                         } => {
-                            let taken =
-                                self.enqueue(&mut t, &mut next_id, dedup, accepted_ms, &json)?;
-                            replies.push(Reply::Enqueued(reply, taken));
+                            let taken = self.enqueue(
+                                &mut t,
+                                &mut next_id,
+                                dedup,
+                                alert.accepted_ms,
+                                &json,
+                            )?;
+                            replies.push(Reply::Enqueued(reply, alert, taken));
                         }
                         Cmd::Save { id, json, reply } => {
                             t.alerts
@@ -311,7 +294,14 @@ impl Writer {
             Ok(()) => {
                 for r in replies {
                     match r {
-                        Reply::Enqueued(tx, taken) => drop(tx.send(Ok(taken))),
+                        Reply::Enqueued(tx, mut alert, taken) => {
+                            alert.id = taken.id;
+                            (self.on_commit)(Enqueued {
+                                alert: *alert,
+                                duplicate: taken.duplicate,
+                            });
+                            drop(tx.send(Ok(taken)));
+                        }
                         Reply::Saved(tx) => drop(tx.send(Ok(()))),
                     }
                 }
@@ -321,7 +311,7 @@ impl Writer {
                 let failed = || QueueError::storage(std::io::Error::other(e.to_string()));
                 for r in replies {
                     match r {
-                        Reply::Enqueued(tx, _) => drop(tx.send(Err(failed()))),
+                        Reply::Enqueued(tx, ..) => drop(tx.send(Err(failed()))),
                         Reply::Saved(tx) => drop(tx.send(Err(failed()))),
                     }
                 }
@@ -346,13 +336,10 @@ impl Writer {
             if let Some((id, at)) = seen
                 && accepted_ms - at < self.window_ms
             {
-                let existing = t
-                    .alerts
-                    .get(id)
-                    .map_err(QueueError::storage)?
-                    .map(|v| decode(id, v.value()))
-                    .transpose()?;
-                return Ok(Taken::Duplicate(id, existing.map(Box::new)));
+                return Ok(Taken {
+                    id,
+                    duplicate: true,
+                });
             }
         }
         let id = *next_id;
@@ -363,7 +350,10 @@ impl Writer {
                 .insert(key.as_str(), (id, accepted_ms))
                 .map_err(QueueError::storage)?;
         }
-        Ok(Taken::New(id))
+        Ok(Taken {
+            id,
+            duplicate: false,
+        })
     }
 
     /// Drops finished alerts beyond the history size, and dedup entries past the window.
@@ -405,7 +395,7 @@ mod tests {
     use super::*;
 
     fn queue(dir: &Path) -> RedbQueue {
-        RedbQueue::open(dir, Duration::from_secs(3600), 100).unwrap()
+        RedbQueue::open(dir, Duration::from_secs(3600), 100, Box::new(drop)).unwrap()
     }
 
     fn keyed(subject: &str, key: &str) -> Alert {
@@ -423,8 +413,8 @@ mod tests {
             let b = q.enqueue("mail", keyed("two", "k2")).await.unwrap();
             let dup = q.enqueue("mail", keyed("one again", "k1")).await.unwrap();
             assert!(dup.duplicate);
-            assert_eq!(dup.alert.id, a.alert.id);
-            assert_eq!(dup.alert.alert.subject, "one");
+            assert_eq!(dup.id, a.id);
+            assert_eq!(q.get(a.id).unwrap().unwrap().alert.subject, "one");
             let other_source = q
                 .enqueue("hook", keyed("same key elsewhere", "k1"))
                 .await
@@ -433,7 +423,7 @@ mod tests {
                 !other_source.duplicate,
                 "dedup keys are scoped to their source"
             );
-            (a.alert.id, b.alert.id)
+            (a.id, b.id)
         };
         let q = queue(dir.path());
         let ids: Vec<u64> = q.unfinished().unwrap().iter().map(|a| a.id).collect();
@@ -455,7 +445,7 @@ mod tests {
             .collect();
         let mut ids = Vec::new();
         for h in handles {
-            ids.push(h.await.unwrap().alert.id);
+            ids.push(h.await.unwrap().id);
         }
         ids.sort_unstable();
         ids.dedup();
@@ -474,10 +464,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_committed_alert_reaches_on_commit_even_if_nobody_awaits_its_enqueue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let q = RedbQueue::open(
+            dir.path(),
+            Duration::from_secs(60),
+            100,
+            Box::new(move |e| drop(tx.send((e.alert.id, e.alert.alert.subject, e.duplicate)))),
+        )
+        .unwrap();
+        drop(q.enqueue("s", keyed("first", "k")));
+        drop(q.enqueue("s", keyed("again", "k")));
+        drop(q);
+        let told: Vec<_> = rx.iter().collect();
+        assert_eq!(
+            told,
+            [
+                (1, "first".to_owned(), false),
+                (1, "again".to_owned(), true)
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn expired_dedup_keys_are_taken_again() {
         let dir = tempfile::tempdir().unwrap();
-        let q = RedbQueue::open(dir.path(), Duration::ZERO, 100).unwrap();
+        let q = RedbQueue::open(dir.path(), Duration::ZERO, 100, Box::new(drop)).unwrap();
         q.enqueue("s", keyed("a", "k")).await.unwrap();
         assert!(!q.enqueue("s", keyed("a", "k")).await.unwrap().duplicate);
     }
