@@ -174,7 +174,11 @@ pub struct ErrorDetail {
 /// (unique across hosts and data directories), not on the queue id, which starts again at 1
 /// in a new data directory and is shared by two hosts.
 pub fn idempotency_key(instance: &str, message: &Message, recipients: &[String]) -> String {
-    let alert = message.attributes.get("alert_uid").cloned().unwrap_or_else(|| message.alert_id.to_string());
+    let alert = message
+        .attributes
+        .get("alert_uid")
+        .cloned()
+        .unwrap_or_else(|| message.alert_id.to_string());
     let mut ctx = digest::Context::new(&digest::SHA256);
     for part in [
         instance,

@@ -32,9 +32,15 @@ pub enum Body {
     Empty,
     Json(Vec<u8>),
     /// A `text/plain` or `text/html` message, UTF-8.
-    Text { content_type: &'static str, text: String },
+    Text {
+        content_type: &'static str,
+        text: String,
+    },
     /// A `multipart/batching` request.
-    Batch { boundary: String, body: String },
+    Batch {
+        boundary: String,
+        body: String,
+    },
 }
 
 impl Body {
@@ -85,13 +91,24 @@ impl Api {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        Ok(Self { http: builder.build()?, settings, tokens: Mutex::default(), grant: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            http: builder.build()?,
+            settings,
+            tokens: Mutex::default(),
+            grant: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Checks `href` against the http policy, resolving it against `base` first.
     pub fn resolve(&self, base: &Url, href: &str) -> Result<Url, UcwaError> {
-        let url = base.join(href).map_err(|_| UcwaError::UrlRejected { url: href.to_owned(), reason: "not a valid URL" })?;
-        url_allowed(&url, self.settings.allow_http).map_err(|reason| UcwaError::UrlRejected { url: url.to_string(), reason })?;
+        let url = base.join(href).map_err(|_| UcwaError::UrlRejected {
+            url: href.to_owned(),
+            reason: "not a valid URL",
+        })?;
+        url_allowed(&url, self.settings.allow_http).map_err(|reason| UcwaError::UrlRejected {
+            url: url.to_string(),
+            reason,
+        })?;
         Ok(url)
     }
 
@@ -101,17 +118,26 @@ impl Api {
 
     /// The `Authorization` value for `url`'s origin, renewing it first if it is about to expire.
     async fn authorization(&self, url: &Url) -> Result<Option<String>, UcwaError> {
-        let Some(token) = self.lock().get(&origin(url)).cloned() else { return Ok(None) };
+        let Some(token) = self.lock().get(&origin(url)).cloned() else {
+            return Ok(None);
+        };
         if Instant::now() < token.renew_at {
             return Ok(Some(token.authorization));
         }
         debug!(origin = %origin(url), "Renewing the token before it expires.");
-        self.obtain(url, &token.token_url, Some(&token.authorization)).await.map(Some)
+        self.obtain(url, &token.token_url, Some(&token.authorization))
+            .await
+            .map(Some)
     }
 
     /// Gets a token for `url`'s origin from `token_url`, unless another task already replaced
     /// `stale` meanwhile.
-    async fn obtain(&self, url: &Url, token_url: &Url, stale: Option<&str>) -> Result<String, UcwaError> {
+    async fn obtain(
+        &self,
+        url: &Url,
+        token_url: &Url,
+        stale: Option<&str>,
+    ) -> Result<String, UcwaError> {
         let _one_at_a_time = self.grant.lock().await;
         let key = origin(url);
         if let Some(current) = self.lock().get(&key)
@@ -124,35 +150,78 @@ impl Api {
             .http
             .post(token_url.clone())
             .header(header::ACCEPT, "application/json")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded;charset=UTF-8")
-            .body(password_grant(&self.settings.username, &self.settings.password))
+            .header(
+                header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded;charset=UTF-8",
+            )
+            .body(password_grant(
+                &self.settings.username,
+                &self.settings.password,
+            ))
             .send()
             .await
-            .map_err(|source| UcwaError::Transport { method: "POST".into(), url: token_url.to_string(), source })?;
+            .map_err(|source| UcwaError::Transport {
+                method: "POST".into(),
+                url: token_url.to_string(),
+                source,
+            })?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|source| UcwaError::Transport { method: "POST".into(), url: token_url.to_string(), source })?;
+            .map_err(|source| UcwaError::Transport {
+                method: "POST".into(),
+                url: token_url.to_string(),
+                source,
+            })?;
         let grant = match parse_token(&body) {
             Ok(Ok(grant)) if status.is_success() => grant,
-            Ok(Err(error)) => return Err(UcwaError::Grant { url: token_url.to_string(), error }),
+            Ok(Err(error)) => {
+                return Err(UcwaError::Grant {
+                    url: token_url.to_string(),
+                    error,
+                });
+            }
             Ok(Ok(_)) | Err(_) => {
-                return Err(UcwaError::Grant { url: token_url.to_string(), error: format!("HTTP {}", status.as_u16()) });
+                return Err(UcwaError::Grant {
+                    url: token_url.to_string(),
+                    error: format!("HTTP {}", status.as_u16()),
+                });
             }
         };
         let lifetime = Duration::from_secs(grant.expires_in);
         let margin = (lifetime / 10).min(Duration::from_secs(300));
         let authorization = grant.authorization();
         info!(origin = %key, expires_in = grant.expires_in, "Got a token.");
-        self.lock().insert(key, Token { authorization: authorization.clone(), token_url: token_url.clone(), renew_at: Instant::now() + lifetime - margin });
+        self.lock().insert(
+            key,
+            Token {
+                authorization: authorization.clone(),
+                token_url: token_url.clone(),
+                renew_at: Instant::now() + lifetime - margin,
+            },
+        );
         Ok(authorization)
     }
 
     /// Builds one try of a request.
-    fn request(&self, method: Method, url: &Url, body: &Body, timeout: Option<Duration>, auth: Option<&str>) -> reqwest::RequestBuilder {
-        let accept = if matches!(body, Body::Batch { .. }) { "multipart/batching" } else { "application/json" };
-        let mut request = self.http.request(method, url.clone()).header(header::ACCEPT, accept);
+    fn request(
+        &self,
+        method: Method,
+        url: &Url,
+        body: &Body,
+        timeout: Option<Duration>,
+        auth: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let accept = if matches!(body, Body::Batch { .. }) {
+            "multipart/batching"
+        } else {
+            "application/json"
+        };
+        let mut request = self
+            .http
+            .request(method, url.clone())
+            .header(header::ACCEPT, accept);
         if let Some(a) = auth {
             request = request.header(header::AUTHORIZATION, a);
         }
@@ -161,26 +230,42 @@ impl Api {
         }
         match body {
             Body::Empty => request.header(header::CONTENT_LENGTH, "0"),
-            Body::Json(bytes) => request.header(header::CONTENT_TYPE, "application/json").body(bytes.clone()),
-            Body::Text { content_type, text } => {
-                request.header(header::CONTENT_TYPE, format!("{content_type};charset=UTF-8")).body(text.clone())
-            }
-            Body::Batch { boundary, body } => {
-                request.header(header::CONTENT_TYPE, batch::content_type(boundary)).body(body.clone())
-            }
+            Body::Json(bytes) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(bytes.clone()),
+            Body::Text { content_type, text } => request
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("{content_type};charset=UTF-8"),
+                )
+                .body(text.clone()),
+            Body::Batch { boundary, body } => request
+                .header(header::CONTENT_TYPE, batch::content_type(boundary))
+                .body(body.clone()),
         }
     }
 
     /// Sends a request and returns a successful reply; any other status becomes
     /// [`UcwaError::Status`]. Handles the token challenge and 429 / 503 back-off.
-    pub async fn call(&self, method: Method, url: &Url, body: &Body, timeout: Option<Duration>) -> Result<Reply, UcwaError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &Url,
+        body: &Body,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, UcwaError> {
         let mut auth_tries = 0;
         let mut busy_tries = 0;
         let mut retried_transport = false;
         loop {
             let authorization = self.authorization(url).await?;
-            let request = self.request(method.clone(), url, body, timeout, authorization.as_deref());
-            let transport = |source| UcwaError::Transport { method: method.to_string(), url: url.to_string(), source };
+            let request =
+                self.request(method.clone(), url, body, timeout, authorization.as_deref());
+            let transport = |source| UcwaError::Transport {
+                method: method.to_string(),
+                url: url.to_string(),
+                source,
+            };
             let response = match request.send().await {
                 Ok(response) => response,
                 // A pooled connection the server closed (restart, idle timeout) fails without
@@ -197,11 +282,17 @@ impl Api {
             let headers = response.headers().clone();
             let body_bytes = response.bytes().await.map_err(transport)?;
             let values = |name: header::HeaderName| -> Vec<String> {
-                headers.get_all(name).iter().filter_map(|v| v.to_str().ok().map(str::to_owned)).collect()
+                headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                    .collect()
             };
             let rejected_token = status == StatusCode::FORBIDDEN && {
                 let warnings = values(header::WARNING);
-                let diagnostics = headers.get("x-ms-diagnostics").and_then(|v| v.to_str().ok());
+                let diagnostics = headers
+                    .get("x-ms-diagnostics")
+                    .and_then(|v| v.to_str().ok());
                 is_invalid_token(warnings.iter().map(String::as_str), diagnostics)
             };
             if (status == StatusCode::UNAUTHORIZED || rejected_token) && auth_tries < 2 {
@@ -209,16 +300,24 @@ impl Api {
                 let challenges = values(header::WWW_AUTHENTICATE);
                 let token_url = match parse_challenge(challenges.iter().map(String::as_str)) {
                     Some(c) if !c.offers_password() => {
-                        let error = format!("the server offers no password grant (grant_type={})", c.grant_types.join(","));
+                        let error = format!(
+                            "the server offers no password grant (grant_type={})",
+                            c.grant_types.join(",")
+                        );
                         return Err(UcwaError::Grant { url: c.href, error });
                     }
                     Some(c) => self.resolve(url, &c.href)?,
                     None => match self.lock().get(&origin(url)) {
                         Some(t) => t.token_url.clone(),
-                        None => return Err(UcwaError::NoChallenge { url: url.to_string() }),
+                        None => {
+                            return Err(UcwaError::NoChallenge {
+                                url: url.to_string(),
+                            });
+                        }
                     },
                 };
-                self.obtain(url, &token_url, authorization.as_deref()).await?;
+                self.obtain(url, &token_url, authorization.as_deref())
+                    .await?;
                 continue;
             }
             let retry_after = headers
@@ -226,8 +325,14 @@ impl Api {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) && busy_tries + 1 < BUSY_TRIES {
-                let wait = retry_after.unwrap_or(Duration::from_millis(250) * 2u32.pow(busy_tries)).min(Duration::from_secs(10));
+            if matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) && busy_tries + 1 < BUSY_TRIES
+            {
+                let wait = retry_after
+                    .unwrap_or(Duration::from_millis(250) * 2u32.pow(busy_tries))
+                    .min(Duration::from_secs(10));
                 warn!(url = %url, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "Server busy; backing off.");
                 busy_tries += 1;
                 tokio::time::sleep(wait).await;
@@ -244,8 +349,14 @@ impl Api {
                     retry_after,
                 });
             }
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            return Ok(Reply { content_type, body: body_bytes.to_vec() });
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Ok(Reply {
+                content_type,
+                body: body_bytes.to_vec(),
+            });
         }
     }
 }

@@ -141,7 +141,9 @@ pub struct Settings {
 pub fn url_allowed(url: &Url, allow_http: bool) -> Result<(), &'static str> {
     match url.scheme() {
         "https" => Ok(()),
-        "http" if !allow_http => Err("plain http is not allowed (set allow_http for loopback tests)"),
+        "http" if !allow_http => {
+            Err("plain http is not allowed (set allow_http for loopback tests)")
+        }
         "http" if is_loopback(url) => Ok(()),
         "http" => Err("plain http is allowed only to loopback hosts"),
         _ => Err("not an http(s) URL"),
@@ -151,7 +153,10 @@ pub fn url_allowed(url: &Url, allow_http: bool) -> Result<(), &'static str> {
 fn is_loopback(url: &Url) -> bool {
     match url.host_str() {
         Some("localhost") => true,
-        Some(h) => h.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        Some(h) => h
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
         None => false,
     }
 }
@@ -162,19 +167,36 @@ impl UcwaConfig {
         let discover = match (&self.autodiscover_url, &self.domain) {
             (Some(url), None) => {
                 let url = Url::parse(url).map_err(|e| config_error("autodiscover_url", e))?;
-                url_allowed(&url, self.allow_http).map_err(|e| config_error("autodiscover_url", e))?;
+                url_allowed(&url, self.allow_http)
+                    .map_err(|e| config_error("autodiscover_url", e))?;
                 vec![url]
             }
-            (None, Some(domain)) => discover_candidates(domain).map_err(|e| config_error("domain", e))?,
-            _ => return Err(config_error("autodiscover_url", "set exactly one of `autodiscover_url` and `domain`")),
+            (None, Some(domain)) => {
+                discover_candidates(domain).map_err(|e| config_error("domain", e))?
+            }
+            _ => {
+                return Err(config_error(
+                    "autodiscover_url",
+                    "set exactly one of `autodiscover_url` and `domain`",
+                ));
+            }
         };
         if self.username.trim().is_empty() {
             return Err(config_error("username", "must not be empty"));
         }
         let password = self.password()?;
-        let positive = |key: &str, v: u64| if v == 0 { Err(config_error(key, "must be greater than 0")) } else { Ok(v) };
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(config_error(key, "must be greater than 0"))
+            } else {
+                Ok(v)
+            }
+        };
         if self.max_concurrent_conversations == 0 {
-            return Err(config_error("max_concurrent_conversations", "must be greater than 0"));
+            return Err(config_error(
+                "max_concurrent_conversations",
+                "must be greater than 0",
+            ));
         }
         if self.event_timeout_secs <= SERVER_LONG_POLL_SECS {
             return Err(config_error(
@@ -184,8 +206,10 @@ impl UcwaConfig {
         }
         let ca_pem = match &self.ca_file {
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| config_error("ca_file", format!("{}: {e}", path.display())))?;
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| config_error("ca_file", e))?;
+                let pem = std::fs::read(path)
+                    .map_err(|e| config_error("ca_file", format!("{}: {e}", path.display())))?;
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| config_error("ca_file", e))?;
                 Some(pem)
             }
             None => None,
@@ -197,10 +221,19 @@ impl UcwaConfig {
             user_agent: self.user_agent.clone(),
             culture: self.culture.clone(),
             max_concurrent: self.max_concurrent_conversations,
-            request_timeout: Duration::from_secs(positive("request_timeout_secs", self.request_timeout_secs)?),
+            request_timeout: Duration::from_secs(positive(
+                "request_timeout_secs",
+                self.request_timeout_secs,
+            )?),
             event_timeout: Duration::from_secs(self.event_timeout_secs),
-            invitation_timeout: Duration::from_secs(positive("invitation_timeout_secs", self.invitation_timeout_secs)?),
-            report_activity: Duration::from_secs(positive("report_activity_secs", self.report_activity_secs)?),
+            invitation_timeout: Duration::from_secs(positive(
+                "invitation_timeout_secs",
+                self.invitation_timeout_secs,
+            )?),
+            report_activity: Duration::from_secs(positive(
+                "report_activity_secs",
+                self.report_activity_secs,
+            )?),
             presence_cache: Duration::from_millis(self.presence_cache_ms),
             presence_batch: self.presence_batch,
             message_format: self.message_format,
@@ -214,13 +247,21 @@ impl UcwaConfig {
         match (&self.password, &self.password_file, &self.password_env) {
             (Some(p), None, None) => Ok(p.clone()),
             (None, Some(path), None) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| config_error("password_file", format!("{}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    config_error("password_file", format!("{}: {e}", path.display()))
+                })?;
                 Ok(text.lines().next().unwrap_or("").to_owned())
             }
-            (None, None, Some(var)) => std::env::var(var)
-                .map_err(|_| config_error("password_env", format!("environment variable {var} is not set"))),
-            _ => Err(config_error("password", "set exactly one of `password`, `password_file` and `password_env`")),
+            (None, None, Some(var)) => std::env::var(var).map_err(|_| {
+                config_error(
+                    "password_env",
+                    format!("environment variable {var} is not set"),
+                )
+            }),
+            _ => Err(config_error(
+                "password",
+                "set exactly one of `password`, `password_file` and `password_env`",
+            )),
         }
     }
 }
@@ -242,13 +283,17 @@ mod tests {
     use super::*;
 
     fn parse(toml_text: &str) -> Result<Settings, PluginError> {
-        let config: UcwaConfig = toml::from_str(toml_text).map_err(|e| PluginError::config(e.to_string()))?;
+        let config: UcwaConfig =
+            toml::from_str(toml_text).map_err(|e| PluginError::config(e.to_string()))?;
         config.settings()
     }
 
     #[test]
     fn the_sample_config_parses_with_every_key() {
-        let with_password = include_str!("../sample.toml").replace("password_env = \"ALERTBRIDGE_UCWA_PASSWORD\"", "password = \"x\"");
+        let with_password = include_str!("../sample.toml").replace(
+            "password_env = \"ALERTBRIDGE_UCWA_PASSWORD\"",
+            "password = \"x\"",
+        );
         let s = parse(&with_password).unwrap();
         assert_eq!(s.discover[0].as_str(), "https://lyncdiscover.contoso.com/");
         assert_eq!(s.event_timeout, Duration::from_secs(240));
@@ -257,9 +302,16 @@ mod tests {
 
     #[test]
     fn domain_gives_internal_then_external_candidates() {
-        let s = parse("domain = \"contoso.com\"\nusername = \"a@contoso.com\"\npassword = \"p\"\n").unwrap();
+        let s = parse("domain = \"contoso.com\"\nusername = \"a@contoso.com\"\npassword = \"p\"\n")
+            .unwrap();
         let urls: Vec<&str> = s.discover.iter().map(Url::as_str).collect();
-        assert_eq!(urls, ["https://lyncdiscoverinternal.contoso.com/", "https://lyncdiscover.contoso.com/"]);
+        assert_eq!(
+            urls,
+            [
+                "https://lyncdiscoverinternal.contoso.com/",
+                "https://lyncdiscover.contoso.com/"
+            ]
+        );
         assert_eq!(s.max_concurrent, 64);
         assert!(s.event_timeout > Duration::from_secs(SERVER_LONG_POLL_SECS));
     }
@@ -267,19 +319,40 @@ mod tests {
     #[test]
     fn http_only_for_loopback_and_only_when_allowed() {
         let base = "username = \"a\"\npassword = \"p\"\n";
-        assert!(parse(&format!("{base}autodiscover_url = \"http://127.0.0.1:8080\"\n")).is_err());
-        assert!(parse(&format!("{base}autodiscover_url = \"http://127.0.0.1:8080\"\nallow_http = true\n")).is_ok());
-        let remote = parse(&format!("{base}autodiscover_url = \"http://lync.contoso.com\"\nallow_http = true\n"));
+        assert!(
+            parse(&format!(
+                "{base}autodiscover_url = \"http://127.0.0.1:8080\"\n"
+            ))
+            .is_err()
+        );
+        assert!(
+            parse(&format!(
+                "{base}autodiscover_url = \"http://127.0.0.1:8080\"\nallow_http = true\n"
+            ))
+            .is_ok()
+        );
+        let remote = parse(&format!(
+            "{base}autodiscover_url = \"http://lync.contoso.com\"\nallow_http = true\n"
+        ));
         assert!(remote.unwrap_err().message.contains("loopback"));
     }
 
     #[test]
     fn exactly_one_password_source_and_one_start_point() {
-        let e = parse("domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\npassword_env = \"X\"\n").unwrap_err();
+        let e =
+            parse("domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\npassword_env = \"X\"\n")
+                .unwrap_err();
         assert!(e.message.starts_with("`password`"), "{}", e.message);
         let e = parse("username = \"a\"\npassword = \"p\"\n").unwrap_err();
         assert!(e.message.starts_with("`autodiscover_url`"), "{}", e.message);
-        let e = parse("domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\nevent_timeout_secs = 100\n").unwrap_err();
-        assert!(e.message.starts_with("`event_timeout_secs`"), "{}", e.message);
+        let e = parse(
+            "domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\nevent_timeout_secs = 100\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.starts_with("`event_timeout_secs`"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -37,7 +37,11 @@ fn transient(user: &str, detail: impl Into<String>) -> RecipientResult {
 /// Delivers `message` to each recipient and reports each one's outcome, in order.
 pub async fn deliver(core: Arc<Core>, message: Message) -> Vec<RecipientResult> {
     let Some(live) = core.live(None).await else {
-        return message.recipients.iter().map(|r| transient(r, "not signed in to UCWA")).collect();
+        return message
+            .recipients
+            .iter()
+            .map(|r| transient(r, "not signed in to UCWA"))
+            .collect();
     };
     let (content_type, text) = content(&message, core.settings.message_format);
     let out = Arc::new(Outgoing {
@@ -48,7 +52,8 @@ pub async fn deliver(core: Arc<Core>, message: Message) -> Vec<RecipientResult> 
     });
     let mut tasks = JoinSet::new();
     for (i, recipient) in message.recipients.iter().enumerate() {
-        let (core, live, out, recipient) = (core.clone(), live.clone(), out.clone(), recipient.clone());
+        let (core, live, out, recipient) =
+            (core.clone(), live.clone(), out.clone(), recipient.clone());
         tasks.spawn(async move { (i, send_one(&core, live, &recipient, &out).await) });
     }
     let mut results: Vec<Option<RecipientResult>> = vec![None; message.recipients.len()];
@@ -67,7 +72,9 @@ pub async fn deliver(core: Arc<Core>, message: Message) -> Vec<RecipientResult> 
 /// One recipient: retried once on a fresh application if the server lost ours before the
 /// invitation was taken.
 async fn send_one(core: &Core, mut live: Arc<Live>, user: &str, out: &Outgoing) -> RecipientResult {
-    let Ok(_permit) = core.conversations.acquire().await else { return transient(user, "sink is stopping") };
+    let Ok(_permit) = core.conversations.acquire().await else {
+        return transient(user, "sink is stopping");
+    };
     for attempt in 0..2 {
         match converse(core, &live, user, out).await {
             Err(e) if e.is_application_gone() && attempt == 0 => {
@@ -85,7 +92,11 @@ async fn send_one(core: &Core, mut live: Arc<Live>, user: &str, out: &Outgoing) 
 }
 
 fn from_error(user: &str, e: &UcwaError) -> RecipientResult {
-    let status = if e.is_transient() { DeliveryStatus::FAILED_TRANSIENT } else { DeliveryStatus::FAILED_PERMANENT };
+    let status = if e.is_transient() {
+        DeliveryStatus::FAILED_TRANSIENT
+    } else {
+        DeliveryStatus::FAILED_PERMANENT
+    };
     let result = RecipientResult::new(user, status, error_chain(e));
     match e.retry_after() {
         Some(after) => result.retry_after(after),
@@ -102,7 +113,11 @@ struct Links {
 
 /// Reads updates until the invitation (or, with `message`, the sent message) completes,
 /// collecting links on the way; `None` if the application went away.
-async fn completion(updates: &mut mpsc::UnboundedReceiver<Update>, links: &mut Links, message: bool) -> Option<Result<(), Reason>> {
+async fn completion(
+    updates: &mut mpsc::UnboundedReceiver<Update>,
+    links: &mut Links,
+    message: bool,
+) -> Option<Result<(), Reason>> {
     while let Some(update) = updates.recv().await {
         match update {
             Update::Links { send, stop } => {
@@ -118,23 +133,57 @@ async fn completion(updates: &mut mpsc::UnboundedReceiver<Update>, links: &mut L
 }
 
 /// Starts the conversation and follows it; `Err` only when the invitation was not taken.
-async fn converse(core: &Core, live: &Live, user: &str, out: &Outgoing) -> Result<RecipientResult, UcwaError> {
+async fn converse(
+    core: &Core,
+    live: &Live,
+    user: &str,
+    out: &Outgoing,
+) -> Result<RecipientResult, UcwaError> {
     let operation: String = format!("{:032x}", rand::random::<u128>());
-    let Some(mut updates) = live.dispatcher.register(&operation) else { return Err(UcwaError::ApplicationLost) };
+    let Some(mut updates) = live.dispatcher.register(&operation) else {
+        return Err(UcwaError::ApplicationLost);
+    };
     let in_invitation = core.settings.first_message == FirstMessage::InInvitation;
     let message_url = in_invitation.then(|| data_url(out.content_type, &out.text));
-    let body = start_messaging_request(&sip_uri(user), &out.subject, out.importance, &operation, message_url.as_deref());
-    if let Err(e) = core.api.call(Method::POST, &live.app.start_messaging, &Body::json(&body), None).await {
+    let body = start_messaging_request(
+        &sip_uri(user),
+        &out.subject,
+        out.importance,
+        &operation,
+        message_url.as_deref(),
+    );
+    if let Err(e) = core
+        .api
+        .call(
+            Method::POST,
+            &live.app.start_messaging,
+            &Body::json(&body),
+            None,
+        )
+        .await
+    {
         live.dispatcher.unregister(&operation);
         return Err(e);
     }
     let mut links = Links::default();
-    let invited = tokio::time::timeout(core.settings.invitation_timeout, completion(&mut updates, &mut links, false)).await;
+    let invited = tokio::time::timeout(
+        core.settings.invitation_timeout,
+        completion(&mut updates, &mut links, false),
+    )
+    .await;
     let mut result = match invited {
         Ok(Some(Ok(()))) => RecipientResult::delivered(user),
-        Ok(Some(Err(reason))) => RecipientResult::new(user, classify_failure(&reason), reason.to_string()),
+        Ok(Some(Err(reason))) => {
+            RecipientResult::new(user, classify_failure(&reason), reason.to_string())
+        }
         Ok(None) => transient(user, "application lost before the invitation completed"),
-        Err(_) => transient(user, format!("invitation not answered within {} s", core.settings.invitation_timeout.as_secs())),
+        Err(_) => transient(
+            user,
+            format!(
+                "invitation not answered within {} s",
+                core.settings.invitation_timeout.as_secs()
+            ),
+        ),
     };
     let connected = result.status == DeliveryStatus::DELIVERED;
     if connected && !in_invitation {
@@ -165,21 +214,38 @@ async fn send_message(
         Err(e) => return from_error(user, &e),
     };
     url.query_pairs_mut().append_pair("operationId", operation);
-    let body = Body::Text { content_type: out.content_type, text: out.text.clone() };
+    let body = Body::Text {
+        content_type: out.content_type,
+        text: out.text.clone(),
+    };
     if let Err(e) = core.api.call(Method::POST, &url, &body, None).await {
         return from_error(user, &e);
     }
-    match tokio::time::timeout(core.settings.request_timeout, completion(updates, links, true)).await {
+    match tokio::time::timeout(
+        core.settings.request_timeout,
+        completion(updates, links, true),
+    )
+    .await
+    {
         Ok(Some(Ok(()))) => RecipientResult::delivered(user),
-        Ok(Some(Err(reason))) => RecipientResult::new(user, classify_failure(&reason), reason.to_string()),
-        Ok(None) | Err(_) => RecipientResult::new(user, DeliveryStatus::DELIVERED, "sendMessage accepted; no completion event"),
+        Ok(Some(Err(reason))) => {
+            RecipientResult::new(user, classify_failure(&reason), reason.to_string())
+        }
+        Ok(None) | Err(_) => RecipientResult::new(
+            user,
+            DeliveryStatus::DELIVERED,
+            "sendMessage accepted; no completion event",
+        ),
     }
 }
 
 /// Ends the conversation; failures only cost the server a conversation that times out.
 async fn stop_messaging(api: &Api, live: &Live, href: &str) {
     let result = match api.resolve(&live.app.start_messaging, href) {
-        Ok(url) => api.call(Method::POST, &url, &Body::Empty, None).await.map(|_| ()),
+        Ok(url) => api
+            .call(Method::POST, &url, &Body::Empty, None)
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     };
     if let Err(e) = result {

@@ -104,8 +104,13 @@ impl UcwaError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Transport { .. } | Self::Body { .. } | Self::ApplicationLost => true,
-            Self::Status { status, .. } => matches!(status, 404 | 408 | 409 | 410 | 429 | 500..=599),
-            Self::Protocol { .. } | Self::NoChallenge { .. } | Self::Grant { .. } | Self::UrlRejected { .. } => false,
+            Self::Status { status, .. } => {
+                matches!(status, 404 | 408 | 409 | 410 | 429 | 500..=599)
+            }
+            Self::Protocol { .. }
+            | Self::NoChallenge { .. }
+            | Self::Grant { .. }
+            | Self::UrlRejected { .. } => false,
         }
     }
 
@@ -139,6 +144,9 @@ mod tests {
         assert!(status(410, Some("InactiveApplicationExpired")).is_application_gone());
         assert!(!status(404, None).is_application_gone());
         assert!(status(409, Some("PGetReplaced")).is_pget_replaced());
-        assert_eq!(status(404, Some("ApplicationNotFound")).to_string(), "http://x/: HTTP 404 NotFound/ApplicationNotFound: gone");
+        assert_eq!(
+            status(404, Some("ApplicationNotFound")).to_string(),
+            "http://x/: HTTP 404 NotFound/ApplicationNotFound: gone"
+        );
     }
 }

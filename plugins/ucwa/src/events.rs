@@ -24,7 +24,10 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Update {
     /// The messaging modality's `sendMessage` / `stopMessaging` links (while Connected).
-    Links { send: Option<String>, stop: Option<String> },
+    Links {
+        send: Option<String>,
+        stop: Option<String>,
+    },
     /// The invitation completed: `Ok` on Success, else the failure reason.
     Completed(Result<(), Reason>),
     /// A message sent with sendMessage completed.
@@ -64,7 +67,13 @@ impl Dispatcher {
             return None;
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        routes.by_operation.insert(operation_id.to_owned(), Waiter { tx, hrefs: Vec::new() });
+        routes.by_operation.insert(
+            operation_id.to_owned(),
+            Waiter {
+                tx,
+                hrefs: Vec::new(),
+            },
+        );
         Some(rx)
     }
 
@@ -92,7 +101,10 @@ impl Dispatcher {
         let routes = &mut *routes;
         match event.rel.as_str() {
             "messagingInvitation" => {
-                let operation = match event.property("operationId").filter(|o| routes.by_operation.contains_key(*o)) {
+                let operation = match event
+                    .property("operationId")
+                    .filter(|o| routes.by_operation.contains_key(*o))
+                {
                     Some(op) => op.to_owned(),
                     None => match routes.by_href.get(&event.href) {
                         Some(op) => op.clone(),
@@ -102,10 +114,20 @@ impl Dispatcher {
                         }
                     },
                 };
-                let Some(waiter) = routes.by_operation.get_mut(&operation) else { return };
-                let hrefs = [Some(event.href.as_str()), event.resource_link("messaging"), event.resource_link("conversation")];
+                let Some(waiter) = routes.by_operation.get_mut(&operation) else {
+                    return;
+                };
+                let hrefs = [
+                    Some(event.href.as_str()),
+                    event.resource_link("messaging"),
+                    event.resource_link("conversation"),
+                ];
                 for href in hrefs.into_iter().flatten() {
-                    if routes.by_href.insert(href.to_owned(), operation.clone()).is_none() {
+                    if routes
+                        .by_href
+                        .insert(href.to_owned(), operation.clone())
+                        .is_none()
+                    {
                         waiter.hrefs.push(href.to_owned());
                     }
                 }
@@ -114,15 +136,31 @@ impl Dispatcher {
                 }
             }
             "messaging" => {
-                let Some(waiter) = routes.by_href.get(&event.href).and_then(|op| routes.by_operation.get(op)) else { return };
-                let (send, stop) = (event.resource_link("sendMessage"), event.resource_link("stopMessaging"));
+                let Some(waiter) = routes
+                    .by_href
+                    .get(&event.href)
+                    .and_then(|op| routes.by_operation.get(op))
+                else {
+                    return;
+                };
+                let (send, stop) = (
+                    event.resource_link("sendMessage"),
+                    event.resource_link("stopMessaging"),
+                );
                 if send.is_some() || stop.is_some() {
-                    let _ = waiter.tx.send(Update::Links { send: send.map(str::to_owned), stop: stop.map(str::to_owned) });
+                    let _ = waiter.tx.send(Update::Links {
+                        send: send.map(str::to_owned),
+                        stop: stop.map(str::to_owned),
+                    });
                 }
             }
             // Messages are reported by the conversation they belong to.
             "message" if event.kind == "completed" => {
-                let Some(waiter) = routes.by_href.get(&event.sender_href).and_then(|op| routes.by_operation.get(op)) else {
+                let Some(waiter) = routes
+                    .by_href
+                    .get(&event.sender_href)
+                    .and_then(|op| routes.by_operation.get(op))
+                else {
                     return;
                 };
                 let _ = waiter.tx.send(Update::MessageCompleted(outcome(event)));
@@ -140,7 +178,11 @@ fn outcome(event: &Event) -> Result<(), Reason> {
     Err(event.reason.clone().unwrap_or_else(|| Reason {
         code: "Unknown".into(),
         subcode: String::new(),
-        message: format!("{} completed with status {}", event.rel, event.status.as_deref().unwrap_or("none")),
+        message: format!(
+            "{} completed with status {}",
+            event.rel,
+            event.status.as_deref().unwrap_or("none")
+        ),
     }))
 }
 
@@ -161,7 +203,10 @@ pub async fn run(
     let mut url = app.events.clone();
     let mut failures = 0u32;
     loop {
-        let error = match api.call(Method::GET, &url, &Body::Empty, Some(timeout)).await {
+        let error = match api
+            .call(Method::GET, &url, &Body::Empty, Some(timeout))
+            .await
+        {
             Ok(reply) => match parse_events(&reply.body) {
                 Ok(page) => {
                     if failures > 0 {
@@ -182,7 +227,10 @@ pub async fn run(
                             href
                         }
                         None => {
-                            return UcwaError::Protocol { url: url.to_string(), what: "events response has no next link".into() };
+                            return UcwaError::Protocol {
+                                url: url.to_string(),
+                                what: "events response has no next link".into(),
+                            };
                         }
                     };
                     match api.resolve(&url, &next) {
@@ -191,7 +239,10 @@ pub async fn run(
                     }
                     continue;
                 }
-                Err(source) => UcwaError::Body { url: url.to_string(), source },
+                Err(source) => UcwaError::Body {
+                    url: url.to_string(),
+                    source,
+                },
             },
             Err(e) if e.is_application_gone() => return e,
             Err(e) => e,
@@ -223,7 +274,8 @@ mod tests {
         let d = Dispatcher::default();
         let mut rx = d.register("op-1").unwrap();
         let _other = d.register("op-2").unwrap();
-        let events = page(r#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[
+        let events = page(
+            r#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[
  {"rel":"communication","href":"/c","events":[
   {"link":{"rel":"messagingInvitation","href":"/c/inv/1"},"type":"started","_embedded":{"messagingInvitation":{
     "state":"Connecting","operationId":"op-1","_links":{"messaging":{"href":"/c/conv/1/messaging"},"conversation":{"href":"/c/conv/1"}}}}}]},
@@ -233,13 +285,22 @@ mod tests {
   {"link":{"rel":"message","href":"/c/conv/1/messaging/messages/2"},"status":"Success","type":"completed"}]},
  {"rel":"communication","href":"/c","events":[
   {"link":{"rel":"messagingInvitation","href":"/c/inv/1"},"type":"completed","status":"Failure",
-   "reason":{"code":"RemoteFailure","subcode":"Declined","message":"Your invitation was declined."}}]}]}"#);
+   "reason":{"code":"RemoteFailure","subcode":"Declined","message":"Your invitation was declined."}}]}]}"#,
+        );
         for e in &events {
             d.dispatch(e);
         }
-        assert_eq!(rx.try_recv().unwrap(), Update::Links { send: None, stop: Some("/c/conv/1/messaging/terminate".into()) });
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Update::Links {
+                send: None,
+                stop: Some("/c/conv/1/messaging/terminate".into())
+            }
+        );
         assert_eq!(rx.try_recv().unwrap(), Update::MessageCompleted(Ok(())));
-        let Update::Completed(Err(reason)) = rx.try_recv().unwrap() else { panic!("expected a failure") };
+        let Update::Completed(Err(reason)) = rx.try_recv().unwrap() else {
+            panic!("expected a failure")
+        };
         assert_eq!(reason.subcode, "Declined");
         d.unregister("op-1");
         assert!(d.lock().by_href.is_empty());

@@ -26,25 +26,38 @@ const BATCH_SIZE: usize = batch::MAX_OUTSTANDING / 2;
 /// The presence of each of `users`, in order.
 pub async fn presence(core: Arc<Core>, users: Vec<String>) -> Result<Vec<Presence>, PluginError> {
     let Some(live) = core.live(None).await else {
-        return Err(PluginError::new(ErrorKind::TRANSIENT, "not signed in to UCWA"));
+        return Err(PluginError::new(
+            ErrorKind::TRANSIENT,
+            "not signed in to UCWA",
+        ));
     };
     let mut answers: Vec<Option<Presence>> = vec![None; users.len()];
     let mut missing = Vec::new();
     {
-        let cache = core.presence_cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = core
+            .presence_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         for (i, user) in users.iter().enumerate() {
             match cache.get(user) {
-                Some((at, p)) if now.duration_since(*at) < core.settings.presence_cache => answers[i] = Some(p.clone()),
+                Some((at, p)) if now.duration_since(*at) < core.settings.presence_cache => {
+                    answers[i] = Some(p.clone())
+                }
                 _ => missing.push((i, user.clone())),
             }
         }
     }
-    let batch_url = live.app.batch.clone().filter(|_| core.settings.presence_batch && missing.len() > 1);
+    let batch_url = live
+        .app
+        .batch
+        .clone()
+        .filter(|_| core.settings.presence_batch && missing.len() > 1);
     let mut tasks = JoinSet::new();
     if let Some(url) = batch_url {
         for chunk in missing.chunks(BATCH_SIZE) {
-            let (core, live, url, chunk) = (core.clone(), live.clone(), url.clone(), chunk.to_vec());
+            let (core, live, url, chunk) =
+                (core.clone(), live.clone(), url.clone(), chunk.to_vec());
             tasks.spawn(async move { read_batch(&core, &live, &url, chunk).await });
         }
     } else {
@@ -69,7 +82,11 @@ pub async fn presence(core: Arc<Core>, users: Vec<String>) -> Result<Vec<Presenc
 /// `<people>/<user without sip:>/presence`, the pattern every documented sample shows.
 fn presence_url(people: &Url, user: &str) -> Option<Url> {
     let mut url = people.clone();
-    url.path_segments_mut().ok()?.pop_if_empty().push(bare_user(user)).push("presence");
+    url.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .push(bare_user(user))
+        .push("presence");
     Some(url)
 }
 
@@ -79,7 +96,10 @@ fn answer(core: &Core, live: &Live, user: &str, result: Result<String, UcwaError
         Ok(availability) => {
             let mut p = Presence::new(user, presence_state(&availability));
             p.detail = availability;
-            let mut cache = core.presence_cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut cache = core
+                .presence_cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             cache.insert(user.to_owned(), (Instant::now(), p.clone()));
             p
         }
@@ -88,7 +108,11 @@ fn answer(core: &Core, live: &Live, user: &str, result: Result<String, UcwaError
                 core.lost(live.generation);
             }
             let mut p = Presence::new(user, PresenceState::UNKNOWN);
-            p.detail = if e.status() == Some(404) { "no such user".to_owned() } else { error_chain(&e) };
+            p.detail = if e.status() == Some(404) {
+                "no such user".to_owned()
+            } else {
+                error_chain(&e)
+            };
             p
         }
     }
@@ -102,18 +126,36 @@ async fn read(core: &Core, live: &Live, user: &str) -> Presence {
     let Some(url) = presence_url(&live.app.people, user) else {
         return Presence::new(user, PresenceState::UNKNOWN);
     };
-    let result = core.api.call(Method::GET, &url, &Body::Empty, None).await.and_then(|reply| {
-        parse_presence(&reply.body).map_err(|source| UcwaError::Body { url: url.to_string(), source })
-    });
+    let result = core
+        .api
+        .call(Method::GET, &url, &Body::Empty, None)
+        .await
+        .and_then(|reply| {
+            parse_presence(&reply.body).map_err(|source| UcwaError::Body {
+                url: url.to_string(),
+                source,
+            })
+        });
     answer(core, live, user, result)
 }
 
 /// Several users' presence in one batch request; single reads if the batch fails as a whole.
-async fn read_batch(core: &Core, live: &Live, url: &Url, users: Vec<(usize, String)>) -> Vec<(usize, Presence)> {
-    let urls: Option<Vec<Url>> = users.iter().map(|(_, u)| presence_url(&live.app.people, u)).collect();
+async fn read_batch(
+    core: &Core,
+    live: &Live,
+    url: &Url,
+    users: Vec<(usize, String)>,
+) -> Vec<(usize, Presence)> {
+    let urls: Option<Vec<Url>> = users
+        .iter()
+        .map(|(_, u)| presence_url(&live.app.people, u))
+        .collect();
     let parts = match urls {
         Some(urls) => batch_call(core, url, &urls).await,
-        None => Err(UcwaError::Protocol { url: url.to_string(), what: "people link cannot take a path".into() }),
+        None => Err(UcwaError::Protocol {
+            url: url.to_string(),
+            what: "people link cannot take a path".into(),
+        }),
     };
     match parts {
         Ok(parts) => users
@@ -121,11 +163,21 @@ async fn read_batch(core: &Core, live: &Live, url: &Url, users: Vec<(usize, Stri
             .zip(parts)
             .map(|((i, user), part)| {
                 let result = if part.status == 200 {
-                    parse_presence(&part.body).map_err(|source| UcwaError::Body { url: url.to_string(), source })
+                    parse_presence(&part.body).map_err(|source| UcwaError::Body {
+                        url: url.to_string(),
+                        source,
+                    })
                 } else {
                     let e = crate::protocol::parse_error_body(&part.body);
                     let (code, subcode, message) = (e.code, e.subcode, e.message);
-                    Err(UcwaError::Status { url: url.to_string(), status: part.status, code, subcode, message, retry_after: None })
+                    Err(UcwaError::Status {
+                        url: url.to_string(),
+                        status: part.status,
+                        code,
+                        subcode,
+                        message,
+                        retry_after: None,
+                    })
                 };
                 (i, answer(core, live, &user, result))
             })
@@ -145,16 +197,39 @@ async fn batch_call(core: &Core, url: &Url, urls: &[Url]) -> Result<Vec<batch::P
     let host = match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_owned(),
-        (None, _) => return Err(UcwaError::Protocol { url: url.to_string(), what: "batch link has no host".into() }),
+        (None, _) => {
+            return Err(UcwaError::Protocol {
+                url: url.to_string(),
+                what: "batch link has no host".into(),
+            });
+        }
     };
-    let paths: Vec<String> = urls.iter().map(|u| format!("{}{}", u.path(), u.query().map(|q| format!("?{q}")).unwrap_or_default())).collect();
+    let paths: Vec<String> = urls
+        .iter()
+        .map(|u| {
+            format!(
+                "{}{}",
+                u.path(),
+                u.query().map(|q| format!("?{q}")).unwrap_or_default()
+            )
+        })
+        .collect();
     let boundary = format!("{:016x}", rand::random::<u64>());
-    let body = Body::Batch { body: batch::request_body(&boundary, &host, &paths), boundary };
+    let body = Body::Batch {
+        body: batch::request_body(&boundary, &host, &paths),
+        boundary,
+    };
     let reply = core.api.call(Method::POST, url, &body, None).await?;
     let parts = batch::parse_response(reply.content_type.as_deref().unwrap_or(""), &reply.body)
-        .map_err(|e| UcwaError::Protocol { url: url.to_string(), what: e.to_string() })?;
+        .map_err(|e| UcwaError::Protocol {
+            url: url.to_string(),
+            what: e.to_string(),
+        })?;
     if parts.len() != urls.len() {
-        return Err(UcwaError::Protocol { url: url.to_string(), what: format!("{} answers to {} requests", parts.len(), urls.len()) });
+        return Err(UcwaError::Protocol {
+            url: url.to_string(),
+            what: format!("{} answers to {} requests", parts.len(), urls.len()),
+        });
     }
     Ok(parts)
 }
@@ -166,8 +241,13 @@ mod tests {
 
     #[test]
     fn presence_url_appends_the_bare_user() {
-        let people = Url::parse("https://lyncweb.contoso.com/ucwa/oauth/v1/applications/101/people").unwrap();
+        let people =
+            Url::parse("https://lyncweb.contoso.com/ucwa/oauth/v1/applications/101/people")
+                .unwrap();
         let url = presence_url(&people, "sip:sarad@contoso.com").unwrap();
-        assert_eq!(url.as_str(), "https://lyncweb.contoso.com/ucwa/oauth/v1/applications/101/people/sarad@contoso.com/presence");
+        assert_eq!(
+            url.as_str(),
+            "https://lyncweb.contoso.com/ucwa/oauth/v1/applications/101/people/sarad@contoso.com/presence"
+        );
     }
 }

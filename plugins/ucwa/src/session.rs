@@ -32,7 +32,10 @@ pub struct Application {
 }
 
 fn body_error(url: &Url) -> impl FnOnce(serde_json::Error) -> UcwaError + '_ {
-    move |source| UcwaError::Body { url: url.to_string(), source }
+    move |source| UcwaError::Body {
+        url: url.to_string(),
+        source,
+    }
 }
 
 /// Finds the `applications` URL, trying each autodiscover candidate in order.
@@ -47,7 +50,10 @@ pub async fn discover(api: &Api, settings: &Settings) -> Result<Url, UcwaError> 
             }
         }
     }
-    Err(last.unwrap_or_else(|| UcwaError::Protocol { url: String::new(), what: "no autodiscover URL".into() }))
+    Err(last.unwrap_or_else(|| UcwaError::Protocol {
+        url: String::new(),
+        what: "no autodiscover URL".into(),
+    }))
 }
 
 async fn discover_from(api: &Api, start: &Url) -> Result<Url, UcwaError> {
@@ -68,20 +74,38 @@ async fn discover_from(api: &Api, start: &Url) -> Result<Url, UcwaError> {
             None => break,
         }
     }
-    Err(UcwaError::Protocol { url: url.to_string(), what: "autodiscover gave no applications link".into() })
+    Err(UcwaError::Protocol {
+        url: url.to_string(),
+        what: "autodiscover gave no applications link".into(),
+    })
 }
 
 /// Creates the application (one per sink instance, `endpoint_id` fixed for its life) and
 /// makes it available.
-pub async fn create(api: &Api, settings: &Settings, applications: &Url, endpoint_id: &str) -> Result<Application, UcwaError> {
+pub async fn create(
+    api: &Api,
+    settings: &Settings,
+    applications: &Url,
+    endpoint_id: &str,
+) -> Result<Application, UcwaError> {
     let request = create_request(&settings.user_agent, endpoint_id, &settings.culture);
-    let reply = api.call(Method::POST, applications, &Body::json(&request), None).await?;
+    let reply = api
+        .call(Method::POST, applications, &Body::json(&request), None)
+        .await?;
     let links = links_of(applications, &reply.body)?;
     let mut app = resolve(api, applications, &links)?;
     info!(application = %app.url, "Application created.");
     if let Some(href) = &links.make_me_available {
         let url = api.resolve(applications, href)?;
-        match api.call(Method::POST, &url, &Body::json(&make_me_available_request()), None).await {
+        match api
+            .call(
+                Method::POST,
+                &url,
+                &Body::json(&make_me_available_request()),
+                None,
+            )
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.status() == Some(409) => debug!("Already available."),
             Err(e) => return Err(e),
@@ -96,7 +120,10 @@ pub async fn create(api: &Api, settings: &Settings, applications: &Url, endpoint
 fn links_of(url: &Url, body: &[u8]) -> Result<AppLinks, UcwaError> {
     parse_application(body)
         .map_err(body_error(url))?
-        .map_err(|what| UcwaError::Protocol { url: url.to_string(), what: what.into() })
+        .map_err(|what| UcwaError::Protocol {
+            url: url.to_string(),
+            what: what.into(),
+        })
 }
 
 fn resolve(api: &Api, base: &Url, links: &AppLinks) -> Result<Application, UcwaError> {
@@ -105,8 +132,16 @@ fn resolve(api: &Api, base: &Url, links: &AppLinks) -> Result<Application, UcwaE
         events: api.resolve(base, &links.events)?,
         people: api.resolve(base, &links.people)?,
         start_messaging: api.resolve(base, &links.start_messaging)?,
-        report_my_activity: links.report_my_activity.as_deref().map(|h| api.resolve(base, h)).transpose()?,
-        batch: links.batch.as_deref().map(|h| api.resolve(base, h)).transpose()?,
+        report_my_activity: links
+            .report_my_activity
+            .as_deref()
+            .map(|h| api.resolve(base, h))
+            .transpose()?,
+        batch: links
+            .batch
+            .as_deref()
+            .map(|h| api.resolve(base, h))
+            .transpose()?,
     })
 }
 
@@ -115,19 +150,33 @@ fn resolve(api: &Api, base: &Url, links: &AppLinks) -> Result<Application, UcwaE
 pub async fn keep_alive(api: &Api, app: &Application, interval: Duration) -> UcwaError {
     loop {
         tokio::time::sleep(interval).await;
-        let Some(url) = &app.report_my_activity else { continue };
+        let Some(url) = &app.report_my_activity else {
+            continue;
+        };
         match api.call(Method::POST, url, &Body::Empty, None).await {
             Ok(_) => debug!("Reported activity."),
             Err(e) if e.is_application_gone() => return e,
-            Err(e) => warn!(error = %alertbridge_plugin_api::error_chain(&e), "reportMyActivity failed."),
+            Err(e) => {
+                warn!(error = %alertbridge_plugin_api::error_chain(&e), "reportMyActivity failed.")
+            }
         }
     }
 }
 
 /// Deletes the application (signs out).
 pub async fn delete(api: &Api, app: &Application) {
-    match api.call(Method::DELETE, &app.url, &Body::Empty, Some(Duration::from_secs(5))).await {
+    match api
+        .call(
+            Method::DELETE,
+            &app.url,
+            &Body::Empty,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+    {
         Ok(_) => info!(application = %app.url, "Application deleted."),
-        Err(e) => warn!(error = %alertbridge_plugin_api::error_chain(&e), "Could not delete the application."),
+        Err(e) => {
+            warn!(error = %alertbridge_plugin_api::error_chain(&e), "Could not delete the application.")
+        }
     }
 }

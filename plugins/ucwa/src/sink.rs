@@ -19,8 +19,9 @@ use tracing::{info, warn};
 use crate::{
     api::Api,
     config::{Settings, UcwaConfig},
+    delivery,
     error::UcwaError,
-    delivery, events,
+    events,
     events::Dispatcher,
     presence,
     session::{self, Application},
@@ -106,7 +107,14 @@ pub struct UcwaSink {
 fn endpoint_id() -> String {
     let b: [u8; 16] = rand::random();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 impl UcwaSink {
@@ -114,7 +122,8 @@ impl UcwaSink {
     pub fn new(setup: Setup) -> Result<Self, PluginError> {
         let config: UcwaConfig = setup.config()?;
         let settings = Arc::new(config.settings()?);
-        let api = Api::new(settings.clone()).map_err(|e| PluginError::config(format!("HTTP client: {}", error_chain(&e))))?;
+        let api = Api::new(settings.clone())
+            .map_err(|e| PluginError::config(format!("HTTP client: {}", error_chain(&e))))?;
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         let core = Core {
             endpoint_id: endpoint_id(),
@@ -128,7 +137,9 @@ impl UcwaSink {
             api,
             settings,
         };
-        Ok(Self { core: Arc::new(core) })
+        Ok(Self {
+            core: Arc::new(core),
+        })
     }
 }
 
@@ -137,9 +148,16 @@ impl Sink for UcwaSink {
 
     async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), PluginError> {
         let core = &self.core;
-        let taken = core.lost_rx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let taken = core
+            .lost_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let Some(mut lost_rx) = taken else {
-            return Err(PluginError::new(ErrorKind::PERMANENT, "the ucwa sink is already running"));
+            return Err(PluginError::new(
+                ErrorKind::PERMANENT,
+                "the ucwa sink is already running",
+            ));
         };
         let mut applications = None;
         let mut generation = 0;
@@ -169,7 +187,11 @@ impl Sink for UcwaSink {
             };
             generation += 1;
             backoff = Duration::from_secs(1);
-            let live = Arc::new(Live { generation, app, dispatcher: Dispatcher::default() });
+            let live = Arc::new(Live {
+                generation,
+                app,
+                dispatcher: Dispatcher::default(),
+            });
             core.current.send_replace(Some(live.clone()));
             core.set_health(HealthState::OK, "");
             let ended = tokio::select! {
@@ -213,6 +235,10 @@ impl Sink for UcwaSink {
     }
 
     fn health(&self) -> Health {
-        self.core.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.core
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }

@@ -43,7 +43,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("listening on {}", source.local_addr().map(|a| a.to_string()).unwrap_or_default());
+    println!(
+        "listening on {}",
+        source
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}

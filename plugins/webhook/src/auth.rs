@@ -58,8 +58,12 @@ impl Tokens {
 
     /// True if and only if an `Authorization` header value carries an accepted bearer token.
     pub fn check_header(&self, value: Option<&[u8]>) -> bool {
-        let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else { return false };
-        let Some((scheme, token)) = value.trim().split_once(' ') else { return false };
+        let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
+            return false;
+        };
+        let Some((scheme, token)) = value.trim().split_once(' ') else {
+            return false;
+        };
         scheme.eq_ignore_ascii_case("bearer") && self.check(token.trim())
     }
 }

@@ -71,7 +71,11 @@ pub struct AlertmanagerConfig {
 
 impl Default for AlertmanagerConfig {
     fn default() -> Self {
-        Self { resolved: Resolved::default(), severity_label: default_severity_label(), default_severity: default_severity() }
+        Self {
+            resolved: Resolved::default(),
+            severity_label: default_severity_label(),
+            default_severity: default_severity(),
+        }
     }
 }
 
@@ -117,7 +121,9 @@ fn default_severity() -> Severity {
 fn severity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Severity, D::Error> {
     let name = String::deserialize(d)?;
     Severity::from_name(&name).ok_or_else(|| {
-        serde::de::Error::custom(format!("unknown severity {name:?}, expected info, low, normal, high or critical"))
+        serde::de::Error::custom(format!(
+            "unknown severity {name:?}, expected info, low, normal, high or critical"
+        ))
     })
 }
 
@@ -140,21 +146,36 @@ impl WebhookConfig {
     pub fn validate(self) -> Result<Settings, PluginError> {
         let mut tokens = Tokens::default();
         if self.tokens_file.is_none() && self.tokens_env.is_none() {
-            return Err(config_error("tokens_file", "set `tokens_file` or `tokens_env`: the webhook needs bearer tokens"));
+            return Err(config_error(
+                "tokens_file",
+                "set `tokens_file` or `tokens_env`: the webhook needs bearer tokens",
+            ));
         }
         if let Some(path) = &self.tokens_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| config_error("tokens_file", format!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                config_error(
+                    "tokens_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             tokens.add_lines(&text);
         }
         if let Some(var) = &self.tokens_env {
-            let text = std::env::var(var)
-                .map_err(|e| config_error("tokens_env", format!("environment variable {var}: {e}")))?;
+            let text = std::env::var(var).map_err(|e| {
+                config_error("tokens_env", format!("environment variable {var}: {e}"))
+            })?;
             tokens.add_list(&text);
         }
         if tokens.is_empty() {
-            let key = if self.tokens_file.is_some() { "tokens_file" } else { "tokens_env" };
-            return Err(config_error(key, "no tokens found (blank lines and `#` comments do not count)"));
+            let key = if self.tokens_file.is_some() {
+                "tokens_file"
+            } else {
+                "tokens_env"
+            };
+            return Err(config_error(
+                key,
+                "no tokens found (blank lines and `#` comments do not count)",
+            ));
         }
         let tls = match &self.tls {
             Some(t) => Some(Arc::new(tls::server_config(&t.cert_file, &t.key_file)?)),
@@ -166,7 +187,10 @@ impl WebhookConfig {
         positive("body_read_timeout_ms", self.body_read_timeout_ms)?;
         positive("request_timeout_ms", self.request_timeout_ms)?;
         if self.alertmanager.severity_label.is_empty() {
-            return Err(config_error("alertmanager.severity_label", "must not be empty"));
+            return Err(config_error(
+                "alertmanager.severity_label",
+                "must not be empty",
+            ));
         }
         Ok(Settings {
             listen: self.listen,
@@ -183,7 +207,11 @@ impl WebhookConfig {
 }
 
 fn positive(key: &str, value: u64) -> Result<(), PluginError> {
-    if value == 0 { Err(config_error(key, "must be greater than 0")) } else { Ok(()) }
+    if value == 0 {
+        Err(config_error(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -211,7 +239,11 @@ mod tests {
     #[test]
     fn defaults_apply_and_tokens_are_read() {
         let file = tokens_file("# ops\nsecret-1\n\n  secret-2  # trailing comment\n");
-        let s = settings(&format!("listen = \"127.0.0.1:0\"\ntokens_file = {:?}\n", file.path())).expect("valid");
+        let s = settings(&format!(
+            "listen = \"127.0.0.1:0\"\ntokens_file = {:?}\n",
+            file.path()
+        ))
+        .expect("valid");
         assert_eq!(s.max_body_bytes, 1024 * 1024);
         assert_eq!(s.alertmanager.resolved, Resolved::Ignore);
         assert_eq!(s.alertmanager.default_severity, Severity::NORMAL);
@@ -221,31 +253,63 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = settings("listen = \"127.0.0.1:0\"\ntokens_file = \"/nonexistent/tokens\"\n").unwrap_err();
-        assert!(err.message.starts_with("`tokens_file`: cannot read /nonexistent/tokens"), "{}", err.message);
+        let err = settings("listen = \"127.0.0.1:0\"\ntokens_file = \"/nonexistent/tokens\"\n")
+            .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("`tokens_file`: cannot read /nonexistent/tokens"),
+            "{}",
+            err.message
+        );
         let err = settings("listen = \"127.0.0.1:0\"\n").unwrap_err();
         assert!(err.message.starts_with("`tokens_file`:"), "{}", err.message);
         let err = settings("listen = \"nowhere\"\ntokens_env = \"X\"\n").unwrap_err();
         assert!(err.message.starts_with("`listen`:"), "{}", err.message);
-        let err = settings("listen = \"127.0.0.1:0\"\ntokens_env = \"X\"\nmax_body = 3\n").unwrap_err();
-        assert!(err.message.contains("unknown field `max_body`"), "{}", err.message);
+        let err =
+            settings("listen = \"127.0.0.1:0\"\ntokens_env = \"X\"\nmax_body = 3\n").unwrap_err();
+        assert!(
+            err.message.contains("unknown field `max_body`"),
+            "{}",
+            err.message
+        );
         let file = tokens_file("t\n");
         let path = file.path();
-        let err = settings(&format!("listen = \"127.0.0.1:0\"\ntokens_file = {path:?}\nmax_connections = 0\n")).unwrap_err();
+        let err = settings(&format!(
+            "listen = \"127.0.0.1:0\"\ntokens_file = {path:?}\nmax_connections = 0\n"
+        ))
+        .unwrap_err();
         assert_eq!(err.message, "`max_connections`: must be greater than 0");
         let err = settings(&format!(
             "listen = \"127.0.0.1:0\"\ntokens_file = {path:?}\n[alertmanager]\ndefault_severity = \"urgent\"\n"
         ))
         .unwrap_err();
-        assert!(err.message.starts_with("`alertmanager.default_severity`: unknown severity"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("`alertmanager.default_severity`: unknown severity"),
+            "{}",
+            err.message
+        );
         let err = settings(&format!(
             "listen = \"127.0.0.1:0\"\ntokens_file = {path:?}\n[tls]\ncert_file = \"/nope.pem\"\nkey_file = \"/nope.key\"\n"
         ))
         .unwrap_err();
-        assert!(err.message.starts_with("`tls.cert_file`: cannot read /nope.pem"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("`tls.cert_file`: cannot read /nope.pem"),
+            "{}",
+            err.message
+        );
         let empty = tokens_file("# nothing here\n\n");
-        let err = settings(&format!("listen = \"127.0.0.1:0\"\ntokens_file = {:?}\n", empty.path())).unwrap_err();
-        assert!(err.message.starts_with("`tokens_file`: no tokens found"), "{}", err.message);
+        let err = settings(&format!(
+            "listen = \"127.0.0.1:0\"\ntokens_file = {:?}\n",
+            empty.path()
+        ))
+        .unwrap_err();
+        assert!(
+            err.message.starts_with("`tokens_file`: no tokens found"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -258,7 +322,10 @@ mod tests {
         };
         let config = setup.config::<WebhookConfig>().expect("example config");
         assert_eq!(config.max_body_bytes, default_max_body_bytes());
-        assert_eq!(config.header_read_timeout_ms, default_header_read_timeout_ms());
+        assert_eq!(
+            config.header_read_timeout_ms,
+            default_header_read_timeout_ms()
+        );
         assert_eq!(config.alertmanager.resolved, Resolved::Ignore);
         assert_eq!(config.alertmanager.default_severity, default_severity());
     }
@@ -268,7 +335,15 @@ mod tests {
         // Edition 2024 makes `set_var` unsafe (and the crate denies unsafe), so only the missing
         // case is tested here; the list format is tested in `auth`.
         let var = "ALERTBRIDGE_WEBHOOK_CONFIG_TEST_UNSET";
-        let err = settings(&format!("listen = \"127.0.0.1:0\"\ntokens_env = \"{var}\"\n")).unwrap_err();
-        assert!(err.message.starts_with(&format!("`tokens_env`: environment variable {var}")), "{}", err.message);
+        let err = settings(&format!(
+            "listen = \"127.0.0.1:0\"\ntokens_env = \"{var}\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.message
+                .starts_with(&format!("`tokens_env`: environment variable {var}")),
+            "{}",
+            err.message
+        );
     }
 }

@@ -52,7 +52,9 @@ struct Inner {
 
 impl AppState {
     pub fn new(host: Host, settings: Settings) -> Self {
-        Self { inner: Arc::new(Inner { host, settings }) }
+        Self {
+            inner: Arc::new(Inner { host, settings }),
+        }
     }
 }
 
@@ -74,11 +76,15 @@ enum Format {
 }
 
 async fn post_alerts(State(state): State<AppState>, request: Request) -> Response {
-    handle(&state, request, false).await.unwrap_or_else(IntoResponse::into_response)
+    handle(&state, request, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn post_alertmanager(State(state): State<AppState>, request: Request) -> Response {
-    handle(&state, request, true).await.unwrap_or_else(IntoResponse::into_response)
+    handle(&state, request, true)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// A request that ends before any submit.
@@ -111,7 +117,8 @@ impl IntoResponse for Refusal {
             Self::RequestTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         tracing::debug!(status = status.as_u16(), reason = %self, "Request refused.");
-        let mut response = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        let mut response =
+            (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
         let headers = response.headers_mut();
         match self {
             Self::Unauthorized => {
@@ -126,10 +133,19 @@ impl IntoResponse for Refusal {
     }
 }
 
-async fn handle(state: &AppState, request: Request, alertmanager: bool) -> Result<Response, Refusal> {
+async fn handle(
+    state: &AppState,
+    request: Request,
+    alertmanager: bool,
+) -> Result<Response, Refusal> {
     let s = &state.inner.settings;
     let (parts, body) = request.into_parts();
-    if !s.tokens.check_header(parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+    if !s.tokens.check_header(
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    ) {
         return Err(Refusal::Unauthorized);
     }
     let format = content_format(&parts.headers, alertmanager)?;
@@ -137,25 +153,40 @@ async fn handle(state: &AppState, request: Request, alertmanager: bool) -> Resul
     let work = async {
         let bytes = read_body(body, &parts.headers, s.max_body_bytes, s.body_read_timeout).await?;
         let alerts = match format {
-            Format::Json => payload::json::parse(&bytes)?.into_iter().map(Some).collect(),
+            Format::Json => payload::json::parse(&bytes)?
+                .into_iter()
+                .map(Some)
+                .collect(),
             Format::Xml => payload::xml::parse(&bytes)?.into_iter().map(Some).collect(),
             Format::Alertmanager => payload::alertmanager::parse(&bytes, &s.alertmanager)?,
         };
         Ok(submit_all(&state.inner.host, alerts).await)
     };
-    tokio::time::timeout(request_timeout, work).await.unwrap_or(Err(Refusal::RequestTimeout(request_timeout.as_millis())))
+    tokio::time::timeout(request_timeout, work)
+        .await
+        .unwrap_or(Err(Refusal::RequestTimeout(request_timeout.as_millis())))
 }
 
 fn content_format(headers: &HeaderMap, alertmanager: bool) -> Result<Format, Refusal> {
-    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let json = mime == "application/json" || mime.ends_with("+json");
     let xml = mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml");
     match (alertmanager, json, xml) {
         (true, true, _) => Ok(Format::Alertmanager),
         (false, true, _) => Ok(Format::Json),
         (false, _, true) => Ok(Format::Xml),
-        (true, _, _) => Err(Refusal::UnsupportedType(format!("unsupported content type {value:?}: expected application/json"))),
+        (true, _, _) => Err(Refusal::UnsupportedType(format!(
+            "unsupported content type {value:?}: expected application/json"
+        ))),
         (false, _, _) => Err(Refusal::UnsupportedType(format!(
             "unsupported content type {value:?}: expected application/json or application/xml"
         ))),
@@ -163,8 +194,15 @@ fn content_format(headers: &HeaderMap, alertmanager: bool) -> Result<Format, Ref
 }
 
 /// Reads the whole body within the limit and the deadline.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize, deadline: Duration) -> Result<Bytes, Refusal> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, Refusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Refusal::TooLarge(limit));
     }
@@ -201,7 +239,11 @@ async fn submit_all(host: &Host, alerts: Vec<Option<Alert>>) -> Response {
         let mut alerts = alerts;
         vec![submit(alerts.pop().flatten()).await]
     } else {
-        stream::iter(alerts).map(submit).buffered(SUBMIT_CONCURRENCY).collect().await
+        stream::iter(alerts)
+            .map(submit)
+            .buffered(SUBMIT_CONCURRENCY)
+            .collect()
+            .await
     };
     answer(&outcomes)
 }
@@ -244,7 +286,13 @@ fn answer(outcomes: &[Outcome]) -> Response {
             }
         }
     }
-    let mut body = Answer { error: None, ids: &ids, duplicates: &duplicates, ignored: &ignored, refused: None };
+    let mut body = Answer {
+        error: None,
+        ids: &ids,
+        duplicates: &duplicates,
+        ignored: &ignored,
+        refused: None,
+    };
     let Some((index, error)) = worst else {
         return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     };
@@ -256,12 +304,17 @@ fn answer(outcomes: &[Outcome]) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR
     };
     tracing::warn!(status = status.as_u16(), kind = %error.kind, error = %error.message, refused = refused.len(), "Host refused alerts.");
-    body.error = Some(format!("alert {index}: the host refused it: {}", error.message));
+    body.error = Some(format!(
+        "alert {index}: the host refused it: {}",
+        error.message
+    ));
     body.refused = Some(&refused);
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         let after = error.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-        response.headers_mut().insert(header::RETRY_AFTER, retry_after_value(after));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after_value(after));
     }
     response
 }

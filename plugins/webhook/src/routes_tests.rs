@@ -15,10 +15,16 @@ fn app(host: &TestHost, extra: &str) -> Router {
     let setup = alertbridge_plugin_api::kit::Setup {
         instance: "hook".into(),
         kind: "webhook".into(),
-        config_toml: format!("listen = \"127.0.0.1:0\"\ntokens_file = {:?}\n{extra}", tokens.path()),
+        config_toml: format!(
+            "listen = \"127.0.0.1:0\"\ntokens_file = {:?}\n{extra}",
+            tokens.path()
+        ),
         host: host.host(),
     };
-    let settings = setup.config::<WebhookConfig>().and_then(WebhookConfig::validate).expect("valid config");
+    let settings = setup
+        .config::<WebhookConfig>()
+        .and_then(WebhookConfig::validate)
+        .expect("valid config");
     router(AppState::new(host.host(), settings))
 }
 
@@ -42,9 +48,16 @@ async fn call(app: Router, request: Request<Body>) -> (StatusCode, HeaderMap, se
 async fn accepted_alerts_get_ids_and_duplicates() {
     let host = TestHost::new("hook");
     let body = r#"[{"subject":"a","dedup_key":"k"},{"subject":"b"},{"subject":"a again","dedup_key":"k"}]"#;
-    let (status, _, v) = call(app(&host, ""), post("/api/v1/alerts", "application/json", body)).await;
+    let (status, _, v) = call(
+        app(&host, ""),
+        post("/api/v1/alerts", "application/json", body),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(v, json!({"ids": [1, 2, 1], "duplicates": [1], "ignored": []}));
+    assert_eq!(
+        v,
+        json!({"ids": [1, 2, 1], "duplicates": [1], "ignored": []})
+    );
     assert_eq!(host.accepted().len(), 2);
 }
 
@@ -55,42 +68,99 @@ async fn refusals_before_any_submit() {
     no_token.headers_mut().remove(header::AUTHORIZATION);
     let (status, headers, _) = call(app(&host, ""), no_token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(headers.get(header::WWW_AUTHENTICATE).map(HeaderValue::as_bytes), Some(&b"Bearer"[..]));
+    assert_eq!(
+        headers
+            .get(header::WWW_AUTHENTICATE)
+            .map(HeaderValue::as_bytes),
+        Some(&b"Bearer"[..])
+    );
     let mut wrong = post("/api/v1/alerts", "application/json", "{\"subject\":\"a\"}");
-    wrong.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer nope"));
-    assert_eq!(call(app(&host, ""), wrong).await.0, StatusCode::UNAUTHORIZED);
+    wrong.headers_mut().insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer nope"),
+    );
+    assert_eq!(
+        call(app(&host, ""), wrong).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     let (status, _, v) = call(app(&host, ""), post("/api/v1/alerts", "text/plain", "x")).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(v["error"], "unsupported content type \"text/plain\": expected application/json or application/xml");
+    assert_eq!(
+        v["error"],
+        "unsupported content type \"text/plain\": expected application/json or application/xml"
+    );
     let xml = "<alert><subject>x</subject></alert>";
-    let (status, _, _) = call(app(&host, ""), post("/api/v1/alertmanager", "application/xml", xml)).await;
+    let (status, _, _) = call(
+        app(&host, ""),
+        post("/api/v1/alertmanager", "application/xml", xml),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    let (status, _, v) = call(app(&host, "max_body_bytes = 10\n"), post("/api/v1/alerts", "application/json", "{\"subject\":\"abc\"}")).await;
+    let (status, _, v) = call(
+        app(&host, "max_body_bytes = 10\n"),
+        post(
+            "/api/v1/alerts",
+            "application/json",
+            "{\"subject\":\"abc\"}",
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(v["error"], "the body is larger than 10 bytes");
 
-    let (status, _, v) = call(app(&host, ""), post("/api/v1/alerts", "application/json; charset=utf-8", "{\"subject\":1}")).await;
+    let (status, _, v) = call(
+        app(&host, ""),
+        post(
+            "/api/v1/alerts",
+            "application/json; charset=utf-8",
+            "{\"subject\":1}",
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(v["error"], "`subject` at line 1 column 12: invalid type: integer `1`, expected a string");
+    assert_eq!(
+        v["error"],
+        "`subject` at line 1 column 12: invalid type: integer `1`, expected a string"
+    );
     assert!(host.accepted().is_empty());
 }
 
 #[tokio::test]
 async fn back_pressure_is_a_503_that_names_what_was_taken() {
     let host = TestHost::new("hook");
-    host.script([Answer::Accept, Answer::Refuse(PluginError::transient(&std::io::Error::other("queue full")).retry_after(Duration::from_millis(2500)))]);
+    host.script([
+        Answer::Accept,
+        Answer::Refuse(
+            PluginError::transient(&std::io::Error::other("queue full"))
+                .retry_after(Duration::from_millis(2500)),
+        ),
+    ]);
     let body = r#"[{"subject":"a"},{"subject":"b"}]"#;
-    let (status, headers, v) = call(app(&host, ""), post("/api/v1/alerts", "application/json", body)).await;
+    let (status, headers, v) = call(
+        app(&host, ""),
+        post("/api/v1/alerts", "application/json", body),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(headers.get(header::RETRY_AFTER).map(HeaderValue::as_bytes), Some(&b"3"[..]));
+    assert_eq!(
+        headers.get(header::RETRY_AFTER).map(HeaderValue::as_bytes),
+        Some(&b"3"[..])
+    );
     assert_eq!(v["ids"], json!([1, null]));
     assert_eq!(v["refused"], json!([1]));
     assert_eq!(v["error"], "alert 1: the host refused it: queue full");
 
-    host.script([Answer::Refuse(PluginError::new(ErrorKind::PERMANENT, "subject too long"))]);
-    let (status, _, v) = call(app(&host, ""), post("/api/v1/alerts", "application/json", "{\"subject\":\"c\"}")).await;
+    host.script([Answer::Refuse(PluginError::new(
+        ErrorKind::PERMANENT,
+        "subject too long",
+    ))]);
+    let (status, _, v) = call(
+        app(&host, ""),
+        post("/api/v1/alerts", "application/json", "{\"subject\":\"c\"}"),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"], "alert 0: the host refused it: subject too long");
 }
@@ -99,30 +169,55 @@ async fn back_pressure_is_a_503_that_names_what_was_taken() {
 async fn a_host_slower_than_the_request_timeout_is_a_503() {
     let host = TestHost::new("hook");
     host.script([Answer::Delay(Duration::from_millis(500))]);
-    let (status, headers, v) =
-        call(app(&host, "request_timeout_ms = 50\n"), post("/api/v1/alerts", "application/json", "{\"subject\":\"a\"}")).await;
+    let (status, headers, v) = call(
+        app(&host, "request_timeout_ms = 50\n"),
+        post("/api/v1/alerts", "application/json", "{\"subject\":\"a\"}"),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(headers.get(header::RETRY_AFTER).map(HeaderValue::as_bytes), Some(&b"1"[..]));
-    assert_eq!(v["error"], "the host did not confirm within 50 ms; resend (a dedup key makes that safe)");
+    assert_eq!(
+        headers.get(header::RETRY_AFTER).map(HeaderValue::as_bytes),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        v["error"],
+        "the host did not confirm within 50 ms; resend (a dedup key makes that safe)"
+    );
 }
 
 #[tokio::test]
 async fn alertmanager_resolved_alerts_are_ignored_or_forwarded() {
     let sample = include_str!("../tests/fixtures/alertmanager-0.25-sample.json");
     let host = TestHost::new("hook");
-    let (status, _, v) = call(app(&host, ""), post("/api/v1/alertmanager", "application/json", sample)).await;
+    let (status, _, v) = call(
+        app(&host, ""),
+        post("/api/v1/alertmanager", "application/json", sample),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(v, json!({"ids": [1, null], "duplicates": [], "ignored": [1]}));
+    assert_eq!(
+        v,
+        json!({"ids": [1, null], "duplicates": [], "ignored": [1]})
+    );
     let forward = "[alertmanager]\nresolved = \"forward\"\n";
-    let (status, _, v) = call(app(&host, forward), post("/api/v1/alertmanager", "application/json", sample)).await;
+    let (status, _, v) = call(
+        app(&host, forward),
+        post("/api/v1/alertmanager", "application/json", sample),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(v, json!({"ids": [1, 2], "duplicates": [1], "ignored": []}));
-    assert_eq!(host.accepted()[1].subject, "[RESOLVED] Disk /var/log is 92% full");
+    assert_eq!(
+        host.accepted()[1].subject,
+        "[RESOLVED] Disk /var/log is 92% full"
+    );
 }
 
 #[tokio::test]
 async fn healthz_needs_no_token() {
     let host = TestHost::new("hook");
-    let request = Request::get("/healthz").body(Body::empty()).expect("request");
+    let request = Request::get("/healthz")
+        .body(Body::empty())
+        .expect("request");
     assert_eq!(call(app(&host, ""), request).await.0, StatusCode::OK);
 }

@@ -45,12 +45,20 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` is cancelled and in-flight requests are done.
-pub async fn serve(listener: TcpListener, settings: &Settings, app: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    settings: &Settings,
+    app: Router,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     let tls = settings.tls.clone().map(TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -77,17 +85,23 @@ pub async fn serve(listener: TcpListener, settings: &Settings, app: Router, shut
             },
         };
         let _ = stream.set_nodelay(true);
-        let connection = Connection { builder: builder.clone(), app: app.clone(), first_request };
+        let connection = Connection {
+            builder: builder.clone(),
+            app: app.clone(),
+            first_request,
+        };
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
             let outcome = match tls {
                 None => connection.run(stream, watcher).await,
-                Some(acceptor) => match tokio::time::timeout(first_request, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => connection.run(stream, watcher).await,
-                    Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
-                    Err(_) => Err("TLS handshake timed out".to_owned()),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(first_request, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection.run(stream, watcher).await,
+                        Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                        Err(_) => Err("TLS handshake timed out".to_owned()),
+                    }
+                }
             };
             if let Err(e) = outcome {
                 tracing::debug!(peer = %peer, error = %e, "Connection ended with an error.");
@@ -96,7 +110,10 @@ pub async fn serve(listener: TcpListener, settings: &Settings, app: Router, shut
         });
     }
     drop(listener);
-    tracing::debug!(connections = graceful.count(), "Stopping: finishing in-flight requests.");
+    tracing::debug!(
+        connections = graceful.count(),
+        "Stopping: finishing in-flight requests."
+    );
     graceful.shutdown().await;
 }
 
@@ -108,7 +125,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<S>(self, stream: S, watcher: hyper_util::server::graceful::Watcher) -> Result<(), String>
+    async fn run<S>(
+        self,
+        stream: S,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) -> Result<(), String>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -119,7 +140,10 @@ impl Connection {
             seen.store(true, Ordering::Relaxed);
             app.clone().oneshot(request.map(axum::body::Body::new))
         });
-        let conn = self.builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)).into_owned();
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
         let conn = watcher.watch(conn);
         tokio::pin!(conn);
         tokio::select! {
@@ -135,7 +159,11 @@ impl Connection {
 
 /// Binds the listener, with a large backlog: Alertmanager fires every due group at once.
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)

@@ -28,7 +28,10 @@ impl WebhookSource {
     /// Parses and checks the config (reading the tokens and TLS files); binds nothing.
     pub fn new(setup: Setup) -> Result<Self, PluginError> {
         let settings = setup.config::<WebhookConfig>()?.validate()?;
-        Ok(Self { settings, bound: OnceLock::new() })
+        Ok(Self {
+            settings,
+            bound: OnceLock::new(),
+        })
     }
 
     /// The address the server listens on, once `run` has bound it (useful with port 0).
@@ -53,10 +56,19 @@ impl Source for WebhookSource {
         let listen = self.settings.listen;
         let listener = server::bind(listen)
             .and_then(|l| Ok((l.local_addr()?, l)))
-            .map_err(|source| PluginError::transient(&BindError { addr: listen, source }));
+            .map_err(|source| {
+                PluginError::transient(&BindError {
+                    addr: listen,
+                    source,
+                })
+            });
         let (addr, listener) = listener?;
         let _ = self.bound.set(addr);
-        let scheme = if self.settings.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         tracing::info!(listen = %addr, scheme, "Webhook listening.");
         let app = router(AppState::new(ctx.host.clone(), self.settings.clone()));
         server::serve(listener, &self.settings, app, ctx.shutdown).await;

@@ -36,7 +36,10 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PluginError> 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| config_error(key, format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(config_error(key, format!("{}: no PEM certificate found", path.display())));
+        return Err(config_error(
+            key,
+            format!("{}: no PEM certificate found", path.display()),
+        ));
     }
     Ok(certs)
 }
@@ -55,7 +58,10 @@ mod tests {
     fn pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         let rcgen::CertifiedKey { cert, key_pair } =
             rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
         std::fs::write(&c, cert.pem()).expect("write");
         std::fs::write(&k, key_pair.serialize_pem()).expect("write");
         (c, k)
@@ -67,12 +73,30 @@ mod tests {
         let (cert, key) = pair(dir.path(), "a");
         let (_, other_key) = pair(dir.path(), "b");
         let config = server_config(&cert, &key).expect("valid pair");
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         let err = server_config(&cert, &other_key).expect_err("mismatched key");
-        assert!(err.message.starts_with("`tls.key_file`: does not fit the certificate"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("`tls.key_file`: does not fit the certificate"),
+            "{}",
+            err.message
+        );
         let err = server_config(&key, &key).expect_err("a key is no certificate");
-        assert!(err.message.starts_with("`tls.cert_file`:") && err.message.ends_with("no PEM certificate found"), "{}", err.message);
+        assert!(
+            err.message.starts_with("`tls.cert_file`:")
+                && err.message.ends_with("no PEM certificate found"),
+            "{}",
+            err.message
+        );
         let err = server_config(&cert, &cert).expect_err("a certificate is no key");
-        assert!(err.message.starts_with("`tls.key_file`:") && err.message.ends_with("no PEM private key found"), "{}", err.message);
+        assert!(
+            err.message.starts_with("`tls.key_file`:")
+                && err.message.ends_with("no PEM private key found"),
+            "{}",
+            err.message
+        );
     }
 }

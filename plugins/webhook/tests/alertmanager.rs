@@ -19,7 +19,9 @@ fn env(name: &str, default: Option<&str>) -> String {
     match (std::env::var(name), default) {
         (Ok(v), _) => v,
         (Err(_), Some(d)) => d.to_owned(),
-        (Err(_), None) => panic!("{name} is not set: start Alertmanager with scripts/alertmanager.sh (start DIR, then eval \"$(scripts/alertmanager.sh env DIR)\")"),
+        (Err(_), None) => panic!(
+            "{name} is not set: start Alertmanager with scripts/alertmanager.sh (start DIR, then eval \"$(scripts/alertmanager.sh env DIR)\")"
+        ),
     }
 }
 
@@ -30,7 +32,10 @@ async fn arrival(host: &TestHost, what: &str, pick: impl Fn(&Alert) -> bool) -> 
         if let Some(a) = host.accepted().into_iter().find(|a| pick(a)) {
             return a;
         }
-        assert!(Instant::now() < until, "{what} did not arrive from Alertmanager within 30 s");
+        assert!(
+            Instant::now() < until,
+            "{what} did not arrive from Alertmanager within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -38,48 +43,106 @@ async fn arrival(host: &TestHost, what: &str, pick: impl Fn(&Alert) -> bool) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_posted_to_alertmanager_arrive_through_the_webhook() {
     let am = env("ALERTBRIDGE_TEST_ALERTMANAGER_URL", None);
-    let listen = env("ALERTBRIDGE_TEST_ALERTMANAGER_WEBHOOK", Some("127.0.0.1:19181"));
-    let token = env("ALERTBRIDGE_TEST_ALERTMANAGER_TOKEN", Some("alertbridge-am-test-token"));
-    let s = common::start_on(&listen, &token, "[alertmanager]\nresolved = \"forward\"\n", |_| {}).await;
+    let listen = env(
+        "ALERTBRIDGE_TEST_ALERTMANAGER_WEBHOOK",
+        Some("127.0.0.1:19181"),
+    );
+    let token = env(
+        "ALERTBRIDGE_TEST_ALERTMANAGER_TOKEN",
+        Some("alertbridge-am-test-token"),
+    );
+    let s = common::start_on(
+        &listen,
+        &token,
+        "[alertmanager]\nresolved = \"forward\"\n",
+        |_| {},
+    )
+    .await;
 
     // A name of its own, so alerts of earlier runs still in Alertmanager's memory do not count.
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("valid");
-    let name = format!("AlertbridgeE2E{}x{}", std::process::id(), now.unix_timestamp());
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("valid");
+    let name = format!(
+        "AlertbridgeE2E{}x{}",
+        std::process::id(),
+        now.unix_timestamp()
+    );
     let starts = now.format(&Rfc3339).expect("format");
-    let labels = json!({"alertname": name, "instance": "db-01:9100", "job": "node", "severity": "critical"});
+    let labels =
+        json!({"alertname": name, "instance": "db-01:9100", "job": "node", "severity": "critical"});
     let post = |body: serde_json::Value| {
         let url = format!("{am}/api/v2/alerts");
         async move {
-            let r = common::client().post(url).json(&body).send().await.expect("Alertmanager answers");
-            assert!(r.status().is_success(), "Alertmanager refused the alerts: {}", r.status());
+            let r = common::client()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("Alertmanager answers");
+            assert!(
+                r.status().is_success(),
+                "Alertmanager refused the alerts: {}",
+                r.status()
+            );
         }
     };
-    let annotations = json!({"summary": "Disk /var is 97% full", "description": "Only 3% left — Ölstand prüfen"});
+    let annotations =
+        json!({"summary": "Disk /var is 97% full", "description": "Only 3% left — Ölstand prüfen"});
     post(json!([
         {"labels": labels, "startsAt": starts, "annotations": annotations, "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=x"},
         {"labels": {"alertname": name, "instance": "web-02:9100", "severity": "warning"}, "startsAt": starts}
     ]))
     .await;
 
-    let disk = arrival(&s.host, "the first alert", |a| a.labels.get("alertname") == Some(&name) && a.labels.get("instance").map(String::as_str) == Some("db-01:9100")).await;
+    let disk = arrival(&s.host, "the first alert", |a| {
+        a.labels.get("alertname") == Some(&name)
+            && a.labels.get("instance").map(String::as_str) == Some("db-01:9100")
+    })
+    .await;
     assert_eq!(disk.subject, "Disk /var is 97% full");
     assert_eq!(disk.body, "Only 3% left — Ölstand prüfen");
     assert_eq!(disk.severity, Severity::CRITICAL);
     assert_eq!(disk.labels.get("job").map(String::as_str), Some("node"));
     let fp = fingerprint(&disk.labels);
     assert_eq!(disk.dedup_key, Some(format!("am:{fp}:{starts}:firing")));
-    assert_eq!(disk.attributes.get("alertmanager.fingerprint"), Some(&fp), "Alertmanager's fingerprint is ours");
-    assert_eq!(disk.attributes.get("alertmanager.receiver").map(String::as_str), Some("alertbridge"));
-    let web = arrival(&s.host, "the second alert", |a| a.labels.get("alertname") == Some(&name) && a.labels.get("instance").map(String::as_str) == Some("web-02:9100")).await;
-    assert_eq!((web.subject.as_str(), web.severity), (name.as_str(), Severity::NORMAL));
+    assert_eq!(
+        disk.attributes.get("alertmanager.fingerprint"),
+        Some(&fp),
+        "Alertmanager's fingerprint is ours"
+    );
+    assert_eq!(
+        disk.attributes
+            .get("alertmanager.receiver")
+            .map(String::as_str),
+        Some("alertbridge")
+    );
+    let web = arrival(&s.host, "the second alert", |a| {
+        a.labels.get("alertname") == Some(&name)
+            && a.labels.get("instance").map(String::as_str) == Some("web-02:9100")
+    })
+    .await;
+    assert_eq!(
+        (web.subject.as_str(), web.severity),
+        (name.as_str(), Severity::NORMAL)
+    );
 
     // Resolve the first (as Prometheus does: same labels and annotations, an `endsAt`): the
     // resolve notice arrives as an info alert with a key of its own.
     let ends = OffsetDateTime::now_utc().format(&Rfc3339).expect("format");
-    post(json!([{"labels": labels, "startsAt": starts, "endsAt": ends, "annotations": annotations}])).await;
-    let resolved = arrival(&s.host, "the resolve notice", |a| a.labels.get("alertname") == Some(&name) && a.subject.starts_with("[RESOLVED] ")).await;
+    post(
+        json!([{"labels": labels, "startsAt": starts, "endsAt": ends, "annotations": annotations}]),
+    )
+    .await;
+    let resolved = arrival(&s.host, "the resolve notice", |a| {
+        a.labels.get("alertname") == Some(&name) && a.subject.starts_with("[RESOLVED] ")
+    })
+    .await;
     assert_eq!(resolved.subject, "[RESOLVED] Disk /var is 97% full");
     assert_eq!(resolved.severity, Severity::INFO);
-    assert_eq!(resolved.dedup_key, Some(format!("am:{fp}:{starts}:resolved")));
+    assert_eq!(
+        resolved.dedup_key,
+        Some(format!("am:{fp}:{starts}:resolved"))
+    );
     s.shutdown().await.expect("clean stop");
 }

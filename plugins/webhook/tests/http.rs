@@ -12,7 +12,11 @@ use serde_json::{Value, json};
 
 const SAMPLE: &str = include_str!("fixtures/alertmanager-0.25-sample.json");
 
-async fn post(url: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+async fn post(
+    url: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let r = client()
         .post(url)
         .bearer_auth(TOKEN)
@@ -32,16 +36,34 @@ async fn json_and_xml_alerts_are_taken_with_202() {
  "recipients": {"groups": ["ops"], "users": ["sip:carol@contoso.com"]},
  "labels": {"host": "db01"}, "dedup_key": "db01-disk", "expires": "2026-12-01T10:00:00Z"}"#;
     let (status, _, v) = post(&s.url("/api/v1/alerts"), "application/json", body).await;
-    assert_eq!((status, v), (StatusCode::ACCEPTED, json!({"ids": [1], "duplicates": [], "ignored": []})));
+    assert_eq!(
+        (status, v),
+        (
+            StatusCode::ACCEPTED,
+            json!({"ids": [1], "duplicates": [], "ignored": []})
+        )
+    );
     let xml = r#"<alerts xmlns="urn:alertbridge:alert:1"><alert><subject>Disk full on db01</subject><dedup-key>db01-disk</dedup-key></alert>
 <alert><subject>Backup failed</subject><severity>high</severity><labels><label name="job">backup</label></labels></alert></alerts>"#;
     let (status, _, v) = post(&s.url("/api/v1/alerts"), "application/xml", xml).await;
-    assert_eq!((status, v), (StatusCode::ACCEPTED, json!({"ids": [1, 2], "duplicates": [1], "ignored": []})));
+    assert_eq!(
+        (status, v),
+        (
+            StatusCode::ACCEPTED,
+            json!({"ids": [1, 2], "duplicates": [1], "ignored": []})
+        )
+    );
     let accepted = s.host.accepted();
     assert_eq!(accepted.len(), 2);
-    assert_eq!((accepted[0].severity, accepted[0].groups.clone()), (Severity::CRITICAL, vec!["ops".to_owned()]));
+    assert_eq!(
+        (accepted[0].severity, accepted[0].groups.clone()),
+        (Severity::CRITICAL, vec!["ops".to_owned()])
+    );
     assert_eq!(accepted[1].subject, "Backup failed");
-    assert_eq!(accepted[1].labels.get("job").map(String::as_str), Some("backup"));
+    assert_eq!(
+        accepted[1].labels.get("job").map(String::as_str),
+        Some("backup")
+    );
     s.shutdown().await.expect("clean stop");
 }
 
@@ -58,10 +80,16 @@ async fn the_captured_alertmanager_payload_is_taken() {
         .await
         .expect("response");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    assert_eq!(r.json::<Value>().await.expect("json"), json!({"ids": [1, 2], "duplicates": [], "ignored": []}));
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!({"ids": [1, 2], "duplicates": [], "ignored": []})
+    );
     let accepted = s.host.accepted();
     assert_eq!(accepted[0].subject, "Disk /var/lib/postgresql is 97% full");
-    assert_eq!(accepted[0].dedup_key.as_deref(), Some("am:48560f432796ad7e:2026-11-29T14:19:23Z:firing"));
+    assert_eq!(
+        accepted[0].dedup_key.as_deref(),
+        Some("am:48560f432796ad7e:2026-11-29T14:19:23Z:firing")
+    );
     assert_eq!(accepted[1].severity, Severity::INFO);
     s.shutdown().await.expect("clean stop");
 }
@@ -71,42 +99,130 @@ async fn every_refusal_has_its_status() {
     let s = start("max_body_bytes = 2048\n").await;
     let url = s.url("/api/v1/alerts");
     // 401: no token, a wrong token, another scheme.
-    let r = client().post(&url).header(header::CONTENT_TYPE, "application/json").body("{\"subject\":\"a\"}").send().await.expect("response");
+    let r = client()
+        .post(&url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body("{\"subject\":\"a\"}")
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(r.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()), Some("Bearer"));
-    let r = client().post(&url).bearer_auth("wrong").header(header::CONTENT_TYPE, "application/json").body("{}").send().await.expect("response");
+    assert_eq!(
+        r.headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    let r = client()
+        .post(&url)
+        .bearer_auth("wrong")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = client().post(&url).basic_auth("u", Some(TOKEN)).body("{}").send().await.expect("response");
+    let r = client()
+        .post(&url)
+        .basic_auth("u", Some(TOKEN))
+        .body("{}")
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // 415
     let (status, _, v) = post(&url, "application/x-www-form-urlencoded", "subject=a").await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(v["error"].as_str().is_some_and(|e| e.contains("expected application/json or application/xml")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("expected application/json or application/xml")),
+        "{v}"
+    );
     // 413, with a Content-Length and streamed without one.
     let big = format!("{{\"subject\":\"{}\"}}", "x".repeat(4096));
     let (status, _, v) = post(&url, "application/json", big.clone()).await;
-    assert_eq!((status, v["error"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("the body is larger than 2048 bytes")));
-    let chunks = futures_util::stream::iter(big.into_bytes().chunks(512).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("the body is larger than 2048 bytes")
+        )
+    );
+    let chunks = futures_util::stream::iter(
+        big.into_bytes()
+            .chunks(512)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
     let (status, _, _) = post(&url, "application/json", reqwest::Body::wrap_stream(chunks)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     // 400 with field, line and column, for JSON and XML.
-    let (status, _, v) = post(&url, "application/json", "[{\"subject\":\"a\"},\n {\"subject\":\"b\",\"severity\":\"urgent\"}]").await;
+    let (status, _, v) = post(
+        &url,
+        "application/json",
+        "[{\"subject\":\"a\"},\n {\"subject\":\"b\",\"severity\":\"urgent\"}]",
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(v["error"], "`[1].severity` at line 2 column 36: unknown severity \"urgent\", expected info, low, normal, high or critical");
+    assert_eq!(
+        v["error"],
+        "`[1].severity` at line 2 column 36: unknown severity \"urgent\", expected info, low, normal, high or critical"
+    );
     let (status, _, v) = post(&url, "text/xml", "<alert>\n<subject>x</subjet>\n</alert>").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().is_some_and(|e| e.starts_with("invalid XML at line 2 column 11:")), "{v}");
-    let (status, _, v) = post(&s.url("/api/v1/alertmanager"), "application/json", "{\"version\":\"4\",\"alerts\":[]}").await;
-    assert_eq!((status, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("`alerts`: the notification holds no alert")));
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid XML at line 2 column 11:")),
+        "{v}"
+    );
+    let (status, _, v) = post(
+        &s.url("/api/v1/alertmanager"),
+        "application/json",
+        "{\"version\":\"4\",\"alerts\":[]}",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("`alerts`: the notification holds no alert")
+        )
+    );
     // 503 + Retry-After on back-pressure; the ids say what was taken.
     s.host.refuse_next(1);
-    let (status, headers, v) = post(&url, "application/json", "[{\"subject\":\"first\"},{\"subject\":\"second\"}]").await;
+    let (status, headers, v) = post(
+        &url,
+        "application/json",
+        "[{\"subject\":\"first\"},{\"subject\":\"second\"}]",
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
-    assert_eq!((v["ids"].clone(), v["refused"].clone()), (json!([null, 1]), json!([0])));
-    assert_eq!(s.host.accepted().iter().map(|a| a.subject.as_str()).collect::<Vec<_>>(), ["second"]);
+    assert_eq!(
+        headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        (v["ids"].clone(), v["refused"].clone()),
+        (json!([null, 1]), json!([0]))
+    );
+    assert_eq!(
+        s.host
+            .accepted()
+            .iter()
+            .map(|a| a.subject.as_str())
+            .collect::<Vec<_>>(),
+        ["second"]
+    );
     // The healthz probe needs no token.
-    let r = client().get(s.url("/healthz")).send().await.expect("response");
+    let r = client()
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.status(), StatusCode::OK);
     s.shutdown().await.expect("clean stop");
 }
@@ -118,9 +234,17 @@ async fn many_concurrent_posts_all_get_their_own_id() {
     let posts = (0..200).map(|i| {
         let (c, url) = (c.clone(), s.url("/api/v1/alerts"));
         async move {
-            let r = c.post(url).bearer_auth(TOKEN).json(&json!({"subject": format!("alert {i}")})).send().await.expect("response");
+            let r = c
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"subject": format!("alert {i}")}))
+                .send()
+                .await
+                .expect("response");
             assert_eq!(r.status(), StatusCode::ACCEPTED);
-            r.json::<Value>().await.expect("json")["ids"][0].as_u64().expect("id")
+            r.json::<Value>().await.expect("json")["ids"][0]
+                .as_u64()
+                .expect("id")
         }
     });
     let mut ids = futures_util::future::join_all(posts).await;

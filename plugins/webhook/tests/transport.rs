@@ -17,16 +17,29 @@ use tokio::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_by_prior_knowledge() {
     let s = start("").await;
-    let c = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
-    let r = c.post(s.url("/api/v1/alerts")).bearer_auth(TOKEN).json(&json!({"subject": "over h2c"})).send().await.expect("response");
-    assert_eq!((r.version(), r.status()), (Version::HTTP_2, StatusCode::ACCEPTED));
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let r = c
+        .post(s.url("/api/v1/alerts"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"subject": "over h2c"}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        (r.version(), r.status()),
+        (Version::HTTP_2, StatusCode::ACCEPTED)
+    );
     assert_eq!(s.host.accepted()[0].subject, "over h2c");
     s.shutdown().await.expect("clean stop");
 }
 
 fn write_cert(dir: &std::path::Path) -> Vec<u8> {
     let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("self-signed certificate");
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("self-signed certificate");
     std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
     std::fs::write(dir.join("key.pem"), key_pair.serialize_pem()).expect("write key");
     cert.pem().into_bytes()
@@ -39,16 +52,48 @@ async fn tls_with_h2_by_alpn_and_http1() {
     let s = start_on("127.0.0.1:0", TOKEN, tls, |dir| pem = write_cert(dir)).await;
     let url = format!("https://localhost:{}/api/v1/alerts", s.addr.port());
     let ca = reqwest::Certificate::from_pem(&pem).expect("certificate");
-    let builder = || reqwest::Client::builder().add_root_certificate(ca.clone()).resolve("localhost", s.addr);
+    let builder = || {
+        reqwest::Client::builder()
+            .add_root_certificate(ca.clone())
+            .resolve("localhost", s.addr)
+    };
     let h2 = builder().build().expect("client");
-    let r = h2.post(&url).bearer_auth(TOKEN).json(&json!({"subject": "over h2"})).send().await.expect("response");
-    assert_eq!((r.version(), r.status()), (Version::HTTP_2, StatusCode::ACCEPTED));
+    let r = h2
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&json!({"subject": "over h2"}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        (r.version(), r.status()),
+        (Version::HTTP_2, StatusCode::ACCEPTED)
+    );
     let h1 = builder().http1_only().build().expect("client");
-    let r = h1.post(&url).bearer_auth(TOKEN).json(&json!({"subject": "over h1"})).send().await.expect("response");
-    assert_eq!((r.version(), r.status()), (Version::HTTP_11, StatusCode::ACCEPTED));
+    let r = h1
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&json!({"subject": "over h1"}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        (r.version(), r.status()),
+        (Version::HTTP_11, StatusCode::ACCEPTED)
+    );
     // Plain HTTP to the TLS port gets nowhere, and the server keeps serving.
-    assert!(client().get(format!("http://{}/healthz", s.addr)).send().await.is_err());
-    let r = h1.get(format!("https://localhost:{}/healthz", s.addr.port())).send().await.expect("response");
+    assert!(
+        client()
+            .get(format!("http://{}/healthz", s.addr))
+            .send()
+            .await
+            .is_err()
+    );
+    let r = h1
+        .get(format!("https://localhost:{}/healthz", s.addr.port()))
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(s.host.accepted().len(), 2);
     s.shutdown().await.expect("clean stop");
@@ -60,7 +105,10 @@ async fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
     assert!(read.is_ok(), "the server did not close the connection");
-    (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +120,10 @@ async fn slow_clients_are_cut_off() {
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
     // Sends half a request head and stalls.
     let mut slow_head = TcpStream::connect(s.addr).await.expect("connect");
-    slow_head.write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    slow_head
+        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
     let (_, took) = read_until_closed(&mut slow_head).await;
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
     // Sends the head but only part of the body: 408.
@@ -83,9 +134,16 @@ async fn slow_clients_are_cut_off() {
     slow_body.write_all(head.as_bytes()).await.expect("write");
     let (answer, _) = read_until_closed(&mut slow_body).await;
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
-    assert!(answer.contains("the body did not arrive within 300 ms"), "{answer}");
+    assert!(
+        answer.contains("the body did not arrive within 300 ms"),
+        "{answer}"
+    );
     // A well-behaved client is still served.
-    let r = client().get(s.url("/healthz")).send().await.expect("response");
+    let r = client()
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.status(), StatusCode::OK);
     s.shutdown().await.expect("clean stop");
 }
@@ -95,10 +153,20 @@ async fn connections_over_the_cap_wait() {
     let s = start("max_connections = 1\nheader_read_timeout_ms = 5000\n").await;
     let holder = TcpStream::connect(s.addr).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let quick = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
-    assert!(quick.get(s.url("/healthz")).send().await.is_err(), "a second connection was served over the cap");
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("client");
+    assert!(
+        quick.get(s.url("/healthz")).send().await.is_err(),
+        "a second connection was served over the cap"
+    );
     drop(holder);
-    let r = client().get(s.url("/healthz")).send().await.expect("served once the first connection closed");
+    let r = client()
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .expect("served once the first connection closed");
     assert_eq!(r.status(), StatusCode::OK);
     s.shutdown().await.expect("clean stop");
 }
@@ -110,17 +178,32 @@ async fn stop_finishes_the_request_in_flight() {
     s.host.script([Answer::Delay(Duration::from_millis(1500))]);
     let url = s.url("/api/v1/alerts");
     let in_flight = tokio::spawn(async move {
-        client().post(url).bearer_auth(TOKEN).json(&json!({"subject": "in flight"})).send().await
+        client()
+            .post(url)
+            .bearer_auth(TOKEN)
+            .json(&json!({"subject": "in flight"}))
+            .send()
+            .await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let addr = s.addr;
     let host = s.host.clone();
     s.stop.cancel();
-    let r = in_flight.await.expect("task").expect("answered during stop");
+    let r = in_flight
+        .await
+        .expect("task")
+        .expect("answered during stop");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(host.accepted().len(), 1);
-    tokio::time::timeout(Duration::from_secs(5), s.task).await.expect("run returned").expect("task").expect("clean stop");
-    assert!(TcpStream::connect(addr).await.is_err(), "still listening after stop");
+    tokio::time::timeout(Duration::from_secs(5), s.task)
+        .await
+        .expect("run returned")
+        .expect("task")
+        .expect("clean stop");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still listening after stop"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,11 +216,23 @@ async fn a_taken_port_fails_run_with_the_address() {
     let setup = alertbridge_plugin_api::kit::Setup {
         instance: "hook".into(),
         kind: "webhook".into(),
-        config_toml: format!("listen = \"{addr}\"\ntokens_file = {:?}\n", dir.path().join("t")),
+        config_toml: format!(
+            "listen = \"{addr}\"\ntokens_file = {:?}\n",
+            dir.path().join("t")
+        ),
         host: host.host(),
     };
-    let source = std::sync::Arc::new(alertbridge_webhook::source::WebhookSource::new(setup).expect("config"));
+    let source = std::sync::Arc::new(
+        alertbridge_webhook::source::WebhookSource::new(setup).expect("config"),
+    );
     let (ctx, _stop) = host.source_context();
-    let err = alertbridge_plugin_api::kit::Source::run(source, ctx).await.expect_err("port is taken");
-    assert!(err.message.starts_with(&format!("cannot listen on {addr}: ")), "{}", err.message);
+    let err = alertbridge_plugin_api::kit::Source::run(source, ctx)
+        .await
+        .expect_err("port is taken");
+    assert!(
+        err.message
+            .starts_with(&format!("cannot listen on {addr}: ")),
+        "{}",
+        err.message
+    );
 }

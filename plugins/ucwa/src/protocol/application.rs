@@ -31,8 +31,17 @@ pub struct AppLinks {
 /// Reads the links the client needs from an application resource; `Err` names what is missing.
 pub fn parse_application(body: &[u8]) -> Result<Result<AppLinks, &'static str>, serde_json::Error> {
     let v: Value = serde_json::from_slice(body)?;
-    let embedded = |rel: &str| v.get("_embedded").and_then(|e| e.get(rel)).cloned().unwrap_or(Value::Null);
-    let (me, people, communication) = (embedded("me"), embedded("people"), embedded("communication"));
+    let embedded = |rel: &str| {
+        v.get("_embedded")
+            .and_then(|e| e.get(rel))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let (me, people, communication) = (
+        embedded("me"),
+        embedded("people"),
+        embedded("communication"),
+    );
     let owned = |s: Option<&str>| s.map(str::to_owned);
     let links = (|| {
         Ok(AppLinks {
@@ -42,7 +51,8 @@ pub fn parse_application(body: &[u8]) -> Result<Result<AppLinks, &'static str>, 
             make_me_available: owned(link(&me, "makeMeAvailable")),
             report_my_activity: owned(link(&me, "reportMyActivity")),
             people: owned(link(&people, "self")).ok_or("application has no people link")?,
-            start_messaging: owned(link(&communication, "startMessaging")).ok_or("application has no startMessaging link")?,
+            start_messaging: owned(link(&communication, "startMessaging"))
+                .ok_or("application has no startMessaging link")?,
         })
     })();
     Ok(links)
@@ -51,7 +61,10 @@ pub fn parse_application(body: &[u8]) -> Result<Result<AppLinks, &'static str>, 
 /// The `availability` of a `contactPresence` resource.
 pub fn parse_presence(body: &[u8]) -> Result<String, serde_json::Error> {
     let v: Value = serde_json::from_slice(body)?;
-    Ok(v.get("availability").and_then(Value::as_str).unwrap_or("").to_owned())
+    Ok(v.get("availability")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned())
 }
 
 /// Maps a UCWA availability to the host's presence states.
@@ -93,10 +106,18 @@ mod tests {
     fn application_links_are_read_from_embedded_resources() {
         let links = parse_application(APPLICATION.as_bytes()).unwrap().unwrap();
         assert_eq!(links.events, "/ucwa/oauth/v1/applications/105/events?ack=1");
-        assert_eq!(links.start_messaging, "/ucwa/oauth/v1/applications/105/communication/messagingInvitations");
+        assert_eq!(
+            links.start_messaging,
+            "/ucwa/oauth/v1/applications/105/communication/messagingInvitations"
+        );
         assert_eq!(links.people, "/ucwa/oauth/v1/applications/105/people");
-        assert_eq!(links.report_my_activity.as_deref(), Some("/ucwa/oauth/v1/applications/105/me/reportMyActivity"));
-        let missing = parse_application(br#"{"_links":{"self":{"href":"/a"},"events":{"href":"/e"}}}"#).unwrap();
+        assert_eq!(
+            links.report_my_activity.as_deref(),
+            Some("/ucwa/oauth/v1/applications/105/me/reportMyActivity")
+        );
+        let missing =
+            parse_application(br#"{"_links":{"self":{"href":"/a"},"events":{"href":"/e"}}}"#)
+                .unwrap();
         assert_eq!(missing, Err("application has no people link"));
     }
 
@@ -108,7 +129,10 @@ mod tests {
         assert_eq!(presence_state("Offline"), PresenceState::OFFLINE);
         assert_eq!(presence_state("IdleOnline"), PresenceState::AVAILABLE);
         assert_eq!(presence_state("BeRightBack"), PresenceState::AWAY);
-        assert_eq!(presence_state("DoNotDisturb"), PresenceState::DO_NOT_DISTURB);
+        assert_eq!(
+            presence_state("DoNotDisturb"),
+            PresenceState::DO_NOT_DISTURB
+        );
         assert_eq!(presence_state("Something"), PresenceState::UNKNOWN);
     }
 }

@@ -48,13 +48,16 @@ pub fn boundary(content_type: &str) -> Option<String> {
     }
     params.find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"').to_owned())
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
     })
 }
 
 /// Splits a batch response into its embedded responses, in order.
 pub fn parse_response(content_type: &str, body: &[u8]) -> Result<Vec<Part>, BatchError> {
-    let boundary = boundary(content_type).ok_or_else(|| BatchError::ContentType(content_type.to_owned()))?;
+    let boundary =
+        boundary(content_type).ok_or_else(|| BatchError::ContentType(content_type.to_owned()))?;
     let text = String::from_utf8_lossy(body);
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
@@ -71,15 +74,24 @@ pub fn parse_response(content_type: &str, body: &[u8]) -> Result<Vec<Part>, Batc
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|s| s.parse::<u16>().ok())
             .ok_or(BatchError::Part { index })?;
-        let body = body.strip_suffix("\r\n").or_else(|| body.strip_suffix('\n')).unwrap_or(body);
-        parts.push(Part { status, body: body.as_bytes().to_vec() });
+        let body = body
+            .strip_suffix("\r\n")
+            .or_else(|| body.strip_suffix('\n'))
+            .unwrap_or(body);
+        parts.push(Part {
+            status,
+            body: body.as_bytes().to_vec(),
+        });
     }
     Ok(parts)
 }
 
 /// Splits at the first blank line (CRLF or LF), skipping a leading line break.
 fn split_blank(s: &str) -> Option<(&str, &str)> {
-    let s = s.strip_prefix("\r\n").or_else(|| s.strip_prefix('\n')).unwrap_or(s);
+    let s = s
+        .strip_prefix("\r\n")
+        .or_else(|| s.strip_prefix('\n'))
+        .unwrap_or(s);
     if let Some(i) = s.find("\r\n\r\n") {
         return Some((&s[..i], &s[i + 4..]));
     }
@@ -92,14 +104,21 @@ mod tests {
 
     #[test]
     fn request_matches_the_documented_sample() {
-        let body = request_body("77f2569d", "lyncweb.contoso.com", &["/ucwa/oauth/v1/applications/103/people/contacts".to_owned()]);
+        let body = request_body(
+            "77f2569d",
+            "lyncweb.contoso.com",
+            &["/ucwa/oauth/v1/applications/103/people/contacts".to_owned()],
+        );
         assert_eq!(
             body,
             "--77f2569d\r\nContent-Type: application/http; msgtype=request\r\n\r\n\
              GET /ucwa/oauth/v1/applications/103/people/contacts HTTP/1.1\r\nHost: lyncweb.contoso.com\r\n\
              Accept: application/json\r\n\r\n--77f2569d--\r\n"
         );
-        assert_eq!(content_type("77f2569d"), "multipart/batching;boundary=77f2569d");
+        assert_eq!(
+            content_type("77f2569d"),
+            "multipart/batching;boundary=77f2569d"
+        );
     }
 
     #[test]
@@ -110,10 +129,22 @@ mod tests {
                     {\"code\":\"NotFound\"}\r\n--b1--\r\n";
         let parts = parse_response("multipart/batching; boundary=\"b1\"", body.as_bytes()).unwrap();
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0], Part { status: 200, body: br#"{"availability":"Online"}"#.to_vec() });
+        assert_eq!(
+            parts[0],
+            Part {
+                status: 200,
+                body: br#"{"availability":"Online"}"#.to_vec()
+            }
+        );
         assert_eq!(parts[1].status, 404);
-        assert!(matches!(parse_response("application/json", b"{}"), Err(BatchError::ContentType(_))));
-        let broken = parse_response("multipart/batching;boundary=b1", b"--b1\r\nno blank line--b1--");
+        assert!(matches!(
+            parse_response("application/json", b"{}"),
+            Err(BatchError::ContentType(_))
+        ));
+        let broken = parse_response(
+            "multipart/batching;boundary=b1",
+            b"--b1\r\nno blank line--b1--",
+        );
         assert_eq!(broken, Err(BatchError::Part { index: 0 }));
     }
 }

@@ -55,10 +55,20 @@ pub fn parse_challenge<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<
             return None;
         }
         let params = auth_params(rest);
-        let get = |name: &str| params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
         let href = get("href").filter(|h| !h.is_empty())?;
         let grant_types = get("grant_type")
-            .map(|g| g.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect())
+            .map(|g| {
+                g.split(',')
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         Some(Challenge { href, grant_types })
     })
@@ -72,7 +82,12 @@ fn auth_params(s: &str) -> Vec<(String, String)> {
         while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
             chars.next();
         }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim().to_owned();
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_owned();
         if key.is_empty() {
             return out;
         }
@@ -104,7 +119,11 @@ fn auth_params(s: &str) -> Vec<(String, String)> {
 }
 
 /// Characters escaped in form values: everything but `A-Z a-z 0-9 - . _ ~`.
-const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The body of the password grant (`application/x-www-form-urlencoded`).
 pub fn password_grant(username: &str, password: &str) -> String {
@@ -152,8 +171,12 @@ pub fn parse_token(body: &[u8]) -> Result<Result<TokenGrant, String>, serde_json
 
 /// Whether a 403 says the token was rejected (`Warning: 120 .. "InvalidToken"` or
 /// `X-Ms-diagnostics: 28055`).
-pub fn is_invalid_token<'a>(warning: impl IntoIterator<Item = &'a str>, diagnostics: Option<&str>) -> bool {
-    warning.into_iter().any(|w| w.contains("InvalidToken")) || diagnostics.is_some_and(|d| d.trim_start().starts_with("28055"))
+pub fn is_invalid_token<'a>(
+    warning: impl IntoIterator<Item = &'a str>,
+    diagnostics: Option<&str>,
+) -> bool {
+    warning.into_iter().any(|w| w.contains("InvalidToken"))
+        || diagnostics.is_some_and(|d| d.trim_start().starts_with("28055"))
 }
 
 #[cfg(test)]
@@ -178,10 +201,15 @@ mod tests {
  "xframe":{"href":"https://lyncweb.contoso.com/Autodiscover/XFrame/XFrame.html"}}}"#;
         assert_eq!(
             parse_discovery(user).unwrap(),
-            Some(Discovery::Applications("https://lyncweb.contoso.com/ucwa/oauth/v1/applications".into()))
+            Some(Discovery::Applications(
+                "https://lyncweb.contoso.com/ucwa/oauth/v1/applications".into()
+            ))
         );
         let redirect = br#"{"_links":{"redirect":{"href":"https://contoso.com/Autodiscover/AutodiscoverService.svc/root"}}}"#;
-        assert!(matches!(parse_discovery(redirect).unwrap(), Some(Discovery::Redirect(_))));
+        assert!(matches!(
+            parse_discovery(redirect).unwrap(),
+            Some(Discovery::Redirect(_))
+        ));
         assert_eq!(parse_discovery(b"{}").unwrap(), None);
         assert!(parse_discovery(b"<html/>").is_err());
     }
@@ -192,12 +220,22 @@ mod tests {
         let quoted = r#"MsRtcOAuth href="https://lyncweb.contoso.com/WebTicket/oauthtoken",grant_type="urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password""#;
         let c = parse_challenge([bearer, quoted]).unwrap();
         assert_eq!(c.href, "https://lyncweb.contoso.com/WebTicket/oauthtoken");
-        assert_eq!(c.grant_types, ["urn:microsoft.rtc:windows", "urn:microsoft.rtc:anonmeeting", "password"]);
+        assert_eq!(
+            c.grant_types,
+            [
+                "urn:microsoft.rtc:windows",
+                "urn:microsoft.rtc:anonmeeting",
+                "password"
+            ]
+        );
         assert!(c.offers_password());
         let online = r#"MsRtcOAuth href="https://x/WebTicket/oauthtoken",grant_type="urn:microsoft.rtc:passive,urn:microsoft.rtc:anonmeeting""#;
         assert!(!parse_challenge([online]).unwrap().offers_password());
         let unquoted = r#"MsRtcOAuth href=https://contoso.com/WebTicket/oauthtoken,grant_type="urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password""#;
-        assert_eq!(parse_challenge([unquoted]).unwrap().href, "https://contoso.com/WebTicket/oauthtoken");
+        assert_eq!(
+            parse_challenge([unquoted]).unwrap().href,
+            "https://contoso.com/WebTicket/oauthtoken"
+        );
         assert_eq!(parse_challenge([bearer]), None);
     }
 
@@ -207,9 +245,14 @@ mod tests {
         let grant = parse_token(ok).unwrap().unwrap();
         assert_eq!(grant.authorization(), "Bearer cwt=AAEB...buHc");
         assert_eq!(grant.expires_in, 28289);
-        let generic = parse_token(br#"{"access_token":"x","token_type":"Bearer"}"#).unwrap().unwrap();
+        let generic = parse_token(br#"{"access_token":"x","token_type":"Bearer"}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(generic.expires_in, 3600);
-        assert_eq!(parse_token(br#"{"error":"invalid_grant"}"#).unwrap(), Err("invalid_grant".to_owned()));
+        assert_eq!(
+            parse_token(br#"{"error":"invalid_grant"}"#).unwrap(),
+            Err("invalid_grant".to_owned())
+        );
         assert_eq!(
             password_grant("lenea@contoso.com", "pass@word1&x y"),
             "grant_type=password&username=lenea%40contoso.com&password=pass%40word1%26x%20y"
@@ -218,8 +261,14 @@ mod tests {
 
     #[test]
     fn invalid_token_warning_is_recognized() {
-        assert!(is_invalid_token([r#"120 lyncweb.contoso.com "InvalidToken""#], None));
-        assert!(is_invalid_token([], Some("28055;source=\"x\";reason=\"The OAuth token is invalid.\"")));
+        assert!(is_invalid_token(
+            [r#"120 lyncweb.contoso.com "InvalidToken""#],
+            None
+        ));
+        assert!(is_invalid_token(
+            [],
+            Some("28055;source=\"x\";reason=\"The OAuth token is invalid.\"")
+        ));
         assert!(!is_invalid_token([], Some("28070;reason=\"origin\"")));
     }
 }

@@ -88,8 +88,18 @@ pub fn parse_events(body: &[u8]) -> Result<EventsPage, serde_json::Error> {
     };
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let mut events = Vec::new();
-    for sender in v.get("sender").and_then(Value::as_array).into_iter().flatten() {
-        for e in sender.get("events").and_then(Value::as_array).into_iter().flatten() {
+    for sender in v
+        .get("sender")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for e in sender
+            .get("events")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let rel = e.get("link").map(|l| text(l, "rel")).unwrap_or_default();
             events.push(Event {
                 sender_rel: text(sender, "rel"),
@@ -118,7 +128,9 @@ pub fn classify_failure(reason: &Reason) -> DeliveryStatus {
         // Declined, or rang unanswered until the server gave up: the person saw it and
         // did not take it.
         "Declined" | "DoNotDisturb" | "Timeout" | "Missed" => DeliveryStatus::DECLINED,
-        "Busy" | "TooManyConversations" | "AnotherOperationPending" | "Canceled" => DeliveryStatus::FAILED_TRANSIENT,
+        "Busy" | "TooManyConversations" | "AnotherOperationPending" | "Canceled" => {
+            DeliveryStatus::FAILED_TRANSIENT
+        }
         "NotAllowed" | "FederationRequired" => DeliveryStatus::FAILED_PERMANENT,
         _ => match reason.code.as_str() {
             "Forbidden" | "BadRequest" | "EntityTooLarge" => DeliveryStatus::FAILED_PERMANENT,
@@ -154,37 +166,86 @@ mod tests {
     #[test]
     fn events_keep_sender_order_status_reason_and_embedded_resource() {
         let page = parse_events(PAGE.as_bytes()).unwrap();
-        assert_eq!(page.next, Some(NextLink::Next("/ucwa/oauth/v1/applications/102/events?ack=3".into())));
+        assert_eq!(
+            page.next,
+            Some(NextLink::Next(
+                "/ucwa/oauth/v1/applications/102/events?ack=3".into()
+            ))
+        );
         assert_eq!(page.events.len(), 3);
         let messaging = &page.events[0];
-        assert_eq!((messaging.sender_rel.as_str(), messaging.rel.as_str(), messaging.kind.as_str()), ("conversation", "messaging", "updated"));
-        assert!(messaging.resource_link("stopMessaging").unwrap().ends_with("/messaging/terminate"));
+        assert_eq!(
+            (
+                messaging.sender_rel.as_str(),
+                messaging.rel.as_str(),
+                messaging.kind.as_str()
+            ),
+            ("conversation", "messaging", "updated")
+        );
+        assert!(
+            messaging
+                .resource_link("stopMessaging")
+                .unwrap()
+                .ends_with("/messaging/terminate")
+        );
         let done = &page.events[1];
         assert_eq!(done.status.as_deref(), Some("Success"));
-        assert_eq!(done.property("operationId"), Some("5028e824-2268-4b14-9e59-1abad65ff393"));
+        assert_eq!(
+            done.property("operationId"),
+            Some("5028e824-2268-4b14-9e59-1abad65ff393")
+        );
         let failed = &page.events[2];
         let reason = failed.reason.as_ref().unwrap();
-        assert_eq!(reason.to_string(), "RemoteFailure/Declined: Your invitation was declined.");
+        assert_eq!(
+            reason.to_string(),
+            "RemoteFailure/Declined: Your invitation was declined."
+        );
         assert_eq!(classify_failure(reason), DeliveryStatus::DECLINED);
     }
 
     #[test]
     fn resume_and_resync_links_and_empty_release() {
-        let resync = parse_events(br#"{"_links":{"self":{"href":"/e?ack=9"},"resync":{"href":"/e?ack=4"}}}"#).unwrap();
+        let resync = parse_events(
+            br#"{"_links":{"self":{"href":"/e?ack=9"},"resync":{"href":"/e?ack=4"}}}"#,
+        )
+        .unwrap();
         assert_eq!(resync.next, Some(NextLink::Resync("/e?ack=4".into())));
         assert!(resync.events.is_empty());
-        let resume = parse_events(br#"{"_links":{"resume":{"href":"/e?ack=1"}},"sender":[]}"#).unwrap();
+        let resume =
+            parse_events(br#"{"_links":{"resume":{"href":"/e?ack=1"}},"sender":[]}"#).unwrap();
         assert_eq!(resume.next, Some(NextLink::Resume("/e?ack=1".into())));
     }
 
     #[test]
     fn failure_reasons_map_to_outcomes() {
-        let r = |code: &str, subcode: &str| Reason { code: code.into(), subcode: subcode.into(), message: String::new() };
-        assert_eq!(classify_failure(&r("RemoteFailure", "DestinationNotFound")), DeliveryStatus::NOT_FOUND);
-        assert_eq!(classify_failure(&r("RemoteFailure", "TemporarilyUnavailable")), DeliveryStatus::OFFLINE);
-        assert_eq!(classify_failure(&r("RemoteFailure", "Timeout")), DeliveryStatus::DECLINED);
-        assert_eq!(classify_failure(&r("RemoteFailure", "Busy")), DeliveryStatus::FAILED_TRANSIENT);
-        assert_eq!(classify_failure(&r("RemoteFailure", "NotAllowed")), DeliveryStatus::FAILED_PERMANENT);
-        assert_eq!(classify_failure(&r("ServiceFailure", "")), DeliveryStatus::FAILED_TRANSIENT);
+        let r = |code: &str, subcode: &str| Reason {
+            code: code.into(),
+            subcode: subcode.into(),
+            message: String::new(),
+        };
+        assert_eq!(
+            classify_failure(&r("RemoteFailure", "DestinationNotFound")),
+            DeliveryStatus::NOT_FOUND
+        );
+        assert_eq!(
+            classify_failure(&r("RemoteFailure", "TemporarilyUnavailable")),
+            DeliveryStatus::OFFLINE
+        );
+        assert_eq!(
+            classify_failure(&r("RemoteFailure", "Timeout")),
+            DeliveryStatus::DECLINED
+        );
+        assert_eq!(
+            classify_failure(&r("RemoteFailure", "Busy")),
+            DeliveryStatus::FAILED_TRANSIENT
+        );
+        assert_eq!(
+            classify_failure(&r("RemoteFailure", "NotAllowed")),
+            DeliveryStatus::FAILED_PERMANENT
+        );
+        assert_eq!(
+            classify_failure(&r("ServiceFailure", "")),
+            DeliveryStatus::FAILED_TRANSIENT
+        );
     }
 }

@@ -8,11 +8,19 @@ use serde_json::{Value, json};
 use crate::config::MessageFormat;
 
 /// Characters escaped in data URLs: everything but `A-Z a-z 0-9 - . _ ~`.
-const DATA: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const DATA: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// UCWA importance for a severity: high and critical are `Urgent`.
 pub fn importance(severity: Severity) -> &'static str {
-    if severity >= Severity::HIGH { "Urgent" } else { "Normal" }
+    if severity >= Severity::HIGH {
+        "Urgent"
+    } else {
+        "Normal"
+    }
 }
 
 /// The IM's content type and text. Plain: the body (the subject when the body is empty; the
@@ -21,14 +29,22 @@ pub fn importance(severity: Severity) -> &'static str {
 pub fn content(message: &Message, format: MessageFormat) -> (&'static str, String) {
     match format {
         MessageFormat::Plain => {
-            let text = if message.body.is_empty() { &message.subject } else { &message.body };
+            let text = if message.body.is_empty() {
+                &message.subject
+            } else {
+                &message.body
+            };
             ("text/plain", text.clone())
         }
         MessageFormat::Html => {
             let mut html = format!("<b>{}</b>", escape_html(&message.subject));
             if !message.body.is_empty() {
                 html.push_str("<br/>");
-                html.push_str(&escape_html(&message.body).replace("\r\n", "\n").replace('\n', "<br/>"));
+                html.push_str(
+                    &escape_html(&message.body)
+                        .replace("\r\n", "\n")
+                        .replace('\n', "<br/>"),
+                );
             }
             ("text/html", html)
         }
@@ -53,11 +69,20 @@ pub fn escape_html(s: &str) -> String {
 
 /// `data:<type>;charset=utf-8,<percent-encoded text>`.
 pub fn data_url(content_type: &str, text: &str) -> String {
-    format!("data:{content_type};charset=utf-8,{}", utf8_percent_encode(text, DATA))
+    format!(
+        "data:{content_type};charset=utf-8,{}",
+        utf8_percent_encode(text, DATA)
+    )
 }
 
 /// The body of `POST <startMessaging>`, carrying the first message when given.
-pub fn start_messaging_request(to: &str, subject: &str, importance: &str, operation_id: &str, message_url: Option<&str>) -> Value {
+pub fn start_messaging_request(
+    to: &str,
+    subject: &str,
+    importance: &str,
+    operation_id: &str,
+    message_url: Option<&str>,
+) -> Value {
     // Subjects are limited to 250 characters.
     let subject: String = subject.chars().take(250).collect();
     let mut body = json!({
@@ -93,23 +118,36 @@ mod tests {
     use super::*;
 
     fn message(subject: &str, body: &str) -> Message {
-        Message { subject: subject.into(), body: body.into(), ..Message::default() }
+        Message {
+            subject: subject.into(),
+            body: body.into(),
+            ..Message::default()
+        }
     }
 
     #[test]
     fn plain_and_html_content() {
         let m = message("Disk <full> & \"db01\"", "/var at 98%\nnow");
-        assert_eq!(content(&m, MessageFormat::Plain), ("text/plain", "/var at 98%\nnow".to_owned()));
+        assert_eq!(
+            content(&m, MessageFormat::Plain),
+            ("text/plain", "/var at 98%\nnow".to_owned())
+        );
         assert_eq!(
             content(&m, MessageFormat::Html).1,
             "<b>Disk &lt;full&gt; &amp; &quot;db01&quot;</b><br/>/var at 98%<br/>now"
         );
-        assert_eq!(content(&message("only subject", ""), MessageFormat::Plain).1, "only subject");
+        assert_eq!(
+            content(&message("only subject", ""), MessageFormat::Plain).1,
+            "only subject"
+        );
     }
 
     #[test]
     fn data_url_is_percent_encoded_utf8() {
-        assert_eq!(data_url("text/plain", "Hi Tosh\r\nü+1"), "data:text/plain;charset=utf-8,Hi%20Tosh%0D%0A%C3%BC%2B1");
+        assert_eq!(
+            data_url("text/plain", "Hi Tosh\r\nü+1"),
+            "data:text/plain;charset=utf-8,Hi%20Tosh%0D%0A%C3%BC%2B1"
+        );
     }
 
     #[test]
@@ -119,10 +157,23 @@ mod tests {
         assert_eq!(sip_uri("alice@contoso.com"), "sip:alice@contoso.com");
         assert_eq!(sip_uri("SIP:bob@contoso.com"), "sip:bob@contoso.com");
         assert_eq!(bare_user(" sip:bob@contoso.com"), "bob@contoso.com");
-        let body = start_messaging_request("sip:a@c.com", &"s".repeat(300), "Normal", "op-1", Some("data:text/plain;charset=utf-8,x"));
+        let body = start_messaging_request(
+            "sip:a@c.com",
+            &"s".repeat(300),
+            "Normal",
+            "op-1",
+            Some("data:text/plain;charset=utf-8,x"),
+        );
         assert_eq!(body["subject"].as_str().map(str::len), Some(250));
-        assert_eq!(body["_links"]["message"]["href"], "data:text/plain;charset=utf-8,x");
+        assert_eq!(
+            body["_links"]["message"]["href"],
+            "data:text/plain;charset=utf-8,x"
+        );
         assert_eq!(body["operationId"], "op-1");
-        assert!(start_messaging_request("sip:a@c.com", "s", "Normal", "op-2", None).get("_links").is_none());
+        assert!(
+            start_messaging_request("sip:a@c.com", "s", "Normal", "op-2", None)
+                .get("_links")
+                .is_none()
+        );
     }
 }

@@ -13,7 +13,11 @@ use serde_json::Value;
 /// `_links.<rel>.href` of a resource (the first one when the rel is an array).
 pub fn link<'a>(resource: &'a Value, rel: &str) -> Option<&'a str> {
     let l = resource.get("_links")?.get(rel)?;
-    let l = if let Some(list) = l.as_array() { list.first()? } else { l };
+    let l = if let Some(list) = l.as_array() {
+        list.first()?
+    } else {
+        l
+    };
     l.get("href")?.as_str()
 }
 
@@ -27,9 +31,15 @@ pub struct ErrorBody {
 
 /// Parses an error body; anything that is not one gives the empty body.
 pub fn parse_error_body(body: &[u8]) -> ErrorBody {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else { return ErrorBody::default() };
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return ErrorBody::default();
+    };
     let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    ErrorBody { code: field("code"), subcode: field("subcode"), message: field("message") }
+    ErrorBody {
+        code: field("code"),
+        subcode: field("subcode"),
+        message: field("message"),
+    }
 }
 
 #[cfg(test)]
@@ -41,7 +51,10 @@ mod tests {
         let e = parse_error_body(br#"{"code":"NotFound","subcode":"ApplicationNotFound","message":"An error occurred."}"#);
         assert_eq!(e.subcode.as_deref(), Some("ApplicationNotFound"));
         assert_eq!(parse_error_body(b"<html>401</html>"), ErrorBody::default());
-        let v: Value = serde_json::from_str(r#"{"_links":{"self":{"href":"/a"},"many":[{"href":"/b"},{"href":"/c"}]}}"#).unwrap();
+        let v: Value = serde_json::from_str(
+            r#"{"_links":{"self":{"href":"/a"},"many":[{"href":"/b"},{"href":"/c"}]}}"#,
+        )
+        .unwrap();
         assert_eq!(link(&v, "self"), Some("/a"));
         assert_eq!(link(&v, "many"), Some("/b"));
         assert_eq!(link(&v, "none"), None);

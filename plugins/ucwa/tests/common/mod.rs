@@ -28,9 +28,14 @@ pub fn users() -> Vec<UserSpec> {
 
 /// A simulator with [`users`] and `tweak` applied to its config.
 pub async fn simulator(tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
-    let mut config = SimConfig { users: users(), ..SimConfig::default() };
+    let mut config = SimConfig {
+        users: users(),
+        ..SimConfig::default()
+    };
     tweak(&mut config);
-    Simulator::start(config).await.expect("start the UCWA simulator")
+    Simulator::start(config)
+        .await
+        .expect("start the UCWA simulator")
 }
 
 /// A running sink and what stops it.
@@ -45,7 +50,9 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        let Ok(Ok(Ok(()))) = result else { panic!("run did not end cleanly: {result:?}") };
+        let Ok(Ok(Ok(()))) = result else {
+            panic!("run did not end cleanly: {result:?}")
+        };
     }
 }
 
@@ -56,7 +63,11 @@ pub fn start_sink(discover_url: &str, extra: &str) -> Running {
 
 /// Starts a sink with these credentials; `extra` is more TOML (may override the timeout).
 pub fn start_sink_as(discover_url: &str, username: &str, password: &str, extra: &str) -> Running {
-    let timeout = if extra.contains("request_timeout_secs") { "" } else { "request_timeout_secs = 10\n" };
+    let timeout = if extra.contains("request_timeout_secs") {
+        ""
+    } else {
+        "request_timeout_secs = 10\n"
+    };
     let config_toml = format!(
         "autodiscover_url = \"{discover_url}\"\nallow_http = true\nusername = \"{username}\"\n\
          password = \"{password}\"\npresence_cache_ms = 0\n{timeout}{extra}"
@@ -70,7 +81,11 @@ pub fn start_sink_as(discover_url: &str, username: &str, password: &str, extra: 
     let sink = Arc::new(UcwaSink::new(setup).expect("valid config"));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(sink.clone().run(shutdown.clone()));
-    Running { sink, shutdown, task }
+    Running {
+        sink,
+        shutdown,
+        task,
+    }
 }
 
 /// A message to `recipients`.

@@ -83,19 +83,26 @@ impl Status {
 
 /// Parses a notification. Each entry is the alert to submit for the payload's alert at the
 /// same index, or `None` for a resolved alert the config says to ignore.
-pub fn parse(bytes: &[u8], config: &AlertmanagerConfig) -> Result<Vec<Option<Alert>>, PayloadError> {
+pub fn parse(
+    bytes: &[u8],
+    config: &AlertmanagerConfig,
+) -> Result<Vec<Option<Alert>>, PayloadError> {
     super::json::expect_object(bytes, "a webhook notification object")?;
     let n: Notification = super::json::deserialize(bytes)?;
     let flavour = match (n.version.as_str(), &n.org_id) {
         ("4", _) => "alertmanager",
         ("1", Some(_)) => "grafana",
         (v, _) => {
-            let message = format!("unsupported payload version {v:?}: expected \"4\" (Alertmanager) or \"1\" with `orgId` (Grafana)");
+            let message = format!(
+                "unsupported payload version {v:?}: expected \"4\" (Alertmanager) or \"1\" with `orgId` (Grafana)"
+            );
             return Err(PayloadError::Invalid(format!("`version`: {message}")));
         }
     };
     if n.alerts.is_empty() {
-        return Err(PayloadError::Invalid("`alerts`: the notification holds no alert".into()));
+        return Err(PayloadError::Invalid(
+            "`alerts`: the notification holds no alert".into(),
+        ));
     }
     let mut out = Vec::with_capacity(n.alerts.len());
     for a in n.alerts {
@@ -103,11 +110,21 @@ pub fn parse(bytes: &[u8], config: &AlertmanagerConfig) -> Result<Vec<Option<Ale
             out.push(None);
             continue;
         }
-        let fingerprint = if a.fingerprint.is_empty() { fingerprint(&a.labels) } else { a.fingerprint.clone() };
+        let fingerprint = if a.fingerprint.is_empty() {
+            fingerprint(&a.labels)
+        } else {
+            a.fingerprint.clone()
+        };
         let name = a.labels.get("alertname").cloned().unwrap_or_default();
         let summary = first_of(&a.annotations, &["summary", "title"]).unwrap_or(&name);
-        let mut subject = if summary.is_empty() { format!("alert {fingerprint}") } else { summary.clone() };
-        let body = first_of(&a.annotations, &["description", "message"]).cloned().unwrap_or_default();
+        let mut subject = if summary.is_empty() {
+            format!("alert {fingerprint}")
+        } else {
+            summary.clone()
+        };
+        let body = first_of(&a.annotations, &["description", "message"])
+            .cloned()
+            .unwrap_or_default();
         let severity = match a.status {
             Status::Resolved => {
                 subject.insert_str(0, "[RESOLVED] ");
@@ -146,7 +163,11 @@ pub fn parse(bytes: &[u8], config: &AlertmanagerConfig) -> Result<Vec<Option<Ale
             body,
             severity,
             labels: a.labels,
-            dedup_key: Some(format!("am:{fingerprint}:{}:{}", a.starts_at, a.status.name())),
+            dedup_key: Some(format!(
+                "am:{fingerprint}:{}:{}",
+                a.starts_at,
+                a.status.name()
+            )),
             attributes,
             ..Alert::default()
         }));
@@ -155,16 +176,21 @@ pub fn parse(bytes: &[u8], config: &AlertmanagerConfig) -> Result<Vec<Option<Ale
 }
 
 fn first_of<'a>(map: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<&'a String> {
-    keys.iter().filter_map(|k| map.get(*k)).find(|v| !v.trim().is_empty())
+    keys.iter()
+        .filter_map(|k| map.get(*k))
+        .find(|v| !v.trim().is_empty())
 }
 
 /// Maps the value of a severity label, as monitoring setups write it, to our severity;
 /// `None` for a value it does not know (the config's default applies).
 pub fn severity_from_label(value: &str) -> Option<Severity> {
     let severity = match value.trim().to_ascii_lowercase().as_str() {
-        "critical" | "crit" | "fatal" | "emergency" | "emerg" | "alert" | "page" | "disaster" | "p1" => Severity::CRITICAL,
+        "critical" | "crit" | "fatal" | "emergency" | "emerg" | "alert" | "page" | "disaster"
+        | "p1" => Severity::CRITICAL,
         "high" | "error" | "err" | "major" | "severe" | "p2" => Severity::HIGH,
-        "normal" | "warning" | "warn" | "medium" | "average" | "moderate" | "p3" => Severity::NORMAL,
+        "normal" | "warning" | "warn" | "medium" | "average" | "moderate" | "p3" => {
+            Severity::NORMAL
+        }
         "low" | "minor" | "notice" | "p4" => Severity::LOW,
         "info" | "informational" | "information" | "none" | "ok" | "debug" | "p5" => Severity::INFO,
         _ => return None,

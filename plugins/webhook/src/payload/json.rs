@@ -40,7 +40,11 @@ struct Recipients {
 
 fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    if s.trim().is_empty() { Err(D::Error::custom("must not be empty")) } else { Ok(s) }
+    if s.trim().is_empty() {
+        Err(D::Error::custom("must not be empty"))
+    } else {
+        Ok(s)
+    }
 }
 
 fn severity<'de, D: Deserializer<'de>>(d: D) -> Result<Severity, D::Error> {
@@ -53,7 +57,9 @@ fn dedup_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
 
 fn expires<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     match Option::<String>::deserialize(d)? {
-        Some(text) => super::rfc3339_unix_ms(&text).map(Some).map_err(D::Error::custom),
+        Some(text) => super::rfc3339_unix_ms(&text)
+            .map(Some)
+            .map_err(D::Error::custom),
         None => Ok(None),
     }
 }
@@ -89,7 +95,12 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Alert>, PayloadError> {
         Some(_) => {
             let (line, column) = super::line_column(bytes, first.unwrap_or(0));
             let message = "expected an alert object or an array of them".into();
-            Err(PayloadError::Syntax { format: "JSON", line, column, message })
+            Err(PayloadError::Syntax {
+                format: "JSON",
+                line,
+                column,
+                message,
+            })
         }
         None => Err(PayloadError::Invalid("the body is empty".into())),
     }
@@ -101,7 +112,12 @@ pub(super) fn expect_object(bytes: &[u8], what: &str) -> Result<(), PayloadError
         Some(i) if bytes[i] == b'{' => Ok(()),
         Some(i) => {
             let (line, column) = super::line_column(bytes, i);
-            Err(PayloadError::Syntax { format: "JSON", line, column, message: format!("expected {what}") })
+            Err(PayloadError::Syntax {
+                format: "JSON",
+                line,
+                column,
+                message: format!("expected {what}"),
+            })
         }
         None => Err(PayloadError::Invalid("the body is empty".into())),
     }
@@ -121,10 +137,23 @@ pub(super) fn deserialize<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Resul
 fn json_error(e: serde_json::Error, field: Option<String>) -> PayloadError {
     let (line, column) = (e.line(), e.column());
     let text = e.to_string();
-    let message = text.rsplit_once(" at line ").map_or(text.as_str(), |(m, _)| m).to_owned();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m)
+        .to_owned();
     match (e.classify(), field) {
-        (serde_json::error::Category::Data, Some(field)) => PayloadError::Field { field, line, column, message },
-        _ => PayloadError::Syntax { format: "JSON", line, column, message },
+        (serde_json::error::Category::Data, Some(field)) => PayloadError::Field {
+            field,
+            line,
+            column,
+            message,
+        },
+        _ => PayloadError::Syntax {
+            format: "JSON",
+            line,
+            column,
+            message,
+        },
     }
 }
 
@@ -134,7 +163,8 @@ mod tests {
 
     #[test]
     fn the_design_example_parses_field_by_field() {
-        let body = br#"{"subject": "Disk full on db01", "body": "/var is at 98%", "severity": "critical",
+        let body =
+            br#"{"subject": "Disk full on db01", "body": "/var is at 98%", "severity": "critical",
  "recipients": {"groups": ["ops"], "users": ["sip:carol@contoso.com"]},
  "labels": {"host": "db01"}, "dedup_key": "db01-disk", "expires": "2026-12-01T10:00:00Z"}"#;
         let alerts = parse(body).expect("valid");
@@ -154,9 +184,13 @@ mod tests {
 
     #[test]
     fn arrays_and_defaults() {
-        let alerts = parse(b" [{\"subject\":\"a\"},{\"subject\":\"b\",\"severity\":\"low\"}]\n").expect("valid");
+        let alerts = parse(b" [{\"subject\":\"a\"},{\"subject\":\"b\",\"severity\":\"low\"}]\n")
+            .expect("valid");
         assert_eq!(alerts.len(), 2);
-        assert_eq!((alerts[0].severity, alerts[1].severity), (Severity::NORMAL, Severity::LOW));
+        assert_eq!(
+            (alerts[0].severity, alerts[1].severity),
+            (Severity::NORMAL, Severity::LOW)
+        );
         assert_eq!(alerts[0].dedup_key, None);
     }
 
@@ -170,17 +204,44 @@ mod tests {
             err("[{\"subject\":\"a\"},\n {\"subject\":\"b\",\"severity\":\"urgent\"}]"),
             "`[1].severity` at line 2 column 36: unknown severity \"urgent\", expected info, low, normal, high or critical"
         );
-        assert_eq!(err("{\"body\":\"x\"}"), "`.` at line 1 column 12: missing field `subject`");
-        assert_eq!(err("{\"subject\":\"  \"}"), "`subject` at line 1 column 16: must not be empty");
+        assert_eq!(
+            err("{\"body\":\"x\"}"),
+            "`.` at line 1 column 12: missing field `subject`"
+        );
+        assert_eq!(
+            err("{\"subject\":\"  \"}"),
+            "`subject` at line 1 column 16: must not be empty"
+        );
         let e = err("{\"subject\":\"a\",\"severty\":\"low\"}");
-        assert!(e.starts_with("`severty` at line 1 column 24: unknown field `severty`"), "{e}");
+        assert!(
+            e.starts_with("`severty` at line 1 column 24: unknown field `severty`"),
+            "{e}"
+        );
         let e = err("{\"subject\":\"a\",\"expires\":\"tomorrow\"}");
-        assert!(e.starts_with("`expires` at line 1 column 36: \"tomorrow\" is not an RFC 3339"), "{e}");
-        assert_eq!(err("{\"subject\":\"a\",\"labels\":{\"x\":1}}"), "`labels.x` at line 1 column 30: invalid type: integer `1`, expected a string");
-        assert_eq!(err("{\"subject\": \"a\",\n\"body\": }"), "invalid JSON at line 2 column 9: expected value");
-        assert_eq!(err("{\"subject\":\"a\"} x"), "invalid JSON at line 1 column 17: trailing characters");
-        assert_eq!(err("{\"subject\":\"a\""), "invalid JSON at line 1 column 14: EOF while parsing an object");
-        assert_eq!(err("\n  subject=a"), "invalid JSON at line 2 column 3: expected an alert object or an array of them");
+        assert!(
+            e.starts_with("`expires` at line 1 column 36: \"tomorrow\" is not an RFC 3339"),
+            "{e}"
+        );
+        assert_eq!(
+            err("{\"subject\":\"a\",\"labels\":{\"x\":1}}"),
+            "`labels.x` at line 1 column 30: invalid type: integer `1`, expected a string"
+        );
+        assert_eq!(
+            err("{\"subject\": \"a\",\n\"body\": }"),
+            "invalid JSON at line 2 column 9: expected value"
+        );
+        assert_eq!(
+            err("{\"subject\":\"a\"} x"),
+            "invalid JSON at line 1 column 17: trailing characters"
+        );
+        assert_eq!(
+            err("{\"subject\":\"a\""),
+            "invalid JSON at line 1 column 14: EOF while parsing an object"
+        );
+        assert_eq!(
+            err("\n  subject=a"),
+            "invalid JSON at line 2 column 3: expected an alert object or an array of them"
+        );
         assert_eq!(err("[]"), "the array holds no alert");
         assert_eq!(err("  "), "the body is empty");
     }

@@ -24,9 +24,17 @@ pub const NAMESPACE: &str = "urn:alertbridge:alert:1";
 pub fn parse(bytes: &[u8]) -> Result<Vec<Alert>, PayloadError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let (line, column) = super::line_column(bytes, e.valid_up_to());
-        PayloadError::Syntax { format: "XML", line, column, message: "the body is not UTF-8".into() }
+        PayloadError::Syntax {
+            format: "XML",
+            line,
+            column,
+            message: "the body is not UTF-8".into(),
+        }
     })?;
-    let mut doc = Doc { reader: NsReader::from_str(text), bytes };
+    let mut doc = Doc {
+        reader: NsReader::from_str(text),
+        bytes,
+    };
     doc.reader.config_mut().check_end_names = true;
     doc.document()
 }
@@ -52,21 +60,33 @@ impl<'a> Doc<'a> {
             match self.item()? {
                 Some(Item::Child(name, start, empty)) => break (name, start, empty),
                 Some(Item::Text(t)) if t.trim().is_empty() => {}
-                Some(Item::Text(_)) => return Err(self.field("alert", "text before the root element")),
+                Some(Item::Text(_)) => {
+                    return Err(self.field("alert", "text before the root element"));
+                }
                 Some(Item::End) => return Err(self.field("alert", "unexpected end tag")),
-                None => return Err(PayloadError::Invalid("the body holds no XML element".into())),
+                None => {
+                    return Err(PayloadError::Invalid(
+                        "the body holds no XML element".into(),
+                    ));
+                }
             }
         };
         let alerts = match name.as_str() {
             "alert" if empty => return Err(self.field("subject", "missing element <subject>")),
             "alert" => vec![self.alert()?],
-            "alerts" if empty => return Err(PayloadError::Invalid("<alerts> holds no <alert>".into())),
+            "alerts" if empty => {
+                return Err(PayloadError::Invalid("<alerts> holds no <alert>".into()));
+            }
             "alerts" => {
                 let mut alerts = Vec::new();
                 loop {
                     match self.item()? {
-                        Some(Item::Child(n, _, false)) if n == "alert" => alerts.push(self.alert()?),
-                        Some(Item::Child(n, _, _)) => return Err(self.field(&n, "expected <alert>")),
+                        Some(Item::Child(n, _, false)) if n == "alert" => {
+                            alerts.push(self.alert()?)
+                        }
+                        Some(Item::Child(n, _, _)) => {
+                            return Err(self.field(&n, "expected <alert>"));
+                        }
                         Some(Item::Text(t)) if t.trim().is_empty() => {}
                         Some(Item::Text(_)) => return Err(self.field("alerts", "unexpected text")),
                         Some(Item::End) => break,
@@ -78,7 +98,9 @@ impl<'a> Doc<'a> {
                 }
                 alerts
             }
-            other => return Err(self.field(other, "expected <alert> or <alerts> as the root element")),
+            other => {
+                return Err(self.field(other, "expected <alert> or <alerts> as the root element"));
+            }
         };
         loop {
             match self.item()? {
@@ -97,7 +119,9 @@ impl<'a> Doc<'a> {
             let (name, empty) = match self.item()? {
                 Some(Item::Child(name, _, empty)) => (name, empty),
                 Some(Item::Text(t)) if t.trim().is_empty() => continue,
-                Some(Item::Text(_)) => return Err(self.field("alert", "unexpected text; put it in an element")),
+                Some(Item::Text(_)) => {
+                    return Err(self.field("alert", "unexpected text; put it in an element"));
+                }
                 Some(Item::End) => break,
                 None => return Err(self.unclosed("alert")),
             };
@@ -112,12 +136,16 @@ impl<'a> Doc<'a> {
                 "body" => alert.body = self.text(&name, empty)?,
                 "severity" => {
                     let text = self.text(&name, empty)?;
-                    alert.severity = super::severity(&text).map_err(|m| self.field("severity", &m))?;
+                    alert.severity =
+                        super::severity(&text).map_err(|m| self.field("severity", &m))?;
                 }
-                "dedup-key" => alert.dedup_key = Some(self.text(&name, empty)?).filter(|k| !k.is_empty()),
+                "dedup-key" => {
+                    alert.dedup_key = Some(self.text(&name, empty)?).filter(|k| !k.is_empty())
+                }
                 "expires" => {
                     let text = self.text(&name, empty)?;
-                    alert.expires_unix_ms = Some(super::rfc3339_unix_ms(&text).map_err(|m| self.field("expires", &m))?);
+                    alert.expires_unix_ms =
+                        Some(super::rfc3339_unix_ms(&text).map_err(|m| self.field("expires", &m))?);
                 }
                 "recipients" if !empty => self.recipients(&mut alert)?,
                 "labels" if !empty => self.labels(&mut alert.labels)?,
@@ -134,9 +162,15 @@ impl<'a> Doc<'a> {
     fn recipients(&mut self, alert: &mut Alert) -> Result<(), PayloadError> {
         loop {
             match self.item()? {
-                Some(Item::Child(name, _, empty)) if name == "group" => alert.groups.push(self.text(&name, empty)?),
-                Some(Item::Child(name, _, empty)) if name == "user" => alert.users.push(self.text(&name, empty)?),
-                Some(Item::Child(name, _, _)) => return Err(self.field(&name, "expected <group> or <user>")),
+                Some(Item::Child(name, _, empty)) if name == "group" => {
+                    alert.groups.push(self.text(&name, empty)?)
+                }
+                Some(Item::Child(name, _, empty)) if name == "user" => {
+                    alert.users.push(self.text(&name, empty)?)
+                }
+                Some(Item::Child(name, _, _)) => {
+                    return Err(self.field(&name, "expected <group> or <user>"));
+                }
                 Some(Item::Text(t)) if t.trim().is_empty() => {}
                 Some(Item::Text(_)) => return Err(self.field("recipients", "unexpected text")),
                 Some(Item::End) => return Ok(()),
@@ -152,7 +186,9 @@ impl<'a> Doc<'a> {
                     let key = match start.try_get_attribute("name") {
                         Ok(Some(attr)) => match attr.unescape_value() {
                             Ok(v) => v.into_owned(),
-                            Err(e) => return Err(self.escape_error(e, self.reader.buffer_position())),
+                            Err(e) => {
+                                return Err(self.escape_error(e, self.reader.buffer_position()));
+                            }
                         },
                         Ok(None) => return Err(self.field("label", "missing attribute `name`")),
                         Err(e) => return Err(self.syntax(&e)),
@@ -163,7 +199,9 @@ impl<'a> Doc<'a> {
                     let value = self.text(&name, empty)?;
                     labels.insert(key, value);
                 }
-                Some(Item::Child(name, _, _)) => return Err(self.field(&name, "expected <label name=\"...\">")),
+                Some(Item::Child(name, _, _)) => {
+                    return Err(self.field(&name, "expected <label name=\"...\">"));
+                }
                 Some(Item::Text(t)) if t.trim().is_empty() => {}
                 Some(Item::Text(_)) => return Err(self.field("labels", "unexpected text")),
                 Some(Item::End) => return Ok(()),
@@ -180,7 +218,9 @@ impl<'a> Doc<'a> {
                 match self.item()? {
                     Some(Item::Text(t)) => text.push_str(&t),
                     Some(Item::Child(child, _, _)) => {
-                        return Err(self.field(&child, &format!("no element allowed inside <{name}>")));
+                        return Err(
+                            self.field(&child, &format!("no element allowed inside <{name}>"))
+                        );
                     }
                     Some(Item::End) => break,
                     None => return Err(self.unclosed(name)),
@@ -207,7 +247,11 @@ impl<'a> Doc<'a> {
             };
             let checked = |start: &BytesStart<'_>| -> Result<String, String> {
                 let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-                if ours { Ok(local) } else { Err(format!("<{local}> is not in namespace {NAMESPACE}")) }
+                if ours {
+                    Ok(local)
+                } else {
+                    Err(format!("<{local}> is not in namespace {NAMESPACE}"))
+                }
             };
             return match event {
                 Event::Start(s) => {
@@ -223,11 +267,15 @@ impl<'a> Doc<'a> {
                     Err(e) => Err(self.escape_error(e, start)),
                 },
                 Event::CData(c) => {
-                    let text = std::str::from_utf8(&c).map_err(|e| self.syntax(&e))?.to_owned();
+                    let text = std::str::from_utf8(&c)
+                        .map_err(|e| self.syntax(&e))?
+                        .to_owned();
                     Ok(Some(Item::Text(text)))
                 }
                 Event::End(_) => Ok(Some(Item::End)),
-                Event::DocType(_) => Err(self.field("DOCTYPE", "a document type declaration is not allowed")),
+                Event::DocType(_) => {
+                    Err(self.field("DOCTYPE", "a document type declaration is not allowed"))
+                }
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
                 Event::Eof => Ok(None),
             };
@@ -240,33 +288,58 @@ impl<'a> Doc<'a> {
 
     fn syntax(&self, e: &dyn std::fmt::Display) -> PayloadError {
         let (line, column) = self.position(self.reader.error_position());
-        PayloadError::Syntax { format: "XML", line, column, message: e.to_string() }
+        PayloadError::Syntax {
+            format: "XML",
+            line,
+            column,
+            message: e.to_string(),
+        }
     }
 
     /// An entity or character reference error in text that starts at byte `base`.
     fn escape_error(&self, e: quick_xml::Error, base: u64) -> PayloadError {
         use quick_xml::escape::EscapeError;
         let (offset, message) = match e {
-            quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(range, name)) => {
-                (range.start, format!("unknown entity `&{name};` (only the five XML entities and character references are allowed)"))
+            quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(range, name)) => (
+                range.start,
+                format!(
+                    "unknown entity `&{name};` (only the five XML entities and character references are allowed)"
+                ),
+            ),
+            quick_xml::Error::Escape(EscapeError::UnterminatedEntity(range)) => {
+                (range.start, "`&` without `;`".to_owned())
             }
-            quick_xml::Error::Escape(EscapeError::UnterminatedEntity(range)) => (range.start, "`&` without `;`".to_owned()),
             other => (0, other.to_string()),
         };
         let (line, column) = self.position(base.saturating_add(offset as u64));
-        PayloadError::Syntax { format: "XML", line, column, message }
+        PayloadError::Syntax {
+            format: "XML",
+            line,
+            column,
+            message,
+        }
     }
 
     fn unclosed(&self, name: &str) -> PayloadError {
         let (line, column) = self.position(self.reader.buffer_position());
         let message = format!("the document ends before </{name}>");
-        PayloadError::Syntax { format: "XML", line, column, message }
+        PayloadError::Syntax {
+            format: "XML",
+            line,
+            column,
+            message,
+        }
     }
 
     /// An error about the element just read: the position is that of its end.
     fn field(&self, field: &str, message: &str) -> PayloadError {
         let (line, column) = self.position(self.reader.buffer_position());
-        PayloadError::Field { field: field.to_owned(), line, column, message: message.to_owned() }
+        PayloadError::Field {
+            field: field.to_owned(),
+            line,
+            column,
+            message: message.to_owned(),
+        }
     }
 }
 
@@ -289,10 +362,14 @@ mod tests {
 
     #[test]
     fn the_design_example_parses_like_its_json_twin() {
-        let json = br#"{"subject": "Disk full on db01", "body": "/var is at 98%", "severity": "critical",
+        let json =
+            br#"{"subject": "Disk full on db01", "body": "/var is at 98%", "severity": "critical",
  "recipients": {"groups": ["ops"], "users": ["sip:carol@contoso.com"]},
  "labels": {"host": "db01"}, "dedup_key": "db01-disk", "expires": "2026-12-01T10:00:00Z"}"#;
-        assert_eq!(parse(DESIGN_EXAMPLE.as_bytes()), super::super::json::parse(json));
+        assert_eq!(
+            parse(DESIGN_EXAMPLE.as_bytes()),
+            super::super::json::parse(json)
+        );
     }
 
     #[test]
@@ -322,9 +399,18 @@ mod tests {
             err("<alert>\n  <subject>x</subject>\n  <severity>urgent</severity>\n</alert>"),
             "`severity` at line 3 column 30: unknown severity \"urgent\", expected info, low, normal, high or critical"
         );
-        assert_eq!(err("<alert>\n<body>b</body>\n</alert>"), "`subject` at line 3 column 9: missing element <subject> in <alert>");
-        assert_eq!(err("<alert><subject>x</subject><colour>red</colour></alert>"), "`colour` at line 1 column 36: unknown element");
-        assert_eq!(err("<alert>\n<subject>x</subjct>\n</alert>"), "invalid XML at line 2 column 11: ill-formed document: expected `</subject>`, but `</subjct>` was found");
+        assert_eq!(
+            err("<alert>\n<body>b</body>\n</alert>"),
+            "`subject` at line 3 column 9: missing element <subject> in <alert>"
+        );
+        assert_eq!(
+            err("<alert><subject>x</subject><colour>red</colour></alert>"),
+            "`colour` at line 1 column 36: unknown element"
+        );
+        assert_eq!(
+            err("<alert>\n<subject>x</subjct>\n</alert>"),
+            "invalid XML at line 2 column 11: ill-formed document: expected `</subject>`, but `</subjct>` was found"
+        );
         assert_eq!(
             err("<alert><subject>a &ent;</subject></alert>"),
             "invalid XML at line 1 column 20: unknown entity `&ent;` (only the five XML entities and character references are allowed)"
@@ -337,14 +423,37 @@ mod tests {
             err("<alert xmlns=\"urn:other\"><subject>x</subject></alert>"),
             "`namespace` at line 1 column 26: <alert> is not in namespace urn:alertbridge:alert:1"
         );
-        assert_eq!(err("<alert><subject>x<b>y</b></subject></alert>"), "`b` at line 1 column 21: no element allowed inside <subject>");
-        assert_eq!(err("<alert><labels><label>v</label></labels><subject>x</subject></alert>"), "`label` at line 1 column 23: missing attribute `name`");
-        assert_eq!(err("<alert><subject>x</subject></alert><alert/>"), "`alert` at line 1 column 44: content after the root element");
-        assert_eq!(err("<alert><subject>x</subject>"), "invalid XML at line 1 column 28: the document ends before </alert>");
-        assert_eq!(err("<alert><subject>x"), "invalid XML at line 1 column 18: the document ends before </subject>");
-        assert_eq!(err("<alert/>"), "`subject` at line 1 column 9: missing element <subject>");
+        assert_eq!(
+            err("<alert><subject>x<b>y</b></subject></alert>"),
+            "`b` at line 1 column 21: no element allowed inside <subject>"
+        );
+        assert_eq!(
+            err("<alert><labels><label>v</label></labels><subject>x</subject></alert>"),
+            "`label` at line 1 column 23: missing attribute `name`"
+        );
+        assert_eq!(
+            err("<alert><subject>x</subject></alert><alert/>"),
+            "`alert` at line 1 column 44: content after the root element"
+        );
+        assert_eq!(
+            err("<alert><subject>x</subject>"),
+            "invalid XML at line 1 column 28: the document ends before </alert>"
+        );
+        assert_eq!(
+            err("<alert><subject>x"),
+            "invalid XML at line 1 column 18: the document ends before </subject>"
+        );
+        assert_eq!(
+            err("<alert/>"),
+            "`subject` at line 1 column 9: missing element <subject>"
+        );
         assert_eq!(err(" "), "the body holds no XML element");
         assert_eq!(err("<alerts></alerts>"), "<alerts> holds no <alert>");
-        assert!(parse(b"<alert><subject>\xff</subject></alert>").unwrap_err().to_string().starts_with("invalid XML at line 1 column 17: the body is not UTF-8"));
+        assert!(
+            parse(b"<alert><subject>\xff</subject></alert>")
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid XML at line 1 column 17: the body is not UTF-8")
+        );
     }
 }

@@ -33,13 +33,21 @@ impl Running {
     /// Stops the source and waits for `run` to return.
     pub async fn shutdown(self) -> Result<(), PluginError> {
         self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("run returns after stop").expect("run task")
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("run returns after stop")
+            .expect("run task")
     }
 }
 
 /// Starts a source on `listen` with the config lines `extra`; `{dir}` in them is replaced by a
 /// temp folder (for TLS files).
-pub async fn start_on(listen: &str, token: &str, extra: &str, prepare: impl FnOnce(&std::path::Path)) -> Running {
+pub async fn start_on(
+    listen: &str,
+    token: &str,
+    extra: &str,
+    prepare: impl FnOnce(&std::path::Path),
+) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     prepare(dir.path());
     let tokens = dir.path().join("tokens");
@@ -64,7 +72,13 @@ pub async fn start_on(listen: &str, token: &str, extra: &str, prepare: impl FnOn
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let addr = addr.unwrap_or_else(|| panic!("source did not bind {listen}"));
-    Running { host, addr, stop, task, dir }
+    Running {
+        host,
+        addr,
+        stop,
+        task,
+        dir,
+    }
 }
 
 pub async fn start(extra: &str) -> Running {
@@ -72,5 +86,8 @@ pub async fn start(extra: &str) -> Running {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
 }
