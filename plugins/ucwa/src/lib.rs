@@ -14,6 +14,11 @@ pub mod sink;
 
 pub use self::{error::UcwaError, sink::UcwaSink};
 
+/// mimalloc, like the host: each side of the boundary keeps its own heap (the boundary's types
+/// free their memory through their own vtables), and glibc malloc costs more per alert.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 alertbridge_plugin_api::export_plugin! {
     name: "ucwa",
     version: env!("CARGO_PKG_VERSION"),

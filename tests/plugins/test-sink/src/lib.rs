@@ -237,6 +237,11 @@ impl Sink for TestSink {
     }
 }
 
+/// mimalloc, like the host: each side of the boundary keeps its own heap (the boundary's types
+/// free their memory through their own vtables), and glibc malloc costs more per alert.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 export_plugin! {
     name: "test-sink",
     version: env!("CARGO_PKG_VERSION"),
