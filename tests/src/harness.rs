@@ -18,29 +18,47 @@ use std::{
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test binary>
-    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_owned();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned();
     let bin = dir.join("alertbridge");
-    assert!(bin.exists(), "{} is missing: build the workspace first (`cargo build --workspace`, as scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`, as scripts/test does)",
+        bin.display()
+    );
     dir
 }
 
 /// A plugin file of the workspace, e.g. `plugin_file("test_sink")`.
 pub fn plugin_file(name: &str) -> PathBuf {
     let p = bin_dir().join(format!("libalertbridge_{name}.so"));
-    assert!(p.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        p.display()
+    );
     p
 }
 
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Waits until `f` is true, or panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -61,7 +79,14 @@ impl Host {
     pub fn start(dir: &Path, admin_port: u16, config: &str) -> Self {
         let path = dir.join("alertbridge.toml");
         fs::write(&path, config).expect("write config");
-        let mut host = Self { dir: dir.to_owned(), config: path, admin: format!("http://127.0.0.1:{admin_port}"), child: None, log: dir.join("host.log"), starts: 0 };
+        let mut host = Self {
+            dir: dir.to_owned(),
+            config: path,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            child: None,
+            log: dir.join("host.log"),
+            starts: 0,
+        };
         host.restart();
         host
     }
@@ -70,12 +95,19 @@ impl Host {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the host is still running");
         self.starts += 1;
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open host log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open host log");
         let child = Command::new(bin_dir().join("alertbridge"))
             .arg("run")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", std::env::var("ALERTBRIDGE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("ALERTBRIDGE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -85,13 +117,24 @@ impl Host {
         let url = format!("{}/healthz", self.admin);
         let start = Instant::now();
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("alertbridge exited at start with {status}; log:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "alertbridge exited at start with {status}; log:\n{}",
+                    self.log()
+                );
             }
             if get(&url).is_some() {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "alertbridge did not answer on {url}; log:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "alertbridge did not answer on {url}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -106,8 +149,13 @@ impl Host {
 
     /// SIGTERM, then waits for the exit; returns whether it exited successfully.
     pub fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = c.try_wait() {
@@ -133,19 +181,26 @@ impl Host {
 
     /// GET on the admin API, parsed as JSON.
     pub fn api(&self, path: &str) -> serde_json::Value {
-        let body = get(&format!("{}{path}", self.admin)).unwrap_or_else(|| panic!("GET {path} failed; log:\n{}", self.log()));
+        let body = get(&format!("{}{path}", self.admin))
+            .unwrap_or_else(|| panic!("GET {path} failed; log:\n{}", self.log()));
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
     }
 
     /// The admin API's alerts, newest first.
     pub fn alerts(&self, limit: usize) -> Vec<serde_json::Value> {
-        self.api(&format!("/api/v1/alerts?limit={limit}"))["alerts"].as_array().cloned().unwrap_or_default()
+        self.api(&format!("/api/v1/alerts?limit={limit}"))["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The status of instance `name` from `/healthz`.
     pub fn instance(&self, name: &str) -> serde_json::Value {
         let h = self.api("/healthz");
-        h["instances"].as_array().and_then(|a| a.iter().find(|i| i["name"] == name).cloned()).unwrap_or_default()
+        h["instances"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == name).cloned())
+            .unwrap_or_default()
     }
 }
 
@@ -162,13 +217,18 @@ impl Drop for Host {
 pub fn emit(control: u16, query: &str) -> serde_json::Value {
     let url = format!("http://127.0.0.1:{control}/emit?{query}");
     let mut answer = None;
-    wait_until("the test source's control port", Duration::from_secs(30), || {
-        answer = post(&url);
-        answer.is_some()
-    });
+    wait_until(
+        "the test source's control port",
+        Duration::from_secs(30),
+        || {
+            answer = post(&url);
+            answer.is_some()
+        },
+    );
     let (status, body) = answer.unwrap_or_default();
     assert_eq!(status, 200, "the test source refused {url}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("the test source answered no JSON ({e}): {body}"))
+    serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("the test source answered no JSON ({e}): {body}"))
 }
 
 /// A blocking HTTP GET over a plain socket; `None` if nothing answered.
@@ -183,13 +243,23 @@ pub fn post(url: &str) -> Option<(u16, String)> {
 
 /// A blocking HTTP/1.1 request over a plain socket (one request per connection): status and
 /// body, or `None` if nothing answered.
-pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, String)> {
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
     use std::io::Write as _;
     let rest = url.strip_prefix("http://")?;
-    let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let (hostport, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut s = std::net::TcpStream::connect(hostport).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {hostport}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {hostport}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -209,7 +279,10 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) ->
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
     let chunked = head.contains("transfer-encoding: chunked");
     loop {
         let have = buf.len() - head_end;

@@ -71,10 +71,21 @@ sinks = ["sink"]
         }
         kills_during_submit += 1;
     }
-    assert!(kills_during_submit >= 5, "only {kills_during_submit} of {kills} kills landed while alerts were still being submitted");
+    assert!(
+        kills_during_submit >= 5,
+        "only {kills_during_submit} of {kills} kills landed while alerts were still being submitted"
+    );
 
-    wait_until("every receipt", Duration::from_secs(120), || receipts().lines().filter(|l| l.split(' ').count() == 3).count() >= ALERTS as usize);
-    wait_until("an empty queue", Duration::from_secs(120), || host.api("/healthz")["queue_depth"] == 0);
+    wait_until("every receipt", Duration::from_secs(120), || {
+        receipts()
+            .lines()
+            .filter(|l| l.split(' ').count() == 3)
+            .count()
+            >= ALERTS as usize
+    });
+    wait_until("an empty queue", Duration::from_secs(120), || {
+        host.api("/healthz")["queue_depth"] == 0
+    });
 
     // seq → alert id, from the source's receipts (a SIGKILL can cut the last line short).
     let mut receipted: BTreeMap<String, u64> = BTreeMap::new();
@@ -92,16 +103,27 @@ sinks = ["sink"]
     let mut delivered_ids = BTreeSet::new();
     let mut delivered_seqs = BTreeMap::new();
     for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad record line {line:?}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad record line {line:?}: {e}"));
         let id = v["alert_id"].as_u64().unwrap();
         assert!(delivered_ids.insert(id), "alert {id} delivered twice");
         let seq = v["labels"]["seq"].as_str().unwrap().to_owned();
-        assert!(delivered_seqs.insert(seq.clone(), id).is_none(), "{seq} delivered twice (second time as alert {id})");
+        assert!(
+            delivered_seqs.insert(seq.clone(), id).is_none(),
+            "{seq} delivered twice (second time as alert {id})"
+        );
     }
     for (seq, id) in &receipted {
-        assert_eq!(delivered_seqs.get(seq), Some(id), "{seq} (alert {id}) was receipted but not delivered");
+        assert_eq!(
+            delivered_seqs.get(seq),
+            Some(id),
+            "{seq} (alert {id}) was receipted but not delivered"
+        );
     }
-    let redeliveries = fs::read_to_string(dir.path().join("redeliveries.txt")).unwrap_or_default().lines().count();
+    let redeliveries = fs::read_to_string(dir.path().join("redeliveries.txt"))
+        .unwrap_or_default()
+        .lines()
+        .count();
     eprintln!(
         "crash test: {} alerts receipted, {} delivered once each, {kills} SIGKILLs ({kills_during_submit} while submitting), \
          {redeliveries} redeliveries of in-flight messages suppressed by the sink's idempotency key",

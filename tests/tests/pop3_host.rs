@@ -42,13 +42,26 @@ fn dovecot() -> Dovecot {
     };
     let maildirs = PathBuf::from(var("ALERTBRIDGE_TEST_MAILDIR_ROOT"));
     // The script keeps its passwd-file beside its config: DIR/dovecot/users, DIR/mail.
-    let users_file = maildirs.parent().map(|d| d.join("dovecot").join("users")).unwrap_or_default();
-    assert!(users_file.is_file(), "{} missing: start Dovecot with scripts/dovecot.sh", users_file.display());
-    Dovecot { addr: var("ALERTBRIDGE_TEST_POP3_ADDR"), maildirs, users_file }
+    let users_file = maildirs
+        .parent()
+        .map(|d| d.join("dovecot").join("users"))
+        .unwrap_or_default();
+    assert!(
+        users_file.is_file(),
+        "{} missing: start Dovecot with scripts/dovecot.sh",
+        users_file.display()
+    );
+    Dovecot {
+        addr: var("ALERTBRIDGE_TEST_POP3_ADDR"),
+        maildirs,
+        users_file,
+    }
 }
 
 fn unix_micros() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
 }
 
 /// A mailbox user of this test file: a line in Dovecot's passwd-file and an empty Maildir.
@@ -66,15 +79,31 @@ impl Mailbox {
     fn create(env: &Dovecot, user: &str) -> Self {
         let users = fs::read_to_string(&env.users_file).expect("read Dovecot's users file");
         // name:{PLAIN}pass:uid:gid::home:: — the mail owner of the script's own users.
-        let template = users.lines().find(|l| l.starts_with("alerts:")).expect("the users file has the `alerts` user");
+        let template = users
+            .lines()
+            .find(|l| l.starts_with("alerts:"))
+            .expect("the users file has the `alerts` user");
         let fields: Vec<&str> = template.split(':').collect();
-        let (uid, gid) = (fields[2].parse::<u32>().expect("uid"), fields[3].parse::<u32>().expect("gid"));
+        let (uid, gid) = (
+            fields[2].parse::<u32>().expect("uid"),
+            fields[3].parse::<u32>().expect("gid"),
+        );
         let home = env.maildirs.join(user);
-        let line = format!("{user}:{{PLAIN}}{user}pass:{uid}:{gid}::{}::\n", home.display());
+        let line = format!(
+            "{user}:{{PLAIN}}{user}pass:{uid}:{gid}::{}::\n",
+            home.display()
+        );
         let dir = home.join("Maildir");
-        for path in [home.clone(), dir.clone(), dir.join("new"), dir.join("cur"), dir.join("tmp")] {
+        for path in [
+            home.clone(),
+            dir.clone(),
+            dir.join("new"),
+            dir.join("cur"),
+            dir.join("tmp"),
+        ] {
             fs::create_dir_all(&path).expect("create Maildir");
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown Maildir to the mail user");
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .expect("chown Maildir to the mail user");
             fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).expect("chmod Maildir");
         }
         for sub in ["new", "cur", "tmp"] {
@@ -83,7 +112,11 @@ impl Mailbox {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let (file, prefix, flag) = (env.users_file.clone(), format!("{user}:"), Arc::clone(&stop));
+        let (file, prefix, flag) = (
+            env.users_file.clone(),
+            format!("{user}:"),
+            Arc::clone(&stop),
+        );
         ensure_line(&file, &prefix, &line);
         let guard = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
@@ -92,8 +125,17 @@ impl Mailbox {
             }
         });
         // Dovecot looks at the passwd-file at most once a second: wait until the user can log in.
-        wait_until(&format!("Dovecot to accept user {user}"), Duration::from_secs(30), || pop3_login(&env.addr, user));
-        Self { user: user.to_owned(), dir, stop, guard: Some(guard) }
+        wait_until(
+            &format!("Dovecot to accept user {user}"),
+            Duration::from_secs(30),
+            || pop3_login(&env.addr, user),
+        );
+        Self {
+            user: user.to_owned(),
+            dir,
+            stop,
+            guard: Some(guard),
+        }
     }
 
     /// Drops a mail into `new/` the Maildir way (written in `tmp/`, renamed); returns the time
@@ -107,7 +149,16 @@ impl Mailbox {
     }
 
     fn files(&self) -> Vec<PathBuf> {
-        ["new", "cur"].iter().flat_map(|s| fs::read_dir(self.dir.join(s)).into_iter().flatten().flatten().map(|e| e.path())).collect()
+        ["new", "cur"]
+            .iter()
+            .flat_map(|s| {
+                fs::read_dir(self.dir.join(s))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+            })
+            .collect()
     }
 
     /// Mails on the server (new and seen).
@@ -117,7 +168,11 @@ impl Mailbox {
 
     /// The Message-IDs of the mails still on the server (a file Dovecot just moved is skipped).
     fn message_ids(&self) -> BTreeSet<String> {
-        self.files().iter().filter_map(|p| fs::read_to_string(p).ok()).filter_map(|m| header(&m, "message-id").map(|v| v.trim_matches(['<', '>']).to_owned())).collect()
+        self.files()
+            .iter()
+            .filter_map(|p| fs::read_to_string(p).ok())
+            .filter_map(|m| header(&m, "message-id").map(|v| v.trim_matches(['<', '>']).to_owned()))
+            .collect()
     }
 }
 
@@ -134,15 +189,21 @@ impl Drop for Mailbox {
 fn ensure_line(file: &Path, prefix: &str, line: &str) {
     let text = fs::read_to_string(file).unwrap_or_default();
     if !text.lines().any(|l| l.starts_with(prefix)) {
-        let mut f = fs::OpenOptions::new().append(true).open(file).expect("open Dovecot's users file");
-        f.write_all(line.as_bytes()).expect("add the test user to Dovecot's users file");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .expect("open Dovecot's users file");
+        f.write_all(line.as_bytes())
+            .expect("add the test user to Dovecot's users file");
     }
 }
 
 /// Whether `user` can log in over plain POP3 (USER/PASS, then QUIT).
 fn pop3_login(addr: &str, user: &str) -> bool {
     use std::io::BufRead as _;
-    let Ok(stream) = std::net::TcpStream::connect(addr) else { return false };
+    let Ok(stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = std::io::BufReader::new(&stream);
     let mut writer = &stream;
@@ -151,16 +212,24 @@ fn pop3_login(addr: &str, user: &str) -> bool {
         reader.read_line(&mut line).is_ok() && line.starts_with("+OK")
     };
     let ok = reply()
-        && writer.write_all(format!("USER {user}\r\n").as_bytes()).is_ok()
+        && writer
+            .write_all(format!("USER {user}\r\n").as_bytes())
+            .is_ok()
         && reply()
-        && writer.write_all(format!("PASS {user}pass\r\n").as_bytes()).is_ok()
+        && writer
+            .write_all(format!("PASS {user}pass\r\n").as_bytes())
+            .is_ok()
         && reply();
     let _ = writer.write_all(b"QUIT\r\n");
     ok
 }
 
 fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
-    mail.lines().take_while(|l| !l.is_empty()).find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+    mail.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    })
 }
 
 fn plain_mail(user: &str, id: &str, subject: &str, body: &str) -> String {
@@ -172,7 +241,14 @@ fn plain_mail(user: &str, id: &str, subject: &str, body: &str) -> String {
 
 /// A host config: the `pop3` source `mail` on `mailbox` (plus `pop3_extra`), the test sink,
 /// one recipient, one route; `host_extra` goes into `[host]`.
-fn config(dir: &Path, admin: u16, env: &Dovecot, mailbox: &Mailbox, pop3_extra: &str, host_extra: &str) -> String {
+fn config(
+    dir: &Path,
+    admin: u16,
+    env: &Dovecot,
+    mailbox: &Mailbox,
+    pop3_extra: &str,
+    host_extra: &str,
+) -> String {
     let d = dir.display();
     let user = &mailbox.user;
     format!(
@@ -220,7 +296,11 @@ sinks = ["sink"]
 
 /// The test sink's records (a SIGKILL may cut the last line short: it is skipped).
 fn records(dir: &Path) -> Vec<serde_json::Value> {
-    fs::read_to_string(dir.join("delivered.jsonl")).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    fs::read_to_string(dir.join("delivered.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn label<'a>(record: &'a serde_json::Value, name: &str) -> &'a str {
@@ -231,14 +311,20 @@ fn label<'a>(record: &'a serde_json::Value, name: &str) -> &'a str {
 fn metric(host: &Host, name: &str, labels: &str) -> u64 {
     let text = get(&format!("{}/metrics", host.admin)).unwrap_or_default();
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("source=\"mail\"") && l.contains(labels))
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains("source=\"mail\"")
+                && l.contains(labels)
+        })
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .map(|v| v as u64)
         .sum()
 }
 
 fn wait_source_ok(host: &Host) {
-    wait_until("the pop3 source to be logged in", LONG, || host.instance("mail")["state"] == "ok");
+    wait_until("the pop3 source to be logged in", LONG, || {
+        host.instance("mail")["state"] == "ok"
+    });
 }
 
 const CRASH_MAILS: usize = 2000;
@@ -254,12 +340,30 @@ fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
     let token = unix_micros();
     let mut subjects = BTreeMap::new();
     for i in 0..CRASH_MAILS {
-        let (id, subject) = (format!("crash-{i}-{token}@example.test"), format!("crash mail #{i} of run {token}"));
-        mailbox.deliver(&format!("c{i}"), &plain_mail(&mailbox.user, &id, &subject, &format!("Mail {i} of the crash test.")));
+        let (id, subject) = (
+            format!("crash-{i}-{token}@example.test"),
+            format!("crash mail #{i} of run {token}"),
+        );
+        mailbox.deliver(
+            &format!("c{i}"),
+            &plain_mail(
+                &mailbox.user,
+                &id,
+                &subject,
+                &format!("Mail {i} of the crash test."),
+            ),
+        );
         subjects.insert(id, subject);
     }
     let admin = free_port();
-    let cfg = config(dir.path(), admin, &env, &mailbox, "poll_interval_ms = 100\nmax_messages_per_session = 100", "");
+    let cfg = config(
+        dir.path(),
+        admin,
+        &env,
+        &mailbox,
+        "poll_interval_ms = 100\nmax_messages_per_session = 100",
+        "",
+    );
     let mut host = Host::start(dir.path(), admin, &cfg);
 
     // Duplicates the host's dedup absorbed, per run (metrics restart at zero; read before each kill).
@@ -269,7 +373,9 @@ fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
     while kills_while_draining < KILLS && left_at_kill.len() < MAX_KILLS && mailbox.count() > 0 {
         // A random moment once this run is under way (the whole drain takes about a second).
         let before = records(dir.path()).len();
-        wait_until("this run to deliver", LONG, || records(dir.path()).len() > before || mailbox.count() == 0);
+        wait_until("this run to deliver", LONG, || {
+            records(dir.path()).len() > before || mailbox.count() == 0
+        });
         std::thread::sleep(Duration::from_millis(rand::random_range(0..150)));
         absorbed += metric(&host, "alertbridge_alerts_duplicate_total", "");
         let left = mailbox.count();
@@ -280,11 +386,18 @@ fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
         }
         host.restart();
     }
-    assert!(kills_while_draining >= 4, "only {kills_while_draining} SIGKILLs landed while mail was on the server (left: {left_at_kill:?})");
+    assert!(
+        kills_while_draining >= 4,
+        "only {kills_while_draining} SIGKILLs landed while mail was on the server (left: {left_at_kill:?})"
+    );
 
     wait_until("the mailbox to be drained", LONG, || mailbox.count() == 0);
-    wait_until("every mail at the sink", LONG, || records(dir.path()).len() >= CRASH_MAILS);
-    wait_until("an empty queue", LONG, || host.api("/healthz")["queue_depth"] == 0);
+    wait_until("every mail at the sink", LONG, || {
+        records(dir.path()).len() >= CRASH_MAILS
+    });
+    wait_until("an empty queue", LONG, || {
+        host.api("/healthz")["queue_depth"] == 0
+    });
     absorbed += metric(&host, "alertbridge_alerts_duplicate_total", "");
 
     let mut seen_ids = BTreeSet::new();
@@ -294,17 +407,34 @@ fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
         assert!(seen_ids.insert(id), "alert {id} delivered twice");
         assert_eq!(r["user"], RECIPIENT);
         let mid = label(&r, "mail.message_id").to_owned();
-        let Some(subject) = subjects.get(&mid) else { panic!("a delivery for an unknown mail: {r}") };
+        let Some(subject) = subjects.get(&mid) else {
+            panic!("a delivery for an unknown mail: {r}")
+        };
         assert_eq!(r["subject"].as_str(), Some(subject.as_str()), "{r}");
         if let Some(first) = delivered.insert(mid.clone(), id) {
             panic!("mail {mid} delivered twice: alerts {first} and {id}");
         }
     }
     let still_there = mailbox.message_ids();
-    let lost: Vec<&String> = subjects.keys().filter(|m| !delivered.contains_key(*m) && !still_there.contains(*m)).collect();
-    assert!(lost.is_empty(), "{} mails neither delivered nor on the server, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    assert_eq!(delivered.len(), CRASH_MAILS, "every mail delivered once, the mailbox is empty");
-    let redeliveries = fs::read_to_string(dir.path().join("redeliveries.txt")).unwrap_or_default().lines().count();
+    let lost: Vec<&String> = subjects
+        .keys()
+        .filter(|m| !delivered.contains_key(*m) && !still_there.contains(*m))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} mails neither delivered nor on the server, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(
+        delivered.len(),
+        CRASH_MAILS,
+        "every mail delivered once, the mailbox is empty"
+    );
+    let redeliveries = fs::read_to_string(dir.path().join("redeliveries.txt"))
+        .unwrap_or_default()
+        .lines()
+        .count();
     eprintln!(
         "pop3 crash test: {CRASH_MAILS} mails, {} SIGKILLs ({kills_while_draining} while draining; mails left at each kill: {left_at_kill:?}); \
          each mail delivered exactly once; {redeliveries} redeliveries suppressed by the sink's idempotency; \
@@ -323,7 +453,18 @@ fn mail_reaches_the_sink_about_one_poll_interval_after_delivery() {
     let mailbox = Mailbox::create(&env, "e2elatency");
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
-    let host = Host::start(dir.path(), admin, &config(dir.path(), admin, &env, &mailbox, &format!("poll_interval_ms = {POLL_MS}"), ""));
+    let host = Host::start(
+        dir.path(),
+        admin,
+        &config(
+            dir.path(),
+            admin,
+            &env,
+            &mailbox,
+            &format!("poll_interval_ms = {POLL_MS}"),
+            "",
+        ),
+    );
     wait_source_ok(&host);
 
     let token = unix_micros();
@@ -332,16 +473,31 @@ fn mail_reaches_the_sink_about_one_poll_interval_after_delivery() {
         // Random moments: the phase against the poll cycle is what varies the latency.
         std::thread::sleep(Duration::from_millis(rand::random_range(0..POLL_MS)));
         let id = format!("latency-{i}-{token}@example.test");
-        let at = mailbox.deliver(&format!("l{i}"), &plain_mail(&mailbox.user, &id, &format!("latency mail #{i}"), "Latency probe."));
+        let at = mailbox.deliver(
+            &format!("l{i}"),
+            &plain_mail(
+                &mailbox.user,
+                &id,
+                &format!("latency mail #{i}"),
+                "Latency probe.",
+            ),
+        );
         sent.insert(id, at);
     }
-    wait_until("every latency mail at the sink", LONG, || records(dir.path()).len() >= LATENCY_MAILS);
+    wait_until("every latency mail at the sink", LONG, || {
+        records(dir.path()).len() >= LATENCY_MAILS
+    });
 
     let mut ms: Vec<f64> = records(dir.path())
         .iter()
         .map(|r| {
-            let at = sent.get(label(r, "mail.message_id")).unwrap_or_else(|| panic!("a delivery for an unknown mail: {r}"));
-            let done = r["delivered_us"].as_u64().map(u128::from).expect("delivered_us");
+            let at = sent
+                .get(label(r, "mail.message_id"))
+                .unwrap_or_else(|| panic!("a delivery for an unknown mail: {r}"));
+            let done = r["delivered_us"]
+                .as_u64()
+                .map(u128::from)
+                .expect("delivered_us");
             (done.saturating_sub(*at)) as f64 / 1000.0
         })
         .collect();
@@ -358,8 +514,14 @@ fn mail_reaches_the_sink_about_one_poll_interval_after_delivery() {
     );
     // Only breakage (no polling, a wrong interval, stuck sessions): the target is measured, not
     // asserted. A Dovecot restart by another test costs a few seconds (refused logins, backoff).
-    assert!(p50 < 3.0 * POLL_MS as f64, "median latency {p50:.0} ms with a {POLL_MS} ms poll");
-    assert!(p99 < 20.0 * POLL_MS as f64, "p99 latency {p99:.0} ms with a {POLL_MS} ms poll");
+    assert!(
+        p50 < 3.0 * POLL_MS as f64,
+        "median latency {p50:.0} ms with a {POLL_MS} ms poll"
+    );
+    assert!(
+        p99 < 20.0 * POLL_MS as f64,
+        "p99 latency {p99:.0} ms with a {POLL_MS} ms poll"
+    );
     wait_until("the mailbox to be drained", LONG, || mailbox.count() == 0);
 }
 
@@ -370,7 +532,18 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
     // A subject over the host's limit is refused for good: that mail must stay on the server.
-    let mut host = Host::start(dir.path(), admin, &config(dir.path(), admin, &env, &mailbox, "poll_interval_ms = 100", "max_subject_bytes = 200"));
+    let mut host = Host::start(
+        dir.path(),
+        admin,
+        &config(
+            dir.path(),
+            admin,
+            &env,
+            &mailbox,
+            "poll_interval_ms = 100",
+            "max_subject_bytes = 200",
+        ),
+    );
     let token = unix_micros();
     let xml_id = format!("xml-{token}@example.test");
     let xml = format!(
@@ -382,33 +555,99 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
         u = mailbox.user
     );
     let plain_id = format!("plain-{token}@example.test");
-    let plain = plain_mail(&mailbox.user, &plain_id, "[ALERT] CRITICAL disk usage on db-02 is 97%", "Host: db-02\r\nState: CRITICAL\r\n.dot-stuffed line");
+    let plain = plain_mail(
+        &mailbox.user,
+        &plain_id,
+        "[ALERT] CRITICAL disk usage on db-02 is 97%",
+        "Host: db-02\r\nState: CRITICAL\r\n.dot-stuffed line",
+    );
     let long_id = format!("long-{token}@example.test");
-    let long = plain_mail(&mailbox.user, &long_id, &"x".repeat(300), "Refused by the host: the subject is too long.");
+    let long = plain_mail(
+        &mailbox.user,
+        &long_id,
+        &"x".repeat(300),
+        "Refused by the host: the subject is too long.",
+    );
     mailbox.deliver("xml", &xml);
     mailbox.deliver("plain", &plain);
     mailbox.deliver("long", &long);
 
-    wait_until("both alerts at the sink", LONG, || records(dir.path()).len() >= 2);
-    wait_until("both taken mails deleted", LONG, || mailbox.message_ids() == BTreeSet::from([long_id.clone()]));
-    let by_id: BTreeMap<String, serde_json::Value> = records(dir.path()).into_iter().map(|r| (label(&r, "mail.message_id").to_owned(), r)).collect();
+    wait_until("both alerts at the sink", LONG, || {
+        records(dir.path()).len() >= 2
+    });
+    wait_until("both taken mails deleted", LONG, || {
+        mailbox.message_ids() == BTreeSet::from([long_id.clone()])
+    });
+    let by_id: BTreeMap<String, serde_json::Value> = records(dir.path())
+        .into_iter()
+        .map(|r| (label(&r, "mail.message_id").to_owned(), r))
+        .collect();
     assert_eq!(by_id.len(), 2, "{by_id:?}");
 
     let x = &by_id[&xml_id];
-    assert_eq!((x["subject"].as_str(), x["body"].as_str(), x["severity"].as_str()), (Some("Disk full on db01"), Some("/var is at 98%"), Some("critical")), "{x}");
-    assert_eq!((label(x, "host"), label(x, "mail.from")), ("db01", "monitor@example.test"), "{x}");
-    assert_eq!((x["user"].as_str(), x["source"].as_str()), (Some(RECIPIENT), Some("mail")), "{x}");
+    assert_eq!(
+        (
+            x["subject"].as_str(),
+            x["body"].as_str(),
+            x["severity"].as_str()
+        ),
+        (
+            Some("Disk full on db01"),
+            Some("/var is at 98%"),
+            Some("critical")
+        ),
+        "{x}"
+    );
+    assert_eq!(
+        (label(x, "host"), label(x, "mail.from")),
+        ("db01", "monitor@example.test"),
+        "{x}"
+    );
+    assert_eq!(
+        (x["user"].as_str(), x["source"].as_str()),
+        (Some(RECIPIENT), Some("mail")),
+        "{x}"
+    );
 
     let p = &by_id[&plain_id];
-    assert_eq!((p["subject"].as_str(), p["severity"].as_str()), (Some("[ALERT] CRITICAL disk usage on db-02 is 97%"), Some("normal")), "{p}");
-    assert_eq!(p["body"].as_str().map(str::trim_end), Some("Host: db-02\nState: CRITICAL\n.dot-stuffed line"), "{p}");
-    assert_eq!((label(p, "mail.from"), label(p, "mail.from_name")), ("monitor@example.test", "Monitoring"), "{p}");
+    assert_eq!(
+        (p["subject"].as_str(), p["severity"].as_str()),
+        (
+            Some("[ALERT] CRITICAL disk usage on db-02 is 97%"),
+            Some("normal")
+        ),
+        "{p}"
+    );
+    assert_eq!(
+        p["body"].as_str().map(str::trim_end),
+        Some("Host: db-02\nState: CRITICAL\n.dot-stuffed line"),
+        "{p}"
+    );
+    assert_eq!(
+        (label(p, "mail.from"), label(p, "mail.from_name")),
+        ("monitor@example.test", "Monitoring"),
+        "{p}"
+    );
 
     // The refused mail: the host said no, so no DELE — still there after further polls.
-    wait_until("the host to refuse the long subject", LONG, || metric(&host, "alertbridge_alerts_rejected_total", "reason=\"too_large\"") >= 1);
+    wait_until("the host to refuse the long subject", LONG, || {
+        metric(
+            &host,
+            "alertbridge_alerts_rejected_total",
+            "reason=\"too_large\"",
+        ) >= 1
+    });
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(mailbox.message_ids(), BTreeSet::from([long_id]), "the refused mail stays on the server five polls later");
+    assert_eq!(
+        mailbox.message_ids(),
+        BTreeSet::from([long_id]),
+        "the refused mail stays on the server five polls later"
+    );
     let alerts = host.alerts(10);
-    assert_eq!(alerts.len(), 2, "only the two taken mails are alerts: {alerts:?}");
+    assert_eq!(
+        alerts.len(),
+        2,
+        "only the two taken mails are alerts: {alerts:?}"
+    );
     assert!(host.stop(), "graceful stop; log:\n{}", host.log());
 }

@@ -30,9 +30,16 @@ impl Browser {
             .find(|p| p.exists())
             .expect("chromedriver is missing: install the Debian packages chromium and chromium-driver (scripts/test does)");
         let port = free_port();
-        let driver = Command::new(chromedriver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start chromedriver");
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
-        wait_until("chromedriver", LONG, || request("GET", &format!("{base}/status"), &[], "").is_some());
+        wait_until("chromedriver", LONG, || {
+            request("GET", &format!("{base}/status"), &[], "").is_some()
+        });
         let profile = tempfile::tempdir().unwrap().keep();
         let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
@@ -41,12 +48,23 @@ impl Browser {
                      "--window-size=1400,1000", format!("--user-data-dir={}", profile.display())]
         }}}});
         let v = webdriver("POST", &format!("{base}/session"), &caps);
-        let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_owned();
-        Self { driver, base, session }
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        Self {
+            driver,
+            base,
+            session,
+        }
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let v = webdriver(method, &format!("{}/session/{}{path}", self.base, self.session), &body);
+        let v = webdriver(
+            method,
+            &format!("{}/session/{}{path}", self.base, self.session),
+            &body,
+        );
         if v["value"].get("error").is_some() {
             panic!("webdriver {path}: {v}");
         }
@@ -58,20 +76,36 @@ impl Browser {
     }
 
     fn text(&self, selector: &str) -> String {
-        self.script("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", json!([selector])).as_str().unwrap_or("").to_owned()
+        self.script(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+            json!([selector]),
+        )
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
     }
 }
 
 /// One WebDriver call: JSON in, JSON out.
 fn webdriver(method: &str, url: &str, body: &Value) -> Value {
-    let body = if method == "GET" { String::new() } else { body.to_string() };
-    let (_, text) = request(method, url, &[("content-type", "application/json")], &body).unwrap_or_else(|| panic!("chromedriver did not answer {url}"));
+    let body = if method == "GET" {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (_, text) = request(method, url, &[("content-type", "application/json")], &body)
+        .unwrap_or_else(|| panic!("chromedriver did not answer {url}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("chromedriver {url}: {e}: {text}"))
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = request("DELETE", &format!("{}/session/{}", self.base, self.session), &[], "");
+        let _ = request(
+            "DELETE",
+            &format!("{}/session/{}", self.base, self.session),
+            &[],
+            "",
+        );
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -128,25 +162,45 @@ fn the_status_page_updates_live_and_sends_test_alerts() {
     let host = Host::start(dir.path(), admin, &config(dir.path(), admin, webhook));
     let browser = Browser::start();
     browser.call("POST", "/url", json!({"url": host.admin}));
-    wait_until("the page to go live", LONG, || browser.text("#live").starts_with("live"));
-    assert!(browser.text("#instances").contains("monitoring"), "{}", browser.text("#instances"));
+    wait_until("the page to go live", LONG, || {
+        browser.text("#live").starts_with("live")
+    });
+    assert!(
+        browser.text("#instances").contains("monitoring"),
+        "{}",
+        browser.text("#instances")
+    );
     assert!(browser.text("#routes").contains("critical-to-ops"));
 
     // An alert posted to the webhook shows up, with each recipient's outcome, without a reload.
-    let marker: u64 = browser.script("window.__marker = 42; return window.__marker;", json!([])).as_u64().unwrap();
+    let marker: u64 = browser
+        .script("window.__marker = 42; return window.__marker;", json!([]))
+        .as_u64()
+        .unwrap();
     let (status, body) = request(
         "POST",
         &format!("http://127.0.0.1:{webhook}/api/v1/alerts"),
-        &[("authorization", "Bearer page-test-token"), ("content-type", "application/json")],
+        &[
+            ("authorization", "Bearer page-test-token"),
+            ("content-type", "application/json"),
+        ],
         r#"{"subject": "Disk full on db01", "body": "/var is at 98%", "severity": "critical"}"#,
     )
     .expect("the webhook answers");
     assert_eq!(status, 202, "{body}");
     wait_until("the webhook alert with its outcomes", LONG, || {
         let t = browser.text("#alerts");
-        t.contains("Disk full on db01") && t.contains("delivered sip:alice@contoso.com") && t.contains("held sip:carol@contoso.com")
+        t.contains("Disk full on db01")
+            && t.contains("delivered sip:alice@contoso.com")
+            && t.contains("held sip:carol@contoso.com")
     });
-    assert_eq!(browser.script("return window.__marker;", json!([])).as_u64(), Some(marker), "the page was not reloaded");
+    assert_eq!(
+        browser
+            .script("return window.__marker;", json!([]))
+            .as_u64(),
+        Some(marker),
+        "the page was not reloaded"
+    );
 
     // The form sends a test alert through the chosen route.
     browser.script(
@@ -155,10 +209,14 @@ fn the_status_page_updates_live_and_sends_test_alerts() {
          document.querySelector('#test button').click();",
         json!([]),
     );
-    wait_until("the form's answer", LONG, || browser.text("#sent").starts_with("sent as alert"));
+    wait_until("the form's answer", LONG, || {
+        browser.text("#sent").starts_with("sent as alert")
+    });
     wait_until("the test alert delivered", LONG, || {
         let t = browser.text("#alerts");
-        t.contains("Hello from the form") && t.contains("skipped sip:carol@contoso.com") && t.matches("delivered sip:alice@contoso.com").count() >= 2
+        t.contains("Hello from the form")
+            && t.contains("skipped sip:carol@contoso.com")
+            && t.matches("delivered sip:alice@contoso.com").count() >= 2
     });
     let records = fs::read_to_string(dir.path().join("delivered.jsonl")).unwrap();
     assert!(records.contains("Hello from the form"));
@@ -175,5 +233,7 @@ fn the_status_page_updates_live_and_sends_test_alerts() {
 
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("base64")
 }

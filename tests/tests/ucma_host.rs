@@ -12,8 +12,8 @@ use std::{
 use alertbridge_testbed::{
     harness::{Host, bin_dir, emit, free_port, post, wait_until},
     ucma_sim::{
-        Availability, Fault, FaultAction, FaultTarget, HealthStatus, Outcome, SimConfig,
-        SimHandle, Simulator,
+        Availability, Fault, FaultAction, FaultTarget, HealthStatus, Outcome, SimConfig, SimHandle,
+        Simulator,
     },
 };
 use serde_json::Value;
@@ -56,7 +56,14 @@ struct Spec<'a> {
 
 impl Default for Spec<'_> {
     fn default() -> Self {
-        Self { secret: SECRET, timeouts: TIMEOUTS, sink: "", delivery: DELIVERY, ops: &[ALICE], offline: r#"{ policy = "skip" }"# }
+        Self {
+            secret: SECRET,
+            timeouts: TIMEOUTS,
+            sink: "",
+            delivery: DELIVERY,
+            ops: &[ALICE],
+            offline: r#"{ policy = "skip" }"#,
+        }
     }
 }
 
@@ -72,19 +79,39 @@ struct Bed {
 
 impl Bed {
     fn start(sim: SimConfig, spec: &Spec<'_>) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-        let sim = rt.block_on(Simulator::start(sim)).expect("start the bridge simulator");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let sim = rt
+            .block_on(Simulator::start(sim))
+            .expect("start the bridge simulator");
         let dir = tempfile::tempdir().expect("temp dir");
         let (admin, control) = (free_port(), free_port());
-        let host = Host::start(dir.path(), admin, &config(dir.path(), admin, control, &sim.url(), spec));
-        Self { host, sim, _rt: rt, control, emitted: AtomicU32::new(0), _dir: dir }
+        let host = Host::start(
+            dir.path(),
+            admin,
+            &config(dir.path(), admin, control, &sim.url(), spec),
+        );
+        Self {
+            host,
+            sim,
+            _rt: rt,
+            control,
+            emitted: AtomicU32::new(0),
+            _dir: dir,
+        }
     }
 
     /// Submits one alert through the test source and returns its id. `subject` may hold any
     /// UTF-8 but no `&`, `=`, `?` or space (write `%20`).
     fn emit(&self, subject: &str, severity: &str) -> u64 {
         let n = self.emitted.fetch_add(1, Ordering::Relaxed);
-        let v = emit(self.control, &format!("count=1&prefix=e{n}&subject={subject}&severity={severity}"));
+        let v = emit(
+            self.control,
+            &format!("count=1&prefix=e{n}&subject={subject}&severity={severity}"),
+        );
         assert_eq!(v["accepted"], 1, "{v}");
         v["ids"][0].as_u64().expect("an alert id")
     }
@@ -101,7 +128,11 @@ impl Bed {
             if done(&last) {
                 return last;
             }
-            assert!(start.elapsed() < LONG, "timed out waiting for {what}; alert {id}: {last:#}\nhost log:\n{}", self.host.log());
+            assert!(
+                start.elapsed() < LONG,
+                "timed out waiting for {what}; alert {id}: {last:#}\nhost log:\n{}",
+                self.host.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -121,7 +152,13 @@ impl Bed {
     }
 }
 
-fn config(dir: &std::path::Path, admin: u16, control: u16, endpoint: &str, spec: &Spec<'_>) -> String {
+fn config(
+    dir: &std::path::Path,
+    admin: u16,
+    control: u16,
+    endpoint: &str,
+    spec: &Spec<'_>,
+) -> String {
     let d = dir.display();
     let ops: Vec<String> = spec.ops.iter().map(|u| format!("\"{u}\"")).collect();
     format!(
@@ -170,26 +207,39 @@ offline = {offline}
 
 /// The recipient record of `user` in an alert document.
 fn recipient<'a>(alert: &'a Value, user: &str) -> &'a Value {
-    alert["recipients"].as_array().and_then(|rs| rs.iter().find(|r| r["user"] == user)).unwrap_or_else(|| panic!("no recipient {user} in {alert:#}"))
+    alert["recipients"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["user"] == user))
+        .unwrap_or_else(|| panic!("no recipient {user} in {alert:#}"))
 }
 
 /// `(outcome, reason, attempts)` of `user`.
 fn outcome(alert: &Value, user: &str) -> (String, String, u64) {
     let r = recipient(alert, user);
     let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
-    (s("outcome"), s("reason"), r["attempts"].as_u64().unwrap_or(0))
+    (
+        s("outcome"),
+        s("reason"),
+        r["attempts"].as_u64().unwrap_or(0),
+    )
 }
 
 fn ocs(healthz: &Value) -> Value {
-    healthz["instances"].as_array().and_then(|a| a.iter().find(|i| i["name"] == "ocs").cloned()).unwrap_or_default()
+    healthz["instances"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == "ocs").cloned())
+        .unwrap_or_default()
 }
 
 fn users(list: &[(&str, Availability)]) -> SimConfig {
-    list.iter().fold(SimConfig::new(SECRET), |c, (u, a)| c.user(u, *a))
+    list.iter()
+        .fold(SimConfig::new(SECRET), |c, (u, a)| c.user(u, *a))
 }
 
 fn i64_of(v: &Value, key: &str) -> i64 {
-    v[key].as_i64().unwrap_or_else(|| panic!("no `{key}` in {v:#}"))
+    v[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no `{key}` in {v:#}"))
 }
 
 // ---- per-recipient outcomes ----
@@ -197,9 +247,16 @@ fn i64_of(v: &Value, key: &str) -> i64 {
 #[test]
 fn delivered_im_keeps_subject_and_body_in_utf8() {
     let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
-    let id = bed.emit("Plattenplatz%20knapp%20–%20Größe%20€%20日本語%20🚨", "critical");
+    let id = bed.emit(
+        "Plattenplatz%20knapp%20–%20Größe%20€%20日本語%20🚨",
+        "critical",
+    );
     let a = bed.finished(id);
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 1), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new(), 1),
+        "{a:#}"
+    );
 
     let subject = "Plattenplatz knapp – Größe € 日本語 🚨 0";
     let inbox = bed.sim.received(ALICE);
@@ -208,37 +265,93 @@ fn delivered_im_keeps_subject_and_body_in_utf8() {
     assert_eq!(im.subject.as_deref(), Some(subject));
     assert_eq!(im.toast.as_deref(), Some(subject));
     assert_eq!(im.body, format!("{subject}\ntest alert e0:0"));
-    assert_eq!((im.content_type.as_str(), im.importance.as_str(), im.mode.as_str()), ("text/plain", "urgent", "session"), "critical → urgent");
+    assert_eq!(
+        (
+            im.content_type.as_str(),
+            im.importance.as_str(),
+            im.mode.as_str()
+        ),
+        ("text/plain", "urgent", "session"),
+        "critical → urgent"
+    );
     let c = bed.sim.counters();
-    assert_eq!((c.sends, c.calls, c.delivered, c.replays), (1, 1, 1, 0), "{c:?}");
-    assert!(c.presence_queries >= 1, "the host asked for presence first: {c:?}");
+    assert_eq!(
+        (c.sends, c.calls, c.delivered, c.replays),
+        (1, 1, 1, 0),
+        "{c:?}"
+    );
+    assert!(
+        c.presence_queries >= 1,
+        "the host asked for presence first: {c:?}"
+    );
 }
 
 #[test]
 fn offline_by_presence_is_skipped_under_skip() {
     let sim = users(&[(ALICE, Availability::Online), (BOB, Availability::Offline)]);
-    let bed = Bed::start(sim, &Spec { ops: &[ALICE, BOB], ..Spec::default() });
+    let bed = Bed::start(
+        sim,
+        &Spec {
+            ops: &[ALICE, BOB],
+            ..Spec::default()
+        },
+    );
     let a = bed.finished(bed.emit("Skip", "normal"));
     assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
-    assert_eq!(outcome(&a, BOB), ("skipped".into(), "offline (presence offline); policy skip".into(), 0), "{a:#}");
-    assert!(bed.sim.received(BOB).is_empty(), "no call was placed to an offline user");
+    assert_eq!(
+        outcome(&a, BOB),
+        (
+            "skipped".into(),
+            "offline (presence offline); policy skip".into(),
+            0
+        ),
+        "{a:#}"
+    );
+    assert!(
+        bed.sim.received(BOB).is_empty(),
+        "no call was placed to an offline user"
+    );
     assert_eq!(bed.sim.counters().calls, 1);
 }
 
 #[test]
 fn offline_by_presence_is_held_then_delivered_when_online() {
     let sim = users(&[(CAROL, Availability::Offline)]);
-    let bed = Bed::start(sim, &Spec { ops: &[CAROL], offline: r#"{ policy = "hold", max_wait_secs = 60, then = "skip" }"#, ..Spec::default() });
+    let bed = Bed::start(
+        sim,
+        &Spec {
+            ops: &[CAROL],
+            offline: r#"{ policy = "hold", max_wait_secs = 60, then = "skip" }"#,
+            ..Spec::default()
+        },
+    );
     let id = bed.emit("Hold", "normal");
-    let a = bed.alert_when(id, "carol held", |a| a["recipients"][0]["outcome"] == "held");
-    assert_eq!(outcome(&a, CAROL), ("held".into(), "offline (presence offline); holding up to 60 s".into(), 0));
+    let a = bed.alert_when(id, "carol held", |a| {
+        a["recipients"][0]["outcome"] == "held"
+    });
+    assert_eq!(
+        outcome(&a, CAROL),
+        (
+            "held".into(),
+            "offline (presence offline); holding up to 60 s".into(),
+            0
+        )
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(bed.alert(id)["recipients"][0]["outcome"], "held", "still held while offline");
+    assert_eq!(
+        bed.alert(id)["recipients"][0]["outcome"],
+        "held",
+        "still held while offline"
+    );
     assert!(bed.sim.received(CAROL).is_empty());
 
     bed.sim.set_presence(CAROL, Availability::Online);
     let a = bed.finished(id);
-    assert_eq!(outcome(&a, CAROL), ("delivered".into(), String::new(), 1), "{a:#}");
+    assert_eq!(
+        outcome(&a, CAROL),
+        ("delivered".into(), String::new(), 1),
+        "{a:#}"
+    );
     assert_eq!(bed.sim.received(CAROL).len(), 1);
 }
 
@@ -252,28 +365,73 @@ fn every_bridge_availability_meets_the_hosts_reachable_set() {
         (Availability::BeRightBack, "delivered", ""),
         (Availability::Away, "delivered", ""),
         (Availability::Unknown, "delivered", ""),
-        (Availability::DoNotDisturb, "skipped", "offline (presence do_not_disturb); policy skip"),
-        (Availability::Offline, "skipped", "offline (presence offline); policy skip"),
+        (
+            Availability::DoNotDisturb,
+            "skipped",
+            "offline (presence do_not_disturb); policy skip",
+        ),
+        (
+            Availability::Offline,
+            "skipped",
+            "offline (presence offline); policy skip",
+        ),
     ];
-    let uris: Vec<String> = cases.iter().map(|(a, ..)| format!("sip:{}@contoso.com", a.name().to_ascii_lowercase())).collect();
-    let sim = uris.iter().zip(&cases).fold(SimConfig::new(SECRET), |c, (u, (a, ..))| c.user(u, *a));
+    let uris: Vec<String> = cases
+        .iter()
+        .map(|(a, ..)| format!("sip:{}@contoso.com", a.name().to_ascii_lowercase()))
+        .collect();
+    let sim = uris
+        .iter()
+        .zip(&cases)
+        .fold(SimConfig::new(SECRET), |c, (u, (a, ..))| c.user(u, *a));
     let ops: Vec<&str> = uris.iter().map(String::as_str).collect();
-    let bed = Bed::start(sim, &Spec { ops: &ops, ..Spec::default() });
+    let bed = Bed::start(
+        sim,
+        &Spec {
+            ops: &ops,
+            ..Spec::default()
+        },
+    );
     let a = bed.finished(bed.emit("Presence", "normal"));
     for (uri, (availability, state, reason)) in uris.iter().zip(&cases) {
         let (got, why, _) = outcome(&a, uri);
-        assert_eq!((got.as_str(), why.as_str()), (*state, *reason), "{availability:?}");
-        assert_eq!(bed.sim.received(uri).len(), usize::from(*state == "delivered"), "{availability:?}");
+        assert_eq!(
+            (got.as_str(), why.as_str()),
+            (*state, *reason),
+            "{availability:?}"
+        );
+        assert_eq!(
+            bed.sim.received(uri).len(),
+            usize::from(*state == "delivered"),
+            "{availability:?}"
+        );
     }
 }
 
 #[test]
 fn page_mode_counts_as_delivered_unconfirmed() {
-    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { sink: "mode = \"page\"", ..Spec::default() });
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online)]),
+        &Spec {
+            sink: "mode = \"page\"",
+            ..Spec::default()
+        },
+    );
     let a = bed.finished(bed.emit("Paged", "normal"));
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), "page mode: sent, receipt not confirmed".into(), 1), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        (
+            "delivered".into(),
+            "page mode: sent, receipt not confirmed".into(),
+            1
+        ),
+        "{a:#}"
+    );
     let inbox = bed.sim.received(ALICE);
-    assert_eq!(inbox.iter().map(|im| im.mode.as_str()).collect::<Vec<_>>(), ["page"]);
+    assert_eq!(
+        inbox.iter().map(|im| im.mode.as_str()).collect::<Vec<_>>(),
+        ["page"]
+    );
 }
 
 #[test]
@@ -281,7 +439,15 @@ fn declined_603_fails_without_retry() {
     let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
     bed.sim.script(ALICE, [Outcome::sip(603)]);
     let a = bed.finished(bed.emit("Declined", "normal"));
-    assert_eq!(outcome(&a, ALICE), ("failed".into(), "declined: 603 Decline (declined)".into(), 1), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        (
+            "failed".into(),
+            "declined: 603 Decline (declined)".into(),
+            1
+        ),
+        "{a:#}"
+    );
     assert_eq!(bed.sim.counters().calls, 1, "a decline is final");
     assert!(bed.sim.received(ALICE).is_empty());
 }
@@ -289,21 +455,57 @@ fn declined_603_fails_without_retry() {
 #[test]
 fn unknown_user_404_is_not_found() {
     let nobody = "sip:nobody@contoso.com";
-    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { ops: &[ALICE, nobody], ..Spec::default() });
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online)]),
+        &Spec {
+            ops: &[ALICE, nobody],
+            ..Spec::default()
+        },
+    );
     let a = bed.finished(bed.emit("Nobody", "normal"));
     assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
-    assert_eq!(outcome(&a, nobody), ("failed".into(), "no such user: 404 Not Found (not_found)".into(), 1), "{a:#}");
-    assert_eq!(bed.sim.counters().calls, 2, "presence said unknown, so the host tried once");
+    assert_eq!(
+        outcome(&a, nobody),
+        (
+            "failed".into(),
+            "no such user: 404 Not Found (not_found)".into(),
+            1
+        ),
+        "{a:#}"
+    );
+    assert_eq!(
+        bed.sim.counters().calls,
+        2,
+        "presence said unknown, so the host tried once"
+    );
 }
 
 #[test]
 fn busy_486_is_retried_then_delivered_or_dead_lettered() {
-    let bed = Bed::start(users(&[(ALICE, Availability::Online), (BOB, Availability::Busy)]), &Spec { ops: &[ALICE, BOB], ..Spec::default() });
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online), (BOB, Availability::Busy)]),
+        &Spec {
+            ops: &[ALICE, BOB],
+            ..Spec::default()
+        },
+    );
     bed.sim.script(ALICE, [Outcome::sip(486)]);
     bed.sim.script(BOB, [Outcome::sip(486); 3]);
     let a = bed.finished(bed.emit("Busy", "normal"));
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
-    assert_eq!(outcome(&a, BOB), ("failed".into(), "gave up after 3 attempts: failed_transient: 486 Busy Here (busy)".into(), 3), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new(), 2),
+        "{a:#}"
+    );
+    assert_eq!(
+        outcome(&a, BOB),
+        (
+            "failed".into(),
+            "gave up after 3 attempts: failed_transient: 486 Busy Here (busy)".into(),
+            3
+        ),
+        "{a:#}"
+    );
     assert_eq!(bed.sim.received(ALICE).len(), 1);
     assert!(bed.sim.received(BOB).is_empty());
     let c = bed.sim.counters();
@@ -326,10 +528,20 @@ fn unavailable_480_is_offline_skipped_or_held_then_delivered() {
 
     // Under hold, the 480 holds the recipient; presence says online, so the next round sends
     // again under the same key and the bridge re-attempts the retryable recipient.
-    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { offline: r#"{ policy = "hold", max_wait_secs = 60, then = "skip" }"#, ..Spec::default() });
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online)]),
+        &Spec {
+            offline: r#"{ policy = "hold", max_wait_secs = 60, then = "skip" }"#,
+            ..Spec::default()
+        },
+    );
     bed.sim.script(ALICE, [Outcome::sip(480)]);
     let a = bed.finished(bed.emit("Unavailable", "normal"));
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new(), 2),
+        "{a:#}"
+    );
     assert_eq!(bed.sim.received(ALICE).len(), 1);
     let c = bed.sim.counters();
     assert_eq!((c.sends, c.retries, c.calls), (1, 1, 2), "{c:?}");
@@ -337,12 +549,30 @@ fn unavailable_480_is_offline_skipped_or_held_then_delivered() {
 
 #[test]
 fn timeout_408_is_retried_then_delivered_or_dead_lettered() {
-    let bed = Bed::start(users(&[(ALICE, Availability::Online), (BOB, Availability::Online)]), &Spec { ops: &[ALICE, BOB], ..Spec::default() });
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online), (BOB, Availability::Online)]),
+        &Spec {
+            ops: &[ALICE, BOB],
+            ..Spec::default()
+        },
+    );
     bed.sim.script(ALICE, [Outcome::sip(408)]);
     bed.sim.script(BOB, [Outcome::sip(408); 3]);
     let a = bed.finished(bed.emit("Timeout", "normal"));
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
-    assert_eq!(outcome(&a, BOB), ("failed".into(), "gave up after 3 attempts: failed_transient: 408 Request Timeout (timeout)".into(), 3), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new(), 2),
+        "{a:#}"
+    );
+    assert_eq!(
+        outcome(&a, BOB),
+        (
+            "failed".into(),
+            "gave up after 3 attempts: failed_transient: 408 Request Timeout (timeout)".into(),
+            3
+        ),
+        "{a:#}"
+    );
     assert_eq!(bed.sim.received(ALICE).len(), 1);
     assert!(bed.sim.received(BOB).is_empty());
 }
@@ -355,48 +585,105 @@ fn wrong_secret_401_fails_with_a_clear_reason_and_shows_in_healthz() {
     // being stopped fails with `shutting_down` and (a host bug, see notes/ucma-e2e.md) uses
     // up an attempt. More attempts, so that cannot dead-letter the alert before the 401.
     let delivery = DELIVERY.replace("max_attempts = 3", "max_attempts = 8");
-    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { secret: "not-the-bridge-secret-000", delivery: &delivery, ..Spec::default() });
-    let h = bed.healthz_when("ocs failed in /healthz", |h, ocs| h["status"] == "failing" && ocs["state"] == "failed");
-    assert_eq!(ocs(&h)["last_error"], "the bridge refused our credentials (401): check the secret", "{h:#}");
-    assert!(h["failing"].as_array().is_some_and(|f| f.iter().any(|i| i["name"] == "ocs")), "{h:#}");
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online)]),
+        &Spec {
+            secret: "not-the-bridge-secret-000",
+            delivery: &delivery,
+            ..Spec::default()
+        },
+    );
+    let h = bed.healthz_when("ocs failed in /healthz", |h, ocs| {
+        h["status"] == "failing" && ocs["state"] == "failed"
+    });
+    assert_eq!(
+        ocs(&h)["last_error"],
+        "the bridge refused our credentials (401): check the secret",
+        "{h:#}"
+    );
+    assert!(
+        h["failing"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|i| i["name"] == "ocs")),
+        "{h:#}"
+    );
 
     let a = bed.finished(bed.emit("Unauthorized", "normal"));
     let (state, reason, attempts) = outcome(&a, ALICE);
-    assert_eq!((state.as_str(), reason.as_str()), ("failed", "sink refused the message: bridge answered 401 unauthorized: authentication failed"), "{a:#}");
+    assert_eq!(
+        (state.as_str(), reason.as_str()),
+        (
+            "failed",
+            "sink refused the message: bridge answered 401 unauthorized: authentication failed"
+        ),
+        "{a:#}"
+    );
     assert!(attempts >= 1, "{a:#}");
     let c = bed.sim.counters();
     assert!(c.unauthorized >= 2 && c.calls == 0, "{c:?}");
 
     // The operator fixes the secret and reloads: the sink is recreated and delivers.
     let text = std::fs::read_to_string(&bed.host.config).expect("read config");
-    std::fs::write(&bed.host.config, text.replace("not-the-bridge-secret-000", SECRET)).expect("write config");
+    std::fs::write(
+        &bed.host.config,
+        text.replace("not-the-bridge-secret-000", SECRET),
+    )
+    .expect("write config");
     let (status, body) = post(&format!("{}/-/reload", bed.host.admin)).expect("reload answers");
     assert_eq!(status, 200, "{body}");
     let reloaded: Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(reloaded["result"]["changed"], serde_json::json!(["ocs"]), "{body}");
-    bed.healthz_when("ocs ok after the reload", |h, ocs| h["status"] == "ok" && ocs["state"] == "ok");
+    assert_eq!(
+        reloaded["result"]["changed"],
+        serde_json::json!(["ocs"]),
+        "{body}"
+    );
+    bed.healthz_when("ocs ok after the reload", |h, ocs| {
+        h["status"] == "ok" && ocs["state"] == "ok"
+    });
     let a = bed.finished(bed.emit("Fixed", "normal"));
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 1), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new(), 1),
+        "{a:#}"
+    );
     assert_eq!(bed.sim.received(ALICE).len(), 1);
 }
 
 #[test]
 fn idempotency_conflict_409_after_a_config_change_between_attempts() {
     // Retries 4 s apart, so the host can be stopped between the first attempt and the second.
-    let delivery = DELIVERY.replace("retry_initial_ms = 50", "retry_initial_ms = 4000").replace("retry_max_ms = 200", "retry_max_ms = 4000");
-    let mut bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { delivery: &delivery, ..Spec::default() });
+    let delivery = DELIVERY
+        .replace("retry_initial_ms = 50", "retry_initial_ms = 4000")
+        .replace("retry_max_ms = 200", "retry_max_ms = 4000");
+    let mut bed = Bed::start(
+        users(&[(ALICE, Availability::Online)]),
+        &Spec {
+            delivery: &delivery,
+            ..Spec::default()
+        },
+    );
     bed.sim.script(ALICE, [Outcome::sip(486)]);
     let id = bed.emit("Conflict", "normal");
-    let a = bed.alert_when(id, "a first, transient attempt", |a| a["recipients"][0]["attempts"] == 1);
+    let a = bed.alert_when(id, "a first, transient attempt", |a| {
+        a["recipients"][0]["attempts"] == 1
+    });
     assert_eq!(outcome(&a, ALICE).0, "pending", "{a:#}");
     assert!(bed.host.stop(), "graceful stop; log:\n{}", bed.host.log());
     let c = bed.sim.counters();
-    assert_eq!((c.sends, c.retries), (1, 0), "stopped before the retry was due: {c:?}");
+    assert_eq!(
+        (c.sends, c.retries),
+        (1, 0),
+        "stopped before the retry was due: {c:?}"
+    );
 
     // Same alert, recipient and content give the same key; another send timeout changes the
     // body sent under it, which the bridge refuses rather than sending a second IM.
     let text = std::fs::read_to_string(&bed.host.config).expect("read config");
-    std::fs::write(&bed.host.config, text.replace("send_timeout_ms = 2000", "send_timeout_ms = 3000")).expect("write config");
+    std::fs::write(
+        &bed.host.config,
+        text.replace("send_timeout_ms = 2000", "send_timeout_ms = 3000"),
+    )
+    .expect("write config");
     bed.host.restart();
     let a = bed.finished(id);
     assert_eq!(
@@ -405,16 +692,43 @@ fn idempotency_conflict_409_after_a_config_change_between_attempts() {
         "{a:#}"
     );
     let c = bed.sim.counters();
-    assert_eq!((c.sends, c.calls, c.conflicts), (1, 1, 1), "nothing re-sent under the conflicting key: {c:?}");
+    assert_eq!(
+        (c.sends, c.calls, c.conflicts),
+        (1, 1, 1),
+        "nothing re-sent under the conflicting key: {c:?}"
+    );
     assert!(bed.sim.received(ALICE).is_empty());
 }
 
 #[test]
 fn too_many_recipients_413_fails_and_the_over_limit_config_shows_degraded() {
-    let sim = SimConfig { limits: alertbridge_testbed::ucma_sim::Limits { max_recipients: 2, ..Default::default() }, ..users(&[(ALICE, Availability::Online), (BOB, Availability::Online), (CAROL, Availability::Online)]) };
-    let bed = Bed::start(sim, &Spec { sink: "max_recipients_per_message = 10", ops: &[ALICE, BOB, CAROL], ..Spec::default() });
-    let h = bed.healthz_when("ocs degraded by the limits", |_, ocs| ocs["state"] == "degraded");
-    assert_eq!(ocs(&h)["message"], "max_recipients_per_message 10 exceeds the bridge's max_recipients 2", "{h:#}");
+    let sim = SimConfig {
+        limits: alertbridge_testbed::ucma_sim::Limits {
+            max_recipients: 2,
+            ..Default::default()
+        },
+        ..users(&[
+            (ALICE, Availability::Online),
+            (BOB, Availability::Online),
+            (CAROL, Availability::Online),
+        ])
+    };
+    let bed = Bed::start(
+        sim,
+        &Spec {
+            sink: "max_recipients_per_message = 10",
+            ops: &[ALICE, BOB, CAROL],
+            ..Spec::default()
+        },
+    );
+    let h = bed.healthz_when("ocs degraded by the limits", |_, ocs| {
+        ocs["state"] == "degraded"
+    });
+    assert_eq!(
+        ocs(&h)["message"],
+        "max_recipients_per_message 10 exceeds the bridge's max_recipients 2",
+        "{h:#}"
+    );
 
     let a = bed.finished(bed.emit("Large", "normal"));
     for user in [ALICE, BOB, CAROL] {
@@ -429,56 +743,129 @@ fn too_many_recipients_413_fails_and_the_over_limit_config_shows_degraded() {
 
 #[test]
 fn rate_limited_429_waits_at_least_retry_after() {
-    let bed = Bed::start(users(&[(ALICE, Availability::Online), (BOB, Availability::Online)]), &Spec { ops: &[ALICE, BOB], ..Spec::default() });
-    let throttle = |count| bed.sim.inject(Fault { target: FaultTarget::Messages, action: FaultAction::Status { status: 429, retry_after_s: Some(2) }, count });
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online), (BOB, Availability::Online)]),
+        &Spec {
+            ops: &[ALICE, BOB],
+            ..Spec::default()
+        },
+    );
+    let throttle = |count| {
+        bed.sim.inject(Fault {
+            target: FaultTarget::Messages,
+            action: FaultAction::Status {
+                status: 429,
+                retry_after_s: Some(2),
+            },
+            count,
+        })
+    };
     // The first pending record of each throttled recipient, and the alert once finished.
     let run = |subject: &str| {
         let id = bed.emit(subject, "normal");
-        let first = bed.alert_when(id, "a throttled attempt", |a| a["recipients"].as_array().is_some_and(|rs| rs.iter().any(|r| r["outcome"] == "pending" && r["attempts"] == 1)));
+        let first = bed.alert_when(id, "a throttled attempt", |a| {
+            a["recipients"].as_array().is_some_and(|rs| {
+                rs.iter()
+                    .any(|r| r["outcome"] == "pending" && r["attempts"] == 1)
+            })
+        });
         (first, bed.finished(id))
     };
     let check = |first: &Value, done: &Value, user: &str, reason: &str| {
         let r = recipient(first, user);
-        assert_eq!((r["outcome"].as_str(), r["reason"].as_str()), (Some("pending"), Some(reason)), "{first:#}");
-        assert_eq!(i64_of(r, "not_before_ms") - i64_of(r, "updated_ms"), 2000, "{first:#}");
-        assert_eq!(outcome(done, user), ("delivered".into(), String::new(), 2), "{done:#}");
+        assert_eq!(
+            (r["outcome"].as_str(), r["reason"].as_str()),
+            (Some("pending"), Some(reason)),
+            "{first:#}"
+        );
+        assert_eq!(
+            i64_of(r, "not_before_ms") - i64_of(r, "updated_ms"),
+            2000,
+            "{first:#}"
+        );
+        assert_eq!(
+            outcome(done, user),
+            ("delivered".into(), String::new(), 2),
+            "{done:#}"
+        );
         let waited = i64_of(recipient(done, user), "updated_ms") - i64_of(r, "updated_ms");
-        assert!(waited >= 2000, "{user} retried after {waited} ms, before the bridge's Retry-After of 2 s");
+        assert!(
+            waited >= 2000,
+            "{user} retried after {waited} ms, before the bridge's Retry-After of 2 s"
+        );
     };
 
     // Every request of the delivery throttled: the delivery as a whole fails with the advice.
     throttle(2);
     let (first, done) = run("Throttled");
     for user in [ALICE, BOB] {
-        check(&first, &done, user, "retrying in 2000 ms: sink call failed (transient): bridge answered 429 rate_limited: injected fault");
+        check(
+            &first,
+            &done,
+            user,
+            "retrying in 2000 ms: sink call failed (transient): bridge answered 429 rate_limited: injected fault",
+        );
     }
 
     // One of the two requests throttled: that recipient's result carries the advice.
     throttle(1);
     let (first, done) = run("Partly");
-    let hit: Vec<&str> = [ALICE, BOB].into_iter().filter(|u| recipient(&first, u)["attempts"] == 1 && recipient(&first, u)["outcome"] == "pending").collect();
+    let hit: Vec<&str> = [ALICE, BOB]
+        .into_iter()
+        .filter(|u| {
+            recipient(&first, u)["attempts"] == 1 && recipient(&first, u)["outcome"] == "pending"
+        })
+        .collect();
     assert_eq!(hit.len(), 1, "{first:#}");
-    check(&first, &done, hit[0], "retrying in 2000 ms: failed_transient: bridge answered 429 rate_limited: injected fault");
+    check(
+        &first,
+        &done,
+        hit[0],
+        "retrying in 2000 ms: failed_transient: bridge answered 429 rate_limited: injected fault",
+    );
     let other = if hit[0] == ALICE { BOB } else { ALICE };
-    assert_eq!(outcome(&done, other), ("delivered".into(), String::new(), 1), "{done:#}");
-    assert_eq!((bed.sim.received(ALICE).len(), bed.sim.received(BOB).len()), (2, 2));
+    assert_eq!(
+        outcome(&done, other),
+        ("delivered".into(), String::new(), 1),
+        "{done:#}"
+    );
+    assert_eq!(
+        (bed.sim.received(ALICE).len(), bed.sim.received(BOB).len()),
+        (2, 2)
+    );
 }
 
 #[test]
 fn unavailable_503_is_retried_then_delivered_once_the_bridge_is_back() {
     let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
-    bed.sim.inject(Fault { target: FaultTarget::Messages, action: FaultAction::Status { status: 503, retry_after_s: Some(1) }, count: 2 });
+    bed.sim.inject(Fault {
+        target: FaultTarget::Messages,
+        action: FaultAction::Status {
+            status: 503,
+            retry_after_s: Some(1),
+        },
+        count: 2,
+    });
     let id = bed.emit("Unavailable", "normal");
-    let first = bed.alert_when(id, "the first refused attempt", |a| a["recipients"][0]["attempts"] == 1);
+    let first = bed.alert_when(id, "the first refused attempt", |a| {
+        a["recipients"][0]["attempts"] == 1
+    });
     assert_eq!(
         recipient(&first, ALICE)["reason"],
         "retrying in 1000 ms: sink call failed (transient): bridge answered 503 endpoint_unavailable: injected fault",
         "{first:#}"
     );
     let a = bed.finished(id);
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 3), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new(), 3),
+        "{a:#}"
+    );
     let took = i64_of(recipient(&a, ALICE), "updated_ms") - i64_of(&a, "accepted_ms");
-    assert!(took >= 2000, "two Retry-After waits of 1 s, but delivered {took} ms after accept");
+    assert!(
+        took >= 2000,
+        "two Retry-After waits of 1 s, but delivered {took} ms after accept"
+    );
     assert_eq!(bed.sim.received(ALICE).len(), 1);
 }
 
@@ -487,23 +874,42 @@ fn bridge_down_holds_deliveries_until_it_is_back() {
     // A down bridge fails the sink, which the host recreates again and again: more attempts,
     // for the ones a stopping incarnation uses up (see the 401 test).
     let delivery = DELIVERY.replace("max_attempts = 3", "max_attempts = 8");
-    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { delivery: &delivery, ..Spec::default() });
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online)]),
+        &Spec {
+            delivery: &delivery,
+            ..Spec::default()
+        },
+    );
     bed.healthz_when("ocs ok", |_, ocs| ocs["state"] == "ok");
     bed.sim.set_health(HealthStatus::Down);
-    let h = bed.healthz_when("ocs failed while the bridge is down", |h, ocs| h["status"] == "failing" && ocs["state"] == "failed");
-    assert!(ocs(&h)["last_error"].as_str().is_some_and(|e| e.starts_with("bridge down: endpoint sip:alerts@contoso.com Terminated")), "{h:#}");
+    let h = bed.healthz_when("ocs failed while the bridge is down", |h, ocs| {
+        h["status"] == "failing" && ocs["state"] == "failed"
+    });
+    assert!(
+        ocs(&h)["last_error"].as_str().is_some_and(
+            |e| e.starts_with("bridge down: endpoint sip:alerts@contoso.com Terminated")
+        ),
+        "{h:#}"
+    );
 
     let id = bed.emit("Down", "normal");
     std::thread::sleep(Duration::from_secs(2));
     let a = bed.alert(id);
-    assert_eq!(outcome(&a, ALICE).0, "pending", "nothing is given up while the bridge is down: {a:#}");
+    assert_eq!(
+        outcome(&a, ALICE).0,
+        "pending",
+        "nothing is given up while the bridge is down: {a:#}"
+    );
     assert!(bed.sim.received(ALICE).is_empty());
 
     bed.sim.set_health(HealthStatus::Ok);
     let a = bed.finished(id);
     assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
     assert_eq!(bed.sim.received(ALICE).len(), 1);
-    bed.healthz_when("ocs ok again", |h, ocs| h["status"] == "ok" && ocs["state"] == "ok");
+    bed.healthz_when("ocs ok again", |h, ocs| {
+        h["status"] == "ok" && ocs["state"] == "ok"
+    });
 }
 
 // ---- lost responses and health ----
@@ -511,12 +917,24 @@ fn bridge_down_holds_deliveries_until_it_is_back() {
 #[test]
 fn dropped_response_is_retried_and_the_user_gets_the_im_once() {
     let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec::default());
-    bed.sim.inject(Fault { target: FaultTarget::Messages, action: FaultAction::DropAfterSend, count: 1 });
+    bed.sim.inject(Fault {
+        target: FaultTarget::Messages,
+        action: FaultAction::DropAfterSend,
+        count: 1,
+    });
     let a = bed.finished(bed.emit("Dropped", "normal"));
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 2), "{a:#}");
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new(), 2),
+        "{a:#}"
+    );
     assert_eq!(bed.sim.received(ALICE).len(), 1, "exactly one IM");
     let c = bed.sim.counters();
-    assert_eq!((c.dropped, c.sends, c.calls, c.replays), (1, 1, 1, 1), "the retry was answered from the idempotency store: {c:?}");
+    assert_eq!(
+        (c.dropped, c.sends, c.calls, c.replays),
+        (1, 1, 1, 1),
+        "the retry was answered from the idempotency store: {c:?}"
+    );
 }
 
 #[test]
@@ -525,10 +943,22 @@ fn degraded_bridge_shows_in_healthz_and_still_delivers() {
     bed.healthz_when("ocs ok", |_, ocs| ocs["state"] == "ok");
     bed.sim.set_health(HealthStatus::Degraded);
     let h = bed.healthz_when("ocs degraded", |_, ocs| ocs["state"] == "degraded");
-    assert_eq!(ocs(&h)["message"], "bridge degraded: endpoint sip:alerts@contoso.com Reestablishing", "{h:#}");
-    assert_eq!((h["status"].as_str(), h["failing"].as_array().map(Vec::len)), (Some("ok"), Some(0)), "degraded still delivers, so it is not failing: {h:#}");
-    let metrics = alertbridge_testbed::harness::get(&format!("{}/metrics", bed.host.admin)).unwrap_or_default();
-    assert!(metrics.contains("alertbridge_instance_up{instance=\"ocs\"} 1"), "degraded is still up:\n{metrics}");
+    assert_eq!(
+        ocs(&h)["message"],
+        "bridge degraded: endpoint sip:alerts@contoso.com Reestablishing",
+        "{h:#}"
+    );
+    assert_eq!(
+        (h["status"].as_str(), h["failing"].as_array().map(Vec::len)),
+        (Some("ok"), Some(0)),
+        "degraded still delivers, so it is not failing: {h:#}"
+    );
+    let metrics = alertbridge_testbed::harness::get(&format!("{}/metrics", bed.host.admin))
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("alertbridge_instance_up{instance=\"ocs\"} 1"),
+        "degraded is still up:\n{metrics}"
+    );
 
     let a = bed.finished(bed.emit("Degraded", "normal"));
     assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
@@ -542,24 +972,52 @@ fn slow_call_outlasting_the_request_is_delivered_once() {
     // The bridge waits 1 s (`timeout_ms`), the sink polls until 2 s, the call takes 4 s.
     let delivery = DELIVERY.replace("max_attempts = 3", "max_attempts = 8");
     let timeouts = "presence_timeout_ms = 1000\nsend_timeout_ms = 1000\nrequest_timeout_ms = 2000";
-    let bed = Bed::start(users(&[(ALICE, Availability::Online)]), &Spec { delivery: &delivery, timeouts, ..Spec::default() });
+    let bed = Bed::start(
+        users(&[(ALICE, Availability::Online)]),
+        &Spec {
+            delivery: &delivery,
+            timeouts,
+            ..Spec::default()
+        },
+    );
     bed.sim.script(ALICE, [Outcome::delayed(200, 4000)]);
     let id = bed.emit("Slow", "normal");
-    let first = bed.alert_when(id, "the first attempt", |a| a["recipients"][0]["attempts"] == 1);
-    assert_eq!(recipient(&first, ALICE)["reason"], "retrying in 1000 ms: failed_transient: still pending at the bridge", "{first:#}");
+    let first = bed.alert_when(id, "the first attempt", |a| {
+        a["recipients"][0]["attempts"] == 1
+    });
+    assert_eq!(
+        recipient(&first, ALICE)["reason"],
+        "retrying in 1000 ms: failed_transient: still pending at the bridge",
+        "{first:#}"
+    );
     let a = bed.finished(id);
     let (state, _, attempts) = outcome(&a, ALICE);
     assert_eq!(state, "delivered", "{a:#}");
-    assert!(attempts >= 3, "pending, then in progress, then the stored result: {a:#}");
+    assert!(
+        attempts >= 3,
+        "pending, then in progress, then the stored result: {a:#}"
+    );
     assert_eq!(bed.sim.received(ALICE).len(), 1, "exactly one IM");
     let c = bed.sim.counters();
-    assert!(c.sends == 1 && c.calls == 1 && c.in_progress >= 1 && c.replays == 1, "{c:?}");
+    assert!(
+        c.sends == 1 && c.calls == 1 && c.in_progress >= 1 && c.replays == 1,
+        "{c:?}"
+    );
 }
 
 #[test]
 fn signed_requests_reach_a_bridge_that_requires_signatures() {
-    let sim = SimConfig { require_signature: true, ..users(&[(ALICE, Availability::Online)]) };
-    let bed = Bed::start(sim, &Spec { sink: "sign_requests = true", ..Spec::default() });
+    let sim = SimConfig {
+        require_signature: true,
+        ..users(&[(ALICE, Availability::Online)])
+    };
+    let bed = Bed::start(
+        sim,
+        &Spec {
+            sink: "sign_requests = true",
+            ..Spec::default()
+        },
+    );
     bed.healthz_when("ocs ok", |_, ocs| ocs["state"] == "ok");
     let a = bed.finished(bed.emit("Signed", "normal"));
     assert_eq!(outcome(&a, ALICE).0, "delivered", "{a:#}");
@@ -573,13 +1031,31 @@ fn check_refuses_plain_http_to_a_remote_bridge_unless_allowed() {
     let path = dir.path().join("remote.toml");
     let check = |text: &str| {
         std::fs::write(&path, text).expect("write config");
-        let out = std::process::Command::new(bin_dir().join("alertbridge")).arg("check").arg("--config").arg(&path).output().expect("run check");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = std::process::Command::new(bin_dir().join("alertbridge"))
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("run check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
-    let remote = config(dir.path(), free_port(), free_port(), "http://10.20.30.40:8080", &Spec::default());
+    let remote = config(
+        dir.path(),
+        free_port(),
+        free_port(),
+        "http://10.20.30.40:8080",
+        &Spec::default(),
+    );
     let (code, text) = check(&remote);
     assert_eq!(code, Some(1), "{text}");
-    let line = remote.lines().position(|l| l.starts_with("endpoint =")).expect("endpoint line") + 1;
+    let line = remote
+        .lines()
+        .position(|l| l.starts_with("endpoint ="))
+        .expect("endpoint line")
+        + 1;
     let p = path.display();
     assert!(
         text.starts_with(&format!("{p}:{line}:1: instance `ocs`: plain http:// to `10.20.30.40`, which is not loopback, would expose the secret and the alerts;")),
@@ -587,7 +1063,16 @@ fn check_refuses_plain_http_to_a_remote_bridge_unless_allowed() {
     );
     assert!(text.contains("allow_insecure_http = true"), "{text}");
 
-    let allowed = config(dir.path(), free_port(), free_port(), "http://10.20.30.40:8080", &Spec { sink: "allow_insecure_http = true\nsign_requests = true", ..Spec::default() });
+    let allowed = config(
+        dir.path(),
+        free_port(),
+        free_port(),
+        "http://10.20.30.40:8080",
+        &Spec {
+            sink: "allow_insecure_http = true\nsign_requests = true",
+            ..Spec::default()
+        },
+    );
     let (code, text) = check(&allowed);
     assert_eq!(code, Some(0), "allowed explicitly: {text}");
 }
@@ -598,25 +1083,57 @@ fn host_killed_mid_send_resumes_without_a_second_im() {
     // The bridge takes 1.5 s to place the call; the host dies while it waits for the answer.
     bed.sim.script(ALICE, [Outcome::delayed(200, 1500)]);
     let id = bed.emit("Killed", "normal");
-    wait_until("the send to reach the bridge", LONG, || bed.sim.counters().sends == 1);
+    wait_until("the send to reach the bridge", LONG, || {
+        bed.sim.counters().sends == 1
+    });
     bed.host.kill9();
-    wait_until("the call to complete at the bridge", LONG, || bed.sim.received(ALICE).len() == 1);
+    wait_until("the call to complete at the bridge", LONG, || {
+        bed.sim.received(ALICE).len() == 1
+    });
 
     bed.host.restart();
     let a = bed.finished(id);
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new(), 1), "the attempt cut by the kill was never recorded: {a:#}");
-    assert_eq!(bed.sim.received(ALICE).len(), 1, "the resumed alert's send was answered from the idempotency store");
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new(), 1),
+        "the attempt cut by the kill was never recorded: {a:#}"
+    );
+    assert_eq!(
+        bed.sim.received(ALICE).len(),
+        1,
+        "the resumed alert's send was answered from the idempotency store"
+    );
     let c = bed.sim.counters();
     assert_eq!((c.sends, c.calls, c.replays), (1, 1, 1), "{c:?}");
 }
 
-
 #[test]
 fn fan_out_batches_presence_and_reaches_every_recipient_once() {
-    let many: Vec<String> = (0..120).map(|i| format!("sip:user{i:03}@contoso.com")).collect();
-    let sim = many.iter().enumerate().fold(SimConfig::new(SECRET), |c, (i, u)| c.user(u, if i % 10 == 9 { Availability::Offline } else { Availability::Online }));
+    let many: Vec<String> = (0..120)
+        .map(|i| format!("sip:user{i:03}@contoso.com"))
+        .collect();
+    let sim = many
+        .iter()
+        .enumerate()
+        .fold(SimConfig::new(SECRET), |c, (i, u)| {
+            c.user(
+                u,
+                if i % 10 == 9 {
+                    Availability::Offline
+                } else {
+                    Availability::Online
+                },
+            )
+        });
     let ops: Vec<&str> = many.iter().map(String::as_str).collect();
-    let bed = Bed::start(sim, &Spec { sink: "presence_batch_size = 50", ops: &ops, ..Spec::default() });
+    let bed = Bed::start(
+        sim,
+        &Spec {
+            sink: "presence_batch_size = 50",
+            ops: &ops,
+            ..Spec::default()
+        },
+    );
     let a = bed.finished(bed.emit("Fan-out", "high"));
     let (mut delivered, mut skipped) = (0, 0);
     for (i, u) in many.iter().enumerate() {
@@ -624,9 +1141,17 @@ fn fan_out_batches_presence_and_reaches_every_recipient_once() {
         let offline = i % 10 == 9;
         assert_eq!(state, if offline { "skipped" } else { "delivered" }, "{u}");
         assert_eq!(bed.sim.received(u).len(), usize::from(!offline), "{u}");
-        if offline { skipped += 1 } else { delivered += 1 }
+        if offline {
+            skipped += 1
+        } else {
+            delivered += 1
+        }
     }
     assert_eq!((delivered, skipped), (108, 12));
     let c = bed.sim.counters();
-    assert_eq!((c.presence_queries, c.sends, c.calls), (3, 108, 108), "120 users in presence batches of 50, one send per recipient: {c:?}");
+    assert_eq!(
+        (c.presence_queries, c.sends, c.calls),
+        (3, 108, 108),
+        "120 users in presence batches of 50, one send per recipient: {c:?}"
+    );
 }

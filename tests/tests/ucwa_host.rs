@@ -37,7 +37,11 @@ fn sim_config() -> SimConfig {
         UserSpec::new(DAVE, "d", "Online"),
         UserSpec::new(ERIN, "e", "Online"),
     ];
-    SimConfig { users, invitation_timeout: Duration::from_millis(500), ..SimConfig::default() }
+    SimConfig {
+        users,
+        invitation_timeout: Duration::from_millis(500),
+        ..SimConfig::default()
+    }
 }
 
 /// A UCWA simulator on its own runtime and a host whose `ucwa` sink `lync` points at it.
@@ -52,12 +56,29 @@ struct Bed {
 
 impl Bed {
     fn start(ops: &[&str]) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-        let sim = rt.block_on(Simulator::start(sim_config())).expect("start the UCWA simulator");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let sim = rt
+            .block_on(Simulator::start(sim_config()))
+            .expect("start the UCWA simulator");
         let dir = tempfile::tempdir().expect("temp dir");
         let (admin, control) = (free_port(), free_port());
-        let host = Host::start(dir.path(), admin, &config(dir.path(), admin, control, &sim.discover_url(), ops));
-        Self { host, sim: Some(sim), rt, control, emitted: AtomicU32::new(0), _dir: dir }
+        let host = Host::start(
+            dir.path(),
+            admin,
+            &config(dir.path(), admin, control, &sim.discover_url(), ops),
+        );
+        Self {
+            host,
+            sim: Some(sim),
+            rt,
+            control,
+            emitted: AtomicU32::new(0),
+            _dir: dir,
+        }
     }
 
     fn sim(&self) -> &SimHandle {
@@ -70,15 +91,25 @@ impl Bed {
         let addr = sim.addr();
         self.rt.block_on(sim.stop());
         std::thread::sleep(down_for);
-        let config = SimConfig { listen: addr, ..sim_config() };
-        self.sim = Some(self.rt.block_on(Simulator::start(config)).expect("restart the simulator on the same port"));
+        let config = SimConfig {
+            listen: addr,
+            ..sim_config()
+        };
+        self.sim = Some(
+            self.rt
+                .block_on(Simulator::start(config))
+                .expect("restart the simulator on the same port"),
+        );
     }
 
     /// Submits one alert through the test source and returns its id. `subject` may hold any
     /// UTF-8 but no `&`, `=`, `?` or space (write `%20`).
     fn emit(&self, subject: &str, severity: &str) -> u64 {
         let n = self.emitted.fetch_add(1, Ordering::Relaxed);
-        let v = emit(self.control, &format!("count=1&prefix=e{n}&subject={subject}&severity={severity}"));
+        let v = emit(
+            self.control,
+            &format!("count=1&prefix=e{n}&subject={subject}&severity={severity}"),
+        );
         v["ids"][0].as_u64().expect("an alert id")
     }
 
@@ -90,7 +121,11 @@ impl Bed {
             if last["state"] == "finished" {
                 return last;
             }
-            assert!(start.elapsed() < LONG, "timed out waiting for alert {id}: {last:#}\nhost log:\n{}", self.host.log());
+            assert!(
+                start.elapsed() < LONG,
+                "timed out waiting for alert {id}: {last:#}\nhost log:\n{}",
+                self.host.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -152,16 +187,29 @@ fn outcome(alert: &Value, user: &str) -> (String, String) {
 #[test]
 fn delivered_im_keeps_subject_and_body_and_offline_users_follow_the_policy() {
     let bed = Bed::start(&[ALICE, BOB]);
-    let a = bed.finished(bed.emit("Plattenplatz%20knapp%20–%20<db01>%20日本語%20🚨", "critical"));
-    assert_eq!(outcome(&a, ALICE), ("delivered".into(), String::new()), "{a:#}");
+    let a = bed.finished(bed.emit(
+        "Plattenplatz%20knapp%20–%20<db01>%20日本語%20🚨",
+        "critical",
+    ));
+    assert_eq!(
+        outcome(&a, ALICE),
+        ("delivered".into(), String::new()),
+        "{a:#}"
+    );
     assert_eq!(outcome(&a, BOB).0, "skipped", "{a:#}");
     assert!(outcome(&a, BOB).1.starts_with("offline"), "{a:#}");
     let inbox = bed.sim().received(ALICE);
     assert_eq!(inbox.len(), 1, "{inbox:?}");
     assert_eq!(inbox[0].subject, "Plattenplatz knapp – <db01> 日本語 🚨 0");
     assert_eq!(inbox[0].text, "test alert e0:0");
-    assert_eq!((inbox[0].content_type.as_str(), inbox[0].importance.as_str()), ("text/plain", "Urgent"));
-    assert!(bed.sim().received(BOB).is_empty(), "no invitation to an offline user");
+    assert_eq!(
+        (inbox[0].content_type.as_str(), inbox[0].importance.as_str()),
+        ("text/plain", "Urgent")
+    );
+    assert!(
+        bed.sim().received(BOB).is_empty(),
+        "no invitation to an offline user"
+    );
 }
 
 #[test]
@@ -172,7 +220,11 @@ fn declined_and_ignored_invitations_fail_with_their_reason() {
     let a = bed.finished(bed.emit("Declined", "normal"));
     let (dave, erin) = (outcome(&a, DAVE), outcome(&a, ERIN));
     assert_eq!(dave.0, "failed", "{a:#}");
-    assert!(dave.1.contains("RemoteFailure/Declined: Your invitation was declined."), "{a:#}");
+    assert!(
+        dave.1
+            .contains("RemoteFailure/Declined: Your invitation was declined."),
+        "{a:#}"
+    );
     assert_eq!(erin.0, "failed", "{a:#}");
     assert!(erin.1.contains("RemoteFailure/Timeout"), "{a:#}");
     assert!(bed.sim().received(DAVE).is_empty() && bed.sim().received(ERIN).is_empty());
@@ -185,8 +237,17 @@ fn token_expiring_mid_run_is_renewed_without_losing_a_message() {
     assert_eq!(outcome(&first, ALICE).0, "delivered", "{first:#}");
     bed.sim().expire_tokens();
     let second = bed.finished(bed.emit("After", "normal"));
-    assert_eq!(outcome(&second, ALICE), ("delivered".into(), String::new()), "{second:#}");
-    let subjects: Vec<String> = bed.sim().received(ALICE).into_iter().map(|m| m.subject).collect();
+    assert_eq!(
+        outcome(&second, ALICE),
+        ("delivered".into(), String::new()),
+        "{second:#}"
+    );
+    let subjects: Vec<String> = bed
+        .sim()
+        .received(ALICE)
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
     assert_eq!(subjects, ["Before 0", "After 0"]);
 }
 
@@ -201,14 +262,35 @@ fn simulator_restart_mid_run_loses_nothing() {
     // An alert accepted while the server is down is delivered once it is back.
     let id = bed.emit("During", "normal");
     std::thread::sleep(Duration::from_millis(800));
-    bed.sim = Some(bed.rt.block_on(Simulator::start(SimConfig { listen: addr, ..sim_config() })).expect("restart"));
+    bed.sim = Some(
+        bed.rt
+            .block_on(Simulator::start(SimConfig {
+                listen: addr,
+                ..sim_config()
+            }))
+            .expect("restart"),
+    );
     let during = bed.finished(id);
     assert_eq!(outcome(&during, ALICE).0, "delivered", "{during:#}");
-    let subjects: Vec<String> = bed.sim().received(ALICE).into_iter().map(|m| m.subject).collect();
+    let subjects: Vec<String> = bed
+        .sim()
+        .received(ALICE)
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
     assert_eq!(subjects, ["During 0"]);
     bed.restart_sim(Duration::ZERO);
     let after = bed.finished(bed.emit("After", "normal"));
     assert_eq!(outcome(&after, ALICE).0, "delivered", "{after:#}");
-    let subjects: Vec<String> = bed.sim().received(ALICE).into_iter().map(|m| m.subject).collect();
-    assert_eq!(subjects, ["After 0"], "the restarted server got only what was sent after its restart");
+    let subjects: Vec<String> = bed
+        .sim()
+        .received(ALICE)
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
+    assert_eq!(
+        subjects,
+        ["After 0"],
+        "the restarted server got only what was sent after its restart"
+    );
 }

@@ -7,8 +7,16 @@ use reqwest::{Client, StatusCode, header};
 use serde_json::{Value, json};
 
 async fn sim() -> SimHandle {
-    let users = vec![UserSpec::new("alerts@contoso.com", "pw", "Online"), UserSpec::new("alice@contoso.com", "a", "Away")];
-    Simulator::start(SimConfig { users, ..SimConfig::default() }).await.expect("start the simulator")
+    let users = vec![
+        UserSpec::new("alerts@contoso.com", "pw", "Online"),
+        UserSpec::new("alice@contoso.com", "a", "Away"),
+    ];
+    Simulator::start(SimConfig {
+        users,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start the simulator")
 }
 
 async fn json_of(r: reqwest::Response) -> Value {
@@ -20,12 +28,18 @@ async fn sign_in(http: &Client, sim: &SimHandle) -> (String, String, Value) {
     let base = sim.discover_url();
     let grant = http
         .post(format!("{base}/WebTicket/oauthtoken"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded;charset='utf-8'")
+        .header(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded;charset='utf-8'",
+        )
         .body("grant_type=password&username=alerts%40contoso.com&password=pw")
         .send()
         .await
         .unwrap();
-    let token = json_of(grant).await["access_token"].as_str().unwrap().to_owned();
+    let token = json_of(grant).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let app = http
         .post(format!("{base}/ucwa/oauth/v1/applications"))
         .bearer_auth(&token)
@@ -42,24 +56,46 @@ async fn challenge_token_and_user_document() {
     let sim = sim().await;
     let http = Client::new();
     let base = sim.discover_url();
-    let root = json_of(http.get(&base).header(header::ACCEPT, "application/json").send().await.unwrap()).await;
+    let root = json_of(
+        http.get(&base)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let user = root["_links"]["user"]["href"].as_str().unwrap().to_owned();
     let challenge = http.get(&user).send().await.unwrap();
     assert_eq!(challenge.status(), StatusCode::UNAUTHORIZED);
-    let schemes: Vec<String> = challenge.headers().get_all(header::WWW_AUTHENTICATE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let schemes: Vec<String> = challenge
+        .headers()
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
     assert_eq!(schemes.len(), 2);
     assert!(schemes[0].starts_with("Bearer "));
     assert_eq!(
         schemes[1],
-        format!("MsRtcOAuth href=\"{base}/WebTicket/oauthtoken\",grant_type=\"urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password\"")
+        format!(
+            "MsRtcOAuth href=\"{base}/WebTicket/oauthtoken\",grant_type=\"urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password\""
+        )
     );
-    let refused = http.post(format!("{base}/WebTicket/oauthtoken")).body("grant_type=password&username=alerts@contoso.com&password=no").send().await.unwrap();
+    let refused = http
+        .post(format!("{base}/WebTicket/oauthtoken"))
+        .body("grant_type=password&username=alerts@contoso.com&password=no")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json_of(refused).await, json!({"error":"invalid_grant"}));
     let (token, _, app) = sign_in(&http, &sim).await;
     assert!(token.starts_with("cwt="));
     let doc = json_of(http.get(&user).bearer_auth(&token).send().await.unwrap()).await;
-    assert_eq!(doc["_links"]["applications"]["href"], format!("{base}/ucwa/oauth/v1/applications"));
+    assert_eq!(
+        doc["_links"]["applications"]["href"],
+        format!("{base}/ucwa/oauth/v1/applications")
+    );
     assert!(app["_embedded"]["communication"]["_links"]["startMessaging"]["href"].is_string());
 
     sim.expire_tokens();
@@ -72,7 +108,10 @@ async fn event_channel_replaces_parked_pgets_and_resyncs_bad_acks() {
     let sim = sim().await;
     let http = Client::new();
     let (token, base, app) = sign_in(&http, &sim).await;
-    let events = format!("{base}{}", app["_links"]["events"]["href"].as_str().unwrap());
+    let events = format!(
+        "{base}{}",
+        app["_links"]["events"]["href"].as_str().unwrap()
+    );
     let first = tokio::spawn({
         let (http, events, token) = (http.clone(), events.clone(), token.clone());
         async move { http.get(events).bearer_auth(token).send().await.unwrap() }
@@ -86,23 +125,80 @@ async fn event_channel_replaces_parked_pgets_and_resyncs_bad_acks() {
     assert_eq!(replaced.status(), StatusCode::CONFLICT);
     assert_eq!(json_of(replaced).await["subcode"], "PGetReplaced");
 
-    let available = format!("{base}{}", app["_embedded"]["me"]["_links"]["makeMeAvailable"]["href"].as_str().unwrap());
-    let ok = http.post(&available).bearer_auth(&token).json(&json!({"SupportedModalities":["Messaging"]})).send().await.unwrap();
+    let available = format!(
+        "{base}{}",
+        app["_embedded"]["me"]["_links"]["makeMeAvailable"]["href"]
+            .as_str()
+            .unwrap()
+    );
+    let ok = http
+        .post(&available)
+        .bearer_auth(&token)
+        .json(&json!({"SupportedModalities":["Messaging"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::NO_CONTENT);
     let page = json_of(second.await.unwrap()).await;
-    assert!(page["_links"]["next"]["href"].as_str().unwrap().ends_with("events?ack=2"), "{page}");
+    assert!(
+        page["_links"]["next"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("events?ack=2"),
+        "{page}"
+    );
     assert_eq!(page["sender"][0]["rel"], "me");
-    let again = http.post(&available).bearer_auth(&token).json(&json!({})).send().await.unwrap();
+    let again = http
+        .post(&available)
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), StatusCode::CONFLICT);
     assert_eq!(json_of(again).await["subcode"], "AlreadyExists");
 
-    let resync = json_of(http.get(events.replace("ack=1", "ack=9")).bearer_auth(&token).send().await.unwrap()).await;
-    assert!(resync["_links"]["resync"]["href"].as_str().unwrap().ends_with("ack=2"), "{resync}");
+    let resync = json_of(
+        http.get(events.replace("ack=1", "ack=9"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        resync["_links"]["resync"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("ack=2"),
+        "{resync}"
+    );
 
     let self_url = format!("{base}{}", app["_links"]["self"]["href"].as_str().unwrap());
-    assert_eq!(http.delete(&self_url).bearer_auth(&token).send().await.unwrap().status(), StatusCode::NO_CONTENT);
-    assert_eq!(http.get(&self_url).bearer_auth(&token).send().await.unwrap().status(), StatusCode::GONE);
-    let unknown = http.get(format!("{base}/ucwa/oauth/v1/applications/nope")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(
+        http.delete(&self_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        http.get(&self_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::GONE
+    );
+    let unknown = http
+        .get(format!("{base}/ucwa/oauth/v1/applications/nope"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert_eq!(json_of(unknown).await["subcode"], "ApplicationNotFound");
 }
@@ -112,21 +208,73 @@ async fn throttling_presence_and_control_api() {
     let sim = sim().await;
     let http = Client::new();
     let (token, base, app) = sign_in(&http, &sim).await;
-    let people = format!("{base}{}", app["_embedded"]["people"]["_links"]["self"]["href"].as_str().unwrap());
-    let presence = json_of(http.get(format!("{people}/alice@contoso.com/presence")).bearer_auth(&token).send().await.unwrap()).await;
+    let people = format!(
+        "{base}{}",
+        app["_embedded"]["people"]["_links"]["self"]["href"]
+            .as_str()
+            .unwrap()
+    );
+    let presence = json_of(
+        http.get(format!("{people}/alice@contoso.com/presence"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(presence["availability"], "Away");
-    let set = http.post(format!("{base}/control/users/alice@contoso.com/availability")).json(&json!({"availability":"Online"})).send().await.unwrap();
+    let set = http
+        .post(format!(
+            "{base}/control/users/alice@contoso.com/availability"
+        ))
+        .json(&json!({"availability":"Online"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(set.status(), StatusCode::NO_CONTENT);
-    let presence = json_of(http.get(format!("{people}/alice@contoso.com/presence")).bearer_auth(&token).send().await.unwrap()).await;
+    let presence = json_of(
+        http.get(format!("{people}/alice@contoso.com/presence"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(presence["availability"], "Online");
 
-    http.post(format!("{base}/control/throttle")).json(&json!({"count":1,"retry_after_secs":2})).send().await.unwrap();
-    let throttled = http.get(format!("{people}/alice@contoso.com/presence")).bearer_auth(&token).send().await.unwrap();
+    http.post(format!("{base}/control/throttle"))
+        .json(&json!({"count":1,"retry_after_secs":2}))
+        .send()
+        .await
+        .unwrap();
+    let throttled = http
+        .get(format!("{people}/alice@contoso.com/presence"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(throttled.headers()[header::RETRY_AFTER], "2");
-    let page = http.get(&base).header(header::ACCEPT, "text/html").send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("alice@contoso.com") && page.contains("Online"), "{page}");
-    let messages = json_of(http.get(format!("{base}/control/messages")).send().await.unwrap()).await;
+    let page = http
+        .get(&base)
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("alice@contoso.com") && page.contains("Online"),
+        "{page}"
+    );
+    let messages = json_of(
+        http.get(format!("{base}/control/messages"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(messages["alice@contoso.com"], json!([]));
 }
 
@@ -136,11 +284,20 @@ async fn batch_answers_in_request_order_and_rejects_over_the_limit() {
     let http = Client::new();
     let (token, base, app) = sign_in(&http, &sim).await;
     let batch = format!("{base}{}", app["_links"]["batch"]["href"].as_str().unwrap());
-    let people = app["_embedded"]["people"]["_links"]["self"]["href"].as_str().unwrap().to_owned();
+    let people = app["_embedded"]["people"]["_links"]["self"]["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let part = |user: &str| {
-        format!("--77f2569d\r\nContent-Type: application/http; msgtype=request\r\n\r\nGET {people}/{user}/presence HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n")
+        format!(
+            "--77f2569d\r\nContent-Type: application/http; msgtype=request\r\n\r\nGET {people}/{user}/presence HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n"
+        )
     };
-    let body = format!("{}{}--77f2569d--\r\n", part("alice@contoso.com"), part("nobody@contoso.com"));
+    let body = format!(
+        "{}{}--77f2569d--\r\n",
+        part("alice@contoso.com"),
+        part("nobody@contoso.com")
+    );
     let reply = http
         .post(&batch)
         .bearer_auth(&token)
@@ -151,11 +308,21 @@ async fn batch_answers_in_request_order_and_rejects_over_the_limit() {
         .await
         .unwrap();
     assert_eq!(reply.status(), StatusCode::OK);
-    assert!(reply.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("multipart/batching; boundary="));
+    assert!(
+        reply.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("multipart/batching; boundary=")
+    );
     let text = reply.text().await.unwrap();
     let alice = text.find("HTTP/1.1 200 OK").expect("alice answered");
-    let nobody = text.find("HTTP/1.1 404 Not Found").expect("nobody answered");
-    assert!(alice < nobody && text.contains("\"availability\":\"Away\""), "{text}");
+    let nobody = text
+        .find("HTTP/1.1 404 Not Found")
+        .expect("nobody answered");
+    assert!(
+        alice < nobody && text.contains("\"availability\":\"Away\""),
+        "{text}"
+    );
 
     let many: String = (0..101).map(|_| part("alice@contoso.com")).collect();
     let rejected = http

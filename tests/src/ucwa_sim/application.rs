@@ -27,7 +27,12 @@ pub fn app_base(id: &str) -> String {
 /// `404 ApplicationNotFound`, or `410` for one that was deleted.
 pub fn app_missing(inner: &Inner, id: &str) -> Response {
     if inner.gone.iter().any(|g| g == id) {
-        ucwa_error(StatusCode::GONE, "Gone", Some("InactiveApplicationExpired"), "The application has expired.")
+        ucwa_error(
+            StatusCode::GONE,
+            "Gone",
+            Some("InactiveApplicationExpired"),
+            "The application has expired.",
+        )
     } else {
         ucwa_error(
             StatusCode::NOT_FOUND,
@@ -40,7 +45,10 @@ pub fn app_missing(inner: &Inner, id: &str) -> Response {
 
 /// The common prologue of every call on an application: throttling, the token, and that the
 /// application exists and belongs to the caller. Returns the caller's user name.
-#[allow(clippy::result_large_err, reason = "the error is the response to send, built once per request")]
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response to send, built once per request"
+)]
 pub fn check(sim: &Sim, headers: &HeaderMap, id: &str) -> Result<String, Response> {
     if let Some(response) = throttled(sim) {
         return Err(response);
@@ -49,7 +57,12 @@ pub fn check(sim: &Sim, headers: &HeaderMap, id: &str) -> Result<String, Respons
     let inner = sim.lock();
     match inner.apps.get(id) {
         Some(app) if app.owner == user => Ok(user),
-        Some(_) => Err(ucwa_error(StatusCode::FORBIDDEN, "Forbidden", None, "Not your application.")),
+        Some(_) => Err(ucwa_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            None,
+            "Not your application.",
+        )),
         None => Err(app_missing(&inner, id)),
     }
 }
@@ -66,7 +79,11 @@ fn document(id: &str, app: &App) -> Value {
         me_links["reportMyActivity"] = json!({ "href": format!("{b}/me/reportMyActivity") });
         me_links["presence"] = json!({ "href": format!("{b}/me/presence") });
     }
-    let modalities: Vec<&str> = if app.available { vec!["Messaging"] } else { vec![] };
+    let modalities: Vec<&str> = if app.available {
+        vec!["Messaging"]
+    } else {
+        vec![]
+    };
     json!({
         "culture": app.culture,
         "userAgent": app.user_agent,
@@ -103,7 +120,10 @@ fn document(id: &str, app: &App) -> Value {
 
 /// Reads a property case-insensitively (`UserAgent` and `userAgent` are both seen).
 fn property<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
-    body.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_str())
+    body.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.as_str())
 }
 
 /// `POST applications`.
@@ -116,11 +136,18 @@ pub async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes
         Err(challenge) => return challenge,
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return ucwa_error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "Body is not JSON.");
+        return ucwa_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            Some("ParameterValidationFailure"),
+            "Body is not JSON.",
+        );
     };
-    let (Some(user_agent), Some(endpoint_id), Some(culture)) =
-        (property(&body, "UserAgent"), property(&body, "EndpointId"), property(&body, "Culture"))
-    else {
+    let (Some(user_agent), Some(endpoint_id), Some(culture)) = (
+        property(&body, "UserAgent"),
+        property(&body, "EndpointId"),
+        property(&body, "Culture"),
+    ) else {
         return ucwa_error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -129,8 +156,11 @@ pub async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes
         );
     };
     let mut inner = sim.lock();
-    let existing =
-        inner.apps.iter().find(|(_, a)| a.owner == user && a.endpoint_id == endpoint_id).map(|(id, _)| id.clone());
+    let existing = inner
+        .apps
+        .iter()
+        .find(|(_, a)| a.owner == user && a.endpoint_id == endpoint_id)
+        .map(|(id, _)| id.clone());
     // The same endpoint creating again gets its existing application back.
     let id = match existing {
         Some(id) => id,
@@ -150,13 +180,24 @@ pub async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes
             id
         }
     };
-    let Some(app) = inner.apps.get(&id) else { return app_missing(&inner, &id) };
+    let Some(app) = inner.apps.get(&id) else {
+        return app_missing(&inner, &id);
+    };
     let doc = document(&id, app);
-    (StatusCode::CREATED, [(header::LOCATION, app_base(&id))], Json(doc)).into_response()
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, app_base(&id))],
+        Json(doc),
+    )
+        .into_response()
 }
 
 /// `GET <application>`.
-pub async fn get(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = check(&sim, &headers, &id) {
         return response;
     }
@@ -168,7 +209,11 @@ pub async fn get(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: H
 }
 
 /// `DELETE <application>`: signs the endpoint out.
-pub async fn delete(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn delete(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = check(&sim, &headers, &id) {
         return response;
     }
@@ -181,12 +226,18 @@ pub async fn delete(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers
 }
 
 /// `POST <me.makeMeAvailable>`: 204 once, `409 AlreadyExists` after.
-pub async fn make_me_available(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn make_me_available(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = check(&sim, &headers, &id) {
         return response;
     }
     let mut inner = sim.lock();
-    let Some(app) = inner.apps.get_mut(&id) else { return app_missing(&inner, &id) };
+    let Some(app) = inner.apps.get_mut(&id) else {
+        return app_missing(&inner, &id);
+    };
     if app.available {
         return ucwa_error(
             StatusCode::CONFLICT,
@@ -197,7 +248,11 @@ pub async fn make_me_available(State(sim): State<Arc<Sim>>, Path(id): Path<Strin
     }
     app.available = true;
     let b = app_base(&id);
-    app.channel.push("me", format!("{b}/me"), json!({ "link": { "rel": "me", "href": format!("{b}/me") }, "type": "updated" }));
+    app.channel.push(
+        "me",
+        format!("{b}/me"),
+        json!({ "link": { "rel": "me", "href": format!("{b}/me") }, "type": "updated" }),
+    );
     app.channel.push(
         "me",
         format!("{b}/me"),
@@ -208,14 +263,23 @@ pub async fn make_me_available(State(sim): State<Arc<Sim>>, Path(id): Path<Strin
 }
 
 /// `POST <me.reportMyActivity>`: 204 after makeMeAvailable, `409 MakeMeAvailableRequired` before.
-pub async fn report_my_activity(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn report_my_activity(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = check(&sim, &headers, &id) {
         return response;
     }
     let inner = sim.lock();
     match inner.apps.get(&id) {
         Some(app) if app.available => StatusCode::NO_CONTENT.into_response(),
-        Some(_) => ucwa_error(StatusCode::CONFLICT, "Conflict", Some("MakeMeAvailableRequired"), "Call makeMeAvailable first."),
+        Some(_) => ucwa_error(
+            StatusCode::CONFLICT,
+            "Conflict",
+            Some("MakeMeAvailableRequired"),
+            "Call makeMeAvailable first.",
+        ),
         None => app_missing(&inner, &id),
     }
 }

@@ -18,7 +18,12 @@ use super::state::{Sim, Token, normalize};
 pub const TOKEN_PATH: &str = "/WebTicket/oauthtoken";
 
 /// A UCWA error body: `{"code":..,"subcode":..,"message":..}` with `application/json`.
-pub fn ucwa_error(status: StatusCode, code: &str, subcode: Option<&str>, message: &str) -> Response {
+pub fn ucwa_error(
+    status: StatusCode,
+    code: &str,
+    subcode: Option<&str>,
+    message: &str,
+) -> Response {
     let mut body = json!({ "code": code, "message": message });
     if let Some(subcode) = subcode {
         body["subcode"] = json!(subcode);
@@ -28,7 +33,9 @@ pub fn ucwa_error(status: StatusCode, code: &str, subcode: Option<&str>, message
 
 /// Whether a request arrived on the pool listener (by the port in its `Host` header).
 pub fn on_pool(sim: &Sim, headers: &HeaderMap) -> bool {
-    let Some(port) = sim.pool_port else { return false };
+    let Some(port) = sim.pool_port else {
+        return false;
+    };
     headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -41,7 +48,11 @@ pub fn on_pool(sim: &Sim, headers: &HeaderMap) -> bool {
 /// `WWW-Authenticate` headers, the second naming this listener's token endpoint.
 pub fn challenge(sim: &Sim, headers: &HeaderMap) -> Response {
     sim.lock().challenges += 1;
-    let base = if on_pool(sim, headers) { &sim.pool_base } else { &sim.web_base };
+    let base = if on_pool(sim, headers) {
+        &sim.pool_base
+    } else {
+        &sim.web_base
+    };
     let mut response = (
         StatusCode::UNAUTHORIZED,
         [(header::CONTENT_TYPE, "text/html")],
@@ -61,20 +72,28 @@ pub fn challenge(sim: &Sim, headers: &HeaderMap) -> Response {
     if let Ok(v) = HeaderValue::from_str(&oauth) {
         h.append(header::WWW_AUTHENTICATE, v);
     }
-    h.insert("X-MS-Server-Fqdn", HeaderValue::from_static("SIM-LYNC-SE1.contoso.com"));
+    h.insert(
+        "X-MS-Server-Fqdn",
+        HeaderValue::from_static("SIM-LYNC-SE1.contoso.com"),
+    );
     response
 }
 
 /// The signed-in user of a request, or the response to send instead (`401` challenge; `403`
 /// InvalidToken for a bad token when so configured).
-#[allow(clippy::result_large_err, reason = "the error is the response to send, built once per request")]
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response to send, built once per request"
+)]
 pub fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(presented) = presented else { return Err(challenge(sim, headers)) };
+    let Some(presented) = presented else {
+        return Err(challenge(sim, headers));
+    };
     let pool = on_pool(sim, headers);
     let user = match sim.lock().tokens.get(presented) {
         Some(t) if t.expires > Instant::now() && t.pool == pool => Some(t.user.clone()),
@@ -104,8 +123,12 @@ pub fn throttled(sim: &Sim) -> Option<Response> {
     inner.throttle -= 1;
     let retry_after = inner.throttle_retry_after;
     drop(inner);
-    let mut response =
-        ucwa_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", None, "Too many outstanding requests.");
+    let mut response = ucwa_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        None,
+        "Too many outstanding requests.",
+    );
     if let Some(secs) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
         response.headers_mut().insert(header::RETRY_AFTER, secs);
     }
@@ -116,7 +139,9 @@ pub fn throttled(sim: &Sim) -> Option<Response> {
 pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     let decode = |s: &str| {
         let s = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&s).decode_utf8_lossy().into_owned()
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
     String::from_utf8_lossy(body)
         .split('&')
@@ -131,8 +156,13 @@ pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
 /// `POST /WebTicket/oauthtoken`: the password grant.
 pub async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let form = form_pairs(&body);
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let bad = |error: &str| (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let bad =
+        |error: &str| (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
     match field("grant_type") {
         Some("password") => {}
         Some(_) => return bad("unsupported_grant_type"),
@@ -145,11 +175,22 @@ pub async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes)
     let pool = on_pool(&sim, &headers);
     let lifetime = sim.config.token_lifetime;
     let mut inner = sim.lock();
-    if inner.users.get(&user).is_none_or(|u| u.password != password) {
+    if inner
+        .users
+        .get(&user)
+        .is_none_or(|u| u.password != password)
+    {
         return bad("invalid_grant");
     }
     let access_token = format!("cwt=AAEB{}{:016x}", inner.id(), rand::random::<u64>());
-    inner.tokens.insert(access_token.clone(), Token { user, pool, expires: Instant::now() + lifetime });
+    inner.tokens.insert(
+        access_token.clone(),
+        Token {
+            user,
+            pool,
+            expires: Instant::now() + lifetime,
+        },
+    );
     drop(inner);
     let body = json!({
         "access_token": access_token,
@@ -157,7 +198,15 @@ pub async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes)
         "ms_rtc_identityscope": "local",
         "token_type": "Bearer",
     });
-    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
+    (
+        StatusCode::OK,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -166,7 +215,8 @@ mod tests {
 
     #[test]
     fn form_bodies_decode_plus_and_percent() {
-        let pairs = form_pairs(b"grant_type=password&username=lenea%40contoso.com&password=pass+word%261");
+        let pairs =
+            form_pairs(b"grant_type=password&username=lenea%40contoso.com&password=pass+word%261");
         assert_eq!(pairs[1], ("username".into(), "lenea@contoso.com".into()));
         assert_eq!(pairs[2], ("password".into(), "pass word&1".into()));
     }

@@ -29,7 +29,11 @@ fn boundary(headers: &HeaderMap) -> Option<String> {
     if !params.next()?.eq_ignore_ascii_case("multipart/batching") {
         return None;
     }
-    params.find_map(|p| p.split_once('=').filter(|(k, _)| k.trim().eq_ignore_ascii_case("boundary")).map(|(_, v)| v.trim().trim_matches('"').to_owned()))
+    params.find_map(|p| {
+        p.split_once('=')
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+    })
 }
 
 /// The request lines (`GET /path HTTP/1.1`) of each part.
@@ -40,23 +44,42 @@ fn request_lines(body: &str, boundary: &str) -> Vec<String> {
         .take_while(|chunk| !chunk.starts_with("--"))
         .map(|chunk| {
             let chunk = chunk.replace("\r\n", "\n");
-            let embedded = chunk.trim_start_matches('\n').split_once("\n\n").map(|(_, e)| e.to_owned()).unwrap_or_default();
+            let embedded = chunk
+                .trim_start_matches('\n')
+                .split_once("\n\n")
+                .map(|(_, e)| e.to_owned())
+                .unwrap_or_default();
             embedded.lines().next().unwrap_or("").trim().to_owned()
         })
         .collect()
 }
 
 /// `POST <batch>`.
-pub async fn batch(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn batch(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(response) = check(&sim, &headers, &id) {
         return response;
     }
     let Some(boundary) = boundary(&headers) else {
-        return ucwa_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", None, "Expected multipart/batching.");
+        return ucwa_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            None,
+            "Expected multipart/batching.",
+        );
     };
     let lines = request_lines(&String::from_utf8_lossy(&body), &boundary);
     if lines.len() > LIMIT {
-        return ucwa_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", None, "Too many outstanding requests.");
+        return ucwa_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            None,
+            "Too many outstanding requests.",
+        );
     }
     sim.lock().batches += 1;
     let people = format!("{}/people/", app_base(&id));
@@ -66,10 +89,19 @@ pub async fn batch(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers:
         let mut words = line.split_whitespace();
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let path = path.split('?').next().unwrap_or("");
-        let user = path.strip_prefix(&people).and_then(|rest| rest.strip_suffix("/presence"));
+        let user = path
+            .strip_prefix(&people)
+            .and_then(|rest| rest.strip_suffix("/presence"));
         let (status, doc) = match (method, user) {
-            ("GET", Some(user)) => presence_doc(&sim, &id, &percent_encoding::percent_decode_str(user).decode_utf8_lossy()),
-            _ => (StatusCode::NOT_FOUND, json!({ "code": "NotFound", "message": "Not served inside a batch by the simulator." })),
+            ("GET", Some(user)) => presence_doc(
+                &sim,
+                &id,
+                &percent_encoding::percent_decode_str(user).decode_utf8_lossy(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                json!({ "code": "NotFound", "message": "Not served inside a batch by the simulator." }),
+            ),
         };
         out.push_str(&format!(
             "--{out_boundary}\r\nContent-Type: application/http; msgtype=response\r\n\r\nHTTP/1.1 {} {}\r\n\
@@ -79,5 +111,13 @@ pub async fn batch(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers:
         ));
     }
     out.push_str(&format!("--{out_boundary}--\r\n"));
-    (StatusCode::OK, [(header::CONTENT_TYPE, format!("multipart/batching; boundary={out_boundary}"))], out).into_response()
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/batching; boundary={out_boundary}"),
+        )],
+        out,
+    )
+        .into_response()
 }

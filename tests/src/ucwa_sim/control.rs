@@ -33,22 +33,38 @@ pub struct Stats {
 
 /// Sets a user's availability; `false` if there is no such user.
 pub fn set_availability(sim: &Sim, user: &str, availability: &str) -> bool {
-    sim.lock().users.get_mut(&normalize(user)).map(|u| u.availability = availability.to_owned()).is_some()
+    sim.lock()
+        .users
+        .get_mut(&normalize(user))
+        .map(|u| u.availability = availability.to_owned())
+        .is_some()
 }
 
 /// Sets what a user does with invitations; `false` if there is no such user.
 pub fn set_behaviour(sim: &Sim, user: &str, behaviour: Behaviour) -> bool {
-    sim.lock().users.get_mut(&normalize(user)).map(|u| u.behaviour = behaviour).is_some()
+    sim.lock()
+        .users
+        .get_mut(&normalize(user))
+        .map(|u| u.behaviour = behaviour)
+        .is_some()
 }
 
 /// Every IM one user received, oldest first.
 pub fn received(sim: &Sim, user: &str) -> Vec<ReceivedIm> {
-    sim.lock().users.get(&normalize(user)).map(|u| u.received.clone()).unwrap_or_default()
+    sim.lock()
+        .users
+        .get(&normalize(user))
+        .map(|u| u.received.clone())
+        .unwrap_or_default()
 }
 
 /// Every IM every user received.
 pub fn all_received(sim: &Sim) -> BTreeMap<String, Vec<ReceivedIm>> {
-    sim.lock().users.iter().map(|(k, u)| (k.clone(), u.received.clone())).collect()
+    sim.lock()
+        .users
+        .iter()
+        .map(|(k, u)| (k.clone(), u.received.clone()))
+        .collect()
 }
 
 /// Expires every issued token at once.
@@ -79,7 +95,11 @@ pub fn stats(sim: &Sim) -> Stats {
 }
 
 fn not_found(user: &str) -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no user {user}") }))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": format!("no user {user}") })),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -88,22 +108,43 @@ pub struct AvailabilityBody {
 }
 
 /// `POST /control/users/{user}/availability` `{"availability":"Away"}`.
-pub async fn put_availability(State(sim): State<Arc<Sim>>, Path(user): Path<String>, Json(body): Json<AvailabilityBody>) -> Response {
-    if set_availability(&sim, &user, &body.availability) { StatusCode::NO_CONTENT.into_response() } else { not_found(&user) }
+pub async fn put_availability(
+    State(sim): State<Arc<Sim>>,
+    Path(user): Path<String>,
+    Json(body): Json<AvailabilityBody>,
+) -> Response {
+    if set_availability(&sim, &user, &body.availability) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(&user)
+    }
 }
 
 /// `POST /control/users/{user}/behaviour` `{"behaviour":"decline","subcode":"Declined","message":".."}`.
-pub async fn put_behaviour(State(sim): State<Arc<Sim>>, Path(user): Path<String>, Json(body): Json<Behaviour>) -> Response {
-    if set_behaviour(&sim, &user, body) { StatusCode::NO_CONTENT.into_response() } else { not_found(&user) }
+pub async fn put_behaviour(
+    State(sim): State<Arc<Sim>>,
+    Path(user): Path<String>,
+    Json(body): Json<Behaviour>,
+) -> Response {
+    if set_behaviour(&sim, &user, body) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(&user)
+    }
 }
 
 /// `GET /control/users/{user}/messages`.
-pub async fn get_messages(State(sim): State<Arc<Sim>>, Path(user): Path<String>) -> Json<Vec<ReceivedIm>> {
+pub async fn get_messages(
+    State(sim): State<Arc<Sim>>,
+    Path(user): Path<String>,
+) -> Json<Vec<ReceivedIm>> {
     Json(received(&sim, &user))
 }
 
 /// `GET /control/messages`: every user's IMs.
-pub async fn get_all_messages(State(sim): State<Arc<Sim>>) -> Json<BTreeMap<String, Vec<ReceivedIm>>> {
+pub async fn get_all_messages(
+    State(sim): State<Arc<Sim>>,
+) -> Json<BTreeMap<String, Vec<ReceivedIm>>> {
     Json(all_received(&sim))
 }
 
@@ -120,7 +161,10 @@ pub struct ThrottleBody {
 }
 
 /// `POST /control/throttle` `{"count":3,"retry_after_secs":1}`.
-pub async fn post_throttle(State(sim): State<Arc<Sim>>, Json(body): Json<ThrottleBody>) -> StatusCode {
+pub async fn post_throttle(
+    State(sim): State<Arc<Sim>>,
+    Json(body): Json<ThrottleBody>,
+) -> StatusCode {
     throttle(&sim, body.count, body.retry_after_secs);
     StatusCode::NO_CONTENT
 }
@@ -139,7 +183,10 @@ fn describe(b: &Behaviour) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The status page: each user's presence and received IMs.
@@ -148,7 +195,14 @@ pub fn page(sim: &Sim) -> Html<String> {
         .lock()
         .users
         .iter()
-        .map(|(k, u)| (k.clone(), u.availability.clone(), describe(&u.behaviour), u.received.clone()))
+        .map(|(k, u)| {
+            (
+                k.clone(),
+                u.availability.clone(),
+                describe(&u.behaviour),
+                u.received.clone(),
+            )
+        })
         .collect();
     users.sort_by(|a, b| a.0.cmp(&b.0));
     let s = stats(sim);
@@ -164,7 +218,13 @@ pub fn page(sim: &Sim) -> Html<String> {
         s.applications, s.conversations, s.live_tokens
     );
     for (user, availability, behaviour, received) in users {
-        let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{}</td><td>", escape(&user), escape(&availability), escape(&behaviour));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>",
+            escape(&user),
+            escape(&availability),
+            escape(&behaviour)
+        );
         for im in received.iter().rev().take(20) {
             let _ = write!(
                 html,

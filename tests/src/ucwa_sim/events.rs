@@ -39,7 +39,12 @@ pub struct Channel {
 
 impl Default for Channel {
     fn default() -> Self {
-        Self { next_ack: 1, pending: Vec::new(), last: None, waiter: 0 }
+        Self {
+            next_ack: 1,
+            pending: Vec::new(),
+            last: None,
+            waiter: 0,
+        }
     }
 }
 
@@ -55,7 +60,9 @@ impl Channel {
         let mut current: Option<(&'static str, String, Vec<Value>)> = None;
         for e in self.pending.drain(..) {
             match &mut current {
-                Some((rel, href, events)) if *rel == e.rel && *href == e.href => events.push(e.event),
+                Some((rel, href, events)) if *rel == e.rel && *href == e.href => {
+                    events.push(e.event)
+                }
                 _ => {
                     if let Some((rel, href, events)) = current.take() {
                         senders.push(json!({ "rel": rel, "href": href, "events": events }));
@@ -102,7 +109,14 @@ pub async fn pget(
                 app.notify.notify_waiters();
                 (app.notify.clone(), app.channel.waiter)
             }
-            Some(_) => return ucwa_error(StatusCode::FORBIDDEN, "Forbidden", None, "Not your application."),
+            Some(_) => {
+                return ucwa_error(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    None,
+                    "Not your application.",
+                );
+            }
             None => return app_missing(inner, &app_id),
         }
     };
@@ -114,11 +128,18 @@ pub async fn pget(
         notified.as_mut().enable();
         {
             let mut inner = sim.lock();
-            let Some(app) = inner.apps.get_mut(&app_id) else { return app_missing(&inner, &app_id) };
+            let Some(app) = inner.apps.get_mut(&app_id) else {
+                return app_missing(&inner, &app_id);
+            };
             let channel = &mut app.channel;
             if generation != channel.waiter {
                 inner.replaced_pgets += 1;
-                return ucwa_error(StatusCode::CONFLICT, "Conflict", Some("PGetReplaced"), "A newer P-GET replaced this one.");
+                return ucwa_error(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    Some("PGetReplaced"),
+                    "A newer P-GET replaced this one.",
+                );
             }
             match ack {
                 Some(a) if a == channel.next_ack => {
@@ -137,7 +158,11 @@ pub async fn pget(
                     }
                 }
                 Some(a) if channel.last.as_ref().is_some_and(|(l, _)| *l == a) => {
-                    let body = channel.last.as_ref().map(|(_, b)| b.clone()).unwrap_or_default();
+                    let body = channel
+                        .last
+                        .as_ref()
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
                     return Json(body).into_response();
                 }
                 _ => {

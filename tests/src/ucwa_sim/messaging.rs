@@ -26,13 +26,24 @@ pub fn decode_data_url(url: &str) -> Option<(String, String)> {
     let rest = url.trim().strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
     let mut parts = meta.split(';').map(str::trim);
-    let media = parts.next().filter(|m| !m.is_empty()).unwrap_or("text/plain").to_owned();
-    let base64 = meta.split(';').any(|p| p.trim().eq_ignore_ascii_case("base64"));
+    let media = parts
+        .next()
+        .filter(|m| !m.is_empty())
+        .unwrap_or("text/plain")
+        .to_owned();
+    let base64 = meta
+        .split(';')
+        .any(|p| p.trim().eq_ignore_ascii_case("base64"));
     let text = if base64 {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim()).ok()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .ok()?;
         String::from_utf8(bytes).ok()?
     } else {
-        percent_encoding::percent_decode_str(&data.replace('+', " ")).decode_utf8().ok()?.into_owned()
+        percent_encoding::percent_decode_str(&data.replace('+', " "))
+            .decode_utf8()
+            .ok()?
+            .into_owned()
     };
     Some((media, text))
 }
@@ -42,25 +53,55 @@ fn failure(code: &str, subcode: &str, message: &str) -> Value {
 }
 
 /// `POST <communication.startMessaging>`.
-pub async fn start(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn start(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let owner = match check(&sim, &headers, &id) {
         Ok(user) => user,
         Err(response) => return response,
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return ucwa_error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "Body is not JSON.");
+        return ucwa_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            Some("ParameterValidationFailure"),
+            "Body is not JSON.",
+        );
     };
     let Some(to) = body.get("to").and_then(Value::as_str).map(str::to_owned) else {
-        return ucwa_error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "Missing `to`.");
+        return ucwa_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            Some("ParameterValidationFailure"),
+            "Missing `to`.",
+        );
     };
-    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let (subject, importance, operation_id) = (text("subject"), text("importance"), text("operationId"));
-    let importance = if importance.is_empty() { "Normal".to_owned() } else { importance };
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (subject, importance, operation_id) =
+        (text("subject"), text("importance"), text("operationId"));
+    let importance = if importance.is_empty() {
+        "Normal".to_owned()
+    } else {
+        importance
+    };
     let message = match body.pointer("/_links/message/href").and_then(Value::as_str) {
         Some(href) => match decode_data_url(href) {
             Some(m) => Some(m),
             None => {
-                return ucwa_error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "Bad message data URL.");
+                return ucwa_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    Some("ParameterValidationFailure"),
+                    "Bad message data URL.",
+                );
             }
         },
         None => None,
@@ -69,12 +110,20 @@ pub async fn start(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers:
     let mut inner = sim.lock();
     let conv_id = inner.id();
     let inv_id = inner.id();
-    let Some(app) = inner.apps.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(app) = inner.apps.get_mut(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let conv = format!("{b}/communication/conversations/{conv_id}");
     let inv = format!("{b}/communication/messagingInvitations/{inv_id}");
     app.conversations.insert(
         conv_id.clone(),
-        Conversation { to: to.clone(), subject: subject.clone(), importance: importance.clone(), connected: false, messages: 0 },
+        Conversation {
+            to: to.clone(),
+            subject: subject.clone(),
+            importance: importance.clone(),
+            connected: false,
+            messages: 0,
+        },
     );
     let invitation = json!({
         "state": "Connecting", "direction": "Outgoing", "importance": importance, "subject": subject,
@@ -100,9 +149,24 @@ pub async fn start(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers:
     }));
     app.notify.notify_waiters();
     drop(inner);
-    let invite = Invite { app: id, owner, conv_id, conv, inv, invitation, message };
+    let invite = Invite {
+        app: id,
+        owner,
+        conv_id,
+        conv,
+        inv,
+        invitation,
+        message,
+    };
     tokio::spawn(answer(sim, invite));
-    (StatusCode::CREATED, [(header::LOCATION, format!("{b}/communication/messagingInvitations/{inv_id}"))]).into_response()
+    (
+        StatusCode::CREATED,
+        [(
+            header::LOCATION,
+            format!("{b}/communication/messagingInvitations/{inv_id}"),
+        )],
+    )
+        .into_response()
 }
 
 struct Invite {
@@ -120,7 +184,13 @@ async fn answer(sim: Arc<Sim>, invite: Invite) {
     tokio::time::sleep(sim.config.answer_delay).await;
     let (to, behaviour, availability) = {
         let inner = sim.lock();
-        let Some(c) = inner.apps.get(&invite.app).and_then(|a| a.conversations.get(&invite.conv_id)) else { return };
+        let Some(c) = inner
+            .apps
+            .get(&invite.app)
+            .and_then(|a| a.conversations.get(&invite.conv_id))
+        else {
+            return;
+        };
         let to = normalize(&c.to);
         match inner.users.get(&to) {
             Some(u) => (to, Some(u.behaviour.clone()), u.availability.clone()),
@@ -128,18 +198,36 @@ async fn answer(sim: Arc<Sim>, invite: Invite) {
         }
     };
     let reason = match (behaviour, availability.as_str()) {
-        (None, _) => Some(failure("RemoteFailure", "DestinationNotFound", "The person you are trying to reach doesn't exist.")),
-        (Some(_), "Offline") => Some(failure("RemoteFailure", "TemporarilyUnavailable", "The person you are trying to reach is not available.")),
-        (Some(Behaviour::Decline { subcode, message }), _) => Some(failure("RemoteFailure", &subcode, &message)),
+        (None, _) => Some(failure(
+            "RemoteFailure",
+            "DestinationNotFound",
+            "The person you are trying to reach doesn't exist.",
+        )),
+        (Some(_), "Offline") => Some(failure(
+            "RemoteFailure",
+            "TemporarilyUnavailable",
+            "The person you are trying to reach is not available.",
+        )),
+        (Some(Behaviour::Decline { subcode, message }), _) => {
+            Some(failure("RemoteFailure", &subcode, &message))
+        }
         (Some(Behaviour::Ignore), _) => {
             tokio::time::sleep(sim.config.invitation_timeout).await;
-            Some(failure("RemoteFailure", "Timeout", "The person you are trying to reach didn't answer."))
+            Some(failure(
+                "RemoteFailure",
+                "Timeout",
+                "The person you are trying to reach didn't answer.",
+            ))
         }
         (Some(Behaviour::Accept), _) => None,
     };
     let mut inner = sim.lock();
-    let Some(app) = inner.apps.get_mut(&invite.app) else { return };
-    let Some(conv) = app.conversations.get_mut(&invite.conv_id) else { return };
+    let Some(app) = inner.apps.get_mut(&invite.app) else {
+        return;
+    };
+    let Some(conv) = app.conversations.get_mut(&invite.conv_id) else {
+        return;
+    };
     let comm = format!("{}/communication", app_base(&invite.app));
     let c = &invite.conv;
     let mut invitation = invite.invitation.clone();
@@ -150,19 +238,26 @@ async fn answer(sim: Arc<Sim>, invite: Invite) {
         app.channel.push("communication", comm.clone(), json!({
             "link": link, "status": "Failure", "_embedded": { "messagingInvitation": invitation }, "reason": reason, "type": "completed",
         }));
-        app.channel.push("communication", comm, json!({ "link": { "rel": "conversation", "href": c }, "type": "deleted" }));
+        app.channel.push(
+            "communication",
+            comm,
+            json!({ "link": { "rel": "conversation", "href": c }, "type": "deleted" }),
+        );
         app.notify.notify_waiters();
         return;
     }
     conv.connected = true;
-    let received = invite.message.as_ref().map(|(content_type, text)| ReceivedIm {
-        from: format!("sip:{}", invite.owner),
-        subject: conv.subject.clone(),
-        importance: conv.importance.clone(),
-        content_type: content_type.clone(),
-        text: text.clone(),
-        at_unix_ms: unix_ms(),
-    });
+    let received = invite
+        .message
+        .as_ref()
+        .map(|(content_type, text)| ReceivedIm {
+            from: format!("sip:{}", invite.owner),
+            subject: conv.subject.clone(),
+            importance: conv.importance.clone(),
+            content_type: content_type.clone(),
+            text: text.clone(),
+            at_unix_ms: unix_ms(),
+        });
     if received.is_some() {
         conv.messages += 1;
     }
@@ -207,15 +302,35 @@ pub async fn send(
         Ok(user) => user,
         Err(response) => return response,
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("text/plain");
-    let content_type = content_type.split(';').next().unwrap_or("text/plain").trim().to_owned();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain");
+    let content_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("text/plain")
+        .trim()
+        .to_owned();
     let Ok(text) = String::from_utf8(body.to_vec()) else {
-        return ucwa_error(StatusCode::BAD_REQUEST, "BadRequest", None, "The message is not UTF-8.");
+        return ucwa_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            None,
+            "The message is not UTF-8.",
+        );
     };
     let mut inner = sim.lock();
-    let Some(app) = inner.apps.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(app) = inner.apps.get_mut(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let Some(conv) = app.conversations.get_mut(&conv_id).filter(|c| c.connected) else {
-        return ucwa_error(StatusCode::CONFLICT, "Conflict", None, "The messaging modality is not in the proper state.");
+        return ucwa_error(
+            StatusCode::CONFLICT,
+            "Conflict",
+            None,
+            "The messaging modality is not in the proper state.",
+        );
     };
     conv.messages += 1;
     let n = conv.messages;
@@ -242,34 +357,61 @@ pub async fn send(
 }
 
 /// `POST <messaging.stopMessaging>`: 204 and the conversation ends.
-pub async fn stop(State(sim): State<Arc<Sim>>, Path((id, conv_id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+pub async fn stop(
+    State(sim): State<Arc<Sim>>,
+    Path((id, conv_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = check(&sim, &headers, &id) {
         return response;
     }
     let mut inner = sim.lock();
-    let Some(app) = inner.apps.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(app) = inner.apps.get_mut(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     if app.conversations.remove(&conv_id).is_none() {
-        return ucwa_error(StatusCode::NOT_FOUND, "NotFound", None, "No such conversation.");
+        return ucwa_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            None,
+            "No such conversation.",
+        );
     }
     let c = format!("{}/communication/conversations/{conv_id}", app_base(&id));
-    app.channel.push("conversation", c.clone(), json!({
-        "link": { "rel": "messaging", "href": format!("{c}/messaging") },
-        "_embedded": { "messaging": { "state": "Disconnected" } }, "type": "updated",
-    }));
-    app.channel.push("communication", format!("{}/communication", app_base(&id)), json!({
-        "link": { "rel": "conversation", "href": c }, "type": "deleted",
-    }));
+    app.channel.push(
+        "conversation",
+        c.clone(),
+        json!({
+            "link": { "rel": "messaging", "href": format!("{c}/messaging") },
+            "_embedded": { "messaging": { "state": "Disconnected" } }, "type": "updated",
+        }),
+    );
+    app.channel.push(
+        "communication",
+        format!("{}/communication", app_base(&id)),
+        json!({
+            "link": { "rel": "conversation", "href": c }, "type": "deleted",
+        }),
+    );
     app.notify.notify_waiters();
     StatusCode::NO_CONTENT.into_response()
 }
 
 /// `GET <messagingInvitation>`: exists while its conversation does.
-pub async fn invitation(State(sim): State<Arc<Sim>>, Path((id, inv_id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+pub async fn invitation(
+    State(sim): State<Arc<Sim>>,
+    Path((id, inv_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = check(&sim, &headers, &id) {
         return response;
     }
-    let href = format!("{}/communication/messagingInvitations/{inv_id}", app_base(&id));
-    Json(json!({ "rel": "messagingInvitation", "_links": { "self": { "href": href } } })).into_response()
+    let href = format!(
+        "{}/communication/messagingInvitations/{inv_id}",
+        app_base(&id)
+    );
+    Json(json!({ "rel": "messagingInvitation", "_links": { "self": { "href": href } } }))
+        .into_response()
 }
 
 #[cfg(test)]
@@ -278,7 +420,8 @@ mod tests {
 
     #[test]
     fn data_urls_decode_in_both_encodings() {
-        let plain = decode_data_url("data:text/plain;charset=utf-8,Hi+Tosh%0d%0a%C3%BC%2B").unwrap();
+        let plain =
+            decode_data_url("data:text/plain;charset=utf-8,Hi+Tosh%0d%0a%C3%BC%2B").unwrap();
         assert_eq!(plain, ("text/plain".to_owned(), "Hi Tosh\r\nü+".to_owned()));
         let b64 = decode_data_url("data:text/html;base64,PGI+aGk8L2I+").unwrap();
         assert_eq!(b64, ("text/html".to_owned(), "<b>hi</b>".to_owned()));

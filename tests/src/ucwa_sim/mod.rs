@@ -7,8 +7,8 @@
 
 mod application;
 mod auth;
-mod batch;
 mod autodiscover;
+mod batch;
 mod control;
 mod events;
 mod messaging;

@@ -20,7 +20,10 @@ use super::{
 pub fn presence_doc(sim: &Sim, app_id: &str, user: &str) -> (StatusCode, Value) {
     let inner = sim.lock();
     let Some(person) = inner.users.get(&normalize(user)) else {
-        return (StatusCode::NOT_FOUND, json!({ "code": "NotFound", "message": "The person was not found." }));
+        return (
+            StatusCode::NOT_FOUND,
+            json!({ "code": "NotFound", "message": "The person was not found." }),
+        );
     };
     let doc = json!({
         "availability": person.availability,

@@ -19,7 +19,11 @@ use super::{
 pub enum StartError {
     /// A listener could not bind.
     #[error("bind {addr}")]
-    Bind { addr: SocketAddr, #[source] source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Starts simulators.
@@ -30,7 +34,9 @@ impl Simulator {
     /// Binds the listener(s) and serves until the handle is stopped or dropped.
     pub async fn start(config: SimConfig) -> Result<SimHandle, StartError> {
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
         };
         let web = bind(config.listen).await?;
         let pool = match config.pool_listen {
@@ -38,7 +44,10 @@ impl Simulator {
             None => None,
         };
         let web_addr = local(&web, config.listen);
-        let pool_addr = pool.as_ref().zip(config.pool_listen).map(|(l, a)| local(l, a));
+        let pool_addr = pool
+            .as_ref()
+            .zip(config.pool_listen)
+            .map(|(l, a)| local(l, a));
         let (stop_tx, stop_rx) = watch::channel(false);
         let sim = Arc::new(Sim::new(config, web_addr, pool_addr, stop_rx));
         let app = router(sim.clone());
@@ -46,7 +55,13 @@ impl Simulator {
         if let Some(pool) = pool {
             tasks.push(serve(pool, app, stop_tx.subscribe()));
         }
-        Ok(SimHandle { sim, addr: web_addr, pool_addr, stop: stop_tx, tasks })
+        Ok(SimHandle {
+            sim,
+            addr: web_addr,
+            pool_addr,
+            stop: stop_tx,
+            tasks,
+        })
     }
 }
 
@@ -59,7 +74,10 @@ fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) ->
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::warn!(error = %e, "UCWA simulator listener failed.");
         }
     })
@@ -76,17 +94,44 @@ fn router(sim: Arc<Sim>) -> Router {
         .route(auth::TOKEN_PATH, post(auth::token))
         .route("/ucwa/oauth/v1/applications", post(application::create))
         .route(APP, get(application::get).delete(application::delete))
-        .route(&format!("{APP}/me/makeMeAvailable"), post(application::make_me_available))
-        .route(&format!("{APP}/me/reportMyActivity"), post(application::report_my_activity))
+        .route(
+            &format!("{APP}/me/makeMeAvailable"),
+            post(application::make_me_available),
+        )
+        .route(
+            &format!("{APP}/me/reportMyActivity"),
+            post(application::report_my_activity),
+        )
         .route(&format!("{APP}/events"), get(events::pget))
-        .route(&format!("{APP}/people/{{user}}/presence"), get(people::presence))
+        .route(
+            &format!("{APP}/people/{{user}}/presence"),
+            get(people::presence),
+        )
         .route(&format!("{APP}/batch"), post(batch::batch))
-        .route(&format!("{APP}/communication/messagingInvitations"), post(messaging::start))
-        .route(&format!("{APP}/communication/messagingInvitations/{{inv}}"), get(messaging::invitation))
-        .route(&format!("{APP}/communication/conversations/{{conv}}/messaging/messages"), post(messaging::send))
-        .route(&format!("{APP}/communication/conversations/{{conv}}/messaging/terminate"), post(messaging::stop))
-        .route("/control/users/{user}/availability", post(control::put_availability))
-        .route("/control/users/{user}/behaviour", post(control::put_behaviour))
+        .route(
+            &format!("{APP}/communication/messagingInvitations"),
+            post(messaging::start),
+        )
+        .route(
+            &format!("{APP}/communication/messagingInvitations/{{inv}}"),
+            get(messaging::invitation),
+        )
+        .route(
+            &format!("{APP}/communication/conversations/{{conv}}/messaging/messages"),
+            post(messaging::send),
+        )
+        .route(
+            &format!("{APP}/communication/conversations/{{conv}}/messaging/terminate"),
+            post(messaging::stop),
+        )
+        .route(
+            "/control/users/{user}/availability",
+            post(control::put_availability),
+        )
+        .route(
+            "/control/users/{user}/behaviour",
+            post(control::put_behaviour),
+        )
         .route("/control/users/{user}/messages", get(control::get_messages))
         .route("/control/messages", get(control::get_all_messages))
         .route("/control/tokens/expire", post(control::post_expire))
@@ -139,12 +184,22 @@ impl SimHandle {
 
     /// The server-relative paths of the live applications.
     pub fn applications(&self) -> Vec<String> {
-        self.sim.lock().apps.keys().map(|id| super::application::app_base(id)).collect()
+        self.sim
+            .lock()
+            .apps
+            .keys()
+            .map(|id| super::application::app_base(id))
+            .collect()
     }
 
     /// The total number of IMs received by all users.
     pub fn received_count(&self) -> usize {
-        self.sim.lock().users.values().map(|u| u.received.len()).sum()
+        self.sim
+            .lock()
+            .users
+            .values()
+            .map(|u| u.received.len())
+            .sum()
     }
 
     pub fn expire_tokens(&self) {

@@ -74,7 +74,11 @@ pub struct UserSpec {
 
 impl UserSpec {
     pub fn new(user: &str, password: &str, availability: &str) -> Self {
-        Self { user: normalize(user), password: password.to_owned(), availability: availability.to_owned() }
+        Self {
+            user: normalize(user),
+            password: password.to_owned(),
+            availability: availability.to_owned(),
+        }
     }
 }
 
@@ -83,7 +87,11 @@ impl UserSpec {
 pub enum UsersFileError {
     /// The file could not be read.
     #[error("read {path}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A line does not have `user password [availability]`.
     #[error("line {line}: expected `user password [availability]`")]
     Line { line: usize },
@@ -100,7 +108,9 @@ pub fn parse_users(text: &str) -> Result<Vec<UserSpec>, UsersFileError> {
         let parts: Vec<&str> = line.split_whitespace().collect();
         match parts.as_slice() {
             [user, password] => users.push(UserSpec::new(user, password, "Online")),
-            [user, password, availability] => users.push(UserSpec::new(user, password, availability)),
+            [user, password, availability] => {
+                users.push(UserSpec::new(user, password, availability))
+            }
             _ => return Err(UsersFileError::Line { line: i + 1 }),
         }
     }
@@ -109,15 +119,20 @@ pub fn parse_users(text: &str) -> Result<Vec<UserSpec>, UsersFileError> {
 
 /// Reads and parses a users file.
 pub fn load_users(path: &Path) -> Result<Vec<UserSpec>, UsersFileError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| UsersFileError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| UsersFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse_users(&text)
 }
 
 /// `sip:Alice@Contoso.com` → `alice@contoso.com`.
 pub fn normalize(user: &str) -> String {
     let user = user.trim();
-    let user = user.strip_prefix("sip:").or_else(|| user.strip_prefix("SIP:")).unwrap_or(user);
+    let user = user
+        .strip_prefix("sip:")
+        .or_else(|| user.strip_prefix("SIP:"))
+        .unwrap_or(user);
     user.to_ascii_lowercase()
 }
 
@@ -149,7 +164,10 @@ fn default_decline_message() -> String {
 impl Behaviour {
     /// A plain decline, as the Lync client sends it.
     pub fn decline() -> Self {
-        Self::Decline { subcode: default_decline_subcode(), message: default_decline_message() }
+        Self::Decline {
+            subcode: default_decline_subcode(),
+            message: default_decline_message(),
+        }
     }
 }
 
@@ -246,7 +264,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(config: SimConfig, web: SocketAddr, pool: Option<SocketAddr>, stopping: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        config: SimConfig,
+        web: SocketAddr,
+        pool: Option<SocketAddr>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         let users = config
             .users
             .iter()
@@ -297,7 +320,9 @@ impl Inner {
 
 /// Now as Unix milliseconds.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -310,6 +335,9 @@ mod tests {
         assert_eq!(users[0], UserSpec::new("alice@contoso.com", "pw", "Online"));
         assert_eq!(users[1].availability, "Online");
         assert_eq!(users[2].availability, "Offline");
-        assert!(matches!(parse_users("only-a-name\n"), Err(UsersFileError::Line { line: 1 })));
+        assert!(matches!(
+            parse_users("only-a-name\n"),
+            Err(UsersFileError::Line { line: 1 })
+        ));
     }
 }
