@@ -2,10 +2,14 @@
 //! write transaction (group commit), and read transactions for everything else.
 //!
 //! ```text
-//! alerts  u64 id            -> JSON StoredAlert
-//! dedup   "<source>\x1f<key>" -> (alert id, accepted unix ms)
-//! meta    "next_id"         -> u64
+//! alerts    u64 id                                   -> JSON StoredAlert
+//! dedup_v2  SHA-256(len(source) source key)[..16] as u128 -> (alert id, accepted unix ms)
+//! meta      "next_id"                                -> u64
 //! ```
+//!
+//! Dedup keys are stored hashed: fixed-size keys keep the table's pages small and compares
+//! cheap, and a cryptographic hash means no sender can craft a key that collides with another's
+//! and so suppress its alert.
 
 use std::{
     path::Path,
@@ -22,7 +26,10 @@ use super::{BoxFuture, Enqueued, OnCommit, Queue, QueueError, Taken};
 use crate::model::{StoredAlert, now_ms};
 
 const ALERTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("alerts");
-const DEDUP: TableDefinition<'_, &str, (u64, i64)> = TableDefinition::new("dedup");
+const DEDUP: TableDefinition<'_, u128, (u64, i64)> = TableDefinition::new("dedup_v2");
+/// The dedup table before keys were hashed; dropped on open (its entries only matter within
+/// the dedup window).
+const DEDUP_V1: TableDefinition<'_, &str, (u64, i64)> = TableDefinition::new("dedup");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// Commands at most per commit; more wait for the next one.
@@ -34,7 +41,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// threads, in parallel, and the writer only touches the database.
 enum Cmd {
     Enqueue {
-        dedup: Option<String>,
+        dedup: Option<u128>,
         alert: Box<StoredAlert>,
         json: Vec<u8>,
         reply: oneshot::Sender<Result<Taken, QueueError>>,
@@ -82,6 +89,7 @@ impl RedbQueue {
             txn.open_table(ALERTS).map_err(QueueError::storage)?;
             txn.open_table(DEDUP).map_err(QueueError::storage)?;
             txn.open_table(META).map_err(QueueError::storage)?;
+            txn.delete_table(DEDUP_V1).map_err(QueueError::storage)?;
         }
         txn.commit().map_err(QueueError::storage)?;
         let db = Arc::new(db);
@@ -121,6 +129,19 @@ impl RedbQueue {
     }
 }
 
+/// The dedup table's key for `key` from `source`.
+fn dedup_hash(source: &str, key: &str) -> u128 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update((source.len() as u64).to_be_bytes())
+        .chain_update(source)
+        .chain_update(key)
+        .finalize();
+    let mut first = [0; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
 fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
     let mut alert: StoredAlert =
         serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt { id, source })?;
@@ -132,11 +153,7 @@ impl Queue for RedbQueue {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
         let (reply, rx) = oneshot::channel();
         let stored = StoredAlert::new(0, source, alert, now_ms());
-        let dedup = stored
-            .alert
-            .dedup_key
-            .as_ref()
-            .map(|k| format!("{source}\x1f{k}"));
+        let dedup = stored.alert.dedup_key.as_deref().map(|k| dedup_hash(source, k));
         let sent = serde_json::to_vec(&stored)
             .map_err(QueueError::storage)
             .and_then(|json| {
@@ -323,14 +340,14 @@ impl Writer {
         &self,
         t: &mut Tables<'_>,
         next_id: &mut u64,
-        dedup: Option<String>,
+        dedup: Option<u128>,
         accepted_ms: i64,
         json: &[u8],
     ) -> Result<Taken, QueueError> {
-        if let Some(key) = &dedup {
+        if let Some(key) = dedup {
             let seen = t
                 .dedup
-                .get(key.as_str())
+                .get(key)
                 .map_err(QueueError::storage)?
                 .map(|v| v.value());
             if let Some((id, at)) = seen
@@ -347,7 +364,7 @@ impl Writer {
         t.alerts.insert(id, json).map_err(QueueError::storage)?;
         if let Some(key) = dedup {
             t.dedup
-                .insert(key.as_str(), (id, accepted_ms))
+                .insert(key, (id, accepted_ms))
                 .map_err(QueueError::storage)?;
         }
         Ok(Taken {
@@ -387,7 +404,7 @@ impl Writer {
 /// The tables one write transaction works on.
 struct Tables<'txn> {
     alerts: redb::Table<'txn, u64, &'static [u8]>,
-    dedup: redb::Table<'txn, &'static str, (u64, i64)>,
+    dedup: redb::Table<'txn, u128, (u64, i64)>,
 }
 
 #[cfg(test)]
@@ -486,6 +503,12 @@ mod tests {
                 (1, "again".to_owned(), true)
             ]
         );
+    }
+
+    #[test]
+    fn dedup_hashes_keep_source_and_key_apart() {
+        assert_ne!(dedup_hash("ab", "c"), dedup_hash("a", "bc"));
+        assert_eq!(dedup_hash("a", "bc"), dedup_hash("a", "bc"));
     }
 
     #[tokio::test]
