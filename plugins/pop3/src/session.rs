@@ -1,7 +1,14 @@
 //! One poll: connect, log in, look at the mailbox (STAT, UIDL, LIST), fetch new mail in
 //! pipelined batches (the next batch is requested before this one is submitted, and DELEs
-//! travel with the RETRs that follow them), submit a batch's alerts together, mark DELE only
-//! after each alert's receipt, and QUIT so the deletions commit.
+//! travel with the RETRs that follow them), hand each batch's alerts to the host together
+//! without waiting for the batches before it (at most [`SUBMITS_IN_FLIGHT`] await receipts,
+//! settled in order), mark DELE only after each alert's receipt, and QUIT so the deletions commit.
+//!
+//! In a backlog (PIPELINING, no keep mode) the next session logs in while this one finishes, and
+//! this one's DELEs and QUIT complete in the background while the next one fetches. The next
+//! session's view is taken at its login, so it leaves out every mail this one took; if this
+//! QUIT fails, those mails come back one session later and their alerts are duplicates (deleted
+//! all the same). A server that refuses the early login gets the usual login after QUIT.
 //!
 //! Dispositions: an accepted alert's mail is deleted (keep mode: its UIDL is recorded instead);
 //! oversize mail, mail from a sender not allowed (unless `on_disallowed = "delete"`) and mail whose
@@ -10,13 +17,16 @@
 //! A mail that cannot be read well still becomes an alert, labelled `mail.problem`.
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::atomic::Ordering,
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use alertbridge_plugin_api::{Alert, ErrorKind, PluginError, Receipt, kit::SourceContext};
+use alertbridge_plugin_api::{
+    Alert, ErrorKind, PluginError, Receipt, error_chain, kit::SourceContext,
+};
 use futures_util::future::join_all;
+use tokio::{sync::oneshot, task::JoinHandle};
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -34,14 +44,31 @@ const PIPELINE_BATCH: usize = 64;
 /// Bytes (by LIST size) fetched per pipelined round trip, at most (but always one mail): bounds
 /// the memory a batch of large mails takes.
 const PIPELINE_BATCH_BYTES: u64 = 4 << 20;
+/// Batches whose alerts are with the host awaiting receipts while the next one is fetched, at
+/// most: the host's commit latency stays off the fetch path.
+const SUBMITS_IN_FLIGHT: usize = 3;
+/// The next session logs in once this many batches (or fewer) are left to request.
+const AHEAD_BATCHES: usize = 4;
+
+type Pop3Session = Session<Box<dyn Io>>;
 
 /// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Everything there was is handled.
     Done,
-    /// The session limit was reached: more mail is waiting.
-    More,
+    /// The session limit was reached: more mail is waiting, maybe in a session logged in already.
+    More(Option<Box<Ahead>>),
+}
+
+/// The next session, logged in while the one before it finished, with its listing taken at login.
+pub struct Ahead {
+    session: Pop3Session,
+    listing: Listing,
+    beyond: bool,
+    /// UIDLs the session before took: listed here still, but not this session's to fetch.
+    excluded: HashSet<String>,
+    /// The session before's DELEs and QUIT, still running.
+    closing: JoinHandle<()>,
 }
 
 /// Why a session ended early.
@@ -92,44 +119,139 @@ enum Disposition {
     Keep,
 }
 
+/// A batch whose alerts are with the host.
+struct Submitted<'c> {
+    /// Each fetched mail with its fate if already decided (`None`: its alert was submitted).
+    mails: Vec<(&'c Candidate, Option<Disposition>)>,
+    /// The host's answers, in the order of the submitted mails.
+    receipts: JoinHandle<Vec<Result<Receipt, PluginError>>>,
+}
+
+/// What a session decided so far.
+#[derive(Default)]
+struct Tally {
+    /// Messages to DELE, not sent yet.
+    deletes: Vec<u32>,
+    /// Mails settled.
+    handled: usize,
+    /// The first transient refusal: the session ends (after the DELEs).
+    host_error: Option<PluginError>,
+}
+
 impl Pop3Source {
-    /// Runs one session. `seen` is the keep-mode state; `skipped` the UIDLs this instance
-    /// decided to leave on the server (oversize, disallowed, refused for good).
+    /// Runs one session, on `ahead` if the last session logged it in. `seen` is the keep-mode
+    /// state; `skipped` the UIDLs this instance decided to leave on the server (oversize,
+    /// disallowed, refused for good).
     pub(crate) async fn session(
         &self,
         ctx: &SourceContext,
         mut seen: Option<&mut SeenUids>,
         skipped: &mut HashSet<String>,
+        ahead: Option<Box<Ahead>>,
     ) -> Result<Outcome, SessionError> {
         let s = &self.settings;
-        // Nothing is marked yet: giving up here on shutdown loses nothing.
-        let mut session = tokio::select! {
-            () = ctx.shutdown.cancelled() => return Ok(Outcome::Done),
-            r = self.login() => r?,
+        let (mut session, listing, beyond, excluded, previous) = match ahead.map(|a| *a) {
+            Some(a) => (a.session, a.listing, a.beyond, a.excluded, Some(a.closing)),
+            None => {
+                // Nothing is marked yet: giving up here on shutdown loses nothing.
+                let mut session = tokio::select! {
+                    () = ctx.shutdown.cancelled() => return Ok(Outcome::Done),
+                    r = self.login() => r?,
+                };
+                let (listing, beyond) = self.listing(&mut session, skipped.len()).await?;
+                (session, listing, beyond, HashSet::new(), None)
+            }
         };
-        let (mut candidates, beyond) = self
-            .candidates(&mut session, seen.as_deref_mut(), skipped)
-            .await?;
+        let mut candidates = self.select(listing, seen.as_deref_mut(), skipped, &excluded)?;
         let max = s.max_messages_per_session as usize;
-        let outcome = if beyond || candidates.len() > max {
-            Outcome::More
-        } else {
-            Outcome::Done
-        };
+        let more = beyond || candidates.len() > max;
         candidates.truncate(max);
+        // The next session has to leave out every mail this one takes: each needs a UIDL.
+        let overlap = more
+            && !s.keep
+            && session.pipelining()
+            && !candidates.is_empty()
+            && candidates.iter().all(|c| c.uid.is_some());
+        if !overlap {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let tally = self
+                .drain(ctx, &mut session, &candidates, seen, skipped, None)
+                .await?;
+            self.finish(session, tally).await?;
+            return Ok(if more {
+                Outcome::More(None)
+            } else {
+                Outcome::Done
+            });
+        }
+        let excluded: HashSet<String> = candidates.iter().filter_map(|c| c.uid.clone()).collect();
+        let extra = excluded.len() + skipped.len();
+        let (start, started) = oneshot::channel();
+        let (tally, next) = tokio::join!(
+            self.drain(ctx, &mut session, &candidates, seen, skipped, Some(start)),
+            self.log_in_ahead(ctx, started, previous, extra),
+        );
+        let tally = tally?;
+        let Some((next, listing, beyond)) = next.filter(|_| tally.host_error.is_none()) else {
+            self.finish(session, tally).await?;
+            return Ok(Outcome::More(None));
+        };
+        // The next session fetches while this one's DELEs and QUIT complete.
+        let mailbox = s.mailbox.clone();
+        let counters = Arc::clone(&self.counters);
+        let closing = tokio::spawn(async move {
+            match close(session, tally.deletes, &mailbox).await {
+                Ok(()) => {
+                    counters.sessions.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    warn!(mailbox, error = %error_chain(&e),
+                        "QUIT failed; this session's mails come back and their alerts are dropped as duplicates.");
+                }
+            }
+        });
+        debug!(mailbox = %s.mailbox, excluded = excluded.len(), "Next session ready.");
+        Ok(Outcome::More(Some(Box::new(Ahead {
+            session: next,
+            listing,
+            beyond,
+            excluded,
+            closing,
+        }))))
+    }
 
+    /// Fetches, submits and settles `candidates`; returns the DELEs still to send (and a
+    /// transient host refusal, which ends the session). Tells `ahead` when the next session may
+    /// log in.
+    async fn drain(
+        &self,
+        ctx: &SourceContext,
+        session: &mut Pop3Session,
+        candidates: &[Candidate],
+        mut seen: Option<&mut SeenUids>,
+        skipped: &mut HashSet<String>,
+        mut ahead: Option<oneshot::Sender<()>>,
+    ) -> Result<Tally, SessionError> {
+        let s = &self.settings;
         let pipelining = session.pipelining();
         let chunks = if pipelining {
-            batches(&candidates)
+            batches(candidates)
         } else {
             candidates.chunks(1).collect()
         };
-        let mut deletes: Vec<u32> = Vec::new();
-        let mut handled = 0usize;
-        let mut host_error = None;
+        let mut tally = Tally::default();
+        let mut submitted: VecDeque<Submitted<'_>> = VecDeque::new();
         // With PIPELINING the next batch is already requested while this one is submitted.
         let mut in_flight: Option<(Vec<Command>, usize)> = None;
         for (i, chunk) in chunks.iter().enumerate() {
+            if chunks.len() - i <= AHEAD_BATCHES
+                && let Some(start) = ahead.take()
+            {
+                let _ = start.send(());
+            }
             let (commands, replies) = match in_flight.take() {
                 Some((sent, n_dele)) => {
                     let replies = session.read_replies(&sent).await?;
@@ -139,7 +261,7 @@ impl Pop3Source {
                     if ctx.shutdown.is_cancelled() {
                         break;
                     }
-                    let commands = fetch_commands(&mut deletes, chunk);
+                    let commands = fetch_commands(&mut tally.deletes, chunk);
                     let replies = session.batch(&commands.0).await?;
                     (commands, replies)
                 }
@@ -150,7 +272,7 @@ impl Pop3Source {
                 && !ctx.shutdown.is_cancelled()
                 && let Some(next) = chunks.get(i + 1)
             {
-                let next = fetch_commands(&mut deletes, next);
+                let next = fetch_commands(&mut tally.deletes, next);
                 session.send_pipelined(&next.0).await?;
                 in_flight = Some(next);
             }
@@ -167,38 +289,18 @@ impl Pop3Source {
             if ctx.shutdown.is_cancelled() {
                 break;
             }
-            // The batch's alerts go to the host together, so it can queue them in one durable
-            // write; each mail is settled in order once every submit has its answer.
-            let submits = prepared.iter().filter_map(|(_, p)| match p {
-                Prepared::Submit(alert) => Some(ctx.host.submit(alert)),
-                Prepared::Done(_) => None,
-            });
-            let mut answers = join_all(submits).await.into_iter();
-            for (candidate, p) in prepared {
-                let disposition = match p {
-                    Prepared::Done(d) => Ok(d),
-                    Prepared::Submit(_) => match answers.next() {
-                        Some(answer) => self.settle(candidate, answer),
-                        None => continue,
-                    },
-                };
-                match disposition {
-                    Ok(Disposition::Delete) if s.keep => {
-                        if let (Some(seen), Some(uid)) = (seen.as_deref_mut(), &candidate.uid) {
-                            seen.insert(uid)?;
-                        }
-                    }
-                    Ok(Disposition::Delete) => deletes.push(candidate.msg),
-                    Ok(Disposition::Keep) => skipped.extend(candidate.uid.clone()),
-                    Err(e) => {
-                        // Later mails of the batch may have been taken: settle them all.
-                        host_error.get_or_insert(e);
-                        continue;
-                    }
-                }
-                handled += 1;
+            submitted.push_back(submit(ctx, prepared));
+            // Let the submit task hand the alerts over now, before this task reads on.
+            tokio::task::yield_now().await;
+            // Settle the batches answered already, and wait while too many are out.
+            while let Some(oldest) = submitted.front()
+                && (submitted.len() > SUBMITS_IN_FLIGHT || oldest.receipts.is_finished())
+                && let Some(batch) = submitted.pop_front()
+            {
+                self.settle_batch(batch, seen.as_deref_mut(), skipped, &mut tally)
+                    .await?;
             }
-            if host_error.is_some() {
+            if tally.host_error.is_some() {
                 break;
             }
         }
@@ -209,44 +311,149 @@ impl Pop3Source {
                 session.read_replies(&sent).await?.into_iter().take(n_dele),
             );
         }
-        if !deletes.is_empty() {
-            let commands: Vec<Command> = deletes.iter().copied().map(Command::Dele).collect();
-            check_deletes(&s.mailbox, session.batch(&commands).await?.into_iter());
+        // The alerts still awaiting receipts are with the host: their answers decide.
+        while let Some(batch) = submitted.pop_front() {
+            self.settle_batch(batch, seen.as_deref_mut(), skipped, &mut tally)
+                .await?;
         }
-        session.quit().await?;
+        if tally.handled > 0 {
+            info!(mailbox = %s.mailbox, handled = tally.handled, deleted = !s.keep, "Drained.");
+        }
+        Ok(tally)
+    }
+
+    /// Closes the session (DELEs, QUIT); a transient host refusal ends it as an error, after
+    /// the mails taken before it are deleted all the same.
+    async fn finish(&self, session: Pop3Session, tally: Tally) -> Result<(), SessionError> {
+        close(session, tally.deletes, &self.settings.mailbox).await?;
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-        if handled > 0 {
-            info!(mailbox = %s.mailbox, handled, deleted = !s.keep, "Drained.");
-        }
-        match host_error {
+        match tally.host_error {
             Some(e) => Err(SessionError::Host(e)),
-            None => Ok(outcome),
+            None => Ok(()),
         }
     }
 
-    /// The mails to fetch this session (and whether more wait beyond them): not yet seen (keep
-    /// mode), not left aside before, not oversize. STAT first, so an empty mailbox costs one
-    /// command; in a backlog only the first messages are listed (one pipelined `UIDL n`/`LIST n`
-    /// pair each) instead of listing the whole mailbox in every session.
-    async fn candidates(
+    /// Waits for a batch's receipts and settles its mails in order.
+    async fn settle_batch(
         &self,
-        session: &mut Session<Box<dyn Io>>,
+        batch: Submitted<'_>,
         mut seen: Option<&mut SeenUids>,
         skipped: &mut HashSet<String>,
-    ) -> Result<(Vec<Candidate>, bool), SessionError> {
+        tally: &mut Tally,
+    ) -> Result<(), StateError> {
+        let s = &self.settings;
+        let mut answers = match batch.receipts.await {
+            Ok(answers) => answers.into_iter(),
+            // The submit task did not finish (the runtime is stopping): the batch stays.
+            Err(e) => {
+                tally.host_error.get_or_insert(PluginError::transient(&e));
+                return Ok(());
+            }
+        };
+        for (candidate, decided) in batch.mails {
+            let disposition = match decided {
+                Some(d) => Ok(d),
+                None => match answers.next() {
+                    Some(answer) => self.settle(candidate, answer),
+                    None => continue,
+                },
+            };
+            match disposition {
+                Ok(Disposition::Delete) if s.keep => {
+                    if let (Some(seen), Some(uid)) = (seen.as_deref_mut(), &candidate.uid) {
+                        seen.insert(uid)?;
+                    }
+                }
+                Ok(Disposition::Delete) => tally.deletes.push(candidate.msg),
+                Ok(Disposition::Keep) => {
+                    skipped.extend(candidate.uid.clone());
+                }
+                Err(e) => {
+                    // Later mails of the batch may have been taken: settle them all.
+                    tally.host_error.get_or_insert(e);
+                    continue;
+                }
+            }
+            tally.handled += 1;
+        }
+        Ok(())
+    }
+
+    /// Logs the next session in once `start` says so (and `previous` closed), and lists its
+    /// mailbox. Any failure (a server that locks the maildrop refuses a second login) only
+    /// means the next session logs in the usual way.
+    async fn log_in_ahead(
+        &self,
+        ctx: &SourceContext,
+        start: oneshot::Receiver<()>,
+        previous: Option<JoinHandle<()>>,
+        extra: usize,
+    ) -> Option<(Pop3Session, Listing, bool)> {
+        let mailbox = self.settings.mailbox.as_str();
+        let attempt = async {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            // No signal: this session ended early and the next one logs in after it.
+            start.await.ok()?;
+            debug!(mailbox, "Logging in ahead.");
+            let result = async {
+                let mut session = self.login().await?;
+                let (listing, beyond) = self.listing(&mut session, extra).await?;
+                Ok::<_, SessionError>((session, listing, beyond))
+            };
+            match result.await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    debug!(mailbox, error = %error_chain(&e), "Early login refused; logging in after QUIT.");
+                    None
+                }
+            }
+        };
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => None,
+            r = attempt => r,
+        }
+    }
+
+    /// STAT, then the listing, and whether more messages wait beyond it. An empty mailbox
+    /// costs one command; in a backlog only the first `max_messages_per_session + extra`
+    /// messages are listed (one pipelined `UIDL n`/`LIST n` pair each) instead of the whole
+    /// mailbox in every session.
+    async fn listing(
+        &self,
+        session: &mut Pop3Session,
+        extra: usize,
+    ) -> Result<(Listing, bool), SessionError> {
         let s = &self.settings;
         let (count, _) = session.stat().await?;
         if count == 0 {
-            return Ok((Vec::new(), false));
+            let empty = Listing {
+                uids: None,
+                sizes: Vec::new(),
+            };
+            return Ok((empty, false));
         }
         let window = s
             .max_messages_per_session
-            .saturating_add(u32::try_from(skipped.len()).unwrap_or(u32::MAX));
-        let (listing, beyond) = if !s.keep && session.pipelining() && count > window {
-            (self.list_first(session, window).await?, true)
+            .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
+        if !s.keep && session.pipelining() && count > window {
+            Ok((self.list_first(session, window).await?, true))
         } else {
-            (self.list_all(session).await?, false)
-        };
+            Ok((self.list_all(session).await?, false))
+        }
+    }
+
+    /// The mails to fetch: not yet seen (keep mode), not left aside before, not taken by the
+    /// session before (`excluded`), not oversize.
+    fn select(
+        &self,
+        listing: Listing,
+        mut seen: Option<&mut SeenUids>,
+        skipped: &mut HashSet<String>,
+        excluded: &HashSet<String>,
+    ) -> Result<Vec<Candidate>, SessionError> {
+        let s = &self.settings;
         if let (Some(seen), Some(uids)) = (seen.as_deref_mut(), &listing.uids) {
             seen.retain_present(&uids.values().map(String::as_str).collect())?;
         }
@@ -258,7 +465,9 @@ impl Pop3Source {
                 .and_then(|u| u.get(&entry.msg))
                 .cloned();
             if let Some(uid) = &uid
-                && (skipped.contains(uid) || seen.as_deref().is_some_and(|seen| seen.contains(uid)))
+                && (skipped.contains(uid)
+                    || excluded.contains(uid)
+                    || seen.as_deref().is_some_and(|seen| seen.contains(uid)))
             {
                 continue;
             }
@@ -275,11 +484,11 @@ impl Pop3Source {
                 size: entry.size,
             });
         }
-        Ok((candidates, beyond))
+        Ok(candidates)
     }
 
     /// UIDL and LIST of the whole mailbox.
-    async fn list_all(&self, session: &mut Session<Box<dyn Io>>) -> Result<Listing, SessionError> {
+    async fn list_all(&self, session: &mut Pop3Session) -> Result<Listing, SessionError> {
         let s = &self.settings;
         let uids = match session.uidl().await {
             Ok(list) => Some(unique_uids(&s.mailbox, list)),
@@ -303,7 +512,7 @@ impl Pop3Source {
     /// (`-ERR`) is left out; a UIDL refused or unparseable leaves that message without a uid.
     async fn list_first(
         &self,
-        session: &mut Session<Box<dyn Io>>,
+        session: &mut Pop3Session,
         window: u32,
     ) -> Result<Listing, SessionError> {
         let commands: Vec<Command> = (1..=window)
@@ -332,7 +541,7 @@ impl Pop3Source {
         })
     }
 
-    async fn login(&self) -> Result<Session<Box<dyn Io>>, Error> {
+    async fn login(&self) -> Result<Pop3Session, Error> {
         let s = &self.settings;
         let client = connect(&s.endpoint).await?;
         let method = s.auth.unwrap_or_else(|| client.best_auth());
@@ -393,6 +602,36 @@ impl Pop3Source {
             }
         }
     }
+}
+
+/// Hands a batch's alerts to the host, together (so it can queue them in one durable write).
+fn submit<'c>(ctx: &SourceContext, prepared: Vec<(&'c Candidate, Prepared)>) -> Submitted<'c> {
+    let mut alerts = Vec::with_capacity(prepared.len());
+    let mails = prepared
+        .into_iter()
+        .map(|(candidate, p)| match p {
+            Prepared::Done(d) => (candidate, Some(d)),
+            Prepared::Submit(alert) => {
+                alerts.push(alert);
+                (candidate, None)
+            }
+        })
+        .collect();
+    let host = ctx.host.clone();
+    // A task of its own, as a submit starts only when first polled: it hands the alerts over
+    // at once and waits for the receipts while the session fetches on.
+    let receipts =
+        tokio::spawn(async move { join_all(alerts.iter().map(|a| host.submit(a))).await });
+    Submitted { mails, receipts }
+}
+
+/// Sends the DELEs left and QUIT: only QUIT's `+OK` commits the deletions.
+async fn close(mut session: Pop3Session, deletes: Vec<u32>, mailbox: &str) -> Result<(), Error> {
+    if !deletes.is_empty() {
+        let commands: Vec<Command> = deletes.into_iter().map(Command::Dele).collect();
+        check_deletes(mailbox, session.batch(&commands).await?.into_iter());
+    }
+    session.quit().await
 }
 
 /// Consecutive runs of candidates of at most [`PIPELINE_BATCH`] mails and

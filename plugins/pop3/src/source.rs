@@ -48,7 +48,7 @@ pub struct Counters {
 pub struct Pop3Source {
     pub(crate) settings: Settings,
     health: Mutex<Health>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Pop3Source {
@@ -60,7 +60,7 @@ impl Pop3Source {
         Ok(Self {
             settings,
             health: Mutex::new(health),
-            counters: Counters::default(),
+            counters: Arc::default(),
         })
     }
 
@@ -109,13 +109,18 @@ impl Pop3Source {
         info!(mailbox, keep = self.settings.keep, remembered, lock = %lock.path().display(), "Polling the mailbox.");
         let mut skipped = HashSet::new();
         let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.max_backoff);
+        let mut ahead = None;
         while !ctx.shutdown.is_cancelled() {
-            let wait = match self.session(&ctx, seen.as_mut(), &mut skipped).await {
+            let session = self.session(&ctx, seen.as_mut(), &mut skipped, ahead.take());
+            let wait = match session.await {
                 Ok(outcome) => {
                     backoff.reset();
                     self.set_health(self.ok_health());
                     match outcome {
-                        Outcome::More => continue,
+                        Outcome::More(next) => {
+                            ahead = next;
+                            continue;
+                        }
                         Outcome::Done => self.settings.poll_interval,
                     }
                 }

@@ -396,6 +396,40 @@ async fn a_server_restart_mid_session_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_backlog_drains_in_overlapping_sessions_each_mail_alerted_once() {
+    let env = env();
+    let mailbox = Mailbox::new(&env, "tbatch");
+    let state = tempfile::tempdir().expect("tempdir");
+    // Three sessions' worth and a few more: each next session logs in while the one before
+    // still holds (and is deleting) its mails, and must leave them out.
+    const MAX: usize = 50;
+    const N: usize = 3 * MAX + 7;
+    mailbox.deliver_alerts(0, N);
+    let extra = format!("max_messages_per_session = {MAX}\n");
+    let run = start(
+        config(&env.pop3, "none", "tbatch", state.path(), &extra),
+        TestHost::new("tbatch"),
+    );
+    run.wait("every alert", |r| r.host.accepted().len() == N)
+        .await;
+    wait_for("the mailbox to be empty", LONG, || mailbox.count() == 0).await;
+    let expected: BTreeSet<String> = (0..N).map(|i| format!("tbatch alert #{i}")).collect();
+    assert_eq!(run.subjects(), expected);
+    let counters = run.source.counters();
+    assert_eq!(
+        counters.alerts.load(Ordering::Relaxed),
+        N as u64,
+        "a mail was submitted twice"
+    );
+    assert_eq!(counters.failures.load(Ordering::Relaxed), 0);
+    run.wait("the sessions to be counted", |r| {
+        r.source.counters().sessions.load(Ordering::Relaxed) >= 4
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test]
 async fn wrong_password_is_a_clear_error_and_is_retried() {
     let env = env();
     let mailbox = Mailbox::new(&env, "twrongpw");
@@ -481,7 +515,9 @@ async fn shutdown_mid_drain_commits_what_was_taken_and_keeps_the_rest() {
     let env = env();
     let mailbox = Mailbox::new(&env, "tshutdown");
     let state = tempfile::tempdir().expect("tempdir");
-    const N: usize = 200;
+    // Enough batches that the shutdown lands before all are submitted (a few batches await
+    // their receipts at once).
+    const N: usize = 1000;
     mailbox.deliver_alerts(0, N);
     let host = TestHost::new("tshutdown");
     host.script(
