@@ -49,7 +49,8 @@ name = "all"
 groups = ["ops"]
 sinks = ["sink"]
 CONF
-"$BIN" run --config "$W/bridge.toml" 2>"$W/host.log" &
+RUST_LOG=${RUST_LOG:-info} "$BIN" run --config "$W/bridge.toml" 2>"$W/host.log" &
+[ -n "${KEEP_LOG:-}" ] && ln -sf "$W/host.log" "$KEEP_LOG"
 PID=$!
 accepted() { curl -s "http://$ADMIN/metrics" | awk -F' ' '/^alertbridge_alerts_accepted_total\{source="mail"\}/ { print $2 }'; }
 inbox() { doveadm -c "$ALERTBRIDGE_TEST_DOVECOT_CONF" mailbox status -u bench messages INBOX | sed 's/.*messages=//'; }
@@ -58,4 +59,4 @@ until [ "$(accepted)" = "$N" ] && [ "$(inbox)" = 0 ]; do
     sleep 0.01
 done
 # Stop it (SIGTERM) and clean up after the timed part; the next run waits for the admin port.
-( kill -TERM $PID; while kill -0 $PID 2>/dev/null; do sleep 0.05; done; rm -rf "$W" ) >/dev/null 2>&1 &
+( kill -TERM $PID; while kill -0 $PID 2>/dev/null; do sleep 0.05; done; [ -n "${KEEP_LOG:-}" ] || rm -rf "$W" ) >/dev/null 2>&1 &

@@ -75,22 +75,24 @@ stats() { sort -n "$WORK/$1.times" | awk -v n="$N" '{ t[NR] = $1 } END {
 
 fetchmail_rc plain; fetchmail_rc pop3s
 FM="fetchmail --pidfile $WORK/fm.pid --idfile $WORK/fm.ids -s"
-VARIANTS="pop3-plain fetchmail-plain pop3-pop3s fetchmail-pop3s pop3-plain-1session bare-pipelined-plain"
+VARIANTS=${VARIANTS:-"pop3-plain fetchmail-plain pop3-pop3s fetchmail-pop3s pop3-plain-1session bare-pipelined-plain"}
 [ "${HOST:-0}" = 1 ] && VARIANTS="$VARIANTS host-plain host-plain-1session"
 for v in $VARIANTS; do : > "$WORK/$v.times"; done
 # Rounds interleave the clients, so a noisy neighbour on the machine hits all of them alike.
+# VARIANTS (env) picks clients from the list above.
+run() { # name command...: one timed run, if the variant was asked for
+    case " $VARIANTS " in *" $1 "*) once "$@" ;; esac
+}
 for round in $(seq "$RUNS"); do
     echo "round $round/$RUNS" >&2
-    once pop3-plain "$DRAIN" "$PLAIN" none bench benchpass "$N"
-    once fetchmail-plain $FM -f "$WORK/fm-plain.rc"
-    once pop3-pop3s "$DRAIN" "$TLS" implicit bench benchpass "$N" "$CA"
-    once fetchmail-pop3s $FM -f "$WORK/fm-pop3s.rc"
-    DRAIN_EXTRA_CONFIG="max_messages_per_session = $N" once pop3-plain-1session "$DRAIN" "$PLAIN" none bench benchpass "$N"
-    once bare-pipelined-plain python3 "$HERE/pop3-drain.py" bench benchpass "${PLAIN##*:}" 64
-    if [ "${HOST:-0}" = 1 ]; then
-        once host-plain "$HERE/drain-host.sh" "$PLAIN" "$N"
-        once host-plain-1session "$HERE/drain-host.sh" "$PLAIN" "$N" "max_messages_per_session = $N"
-    fi
+    run pop3-plain "$DRAIN" "$PLAIN" none bench benchpass "$N"
+    run fetchmail-plain $FM -f "$WORK/fm-plain.rc"
+    run pop3-pop3s "$DRAIN" "$TLS" implicit bench benchpass "$N" "$CA"
+    run fetchmail-pop3s $FM -f "$WORK/fm-pop3s.rc"
+    DRAIN_EXTRA_CONFIG="max_messages_per_session = $N" run pop3-plain-1session "$DRAIN" "$PLAIN" none bench benchpass "$N"
+    run bare-pipelined-plain python3 "$HERE/pop3-drain.py" bench benchpass "${PLAIN##*:}" 64
+    run host-plain "$HERE/drain-host.sh" "$PLAIN" "$N"
+    run host-plain-1session "$HERE/drain-host.sh" "$PLAIN" "$N" "max_messages_per_session = $N"
 done
 
 echo
@@ -101,14 +103,17 @@ echo "bare-pipelined: a 28-line python client, RETR+DELE in batches of 64, no pa
 echo "host-*: the pop3 source in the release alertbridge, each mail durably queued before its DELE (incl. host start)."
 printf '%-34s %9s %9s %9s %10s\n' client median min max "mails/s"
 for v in $VARIANTS; do
+    [ -s "$WORK/$v.times" ] || continue
     read -r m lo hi rate <<< "$(stats $v)"
     printf '%-34s %9s %9s %9s %10s\n' "$v" "$m" "$lo" "$hi" "$rate"
 done
-[ "${HOST:-0}" = 1 ] && for v in host-plain host-plain-1session; do
+for v in host-plain host-plain-1session; do
+    [ -s "$WORK/$v.times" ] || continue
     a=$(stats "$v" | cut -d' ' -f1); b=$(stats fetchmail-plain | cut -d' ' -f1)
     awk -v t="$v" -v a="$a" -v b="$b" 'BEGIN { printf "speed-up over fetchmail (%s): %.1fx\n", t, b / a }'
 done
 for t in plain pop3s; do
+    [ -s "$WORK/pop3-$t.times" ] && [ -s "$WORK/fetchmail-$t.times" ] || continue
     a=$(stats "pop3-$t" | cut -d' ' -f1); b=$(stats "fetchmail-$t" | cut -d' ' -f1)
     awk -v t="$t" -v a="$a" -v b="$b" 'BEGIN { printf "speed-up over fetchmail (%s): %.1fx\n", t, b / a }'
 done
