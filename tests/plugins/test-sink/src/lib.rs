@@ -204,12 +204,22 @@ impl Sink for TestSink {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert((uid.clone(), user.clone()));
             if fresh {
-                let line = serde_json::json!({
-                    "alert_id": m.alert_id, "uid": uid, "user": user, "attempt": m.attempt, "source": m.source,
-                    "subject": m.subject, "body": m.body, "severity": m.severity.name(), "labels": m.labels,
-                    "delivered_us": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros()),
-                });
-                let line = format!("{line}\n");
+                let mut line = serde_json::to_string(&Record {
+                    alert_id: m.alert_id,
+                    uid: &uid,
+                    user,
+                    attempt: m.attempt,
+                    source: &m.source,
+                    subject: &m.subject,
+                    body: &m.body,
+                    severity: m.severity.name(),
+                    labels: &m.labels,
+                    delivered_us: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros()),
+                })
+                .map_err(|e| PluginError::permanent(&e))?;
+                line.push('\n');
                 let mut f = self.record.lock().unwrap_or_else(PoisonError::into_inner);
                 if f.is_none() {
                     if let Some(dir) = self.config.record_file.parent() {
@@ -241,6 +251,21 @@ impl Sink for TestSink {
 /// free their memory through their own vtables), and glibc malloc costs more per alert.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// One line of the record file.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    alert_id: u64,
+    uid: &'a str,
+    user: &'a str,
+    attempt: u32,
+    source: &'a str,
+    subject: &'a str,
+    body: &'a str,
+    severity: &'static str,
+    labels: &'a BTreeMap<String, String>,
+    delivered_us: u128,
+}
 
 export_plugin! {
     name: "test-sink",
