@@ -2,16 +2,20 @@
 //! write transaction (group commit), and read transactions for everything else.
 //!
 //! ```text
-//! alerts    u64 id                                   -> JSON StoredAlert
-//! dedup_v2  SHA-256(len(source) source key)[..16] as u128 -> (alert id, accepted unix ms)
-//! meta      "next_id"                                -> u64
+//! alerts     u64 id  -> JSON StoredAlert
+//! dedup_log  u64 id  -> (key hash, accepted unix ms), for alerts that have a dedup key
+//! meta       "next_id" -> u64
 //! ```
 //!
-//! Dedup keys are stored hashed: fixed-size keys keep the table's pages small and compares
-//! cheap, and a cryptographic hash means no sender can craft a key that collides with another's
+//! Dedup lookups go to an index in the writer's memory, rebuilt from `dedup_log` on open: the
+//! log is written in id order (appends to the B-tree's last page) and pruned from its start, so
+//! a commit rewrites a few pages instead of one per random key — indexing the keys themselves in
+//! redb made every commit rewrite most of that table. The key hash is the first 128 bits of
+//! SHA-256 over the source and the key: no sender can craft a key that collides with another's
 //! and so suppress its alert.
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{Arc, mpsc},
     thread,
@@ -26,9 +30,9 @@ use super::{BoxFuture, Enqueued, OnCommit, Queue, QueueError, Taken};
 use crate::model::{StoredAlert, now_ms};
 
 const ALERTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("alerts");
-const DEDUP: TableDefinition<'_, u128, (u64, i64)> = TableDefinition::new("dedup_v2");
-/// The dedup table before keys were hashed; dropped on open (its entries only matter within
-/// the dedup window).
+const DEDUP_LOG: TableDefinition<'_, u64, (u128, i64)> = TableDefinition::new("dedup_log");
+/// The dedup table of earlier versions, keyed by the key itself; dropped on open (its entries
+/// only matter within the dedup window).
 const DEDUP_V1: TableDefinition<'_, &str, (u64, i64)> = TableDefinition::new("dedup");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
@@ -84,21 +88,33 @@ impl RedbQueue {
             path: path.display().to_string(),
             source,
         })?;
+        let window_ms = dedup_window.as_millis() as i64;
         let txn = db.begin_write().map_err(QueueError::storage)?;
-        {
+        let seen = {
             txn.open_table(ALERTS).map_err(QueueError::storage)?;
-            txn.open_table(DEDUP).map_err(QueueError::storage)?;
             txn.open_table(META).map_err(QueueError::storage)?;
             txn.delete_table(DEDUP_V1).map_err(QueueError::storage)?;
-        }
+            let log = txn.open_table(DEDUP_LOG).map_err(QueueError::storage)?;
+            let cutoff = now_ms() - window_ms;
+            let mut seen = HashMap::new();
+            for entry in log.iter().map_err(QueueError::storage)? {
+                let (id, v) = entry.map_err(QueueError::storage)?;
+                let (key, at) = v.value();
+                if at >= cutoff {
+                    seen.insert(key, (id.value(), at));
+                }
+            }
+            seen
+        };
         txn.commit().map_err(QueueError::storage)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             db: Arc::clone(&db),
-            window_ms: dedup_window.as_millis() as i64,
+            window_ms,
             history_max,
             on_commit,
+            seen,
         };
         let writer = thread::Builder::new()
             .name("queue-writer".into())
@@ -153,7 +169,11 @@ impl Queue for RedbQueue {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
         let (reply, rx) = oneshot::channel();
         let stored = StoredAlert::new(0, source, alert, now_ms());
-        let dedup = stored.alert.dedup_key.as_deref().map(|k| dedup_hash(source, k));
+        let dedup = stored
+            .alert
+            .dedup_key
+            .as_deref()
+            .map(|k| dedup_hash(source, k));
         let sent = serde_json::to_vec(&stored)
             .map_err(QueueError::storage)
             .and_then(|json| {
@@ -225,6 +245,9 @@ struct Writer {
     window_ms: i64,
     history_max: usize,
     on_commit: OnCommit,
+    /// Key hash → (alert id, accepted unix ms): every committed `dedup_log` entry within the
+    /// window (expired ones until the next prune), plus the current batch's.
+    seen: HashMap<u128, (u64, i64)>,
 }
 
 enum Reply {
@@ -237,7 +260,7 @@ enum Reply {
 }
 
 impl Writer {
-    fn run(self, rx: mpsc::Receiver<Cmd>) {
+    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
         let mut last_prune = Instant::now();
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
@@ -256,15 +279,17 @@ impl Writer {
     }
 
     /// Applies a batch in one transaction and answers every command after the commit.
-    fn commit(&self, batch: Vec<Cmd>, prune: bool) {
+    fn commit(&mut self, batch: Vec<Cmd>, prune: bool) {
         let mut replies = Vec::with_capacity(batch.len());
+        // What this batch did to `seen`, to take back if the commit fails.
+        let mut undo = Vec::new();
         let result = (|| -> Result<(), QueueError> {
             let mut txn = self.db.begin_write().map_err(QueueError::storage)?;
             txn.set_durability(Durability::Immediate);
             {
                 let mut t = Tables {
                     alerts: txn.open_table(ALERTS).map_err(QueueError::storage)?,
-                    dedup: txn.open_table(DEDUP).map_err(QueueError::storage)?,
+                    dedup_log: txn.open_table(DEDUP_LOG).map_err(QueueError::storage)?,
                 };
                 let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
                 let first_id = meta
@@ -282,6 +307,7 @@ impl Writer {
                         } => {
                             let taken = self.enqueue(
                                 &mut t,
+                                &mut undo,
                                 &mut next_id,
                                 dedup,
                                 alert.accepted_ms,
@@ -324,6 +350,12 @@ impl Writer {
                 }
             }
             Err(e) => {
+                for (key, before) in undo.into_iter().rev() {
+                    match before {
+                        Some(v) => self.seen.insert(key, v),
+                        None => self.seen.remove(&key),
+                    };
+                }
                 tracing::error!(error = %crate::error_chain(&e), commands = replies.len(), "Queue commit failed; nothing in it was acknowledged.");
                 let failed = || QueueError::storage(std::io::Error::other(e.to_string()));
                 for r in replies {
@@ -336,36 +368,33 @@ impl Writer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
-        &self,
+        &mut self,
         t: &mut Tables<'_>,
+        undo: &mut Vec<(u128, Option<(u64, i64)>)>,
         next_id: &mut u64,
         dedup: Option<u128>,
         accepted_ms: i64,
         json: &[u8],
     ) -> Result<Taken, QueueError> {
-        if let Some(key) = dedup {
-            let seen = t
-                .dedup
-                .get(key)
-                .map_err(QueueError::storage)?
-                .map(|v| v.value());
-            if let Some((id, at)) = seen
-                && accepted_ms - at < self.window_ms
-            {
-                return Ok(Taken {
-                    id,
-                    duplicate: true,
-                });
-            }
+        if let Some(key) = dedup
+            && let Some(&(id, at)) = self.seen.get(&key)
+            && accepted_ms - at < self.window_ms
+        {
+            return Ok(Taken {
+                id,
+                duplicate: true,
+            });
         }
         let id = *next_id;
         *next_id += 1;
         t.alerts.insert(id, json).map_err(QueueError::storage)?;
         if let Some(key) = dedup {
-            t.dedup
-                .insert(key, (id, accepted_ms))
+            t.dedup_log
+                .insert(id, (key, accepted_ms))
                 .map_err(QueueError::storage)?;
+            undo.push((key, self.seen.insert(key, (id, accepted_ms))));
         }
         Ok(Taken {
             id,
@@ -374,7 +403,7 @@ impl Writer {
     }
 
     /// Drops finished alerts beyond the history size, and dedup entries past the window.
-    fn prune(&self, t: &mut Tables<'_>) -> Result<(), QueueError> {
+    fn prune(&mut self, t: &mut Tables<'_>) -> Result<(), QueueError> {
         let total = t.alerts.len().map_err(QueueError::storage)? as usize;
         if total > self.history_max {
             let mut excess = total - self.history_max;
@@ -393,10 +422,20 @@ impl Writer {
                 t.alerts.remove(id).map_err(QueueError::storage)?;
             }
         }
+        // The log is in id order, which is acceptance order: expired entries are at its start.
         let cutoff = now_ms() - self.window_ms;
-        t.dedup
-            .retain(|_, (_, at)| at >= cutoff)
-            .map_err(QueueError::storage)?;
+        let mut expired = Vec::new();
+        for entry in t.dedup_log.iter().map_err(QueueError::storage)? {
+            let (id, v) = entry.map_err(QueueError::storage)?;
+            if v.value().1 >= cutoff {
+                break;
+            }
+            expired.push(id.value());
+        }
+        for id in expired {
+            t.dedup_log.remove(id).map_err(QueueError::storage)?;
+        }
+        self.seen.retain(|_, (_, at)| *at >= cutoff);
         Ok(())
     }
 }
@@ -404,7 +443,7 @@ impl Writer {
 /// The tables one write transaction works on.
 struct Tables<'txn> {
     alerts: redb::Table<'txn, u64, &'static [u8]>,
-    dedup: redb::Table<'txn, u128, (u64, i64)>,
+    dedup_log: redb::Table<'txn, u64, (u128, i64)>,
 }
 
 #[cfg(test)]
