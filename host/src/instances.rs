@@ -82,6 +82,8 @@ pub struct Slot {
     live: RwLock<Option<Live>>,
     status: Mutex<Status>,
     failed: Notify,
+    /// Told each time an incarnation starts.
+    up: Notify,
     /// Cancelled to stop this instance for good (host stop, or removed by a reload).
     pub stop: CancellationToken,
 }
@@ -108,6 +110,7 @@ impl Slot {
             live: RwLock::new(None),
             status: Mutex::new(status),
             failed: Notify::new(),
+            up: Notify::new(),
             stop: CancellationToken::new(),
         }
     }
@@ -139,6 +142,19 @@ impl Slot {
             Some(Live::Sink(s)) => Some(Arc::clone(s)),
             _ => None,
         }
+    }
+
+    /// The running sink; if it is (re)starting, waits up to `wait` for it to come up.
+    pub async fn sink_within(&self, wait: Duration) -> Option<Arc<SinkBox>> {
+        let started = self.up.notified();
+        tokio::pin!(started);
+        // Registered before the check, so a start between the check and the wait is not missed.
+        started.as_mut().enable();
+        if let Some(sink) = self.sink() {
+            return Some(sink);
+        }
+        let _ = tokio::time::timeout(wait, started).await;
+        self.sink()
     }
 
     /// Reports that a call into the instance panicked: it will be recreated.
@@ -211,6 +227,7 @@ impl Slot {
                 }
             };
             *self.live.write().unwrap_or_else(PoisonError::into_inner) = Some(live.clone());
+            self.up.notify_waiters();
             let up_since = Instant::now();
             tracing::info!(instance = %name, role = %self.role, plugin = %self.config.plugin, "Instance started.");
             let stopping = loop {

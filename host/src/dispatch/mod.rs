@@ -33,6 +33,9 @@ use crate::{
     router::{OfflinePolicy, Router},
 };
 
+/// How long a round waits for a sink that is not running yet before treating it as down.
+const SINK_START_WAIT: Duration = Duration::from_secs(1);
+
 /// Drives alerts to their outcomes.
 pub struct Dispatcher {
     queue: Arc<dyn Queue>,
@@ -295,7 +298,9 @@ impl Dispatcher {
                 .map(|&i| (i, Finding::CallError(e.clone())))
                 .collect();
         };
-        let Some(handle) = slot.sink() else {
+        // A sink that is starting (at host start, or after a restart) is waited for briefly,
+        // so resumed and first alerts do not sit out a whole retry delay.
+        let Some(handle) = slot.sink_within(SINK_START_WAIT).await else {
             return down(format!("sink `{sink}` is not running"));
         };
         let now = now_ms();
