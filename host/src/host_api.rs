@@ -115,7 +115,7 @@ impl Ingest {
             );
         }
         // Whatever the plugin does with this future, the queue hands a committed alert to
-        // `committed` below, and so to the dispatcher.
+        // `on_commit` below, and so to the dispatcher.
         let enqueue = self.queue.enqueue(source, alert);
         let source = source.to_owned();
         async move {
