@@ -1,8 +1,13 @@
 //! End-to-end tests of the host with the test plugins, through real loading of real cdylibs:
 //! loader refusals, panicking instances restarted, plugin logs, routing and offline policies,
-//! retries and dead letters, dedup, `check`, and a graceful stop.
+//! retries and dead letters, a sink slow to start, dedup, `check`, and a graceful stop.
 
-use std::{fs, path::Path, process::Command, time::Duration};
+use std::{
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use alertbridge_testbed::harness::{Host, bin_dir, emit, free_port, plugin_file, post, wait_until};
 
@@ -405,6 +410,26 @@ sinks = ["sink"]
     assert!(
         metrics.contains("alertbridge_deliveries_total{sink=\"sink\",outcome=\"failed\"} 3"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn an_alert_that_arrives_while_its_sink_is_starting_goes_out_as_soon_as_it_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, control) = (free_port(), free_port());
+    let routes =
+        format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n");
+    // The sink takes 400 ms to come up; the source is up at once.
+    let text = config(dir.path(), admin, control, "create_delay_ms = 400", &routes);
+    let _host = Host::start(dir.path(), admin, &text);
+    let submitted = Instant::now();
+    emit(control, "count=1&prefix=early");
+    wait_until("the deliveries", LONG, || delivered(dir.path()).len() == 2);
+    // Treated as a sink that is down, the alert would wait a retry delay (1 s) first.
+    let took = submitted.elapsed();
+    assert!(
+        took < Duration::from_millis(900),
+        "delivered {took:?} after the submit; the sink was up after at most 400 ms"
     );
 }
 

@@ -45,6 +45,9 @@ struct Config {
     panic_on_subject: Option<String>,
     /// The background task panics this long after start.
     panic_after_ms: Option<u64>,
+    /// The constructor takes this long: a sink that is slow to come up.
+    #[serde(default)]
+    create_delay_ms: u64,
 }
 
 fn available() -> String {
@@ -67,6 +70,7 @@ fn state(name: &str, key: &str) -> Result<PresenceState, PluginError> {
 impl TestSink {
     fn new(setup: Setup) -> Result<Self, PluginError> {
         let config: Config = setup.config()?;
+        std::thread::sleep(Duration::from_millis(config.create_delay_ms));
         state(&config.default_presence, "default_presence")?;
         for (user, s) in &config.presence {
             state(s, &format!("presence.{user}"))?;
