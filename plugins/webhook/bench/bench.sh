@@ -8,7 +8,8 @@
 #   3. with TESTHOST=1 also the webhook alone (examples/bench-server.rs: in-process TestHost, no
 #      queue): the HTTP layer's ceiling.
 # Runs are interleaved so noise from other work on the machine hits every target alike. Prints
-# one line per run and a table of medians (by req/s).
+# one line per run and a table of medians (by req/s), with the server's CPU time per request
+# (user + system, all its threads): the cost that decides the rate once the cores are busy.
 #
 #   plugins/webhook/bench/bench.sh [DURATION_SECS=10] [RUNS=3]
 #   env: THREADS (wrk threads, 2), CONNS (connections, 16), TESTHOST (0), SKIP_BUILD (0)
@@ -116,15 +117,21 @@ summarise() {
     END { printf "%s %s %s %s %s %s\n", rps, p50, p99, (bad == "" ? 0 : bad), (err == "" ? "none" : err), total }'
 }
 
+# CPU clock ticks (user + system) a process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 declare -A results
-run_once() { # label url script [env...]
-  local label=$1 url=$2 script=$3
-  shift 3
-  local line rps p50 p99 bad err total
+run_once() { # label pid url script [env...]
+  local label=$1 pid=$2 url=$3 script=$4
+  shift 4
+  local line rps p50 p99 bad err total t0 t1 cpu
+  t0=$(ticks "$pid")
   line=$(env "$@" wrk -t"$threads" -c"$conns" -d"${dur}s" --latency -s "$script" "$url" | summarise)
+  t1=$(ticks "$pid")
   read -r rps p50 p99 bad err total <<<"$line"
-  printf '%-28s req/s=%s p50=%s p99=%s non-2xx=%s socket-errors=%s requests=%s\n' "$label" "$rps" "$p50" "$p99" "$bad" "$err" "$total" >&2
-  results[$label]+="$line"$'\n'
+  cpu=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  printf '%-28s req/s=%s p50=%s p99=%s non-2xx=%s socket-errors=%s requests=%s cpu-us/req=%s\n' "$label" "$rps" "$p50" "$p99" "$bad" "$err" "$total" "$cpu" >&2
+  results[$label]+="$line $cpu"$'\n'
 }
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
@@ -150,15 +157,16 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for i in $(seq 1 "$runs"); do
   echo "run $i of $runs (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   start_host "$i"
-  run_once "${labels[0]}" "http://$hook_addr" "$here/webhook-post.lua" TOKEN=$token
+  run_once "${labels[0]}" "$host_pid" "http://$hook_addr" "$here/webhook-post.lua" TOKEN=$token
   accepted=$(metric 'alertbridge_alerts_accepted_total{source="hook"}')
   echo "  host: ${accepted} alerts accepted (metric), queue depth at the end $(curl -fsS "http://$admin_addr/healthz" | sed 's/.*"queue_depth":\([0-9-]*\).*/\1/')" >&2
   stop_pid "$host_pid"; host_pid=
   rm -rf "$work/host-$i/data"
-  run_once "${labels[1]}" "http://127.0.0.1:$am_port" "$here/alertmanager-post.lua" DISTINCT=1
-  run_once "${labels[2]}" "http://127.0.0.1:$am_port" "$here/alertmanager-post.lua" DISTINCT=1000
+  am_pid=$(cat "$work/am/am.pid")
+  run_once "${labels[1]}" "$am_pid" "http://127.0.0.1:$am_port" "$here/alertmanager-post.lua" DISTINCT=1
+  run_once "${labels[2]}" "$am_pid" "http://127.0.0.1:$am_port" "$here/alertmanager-post.lua" DISTINCT=1000
   if [[ -n $server_pid ]]; then
-    run_once "${labels[3]}" "http://$testhost_addr" "$here/webhook-post.lua" TOKEN=$token
+    run_once "${labels[3]}" "$server_pid" "http://$testhost_addr" "$here/webhook-post.lua" TOKEN=$token
   fi
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -166,13 +174,13 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo
 echo "wrk -t$threads -c$conns -d${dur}s, keep-alive, one alert per POST; median of $runs interleaved runs (by req/s);"
 echo "$(nproc) cores shared by wrk, the server and whatever else runs (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-printf '| %-28s | %10s | %9s | %9s | %7s |\n' target "req/s" p50 p99 non-2xx
-printf '|%s|%s|%s|%s|%s|\n' ------------------------------ ------------ ----------- ----------- ---------
+printf '| %-28s | %10s | %9s | %9s | %7s | %11s |\n' target "req/s" p50 p99 non-2xx "CPU µs/req"
+printf '|%s|%s|%s|%s|%s|%s|\n' ------------------------------ ------------ ----------- ----------- --------- -------------
 declare -A median_rps
 for label in "${labels[@]}"; do
-  read -r rps p50 p99 bad _ <<<"$(printf '%s' "${results[$label]}" | sort -n -k1,1 | sed -n "$(( (runs + 1) / 2 ))p")"
+  read -r rps p50 p99 bad _ _ cpu <<<"$(printf '%s' "${results[$label]}" | sort -n -k1,1 | sed -n "$(( (runs + 1) / 2 ))p")"
   median_rps[$label]=$rps
-  printf '| %-28s | %10s | %9s | %9s | %7s |\n' "$label" "$rps" "$p50" "$p99" "$bad"
+  printf '| %-28s | %10s | %9s | %9s | %7s | %11s |\n' "$label" "$rps" "$p50" "$p99" "$bad" "$cpu"
 done
 awk -v a="${median_rps[${labels[0]}]}" -v b="${median_rps[${labels[1]}]}" -v c="${median_rps[${labels[2]}]}" \
   'BEGIN { printf "alertbridge webhook / alertmanager: %.2fx (same alert), %.2fx (1000 distinct)\n", a / b, a / c }'
