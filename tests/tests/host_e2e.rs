@@ -54,6 +54,11 @@ const OPS: &str = r#"
 ops = ["sip:alice@x", "sip:bob@x"]
 "#;
 
+/// The `ops` group and one route `r` sending everything to it through `sink`.
+fn ops_route() -> String {
+    format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n")
+}
+
 fn delivered(dir: &Path) -> Vec<serde_json::Value> {
     fs::read_to_string(dir.join("delivered.jsonl"))
         .unwrap_or_default()
@@ -168,9 +173,13 @@ fn loader_refuses_bad_files_in_one_line_and_loads_the_rest() {
 
     // And the host runs with the good ones.
     let (admin, control) = (free_port(), free_port());
-    let cfg = config(dir.path(), admin, control, "", &format!("plugin_dir_placeholder\n{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n"))
-        .replace("plugin_dir_placeholder\n", "")
-        .replace("stop_deadline_ms = 3000", &format!("stop_deadline_ms = 3000\nplugin_dir = \"{}\"", plugins.display()));
+    let cfg = config(dir.path(), admin, control, "", &ops_route()).replace(
+        "stop_deadline_ms = 3000",
+        &format!(
+            "stop_deadline_ms = 3000\nplugin_dir = \"{}\"",
+            plugins.display()
+        ),
+    );
     let host = Host::start(dir.path(), admin, &cfg);
     let r = emit(control, "count=1&prefix=load");
     assert_eq!(r["accepted"], 1);
@@ -182,8 +191,7 @@ fn loader_refuses_bad_files_in_one_line_and_loads_the_rest() {
 fn panicking_sink_is_restarted_and_the_host_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, control) = (free_port(), free_port());
-    let routes =
-        format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n");
+    let routes = ops_route();
     let host = Host::start(
         dir.path(),
         admin,
@@ -229,8 +237,7 @@ fn panicking_sink_is_restarted_and_the_host_keeps_serving() {
 fn panicking_source_is_restarted_and_its_logs_reach_the_host_log() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, control) = (free_port(), free_port());
-    let routes =
-        format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n");
+    let routes = ops_route();
     let host = Host::start(
         dir.path(),
         admin,
@@ -417,8 +424,7 @@ sinks = ["sink"]
 fn an_alert_that_arrives_while_its_sink_is_starting_goes_out_as_soon_as_it_is_up() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, control) = (free_port(), free_port());
-    let routes =
-        format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n");
+    let routes = ops_route();
     // The sink takes 400 ms to come up; the source is up at once.
     let text = config(dir.path(), admin, control, "create_delay_ms = 400", &routes);
     let _host = Host::start(dir.path(), admin, &text);
@@ -437,8 +443,7 @@ fn an_alert_that_arrives_while_its_sink_is_starting_goes_out_as_soon_as_it_is_up
 fn dedup_takes_a_key_once_across_restarts_and_stop_is_graceful() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, control) = (free_port(), free_port());
-    let routes =
-        format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n");
+    let routes = ops_route();
     let mut host = Host::start(
         dir.path(),
         admin,
@@ -475,13 +480,7 @@ fn dedup_takes_a_key_once_across_restarts_and_stop_is_graceful() {
 fn check_lists_every_mistake_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, control) = (free_port(), free_port());
-    let good = config(
-        dir.path(),
-        admin,
-        control,
-        "",
-        &format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n"),
-    );
+    let good = config(dir.path(), admin, control, "", &ops_route());
     let path = dir.path().join("good.toml");
     fs::write(&path, &good).unwrap();
     let out = Command::new(bin_dir().join("alertbridge"))
@@ -607,8 +606,7 @@ fn shipped_example_configs_check_clean() {
 fn sigterm_drains_in_flight_deliveries_and_leaves_the_rest_queued() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, control) = (free_port(), free_port());
-    let routes =
-        format!("{OPS}\n[[route]]\nname = \"r\"\ngroups = [\"ops\"]\nsinks = [\"sink\"]\n");
+    let routes = ops_route();
     let cfg = config(dir.path(), admin, control, "delay_ms = 400", &routes)
         .replace("stop_deadline_ms = 3000", "stop_deadline_ms = 1000")
         .replace("max_attempts = 3", "max_attempts = 3\nsink_concurrency = 2");
