@@ -4,11 +4,12 @@
 //! without waiting for the batches before it (at most [`SUBMITS_IN_FLIGHT`] await receipts,
 //! settled in order), mark DELE only after each alert's receipt, and QUIT so the deletions commit.
 //!
-//! In a backlog (PIPELINING, no keep mode) the next session logs in while this one finishes, and
+//! In a backlog (PIPELINING, no keep mode) the next session logs in while this one works, and
 //! this one's DELEs and QUIT complete in the background while the next one fetches. The next
-//! session's view is taken at its login, so it leaves out every mail this one took; if this
-//! QUIT fails, those mails come back one session later and their alerts are duplicates (deleted
-//! all the same). A server that refuses the early login gets the usual login after QUIT.
+//! session's view is taken at its login, so it leaves out every mail this one took (and the one
+//! before's, if that one's QUIT was still running); if a QUIT fails, its mails come back in a
+//! later session and their alerts are duplicates (deleted all the same). A server that refuses
+//! the early login gets the usual login after QUIT.
 //!
 //! Dispositions: an accepted alert's mail is deleted (keep mode: its UIDL is recorded instead);
 //! oversize mail, mail from a sender not allowed (unless `on_disallowed = "delete"`) and mail whose
@@ -26,7 +27,7 @@ use alertbridge_plugin_api::{
     Alert, ErrorKind, PluginError, Receipt, error_chain, kit::SourceContext,
 };
 use futures_util::future::join_all;
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -47,8 +48,6 @@ const PIPELINE_BATCH_BYTES: u64 = 4 << 20;
 /// Batches whose alerts are with the host awaiting receipts while the next one is fetched, at
 /// most: the host's commit latency stays off the fetch path.
 const SUBMITS_IN_FLIGHT: usize = 3;
-/// The next session logs in once this many batches (or fewer) are left to request.
-const AHEAD_BATCHES: usize = 4;
 
 type Pop3Session = Session<Box<dyn Io>>;
 
@@ -60,15 +59,30 @@ pub enum Outcome {
     More(Option<Box<Ahead>>),
 }
 
-/// The next session, logged in while the one before it finished, with its listing taken at login.
+/// The next session, logged in while the one before it worked, with its listing taken at login.
 pub struct Ahead {
     session: Pop3Session,
     listing: Listing,
     beyond: bool,
-    /// UIDLs the session before took: listed here still, but not this session's to fetch.
+    /// UIDLs the sessions before took: maybe still listed here, but not this session's to fetch.
     excluded: HashSet<String>,
-    /// The session before's DELEs and QUIT, still running.
-    closing: JoinHandle<()>,
+    /// The session before, closing.
+    before: Closing,
+}
+
+impl Ahead {
+    /// Lets the session before finish its QUIT and logs this one out without touching anything
+    /// (shutdown): the host's runtime stops after `run` returns.
+    pub async fn close(self) {
+        let _ = self.before.task.await;
+        let _ = self.session.quit().await;
+    }
+}
+
+/// A session whose DELEs and QUIT run in the background, and the mails it took.
+struct Closing {
+    task: JoinHandle<()>,
+    taken: HashSet<String>,
 }
 
 /// Why a session ended early.
@@ -150,8 +164,8 @@ impl Pop3Source {
         ahead: Option<Box<Ahead>>,
     ) -> Result<Outcome, SessionError> {
         let s = &self.settings;
-        let (mut session, listing, beyond, excluded, previous) = match ahead.map(|a| *a) {
-            Some(a) => (a.session, a.listing, a.beyond, a.excluded, Some(a.closing)),
+        let (mut session, listing, beyond, excluded, before) = match ahead.map(|a| *a) {
+            Some(a) => (a.session, a.listing, a.beyond, a.excluded, Some(a.before)),
             None => {
                 // Nothing is marked yet: giving up here on shutdown loses nothing.
                 let mut session = tokio::select! {
@@ -173,12 +187,12 @@ impl Pop3Source {
             && !candidates.is_empty()
             && candidates.iter().all(|c| c.uid.is_some());
         if !overlap {
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
             let tally = self
-                .drain(ctx, &mut session, &candidates, seen, skipped, None)
+                .drain(ctx, &mut session, &candidates, seen, skipped)
                 .await?;
+            if let Some(before) = before {
+                let _ = before.task.await;
+            }
             self.finish(session, tally).await?;
             return Ok(if more {
                 Outcome::More(None)
@@ -186,13 +200,20 @@ impl Pop3Source {
                 Outcome::Done
             });
         }
-        let excluded: HashSet<String> = candidates.iter().filter_map(|c| c.uid.clone()).collect();
+        let taken: HashSet<String> = candidates.iter().filter_map(|c| c.uid.clone()).collect();
+        // The session before may not have QUIT yet: then the next one sees its mails too.
+        let excluded = match &before {
+            Some(b) if !b.task.is_finished() => taken.union(&b.taken).cloned().collect(),
+            _ => taken.clone(),
+        };
         let extra = excluded.len() + skipped.len();
-        let (start, started) = oneshot::channel();
         let (tally, next) = tokio::join!(
-            self.drain(ctx, &mut session, &candidates, seen, skipped, Some(start)),
-            self.log_in_ahead(ctx, started, previous, extra),
+            self.drain(ctx, &mut session, &candidates, seen, skipped),
+            self.log_in_ahead(ctx, extra),
         );
+        if let Some(before) = before {
+            let _ = before.task.await;
+        }
         let tally = tally?;
         let Some((next, listing, beyond)) = next.filter(|_| tally.host_error.is_none()) else {
             self.finish(session, tally).await?;
@@ -201,7 +222,7 @@ impl Pop3Source {
         // The next session fetches while this one's DELEs and QUIT complete.
         let mailbox = s.mailbox.clone();
         let counters = Arc::clone(&self.counters);
-        let closing = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             match close(session, tally.deletes, &mailbox).await {
                 Ok(()) => {
                     counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -219,13 +240,12 @@ impl Pop3Source {
             listing,
             beyond,
             excluded,
-            closing,
+            before: Closing { task, taken },
         }))))
     }
 
     /// Fetches, submits and settles `candidates`; returns the DELEs still to send (and a
-    /// transient host refusal, which ends the session). Tells `ahead` when the next session may
-    /// log in.
+    /// transient host refusal, which ends the session).
     async fn drain(
         &self,
         ctx: &SourceContext,
@@ -233,7 +253,6 @@ impl Pop3Source {
         candidates: &[Candidate],
         mut seen: Option<&mut SeenUids>,
         skipped: &mut HashSet<String>,
-        mut ahead: Option<oneshot::Sender<()>>,
     ) -> Result<Tally, SessionError> {
         let s = &self.settings;
         let pipelining = session.pipelining();
@@ -247,11 +266,6 @@ impl Pop3Source {
         // With PIPELINING the next batch is already requested while this one is submitted.
         let mut in_flight: Option<(Vec<Command>, usize)> = None;
         for (i, chunk) in chunks.iter().enumerate() {
-            if chunks.len() - i <= AHEAD_BATCHES
-                && let Some(start) = ahead.take()
-            {
-                let _ = start.send(());
-            }
             let (commands, replies) = match in_flight.take() {
                 Some((sent, n_dele)) => {
                     let replies = session.read_replies(&sent).await?;
@@ -379,41 +393,30 @@ impl Pop3Source {
         Ok(())
     }
 
-    /// Logs the next session in once `start` says so (and `previous` closed), and lists its
-    /// mailbox. Any failure (a server that locks the maildrop refuses a second login) only
-    /// means the next session logs in the usual way.
+    /// Logs the next session in and lists its mailbox (`extra` messages beyond the usual
+    /// window: those the sessions before took). Any failure (a server that locks the maildrop
+    /// refuses a second login) only means the next session logs in the usual way.
     async fn log_in_ahead(
         &self,
         ctx: &SourceContext,
-        start: oneshot::Receiver<()>,
-        previous: Option<JoinHandle<()>>,
         extra: usize,
     ) -> Option<(Pop3Session, Listing, bool)> {
         let mailbox = self.settings.mailbox.as_str();
+        debug!(mailbox, "Logging in ahead.");
         let attempt = async {
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            // No signal: this session ended early and the next one logs in after it.
-            start.await.ok()?;
-            debug!(mailbox, "Logging in ahead.");
-            let result = async {
-                let mut session = self.login().await?;
-                let (listing, beyond) = self.listing(&mut session, extra).await?;
-                Ok::<_, SessionError>((session, listing, beyond))
-            };
-            match result.await {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    debug!(mailbox, error = %error_chain(&e), "Early login refused; logging in after QUIT.");
-                    None
-                }
-            }
+            let mut session = self.login().await?;
+            let (listing, beyond) = self.listing(&mut session, extra).await?;
+            Ok::<_, SessionError>((session, listing, beyond))
         };
-        tokio::select! {
-            () = ctx.shutdown.cancelled() => None,
+        let result = tokio::select! {
+            () = ctx.shutdown.cancelled() => return None,
             r = attempt => r,
-        }
+        };
+        result
+            .inspect_err(|e| {
+                debug!(mailbox, error = %error_chain(e), "Early login refused; logging in after QUIT.");
+            })
+            .ok()
     }
 
     /// STAT, then the listing, and whether more messages wait beyond it. An empty mailbox

@@ -150,6 +150,9 @@ impl Pop3Source {
                 break;
             }
         }
+        if let Some(ahead) = ahead {
+            ahead.close().await;
+        }
         info!(mailbox, "Stopped.");
         Ok(())
     }
