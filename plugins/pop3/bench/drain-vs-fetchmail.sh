@@ -76,7 +76,7 @@ stats() { sort -n "$WORK/$1.times" | awk -v n="$N" '{ t[NR] = $1 } END {
 fetchmail_rc plain; fetchmail_rc pop3s
 FM="fetchmail --pidfile $WORK/fm.pid --idfile $WORK/fm.ids -s"
 VARIANTS=${VARIANTS:-"pop3-plain fetchmail-plain pop3-pop3s fetchmail-pop3s pop3-plain-1session bare-pipelined-plain"}
-[ "${HOST:-0}" = 1 ] && VARIANTS="$VARIANTS host-plain host-plain-1session"
+[ "${HOST:-0}" = 1 ] && VARIANTS="$VARIANTS host-plain host-plain-1session host-plain-1000"
 for v in $VARIANTS; do : > "$WORK/$v.times"; done
 # Rounds interleave the clients, so a noisy neighbour on the machine hits all of them alike.
 # VARIANTS (env) picks clients from the list above.
@@ -93,12 +93,13 @@ for round in $(seq "$RUNS"); do
     run bare-pipelined-plain python3 "$HERE/pop3-drain.py" bench benchpass "${PLAIN##*:}" 64
     run host-plain "$HERE/drain-host.sh" "$PLAIN" "$N"
     run host-plain-1session "$HERE/drain-host.sh" "$PLAIN" "$N" "max_messages_per_session = $N"
+    run host-plain-1000 "$HERE/drain-host.sh" "$PLAIN" "$N" "max_messages_per_session = 1000"
 done
 
 echo
 echo "Draining $N mails from Dovecot on loopback, $RUNS runs each (wall seconds; medians)."
 echo "pop3 source -> in-process TestHost (no durable queue yet); fetchmail -> bsmtp file."
-echo "pop3-* use the default max_messages_per_session (1000, so 10 QUITs); -1session: one QUIT."
+echo "pop3-*, host-plain: the default max_messages_per_session (5000: 2 sessions for 10k); -1session: one; -1000: ten."
 echo "bare-pipelined: a 28-line python client, RETR+DELE in batches of 64, no parsing, no delivery."
 echo "host-*: the pop3 source in the release alertbridge, each mail durably queued before its DELE (incl. host start)."
 printf '%-34s %9s %9s %9s %10s\n' client median min max "mails/s"
@@ -107,7 +108,7 @@ for v in $VARIANTS; do
     read -r m lo hi rate <<< "$(stats $v)"
     printf '%-34s %9s %9s %9s %10s\n' "$v" "$m" "$lo" "$hi" "$rate"
 done
-for v in host-plain host-plain-1session; do
+for v in host-plain host-plain-1session host-plain-1000; do
     [ -s "$WORK/$v.times" ] || continue
     a=$(stats "$v" | cut -d' ' -f1); b=$(stats fetchmail-plain | cut -d' ' -f1)
     awk -v t="$v" -v a="$a" -v b="$b" 'BEGIN { printf "speed-up over fetchmail (%s): %.1fx\n", t, b / a }'
