@@ -83,7 +83,7 @@ impl Ingest {
     /// Validates and durably queues `alert` from `source`; resolves after the commit.
     pub fn submit(
         self: &Arc<Self>,
-        source: &str,
+        source: &Arc<str>,
         alert: Alert,
     ) -> FfiFuture<RResult<Receipt, FfiError>> {
         let refuse = |kind, message: String, retry_after_ms| {
@@ -95,11 +95,7 @@ impl Ingest {
             async move { RErr(e) }.into_ffi()
         };
         if self.stopping.load(Ordering::Relaxed) {
-            return refuse(
-                ErrorKind::SHUTTING_DOWN,
-                "alertbridge is stopping".into(),
-                1000,
-            );
+            return async { RErr(stopping()) }.into_ffi();
         }
         if let Err((reason, message)) = self.validate(&alert) {
             self.metrics.rejected(source, reason);
@@ -117,20 +113,16 @@ impl Ingest {
         // Whatever the plugin does with this future, the queue hands a committed alert to
         // `on_commit` below, and so to the dispatcher.
         let enqueue = self.queue.enqueue(source, alert);
-        let source = source.to_owned();
+        let source = Arc::clone(source);
         async move {
             match enqueue.await {
                 Ok(t) => RResult::ROk(Receipt {
                     alert_id: t.id,
                     duplicate: t.duplicate,
                 }),
-                Err(QueueError::Closed) => RErr(FfiError {
-                    kind: ErrorKind::SHUTTING_DOWN,
-                    message: "alertbridge is stopping".into(),
-                    retry_after_ms: 1000,
-                }),
+                Err(QueueError::Closed) => RErr(stopping()),
                 Err(e) => {
-                    tracing::error!(source, error = %crate::error_chain(&e), "Could not queue an alert.");
+                    tracing::error!(source = &*source, error = %crate::error_chain(&e), "Could not queue an alert.");
                     RErr(PluginError::new(ErrorKind::TRANSIENT, format!("queue unavailable: {e}")).into())
                 }
             }
@@ -153,6 +145,15 @@ impl Ingest {
                 let _ = accepted.send(e.alert);
             }
         })
+    }
+}
+
+/// The refusal of a host that is stopping: the source should come back later.
+fn stopping() -> FfiError {
+    FfiError {
+        kind: ErrorKind::SHUTTING_DOWN,
+        message: "alertbridge is stopping".into(),
+        retry_after_ms: 1000,
     }
 }
 

@@ -146,9 +146,12 @@ impl Slot {
 
     /// The running sink; if it is (re)starting, waits up to `wait` for it to come up.
     pub async fn sink_within(&self, wait: Duration) -> Option<Arc<SinkBox>> {
+        if let Some(sink) = self.sink() {
+            return Some(sink);
+        }
         let started = self.up.notified();
         tokio::pin!(started);
-        // Registered before the check, so a start between the check and the wait is not missed.
+        // Registered before the second check, so a start in between is not missed.
         started.as_mut().enable();
         if let Some(sink) = self.sink() {
             return Some(sink);

@@ -104,27 +104,29 @@ impl StoredAlert {
 mod alert_serde {
     use super::*;
 
+    /// The stored document, as read back.
     #[derive(Deserialize)]
     struct Doc {
         subject: String,
-        #[serde(default, skip_serializing_if = "String::is_empty")]
+        #[serde(default)]
         body: String,
         severity: String,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default)]
         groups: Vec<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default)]
         users: Vec<String>,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[serde(default)]
         labels: BTreeMap<String, String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         dedup_key: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         expires_ms: Option<i64>,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[serde(default)]
         attributes: BTreeMap<String, String>,
     }
 
-    /// The same document, borrowed: what a save writes, without copying the alert.
+    /// The document as written: borrowed from the alert, so a save copies nothing; empty
+    /// fields are left out.
     #[derive(Serialize)]
     struct DocRef<'a> {
         subject: &'a str,

@@ -240,7 +240,7 @@ async fn test_alert(State(s): State<Arc<AdminState>>, Json(t): Json<TestAlert>) 
     alert.body = t.body;
     alert.severity = severity;
     alert.attributes.insert(ROUTE_ATTRIBUTE.into(), t.route);
-    match s.ingest.submit(ADMIN_SOURCE, alert).await {
+    match s.ingest.submit(&ADMIN_SOURCE.into(), alert).await {
         RResult::ROk(r) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({"id": r.alert_id})),

@@ -287,16 +287,16 @@ impl Writer {
             let mut txn = self.db.begin_write().map_err(QueueError::storage)?;
             txn.set_durability(Durability::Immediate);
             {
-                let mut t = Tables {
-                    alerts: txn.open_table(ALERTS).map_err(QueueError::storage)?,
-                    dedup_log: txn.open_table(DEDUP_LOG).map_err(QueueError::storage)?,
-                };
                 let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
                 let first_id = meta
                     .get("next_id")
                     .map_err(QueueError::storage)?
                     .map_or(1, |v| v.value());
-                let mut next_id = first_id;
+                let mut t = Tables {
+                    alerts: txn.open_table(ALERTS).map_err(QueueError::storage)?,
+                    dedup_log: txn.open_table(DEDUP_LOG).map_err(QueueError::storage)?,
+                    next_id: first_id,
+                };
                 for cmd in batch {
                     match cmd {
                         Cmd::Enqueue {
@@ -305,14 +305,8 @@ impl Writer {
                             json,
                             reply,
                         } => {
-                            let taken = self.enqueue(
-                                &mut t,
-                                &mut undo,
-                                &mut next_id,
-                                dedup,
-                                alert.accepted_ms,
-                                &json,
-                            )?;
+                            let taken =
+                                self.enqueue(&mut t, &mut undo, dedup, alert.accepted_ms, &json)?;
                             replies.push(Reply::Enqueued(reply, alert, taken));
                         }
                         Cmd::Save { id, json, reply } => {
@@ -323,8 +317,8 @@ impl Writer {
                         }
                     }
                 }
-                if next_id != first_id {
-                    meta.insert("next_id", next_id)
+                if t.next_id != first_id {
+                    meta.insert("next_id", t.next_id)
                         .map_err(QueueError::storage)?;
                 }
                 if prune {
@@ -368,12 +362,10 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
         t: &mut Tables<'_>,
         undo: &mut Vec<(u128, Option<(u64, i64)>)>,
-        next_id: &mut u64,
         dedup: Option<u128>,
         accepted_ms: i64,
         json: &[u8],
@@ -387,8 +379,8 @@ impl Writer {
                 duplicate: true,
             });
         }
-        let id = *next_id;
-        *next_id += 1;
+        let id = t.next_id;
+        t.next_id += 1;
         t.alerts.insert(id, json).map_err(QueueError::storage)?;
         if let Some(key) = dedup {
             t.dedup_log
@@ -440,10 +432,11 @@ impl Writer {
     }
 }
 
-/// The tables one write transaction works on.
+/// The tables one write transaction works on, and the id its next new alert gets.
 struct Tables<'txn> {
     alerts: redb::Table<'txn, u64, &'static [u8]>,
     dedup_log: redb::Table<'txn, u64, (u128, i64)>,
+    next_id: u64,
 }
 
 #[cfg(test)]

@@ -146,6 +146,11 @@ impl Api {
         {
             return Ok(current.authorization.clone());
         }
+        let transport = |source| UcwaError::Transport {
+            method: "POST".into(),
+            url: token_url.to_string(),
+            source,
+        };
         let response = self
             .http
             .post(token_url.clone())
@@ -160,20 +165,9 @@ impl Api {
             ))
             .send()
             .await
-            .map_err(|source| UcwaError::Transport {
-                method: "POST".into(),
-                url: token_url.to_string(),
-                source,
-            })?;
+            .map_err(transport)?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| UcwaError::Transport {
-                method: "POST".into(),
-                url: token_url.to_string(),
-                source,
-            })?;
+        let body = response.bytes().await.map_err(transport)?;
         let grant = match parse_token(&body) {
             Ok(Ok(grant)) if status.is_success() => grant,
             Ok(Err(error)) => {

@@ -14,8 +14,7 @@ pub mod sink;
 
 pub use self::{error::UcwaError, sink::UcwaSink};
 
-/// mimalloc, like the host: each side of the boundary keeps its own heap (the boundary's types
-/// free their memory through their own vtables), and glibc malloc costs more per alert.
+/// mimalloc, like the host (docs/writing-a-plugin.md §6: "Your allocator is your own").
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -324,8 +324,7 @@ fn unix_micros() -> u128 {
         .map_or(0, |d| d.as_micros())
 }
 
-/// mimalloc, like the host: each side of the boundary keeps its own heap (the boundary's types
-/// free their memory through their own vtables), and glibc malloc costs more per alert.
+/// mimalloc, like the host (docs/writing-a-plugin.md §6: "Your allocator is your own").
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
