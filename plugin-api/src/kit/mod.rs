@@ -10,6 +10,7 @@ mod guard;
 mod host;
 mod instance;
 mod log;
+mod secret;
 
 use std::{future::Future, sync::Arc};
 
@@ -18,6 +19,7 @@ pub use tokio_util::sync::CancellationToken;
 #[doc(hidden)]
 pub use self::entry::{PluginSpec, lib_header};
 pub use self::host::Host;
+pub use self::secret::{Secret, resolve_secret};
 use crate::{Health, Message, PluginError, Presence, RecipientResult};
 
 /// What a source's `run` gets: the host to submit to and the signal to stop.
