@@ -46,7 +46,8 @@ pub enum Command {
     /// Run the bridge with the bundled simulators (UCWA, UCMA bridge, POP3) on loopback, and
     /// show a mail and a webhook post turning into IMs.
     Demo {
-        /// Folder for the demo's config, queue and mailbox (default: a new one in /tmp).
+        /// Folder for the demo's config, queue and mailbox (default: a new private one, mode 0700,
+        /// under an unpredictable name in $TMPDIR).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Port of the status page and admin API.
@@ -69,12 +70,8 @@ pub enum Command {
 pub enum CliError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigErrors),
-    #[error("cannot read the plugin folder {dir}")]
-    PluginDir {
-        dir: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    PluginDir(#[from] loader::DirError),
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
     #[error(transparent)]
@@ -86,10 +83,7 @@ pub enum CliError {
 }
 
 fn load_plugins(dir: &Path) -> Result<Plugins, CliError> {
-    loader::load_dir(dir).map_err(|source| CliError::PluginDir {
-        dir: dir.display().to_string(),
-        source,
-    })
+    Ok(loader::load_dir(dir)?)
 }
 
 fn plugin_dir(config: &Config) -> PathBuf {
@@ -208,11 +202,8 @@ async fn reload(
 ) -> Result<crate::app::Reloaded, Vec<String>> {
     let config =
         Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    plugins.scan(plugin_dir).map_err(|e| {
-        vec![format!(
-            "cannot read the plugin folder {}: {e}",
-            plugin_dir.display()
-        )]
-    })?;
+    plugins
+        .scan(plugin_dir)
+        .map_err(|e| vec![crate::error_chain(&e)])?;
     bridge.reload(config, plugins).await
 }

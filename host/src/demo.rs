@@ -45,6 +45,8 @@ pub enum DemoError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Plugins(#[from] loader::DirError),
     #[error("the demo config is wrong (a bug): {0}")]
     Config(#[from] crate::config::ConfigErrors),
     #[error(transparent)]
@@ -207,6 +209,31 @@ fn create_dir(p: &Path) -> Result<(), DemoError> {
     })
 }
 
+/// A new folder only this user can enter, under a name nobody could predict (mkdtemp): a
+/// folder created ahead by another local user cannot be taken over.
+fn private_temp_dir() -> Result<PathBuf, DemoError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..16 {
+        let dir = base.join(format!("alertbridge-demo-{:016x}", rand::random::<u64>()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(source) => {
+                return Err(DemoError::Dir {
+                    dir: base.display().to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(DemoError::Dir {
+        dir: base.display().to_string(),
+        source: last.unwrap_or_else(|| std::io::Error::other("no free name")),
+    })
+}
+
 fn write(p: &Path, text: &str) -> Result<(), DemoError> {
     std::fs::write(p, text).map_err(|source| DemoError::Dir {
         dir: p.display().to_string(),
@@ -222,10 +249,13 @@ pub async fn run(
 ) -> Result<(), DemoError> {
     use tokio::signal::unix::{SignalKind, signal};
     let bin_dir = loader::default_dir();
-    let dir = dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("alertbridge-demo-{}", std::process::id()))
-    });
-    create_dir(&dir)?;
+    let dir = match dir {
+        Some(dir) => {
+            create_dir(&dir)?;
+            dir
+        }
+        None => private_temp_dir()?,
+    };
     let maildir = dir.join("mail/alerts/Maildir");
     for sub in ["new", "cur", "tmp"] {
         create_dir(&maildir.join(sub))?;
@@ -271,10 +301,7 @@ pub async fn run(
     let config_path = dir.join("alertbridge.toml");
     write(&config_path, &text)?;
     let config = Config::parse(&config_path, &text)?;
-    let plugins = loader::load_dir(&bin_dir).map_err(|source| DemoError::Dir {
-        dir: path(&bin_dir),
-        source,
-    })?;
+    let plugins = loader::load_dir(&bin_dir)?;
     let (bridge, _reloads) = Bridge::start(config, &plugins).await?;
 
     // A monitoring mail lands in the mailbox, and a monitoring system posts to the webhook.

@@ -1,6 +1,9 @@
-//! Finding and loading plugin files: each file is loaded once, checked by abi_stable, and
-//! asked what kinds it provides. A file that cannot be used is refused with one readable line
-//! while the others still load. Libraries are never unloaded.
+//! Finding and loading plugin files: each file is first checked without being opened
+//! ([`trust`]: owner, mode, symlinks, the ELF symbol table), then loaded once, checked by
+//! abi_stable, and asked what kinds it provides. A file that cannot be used is refused with one
+//! readable line while the others still load. Libraries are never unloaded.
+
+mod trust;
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +12,7 @@ use alertbridge_plugin_api::{
     abi::PluginModRef,
     abi_stable::library::{LibraryError, RootModuleError, lib_header_from_path},
 };
+pub use trust::DirError;
 
 /// One loaded plugin file.
 #[derive(Clone)]
@@ -69,8 +73,8 @@ pub fn default_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Loads every `*.so` file in `dir` (not recursing).
-pub fn load_dir(dir: &Path) -> Result<Plugins, std::io::Error> {
+/// Loads every `*.so` file in `dir` (not recursing) that passes the [`trust`] checks.
+pub fn load_dir(dir: &Path) -> Result<Plugins, DirError> {
     let mut plugins = Plugins::default();
     plugins.scan(dir)?;
     Ok(plugins)
@@ -78,22 +82,28 @@ pub fn load_dir(dir: &Path) -> Result<Plugins, std::io::Error> {
 
 impl Plugins {
     /// Loads the files in `dir` not loaded yet (a reload picks up new plugin files; a loaded
-    /// library is never loaded twice, and refused files are tried again).
-    pub fn scan(&mut self, dir: &Path) -> Result<(), std::io::Error> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+    /// library is never loaded twice, and refused files are tried again). A folder that
+    /// others could write to is refused as a whole.
+    pub fn scan(&mut self, dir: &Path) -> Result<(), DirError> {
+        let real_dir = trust::check_dir(dir)?;
+        let entries = std::fs::read_dir(&real_dir).map_err(|source| DirError::Read {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
-            .map(|e| e.path())
+            .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+            .map(|e| dir.join(e.file_name()))
             .filter(|p| {
-                p.is_file()
-                    && p.extension()
-                        .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+                p.extension()
+                    .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
             })
             .filter(|p| !self.loaded.iter().any(|l| l.path == *p))
             .collect();
         files.sort();
         self.refused.clear();
         for path in files {
-            match load_file(&path) {
+            match trust::check_file(&real_dir, &path).and_then(|real| open(&path, &real)) {
                 Ok(p) => {
                     for (kind, role) in &p.kinds {
                         if let Some(first) = self.find(kind, *role) {
@@ -115,10 +125,9 @@ impl Plugins {
     }
 }
 
-/// Loads one file, or says in one line why not.
-pub fn load_file(path: &Path) -> Result<Plugin, String> {
-    check_permissions(path)?;
-    let header = lib_header_from_path(path).map_err(|e| summarize(&e))?;
+/// `dlopen`s a file that passed the checks (at its real path) and reads its root module.
+fn open(path: &Path, real: &Path) -> Result<Plugin, String> {
+    let header = lib_header_from_path(real).map_err(|e| summarize(&e))?;
     let module = header
         .init_root_module::<PluginModRef>()
         .map_err(|e| summarize(&e))?;
@@ -141,24 +150,6 @@ pub fn load_file(path: &Path) -> Result<Plugin, String> {
         kinds,
         module,
     })
-}
-
-/// Refuses files that other users could have written: loading runs their code.
-fn check_permissions(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    if meta.mode() & 0o002 != 0 {
-        return Err(
-            "writable by every user (chmod o-w it): loading it would run anyone's code".into(),
-        );
-    }
-    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    if meta.mode() & 0o020 != 0 && meta.uid() != 0 && Some(meta.uid()) != me {
-        return Err(
-            "group-writable and owned by another user: loading it would run their code".into(),
-        );
-    }
-    Ok(())
 }
 
 /// One readable line for a load failure; the full layout report goes to the debug log.

@@ -63,6 +63,20 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `alertbridge <args>` to its end with RUST_LOG=info: whether it exited 0, and what it
+/// printed (stdout, then stderr).
+pub fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin_dir().join("alertbridge"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run alertbridge");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// A running `alertbridge run`.
 pub struct Host {
     pub dir: PathBuf,
@@ -136,6 +150,21 @@ impl Host {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process id of the running host, e.g. to send it SIGHUP.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends the running host a signal by name (`"HUP"`, `"TERM"`), as `kill -<name>` does.
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(pid.to_string())
+                .status();
         }
     }
 
