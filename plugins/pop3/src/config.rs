@@ -1,12 +1,11 @@
 //! The `[source.config]` table of a `pop3` instance, and its validation into [`Settings`].
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use alertbridge_plugin_api::{PluginError, kit::config_error};
+use alertbridge_plugin_api::{
+    PluginError,
+    kit::{Secret, config_error, resolve_secret},
+};
 use serde::Deserialize;
 
 use crate::{
@@ -30,8 +29,8 @@ pub struct Pop3Config {
     pub ca_file: Option<PathBuf>,
     pub username: String,
     /// The password inline; exactly one of `password`, `password_file`, `password_env`.
-    pub password: Option<String>,
-    /// A file holding the password (a trailing newline is ignored).
+    pub password: Option<Secret>,
+    /// A file holding the password (its first line).
     pub password_file: Option<PathBuf>,
     /// An environment variable holding the password.
     pub password_env: Option<String>,
@@ -57,6 +56,18 @@ pub struct Pop3Config {
     /// it (logged with sender and subject).
     #[serde(default)]
     pub on_disallowed: OnDisallowed,
+    /// The `authserv-id` of the operator's own MTA: when set, a mail becomes an alert only if the
+    /// topmost `Authentication-Results` header (RFC 8601) of that id shows `dkim=pass`,
+    /// `spf=pass` or `dmarc=pass` for the domain of its `From:` address.
+    pub trusted_authserv_id: Option<String>,
+    /// A mail that fails to be fetched (or to become an alert) this many times is quarantined:
+    /// remembered by UIDL, no longer fetched, reported once in a `mail.problem` alert.
+    #[serde(default = "default_max_fetch_attempts")]
+    pub max_fetch_attempts: u32,
+    /// What to do with a quarantined mail once its problem alert is queued: `keep` it on the
+    /// server (default) or `delete` it.
+    #[serde(default)]
+    pub on_quarantine: OnDisallowed,
     /// Larger mail is left on the server with a warning.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u64,
@@ -100,6 +111,9 @@ fn default_poll_interval_ms() -> u64 {
 fn default_max_messages_per_session() -> u32 {
     5000
 }
+fn default_max_fetch_attempts() -> u32 {
+    3
+}
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/alertbridge/pop3")
 }
@@ -121,7 +135,7 @@ fn default_max_backoff_ms() -> u64 {
 pub struct Settings {
     pub endpoint: Endpoint,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     pub auth: Option<AuthMethod>,
     pub poll_interval: Duration,
     pub max_messages_per_session: u32,
@@ -129,6 +143,10 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub senders: SenderFilter,
     pub on_disallowed: OnDisallowed,
+    /// The MTA whose `Authentication-Results` must vouch for the sender's domain, if any.
+    pub trusted_authserv_id: Option<String>,
+    pub max_fetch_attempts: u32,
+    pub on_quarantine: OnDisallowed,
     pub max_message_bytes: u64,
     pub max_backoff: Duration,
     pub mail: MailOptions,
@@ -153,9 +171,17 @@ impl Pop3Config {
                 "must be non-empty, without spaces or line breaks",
             ));
         }
-        let password = self.password()?;
-        if password.contains(['\r', '\n', '\0']) {
-            return Err(config_error("password", "must not contain line breaks"));
+        let password = resolve_secret(
+            "password",
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+        )?;
+        if password.expose().contains(['\r', '\n', '\0']) {
+            return Err(config_error(
+                "password",
+                "must not contain line breaks or NUL bytes",
+            ));
         }
         positive("poll_interval_ms", self.poll_interval_ms)?;
         positive(
@@ -172,10 +198,25 @@ impl Pop3Config {
             .map_err(|m| config_error("allowed_senders", m))?;
         let tls_config = client_config(self.ca_file.as_deref())
             .map_err(|e| config_error("ca_file", error_chain(&e)))?;
+        positive("max_fetch_attempts", u64::from(self.max_fetch_attempts))?;
+        let trusted_authserv_id = match self.trusted_authserv_id.as_deref().map(str::trim) {
+            None => None,
+            Some(id) if !id.is_empty() && !id.contains(|c: char| c.is_whitespace() || c == ';') => {
+                Some(id.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(config_error(
+                    "trusted_authserv_id",
+                    "must be one authserv-id (e.g. the MTA's host name), without spaces or `;`",
+                ));
+            }
+        };
         let max = usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX);
-        // A reply may exceed LIST's size a little (stuffing); one long line must not make a mail
-        // unreadable (and the mailbox stuck), so lines are only bounded by the whole reply.
-        let reply_limit = max.saturating_add(max / 8).saturating_add(64 << 10);
+        // LIST counts a mail as stored (CRLF lines); on the wire every line starting with `.`
+        // gains one more (RFC 1939 §3), so a mail of `.` lines is 4/3 of its size. The reply
+        // limit is the wire form of the largest mail allowed, and a little slack. (One long
+        // line must not make a mail unreadable either: lines are bounded by the whole reply.)
+        let reply_limit = wire_limit(max);
         let limits = Limits {
             multi_line: reply_limit,
             data_line: reply_limit,
@@ -207,6 +248,9 @@ impl Pop3Config {
             state_dir: self.state_dir.clone(),
             senders,
             on_disallowed: self.on_disallowed,
+            trusted_authserv_id,
+            max_fetch_attempts: self.max_fetch_attempts,
+            on_quarantine: self.on_quarantine,
             max_message_bytes: self.max_message_bytes,
             max_backoff: Duration::from_millis(self.max_backoff_ms),
             mail: MailOptions {
@@ -215,27 +259,13 @@ impl Pop3Config {
             mailbox: format!("{}@{host}:{port}", self.username),
         })
     }
-
-    fn password(&self) -> Result<String, PluginError> {
-        match (&self.password, &self.password_file, &self.password_env) {
-            (Some(p), None, None) => Ok(p.clone()),
-            (None, Some(path), None) => {
-                read_secret(path).map_err(|m| config_error("password_file", m))
-            }
-            (None, None, Some(var)) => std::env::var(var).map_err(|e| {
-                config_error("password_env", format!("environment variable {var}: {e}"))
-            }),
-            _ => Err(config_error(
-                "password",
-                "give exactly one of `password`, `password_file`, `password_env`",
-            )),
-        }
-    }
 }
 
-fn read_secret(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+/// The largest multi-line reply (as sent, dot-stuffed) for a mail of at most `max` bytes: a
+/// mail made only of `.` lines is 4/3 of its size on the wire; 64 KiB of slack for servers
+/// that count sizes a little differently.
+pub fn wire_limit(max: usize) -> usize {
+    max.saturating_add(max.div_ceil(3)).saturating_add(64 << 10)
 }
 
 fn positive(key: &str, value: u64) -> Result<(), PluginError> {
@@ -375,7 +405,7 @@ mod tests {
         assert!(
             parse(&two)
                 .unwrap_err()
-                .starts_with("`password`: give exactly one")
+                .starts_with("`password`: set exactly one")
         );
         let none = "server = \"127.0.0.1\"\nusername = \"a\"\n";
         assert!(parse(none).is_err());
@@ -386,12 +416,39 @@ mod tests {
             "server = \"127.0.0.1\"\nusername = \"a\"\npassword_file = {:?}\n",
             file.display().to_string()
         );
-        assert_eq!(parse(&text).expect("valid").password, "s3cret");
+        assert_eq!(parse(&text).expect("valid").password.expose(), "s3cret");
         let missing = "server = \"127.0.0.1\"\nusername = \"a\"\npassword_env = \"ALERTBRIDGE_POP3_TEST_UNSET_VAR\"\n";
         assert!(
             parse(missing)
                 .unwrap_err()
                 .starts_with("`password_env`: environment variable")
+        );
+    }
+
+    #[test]
+    fn the_password_never_shows() {
+        const PLANTED: &str = "Pl4nted-S3cret-7731";
+        let s = parse(&format!(
+            "server = \"127.0.0.1\"\nusername = \"a\"\npassword = \"{PLANTED}\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(s.password.expose(), PLANTED);
+        assert!(
+            !format!("{s:?}").contains(PLANTED),
+            "Debug shows the password"
+        );
+        // A number where a string belongs: the error names the key, not the value.
+        let e =
+            parse("server = \"127.0.0.1\"\nusername = \"a\"\npassword = 77312468\n").unwrap_err();
+        assert!(!e.contains("77312468"), "{e}");
+        // A line break in the secret (from a file's second line it is cut; inline it is refused).
+        let e = parse(&format!(
+            "server = \"127.0.0.1\"\nusername = \"a\"\npassword = \"{PLANTED}\\r\\nDELE 1\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("`password`: must not") && !e.contains(PLANTED),
+            "{e}"
         );
     }
 

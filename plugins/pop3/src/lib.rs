@@ -1,6 +1,7 @@
 //! The `pop3` source plugin: polls a POP3 mailbox and turns every mail into an alert, deleting a
 //! mail only after the host has durably queued its alert.
 
+pub mod auth_results;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -1,6 +1,11 @@
 //! Mail → alert: an `<alert>` document in the body or in an `application/xml` / `text/xml` part
 //! is read field by field; any other mail becomes an alert from its subject and best text body.
-//! Sender, subject, Message-ID, date and chosen headers become `mail.*` labels for routes.
+//! Sender, subject, Message-ID, date and chosen headers become `mail.*` labels for routes;
+//! only this module sets `mail.*` labels: a document cannot set or override them.
+//!
+//! An XML document is decoded with the MIME part's charset, or, when the part names none, with
+//! its byte-order mark or the `encoding` of its XML declaration (ISO-8859-1, windows-1252,
+//! UTF-16, …), as an XML parser would.
 //!
 //! Nothing here fails: a mail that cannot be read well still becomes an alert, carrying what
 //! could be read and a `mail.problem` label saying what went wrong.
@@ -9,7 +14,11 @@ use std::borrow::Cow;
 
 use alertbridge_plugin_api::{Alert, Severity};
 use mail_parser::{
-    Message, MessageParser, MimeHeaders as _, PartType, decoders::charsets::map::charset_decoder,
+    Encoding, Message, MessageParser, MessagePart, MimeHeaders as _, PartType,
+    decoders::{
+        base64::base64_decode, charsets::map::charset_decoder,
+        quoted_printable::quoted_printable_decode,
+    },
 };
 
 use crate::{
@@ -19,6 +28,10 @@ use crate::{
 
 /// Alert bodies are cut after this many characters (an IM is no place for a whole mail).
 pub const MAX_BODY_CHARS: usize = 16 * 1024;
+
+/// The label prefix this source reserves: labels under it come from the mail itself, never
+/// from a document inside it.
+pub const RESERVED_LABEL_PREFIX: &str = "mail.";
 
 /// How mails are mapped.
 #[derive(Debug, Clone, Default)]
@@ -31,9 +44,11 @@ pub struct MailOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailAlert {
     pub alert: Alert,
-    /// The From address, if there is one.
+    /// The From address, if the mail has exactly one `From:` header with exactly one address.
     pub sender: Option<String>,
     pub message_id: Option<String>,
+    /// The values of the `Authentication-Results` headers, topmost first.
+    pub auth_results: Vec<String>,
     /// What went wrong reading the mail (also in the `mail.problem` label).
     pub problem: Option<String>,
 }
@@ -57,12 +72,13 @@ fn build(raw: &[u8], options: &MailOptions) -> MailAlert {
         return unreadable(raw);
     };
     let subject = message.subject().map(clean_line).filter(|s| !s.is_empty());
-    let sender = message
-        .from()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .map(str::to_owned);
+    let sender = single_sender(&message);
     let message_id = message.message_id().map(str::to_owned);
+    let auth_results: Vec<String> = message
+        .headers_raw()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("Authentication-Results"))
+        .map(|(_, value)| value.to_owned())
+        .collect();
 
     let mut problem = None;
     let mut alert = None;
@@ -89,9 +105,21 @@ fn build(raw: &[u8], options: &MailOptions) -> MailAlert {
     });
 
     let mut labels = std::mem::take(&mut alert.labels);
+    // `mail.*` describes the real message: a document's own labels there are dropped.
+    let forged: Vec<String> = labels
+        .keys()
+        .filter(|k| is_reserved_label(k))
+        .cloned()
+        .collect();
+    for k in &forged {
+        labels.remove(k);
+    }
+    if !forged.is_empty() {
+        tracing::warn!(labels = ?forged, sender = ?sender, "Alert document set labels reserved for the mail source; dropped.");
+    }
     let mut put = |k: &str, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.is_empty()) {
-            labels.entry(k.to_owned()).or_insert(v);
+            labels.insert(k.to_owned(), v);
         }
     };
     put("mail.from", sender.clone());
@@ -122,8 +150,37 @@ fn build(raw: &[u8], options: &MailOptions) -> MailAlert {
         alert,
         sender,
         message_id,
+        auth_results,
         problem,
     }
+}
+
+/// True if and only if `name` is under [`RESERVED_LABEL_PREFIX`] (in any letter case).
+pub fn is_reserved_label(name: &str) -> bool {
+    name.get(..RESERVED_LABEL_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_LABEL_PREFIX))
+}
+
+/// The one From address: none when the mail has several `From:` headers or several addresses
+/// in it (which one would a filter check, which one would the reader see?).
+fn single_sender(message: &Message<'_>) -> Option<String> {
+    let froms = message
+        .headers()
+        .iter()
+        .filter(|h| h.name.as_str().eq_ignore_ascii_case("From"))
+        .count();
+    if froms != 1 {
+        return None;
+    }
+    let from = message.from()?;
+    if from.iter().count() != 1 {
+        return None;
+    }
+    from.first()?
+        .address()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
 }
 
 /// The first text body, HTML converted; else the first text part of any kind.
@@ -139,30 +196,122 @@ fn best_text<'a>(message: &'a Message<'a>) -> Option<Cow<'a, str>> {
 }
 
 /// Texts that may hold an alert document: XML parts first, then the text body if it looks
-/// like XML.
+/// like XML. A part without a charset is decoded as its XML declaration says.
 fn xml_candidates<'a>(message: &'a Message<'a>) -> Vec<Cow<'a, str>> {
     let mut out = Vec::new();
     for part in &message.parts {
         if !(part.is_content_type("application", "xml") || part.is_content_type("text", "xml")) {
             continue;
         }
-        let text = match &part.body {
-            PartType::Text(t) => t.clone(),
-            PartType::Binary(b) | PartType::InlineBinary(b) => {
-                let charset = part.content_type().and_then(|c| c.attribute("charset"));
-                match charset.and_then(|c| charset_decoder(c.as_bytes())) {
-                    Some(decode) => Cow::Owned(decode(b)),
-                    None => String::from_utf8_lossy(b),
-                }
-            }
-            _ => continue,
-        };
-        out.push(text);
+        if let Some(text) = xml_part_text(message, part) {
+            out.push(text);
+        }
     }
     if let Some(body) = best_text(message).filter(|b| xml::looks_like_xml(b)) {
-        out.push(body);
+        let part = message.text_part(0).filter(|p| !p.is_text_html());
+        let redecoded = part.filter(|p| charset(p).is_none()).and_then(|p| {
+            part_bytes(message, p).map(|b| Cow::Owned(decode_xml(&b, None).into_owned()))
+        });
+        out.push(redecoded.unwrap_or(body));
     }
     out
+}
+
+/// The text of an XML part, decoded by its MIME charset or else as the document says.
+fn xml_part_text<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>) -> Option<Cow<'a, str>> {
+    let charset = charset(part);
+    match &part.body {
+        PartType::Text(t) if charset.is_some() => Some(t.clone()),
+        PartType::Text(t) | PartType::Html(t) => Some(part_bytes(message, part).map_or_else(
+            || t.clone(),
+            |b| Cow::Owned(decode_xml(&b, None).into_owned()),
+        )),
+        PartType::Binary(b) | PartType::InlineBinary(b) => {
+            Some(Cow::Owned(decode_xml(b, charset).into_owned()))
+        }
+        _ => None,
+    }
+}
+
+fn charset<'a>(part: &'a MessagePart<'a>) -> Option<&'a str> {
+    part.content_type()
+        .and_then(|c| c.attribute("charset"))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+}
+
+/// A part's body as sent, with its transfer encoding undone.
+fn part_bytes<'a>(message: &'a Message<'a>, part: &MessagePart<'_>) -> Option<Cow<'a, [u8]>> {
+    let raw = message
+        .raw_message
+        .get(part.offset_body as usize..part.offset_end as usize)?;
+    match part.encoding {
+        Encoding::None => Some(Cow::Borrowed(raw)),
+        Encoding::Base64 => base64_decode(raw).map(Cow::Owned),
+        Encoding::QuotedPrintable => quoted_printable_decode(raw).map(Cow::Owned),
+    }
+}
+
+/// Decodes an XML document: by the MIME `charset` if given; else by its byte-order
+/// mark, its UTF-16 shape (`<` `?` with zero bytes) or the `encoding` of its declaration;
+/// else as UTF-8 (invalid bytes replaced).
+pub fn decode_xml<'b>(bytes: &'b [u8], charset: Option<&str>) -> Cow<'b, str> {
+    if let Some(charset) = charset {
+        // UTF-8 (and names the decoder does not know) as UTF-8.
+        return match charset_decoder(charset.as_bytes()) {
+            Some(decode) if !charset.eq_ignore_ascii_case("utf-8") => Cow::Owned(decode(bytes)),
+            _ => String::from_utf8_lossy(bytes),
+        };
+    }
+    let utf16 = |label: &[u8]| charset_decoder(label).map(|d| Cow::Owned(d(bytes)));
+    match bytes {
+        [0xef, 0xbb, 0xbf, rest @ ..] => return String::from_utf8_lossy(rest),
+        [0xfe, 0xff, ..] | [0xff, 0xfe, ..] => {
+            if let Some(text) = utf16(b"utf-16") {
+                return text;
+            }
+        }
+        [0, b'<', 0, b'?', ..] => {
+            if let Some(text) = utf16(b"utf-16be") {
+                return text;
+            }
+        }
+        [b'<', 0, b'?', 0, ..] => {
+            if let Some(text) = utf16(b"utf-16le") {
+                return text;
+            }
+        }
+        _ => {}
+    }
+    match declared_encoding(bytes) {
+        // A declaration readable as ASCII cannot be in UTF-16 (or UTF-32): that label lies.
+        Some(label) if !label.to_ascii_lowercase().starts_with("utf-") => {
+            match charset_decoder(label.as_bytes()) {
+                Some(decode) => Cow::Owned(decode(bytes)),
+                None => String::from_utf8_lossy(bytes),
+            }
+        }
+        _ => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// The `encoding` pseudo-attribute of a leading `<?xml …?>` declaration (read as ASCII).
+fn declared_encoding(bytes: &[u8]) -> Option<&str> {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = bytes.get(start..)?.strip_prefix(b"<?xml")?;
+    let end = rest.windows(2).take(256).position(|w| w == b"?>")?;
+    let decl = std::str::from_utf8(&rest[..end]).ok()?;
+    let (_, after) = decl.split_once("encoding")?;
+    let after = after.trim_start().strip_prefix('=')?.trim_start();
+    let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value = &after[1..];
+    let label = &value[..value.find(quote)?];
+    (!label.is_empty()
+        && label.len() <= 40
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b)))
+    .then_some(label)
 }
 
 fn from_xml(doc: xml::XmlAlert) -> Alert {
@@ -189,6 +338,7 @@ fn unreadable(raw: &[u8]) -> MailAlert {
         alert,
         sender: None,
         message_id: None,
+        auth_results: Vec::new(),
         problem: Some(problem),
     }
 }
@@ -253,5 +403,115 @@ mod tests {
             m.alert.labels
         );
         assert_eq!(m.sender.as_deref(), Some("a@b.test"));
+    }
+
+    fn xml_mail(content_type: &str, cte: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw = format!(
+            "From: a@b.test\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}\r\n{cte}\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    }
+
+    fn koeln(decl: &str, extra: &[u8]) -> Vec<u8> {
+        let mut doc = format!("<?xml version=\"1.0\" encoding=\"{decl}\"?>\r\n<alert xmlns=\"urn:alertbridge:alert:1\"><subject>K").into_bytes();
+        doc.push(0xf6); // ö in ISO-8859-1 and windows-1252
+        doc.extend_from_slice(b"ln");
+        doc.extend_from_slice(extra);
+        doc.extend_from_slice(b"</subject></alert>\r\n");
+        doc
+    }
+
+    #[test]
+    fn xml_honours_its_declaration_when_mime_names_no_charset() {
+        let o = MailOptions::default();
+        for (ct, decl, extra, want) in [
+            ("application/xml", "ISO-8859-1", &b""[..], "K\u{f6}ln"),
+            ("text/xml", "iso-8859-1", b"", "K\u{f6}ln"),
+            ("text/plain", "ISO-8859-1", b"", "K\u{f6}ln"),
+            (
+                "application/xml",
+                "windows-1252",
+                b" \x80",
+                "K\u{f6}ln \u{20ac}",
+            ),
+        ] {
+            let m = alert_from_mail(&xml_mail(ct, "", &koeln(decl, extra)), &o);
+            assert_eq!(m.alert.subject, want, "{ct} {decl}");
+            assert_eq!(m.problem, None);
+        }
+        // The same in quoted-printable and base64 transfer encodings.
+        let qp = xml_mail(
+            "application/xml",
+            "Content-Transfer-Encoding: quoted-printable\r\n",
+            b"<?xml version=3D\"1.0\" encoding=3D\"ISO-8859-1\"?><alert><subject>K=F6ln</subject></alert>\r\n",
+        );
+        assert_eq!(alert_from_mail(&qp, &o).alert.subject, "K\u{f6}ln");
+        let doc = "<?xml version=\"1.0\" encoding=\"UTF-16\"?><alert><subject>K\u{f6}ln</subject></alert>";
+        let mut utf16 = vec![0xff, 0xfe];
+        utf16.extend(doc.encode_utf16().flat_map(u16::to_le_bytes));
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&utf16);
+        let raw = xml_mail(
+            "application/xml",
+            "Content-Transfer-Encoding: base64\r\n",
+            format!("{b64}\r\n").as_bytes(),
+        );
+        assert_eq!(alert_from_mail(&raw, &o).alert.subject, "K\u{f6}ln");
+        // UTF-16 big-endian without a byte-order mark.
+        let be: Vec<u8> = doc.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(decode_xml(&be, None), doc);
+        // A MIME charset wins over the declaration.
+        let raw = xml_mail(
+            "application/xml; charset=utf-8",
+            "",
+            "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><alert><subject>K\u{f6}ln</subject></alert>".as_bytes(),
+        );
+        assert_eq!(alert_from_mail(&raw, &o).alert.subject, "K\u{f6}ln");
+        // A declaration that names UTF-16 in ASCII bytes is not believed.
+        assert_eq!(
+            decode_xml(b"<?xml version='1.0' encoding='UTF-16'?><a>x</a>", None),
+            "<?xml version='1.0' encoding='UTF-16'?><a>x</a>"
+        );
+    }
+
+    #[test]
+    fn documents_cannot_set_mail_labels() {
+        let doc = b"<alert xmlns=\"urn:alertbridge:alert:1\"><subject>x</subject><labels>\
+            <label name=\"mail.from\">ceo@contoso.com</label><label name=\"MAIL.Problem\">none</label>\
+            <label name=\"mail.header.x-priority\">1</label><label name=\"host\">db01</label></labels></alert>\r\n";
+        let raw = xml_mail("application/xml", "", doc);
+        let m = alert_from_mail(&raw, &MailOptions::default());
+        let labels: Vec<(&str, &str)> = m
+            .alert
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("host", "db01"),
+                ("mail.from", "a@b.test"),
+                ("mail.subject", "s")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_sender_is_one_address_in_one_from_header() {
+        let o = MailOptions::default();
+        let two_headers = b"From: ops@contoso.com\r\nFrom: x@evil.test\r\nSubject: s\r\n\r\nb\r\n";
+        assert_eq!(alert_from_mail(two_headers, &o).sender, None);
+        let two_addresses = b"From: ops@contoso.com, x@evil.test\r\nSubject: s\r\n\r\nb\r\n";
+        assert_eq!(alert_from_mail(two_addresses, &o).sender, None);
+        let one = b"From: Ops <ops@contoso.com>\r\nAuthentication-Results: mx; spf=pass\r\nSubject: s\r\nAuthentication-Results: b;\r\n dkim=pass\r\n\r\nb\r\n";
+        let m = alert_from_mail(one, &o);
+        assert_eq!(m.sender.as_deref(), Some("ops@contoso.com"));
+        assert_eq!(m.auth_results.len(), 2);
+        assert!(
+            m.auth_results[0].contains("mx; spf=pass") && m.auth_results[1].contains("dkim=pass")
+        );
     }
 }

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    auth_results::{self, Verdict},
     client::{Io, Session, connect},
     config::OnDisallowed,
     error::Error,
@@ -549,7 +550,7 @@ impl Pop3Source {
         let client = connect(&s.endpoint).await?;
         let method = s.auth.unwrap_or_else(|| client.best_auth());
         debug!(mailbox = %s.mailbox, ?method, "Logging in.");
-        client.login(method, &s.username, &s.password).await
+        client.login(method, &s.username, s.password.expose()).await
     }
 
     /// Builds the alert of one mail, or decides its fate without one.
@@ -559,13 +560,28 @@ impl Pop3Source {
             mut alert,
             sender,
             message_id,
+            auth_results,
             problem,
         } = mail::alert_from_mail(raw, &s.mail);
-        if !s.senders.allows(sender.as_deref()) {
+        let refusal = if !s.senders.allows(sender.as_deref()) {
+            Some("not in allowed_senders".to_owned())
+        } else if let Some(id) = &s.trusted_authserv_id {
+            match auth_results::vouches(
+                auth_results.iter().map(String::as_str),
+                id,
+                sender.as_deref(),
+            ) {
+                Verdict::Pass(_) => None,
+                v => Some(format!("not vouched for by {id}: {v}")),
+            }
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
             self.counters.disallowed.fetch_add(1, Ordering::Relaxed);
             let delete = s.on_disallowed == OnDisallowed::Delete;
-            warn!(mailbox = %s.mailbox, msg = candidate.msg, sender = ?sender, subject = %alert.subject, deleted = delete && !s.keep,
-                "Mail from a sender not in allowed_senders; no alert.");
+            warn!(mailbox = %s.mailbox, msg = candidate.msg, sender = ?sender, subject = %alert.subject, reason = %why, deleted = delete && !s.keep,
+                "Mail from a sender not accepted; no alert.");
             return Prepared::Done(if delete {
                 Disposition::Delete
             } else {
@@ -698,17 +714,25 @@ fn pop3_key(mailbox: &str, uid: Option<&str>, message_id: Option<&str>) -> Optio
     }
 }
 
-/// The mailbox key is the dedup key unless the alert document brought its own; it is kept in
-/// the `pop3.key` attribute either way.
+/// The dedup key: the mailbox key, or, when the alert document brought its own, that key in a
+/// namespace of its own (`sender:<key>`), which no key the mailbox makes (`pop3:…`) can equal:
+/// a mail cannot pre-claim the key of another mail. The mailbox key is kept in the `pop3.key`
+/// attribute either way.
 fn set_keys(alert: &mut Alert, key: Option<String>, mailbox: &str) {
     alert
         .attributes
         .insert("pop3.mailbox".into(), mailbox.to_owned());
+    if let Some(chosen) = alert.dedup_key.take() {
+        alert.dedup_key = Some(format!("{SENDER_KEY_PREFIX}{chosen}"));
+    }
     if let Some(key) = key {
         alert.attributes.insert("pop3.key".into(), key.clone());
         alert.dedup_key.get_or_insert(key);
     }
 }
+
+/// The namespace of dedup keys chosen by a mail's sender (`<dedup-key>`).
+pub const SENDER_KEY_PREFIX: &str = "sender:";
 
 fn check_deletes(
     mailbox: &str,
@@ -778,7 +802,22 @@ mod tests {
         set_keys(&mut b, Some("pop3:k".into()), "a@h:110");
         assert_eq!(
             (b.dedup_key.as_deref(), b.attributes["pop3.key"].as_str()),
-            (Some("db01-disk"), "pop3:k")
+            (Some("sender:db01-disk"), "pop3:k")
         );
+        // A sender's key naming another mail's mailbox key does not collide with it.
+        let mut forged = Alert {
+            dedup_key: Some("pop3:a@h:110:0002".into()),
+            ..Alert::new("s")
+        };
+        set_keys(
+            &mut forged,
+            pop3_key("a@h:110", Some("0001"), None),
+            "a@h:110",
+        );
+        assert_eq!(
+            forged.dedup_key.as_deref(),
+            Some("sender:pop3:a@h:110:0002")
+        );
+        assert_ne!(forged.dedup_key, pop3_key("a@h:110", Some("0002"), None));
     }
 }
