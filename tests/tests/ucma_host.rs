@@ -758,6 +758,8 @@ fn rate_limited_429_waits_at_least_retry_after() {
                 retry_after_s: Some(2),
             },
             count,
+            recipient: None,
+            code: None,
         })
     };
     // The first pending record of each throttled recipient, and the alert once finished.
@@ -845,6 +847,8 @@ fn unavailable_503_is_retried_then_delivered_once_the_bridge_is_back() {
             retry_after_s: Some(1),
         },
         count: 2,
+        recipient: None,
+        code: None,
     });
     let id = bed.emit("Unavailable", "normal");
     let first = bed.alert_when(id, "the first refused attempt", |a| {
@@ -921,6 +925,8 @@ fn dropped_response_is_retried_and_the_user_gets_the_im_once() {
         target: FaultTarget::Messages,
         action: FaultAction::DropAfterSend,
         count: 1,
+        recipient: None,
+        code: None,
     });
     let a = bed.finished(bed.emit("Dropped", "normal"));
     assert_eq!(

@@ -1,18 +1,26 @@
 //! The HTTP client of the bridge: one method per endpoint, authentication (bearer or HMAC
-//! signature), and request-level errors (§6) as typed [`BridgeError`]s.
+//! signature), answers read up to a size cap, and request-level errors (§6) as typed
+//! [`BridgeError`]s.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alertbridge_plugin_api::{ErrorKind, PluginError, error_chain};
+use alertbridge_plugin_api::{ErrorKind, PluginError, error_chain, kit::Secret};
 use reqwest::{Method, StatusCode, Url, header};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    config::{Secret, Settings},
+    config::Settings,
     protocol::{
-        ErrorBody, HealthDoc, MessageDoc, PresenceAnswer, PresenceQuery, PresenceResult, signature,
+        ErrorBody, HealthDoc, MessageDoc, PresenceAnswer, PresenceQuery, PresenceResult, Signed,
+        clip, signature,
     },
 };
+
+/// The largest answer read from the bridge. The biggest honest one, a presence answer for 500
+/// targets or a message document for 100 recipients, is well under 256 KiB; past this the
+/// answer is refused and the connection dropped, so a hostile bridge cannot make the sink
+/// buffer without bound.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// A request to the bridge that did not give a usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +43,9 @@ pub enum BridgeError {
         retryable: bool,
         retry_after: Option<Duration>,
     },
+    /// The answer's body was larger than [`MAX_RESPONSE_BYTES`].
+    #[error("{url}: answer over {limit} bytes ({status}); not read further")]
+    TooLarge { url: Url, status: u16, limit: usize },
     /// The answer was not the JSON document expected.
     #[error("{url}: unreadable answer ({status})")]
     Decode {
@@ -50,7 +61,7 @@ impl BridgeError {
     /// thanks to its idempotency key.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::Decode { .. } => true,
+            Self::Transport { .. } | Self::Decode { .. } | Self::TooLarge { .. } => true,
             Self::Refused {
                 status,
                 code,
@@ -186,9 +197,12 @@ impl BridgeClient {
             let sig = signature(
                 self.secret.expose().as_bytes(),
                 now,
-                method.as_str(),
-                &path_and_query,
-                &body,
+                &Signed {
+                    method: method.as_str(),
+                    path_and_query: &path_and_query,
+                    idempotency_key: key.unwrap_or_default(),
+                    body: &body,
+                },
             );
             request = request
                 .header("X-Bridge-Timestamp", now.to_string())
@@ -209,7 +223,7 @@ impl BridgeClient {
             url: url.clone(),
             source,
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -217,20 +231,42 @@ impl BridgeClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = response.bytes().await.map_err(transport)?;
+        let too_large = || BridgeError::TooLarge {
+            url: url.clone(),
+            status: status.as_u16(),
+            limit: MAX_RESPONSE_BYTES,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let decode = |source| BridgeError::Decode {
             url: url.clone(),
             status: status.as_u16(),
             source,
         };
-        if status.is_success() || also_ok.contains(&status) {
+        if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(decode);
         }
+        if also_ok.contains(&status)
+            && let Ok(doc) = serde_json::from_slice(&bytes)
+        {
+            return Ok(doc);
+        }
         let (code, message, retryable) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(ErrorBody { error }) => (error.code, error.message, error.retryable),
+            Ok(ErrorBody { error }) => (clip(&error.code), clip(&error.message), error.retryable),
             Err(_) => (
                 "http_error".to_owned(),
-                String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                clip(&String::from_utf8_lossy(&bytes)),
                 false,
             ),
         };

@@ -1,9 +1,13 @@
 //! The `ucma` sink's configuration: the TOML it reads and the checks that turn it into
-//! [`Settings`] (secret resolved, TLS material loaded, plain HTTP only where allowed).
+//! [`Settings`] (secret resolved, TLS material loaded, plain HTTP only where allowed, and a
+//! bearer secret never in clear off loopback).
 
 use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 
-use alertbridge_plugin_api::{PluginError, kit::config_error};
+use alertbridge_plugin_api::{
+    PluginError,
+    kit::{Secret, config_error, resolve_secret},
+};
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -17,8 +21,8 @@ pub const BRIDGE_MAX_RECIPIENTS: usize = 100;
 pub struct UcmaConfig {
     /// Base URL of the bridge, e.g. `https://ucma-bridge.contoso.com:8443`; `/v1/...` is appended.
     pub endpoint: String,
-    /// The shared secret, inline.
-    pub secret: Option<String>,
+    /// The shared secret, inline (a TOML string; never printed).
+    pub secret: Option<Secret>,
     /// A file holding the shared secret (surrounding whitespace is ignored).
     pub secret_file: Option<PathBuf>,
     /// An environment variable holding the shared secret.
@@ -101,22 +105,6 @@ fn default_max_concurrent_requests() -> usize {
     8
 }
 
-/// The shared secret; never printed.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
 /// A checked configuration, ready to build the client from.
 #[derive(Debug)]
 pub struct Settings {
@@ -138,6 +126,7 @@ impl UcmaConfig {
     /// Checks every value and loads the files it names. Errors name the key.
     pub fn check(self) -> Result<Settings, PluginError> {
         let endpoint = check_endpoint(&self.endpoint, self.allow_insecure_http)?;
+        check_bearer_in_clear(&endpoint, self.sign_requests)?;
         let secret = self.resolve_secret()?;
         in_range(
             "presence_batch_size",
@@ -222,42 +211,31 @@ impl UcmaConfig {
         })
     }
 
+    /// The shared secret from exactly one of `secret`, `secret_file` (its first line) or
+    /// `secret_env`, surrounding whitespace ignored; at least 16 printable ASCII characters.
+    /// Errors name the key, never the value.
     fn resolve_secret(&self) -> Result<Secret, PluginError> {
-        let given = [
-            self.secret.is_some(),
-            self.secret_file.is_some(),
-            self.secret_env.is_some(),
-        ];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return Err(config_error(
-                "secret",
-                "set exactly one of `secret`, `secret_file`, `secret_env`",
-            ));
-        }
-        let (key, value) = if let Some(s) = &self.secret {
-            ("secret", s.clone())
-        } else if let Some(path) = &self.secret_file {
-            let bytes = read("secret_file", path)?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| config_error("secret_file", "is not UTF-8"))?;
-            ("secret_file", text.trim().to_owned())
+        let secret = resolve_secret(
+            "secret",
+            self.secret.as_ref(),
+            self.secret_file.as_deref(),
+            self.secret_env.as_deref(),
+        )?;
+        let key = if self.secret.is_some() {
+            "secret"
+        } else if self.secret_file.is_some() {
+            "secret_file"
         } else {
-            let name = self.secret_env.as_deref().unwrap_or_default();
-            let value = std::env::var(name).map_err(|_| {
-                config_error(
-                    "secret_env",
-                    format!("environment variable `{name}` is not set"),
-                )
-            })?;
-            ("secret_env", value.trim().to_owned())
+            "secret_env"
         };
+        let value = secret.expose().trim();
         if value.len() < 16 || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Err(config_error(
                 key,
                 "the secret must be at least 16 printable ASCII characters",
             ));
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 }
 
@@ -293,6 +271,23 @@ pub fn check_endpoint(text: &str, allow_insecure_http: bool) -> Result<Url, Plug
         ));
     }
     Ok(url)
+}
+
+/// Refuses a bearer secret over plain HTTP to anything but loopback: whoever sees the traffic
+/// could use it. Off loopback, plain HTTP needs `sign_requests = true` (§2.3: the secret is then
+/// never sent).
+pub fn check_bearer_in_clear(endpoint: &Url, sign_requests: bool) -> Result<(), PluginError> {
+    let host = endpoint.host_str().unwrap_or_default();
+    if endpoint.scheme() == "http" && !sign_requests && !is_loopback(host) {
+        return Err(config_error(
+            "sign_requests",
+            format!(
+                "plain http:// to `{host}`, which is not loopback, would send the secret in clear as a bearer; \
+                 set `sign_requests = true` (the secret then never leaves this host), or use https://"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -340,6 +335,19 @@ mod tests {
             e.message
         );
         assert!(check_endpoint("http://10.0.0.5:9000", true).is_ok());
+        let remote = check_endpoint("http://10.0.0.5:9000", true).expect("allowed");
+        let e = check_bearer_in_clear(&remote, false).expect_err("bearer in clear");
+        assert!(
+            e.message
+                .starts_with("`sign_requests`: plain http:// to `10.0.0.5`"),
+            "{}",
+            e.message
+        );
+        assert!(check_bearer_in_clear(&remote, true).is_ok());
+        let local = check_endpoint("http://127.0.0.1:9000", false).expect("loopback");
+        assert!(check_bearer_in_clear(&local, false).is_ok());
+        let tls = check_endpoint("https://bridge.contoso.com", false).expect("https");
+        assert!(check_bearer_in_clear(&tls, false).is_ok());
         assert!(check_endpoint("ftp://bridge", true).is_err());
         assert!(check_endpoint("https://bridge/?x=1", false).is_err());
     }

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use crate::{
     client::BridgeError,
     config::UcmaConfig,
-    protocol::{HealthDoc, LimitsDoc},
+    protocol::{HealthDoc, LimitsDoc, clip},
 };
 
 /// The last known health, shared between the poller and `Sink::health`.
@@ -63,6 +63,13 @@ pub fn assess(answer: &Result<HealthDoc, BridgeError>, config: &UcmaConfig) -> H
                 format!("bridge unreachable: {}", error_chain(e)),
             );
         }
+        Err(e @ BridgeError::Refused { status: 503, .. }) => {
+            // A bridge that answers `down` with §6's error body instead of the health document.
+            return Health::new(
+                HealthState::FAILED,
+                format!("bridge down: {}", error_chain(e)),
+            );
+        }
         Err(e) => {
             return Health::new(
                 HealthState::FAILED,
@@ -70,43 +77,52 @@ pub fn assess(answer: &Result<HealthDoc, BridgeError>, config: &UcmaConfig) -> H
             );
         }
     };
-    let endpoint = doc
+    let mut about = doc
         .endpoint
         .as_ref()
-        .map(|e| format!("endpoint {} {}", e.uri, e.state))
+        .map(|e| format!("endpoint {} {}", clip(&e.uri), clip(&e.state)))
         .unwrap_or_default();
+    if let Some(reason) = doc.reason.as_deref().filter(|r| !r.is_empty()) {
+        about = if about.is_empty() {
+            clip(reason)
+        } else {
+            format!("{}; {about}", clip(reason))
+        };
+    }
     match doc.status.as_str() {
-        "ok" => match doc.limits.and_then(|l| over_limits(config, l)) {
-            Some(problem) => Health::new(HealthState::DEGRADED, problem),
-            None => Health::new(HealthState::OK, endpoint),
+        "ok" => match doc.limits.and_then(|l| under_limits(config, l)) {
+            Some(note) if about.is_empty() => Health::new(HealthState::OK, note),
+            Some(note) => Health::new(HealthState::OK, format!("{about}; {note}")),
+            None => Health::new(HealthState::OK, about),
         },
-        "degraded" => Health::new(
-            HealthState::DEGRADED,
-            format!("bridge degraded: {endpoint}"),
-        ),
-        "down" => Health::new(HealthState::FAILED, format!("bridge down: {endpoint}")),
+        "degraded" => Health::new(HealthState::DEGRADED, format!("bridge degraded: {about}")),
+        "down" => Health::new(HealthState::FAILED, format!("bridge down: {about}")),
         other => Health::new(
             HealthState::DEGRADED,
-            format!("bridge reports unknown status `{other}`: {endpoint}"),
+            format!("bridge reports unknown status `{}`: {about}", clip(other)),
         ),
     }
 }
 
-/// Which of our batch sizes the bridge would refuse with `413`, if any.
-fn over_limits(config: &UcmaConfig, limits: LimitsDoc) -> Option<String> {
+/// Where the bridge's advertised limits are below our configured batch sizes: the sink then
+/// uses the bridge's (§8), and says so.
+fn under_limits(config: &UcmaConfig, limits: LimitsDoc) -> Option<String> {
+    let mut notes = Vec::new();
     if config.presence_batch_size > limits.max_presence_targets {
-        return Some(format!(
-            "presence_batch_size {} exceeds the bridge's max_presence_targets {}",
-            config.presence_batch_size, limits.max_presence_targets
+        notes.push(format!(
+            "presence queries of {} (the bridge's max_presence_targets; presence_batch_size is {})",
+            limits.max_presence_targets.max(1),
+            config.presence_batch_size
         ));
     }
     if config.max_recipients_per_message > limits.max_recipients {
-        return Some(format!(
-            "max_recipients_per_message {} exceeds the bridge's max_recipients {}",
-            config.max_recipients_per_message, limits.max_recipients
+        notes.push(format!(
+            "sends of {} recipients (the bridge's max_recipients; max_recipients_per_message is {})",
+            limits.max_recipients.max(1),
+            config.max_recipients_per_message
         ));
     }
-    None
+    (!notes.is_empty()).then(|| format!("using {}", notes.join(" and ")))
 }
 
 #[cfg(test)]
@@ -152,16 +168,48 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_over_the_bridge_limit_is_reported() {
+    fn a_batch_over_the_bridge_limit_is_noted_not_degraded() {
         let h = assess(
             &doc(r#"{"status":"ok","limits":{"max_presence_targets":100,"max_recipients":100}}"#),
             &config(),
         );
-        assert_eq!(h.state, HealthState::DEGRADED);
-        assert!(
-            h.message.contains("presence_batch_size 200"),
-            "{}",
-            h.message
+        assert_eq!(h.state, HealthState::OK);
+        assert_eq!(
+            h.message,
+            "using presence queries of 100 (the bridge's max_presence_targets; presence_batch_size is 200)"
+        );
+    }
+
+    #[test]
+    fn degraded_and_down_carry_the_bridges_reason() {
+        let c = config();
+        let h = assess(
+            &doc(
+                r#"{"status":"degraded","reason":"endpoint re-establishing","endpoint":{"uri":"sip:a@b","state":"Reestablishing"}}"#,
+            ),
+            &c,
+        );
+        assert_eq!(
+            (h.state, h.message.as_str()),
+            (
+                HealthState::DEGRADED,
+                "bridge degraded: endpoint re-establishing; endpoint sip:a@b Reestablishing"
+            )
+        );
+        let error_body = Err(BridgeError::Refused {
+            status: 503,
+            code: "endpoint_unavailable".into(),
+            message: "platform not started".into(),
+            retryable: true,
+            retry_after: None,
+        });
+        let h = assess(&error_body, &c);
+        assert_eq!(
+            (h.state, h.message.as_str()),
+            (
+                HealthState::FAILED,
+                "bridge down: bridge answered 503 endpoint_unavailable: platform not started"
+            )
         );
     }
 }

@@ -10,8 +10,14 @@ use serde::{Deserialize, Serialize};
 
 /// The IM body limit of §4.3.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// The toast limit of §4.3.
-pub const MAX_TOAST_CHARS: usize = 256;
+/// The toast limit of §4.3, in UTF-16 code units (a .NET `string.Length`).
+pub const MAX_TOAST_UTF16: usize = 256;
+/// What ends a body that was cut to fit (§4.3: truncation is marked).
+pub const BODY_CUT_MARK: &str = "\n[truncated]";
+/// What ends a toast that was cut to fit.
+pub const TOAST_CUT_MARK: char = '\u{2026}';
+/// The most of any text from the bridge (an error's reason or message) that is kept.
+pub const MAX_BRIDGE_TEXT_CHARS: usize = 300;
 
 /// `POST /v1/presence/query`.
 #[derive(Debug, Serialize)]
@@ -81,13 +87,54 @@ impl<'a> SendBody<'a> {
                 "normal"
             },
             content_type: "text/plain",
-            body: truncate_bytes(body, MAX_BODY_BYTES),
-            toast: message.subject.chars().take(MAX_TOAST_CHARS).collect(),
+            body: mark_cut_bytes(body, MAX_BODY_BYTES),
+            toast: toast(&message.subject),
             mode,
             timeout_ms,
             wait: true,
         }
     }
+}
+
+/// `text` cut to at most `max` UTF-8 bytes, ending with [`BODY_CUT_MARK`] when it was cut.
+pub fn mark_cut_bytes(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = truncate_bytes(text, max.saturating_sub(BODY_CUT_MARK.len()));
+    cut.push_str(BODY_CUT_MARK);
+    cut
+}
+
+/// The toast for `subject`: at most [`MAX_TOAST_UTF16`] UTF-16 code units, never splitting a
+/// surrogate pair, ending with [`TOAST_CUT_MARK`] when it was cut.
+pub fn toast(subject: &str) -> String {
+    if subject.encode_utf16().count() <= MAX_TOAST_UTF16 {
+        return subject.to_owned();
+    }
+    let room = MAX_TOAST_UTF16 - TOAST_CUT_MARK.len_utf16();
+    let mut out = String::new();
+    let mut used = 0;
+    for c in subject.chars() {
+        if used + c.len_utf16() > room {
+            break;
+        }
+        used += c.len_utf16();
+        out.push(c);
+    }
+    out.push(TOAST_CUT_MARK);
+    out
+}
+
+/// Text from the bridge, kept to [`MAX_BRIDGE_TEXT_CHARS`] characters (a hostile bridge cannot
+/// fill the host's records and logs through an error reason).
+pub fn clip(text: &str) -> String {
+    if text.chars().count() <= MAX_BRIDGE_TEXT_CHARS {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(MAX_BRIDGE_TEXT_CHARS).collect();
+    out.push(TOAST_CUT_MARK);
+    out
 }
 
 fn truncate_bytes(mut text: String, max: usize) -> String {
@@ -134,6 +181,9 @@ pub struct WireError {
 #[derive(Debug, Deserialize)]
 pub struct HealthDoc {
     pub status: String,
+    /// Why the bridge is `degraded` or `down` (§4.1), if it says.
+    #[serde(default)]
+    pub reason: Option<String>,
     #[serde(default)]
     pub endpoint: Option<EndpointDoc>,
     #[serde(default)]
@@ -198,18 +248,26 @@ pub fn idempotency_key(instance: &str, message: &Message, recipients: &[String])
     format!("ab1-{}", &hash[..32])
 }
 
-/// The `X-Bridge-Signature` value of §2.3.
-pub fn signature(
-    secret: &[u8],
-    unix_s: u64,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> String {
-    let body_hash = hex(digest::digest(&digest::SHA256, body).as_ref());
-    let text = format!("{unix_s}\n{method}\n{path_and_query}\n{body_hash}");
+/// The parts of a request that its signature covers (§2.3).
+#[derive(Clone, Copy, Debug)]
+pub struct Signed<'a> {
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    /// The `Idempotency-Key` header, `""` when the request has none.
+    pub idempotency_key: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The `X-Bridge-Signature` value of §2.3 (scheme `v2`: the idempotency key is signed too, so a
+/// captured send cannot be replayed under a fresh key as a second IM).
+pub fn signature(secret: &[u8], unix_s: u64, parts: &Signed<'_>) -> String {
+    let body_hash = hex(digest::digest(&digest::SHA256, parts.body).as_ref());
+    let text = format!(
+        "v2\n{unix_s}\n{}\n{}\n{}\n{body_hash}",
+        parts.method, parts.path_and_query, parts.idempotency_key
+    );
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    format!("v1={}", hex(hmac::sign(&key, text.as_bytes()).as_ref()))
+    format!("v2={}", hex(hmac::sign(&key, text.as_bytes()).as_ref()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -286,17 +344,18 @@ pub fn recipient_result(doc: &RecipientDoc) -> RecipientResult {
         other => RecipientResult::new(
             &doc.to,
             DeliveryStatus::FAILED_TRANSIENT,
-            format!("unknown status `{other}`"),
+            format!("unknown status `{}`", clip(other)),
         ),
     }
 }
 
-/// `480 Temporarily Unavailable (unavailable)`.
-fn describe(error: &WireError) -> String {
+/// `480 Temporarily Unavailable (unavailable)`, clipped.
+pub fn describe(error: &WireError) -> String {
+    let (reason, code) = (clip(&error.reason), clip(&error.code));
     match error.sip_status {
-        Some(sip) => format!("{sip} {} ({})", error.reason, error.code),
-        None if error.reason.is_empty() => error.code.clone(),
-        None => format!("{} ({})", error.reason, error.code),
+        Some(sip) => format!("{sip} {reason} ({code})"),
+        None if reason.is_empty() => code,
+        None => format!("{reason} ({code})"),
     }
 }
 

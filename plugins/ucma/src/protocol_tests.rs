@@ -183,24 +183,74 @@ fn send_body_is_the_same_bytes_on_every_attempt() {
 }
 
 #[test]
-fn long_bodies_are_cut_on_a_character_boundary() {
+fn long_bodies_are_cut_on_a_character_boundary_and_marked() {
     let long = "é".repeat(MAX_BODY_BYTES);
-    let cut = truncate_bytes(long, MAX_BODY_BYTES - 1);
+    let cut = truncate_bytes(long.clone(), MAX_BODY_BYTES - 1);
     assert!(cut.len() < MAX_BODY_BYTES && cut.chars().all(|c| c == 'é'));
+    let marked = mark_cut_bytes(long, MAX_BODY_BYTES);
+    assert!(marked.len() <= MAX_BODY_BYTES, "{}", marked.len());
+    assert!(marked.ends_with("é\n[truncated]"));
+    assert_eq!(mark_cut_bytes("short".into(), MAX_BODY_BYTES), "short");
+}
+
+#[test]
+fn toasts_count_utf16_code_units_and_are_marked_when_cut() {
+    let fits = "a".repeat(MAX_TOAST_UTF16);
+    assert_eq!(toast(&fits), fits);
+    // 200 emoji are 200 chars but 400 UTF-16 code units, as a .NET bridge counts them.
+    let emoji = "\u{1F525}".repeat(200);
+    let t = toast(&emoji);
+    assert_eq!(t.encode_utf16().count(), 255, "127 pairs and the mark");
+    assert!(t.ends_with('\u{2026}') && t.starts_with('\u{1F525}'));
+    assert_eq!(t.chars().filter(|c| *c == '\u{1F525}').count(), 127);
+}
+
+#[test]
+fn text_from_the_bridge_is_clipped() {
+    let reason = "x".repeat(10_000);
+    let e = WireError {
+        code: "busy".into(),
+        sip_status: Some(486),
+        reason,
+        retryable: true,
+    };
+    let d = describe(&e);
+    assert!(d.chars().count() < 320, "{}", d.len());
+    assert!(
+        d.starts_with("486 xxx") && d.ends_with("\u{2026} (busy)"),
+        "{d}"
+    );
 }
 
 #[test]
 fn signature_matches_the_bridge_side() {
-    // The same vector as the simulator's test, computed independently with Python's hmac module.
-    let body_hash_of_braces = signature(
+    // Computed independently with Python's hmac module over the string to sign of §2.3 (v2).
+    let send = signature(
         b"0123456789abcdef",
         1_796_119_200,
-        "POST",
-        "/v1/messages",
-        b"{}",
+        &Signed {
+            method: "POST",
+            path_and_query: "/v1/messages",
+            idempotency_key: "ab1-0123456789abcdef0123456789abcdef",
+            body: b"{}",
+        },
     );
     assert_eq!(
-        body_hash_of_braces,
-        "v1=ebb31f07ca5a569b0eaa05415a7219f4d98b1022ed3f8d9cdf2a82d554c3a755"
+        send,
+        "v2=fcbd5b44bd735d66d5ac77df85c9d8dc64a4694aab7e672f6eab5c50ad57439d"
+    );
+    let health = signature(
+        b"0123456789abcdef",
+        1_796_119_200,
+        &Signed {
+            method: "GET",
+            path_and_query: "/v1/health",
+            idempotency_key: "",
+            body: b"",
+        },
+    );
+    assert_eq!(
+        health,
+        "v2=63fcebc85688d1441173e71bac0e9a61e0dd85f3baa3a3002819d91de4562bb5"
     );
 }

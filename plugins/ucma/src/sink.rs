@@ -1,28 +1,42 @@
-//! The `ucma` sink: presence in batches, sends under idempotency keys, per-recipient results,
-//! and health polling, over [`BridgeClient`].
+//! The `ucma` sink: presence in batches and sends in requests no larger than the bridge allows,
+//! under idempotency keys; per-recipient results from each request's own answer; health polling,
+//! over [`BridgeClient`].
 
 use std::{
-    collections::HashMap,
-    sync::Arc,
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use alertbridge_plugin_api::{
-    DeliveryStatus, Health, Message, PluginError, Presence, PresenceState, RecipientResult,
+    DeliveryStatus, Health, Message, PluginError, Presence, RecipientResult, error_chain,
     kit::{CancellationToken, Setup, Sink},
 };
 use futures_util::{StreamExt as _, stream};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     client::{BridgeClient, BridgeError},
     config::{Settings, UcmaConfig},
     health::{HealthCell, assess},
-    protocol::{MessageDoc, SendBody, idempotency_key, presence_state, recipient_result},
+    protocol::{
+        LimitsDoc, MessageDoc, PresenceResult, SendBody, clip, describe, idempotency_key,
+        presence_state, recipient_result,
+    },
 };
 
 /// How often a send still `running` at the bridge is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the sink knows of the bridge's advertised limits (§4.1 `limits`).
+#[derive(Clone, Copy, Debug)]
+enum Known {
+    /// No health answer yet.
+    NotYet,
+    /// The bridge answered without `limits`: the configured sizes are used.
+    NotAdvertised,
+    Limits(LimitsDoc),
+}
 
 /// One `ucma` sink instance.
 #[derive(Debug)]
@@ -31,6 +45,14 @@ pub struct UcmaSink {
     settings: Settings,
     client: BridgeClient,
     health: HealthCell,
+    limits: Mutex<Known>,
+}
+
+/// How many users go in one presence query, and recipients in one send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub presence: usize,
+    pub recipients: usize,
 }
 
 impl UcmaSink {
@@ -38,16 +60,14 @@ impl UcmaSink {
     pub fn new(setup: Setup) -> Result<Self, PluginError> {
         let settings = setup.config::<UcmaConfig>()?.check()?;
         let client = BridgeClient::new(&settings).map_err(|e| {
-            PluginError::config(format!(
-                "cannot build the HTTP client: {}",
-                alertbridge_plugin_api::error_chain(&e)
-            ))
+            PluginError::config(format!("cannot build the HTTP client: {}", error_chain(&e)))
         })?;
         Ok(Self {
             instance: setup.instance,
             settings,
             client,
             health: HealthCell::default(),
+            limits: Mutex::new(Known::NotYet),
         })
     }
 
@@ -55,10 +75,49 @@ impl UcmaSink {
         &self.settings.config
     }
 
-    /// Polls `/v1/health` once and records the result.
+    /// Polls `/v1/health` once and records the result and the advertised limits.
     async fn check_health(&self) {
         let answer = self.client.health().await;
+        if let Ok(doc) = &answer {
+            self.learn(doc.limits);
+        }
         self.health.set(assess(&answer, self.config()));
+    }
+
+    fn learn(&self, limits: Option<LimitsDoc>) {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = match limits {
+            Some(l) => Known::Limits(l),
+            None => Known::NotAdvertised,
+        };
+    }
+
+    /// The batch sizes to use now: the configured ones, lowered to the bridge's advertised
+    /// limits (§8: never more than the bridge allows). Asks `/v1/health` first when no answer
+    /// has told the limits yet (a delivery before the first poll completed).
+    pub async fn sizes(&self) -> Sizes {
+        let known = *self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        let limits = match known {
+            Known::Limits(l) => Some(l),
+            Known::NotAdvertised => None,
+            Known::NotYet => match self.client.health().await {
+                Ok(doc) => {
+                    self.learn(doc.limits);
+                    doc.limits
+                }
+                Err(_) => None,
+            },
+        };
+        let c = self.config();
+        match limits {
+            Some(l) => Sizes {
+                presence: c.presence_batch_size.min(l.max_presence_targets).max(1),
+                recipients: c.max_recipients_per_message.min(l.max_recipients).max(1),
+            },
+            None => Sizes {
+                presence: c.presence_batch_size,
+                recipients: c.max_recipients_per_message,
+            },
+        }
     }
 
     /// Sends `message` to `to` (one request) and waits for every recipient to be final, or
@@ -79,9 +138,9 @@ impl UcmaSink {
         // Strings, numbers and booleans only: serializing cannot fail.
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut doc = self.client.send(&key, bytes).await?;
-        debug!(alert = message.alert_id, key = %key, recipients = to.len(), id = %doc.id, state = %doc.state, "Bridge answered a send.");
+        debug!(alert = message.alert_id, key = %key, recipients = to.len(), id = %clip(&doc.id), state = %clip(&doc.state), "Bridge answered a send.");
         while doc.state == "running" && Instant::now() + POLL_INTERVAL < deadline {
-            debug!(alert = message.alert_id, id = %doc.id, "Send still running at the bridge; polling.");
+            debug!(alert = message.alert_id, id = %clip(&doc.id), "Send still running at the bridge; polling.");
             tokio::time::sleep(POLL_INTERVAL).await;
             doc = self.client.message(&doc.id).await?;
         }
@@ -97,29 +156,43 @@ impl UcmaSink {
     }
 }
 
-/// One result per requested recipient, from the bridge's document.
+/// One result per requested recipient, from the bridge's document: matched by the URI exactly
+/// as sent, else ignoring ASCII case (§4.2: a bridge may compare URIs case-insensitively).
 fn results_for(to: &[String], doc: &MessageDoc) -> Vec<RecipientResult> {
-    let by_to: HashMap<&str, _> = doc.recipients.iter().map(|r| (r.to.as_str(), r)).collect();
+    let exact: HashMap<&str, _> = doc.recipients.iter().map(|r| (r.to.as_str(), r)).collect();
+    let folded: HashMap<String, _> = doc
+        .recipients
+        .iter()
+        .map(|r| (r.to.to_ascii_lowercase(), r))
+        .collect();
     to.iter()
-        .map(|user| match by_to.get(user.as_str()) {
-            Some(r) => recipient_result(r),
-            None => RecipientResult::new(
-                user,
-                DeliveryStatus::FAILED_TRANSIENT,
-                "the bridge did not report this recipient",
-            ),
+        .map(|user| {
+            let found = exact
+                .get(user.as_str())
+                .or_else(|| folded.get(&user.to_ascii_lowercase()));
+            match found {
+                Some(r) => RecipientResult {
+                    user: user.clone(),
+                    ..recipient_result(r)
+                },
+                None => RecipientResult::new(
+                    user,
+                    DeliveryStatus::FAILED_TRANSIENT,
+                    "the bridge did not report this recipient",
+                ),
+            }
         })
         .collect()
 }
 
-/// Every recipient of a failed request, failed with the request's error.
+/// Every recipient of a failed request, failed with that request's error.
 fn failed_all(to: &[String], error: &BridgeError) -> Vec<RecipientResult> {
     let status = if error.is_retriable() {
         DeliveryStatus::FAILED_TRANSIENT
     } else {
         DeliveryStatus::FAILED_PERMANENT
     };
-    let detail = alertbridge_plugin_api::error_chain(error);
+    let detail = error_chain(error);
     to.iter()
         .map(|user| {
             let result = RecipientResult::new(user, status, detail.clone());
@@ -131,26 +204,62 @@ fn failed_all(to: &[String], error: &BridgeError) -> Vec<RecipientResult> {
         .collect()
 }
 
-/// The outcome of one request to the bridge, with the users it was about.
-type Outcome<'a, T> = (&'a [String], Result<Vec<T>, BridgeError>);
-
-/// Splits per-request outcomes into results; when every request failed, the first error.
-fn combine<T>(
-    outcomes: Vec<Outcome<'_, T>>,
-    on_error: impl Fn(&[String], &BridgeError) -> Vec<T>,
-) -> Result<Vec<T>, PluginError> {
-    if let Some(Err(first)) = outcomes.first().map(|(_, r)| r)
-        && outcomes.iter().all(|(_, r)| r.is_err())
-    {
-        return Err(first.to_plugin_error());
+/// Recipients in requests of at most `size`, never two spellings of one URI (ASCII case) in
+/// the same request, which a bridge could refuse as duplicates.
+pub fn requests(recipients: &[String], size: usize) -> Vec<Vec<String>> {
+    let mut out: Vec<(Vec<String>, HashSet<String>)> = Vec::new();
+    for r in recipients {
+        let folded = r.to_ascii_lowercase();
+        let slot = out
+            .iter_mut()
+            .find(|(to, seen)| to.len() < size.max(1) && !seen.contains(&folded));
+        match slot {
+            Some((to, seen)) => {
+                to.push(r.clone());
+                seen.insert(folded);
+            }
+            None => out.push((vec![r.clone()], HashSet::from([folded]))),
+        }
     }
-    Ok(outcomes
-        .into_iter()
-        .flat_map(|(to, outcome)| match outcome {
-            Ok(results) => results,
-            Err(e) => on_error(to, &e),
-        })
-        .collect())
+    out.into_iter().map(|(to, _)| to).collect()
+}
+
+/// The presences one query's answer gives for `asked` (lower-cased URI → every spelling the
+/// host used). Results for targets not asked are ignored; a target whose presence could not be
+/// had (a retryable error: `timeout`, `bridge_error`) is left out, so the host treats it as
+/// unknown and applies the route's policy for that.
+fn presences(results: Vec<PresenceResult>, asked: &BTreeMap<String, Vec<String>>) -> Vec<Presence> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for r in results {
+        let folded = r.target.to_ascii_lowercase();
+        let Some(spellings) = asked.get(&folded) else {
+            continue;
+        };
+        if !seen.insert(folded) {
+            continue;
+        }
+        if let Some(e) = r
+            .error
+            .as_ref()
+            .filter(|e| e.retryable || matches!(e.code.as_str(), "timeout" | "bridge_error"))
+        {
+            debug!(target = %clip(&r.target), error = %describe(e), "The bridge could not tell this presence.");
+            continue;
+        }
+        let state = presence_state(&r.availability, r.availability_value);
+        let detail = match (&r.error, &r.activity) {
+            (Some(e), _) => describe(e),
+            (None, Some(activity)) => format!("{} ({})", clip(&r.availability), clip(activity)),
+            (None, None) => clip(&r.availability),
+        };
+        for user in spellings {
+            let mut p = Presence::new(user, state);
+            p.detail.clone_from(&detail);
+            out.push(p);
+        }
+    }
+    out
 }
 
 impl Sink for UcmaSink {
@@ -170,73 +279,85 @@ impl Sink for UcmaSink {
     }
 
     async fn presence(&self, users: Vec<String>) -> Result<Vec<Presence>, PluginError> {
-        let mut users = users;
-        users.sort();
-        users.dedup();
-        let batches: Vec<&[String]> = users.chunks(self.config().presence_batch_size).collect();
+        // One target per URI, compared ignoring ASCII case; its answer goes to every spelling.
+        let mut asked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for u in users {
+            let spellings = asked.entry(u.to_ascii_lowercase()).or_default();
+            if !spellings.contains(&u) {
+                spellings.push(u);
+            }
+        }
+        let targets: Vec<String> = asked.values().map(|s| s[0].clone()).collect();
+        let size = self.sizes().await.presence;
+        let batches: Vec<&[String]> = targets.chunks(size).collect();
         let timeout = self.config().presence_timeout_ms;
         let jobs: Vec<_> = batches
             .iter()
             .map(|batch| self.client.presence(batch, timeout))
             .collect();
         let answers = self.concurrently(jobs).await;
-        let outcomes = batches
-            .iter()
-            .zip(answers)
-            .map(|(batch, answer)| {
-                let presences = answer.map(|results| {
-                    results
-                        .into_iter()
-                        .map(|r| {
-                            let mut p = Presence::new(
-                                r.target,
-                                presence_state(&r.availability, r.availability_value),
-                            );
-                            p.detail = match (r.error, r.activity) {
-                                (Some(e), _) => format!("{} ({})", e.reason, e.code),
-                                (None, Some(activity)) => {
-                                    format!("{} ({activity})", r.availability)
-                                }
-                                (None, None) => r.availability,
-                            };
-                            p
+        let (mut out, mut failed) = (Vec::new(), None);
+        for (batch, answer) in batches.iter().zip(answers) {
+            match answer {
+                Ok(results) => {
+                    let of_batch: BTreeMap<String, Vec<String>> = batch
+                        .iter()
+                        .filter_map(|t| {
+                            let folded = t.to_ascii_lowercase();
+                            asked.get(&folded).map(|s| (folded, s.clone()))
                         })
-                        .collect()
-                });
-                (*batch, presences)
-            })
-            .collect();
-        combine(outcomes, |batch, error| {
-            let detail = alertbridge_plugin_api::error_chain(error);
-            batch
-                .iter()
-                .map(|u| Presence {
-                    detail: detail.clone(),
-                    ..Presence::new(u, PresenceState::UNKNOWN)
-                })
-                .collect()
-        })
+                        .collect();
+                    out.extend(presences(results, &of_batch));
+                }
+                Err(e) => {
+                    // These users are left out: the host treats their presence as unknown.
+                    warn!(targets = batch.len(), error = %error_chain(&e), "Presence query failed.");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) if out.is_empty() => Err(e.to_plugin_error()),
+            _ => Ok(out),
+        }
     }
 
     async fn deliver(&self, message: Message) -> Result<Vec<RecipientResult>, PluginError> {
         let mut recipients = message.recipients.clone();
         recipients.sort();
         recipients.dedup();
-        let requests: Vec<&[String]> = recipients
-            .chunks(self.config().max_recipients_per_message)
-            .collect();
+        let size = self.sizes().await.recipients;
+        let requests = requests(&recipients, size);
         let jobs: Vec<_> = requests.iter().map(|to| self.send(&message, to)).collect();
         let answers = self.concurrently(jobs).await;
-        let outcomes = requests.iter().copied().zip(answers).collect();
-        let results = combine(outcomes, failed_all)?;
-        // One result per recipient as the host listed them.
-        let by_user: HashMap<&str, &RecipientResult> =
-            results.iter().map(|r| (r.user.as_str(), r)).collect();
+        // Every request refused alike (a wrong secret, say): one error for the delivery, the
+        // same for each recipient as their own request's answer.
+        let errors: Vec<PluginError> = answers
+            .iter()
+            .filter_map(|a| a.as_ref().err().map(BridgeError::to_plugin_error))
+            .collect();
+        if errors.len() == answers.len()
+            && let Some(first) = errors.first()
+            && errors
+                .iter()
+                .all(|e| e.kind == first.kind && e.message == first.message)
+        {
+            return Err(first.clone());
+        }
+        // Otherwise each recipient's outcome comes from its own request's answer.
+        let mut by_user: HashMap<String, RecipientResult> = HashMap::new();
+        for (to, answer) in requests.iter().zip(answers) {
+            let results = match answer {
+                Ok(results) => results,
+                Err(e) => failed_all(to, &e),
+            };
+            by_user.extend(results.into_iter().map(|r| (r.user.clone(), r)));
+        }
         Ok(message
             .recipients
             .iter()
             .map(|u| match by_user.get(u.as_str()) {
-                Some(r) => (*r).clone(),
+                Some(r) => r.clone(),
                 None => RecipientResult::new(u, DeliveryStatus::FAILED_TRANSIENT, "no result"),
             })
             .collect())

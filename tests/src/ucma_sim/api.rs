@@ -52,6 +52,10 @@ fn gate(
     let parts = SignedParts {
         method: method.as_str(),
         path_and_query,
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
         body,
     };
     let config = &state.config;
@@ -66,17 +70,17 @@ fn gate(
         state.count(|c| c.unauthorized += 1);
         return Err(error(401, "unauthorized", "authentication failed", None));
     }
-    if let Some(FaultAction::Status {
-        status,
-        retry_after_s,
-    }) = state.take_fault(target, |a| matches!(a, FaultAction::Status { .. }))
-    {
-        return Err(error(
+    let named = named_users(body);
+    if let Some((
+        FaultAction::Status {
             status,
-            fault_code(status),
-            "injected fault",
             retry_after_s,
-        ));
+        },
+        code,
+    )) = state.take_fault(target, &named, |a| matches!(a, FaultAction::Status { .. }))
+    {
+        let code = code.unwrap_or_else(|| fault_code(status).to_owned());
+        return Err(error(status, code, "injected fault", retry_after_s));
     }
     if body.len() > config.limits.max_body_bytes {
         return Err(error(
@@ -97,6 +101,20 @@ fn gate(
     Ok(())
 }
 
+/// The users a request body names (`to` of a send, `targets` of a presence query), for faults
+/// aimed at one recipient's requests.
+fn named_users(body: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize, Default)]
+    struct Named {
+        #[serde(default)]
+        to: Vec<String>,
+        #[serde(default)]
+        targets: Vec<String>,
+    }
+    let named: Named = serde_json::from_slice(body).unwrap_or_default();
+    named.to.into_iter().chain(named.targets).collect()
+}
+
 async fn health(
     State(state): State<Shared>,
     method: Method,
@@ -111,6 +129,11 @@ async fn health(
     let limits = state.config.limits;
     let doc = json!({
         "status": status,
+        "reason": match status {
+            HealthStatus::Ok => None,
+            HealthStatus::Degraded => Some("application endpoint re-establishing"),
+            HealthStatus::Down => Some("application endpoint terminated"),
+        },
         "ucma_version": "3.0",
         "server_family": "lync2010",
         "endpoint": {
@@ -267,7 +290,9 @@ async fn send(
         },
     };
     if state
-        .take_fault(FaultTarget::Messages, |a| *a == FaultAction::DropAfterSend)
+        .take_fault(FaultTarget::Messages, &named_users(&body), |a| {
+            *a == FaultAction::DropAfterSend
+        })
         .is_some()
     {
         debug!(peer = %conn.peer, "Dropping the connection instead of answering.");

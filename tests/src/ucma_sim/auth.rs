@@ -1,5 +1,6 @@
 //! Request authentication of the bridge (§2 of the protocol): bearer shared secret and the
-//! HMAC-SHA256 request signature, as pure functions over the request's parts.
+//! HMAC-SHA256 request signature (scheme `v2`, which covers the `Idempotency-Key`), as pure
+//! functions over the request's parts. Written from the document, not from the client.
 
 use axum::http::{HeaderMap, header};
 use ring::{digest, hmac};
@@ -26,6 +27,9 @@ pub enum AuthFailure {
     /// The signature header is malformed or does not match.
     #[error("bad signature")]
     BadSignature,
+    /// A `v1=` signature, which does not cover the idempotency key (§2.3: refused).
+    #[error("signature scheme v1 is no longer accepted")]
+    OldScheme,
 }
 
 /// The parts of a request that authentication looks at.
@@ -33,19 +37,27 @@ pub enum AuthFailure {
 pub struct SignedParts<'a> {
     pub method: &'a str,
     pub path_and_query: &'a str,
+    /// The `Idempotency-Key` header's value, `""` when the request has none.
+    pub idempotency_key: &'a str,
     pub body: &'a [u8],
 }
 
-/// The signature header value `v1=<hex>` for a request made at `unix_s`.
-pub fn signature(secret: &[u8], unix_s: u64, parts: &SignedParts<'_>) -> String {
+/// The string to sign of §2.3 for a request made at `unix_s`.
+fn string_to_sign(unix_s: u64, parts: &SignedParts<'_>) -> String {
     let body_hash = hex(digest::digest(&digest::SHA256, parts.body).as_ref());
-    let text = format!(
-        "{unix_s}\n{}\n{}\n{body_hash}",
+    format!(
+        "v2\n{unix_s}\n{}\n{}\n{}\n{body_hash}",
         parts.method.to_ascii_uppercase(),
-        parts.path_and_query
-    );
+        parts.path_and_query,
+        parts.idempotency_key,
+    )
+}
+
+/// The signature header value `v2=<hex>` for a request made at `unix_s`.
+pub fn signature(secret: &[u8], unix_s: u64, parts: &SignedParts<'_>) -> String {
+    let text = string_to_sign(unix_s, parts);
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    format!("v1={}", hex(hmac::sign(&key, text.as_bytes()).as_ref()))
+    format!("v2={}", hex(hmac::sign(&key, text.as_bytes()).as_ref()))
 }
 
 /// Checks a request's credentials against `secret` at time `now_s`.
@@ -86,17 +98,15 @@ pub fn check(
     if ts.abs_diff(now_s) > MAX_SKEW_S {
         return Err(AuthFailure::BadTimestamp);
     }
+    let signature = signature.trim();
+    if signature.starts_with("v1=") {
+        return Err(AuthFailure::OldScheme);
+    }
     let given = signature
-        .trim()
-        .strip_prefix("v1=")
+        .strip_prefix("v2=")
         .and_then(unhex)
         .ok_or(AuthFailure::BadSignature)?;
-    let body_hash = hex(digest::digest(&digest::SHA256, parts.body).as_ref());
-    let text = format!(
-        "{ts}\n{}\n{}\n{body_hash}",
-        parts.method.to_ascii_uppercase(),
-        parts.path_and_query
-    );
+    let text = string_to_sign(ts, parts);
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     hmac::verify(&key, text.as_bytes(), &given).map_err(|_| AuthFailure::BadSignature)
 }
@@ -128,9 +138,11 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef";
+    const OLD_V1: &str = "v1=7f80fbc85d27910c8c2fb6e20527710c48e2aa3dc496db38b1941dcaeb6ccb5e";
     const PARTS: SignedParts<'static> = SignedParts {
         method: "POST",
         path_and_query: "/v1/messages",
+        idempotency_key: "ab1-0123456789abcdef0123456789abcdef",
         body: b"{}",
     };
 
@@ -148,7 +160,7 @@ mod tests {
         let sig = signature(SECRET, 1_796_119_200, &PARTS);
         assert_eq!(
             sig,
-            "v1=ebb31f07ca5a569b0eaa05415a7219f4d98b1022ed3f8d9cdf2a82d554c3a755"
+            "v2=fcbd5b44bd735d66d5ac77df85c9d8dc64a4694aab7e672f6eab5c50ad57439d"
         );
         let h = headers(&[
             ("x-bridge-timestamp", "1796119200".into()),
@@ -198,13 +210,32 @@ mod tests {
             check(&h, &other, SECRET, false, 1000),
             Err(AuthFailure::BadSignature)
         );
+        let other_key = SignedParts {
+            idempotency_key: "ab1-ffffffffffffffffffffffffffffffff",
+            ..PARTS
+        };
+        assert_eq!(
+            check(&h, &other_key, SECRET, false, 1000),
+            Err(AuthFailure::BadSignature),
+            "a captured signature does not carry over to another idempotency key"
+        );
         let h = headers(&[
             ("x-bridge-timestamp", "1000".into()),
-            ("x-bridge-signature", "v1=zz".into()),
+            ("x-bridge-signature", "v2=zz".into()),
         ]);
         assert_eq!(
             check(&h, &PARTS, SECRET, false, 1000),
             Err(AuthFailure::BadSignature)
+        );
+        // The old scheme without the key, computed with Python's hmac module over
+        // "1000\nPOST\n/v1/messages\n<sha256 of {}>".
+        let h = headers(&[
+            ("x-bridge-timestamp", "1000".into()),
+            ("x-bridge-signature", OLD_V1.into()),
+        ]);
+        assert_eq!(
+            check(&h, &PARTS, SECRET, false, 1000),
+            Err(AuthFailure::OldScheme)
         );
         let h = headers(&[("x-bridge-signature", sig)]);
         assert_eq!(

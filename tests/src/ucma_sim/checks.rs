@@ -1,7 +1,7 @@
 //! Request-level errors (§6) and the whole-request checks of presence queries (§4.2) and
 //! sends (§4.3).
 
-use std::collections::HashSet;
+use std::{borrow::Cow, collections::HashSet};
 
 use axum::{
     Json,
@@ -21,7 +21,7 @@ const CATEGORIES: [&str; 5] = ["state", "contactCard", "note", "services", "cale
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: Cow<'static, str>,
     message: String,
     retry_after_s: Option<u64>,
 }
@@ -49,14 +49,14 @@ impl IntoResponse for ApiError {
 
 pub fn error(
     status: u16,
-    code: &'static str,
+    code: impl Into<Cow<'static, str>>,
     message: impl Into<String>,
     retry_after_s: Option<u64>,
 ) -> ApiError {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     ApiError {
         status,
-        code,
+        code: code.into(),
         message: message.into(),
         retry_after_s,
     }

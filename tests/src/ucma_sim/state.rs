@@ -88,11 +88,51 @@ pub enum FaultAction {
 }
 
 /// A fault for the next `count` matching requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     pub target: FaultTarget,
     pub action: FaultAction,
     pub count: u32,
+    /// Only requests that name this user (a send's `to`, a query's `targets`) match.
+    #[serde(default)]
+    pub recipient: Option<String>,
+    /// The error code of a `status` fault (default: the usual code of the status, §6).
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+impl Fault {
+    /// The next request to `target` gets `status` (with `Retry-After` when given).
+    pub fn status(target: FaultTarget, status: u16, retry_after_s: Option<u64>) -> Self {
+        Self {
+            target,
+            action: FaultAction::Status {
+                status,
+                retry_after_s,
+            },
+            count: 1,
+            recipient: None,
+            code: None,
+        }
+    }
+
+    /// Only for requests naming `uri`.
+    pub fn for_recipient(mut self, uri: &str) -> Self {
+        self.recipient = Some(uri.to_owned());
+        self
+    }
+
+    /// With this error code.
+    pub fn code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_owned());
+        self
+    }
+
+    /// For the next `count` matching requests.
+    pub fn times(mut self, count: u32) -> Self {
+        self.count = count;
+        self
+    }
 }
 
 /// What the bridge did, for tests to assert on.
@@ -252,24 +292,29 @@ impl State {
         self.lock().faults.push(fault);
     }
 
-    /// Takes one use of the first fault for `target` that `wanted` accepts.
+    /// Takes one use of the first fault for `target` (and, if it names one, a user in `named`)
+    /// that `wanted` accepts; returns its action and error code.
     pub fn take_fault(
         &self,
         target: FaultTarget,
+        named: &[String],
         wanted: impl Fn(&FaultAction) -> bool,
-    ) -> Option<FaultAction> {
+    ) -> Option<(FaultAction, Option<String>)> {
         let mut inner = self.lock();
         let i = inner.faults.iter().position(|f| {
-            (f.target == target || f.target == FaultTarget::Any) && f.count > 0 && wanted(&f.action)
+            (f.target == target || f.target == FaultTarget::Any)
+                && f.count > 0
+                && wanted(&f.action)
+                && f.recipient.as_ref().is_none_or(|r| named.contains(r))
         })?;
         let fault = &mut inner.faults[i];
         fault.count -= 1;
-        let action = fault.action;
+        let taken = (fault.action, fault.code.clone());
         if fault.count == 0 {
             inner.faults.remove(i);
         }
         inner.counters.faults += 1;
-        Some(action)
+        Some(taken)
     }
 
     /// Bumps a counter.

@@ -203,7 +203,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize)]
 pub struct ErrorDetail {
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     pub retryable: bool,
 }

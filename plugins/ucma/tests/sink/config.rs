@@ -20,7 +20,20 @@ fn plain_http_to_a_remote_bridge_is_refused_unless_allowed() {
         "{message}"
     );
     assert!(message.contains("allow_insecure_http = true"), "{message}");
-    assert!(new_sink(&format!("{remote}allow_insecure_http = true\n")).is_ok());
+    // Allowed, the secret would still cross the network in clear as a bearer: refused too.
+    let message = refused(&format!("{remote}allow_insecure_http = true\n"));
+    assert!(
+        message.starts_with(
+            "`sign_requests`: plain http:// to `ucma-bridge.contoso.com`, which is not loopback, would send the secret in clear"
+        ),
+        "{message}"
+    );
+    assert!(
+        new_sink(&format!(
+            "{remote}allow_insecure_http = true\nsign_requests = true\n"
+        ))
+        .is_ok()
+    );
     assert!(
         new_sink(&format!(
             "endpoint = \"https://ucma-bridge.contoso.com:8443\"\nsecret = \"{SECRET}\"\n"
@@ -62,7 +75,32 @@ fn exactly_one_good_secret_is_required() {
         "{endpoint}secret_file = {:?}\n",
         dir.path().join("nope").display().to_string()
     );
-    assert!(refused(&absent).starts_with("`secret_file`: cannot read"));
+    assert!(refused(&absent).starts_with("`secret_file`: "));
+}
+
+#[test]
+fn a_secret_is_never_echoed() {
+    let endpoint = "endpoint = \"https://bridge.contoso.com\"\n";
+    // A mistyped number, a too-short string and a non-printable one: none appears in the error.
+    for (line, planted) in [
+        ("secret = 98765432109876543210\n", "98765432109876543210"),
+        ("secret = \"PLANTED-short\"\n", "PLANTED-short"),
+        (
+            "secret = \"PLANTED secret with spaces\"\n",
+            "PLANTED secret",
+        ),
+    ] {
+        let message = refused(&format!("{endpoint}{line}"));
+        assert!(message.starts_with("`secret`"), "{message}");
+        assert!(!message.contains(planted), "{message}");
+    }
+    let sink = new_sink(&format!(
+        "{endpoint}secret = \"PLANTED-0123456789abcdef\"\n"
+    ))
+    .expect("good secret");
+    let debug = format!("{sink:?}");
+    assert!(!debug.contains("PLANTED"), "{debug}");
+    assert!(debug.contains("Secret(..)"), "{debug}");
 }
 
 #[test]

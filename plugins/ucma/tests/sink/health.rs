@@ -19,7 +19,7 @@ async fn health_follows_the_bridge() {
     let degraded = rig.health_becomes(HealthState::DEGRADED).await;
     assert_eq!(
         degraded.message,
-        "bridge degraded: endpoint sip:alerts@contoso.com Reestablishing"
+        "bridge degraded: application endpoint re-establishing; endpoint sip:alerts@contoso.com Reestablishing"
     );
     rig.sim.set_health(HealthStatus::Down);
     let down = rig.health_becomes(HealthState::FAILED).await;

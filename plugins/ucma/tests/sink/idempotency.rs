@@ -30,6 +30,8 @@ async fn a_send_whose_response_was_lost_reaches_the_user_once() {
         target: FaultTarget::Messages,
         action: FaultAction::DropAfterSend,
         count: 1,
+        recipient: None,
+        code: None,
     });
     let e = rig
         .sink

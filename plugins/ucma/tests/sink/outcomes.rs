@@ -163,7 +163,7 @@ async fn presence_is_queried_in_batches() {
             (NOBODY, PresenceState::UNKNOWN),
         ]
     );
-    assert_eq!(presence[6].detail, "Not Found (not_found)");
+    assert_eq!(presence[6].detail, "404 Not Found (not_found)");
     assert_eq!(presence[2].detail, "Busy (busy)");
 }
 

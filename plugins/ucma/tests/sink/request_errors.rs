@@ -13,6 +13,8 @@ use super::{Rig, SECRET, message, new_sink, sink_config};
 const ALICE: &str = "sip:alice@contoso.com";
 const BOB: &str = "sip:bob@contoso.com";
 const CAROL: &str = "sip:carol@contoso.com";
+const DAVE: &str = "sip:dave@contoso.com";
+const ERIN: &str = "sip:erin@contoso.com";
 
 fn bridge() -> SimConfig {
     SimConfig::new(SECRET)
@@ -29,6 +31,8 @@ fn status_fault(target: FaultTarget, status: u16, retry_after_s: Option<u64>) ->
             retry_after_s,
         },
         count: 1,
+        recipient: None,
+        code: None,
     }
 }
 
@@ -91,38 +95,155 @@ async fn a_key_reused_with_a_different_body_is_a_conflict_and_sends_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn over_the_bridge_limits_is_413_and_degraded_health() {
+async fn batches_are_cut_to_the_bridges_advertised_limits() {
     let mut config = bridge();
     config.limits = Limits {
         max_presence_targets: 2,
         max_recipients: 2,
         ..Limits::default()
     };
+    config = config.user(DAVE, Availability::Offline);
     let rig = Rig::start(
         config,
         "max_recipients_per_message = 3\npresence_batch_size = 3",
     )
     .await;
-    let e = rig
+    // No health poll needed first: the sink asks for the limits before its first batch.
+    let users = vec![
+        ALICE.to_owned(),
+        BOB.to_owned(),
+        CAROL.to_owned(),
+        DAVE.to_owned(),
+    ];
+    let presence = rig.sink.presence(users).await.expect("presence");
+    assert_eq!(presence.len(), 4, "{presence:?}");
+    assert_eq!(rig.sim.counters().presence_queries, 2, "4 users, 2 a query");
+    let results = rig
         .sink
         .deliver(message(1, &[ALICE, BOB, CAROL]))
         .await
-        .expect_err("413");
-    assert_eq!(e.kind, ErrorKind::PERMANENT);
+        .expect("deliver");
     assert!(
-        e.message.contains("413 too_many_recipients"),
-        "{}",
-        e.message
+        results
+            .iter()
+            .all(|r| r.status == DeliveryStatus::DELIVERED),
+        "{results:?}"
     );
-    let users = vec![ALICE.to_owned(), BOB.to_owned(), CAROL.to_owned()];
-    let e = rig.sink.presence(users).await.expect_err("413");
-    assert!(e.message.contains("413 too_many_targets"), "{}", e.message);
-    let health = rig.health_becomes(HealthState::DEGRADED).await;
+    assert_eq!(rig.sim.counters().sends, 2, "3 recipients, 2 a send");
+    for u in [ALICE, BOB, CAROL] {
+        assert_eq!(rig.sim.received(u).len(), 1, "{u}");
+    }
+    let health = rig.health_becomes(HealthState::OK).await;
     assert!(
-        health.message.contains("max_presence_targets 2"),
+        health.message.contains(
+            "presence queries of 2 (the bridge's max_presence_targets; presence_batch_size is 3)"
+        ),
         "{health}"
     );
-    assert!(rig.sim.received(ALICE).is_empty());
+    assert_eq!(rig.sim.counters().unauthorized, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_request_error_stays_with_its_own_recipients() {
+    let rig = Rig::start(
+        bridge()
+            .user(DAVE, Availability::Online)
+            .user(ERIN, Availability::Online),
+        "",
+    )
+    .await;
+    let faults = [
+        (ALICE, 409, "idempotency_conflict"),
+        (BOB, 422, "unprocessable"),
+        (CAROL, 413, "payload_too_large"),
+        (DAVE, 400, "invalid_request"),
+        (ERIN, 504, "upstream_timeout"),
+    ];
+    for (user, status, code) in faults {
+        rig.sim.inject(
+            Fault::status(FaultTarget::Messages, status, None)
+                .for_recipient(user)
+                .code(code),
+        );
+    }
+    let results = rig
+        .sink
+        .deliver(message(1, &[ALICE, BOB, CAROL, DAVE, ERIN]))
+        .await
+        .expect("per-recipient results, not one error");
+    let got: Vec<_> = results
+        .iter()
+        .map(|r| (r.user.as_str(), r.status, r.detail.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                ALICE,
+                DeliveryStatus::FAILED_PERMANENT,
+                "bridge answered 409 idempotency_conflict: injected fault"
+            ),
+            (
+                BOB,
+                DeliveryStatus::FAILED_PERMANENT,
+                "bridge answered 422 unprocessable: injected fault"
+            ),
+            (
+                CAROL,
+                DeliveryStatus::FAILED_PERMANENT,
+                "bridge answered 413 payload_too_large: injected fault"
+            ),
+            (
+                DAVE,
+                DeliveryStatus::FAILED_PERMANENT,
+                "bridge answered 400 invalid_request: injected fault"
+            ),
+            (
+                ERIN,
+                DeliveryStatus::FAILED_TRANSIENT,
+                "bridge answered 504 upstream_timeout: injected fault"
+            ),
+        ]
+    );
+    // The 504 recipient's retry goes out and reaches her.
+    let again = rig.sink.deliver(message(1, &[ERIN])).await.expect("retry");
+    assert_eq!(again[0].status, DeliveryStatus::DELIVERED, "{again:?}");
+    assert_eq!(rig.sim.received(ERIN).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_presence_batch_leaves_its_users_out() {
+    let mut config = bridge().user(DAVE, Availability::Offline);
+    config.limits = Limits {
+        max_presence_targets: 2,
+        ..Limits::default()
+    };
+    let rig = Rig::start(config, "").await;
+    // The query naming CAROL (batch CAROL, DAVE) times out at the bridge.
+    rig.sim
+        .inject(Fault::status(FaultTarget::Presence, 504, None).for_recipient(CAROL));
+    let users = vec![
+        ALICE.to_owned(),
+        BOB.to_owned(),
+        CAROL.to_owned(),
+        DAVE.to_owned(),
+    ];
+    let presence = rig.sink.presence(users).await.expect("partial answer");
+    let got: Vec<_> = presence.iter().map(|p| p.user.as_str()).collect();
+    assert_eq!(
+        got,
+        [ALICE, BOB],
+        "CAROL and DAVE are unknown, not reported"
+    );
+    // Every batch failing is the call's error.
+    rig.sim
+        .inject(Fault::status(FaultTarget::Presence, 504, None).times(2));
+    let e = rig
+        .sink
+        .presence(vec![ALICE.to_owned(), CAROL.to_owned(), DAVE.to_owned()])
+        .await
+        .expect_err("no answer at all");
+    assert_eq!(e.kind, ErrorKind::TRANSIENT, "{}", e.message);
 }
 
 #[tokio::test(flavor = "multi_thread")]
