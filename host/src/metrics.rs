@@ -6,7 +6,7 @@ use std::{
     fmt::Write as _,
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
 };
 
@@ -30,6 +30,15 @@ pub struct Metrics {
     instance_up: Mutex<BTreeMap<String, bool>>,
     queue_depth: AtomicI64,
     latency: Mutex<Histogram>,
+    /// Why the queue is down (`alertbridge_queue_up 0`), if it is.
+    queue_fault: Mutex<Option<String>>,
+    /// Queue gauges and counters (no labels).
+    dedup_keys: AtomicU64,
+    dedup_evictions: AtomicU64,
+    queue_file_bytes: AtomicU64,
+    queue_compactions: AtomicU64,
+    queue_faults: AtomicU64,
+    queue_set_aside: AtomicU64,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> String {
@@ -114,6 +123,54 @@ impl Metrics {
         self.queue_depth.load(Ordering::Relaxed)
     }
 
+    /// Marks the queue down (with why) or up again.
+    pub fn set_queue_fault(&self, reason: Option<String>) {
+        *self
+            .queue_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+
+    /// Why the queue is down, if it is.
+    pub fn queue_fault(&self) -> Option<String> {
+        self.queue_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Counts one storage fault (a failed commit that took the queue down).
+    pub fn queue_fault_seen(&self) {
+        self.queue_faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_dedup_keys(&self, n: u64) {
+        self.dedup_keys.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts keys the dedup index's size bound (`dedup_max_keys`) pushed out.
+    pub fn dedup_evicted(&self, n: u64) {
+        self.dedup_evictions.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set_queue_file_bytes(&self, n: u64) {
+        self.queue_file_bytes.store(n, Ordering::Relaxed);
+    }
+
+    pub fn queue_compacted(&self) {
+        self.queue_compactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Undecodable queue records set aside, in all (they stay in the file's `set_aside` table).
+    pub fn set_queue_set_aside(&self, n: u64) {
+        self.queue_set_aside.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts records set aside by this process.
+    pub fn queue_set_aside_add(&self, n: u64) {
+        self.add("alertbridge_queue_set_aside_total", &[], n);
+    }
+
     /// Records the time from accept to the last delivery of an alert.
     pub fn observe_latency(&self, seconds: f64) {
         let mut h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
@@ -159,12 +216,18 @@ impl Metrics {
                 "alertbridge_instance_restarts_total",
                 "Times an instance was recreated after failing.",
             ),
+            (
+                "alertbridge_queue_set_aside_total",
+                "Undecodable queue records set aside at start by this process.",
+            ),
         ];
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, text) in help {
             let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} counter");
             for ((n, l), v) in counters.iter() {
-                if *n == name {
+                if *n == name && l.is_empty() {
+                    let _ = writeln!(out, "{name} {v}");
+                } else if *n == name {
                     let _ = writeln!(out, "{name}{{{l}}} {v}");
                 }
             }
@@ -179,6 +242,56 @@ impl Metrics {
             "# TYPE alertbridge_queue_depth gauge\nalertbridge_queue_depth {}",
             self.queue_depth()
         );
+        let up = u8::from(self.queue_fault().is_none());
+        for (name, kind, text, value) in [
+            (
+                "alertbridge_queue_up",
+                "gauge",
+                "1 if the durable queue takes alerts, 0 while it is unavailable (see /healthz).",
+                u64::from(up),
+            ),
+            (
+                "alertbridge_queue_faults_total",
+                "counter",
+                "Storage faults (failed commits) that took the queue down until it reopened.",
+                self.queue_faults.load(Ordering::Relaxed),
+            ),
+            (
+                "alertbridge_queue_file_bytes",
+                "gauge",
+                "Size of the queue file.",
+                self.queue_file_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "alertbridge_queue_compactions_total",
+                "counter",
+                "Times the queue file was compacted (it was mostly free space).",
+                self.queue_compactions.load(Ordering::Relaxed),
+            ),
+            (
+                "alertbridge_queue_set_aside",
+                "gauge",
+                "Undecodable queue records set aside (see `alertbridge queue check`).",
+                self.queue_set_aside.load(Ordering::Relaxed),
+            ),
+            (
+                "alertbridge_dedup_keys",
+                "gauge",
+                "Dedup keys held in memory (bounded by dedup_max_keys and the dedup window).",
+                self.dedup_keys.load(Ordering::Relaxed),
+            ),
+            (
+                "alertbridge_dedup_evictions_total",
+                "counter",
+                "Dedup keys evicted, oldest first, because dedup_max_keys was reached.",
+                self.dedup_evictions.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {text}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP alertbridge_instance_up 1 if the instance is healthy.\n# TYPE alertbridge_instance_up gauge"
@@ -239,6 +352,14 @@ mod tests {
         assert!(text.contains("alertbridge_instance_up{instance=\"lync\"} 1"));
         assert!(text.contains("alertbridge_delivery_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("alertbridge_delivery_seconds_bucket{le=\"0.0025\"} 0"));
+        assert!(text.contains("\nalertbridge_queue_up 1\n"), "{text}");
+        m.set_queue_fault(Some("disk full".into()));
+        m.dedup_evicted(3);
+        m.queue_set_aside_add(1);
+        let text = m.render();
+        assert!(text.contains("\nalertbridge_queue_up 0\n"), "{text}");
+        assert!(text.contains("\nalertbridge_dedup_evictions_total 3\n"));
+        assert!(text.contains("\nalertbridge_queue_set_aside_total 1\n"));
         assert_eq!(
             m.counter("alertbridge_alerts_accepted_total", &[("source", "mail")]),
             2

@@ -9,17 +9,53 @@
 //!   enqueue returns the first alert, marked as a duplicate, and stores nothing.
 //! - On restart, [`Queue::unfinished`] returns every alert accepted and not finished.
 //! - Finished alerts stay for the admin API until `history_max_alerts` newer ones push them out.
+//! - A storage fault (disk full, EFBIG, EIO) never loses an acknowledged alert: the queue turns
+//!   unavailable (loud: health, metric, log), refuses new work with "try later", and reopens by
+//!   itself with backoff. A damaged or vanished file is refused at start with one line, and
+//!   `alertbridge queue check|salvage` say what is wrong and recover what is readable.
 //!
 //! The trait lets a shared broker backend (for several hosts) replace the embedded one.
 
+mod dedup;
 mod redb_queue;
+mod salvage;
+mod store;
+mod writer;
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use alertbridge_plugin_api::Alert;
 
-pub use self::redb_queue::RedbQueue;
+pub use self::{
+    redb_queue::RedbQueue,
+    salvage::{CheckReport, SalvageReport, check, salvage},
+};
 use crate::model::StoredAlert;
+
+/// How the embedded queue behaves; see `[host]` in the README.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueOptions {
+    pub dedup_window: Duration,
+    /// Keys at most in the dedup index; the oldest are evicted first.
+    pub dedup_max_keys: usize,
+    pub history_max_alerts: usize,
+    /// Start on a fresh queue although the data folder says its queue held data.
+    pub accept_empty_queue: bool,
+    /// The file is compacted when at least this big and mostly free space.
+    pub compact_min_bytes: u64,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            dedup_window: Duration::from_secs(86_400),
+            dedup_max_keys: 1_000_000,
+            history_max_alerts: 10_000,
+            accept_empty_queue: false,
+            compact_min_bytes: 16 << 20,
+        }
+    }
+}
 
 /// A boxed future, so the queue can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -55,6 +91,27 @@ pub enum QueueError {
         #[source]
         source: redb::DatabaseError,
     },
+    #[error(
+        "the queue file {path} is damaged ({detail}); `alertbridge queue check --config FILE` says what is wrong, `alertbridge queue salvage --config FILE` copies every readable alert into a fresh file"
+    )]
+    Damaged { path: String, detail: String },
+    #[error(
+        "the queue file {path} {what}, but {marker} says this data folder's queue (id {id:016x}) held data; restore the file, run `alertbridge queue salvage --config FILE`, or start with --accept-empty-queue to begin with an empty queue"
+    )]
+    Vanished {
+        path: String,
+        what: &'static str,
+        marker: String,
+        id: u64,
+    },
+    #[error("cannot read or write {path}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("queue unavailable, try later: {reason}")]
+    Unavailable { reason: String, retry_after_ms: u64 },
     #[error("queue storage failed")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("stored alert {id} is corrupt")]
@@ -70,6 +127,14 @@ pub enum QueueError {
 impl QueueError {
     pub(crate) fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Storage(Box::new(e))
+    }
+
+    /// For a refusal the sender should retry: after how long.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Self::Unavailable { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        }
     }
 }
 

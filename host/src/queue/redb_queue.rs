@@ -1,65 +1,72 @@
-//! The embedded queue on redb: one writer thread that batches every pending command into one
-//! write transaction (group commit), and read transactions for everything else.
+//! The embedded queue on redb: callers encode documents on their own threads and hand them to
+//! one writer thread ([`super::writer`]) that batches every pending command into one write
+//! transaction (group commit); reads use read transactions.
 //!
-//! ```text
-//! alerts     u64 id  -> JSON StoredAlert
-//! dedup_log  u64 id  -> (key hash, accepted unix ms), for alerts that have a dedup key
-//! meta       "next_id" -> u64
-//! ```
+//! Dedup lookups go to an index in the writer's memory ([`super::dedup`]), rebuilt from the
+//! `dedup_log` table on open: the log is written in id order (appends to the B-tree's last
+//! page) and pruned from its start, so a commit rewrites a few pages instead of one per random
+//! key. The key hash is the first 128 bits of SHA-256 over the source and the key: no sender
+//! can craft a key that collides with another's and so suppress its alert.
 //!
-//! Dedup lookups go to an index in the writer's memory, rebuilt from `dedup_log` on open: the
-//! log is written in id order (appends to the B-tree's last page) and pruned from its start, so
-//! a commit rewrites a few pages instead of one per random key — indexing the keys themselves in
-//! redb made every commit rewrite most of that table. The key hash is the first 128 bits of
-//! SHA-256 over the source and the key: no sender can craft a key that collides with another's
-//! and so suppress its alert.
+//! While the file is unusable (a write failed: disk full, EFBIG, EIO) the database is closed
+//! and [`Shared::fault`] says why; every call answers [`QueueError::Unavailable`] at once until
+//! the writer has reopened it.
 
 use std::{
-    collections::HashMap,
-    path::Path,
-    sync::{Arc, mpsc},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError, RwLock, mpsc},
     thread,
     time::{Duration, Instant},
 };
 
 use alertbridge_plugin_api::Alert;
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::{BoxFuture, Enqueued, OnCommit, Queue, QueueError, Taken};
-use crate::model::{StoredAlert, now_ms};
+use super::{
+    BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken,
+    store::{self, ALERTS},
+    writer::{Cmd, Writer},
+};
+use crate::{
+    metrics::Metrics,
+    model::{StoredAlert, now_ms},
+};
 
-const ALERTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("alerts");
-const DEDUP_LOG: TableDefinition<'_, u64, (u128, i64)> = TableDefinition::new("dedup_log");
-/// The dedup table of earlier versions, keyed by the key itself; dropped on open (its entries
-/// only matter within the dedup window).
-const DEDUP_V1: TableDefinition<'_, &str, (u64, i64)> = TableDefinition::new("dedup");
-const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// Why the queue is down, and when the writer tries to reopen it next.
+pub(super) struct Fault {
+    pub reason: String,
+    pub retry_at: Instant,
+}
 
-/// Commands at most per commit; more wait for the next one.
-const MAX_BATCH: usize = 8192;
-/// How often old history and dedup entries are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// What the queue handle and its writer thread share.
+pub(super) struct Shared {
+    /// `None` while faulted. Reads hold the read lock for their whole transaction, so the
+    /// writer's write lock (to close, reopen or compact the file) has it to itself.
+    pub db: RwLock<Option<Database>>,
+    pub fault: Mutex<Option<Fault>>,
+    pub dir: PathBuf,
+    pub metrics: Arc<Metrics>,
+}
 
-/// Work for the writer thread. Documents arrive encoded: serialization happens on the callers'
-/// threads, in parallel, and the writer only touches the database.
-enum Cmd {
-    Enqueue {
-        dedup: Option<u128>,
-        alert: Box<StoredAlert>,
-        json: Vec<u8>,
-        reply: oneshot::Sender<Result<Taken, QueueError>>,
-    },
-    Save {
-        id: u64,
-        json: Vec<u8>,
-        reply: oneshot::Sender<Result<(), QueueError>>,
-    },
+impl Shared {
+    /// The refusal while faulted, if faulted.
+    pub(super) fn unavailable(&self) -> Option<QueueError> {
+        let f = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        f.as_ref().map(|f| QueueError::Unavailable {
+            reason: f.reason.clone(),
+            retry_after_ms: f
+                .retry_at
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .clamp(1000, 60_000) as u64,
+        })
+    }
 }
 
 /// The embedded, crash-safe queue.
 pub struct RedbQueue {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     tx: Option<mpsc::Sender<Cmd>>,
     writer: Option<thread::JoinHandle<()>>,
 }
@@ -75,59 +82,67 @@ impl Drop for RedbQueue {
 }
 
 impl RedbQueue {
-    /// Opens (or creates) the queue in `dir`, and starts its writer thread.
+    /// Opens (or creates) the queue in `dir` with default options and metrics of its own.
     pub fn open(
         dir: &Path,
         dedup_window: Duration,
         history_max: usize,
         on_commit: OnCommit,
     ) -> Result<Self, QueueError> {
-        std::fs::create_dir_all(dir).map_err(QueueError::storage)?;
-        let path = dir.join("queue.redb");
-        let db = Database::create(&path).map_err(|source| QueueError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let window_ms = dedup_window.as_millis() as i64;
-        let txn = db.begin_write().map_err(QueueError::storage)?;
-        let seen = {
-            txn.open_table(ALERTS).map_err(QueueError::storage)?;
-            txn.open_table(META).map_err(QueueError::storage)?;
-            txn.delete_table(DEDUP_V1).map_err(QueueError::storage)?;
-            let log = txn.open_table(DEDUP_LOG).map_err(QueueError::storage)?;
-            let cutoff = now_ms() - window_ms;
-            let mut seen = HashMap::new();
-            for entry in log.iter().map_err(QueueError::storage)? {
-                let (id, v) = entry.map_err(QueueError::storage)?;
-                let (key, at) = v.value();
-                if at >= cutoff {
-                    seen.insert(key, (id.value(), at));
-                }
-            }
-            seen
+        let options = QueueOptions {
+            dedup_window,
+            history_max_alerts: history_max,
+            ..QueueOptions::default()
         };
-        txn.commit().map_err(QueueError::storage)?;
-        let db = Arc::new(db);
+        Self::open_with(dir, &options, Arc::new(Metrics::default()), on_commit)
+    }
+
+    /// Opens (or creates) the queue in `dir`, checking the file (see [`store::open_checked`]),
+    /// and starts its writer thread.
+    pub fn open_with(
+        dir: &Path,
+        options: &QueueOptions,
+        metrics: Arc<Metrics>,
+        on_commit: OnCommit,
+    ) -> Result<Self, QueueError> {
+        catch_file_size_signal();
+        let path = store::file_path(dir);
+        let db = store::open_checked(dir, options.accept_empty_queue, true)?;
+        let loaded = store::load(
+            &db,
+            options.dedup_window.as_millis() as i64,
+            options.dedup_max_keys,
+            &path,
+            true,
+        )?;
+        if !loaded.set_aside_now.is_empty() {
+            metrics.queue_set_aside_add(loaded.set_aside_now.len() as u64);
+        }
+        metrics.set_queue_set_aside(loaded.set_aside_total);
+        metrics.set_queue_fault(None);
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(db)),
+            fault: Mutex::new(None),
+            dir: dir.to_owned(),
+            metrics,
+        });
         let (tx, rx) = mpsc::channel();
-        let writer = Writer {
-            db: Arc::clone(&db),
-            window_ms,
-            history_max,
-            on_commit,
-            seen,
-        };
+        let writer = Writer::new(Arc::clone(&shared), options, on_commit, loaded);
         let writer = thread::Builder::new()
             .name("queue-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(QueueError::storage)?;
         Ok(Self {
-            db,
+            shared,
             tx: Some(tx),
             writer: Some(writer),
         })
     }
 
     fn send(&self, cmd: Cmd) -> Result<(), QueueError> {
+        if let Some(e) = self.shared.unavailable() {
+            return Err(e);
+        }
         self.tx
             .as_ref()
             .ok_or(QueueError::Closed)?
@@ -139,14 +154,32 @@ impl RedbQueue {
         &self,
         f: impl FnOnce(&redb::ReadOnlyTable<u64, &[u8]>) -> Result<T, QueueError>,
     ) -> Result<T, QueueError> {
-        let txn = self.db.begin_read().map_err(QueueError::storage)?;
+        let guard = self
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_ref() else {
+            return Err(self.shared.unavailable().unwrap_or(QueueError::Closed));
+        };
+        let txn = db.begin_read().map_err(QueueError::storage)?;
         let table = txn.open_table(ALERTS).map_err(QueueError::storage)?;
         f(&table)
     }
 }
 
+/// A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills the process; with a
+/// handler installed (tokio's stays for the life of the process) the write fails with EFBIG
+/// instead, which the queue handles like any other storage fault.
+fn catch_file_size_signal() {
+    const SIGXFSZ: i32 = 25;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ));
+    }
+}
+
 /// The dedup table's key for `key` from `source`.
-fn dedup_hash(source: &str, key: &str) -> u128 {
+pub(super) fn dedup_hash(source: &str, key: &str) -> u128 {
     use sha2::Digest as _;
     let digest = sha2::Sha256::new()
         .chain_update((source.len() as u64).to_be_bytes())
@@ -158,11 +191,16 @@ fn dedup_hash(source: &str, key: &str) -> u128 {
     u128::from_be_bytes(first)
 }
 
-fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
+pub(super) fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
     let mut alert: StoredAlert =
         serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt { id, source })?;
     alert.id = id;
     Ok(alert)
+}
+
+/// Logs a record that stopped decoding after the open (it is set aside on the next start).
+fn skip_corrupt(e: &QueueError) {
+    tracing::error!(error = %crate::error_chain(e), "Queue record does not decode; skipped (set aside at the next start).");
 }
 
 impl Queue for RedbQueue {
@@ -192,14 +230,19 @@ impl Queue for RedbQueue {
 
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
         let (reply, rx) = oneshot::channel();
+        // A save while faulted still goes to the writer, which keeps it for the reopen.
         let sent = serde_json::to_vec(alert)
             .map_err(QueueError::storage)
             .and_then(|json| {
-                self.send(Cmd::Save {
-                    id: alert.id,
-                    json,
-                    reply,
-                })
+                self.tx
+                    .as_ref()
+                    .ok_or(QueueError::Closed)?
+                    .send(Cmd::Save {
+                        id: alert.id,
+                        json,
+                        reply,
+                    })
+                    .map_err(|_| QueueError::Closed)
             });
         Box::pin(async move {
             sent?;
@@ -212,9 +255,10 @@ impl Queue for RedbQueue {
             let mut out = Vec::new();
             for entry in t.iter().map_err(QueueError::storage)? {
                 let (k, v) = entry.map_err(QueueError::storage)?;
-                let alert = decode(k.value(), v.value())?;
-                if !alert.is_finished() {
-                    out.push(alert);
+                match decode(k.value(), v.value()) {
+                    Ok(alert) if !alert.is_finished() => out.push(alert),
+                    Ok(_) => {}
+                    Err(e) => skip_corrupt(&e),
                 }
             }
             Ok(out)
@@ -226,7 +270,10 @@ impl Queue for RedbQueue {
             let mut out = Vec::new();
             for entry in t.iter().map_err(QueueError::storage)?.rev().take(limit) {
                 let (k, v) = entry.map_err(QueueError::storage)?;
-                out.push(decode(k.value(), v.value())?);
+                match decode(k.value(), v.value()) {
+                    Ok(alert) => out.push(alert),
+                    Err(e) => skip_corrupt(&e),
+                }
             }
             Ok(out)
         })
@@ -238,205 +285,6 @@ impl Queue for RedbQueue {
             None => Ok(None),
         })
     }
-}
-
-struct Writer {
-    db: Arc<Database>,
-    window_ms: i64,
-    history_max: usize,
-    on_commit: OnCommit,
-    /// Key hash → (alert id, accepted unix ms): every committed `dedup_log` entry within the
-    /// window (expired ones until the next prune), plus the current batch's.
-    seen: HashMap<u128, (u64, i64)>,
-}
-
-enum Reply {
-    Enqueued(
-        oneshot::Sender<Result<Taken, QueueError>>,
-        Box<StoredAlert>,
-        Taken,
-    ),
-    Saved(oneshot::Sender<Result<(), QueueError>>),
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
-        let mut last_prune = Instant::now();
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
-            let prune = last_prune.elapsed() >= PRUNE_EVERY;
-            if prune {
-                last_prune = Instant::now();
-            }
-            self.commit(batch, prune);
-        }
-    }
-
-    /// Applies a batch in one transaction and answers every command after the commit.
-    fn commit(&mut self, batch: Vec<Cmd>, prune: bool) {
-        let mut replies = Vec::with_capacity(batch.len());
-        // What this batch did to `seen`, to take back if the commit fails.
-        let mut undo = Vec::new();
-        let result = (|| -> Result<(), QueueError> {
-            let mut txn = self.db.begin_write().map_err(QueueError::storage)?;
-            txn.set_durability(Durability::Immediate);
-            {
-                let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
-                let first_id = meta
-                    .get("next_id")
-                    .map_err(QueueError::storage)?
-                    .map_or(1, |v| v.value());
-                let mut t = Tables {
-                    alerts: txn.open_table(ALERTS).map_err(QueueError::storage)?,
-                    dedup_log: txn.open_table(DEDUP_LOG).map_err(QueueError::storage)?,
-                    next_id: first_id,
-                };
-                for cmd in batch {
-                    match cmd {
-                        Cmd::Enqueue {
-                            dedup,
-                            alert,
-                            json,
-                            reply,
-                        } => {
-                            let taken =
-                                self.enqueue(&mut t, &mut undo, dedup, alert.accepted_ms, &json)?;
-                            replies.push(Reply::Enqueued(reply, alert, taken));
-                        }
-                        Cmd::Save { id, json, reply } => {
-                            t.alerts
-                                .insert(id, json.as_slice())
-                                .map_err(QueueError::storage)?;
-                            replies.push(Reply::Saved(reply));
-                        }
-                    }
-                }
-                if t.next_id != first_id {
-                    meta.insert("next_id", t.next_id)
-                        .map_err(QueueError::storage)?;
-                }
-                if prune {
-                    self.prune(&mut t)?;
-                }
-            }
-            txn.commit().map_err(QueueError::storage)
-        })();
-        match result {
-            Ok(()) => {
-                for r in replies {
-                    match r {
-                        Reply::Enqueued(tx, mut alert, taken) => {
-                            alert.id = taken.id;
-                            (self.on_commit)(Enqueued {
-                                alert: *alert,
-                                duplicate: taken.duplicate,
-                            });
-                            drop(tx.send(Ok(taken)));
-                        }
-                        Reply::Saved(tx) => drop(tx.send(Ok(()))),
-                    }
-                }
-            }
-            Err(e) => {
-                for (key, before) in undo.into_iter().rev() {
-                    match before {
-                        Some(v) => self.seen.insert(key, v),
-                        None => self.seen.remove(&key),
-                    };
-                }
-                tracing::error!(error = %crate::error_chain(&e), commands = replies.len(), "Queue commit failed; nothing in it was acknowledged.");
-                let failed = || QueueError::storage(std::io::Error::other(e.to_string()));
-                for r in replies {
-                    match r {
-                        Reply::Enqueued(tx, ..) => drop(tx.send(Err(failed()))),
-                        Reply::Saved(tx) => drop(tx.send(Err(failed()))),
-                    }
-                }
-            }
-        }
-    }
-
-    fn enqueue(
-        &mut self,
-        t: &mut Tables<'_>,
-        undo: &mut Vec<(u128, Option<(u64, i64)>)>,
-        dedup: Option<u128>,
-        accepted_ms: i64,
-        json: &[u8],
-    ) -> Result<Taken, QueueError> {
-        if let Some(key) = dedup
-            && let Some(&(id, at)) = self.seen.get(&key)
-            && accepted_ms - at < self.window_ms
-        {
-            return Ok(Taken {
-                id,
-                duplicate: true,
-            });
-        }
-        let id = t.next_id;
-        t.next_id += 1;
-        t.alerts.insert(id, json).map_err(QueueError::storage)?;
-        if let Some(key) = dedup {
-            t.dedup_log
-                .insert(id, (key, accepted_ms))
-                .map_err(QueueError::storage)?;
-            undo.push((key, self.seen.insert(key, (id, accepted_ms))));
-        }
-        Ok(Taken {
-            id,
-            duplicate: false,
-        })
-    }
-
-    /// Drops finished alerts beyond the history size, and dedup entries past the window.
-    fn prune(&mut self, t: &mut Tables<'_>) -> Result<(), QueueError> {
-        let total = t.alerts.len().map_err(QueueError::storage)? as usize;
-        if total > self.history_max {
-            let mut excess = total - self.history_max;
-            let mut doomed = Vec::new();
-            for entry in t.alerts.iter().map_err(QueueError::storage)? {
-                if excess == 0 {
-                    break;
-                }
-                let (k, v) = entry.map_err(QueueError::storage)?;
-                if decode(k.value(), v.value()).is_ok_and(|a| a.is_finished()) {
-                    doomed.push(k.value());
-                    excess -= 1;
-                }
-            }
-            for id in doomed {
-                t.alerts.remove(id).map_err(QueueError::storage)?;
-            }
-        }
-        // The log is in id order, which is acceptance order: expired entries are at its start.
-        let cutoff = now_ms() - self.window_ms;
-        let mut expired = Vec::new();
-        for entry in t.dedup_log.iter().map_err(QueueError::storage)? {
-            let (id, v) = entry.map_err(QueueError::storage)?;
-            if v.value().1 >= cutoff {
-                break;
-            }
-            expired.push(id.value());
-        }
-        for id in expired {
-            t.dedup_log.remove(id).map_err(QueueError::storage)?;
-        }
-        self.seen.retain(|_, (_, at)| *at >= cutoff);
-        Ok(())
-    }
-}
-
-/// The tables one write transaction works on, and the id its next new alert gets.
-struct Tables<'txn> {
-    alerts: redb::Table<'txn, u64, &'static [u8]>,
-    dedup_log: redb::Table<'txn, u64, (u128, i64)>,
-    next_id: u64,
 }
 
 #[cfg(test)]

@@ -1,0 +1,519 @@
+//! The queue's writer thread: group commits, pruning, compaction, and what happens when a
+//! write fails.
+//!
+//! A failed commit (disk full, EFBIG, EIO) answers its enqueues "queue unavailable, try later"
+//! — nothing in it was acknowledged — keeps its saves, closes the file (redb refuses everything
+//! after an I/O error) and marks the queue down. The writer then reopens the file with backoff;
+//! once it is back, the kept saves are written first and any alert the failed commit did make
+//! durable (its fsync failed after the data was written) is handed on like any other.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, PoisonError, mpsc},
+    time::{Duration, Instant},
+};
+
+use redb::{Durability, ReadableTable, ReadableTableMetadata};
+use tokio::sync::oneshot;
+
+use super::{
+    Enqueued, OnCommit, QueueError, QueueOptions, Taken,
+    dedup::{DedupIndex, Seen},
+    redb_queue::{Fault, Shared, decode},
+    store::{self, ALERTS, DEDUP_LOG, Loaded, META},
+};
+use crate::model::{StoredAlert, now_ms};
+
+/// Commands at most per commit; more wait for the next one.
+const MAX_BATCH: usize = 8192;
+/// How often old history and dedup entries are pruned (and compaction considered).
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// First and longest wait between attempts to reopen a failed queue file.
+const REOPEN_FIRST: Duration = Duration::from_millis(500);
+const REOPEN_MAX: Duration = Duration::from_secs(10);
+
+/// Work for the writer thread. Documents arrive encoded: serialization happens on the callers'
+/// threads, in parallel, and the writer only touches the database.
+pub(super) enum Cmd {
+    Enqueue {
+        dedup: Option<u128>,
+        alert: Box<StoredAlert>,
+        json: Vec<u8>,
+        reply: oneshot::Sender<Result<Taken, QueueError>>,
+    },
+    Save {
+        id: u64,
+        json: Vec<u8>,
+        reply: oneshot::Sender<Result<(), QueueError>>,
+    },
+}
+
+enum Reply {
+    Enqueued(
+        oneshot::Sender<Result<Taken, QueueError>>,
+        Box<StoredAlert>,
+        Taken,
+    ),
+    Saved(oneshot::Sender<Result<(), QueueError>>, u64, Vec<u8>),
+}
+
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    window_ms: i64,
+    history_max: usize,
+    dedup_max_keys: usize,
+    compact_min_bytes: u64,
+    on_commit: OnCommit,
+    /// Every committed `dedup_log` entry within the window and the size bound, plus the
+    /// current batch's.
+    dedup: DedupIndex,
+    /// The next id as of the last commit known to have succeeded.
+    next_id: u64,
+    /// Saves not yet committed because the file failed; newest per alert.
+    unsaved: BTreeMap<u64, Vec<u8>>,
+    /// The wait before the next reopen attempt, while faulted.
+    backoff: Duration,
+}
+
+impl Writer {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        options: &QueueOptions,
+        on_commit: OnCommit,
+        loaded: Loaded,
+    ) -> Self {
+        let writer = Self {
+            shared,
+            window_ms: options.dedup_window.as_millis() as i64,
+            history_max: options.history_max_alerts,
+            dedup_max_keys: options.dedup_max_keys.max(1),
+            compact_min_bytes: options.compact_min_bytes,
+            on_commit,
+            dedup: loaded.dedup,
+            next_id: loaded.next_id,
+            unsaved: BTreeMap::new(),
+            backoff: REOPEN_FIRST,
+        };
+        writer.publish_sizes();
+        writer
+    }
+
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        let mut last_prune = Instant::now();
+        loop {
+            let retry_at = self
+                .shared
+                .fault
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|f| f.retry_at);
+            let first = match retry_at {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => cmd,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.reopen();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(cmd) => cmd,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            if let Some(e) = self.shared.unavailable() {
+                self.refuse(batch, &e);
+                continue;
+            }
+            let prune = last_prune.elapsed() >= PRUNE_EVERY;
+            if prune {
+                last_prune = Instant::now();
+            }
+            if self.commit(batch, prune) && prune {
+                self.maybe_compact();
+            }
+        }
+        // Saves that never made it stay for the next start's resume; say so.
+        if !self.unsaved.is_empty() {
+            tracing::error!(
+                alerts = self.unsaved.len(),
+                "Queue closed with outcomes it could not record; those alerts are redone after the next start."
+            );
+        }
+    }
+
+    /// Answers a batch while the queue is down; saves are kept for the reopen.
+    fn refuse(&mut self, batch: Vec<Cmd>, e: &QueueError) {
+        let again = || match e {
+            QueueError::Unavailable {
+                reason,
+                retry_after_ms,
+            } => QueueError::Unavailable {
+                reason: reason.clone(),
+                retry_after_ms: *retry_after_ms,
+            },
+            _ => QueueError::Closed,
+        };
+        for cmd in batch {
+            match cmd {
+                Cmd::Enqueue { reply, .. } => drop(reply.send(Err(again()))),
+                Cmd::Save { id, json, reply } => {
+                    self.unsaved.insert(id, json);
+                    drop(reply.send(Err(again())));
+                }
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction and answers every command after the commit; true if
+    /// it committed.
+    fn commit(&mut self, batch: Vec<Cmd>, prune: bool) -> bool {
+        let mut replies = Vec::with_capacity(batch.len());
+        // What this batch did to the dedup index, to take back if the commit fails.
+        let mut undo = Vec::new();
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let shared = Arc::clone(&self.shared);
+        let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
+        let result = (|| -> Result<u64, QueueError> {
+            let db = guard.as_ref().ok_or(QueueError::Closed)?;
+            let mut txn = db.begin_write().map_err(QueueError::storage)?;
+            txn.set_durability(Durability::Immediate);
+            let next_id = {
+                let mut meta = txn.open_table(META).map_err(QueueError::storage)?;
+                let mut t = Tables {
+                    alerts: txn.open_table(ALERTS).map_err(QueueError::storage)?,
+                    dedup_log: txn.open_table(DEDUP_LOG).map_err(QueueError::storage)?,
+                    next_id: self.next_id,
+                };
+                for (id, json) in &unsaved {
+                    t.alerts
+                        .insert(*id, json.as_slice())
+                        .map_err(QueueError::storage)?;
+                }
+                for cmd in batch {
+                    match cmd {
+                        Cmd::Enqueue {
+                            dedup,
+                            alert,
+                            json,
+                            reply,
+                        } => {
+                            let taken =
+                                self.enqueue(&mut t, &mut undo, dedup, alert.accepted_ms, &json)?;
+                            replies.push(Reply::Enqueued(reply, alert, taken));
+                        }
+                        Cmd::Save { id, json, reply } => {
+                            t.alerts
+                                .insert(id, json.as_slice())
+                                .map_err(QueueError::storage)?;
+                            replies.push(Reply::Saved(reply, id, json));
+                        }
+                    }
+                }
+                if t.next_id != self.next_id {
+                    meta.insert("next_id", t.next_id)
+                        .map_err(QueueError::storage)?;
+                }
+                if prune {
+                    self.prune(&mut t)?;
+                }
+                t.next_id
+            };
+            txn.commit().map_err(QueueError::storage)?;
+            Ok(next_id)
+        })();
+        drop(guard);
+        match result {
+            Ok(next_id) => {
+                self.next_id = next_id;
+                for r in replies {
+                    match r {
+                        Reply::Enqueued(tx, mut alert, taken) => {
+                            alert.id = taken.id;
+                            (self.on_commit)(Enqueued {
+                                alert: *alert,
+                                duplicate: taken.duplicate,
+                            });
+                            drop(tx.send(Ok(taken)));
+                        }
+                        Reply::Saved(tx, ..) => drop(tx.send(Ok(()))),
+                    }
+                }
+                let evicted = self.dedup.take_evicted();
+                if evicted > 0 {
+                    self.shared.metrics.dedup_evicted(evicted);
+                }
+                self.shared.metrics.set_dedup_keys(self.dedup.len() as u64);
+                true
+            }
+            Err(e) => {
+                for (key, before) in undo.into_iter().rev() {
+                    self.dedup.restore(key, before);
+                }
+                self.unsaved = unsaved;
+                let commands = replies.len();
+                let refusal = self.fail(&e);
+                tracing::error!(error = %crate::error_chain(&e), commands, "Queue commit failed; nothing in it was acknowledged. The queue is down until it can be reopened.");
+                for r in replies {
+                    match r {
+                        Reply::Enqueued(tx, ..) => drop(tx.send(Err(refusal()))),
+                        Reply::Saved(tx, id, json) => {
+                            self.unsaved.insert(id, json);
+                            drop(tx.send(Err(refusal())));
+                        }
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Marks the queue down after `e`: closes the file and schedules a reopen. Returns the
+    /// refusal to answer with.
+    fn fail(&mut self, e: &QueueError) -> impl Fn() -> QueueError + use<> {
+        let reason = crate::error_chain(e);
+        // redb refuses everything after an I/O error until the file is opened again.
+        let closed = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(closed);
+        self.backoff = REOPEN_FIRST;
+        let retry_at = Instant::now() + self.backoff;
+        self.shared.metrics.queue_fault_seen();
+        self.set_fault(reason.clone(), retry_at);
+        move || QueueError::Unavailable {
+            reason: reason.clone(),
+            retry_after_ms: REOPEN_FIRST.as_millis().max(1000) as u64,
+        }
+    }
+
+    fn set_fault(&self, reason: String, retry_at: Instant) {
+        self.shared.metrics.set_queue_fault(Some(reason.clone()));
+        *self
+            .shared
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Fault { reason, retry_at });
+    }
+
+    /// One attempt to reopen the file after a fault.
+    fn reopen(&mut self) {
+        let path = store::file_path(&self.shared.dir);
+        let opened = store::open_checked(&self.shared.dir, false, false).and_then(|db| {
+            let loaded = store::load(&db, self.window_ms, self.dedup_max_keys, &path, false)?;
+            Ok((db, loaded))
+        });
+        let (db, loaded) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                self.backoff = (self.backoff * 2).min(REOPEN_MAX);
+                let reason = crate::error_chain(&e);
+                tracing::warn!(error = %reason, retry_in_ms = self.backoff.as_millis() as u64, "Queue still unavailable.");
+                self.set_fault(reason, Instant::now() + self.backoff);
+                return;
+            }
+        };
+        // Alerts the failed commit made durable although it reported an error: nobody was
+        // told they were taken, but they are queued, so they are delivered.
+        let committed_unseen: Vec<StoredAlert> = if loaded.next_id > self.next_id {
+            let range = self.next_id..loaded.next_id;
+            let txn = db.begin_read().ok();
+            let table = txn.as_ref().and_then(|t| t.open_table(ALERTS).ok());
+            table
+                .map(|t| {
+                    range
+                        .filter_map(|id| {
+                            let v = t.get(id).ok()??;
+                            decode(id, v.value()).ok()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        self.next_id = loaded.next_id;
+        self.dedup = loaded.dedup;
+        self.shared
+            .metrics
+            .set_queue_set_aside(loaded.set_aside_total);
+        *self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(db);
+        *self
+            .shared
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.shared.metrics.set_queue_fault(None);
+        tracing::info!(
+            kept_outcomes = self.unsaved.len(),
+            committed_unacknowledged = committed_unseen.len(),
+            "Queue reopened; taking alerts again."
+        );
+        for alert in committed_unseen {
+            (self.on_commit)(Enqueued {
+                alert,
+                duplicate: false,
+            });
+        }
+        if !self.unsaved.is_empty() {
+            self.commit(Vec::new(), false);
+        }
+        self.publish_sizes();
+    }
+
+    fn enqueue(
+        &mut self,
+        t: &mut Tables<'_>,
+        undo: &mut Vec<(u128, Option<Seen>)>,
+        dedup: Option<u128>,
+        accepted_ms: i64,
+        json: &[u8],
+    ) -> Result<Taken, QueueError> {
+        if let Some(key) = dedup
+            && let Some((id, at)) = self.dedup.get(&key)
+            && accepted_ms - at < self.window_ms
+        {
+            return Ok(Taken {
+                id,
+                duplicate: true,
+            });
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        t.alerts.insert(id, json).map_err(QueueError::storage)?;
+        if let Some(key) = dedup {
+            t.dedup_log
+                .insert(id, (key, accepted_ms))
+                .map_err(QueueError::storage)?;
+            undo.push((key, self.dedup.insert(key, (id, accepted_ms))));
+        }
+        Ok(Taken {
+            id,
+            duplicate: false,
+        })
+    }
+
+    /// Drops finished alerts beyond the history size, and dedup entries past the window or
+    /// beyond the key bound.
+    fn prune(&mut self, t: &mut Tables<'_>) -> Result<(), QueueError> {
+        let total = t.alerts.len().map_err(QueueError::storage)? as usize;
+        if total > self.history_max {
+            let mut excess = total - self.history_max;
+            let mut doomed = Vec::new();
+            for entry in t.alerts.iter().map_err(QueueError::storage)? {
+                if excess == 0 {
+                    break;
+                }
+                let (k, v) = entry.map_err(QueueError::storage)?;
+                if decode(k.value(), v.value()).is_ok_and(|a| a.is_finished()) {
+                    doomed.push(k.value());
+                    excess -= 1;
+                }
+            }
+            for id in doomed {
+                t.alerts.remove(id).map_err(QueueError::storage)?;
+            }
+        }
+        // The log is in id order, which is acceptance order: expired entries, and those the
+        // key bound evicted, are at its start.
+        let cutoff = now_ms() - self.window_ms;
+        let mut over = (t.dedup_log.len().map_err(QueueError::storage)? as usize)
+            .saturating_sub(self.dedup_max_keys);
+        let mut doomed = Vec::new();
+        for entry in t.dedup_log.iter().map_err(QueueError::storage)? {
+            let (id, v) = entry.map_err(QueueError::storage)?;
+            if v.value().1 >= cutoff && over == 0 {
+                break;
+            }
+            over = over.saturating_sub(1);
+            doomed.push(id.value());
+        }
+        for id in doomed {
+            t.dedup_log.remove(id).map_err(QueueError::storage)?;
+        }
+        self.dedup.expire(cutoff);
+        Ok(())
+    }
+
+    /// Compacts the file when it is big and mostly free space, so the disk follows the live
+    /// data rather than the history.
+    fn maybe_compact(&mut self) {
+        let path = store::file_path(&self.shared.dir);
+        let file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        self.shared.metrics.set_queue_file_bytes(file_bytes);
+        if file_bytes < self.compact_min_bytes {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let mut guard = shared.db.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_mut() else { return };
+        let live = match db.begin_write() {
+            Ok(txn) => {
+                let live = txn
+                    .stats()
+                    .map(|s| s.allocated_pages() * s.page_size() as u64)
+                    .unwrap_or(u64::MAX);
+                let _ = txn.abort();
+                live
+            }
+            Err(_) => return,
+        };
+        if live.saturating_mul(2) > file_bytes {
+            return;
+        }
+        let started = Instant::now();
+        let result = db.compact();
+        drop(guard);
+        let after = std::fs::metadata(&path).map_or(0, |m| m.len());
+        match result {
+            Ok(_) => {
+                self.shared.metrics.queue_compacted();
+                self.shared.metrics.set_queue_file_bytes(after);
+                tracing::info!(
+                    before_bytes = file_bytes,
+                    after_bytes = after,
+                    live_bytes = live,
+                    ms = started.elapsed().as_millis() as u64,
+                    "Queue file compacted."
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Queue compaction failed.");
+                if matches!(e, redb::CompactionError::Storage(_)) {
+                    let refusal = self.fail(&QueueError::storage(e));
+                    drop(refusal);
+                }
+            }
+        }
+    }
+
+    fn publish_sizes(&self) {
+        let path = store::file_path(&self.shared.dir);
+        self.shared
+            .metrics
+            .set_queue_file_bytes(std::fs::metadata(&path).map_or(0, |m| m.len()));
+        self.shared.metrics.set_dedup_keys(self.dedup.len() as u64);
+    }
+}
+
+/// The tables one write transaction works on, and the id its next new alert gets.
+struct Tables<'txn> {
+    alerts: redb::Table<'txn, u64, &'static [u8]>,
+    dedup_log: redb::Table<'txn, u64, (u128, i64)>,
+    next_id: u64,
+}
