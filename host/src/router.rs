@@ -171,6 +171,19 @@ pub struct Route {
     /// Honour groups and users named inside the alert.
     pub allow_alert_recipients: bool,
     pub offline: OfflinePolicy,
+    /// What a recipient whose presence could not be had counts as (`offline.unknown`).
+    pub unknown_presence: UnknownPresence,
+}
+
+/// What a route does with a recipient whose presence could not be had: the sink's presence
+/// call failed or timed out, or it left the user out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownPresence {
+    /// Not reachable: the route's offline policy applies (`skip`, `hold`, `fallback`).
+    #[default]
+    Offline,
+    /// Deliver as if reachable.
+    Deliver,
 }
 
 /// One recipient's place in the plan: who, through which sink, on behalf of which route.
@@ -298,6 +311,7 @@ mod tests {
             cont,
             allow_alert_recipients: false,
             offline: OfflinePolicy::Skip,
+            unknown_presence: UnknownPresence::Offline,
         }
     }
 

@@ -23,7 +23,9 @@ use toml_edit::{ImDocument, Item, Table};
 
 pub use self::error::{ConfigError, ConfigErrors, line_col};
 use self::{error::Collector, raw::*};
-use crate::router::{Matcher, OfflinePolicy, Route, Router, parse_severity_condition};
+use crate::router::{
+    Matcher, OfflinePolicy, Route, Router, UnknownPresence, parse_severity_condition,
+};
 
 /// Host-wide settings (`[host]`).
 #[derive(Clone, Debug, PartialEq)]
@@ -483,6 +485,7 @@ fn routes(
             .collect();
         let subject = m.subject.and_then(|s| regex(c, &name, "match.subject", s));
         let body = m.body.and_then(|s| regex(c, &name, "match.body", s));
+        let unknown_presence = unknown_presence(c, &name, raw.offline.as_ref());
         let offline = raw.offline.map_or(OfflinePolicy::Skip, |o| {
             offline_policy(c, &name, raw.name.span(), o, &names)
         });
@@ -507,9 +510,34 @@ fn routes(
             cont: raw.cont,
             allow_alert_recipients: raw.allow_alert_recipients,
             offline,
+            unknown_presence,
         });
     }
     out
+}
+
+/// A route's `offline.unknown`: what a recipient whose presence could not be had counts as.
+fn unknown_presence(
+    c: &mut Collector<'_>,
+    route: &str,
+    raw: Option<&RawOffline>,
+) -> UnknownPresence {
+    match raw.and_then(|o| o.unknown.as_ref()) {
+        None => UnknownPresence::Offline,
+        Some(u) => match u.get_ref().as_str() {
+            "offline" => UnknownPresence::Offline,
+            "deliver" => UnknownPresence::Deliver,
+            other => {
+                c.at(
+                    Some(u.span()),
+                    format!(
+                        "route `{route}`: offline.unknown: `{other}` is not `offline` or `deliver`"
+                    ),
+                );
+                UnknownPresence::Offline
+            }
+        },
+    }
 }
 
 fn offline_policy(

@@ -93,6 +93,8 @@ pub struct RawOffline {
     pub max_wait_secs: Option<u64>,
     pub then: Option<Spanned<String>>,
     pub fallback: Option<Spanned<String>>,
+    /// `offline` (default) or `deliver`: a recipient whose presence could not be had.
+    pub unknown: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -342,6 +342,10 @@ impl Dispatcher {
                 && !settings.reachable.contains(&state)
             {
                 findings.push((i, Finding::Offline(state)));
+            } else if let Some(why) = states.unheard(user).filter(|_| {
+                !regardless && presence::unknown_is_offline(router, &recipients[i].route)
+            }) {
+                findings.push((i, Finding::PresenceUnknown(why)));
             } else if let Some(at) =
                 self.rate_limited(user, now, settings.per_recipient_per_minute as usize)
             {

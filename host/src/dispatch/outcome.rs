@@ -17,6 +17,9 @@ use crate::{
 pub enum Finding {
     /// Presence said the recipient is not reachable.
     Offline(PresenceState),
+    /// The recipient's presence could not be had (the sink's presence call failed, timed out or
+    /// left the user out), and the route counts that as not reachable (`offline.unknown`).
+    PresenceUnknown(String),
     /// The sink's result for the recipient.
     Result(RecipientResult),
     /// The whole deliver call failed.
@@ -40,6 +43,9 @@ pub fn apply(
     record.updated_ms = now;
     match finding {
         Finding::Offline(state) => offline(record, policy, now, s, &format!("presence {state}")),
+        Finding::PresenceUnknown(why) => {
+            offline(record, policy, now, s, &format!("presence unknown: {why}"))
+        }
         Finding::RateLimited(at) => {
             record.outcome = Outcome::Pending;
             record.not_before_ms = Some(at);
@@ -454,5 +460,26 @@ mod tests {
             (Outcome::Pending, 0),
             "nor does a sink stopping under the call"
         );
+    }
+
+    #[test]
+    fn unknown_presence_follows_the_offline_policy() {
+        let s = settings();
+        let why = || Finding::PresenceUnknown("presence query failed: 413 too_many_targets".into());
+        let mut r = record();
+        apply(&mut r, why(), &OfflinePolicy::Skip, 0, &s);
+        assert_eq!(
+            (r.outcome, r.attempts, r.reason.as_str()),
+            (
+                Outcome::Skipped,
+                0,
+                "offline (presence unknown: presence query failed: 413 too_many_targets); policy skip"
+            )
+        );
+        let mut r = record();
+        apply(&mut r, why(), &hold(60, OfflinePolicy::Skip), 0, &s);
+        assert_eq!((r.outcome, r.held_since_ms), (Outcome::Held, Some(0)));
+        apply(&mut r, why(), &hold(60, OfflinePolicy::Skip), 60_000, &s);
+        assert_eq!(r.outcome, Outcome::Skipped, "{}", r.reason);
     }
 }

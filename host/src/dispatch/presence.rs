@@ -1,8 +1,10 @@
 //! A short-lived cache of what each sink said about its users' presence, so a burst of alerts
-//! to the same people asks the sink once.
+//! to the same people asks the sink once; and what a user whose presence could not be had
+//! counts as (the route's `offline.unknown`).
 
 use std::{
     collections::HashMap,
+    ops::Deref,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -13,14 +15,57 @@ use alertbridge_plugin_api::{
     abi_stable::std_types::{RResult, RString, RVec},
 };
 
+use crate::router::{Router, UnknownPresence};
+
+/// What one presence look-up learned: the state of each user the sink told about, and why the
+/// others could not be had.
+#[derive(Debug, Default)]
+pub struct Answers {
+    states: HashMap<String, PresenceState>,
+    /// The sink's error or the time-out, when the call failed.
+    failure: Option<String>,
+}
+
+impl Deref for Answers {
+    type Target = HashMap<String, PresenceState>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.states
+    }
+}
+
+impl Answers {
+    /// Why `user`'s presence could not be had, or `None` if the sink told it (as any state,
+    /// `unknown` included: the sink asked and its server had no state to give).
+    pub fn unheard(&self, user: &str) -> Option<String> {
+        if self.states.contains_key(user) {
+            return None;
+        }
+        Some(
+            self.failure
+                .clone()
+                .unwrap_or_else(|| "the sink did not report this user".to_owned()),
+        )
+    }
+}
+
+/// True if route `route` counts a recipient whose presence could not be had as not reachable
+/// (`offline.unknown = "offline"`, the default), so its offline policy applies; false if it
+/// delivers to them (`"deliver"`).
+pub fn unknown_is_offline(router: &Router, route: &str) -> bool {
+    router
+        .route(route)
+        .is_none_or(|r| r.unknown_presence == UnknownPresence::Offline)
+}
+
 /// One sink's answers: user → (state, when asked).
-type Answers = HashMap<String, (PresenceState, Instant)>;
+type Cached = HashMap<String, (PresenceState, Instant)>;
 
 /// Presence answers per (sink, user), valid for `ttl`.
 #[derive(Default)]
 pub struct PresenceCache {
     /// sink → user → (state, when asked).
-    entries: Mutex<HashMap<String, Answers>>,
+    entries: Mutex<HashMap<String, Cached>>,
     /// One fetch per sink at a time; the others then find the cache filled.
     fetching: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -52,7 +97,7 @@ impl PresenceCache {
     }
 
     /// The presence of `users` through `sink`. Users the sink could not tell about (or all of
-    /// them, if it failed) are left out: the caller treats them as unknown and tries to deliver.
+    /// them, if it failed) are left out, with the reason: [`Answers::unheard`].
     pub async fn get(
         &self,
         name: &str,
@@ -60,22 +105,23 @@ impl PresenceCache {
         users: Vec<String>,
         ttl: Duration,
         timeout: Duration,
-    ) -> HashMap<String, PresenceState> {
-        let mut out = HashMap::new();
+    ) -> Answers {
+        let mut answers = Answers::default();
+        let out = &mut answers.states;
         if users.is_empty() {
-            return out;
+            return answers;
         }
-        if self.cached(name, &users, ttl, &mut out).is_empty() {
-            return out;
+        if self.cached(name, &users, ttl, out).is_empty() {
+            return answers;
         }
         let lock = {
             let mut f = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
             std::sync::Arc::clone(f.entry(name.to_owned()).or_default())
         };
         let _guard = lock.lock().await;
-        let missing = self.cached(name, &users, ttl, &mut out);
+        let missing = self.cached(name, &users, ttl, out);
         if missing.is_empty() {
-            return out;
+            return answers;
         }
         let ask: RVec<RString> = missing.iter().map(|u| RString::from(u.as_str())).collect();
         match tokio::time::timeout(timeout, sink.presence(ask)).await {
@@ -95,14 +141,21 @@ impl PresenceCache {
                 }
             }
             Ok(RResult::RErr(e)) => {
-                tracing::warn!(sink = name, kind = %e.kind, error = %e.message, "Presence query failed; delivering without it.");
+                tracing::warn!(sink = name, kind = %e.kind, error = %e.message, "Presence query failed; each route's offline.unknown decides.");
+                answers.failure = Some(format!("presence query failed: {}", e.message));
             }
-            Err(_) => tracing::warn!(
-                sink = name,
-                timeout_ms = timeout.as_millis() as u64,
-                "Presence query timed out; delivering without it."
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    sink = name,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "Presence query timed out; each route's offline.unknown decides."
+                );
+                answers.failure = Some(format!(
+                    "presence query timed out after {} ms",
+                    timeout.as_millis()
+                ));
+            }
         }
-        out
+        answers
     }
 }
