@@ -3,7 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use alertbridge_plugin_api::{PluginError, Severity, kit::config_error};
+use alertbridge_plugin_api::{
+    PluginError, Severity,
+    kit::{Secret, config_error, resolve_secret},
+};
 use serde::Deserialize;
 
 use crate::{auth::Tokens, tls};
@@ -14,6 +17,10 @@ use crate::{auth::Tokens, tls};
 pub struct WebhookConfig {
     /// Address to serve on, e.g. `"0.0.0.0:9181"`.
     pub listen: SocketAddr,
+    /// Accepted bearer tokens inline, separated by commas or whitespace (prefer a file or a
+    /// variable: a config file is often readable by more people than a secret should be).
+    #[serde(default)]
+    pub tokens: Option<Secret>,
     /// File with the accepted bearer tokens: one per line, `#` starts a comment.
     #[serde(default)]
     pub tokens_file: Option<PathBuf>,
@@ -39,6 +46,14 @@ pub struct WebhookConfig {
     /// it runs out the answer is 503 with `Retry-After`.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Time a connection (HTTP/2 included) may stay open with no request in flight before it
+    /// is told to finish; requests refused with 401 do not count as activity.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Time after which any connection, however busy, is told to finish (HTTP/2 GOAWAY) so
+    /// that clients reconnect; it is dropped `request_timeout_ms` later if it has not.
+    #[serde(default = "default_max_connection_age_ms")]
+    pub max_connection_age_ms: u64,
     /// How `POST /api/v1/alertmanager` maps Alertmanager (and Grafana) alerts.
     #[serde(default)]
     pub alertmanager: AlertmanagerConfig,
@@ -110,6 +125,17 @@ fn default_request_timeout_ms() -> u64 {
     60_000
 }
 
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_max_connection_age_ms() -> u64 {
+    900_000
+}
+
+/// More connections than this would exhaust file descriptors long before they helped.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
 fn default_severity_label() -> String {
     "severity".to_owned()
 }
@@ -138,45 +164,15 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connection_age: Duration,
     pub alertmanager: AlertmanagerConfig,
 }
 
 impl WebhookConfig {
     /// Checks every value and reads the files it names; errors name the key.
     pub fn validate(self) -> Result<Settings, PluginError> {
-        let mut tokens = Tokens::default();
-        if self.tokens_file.is_none() && self.tokens_env.is_none() {
-            return Err(config_error(
-                "tokens_file",
-                "set `tokens_file` or `tokens_env`: the webhook needs bearer tokens",
-            ));
-        }
-        if let Some(path) = &self.tokens_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                config_error(
-                    "tokens_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            tokens.add_lines(&text);
-        }
-        if let Some(var) = &self.tokens_env {
-            let text = std::env::var(var).map_err(|e| {
-                config_error("tokens_env", format!("environment variable {var}: {e}"))
-            })?;
-            tokens.add_list(&text);
-        }
-        if tokens.is_empty() {
-            let key = if self.tokens_file.is_some() {
-                "tokens_file"
-            } else {
-                "tokens_env"
-            };
-            return Err(config_error(
-                key,
-                "no tokens found (blank lines and `#` comments do not count)",
-            ));
-        }
+        let tokens = self.tokens()?;
         let tls = match &self.tls {
             Some(t) => Some(Arc::new(tls::server_config(&t.cert_file, &t.key_file)?)),
             None => None,
@@ -186,6 +182,18 @@ impl WebhookConfig {
         positive("header_read_timeout_ms", self.header_read_timeout_ms)?;
         positive("body_read_timeout_ms", self.body_read_timeout_ms)?;
         positive("request_timeout_ms", self.request_timeout_ms)?;
+        positive("idle_timeout_ms", self.idle_timeout_ms)?;
+        positive("max_connection_age_ms", self.max_connection_age_ms)?;
+        if self.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(config_error(
+                "max_connections",
+                format!("must be at most {MAX_CONNECTIONS_LIMIT}"),
+            ));
+        }
+        if tls.is_none() && !self.listen.ip().is_loopback() {
+            tracing::warn!(listen = %self.listen,
+                "Serving plain HTTP on a non-loopback address: bearer tokens and alerts cross the network readable by anyone on the path. Configure [tls] (cert_file, key_file) or listen on 127.0.0.1 behind a TLS proxy.");
+        }
         if self.alertmanager.severity_label.is_empty() {
             return Err(config_error(
                 "alertmanager.severity_label",
@@ -201,8 +209,57 @@ impl WebhookConfig {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connection_age: Duration::from_millis(self.max_connection_age_ms),
             alertmanager: self.alertmanager,
         })
+    }
+
+    /// Reads every token source given (inline, file, variable; all of them add up). Errors
+    /// name the key and where it looked, never a token.
+    fn tokens(&self) -> Result<Tokens, PluginError> {
+        let mut tokens = Tokens::default();
+        if self.tokens.is_none() && self.tokens_file.is_none() && self.tokens_env.is_none() {
+            return Err(config_error(
+                "tokens_file",
+                "set `tokens_file`, `tokens_env` or `tokens`: the webhook needs bearer tokens",
+            ));
+        }
+        if let Some(inline) = &self.tokens {
+            tokens.add_list(resolve_secret("tokens", Some(inline), None, None)?.expose());
+        }
+        if let Some(path) = &self.tokens_file {
+            let bytes = std::fs::read(path).map_err(|e| {
+                config_error(
+                    "tokens_file",
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                )
+            })?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                config_error(
+                    "tokens_file",
+                    format!("{} is not UTF-8 text", path.display()),
+                )
+            })?;
+            tokens.add_lines(&text);
+        }
+        if let Some(var) = &self.tokens_env {
+            tokens.add_list(resolve_secret("tokens", None, None, Some(var))?.expose());
+        }
+        if tokens.is_empty() {
+            let key = if self.tokens_file.is_some() {
+                "tokens_file"
+            } else if self.tokens_env.is_some() {
+                "tokens_env"
+            } else {
+                "tokens"
+            };
+            return Err(config_error(
+                key,
+                "no tokens found (blank lines and `#` comments do not count)",
+            ));
+        }
+        Ok(tokens)
     }
 }
 
@@ -340,8 +397,9 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            err.message
-                .starts_with(&format!("`tokens_env`: environment variable {var}")),
+            err.message.starts_with(&format!(
+                "`tokens_env`: environment variable `{var}` is not set"
+            )),
             "{}",
             err.message
         );

@@ -157,7 +157,10 @@ async fn handle(
                 .into_iter()
                 .map(Some)
                 .collect(),
-            Format::Xml => payload::xml::parse(&bytes)?.into_iter().map(Some).collect(),
+            Format::Xml => payload::xml::parse_encoded(&bytes, charset(&parts.headers).as_deref())?
+                .into_iter()
+                .map(Some)
+                .collect(),
             Format::Alertmanager => payload::alertmanager::parse(&bytes, &s.alertmanager)?,
         };
         Ok(submit_all(&state.inner.host, alerts).await)
@@ -191,6 +194,17 @@ fn content_format(headers: &HeaderMap, alertmanager: bool) -> Result<Format, Ref
             "unsupported content type {value:?}: expected application/json or application/xml"
         ))),
     }
+}
+
+/// The `charset` parameter of the content type, if any.
+fn charset(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    value.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })
 }
 
 /// Reads the whole body within the limit and the deadline.

@@ -255,3 +255,30 @@ async fn many_concurrent_posts_all_get_their_own_id() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     s.shutdown().await.expect("clean stop");
 }
+
+/// Issue 12 §5: an XML alert in ISO-8859-1 — named by the `charset` parameter, or only by its
+/// XML declaration — is taken with its text intact instead of a 400; an unknown charset is a
+/// 400 that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xml_in_iso_8859_1_is_taken() {
+    let s = start("").await;
+    let url = s.url("/api/v1/alerts");
+    let by_charset =
+        b"<alert xmlns=\"urn:alertbridge:alert:1\"><subject>Stau in K\xf6ln</subject></alert>";
+    let (status, _, v) = post(&url, "application/xml; charset=iso-8859-1", &by_charset[..]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let by_declaration = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<alert><subject>Br\xfccke in K\xf6ln</subject></alert>";
+    let (status, _, v) = post(&url, "text/xml", &by_declaration[..]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let subjects: Vec<String> = s.host.accepted().into_iter().map(|a| a.subject).collect();
+    assert_eq!(subjects, ["Stau in Köln", "Brücke in Köln"]);
+    let (status, _, v) = post(&url, "application/xml; charset=x-klingon", &by_charset[..]).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("unsupported charset \"x-klingon\"")
+        )
+    );
+    s.shutdown().await.expect("clean stop");
+}

@@ -236,3 +236,130 @@ async fn a_taken_port_fails_run_with_the_address() {
         err.message
     );
 }
+
+/// A bare HTTP/2 connection (h2c by prior knowledge) that answers the server's PINGs like any
+/// HTTP/2 client; the task ends when the server closes the connection.
+async fn h2_connection(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    (
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+async fn h2_get(send: &mut hyper::client::conn::http2::SendRequest<String>, path: &str) -> u16 {
+    let request = hyper::Request::get(format!("http://x{path}"))
+        .body(String::new())
+        .expect("request");
+    send.send_request(request)
+        .await
+        .expect("h2 response")
+        .status()
+        .as_u16()
+}
+
+/// Issue 12 §3: 32 HTTP/2 connections that made one request each and then sat idle (answering
+/// PINGs) used to hold every `max_connections` slot forever. Each is now told to go after
+/// `idle_timeout_ms`, and a new client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2_connections_give_their_slots_back() {
+    let s = start("max_connections = 32\nidle_timeout_ms = 700\n").await;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        let (mut send, task) = h2_connection(s.addr).await;
+        assert_eq!(h2_get(&mut send, "/healthz").await, 200);
+        held.push((send, task));
+    }
+    let started = Instant::now();
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .expect("a new client is served once idle connections are closed");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "served after {:?}",
+        started.elapsed()
+    );
+    for (_, task) in held {
+        tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .expect("the server closed the idle h2 connection")
+            .expect("task");
+    }
+    s.shutdown().await.expect("clean stop");
+}
+
+/// Requests refused with 401 keep no connection alive, and a connection that never idles is
+/// still told to go at `max_connection_age_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_or_endless_h2_connections_are_closed() {
+    let s = start("idle_timeout_ms = 600\nmax_connection_age_ms = 1500\n").await;
+    // 401s every 100 ms: no activity as far as the idle clock is concerned.
+    let (mut send, task) = h2_connection(s.addr).await;
+    let started = Instant::now();
+    let pester = tokio::spawn(async move {
+        loop {
+            let request = hyper::Request::post("http://x/api/v1/alerts")
+                .header("content-type", "application/json")
+                .body("{\"subject\":\"x\"}".to_owned())
+                .expect("request");
+            match send.send_request(request).await {
+                Ok(r) => assert_eq!(r.status().as_u16(), 401),
+                Err(_) => break,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("the server closed a connection that only got 401s")
+        .expect("task");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1400), "closed after {took:?}");
+    let _ = pester.await;
+
+    // Healthy requests every 100 ms: never idle, closed at the maximum age.
+    let (mut send, task) = h2_connection(s.addr).await;
+    let started = Instant::now();
+    let busy = tokio::spawn(async move {
+        let mut served = 0;
+        loop {
+            let request = hyper::Request::get("http://x/healthz")
+                .body(String::new())
+                .expect("request");
+            match send.send_request(request).await {
+                Ok(r) if r.status().is_success() => served += 1,
+                _ => break served,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the server closed the connection at its maximum age")
+        .expect("task");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    assert!(busy.await.expect("task") >= 10);
+    s.shutdown().await.expect("clean stop");
+}

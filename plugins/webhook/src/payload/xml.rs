@@ -5,10 +5,16 @@
 //! predefined ones and character references), only the elements of the format are accepted (so
 //! nesting is at most four deep), and the body size is capped by the server before it gets here.
 //! Elements must be in our namespace or in none.
+//!
+//! Encoding ([`parse_encoded`]): the HTTP `charset` parameter when there is one (RFC 7303), else
+//! the byte order mark or the XML declaration's `encoding` (XML 1.0 appendix F), else UTF-8. Any
+//! encoding the WHATWG Encoding Standard names is taken (ISO-8859-1, windows-1252, UTF-16, ...);
+//! bytes that are not valid in it are refused rather than replaced.
 
 use std::collections::BTreeMap;
 
 use alertbridge_plugin_api::Alert;
+use encoding_rs::{Encoding, UTF_8, UTF_16BE, UTF_16LE};
 use quick_xml::{
     events::{BytesStart, Event},
     name::{Namespace, ResolveResult},
@@ -19,6 +25,87 @@ use super::PayloadError;
 
 /// The namespace of the alert document.
 pub const NAMESPACE: &str = "urn:alertbridge:alert:1";
+
+/// Parses a document in the encoding named by `charset` (the HTTP parameter), or else by its
+/// byte order mark or XML declaration, or else UTF-8.
+pub fn parse_encoded(bytes: &[u8], charset: Option<&str>) -> Result<Vec<Alert>, PayloadError> {
+    let (encoding, bom) = match charset {
+        Some(label) => {
+            let label = label.trim().trim_matches('"');
+            let encoding = Encoding::for_label(label.as_bytes())
+                .ok_or_else(|| PayloadError::Invalid(format!("unsupported charset {label:?}")))?;
+            let (sniffed, bom) = sniff_bom(bytes);
+            // A byte order mark of the named encoding is not content.
+            (encoding, if sniffed == Some(encoding) { bom } else { 0 })
+        }
+        None => match sniff_bom(bytes) {
+            (Some(encoding), bom) => (encoding, bom),
+            (None, _) => (declared(bytes)?, 0),
+        },
+    };
+    let body = &bytes[bom..];
+    if encoding == UTF_8 {
+        return parse(body);
+    }
+    let text = encoding
+        .decode_without_bom_handling_and_without_replacement(body)
+        .ok_or_else(|| {
+            PayloadError::Invalid(format!("the body is not valid {} text", encoding.name()))
+        })?;
+    parse(text.as_bytes())
+}
+
+/// The encoding a byte order mark (or, for UTF-16 without one, the first `<?`) shows, and the
+/// length of the mark.
+fn sniff_bom(bytes: &[u8]) -> (Option<&'static Encoding>, usize) {
+    match bytes {
+        [0xEF, 0xBB, 0xBF, ..] => (Some(UTF_8), 3),
+        [0xFF, 0xFE, ..] => (Some(UTF_16LE), 2),
+        [0xFE, 0xFF, ..] => (Some(UTF_16BE), 2),
+        [b'<', 0, b'?', 0, ..] => (Some(UTF_16LE), 0),
+        [0, b'<', 0, b'?', ..] => (Some(UTF_16BE), 0),
+        _ => (None, 0),
+    }
+}
+
+/// The encoding the XML declaration names, read as ASCII; UTF-8 when there is no declaration
+/// or it names none. A UTF-16 name in a declaration readable as ASCII cannot be right, and the
+/// body is read as UTF-8.
+fn declared(bytes: &[u8]) -> Result<&'static Encoding, PayloadError> {
+    let Some(decl) = bytes.strip_prefix(b"<?xml") else {
+        return Ok(UTF_8);
+    };
+    let end = decl
+        .windows(2)
+        .take(1024)
+        .position(|w| w == b"?>")
+        .unwrap_or(0);
+    let decl = &decl[..end];
+    let Some(at) = decl.windows(8).position(|w| w == b"encoding") else {
+        return Ok(UTF_8);
+    };
+    let rest = decl[at + 8..].trim_ascii_start();
+    let Some(rest) = rest.strip_prefix(b"=") else {
+        return Ok(UTF_8);
+    };
+    let rest = rest.trim_ascii_start();
+    let (quote, rest) = match rest.split_first() {
+        Some((q @ (b'"' | b'\''), rest)) => (*q, rest),
+        _ => return Ok(UTF_8),
+    };
+    let label = &rest[..rest.iter().position(|b| *b == quote).unwrap_or(rest.len())];
+    let encoding = Encoding::for_label(label).ok_or_else(|| {
+        PayloadError::Invalid(format!(
+            "unsupported encoding {:?} in the XML declaration",
+            String::from_utf8_lossy(label)
+        ))
+    })?;
+    Ok(if encoding == UTF_16LE || encoding == UTF_16BE {
+        UTF_8
+    } else {
+        encoding
+    })
+}
 
 /// Parses an `<alert>` document, or an `<alerts>` document holding several.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Alert>, PayloadError> {
@@ -348,6 +435,51 @@ mod tests {
     use alertbridge_plugin_api::Severity;
 
     use super::*;
+
+    #[test]
+    fn text_in_any_declared_encoding() {
+        let latin1 = b"<alert><subject>K\xf6ln</subject></alert>";
+        let got = parse_encoded(latin1, Some("iso-8859-1")).unwrap();
+        assert_eq!(got[0].subject, "K\u{f6}ln");
+        let declared =
+            b"<?xml version=\"1.0\" encoding='ISO-8859-1'?>\n<alert><subject>K\xf6ln</subject></alert>";
+        assert_eq!(
+            parse_encoded(declared, None).unwrap()[0].subject,
+            "K\u{f6}ln"
+        );
+        // The HTTP parameter wins over the declaration (RFC 7303).
+        let utf8_declared_latin1 = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><alert><subject>K\u{f6}ln</subject></alert>";
+        assert_eq!(
+            parse_encoded(utf8_declared_latin1.as_bytes(), Some("UTF-8")).unwrap()[0].subject,
+            "K\u{f6}ln"
+        );
+        let mut utf16 = vec![0xFF, 0xFE];
+        for unit in "<alert><subject>K\u{f6}ln</subject></alert>".encode_utf16() {
+            utf16.extend_from_slice(&unit.to_le_bytes());
+        }
+        assert_eq!(parse_encoded(&utf16, None).unwrap()[0].subject, "K\u{f6}ln");
+        let with_bom = b"\xEF\xBB\xBF<alert><subject>x</subject></alert>";
+        assert_eq!(parse_encoded(with_bom, None).unwrap()[0].subject, "x");
+        assert_eq!(
+            parse_encoded(latin1, Some("klingon"))
+                .unwrap_err()
+                .to_string(),
+            "unsupported charset \"klingon\""
+        );
+        assert!(
+            parse_encoded(latin1, Some("utf-8"))
+                .unwrap_err()
+                .to_string()
+                .contains("not UTF-8")
+        );
+        let sjis_bad = b"<alert><subject>\x81</subject></alert>";
+        assert_eq!(
+            parse_encoded(sjis_bad, Some("shift_jis"))
+                .unwrap_err()
+                .to_string(),
+            "the body is not valid Shift_JIS text"
+        );
+    }
 
     const DESIGN_EXAMPLE: &str = r#"<alert xmlns="urn:alertbridge:alert:1">
   <subject>Disk full on db01</subject>
