@@ -1,6 +1,7 @@
 //! The HTTP layer: one reqwest client, a token per origin (got from the MsRtcOAuth challenge of
-//! that origin, renewed before `expires_in` and on 401 / 403 InvalidToken), every URL checked
-//! against the http policy, and back-off on 429 / 503.
+//! that origin, renewed before `expires_in` and on 401 / 403 InvalidToken), every URL and every
+//! redirect hop checked against the trust policy before anything is sent, response bodies read
+//! up to `max_response_bytes`, and back-off on 429 / 503.
 
 use std::{
     collections::HashMap,
@@ -8,23 +9,42 @@ use std::{
     time::Duration,
 };
 
-use reqwest::{Method, StatusCode, Url, header};
+use reqwest::{Method, StatusCode, Url, header, redirect};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::{Settings, url_allowed},
+    config::Settings,
     error::UcwaError,
     protocol::{
         batch,
         discover::{is_invalid_token, parse_challenge, parse_token, password_grant},
         parse_error_body,
     },
+    trust::LocalResolver,
 };
 
 /// Tries of a request the server answered 429 / 503.
 const BUSY_TRIES: u32 = 5;
+
+/// Redirects followed for one request, each hop checked by [`crate::trust::Trust::check_hop`].
+pub const MAX_REDIRECTS: u32 = 3;
+
+/// What a method becomes after a redirect: 303, and 301 / 302 of anything but GET / HEAD, go
+/// on as a GET without a body (as browsers do); 307 / 308 keep the method and body.
+fn redirected_method(status: StatusCode, method: &Method) -> Option<Method> {
+    let to_get = match status.as_u16() {
+        303 => *method != Method::HEAD,
+        301 | 302 => *method != Method::GET && *method != Method::HEAD,
+        _ => false,
+    };
+    to_get.then_some(Method::GET)
+}
+
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301..=303 | 307 | 308)
+}
 
 /// A request body.
 #[derive(Clone, Debug)]
@@ -53,6 +73,8 @@ impl Body {
 /// A successful response, read whole.
 #[derive(Debug)]
 pub struct Reply {
+    /// Where it came from (after redirects): the base for its relative links.
+    pub url: Url,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
 }
@@ -85,7 +107,10 @@ impl Api {
             .timeout(settings.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(settings.max_concurrent + 8)
-            .user_agent(settings.user_agent.clone());
+            .user_agent(settings.user_agent.clone())
+            // Every hop is checked by our code (`call`, `obtain`), never followed blindly.
+            .redirect(redirect::Policy::none())
+            .dns_resolver(LocalResolver::shared());
         if let Some(pem) = &settings.ca_pem {
             for cert in reqwest::Certificate::from_pem_bundle(pem)? {
                 builder = builder.add_root_certificate(cert);
@@ -99,17 +124,91 @@ impl Api {
         })
     }
 
-    /// Checks `href` against the http policy, resolving it against `base` first.
+    /// Resolves `href` against `base` and checks the hop (scheme, no downgrade, inside the
+    /// deployment).
     pub fn resolve(&self, base: &Url, href: &str) -> Result<Url, UcwaError> {
         let url = base.join(href).map_err(|_| UcwaError::UrlRejected {
-            url: href.to_owned(),
-            reason: "not a valid URL",
+            url: href.chars().take(200).collect(),
+            reason: "not a valid URL".into(),
         })?;
-        url_allowed(&url, self.settings.allow_http).map_err(|reason| UcwaError::UrlRejected {
-            url: url.to_string(),
-            reason,
-        })?;
+        self.settings
+            .trust
+            .check_hop(base, &url)
+            .map_err(|reason| UcwaError::UrlRejected {
+                url: url.to_string(),
+                reason,
+            })?;
         Ok(url)
+    }
+
+    /// Checks a URL about to be called: the last line of defence, whatever built it.
+    fn check(&self, url: &Url) -> Result<(), UcwaError> {
+        self.settings
+            .trust
+            .check(url)
+            .map_err(|reason| UcwaError::UrlRejected {
+                url: url.to_string(),
+                reason,
+            })
+    }
+
+    /// Where a redirect response points, checked as a hop from `from`.
+    fn redirect_target(
+        &self,
+        from: &Url,
+        headers: &header::HeaderMap,
+        redirects: u32,
+    ) -> Result<Url, UcwaError> {
+        if redirects > MAX_REDIRECTS {
+            return Err(UcwaError::Protocol {
+                url: from.to_string(),
+                what: format!("more than {MAX_REDIRECTS} redirects"),
+            });
+        }
+        let location = headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| UcwaError::Protocol {
+                url: from.to_string(),
+                what: "a redirect without a Location".into(),
+            })?;
+        let to = self.resolve(from, location)?;
+        debug!(from = %from, to = %to, "Following a redirect.");
+        Ok(to)
+    }
+
+    /// Reads a response body, at most `max_response_bytes` of it: a longer one is an error and
+    /// the rest is never read (the connection is dropped).
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        method: &Method,
+        url: &Url,
+    ) -> Result<Vec<u8>, UcwaError> {
+        let limit = self.settings.max_response_bytes;
+        let too_large = || UcwaError::TooLarge {
+            url: url.to_string(),
+            limit,
+        };
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|source| UcwaError::Transport {
+                method: method.to_string(),
+                url: url.to_string(),
+                source,
+            })?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Token>> {
@@ -146,28 +245,8 @@ impl Api {
         {
             return Ok(current.authorization.clone());
         }
-        let transport = |source| UcwaError::Transport {
-            method: "POST".into(),
-            url: token_url.to_string(),
-            source,
-        };
-        let response = self
-            .http
-            .post(token_url.clone())
-            .header(header::ACCEPT, "application/json")
-            .header(
-                header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded;charset=UTF-8",
-            )
-            .body(password_grant(
-                &self.settings.username,
-                &self.settings.password,
-            ))
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
+        let (token_url, status, body) = self.post_grant(token_url).await?;
+        let token_url = &token_url;
         let grant = match parse_token(&body) {
             Ok(Ok(grant)) if status.is_success() => grant,
             Ok(Err(error)) => {
@@ -196,6 +275,54 @@ impl Api {
             },
         );
         Ok(authorization)
+    }
+
+    /// Posts the password grant to `token_url`, following 307 / 308 to checked hops only;
+    /// returns where it was taken, the status and the body.
+    async fn post_grant(&self, token_url: &Url) -> Result<(Url, StatusCode, Vec<u8>), UcwaError> {
+        let mut url = token_url.clone();
+        let mut redirects = 0;
+        loop {
+            // The password goes nowhere the trust policy does not allow.
+            self.check(&url)?;
+            let response = self
+                .http
+                .post(url.clone())
+                .header(header::ACCEPT, "application/json")
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded;charset=UTF-8",
+                )
+                .body(password_grant(
+                    &self.settings.username,
+                    self.settings.password.expose(),
+                ))
+                .send()
+                .await
+                .map_err(|source| UcwaError::Transport {
+                    method: "POST".into(),
+                    url: url.to_string(),
+                    source,
+                })?;
+            let status = response.status();
+            if is_redirect(status) {
+                redirects += 1;
+                let next = self.redirect_target(&url, response.headers(), redirects)?;
+                if !matches!(status.as_u16(), 307 | 308) {
+                    return Err(UcwaError::Grant {
+                        url: url.to_string(),
+                        error: format!(
+                            "HTTP {} redirect to {next}, which would drop the grant",
+                            status.as_u16()
+                        ),
+                    });
+                }
+                url = next;
+                continue;
+            }
+            let body = self.read_body(response, &Method::POST, &url).await?;
+            return Ok((url, status, body));
+        }
     }
 
     /// Builds one try of a request.
@@ -248,10 +375,15 @@ impl Api {
         body: &Body,
         timeout: Option<Duration>,
     ) -> Result<Reply, UcwaError> {
+        const NO_BODY: &Body = &Body::Empty;
+        let (mut method, mut body, mut current) = (method, body, url.clone());
         let mut auth_tries = 0;
         let mut busy_tries = 0;
+        let mut redirects = 0;
         let mut retried_transport = false;
         loop {
+            let url = &current;
+            self.check(url)?;
             let authorization = self.authorization(url).await?;
             let request =
                 self.request(method.clone(), url, body, timeout, authorization.as_deref());
@@ -274,7 +406,17 @@ impl Api {
             };
             let status = response.status();
             let headers = response.headers().clone();
-            let body_bytes = response.bytes().await.map_err(transport)?;
+            if is_redirect(status) {
+                redirects += 1;
+                let next = self.redirect_target(url, &headers, redirects)?;
+                if let Some(changed) = redirected_method(status, &method) {
+                    method = changed;
+                    body = NO_BODY;
+                }
+                current = next;
+                continue;
+            }
+            let body_bytes = self.read_body(response, &method, url).await?;
             let values = |name: header::HeaderName| -> Vec<String> {
                 headers
                     .get_all(name)
@@ -348,8 +490,9 @@ impl Api {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             return Ok(Reply {
+                url: current,
                 content_type,
-                body: body_bytes.to_vec(),
+                body: body_bytes,
             });
         }
     }

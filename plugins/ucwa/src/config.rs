@@ -1,11 +1,16 @@
 //! The `ucwa` sink's configuration: the TOML table, its validation, and the resolved settings
-//! the client runs with (password read, autodiscover candidates built).
+//! the client runs with (password read, autodiscover candidates and the trusted hosts built).
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use alertbridge_plugin_api::{PluginError, kit::config_error};
+use alertbridge_plugin_api::{
+    PluginError,
+    kit::{Secret, config_error, resolve_secret},
+};
 use reqwest::Url;
 use serde::Deserialize;
+
+use crate::trust::{HostPattern, Trust, scheme_allowed, sip_domain};
 
 /// The longest a UCWA server parks a P-GET (the `timeout` parameter's default is 180 s).
 pub const SERVER_LONG_POLL_SECS: u64 = 180;
@@ -21,7 +26,7 @@ pub struct UcwaConfig {
     /// The account that sends the IMs, e.g. `alerts@contoso.com`.
     pub username: String,
     /// The password inline (prefer `password_file` or `password_env`).
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// A file whose first line is the password.
     pub password_file: Option<PathBuf>,
     /// An environment variable holding the password.
@@ -64,6 +69,13 @@ pub struct UcwaConfig {
     /// Allow `http://` URLs; only honoured for loopback hosts (tests, the demo).
     #[serde(default)]
     pub allow_http: bool,
+    /// Hosts outside the SIP domain that may receive the password and tokens (e.g. a pool
+    /// under another DNS domain): `host`, `host:port`, or `*.domain[:port]`.
+    #[serde(default)]
+    pub trusted_hosts: Vec<String>,
+    /// The largest response body read from the server; a longer one is an error.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
     /// Extra CA certificate(s) (PEM) to trust, for an internal PKI.
     pub ca_file: Option<PathBuf>,
 }
@@ -113,6 +125,9 @@ fn default_report_activity() -> u64 {
 fn default_presence_cache() -> u64 {
     3000
 }
+fn default_max_response_bytes() -> usize {
+    4 << 20
+}
 
 /// The checked configuration the client runs with.
 #[derive(Clone, Debug)]
@@ -120,7 +135,7 @@ pub struct Settings {
     /// Autodiscover URLs to try in order.
     pub discover: Vec<Url>,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     pub user_agent: String,
     pub culture: String,
     pub max_concurrent: usize,
@@ -132,33 +147,11 @@ pub struct Settings {
     pub presence_batch: bool,
     pub message_format: MessageFormat,
     pub first_message: FirstMessage,
-    pub allow_http: bool,
+    /// Which URLs may be called (scheme, deployment hosts, hops).
+    pub trust: Trust,
+    pub max_response_bytes: usize,
     /// PEM bytes of `ca_file`.
     pub ca_pem: Option<Vec<u8>>,
-}
-
-/// Whether `url` may be followed: `https`, or `http` to a loopback host when allowed.
-pub fn url_allowed(url: &Url, allow_http: bool) -> Result<(), &'static str> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if !allow_http => {
-            Err("plain http is not allowed (set allow_http for loopback tests)")
-        }
-        "http" if is_loopback(url) => Ok(()),
-        "http" => Err("plain http is allowed only to loopback hosts"),
-        _ => Err("not an http(s) URL"),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host_str() {
-        Some("localhost") => true,
-        Some(h) => h
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
 }
 
 impl UcwaConfig {
@@ -167,7 +160,7 @@ impl UcwaConfig {
         let discover = match (&self.autodiscover_url, &self.domain) {
             (Some(url), None) => {
                 let url = Url::parse(url).map_err(|e| config_error("autodiscover_url", e))?;
-                url_allowed(&url, self.allow_http)
+                scheme_allowed(&url, self.allow_http)
                     .map_err(|e| config_error("autodiscover_url", e))?;
                 vec![url]
             }
@@ -184,7 +177,26 @@ impl UcwaConfig {
         if self.username.trim().is_empty() {
             return Err(config_error("username", "must not be empty"));
         }
-        let password = self.password()?;
+        let password = resolve_secret(
+            "password",
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+        )?;
+        let hosts = self
+            .trusted_hosts
+            .iter()
+            .map(|h| HostPattern::parse(h).map_err(|e| config_error("trusted_hosts", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let domains = sip_domain(&self.username).into_iter().chain(
+            self.domain
+                .as_deref()
+                .and_then(|d| sip_domain(&format!("@{d}"))),
+        );
+        let trust = Trust::new(self.allow_http, &discover, domains, hosts);
+        if self.max_response_bytes < 64 * 1024 {
+            return Err(config_error("max_response_bytes", "must be at least 65536"));
+        }
         let positive = |key: &str, v: u64| {
             if v == 0 {
                 Err(config_error(key, "must be greater than 0"))
@@ -238,31 +250,10 @@ impl UcwaConfig {
             presence_batch: self.presence_batch,
             message_format: self.message_format,
             first_message: self.first_message,
-            allow_http: self.allow_http,
+            trust,
+            max_response_bytes: self.max_response_bytes,
             ca_pem,
         })
-    }
-
-    fn password(&self) -> Result<String, PluginError> {
-        match (&self.password, &self.password_file, &self.password_env) {
-            (Some(p), None, None) => Ok(p.clone()),
-            (None, Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    config_error("password_file", format!("{}: {e}", path.display()))
-                })?;
-                Ok(text.lines().next().unwrap_or("").to_owned())
-            }
-            (None, None, Some(var)) => std::env::var(var).map_err(|_| {
-                config_error(
-                    "password_env",
-                    format!("environment variable {var} is not set"),
-                )
-            }),
-            _ => Err(config_error(
-                "password",
-                "set exactly one of `password`, `password_file` and `password_env`",
-            )),
-        }
     }
 }
 
@@ -351,6 +342,49 @@ mod tests {
         .unwrap_err();
         assert!(
             e.message.starts_with("`event_timeout_secs`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_or_errors() {
+        const PLANTED: &str = "PLANTED-ucwa-5ecret";
+        let text = format!(
+            "domain = \"contoso.com\"\nusername = \"a@contoso.com\"\npassword = \"{PLANTED}\"\n"
+        );
+        let config: UcwaConfig = toml::from_str(&text).unwrap();
+        let settings = config.settings().unwrap();
+        assert_eq!(settings.password.expose(), PLANTED);
+        let shown = format!("{config:?} {settings:?}");
+        assert!(!shown.contains(PLANTED), "{shown}");
+        // A mistyped password: the error says what was expected, never the value.
+        let err = toml::from_str::<UcwaConfig>(
+            "domain = \"c.com\"\nusername = \"a\"\npassword = 86753091\n",
+        )
+        .unwrap_err();
+        assert!(!err.message().contains("86753091"), "{}", err.message());
+        let err =
+            parse("domain = \"c.com\"\nusername = \"a\"\npassword_env = \"AB_UCWA_UNSET_9\"\n")
+                .unwrap_err();
+        assert!(err.message.contains("`password_env`"), "{}", err.message);
+    }
+
+    #[test]
+    fn trusted_hosts_and_the_body_cap_are_checked() {
+        let base = "domain = \"contoso.com\"\nusername = \"a@contoso.com\"\npassword = \"p\"\n";
+        let e = parse(&format!(
+            "{base}trusted_hosts = [\"https://pool.contoso.net/\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.starts_with("`trusted_hosts`"), "{}", e.message);
+        let s = parse(&format!("{base}trusted_hosts = [\"pool.contoso.net\"]\n")).unwrap();
+        let pool = Url::parse("https://pool.contoso.net/ucwa").unwrap();
+        assert_eq!(s.trust.check(&pool), Ok(()));
+        assert_eq!(s.max_response_bytes, 4 << 20);
+        let e = parse(&format!("{base}max_response_bytes = 100\n")).unwrap_err();
+        assert!(
+            e.message.starts_with("`max_response_bytes`"),
             "{}",
             e.message
         );

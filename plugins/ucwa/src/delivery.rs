@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use alertbridge_plugin_api::{DeliveryStatus, Message, RecipientResult, error_chain};
 use reqwest::Method;
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{sync::watch, task::JoinSet};
 use tracing::debug;
 
 use crate::{
     api::{Api, Body},
     config::FirstMessage,
     error::UcwaError,
-    events::Update,
+    events::Conversation,
     protocol::{
-        events::{Reason, classify_failure},
+        events::classify_failure,
         messaging::{content, data_url, importance, sip_uri, start_messaging_request},
     },
     sink::{Core, Live},
@@ -104,32 +104,13 @@ fn from_error(user: &str, e: &UcwaError) -> RecipientResult {
     }
 }
 
-/// Links learned from the messaging modality.
-#[derive(Debug, Default)]
-struct Links {
-    send: Option<String>,
-    stop: Option<String>,
-}
-
-/// Reads updates until the invitation (or, with `message`, the sent message) completes,
-/// collecting links on the way; `None` if the application went away.
-async fn completion(
-    updates: &mut mpsc::UnboundedReceiver<Update>,
-    links: &mut Links,
-    message: bool,
-) -> Option<Result<(), Reason>> {
-    while let Some(update) = updates.recv().await {
-        match update {
-            Update::Links { send, stop } => {
-                links.send = send.or(links.send.take());
-                links.stop = stop.or(links.stop.take());
-            }
-            Update::Completed(outcome) if !message => return Some(outcome),
-            Update::MessageCompleted(outcome) if message => return Some(outcome),
-            Update::Completed(_) | Update::MessageCompleted(_) => {}
-        }
-    }
-    None
+/// Waits until `done` holds for the conversation's state and returns that state; `None` if the
+/// application went away.
+async fn until(
+    updates: &mut watch::Receiver<Conversation>,
+    done: impl FnMut(&Conversation) -> bool,
+) -> Option<Conversation> {
+    updates.wait_for(done).await.ok().map(|c| c.clone())
 }
 
 /// Starts the conversation and follows it; `Err` only when the invitation was not taken.
@@ -165,13 +146,12 @@ async fn converse(
         live.dispatcher.unregister(&operation);
         return Err(e);
     }
-    let mut links = Links::default();
     let invited = tokio::time::timeout(
         core.settings.invitation_timeout,
-        completion(&mut updates, &mut links, false),
+        until(&mut updates, |c| c.invitation.is_some()),
     )
     .await;
-    let mut result = match invited {
+    let mut result = match invited.map(|c| c.and_then(|c| c.invitation)) {
         Ok(Some(Ok(()))) => RecipientResult::delivered(user),
         Ok(Some(Err(reason))) => {
             RecipientResult::new(user, classify_failure(&reason), reason.to_string())
@@ -187,10 +167,11 @@ async fn converse(
     };
     let connected = result.status == DeliveryStatus::DELIVERED;
     if connected && !in_invitation {
-        result = send_message(core, live, user, out, &operation, &mut updates, &mut links).await;
+        result = send_message(core, live, user, out, &operation, &mut updates).await;
     }
     live.dispatcher.unregister(&operation);
-    if connected && let Some(href) = &links.stop {
+    let stop = updates.borrow().stop.clone();
+    if connected && let Some(href) = &stop {
         stop_messaging(&core.api, live, href).await;
     }
     Ok(result)
@@ -203,10 +184,13 @@ async fn send_message(
     user: &str,
     out: &Outgoing,
     operation: &str,
-    updates: &mut mpsc::UnboundedReceiver<Update>,
-    links: &mut Links,
+    updates: &mut watch::Receiver<Conversation>,
 ) -> RecipientResult {
-    let Some(href) = links.send.clone() else {
+    let (send, sent_before) = {
+        let c = updates.borrow();
+        (c.send.clone(), c.messages)
+    };
+    let Some(href) = send else {
         return transient(user, "connected, but the server gave no sendMessage link");
     };
     let mut url = match core.api.resolve(&live.app.start_messaging, &href) {
@@ -221,17 +205,17 @@ async fn send_message(
     if let Err(e) = core.api.call(Method::POST, &url, &body, None).await {
         return from_error(user, &e);
     }
-    match tokio::time::timeout(
+    let completed = tokio::time::timeout(
         core.settings.request_timeout,
-        completion(updates, links, true),
+        until(updates, |c| c.messages > sent_before),
     )
-    .await
-    {
-        Ok(Some(Ok(()))) => RecipientResult::delivered(user),
-        Ok(Some(Err(reason))) => {
+    .await;
+    match completed.ok().flatten().and_then(|c| c.message) {
+        Some(Ok(())) => RecipientResult::delivered(user),
+        Some(Err(reason)) => {
             RecipientResult::new(user, classify_failure(&reason), reason.to_string())
         }
-        Ok(None) | Err(_) => RecipientResult::new(
+        None => RecipientResult::new(
             user,
             DeliveryStatus::DELIVERED,
             "sendMessage accepted; no completion event",

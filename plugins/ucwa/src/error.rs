@@ -44,9 +44,13 @@ pub enum UcwaError {
     /// The application this request belonged to was lost and is being re-created.
     #[error("the application was lost")]
     ApplicationLost,
-    /// A link pointed somewhere the configuration does not allow.
+    /// A link, redirect or token endpoint pointed somewhere the trust policy does not allow
+    /// (plain http, a downgrade, a host outside the deployment); nothing was sent there.
     #[error("refusing to follow {url}: {reason}")]
-    UrlRejected { url: String, reason: &'static str },
+    UrlRejected { url: String, reason: String },
+    /// A response body was longer than `max_response_bytes`; the rest was not read.
+    #[error("{url}: response body larger than {limit} bytes (max_response_bytes); not read")]
+    TooLarge { url: String, limit: usize },
 }
 
 fn describe(code: &Option<String>, subcode: &Option<String>, message: &Option<String>) -> String {
@@ -103,7 +107,11 @@ impl UcwaError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::Body { .. } | Self::ApplicationLost => true,
+            // An oversized body is refused, not trusted, but the alert is kept for a retry.
+            Self::Transport { .. }
+            | Self::Body { .. }
+            | Self::ApplicationLost
+            | Self::TooLarge { .. } => true,
             Self::Status { status, .. } => {
                 matches!(status, 404 | 408 | 409 | 410 | 429 | 500..=599)
             }

@@ -1,6 +1,8 @@
 //! The event channel: the P-GET loop (`next` / `resume` / `resync`, 409 PGetReplaced, retry
 //! with back-off, ends when the application is gone) and the dispatcher that routes
-//! messagingInvitation and messaging events to the conversation waiting for them.
+//! messagingInvitation and messaging events to the conversation waiting for them. What a
+//! conversation learns is a fixed-size state (latest links, outcomes), never a queue, and the
+//! hrefs tracked per conversation are capped, so no stream of events grows memory.
 
 use std::{
     collections::HashMap,
@@ -10,7 +12,7 @@ use std::{
 
 use alertbridge_plugin_api::error_chain;
 use reqwest::Method;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -20,23 +22,26 @@ use crate::{
     session::Application,
 };
 
-/// What a conversation learns from the event channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Update {
-    /// The messaging modality's `sendMessage` / `stopMessaging` links (while Connected).
-    Links {
-        send: Option<String>,
-        stop: Option<String>,
-    },
+/// Hrefs (invitation, messaging, conversation) tracked per conversation; a real server names 3.
+pub const MAX_HREFS_PER_CONVERSATION: usize = 8;
+
+/// What a conversation has learnt from the event channel so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conversation {
+    /// The messaging modality's latest `sendMessage` link (while Connected).
+    pub send: Option<String>,
+    /// The messaging modality's latest `stopMessaging` link.
+    pub stop: Option<String>,
     /// The invitation completed: `Ok` on Success, else the failure reason.
-    Completed(Result<(), Reason>),
-    /// A message sent with sendMessage completed.
-    MessageCompleted(Result<(), Reason>),
+    pub invitation: Option<Result<(), Reason>>,
+    /// Messages completed so far, and the last one's outcome.
+    pub messages: u32,
+    pub message: Option<Result<(), Reason>>,
 }
 
 #[derive(Debug)]
 struct Waiter {
-    tx: mpsc::UnboundedSender<Update>,
+    tx: watch::Sender<Conversation>,
     hrefs: Vec<String>,
 }
 
@@ -60,13 +65,14 @@ impl Dispatcher {
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts routing events of `operation_id`; `None` once the application is gone.
-    pub fn register(&self, operation_id: &str) -> Option<mpsc::UnboundedReceiver<Update>> {
+    /// Starts routing events of `operation_id`; `None` once the application is gone. The
+    /// receiver sees the conversation's state; it ends when the application is gone.
+    pub fn register(&self, operation_id: &str) -> Option<watch::Receiver<Conversation>> {
         let mut routes = self.lock();
         if routes.closed {
             return None;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = watch::channel(Conversation::default());
         routes.by_operation.insert(
             operation_id.to_owned(),
             Waiter {
@@ -123,16 +129,18 @@ impl Dispatcher {
                     event.resource_link("conversation"),
                 ];
                 for href in hrefs.into_iter().flatten() {
-                    if routes
-                        .by_href
-                        .insert(href.to_owned(), operation.clone())
-                        .is_none()
-                    {
+                    if waiter.hrefs.len() >= MAX_HREFS_PER_CONVERSATION {
+                        debug!(href = %href, "Too many hrefs for one conversation; ignoring.");
+                        break;
+                    }
+                    if !routes.by_href.contains_key(href) {
+                        routes.by_href.insert(href.to_owned(), operation.clone());
                         waiter.hrefs.push(href.to_owned());
                     }
                 }
                 if event.kind == "completed" {
-                    let _ = waiter.tx.send(Update::Completed(outcome(event)));
+                    let result = outcome(event);
+                    waiter.tx.send_modify(|c| c.invitation = Some(result));
                 }
             }
             "messaging" => {
@@ -148,9 +156,13 @@ impl Dispatcher {
                     event.resource_link("stopMessaging"),
                 );
                 if send.is_some() || stop.is_some() {
-                    let _ = waiter.tx.send(Update::Links {
-                        send: send.map(str::to_owned),
-                        stop: stop.map(str::to_owned),
+                    waiter.tx.send_modify(|c| {
+                        if let Some(send) = send {
+                            c.send = Some(send.to_owned());
+                        }
+                        if let Some(stop) = stop {
+                            c.stop = Some(stop.to_owned());
+                        }
                     });
                 }
             }
@@ -163,7 +175,11 @@ impl Dispatcher {
                 else {
                     return;
                 };
-                let _ = waiter.tx.send(Update::MessageCompleted(outcome(event)));
+                let result = outcome(event);
+                waiter.tx.send_modify(|c| {
+                    c.messages = c.messages.saturating_add(1);
+                    c.message = Some(result);
+                });
             }
             _ => {}
         }
@@ -290,15 +306,11 @@ mod tests {
         for e in &events {
             d.dispatch(e);
         }
-        assert_eq!(
-            rx.try_recv().unwrap(),
-            Update::Links {
-                send: None,
-                stop: Some("/c/conv/1/messaging/terminate".into())
-            }
-        );
-        assert_eq!(rx.try_recv().unwrap(), Update::MessageCompleted(Ok(())));
-        let Update::Completed(Err(reason)) = rx.try_recv().unwrap() else {
+        let state = rx.borrow_and_update().clone();
+        assert_eq!(state.send, None);
+        assert_eq!(state.stop.as_deref(), Some("/c/conv/1/messaging/terminate"));
+        assert_eq!((state.messages, state.message), (1, Some(Ok(()))));
+        let Some(Err(reason)) = state.invitation else {
             panic!("expected a failure")
         };
         assert_eq!(reason.subcode, "Declined");
@@ -306,5 +318,43 @@ mod tests {
         assert!(d.lock().by_href.is_empty());
         d.close();
         assert!(d.register("op-3").is_none());
+    }
+
+    /// A server that sends one conversation event after event with ever new hrefs (or link
+    /// updates) leaves a fixed amount of state behind: the old dispatcher queued every update
+    /// and tracked every href.
+    #[test]
+    fn a_flood_of_events_for_one_conversation_keeps_a_fixed_state() {
+        let d = Dispatcher::default();
+        let rx = d.register("op-1").unwrap();
+        for i in 0..20_000 {
+            let json = format!(
+                r#"{{"_links":{{"next":{{"href":"/e"}}}},"sender":[
+ {{"rel":"communication","href":"/c","events":[
+  {{"link":{{"rel":"messagingInvitation","href":"/c/inv/{i}"}},"type":"updated","_embedded":{{"messagingInvitation":{{
+    "state":"Connecting","operationId":"op-1","_links":{{"messaging":{{"href":"/c/conv/{i}/messaging"}},"conversation":{{"href":"/c/conv/{i}"}}}}}}}}}}]}},
+ {{"rel":"conversation","href":"/c/conv/0","events":[
+  {{"link":{{"rel":"messaging","href":"/c/conv/0/messaging"}},"type":"updated","_embedded":{{"messaging":{{"state":"Connected",
+    "_links":{{"sendMessage":{{"href":"/c/conv/0/messaging/messages/{i}"}}}}}}}}}}]}}]}}"#
+            );
+            for e in &page(&json) {
+                d.dispatch(e);
+            }
+        }
+        let routes = d.lock();
+        assert!(
+            routes.by_href.len() <= MAX_HREFS_PER_CONVERSATION,
+            "{} hrefs tracked",
+            routes.by_href.len()
+        );
+        assert!(routes.by_operation["op-1"].hrefs.len() <= MAX_HREFS_PER_CONVERSATION);
+        drop(routes);
+        let state = rx.borrow().clone();
+        assert_eq!(
+            state.send.as_deref(),
+            Some("/c/conv/0/messaging/messages/19999"),
+            "the latest link wins"
+        );
+        assert_eq!(state.invitation, None);
     }
 }

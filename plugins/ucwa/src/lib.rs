@@ -11,6 +11,7 @@ mod presence;
 pub mod protocol;
 mod session;
 pub mod sink;
+pub mod trust;
 
 pub use self::{error::UcwaError, sink::UcwaSink};
 

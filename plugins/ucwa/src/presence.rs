@@ -1,6 +1,6 @@
 //! Presence of many users: `people/{user}/presence` reads grouped into `batch` requests when
 //! the application offers them (falling back to concurrent single reads, capped), answers
-//! cached for `presence_cache_ms`.
+//! cached for `presence_cache_ms` (at most [`MAX_CACHED`] users, expired answers pruned first).
 
 use std::sync::{Arc, PoisonError};
 
@@ -22,6 +22,31 @@ use crate::{
 
 /// Reads per batch: two batches in flight stay under the server's 100 outstanding requests.
 const BATCH_SIZE: usize = batch::MAX_OUTSTANDING / 2;
+
+/// Users whose presence is cached at once: recipients may come from alerts, so the cache must
+/// not grow with every address ever asked about.
+pub const MAX_CACHED: usize = 10_000;
+
+/// Caches `p` for `user`; at the cap, expired answers go first, and a full cache of fresh
+/// answers takes no more.
+fn remember(core: &Core, user: &str, p: &Presence) {
+    let ttl = core.settings.presence_cache;
+    if ttl.is_zero() {
+        return;
+    }
+    let mut cache = core
+        .presence_cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let now = Instant::now();
+    if cache.len() >= MAX_CACHED && !cache.contains_key(user) {
+        cache.retain(|_, (at, _)| now.duration_since(*at) < ttl);
+        if cache.len() >= MAX_CACHED {
+            return;
+        }
+    }
+    cache.insert(user.to_owned(), (now, p.clone()));
+}
 
 /// The presence of each of `users`, in order.
 pub async fn presence(core: Arc<Core>, users: Vec<String>) -> Result<Vec<Presence>, PluginError> {
@@ -96,11 +121,7 @@ fn answer(core: &Core, live: &Live, user: &str, result: Result<String, UcwaError
         Ok(availability) => {
             let mut p = Presence::new(user, presence_state(&availability));
             p.detail = availability;
-            let mut cache = core
-                .presence_cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            cache.insert(user.to_owned(), (Instant::now(), p.clone()));
+            remember(core, user, &p);
             p
         }
         Err(e) => {

@@ -60,11 +60,13 @@ async fn discover_from(api: &Api, start: &Url) -> Result<Url, UcwaError> {
     let mut url = start.clone();
     for _ in 0..MAX_HOPS {
         let reply = api.call(Method::GET, &url, &Body::Empty, None).await?;
-        let next = parse_discovery(&reply.body).map_err(body_error(&url))?;
+        let next = parse_discovery(&reply.body).map_err(body_error(&reply.url))?;
         match next {
-            Some(Discovery::Applications(href)) => return api.resolve(&url, &href),
+            Some(Discovery::Applications(href)) => return api.resolve(&reply.url, &href),
             Some(Discovery::Redirect(href) | Discovery::User(href)) => {
-                let next = api.resolve(&url, &href)?;
+                // Each hop is checked: https only (http to loopback with allow_http), never
+                // a downgrade, only hosts inside the deployment.
+                let next = api.resolve(&reply.url, &href)?;
                 if next == url {
                     break;
                 }

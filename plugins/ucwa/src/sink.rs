@@ -13,7 +13,7 @@ use alertbridge_plugin_api::{
     kit::{CancellationToken, Setup, Sink},
 };
 use reqwest::Url;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::{
@@ -44,8 +44,10 @@ pub struct Core {
     /// Unique per instance, kept across re-creations of the application.
     endpoint_id: String,
     current: watch::Sender<Option<Arc<Live>>>,
-    lost_tx: mpsc::UnboundedSender<u64>,
-    lost_rx: Mutex<Option<mpsc::UnboundedReceiver<u64>>>,
+    /// The newest application generation reported lost (a value, not a queue: any number of
+    /// failing requests leave one number behind).
+    lost: watch::Sender<u64>,
+    running: std::sync::atomic::AtomicBool,
     /// Caps conversations in flight.
     pub conversations: Semaphore,
     /// Caps presence reads in flight.
@@ -68,7 +70,13 @@ impl Core {
 
     /// Reports that the server no longer knows application `generation`.
     pub fn lost(&self, generation: u64) {
-        let _ = self.lost_tx.send(generation);
+        self.lost.send_if_modified(|newest| {
+            let newer = generation > *newest;
+            if newer {
+                *newest = generation;
+            }
+            newer
+        });
     }
 
     fn set_health(&self, state: HealthState, message: impl Into<String>) {
@@ -89,13 +97,10 @@ impl Core {
 }
 
 /// Waits until application `generation` is reported lost.
-async fn wait_lost(rx: &mut mpsc::UnboundedReceiver<u64>, generation: u64) {
-    while let Some(g) = rx.recv().await {
-        if g == generation {
-            return;
-        }
+async fn wait_lost(mut rx: watch::Receiver<u64>, generation: u64) {
+    if rx.wait_for(|newest| *newest >= generation).await.is_err() {
+        std::future::pending::<()>().await;
     }
-    std::future::pending::<()>().await;
 }
 
 /// The sink instance.
@@ -124,12 +129,11 @@ impl UcwaSink {
         let settings = Arc::new(config.settings()?);
         let api = Api::new(settings.clone())
             .map_err(|e| PluginError::config(format!("HTTP client: {}", error_chain(&e))))?;
-        let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         let core = Core {
             endpoint_id: endpoint_id(),
             current: watch::Sender::new(None),
-            lost_tx,
-            lost_rx: Mutex::new(Some(lost_rx)),
+            lost: watch::Sender::new(0),
+            running: std::sync::atomic::AtomicBool::new(false),
             conversations: Semaphore::new(settings.max_concurrent),
             presence_reads: Semaphore::new(settings.max_concurrent),
             presence_cache: Mutex::default(),
@@ -148,12 +152,7 @@ impl Sink for UcwaSink {
 
     async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), PluginError> {
         let core = &self.core;
-        let taken = core
-            .lost_rx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(mut lost_rx) = taken else {
+        if core.running.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(PluginError::new(
                 ErrorKind::PERMANENT,
                 "the ucwa sink is already running",
@@ -201,7 +200,7 @@ impl Sink for UcwaSink {
                     None => core.set_health(HealthState::OK, ""),
                 }) => Some(e),
                 e = session::keep_alive(&core.api, &live.app, core.settings.report_activity) => Some(e),
-                () = wait_lost(&mut lost_rx, generation) => Some(UcwaError::ApplicationLost),
+                () = wait_lost(core.lost.subscribe(), generation) => Some(UcwaError::ApplicationLost),
             };
             core.current.send_replace(None);
             live.dispatcher.close();

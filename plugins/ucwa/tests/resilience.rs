@@ -254,7 +254,8 @@ async fn redirect_hop_user_link_on_another_host_and_a_pool_with_its_own_tokens()
     })
     .await;
     assert!(sim.pool_addr().is_some());
-    let running = start_sink(&sim.discover_url(), "");
+    // The pool listens on another port of 127.0.0.1: another origin, so it must be listed.
+    let running = start_sink(&sim.discover_url(), "trusted_hosts = [\"127.0.0.1\"]\n");
     let results = running
         .sink
         .deliver(message("pool", "two hosts", &["alice@contoso.com"]))

@@ -17,6 +17,9 @@ use super::state::{Sim, Token, normalize};
 /// The path of the token endpoint on each listener.
 pub const TOKEN_PATH: &str = "/WebTicket/oauthtoken";
 
+/// Where the token endpoint sends its `307` with [`super::SimOptions::http_redirects`].
+pub const GRANT_PATH: &str = "/WebTicket/oauthtoken/grant";
+
 /// A UCWA error body: `{"code":..,"subcode":..,"message":..}` with `application/json`.
 pub fn ucwa_error(
     status: StatusCode,
@@ -153,8 +156,27 @@ pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `POST /WebTicket/oauthtoken`: the password grant.
+/// `POST /WebTicket/oauthtoken`: the password grant, or with `http_redirects` a `307` to
+/// [`GRANT_PATH`] on the same listener.
 pub async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    if sim.options.http_redirects {
+        let base = if on_pool(&sim, &headers) {
+            &sim.pool_base
+        } else {
+            &sim.web_base
+        };
+        let location = format!("{base}{GRANT_PATH}");
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response();
+    }
+    grant(State(sim), headers, body).await
+}
+
+/// `POST /WebTicket/oauthtoken/grant`: the password grant itself.
+pub async fn grant(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let form = form_pairs(&body);
     let field = |name: &str| {
         form.iter()

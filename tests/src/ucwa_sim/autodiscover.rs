@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     extract::{Query, State},
-    http::{HeaderMap, header},
+    http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -44,6 +44,10 @@ pub async fn discover(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Respon
         .is_some_and(|a| a.contains("text/html"));
     if wants_html {
         return page(&sim).into_response();
+    }
+    if sim.options.http_redirects {
+        let location = format!("{}{ROOT_PATH}?originalDomain=contoso.com", sim.web_base);
+        return (StatusCode::FOUND, [(header::LOCATION, location)]).into_response();
     }
     if sim.config.redirect_hop {
         let href = format!("{}{ROOT_PATH}?originalDomain=contoso.com", sim.web_base);

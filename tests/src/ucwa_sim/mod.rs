@@ -20,5 +20,8 @@ pub use self::{
     control::Stats,
     messaging::decode_data_url,
     server::{SimHandle, Simulator, StartError},
-    state::{Behaviour, ReceivedIm, SimConfig, UserSpec, UsersFileError, load_users, parse_users},
+    state::{
+        Behaviour, ReceivedIm, SimConfig, SimOptions, UserSpec, UsersFileError, load_users,
+        parse_users,
+    },
 };

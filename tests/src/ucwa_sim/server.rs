@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use super::{
     application, auth, autodiscover, batch, control, events, messaging, people,
-    state::{Behaviour, ReceivedIm, Sim, SimConfig},
+    state::{Behaviour, ReceivedIm, Sim, SimConfig, SimOptions},
 };
 
 /// The simulator could not start.
@@ -33,6 +33,14 @@ pub struct Simulator;
 impl Simulator {
     /// Binds the listener(s) and serves until the handle is stopped or dropped.
     pub async fn start(config: SimConfig) -> Result<SimHandle, StartError> {
+        Self::start_with(config, SimOptions::default()).await
+    }
+
+    /// [`Simulator::start`] with [`SimOptions`] (host names in links, HTTP redirects).
+    pub async fn start_with(
+        config: SimConfig,
+        options: SimOptions,
+    ) -> Result<SimHandle, StartError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -49,7 +57,7 @@ impl Simulator {
             .zip(config.pool_listen)
             .map(|(l, a)| local(l, a));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sim = Arc::new(Sim::new(config, web_addr, pool_addr, stop_rx));
+        let sim = Arc::new(Sim::new(config, options, web_addr, pool_addr, stop_rx));
         let app = router(sim.clone());
         let mut tasks = vec![serve(web, app.clone(), stop_tx.subscribe())];
         if let Some(pool) = pool {
@@ -92,6 +100,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .route(autodiscover::USER_PATH, get(autodiscover::user))
         .route(autodiscover::XFRAME_PATH, get(autodiscover::xframe))
         .route(auth::TOKEN_PATH, post(auth::token))
+        .route(auth::GRANT_PATH, post(auth::grant))
         .route("/ucwa/oauth/v1/applications", post(application::create))
         .route(APP, get(application::get).delete(application::delete))
         .route(
@@ -161,9 +170,10 @@ impl SimHandle {
         self.pool_addr
     }
 
-    /// The autodiscover URL a client starts from: `http://ADDR`.
+    /// The autodiscover URL a client starts from: `http://ADDR` (or `http://NAME:PORT` with
+    /// [`SimOptions::web_host`]).
     pub fn discover_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.sim.web_base.clone()
     }
 
     pub fn set_availability(&self, user: &str, availability: &str) -> bool {

@@ -62,6 +62,21 @@ impl Default for SimConfig {
     }
 }
 
+/// Options beyond [`SimConfig`]: the host names the simulator puts in its links, and HTTP
+/// redirects on the way to its documents and its token endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct SimOptions {
+    /// The host name of the web listener in every link and in [`super::SimHandle::discover_url`],
+    /// instead of its address. Use a name under `localhost` (e.g. `lyncweb.contoso.localhost`),
+    /// which a client resolves to loopback (RFC 6761).
+    pub web_host: Option<String>,
+    /// The host name of the pool listener in its links.
+    pub pool_host: Option<String>,
+    /// `GET /` answers `302` to the root document, and the token endpoint answers `307` to a
+    /// second path that grants (the POST and its body must be carried over).
+    pub http_redirects: bool,
+}
+
 /// One provisioned user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserSpec {
@@ -252,9 +267,10 @@ pub struct Inner {
 #[derive(Debug)]
 pub struct Sim {
     pub config: SimConfig,
-    /// `http://127.0.0.1:PORT` of the web listener.
+    pub options: SimOptions,
+    /// `http://127.0.0.1:PORT` (or `http://NAME:PORT`) of the web listener.
     pub web_base: String,
-    /// `http://127.0.0.1:PORT` of the listener that serves applications.
+    /// `http://127.0.0.1:PORT` (or `http://NAME:PORT`) of the listener that serves applications.
     pub pool_base: String,
     /// Port of the pool listener when it is separate.
     pub pool_port: Option<u16>,
@@ -266,6 +282,7 @@ pub struct Sim {
 impl Sim {
     pub fn new(
         config: SimConfig,
+        options: SimOptions,
         web: SocketAddr,
         pool: Option<SocketAddr>,
         stopping: watch::Receiver<bool>,
@@ -284,9 +301,19 @@ impl Sim {
             })
             .collect();
         let throttle = config.throttle_first;
+        let base = |addr: SocketAddr, name: &Option<String>| match name {
+            Some(name) => format!("http://{name}:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
+        let web_base = base(web, &options.web_host);
+        let pool_base = match pool {
+            Some(pool) => base(pool, &options.pool_host),
+            None => web_base.clone(),
+        };
         Self {
-            web_base: format!("http://{web}"),
-            pool_base: format!("http://{}", pool.unwrap_or(web)),
+            web_base,
+            pool_base,
+            options,
             pool_port: pool.map(|p| p.port()),
             inner: Mutex::new(Inner {
                 users,

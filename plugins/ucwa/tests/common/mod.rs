@@ -72,6 +72,11 @@ pub fn start_sink_as(discover_url: &str, username: &str, password: &str, extra: 
         "autodiscover_url = \"{discover_url}\"\nallow_http = true\nusername = \"{username}\"\n\
          password = \"{password}\"\npresence_cache_ms = 0\n{timeout}{extra}"
     );
+    start_sink_config(config_toml)
+}
+
+/// Starts a sink with exactly this `[sink.config]` table.
+pub fn start_sink_config(config_toml: String) -> Running {
     let setup = Setup {
         instance: "lync".into(),
         kind: "ucwa".into(),
@@ -85,6 +90,22 @@ pub fn start_sink_as(discover_url: &str, username: &str, password: &str, extra: 
         sink,
         shutdown,
         task,
+    }
+}
+
+/// Waits (up to 20 s) until the sink's health message contains `needle`, and returns it.
+pub async fn wait_health_text(running: &Running, needle: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let health = running.sink.health();
+        if health.message.contains(needle) {
+            return health.message.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "health never mentioned `{needle}`: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
