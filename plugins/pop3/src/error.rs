@@ -43,6 +43,10 @@ pub enum Error {
         code: Option<ResponseCode>,
         text: String,
     },
+    /// A multi-line reply (a mail) was larger than the limit; it was read past and dropped, and
+    /// the connection is still in step: only this command failed.
+    #[error("reply to {command} larger than {limit} bytes (skipped)")]
+    TooLarge { command: &'static str, limit: usize },
     /// A reply did not follow the protocol.
     #[error("unparseable reply to {command}")]
     Parse {
@@ -87,6 +91,7 @@ impl Error {
             Self::Server { code, .. } => code.as_ref().is_none_or(ResponseCode::is_temporary),
             Self::Auth { code, .. } => code.as_ref().is_some_and(ResponseCode::is_temporary),
             Self::Parse { .. }
+            | Self::TooLarge { .. }
             | Self::Unexpected { .. }
             | Self::Tls { .. }
             | Self::CaFile { .. }

@@ -8,6 +8,7 @@ pub mod error;
 mod html;
 pub mod mail;
 pub mod protocol;
+pub mod quarantine;
 mod session;
 pub mod source;
 mod state;

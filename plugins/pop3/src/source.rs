@@ -3,7 +3,6 @@
 //! and jitter while the server is down, refuses the login, or the host refuses alerts.
 
 use std::{
-    collections::HashSet,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -20,6 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{Pop3Config, Settings},
+    quarantine::Memory,
     session::{Outcome, SessionError},
     state::{MailboxLock, SeenUids, StateError},
 };
@@ -35,8 +35,10 @@ pub struct Counters {
     pub disallowed: AtomicU64,
     /// Mails larger than `max_message_bytes`, left on the server.
     pub oversize: AtomicU64,
-    /// Alerts the host refused permanently (their mails are left on the server).
+    /// Alerts the host refused permanently (their mails are quarantined).
     pub refused: AtomicU64,
+    /// Mails quarantined (their problem alert queued).
+    pub quarantined: AtomicU64,
     /// Sessions that ended with QUIT accepted.
     pub sessions: AtomicU64,
     /// Sessions that failed (connect, login, protocol, host refusal).
@@ -104,14 +106,17 @@ impl Pop3Source {
             ),
             false => None,
         };
+        let quarantined =
+            SeenUids::load_quarantine(&self.settings.state_dir, &self.settings.mailbox)
+                .map_err(|e| PluginError::permanent(&e))?;
         let mailbox = self.settings.mailbox.as_str();
         let remembered = seen.as_ref().map_or(0, SeenUids::len);
-        info!(mailbox, keep = self.settings.keep, remembered, lock = %lock.path().display(), "Polling the mailbox.");
-        let mut skipped = HashSet::new();
+        info!(mailbox, keep = self.settings.keep, remembered, quarantined = quarantined.len(), lock = %lock.path().display(), "Polling the mailbox.");
+        let mut memory = Memory::new(quarantined, self.settings.max_fetch_attempts);
         let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.max_backoff);
         let mut ahead = None;
         while !ctx.shutdown.is_cancelled() {
-            let session = self.session(&ctx, seen.as_mut(), &mut skipped, ahead.take());
+            let session = self.session(&ctx, seen.as_mut(), &mut memory, ahead.take());
             let wait = match session.await {
                 Ok(outcome) => {
                     backoff.reset();
@@ -139,7 +144,7 @@ impl Pop3Source {
                             warn!(mailbox, error = %message, retry_in_ms = wait.as_millis(), "Host did not take the alert; mail stays on the server.")
                         }
                         SessionError::State(_) => {
-                            error!(mailbox, error = %message, "Cannot write the keep-mode state.")
+                            error!(mailbox, error = %message, "Cannot write the state (keep-mode or quarantine).")
                         }
                     }
                     self.set_health(Health::new(HealthState::DEGRADED, message));
@@ -160,12 +165,13 @@ impl Pop3Source {
     fn ok_health(&self) -> Health {
         let c = &self.counters;
         let message = format!(
-            "{} alerts, {} with problems, {} disallowed, {} oversize, {} refused",
+            "{} alerts, {} with problems, {} disallowed, {} oversize, {} refused, {} quarantined",
             c.alerts.load(Ordering::Relaxed),
             c.problems.load(Ordering::Relaxed),
             c.disallowed.load(Ordering::Relaxed),
             c.oversize.load(Ordering::Relaxed),
             c.refused.load(Ordering::Relaxed),
+            c.quarantined.load(Ordering::Relaxed),
         );
         Health::new(HealthState::OK, message)
     }

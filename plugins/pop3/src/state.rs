@@ -1,6 +1,7 @@
 //! What the source keeps on disk under `state_dir`: the per-mailbox lock file (so two hosts
-//! cannot drain one mailbox) and, in keep mode, the UIDLs already turned into alerts, written
-//! atomically (temp file, fsync, rename, fsync of the directory) after every accepted mail.
+//! cannot drain one mailbox), in keep mode the UIDLs already turned into alerts, and the UIDLs
+//! of quarantined mails; each UIDL file is written atomically (temp file, fsync, rename, fsync
+//! of the directory) after every change.
 
 use std::{
     collections::HashSet,
@@ -81,21 +82,39 @@ impl MailboxLock {
     }
 }
 
-const HEADER: &str =
+const SEEN_HEADER: &str =
     "# alertbridge pop3: UIDLs already turned into alerts (keep mode), one per line";
+const QUARANTINE_HEADER: &str =
+    "# alertbridge pop3: UIDLs of quarantined mails (not fetched again), one per line";
 
-/// The UIDLs of mails left on the server that already became alerts.
+/// A set of UIDLs kept in a file: the mails left on the server that already became alerts
+/// (keep mode), or the quarantined ones.
 #[derive(Debug)]
 pub struct SeenUids {
     path: PathBuf,
     uids: HashSet<String>,
+    header: &'static str,
 }
 
 impl SeenUids {
-    /// Loads the state of `mailbox`; a missing file is an empty state.
+    /// Loads the keep-mode state of `mailbox`; a missing file is an empty state.
     pub fn load(dir: &Path, mailbox: &str) -> Result<Self, StateError> {
+        Self::load_file(dir, mailbox, "uidl", SEEN_HEADER)
+    }
+
+    /// Loads the quarantined UIDLs of `mailbox`; a missing file is an empty set.
+    pub fn load_quarantine(dir: &Path, mailbox: &str) -> Result<Self, StateError> {
+        Self::load_file(dir, mailbox, "quarantine", QUARANTINE_HEADER)
+    }
+
+    fn load_file(
+        dir: &Path,
+        mailbox: &str,
+        ext: &str,
+        header: &'static str,
+    ) -> Result<Self, StateError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let path = dir.join(format!("{}.uidl", file_stem(mailbox)));
+        let path = dir.join(format!("{}.{ext}", file_stem(mailbox)));
         let uids = match fs::read_to_string(&path) {
             Ok(text) => text
                 .lines()
@@ -106,7 +125,7 @@ impl SeenUids {
             Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),
             Err(source) => return Err(StateError::Io { path, source }),
         };
-        Ok(Self { path, uids })
+        Ok(Self { path, uids, header })
     }
 
     pub fn contains(&self, uid: &str) -> bool {
@@ -138,11 +157,11 @@ impl SeenUids {
     }
 
     fn save(&self) -> Result<(), StateError> {
-        let tmp = self
-            .path
-            .with_extension(format!("uidl.tmp.{}", std::process::id()));
-        let mut text = String::with_capacity(HEADER.len() + 1 + self.uids.len() * 17);
-        text.push_str(HEADER);
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(".tmp.{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let mut text = String::with_capacity(self.header.len() + 1 + self.uids.len() * 17);
+        text.push_str(self.header);
         text.push('\n');
         let mut sorted: Vec<&String> = self.uids.iter().collect();
         sorted.sort();

@@ -7,8 +7,15 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::{
     error::{Error, Result},
-    protocol::{Command, Expect, Limits, Parsed, Reply, ResponseCode, Status, parse_reply},
+    protocol::{
+        Command, Expect, Limits, ParseError, Parsed, Reply, ResponseCode, Skip, Status, data_start,
+        parse_reply, skip_data,
+    },
 };
+
+/// An oversized reply is read past up to this many times its limit (and 64 MiB); a server that
+/// sends more than that for one mail is not answering as POP3 does.
+const SKIP_FACTOR: usize = 8;
 
 /// Timeouts of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +92,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return Ok(value);
                 }
                 Ok(Parsed::Incomplete { resume: r }) => resume = r,
+                Err(ParseError::ReplyTooLarge { .. } | ParseError::LineTooLong { .. })
+                    if expect == Expect::MultiLine
+                        && let Some(start) = data_start(&self.buf[self.start..], &self.limits) =>
+                {
+                    self.start += start;
+                    self.skip_data().await?;
+                    return Err(Error::TooLarge {
+                        command: what,
+                        limit: self.limits.multi_line,
+                    });
+                }
                 Err(source) => {
                     return Err(Error::Parse {
                         command: what,
@@ -93,6 +111,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
             self.fill().await?;
+        }
+    }
+
+    /// Reads past the rest of a multi-line reply's data (from `start`, a line start) without
+    /// keeping it, so the next reply is read from the right place.
+    async fn skip_data(&mut self) -> Result<()> {
+        let cap = self
+            .limits
+            .multi_line
+            .saturating_mul(SKIP_FACTOR)
+            .max(64 << 20);
+        let (mut skipped, mut mid_line) = (0usize, false);
+        loop {
+            match skip_data(&self.buf[self.start..], mid_line) {
+                Skip::Done { consumed } => {
+                    self.start += consumed;
+                    return Ok(());
+                }
+                Skip::More {
+                    consumed,
+                    mid_line: m,
+                } => {
+                    self.start += consumed;
+                    skipped += consumed;
+                    mid_line = m;
+                }
+            }
+            if skipped > cap {
+                return Err(Error::Parse {
+                    command: "RETR",
+                    source: ParseError::ReplyTooLarge { limit: cap },
+                });
+            }
+            // Dropped bytes are not kept: the buffer stays small.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            self.fill().await?;
+        }
+    }
+
+    /// Reads and drops whatever the server still sends until it closes the connection (after
+    /// QUIT) or `limit` passes, so closing does not reset a connection with unread data (which
+    /// could make the server drop it before it reads our QUIT).
+    pub async fn drain_to_eof(&mut self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut scratch = vec![0u8; 64 << 10];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await
+        {
+            if n == 0 {
+                break;
+            }
         }
     }
 

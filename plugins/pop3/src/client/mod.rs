@@ -191,6 +191,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
+/// A reply as the outcome of its command: `-ERR` and a reply too large (read past, the
+/// connection still in step) are that command's error; anything else breaks the connection.
+fn reply_or_skip(command: &Command, reply: Result<Reply>) -> Result<Result<Reply>> {
+    match reply {
+        Ok(reply) => Ok(conn::expect_ok(command.verb(), reply)),
+        Err(e @ Error::TooLarge { .. }) => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
+}
+
 /// A logged-in connection in the TRANSACTION state. Message numbers are per session.
 #[derive(Debug)]
 pub struct Session<S> {
@@ -270,21 +280,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.conn.command(&Command::Rset).await.map(drop)
     }
 
-    /// Runs `commands` and returns each one's outcome in order: `-ERR` to one command is that
-    /// command's [`Error::Server`]; a broken connection fails the whole batch. With PIPELINING
-    /// the commands go out in one write, otherwise one round trip each.
+    /// Runs `commands` and returns each one's outcome in order: `-ERR` to one command (or a
+    /// reply too large, read past) is that command's error; a broken connection fails the whole
+    /// batch. With PIPELINING the commands go out in one write, otherwise one round trip each.
     pub async fn batch(&mut self, commands: &[Command]) -> Result<Vec<Result<Reply>>> {
+        let mut out = Vec::with_capacity(commands.len());
+        self.batch_into(commands, &mut out).await?;
+        Ok(out)
+    }
+
+    /// [`Self::batch`] into `out`; when the connection fails, `out` holds the outcomes read so
+    /// far, so `out.len()` is the index of the command whose reply could not be read.
+    pub async fn batch_into(
+        &mut self,
+        commands: &[Command],
+        out: &mut Vec<Result<Reply>>,
+    ) -> Result<()> {
         if self.pipelining {
             self.send_pipelined(commands).await?;
-            return self.read_replies(commands).await;
+            return self.read_replies_into(commands, out).await;
         }
-        let mut out = Vec::with_capacity(commands.len());
         for c in commands {
             self.conn.send(std::slice::from_ref(c)).await?;
-            let reply = self.conn.read_reply(c).await?;
-            out.push(conn::expect_ok(c.verb(), reply));
+            out.push(reply_or_skip(c, self.conn.read_reply(c).await)?);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The first half of a pipeline: writes `commands` in one write and returns without reading
@@ -297,14 +317,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The second half: reads the replies to `commands` (sent by [`Self::send_pipelined`]) in
-    /// order, each `+OK` or that command's [`Error::Server`].
+    /// order, each `+OK` or that command's error.
     pub async fn read_replies(&mut self, commands: &[Command]) -> Result<Vec<Result<Reply>>> {
         let mut out = Vec::with_capacity(commands.len());
-        for c in commands {
-            let reply = self.conn.read_reply(c).await?;
-            out.push(conn::expect_ok(c.verb(), reply));
-        }
+        self.read_replies_into(commands, &mut out).await?;
         Ok(out)
+    }
+
+    /// [`Self::read_replies`] into `out` (see [`Self::batch_into`] for what a failure leaves).
+    pub async fn read_replies_into(
+        &mut self,
+        commands: &[Command],
+        out: &mut Vec<Result<Reply>>,
+    ) -> Result<()> {
+        for c in commands {
+            out.push(reply_or_skip(c, self.conn.read_reply(c).await)?);
+        }
+        Ok(())
+    }
+
+    /// Gives up on a session that may be out of step with the server (a reply that could not be
+    /// read): writes `commands` (DELEs) and QUIT without reading their replies, then reads
+    /// whatever comes until the server closes or `linger` passes. The server handles commands in
+    /// order, so if it is still there, the deletions commit; nothing here can be trusted to say
+    /// whether they did.
+    pub async fn abandon(mut self, commands: &[Command], linger: std::time::Duration) {
+        let mut all = commands.to_vec();
+        all.push(Command::Quit);
+        if self.conn.send(&all).await.is_ok() {
+            self.conn.drain_to_eof(linger).await;
+        }
     }
 
     /// QUIT: the server deletes the messages marked deleted and closes. Only a `+OK` here

@@ -11,7 +11,7 @@ mod rfc2449;
 
 pub use self::{
     error::ParseError,
-    response::{Expect, Limits, Parsed, Reply, Status, parse_reply},
+    response::{Expect, Limits, Parsed, Reply, Skip, Status, data_start, parse_reply, skip_data},
     rfc1939::{
         Command, ListEntry, UidlEntry, apop_digest, apop_timestamp, parse_list, parse_stat,
         parse_uidl,

@@ -120,6 +120,67 @@ pub fn parse_reply(
     }
 }
 
+/// Where the data of a multi-line `+OK` reply at the start of `buf` begins: `None` unless `buf`
+/// starts with a complete, valid `+OK` status line. After [`parse_reply`] refused a reply as too
+/// large, this tells whether the status line was fine (so only the data was too much, and it can
+/// be skipped with [`skip_data`]).
+pub fn data_start(buf: &[u8], limits: &Limits) -> Option<usize> {
+    let (line, start) = next_line(buf, 0, limits.status_line).ok()??;
+    matches!(parse_status(line), Ok((Status::Ok, _))).then_some(start)
+}
+
+/// How far [`skip_data`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The terminating `.` line ends `consumed` bytes in.
+    Done { consumed: usize },
+    /// Not there yet: drop the first `consumed` bytes and call again with more, passing
+    /// `mid_line` (the dropped bytes ended inside a line).
+    More { consumed: usize, mid_line: bool },
+}
+
+/// Scans the data lines of a multi-line reply for its terminating `.` line without keeping
+/// them, so an oversized reply can be passed over in bounded memory and the connection stays
+/// in step with the server. `buf` starts at a line start, or inside a line if `mid_line`.
+pub fn skip_data(buf: &[u8], mid_line: bool) -> Skip {
+    let mut pos = 0;
+    if mid_line {
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(nl) => pos = nl + 1,
+            None => {
+                return Skip::More {
+                    consumed: buf.len(),
+                    mid_line: true,
+                };
+            }
+        }
+    }
+    loop {
+        let rest = &buf[pos..];
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            // An unfinished line of more than `.` + CR cannot be the terminator.
+            return if rest.len() > 2 {
+                Skip::More {
+                    consumed: buf.len(),
+                    mid_line: true,
+                }
+            } else {
+                Skip::More {
+                    consumed: pos,
+                    mid_line: false,
+                }
+            };
+        };
+        let line = &rest[..nl];
+        if line.strip_suffix(b"\r").unwrap_or(line) == b"." {
+            return Skip::Done {
+                consumed: pos + nl + 1,
+            };
+        }
+        pos += nl + 1;
+    }
+}
+
 /// The line starting at `start` without its line ending, and where the next line starts.
 /// `None` if the line is not complete yet; an error if it is (or will be) longer than `limit`.
 fn next_line(buf: &[u8], start: usize, limit: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
@@ -289,6 +350,48 @@ mod tests {
         let big = b"+OK\r\n1234567\r\n1234567\r\n1234567\r\n1234567\r\n.\r\n";
         let e = parse_reply(big, 0, Expect::MultiLine, &limits).unwrap_err();
         assert_eq!(e, ParseError::ReplyTooLarge { limit: 30 });
+    }
+
+    #[test]
+    fn oversized_data_is_skipped_to_its_terminator_in_pieces() {
+        let limits = Limits::default();
+        assert_eq!(data_start(b"+OK 9 octets\r\nx", &limits), Some(14));
+        assert_eq!(data_start(b"-ERR no\r\n", &limits), None);
+        assert_eq!(data_start(b"+OK 9 oct", &limits), None);
+        let data: &[u8] = b"..\r\n.x\r\nlong line\r\n.\r\n+OK next\r\n";
+        assert_eq!(skip_data(data, false), Skip::Done { consumed: 22 });
+        assert_eq!(&data[22..], b"+OK next\r\n");
+        // Fed in every split, it always ends at the same place.
+        for piece in 1..data.len() {
+            let (mut pos, mut mid, mut end) = (0, false, None);
+            let mut avail = piece.min(data.len());
+            while end.is_none() {
+                match skip_data(&data[pos..avail], mid) {
+                    Skip::Done { consumed } => end = Some(pos + consumed),
+                    Skip::More { consumed, mid_line } => {
+                        pos += consumed;
+                        mid = mid_line;
+                        assert!(avail < data.len(), "piece {piece}: ran out");
+                        avail = (avail + piece).min(data.len());
+                    }
+                }
+            }
+            assert_eq!(end, Some(22), "piece {piece}");
+        }
+        assert_eq!(
+            skip_data(b"abc", true),
+            Skip::More {
+                consumed: 3,
+                mid_line: true
+            }
+        );
+        assert_eq!(
+            skip_data(b"x\r\n.\r", false),
+            Skip::More {
+                consumed: 3,
+                mid_line: false
+            }
+        );
     }
 
     #[test]

@@ -12,10 +12,16 @@
 //! the early login gets the usual login after QUIT.
 //!
 //! Dispositions: an accepted alert's mail is deleted (keep mode: its UIDL is recorded instead);
-//! oversize mail, mail from a sender not allowed (unless `on_disallowed = "delete"`) and mail whose
-//! alert the host refused for good stay on the server and are not fetched again by this
-//! instance; a transient refusal ends the session (the mail stays and is retried after backoff).
-//! A mail that cannot be read well still becomes an alert, labelled `mail.problem`.
+//! mail from a sender not accepted stays on the server (unless `on_disallowed = "delete"`) and
+//! is not fetched again by this instance; a transient refusal ends the session (the mail stays
+//! and is retried after backoff). A mail that cannot be read well still becomes an alert,
+//! labelled `mail.problem`. Oversize mail, mail the host refused for good and mail that failed to
+//! be fetched `max_fetch_attempts` times is quarantined ([`crate::quarantine`]).
+//!
+//! One mail never ends a session: `-ERR` or a reply too large (read past) fails only its RETR.
+//! When the connection itself fails mid-session, the DELEs decided so far and QUIT are still
+//! written ([`Session::abandon`]), so the deletions before the failure commit if the server is
+//! still there; the failure counts against the mail that was being read.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -23,20 +29,20 @@ use std::{
     time::Duration,
 };
 
-use alertbridge_plugin_api::{
-    Alert, ErrorKind, PluginError, Receipt, error_chain, kit::SourceContext,
-};
+mod fate;
+mod listing;
+
+use alertbridge_plugin_api::{Alert, PluginError, Receipt, error_chain, kit::SourceContext};
 use futures_util::future::join_all;
 use tokio::task::JoinHandle;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
-    auth_results::{self, Verdict},
     client::{Io, Session, connect},
     config::OnDisallowed,
     error::Error,
-    mail::{self, MailAlert},
-    protocol::{Command, ListEntry, parse_list, parse_uidl},
+    protocol::{Command, ListEntry, Reply},
+    quarantine::{Due, Memory},
     source::Pop3Source,
     state::{SeenUids, StateError},
 };
@@ -112,6 +118,8 @@ impl SessionError {
 struct Listing {
     uids: Option<HashMap<u32, String>>,
     sizes: Vec<ListEntry>,
+    /// Every message is listed (not only a backlog's first window).
+    complete: bool,
 }
 
 /// A message to fetch.
@@ -120,6 +128,29 @@ struct Candidate {
     msg: u32,
     uid: Option<String>,
     size: u64,
+    /// Quarantined: only its headers are fetched (if they can be), for the problem alert.
+    quarantine: Option<Due>,
+}
+
+impl Candidate {
+    /// The command that fetches what this mail needs: RETR; for a quarantined mail `TOP n 0`,
+    /// or NOOP when reading its headers broke a connection before (keeping replies in order).
+    fn fetch(&self) -> Command {
+        match &self.quarantine {
+            None => Command::Retr(self.msg),
+            Some(q) if q.headers => Command::Top(self.msg, 0),
+            Some(_) => Command::Noop,
+        }
+    }
+
+    /// Bytes its fetch brings, about.
+    fn fetch_size(&self) -> u64 {
+        if self.quarantine.is_some() {
+            4 << 10
+        } else {
+            self.size
+        }
+    }
 }
 
 /// A fetched mail, ready for the host or already decided.
@@ -131,7 +162,12 @@ enum Prepared {
 /// What to do with a fetched mail.
 enum Disposition {
     Delete,
+    /// Leave it on the server; not fetched again by this instance.
     Keep,
+    /// Leave it on the server; it is quarantined at the next session.
+    Retry,
+    /// Its problem alert is queued: remember it as quarantined (and delete it if so configured).
+    Quarantine,
 }
 
 /// A batch whose alerts are with the host.
@@ -151,17 +187,19 @@ struct Tally {
     handled: usize,
     /// The first transient refusal: the session ends (after the DELEs).
     host_error: Option<PluginError>,
+    /// Why the session broke off (the connection failed or the state could not be written):
+    /// the DELEs are written blindly before QUIT.
+    error: Option<SessionError>,
 }
 
 impl Pop3Source {
     /// Runs one session, on `ahead` if the last session logged it in. `seen` is the keep-mode
-    /// state; `skipped` the UIDLs this instance decided to leave on the server (oversize,
-    /// disallowed, refused for good).
+    /// state; `memory` what this instance knows of mails it left aside or that failed.
     pub(crate) async fn session(
         &self,
         ctx: &SourceContext,
         mut seen: Option<&mut SeenUids>,
-        skipped: &mut HashSet<String>,
+        memory: &mut Memory,
         ahead: Option<Box<Ahead>>,
     ) -> Result<Outcome, SessionError> {
         let s = &self.settings;
@@ -173,11 +211,11 @@ impl Pop3Source {
                     () = ctx.shutdown.cancelled() => return Ok(Outcome::Done),
                     r = self.login() => r?,
                 };
-                let (listing, beyond) = self.listing(&mut session, skipped.len()).await?;
+                let (listing, beyond) = self.listing(&mut session, memory.left_aside()).await?;
                 (session, listing, beyond, HashSet::new(), None)
             }
         };
-        let mut candidates = self.select(listing, seen.as_deref_mut(), skipped, &excluded)?;
+        let mut candidates = self.select(listing, seen.as_deref_mut(), memory, &excluded)?;
         let max = s.max_messages_per_session as usize;
         let more = beyond || candidates.len() > max;
         candidates.truncate(max);
@@ -189,8 +227,8 @@ impl Pop3Source {
             && candidates.iter().all(|c| c.uid.is_some());
         if !overlap {
             let tally = self
-                .drain(ctx, &mut session, &candidates, seen, skipped)
-                .await?;
+                .drain(ctx, &mut session, &candidates, seen, memory)
+                .await;
             if let Some(before) = before {
                 let _ = before.task.await;
             }
@@ -207,18 +245,25 @@ impl Pop3Source {
             Some(b) if !b.task.is_finished() => taken.union(&b.taken).cloned().collect(),
             _ => taken.clone(),
         };
-        let extra = excluded.len() + skipped.len();
+        let extra = excluded.len() + memory.left_aside();
         let (tally, next) = tokio::join!(
-            self.drain(ctx, &mut session, &candidates, seen, skipped),
+            self.drain(ctx, &mut session, &candidates, seen, memory),
             self.log_in_ahead(ctx, extra),
         );
         if let Some(before) = before {
             let _ = before.task.await;
         }
-        let tally = tally?;
-        let Some((next, listing, beyond)) = next.filter(|_| tally.host_error.is_none()) else {
-            self.finish(session, tally).await?;
-            return Ok(Outcome::More(None));
+        let failed = tally.host_error.is_some() || tally.error.is_some();
+        let (next, listing, beyond) = match next {
+            Some(next) if !failed => next,
+            next => {
+                // Nothing was taken in the session ahead: it only logs out.
+                if let Some((next, ..)) = next {
+                    let _ = next.quit().await;
+                }
+                self.finish(session, tally).await?;
+                return Ok(Outcome::More(None));
+            }
         };
         // The next session fetches while this one's DELEs and QUIT complete.
         let mailbox = s.mailbox.clone();
@@ -245,16 +290,60 @@ impl Pop3Source {
         }))))
     }
 
-    /// Fetches, submits and settles `candidates`; returns the DELEs still to send (and a
-    /// transient host refusal, which ends the session).
+    /// Fetches, submits and settles `candidates`; returns the DELEs still to send, and why the
+    /// session has to end (a transient host refusal, a failed connection).
     async fn drain(
         &self,
         ctx: &SourceContext,
         session: &mut Pop3Session,
         candidates: &[Candidate],
         mut seen: Option<&mut SeenUids>,
-        skipped: &mut HashSet<String>,
-    ) -> Result<Tally, SessionError> {
+        memory: &mut Memory,
+    ) -> Tally {
+        let s = &self.settings;
+        let mut tally = Tally::default();
+        let mut submitted: VecDeque<Submitted<'_>> = VecDeque::new();
+        let fetched = self
+            .fetch_all(
+                ctx,
+                session,
+                candidates,
+                seen.as_deref_mut(),
+                memory,
+                &mut tally,
+                &mut submitted,
+            )
+            .await;
+        // The alerts still awaiting receipts are with the host: their answers decide (also
+        // when the connection failed: their DELEs are still worth sending).
+        let mut settled = Ok(());
+        while let Some(batch) = submitted.pop_front() {
+            let r = self
+                .settle_batch(batch, seen.as_deref_mut(), memory, &mut tally)
+                .await;
+            settled = settled.and(r);
+        }
+        if let Err(e) = fetched.and(settled.map_err(SessionError::from)) {
+            tally.error = Some(e);
+        }
+        if tally.handled > 0 {
+            info!(mailbox = %s.mailbox, handled = tally.handled, deleted = !s.keep, "Drained.");
+        }
+        tally
+    }
+
+    /// The fetch loop of [`Self::drain`]: batches out, alerts to the host, settled batches in.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_all<'c>(
+        &self,
+        ctx: &SourceContext,
+        session: &mut Pop3Session,
+        candidates: &'c [Candidate],
+        mut seen: Option<&mut SeenUids>,
+        memory: &mut Memory,
+        tally: &mut Tally,
+        submitted: &mut VecDeque<Submitted<'c>>,
+    ) -> Result<(), SessionError> {
         let s = &self.settings;
         let pipelining = session.pipelining();
         let chunks = if pipelining {
@@ -262,22 +351,20 @@ impl Pop3Source {
         } else {
             candidates.chunks(1).collect()
         };
-        let mut tally = Tally::default();
-        let mut submitted: VecDeque<Submitted<'_>> = VecDeque::new();
         // With PIPELINING the next batch is already requested while this one is submitted.
         let mut in_flight: Option<(Vec<Command>, usize)> = None;
         for (i, chunk) in chunks.iter().enumerate() {
             let (commands, replies) = match in_flight.take() {
-                Some((sent, n_dele)) => {
-                    let replies = session.read_replies(&sent).await?;
-                    ((sent, n_dele), replies)
+                Some(sent) => {
+                    let replies = read_fetch(session, &sent, chunk, memory, true).await?;
+                    (sent, replies)
                 }
                 None => {
                     if ctx.shutdown.is_cancelled() {
                         break;
                     }
                     let commands = fetch_commands(&mut tally.deletes, chunk);
-                    let replies = session.batch(&commands.0).await?;
+                    let replies = read_fetch(session, &commands, chunk, memory, false).await?;
                     (commands, replies)
                 }
             };
@@ -288,16 +375,29 @@ impl Pop3Source {
                 && let Some(next) = chunks.get(i + 1)
             {
                 let next = fetch_commands(&mut tally.deletes, next);
-                session.send_pipelined(&next.0).await?;
+                if let Err(e) = session.send_pipelined(&next.0).await {
+                    // Those DELEs may not have gone out: they are written again on the way out.
+                    tally.deletes.extend(next.0.iter().filter_map(|c| match c {
+                        Command::Dele(n) => Some(*n),
+                        _ => None,
+                    }));
+                    return Err(e.into());
+                }
                 in_flight = Some(next);
             }
             let mut prepared = Vec::with_capacity(chunk.len());
             for (candidate, reply) in chunk.iter().zip(replies) {
-                match reply {
-                    Ok(reply) => prepared.push((candidate, self.prepare(candidate, &reply.data))),
-                    Err(e) => {
-                        warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR refused; skipping this mail for now.")
+                match (reply, &candidate.quarantine) {
+                    (Ok(reply), None) => {
+                        prepared.push((candidate, self.prepare(candidate, &reply.data)));
                     }
+                    (Ok(reply), Some(q)) => {
+                        let headers = if q.headers { &reply.data[..] } else { &[] };
+                        prepared.push((candidate, self.prepare(candidate, headers)));
+                    }
+                    // TOP refused or too large: the problem alert goes without headers.
+                    (Err(_), Some(_)) => prepared.push((candidate, self.prepare(candidate, &[]))),
+                    (Err(e), None) => self.fetch_failed(candidate, &e, memory),
                 }
             }
             // Shut down before this batch's submits: its mails stay on the server.
@@ -312,7 +412,7 @@ impl Pop3Source {
                 && (submitted.len() > SUBMITS_IN_FLIGHT || oldest.receipts.is_finished())
                 && let Some(batch) = submitted.pop_front()
             {
-                self.settle_batch(batch, seen.as_deref_mut(), skipped, &mut tally)
+                self.settle_batch(batch, seen.as_deref_mut(), memory, tally)
                     .await?;
             }
             if tally.host_error.is_some() {
@@ -321,25 +421,39 @@ impl Pop3Source {
         }
         // A prefetch nobody handled: its DELEs count, its mails stay on the server.
         if let Some((sent, n_dele)) = in_flight.take() {
-            check_deletes(
-                &s.mailbox,
-                session.read_replies(&sent).await?.into_iter().take(n_dele),
-            );
+            let replies = session.read_replies(&sent).await?;
+            check_deletes(&s.mailbox, replies.into_iter().take(n_dele));
         }
-        // The alerts still awaiting receipts are with the host: their answers decide.
-        while let Some(batch) = submitted.pop_front() {
-            self.settle_batch(batch, seen.as_deref_mut(), skipped, &mut tally)
-                .await?;
-        }
-        if tally.handled > 0 {
-            info!(mailbox = %s.mailbox, handled = tally.handled, deleted = !s.keep, "Drained.");
-        }
-        Ok(tally)
+        Ok(())
+    }
+
+    /// A RETR failed on its own (`-ERR`, a reply too large): the mail counts a failure (at
+    /// once enough for quarantine when it would fail the same way again) and is skipped for
+    /// this session.
+    fn fetch_failed(&self, candidate: &Candidate, e: &Error, memory: &mut Memory) {
+        let s = &self.settings;
+        let Some(uid) = &candidate.uid else {
+            warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR failed (no UIDL to remember the mail by); skipping it for now.");
+            return;
+        };
+        let lasting = matches!(e, Error::TooLarge { .. }) || !e.is_retriable();
+        let due = memory.failed(uid, &e.to_string(), lasting);
+        warn!(mailbox = %s.mailbox, msg = candidate.msg, uid, error = %e, failures = memory.failures(uid), quarantine_next = due,
+            "RETR failed; skipping this mail for now.");
     }
 
     /// Closes the session (DELEs, QUIT); a transient host refusal ends it as an error, after
     /// the mails taken before it are deleted all the same.
     async fn finish(&self, session: Pop3Session, tally: Tally) -> Result<(), SessionError> {
+        if let Some(e) = tally.error {
+            let commands: Vec<Command> = tally.deletes.iter().copied().map(Command::Dele).collect();
+            warn!(mailbox = %self.settings.mailbox, error = %error_chain(&e), deletes = commands.len(),
+                "Session failed; writing its DELEs and QUIT so the mails taken so far are deleted.");
+            session
+                .abandon(&commands, self.settings.endpoint.timeouts.io)
+                .await;
+            return Err(e);
+        }
         close(session, tally.deletes, &self.settings.mailbox).await?;
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
         match tally.host_error {
@@ -353,7 +467,7 @@ impl Pop3Source {
         &self,
         batch: Submitted<'_>,
         mut seen: Option<&mut SeenUids>,
-        skipped: &mut HashSet<String>,
+        memory: &mut Memory,
         tally: &mut Tally,
     ) -> Result<(), StateError> {
         let s = &self.settings;
@@ -369,7 +483,7 @@ impl Pop3Source {
             let disposition = match decided {
                 Some(d) => Ok(d),
                 None => match answers.next() {
-                    Some(answer) => self.settle(candidate, answer),
+                    Some(answer) => self.settle(candidate, answer, memory),
                     None => continue,
                 },
             };
@@ -381,7 +495,17 @@ impl Pop3Source {
                 }
                 Ok(Disposition::Delete) => tally.deletes.push(candidate.msg),
                 Ok(Disposition::Keep) => {
-                    skipped.extend(candidate.uid.clone());
+                    memory.skipped.extend(candidate.uid.clone());
+                }
+                Ok(Disposition::Retry) => {}
+                Ok(Disposition::Quarantine) => {
+                    if let Some(uid) = &candidate.uid {
+                        memory.quarantine(uid)?;
+                        self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if s.on_quarantine == OnDisallowed::Delete && !s.keep {
+                        tally.deletes.push(candidate.msg);
+                    }
                 }
                 Err(e) => {
                     // Later mails of the batch may have been taken: settle them all.
@@ -420,206 +544,12 @@ impl Pop3Source {
             .ok()
     }
 
-    /// STAT, then the listing, and whether more messages wait beyond it. An empty mailbox
-    /// costs one command; in a backlog only the first `max_messages_per_session + extra`
-    /// messages are listed (one pipelined `UIDL n`/`LIST n` pair each) instead of the whole
-    /// mailbox in every session.
-    async fn listing(
-        &self,
-        session: &mut Pop3Session,
-        extra: usize,
-    ) -> Result<(Listing, bool), SessionError> {
-        let s = &self.settings;
-        let (count, _) = session.stat().await?;
-        if count == 0 {
-            let empty = Listing {
-                uids: None,
-                sizes: Vec::new(),
-            };
-            return Ok((empty, false));
-        }
-        let window = s
-            .max_messages_per_session
-            .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
-        if !s.keep && session.pipelining() && count > window {
-            Ok((self.list_first(session, window).await?, true))
-        } else {
-            Ok((self.list_all(session).await?, false))
-        }
-    }
-
-    /// The mails to fetch: not yet seen (keep mode), not left aside before, not taken by the
-    /// session before (`excluded`), not oversize.
-    fn select(
-        &self,
-        listing: Listing,
-        mut seen: Option<&mut SeenUids>,
-        skipped: &mut HashSet<String>,
-        excluded: &HashSet<String>,
-    ) -> Result<Vec<Candidate>, SessionError> {
-        let s = &self.settings;
-        if let (Some(seen), Some(uids)) = (seen.as_deref_mut(), &listing.uids) {
-            seen.retain_present(&uids.values().map(String::as_str).collect())?;
-        }
-        let mut candidates = Vec::new();
-        for entry in listing.sizes {
-            let uid = listing
-                .uids
-                .as_ref()
-                .and_then(|u| u.get(&entry.msg))
-                .cloned();
-            if let Some(uid) = &uid
-                && (skipped.contains(uid)
-                    || excluded.contains(uid)
-                    || seen.as_deref().is_some_and(|seen| seen.contains(uid)))
-            {
-                continue;
-            }
-            if entry.size > s.max_message_bytes {
-                self.counters.oversize.fetch_add(1, Ordering::Relaxed);
-                warn!(mailbox = %s.mailbox, msg = entry.msg, uid = ?uid, size = entry.size, limit = s.max_message_bytes,
-                    "Mail larger than max_message_bytes; left on the server.");
-                skipped.extend(uid);
-                continue;
-            }
-            candidates.push(Candidate {
-                msg: entry.msg,
-                uid,
-                size: entry.size,
-            });
-        }
-        Ok(candidates)
-    }
-
-    /// UIDL and LIST of the whole mailbox.
-    async fn list_all(&self, session: &mut Pop3Session) -> Result<Listing, SessionError> {
-        let s = &self.settings;
-        let uids = match session.uidl().await {
-            Ok(list) => Some(unique_uids(&s.mailbox, list)),
-            // Without UIDL (or with unusable unique-ids) the keys come from Message-IDs.
-            Err(e @ (Error::Server { .. } | Error::Parse { .. })) if !s.keep => {
-                warn!(mailbox = %s.mailbox, error = %e, "No usable UIDL; dedup keys fall back to Message-IDs.");
-                None
-            }
-            Err(Error::Server { .. }) => {
-                return Err(Error::Unsupported("UIDL, which keep = true needs").into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Listing {
-            uids,
-            sizes: session.list().await?,
-        })
-    }
-
-    /// `UIDL n` and `LIST n` for messages 1..=`window`, pipelined. A message gone meanwhile
-    /// (`-ERR`) is left out; a UIDL refused or unparseable leaves that message without a uid.
-    async fn list_first(
-        &self,
-        session: &mut Pop3Session,
-        window: u32,
-    ) -> Result<Listing, SessionError> {
-        let commands: Vec<Command> = (1..=window)
-            .flat_map(|n| [Command::Uidl(Some(n)), Command::List(Some(n))])
-            .collect();
-        let replies = session.batch(&commands).await?;
-        let mut uids = Vec::new();
-        let mut sizes = Vec::new();
-        for pair in replies.chunks(2) {
-            let [uidl, list] = pair else { continue };
-            let Ok(list) = list else { continue };
-            let entry = parse_list(&list.text).map_err(|source| Error::Parse {
-                command: "LIST",
-                source,
-            })?;
-            sizes.extend(entry.into_iter().next());
-            if let Ok(uidl) = uidl
-                && let Ok(entry) = parse_uidl(&uidl.text)
-            {
-                uids.extend(entry.into_iter().next());
-            }
-        }
-        Ok(Listing {
-            uids: Some(unique_uids(&self.settings.mailbox, uids)),
-            sizes,
-        })
-    }
-
     async fn login(&self) -> Result<Pop3Session, Error> {
         let s = &self.settings;
         let client = connect(&s.endpoint).await?;
         let method = s.auth.unwrap_or_else(|| client.best_auth());
         debug!(mailbox = %s.mailbox, ?method, "Logging in.");
         client.login(method, &s.username, s.password.expose()).await
-    }
-
-    /// Builds the alert of one mail, or decides its fate without one.
-    fn prepare(&self, candidate: &Candidate, raw: &[u8]) -> Prepared {
-        let s = &self.settings;
-        let MailAlert {
-            mut alert,
-            sender,
-            message_id,
-            auth_results,
-            problem,
-        } = mail::alert_from_mail(raw, &s.mail);
-        let refusal = if !s.senders.allows(sender.as_deref()) {
-            Some("not in allowed_senders".to_owned())
-        } else if let Some(id) = &s.trusted_authserv_id {
-            match auth_results::vouches(
-                auth_results.iter().map(String::as_str),
-                id,
-                sender.as_deref(),
-            ) {
-                Verdict::Pass(_) => None,
-                v => Some(format!("not vouched for by {id}: {v}")),
-            }
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
-            self.counters.disallowed.fetch_add(1, Ordering::Relaxed);
-            let delete = s.on_disallowed == OnDisallowed::Delete;
-            warn!(mailbox = %s.mailbox, msg = candidate.msg, sender = ?sender, subject = %alert.subject, reason = %why, deleted = delete && !s.keep,
-                "Mail from a sender not accepted; no alert.");
-            return Prepared::Done(if delete {
-                Disposition::Delete
-            } else {
-                Disposition::Keep
-            });
-        }
-        if let Some(problem) = &problem {
-            self.counters.problems.fetch_add(1, Ordering::Relaxed);
-            warn!(mailbox = %s.mailbox, msg = candidate.msg, problem = %problem, "Mail not fully readable; submitting it with a mail.problem label.");
-        }
-        let key = pop3_key(&s.mailbox, candidate.uid.as_deref(), message_id.as_deref());
-        set_keys(&mut alert, key, &s.mailbox);
-        Prepared::Submit(alert)
-    }
-
-    /// What the host's answer means for the mail; `Err` only for a refusal worth retrying.
-    fn settle(
-        &self,
-        candidate: &Candidate,
-        answer: Result<Receipt, PluginError>,
-    ) -> Result<Disposition, PluginError> {
-        let s = &self.settings;
-        match answer {
-            Ok(receipt) => {
-                self.counters.alerts.fetch_add(1, Ordering::Relaxed);
-                debug!(mailbox = %s.mailbox, msg = candidate.msg, alert_id = receipt.alert_id, duplicate = receipt.duplicate, "Alert queued.");
-                Ok(Disposition::Delete)
-            }
-            Err(e) if e.kind == ErrorKind::TRANSIENT || e.kind == ErrorKind::SHUTTING_DOWN => {
-                Err(e)
-            }
-            Err(e) => {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                error!(mailbox = %s.mailbox, msg = candidate.msg, uid = ?candidate.uid, error = %e,
-                    "Host refused the alert for good; the mail stays on the server.");
-                Ok(Disposition::Keep)
-            }
-        }
     }
 }
 
@@ -659,11 +589,12 @@ fn batches(candidates: &[Candidate]) -> Vec<&[Candidate]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, c) in candidates.iter().enumerate() {
-        if i > start && (i - start == PIPELINE_BATCH || bytes + c.size > PIPELINE_BATCH_BYTES) {
+        let size = c.fetch_size();
+        if i > start && (i - start == PIPELINE_BATCH || bytes + size > PIPELINE_BATCH_BYTES) {
             out.push(&candidates[start..i]);
             (start, bytes) = (i, 0);
         }
-        bytes += c.size;
+        bytes += size;
     }
     if start < candidates.len() {
         out.push(&candidates[start..]);
@@ -671,68 +602,45 @@ fn batches(candidates: &[Candidate]) -> Vec<&[Candidate]> {
     out
 }
 
-/// The DELEs decided so far (taken out of `deletes`) followed by the RETRs of `chunk`, and how
-/// many DELEs lead.
+/// The DELEs decided so far (taken out of `deletes`) followed by the fetches of `chunk`, and
+/// how many DELEs lead.
 fn fetch_commands(deletes: &mut Vec<u32>, chunk: &[Candidate]) -> (Vec<Command>, usize) {
     let mut commands: Vec<Command> = deletes.drain(..).map(Command::Dele).collect();
     let n_dele = commands.len();
-    commands.extend(chunk.iter().map(|c| Command::Retr(c.msg)));
+    commands.extend(chunk.iter().map(Candidate::fetch));
     (commands, n_dele)
 }
 
-/// Message number → unique-id, leaving out unique-ids the server gave to more than one message
-/// (a broken server): as dedup keys they would make the host drop one of the mails.
-fn unique_uids(mailbox: &str, list: Vec<crate::protocol::UidlEntry>) -> HashMap<u32, String> {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for e in &list {
-        *count.entry(e.uid.as_str()).or_default() += 1;
+/// Sends `commands` (unless `sent` already) and reads their replies. When the connection fails
+/// while a mail is read, that mail counts a failure (its headers, for a quarantined one).
+async fn read_fetch(
+    session: &mut Pop3Session,
+    (commands, n_dele): &(Vec<Command>, usize),
+    chunk: &[Candidate],
+    memory: &mut Memory,
+    sent: bool,
+) -> Result<Vec<Result<Reply, Error>>, SessionError> {
+    let mut out = Vec::with_capacity(commands.len());
+    let read = if sent {
+        session.read_replies_into(commands, &mut out).await
+    } else {
+        session.batch_into(commands, &mut out).await
+    };
+    let Err(e) = read else { return Ok(out) };
+    let culprit = out.len().checked_sub(*n_dele).and_then(|i| chunk.get(i));
+    if let Some(c) = culprit
+        && let Some(uid) = &c.uid
+    {
+        match &c.quarantine {
+            Some(_) => memory.headers_failed(uid),
+            None => {
+                memory.failed(uid, &alertbridge_plugin_api::error_chain(&e), false);
+            }
+        }
+        warn!(msg = c.msg, uid, error = %e, failures = memory.failures(uid), "The connection failed while this mail was read.");
     }
-    let repeated: HashSet<String> = count
-        .into_iter()
-        .filter(|&(_, n)| n > 1)
-        .map(|(u, _)| u.to_owned())
-        .collect();
-    if !repeated.is_empty() {
-        warn!(
-            mailbox,
-            repeated = repeated.len(),
-            "Server gave one unique-id to several messages; keying those by Message-ID."
-        );
-    }
-    list.into_iter()
-        .filter(|e| !repeated.contains(&e.uid))
-        .map(|e| (e.msg, e.uid))
-        .collect()
+    Err(e.into())
 }
-
-/// `pop3:<user>@<server>:<UIDL>`, or the Message-ID when the server has no UIDL.
-fn pop3_key(mailbox: &str, uid: Option<&str>, message_id: Option<&str>) -> Option<String> {
-    match (uid, message_id) {
-        (Some(uid), _) => Some(format!("pop3:{mailbox}:{uid}")),
-        (None, Some(id)) => Some(format!("pop3:{mailbox}:<{id}>")),
-        (None, None) => None,
-    }
-}
-
-/// The dedup key: the mailbox key, or, when the alert document brought its own, that key in a
-/// namespace of its own (`sender:<key>`), which no key the mailbox makes (`pop3:…`) can equal:
-/// a mail cannot pre-claim the key of another mail. The mailbox key is kept in the `pop3.key`
-/// attribute either way.
-fn set_keys(alert: &mut Alert, key: Option<String>, mailbox: &str) {
-    alert
-        .attributes
-        .insert("pop3.mailbox".into(), mailbox.to_owned());
-    if let Some(chosen) = alert.dedup_key.take() {
-        alert.dedup_key = Some(format!("{SENDER_KEY_PREFIX}{chosen}"));
-    }
-    if let Some(key) = key {
-        alert.attributes.insert("pop3.key".into(), key.clone());
-        alert.dedup_key.get_or_insert(key);
-    }
-}
-
-/// The namespace of dedup keys chosen by a mail's sender (`<dedup-key>`).
-pub const SENDER_KEY_PREFIX: &str = "sender:";
 
 fn check_deletes(
     mailbox: &str,
@@ -757,6 +665,7 @@ mod tests {
             msg: 1,
             uid: None,
             size,
+            quarantine: None,
         };
         let lens = |v: &[Candidate]| batches(v).iter().map(|b| b.len()).collect::<Vec<_>>();
         assert_eq!(
@@ -769,55 +678,5 @@ mod tests {
             [2, 1, 1, 1]
         );
         assert!(batches(&[]).is_empty());
-    }
-
-    #[test]
-    fn repeated_uids_are_left_out() {
-        let entry = |msg, uid: &str| crate::protocol::UidlEntry {
-            msg,
-            uid: uid.into(),
-        };
-        let map = unique_uids("m", vec![entry(1, "a"), entry(2, "b"), entry(3, "a")]);
-        assert_eq!(map, HashMap::from([(2, "b".to_owned())]));
-    }
-
-    #[test]
-    fn keys() {
-        assert_eq!(
-            pop3_key("a@h:110", Some("0001"), Some("m@x")).as_deref(),
-            Some("pop3:a@h:110:0001")
-        );
-        assert_eq!(
-            pop3_key("a@h:110", None, Some("m@x")).as_deref(),
-            Some("pop3:a@h:110:<m@x>")
-        );
-        assert_eq!(pop3_key("a@h:110", None, None), None);
-        let mut a = Alert::new("s");
-        set_keys(&mut a, Some("pop3:k".into()), "a@h:110");
-        assert_eq!(a.dedup_key.as_deref(), Some("pop3:k"));
-        let mut b = Alert {
-            dedup_key: Some("db01-disk".into()),
-            ..Alert::new("s")
-        };
-        set_keys(&mut b, Some("pop3:k".into()), "a@h:110");
-        assert_eq!(
-            (b.dedup_key.as_deref(), b.attributes["pop3.key"].as_str()),
-            (Some("sender:db01-disk"), "pop3:k")
-        );
-        // A sender's key naming another mail's mailbox key does not collide with it.
-        let mut forged = Alert {
-            dedup_key: Some("pop3:a@h:110:0002".into()),
-            ..Alert::new("s")
-        };
-        set_keys(
-            &mut forged,
-            pop3_key("a@h:110", Some("0001"), None),
-            "a@h:110",
-        );
-        assert_eq!(
-            forged.dedup_key.as_deref(),
-            Some("sender:pop3:a@h:110:0002")
-        );
-        assert_ne!(forged.dedup_key, pop3_key("a@h:110", Some("0002"), None));
     }
 }
