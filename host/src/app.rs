@@ -15,7 +15,7 @@ use crate::{
     instances::{self, Registry, Slot},
     loader::Plugins,
     metrics::Metrics,
-    queue::{Queue, QueueError, RedbQueue},
+    queue::{Queue, QueueError, QueueOptions, RedbQueue},
 };
 
 /// Why the bridge could not start.
@@ -83,10 +83,16 @@ impl Bridge {
         })?;
         let metrics = Arc::new(Metrics::default());
         let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
-        let queue: Arc<dyn Queue> = Arc::new(RedbQueue::open(
+        let queue: Arc<dyn Queue> = Arc::new(RedbQueue::open_with(
             &h.data_dir,
-            h.dedup_window,
-            h.history_max_alerts,
+            &QueueOptions {
+                dedup_window: h.dedup_window,
+                dedup_max_keys: h.dedup_max_keys,
+                history_max_alerts: h.history_max_alerts,
+                accept_empty_queue: h.accept_empty_queue,
+                ..QueueOptions::default()
+            },
+            Arc::clone(&metrics),
             Ingest::on_commit(Arc::clone(&metrics), accepted_tx),
         )?);
         let ingest = Arc::new(Ingest {
@@ -302,6 +308,8 @@ impl Bridge {
         self.dispatcher.drain(deadline).await;
         let sinks = std::mem::take(&mut self.running);
         Self::retire(sinks).await;
+        // Plugins may keep their host handle (and so the queue) alive: close the file now.
+        self.queue.close();
         self.admin_stop.cancel();
         for task in self.background {
             task.abort();

@@ -25,6 +25,15 @@ pub enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Start although the queue file vanished or is empty while the data folder says it
+        /// held data (what it held is lost).
+        #[arg(long)]
+        accept_empty_queue: bool,
+    },
+    /// Check or salvage the durable queue (`queue check`, `queue salvage`).
+    Queue {
+        #[command(subcommand)]
+        command: crate::queue_cmd::QueueCommand,
     },
     /// Validate the config and have each instance's plugin check its part; exit 1 listing
     /// every error.
@@ -163,9 +172,10 @@ pub fn plugins(dir: Option<PathBuf>) -> Result<String, CliError> {
 }
 
 /// `alertbridge run`: until SIGTERM or SIGINT; SIGHUP (or `POST /-/reload`) reloads the config.
-pub async fn run(path: &Path) -> Result<(), CliError> {
+pub async fn run(path: &Path, accept_empty_queue: bool) -> Result<(), CliError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let config = Config::load(path)?;
+    let mut config = Config::load(path)?;
+    config.host.accept_empty_queue = accept_empty_queue;
     let plugin_dir = plugin_dir(&config);
     let mut plugins = load_plugins(&plugin_dir)?;
     let (mut bridge, mut reloads) = Bridge::start(config, &plugins).await?;

@@ -123,7 +123,13 @@ impl Ingest {
                 Err(QueueError::Closed) => RErr(stopping()),
                 Err(e) => {
                     tracing::error!(source = &*source, error = %crate::error_chain(&e), "Could not queue an alert.");
-                    RErr(PluginError::new(ErrorKind::TRANSIENT, format!("queue unavailable: {e}")).into())
+                    // "queue unavailable, try later": the source keeps the alert and retries.
+                    let retry = std::time::Duration::from_millis(e.retry_after_ms().unwrap_or(1000));
+                    let message = match e {
+                        QueueError::Unavailable { .. } => e.to_string(),
+                        e => format!("queue unavailable, try later: {}", crate::error_chain(&e)),
+                    };
+                    RErr(PluginError::new(ErrorKind::TRANSIENT, message).retry_after(retry).into())
                 }
             }
         }

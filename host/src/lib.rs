@@ -19,6 +19,7 @@ pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod queue_cmd;
 pub mod route_test;
 pub mod router;
 

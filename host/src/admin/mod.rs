@@ -95,11 +95,19 @@ async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
         .iter()
         .map(|i| (i.is_healthy(), i.status()))
         .collect();
-    let failing: Vec<_> = statuses
+    let mut failing: Vec<_> = statuses
         .iter()
         .filter(|(ok, _)| !ok)
-        .map(|(_, st)| st)
+        .map(|(_, st)| serde_json::json!(st))
         .collect();
+    // The durable queue is part of health: while it cannot write, nothing can be accepted.
+    let queue_fault = s.metrics.queue_fault();
+    if let Some(reason) = &queue_fault {
+        failing.push(serde_json::json!({
+            "name": "queue", "role": "queue", "state": "failed",
+            "message": format!("queue unavailable, reopening with backoff: {reason}"),
+        }));
+    }
     let code = if failing.is_empty() {
         StatusCode::OK
     } else {
@@ -110,6 +118,7 @@ async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
         "failing": failing,
         "instances": statuses.iter().map(|(_, st)| st).collect::<Vec<_>>(),
         "queue_depth": s.metrics.queue_depth(),
+        "queue": { "up": queue_fault.is_none(), "error": queue_fault },
     });
     (code, Json(body)).into_response()
 }

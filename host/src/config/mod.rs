@@ -34,6 +34,10 @@ pub struct HostSettings {
     pub plugin_dir: Option<PathBuf>,
     pub admin_listen: Option<SocketAddr>,
     pub dedup_window: Duration,
+    /// Keys at most in the dedup index (oldest evicted first).
+    pub dedup_max_keys: usize,
+    /// Set by `run --accept-empty-queue`, never by the file.
+    pub accept_empty_queue: bool,
     pub history_max_alerts: usize,
     pub max_queue_depth: usize,
     pub stop_deadline: Duration,
@@ -336,6 +340,8 @@ fn host_settings(
         plugin_dir: raw.plugin_dir.map(|d| base.join(d)),
         admin_listen: raw.admin_listen,
         dedup_window: Duration::from_secs(raw.dedup_window_secs.unwrap_or(86_400)),
+        dedup_max_keys: raw.dedup_max_keys.unwrap_or(1_000_000).max(1),
+        accept_empty_queue: false,
         history_max_alerts: raw.history_max_alerts.unwrap_or(10_000),
         max_queue_depth: raw.max_queue_depth.unwrap_or(100_000),
         stop_deadline: Duration::from_millis(raw.stop_deadline_ms.unwrap_or(10_000)),

@@ -12,6 +12,7 @@ pub struct RawHost {
     pub plugin_dir: Option<PathBuf>,
     pub admin_listen: Option<SocketAddr>,
     pub dedup_window_secs: Option<u64>,
+    pub dedup_max_keys: Option<usize>,
     pub history_max_alerts: Option<usize>,
     pub max_queue_depth: Option<usize>,
     pub stop_deadline_ms: Option<u64>,

@@ -154,4 +154,8 @@ pub trait Queue: Send + Sync + 'static {
 
     /// One alert by id.
     fn get(&self, id: u64) -> Result<Option<StoredAlert>, QueueError>;
+
+    /// Finishes pending writes and closes the storage; later calls answer
+    /// [`QueueError::Closed`]. Called once the bridge has stopped everything else.
+    fn close(&self) {}
 }

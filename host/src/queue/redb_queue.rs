@@ -67,17 +67,14 @@ impl Shared {
 /// The embedded, crash-safe queue.
 pub struct RedbQueue {
     shared: Arc<Shared>,
-    tx: Option<mpsc::Sender<Cmd>>,
-    writer: Option<thread::JoinHandle<()>>,
+    /// Taken by [`Queue::close`]; the writer ends once it is dropped and drained.
+    tx: RwLock<Option<mpsc::Sender<Cmd>>>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 impl Drop for RedbQueue {
-    /// Lets the writer finish what it was given, so the file is closed when this returns.
     fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        self.close();
     }
 }
 
@@ -134,8 +131,8 @@ impl RedbQueue {
             .map_err(QueueError::storage)?;
         Ok(Self {
             shared,
-            tx: Some(tx),
-            writer: Some(writer),
+            tx: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
@@ -143,7 +140,14 @@ impl RedbQueue {
         if let Some(e) = self.shared.unavailable() {
             return Err(e);
         }
+        self.send_anyway(cmd)
+    }
+
+    /// Sends even while faulted (the writer keeps saves for the reopen).
+    fn send_anyway(&self, cmd: Cmd) -> Result<(), QueueError> {
         self.tx
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .ok_or(QueueError::Closed)?
             .send(cmd)
@@ -234,15 +238,11 @@ impl Queue for RedbQueue {
         let sent = serde_json::to_vec(alert)
             .map_err(QueueError::storage)
             .and_then(|json| {
-                self.tx
-                    .as_ref()
-                    .ok_or(QueueError::Closed)?
-                    .send(Cmd::Save {
-                        id: alert.id,
-                        json,
-                        reply,
-                    })
-                    .map_err(|_| QueueError::Closed)
+                self.send_anyway(Cmd::Save {
+                    id: alert.id,
+                    json,
+                    reply,
+                })
             });
         Box::pin(async move {
             sent?;
@@ -284,6 +284,25 @@ impl Queue for RedbQueue {
             Some(v) => decode(id, v.value()).map(Some),
             None => Ok(None),
         })
+    }
+
+    /// Lets the writer finish what it was given and closes the file cleanly (so the next open
+    /// needs no repair), then answers everything with [`QueueError::Closed`].
+    fn close(&self) {
+        drop(
+            self.tx
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
     }
 }
 

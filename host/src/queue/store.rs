@@ -40,6 +40,12 @@ pub(super) fn file_path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
+/// Alerts are private whatever the umask: the data folder 0700, the queue file 0600.
+fn private(path: &Path, mode: u32) -> Result<(), QueueError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(file_error(path))
+}
+
 fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
     move |source| QueueError::File {
         path: path.display().to_string(),
@@ -90,6 +96,14 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// A panic inside redb as a storage error.
+pub(super) fn panicked(p: &(dyn std::any::Any + Send)) -> QueueError {
+    QueueError::storage(std::io::Error::other(format!(
+        "redb gave up: {}",
+        panic_text(p)
+    )))
+}
+
 /// Runs `f`, turning a panic inside redb (it asserts on some damaged files) into an error
 /// naming the file. With `quiet`, the panic message is not printed (it becomes the error).
 pub(super) fn guarded<T>(path: &Path, quiet: bool, f: impl FnOnce() -> T) -> Result<T, QueueError> {
@@ -123,6 +137,9 @@ pub(super) fn open_db(path: &Path, quiet: bool) -> Result<Database, QueueError> 
     let opened = guarded(path, quiet, || {
         Database::builder().set_cache_size(CACHE_BYTES).create(path)
     })?;
+    if opened.is_ok() {
+        private(path, 0o600)?;
+    }
     opened.map_err(|source| match source {
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
             damaged(path, detail)
@@ -149,6 +166,7 @@ pub(super) fn open_checked(
     quiet: bool,
 ) -> Result<Database, QueueError> {
     fs::create_dir_all(dir).map_err(file_error(dir))?;
+    private(dir, 0o700)?;
     let path = file_path(dir);
     let marker = read_marker(dir)?;
     let what = match fs::metadata(&path) {

@@ -9,6 +9,7 @@
 
 use std::{
     collections::BTreeMap,
+    panic::{AssertUnwindSafe, catch_unwind},
     sync::{Arc, PoisonError, mpsc},
     time::{Duration, Instant},
 };
@@ -141,7 +142,15 @@ impl Writer {
                 self.maybe_compact();
             }
         }
-        // Saves that never made it stay for the next start's resume; say so.
+        // A clean close: the next open needs no repair (which verifies every page).
+        drop(
+            self.shared
+                .db
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+                // Saves that never made it stay for the next start's resume; say so.
         if !self.unsaved.is_empty() {
             tracing::error!(
                 alerts = self.unsaved.len(),
@@ -182,7 +191,8 @@ impl Writer {
         let unsaved = std::mem::take(&mut self.unsaved);
         let shared = Arc::clone(&self.shared);
         let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
-        let result = (|| -> Result<u64, QueueError> {
+        // redb asserts on some states of a failing file: a panic is a storage fault too.
+        let result = catch_unwind(AssertUnwindSafe(|| -> Result<u64, QueueError> {
             let db = guard.as_ref().ok_or(QueueError::Closed)?;
             let mut txn = db.begin_write().map_err(QueueError::storage)?;
             txn.set_durability(Durability::Immediate);
@@ -229,7 +239,8 @@ impl Writer {
             };
             txn.commit().map_err(QueueError::storage)?;
             Ok(next_id)
-        })();
+        }))
+        .unwrap_or_else(|p| Err(store::panicked(&*p)));
         drop(guard);
         match result {
             Ok(next_id) => {
@@ -477,7 +488,14 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        let result = db.compact();
+        let result = match catch_unwind(AssertUnwindSafe(|| db.compact())) {
+            Ok(r) => r,
+            Err(p) => {
+                drop(guard);
+                drop(self.fail(&store::panicked(&*p)));
+                return;
+            }
+        };
         drop(guard);
         let after = std::fs::metadata(&path).map_or(0, |m| m.len());
         match result {
