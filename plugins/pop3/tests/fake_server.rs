@@ -1,6 +1,7 @@
 //! The `pop3` source against a small scripted POP3 server on loopback, for what Dovecot does
-//! not do: lock the maildrop (RFC 1939 §8: a second login is refused while a session holds it)
-//! and fail a QUIT (the connection drops before the deletions commit).
+//! not do: lock the maildrop (RFC 1939 §8: a second login is refused while a session holds it),
+//! fail a QUIT (the connection drops before the deletions commit), and answer one mail's RETR
+//! with a broken reply (a poison mail that breaks every session reading it).
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -31,6 +32,12 @@ struct Maildrop {
     /// QUITs still to fail (by closing without a reply or any deletion).
     fail_quits: usize,
     failed_quits: usize,
+    /// The unique-id of a mail whose RETR gets a reply that is not POP3 (the server goes on
+    /// reading commands).
+    poison: Option<String>,
+    poison_retrs: usize,
+    /// QUITs that committed.
+    quits: usize,
 }
 
 #[derive(Clone, Default)]
@@ -102,6 +109,7 @@ impl Server {
                     self.with(|m| {
                         m.mails.retain(|(uid, _)| !gone.contains(uid.as_str()));
                         m.locked = false;
+                        m.quits += 1;
                     });
                     out.extend_from_slice(b"+OK bye\r\n");
                     let _ = write.write_all(&out).await;
@@ -110,6 +118,16 @@ impl Server {
                 ("QUIT", None) => {
                     let _ = write.write_all(b"+OK bye\r\n").await;
                     return;
+                }
+                ("RETR", Some(s))
+                    if arg
+                        .and_then(|n| s.get(n.wrapping_sub(1)))
+                        .is_some_and(|(uid, _)| {
+                            self.with(|m| m.poison.as_deref() == Some(uid.as_str()))
+                        }) =>
+                {
+                    self.with(|m| m.poison_retrs += 1);
+                    "* this is not a POP3 reply\r\n".to_owned()
                 }
                 (_, Some(s)) => transaction(&verb, arg, s, &mut deleted),
                 _ => "-ERR not now\r\n".to_owned(),
@@ -141,6 +159,11 @@ fn transaction(
         ("UIDL", Some(n)) if live(n) => format!("+OK {n} {}\r\n", mails[n - 1].0),
         ("LIST", Some(n)) if live(n) => format!("+OK {n} {}\r\n", mails[n - 1].1.len()),
         ("RETR", Some(n)) if live(n) => format!("+OK\r\n{}.\r\n", mails[n - 1].1),
+        ("TOP", Some(n)) if live(n) => {
+            let text = &mails[n - 1].1;
+            let end = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+            format!("+OK\r\n{}.\r\n", &text[..end])
+        }
         ("DELE", Some(n)) if live(n) => {
             deleted.insert(n - 1);
             "+OK\r\n".to_owned()
@@ -261,4 +284,99 @@ async fn a_failed_quit_brings_the_mails_back_and_they_are_deleted_as_duplicates(
         (N + MAX) as u64,
         "the failed session's mails resubmitted once"
     );
+}
+
+/// A mail whose RETR breaks the connection every time (the reply is not POP3) sits among
+/// others. Each broken session still writes its DELEs and QUIT, so the mails taken before the
+/// break are deleted (none is submitted twice); the poison mail goes last after its first
+/// failure, so the mails after it flow; after `max_fetch_attempts` it is quarantined: one
+/// `mail.problem` alert from its headers, and it is not fetched again.
+#[tokio::test]
+async fn a_mail_that_breaks_every_session_is_quarantined_and_the_rest_flow() {
+    const MAILS: usize = 10;
+    let server = Server::default();
+    let mails = mails(MAILS);
+    let poison = mails[3].0.clone();
+    server.with(|m| {
+        m.mails = mails;
+        m.poison = Some(poison.clone());
+    });
+    let addr = server.clone().start().await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let host = TestHost::new("fake");
+    let config_toml = format!(
+        "server = \"{addr}\"\ntls = \"none\"\nusername = \"u\"\npassword = \"p\"\n\
+         poll_interval_ms = 100\nmax_backoff_ms = 300\nmax_fetch_attempts = 3\n\
+         state_dir = \"{}\"\n",
+        state.path().display()
+    );
+    let setup = Setup {
+        instance: "fake".into(),
+        kind: "pop3".into(),
+        config_toml,
+        host: host.host(),
+    };
+    let source = Arc::new(Pop3Source::new(setup).expect("valid config"));
+    let (ctx, stop) = host.source_context();
+    let task = tokio::spawn(Arc::clone(&source).run(ctx));
+    let start = Instant::now();
+    // Every other mail deleted, the poison mail's problem alert queued.
+    while !(server.with(|m| m.mails.len()) == 1 && host.accepted().len() == MAILS) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} alerts, {} mails left, {} poisoned RETRs; health: {}",
+            host.accepted().len(),
+            server.with(|m| m.mails.len()),
+            server.with(|m| m.poison_retrs),
+            source.health()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A few more polls: the quarantined mail is not fetched again.
+    let sessions = source.counters().sessions.load(Ordering::Relaxed);
+    while source.counters().sessions.load(Ordering::Relaxed) < sessions + 3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no more polls");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    task.await.expect("source task").expect("source run");
+    assert_eq!(
+        server.with(|m| m.poison_retrs),
+        3,
+        "RETRs of the poison mail"
+    );
+    assert_eq!(
+        server.with(|m| m.mails[0].0.clone()),
+        poison,
+        "it stays (on_quarantine = keep)"
+    );
+    let c = source.counters();
+    assert_eq!(
+        c.alerts.load(Ordering::Relaxed),
+        MAILS as u64,
+        "an alert was submitted twice: a broken session's deletions did not commit"
+    );
+    assert_eq!(c.quarantined.load(Ordering::Relaxed), 1);
+    let accepted = host.accepted();
+    let problem: Vec<_> = accepted
+        .iter()
+        .filter(|a| a.labels.contains_key("mail.problem"))
+        .collect();
+    assert_eq!(problem.len(), 1, "{accepted:?}");
+    let p = problem[0];
+    assert_eq!(p.subject, "Mail quarantined: fake alert #3");
+    assert_eq!(
+        (
+            p.labels["mail.from"].as_str(),
+            p.labels["mail.size"].is_empty()
+        ),
+        ("monitor@example.test", false)
+    );
+    assert!(
+        p.labels["mail.problem"].contains("unparseable reply to RETR"),
+        "{:?}",
+        p.labels
+    );
+    // Every broken session still QUIT: one per poll that got through, plus the broken ones.
+    assert!(server.with(|m| m.quits) >= 3 + 3);
 }

@@ -354,23 +354,25 @@ impl Pop3Source {
         // With PIPELINING the next batch is already requested while this one is submitted.
         let mut in_flight: Option<(Vec<Command>, usize)> = None;
         for (i, chunk) in chunks.iter().enumerate() {
-            let (commands, replies) = match in_flight.take() {
+            let (commands, replies, broken) = match in_flight.take() {
                 Some(sent) => {
-                    let replies = read_fetch(session, &sent, chunk, memory, true).await?;
-                    (sent, replies)
+                    let (replies, broken) = read_fetch(session, &sent, chunk, memory, true).await;
+                    (sent, replies, broken)
                 }
                 None => {
                     if ctx.shutdown.is_cancelled() {
                         break;
                     }
                     let commands = fetch_commands(&mut tally.deletes, chunk);
-                    let replies = read_fetch(session, &commands, chunk, memory, false).await?;
-                    (commands, replies)
+                    let (replies, broken) =
+                        read_fetch(session, &commands, chunk, memory, false).await;
+                    (commands, replies, broken)
                 }
             };
             let mut replies = replies.into_iter();
             check_deletes(&s.mailbox, replies.by_ref().take(commands.1));
-            if pipelining
+            if broken.is_none()
+                && pipelining
                 && !ctx.shutdown.is_cancelled()
                 && let Some(next) = chunks.get(i + 1)
             {
@@ -405,6 +407,11 @@ impl Pop3Source {
                 break;
             }
             submitted.push_back(submit(ctx, prepared));
+            // The connection failed in this batch: the mails read before go to the host (their
+            // DELEs are written on the way out), the rest wait for the next session.
+            if let Some(e) = broken {
+                return Err(e);
+            }
             // Let the submit task hand the alerts over now, before this task reads on.
             tokio::task::yield_now().await;
             // Settle the batches answered already, and wait while too many are out.
@@ -611,22 +618,23 @@ fn fetch_commands(deletes: &mut Vec<u32>, chunk: &[Candidate]) -> (Vec<Command>,
     (commands, n_dele)
 }
 
-/// Sends `commands` (unless `sent` already) and reads their replies. When the connection fails
-/// while a mail is read, that mail counts a failure (its headers, for a quarantined one).
+/// Sends `commands` (unless `sent` already) and reads their replies: those read, and why the
+/// rest could not be. When the connection fails while a mail is read, that mail counts a
+/// failure (its headers, for a quarantined one).
 async fn read_fetch(
     session: &mut Pop3Session,
     (commands, n_dele): &(Vec<Command>, usize),
     chunk: &[Candidate],
     memory: &mut Memory,
     sent: bool,
-) -> Result<Vec<Result<Reply, Error>>, SessionError> {
+) -> (Vec<Result<Reply, Error>>, Option<SessionError>) {
     let mut out = Vec::with_capacity(commands.len());
     let read = if sent {
         session.read_replies_into(commands, &mut out).await
     } else {
         session.batch_into(commands, &mut out).await
     };
-    let Err(e) = read else { return Ok(out) };
+    let Err(e) = read else { return (out, None) };
     let culprit = out.len().checked_sub(*n_dele).and_then(|i| chunk.get(i));
     if let Some(c) = culprit
         && let Some(uid) = &c.uid
@@ -639,7 +647,7 @@ async fn read_fetch(
         }
         warn!(msg = c.msg, uid, error = %e, failures = memory.failures(uid), "The connection failed while this mail was read.");
     }
-    Err(e.into())
+    (out, Some(e.into()))
 }
 
 fn check_deletes(
