@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, AdminState},
     config::{Config, ConfigError, HostSettings},
-    dispatch::{Dispatcher, Plan},
+    dispatch::{Depth, Dispatcher, Plan},
     host_api::Ingest,
     instances::{self, Registry, Slot},
     loader::Plugins,
@@ -83,6 +83,7 @@ impl Bridge {
         })?;
         let metrics = Arc::new(Metrics::default());
         let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
+        let depth = Arc::new(Depth::new(h.max_queue_depth, config.queue_shares()));
         let queue: Arc<dyn Queue> = Arc::new(RedbQueue::open_with(
             &h.data_dir,
             &QueueOptions {
@@ -93,13 +94,14 @@ impl Bridge {
                 ..QueueOptions::default()
             },
             Arc::clone(&metrics),
-            Ingest::on_commit(Arc::clone(&metrics), accepted_tx),
+            Ingest::on_commit(Arc::clone(&metrics), Arc::clone(&depth), accepted_tx),
         )?);
         let ingest = Arc::new(Ingest {
             queue: Arc::clone(&queue),
             metrics: Arc::clone(&metrics),
             settings: h.clone(),
             stopping: false.into(),
+            depth: Arc::clone(&depth),
         });
         // Resumed alerts must find their sinks (maybe still starting) from their first round.
         let registry = Arc::new(Registry::default());
@@ -114,6 +116,7 @@ impl Bridge {
             Arc::clone(&metrics),
             plan,
             Arc::clone(&registry),
+            depth,
         );
         let unfinished = queue.unfinished()?;
         let mut background = Vec::new();
@@ -277,6 +280,9 @@ impl Bridge {
         // their in-flight submits); then the new ones start and the new plan takes over.
         let old = self.take(|s| !next.iter().any(|n| std::ptr::eq(n.as_ref(), s)));
         Self::retire(old).await;
+        self.ingest
+            .depth
+            .set_limits(config.host.max_queue_depth, config.queue_shares());
         self.dispatcher.set_plan(Plan {
             router: config.router,
             settings: config.delivery,

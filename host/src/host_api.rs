@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::HostSettings,
+    dispatch::Depth,
     metrics::Metrics,
     model::StoredAlert,
     queue::{Enqueued, OnCommit, Queue, QueueError},
@@ -30,6 +31,8 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     pub settings: HostSettings,
     pub stopping: AtomicBool,
+    /// Queue places per source: reserved here, held until the dispatcher finishes an alert.
+    pub depth: Arc<Depth>,
 }
 
 impl Ingest {
@@ -62,17 +65,20 @@ impl Ingest {
         if !a.severity.is_known() {
             return Err(("invalid", format!("unknown severity {}", a.severity.0)));
         }
+        crate::router::check_named_recipients(a, s.max_recipients_per_alert)
+            .map_err(|e| (e.reason(), e.to_string()))?;
         let extra: usize = a
             .labels
             .iter()
             .chain(&a.attributes)
             .map(|(k, v)| k.len() + v.len())
+            .chain(a.users.iter().chain(&a.groups).map(String::len))
             .sum();
         if extra > s.max_body_bytes {
             return Err((
                 "too_large",
                 format!(
-                    "labels and attributes are {extra} bytes, the limit is {}",
+                    "labels, attributes and named recipients are {extra} bytes, the limit is {}",
                     s.max_body_bytes
                 ),
             ));
@@ -101,20 +107,21 @@ impl Ingest {
             self.metrics.rejected(source, reason);
             return refuse(ErrorKind::PERMANENT, message, 0);
         }
-        let depth = self.metrics.queue_depth();
-        if depth >= self.settings.max_queue_depth as i64 {
-            self.metrics.rejected(source, "queue_full");
-            return refuse(
-                ErrorKind::TRANSIENT,
-                format!("queue full ({depth} alerts waiting)"),
-                1000,
-            );
-        }
+        // Reserved before the enqueue, so the submits of one batch in flight together cannot
+        // all pass the check; the place is given back when this future ends.
+        let reservation = match self.depth.reserve(source) {
+            Ok(r) => r,
+            Err(full) => {
+                self.metrics.rejected(source, "queue_full");
+                return refuse(ErrorKind::TRANSIENT, full.to_string(), 1000);
+            }
+        };
         // Whatever the plugin does with this future, the queue hands a committed alert to
         // `on_commit` below, and so to the dispatcher.
         let enqueue = self.queue.enqueue(source, alert);
         let source = Arc::clone(source);
         async move {
+            let _reservation = reservation;
             match enqueue.await {
                 Ok(t) => RResult::ROk(Receipt {
                     alert_id: t.id,
@@ -140,6 +147,7 @@ impl Ingest {
     /// dispatcher.
     pub fn on_commit(
         metrics: Arc<Metrics>,
+        depth: Arc<Depth>,
         accepted: mpsc::UnboundedSender<StoredAlert>,
     ) -> OnCommit {
         Box::new(move |e: Enqueued| {
@@ -148,6 +156,7 @@ impl Ingest {
             } else {
                 metrics.accepted(&e.alert.source);
                 metrics.queue_depth_add(1);
+                depth.queued(&e.alert.source);
                 let _ = accepted.send(e.alert);
             }
         })

@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use alertbridge_plugin_api::{Alert, Severity};
 use serde::Deserialize;
 
-use crate::{config::Config, model::StoredAlert, router::Route};
+use crate::{
+    config::Config,
+    model::StoredAlert,
+    router::{Route, check_named_recipients},
+};
 
 /// The alert file: the JSON alert format of DESIGN §5.
 #[derive(Deserialize)]
@@ -98,6 +102,10 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
         "alert: {:?} (severity {}, source {:?})",
         a.subject, a.severity, source
     );
+    if let Err(e) = check_named_recipients(a, config.host.max_recipients_per_alert) {
+        let _ = writeln!(out, "refused when submitted: {e}");
+        return out;
+    }
     let matching: Vec<&Route> = router.matching(&stored);
     if matching.is_empty() {
         let _ = writeln!(out, "no route matches: nobody would be told");
@@ -194,5 +202,13 @@ sinks = ["lync"]
              \x20 lync -> sip:carol@x (route dba)\n"
         );
         assert!(explain(&config, "mail", Alert::new("x")).contains("matching routes:\n  1. dba\n"));
+        let mut flood = Alert::new("flood");
+        flood.users = (0..101).map(|i| format!("sip:u{i}@x")).collect();
+        assert_eq!(
+            explain(&config, "mail", flood),
+            "alert: \"flood\" (severity normal, source \"mail\")\n\
+             refused when submitted: the alert names 101 recipients (users and groups); the limit \
+             is 100 (max_recipients_per_alert)\n"
+        );
     }
 }

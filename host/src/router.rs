@@ -1,9 +1,12 @@
 //! Routing: which recipients, through which sinks, an alert goes to — first matching route
 //! wins unless it says `continue = true`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
-use alertbridge_plugin_api::Severity;
+use alertbridge_plugin_api::{Alert, Severity};
 use regex::Regex;
 
 use crate::model::StoredAlert;
@@ -13,6 +16,148 @@ pub const ADMIN_SOURCE: &str = "admin";
 
 /// On an alert from [`ADMIN_SOURCE`]: the one route it goes through.
 pub const ROUTE_ATTRIBUTE: &str = "alertbridge.route";
+
+/// The longest SIP URI an alert may name (RFC 3261 sets no bound; real ones are far shorter).
+pub const MAX_SIP_URI_BYTES: usize = 256;
+
+/// The longest group name an alert may name.
+pub const MAX_GROUP_NAME_BYTES: usize = 128;
+
+/// Why the recipients named in an alert are refused at the door.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NamedRecipientsError {
+    #[error(
+        "the alert names {count} recipients (users and groups); the limit is {limit} (max_recipients_per_alert)"
+    )]
+    TooMany { count: usize, limit: usize },
+    #[error("recipients.users[{index}] {shown} is not a SIP URI like sip:user@domain: {why}")]
+    NotSip {
+        index: usize,
+        shown: String,
+        why: &'static str,
+    },
+    #[error("recipients.groups[{index}] {shown} is not a group name: {why}")]
+    BadGroup {
+        index: usize,
+        shown: String,
+        why: &'static str,
+    },
+}
+
+impl NamedRecipientsError {
+    /// The `reason` label of `alertbridge_alerts_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooMany { .. } => "too_large",
+            Self::NotSip { .. } | Self::BadGroup { .. } => "invalid",
+        }
+    }
+}
+
+/// Checks the users and groups an alert names: at most `limit` of them, users as SIP URIs and
+/// groups as short printable names, each bounded. Linear in their size; reports the first
+/// problem, quoting at most a short, escaped prefix of the offending value.
+pub fn check_named_recipients(alert: &Alert, limit: usize) -> Result<(), NamedRecipientsError> {
+    let count = alert.users.len().saturating_add(alert.groups.len());
+    if count > limit {
+        return Err(NamedRecipientsError::TooMany { count, limit });
+    }
+    for (index, user) in alert.users.iter().enumerate() {
+        sip_uri_problem(user).map_or(Ok(()), |why| {
+            Err(NamedRecipientsError::NotSip {
+                index,
+                shown: shown(user),
+                why,
+            })
+        })?;
+    }
+    for (index, group) in alert.groups.iter().enumerate() {
+        let why = if group.is_empty() {
+            Some("empty")
+        } else if group.len() > MAX_GROUP_NAME_BYTES {
+            Some("longer than 128 bytes")
+        } else if group.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            Some("contains a control or space character")
+        } else {
+            None
+        };
+        why.map_or(Ok(()), |why| {
+            Err(NamedRecipientsError::BadGroup {
+                index,
+                shown: shown(group),
+                why,
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// A bounded, escaped rendering of a hostile value for an error message.
+fn shown(value: &str) -> String {
+    const MAX_CHARS: usize = 48;
+    let mut cut: String = value.chars().take(MAX_CHARS).collect();
+    if cut.len() < value.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
+/// Why `uri` is not a `sip:user@domain` URI of at most [`MAX_SIP_URI_BYTES`], if it is not.
+/// The user part takes RFC 3261's user characters (unreserved, escaped and `&=+$,;?/`); the
+/// domain is a host name or an IPv4 address: dot-separated labels of letters, digits and `-`.
+pub fn sip_uri_problem(uri: &str) -> Option<&'static str> {
+    if uri.len() > MAX_SIP_URI_BYTES {
+        return Some("longer than 256 bytes");
+    }
+    let Some(rest) = uri
+        .get(..4)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("sip:"))
+        .map(|_| &uri[4..])
+    else {
+        return Some("it does not start with sip:");
+    };
+    let Some((user, domain)) = rest.split_once('@') else {
+        return Some("no @ between user and domain");
+    };
+    if user.is_empty() {
+        return Some("empty user part");
+    }
+    let bytes = user.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let escaped = bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            if !escaped {
+                return Some("a % in the user part is not followed by two hex digits");
+            }
+            i += 3;
+            continue;
+        }
+        if !(b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b)) {
+            return Some("a character not allowed in the user part");
+        }
+        i += 1;
+    }
+    if domain.is_empty() {
+        return Some("empty domain");
+    }
+    for label in domain.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Some("the domain is not a host name");
+        }
+    }
+    None
+}
 
 /// How a severity condition compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,30 +365,25 @@ impl Router {
         self.routes.iter().find(|r| r.name == name)
     }
 
-    /// The recipients `route` resolves to for `alert`, without duplicates, in a stable order.
-    pub fn recipients(&self, route: &Route, alert: &StoredAlert) -> Vec<String> {
-        let mut users: Vec<String> = Vec::new();
-        let mut add = |u: &str| {
-            if !users.iter().any(|x| x == u) {
-                users.push(u.to_owned());
-            }
-        };
+    /// The recipients `route` resolves to for `alert`, without duplicates, in a stable order
+    /// (first mention wins). Linear in the number of names: a set, not a scan, finds repeats.
+    pub fn recipients<'a>(&'a self, route: &'a Route, alert: &'a StoredAlert) -> Vec<&'a str> {
+        let mut users: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         let from_alert = route.allow_alert_recipients.then_some(&alert.alert);
         let groups = route
             .groups
             .iter()
             .chain(from_alert.into_iter().flat_map(|a| a.groups.iter()));
-        for g in groups {
-            for u in self.groups.get(g).into_iter().flatten() {
-                add(u);
-            }
-        }
-        for u in route
+        let members = groups.flat_map(|g| self.groups.get(g).into_iter().flatten());
+        let named = route
             .users
             .iter()
-            .chain(from_alert.into_iter().flat_map(|a| a.users.iter()))
-        {
-            add(u);
+            .chain(from_alert.into_iter().flat_map(|a| a.users.iter()));
+        for u in members.chain(named) {
+            if seen.insert(u.as_str()) {
+                users.push(u.as_str());
+            }
         }
         users
     }
@@ -251,7 +391,6 @@ impl Router {
     /// Every (route, sink, user) the alert goes to. A user reached by two routes through the
     /// same sink is messaged once, on behalf of the first.
     pub fn plan(&self, alert: &StoredAlert) -> Vec<(Target, &Route)> {
-        let mut plan: Vec<(Target, &Route)> = Vec::new();
         let forced = (alert.source == ADMIN_SOURCE)
             .then(|| alert.alert.attributes.get(ROUTE_ATTRIBUTE))
             .flatten();
@@ -259,32 +398,54 @@ impl Router {
             Some(name) => self.route(name).into_iter().collect(),
             None => self.matching(alert),
         };
+        let mut plan = Planned::default();
         for route in routes {
             self.extend_plan(&mut plan, route, alert);
         }
-        plan
+        plan.targets
     }
 
-    /// Adds `route`'s targets to `plan`, skipping (sink, user) pairs already in it.
+    /// Adds `route`'s targets to `plan`, skipping (sink, user) pairs already in it. Each target
+    /// costs one set lookup, so a plan is linear in its size.
     pub fn extend_plan<'a>(
         &'a self,
-        plan: &mut Vec<(Target, &'a Route)>,
+        plan: &mut Planned<'a>,
         route: &'a Route,
         alert: &StoredAlert,
     ) {
         for user in self.recipients(route, alert) {
             for sink in &route.sinks {
-                if !plan.iter().any(|(t, _)| t.sink == *sink && t.user == user) {
-                    plan.push((
+                if plan.seen.insert((sink.clone(), user.to_owned())) {
+                    plan.targets.push((
                         Target {
                             route: route.name.clone(),
                             sink: sink.clone(),
-                            user: user.clone(),
+                            user: user.to_owned(),
                         },
                         route,
                     ));
                 }
             }
+        }
+    }
+}
+
+/// A plan being built: its targets in order, and the (sink, user) pairs already in it.
+#[derive(Debug, Default)]
+pub struct Planned<'a> {
+    pub targets: Vec<(Target, &'a Route)>,
+    seen: HashSet<(String, String)>,
+}
+
+impl Planned<'_> {
+    /// A plan that already holds these (sink, user) pairs: a fallback adds only newcomers.
+    pub fn known<'s>(pairs: impl IntoIterator<Item = (&'s str, &'s str)>) -> Self {
+        Self {
+            targets: Vec::new(),
+            seen: pairs
+                .into_iter()
+                .map(|(sink, user)| (sink.to_owned(), user.to_owned()))
+                .collect(),
         }
     }
 }
@@ -421,5 +582,84 @@ mod tests {
             rt.recipients(&r, &a),
             ["sip:alice@x", "sip:bob@x", "sip:carol@x", "sip:mallory@x"]
         );
+    }
+
+    #[test]
+    fn named_recipients_are_capped_and_must_be_sip_uris() {
+        let mut a = Alert::new("x");
+        a.users = vec![
+            "sip:carol@contoso.com".into(),
+            "SIP:d.e%41+x@10.0.0.1".into(),
+        ];
+        a.groups = vec!["ops".into()];
+        assert_eq!(check_named_recipients(&a, 3), Ok(()));
+        assert_eq!(
+            check_named_recipients(&a, 2),
+            Err(NamedRecipientsError::TooMany { count: 3, limit: 2 })
+        );
+        for (bad, why) in [
+            ("carol@contoso.com", "it does not start with sip:"),
+            ("sip:contoso.com", "no @ between user and domain"),
+            ("sip:@contoso.com", "empty user part"),
+            (
+                "sip:a b@contoso.com",
+                "a character not allowed in the user part",
+            ),
+            (
+                "sip:a%4@contoso.com",
+                "a % in the user part is not followed by two hex digits",
+            ),
+            ("sip:a@", "empty domain"),
+            ("sip:a@contoso..com", "the domain is not a host name"),
+            ("sip:a@-contoso.com", "the domain is not a host name"),
+            (
+                "sip:a@contoso.com;transport=tls",
+                "the domain is not a host name",
+            ),
+            ("sip:a@b@c", "the domain is not a host name"),
+            (
+                "sip:\u{1b}[2J@x",
+                "a character not allowed in the user part",
+            ),
+        ] {
+            assert_eq!(sip_uri_problem(bad), Some(why), "{bad}");
+        }
+        let long = format!("sip:{}@x", "a".repeat(MAX_SIP_URI_BYTES));
+        assert_eq!(sip_uri_problem(&long), Some("longer than 256 bytes"));
+        a.users.push("\u{1b}[31mroot".into());
+        let e = check_named_recipients(&a, 10).unwrap_err();
+        assert_eq!(e.reason(), "invalid");
+        assert_eq!(
+            e.to_string(),
+            "recipients.users[2] \"\\u{1b}[31mroot\" is not a SIP URI like sip:user@domain: it does not start with sip:",
+            "the value is quoted escaped"
+        );
+        a.users.truncate(2);
+        a.groups.push("x".repeat(200));
+        let e = check_named_recipients(&a, 10).unwrap_err().to_string();
+        assert!(e.starts_with("recipients.groups[1] \"xxx"), "{e}");
+        assert!(
+            e.ends_with("…\" is not a group name: longer than 128 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plans_are_linear_and_keep_first_mention_order() {
+        let mut a = alert("hook", "x", Severity::NORMAL);
+        let n = 20_000;
+        a.alert.users = (0..n).map(|i| format!("sip:u{}@x", i % (n / 2))).collect();
+        let mut r = route("r", Matcher::default(), &["ops"], false);
+        r.allow_alert_recipients = true;
+        r.sinks = vec!["lync".into(), "ocs".into()];
+        let rt = router(vec![r]);
+        let plan = rt.plan(&a);
+        assert_eq!(plan.len(), 2 * (2 + n / 2), "each (sink, user) once");
+        assert_eq!(plan[0].0.user, "sip:alice@x");
+        assert_eq!(plan[4].0.user, "sip:u0@x");
+        let mut known =
+            Planned::known(plan.iter().map(|(t, _)| (t.sink.as_str(), t.user.as_str())));
+        rt.extend_plan(&mut known, &rt.routes[0], &a);
+        assert!(known.targets.is_empty(), "a fallback adds only newcomers");
     }
 }

@@ -43,6 +43,8 @@ pub struct HostSettings {
     pub stop_deadline: Duration,
     pub max_subject_bytes: usize,
     pub max_body_bytes: usize,
+    /// Users and groups one alert may name.
+    pub max_recipients_per_alert: usize,
 }
 
 /// Delivery settings (`[delivery]`).
@@ -96,6 +98,8 @@ pub struct InstanceConfig {
     pub at: (usize, usize),
     /// Where each key of its config table is (dotted path → line, column).
     pub keys: BTreeMap<String, (usize, usize)>,
+    /// Sources: its own share of `max_queue_depth`, if set (see [`Config::queue_shares`]).
+    pub max_queued: Option<usize>,
 }
 
 /// A validated config file.
@@ -175,6 +179,18 @@ impl Config {
                 ),
             );
         }
+        let promised: usize = sources.iter().filter_map(|s| s.max_queued).sum();
+        if promised > host.max_queue_depth
+            && let Some(s) = sources.iter().find(|s| s.max_queued.is_some())
+        {
+            c.at_line(
+                s.at,
+                format!(
+                    "[[source]] max_queued: the sources' shares add up to {promised}, more than [host] max_queue_depth = {}",
+                    host.max_queue_depth
+                ),
+            );
+        }
         let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
         let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         let routes = routes(&mut c, root, &groups, &sink_names, &source_names);
@@ -186,6 +202,23 @@ impl Config {
             sinks,
             router: Router { routes, groups },
         })
+    }
+
+    /// Each source's share of `max_queue_depth`: its `max_queued`, or else an equal part of
+    /// what the sources with an explicit share leave (at least 1). No source can then fill the
+    /// queue the others need.
+    pub fn queue_shares(&self) -> Vec<(String, usize)> {
+        let promised: usize = self.sources.iter().filter_map(|s| s.max_queued).sum();
+        let open = self
+            .sources
+            .iter()
+            .filter(|s| s.max_queued.is_none())
+            .count();
+        let each = (self.host.max_queue_depth.saturating_sub(promised) / open.max(1)).max(1);
+        self.sources
+            .iter()
+            .map(|s| (s.name.clone(), s.max_queued.unwrap_or(each)))
+            .collect()
     }
 
     /// Maps a plugin's config complaint about instance `inst` to a place in this file. The kit
@@ -265,12 +298,22 @@ fn instances(c: &mut Collector<'_>, root: &Table, kind: &str, text: &str) -> Vec
                 }
             },
         };
+        if let (Some(m), "sink") = (&raw.max_queued, kind) {
+            c.at(
+                Some(m.span()),
+                format!(
+                    "sink `{}`: `max_queued` is a source setting",
+                    raw.name.get_ref()
+                ),
+            );
+        }
         out.push(InstanceConfig {
             name: raw.name.into_inner(),
             plugin: raw.plugin.into_inner(),
             config_toml,
             at,
             keys,
+            max_queued: raw.max_queued.map(Spanned::into_inner),
         });
     }
     out
@@ -347,6 +390,7 @@ fn host_settings(
         stop_deadline: Duration::from_millis(raw.stop_deadline_ms.unwrap_or(10_000)),
         max_subject_bytes: raw.max_subject_bytes.unwrap_or(1024),
         max_body_bytes: raw.max_body_bytes.unwrap_or(64 * 1024),
+        max_recipients_per_alert: raw.max_recipients_per_alert.unwrap_or(100),
     }
 }
 

@@ -18,6 +18,7 @@ pub struct RawHost {
     pub stop_deadline_ms: Option<u64>,
     pub max_subject_bytes: Option<usize>,
     pub max_body_bytes: Option<usize>,
+    pub max_recipients_per_alert: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -40,6 +41,8 @@ pub struct RawDelivery {
 pub struct RawInstance {
     pub name: Spanned<String>,
     pub plugin: Spanned<String>,
+    /// Sources only: how many of this source's alerts may be unfinished at once.
+    pub max_queued: Option<Spanned<usize>>,
     /// Read separately, as the TOML text handed to the plugin.
     #[serde(default, rename = "config")]
     pub _config: Option<serde::de::IgnoredAny>,

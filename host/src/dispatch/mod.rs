@@ -6,11 +6,14 @@
 //! route's offline policy to the others, and saves the alert. Recipients waiting for a retry, a
 //! hold re-check or the rate limit make the task sleep until the earliest of them is due.
 
+mod depth;
+mod fair;
 mod outcome;
 mod presence;
+mod rate;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
 };
@@ -19,22 +22,30 @@ use alertbridge_plugin_api::{
     ErrorKind, FfiMessage, Message, PluginError, PresenceState, RecipientResult,
     abi_stable::std_types::RResult,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use self::outcome::{Finding, apply, send_regardless};
-use self::presence::PresenceCache;
+pub use self::{
+    depth::{Depth, Full, Reservation},
+    outcome::{Finding, apply, send_regardless},
+    rate::RecipientRate,
+};
+use self::{fair::FairSlots, presence::PresenceCache};
 use crate::{
     config::DeliverySettings,
     instances::Registry,
     metrics::Metrics,
     model::{Outcome, RecipientRecord, StoredAlert, now_ms},
     queue::Queue,
-    router::{OfflinePolicy, Router},
+    router::{OfflinePolicy, Planned, Router},
 };
 
 /// How long a round waits for a sink that is not running yet before treating it as down.
 const SINK_START_WAIT: Duration = Duration::from_secs(1);
+
+/// Recipients due this soon are taken in the current round: many recipients with scattered
+/// retry times then share a round (and a save of the alert) instead of one round each.
+const ROUND_SLACK_MS: i64 = 250;
 
 /// Drives alerts to their outcomes.
 pub struct Dispatcher {
@@ -43,10 +54,12 @@ pub struct Dispatcher {
     plan: RwLock<Arc<Plan>>,
     instances: Arc<Registry>,
     presence: PresenceCache,
-    /// Per recipient: when recent messages were sent (Unix ms), for the rate limit.
-    sent: Mutex<HashMap<String, VecDeque<i64>>>,
-    /// Per sink: deliveries in flight.
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per recipient: messages of the last minute, for the rate limit.
+    rate: RecipientRate,
+    /// Per sink: delivery slots, shared fairly between sources.
+    limits: Mutex<HashMap<String, Arc<FairSlots>>>,
+    /// Unfinished alerts per source, for the queue limits.
+    depth: Arc<Depth>,
     /// Per sink: when the next message may go (Unix ms), for the per-sink rate.
     paced: Mutex<HashMap<String, i64>>,
     tracker: TaskTracker,
@@ -65,6 +78,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         plan: Plan,
         instances: Arc<Registry>,
+        depth: Arc<Depth>,
     ) -> Arc<Self> {
         Arc::new(Self {
             queue,
@@ -72,8 +86,9 @@ impl Dispatcher {
             presence: PresenceCache::new(),
             plan: RwLock::new(Arc::new(plan)),
             instances,
-            sent: Mutex::new(HashMap::new()),
+            rate: RecipientRate::new(),
             limits: Mutex::new(HashMap::new()),
+            depth,
             paced: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -89,12 +104,12 @@ impl Dispatcher {
         *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(plan);
     }
 
-    fn limit(&self, sink: &str, permits: usize) -> Arc<Semaphore> {
+    fn limit(&self, sink: &str, permits: usize) -> Arc<FairSlots> {
         let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(limit) = limits.get(sink) {
             return Arc::clone(limit);
         }
-        let limit = Arc::new(Semaphore::new(permits));
+        let limit = FairSlots::new(permits);
         limits.insert(sink.to_owned(), Arc::clone(&limit));
         limit
     }
@@ -110,6 +125,7 @@ impl Dispatcher {
         }
         self.metrics.queue_depth_add(unfinished.len() as i64);
         for alert in unfinished {
+            self.depth.queued(&alert.source);
             self.spawn(alert);
         }
         loop {
@@ -191,7 +207,7 @@ impl Dispatcher {
 
         let mut due: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, r) in alert.recipients.iter().enumerate() {
-            if !r.outcome.is_final() && r.not_before_ms.is_none_or(|t| t <= now) {
+            if !r.outcome.is_final() && r.not_before_ms.is_none_or(|t| t <= now + ROUND_SLACK_MS) {
                 due.entry(r.sink.clone()).or_default().push(i);
             }
         }
@@ -206,29 +222,24 @@ impl Dispatcher {
             .collect();
 
         let now = now_ms();
-        let mut fallbacks = Vec::new();
+        // Each route handed over to once, however many recipients it takes over.
+        let mut fallbacks = BTreeSet::new();
         for (i, finding) in findings {
             let policy = policy_of(router, &alert.recipients[i].route);
             if let Some(route) = apply(&mut alert.recipients[i], finding, &policy, now, settings) {
-                fallbacks.push(route);
+                fallbacks.insert(route);
             }
         }
         for name in fallbacks {
             if let Some(route) = router.route(&name) {
-                let mut plan = Vec::new();
-                for r in &alert.recipients {
-                    plan.push((
-                        crate::router::Target {
-                            route: r.route.clone(),
-                            sink: r.sink.clone(),
-                            user: r.user.clone(),
-                        },
-                        route,
-                    ));
-                }
-                let known = plan.len();
+                let mut plan = Planned::known(
+                    alert
+                        .recipients
+                        .iter()
+                        .map(|r| (r.sink.as_str(), r.user.as_str())),
+                );
                 router.extend_plan(&mut plan, route, alert);
-                for (t, _) in plan.into_iter().skip(known) {
+                for (t, _) in plan.targets {
                     alert.recipients.push(record(t.route, t.sink, t.user, now));
                 }
             }
@@ -237,6 +248,7 @@ impl Dispatcher {
         if alert.recipients.iter().all(|r| r.outcome.is_final()) {
             alert.finished_ms = Some(now);
             self.metrics.queue_depth_add(-1);
+            self.depth.finished(&alert.source);
             if alert
                 .recipients
                 .iter()
@@ -347,7 +359,8 @@ impl Dispatcher {
             }) {
                 findings.push((i, Finding::PresenceUnknown(why)));
             } else if let Some(at) =
-                self.rate_limited(user, now, settings.per_recipient_per_minute as usize)
+                self.rate
+                    .check(user, now, settings.per_recipient_per_minute as usize)
             {
                 findings.push((i, Finding::RateLimited(at)));
             } else {
@@ -373,9 +386,9 @@ impl Dispatcher {
             recipients: send.iter().map(|&i| recipients[i].user.clone()).collect(),
             attributes: [("alert_uid".to_owned(), alert.uid.clone())].into(),
         };
-        let _permit = self
+        let _slot = self
             .limit(&sink, settings.sink_concurrency)
-            .acquire_owned()
+            .acquire(&alert.source)
             .await;
         if let Some(at) = self.pace(&sink, settings.per_sink_per_second, now_ms()) {
             tokio::time::sleep(Duration::from_millis(
@@ -428,23 +441,6 @@ impl Dispatcher {
         }
         let mut paced = self.paced.lock().unwrap_or_else(PoisonError::into_inner);
         reserve(paced.entry(sink.to_owned()).or_insert(now), per_second, now)
-    }
-
-    /// Counts a message to `user` against the rate limit, or says when the next one may go.
-    fn rate_limited(&self, user: &str, now: i64, limit: usize) -> Option<i64> {
-        if limit == 0 {
-            return None;
-        }
-        let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
-        let times = sent.entry(user.to_owned()).or_default();
-        while times.front().is_some_and(|t| now - t >= 60_000) {
-            times.pop_front();
-        }
-        if times.len() >= limit {
-            return times.front().map(|t| t + 60_000);
-        }
-        times.push_back(now);
-        None
     }
 }
 
