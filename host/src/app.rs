@@ -25,6 +25,10 @@ pub enum StartError {
     Queue(#[from] QueueError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Instances(Vec<ConfigError>),
+    #[error(
+        "admin_listen {0} is not a loopback address and no admin token is set (admin_token_file or admin_token_env)"
+    )]
+    AdminWithoutToken(std::net::SocketAddr),
     #[error("cannot listen on {addr} for the admin HTTP server")]
     Admin {
         addr: std::net::SocketAddr,
@@ -62,6 +66,8 @@ pub struct Bridge {
     registry: Arc<Registry>,
     running: Vec<Running>,
     admin_stop: CancellationToken,
+    /// The admin token and host names in force, swapped on reload.
+    admin_access: Option<admin::SharedAccess>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -123,7 +129,13 @@ impl Bridge {
         let admin_stop = CancellationToken::new();
         let (reload_tx, reload_rx) = mpsc::channel(4);
         let mut admin_addr = None;
+        let mut admin_access = None;
         if let Some(addr) = h.admin_listen {
+            if !admin::settings::is_loopback(&addr) && h.admin.token.is_none() {
+                return Err(StartError::AdminWithoutToken(addr));
+            }
+            let access = admin::shared_access(&h.admin);
+            admin_access = Some(Arc::clone(&access));
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartError::Admin { addr, source })?;
@@ -135,6 +147,8 @@ impl Bridge {
                 dispatcher: Arc::clone(&dispatcher),
                 ingest: Arc::clone(&ingest),
                 reload: reload_tx,
+                settings: h.admin.clone(),
+                access,
             });
             background.push(tokio::spawn(admin::serve(
                 listener,
@@ -156,6 +170,7 @@ impl Bridge {
             registry,
             running: Vec::new(),
             admin_stop,
+            admin_access,
             background,
         };
         // Sinks first, so the first alerts find them.
@@ -216,6 +231,10 @@ impl Bridge {
             ("data_dir", h.data_dir == self.settings.data_dir),
             ("admin_listen", h.admin_listen == self.settings.admin_listen),
             ("plugin_dir", h.plugin_dir == self.settings.plugin_dir),
+            (
+                "admin_max_connections, admin_read_timeout_ms or admin_idle_timeout_ms",
+                h.admin.same_limits(&self.settings.admin),
+            ),
         ] {
             if !same {
                 errors.push(format!("[host] {what} changed: that needs a restart"));
@@ -296,6 +315,10 @@ impl Bridge {
             self.launch(slot);
         }
         self.registry.set(next);
+        if let Some(access) = &self.admin_access {
+            admin::swap_access(access, &config.host.admin);
+        }
+        self.settings.admin = config.host.admin.clone();
         tracing::info!(added = ?out.added, removed = ?out.removed, changed = ?out.changed, routes = out.routes, "Config reloaded.");
         Ok(out)
     }

@@ -85,6 +85,8 @@ pub struct Host {
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
+    /// A command the binary runs under (e.g. `prlimit --nofile=256 --`); empty for none.
+    prefix: Vec<String>,
 }
 
 impl Host {
@@ -100,6 +102,25 @@ impl Host {
             child: None,
             log: dir.join("host.log"),
             starts: 0,
+            prefix: Vec::new(),
+        };
+        host.restart();
+        host
+    }
+
+    /// As [`Host::start`], with the binary run under `prefix` (a command that ends by running
+    /// the one it is given, e.g. `["prlimit", "--nofile=256", "--"]`), on every (re)start.
+    pub fn start_under(dir: &Path, admin_port: u16, config: &str, prefix: &[&str]) -> Self {
+        let path = dir.join("alertbridge.toml");
+        fs::write(&path, config).expect("write config");
+        let mut host = Self {
+            dir: dir.to_owned(),
+            config: path,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            child: None,
+            log: dir.join("host.log"),
+            starts: 0,
+            prefix: prefix.iter().map(|s| (*s).to_owned()).collect(),
         };
         host.restart();
         host
@@ -114,7 +135,16 @@ impl Host {
             .append(true)
             .open(&self.log)
             .expect("open host log");
-        let child = Command::new(bin_dir().join("alertbridge"))
+        let bin = bin_dir().join("alertbridge");
+        let mut command = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -221,6 +251,25 @@ impl Host {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Every alert the admin API holds, newest first, following its pages (`next_before`);
+    /// `headers` go with each request (e.g. the admin token).
+    pub fn all_alerts(&self, headers: &[(&str, &str)]) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut path = "/api/v1/alerts?limit=500".to_owned();
+        loop {
+            let (status, body) = request("GET", &format!("{}{path}", self.admin), headers, "")
+                .unwrap_or_else(|| panic!("GET {path} failed; log:\n{}", self.log()));
+            assert_eq!(status, 200, "GET {path}: {body}");
+            let page: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"));
+            out.extend(page["alerts"].as_array().cloned().unwrap_or_default());
+            match page["next_before"].as_u64() {
+                Some(before) => path = format!("/api/v1/alerts?limit=500&before={before}"),
+                None => return out,
+            }
+        }
     }
 
     /// The status of instance `name` from `/healthz`.

@@ -1,10 +1,14 @@
 //! The status page in a real browser: headless Chromium (driven through chromedriver's
 //! WebDriver API) opens the page of a running bridge, sees an alert posted to the webhook
 //! appear with its recipients' outcomes without a reload, and sends a test alert through the
-//! form. A screenshot is saved to `target/screenshots/status-page.png`.
+//! form; with an admin token set, the page asks for it once and keeps working; and a page on
+//! another origin that auto-submits a form to `/-/reload` does not reload the bridge.
+//! Screenshots are saved to `target/screenshots/`.
 
 use std::{
     fs,
+    io::{Read as _, Write as _},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -112,12 +116,18 @@ impl Drop for Browser {
 }
 
 fn config(dir: &Path, admin: u16, webhook: u16) -> String {
+    config_with(dir, admin, webhook, "")
+}
+
+/// The config, with `host_extra` in `[host]`.
+fn config_with(dir: &Path, admin: u16, webhook: u16, host_extra: &str) -> String {
     let d = dir.display();
     format!(
         r#"
 [host]
 data_dir = "{d}/data"
 admin_listen = "127.0.0.1:{admin}"
+{host_extra}
 
 [delivery]
 per_recipient_per_minute = 0
@@ -221,14 +231,174 @@ fn the_status_page_updates_live_and_sends_test_alerts() {
     let records = fs::read_to_string(dir.path().join("delivered.jsonl")).unwrap();
     assert!(records.contains("Hello from the form"));
 
+    screenshot(&browser, "status-page.png");
+}
+
+fn screenshot(browser: &Browser, name: &str) {
     let png = browser.call("GET", "/screenshot", json!({}));
     let png = base64_decode(png.as_str().expect("screenshot"));
     let out = bin_dir().parent().expect("target").join("screenshots");
     fs::create_dir_all(&out).unwrap();
-    let path = out.join("status-page.png");
+    let path = out.join(name);
     fs::write(&path, &png).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     eprintln!("screenshot: {}", path.display());
+}
+
+const ADMIN_TOKEN: &str = "page-admin-token-4b1d93e0c7";
+
+#[test]
+fn with_an_admin_token_the_page_asks_once_and_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("tokens"), "page-test-token\n").unwrap();
+    fs::write(dir.path().join("admin.token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let (admin, webhook) = (free_port(), free_port());
+    let text = config_with(
+        dir.path(),
+        admin,
+        webhook,
+        r#"admin_token_file = "admin.token""#,
+    );
+    let host = Host::start(dir.path(), admin, &text);
+    let (status, body) = request(
+        "POST",
+        &format!("http://127.0.0.1:{webhook}/api/v1/alerts"),
+        &[
+            ("authorization", "Bearer page-test-token"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"subject": "Token-guarded alert on db02", "severity": "critical"}"#,
+    )
+    .expect("the webhook answers");
+    assert_eq!(status, 202, "{body}");
+
+    let browser = Browser::start();
+    browser.call("POST", "/url", json!({"url": host.admin}));
+    let login_shown = || {
+        browser
+            .script(
+                "return !document.querySelector('#login').hidden;",
+                json!([]),
+            )
+            .as_bool()
+            == Some(true)
+    };
+    wait_until("the page to ask for the token", LONG, login_shown);
+    assert!(browser.text("#live").contains("admin token"));
+    assert!(!browser.text("body").contains("Token-guarded alert"));
+    screenshot(&browser, "status-page-token.png");
+
+    // A wrong token is refused and asked for again.
+    browser.script(
+        "document.querySelector('#token').value = 'not-the-token-at-all';
+         document.querySelector('#login button').click();",
+        json!([]),
+    );
+    wait_until("the wrong token refused", LONG, || {
+        login_shown() && browser.text("#login-note").contains("refused")
+    });
+
+    browser.script(
+        "document.querySelector('#token').value = arguments[0];
+         document.querySelector('#login button').click();",
+        json!([ADMIN_TOKEN]),
+    );
+    wait_until("the page to go live with the token", LONG, || {
+        browser.text("#live").starts_with("live")
+            && browser.text("#alerts").contains("Token-guarded alert")
+    });
+    assert!(browser.text("#routes").contains("critical-to-ops"));
+
+    // Opened again (a new page load), it does not ask again and keeps working.
+    browser.call("POST", "/url", json!({"url": host.admin}));
+    wait_until("the reopened page to go live", LONG, || {
+        browser.text("#live").starts_with("live")
+            && browser.text("#alerts").contains("Token-guarded alert")
+    });
+    assert!(!login_shown(), "the page asked for the token again");
+
+    // The form sends a test alert with the token.
+    browser.script(
+        "document.querySelector('#route').value = 'the-rest';
+         document.querySelector('input[name=subject]').value = 'Hello with a token';
+         document.querySelector('#test button').click();",
+        json!([]),
+    );
+    wait_until("the form's answer", LONG, || {
+        browser.text("#sent").starts_with("sent as alert")
+    });
+    wait_until("the test alert listed", LONG, || {
+        browser.text("#alerts").contains("Hello with a token")
+    });
+    let records = fs::read_to_string(dir.path().join("delivered.jsonl")).unwrap();
+    assert!(records.contains("Hello with a token"));
+    assert!(!host.log().contains(ADMIN_TOKEN));
+}
+
+/// Serves `html` to every request on a loopback port (another origin than the bridge's).
+fn serve_page(html: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn a_form_on_another_origin_cannot_reload_the_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("tokens"), "page-test-token\n").unwrap();
+    let (admin, webhook) = (free_port(), free_port());
+    let host = Host::start(dir.path(), admin, &config(dir.path(), admin, webhook));
+    let routes = |host: &Host| {
+        host.api("/api/v1/status")["routes"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(routes(&host), 2);
+    // The config on disk gains a route: a reload that goes through would show it.
+    let text = config(dir.path(), admin, webhook).replace(
+        "[[route]]\nname = \"the-rest\"",
+        "[[route]]\nname = \"added\"\nmatch = { severity = \"info\" }\ngroups = [\"ops\"]\nsinks = [\"lync\"]\n\n[[route]]\nname = \"the-rest\"",
+    );
+    fs::write(&host.config, text).unwrap();
+
+    let evil = serve_page(format!(
+        r#"<!doctype html><title>cute cats</title>
+<form id="f" method="post" action="http://127.0.0.1:{admin}/-/reload"><input name="please" value="reload"></form>
+<script>document.getElementById("f").submit();</script>"#
+    ));
+    let browser = Browser::start();
+    browser.call(
+        "POST",
+        "/url",
+        json!({"url": format!("http://127.0.0.1:{evil}/")}),
+    );
+    wait_until("the form to be submitted", LONG, || {
+        browser
+            .call("GET", "/url", json!({}))
+            .as_str()
+            .is_some_and(|u| u.contains(&format!(":{admin}/-/reload")))
+            && !browser.text("body").is_empty()
+    });
+    let shown = browser.text("body");
+    screenshot(&browser, "cross-site-form.png");
+    assert!(
+        shown.contains("another origin"),
+        "the bridge answered: {shown}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(routes(&host), 2, "the cross-site form reloaded the bridge");
+    assert!(!host.log().contains("Config reloaded"));
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -1,25 +1,38 @@
-//! The admin HTTP surface: `/healthz`, `/metrics`, `/api/v1/alerts[/{id}]` and a status page.
+//! The admin HTTP surface: `/healthz`, `/metrics`, `/api/v1/alerts[/{id}]`, `/api/v1/status`,
+//! `/api/v1/test-alert`, `/-/reload` and a status page, behind [`guard`] (Host allow-list,
+//! same-origin writes, the admin token) and served by [`server`] (connection cap, timeouts).
 
-use std::{net::SocketAddr, sync::Arc};
+pub mod alerts;
+pub mod guard;
+pub mod server;
+pub mod settings;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+};
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::State,
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use alertbridge_plugin_api::{Alert, Severity, abi_stable::std_types::RResult};
 
+pub use self::{
+    guard::{Access, SharedAccess},
+    settings::AdminSettings,
+};
 use crate::{
     dispatch::Dispatcher,
     host_api::Ingest,
     instances::Registry,
     metrics::Metrics,
-    model::StoredAlert,
     queue::Queue,
     router::{ADMIN_SOURCE, ROUTE_ATTRIBUTE},
 };
@@ -33,41 +46,38 @@ pub struct AdminState {
     pub ingest: Arc<Ingest>,
     /// Where `POST /-/reload` asks the main loop to reload.
     pub reload: tokio::sync::mpsc::Sender<crate::app::ReloadRequest>,
+    /// The admin settings at start (limits, timeouts).
+    pub settings: AdminSettings,
+    /// The token and allowed host names; a reload swaps them.
+    pub access: SharedAccess,
 }
 
-/// An alert as the API shows it.
-#[derive(Serialize)]
-struct AlertView<'a> {
-    id: u64,
-    #[serde(flatten)]
-    alert: &'a StoredAlert,
-    state: &'static str,
+/// The token and host names of `settings`, shared so that a reload can swap them.
+pub fn shared_access(settings: &AdminSettings) -> SharedAccess {
+    Arc::new(RwLock::new(Arc::new(Access::new(settings))))
 }
 
-fn view(a: &StoredAlert) -> AlertView<'_> {
-    AlertView {
-        id: a.id,
-        alert: a,
-        state: if a.is_finished() {
-            "finished"
-        } else if a.routed {
-            "delivering"
-        } else {
-            "queued"
-        },
-    }
+/// Puts the token and host names of `settings` in force.
+pub fn swap_access(access: &SharedAccess, settings: &AdminSettings) {
+    *access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Access::new(settings));
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/", get(status_page))
+        .route("/page.js", get(page_js))
+        .route("/page.css", get(page_css))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/alerts", get(list_alerts))
-        .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{id}", get(alerts::get))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/test-alert", axum::routing::post(test_alert))
-        .route("/-/reload", axum::routing::post(reload))
+        .route("/api/v1/test-alert", post(test_alert))
+        .route("/-/reload", post(reload))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            guard::guard,
+        ))
         .with_state(state)
 }
 
@@ -78,14 +88,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(listen = ?addr, "Admin HTTP listening.");
+    let settings = state.settings.clone();
     let app = router(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "Admin HTTP server failed.");
-    }
+    server::run(listener, app, &settings, shutdown).await;
+    tracing::debug!(listen = ?addr, "Admin HTTP stopped.");
 }
 
 async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
@@ -132,42 +138,6 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
         s.metrics.render(),
     )
         .into_response()
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    limit: Option<usize>,
-}
-
-async fn list_alerts(State(s): State<Arc<AdminState>>, Query(q): Query<ListQuery>) -> Response {
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    match s.queue.recent(limit) {
-        Ok(list) => {
-            Json(serde_json::json!({ "alerts": list.iter().map(view).collect::<Vec<_>>() }))
-                .into_response()
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("queue: {}", crate::error_chain(&e)),
-        )
-            .into_response(),
-    }
-}
-
-async fn get_alert(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
-    match s.queue.get(id) {
-        Ok(Some(a)) => Json(view(&a)).into_response(),
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": format!("no alert {id}")})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("queue: {}", crate::error_chain(&e)),
-        )
-            .into_response(),
-    }
 }
 
 async fn reload(State(s): State<Arc<AdminState>>) -> Response {
@@ -259,7 +229,24 @@ async fn test_alert(State(s): State<Arc<AdminState>>, Json(t): Json<TestAlert>) 
     }
 }
 
-/// The status page: plain HTML that polls the API, with no asset from elsewhere.
+/// The status page: plain HTML that polls the API, with no asset from elsewhere and no inline
+/// script or style (see [`guard::CSP`]).
 async fn status_page() -> Html<&'static str> {
     Html(include_str!("page.html"))
+}
+
+async fn page_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("page.js"),
+    )
+        .into_response()
+}
+
+async fn page_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("page.css"),
+    )
+        .into_response()
 }

@@ -23,6 +23,7 @@ use toml_edit::{ImDocument, Item, Table};
 
 pub use self::error::{ConfigError, ConfigErrors, line_col};
 use self::{error::Collector, raw::*};
+use crate::admin::settings::{AdminKeys, AdminSettings};
 use crate::router::{
     Matcher, OfflinePolicy, Route, Router, UnknownPresence, parse_severity_condition,
 };
@@ -33,6 +34,8 @@ pub struct HostSettings {
     pub data_dir: PathBuf,
     pub plugin_dir: Option<PathBuf>,
     pub admin_listen: Option<SocketAddr>,
+    /// The admin server's token, allowed host names and limits.
+    pub admin: AdminSettings,
     pub dedup_window: Duration,
     /// Keys at most in the dedup index (oldest evicted first).
     pub dedup_max_keys: usize,
@@ -378,10 +381,28 @@ fn host_settings(
         );
         PathBuf::new()
     });
+    let (admin, problems) = AdminSettings::from_keys(AdminKeys {
+        listen: raw.admin_listen,
+        token_file: raw.admin_token_file.map(|f| base.join(f)),
+        token_env: raw.admin_token_env,
+        hosts: raw.admin_hosts,
+        max_connections: raw.admin_max_connections,
+        read_timeout_ms: raw.admin_read_timeout_ms,
+        idle_timeout_ms: raw.admin_idle_timeout_ms,
+    });
+    for (key, message) in problems {
+        let host = root.get("host");
+        let span = host.and_then(|h| h.get(key)).and_then(Item::span);
+        c.at(
+            span.or_else(|| host.and_then(Item::span)),
+            format!("[host] {key}: {message}"),
+        );
+    }
     HostSettings {
         data_dir,
         plugin_dir: raw.plugin_dir.map(|d| base.join(d)),
         admin_listen: raw.admin_listen,
+        admin,
         dedup_window: Duration::from_secs(raw.dedup_window_secs.unwrap_or(86_400)),
         dedup_max_keys: raw.dedup_max_keys.unwrap_or(1_000_000).max(1),
         accept_empty_queue: false,

@@ -1,0 +1,165 @@
+//! `GET /api/v1/alerts` (pages, newest first, streamed one alert at a time) and
+//! `GET /api/v1/alerts/{id}`.
+//!
+//! A page holds at most [`MAX_PAGE`] alerts and stops early once [`PAGE_BYTES`] are written; its
+//! `next_before` is the cursor for the next page (`?before=`), `null` after the oldest. The
+//! answer is written while the alerts are read, so a request holds a couple of alerts in memory,
+//! never the page.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    extract::{Path, Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::AdminState;
+use crate::{
+    model::StoredAlert,
+    queue::{Queue, QueueError},
+};
+
+/// Alerts per page when the request names no `limit`.
+pub const DEFAULT_PAGE: usize = 50;
+/// The most alerts one page holds, whatever `limit` asks for.
+pub const MAX_PAGE: usize = 500;
+/// A page ends after the alert that takes it past this many bytes.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Ids one page looks at, at most (ids of alerts pruned from the history are gaps).
+pub const SCAN_IDS: u64 = 100_000;
+
+/// An alert as the API shows it.
+#[derive(Serialize)]
+struct AlertView<'a> {
+    id: u64,
+    #[serde(flatten)]
+    alert: &'a StoredAlert,
+    state: &'static str,
+}
+
+fn view(a: &StoredAlert) -> AlertView<'_> {
+    AlertView {
+        id: a.id,
+        alert: a,
+        state: if a.is_finished() {
+            "finished"
+        } else if a.routed {
+            "delivering"
+        } else {
+            "queued"
+        },
+    }
+}
+
+/// The answer for a queue that failed: unavailable for now (try later), or a damaged record.
+pub fn queue_error(e: &QueueError) -> Response {
+    let (code, retry) = match e {
+        QueueError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, false),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, true),
+    };
+    let mut r = (
+        code,
+        Json(serde_json::json!({"error": format!("queue: {}", crate::error_chain(e))})),
+    )
+        .into_response();
+    if retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+/// Where a page starts and how much it may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Page {
+    /// The newest id to look at.
+    top: u64,
+    limit: usize,
+}
+
+pub async fn list(State(s): State<Arc<AdminState>>, Query(q): Query<ListQuery>) -> Response {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let newest = match s.queue.recent(1) {
+        Ok(newest) => newest.first().map_or(0, |a| a.id),
+        Err(e) => return queue_error(&e),
+    };
+    let top = q.before.map_or(newest, |b| b.saturating_sub(1).min(newest));
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let queue = Arc::clone(&s.queue);
+    tokio::task::spawn_blocking(move || write_page(queue.as_ref(), Page { top, limit }, &tx));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Writes one page as JSON chunks into `tx`, reading one alert at a time; stops when the
+/// reader went away. A queue error mid-page ends the answer abnormally (the client sees a
+/// truncated body, never a well-formed short page).
+fn write_page(queue: &dyn Queue, page: Page, tx: &mpsc::Sender<Result<Bytes, std::io::Error>>) {
+    let send = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
+    if !send(b"{\"alerts\":[".to_vec()) {
+        return;
+    }
+    let floor = page.top.saturating_sub(SCAN_IDS);
+    let (mut id, mut count, mut bytes) = (page.top, 0usize, 0usize);
+    while id > floor && count < page.limit && bytes < PAGE_BYTES {
+        match queue.get(id) {
+            Ok(Some(alert)) => {
+                let mut buf = if count == 0 { Vec::new() } else { vec![b','] };
+                if let Err(e) = serde_json::to_writer(&mut buf, &view(&alert)) {
+                    tracing::error!(id, error = %e, "Cannot serialize an alert for the API.");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                    return;
+                }
+                count += 1;
+                bytes += buf.len();
+                if !send(buf) {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(id, error = %crate::error_chain(&e), "Alert page cut short: the queue failed.");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                return;
+            }
+        }
+        id -= 1;
+    }
+    // `id` is the newest id not looked at yet.
+    let next = if id >= 1 {
+        (id + 1).to_string()
+    } else {
+        "null".into()
+    };
+    send(format!("],\"next_before\":{next}}}").into_bytes());
+}
+
+pub async fn get(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
+    match s.queue.get(id) {
+        Ok(Some(a)) => Json(view(&a)).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": format!("no alert {id}")})),
+        )
+            .into_response(),
+        Err(e) => queue_error(&e),
+    }
+}
