@@ -186,7 +186,9 @@ pub fn skip_data(buf: &[u8], mid_line: bool) -> Skip {
 fn next_line(buf: &[u8], start: usize, limit: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
     let rest = &buf[start..];
     let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-        return if rest.len() > limit {
+        // A CR at the end may be the first half of the line ending: it does not count yet.
+        let pending = rest.strip_suffix(b"\r").unwrap_or(rest);
+        return if pending.len() > limit {
             Err(too_long(rest, limit))
         } else {
             Ok(None)
@@ -330,6 +332,41 @@ mod tests {
             parse(b"+OK\r\nx\r\n..\r\n", Expect::MultiLine),
             Ok(Parsed::Incomplete { .. })
         ));
+    }
+
+    /// Found by fuzzing (fuzz target `pop3_reply`): a line exactly as long as its limit was
+    /// refused when a read ended between its CR and LF, though the same line read whole is
+    /// taken — whether a reply parsed depended on where the network cut it.
+    #[test]
+    fn a_line_at_the_limit_split_between_cr_and_lf_is_taken() {
+        let limits = Limits {
+            status_line: 10,
+            data_line: 8,
+            multi_line: 100,
+        };
+        // Status line of exactly 10 bytes; the first read ends after its CR.
+        let wire = b"+OK 012345\r\n";
+        let first = parse_reply(&wire[..wire.len() - 1], 0, Expect::SingleLine, &limits);
+        assert!(matches!(first, Ok(Parsed::Incomplete { .. })), "{first:?}");
+        let Ok(Parsed::Complete { value, .. }) = parse_reply(wire, 0, Expect::SingleLine, &limits)
+        else {
+            panic!("a status line at the limit is refused");
+        };
+        assert_eq!(value.text, b"012345");
+        // Data line of exactly 8 bytes, cut the same way.
+        let wire = b"+OK\r\n01234567\r\n.\r\n";
+        let cut = wire.len() - 4;
+        let Ok(Parsed::Incomplete { resume }) =
+            parse_reply(&wire[..cut], 0, Expect::MultiLine, &limits)
+        else {
+            panic!("a data line at the limit, cut after its CR, is refused");
+        };
+        let Ok(Parsed::Complete { value, .. }) =
+            parse_reply(wire, resume, Expect::MultiLine, &limits)
+        else {
+            panic!("not complete");
+        };
+        assert_eq!(value.data, b"01234567\r\n");
     }
 
     #[test]
