@@ -6,6 +6,8 @@ use alertbridge::cli::{self, Cli, Command};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+mod logfmt;
+
 /// glibc's allocator spent a fifth of the pipeline's time consolidating chunks; plugins keep
 /// their own allocator (every value that crosses is freed by the side that made it).
 #[global_allocator]
@@ -17,6 +19,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .fmt_fields(logfmt::EscapedFields)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -74,16 +77,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Queue { command } => Ok(alertbridge::queue_cmd::run(command)?),
-        Command::Run {
-            config,
-            accept_empty_queue,
-        } => {
+        Command::Run { config } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("alertbridge")
                 .build()?;
-            runtime.block_on(cli::run(&config, accept_empty_queue))?;
+            runtime.block_on(cli::run(&config))?;
             // Plugin runtimes were stopped with their instances; do not wait for stragglers.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             Ok(ExitCode::SUCCESS)

@@ -78,9 +78,11 @@ impl<'a> Collector<'a> {
         });
     }
 
-    /// Records a toml_edit deserialization error.
+    /// Records a toml_edit deserialization error (its message only: the `Display` form quotes
+    /// the source line), without the value it found.
     pub fn de(&mut self, context: &str, e: &toml_edit::de::Error) {
-        let message = e.message().trim_end();
+        let message = without_value(e.message().trim_end());
+        let message = message.as_str();
         let message = if context.is_empty() {
             message.to_owned()
         } else {
@@ -104,6 +106,52 @@ impl<'a> Collector<'a> {
     }
 }
 
+/// serde's "invalid type: integer `12345678`, expected a string" quotes the value it found,
+/// which may be a password typed into the wrong key or without quotes: the value is left out
+/// ("invalid type: integer, expected a string"); the line and column still point at it.
+pub fn without_value(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|p| rest.find(p).map(|i| i + p.len()))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        // The kind of value ("integer", "floating point", "string", ...), then its quoted text.
+        let Some(quote) = rest.find(['`', '"']) else {
+            break;
+        };
+        let kind = &rest[..quote];
+        if kind.contains(',') {
+            // No value is quoted in this message ("invalid type: map, expected ...").
+            continue;
+        }
+        out.push_str(kind.trim_end());
+        let open = rest.as_bytes()[quote];
+        let body = &rest[quote + 1..];
+        let end = if open == b'`' {
+            body.find('`')
+        } else {
+            // A Rust-escaped string: the first quote not preceded by a backslash.
+            let mut escaped = false;
+            body.char_indices().find_map(|(i, c)| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end.then_some(i)
+            })
+        };
+        match end {
+            Some(end) => rest = &body[end + 1..],
+            // Unterminated: drop everything after the kind rather than risk the value.
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The 1-based line and column (in characters) of byte `offset` in `text`.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -115,7 +163,39 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::line_col;
+    use super::{line_col, without_value};
+
+    #[test]
+    fn found_values_are_not_echoed() {
+        for (given, shown) in [
+            (
+                "invalid type: integer `12345678`, expected path string",
+                "invalid type: integer, expected path string",
+            ),
+            (
+                r#"invalid type: string "PLANTED \", expected x", expected a sequence"#,
+                "invalid type: string, expected a sequence",
+            ),
+            (
+                "invalid value: floating point `1.5`, expected u64",
+                "invalid value: floating point, expected u64",
+            ),
+            (
+                "invalid type: map, expected a string",
+                "invalid type: map, expected a string",
+            ),
+            (
+                r#"invalid type: string "unterminated"#,
+                "invalid type: string",
+            ),
+            (
+                "unknown field `x`, expected `y`",
+                "unknown field `x`, expected `y`",
+            ),
+        ] {
+            assert_eq!(without_value(given), shown);
+        }
+    }
 
     #[test]
     fn lines_and_columns_are_one_based() {
