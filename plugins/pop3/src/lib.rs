@@ -5,7 +5,7 @@ pub mod auth_results;
 pub mod client;
 pub mod config;
 pub mod error;
-mod html;
+pub mod html;
 pub mod mail;
 pub mod protocol;
 pub mod quarantine;
