@@ -6,6 +6,7 @@ use alertbridge_plugin_api::{
     DeliveryStatus, ErrorKind, PluginError, PresenceState, RecipientResult,
 };
 
+use super::presence::Unheard;
 use crate::{
     config::DeliverySettings,
     model::{Outcome, RecipientRecord},
@@ -19,7 +20,7 @@ pub enum Finding {
     Offline(PresenceState),
     /// The recipient's presence could not be had (the sink's presence call failed, timed out or
     /// left the user out), and the route counts that as not reachable (`offline.unknown`).
-    PresenceUnknown(String),
+    PresenceUnknown(Unheard),
     /// The sink's result for the recipient.
     Result(RecipientResult),
     /// The whole deliver call failed.
@@ -43,9 +44,7 @@ pub fn apply(
     record.updated_ms = now;
     match finding {
         Finding::Offline(state) => offline(record, policy, now, s, &format!("presence {state}")),
-        Finding::PresenceUnknown(why) => {
-            offline(record, policy, now, s, &format!("presence unknown: {why}"))
-        }
+        Finding::PresenceUnknown(unheard) => presence_unknown(record, &unheard, policy, now, s),
         Finding::RateLimited(at) => {
             record.outcome = Outcome::Pending;
             record.not_before_ms = Some(at);
@@ -150,6 +149,36 @@ fn retry(
     record.outcome = Outcome::Pending;
     record.not_before_ms = Some(now + wait);
     record.reason = format!("retrying in {} ms: {why}", wait);
+}
+
+/// How long a recipient of a `skip` or `fallback` route waits for presence that a transient
+/// failure (a bridge restarting, a time-out) keeps from being had, before the policy applies.
+pub const PRESENCE_WAIT_MS: i64 = 15 * 60 * 1000;
+
+/// A recipient whose presence could not be had, on a route that counts that as not reachable.
+/// `hold` holds as for offline. `skip` and `fallback` wait like for a sink that is down (no
+/// attempt used) while the failure is transient, for up to [`PRESENCE_WAIT_MS`]; after that, or
+/// at once for a permanent failure, the policy applies.
+fn presence_unknown(
+    record: &mut RecipientRecord,
+    unheard: &Unheard,
+    policy: &OfflinePolicy,
+    now: i64,
+    s: &DeliverySettings,
+) -> Option<String> {
+    let why = format!("presence unknown: {}", unheard.why);
+    if !unheard.transient || !matches!(policy, OfflinePolicy::Skip | OfflinePolicy::Fallback(_)) {
+        return offline(record, policy, now, s, &why);
+    }
+    let since = *record.held_since_ms.get_or_insert(now);
+    if now - since >= PRESENCE_WAIT_MS {
+        let waited = format!("{why}; waited {} s", (now - since) / 1000);
+        return offline(record, policy, now, s, &waited);
+    }
+    record.outcome = Outcome::Pending;
+    record.not_before_ms = Some(now + (s.retry_initial.as_millis() as i64).max(1000));
+    record.reason = format!("waiting: {why}");
+    None
 }
 
 fn offline(
@@ -465,9 +494,21 @@ mod tests {
     #[test]
     fn unknown_presence_follows_the_offline_policy() {
         let s = settings();
-        let why = || Finding::PresenceUnknown("presence query failed: 413 too_many_targets".into());
+        let refused = || {
+            Finding::PresenceUnknown(Unheard {
+                why: "presence query failed: 413 too_many_targets".into(),
+                transient: false,
+            })
+        };
+        let timed_out = || {
+            Finding::PresenceUnknown(Unheard {
+                why: "presence query timed out after 5000 ms".into(),
+                transient: true,
+            })
+        };
+        // A permanent failure: the policy applies at once.
         let mut r = record();
-        apply(&mut r, why(), &OfflinePolicy::Skip, 0, &s);
+        apply(&mut r, refused(), &OfflinePolicy::Skip, 0, &s);
         assert_eq!(
             (r.outcome, r.attempts, r.reason.as_str()),
             (
@@ -476,10 +517,50 @@ mod tests {
                 "offline (presence unknown: presence query failed: 413 too_many_targets); policy skip"
             )
         );
+        // A transient one waits without using an attempt, then the policy applies.
         let mut r = record();
-        apply(&mut r, why(), &hold(60, OfflinePolicy::Skip), 0, &s);
-        assert_eq!((r.outcome, r.held_since_ms), (Outcome::Held, Some(0)));
-        apply(&mut r, why(), &hold(60, OfflinePolicy::Skip), 60_000, &s);
-        assert_eq!(r.outcome, Outcome::Skipped, "{}", r.reason);
+        apply(&mut r, timed_out(), &OfflinePolicy::Skip, 0, &s);
+        assert_eq!(
+            (r.outcome, r.attempts, r.not_before_ms),
+            (Outcome::Pending, 0, Some(1000)),
+            "{}",
+            r.reason
+        );
+        apply(
+            &mut r,
+            timed_out(),
+            &OfflinePolicy::Skip,
+            PRESENCE_WAIT_MS - 1,
+            &s,
+        );
+        assert_eq!(r.outcome, Outcome::Pending);
+        apply(
+            &mut r,
+            timed_out(),
+            &OfflinePolicy::Skip,
+            PRESENCE_WAIT_MS,
+            &s,
+        );
+        assert_eq!(
+            (r.outcome, r.reason.as_str()),
+            (
+                Outcome::Skipped,
+                "offline (presence unknown: presence query timed out after 5000 ms; waited 900 s); policy skip"
+            )
+        );
+        // hold holds, whatever the failure.
+        for finding in [refused, timed_out] {
+            let mut r = record();
+            apply(&mut r, finding(), &hold(60, OfflinePolicy::Skip), 0, &s);
+            assert_eq!((r.outcome, r.held_since_ms), (Outcome::Held, Some(0)));
+            apply(
+                &mut r,
+                finding(),
+                &hold(60, OfflinePolicy::Skip),
+                60_000,
+                &s,
+            );
+            assert_eq!(r.outcome, Outcome::Skipped, "{}", r.reason);
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use alertbridge_plugin_api::{
-    PresenceState,
+    ErrorKind, PresenceState,
     abi::SinkBox,
     abi_stable::std_types::{RResult, RString, RVec},
 };
@@ -23,7 +23,16 @@ use crate::router::{Router, UnknownPresence};
 pub struct Answers {
     states: HashMap<String, PresenceState>,
     /// The sink's error or the time-out, when the call failed.
-    failure: Option<String>,
+    failure: Option<Unheard>,
+}
+
+/// Why a user's presence could not be had, and whether asking again may help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unheard {
+    pub why: String,
+    /// The call timed out, or failed with a transient error, or the sink left the user out;
+    /// false for a permanent or config error (a refused batch, a rejected secret).
+    pub transient: bool,
 }
 
 impl Deref for Answers {
@@ -37,15 +46,14 @@ impl Deref for Answers {
 impl Answers {
     /// Why `user`'s presence could not be had, or `None` if the sink told it (as any state,
     /// `unknown` included: the sink asked and its server had no state to give).
-    pub fn unheard(&self, user: &str) -> Option<String> {
+    pub fn unheard(&self, user: &str) -> Option<Unheard> {
         if self.states.contains_key(user) {
             return None;
         }
-        Some(
-            self.failure
-                .clone()
-                .unwrap_or_else(|| "the sink did not report this user".to_owned()),
-        )
+        Some(self.failure.clone().unwrap_or_else(|| Unheard {
+            why: "the sink did not report this user".to_owned(),
+            transient: true,
+        }))
     }
 }
 
@@ -142,7 +150,10 @@ impl PresenceCache {
             }
             Ok(RResult::RErr(e)) => {
                 tracing::warn!(sink = name, kind = %e.kind, error = %e.message, "Presence query failed; each route's offline.unknown decides.");
-                answers.failure = Some(format!("presence query failed: {}", e.message));
+                answers.failure = Some(Unheard {
+                    why: format!("presence query failed: {}", e.message),
+                    transient: !matches!(e.kind, ErrorKind::PERMANENT | ErrorKind::CONFIG),
+                });
             }
             Err(_) => {
                 tracing::warn!(
@@ -150,10 +161,10 @@ impl PresenceCache {
                     timeout_ms = timeout.as_millis() as u64,
                     "Presence query timed out; each route's offline.unknown decides."
                 );
-                answers.failure = Some(format!(
-                    "presence query timed out after {} ms",
-                    timeout.as_millis()
-                ));
+                answers.failure = Some(Unheard {
+                    why: format!("presence query timed out after {} ms", timeout.as_millis()),
+                    transient: true,
+                });
             }
         }
         answers
