@@ -17,14 +17,17 @@ function showLogin(note) {
   $("live").textContent = "the admin token is needed to show alerts and to send test alerts";
 }
 async function api(path, init = {}) {
+  const used = token;
   const headers = Object.assign({}, init.headers || {});
-  if (token) headers.authorization = `Bearer ${token}`;
+  if (used) headers.authorization = `Bearer ${used}`;
   const r = await fetch(path, Object.assign({}, init, {headers}));
   if (r.status === 401) {
-    const refused = token !== "";
-    token = "";
-    localStorage.removeItem(TOKEN_KEY);
-    showLogin(refused ? "that token was refused" : "");
+    // Only the first of the answers to one token decides (several requests run at once).
+    if (token === used) {
+      token = "";
+      localStorage.removeItem(TOKEN_KEY);
+      showLogin(used ? "that token was refused" : "");
+    }
     throw new NeedToken("the admin token is needed");
   }
   $("signed-in").hidden = token === "";
