@@ -232,6 +232,8 @@ impl Config {
             .and_then(|rest| rest.split_once("`: "))
             .and_then(|(key, msg)| inst.keys.get(key).map(|at| (*at, msg)));
         let ((line, column), msg) = keyed.unwrap_or((inst.at, message));
+        // A plugin's serde error may quote the value it found, which may be a secret.
+        let msg = error::without_value(msg);
         ConfigError {
             file: self.path.display().to_string(),
             line,
