@@ -249,7 +249,7 @@ pub async fn run(
                             };
                         }
                     };
-                    match api.resolve(&url, &next) {
+                    match api.resolve(&reply.url, &next) {
                         Ok(next) => url = next,
                         Err(e) => return e,
                     }

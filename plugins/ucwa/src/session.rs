@@ -94,11 +94,13 @@ pub async fn create(
     let reply = api
         .call(Method::POST, applications, &Body::json(&request), None)
         .await?;
-    let links = links_of(applications, &reply.body)?;
-    let mut app = resolve(api, applications, &links)?;
+    // Links are relative to where the answer came from (after any checked redirect).
+    let base = reply.url;
+    let links = links_of(&base, &reply.body)?;
+    let mut app = resolve(api, &base, &links)?;
     info!(application = %app.url, "Application created.");
     if let Some(href) = &links.make_me_available {
-        let url = api.resolve(applications, href)?;
+        let url = api.resolve(&base, href)?;
         match api
             .call(
                 Method::POST,
@@ -114,7 +116,7 @@ pub async fn create(
         }
         // reportMyActivity appears on `me` only once the application is available.
         let reply = api.call(Method::GET, &app.url, &Body::Empty, None).await?;
-        app = resolve(api, applications, &links_of(&app.url, &reply.body)?)?;
+        app = resolve(api, &base, &links_of(&reply.url, &reply.body)?)?;
     }
     Ok(app)
 }
