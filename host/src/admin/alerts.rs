@@ -19,10 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::AdminState;
-use crate::{
-    model::StoredAlert,
-    queue::{Queue, QueueError},
-};
+use crate::{model::StoredAlert, queue::QueueError};
 
 /// Alerts per page when the request names no `limit`.
 pub const DEFAULT_PAGE: usize = 50;
@@ -97,7 +94,7 @@ pub async fn list(State(s): State<Arc<AdminState>>, Query(q): Query<ListQuery>) 
     let top = q.before.map_or(newest, |b| b.saturating_sub(1).min(newest));
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let queue = Arc::clone(&s.queue);
-    tokio::task::spawn_blocking(move || write_page(queue.as_ref(), Page { top, limit }, &tx));
+    tokio::task::spawn_blocking(move || write_page(|id| queue.get(id), Page { top, limit }, &tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     });
@@ -112,7 +109,11 @@ pub async fn list(State(s): State<Arc<AdminState>>, Query(q): Query<ListQuery>) 
 /// Writes one page as JSON chunks into `tx`, reading one alert at a time; stops when the
 /// reader went away. A queue error mid-page ends the answer abnormally (the client sees a
 /// truncated body, never a well-formed short page).
-fn write_page(queue: &dyn Queue, page: Page, tx: &mpsc::Sender<Result<Bytes, std::io::Error>>) {
+fn write_page(
+    get: impl Fn(u64) -> Result<Option<StoredAlert>, QueueError>,
+    page: Page,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
     let send = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
     if !send(b"{\"alerts\":[".to_vec()) {
         return;
@@ -120,7 +121,7 @@ fn write_page(queue: &dyn Queue, page: Page, tx: &mpsc::Sender<Result<Bytes, std
     let floor = page.top.saturating_sub(SCAN_IDS);
     let (mut id, mut count, mut bytes) = (page.top, 0usize, 0usize);
     while id > floor && count < page.limit && bytes < PAGE_BYTES {
-        match queue.get(id) {
+        match get(id) {
             Ok(Some(alert)) => {
                 let mut buf = if count == 0 { Vec::new() } else { vec![b','] };
                 if let Err(e) = serde_json::to_writer(&mut buf, &view(&alert)) {
@@ -161,5 +162,76 @@ pub async fn get(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Respo
         )
             .into_response(),
         Err(e) => queue_error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use alertbridge_plugin_api::Alert;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn stored(id: u64, body_bytes: usize) -> StoredAlert {
+        let mut alert = Alert::new(format!("alert {id}"));
+        alert.body = "x".repeat(body_bytes);
+        StoredAlert::new(id, "test", alert, 0)
+    }
+
+    /// Runs one page over `alerts`: the ids it lists and its cursor.
+    fn page(alerts: &BTreeMap<u64, StoredAlert>, top: u64, limit: usize) -> (Vec<u64>, Value) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let alerts = alerts.clone();
+        let writer = std::thread::spawn(move || {
+            write_page(|id| Ok(alerts.get(&id).cloned()), Page { top, limit }, &tx)
+        });
+        let mut body = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            body.extend_from_slice(&chunk.unwrap());
+        }
+        writer.join().unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let ids = v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_u64().unwrap())
+            .collect();
+        (ids, v["next_before"].clone())
+    }
+
+    #[test]
+    fn pages_walk_down_through_gaps_to_the_end() {
+        // 1..=10 and 200_001..=200_003: a gap wider than one page's scan.
+        let alerts: BTreeMap<u64, StoredAlert> = (1..=10)
+            .chain(200_001..=200_003)
+            .map(|id| (id, stored(id, 10)))
+            .collect();
+        let (ids, next) = page(&alerts, 200_003, 2);
+        assert_eq!(ids, [200_003, 200_002]);
+        assert_eq!(next, 200_002);
+        let (ids, next) = page(&alerts, 200_001, 50);
+        assert_eq!(ids, [200_001]);
+        // The scan stopped after SCAN_IDS ids: the cursor goes on from there.
+        assert_eq!(next, 200_001 - SCAN_IDS + 1);
+        let (ids, next) = page(&alerts, next.as_u64().unwrap() - 1, 50);
+        assert_eq!(ids, (2..=10).rev().collect::<Vec<_>>());
+        assert_eq!(next, 2);
+        let (ids, next) = page(&alerts, 1, 50);
+        assert_eq!(ids, [1]);
+        assert!(next.is_null());
+        let (ids, next) = page(&BTreeMap::new(), 0, 50);
+        assert!(ids.is_empty() && next.is_null());
+    }
+
+    #[test]
+    fn a_page_ends_after_the_alert_that_passes_the_byte_bound() {
+        let big = PAGE_BYTES / 3;
+        let alerts: BTreeMap<u64, StoredAlert> = (1..=10).map(|id| (id, stored(id, big))).collect();
+        let (ids, next) = page(&alerts, 10, MAX_PAGE);
+        assert_eq!(ids, [10, 9, 8]);
+        assert_eq!(next, 8);
     }
 }

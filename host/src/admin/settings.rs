@@ -223,6 +223,68 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_checked_without_showing_the_token() {
+        let dir = std::env::temp_dir().join(format!("ab-admin-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, "PLANTED-9\n").unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "PLANTED-long-enough-token\n").unwrap();
+        let public: SocketAddr = "0.0.0.0:9180".parse().unwrap();
+
+        let (s, problems) = AdminSettings::from_keys(AdminKeys {
+            listen: Some(public),
+            ..AdminKeys::default()
+        });
+        assert!(s.token.is_none());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "admin_listen");
+
+        let (_, problems) = AdminSettings::from_keys(AdminKeys {
+            listen: Some(public),
+            token_file: Some(short),
+            hosts: Some(vec!["ok.example".into(), "bad:1".into()]),
+            max_connections: Some(0),
+            ..AdminKeys::default()
+        });
+        let keys: Vec<_> = problems.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "admin_token_file",
+                "admin_listen",
+                "admin_hosts",
+                "admin_max_connections"
+            ]
+        );
+        assert!(problems.iter().all(|(_, m)| !m.contains("PLANTED")));
+
+        let (_, problems) = AdminSettings::from_keys(AdminKeys {
+            token_env: Some("ALERTBRIDGE_ADMIN_KEYS_TEST_UNSET".into()),
+            ..AdminKeys::default()
+        });
+        assert_eq!(problems[0].0, "admin_token_env");
+        assert!(problems[0].1.contains("not set"), "{}", problems[0].1);
+
+        let (s, problems) = AdminSettings::from_keys(AdminKeys {
+            listen: Some(public),
+            token_file: Some(good),
+            hosts: Some(vec!["Alerts.Example.NET".into()]),
+            read_timeout_ms: Some(2000),
+            ..AdminKeys::default()
+        });
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            s.token.as_ref().map(Secret::expose),
+            Some("PLANTED-long-enough-token")
+        );
+        assert_eq!(s.hosts, ["alerts.example.net"]);
+        assert_eq!(s.read_timeout, Duration::from_secs(2));
+        assert!(!format!("{s:?}").contains("PLANTED"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
     fn the_fd_budget_is_an_eighth_of_the_limit() {
         let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
                     Max open files            256                  4096                 files     \n";
