@@ -38,12 +38,7 @@ impl Seeded {
     }
 
     fn start(&self) -> Bridge {
-        Bridge::start(
-            &self.config,
-            self.admin,
-            &self.dir.join("host.log"),
-            None,
-        )
+        Bridge::start(&self.config, self.admin, &self.dir.join("host.log"), None)
     }
 }
 
@@ -160,12 +155,20 @@ fn a_truncated_queue_file_is_one_line_at_start_and_salvage_brings_back_what_is_r
     let kept: Vec<_> = fs::read_dir(&s.data)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("queue.redb.damaged-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("queue.redb.damaged-")
+        })
         .collect();
     assert_eq!(kept.len(), 1, "the damaged file is kept aside");
     assert_eq!(kept[0].metadata().unwrap().len(), len / 2, "kept as it was");
     let (status, out, _) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
-    assert_eq!(status.code(), Some(0), "the salvaged file checks clean: {out}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the salvaged file checks clean: {out}"
+    );
 
     // The salvaged queue starts, and every recovered alert goes out once.
     set_online(&s.dir, true);
@@ -216,7 +219,10 @@ fn one_undecodable_record_is_set_aside_and_reported_while_the_rest_flow() {
 
     let (status, out, _) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
     assert_eq!(status.code(), Some(0), "{out}");
-    assert!(out.contains("records set aside at earlier starts (undecodable): 1"), "{out}");
+    assert!(
+        out.contains("records set aside at earlier starts (undecodable): 1"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -26,7 +26,10 @@ fn post_until_refused(hook: u16, prefix: &str, body_bytes: usize) -> (Vec<String
             other => panic!("post {seq}: unexpected {other}: {body}"),
         }
     }
-    panic!("the webhook never refused: {} posts acknowledged", acked.len());
+    panic!(
+        "the webhook never refused: {} posts acknowledged",
+        acked.len()
+    );
 }
 
 /// What every fault must look like from outside: health names the queue, the metric is 0.

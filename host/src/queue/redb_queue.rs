@@ -14,7 +14,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError, RwLock, mpsc},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -45,6 +49,8 @@ pub(super) struct Shared {
     /// writer's write lock (to close, reopen or compact the file) has it to itself.
     pub db: RwLock<Option<Database>>,
     pub fault: Mutex<Option<Fault>>,
+    /// True while `fault` is set: the enqueue path checks it without taking the lock.
+    pub down: AtomicBool,
     pub dir: PathBuf,
     pub metrics: Arc<Metrics>,
 }
@@ -52,6 +58,9 @@ pub(super) struct Shared {
 impl Shared {
     /// The refusal while faulted, if faulted.
     pub(super) fn unavailable(&self) -> Option<QueueError> {
+        if !self.down.load(Ordering::Acquire) {
+            return None;
+        }
         let f = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
         f.as_ref().map(|f| QueueError::Unavailable {
             reason: f.reason.clone(),
@@ -120,6 +129,7 @@ impl RedbQueue {
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             fault: Mutex::new(None),
+            down: AtomicBool::new(false),
             dir: dir.to_owned(),
             metrics,
         });

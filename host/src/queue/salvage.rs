@@ -24,7 +24,9 @@ use super::{
 use crate::model::{StoredAlert, now_ms};
 
 /// Silences the panic hook while damaged files are read (their panics become findings).
-struct QuietPanics(Option<Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send>>);
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send>;
+
+struct QuietPanics(Option<PanicHook>);
 
 impl QuietPanics {
     fn new() -> Self {

@@ -10,7 +10,7 @@
 use std::{
     collections::BTreeMap,
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::{Arc, PoisonError, mpsc},
+    sync::{Arc, PoisonError, atomic::Ordering, mpsc},
     time::{Duration, Instant},
 };
 
@@ -118,9 +118,19 @@ impl Writer {
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 },
-                None => match rx.recv() {
+                // Pruning also runs without traffic, so a quiet queue shrinks too.
+                None => match rx.recv_timeout(
+                    (last_prune + PRUNE_EVERY).saturating_duration_since(Instant::now()),
+                ) {
                     Ok(cmd) => cmd,
-                    Err(_) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        last_prune = Instant::now();
+                        if self.commit(Vec::new(), true) {
+                            self.maybe_compact();
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 },
             };
             let mut batch = vec![first];
@@ -150,7 +160,7 @@ impl Writer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
         );
-                // Saves that never made it stay for the next start's resume; say so.
+        // Saves that never made it stay for the next start's resume; say so.
         if !self.unsaved.is_empty() {
             tracing::error!(
                 alerts = self.unsaved.len(),
@@ -316,6 +326,7 @@ impl Writer {
             .fault
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Fault { reason, retry_at });
+        self.shared.down.store(true, Ordering::Release);
     }
 
     /// One attempt to reopen the file after a fault.
@@ -369,6 +380,7 @@ impl Writer {
             .fault
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+        self.shared.down.store(false, Ordering::Release);
         self.shared.metrics.set_queue_fault(None);
         tracing::info!(
             kept_outcomes = self.unsaved.len(),

@@ -135,7 +135,10 @@ impl Bridge {
         let start = Instant::now();
         while get(&format!("{}/healthz", b.admin)).is_none() {
             if let Some(status) = b.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("alertbridge exited at start with {status}; log:\n{}", b.log());
+                panic!(
+                    "alertbridge exited at start with {status}; log:\n{}",
+                    b.log()
+                );
             }
             assert!(
                 start.elapsed() < LONG,
@@ -308,8 +311,11 @@ offline = {{ policy = "hold", max_wait_secs = 3600, then = "skip" }}
 /// Sets the one recipient online or offline (offline alerts are held, unfinished).
 pub fn set_online(dir: &Path, online: bool) {
     let state = if online { "online" } else { "offline" };
-    fs::write(dir.join("presence"), format!("sip:ops@contoso.com {state}\n"))
-        .expect("write presence");
+    fs::write(
+        dir.join("presence"),
+        format!("sip:ops@contoso.com {state}\n"),
+    )
+    .expect("write presence");
 }
 
 /// An alert with dedup key and label `seq`, and a body of `body_bytes`.
