@@ -18,7 +18,7 @@ use crate::{
     config::Settings,
     error::UcwaError,
     protocol::{
-        batch,
+        batch, clip,
         discover::{is_invalid_token, parse_challenge, parse_token, password_grant},
         parse_error_body,
     },
@@ -128,14 +128,14 @@ impl Api {
     /// deployment).
     pub fn resolve(&self, base: &Url, href: &str) -> Result<Url, UcwaError> {
         let url = base.join(href).map_err(|_| UcwaError::UrlRejected {
-            url: href.chars().take(200).collect(),
+            url: clip(href),
             reason: "not a valid URL".into(),
         })?;
         self.settings
             .trust
             .check_hop(base, &url)
             .map_err(|reason| UcwaError::UrlRejected {
-                url: url.to_string(),
+                url: clip(url.as_str()),
                 reason,
             })?;
         Ok(url)

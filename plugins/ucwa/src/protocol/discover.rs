@@ -164,7 +164,7 @@ impl TokenGrant {
 pub fn parse_token(body: &[u8]) -> Result<Result<TokenGrant, String>, serde_json::Error> {
     let v: Value = serde_json::from_slice(body)?;
     if let Some(error) = v.get("error").and_then(Value::as_str) {
-        return Ok(Err(error.to_owned()));
+        return Ok(Err(super::clip(error)));
     }
     serde_json::from_value(v).map(Ok)
 }

@@ -108,9 +108,9 @@ pub fn parse_events(body: &[u8]) -> Result<EventsPage, serde_json::Error> {
                 kind: text(e, "type"),
                 status: e.get("status").and_then(Value::as_str).map(str::to_owned),
                 reason: e.get("reason").map(|r| Reason {
-                    code: text(r, "code"),
-                    subcode: text(r, "subcode"),
-                    message: text(r, "message"),
+                    code: super::clip(&text(r, "code")),
+                    subcode: super::clip(&text(r, "subcode")),
+                    message: super::clip(&text(r, "message")),
                 }),
                 resource: e.get("_embedded").and_then(|em| em.get(&rel)).cloned(),
                 rel,

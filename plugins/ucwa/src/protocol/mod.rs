@@ -21,6 +21,22 @@ pub fn link<'a>(resource: &'a Value, rel: &str) -> Option<&'a str> {
     l.get("href")?.as_str()
 }
 
+/// The most of a server's free text (error `message`, failure `reason`) that is kept: it ends
+/// up in delivery outcomes, health and logs, so a hostile server cannot make it large.
+pub const MAX_SERVER_TEXT: usize = 512;
+
+/// `text` cut to [`MAX_SERVER_TEXT`] bytes at a character boundary, marked with `…` if cut.
+pub fn clip(text: &str) -> String {
+    if text.len() <= MAX_SERVER_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_SERVER_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The UCWA error body `{"code":..,"subcode":..,"message":..}`, leniently.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -34,7 +50,7 @@ pub fn parse_error_body(body: &[u8]) -> ErrorBody {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return ErrorBody::default();
     };
-    let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let field = |k: &str| v.get(k).and_then(Value::as_str).map(clip);
     ErrorBody {
         code: field("code"),
         subcode: field("subcode"),
@@ -58,5 +74,9 @@ mod tests {
         assert_eq!(link(&v, "self"), Some("/a"));
         assert_eq!(link(&v, "many"), Some("/b"));
         assert_eq!(link(&v, "none"), None);
+        let long = format!(r#"{{"code":"x","message":"{}"}}"#, "ä".repeat(10_000));
+        let e = parse_error_body(long.as_bytes());
+        let message = e.message.unwrap();
+        assert!(message.len() <= MAX_SERVER_TEXT + 3 && message.ends_with('…'));
     }
 }
