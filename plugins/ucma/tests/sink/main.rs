@@ -7,9 +7,11 @@
 //! - `health`: `/v1/health` ok / degraded / down as the sink's health.
 //! - `config`: what the constructor refuses.
 //! - `tls`: HTTPS with an internal CA and a client certificate.
+//! - `hostile`: a captured signed send replayed under a fresh key; an endless answer.
 
 mod config;
 mod health;
+mod hostile;
 mod idempotency;
 mod outcomes;
 mod request_errors;
