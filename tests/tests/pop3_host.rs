@@ -11,233 +11,14 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
-    io::Write as _,
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    path::Path,
+    time::Duration,
 };
 
-use alertbridge_testbed::harness::{Host, free_port, get, wait_until};
+use alertbridge_testbed::harness::{Host, free_port, wait_until};
 
-const LONG: Duration = Duration::from_secs(120);
-const RECIPIENT: &str = "sip:ops@contoso.com";
-
-/// Where the test Dovecot is, from the variables `scripts/dovecot.sh env` prints.
-struct Dovecot {
-    addr: String,
-    maildirs: PathBuf,
-    users_file: PathBuf,
-}
-
-fn dovecot() -> Dovecot {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: start Dovecot with scripts/dovecot.sh (scripts/dovecot.sh start DIR && eval \"$(scripts/dovecot.sh env DIR)\"), as scripts/test does")
-        })
-    };
-    let maildirs = PathBuf::from(var("ALERTBRIDGE_TEST_MAILDIR_ROOT"));
-    // The script keeps its passwd-file beside its config: DIR/dovecot/users, DIR/mail.
-    let users_file = maildirs
-        .parent()
-        .map(|d| d.join("dovecot").join("users"))
-        .unwrap_or_default();
-    assert!(
-        users_file.is_file(),
-        "{} missing: start Dovecot with scripts/dovecot.sh",
-        users_file.display()
-    );
-    Dovecot {
-        addr: var("ALERTBRIDGE_TEST_POP3_ADDR"),
-        maildirs,
-        users_file,
-    }
-}
-
-fn unix_micros() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros())
-}
-
-/// A mailbox user of this test file: a line in Dovecot's passwd-file and an empty Maildir.
-///
-/// `dovecot.sh restart` (which the pop3 plugin's own tests run) rewrites the passwd-file, so a
-/// guard thread puts the line back whenever it is missing, for as long as the mailbox lives.
-struct Mailbox {
-    user: String,
-    dir: PathBuf,
-    stop: Arc<AtomicBool>,
-    guard: Option<JoinHandle<()>>,
-}
-
-impl Mailbox {
-    fn create(env: &Dovecot, user: &str) -> Self {
-        let users = fs::read_to_string(&env.users_file).expect("read Dovecot's users file");
-        // name:{PLAIN}pass:uid:gid::home:: — the mail owner of the script's own users.
-        let template = users
-            .lines()
-            .find(|l| l.starts_with("alerts:"))
-            .expect("the users file has the `alerts` user");
-        let fields: Vec<&str> = template.split(':').collect();
-        let (uid, gid) = (
-            fields[2].parse::<u32>().expect("uid"),
-            fields[3].parse::<u32>().expect("gid"),
-        );
-        let home = env.maildirs.join(user);
-        let line = format!(
-            "{user}:{{PLAIN}}{user}pass:{uid}:{gid}::{}::\n",
-            home.display()
-        );
-        let dir = home.join("Maildir");
-        for path in [
-            home.clone(),
-            dir.clone(),
-            dir.join("new"),
-            dir.join("cur"),
-            dir.join("tmp"),
-        ] {
-            fs::create_dir_all(&path).expect("create Maildir");
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                .expect("chown Maildir to the mail user");
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).expect("chmod Maildir");
-        }
-        for sub in ["new", "cur", "tmp"] {
-            for entry in fs::read_dir(dir.join(sub)).expect("list Maildir").flatten() {
-                fs::remove_file(entry.path()).expect("empty Maildir");
-            }
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let (file, prefix, flag) = (
-            env.users_file.clone(),
-            format!("{user}:"),
-            Arc::clone(&stop),
-        );
-        ensure_line(&file, &prefix, &line);
-        let guard = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                ensure_line(&file, &prefix, &line);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        // Dovecot looks at the passwd-file at most once a second: wait until the user can log in.
-        wait_until(
-            &format!("Dovecot to accept user {user}"),
-            Duration::from_secs(30),
-            || pop3_login(&env.addr, user),
-        );
-        Self {
-            user: user.to_owned(),
-            dir,
-            stop,
-            guard: Some(guard),
-        }
-    }
-
-    /// Drops a mail into `new/` the Maildir way (written in `tmp/`, renamed); returns the time
-    /// of the rename in µs since the epoch.
-    fn deliver(&self, name: &str, mail: &str) -> u128 {
-        let file = format!("{}.{name}.{}.pop3-e2e", unix_micros(), std::process::id());
-        let tmp = self.dir.join("tmp").join(&file);
-        fs::write(&tmp, mail).expect("write mail");
-        fs::rename(&tmp, self.dir.join("new").join(&file)).expect("deliver mail");
-        unix_micros()
-    }
-
-    fn files(&self) -> Vec<PathBuf> {
-        ["new", "cur"]
-            .iter()
-            .flat_map(|s| {
-                fs::read_dir(self.dir.join(s))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path())
-            })
-            .collect()
-    }
-
-    /// Mails on the server (new and seen).
-    fn count(&self) -> usize {
-        self.files().len()
-    }
-
-    /// The Message-IDs of the mails still on the server (a file Dovecot just moved is skipped).
-    fn message_ids(&self) -> BTreeSet<String> {
-        self.files()
-            .iter()
-            .filter_map(|p| fs::read_to_string(p).ok())
-            .filter_map(|m| header(&m, "message-id").map(|v| v.trim_matches(['<', '>']).to_owned()))
-            .collect()
-    }
-}
-
-impl Drop for Mailbox {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(g) = self.guard.take() {
-            let _ = g.join();
-        }
-    }
-}
-
-/// Appends `line` to the passwd-file unless a line starts with `prefix` (one append: atomic).
-fn ensure_line(file: &Path, prefix: &str, line: &str) {
-    let text = fs::read_to_string(file).unwrap_or_default();
-    if !text.lines().any(|l| l.starts_with(prefix)) {
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(file)
-            .expect("open Dovecot's users file");
-        f.write_all(line.as_bytes())
-            .expect("add the test user to Dovecot's users file");
-    }
-}
-
-/// Whether `user` can log in over plain POP3 (USER/PASS, then QUIT).
-fn pop3_login(addr: &str, user: &str) -> bool {
-    use std::io::BufRead as _;
-    let Ok(stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = std::io::BufReader::new(&stream);
-    let mut writer = &stream;
-    let mut reply = || {
-        let mut line = String::new();
-        reader.read_line(&mut line).is_ok() && line.starts_with("+OK")
-    };
-    let ok = reply()
-        && writer
-            .write_all(format!("USER {user}\r\n").as_bytes())
-            .is_ok()
-        && reply()
-        && writer
-            .write_all(format!("PASS {user}pass\r\n").as_bytes())
-            .is_ok()
-        && reply();
-    let _ = writer.write_all(b"QUIT\r\n");
-    ok
-}
-
-fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
-    mail.lines().take_while(|l| !l.is_empty()).find_map(|l| {
-        l.split_once(':')
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
-    })
-}
-
-fn plain_mail(user: &str, id: &str, subject: &str, body: &str) -> String {
-    format!(
-        "From: Monitoring <monitor@example.test>\r\nTo: {user}@example.test\r\nSubject: {subject}\r\n\
-         Message-ID: <{id}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
-    )
-}
+mod pop3_common;
+use pop3_common::*;
 
 /// A host config: the `pop3` source `mail` on `mailbox` (plus `pop3_extra`), the test sink,
 /// one recipient, one route; `host_extra` goes into `[host]`.
@@ -292,39 +73,6 @@ sinks = ["sink"]
 "#,
         server = env.addr
     )
-}
-
-/// The test sink's records (a SIGKILL may cut the last line short: it is skipped).
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    fs::read_to_string(dir.join("delivered.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn label<'a>(record: &'a serde_json::Value, name: &str) -> &'a str {
-    record["labels"][name].as_str().unwrap_or("")
-}
-
-/// A counter of the host's `/metrics` for source `mail` (0 when absent or not answering).
-fn metric(host: &Host, name: &str, labels: &str) -> u64 {
-    let text = get(&format!("{}/metrics", host.admin)).unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            l.starts_with(&format!("{name}{{"))
-                && l.contains("source=\"mail\"")
-                && l.contains(labels)
-        })
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .map(|v| v as u64)
-        .sum()
-}
-
-fn wait_source_ok(host: &Host) {
-    wait_until("the pop3 source to be logged in", LONG, || {
-        host.instance("mail")["state"] == "ok"
-    });
 }
 
 const CRASH_MAILS: usize = 2000;
@@ -532,7 +280,8 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
     let mailbox = Mailbox::create(&env, "e2eplain");
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
-    // A subject over the host's limit is refused for good: that mail must stay on the server.
+    // A subject over the host's limit is refused for good: that mail is quarantined — it stays
+    // on the server and becomes one `mail.problem` alert instead.
     let mut host = Host::start(
         dir.path(),
         admin,
@@ -573,9 +322,11 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
     mailbox.deliver("plain", &plain);
     mailbox.deliver("long", &long);
 
-    wait_until("both alerts at the sink", LONG, || {
-        records(dir.path()).len() >= 2
-    });
+    wait_until(
+        "both alerts and the problem alert at the sink",
+        LONG,
+        || records(dir.path()).len() >= 3,
+    );
     wait_until("both taken mails deleted", LONG, || {
         mailbox.message_ids() == BTreeSet::from([long_id.clone()])
     });
@@ -583,7 +334,7 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
         .into_iter()
         .map(|r| (label(&r, "mail.message_id").to_owned(), r))
         .collect();
-    assert_eq!(by_id.len(), 2, "{by_id:?}");
+    assert_eq!(by_id.len(), 3, "{by_id:?}");
 
     let x = &by_id[&xml_id];
     assert_eq!(
@@ -630,6 +381,23 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
         "{p}"
     );
 
+    let q = &by_id[&long_id];
+    assert_eq!(
+        (
+            q["subject"]
+                .as_str()
+                .map(|s| s.starts_with("Mail quarantined: xxx")),
+            q["severity"].as_str()
+        ),
+        (Some(true), Some("high")),
+        "{q}"
+    );
+    assert!(
+        label(q, "mail.problem").starts_with("the host refused its alert"),
+        "{q}"
+    );
+    assert_eq!(label(q, "mail.from"), "monitor@example.test", "{q}");
+
     // The refused mail: the host said no, so no DELE — still there after further polls.
     wait_until("the host to refuse the long subject", LONG, || {
         metric(
@@ -647,8 +415,8 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
     let alerts = host.alerts(10);
     assert_eq!(
         alerts.len(),
-        2,
-        "only the two taken mails are alerts: {alerts:?}"
+        3,
+        "the two taken mails and one problem alert: {alerts:?}"
     );
     assert!(host.stop(), "graceful stop; log:\n{}", host.log());
 }
