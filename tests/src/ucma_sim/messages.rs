@@ -197,7 +197,7 @@ fn plan_calls(inner: &mut Inner, id: &str, indices: &[usize]) -> Vec<(usize, Out
         let Some(to) = record.request.to.get(i).cloned() else {
             continue;
         };
-        let user = inner.users.get_mut(&to);
+        let user = super::state::user_key(&inner.users, &to).and_then(|k| inner.users.get_mut(&k));
         let availability = user.as_ref().and_then(|u| u.availability);
         let mut doc = pending(&to);
         if !record.request.skip_if.is_empty() {

@@ -244,7 +244,9 @@ impl State {
 
     /// A user's presence; `None` for a user the bridge does not know.
     pub fn presence(&self, uri: &str) -> Option<Availability> {
-        self.lock().users.get(uri).and_then(|u| u.availability)
+        let inner = self.lock();
+        let key = user_key(&inner.users, uri)?;
+        inner.users.get(&key).and_then(|u| u.availability)
     }
 
     /// Queues outcomes for a user's next calls (after they run out: 200, or 480 when offline).
@@ -340,4 +342,13 @@ impl State {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// The key of the user `uri` names: exactly, else ignoring ASCII case (§4.2: SIP URIs compare
+/// case-insensitively).
+pub(super) fn user_key(users: &BTreeMap<String, User>, uri: &str) -> Option<String> {
+    if users.contains_key(uri) {
+        return Some(uri.to_owned());
+    }
+    users.keys().find(|k| k.eq_ignore_ascii_case(uri)).cloned()
 }

@@ -204,3 +204,43 @@ async fn a_send_still_running_after_its_wait_is_polled_to_the_end() {
     assert_eq!(rig.sim.received(ALICE).len(), 1);
     assert_eq!(rig.sim.counters().sends, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_spellings_of_one_uri_are_never_duplicates_in_a_request() {
+    // The bridge compares URIs ignoring ASCII case (§4.2) and refuses duplicates with 422.
+    let rig = Rig::start(bridge(), "max_recipients_per_message = 5").await;
+    let shouted = "sip:ALICE@contoso.com";
+    let presence = rig
+        .sink
+        .presence(vec![shouted.to_owned(), ALICE.to_owned()])
+        .await
+        .expect("one target for both spellings");
+    let got: Vec<_> = presence
+        .iter()
+        .map(|p| (p.user.as_str(), p.state))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (shouted, PresenceState::AVAILABLE),
+            (ALICE, PresenceState::AVAILABLE)
+        ]
+    );
+    assert_eq!(rig.sim.counters().presence_queries, 1);
+    let results = rig
+        .sink
+        .deliver(message(1, &[shouted, ALICE]))
+        .await
+        .expect("no 422");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == DeliveryStatus::DELIVERED),
+        "{results:?}"
+    );
+    assert_eq!(
+        rig.sim.counters().sends,
+        2,
+        "the two spellings went in separate requests"
+    );
+}
