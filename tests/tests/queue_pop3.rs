@@ -1,0 +1,214 @@
+//! The `pop3` source against a real Dovecot while the queue's disk is full (a real tmpfs filled
+//! to ENOSPC): the queue goes down loudly, the source is told "queue unavailable, try later",
+//! every mail stays in the mailbox, and once the disk has room again each mail becomes exactly
+//! one IM and is deleted.
+//!
+//! Needs root (to mount the tmpfs; skipped with a message otherwise), Dovecot (`scripts/test`
+//! starts it; by hand: `eval "$(scripts/dovecot.sh env DIR)"`) and the built workspace.
+
+mod queue_support;
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use alertbridge_testbed::harness::{free_port, wait_until};
+use queue_support::*;
+
+const USER: &str = "tqueuefull";
+
+/// A Dovecot mailbox of this test: a passwd-file line and an empty Maildir.
+struct Mailbox {
+    dir: PathBuf,
+    users_file: PathBuf,
+}
+
+impl Mailbox {
+    fn create() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: start Dovecot with scripts/dovecot.sh (eval \"$(scripts/dovecot.sh env DIR)\"), as scripts/test does")
+            })
+        };
+        let maildirs = PathBuf::from(var("ALERTBRIDGE_TEST_MAILDIR_ROOT"));
+        let users_file = maildirs
+            .parent()
+            .map(|d| d.join("dovecot").join("users"))
+            .unwrap_or_default();
+        let users = fs::read_to_string(&users_file).expect("read Dovecot's users file");
+        let template = users
+            .lines()
+            .find(|l| l.starts_with("alerts:"))
+            .expect("the users file has the `alerts` user");
+        let fields: Vec<&str> = template.split(':').collect();
+        let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+        let home = maildirs.join(USER);
+        let dir = home.join("Maildir");
+        for path in [
+            home.clone(),
+            dir.clone(),
+            dir.join("new"),
+            dir.join("cur"),
+            dir.join("tmp"),
+        ] {
+            fs::create_dir_all(&path).unwrap();
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        for sub in ["new", "cur", "tmp"] {
+            for e in fs::read_dir(dir.join(sub)).unwrap().flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let m = Self { dir, users_file };
+        m.ensure_user(uid, gid, &home);
+        m
+    }
+
+    fn ensure_user(&self, uid: u32, gid: u32, home: &Path) {
+        let text = fs::read_to_string(&self.users_file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
+            use std::io::Write as _;
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(&self.users_file)
+                .unwrap();
+            writeln!(
+                f,
+                "{USER}:{{PLAIN}}{USER}pass:{uid}:{gid}::{}::",
+                home.display()
+            )
+            .unwrap();
+        }
+    }
+
+    fn deliver(&self, n: usize) {
+        let body = "disk full test line\r\n".repeat(1500);
+        let mail = format!(
+            "From: Monitoring <monitor@example.test>\r\nTo: {USER}@example.test\r\nSubject: qfull {n}\r\n\
+             Message-ID: <qfull-{n}-{}@example.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_micros()
+        );
+        let file = format!("qfull.{n}.{}", std::process::id());
+        let tmp = self.dir.join("tmp").join(&file);
+        fs::write(&tmp, mail).unwrap();
+        fs::rename(&tmp, self.dir.join("new").join(&file)).unwrap();
+    }
+
+    fn count(&self) -> usize {
+        ["new", "cur"]
+            .iter()
+            .map(|s| fs::read_dir(self.dir.join(s)).map_or(0, |d| d.count()))
+            .sum()
+    }
+}
+
+fn delivered_subjects(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("delivered.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["subject"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn pop3_keeps_the_mail_while_the_queue_disk_is_full_and_delivers_it_once_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_tmpfs) = Tmpfs::mount(&data, 8 << 20) else {
+        return;
+    };
+    let mailbox = Mailbox::create();
+    let addr = std::env::var("ALERTBRIDGE_TEST_POP3_ADDR").unwrap();
+    let admin = free_port();
+    let d = dir.path().display();
+    let config = dir.path().join("alertbridge.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"
+[host]
+data_dir = "{data}"
+admin_listen = "127.0.0.1:{admin}"
+
+[delivery]
+per_recipient_per_minute = 0
+
+[[source]]
+name = "mail"
+plugin = "pop3"
+[source.config]
+server = "{addr}"
+tls = "none"
+username = "{USER}"
+password = "{USER}pass"
+state_dir = "{d}/pop3-state"
+poll_interval_ms = 200
+max_backoff_ms = 1000
+
+[[sink]]
+name = "sink"
+plugin = "test-sink"
+[sink.config]
+record_file = "{d}/delivered.jsonl"
+
+[groups]
+ops = ["sip:ops@contoso.com"]
+
+[[route]]
+name = "all"
+groups = ["ops"]
+sinks = ["sink"]
+"#,
+            data = data.display()
+        ),
+    )
+    .unwrap();
+    let b = Bridge::start(&config, admin, &dir.path().join("host.log"), None);
+    mailbox.deliver(0);
+    wait_until("the first mail as an IM", LONG, || {
+        delivered_subjects(dir.path()).contains(&"qfull 0".to_owned())
+    });
+    wait_until("the first mail deleted", LONG, || mailbox.count() == 0);
+
+    let filler = fill(&data);
+    for n in 1..=5 {
+        mailbox.deliver(n);
+    }
+    wait_until("the queue to go down", LONG, || {
+        b.metric("alertbridge_queue_up") == Some(0.0)
+    });
+    let (code, health) = b.health();
+    assert_eq!(code, 503, "{health}");
+    // Several polls while the disk stays full: the mail stays on the server.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        mailbox.count(),
+        5,
+        "mail left the mailbox while the queue was down"
+    );
+    assert_eq!(delivered_subjects(dir.path()), ["qfull 0"]);
+    assert!(
+        b.log().contains("queue unavailable"),
+        "the source was not told: {}",
+        b.log()
+    );
+
+    fs::remove_file(&filler).unwrap();
+    wait_until("every mail as an IM", LONG, || {
+        delivered_subjects(dir.path()).len() >= 6
+    });
+    wait_until("the mailbox emptied", LONG, || mailbox.count() == 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = delivered_subjects(dir.path());
+    got.sort();
+    let want: Vec<String> = (0..=5).map(|n| format!("qfull {n}")).collect();
+    assert_eq!(got, want, "each mail exactly once; log:\n{}", b.log());
+}
