@@ -257,8 +257,45 @@ async fn batch_call(core: &Core, url: &Url, urls: &[Url]) -> Result<Vec<batch::P
 
 #[cfg(test)]
 mod tests {
-    use super::presence_url;
+    use super::{MAX_CACHED, presence_url, remember};
+    use alertbridge_plugin_api::{Presence, PresenceState, kit::Setup, testing::TestHost};
     use reqwest::Url;
+
+    fn sink(cache_ms: u64) -> crate::UcwaSink {
+        crate::UcwaSink::new(Setup {
+            instance: "lync".into(),
+            kind: "ucwa".into(),
+            config_toml: format!(
+                "domain = \"contoso.com\"\nusername = \"a@contoso.com\"\npassword = \"p\"\n\
+                 presence_cache_ms = {cache_ms}\n"
+            ),
+            host: TestHost::new("lync").host(),
+        })
+        .unwrap()
+    }
+
+    /// Recipients can come from alerts: asking about ever new addresses must not grow the
+    /// cache without end (the old cache kept every answer forever, even with caching off).
+    #[test]
+    fn the_presence_cache_is_bounded_and_off_means_empty() {
+        let on = sink(60_000);
+        for i in 0..MAX_CACHED + 5_000 {
+            let user = format!("sip:user{i}@contoso.com");
+            remember(
+                on.core(),
+                &user,
+                &Presence::new(&user, PresenceState::AVAILABLE),
+            );
+        }
+        assert_eq!(on.core().presence_cache.lock().unwrap().len(), MAX_CACHED);
+        let off = sink(0);
+        remember(
+            off.core(),
+            "sip:a@contoso.com",
+            &Presence::new("sip:a@contoso.com", PresenceState::AVAILABLE),
+        );
+        assert!(off.core().presence_cache.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn presence_url_appends_the_bare_user() {

@@ -147,6 +147,14 @@ impl UcwaSink {
     }
 }
 
+impl UcwaSink {
+    /// What the sink's tasks share (for the crate's unit tests).
+    #[cfg(test)]
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+}
+
 impl Sink for UcwaSink {
     const WORKER_THREADS: usize = 2;
 
