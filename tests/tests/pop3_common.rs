@@ -144,6 +144,15 @@ impl Mailbox {
         unix_micros()
     }
 
+    /// [`Self::deliver`] for a mail that is not UTF-8.
+    pub fn deliver_bytes(&self, name: &str, mail: &[u8]) -> u128 {
+        let file = format!("{}.{name}.{}.pop3-e2e", unix_micros(), std::process::id());
+        let tmp = self.dir.join("tmp").join(&file);
+        fs::write(&tmp, mail).expect("write mail");
+        fs::rename(&tmp, self.dir.join("new").join(&file)).expect("deliver mail");
+        unix_micros()
+    }
+
     pub fn files(&self) -> Vec<PathBuf> {
         ["new", "cur"]
             .iter()
@@ -166,7 +175,8 @@ impl Mailbox {
     pub fn message_ids(&self) -> BTreeSet<String> {
         self.files()
             .iter()
-            .filter_map(|p| fs::read_to_string(p).ok())
+            .filter_map(|p| fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
             .filter_map(|m| header(&m, "message-id").map(|v| v.trim_matches(['<', '>']).to_owned()))
             .collect()
     }

@@ -318,14 +318,27 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
         &"x".repeat(300),
         "Refused by the host: the subject is too long.",
     );
+    // An XML alert in ISO-8859-1, said only by its XML declaration (the MIME part names no
+    // charset): "Köln" must arrive as "Köln", not "K\u{fffd}ln".
+    let latin1_id = format!("latin1-{token}@example.test");
+    let mut latin1 = format!(
+        "From: Monitoring <monitor@example.test>\r\nTo: {u}@example.test\r\nSubject: latin1\r\n\
+         Message-ID: <{latin1_id}>\r\nMIME-Version: 1.0\r\nContent-Type: application/xml\r\n\r\n\
+         <?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\r\n<alert xmlns=\"urn:alertbridge:alert:1\"><subject>Stau in K",
+        u = mailbox.user
+    )
+    .into_bytes();
+    latin1.push(0xf6);
+    latin1.extend_from_slice(b"ln</subject></alert>\r\n");
+    mailbox.deliver_bytes("latin1", &latin1);
     mailbox.deliver("xml", &xml);
     mailbox.deliver("plain", &plain);
     mailbox.deliver("long", &long);
 
     wait_until(
-        "both alerts and the problem alert at the sink",
+        "three alerts and the problem alert at the sink",
         LONG,
-        || records(dir.path()).len() >= 3,
+        || records(dir.path()).len() >= 4,
     );
     wait_until("both taken mails deleted", LONG, || {
         mailbox.message_ids() == BTreeSet::from([long_id.clone()])
@@ -334,7 +347,13 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
         .into_iter()
         .map(|r| (label(&r, "mail.message_id").to_owned(), r))
         .collect();
-    assert_eq!(by_id.len(), 3, "{by_id:?}");
+    assert_eq!(by_id.len(), 4, "{by_id:?}");
+    assert_eq!(
+        by_id[&latin1_id]["subject"].as_str(),
+        Some("Stau in K\u{f6}ln"),
+        "{}",
+        by_id[&latin1_id]
+    );
 
     let x = &by_id[&xml_id];
     assert_eq!(
@@ -415,8 +434,8 @@ fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
     let alerts = host.alerts(10);
     assert_eq!(
         alerts.len(),
-        3,
-        "the two taken mails and one problem alert: {alerts:?}"
+        4,
+        "the three taken mails and one problem alert: {alerts:?}"
     );
     assert!(host.stop(), "graceful stop; log:\n{}", host.log());
 }
