@@ -331,6 +331,14 @@ fn a_rebound_host_name_reads_no_alert_and_sends_no_test_alert() {
     )
     .expect("answers");
     assert_eq!(a.status, 421, "{}", a.body);
+    // An absolute-form request target naming the rebound host, with an innocent Host header.
+    let a = raw(
+        port,
+        &format!("GET http://evil.example:{port}/api/v1/alerts HTTP/1.1\r\nhost: 127.0.0.1:{port}"),
+        "",
+    )
+    .expect("answers");
+    assert_eq!(a.status, 421, "{}", a.body);
     // A name that merely starts like an allowed one, and one that ends like it.
     for host in ["alerts.example.net.evil.example", "evil-alerts.example.net"] {
         let a = raw(

@@ -227,8 +227,13 @@ pub async fn guard(State(s): State<Arc<AdminState>>, req: Request, next: Next) -
 async fn check(s: &AdminState, req: Request) -> Result<Request, Refusal> {
     let access = Arc::clone(&s.access.read().unwrap_or_else(|e| e.into_inner()));
     let headers = req.headers();
+    // The Host header, and the authority of an absolute-form request target when there is one
+    // (which a server must prefer): both must be acceptable.
     let host = header_str(headers, header::HOST).or(req.uri().authority().map(|a| a.as_str()));
-    if !host_allowed(host, &access.hosts) {
+    let target = req.uri().authority().map(|a| a.as_str());
+    if !host_allowed(host, &access.hosts)
+        || target.is_some_and(|t| !host_allowed(Some(t), &access.hosts))
+    {
         return Err(Refusal::Host);
     }
     let body_empty = req.body().size_hint().exact() == Some(0);

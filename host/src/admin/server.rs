@@ -45,6 +45,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let cap = connection_cap(settings);
+    if cap < settings.max_connections {
+        tracing::warn!(
+            admin_max_connections = settings.max_connections,
+            max_connections = cap,
+            nofile = nofile_soft_limit(),
+            "Admin HTTP: fewer connections than configured, to keep seven eighths of the open-file limit for the sources and sinks."
+        );
+    }
     let slots = Arc::new(Semaphore::new(cap));
     tracing::info!(
         listen = ?listener.local_addr().ok(),
