@@ -1320,6 +1320,73 @@ fn signed_requests_reach_a_bridge_that_requires_signatures() {
 }
 
 #[test]
+fn check_never_shows_the_ucma_secret() {
+    use std::os::unix::ffi::OsStrExt as _;
+    const PLANTED: &str = "PLANTED7f3a";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("secret.toml");
+    let base = config(
+        dir.path(),
+        free_port(),
+        free_port(),
+        "http://127.0.0.1:9",
+        &Spec::default(),
+    );
+    let secret_line = format!("secret = \"{SECRET}\"");
+    let short_file = dir.path().join("short.secret");
+    std::fs::write(&short_file, format!("{PLANTED}\n")).expect("write");
+    // A secret that is wrong in each way, from each source: none may be echoed.
+    let cases = [
+        (
+            "inline, wrong type",
+            "secret = 98765432101".to_owned(),
+            "98765432101",
+        ),
+        (
+            "inline, too short",
+            format!("secret = \"{PLANTED}\""),
+            PLANTED,
+        ),
+        (
+            "inline, with a space",
+            format!("secret = \"{PLANTED} and more words\""),
+            PLANTED,
+        ),
+        (
+            "file, too short",
+            format!("secret_file = {:?}", short_file.display().to_string()),
+            PLANTED,
+        ),
+        (
+            "env, not UTF-8",
+            "secret_env = \"AB_UCMA_PLANTED\"".to_owned(),
+            PLANTED,
+        ),
+    ];
+    let mut bad_bytes = PLANTED.as_bytes().to_vec();
+    bad_bytes.extend_from_slice(b"\xff\xfe-0123456789");
+    for (what, line, planted) in cases {
+        std::fs::write(&path, base.replace(&secret_line, &line)).expect("write config");
+        let out = std::process::Command::new(bin_dir().join("alertbridge"))
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .env("AB_UCMA_PLANTED", std::ffi::OsStr::from_bytes(&bad_bytes))
+            .output()
+            .expect("run check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{what}: {text}");
+        assert!(text.contains("instance `ocs`"), "{what}: {text}");
+        assert!(text.contains("secret"), "{what}: names the key: {text}");
+        assert!(!text.contains(planted), "{what}: the secret leaked: {text}");
+    }
+}
+
+#[test]
 fn check_refuses_plain_http_to_a_remote_bridge_unless_allowed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("remote.toml");

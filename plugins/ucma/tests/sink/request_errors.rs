@@ -1,5 +1,7 @@
-//! Request-level errors of the bridge (401, 409, 413, 429, 503) as the host sees them: the
-//! delivery's error when every request failed, else the affected recipients' results.
+//! Request-level errors of the bridge (400, 401, 409, 413, 422, 429, 503, 504) as the host sees
+//! them: each recipient's from its own request's answer (one error for the delivery only when
+//! every request was refused alike); batches cut to the bridge's advertised limits; a failed
+//! presence batch leaving its users out.
 
 use std::time::Duration;
 
