@@ -4,6 +4,7 @@
 //! file must be an ELF shared library whose dynamic symbol table exports the plugin root module.
 //! Only a file that passes every check is handed to `dlopen`, so the constructors of anything
 //! else (a stray library, a planted file) never run — under `run`, `check`, `plugins` and reload.
+//! A refused file is never opened; its one-line reason says why.
 
 use std::{
     fs::{self, Metadata},
@@ -65,7 +66,7 @@ pub fn check_file(real_dir: &Path, path: &Path) -> Result<PathBuf, String> {
             .map_err(|e| format!("a symlink that leads nowhere ({})", e.kind()))?;
         if real.parent() != Some(real_dir) {
             return Err(format!(
-                "a symlink to {}, which is not in the plugin folder itself: not opened",
+                "a symlink to {}, which is not in the plugin folder itself",
                 real.display()
             ));
         }
@@ -75,9 +76,9 @@ pub fn check_file(real_dir: &Path, path: &Path) -> Result<PathBuf, String> {
     };
     let meta = fs::metadata(&real).map_err(|e| format!("cannot read: {}", e.kind()))?;
     if !meta.is_file() {
-        return Err("not a regular file: not opened".to_owned());
+        return Err("not a regular file".to_owned());
     }
-    owner_and_mode(&meta).map_err(|reason| format!("{reason}: not opened"))?;
+    owner_and_mode(&meta)?;
     exports_root_module(&real)?;
     Ok(real)
 }
@@ -110,11 +111,11 @@ fn owner_and_mode(meta: &Metadata) -> Result<(), String> {
 fn exports_root_module(path: &Path) -> Result<(), String> {
     let file = fs::File::open(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
     let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache)
-        .map_err(|e| format!("not an ELF shared library ({e}): not opened"))?;
+    let elf =
+        object::File::parse(&cache).map_err(|e| format!("not an ELF shared library ({e})"))?;
     if elf.kind() != ObjectKind::Dynamic {
         return Err(format!(
-            "not a shared library (an ELF {:?} file): not opened",
+            "not a shared library (an ELF {:?} file)",
             elf.kind()
         ));
     }
@@ -124,7 +125,7 @@ fn exports_root_module(path: &Path) -> Result<(), String> {
     if exported {
         Ok(())
     } else {
-        Err("not an alertbridge plugin (it exports no abi_stable root module): not opened".into())
+        Err("not an alertbridge plugin (no abi_stable root module)".into())
     }
 }
 
