@@ -32,6 +32,30 @@ pub struct Request {
     pub raw: Vec<u8>,
 }
 
+impl Request {
+    /// Whether the request carried an `Authorization` header.
+    pub fn authorized(&self) -> bool {
+        let head_end = self
+            .raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(self.raw.len());
+        String::from_utf8_lossy(&self.raw[..head_end])
+            .to_ascii_lowercase()
+            .contains("\r\nauthorization:")
+    }
+
+    /// The body, parsed as JSON (`Null` if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        let head_end = self
+            .raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(self.raw.len(), |i| i + 4);
+        serde_json::from_slice(&self.raw[head_end..]).unwrap_or_default()
+    }
+}
+
 /// What the server sends back.
 pub enum Answer {
     /// A complete response.
@@ -43,6 +67,11 @@ pub enum Answer {
     /// `200` with `application/json` and a body of `total` bytes, streamed without a length
     /// (or announcing `announce` as its `Content-Length`).
     Stream { total: u64, announce: Option<u64> },
+    /// `answer`, after a pause (a parked long poll).
+    Later {
+        after: std::time::Duration,
+        answer: Box<Answer>,
+    },
 }
 
 impl Answer {
@@ -176,8 +205,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let Some(request) = read_request(&mut stream, &mut buf).await else {
             return;
         };
-        let answer = script(&request);
+        let mut answer = script(&request);
         lock(seen).requests.push(request);
+        if let Answer::Later {
+            after,
+            answer: later,
+        } = answer
+        {
+            tokio::time::sleep(after).await;
+            answer = *later;
+        }
         if write_answer(&mut stream, answer, seen).await.is_err() {
             return;
         }
@@ -274,6 +311,7 @@ async fn write_answer<S: AsyncWrite + Unpin>(
             stream.shutdown().await?;
             Err(std::io::ErrorKind::ConnectionAborted.into())
         }
+        Answer::Later { answer, .. } => Box::pin(write_answer(stream, *answer, seen)).await,
     }
 }
 
