@@ -421,6 +421,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dedup_max_keys_evicts_the_oldest_key_and_counts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let options = QueueOptions {
+            dedup_max_keys: 2,
+            ..QueueOptions::default()
+        };
+        {
+            let q =
+                RedbQueue::open_with(dir.path(), &options, Arc::clone(&metrics), Box::new(drop))
+                    .unwrap();
+            for k in ["k1", "k2", "k3"] {
+                assert!(!q.enqueue("s", keyed(k, k)).await.unwrap().duplicate);
+            }
+            assert!(q.enqueue("s", keyed("k3", "k3")).await.unwrap().duplicate);
+            assert!(
+                !q.enqueue("s", keyed("k1", "k1")).await.unwrap().duplicate,
+                "the oldest key was evicted, so it is taken again"
+            );
+            let text = metrics.render();
+            assert!(
+                text.contains("\nalertbridge_dedup_evictions_total 2\n"),
+                "{text}"
+            );
+            assert!(text.contains("\nalertbridge_dedup_keys 2\n"), "{text}");
+        }
+        // The bound holds when the index is rebuilt from the log, newest kept.
+        let metrics = Arc::new(Metrics::default());
+        let q = RedbQueue::open_with(dir.path(), &options, Arc::clone(&metrics), Box::new(drop))
+            .unwrap();
+        assert!(metrics.render().contains("\nalertbridge_dedup_keys 2\n"));
+        assert!(q.enqueue("s", keyed("k1", "k1")).await.unwrap().duplicate);
+        assert!(!q.enqueue("s", keyed("k2", "k2")).await.unwrap().duplicate);
+    }
+
+    #[tokio::test]
     async fn expired_dedup_keys_are_taken_again() {
         let dir = tempfile::tempdir().unwrap();
         let q = RedbQueue::open(dir.path(), Duration::ZERO, 100, Box::new(drop)).unwrap();

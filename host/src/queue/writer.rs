@@ -255,6 +255,11 @@ impl Writer {
         match result {
             Ok(next_id) => {
                 self.next_id = next_id;
+                let evicted = self.dedup.take_evicted();
+                if evicted > 0 {
+                    self.shared.metrics.dedup_evicted(evicted);
+                }
+                self.shared.metrics.set_dedup_keys(self.dedup.len() as u64);
                 for r in replies {
                     match r {
                         Reply::Enqueued(tx, mut alert, taken) => {
@@ -268,11 +273,6 @@ impl Writer {
                         Reply::Saved(tx, ..) => drop(tx.send(Ok(()))),
                     }
                 }
-                let evicted = self.dedup.take_evicted();
-                if evicted > 0 {
-                    self.shared.metrics.dedup_evicted(evicted);
-                }
-                self.shared.metrics.set_dedup_keys(self.dedup.len() as u64);
                 true
             }
             Err(e) => {
