@@ -107,7 +107,8 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        let text = "disk full\n2026-12-07T00:00:00Z  INFO forged\r\x1b[2J\u{85}\u{2028}\u{202e}é\tend";
+        let text =
+            "disk full\n2026-12-07T00:00:00Z  INFO forged\r\x1b[2J\u{85}\u{2028}\u{202e}é\tend";
         assert_eq!(
             Escaped(text).to_string(),
             "disk full\\n2026-12-07T00:00:00Z  INFO forged\\r\\u{1b}[2J\\u{85}\\u{2028}\\u{202e}é\\tend"
