@@ -45,7 +45,11 @@ impl Pop3Source {
             self.counters.disallowed.fetch_add(1, Ordering::Relaxed);
             let delete = s.on_disallowed == OnDisallowed::Delete;
             warn!(mailbox = %s.mailbox, msg = candidate.msg, sender = ?sender, subject = %alert.subject, reason = %why, deleted = delete && !s.keep,
-                "Mail from a sender not accepted; no alert.");
+                quarantined = candidate.quarantine.is_some(), "Mail from a sender not accepted; no alert.");
+            if candidate.quarantine.is_some() {
+                // Remembered all the same, so it is not fetched again after a restart.
+                return Prepared::Done(Disposition::Quarantine { delete });
+            }
             return Prepared::Done(if delete {
                 Disposition::Delete
             } else {
@@ -90,7 +94,8 @@ impl Pop3Source {
                 self.counters.alerts.fetch_add(1, Ordering::Relaxed);
                 debug!(mailbox = %s.mailbox, msg = candidate.msg, alert_id = receipt.alert_id, duplicate = receipt.duplicate, "Alert queued.");
                 if quarantined {
-                    return Ok(Disposition::Quarantine);
+                    let delete = s.on_quarantine == OnDisallowed::Delete;
+                    return Ok(Disposition::Quarantine { delete });
                 }
                 if let Some(uid) = &candidate.uid {
                     memory.succeeded(uid);

@@ -39,7 +39,6 @@ use tracing::{debug, info, warn};
 
 use crate::{
     client::{Io, Session, connect},
-    config::OnDisallowed,
     error::Error,
     protocol::{Command, ListEntry, Reply},
     quarantine::{Due, Memory},
@@ -166,8 +165,11 @@ enum Disposition {
     Keep,
     /// Leave it on the server; it is quarantined at the next session.
     Retry,
-    /// Its problem alert is queued: remember it as quarantined (and delete it if so configured).
-    Quarantine,
+    /// Quarantined (its problem alert is queued, or it has none: a sender not accepted):
+    /// remembered as quarantined, and deleted if `delete`.
+    Quarantine {
+        delete: bool,
+    },
 }
 
 /// A batch whose alerts are with the host.
@@ -505,12 +507,12 @@ impl Pop3Source {
                     memory.skipped.extend(candidate.uid.clone());
                 }
                 Ok(Disposition::Retry) => {}
-                Ok(Disposition::Quarantine) => {
+                Ok(Disposition::Quarantine { delete }) => {
                     if let Some(uid) = &candidate.uid {
                         memory.quarantine(uid)?;
                         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
                     }
-                    if s.on_quarantine == OnDisallowed::Delete && !s.keep {
+                    if delete && !s.keep {
                         tally.deletes.push(candidate.msg);
                     }
                 }
