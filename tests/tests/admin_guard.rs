@@ -492,6 +492,11 @@ fn the_admin_token_guards_writes_and_alert_contents() {
     // The tokens themselves are never logged.
     let log = bed.host.log();
     assert!(!log.contains(TOKEN) && !log.contains(rotated));
+    // Wrong tokens are logged (rate-limited) with where they came from.
+    assert!(
+        log.contains("wrong token refused") && log.contains("peer=Some(127.0.0.1:"),
+        "{log}"
+    );
 }
 
 #[test]

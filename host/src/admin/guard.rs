@@ -2,7 +2,13 @@
 //! keep a web page from driving it (CSRF), the admin token, bounded request bodies, and the
 //! headers every answer carries.
 
-use std::sync::{Arc, RwLock};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use axum::{
     Json,
@@ -14,7 +20,7 @@ use axum::{
 };
 use sha2::{Digest as _, Sha256};
 
-use super::{AdminSettings, AdminState};
+use super::{AdminSettings, AdminState, server::Peer};
 
 /// The largest request body the admin server reads (a test alert is far smaller).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -196,12 +202,34 @@ fn writes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Logs a refused request: a wrong token at `warn` (someone is guessing, or a client has an
+/// old token), at most once a second with the number left out; the rest at `debug`.
+fn log_refusal(refusal: &Refusal, peer: Option<SocketAddr>, method: &Method, path: &str) {
+    static LAST_S: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    if *refusal != Refusal::WrongToken {
+        tracing::debug!(?peer, %method, path = %path.escape_debug(), reason = ?refusal, "Admin request refused.");
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST_S.swap(now, Ordering::Relaxed) == now {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let not_logged = QUIET.swap(0, Ordering::Relaxed);
+    tracing::warn!(?peer, %method, path = %path.escape_debug(), not_logged, "Admin request with a wrong token refused.");
+}
+
 /// The middleware in front of every route.
 pub async fn guard(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let mut resp = match check(&s, req).await {
         Ok(req) => next.run(req).await,
         Err(refusal) => {
-            tracing::debug!(reason = ?refusal, "Admin request refused.");
+            log_refusal(&refusal, peer, &method, &path);
             refusal.into_response()
         }
     };

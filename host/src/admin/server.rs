@@ -4,6 +4,7 @@
 
 use std::{
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::{
         Arc,
@@ -84,9 +85,10 @@ pub async fn run(
             () = shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 tokio::spawn(connection(
                     stream,
+                    peer,
                     app.clone(),
                     settings.clone(),
                     permit,
@@ -138,8 +140,13 @@ impl Drop for Busy {
     }
 }
 
+/// The client's address, as a request extension (for the log of refused requests).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     settings: AdminSettings,
     _permit: OwnedSemaphorePermit,
@@ -158,7 +165,8 @@ async fn connection(
     let svc = {
         let activity = Arc::clone(&activity);
         let app = TowerToHyperService::new(app);
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
             let busy = Busy::new(&activity);
             let answer = app.call(req);
             async move {
