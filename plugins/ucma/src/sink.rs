@@ -120,6 +120,59 @@ impl UcmaSink {
         }
     }
 
+    /// Asks `/v1/health` for the bridge's limits again, after a `413` said ours are too large
+    /// (a bridge reconfigured since the last poll); the sizes to use now.
+    async fn relearn(&self) -> Sizes {
+        if let Ok(doc) = self.client.health().await {
+            self.learn(doc.limits);
+        }
+        self.sizes().await
+    }
+
+    /// The presence of `targets` in queries of `size`: what was answered, and each batch that
+    /// failed with its error.
+    async fn query(
+        &self,
+        targets: &[String],
+        size: usize,
+        asked: &BTreeMap<String, Vec<String>>,
+    ) -> (Vec<Presence>, Vec<(Vec<String>, BridgeError)>) {
+        let batches: Vec<&[String]> = targets.chunks(size.max(1)).collect();
+        let timeout = self.config().presence_timeout_ms;
+        let jobs: Vec<_> = batches
+            .iter()
+            .map(|batch| self.client.presence(batch, timeout))
+            .collect();
+        let answers = self.concurrently(jobs).await;
+        let (mut out, mut failed) = (Vec::new(), Vec::new());
+        for (batch, answer) in batches.into_iter().zip(answers) {
+            match answer {
+                Ok(results) => {
+                    let of_batch: BTreeMap<String, Vec<String>> = batch
+                        .iter()
+                        .filter_map(|t| {
+                            let folded = t.to_ascii_lowercase();
+                            asked.get(&folded).map(|s| (folded, s.clone()))
+                        })
+                        .collect();
+                    out.extend(presences(results, &of_batch));
+                }
+                Err(e) => failed.push((batch.to_vec(), e)),
+            }
+        }
+        (out, failed)
+    }
+
+    /// One send per request, concurrently; the answers in the same order.
+    async fn send_all(
+        &self,
+        message: &Message,
+        requests: &[Vec<String>],
+    ) -> Vec<Result<Vec<RecipientResult>, BridgeError>> {
+        let jobs: Vec<_> = requests.iter().map(|to| self.send(message, to)).collect();
+        self.concurrently(jobs).await
+    }
+
     /// Sends `message` to `to` (one request) and waits for every recipient to be final, or
     /// for the request timeout.
     async fn send(
@@ -183,6 +236,11 @@ fn results_for(to: &[String], doc: &MessageDoc) -> Vec<RecipientResult> {
             }
         })
         .collect()
+}
+
+/// True if `error` is the bridge's `413` with this code (a batch over its limit).
+fn refused_as(error: &BridgeError, code: &str) -> bool {
+    matches!(error, BridgeError::Refused { status: 413, code: c, .. } if c == code)
 }
 
 /// Every recipient of a failed request, failed with that request's error.
@@ -289,35 +347,34 @@ impl Sink for UcmaSink {
         }
         let targets: Vec<String> = asked.values().map(|s| s[0].clone()).collect();
         let size = self.sizes().await.presence;
-        let batches: Vec<&[String]> = targets.chunks(size).collect();
-        let timeout = self.config().presence_timeout_ms;
-        let jobs: Vec<_> = batches
+        let (mut out, mut failed) = self.query(&targets, size, &asked).await;
+        if failed
             .iter()
-            .map(|batch| self.client.presence(batch, timeout))
-            .collect();
-        let answers = self.concurrently(jobs).await;
-        let (mut out, mut failed) = (Vec::new(), None);
-        for (batch, answer) in batches.iter().zip(answers) {
-            match answer {
-                Ok(results) => {
-                    let of_batch: BTreeMap<String, Vec<String>> = batch
-                        .iter()
-                        .filter_map(|t| {
-                            let folded = t.to_ascii_lowercase();
-                            asked.get(&folded).map(|s| (folded, s.clone()))
-                        })
-                        .collect();
-                    out.extend(presences(results, &of_batch));
-                }
-                Err(e) => {
-                    // These users are left out: the host treats their presence as unknown.
-                    warn!(targets = batch.len(), error = %error_chain(&e), "Presence query failed.");
-                    failed.get_or_insert(e);
-                }
+            .any(|(_, e)| refused_as(e, "too_many_targets"))
+        {
+            let smaller = self.relearn().await.presence;
+            if smaller < size {
+                let (again, rest): (Vec<_>, Vec<_>) = failed
+                    .into_iter()
+                    .partition(|(_, e)| refused_as(e, "too_many_targets"));
+                let retry: Vec<String> = again.into_iter().flat_map(|(batch, _)| batch).collect();
+                info!(
+                    targets = retry.len(),
+                    size = smaller,
+                    "The bridge's presence limit dropped; asking again in smaller queries."
+                );
+                let (more, more_failed) = self.query(&retry, smaller, &asked).await;
+                out.extend(more);
+                failed = rest;
+                failed.extend(more_failed);
             }
         }
-        match failed {
-            Some(e) if out.is_empty() => Err(e.to_plugin_error()),
+        for (batch, e) in &failed {
+            // These users are left out: the host treats their presence as unknown.
+            warn!(targets = batch.len(), error = %error_chain(e), "Presence query failed.");
+        }
+        match failed.into_iter().next() {
+            Some((_, e)) if out.is_empty() => Err(e.to_plugin_error()),
             _ => Ok(out),
         }
     }
@@ -327,9 +384,37 @@ impl Sink for UcmaSink {
         recipients.sort();
         recipients.dedup();
         let size = self.sizes().await.recipients;
-        let requests = requests(&recipients, size);
-        let jobs: Vec<_> = requests.iter().map(|to| self.send(&message, to)).collect();
-        let answers = self.concurrently(jobs).await;
+        let mut batches = requests(&recipients, size);
+        let mut answers = self.send_all(&message, &batches).await;
+        let too_many = |a: &Result<_, BridgeError>| {
+            a.as_ref()
+                .is_err_and(|e| refused_as(e, "too_many_recipients"))
+        };
+        if answers.iter().any(too_many) {
+            let smaller = self.relearn().await.recipients;
+            if smaller < size {
+                // A refused request stored nothing at the bridge (§3): send again, smaller.
+                let (mut kept, mut retry) = ((Vec::new(), Vec::new()), Vec::new());
+                for (to, answer) in batches.into_iter().zip(answers) {
+                    if too_many(&answer) {
+                        retry.extend(to);
+                    } else {
+                        kept.0.push(to);
+                        kept.1.push(answer);
+                    }
+                }
+                info!(
+                    recipients = retry.len(),
+                    size = smaller,
+                    "The bridge's recipient limit dropped; sending again in smaller requests."
+                );
+                let again = requests(&retry, smaller);
+                let more = self.send_all(&message, &again).await;
+                (batches, answers) = kept;
+                batches.extend(again);
+                answers.extend(more);
+            }
+        }
         // Every request refused alike (a wrong secret, say): one error for the delivery, the
         // same for each recipient as their own request's answer.
         let errors: Vec<PluginError> = answers
@@ -346,7 +431,7 @@ impl Sink for UcmaSink {
         }
         // Otherwise each recipient's outcome comes from its own request's answer.
         let mut by_user: HashMap<String, RecipientResult> = HashMap::new();
-        for (to, answer) in requests.iter().zip(answers) {
+        for (to, answer) in batches.iter().zip(answers) {
             let results = match answer {
                 Ok(results) => results,
                 Err(e) => failed_all(to, &e),

@@ -82,11 +82,12 @@ fn gate(
         let code = code.unwrap_or_else(|| fault_code(status).to_owned());
         return Err(error(status, code, "injected fault", retry_after_s));
     }
-    if body.len() > config.limits.max_body_bytes {
+    let max_body_bytes = state.limits().max_body_bytes;
+    if body.len() > max_body_bytes {
         return Err(error(
             413,
             "payload_too_large",
-            format!("body over {} bytes", config.limits.max_body_bytes),
+            format!("body over {max_body_bytes} bytes"),
             None,
         ));
     }
@@ -126,7 +127,7 @@ async fn health(
     }
     state.count(|c| c.health_checks += 1);
     let status = state.health();
-    let limits = state.config.limits;
+    let limits = state.limits();
     let doc = json!({
         "status": status,
         "reason": match status {
@@ -179,7 +180,7 @@ async fn presence(
         Ok(q) => q,
         Err(e) => return error(400, "invalid_request", e.to_string(), None).into_response(),
     };
-    if let Err(e) = validate_query(&query, state.config.limits.max_presence_targets) {
+    if let Err(e) = validate_query(&query, state.limits().max_presence_targets) {
         return e.into_response();
     }
     let as_of = rfc3339(now_unix());
@@ -249,7 +250,7 @@ async fn send(
         Ok(r) => r,
         Err(e) => return error(400, "invalid_request", e.to_string(), None).into_response(),
     };
-    if let Err(e) = validate_send(&request, state.config.limits.max_recipients) {
+    if let Err(e) = validate_send(&request, state.limits().max_recipients) {
         return e.into_response();
     }
     let wait = request.wait.unwrap_or(true);

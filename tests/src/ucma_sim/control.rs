@@ -27,6 +27,7 @@ pub fn router() -> Router<Shared> {
         .route("/control/state", get(snapshot))
         .route("/control/counters", get(counters))
         .route("/control/health", put(set_health))
+        .route("/control/limits", put(set_limits))
         .route("/control/faults", post(inject))
         .route("/control/users/{uri}/presence", put(set_presence))
         .route("/control/users/{uri}/outcomes", post(script))
@@ -81,6 +82,22 @@ async fn received(State(state): State<Shared>, Path(uri): Path<String>) -> Respo
 
 async fn counters(State(state): State<Shared>) -> Response {
     Json(state.counters()).into_response()
+}
+
+#[derive(Deserialize)]
+struct LimitsBody {
+    max_presence_targets: usize,
+    max_recipients: usize,
+    max_body_bytes: usize,
+}
+
+async fn set_limits(State(state): State<Shared>, Json(body): Json<LimitsBody>) -> StatusCode {
+    state.set_limits(super::config::Limits {
+        max_presence_targets: body.max_presence_targets,
+        max_recipients: body.max_recipients,
+        max_body_bytes: body.max_body_bytes,
+    });
+    StatusCode::NO_CONTENT
 }
 
 async fn set_health(State(state): State<Shared>, Json(body): Json<HealthBody>) -> StatusCode {

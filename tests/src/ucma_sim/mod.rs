@@ -113,6 +113,11 @@ impl SimHandle {
         self.state.set_health(status);
     }
 
+    /// Changes the advertised and enforced limits while running.
+    pub fn set_limits(&self, limits: Limits) {
+        self.state.set_limits(limits);
+    }
+
     /// Injects a fault for the next `fault.count` matching requests.
     pub fn inject(&self, fault: Fault) {
         self.state.inject(fault);

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{
-    config::SimConfig,
+    config::{Limits, SimConfig},
     wire::{Availability, MessageDoc, SendRequest},
 };
 
@@ -188,6 +188,8 @@ pub(super) struct Inner {
     pub keys: HashMap<String, KeyRecord>,
     pub messages: HashMap<String, MessageRecord>,
     pub next_id: u64,
+    /// The limits in force (the config's, unless changed while running).
+    pub limits: Limits,
 }
 
 /// The whole simulated bridge.
@@ -221,6 +223,7 @@ impl State {
             keys: HashMap::new(),
             messages: HashMap::new(),
             next_id: 1,
+            limits: config.limits,
         };
         Self {
             config,
@@ -283,6 +286,16 @@ impl State {
 
     pub fn health(&self) -> HealthStatus {
         self.lock().health
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.lock().limits
+    }
+
+    /// Changes the limits, as a bridge reconfigured and restarted between two health polls.
+    pub fn set_limits(&self, limits: Limits) {
+        self.lock().limits = limits;
     }
 
     pub fn set_health(&self, status: HealthStatus) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alertbridge_plugin_api::{DeliveryStatus, ErrorKind, HealthState, kit::Sink as _};
 use alertbridge_testbed::ucma_sim::{
-    Availability, Fault, FaultAction, FaultTarget, HealthStatus, Limits, SimConfig,
+    Availability, Fault, FaultAction, FaultTarget, HealthStatus, Limits, SimConfig, Simulator,
 };
 
 use super::{Rig, SECRET, message, new_sink, sink_config};
@@ -143,6 +143,54 @@ async fn batches_are_cut_to_the_bridges_advertised_limits() {
         "{health}"
     );
     assert_eq!(rig.sim.counters().unauthorized, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_lowered_between_polls_is_learnt_from_the_413() {
+    let mut config = bridge();
+    config.limits = Limits {
+        max_presence_targets: 3,
+        max_recipients: 3,
+        ..Limits::default()
+    };
+    // A sink that does not poll: it learns the limits once, before its first batch.
+    let sim = Simulator::start(config).await.expect("simulator");
+    let sink = new_sink(&format!(
+        "endpoint = \"{}\"\nsecret = \"{SECRET}\"\npresence_batch_size = 3\nmax_recipients_per_message = 3\n",
+        sim.url()
+    ))
+    .expect("sink");
+    assert_eq!(
+        (sink.sizes().await.presence, sink.sizes().await.recipients),
+        (3, 3)
+    );
+    sim.set_limits(Limits {
+        max_presence_targets: 2,
+        max_recipients: 2,
+        ..Limits::default()
+    });
+    let users = vec![ALICE.to_owned(), BOB.to_owned(), CAROL.to_owned()];
+    let presence = sink.presence(users).await.expect("presence");
+    assert_eq!(presence.len(), 3, "{presence:?}");
+    assert_eq!(
+        sim.counters().presence_queries,
+        3,
+        "one refused query of 3, then queries of 2 and 1"
+    );
+    let results = sink
+        .deliver(message(1, &[ALICE, BOB, CAROL]))
+        .await
+        .expect("deliver");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == DeliveryStatus::DELIVERED),
+        "{results:?}"
+    );
+    assert_eq!(sim.counters().sends, 2, "the refused send stored nothing");
+    for u in [ALICE, BOB, CAROL] {
+        assert_eq!(sim.received(u).len(), 1, "{u}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
