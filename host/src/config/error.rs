@@ -81,7 +81,13 @@ impl<'a> Collector<'a> {
     /// Records a toml_edit deserialization error (its message only: the `Display` form quotes
     /// the source line), without the value it found.
     pub fn de(&mut self, context: &str, e: &toml_edit::de::Error) {
-        let message = without_value(e.message().trim_end());
+        let mut message = without_value(e.message().trim_end());
+        // A type error does not say which key it is about: name it (the value stays out).
+        if is_value_error(&message)
+            && let Some(key) = e.span().and_then(|s| key_at(self.text, s.start))
+        {
+            message = format!("`{key}`: {message}");
+        }
         let message = message.as_str();
         let message = if context.is_empty() {
             message.to_owned()
@@ -150,6 +156,23 @@ pub fn without_value(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Whether a message is about a key's value ("invalid type: integer, expected a string"), and
+/// so needs the key's name to be understood without the value.
+pub fn is_value_error(message: &str) -> bool {
+    ["invalid type", "invalid value", "expected a string"]
+        .iter()
+        .any(|p| message.starts_with(p))
+}
+
+/// The key written at the start of the line holding byte `offset` (`key = value`).
+pub fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches(['"', '\'']);
+    (!key.is_empty() && !key.starts_with(['[', '#'])).then_some(key)
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`.

@@ -136,7 +136,13 @@ impl Config {
         let doc = match ImDocument::parse(text) {
             Ok(doc) => doc,
             Err(e) => {
-                c.at(e.span(), e.message().trim_end().to_owned());
+                // The message never quotes the line; name the key written on it.
+                let message = e.message().trim_end();
+                let message = match e.span().and_then(|s| error::key_at(text, s.start)) {
+                    Some(key) => format!("`{key}`: {message}"),
+                    None => message.to_owned(),
+                };
+                c.at(e.span(), message);
                 return Err(c.fail());
             }
         };
@@ -231,9 +237,17 @@ impl Config {
             .strip_prefix('`')
             .and_then(|rest| rest.split_once("`: "))
             .and_then(|(key, msg)| inst.keys.get(key).map(|at| (*at, msg)));
+        let key = keyed
+            .and_then(|_| message.strip_prefix('`'))
+            .and_then(|rest| rest.split_once("`: "))
+            .map(|(key, _)| key);
         let ((line, column), msg) = keyed.unwrap_or((inst.at, message));
-        // A plugin's serde error may quote the value it found, which may be a secret.
-        let msg = error::without_value(msg);
+        // A plugin's serde error may quote the value it found, which may be a secret; a type
+        // error then needs its key named.
+        let mut msg = error::without_value(msg);
+        if let Some(key) = key.filter(|_| error::is_value_error(&msg)) {
+            msg = format!("`{key}`: {msg}");
+        }
         ConfigError {
             file: self.path.display().to_string(),
             line,
