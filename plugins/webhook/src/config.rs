@@ -388,6 +388,32 @@ mod tests {
     }
 
     #[test]
+    fn inline_tokens_add_up_and_are_never_shown() {
+        let file = tokens_file("from-file\n");
+        let s = settings(&format!(
+            "listen = \"127.0.0.1:0\"\ntokens = \"inline-1, inline-2\"\ntokens_file = {:?}\n",
+            file.path()
+        ))
+        .expect("valid");
+        assert!(s.tokens.check("inline-1") && s.tokens.check("inline-2"));
+        assert!(s.tokens.check("from-file"));
+        assert_eq!(format!("{:?}", s.tokens), "Tokens(3 redacted)");
+        let err = settings("listen = \"127.0.0.1:0\"\ntokens = 91735701\n").unwrap_err();
+        assert!(
+            err.message.starts_with("`tokens`: expected a string")
+                && !err.message.contains("91735701"),
+            "{}",
+            err.message
+        );
+        let err = settings("listen = \"127.0.0.1:0\"\ntokens = \" , \"\n").unwrap_err();
+        assert!(
+            err.message.starts_with("`tokens`: no tokens found"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn a_missing_tokens_variable_is_named() {
         // Edition 2024 makes `set_var` unsafe (and the crate denies unsafe), so only the missing
         // case is tested here; the list format is tested in `auth`.
