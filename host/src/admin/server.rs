@@ -267,3 +267,96 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    async fn start(settings: AdminSettings) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/big", get(|| async { vec![b'x'; 32 << 20] }));
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move { run(listener, app, &settings, s).await });
+        (addr, stop)
+    }
+
+    /// Reads what comes until the peer closes (or `limit` passes); returns the bytes read.
+    async fn drain(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn slots_are_capped_and_half_sent_requests_time_out() {
+        let (addr, stop) = start(AdminSettings {
+            max_connections: 2,
+            read_timeout: Duration::from_millis(300),
+            ..AdminSettings::default()
+        })
+        .await;
+        let mut slow = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+                .await
+                .unwrap();
+            slow.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let start = Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = drain(&mut s, Duration::from_secs(5)).await;
+        let waited = start.elapsed();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        // It waited for a slot: until the slow ones' heads timed out.
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        for mut s in slow {
+            // Closed by the server (EOF) within the timeout, nothing answered.
+            let got = drain(&mut s, Duration::from_secs(2)).await;
+            assert!(!got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
+        let (addr, stop) = start(AdminSettings {
+            idle_timeout: Duration::from_millis(300),
+            ..AdminSettings::default()
+        })
+        .await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        // Reads nothing while the answer stalls in the socket buffers.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let got = drain(&mut s, Duration::from_secs(5)).await;
+        assert!(
+            got.len() < 32 << 20,
+            "the whole answer came: {} bytes",
+            got.len()
+        );
+        // A client that reads keeps its connection and gets it all.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = drain(&mut s, Duration::from_secs(10)).await;
+        assert!(got.len() > 32 << 20, "{} bytes", got.len());
+        stop.cancel();
+    }
+}
