@@ -77,12 +77,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config } => {
+        Command::Queue { command } => Ok(alertbridge::queue_cmd::run(command)?),
+        Command::Run {
+            config,
+            accept_empty_queue,
+        } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("alertbridge")
                 .build()?;
-            runtime.block_on(cli::run(&config))?;
+            runtime.block_on(cli::run(&config, accept_empty_queue))?;
             // Plugin runtimes were stopped with their instances; do not wait for stragglers.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             Ok(ExitCode::SUCCESS)
