@@ -188,6 +188,19 @@ async fn endless_bridge(total: u64, announce_length: bool) -> (String, Arc<Atomi
     (format!("http://{addr}"), written)
 }
 
+/// The peak resident memory of this process so far, in KiB (nextest runs each test in a
+/// process of its own).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_endless_answer_is_cut_at_the_cap_with_a_clear_error() {
     const TOTAL: u64 = 256 * 1024 * 1024;
@@ -196,12 +209,22 @@ async fn an_endless_answer_is_cut_at_the_cap_with_a_clear_error() {
         "endpoint = \"{endpoint}\"\nsecret = \"{SECRET}\"\n"
     ))
     .expect("sink");
+    let peak_before = peak_rss_kib();
     let started = Instant::now();
     let e = sink
         .presence(vec![ALICE.to_owned()])
         .await
         .expect_err("refused");
     let took = started.elapsed();
+    let grew = peak_rss_kib().saturating_sub(peak_before);
+    // Give the server a moment to notice the closed connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = written.load(Ordering::Relaxed);
+    eprintln!(
+        "endless answer: refused after {} ms; the bridge got {} KiB out before the sink hung up; peak RSS grew {grew} KiB",
+        took.as_millis(),
+        sent / 1024
+    );
     assert!(
         e.message.contains(&format!(
             "answer over {MAX_RESPONSE_BYTES} bytes (200); not read further"
@@ -209,13 +232,9 @@ async fn an_endless_answer_is_cut_at_the_cap_with_a_clear_error() {
         "{}",
         e.message
     );
-    // Give the server a moment to notice the closed connection.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let sent = written.load(Ordering::Relaxed);
-    eprintln!(
-        "endless answer: refused after {} ms; the bridge got {} KiB out before the sink hung up",
-        took.as_millis(),
-        sent / 1024
+    assert!(
+        grew < 64 * 1024,
+        "memory stayed bounded: peak RSS grew {grew} KiB"
     );
     assert!(
         sent < 32 * 1024 * 1024,
