@@ -80,21 +80,23 @@ async fn a_replaced_pget_is_reissued_and_events_keep_flowing() {
         .as_str()
         .unwrap()
         .to_owned();
-    let rogue = reqwest::Client::new()
-        .get(format!("{}{}/events?ack=0", sim.discover_url(), apps[0]))
-        .bearer_auth(token);
-    assert_eq!(
-        rogue.send().await.unwrap().status(),
-        reqwest::StatusCode::OK,
-        "a bad ack is answered with resync"
-    );
-    for _ in 0..100 {
+    // The sink's P-GET may be between two requests (a busy machine): try until one is parked
+    // and replaced.
+    for _ in 0..50 {
+        let rogue = reqwest::Client::new()
+            .get(format!("{}{}/events?ack=0", sim.discover_url(), apps[0]))
+            .bearer_auth(&token);
+        assert_eq!(
+            rogue.send().await.unwrap().status(),
+            reqwest::StatusCode::OK,
+            "a bad ack is answered with resync"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if sim.stats().replaced_pgets > 0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(sim.stats().replaced_pgets, 1);
+    assert!(sim.stats().replaced_pgets >= 1);
 
     let second = running
         .sink
