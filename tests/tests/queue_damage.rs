@@ -45,6 +45,11 @@ impl Seeded {
 /// A queue file holding `SEEDED` unfinished alerts (the recipient is offline, so they are
 /// held), written by the real host and closed cleanly.
 fn seeded() -> Seeded {
+    seeded_then(Bridge::stop)
+}
+
+/// The same, the host ended by `end` (e.g. a SIGKILL: the file is not closed cleanly).
+fn seeded_then(end: impl FnOnce(&mut Bridge)) -> Seeded {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let data = dir.join("data");
@@ -61,7 +66,7 @@ fn seeded() -> Seeded {
     }
     // Let the dispatcher route them (held: a second version of each record).
     std::thread::sleep(Duration::from_millis(800));
-    b.stop();
+    end(&mut b);
     Seeded {
         _dir: tmp,
         dir,
@@ -265,4 +270,77 @@ fn an_emptied_or_deleted_queue_file_is_refused_unless_the_operator_accepts_it() 
     let _ = child.wait();
     let b = s.start();
     assert_eq!(b.metric("alertbridge_queue_up"), Some(1.0));
+}
+
+/// Salvages, then starts the salvaged queue with the recipient online: every alert in `want`
+/// goes out exactly once.
+fn salvage_and_deliver(s: &Seeded, want: &[String]) {
+    let (status, out, err) = run_cli(&["queue", "salvage", "--config", &s.config_arg()]);
+    assert_eq!(status.code(), Some(0), "salvage: {out}{err}");
+    assert!(
+        out.contains(&format!("not finished")) && out.contains("kept at"),
+        "{out}"
+    );
+    let (status, out, _) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the salvaged file checks clean: {out}"
+    );
+    set_online(&s.dir, true);
+    let b = s.start();
+    wait_delivered_once(&s.dir, want, || b.log());
+    std::thread::sleep(Duration::from_millis(300));
+    let got = delivered_seqs(&s.dir);
+    assert_eq!(got.len(), want.len(), "{got:?}");
+}
+
+#[test]
+fn corrupt_bytes_in_the_file_header_are_one_line_at_start_and_salvage_recovers_every_alert() {
+    let s = seeded();
+    let mut bytes = fs::read(s.file()).unwrap();
+    for b in &mut bytes[..4096] {
+        *b = 0x5a;
+    }
+    fs::write(s.file(), &bytes).unwrap();
+
+    let (code, stderr) = run_refused(&s);
+    assert_one_line_refusal(
+        code,
+        &stderr,
+        &["queue.redb", "damaged", "alertbridge queue check"],
+    );
+    let (status, out, _) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("problem:") && out.contains("damaged"), "{out}");
+    // Only the header was hit: every alert document is still in the file.
+    salvage_and_deliver(&s, &s.seqs);
+}
+
+#[test]
+fn a_corrupt_record_in_a_file_left_by_a_crash_is_refused_then_salvage_keeps_the_rest() {
+    // After a SIGKILL redb verifies every page at the next open, so a damaged record makes
+    // the whole file unreadable to it: the start is refused; salvage scans the bytes.
+    let s = seeded_then(|b| {
+        if let Some(mut c) = b.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    });
+    let mut bytes = fs::read(s.file()).unwrap();
+    let needle = br#"{"subject":"queue test d7","#;
+    let mut i = 0;
+    let mut hits = 0;
+    while let Some(p) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
+        bytes[i + p + 5] = 0x01;
+        hits += 1;
+        i += p + needle.len();
+    }
+    assert!(hits > 0, "alert d7 not found in the queue file");
+    fs::write(s.file(), &bytes).unwrap();
+
+    let (code, stderr) = run_refused(&s);
+    assert_one_line_refusal(code, &stderr, &["queue.redb", "damaged"]);
+    let rest: Vec<String> = s.seqs.iter().filter(|q| *q != "d7").cloned().collect();
+    salvage_and_deliver(&s, &rest);
 }
