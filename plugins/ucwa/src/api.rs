@@ -436,11 +436,12 @@ impl Api {
                 let challenges = values(header::WWW_AUTHENTICATE);
                 let token_url = match parse_challenge(challenges.iter().map(String::as_str)) {
                     Some(c) if !c.offers_password() => {
-                        let error = format!(
+                        let error = clip(&format!(
                             "the server offers no password grant (grant_type={})",
                             c.grant_types.join(",")
-                        );
-                        return Err(UcwaError::Grant { url: c.href, error });
+                        ));
+                        let url = clip(&c.href);
+                        return Err(UcwaError::Grant { url, error });
                     }
                     Some(c) => self.resolve(url, &c.href)?,
                     None => match self.lock().get(&origin(url)) {
