@@ -170,3 +170,47 @@ fn plugin_errors_point_at_their_key() {
         "t.toml:13:1: instance `lync`: username is required"
     );
 }
+
+#[test]
+fn each_source_has_a_share_of_the_queue() {
+    let text = r#"
+[host]
+data_dir = "/d"
+max_queue_depth = 100
+[[source]]
+name = "hook"
+plugin = "webhook"
+max_queued = 40
+[[source]]
+name = "mail"
+plugin = "pop3"
+[[source]]
+name = "other"
+plugin = "pop3"
+[[sink]]
+name = "lync"
+plugin = "ucwa"
+"#;
+    let c = Config::parse(Path::new("t.toml"), text).unwrap();
+    assert_eq!(
+        c.queue_shares(),
+        [
+            ("hook".to_owned(), 40),
+            ("mail".to_owned(), 30),
+            ("other".to_owned(), 30)
+        ],
+        "the sources without max_queued split what is left"
+    );
+    let over = text.replace("max_queue_depth = 100", "max_queue_depth = 30");
+    assert_eq!(
+        errors(&over),
+        [
+            "t.toml:5:1: [[source]] max_queued: the sources' shares add up to 40, more than [host] max_queue_depth = 30"
+        ]
+    );
+    let on_a_sink = text.replace("plugin = \"ucwa\"", "plugin = \"ucwa\"\nmax_queued = 1");
+    assert_eq!(
+        errors(&on_a_sink),
+        ["t.toml:18:14: sink `lync`: `max_queued` is a source setting"]
+    );
+}
