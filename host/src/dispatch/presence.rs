@@ -3,7 +3,7 @@
 //! counts as (the route's `offline.unknown`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     ops::Deref,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
@@ -140,10 +140,12 @@ impl PresenceCache {
                 if of_sink.len() > 100_000 {
                     of_sink.retain(|_, (_, at)| at.elapsed() < ttl);
                 }
+                // A set, not a scan per answer: linear in the recipients asked about.
+                let wanted: HashSet<&str> = missing.iter().map(String::as_str).collect();
                 for p in list.iter() {
                     let user = p.user.to_string();
                     of_sink.insert(user.clone(), (p.state, now));
-                    if missing.contains(&user) {
+                    if wanted.contains(user.as_str()) {
                         out.insert(user, p.state);
                     }
                 }
