@@ -7,8 +7,10 @@ mod hostile;
 
 use std::time::Duration;
 
+use alertbridge_plugin_api::{HealthState, kit::Sink as _};
 use common::{start_sink_config, wait_health_text};
-use hostile::{Answer, Hostile};
+use hostile::{Answer, Hostile, sign_in};
+use serde_json::json;
 
 const MIB: u64 = 1 << 20;
 
@@ -57,4 +59,38 @@ async fn an_announced_huge_body_is_refused_before_reading_and_the_cap_is_configu
     let message = wait_health_text(&running, "response body larger than 131072 bytes").await;
     running.stop().await;
     assert!(message.contains("max_response_bytes"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_token_lifetime_neither_crashes_nor_storms_the_token_endpoint() {
+    for expires_in in [u64::MAX, 0] {
+        let token = json!({"access_token": "t", "token_type": "Bearer", "expires_in": expires_in});
+        let lync = Hostile::start(move |r| {
+            sign_in(r, &token).unwrap_or_else(|| Answer::json(404, json!({"code": "NotFound"})))
+        })
+        .await;
+        let url = format!("http://lyncdiscover.contoso.localhost:{}", lync.port());
+        let running = start_sink_config(config(&url, ""));
+        let start = std::time::Instant::now();
+        while running.sink.health().state != HealthState::OK {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "expires_in {expires_in}: {}",
+                running.sink.health()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A second of the event channel: the token is not asked for again and again.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        running.stop().await;
+        let grants = lync
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/token")
+            .count();
+        assert_eq!(
+            grants, 1,
+            "expires_in {expires_in}: {grants} token requests"
+        );
+    }
 }

@@ -104,6 +104,40 @@ impl Answer {
     }
 }
 
+/// A minimal UCWA server that signs a client in (root, `user` behind a challenge, the token
+/// endpoint answering `token`, an application without extras, an idle event channel); `None`
+/// for any other request.
+pub fn sign_in(r: &Request, token: &serde_json::Value) -> Option<Answer> {
+    let ok = |body| Some(Answer::json(200, body));
+    match (r.method.as_str(), r.path.split('?').next().unwrap_or("")) {
+        ("GET", "/") => ok(serde_json::json!({"_links": {"user": {"href": "/user"}}})),
+        ("GET", "/user") if !r.authorized() => Some(Answer::challenge("/token")),
+        ("GET", "/user") => ok(serde_json::json!({"_links": {"applications": {"href": "/apps"}}})),
+        ("POST", "/token") => ok(token.clone()),
+        ("POST", "/apps") | ("GET", "/app") => ok(serde_json::json!({
+            "_links": {"self": {"href": "/app"}, "events": {"href": "/events?ack=1"}},
+            "_embedded": {
+                "me": {"_links": {}},
+                "people": {"_links": {"self": {"href": "/people"}}},
+                "communication": {"_links": {"startMessaging": {"href": "/start"}}},
+            },
+        })),
+        ("GET", "/events") => Some(Answer::Later {
+            after: std::time::Duration::from_millis(100),
+            answer: Box::new(Answer::json(
+                200,
+                serde_json::json!({"_links": {"next": {"href": "/events?ack=1"}}, "sender": []}),
+            )),
+        }),
+        ("DELETE", "/app") => Some(Answer::Full {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }),
+        _ => None,
+    }
+}
+
 /// Everything the server saw.
 #[derive(Debug, Default)]
 pub struct Seen {
