@@ -12,6 +12,10 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,9 +25,18 @@ use queue_support::*;
 const USER: &str = "tqueuefull";
 
 /// A Dovecot mailbox of this test: a passwd-file line and an empty Maildir.
+///
+/// `dovecot.sh restart` (which the pop3 plugin's own tests run) rewrites the passwd-file, so a
+/// guard thread puts the line back whenever it is missing, for as long as the mailbox lives.
 struct Mailbox {
     dir: PathBuf,
-    users_file: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Mailbox {
@@ -63,26 +76,20 @@ impl Mailbox {
                 let _ = fs::remove_file(e.path());
             }
         }
-        let m = Self { dir, users_file };
-        m.ensure_user(uid, gid, &home);
-        m
-    }
-
-    fn ensure_user(&self, uid: u32, gid: u32, home: &Path) {
-        let text = fs::read_to_string(&self.users_file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-            use std::io::Write as _;
-            let mut f = fs::OpenOptions::new()
-                .append(true)
-                .open(&self.users_file)
-                .unwrap();
-            writeln!(
-                f,
-                "{USER}:{{PLAIN}}{USER}pass:{uid}:{gid}::{}::",
-                home.display()
-            )
-            .unwrap();
-        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (file, flag) = (users_file.clone(), Arc::clone(&stop));
+        ensure_user(&file, uid, gid, &home);
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                ensure_user(&file, uid, gid, &home);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let addr = var("ALERTBRIDGE_TEST_POP3_ADDR");
+        wait_until("Dovecot to accept the test user", LONG, || {
+            pop3_login(&addr)
+        });
+        Self { dir, stop }
     }
 
     fn deliver(&self, n: usize) {
@@ -107,6 +114,49 @@ impl Mailbox {
             .map(|s| fs::read_dir(self.dir.join(s)).map_or(0, |d| d.count()))
             .sum()
     }
+}
+
+/// Appends the test user to Dovecot's passwd-file unless it is there (one append: atomic).
+fn ensure_user(users_file: &Path, uid: u32, gid: u32, home: &Path) {
+    let text = fs::read_to_string(users_file).unwrap_or_default();
+    if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
+        use std::io::Write as _;
+        if let Ok(mut f) = fs::OpenOptions::new().append(true).open(users_file) {
+            let _ = f.write_all(
+                format!(
+                    "{USER}:{{PLAIN}}{USER}pass:{uid}:{gid}::{}::\n",
+                    home.display()
+                )
+                .as_bytes(),
+            );
+        }
+    }
+}
+
+/// Whether the test user can log in over plain POP3.
+fn pop3_login(addr: &str) -> bool {
+    use std::io::{BufRead as _, Write as _};
+    let Ok(stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut writer = &stream;
+    let mut reply = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).is_ok() && line.starts_with("+OK")
+    };
+    let ok = reply()
+        && writer
+            .write_all(format!("USER {USER}\r\n").as_bytes())
+            .is_ok()
+        && reply()
+        && writer
+            .write_all(format!("PASS {USER}pass\r\n").as_bytes())
+            .is_ok()
+        && reply();
+    let _ = writer.write_all(b"QUIT\r\n");
+    ok
 }
 
 fn delivered_subjects(dir: &Path) -> Vec<String> {
