@@ -278,7 +278,7 @@ fn salvage_and_deliver(s: &Seeded, want: &[String]) {
     let (status, out, err) = run_cli(&["queue", "salvage", "--config", &s.config_arg()]);
     assert_eq!(status.code(), Some(0), "salvage: {out}{err}");
     assert!(
-        out.contains(&format!("not finished")) && out.contains("kept at"),
+        out.contains("not finished") && out.contains("kept at"),
         "{out}"
     );
     let (status, out, _) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
