@@ -313,3 +313,32 @@ fn fan_out_batches_presence_and_reaches_every_recipient_once() {
         "120 users in presence batches of 50, one send per recipient: {c:?}"
     );
 }
+
+#[test]
+fn check_names_a_bad_offline_unknown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("unknown.toml");
+    let text = config(
+        dir.path(),
+        free_port(),
+        free_port(),
+        "http://127.0.0.1:9",
+        &Spec {
+            offline: r#"{ policy = "skip", unknown = "maybe" }"#,
+            ..Spec::default()
+        },
+    );
+    std::fs::write(&path, &text).expect("write config");
+    let out = std::process::Command::new(bin_dir().join("alertbridge"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("route `r`: offline.unknown: `maybe` is not `offline` or `deliver`"),
+        "{stdout}"
+    );
+}
