@@ -28,8 +28,9 @@ use crate::{
 /// Tries of a request the server answered 429 / 503.
 const BUSY_TRIES: u32 = 5;
 
-/// The shortest and longest token lifetime taken from a server's `expires_in`.
-const MIN_TOKEN_SECS: u64 = 30;
+/// The shortest and longest token lifetime taken from a server's `expires_in` (a token is
+/// renewed when 90% of it has passed).
+const MIN_TOKEN_SECS: u64 = 1;
 const MAX_TOKEN_SECS: u64 = 7 * 24 * 3600;
 
 /// Redirects followed for one request, each hop checked by [`crate::trust::Trust::check_hop`].
@@ -266,8 +267,8 @@ impl Api {
                 });
             }
         };
-        // A server's `expires_in` is bounded: 0 would renew on every request, a huge one
-        // would overflow the clock.
+        // A server's `expires_in` is bounded: 0 would renew before every request, a huge
+        // one would overflow the clock.
         let lifetime = Duration::from_secs(grant.expires_in.clamp(MIN_TOKEN_SECS, MAX_TOKEN_SECS));
         let margin = (lifetime / 10).min(Duration::from_secs(300));
         let authorization = grant.authorization();

@@ -80,17 +80,20 @@ async fn an_absurd_token_lifetime_neither_crashes_nor_storms_the_token_endpoint(
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // A second of the event channel: the token is not asked for again and again.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // 1.5 s of the event channel (a request every 100 ms): a token of `expires_in = 0`
+        // is taken as 1 s, not renewed before each request.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         running.stop().await;
-        let grants = lync
-            .requests()
+        let requests = lync.requests();
+        let grants = requests.iter().filter(|r| r.path == "/token").count();
+        let polls = requests
             .iter()
-            .filter(|r| r.path == "/token")
+            .filter(|r| r.path.starts_with("/events"))
             .count();
-        assert_eq!(
-            grants, 1,
-            "expires_in {expires_in}: {grants} token requests"
+        assert!(polls >= 5, "expires_in {expires_in}: {polls} polls");
+        assert!(
+            grants <= 3,
+            "expires_in {expires_in}: {grants} token requests for {polls} polls"
         );
     }
 }
