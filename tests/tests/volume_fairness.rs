@@ -300,4 +300,20 @@ sinks = ["sink"]
         !metrics.contains("alertbridge_alerts_rejected_total{source=\"mail\""),
         "the mailbox was refused: {metrics}"
     );
+
+    // Finished alerts give their places back: the whole share is there again.
+    let again: Vec<Value> = (0..40)
+        .map(|i| json!({"subject": format!("after {i}")}))
+        .collect();
+    let (status, text) = request(
+        "POST",
+        &format!("http://127.0.0.1:{hook}/api/v1/alerts"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        &Value::Array(again).to_string(),
+    )
+    .expect("an answer to the second post");
+    assert_eq!(status, 202, "the share was not given back: {text}");
 }
