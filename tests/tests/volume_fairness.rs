@@ -173,7 +173,7 @@ fn a_flood_from_the_webhook_neither_overshoots_its_share_nor_makes_the_mailbox_w
     let (admin, hook) = (free_port(), free_port());
     let tokens = dir.path().join("webhook.tokens");
     fs::write(&tokens, format!("{TOKEN}\n")).expect("write tokens");
-    // The sink takes 250 ms a message, two at a time: 40 flood alerts keep it busy for 5 s.
+    // The sink takes 400 ms a message, two at a time: 40 flood alerts keep it busy for 8 s.
     let config = format!(
         r#"
 [host]
@@ -210,7 +210,7 @@ name = "sink"
 plugin = "test-sink"
 [sink.config]
 record_file = "{d}/delivered.jsonl"
-delay_ms = 250
+delay_ms = 400
 
 [groups]
 ops = ["sip:alice@contoso.com"]
