@@ -84,6 +84,8 @@ fn main() {
                 held_since_ms: None,
                 not_before_ms: None,
                 updated_ms: 0,
+                sending: false,
+                repeat: false,
             })
             .collect();
         let start = Instant::now();

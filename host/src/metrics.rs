@@ -100,6 +100,16 @@ impl Metrics {
         );
     }
 
+    /// Counts one send found uncertain after a restart (it began, no outcome was recorded), by
+    /// what was done: `resent` (marked as a repeat) or `skipped` (`on_uncertain = "skip"`).
+    pub fn uncertain(&self, sink: &str, action: &str) {
+        self.add(
+            "alertbridge_uncertain_sends_total",
+            &[("sink", sink), ("action", action)],
+            1,
+        );
+    }
+
     pub fn restart(&self, instance: &str) {
         self.add(
             "alertbridge_instance_restarts_total",
@@ -211,6 +221,10 @@ impl Metrics {
             (
                 "alertbridge_deliveries_total",
                 "Recipient outcomes, by sink and outcome.",
+            ),
+            (
+                "alertbridge_uncertain_sends_total",
+                "Sends that began before a restart with no recorded outcome, by sink and action (resent marked as a repeat, or skipped).",
             ),
             (
                 "alertbridge_instance_restarts_total",

@@ -56,6 +56,19 @@ pub struct RecipientRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
     pub updated_ms: i64,
+    /// A send to this recipient began (recorded durably before the sink is called) and has no
+    /// outcome yet. Still set after a restart, the send is *uncertain*: the recipient may or may
+    /// not have the message (`[delivery] on_uncertain`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sending: bool,
+    /// The recipient may already have this alert (a send was uncertain after a restart): every
+    /// message sent to them for it from then on is marked as a repeat.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub repeat: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An accepted alert and everything that has happened to it.
@@ -206,6 +219,8 @@ mod tests {
             held_since_ms: Some(5),
             not_before_ms: Some(10),
             updated_ms: 5,
+            sending: true,
+            repeat: true,
         });
         let json = serde_json::to_vec(&s).unwrap();
         let mut back = serde_json::from_slice::<StoredAlert>(&json).unwrap();

@@ -66,6 +66,19 @@ pub struct DeliverySettings {
     /// Messages per second per sink; 0 for no limit.
     pub per_sink_per_second: u32,
     pub deliver_timeout: Duration,
+    /// What a send that began before a restart and has no outcome becomes.
+    pub on_uncertain: OnUncertain,
+}
+
+/// `[delivery] on_uncertain`: what to do after a restart with a send that began (recorded before
+/// the sink was called) and has no recorded outcome, so the recipient may or may not have it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnUncertain {
+    /// Send it again, marked "(repeat after restart)" so the reader knows it may be a duplicate.
+    #[default]
+    Resend,
+    /// Do not send it again; the recipient is recorded as skipped with the reason.
+    Skip,
 }
 
 impl Default for DeliverySettings {
@@ -85,6 +98,7 @@ impl Default for DeliverySettings {
             sink_concurrency: 64,
             per_sink_per_second: 0,
             deliver_timeout: Duration::from_secs(60),
+            on_uncertain: OnUncertain::Resend,
         }
     }
 }
@@ -450,6 +464,19 @@ fn delivery_settings(c: &mut Collector<'_>, raw: RawDelivery) -> DeliverySetting
             })
             .collect()
     });
+    let on_uncertain = raw
+        .on_uncertain
+        .map_or(d.on_uncertain, |s| match s.get_ref().as_str() {
+            "resend" => OnUncertain::Resend,
+            "skip" => OnUncertain::Skip,
+            other => {
+                c.at(
+                    Some(s.span()),
+                    format!("[delivery] on_uncertain: `{other}` is not `resend` or `skip`"),
+                );
+                d.on_uncertain
+            }
+        });
     DeliverySettings {
         presence_cache: raw
             .presence_cache_ms
@@ -471,6 +498,7 @@ fn delivery_settings(c: &mut Collector<'_>, raw: RawDelivery) -> DeliverySetting
         deliver_timeout: raw
             .deliver_timeout_ms
             .map_or(d.deliver_timeout, Duration::from_millis),
+        on_uncertain,
     }
 }
 

@@ -40,6 +40,7 @@ pub struct RawDelivery {
     pub sink_concurrency: Option<usize>,
     pub per_sink_per_second: Option<u32>,
     pub deliver_timeout_ms: Option<u64>,
+    pub on_uncertain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -1,13 +1,22 @@
 //! The dispatcher: takes each accepted alert through routing, presence and delivery until every
 //! recipient has a final outcome, recording each step durably.
 //!
-//! One task per unfinished alert runs *rounds*. A round plans the alert (once), asks each sink
-//! who of the due recipients is reachable (cached briefly), delivers to those, applies the
-//! route's offline policy to the others, and saves the alert. Recipients waiting for a retry, a
-//! hold re-check or the rate limit make the task sleep until the earliest of them is due.
+//! Each alert is routed when it is taken up (in accept order), and joins the *lane* of each of
+//! its recipients ([`lanes`]): per recipient and sink, one message in flight at a time, in
+//! accept order. Then one task per unfinished alert runs *rounds*. A round asks each sink who
+//! of the due recipients is reachable (cached briefly), applies the route's offline policy to
+//! the others, records durably that a send begins (`sending`), delivers to those at the head of
+//! their lane, records the outcomes and wakes the next alert in each lane it left. Recipients
+//! waiting for a retry, a hold re-check or the rate limit make the task sleep until the earliest
+//! of them is due; recipients behind another alert in their lane wait to be woken.
+//!
+//! After a restart, a recipient still marked `sending` is *uncertain* (the send began, its
+//! outcome was never recorded): `[delivery] on_uncertain` resends it marked as a repeat
+//! ([`REPEAT_MARK`]), or skips it.
 
 mod depth;
 mod fair;
+mod lanes;
 mod outcome;
 mod presence;
 mod rate;
@@ -22,7 +31,7 @@ use alertbridge_plugin_api::{
     ErrorKind, FfiMessage, Message, PluginError, PresenceState, RecipientResult,
     abi_stable::std_types::RResult,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use self::{
@@ -30,10 +39,10 @@ pub use self::{
     outcome::{Finding, apply, send_regardless},
     rate::RecipientRate,
 };
-use self::{fair::FairSlots, presence::PresenceCache};
+use self::{fair::FairSlots, lanes::Lanes, presence::PresenceCache};
 use crate::{
-    config::DeliverySettings,
-    instances::Registry,
+    config::{DeliverySettings, OnUncertain},
+    instances::{Registry, Slot},
     metrics::Metrics,
     model::{Outcome, RecipientRecord, StoredAlert, now_ms},
     queue::Queue,
@@ -46,6 +55,14 @@ const SINK_START_WAIT: Duration = Duration::from_secs(1);
 /// Recipients due this soon are taken in the current round: many recipients with scattered
 /// retry times then share a round (and a save of the alert) instead of one round each.
 const ROUND_SLACK_MS: i64 = 250;
+
+/// How long an alert whose due recipients all wait behind other alerts in their lanes sleeps
+/// before looking again if it is not woken (it is woken when it reaches a lane's head).
+const LANE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Put before the subject (and the text) of a message that the recipient may already have: a
+/// send that began before a restart and has no recorded outcome, sent again.
+pub const REPEAT_MARK: &str = "(repeat after restart)";
 
 /// Drives alerts to their outcomes.
 pub struct Dispatcher {
@@ -62,6 +79,8 @@ pub struct Dispatcher {
     depth: Arc<Depth>,
     /// Per sink: when the next message may go (Unix ms), for the per-sink rate.
     paced: Mutex<HashMap<String, i64>>,
+    /// Per recipient and sink: the alerts that still owe a message, in accept order.
+    lanes: Lanes,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -90,6 +109,7 @@ impl Dispatcher {
             limits: Mutex::new(HashMap::new()),
             depth,
             paced: Mutex::new(HashMap::new()),
+            lanes: Lanes::new(),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         })
@@ -124,24 +144,81 @@ impl Dispatcher {
             tracing::info!(count = unfinished.len(), "Resuming unfinished alerts.");
         }
         self.metrics.queue_depth_add(unfinished.len() as i64);
-        for alert in unfinished {
+        for mut alert in unfinished {
             self.depth.queued(&alert.source);
-            self.spawn(alert);
+            self.settle_uncertain(&mut alert);
+            self.take_up(alert);
         }
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 next = accepted.recv() => match next {
-                    Some(alert) => self.spawn(alert),
+                    Some(alert) => self.take_up(alert),
                     None => break,
                 },
             }
         }
     }
 
-    fn spawn(self: &Arc<Self>, alert: StoredAlert) {
+    /// Routes `alert` (if not yet), puts it in the lanes of its unfinished recipients and starts
+    /// its task. Called in accept order, so the lanes are in accept order.
+    fn take_up(self: &Arc<Self>, mut alert: StoredAlert) {
+        if !alert.routed {
+            let plan = self.plan();
+            let now = now_ms();
+            alert.routed = true;
+            alert.recipients = plan
+                .router
+                .plan(&alert)
+                .into_iter()
+                .map(|(t, _)| record(t.route, t.sink, t.user, now))
+                .collect();
+            if alert.recipients.is_empty() {
+                tracing::warn!(alert = alert.id, source = %alert.source, subject = %alert.alert.subject, "No route matched; nobody is told.");
+            }
+        }
+        let waker = Arc::new(Notify::new());
+        self.lanes.enter(
+            alert.id,
+            Arc::clone(&waker),
+            alert
+                .recipients
+                .iter()
+                .filter(|r| !r.outcome.is_final())
+                .map(|r| (r.sink.as_str(), r.user.as_str())),
+        );
         let this = Arc::clone(self);
-        self.tracker.spawn(this.process(alert));
+        self.tracker.spawn(this.process(alert, waker));
+    }
+
+    /// After a restart: each recipient whose send began and has no outcome is uncertain; it is
+    /// sent again marked as a repeat, or skipped (`on_uncertain`).
+    fn settle_uncertain(&self, alert: &mut StoredAlert) {
+        let on_uncertain = self.plan().settings.on_uncertain;
+        let now = now_ms();
+        for r in alert.recipients.iter_mut().filter(|r| r.sending) {
+            r.sending = false;
+            if r.outcome.is_final() {
+                continue;
+            }
+            r.updated_ms = now;
+            let why = "uncertain: a send began before a restart and its outcome was never recorded";
+            match on_uncertain {
+                OnUncertain::Resend => {
+                    r.repeat = true;
+                    r.reason = format!("{why}; sent again marked {REPEAT_MARK}");
+                    self.metrics.uncertain(&r.sink, "resent");
+                }
+                OnUncertain::Skip => {
+                    r.outcome = Outcome::Skipped;
+                    r.not_before_ms = None;
+                    r.reason = format!("{why}; not sent again (on_uncertain = skip)");
+                    self.metrics.uncertain(&r.sink, "skipped");
+                    self.metrics.delivery(&r.sink, r.outcome.name());
+                }
+            }
+            tracing::warn!(alert = alert.id, sink = %r.sink, user = %r.user, action = ?on_uncertain, "Uncertain send after a restart.");
+        }
     }
 
     /// Stops starting new rounds and waits up to `deadline` for rounds in flight. Whatever is
@@ -160,39 +237,37 @@ impl Dispatcher {
         }
     }
 
-    async fn process(self: Arc<Self>, mut alert: StoredAlert) {
+    async fn process(self: Arc<Self>, mut alert: StoredAlert, waker: Arc<Notify>) {
+        let mut first = true;
         loop {
             if self.shutdown.is_cancelled() {
-                return;
+                break;
             }
-            let wake = self.round(&mut alert).await;
+            let wake = self.round(&mut alert, first).await;
+            first = false;
             if alert.is_finished() {
-                return;
+                break;
             }
-            let wait = Duration::from_millis(wake.saturating_sub(now_ms()).max(0) as u64);
+            let wait = wake.map_or(LANE_RECHECK, |at| {
+                Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)
+            });
             tokio::select! {
-                () = self.shutdown.cancelled() => return,
+                () = self.shutdown.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
+                () = waker.notified() => {}
             }
         }
+        self.lanes.forget(alert.id);
     }
 
-    /// One round; returns when the next one is due (Unix ms).
-    async fn round(&self, alert: &mut StoredAlert) -> i64 {
+    /// One round; returns when the next one is due (Unix ms), or `None` if every unfinished
+    /// recipient waits behind another alert in its lane (the task is woken when that changes).
+    async fn round(&self, alert: &mut StoredAlert, first: bool) -> Option<i64> {
         let plan = self.plan();
         let (router, settings) = (&plan.router, &plan.settings);
         let now = now_ms();
-        if !alert.routed {
-            alert.routed = true;
-            alert.recipients = router
-                .plan(alert)
-                .into_iter()
-                .map(|(t, _)| record(t.route, t.sink, t.user, now))
-                .collect();
-            if alert.recipients.is_empty() {
-                tracing::warn!(alert = alert.id, source = %alert.source, subject = %alert.alert.subject, "No route matched; nobody is told.");
-            }
-        }
+        let before: Vec<Outcome> = alert.recipients.iter().map(|r| r.outcome).collect();
+        let mut dirty = first;
         if alert.alert.expires_unix_ms.is_some_and(|e| e <= now) {
             for r in alert
                 .recipients
@@ -202,6 +277,7 @@ impl Dispatcher {
                 r.outcome = Outcome::Skipped;
                 r.reason = "expired before delivery".into();
                 r.updated_ms = now;
+                dirty = true;
             }
         }
 
@@ -211,15 +287,43 @@ impl Dispatcher {
                 due.entry(r.sink.clone()).or_default().push(i);
             }
         }
-        let before: Vec<Outcome> = alert.recipients.iter().map(|r| r.outcome).collect();
-        let rounds = due
+        let prepared = due
             .into_iter()
-            .map(|(sink, idx)| self.sink_round(alert, &plan, sink, idx));
-        let findings: Vec<(usize, Finding)> = futures::future::join_all(rounds)
-            .await
+            .map(|(sink, idx)| self.prepare(alert, &plan, sink, idx));
+        let mut findings: Vec<(usize, Finding)> = Vec::new();
+        let mut gated: Vec<usize> = Vec::new();
+        let mut sends: Vec<Send> = Vec::new();
+        for p in futures::future::join_all(prepared).await {
+            findings.extend(p.findings);
+            gated.extend(p.gated);
+            sends.extend(p.send);
+        }
+        if !sends.is_empty() {
+            // The send is recorded before it starts: after a crash it is known to be uncertain.
+            for send in &sends {
+                for &i in &send.idx {
+                    alert.recipients[i].sending = true;
+                }
+            }
+            if let Err(e) = self.queue.save(alert).await {
+                tracing::warn!(alert = alert.id, error = %crate::error_chain(&e), "Could not record that a send begins; not sending now.");
+                let why = format!("the queue cannot record the send: {e}");
+                for send in sends.drain(..) {
+                    for i in send.idx {
+                        alert.recipients[i].sending = false;
+                        findings.push((i, Finding::SinkDown(why.clone())));
+                    }
+                }
+            }
+        }
+        let sent = sends
             .into_iter()
-            .flatten()
-            .collect();
+            .map(|send| self.send(alert, settings, send));
+        for (i, finding) in futures::future::join_all(sent).await.into_iter().flatten() {
+            alert.recipients[i].sending = false;
+            findings.push((i, finding));
+        }
+        dirty |= !findings.is_empty();
 
         let now = now_ms();
         // Each route handed over to once, however many recipients it takes over.
@@ -240,12 +344,14 @@ impl Dispatcher {
                 );
                 router.extend_plan(&mut plan, route, alert);
                 for (t, _) in plan.targets {
+                    self.lanes.join(alert.id, &t.sink, &t.user);
                     alert.recipients.push(record(t.route, t.sink, t.user, now));
                 }
             }
         }
         self.count(alert, &before);
         if alert.recipients.iter().all(|r| r.outcome.is_final()) {
+            dirty = true;
             alert.finished_ms = Some(now);
             self.metrics.queue_depth_add(-1);
             self.depth.finished(&alert.source);
@@ -258,16 +364,29 @@ impl Dispatcher {
                     .observe_latency((now - alert.accepted_ms).max(0) as f64 / 1000.0);
             }
         }
-        if let Err(e) = self.queue.save(alert).await {
+        // The save is handed to the queue before the next alerts in the lanes are woken, so
+        // their "sending" records commit with or after these outcomes.
+        let saved = dirty.then(|| self.queue.save(alert));
+        for (i, r) in alert.recipients.iter().enumerate() {
+            let was_final = before.get(i).is_some_and(|o| o.is_final());
+            if r.outcome.is_final() && !was_final {
+                self.lanes.leave(alert.id, &r.sink, &r.user);
+            }
+        }
+        if let Some(Err(e)) = match saved {
+            Some(saved) => Some(saved.await),
+            None => None,
+        } {
             tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
         }
+        let gated: BTreeSet<usize> = gated.into_iter().collect();
         alert
             .recipients
             .iter()
-            .filter(|r| !r.outcome.is_final())
-            .map(|r| r.not_before_ms.unwrap_or(now))
+            .enumerate()
+            .filter(|(i, r)| !r.outcome.is_final() && !gated.contains(i))
+            .map(|(_, r)| r.not_before_ms.unwrap_or(now))
             .min()
-            .unwrap_or(now)
     }
 
     /// Counts outcomes that changed in this round.
@@ -286,34 +405,41 @@ impl Dispatcher {
         }
     }
 
-    /// Presence and delivery through one sink for the due recipients `idx`.
-    async fn sink_round(
+    /// Presence, lanes and the rate limit for the due recipients `idx` of one sink: what is
+    /// found about each, and who to send to now.
+    async fn prepare(
         &self,
         alert: &StoredAlert,
         plan: &Plan,
         sink: String,
         idx: Vec<usize>,
-    ) -> Vec<(usize, Finding)> {
+    ) -> Prepared {
         let (router, settings) = (&plan.router, &plan.settings);
-        let down = |reason: String| -> Vec<(usize, Finding)> {
-            idx.iter()
-                .map(|&i| (i, Finding::SinkDown(reason.clone())))
-                .collect()
+        let done = |findings: Vec<(usize, Finding)>| Prepared {
+            findings,
+            gated: Vec::new(),
+            send: None,
         };
         let Some(slot) = self.instances.sink(&sink) else {
             let e = PluginError::new(
                 ErrorKind::PERMANENT,
                 format!("no sink `{sink}` is configured any more"),
             );
-            return idx
-                .iter()
-                .map(|&i| (i, Finding::CallError(e.clone())))
-                .collect();
+            return done(
+                idx.iter()
+                    .map(|&i| (i, Finding::CallError(e.clone())))
+                    .collect(),
+            );
         };
         // A sink that is starting (at host start, or after a restart) is waited for briefly,
         // so resumed and first alerts do not sit out a whole retry delay.
         let Some(handle) = slot.sink_within(SINK_START_WAIT).await else {
-            return down(format!("sink `{sink}` is not running"));
+            let reason = format!("sink `{sink}` is not running");
+            return done(
+                idx.iter()
+                    .map(|&i| (i, Finding::SinkDown(reason.clone())))
+                    .collect(),
+            );
         };
         let now = now_ms();
         let recipients = &alert.recipients;
@@ -345,6 +471,7 @@ impl Dispatcher {
             .await;
 
         let mut findings = Vec::new();
+        let mut gated = Vec::new();
         let mut send: Vec<usize> = Vec::new();
         for (&i, regardless) in idx.iter().zip(regardless) {
             let user = &recipients[i].user;
@@ -358,6 +485,9 @@ impl Dispatcher {
                 !regardless && presence::unknown_is_offline(router, &recipients[i].route)
             }) {
                 findings.push((i, Finding::PresenceUnknown(why)));
+            } else if !self.lanes.is_head(alert.id, &sink, user) {
+                // An earlier alert to this recipient is not finished: wait for it, in order.
+                gated.push(i);
             } else if let Some(at) =
                 self.rate
                     .check(user, now, settings.per_recipient_per_minute as usize)
@@ -367,12 +497,50 @@ impl Dispatcher {
                 send.push(i);
             }
         }
-        if send.is_empty() {
-            return findings;
+        Prepared {
+            findings,
+            gated,
+            send: (!send.is_empty()).then_some(Send {
+                sink,
+                slot,
+                handle,
+                idx: send,
+            }),
         }
-        let message = Message {
+    }
+
+    /// Delivers `send` (its `sending` marks recorded): one message, or two when some of the
+    /// recipients get it again after an uncertain send (that one marked as a repeat).
+    async fn send(
+        &self,
+        alert: &StoredAlert,
+        settings: &DeliverySettings,
+        send: Send,
+    ) -> Vec<(usize, Finding)> {
+        let (repeat, first): (Vec<usize>, Vec<usize>) =
+            send.idx.iter().partition(|&&i| alert.recipients[i].repeat);
+        let mut findings = Vec::with_capacity(send.idx.len());
+        for (idx, marked) in [(first, false), (repeat, true)] {
+            if !idx.is_empty() {
+                findings.extend(self.deliver(alert, settings, &send, idx, marked).await);
+            }
+        }
+        findings
+    }
+
+    /// One deliver call to `send.sink` for the recipients `idx`.
+    async fn deliver(
+        &self,
+        alert: &StoredAlert,
+        settings: &DeliverySettings,
+        send: &Send,
+        idx: Vec<usize>,
+        marked: bool,
+    ) -> Vec<(usize, Finding)> {
+        let recipients = &alert.recipients;
+        let mut message = Message {
             alert_id: alert.id,
-            attempt: send
+            attempt: idx
                 .iter()
                 .map(|&i| recipients[i].attempts)
                 .max()
@@ -383,20 +551,23 @@ impl Dispatcher {
             body: alert.alert.body.clone(),
             severity: alert.alert.severity,
             labels: alert.alert.labels.clone(),
-            recipients: send.iter().map(|&i| recipients[i].user.clone()).collect(),
+            recipients: idx.iter().map(|&i| recipients[i].user.clone()).collect(),
             attributes: [("alert_uid".to_owned(), alert.uid.clone())].into(),
         };
+        if marked {
+            mark_repeat(&mut message);
+        }
         let _slot = self
-            .limit(&sink, settings.sink_concurrency)
+            .limit(&send.sink, settings.sink_concurrency)
             .acquire(&alert.source)
             .await;
-        if let Some(at) = self.pace(&sink, settings.per_sink_per_second, now_ms()) {
+        if let Some(at) = self.pace(&send.sink, settings.per_sink_per_second, now_ms()) {
             tokio::time::sleep(Duration::from_millis(
                 at.saturating_sub(now_ms()).max(0) as u64
             ))
             .await;
         }
-        let call = handle.deliver(FfiMessage::from(&message));
+        let call = send.handle.deliver(FfiMessage::from(&message));
         let results: Result<Vec<RecipientResult>, PluginError> =
             match tokio::time::timeout(settings.deliver_timeout, call).await {
                 Err(_) => Err(PluginError::new(
@@ -412,26 +583,29 @@ impl Dispatcher {
         match results {
             Err(e) => {
                 if e.kind == ErrorKind::PANICKED {
-                    slot.report_failure(&e.message);
+                    send.slot.report_failure(&e.message);
                 }
-                findings.extend(send.iter().map(|&i| (i, Finding::CallError(e.clone()))));
+                idx.iter()
+                    .map(|&i| (i, Finding::CallError(e.clone())))
+                    .collect()
             }
             Ok(list) => {
                 let mut by_user: HashMap<String, RecipientResult> =
                     list.into_iter().map(|r| (r.user.clone(), r)).collect();
-                for i in send {
-                    let finding = match by_user.remove(&recipients[i].user) {
-                        Some(r) => Finding::Result(r),
-                        None => Finding::CallError(PluginError::new(
-                            ErrorKind::TRANSIENT,
-                            "the sink reported no outcome for this recipient",
-                        )),
-                    };
-                    findings.push((i, finding));
-                }
+                idx.into_iter()
+                    .map(|i| {
+                        let finding = match by_user.remove(&recipients[i].user) {
+                            Some(r) => Finding::Result(r),
+                            None => Finding::CallError(PluginError::new(
+                                ErrorKind::TRANSIENT,
+                                "the sink reported no outcome for this recipient",
+                            )),
+                        };
+                        (i, finding)
+                    })
+                    .collect()
             }
         }
-        findings
     }
 
     /// Reserves the next slot of `sink`'s message rate; returns when it is, if not now.
@@ -442,6 +616,34 @@ impl Dispatcher {
         let mut paced = self.paced.lock().unwrap_or_else(PoisonError::into_inner);
         reserve(paced.entry(sink.to_owned()).or_insert(now), per_second, now)
     }
+}
+
+/// What [`Dispatcher::prepare`] found for one sink.
+struct Prepared {
+    findings: Vec<(usize, Finding)>,
+    /// Due, reachable, and behind an earlier alert in their lane.
+    gated: Vec<usize>,
+    send: Option<Send>,
+}
+
+/// Recipients to send to now through one sink.
+struct Send {
+    sink: String,
+    slot: Arc<Slot>,
+    handle: Arc<alertbridge_plugin_api::abi::SinkBox>,
+    idx: Vec<usize>,
+}
+
+/// Marks a message that the recipients may already have: [`REPEAT_MARK`] before the subject
+/// and before the text (sinks show one or both), and the attribute `repeat = after_restart`.
+fn mark_repeat(message: &mut Message) {
+    message.subject = format!("{REPEAT_MARK} {}", message.subject);
+    if !message.body.is_empty() {
+        message.body = format!("{REPEAT_MARK} {}", message.body);
+    }
+    message
+        .attributes
+        .insert("repeat".to_owned(), "after_restart".to_owned());
 }
 
 /// Reserves the next slot at `per_second` (> 0) given when the next one is free; returns the
@@ -463,6 +665,8 @@ fn record(route: String, sink: String, user: String, now: i64) -> RecipientRecor
         held_since_ms: None,
         not_before_ms: None,
         updated_ms: now,
+        sending: false,
+        repeat: false,
     }
 }
 

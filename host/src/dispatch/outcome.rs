@@ -268,6 +268,8 @@ mod tests {
             held_since_ms: None,
             not_before_ms: None,
             updated_ms: 0,
+            sending: false,
+            repeat: false,
         }
     }
 
