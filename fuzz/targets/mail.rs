@@ -11,7 +11,6 @@ use alertbridge_pop3::mail::{MAX_BODY_CHARS, MailOptions, alert_from_mail};
 pub fn run(data: &[u8]) {
     let options = MailOptions {
         label_headers: vec!["X-Priority".to_owned(), "X-Alert-Host".to_owned()],
-        ..MailOptions::default()
     };
     let m = alert_from_mail(data, &options);
     // The body is cut at MAX_BODY_CHARS (and marked with one `…`).
