@@ -128,14 +128,26 @@ pub(super) fn deserialize<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Resul
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
-        json_error(e.into_inner(), Some(field))
+        json_error(bytes, e.into_inner(), Some(field))
     })?;
-    de.end().map_err(|e| json_error(e, None))?;
+    de.end().map_err(|e| json_error(bytes, e, None))?;
     Ok(value)
 }
 
-fn json_error(e: serde_json::Error, field: Option<String>) -> PayloadError {
-    let (line, column) = (e.line(), e.column());
+fn json_error(bytes: &[u8], e: serde_json::Error, field: Option<String>) -> PayloadError {
+    let (mut line, mut column) = (e.line(), e.column());
+    // serde_json puts an error at a line break in column 0 of the next line; ours count from 1,
+    // so such an error is placed on the line break itself.
+    if column == 0
+        && let Some(nl) = bytes
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .nth(line.saturating_sub(2))
+            .map(|(i, _)| i)
+    {
+        (line, column) = super::line_column(bytes, nl);
+    }
     let text = e.to_string();
     let message = text
         .rsplit_once(" at line ")
@@ -243,6 +255,21 @@ mod tests {
             "invalid JSON at line 2 column 3: expected an alert object or an array of them"
         );
         assert_eq!(err("[]"), "the array holds no alert");
+    }
+
+    /// Found by fuzzing (fuzz target `webhook_json`): serde_json places an error at a line
+    /// break in column 0 of the next line, and the 400 answer said "column 0" though lines and
+    /// columns count from 1. The error is now placed on the line break itself.
+    #[test]
+    fn an_error_at_a_line_break_has_a_column_from_1() {
+        assert_eq!(
+            err("{\"subject\":\"a\nb\"}"),
+            "invalid JSON at line 1 column 14: control character (\\u0000-\\u001F) found while parsing a string"
+        );
+        assert_eq!(
+            err("{\"subject\":\"a\"\n"),
+            "invalid JSON at line 1 column 15: EOF while parsing an object"
+        );
         assert_eq!(err("  "), "the body is empty");
     }
 }
