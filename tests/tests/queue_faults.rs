@@ -111,7 +111,11 @@ fn a_file_size_limit_takes_the_queue_down_loudly_and_loses_nothing_acknowledged(
         head.contains("\r\nretry-after:"),
         "503 without Retry-After: {head}"
     );
-    assert!(body.contains("queue unavailable"), "{body}");
+    assert!(
+        body.contains("queue unavailable"),
+        "{body}; log:\n{}",
+        b.log()
+    );
     assert_queue_down(&b);
     let status = b.child.as_mut().unwrap().try_wait().unwrap();
     assert!(

@@ -97,6 +97,25 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// Bytes written (and synced) by [`probe_room`].
+const PROBE_BYTES: usize = 1 << 20;
+
+/// Whether the data folder takes writes again: writes, syncs and removes a 1 MiB file. The
+/// queue file itself reopens without new space, so only this tells a disk still full from
+/// one that has room.
+pub(super) fn probe_room(dir: &Path) -> Result<(), QueueError> {
+    let path = dir.join(".queue-space-probe");
+    let written = fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    });
+    let _ = fs::remove_file(&path);
+    written.map_err(|source| QueueError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// A panic inside redb as a storage error.
 pub(super) fn panicked(p: &(dyn std::any::Any + Send)) -> QueueError {
     QueueError::storage(std::io::Error::other(format!(

@@ -32,6 +32,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// First and longest wait between attempts to reopen a failed queue file.
 const REOPEN_FIRST: Duration = Duration::from_millis(500);
 const REOPEN_MAX: Duration = Duration::from_secs(10);
+/// A reopened file that fails again within this time does not reset the backoff.
+const STAYED_UP: Duration = Duration::from_secs(60);
 
 /// Work for the writer thread. Documents arrive encoded: serialization happens on the callers'
 /// threads, in parallel, and the writer only touches the database.
@@ -56,6 +58,8 @@ enum Reply {
         Taken,
     ),
     Saved(oneshot::Sender<Result<(), QueueError>>, u64, Vec<u8>),
+    /// An enqueue the failed commit did not take.
+    Refused(oneshot::Sender<Result<Taken, QueueError>>),
 }
 
 pub(super) struct Writer {
@@ -74,6 +78,8 @@ pub(super) struct Writer {
     unsaved: BTreeMap<u64, Vec<u8>>,
     /// The wait before the next reopen attempt, while faulted.
     backoff: Duration,
+    /// When the file was last reopened after a fault.
+    reopened_at: Option<Instant>,
 }
 
 impl Writer {
@@ -94,6 +100,7 @@ impl Writer {
             next_id: loaded.next_id,
             unsaved: BTreeMap::new(),
             backoff: REOPEN_FIRST,
+            reopened_at: None,
         };
         writer.publish_sizes();
         writer
@@ -201,6 +208,7 @@ impl Writer {
         let unsaved = std::mem::take(&mut self.unsaved);
         let shared = Arc::clone(&self.shared);
         let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
+        let mut rest = batch.into_iter();
         // redb asserts on some states of a failing file: a panic is a storage fault too.
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<u64, QueueError> {
             let db = guard.as_ref().ok_or(QueueError::Closed)?;
@@ -218,23 +226,27 @@ impl Writer {
                         .insert(*id, json.as_slice())
                         .map_err(QueueError::storage)?;
                 }
-                for cmd in batch {
+                // On an error every command is still answered: the one that failed with its
+                // reply in `replies`, the ones after it from `rest`.
+                for cmd in rest.by_ref() {
                     match cmd {
                         Cmd::Enqueue {
                             dedup,
                             alert,
                             json,
                             reply,
-                        } => {
-                            let taken =
-                                self.enqueue(&mut t, &mut undo, dedup, alert.accepted_ms, &json)?;
-                            replies.push(Reply::Enqueued(reply, alert, taken));
-                        }
+                        } => match self.enqueue(&mut t, &mut undo, dedup, alert.accepted_ms, &json)
+                        {
+                            Ok(taken) => replies.push(Reply::Enqueued(reply, alert, taken)),
+                            Err(e) => {
+                                replies.push(Reply::Refused(reply));
+                                return Err(e);
+                            }
+                        },
                         Cmd::Save { id, json, reply } => {
-                            t.alerts
-                                .insert(id, json.as_slice())
-                                .map_err(QueueError::storage)?;
+                            let saved = t.alerts.insert(id, json.as_slice()).map(drop);
                             replies.push(Reply::Saved(reply, id, json));
+                            saved.map_err(QueueError::storage)?;
                         }
                     }
                 }
@@ -271,6 +283,7 @@ impl Writer {
                             drop(tx.send(Ok(taken)));
                         }
                         Reply::Saved(tx, ..) => drop(tx.send(Ok(()))),
+                        Reply::Refused(tx) => drop(tx.send(Err(QueueError::Closed))),
                     }
                 }
                 true
@@ -280,15 +293,26 @@ impl Writer {
                     self.dedup.restore(key, before);
                 }
                 self.unsaved = unsaved;
-                let commands = replies.len();
+                let commands = replies.len() + rest.len();
                 let refusal = self.fail(&e);
                 tracing::error!(error = %crate::error_chain(&e), commands, "Queue commit failed; nothing in it was acknowledged. The queue is down until it can be reopened.");
                 for r in replies {
                     match r {
-                        Reply::Enqueued(tx, ..) => drop(tx.send(Err(refusal()))),
+                        Reply::Enqueued(tx, ..) | Reply::Refused(tx) => {
+                            drop(tx.send(Err(refusal())));
+                        }
                         Reply::Saved(tx, id, json) => {
                             self.unsaved.insert(id, json);
                             drop(tx.send(Err(refusal())));
+                        }
+                    }
+                }
+                for cmd in rest {
+                    match cmd {
+                        Cmd::Enqueue { reply, .. } => drop(reply.send(Err(refusal()))),
+                        Cmd::Save { id, json, reply } => {
+                            self.unsaved.insert(id, json);
+                            drop(reply.send(Err(refusal())));
                         }
                     }
                 }
@@ -309,13 +333,19 @@ impl Writer {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         drop(closed);
-        self.backoff = REOPEN_FIRST;
+        // A file that reopens but fails again soon (a disk still full: the reopen itself needs
+        // no new space) keeps backing off; one that stayed up a while starts over.
+        self.backoff = match self.reopened_at {
+            Some(at) if at.elapsed() < STAYED_UP => (self.backoff * 2).min(REOPEN_MAX),
+            _ => REOPEN_FIRST,
+        };
         let retry_at = Instant::now() + self.backoff;
         self.shared.metrics.queue_fault_seen();
         self.set_fault(reason.clone(), retry_at);
+        let retry_after_ms = self.backoff.as_millis().max(1000) as u64;
         move || QueueError::Unavailable {
             reason: reason.clone(),
-            retry_after_ms: REOPEN_FIRST.as_millis().max(1000) as u64,
+            retry_after_ms,
         }
     }
 
@@ -332,10 +362,12 @@ impl Writer {
     /// One attempt to reopen the file after a fault.
     fn reopen(&mut self) {
         let path = store::file_path(&self.shared.dir);
-        let opened = store::open_checked(&self.shared.dir, false, false).and_then(|db| {
-            let loaded = store::load(&db, self.window_ms, self.dedup_max_keys, &path, false)?;
-            Ok((db, loaded))
-        });
+        let opened = store::probe_room(&self.shared.dir)
+            .and_then(|()| store::open_checked(&self.shared.dir, false, false))
+            .and_then(|db| {
+                let loaded = store::load(&db, self.window_ms, self.dedup_max_keys, &path, false)?;
+                Ok((db, loaded))
+            });
         let (db, loaded) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -381,6 +413,7 @@ impl Writer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
         self.shared.down.store(false, Ordering::Release);
+        self.reopened_at = Some(Instant::now());
         self.shared.metrics.set_queue_fault(None);
         tracing::info!(
             kept_outcomes = self.unsaved.len(),

@@ -180,6 +180,14 @@ impl Bridge {
         (status, serde_json::from_str(&body).unwrap_or_default())
     }
 
+    /// The sample of `/metrics` `name{...}` whose labels contain `labels`.
+    pub fn metric_labelled(&self, name: &str, labels: &str) -> Option<f64> {
+        let text = get(&format!("{}/metrics", self.admin))?;
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+            .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+    }
+
     /// One unlabelled sample of `/metrics`.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let text = get(&format!("{}/metrics", self.admin))?;
