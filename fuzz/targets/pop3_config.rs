@@ -5,8 +5,10 @@
 //! Input: the table's TOML text. Configs that name files (`password_file`, `ca_file`) are only
 //! deserialized, so the fuzzer never reads files of this machine.
 //!
-//! Besides "no panic": the inline password never appears in an error message or in the
-//! `Debug` text of the config and of the settings.
+//! Besides "no panic": the inline password never shows in what the source says about its config
+//! (the error message, the `Debug` text of the config and of the settings). A text that holds the
+//! password is checked again with the password changed: if the text changes with it, it came
+//! from the password.
 
 use alertbridge_pop3::config::Pop3Config;
 
@@ -14,38 +16,56 @@ pub fn run(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let secret = inline_password(text);
-    let config: Pop3Config = match toml::from_str(text) {
-        Ok(c) => c,
-        Err(e) => {
-            // What the plugin kit passes on (Setup::config): the message, not the source line.
-            check_not_echoed(e.message(), secret.as_deref());
-            return;
-        }
+    let said = what_it_says(text);
+    let Some(secret) = inline_password(text) else {
+        return;
     };
-    check_not_echoed(&format!("{config:?}"), secret.as_deref());
-    if config.password_file.is_some() || config.ca_file.is_some() {
+    if !said.iter().any(|s| s.contains(&secret)) {
         return;
     }
-    match config.validate() {
-        Ok(settings) => check_not_echoed(&format!("{settings:?}"), secret.as_deref()),
-        Err(e) => check_not_echoed(&e.to_string(), secret.as_deref()),
+    let other = changed(&secret);
+    for s in what_it_says(&text.replace(&secret, &other)) {
+        assert!(!s.contains(&other), "the password shows in {s:?}");
     }
 }
 
-/// The inline `password`, when it is a string found nowhere else in the text (so a message
-/// that holds it can only have taken it from there).
+/// The error message, or the config's and the settings' `Debug` text and the error of
+/// `validate`.
+fn what_it_says(text: &str) -> Vec<String> {
+    let config: Pop3Config = match toml::from_str(text) {
+        Ok(c) => c,
+        // What the plugin kit passes on (Setup::config): the message, not the source line.
+        Err(e) => return vec![e.message().to_owned()],
+    };
+    let mut said = vec![format!("{config:?}")];
+    if config.password_file.is_none() && config.ca_file.is_none() {
+        said.push(match config.validate() {
+            Ok(settings) => format!("{settings:?}"),
+            Err(e) => e.to_string(),
+        });
+    }
+    said
+}
+
+/// The inline `password`, when it is a string found nowhere else in the text.
 fn inline_password(text: &str) -> Option<String> {
     let table: toml::Table = toml::from_str(text).ok()?;
     let p = table.get("password")?.as_str()?;
-    (p.len() >= 8 && text.matches(p).count() == 1).then(|| p.to_owned())
+    (p.len() >= 4 && p.chars().any(|c| c.is_ascii_alphanumeric()) && text.matches(p).count() == 1)
+        .then(|| p.to_owned())
 }
 
-fn check_not_echoed(message: &str, secret: Option<&str>) {
-    if let Some(secret) = secret {
-        assert!(
-            !message.contains(secret),
-            "the password appears in {message:?}"
-        );
-    }
+/// `secret` with every letter and digit changed to the next one (other characters kept, so the
+/// same checks apply).
+fn changed(secret: &str) -> String {
+    secret
+        .chars()
+        .map(|c| match c {
+            'z' => 'a',
+            'Z' => 'A',
+            '9' => '0',
+            c if c.is_ascii_alphanumeric() => char::from(c as u8 + 1),
+            c => c,
+        })
+        .collect()
 }
