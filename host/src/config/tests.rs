@@ -214,3 +214,25 @@ plugin = "ucwa"
         ["t.toml:18:14: sink `lync`: `max_queued` is a source setting"]
     );
 }
+
+#[test]
+fn on_uncertain_is_resend_by_default_skip_or_an_error_at_its_place() {
+    let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+    assert_eq!(c.delivery.on_uncertain, OnUncertain::Resend);
+    let with = |v: &str| {
+        GOOD.replace(
+            "[[source]]",
+            &format!("[delivery]\non_uncertain = \"{v}\"\n\n[[source]]"),
+        )
+    };
+    let c = Config::parse(Path::new("t.toml"), &with("skip")).unwrap();
+    assert_eq!(c.delivery.on_uncertain, OnUncertain::Skip);
+    let e = errors(&with("maybe"));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].contains(":7:16:")
+            && e[0].contains("[delivery] on_uncertain: `maybe` is not `resend` or `skip`"),
+        "{}",
+        e[0]
+    );
+}

@@ -2,8 +2,8 @@
 //! recipient has a final outcome, recording each step durably.
 //!
 //! Each alert is routed when it is taken up (in accept order), and joins the *lane* of each of
-//! its recipients ([`lanes`]): per recipient and sink, one message in flight at a time, in
-//! accept order. Then one task per unfinished alert runs *rounds*. A round asks each sink who
+//! its recipients ([`lanes`]): per source, recipient and sink, one message in flight at a time,
+//! in accept order. Then one task per unfinished alert runs *rounds*. A round asks each sink who
 //! of the due recipients is reachable (cached briefly), applies the route's offline policy to
 //! the others, records durably that a send begins (`sending`), delivers to those at the head of
 //! their lane, records the outcomes and wakes the next alert in each lane it left. Recipients
@@ -180,6 +180,7 @@ impl Dispatcher {
         let waker = Arc::new(Notify::new());
         self.lanes.enter(
             alert.id,
+            &alert.source,
             Arc::clone(&waker),
             alert
                 .recipients
@@ -344,7 +345,7 @@ impl Dispatcher {
                 );
                 router.extend_plan(&mut plan, route, alert);
                 for (t, _) in plan.targets {
-                    self.lanes.join(alert.id, &t.sink, &t.user);
+                    self.lanes.join(alert.id, &alert.source, &t.sink, &t.user);
                     alert.recipients.push(record(t.route, t.sink, t.user, now));
                 }
             }
@@ -370,7 +371,7 @@ impl Dispatcher {
         for (i, r) in alert.recipients.iter().enumerate() {
             let was_final = before.get(i).is_some_and(|o| o.is_final());
             if r.outcome.is_final() && !was_final {
-                self.lanes.leave(alert.id, &r.sink, &r.user);
+                self.lanes.leave(alert.id, &alert.source, &r.sink, &r.user);
             }
         }
         if let Some(Err(e)) = match saved {
@@ -485,8 +486,9 @@ impl Dispatcher {
                 !regardless && presence::unknown_is_offline(router, &recipients[i].route)
             }) {
                 findings.push((i, Finding::PresenceUnknown(why)));
-            } else if !self.lanes.is_head(alert.id, &sink, user) {
-                // An earlier alert to this recipient is not finished: wait for it, in order.
+            } else if !self.lanes.is_head(alert.id, &alert.source, &sink, user) {
+                // An earlier alert from this source to this recipient is not finished: wait
+                // for it, in order.
                 gated.push(i);
             } else if let Some(at) =
                 self.rate
