@@ -232,6 +232,15 @@ impl Bridge {
             ("admin_listen", h.admin_listen == self.settings.admin_listen),
             ("plugin_dir", h.plugin_dir == self.settings.plugin_dir),
             (
+                "dedup_window_secs, dedup_max_keys or history_max_alerts",
+                (h.dedup_window, h.dedup_max_keys, h.history_max_alerts)
+                    == (
+                        self.settings.dedup_window,
+                        self.settings.dedup_max_keys,
+                        self.settings.history_max_alerts,
+                    ),
+            ),
+            (
                 "admin_max_connections, admin_read_timeout_ms or admin_idle_timeout_ms",
                 h.admin.same_limits(&self.settings.admin),
             ),
