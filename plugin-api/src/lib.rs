@@ -18,7 +18,10 @@ pub mod testing;
 mod types;
 
 pub use self::{
-    model::{Alert, Health, Message, PluginError, Presence, RecipientResult, error_chain},
+    model::{
+        Alert, Health, Message, PluginError, Presence, REPEAT_ATTRIBUTE, REPEAT_MARK,
+        RecipientResult, error_chain,
+    },
     types::{
         DeliveryStatus, ErrorKind, FfiAlert, FfiError, FfiHealth, FfiMessage, FfiPairs,
         FfiPresence, FfiRecipientResult, HealthState, KindInfo, LogLevel, LogRecord, PluginInfo,

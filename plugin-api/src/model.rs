@@ -53,6 +53,36 @@ pub struct Message {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// What the host puts before the subject and the text of a message its recipients may already
+/// have: a send that a restart caught between its start and its outcome. The attribute
+/// [`REPEAT_ATTRIBUTE`] `= after_restart` says the mark is there.
+pub const REPEAT_MARK: &str = "(repeat after restart)";
+
+/// The attribute that flags a repeat after a restart (value `after_restart`).
+pub const REPEAT_ATTRIBUTE: &str = "repeat";
+
+impl Message {
+    /// True for a send the host repeats after a restart (its text carries [`REPEAT_MARK`]).
+    pub fn is_repeat(&self) -> bool {
+        self.attributes.get(REPEAT_ATTRIBUTE).map(String::as_str) == Some("after_restart")
+    }
+
+    /// Takes the host's repeat mark off again. Only for a sink whose far end drops a second copy
+    /// by itself (an idempotency key over the content): sent exactly as the first time, the
+    /// repeat is answered from the far end's store and no user sees it twice.
+    pub fn unmark_repeat(&mut self) {
+        if !self.is_repeat() {
+            return;
+        }
+        for text in [&mut self.subject, &mut self.body] {
+            if let Some(rest) = text.strip_prefix(REPEAT_MARK) {
+                *text = rest.strip_prefix(' ').unwrap_or(rest).to_owned();
+            }
+        }
+        self.attributes.remove(REPEAT_ATTRIBUTE);
+    }
+}
+
 /// One user's presence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Presence {
@@ -382,6 +412,27 @@ impl From<&FfiHealth> for Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeat_is_unmarked_only_when_flagged() {
+        let mut m = Message {
+            subject: format!("{REPEAT_MARK} Disk full"),
+            body: format!("{REPEAT_MARK} /var at 98%"),
+            ..Message::default()
+        };
+        let unflagged = m.clone();
+        m.unmark_repeat();
+        assert_eq!(m, unflagged, "no attribute: the text is the sender's own");
+        m.attributes
+            .insert(REPEAT_ATTRIBUTE.into(), "after_restart".into());
+        assert!(m.is_repeat());
+        m.unmark_repeat();
+        assert_eq!(
+            (m.subject.as_str(), m.body.as_str()),
+            ("Disk full", "/var at 98%")
+        );
+        assert!(!m.is_repeat());
+    }
 
     #[test]
     fn alert_round_trips_through_ffi() {

@@ -159,7 +159,13 @@ fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
         let Some(subject) = subjects.get(&mid) else {
             panic!("a delivery for an unknown mail: {r}")
         };
-        assert_eq!(r["subject"].as_str(), Some(subject.as_str()), "{r}");
+        // A send the kill caught between its start and its outcome goes again, marked (the
+        // first may or may not have reached the sink; the sink's idempotency absorbs it if it did).
+        let marked = format!("(repeat after restart) {subject}");
+        assert!(
+            [subject.as_str(), marked.as_str()].contains(&r["subject"].as_str().unwrap_or("")),
+            "{r}"
+        );
         if let Some(first) = delivered.insert(mid.clone(), id) {
             panic!("mail {mid} delivered twice: alerts {first} and {id}");
         }

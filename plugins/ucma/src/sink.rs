@@ -379,7 +379,11 @@ impl Sink for UcmaSink {
         }
     }
 
-    async fn deliver(&self, message: Message) -> Result<Vec<RecipientResult>, PluginError> {
+    async fn deliver(&self, mut message: Message) -> Result<Vec<RecipientResult>, PluginError> {
+        // A repeat after a host restart goes out as the first send did, under the same key: the
+        // bridge answers it from its idempotency store (§3) if the first reached it, so nobody
+        // gets a second IM and no mark is needed.
+        message.unmark_repeat();
         let mut recipients = message.recipients.clone();
         recipients.sort();
         recipients.dedup();
