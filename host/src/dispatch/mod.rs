@@ -57,8 +57,9 @@ const SINK_START_WAIT: Duration = Duration::from_secs(1);
 const ROUND_SLACK_MS: i64 = 250;
 
 /// How long an alert whose due recipients all wait behind other alerts in their lanes sleeps
-/// before looking again if it is not woken (it is woken when it reaches a lane's head).
-const LANE_RECHECK: Duration = Duration::from_secs(30);
+/// before looking again if it is not woken (it is woken when it reaches a lane's head; this is
+/// only a safety net, long so that a backlog of thousands does not wake for nothing).
+const LANE_RECHECK: Duration = Duration::from_secs(300);
 
 /// Put before the subject (and the text) of a message that the recipient may already have: a
 /// send that began before a restart and has no recorded outcome, sent again.
