@@ -28,8 +28,8 @@ use std::{
 };
 
 use alertbridge_plugin_api::{
-    ErrorKind, FfiMessage, Message, PluginError, PresenceState, RecipientResult,
-    abi_stable::std_types::RResult,
+    ErrorKind, FfiMessage, Message, PluginError, PresenceState, REPEAT_ATTRIBUTE, REPEAT_MARK,
+    RecipientResult, abi_stable::std_types::RResult,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -60,10 +60,6 @@ const ROUND_SLACK_MS: i64 = 250;
 /// before looking again if it is not woken (it is woken when it reaches a lane's head; this is
 /// only a safety net, long so that a backlog of thousands does not wake for nothing).
 const LANE_RECHECK: Duration = Duration::from_secs(300);
-
-/// Put before the subject (and the text) of a message that the recipient may already have: a
-/// send that began before a restart and has no recorded outcome, sent again.
-pub const REPEAT_MARK: &str = "(repeat after restart)";
 
 /// Drives alerts to their outcomes.
 pub struct Dispatcher {
@@ -646,7 +642,7 @@ fn mark_repeat(message: &mut Message) {
     }
     message
         .attributes
-        .insert("repeat".to_owned(), "after_restart".to_owned());
+        .insert(REPEAT_ATTRIBUTE.to_owned(), "after_restart".to_owned());
 }
 
 /// Reserves the next slot at `per_second` (> 0) given when the next one is free; returns the
@@ -681,7 +677,38 @@ fn policy_of(router: &Router, route: &str) -> OfflinePolicy {
 
 #[cfg(test)]
 mod tests {
-    use super::reserve;
+    use alertbridge_plugin_api::Message;
+
+    use super::{mark_repeat, reserve};
+
+    #[test]
+    fn a_repeat_is_marked_in_subject_and_text_and_a_sink_can_take_the_mark_off() {
+        let first = Message {
+            subject: "Disk full".into(),
+            body: "/var at 98%".into(),
+            ..Message::default()
+        };
+        let mut repeat = first.clone();
+        mark_repeat(&mut repeat);
+        assert_eq!(repeat.subject, "(repeat after restart) Disk full");
+        assert_eq!(repeat.body, "(repeat after restart) /var at 98%");
+        assert!(repeat.is_repeat());
+        repeat.unmark_repeat();
+        assert_eq!(
+            repeat, first,
+            "an idempotent sink sends it as the first time"
+        );
+
+        let mut no_body = Message {
+            subject: "Disk full".into(),
+            ..Message::default()
+        };
+        mark_repeat(&mut no_body);
+        assert_eq!(
+            (no_body.subject.as_str(), no_body.body.as_str()),
+            ("(repeat after restart) Disk full", "")
+        );
+    }
 
     #[test]
     fn the_sink_rate_spaces_messages_and_forgets_idle_time() {
