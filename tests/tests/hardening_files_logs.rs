@@ -8,14 +8,17 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use alertbridge_testbed::harness::{Host, bin_dir, free_port, get, request, wait_until};
+use alertbridge_testbed::{
+    dovecot::{Mailbox, dovecot},
+    harness::{Host, bin_dir, free_port, get, request, wait_until},
+};
 
 const LONG: Duration = Duration::from_secs(60);
 const TOKEN: &str = "hardening-token";
@@ -159,108 +162,6 @@ fn a_plugin_log_record_cannot_forge_a_host_log_line() {
     );
 }
 
-/// Dovecot as `scripts/dovecot.sh env` describes it.
-struct Dovecot {
-    addr: String,
-    maildirs: PathBuf,
-    users_file: PathBuf,
-}
-
-fn dovecot() -> Dovecot {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: start Dovecot with scripts/dovecot.sh (start DIR, then eval \"$(scripts/dovecot.sh env DIR)\"), as scripts/test does")
-        })
-    };
-    let maildirs = PathBuf::from(var("ALERTBRIDGE_TEST_MAILDIR_ROOT"));
-    let users_file = maildirs.parent().unwrap().join("dovecot").join("users");
-    Dovecot {
-        addr: var("ALERTBRIDGE_TEST_POP3_ADDR"),
-        maildirs,
-        users_file,
-    }
-}
-
-/// Adds mailbox `user` (password `<user>pass`) to Dovecot's passwd-file with an empty Maildir
-/// holding `mail`; returns once Dovecot lets the user log in.
-fn mailbox_with(env: &Dovecot, user: &str, mail: &str) {
-    let users = fs::read_to_string(&env.users_file).expect("Dovecot's users file");
-    let template = users
-        .lines()
-        .find(|l| l.starts_with("alerts:"))
-        .expect("the `alerts` user");
-    let f: Vec<&str> = template.split(':').collect();
-    let (uid, gid) = (f[2].parse::<u32>().unwrap(), f[3].parse::<u32>().unwrap());
-    let home = env.maildirs.join(user);
-    let maildir = home.join("Maildir");
-    let _ = fs::remove_dir_all(&home);
-    for p in [
-        &home,
-        &maildir,
-        &maildir.join("new"),
-        &maildir.join("cur"),
-        &maildir.join("tmp"),
-    ] {
-        fs::create_dir_all(p).unwrap();
-        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
-    }
-    let name = format!(
-        "{}.hardening",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_micros()
-    );
-    fs::write(maildir.join("tmp").join(&name), mail).unwrap();
-    fs::rename(
-        maildir.join("tmp").join(&name),
-        maildir.join("new").join(&name),
-    )
-    .unwrap();
-    let line = format!(
-        "{user}:{{PLAIN}}{user}pass:{uid}:{gid}::{}::\n",
-        home.display()
-    );
-    let ensure = || {
-        let text = fs::read_to_string(&env.users_file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{user}:"))) {
-            let mut file = fs::OpenOptions::new()
-                .append(true)
-                .open(&env.users_file)
-                .unwrap();
-            file.write_all(line.as_bytes()).unwrap();
-        }
-    };
-    wait_until("Dovecot to accept the test user", LONG, || {
-        ensure();
-        pop3_login(&env.addr, user)
-    });
-}
-
-fn pop3_login(addr: &str, user: &str) -> bool {
-    let Ok(stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(&stream);
-    let mut writer = &stream;
-    let mut ok = || {
-        let mut line = String::new();
-        reader.read_line(&mut line).is_ok() && line.starts_with("+OK")
-    };
-    let logged_in = ok()
-        && writer
-            .write_all(format!("USER {user}\r\n").as_bytes())
-            .is_ok()
-        && ok()
-        && writer
-            .write_all(format!("PASS {user}pass\r\n").as_bytes())
-            .is_ok()
-        && ok();
-    let _ = writer.write_all(b"QUIT\r\n");
-    logged_in
-}
-
 #[test]
 fn a_mail_subject_cannot_forge_a_line_through_a_plugin_log() {
     let env = dovecot();
@@ -271,7 +172,8 @@ fn a_mail_subject_cannot_forge_a_line_through_a_plugin_log() {
     let mail = format!(
         "From: Mallory <mallory@evil.test>\r\nTo: {user}@example.test\r\nSubject: =?utf-8?b?{encoded}?=\r\nMessage-ID: <hardening-{user}@evil.test>\r\n\r\nhello\r\n"
     );
-    mailbox_with(&env, &user, &mail);
+    let mailbox = Mailbox::create(&env, &user);
+    mailbox.deliver("hardening", &mail);
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
     let d = dir.path().display();

@@ -15,10 +15,8 @@ use std::{
     time::Duration,
 };
 
+use alertbridge_testbed::dovecot::*;
 use alertbridge_testbed::harness::{Host, free_port, wait_until};
-
-mod pop3_common;
-use pop3_common::*;
 
 /// A host config: the `pop3` source `mail` on `mailbox` (plus `pop3_extra`), the test sink,
 /// one recipient, one route; `host_extra` goes into `[host]`.

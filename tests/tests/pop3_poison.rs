@@ -8,10 +8,8 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 
+use alertbridge_testbed::dovecot::*;
 use alertbridge_testbed::harness::{Host, free_port, wait_until};
-
-mod pop3_common;
-use pop3_common::*;
 
 fn config(dir: &Path, admin: u16, env: &Dovecot, mailbox: &Mailbox) -> String {
     let d = dir.display();

@@ -8,10 +8,8 @@
 
 use std::{path::Path, time::Duration};
 
+use alertbridge_testbed::dovecot::*;
 use alertbridge_testbed::harness::{Host, free_port, wait_until};
-
-mod pop3_common;
-use pop3_common::*;
 
 const CEO: &str = "sip:ceo@contoso.com";
 

@@ -10,153 +10,30 @@ mod queue_support;
 
 use std::{
     fs,
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use alertbridge_testbed::harness::{free_port, wait_until};
+use alertbridge_testbed::{
+    dovecot::{Mailbox, dovecot},
+    harness::{free_port, wait_until},
+};
 use queue_support::*;
 
 const USER: &str = "tqueuefull";
 
-/// A Dovecot mailbox of this test: a passwd-file line and an empty Maildir.
-///
-/// `dovecot.sh restart` (which the pop3 plugin's own tests run) rewrites the passwd-file, so a
-/// guard thread puts the line back whenever it is missing, for as long as the mailbox lives.
-struct Mailbox {
-    dir: PathBuf,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Mailbox {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Mailbox {
-    fn create() -> Self {
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: start Dovecot with scripts/dovecot.sh (eval \"$(scripts/dovecot.sh env DIR)\"), as scripts/test does")
-            })
-        };
-        let maildirs = PathBuf::from(var("ALERTBRIDGE_TEST_MAILDIR_ROOT"));
-        let users_file = maildirs
-            .parent()
-            .map(|d| d.join("dovecot").join("users"))
-            .unwrap_or_default();
-        let users = fs::read_to_string(&users_file).expect("read Dovecot's users file");
-        let template = users
-            .lines()
-            .find(|l| l.starts_with("alerts:"))
-            .expect("the users file has the `alerts` user");
-        let fields: Vec<&str> = template.split(':').collect();
-        let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
-        let home = maildirs.join(USER);
-        let dir = home.join("Maildir");
-        for path in [
-            home.clone(),
-            dir.clone(),
-            dir.join("new"),
-            dir.join("cur"),
-            dir.join("tmp"),
-        ] {
-            fs::create_dir_all(&path).unwrap();
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
-        }
-        for sub in ["new", "cur", "tmp"] {
-            for e in fs::read_dir(dir.join(sub)).unwrap().flatten() {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let (file, flag) = (users_file.clone(), Arc::clone(&stop));
-        ensure_user(&file, uid, gid, &home);
-        std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                ensure_user(&file, uid, gid, &home);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        let addr = var("ALERTBRIDGE_TEST_POP3_ADDR");
-        wait_until("Dovecot to accept the test user", LONG, || {
-            pop3_login(&addr)
-        });
-        Self { dir, stop }
-    }
-
-    fn deliver(&self, n: usize) {
-        let body = "disk full test line\r\n".repeat(1500);
-        let mail = format!(
-            "From: Monitoring <monitor@example.test>\r\nTo: {USER}@example.test\r\nSubject: qfull {n}\r\n\
-             Message-ID: <qfull-{n}-{}@example.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_micros()
-        );
-        let file = format!("qfull.{n}.{}", std::process::id());
-        let tmp = self.dir.join("tmp").join(&file);
-        fs::write(&tmp, mail).unwrap();
-        fs::rename(&tmp, self.dir.join("new").join(&file)).unwrap();
-    }
-
-    fn count(&self) -> usize {
-        ["new", "cur"]
-            .iter()
-            .map(|s| fs::read_dir(self.dir.join(s)).map_or(0, |d| d.count()))
-            .sum()
-    }
-}
-
-/// Appends the test user to Dovecot's passwd-file unless it is there (one append: atomic).
-fn ensure_user(users_file: &Path, uid: u32, gid: u32, home: &Path) {
-    let text = fs::read_to_string(users_file).unwrap_or_default();
-    if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-        use std::io::Write as _;
-        if let Ok(mut f) = fs::OpenOptions::new().append(true).open(users_file) {
-            let _ = f.write_all(
-                format!(
-                    "{USER}:{{PLAIN}}{USER}pass:{uid}:{gid}::{}::\n",
-                    home.display()
-                )
-                .as_bytes(),
-            );
-        }
-    }
-}
-
-/// Whether the test user can log in over plain POP3.
-fn pop3_login(addr: &str) -> bool {
-    use std::io::{BufRead as _, Write as _};
-    let Ok(stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = std::io::BufReader::new(&stream);
-    let mut writer = &stream;
-    let mut reply = || {
-        let mut line = String::new();
-        reader.read_line(&mut line).is_ok() && line.starts_with("+OK")
-    };
-    let ok = reply()
-        && writer
-            .write_all(format!("USER {USER}\r\n").as_bytes())
-            .is_ok()
-        && reply()
-        && writer
-            .write_all(format!("PASS {USER}pass\r\n").as_bytes())
-            .is_ok()
-        && reply();
-    let _ = writer.write_all(b"QUIT\r\n");
-    ok
+/// Mail `n` of this test, about 30 kB, delivered to `mailbox` as `qfull.<n>.<pid>`.
+fn deliver(mailbox: &Mailbox, n: usize) {
+    let body = "disk full test line\r\n".repeat(1500);
+    let mail = format!(
+        "From: Monitoring <monitor@example.test>\r\nTo: {USER}@example.test\r\nSubject: qfull {n}\r\n\
+         Message-ID: <qfull-{n}-{}@example.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    );
+    mailbox.deliver_as(&format!("qfull.{n}.{}", std::process::id()), mail);
 }
 
 fn delivered_subjects(dir: &Path) -> Vec<String> {
@@ -175,7 +52,7 @@ fn pop3_keeps_the_mail_while_the_queue_disk_is_full_and_delivers_it_once_after()
     let Some(_tmpfs) = Tmpfs::mount(&data, 8 << 20) else {
         return;
     };
-    let mailbox = Mailbox::create();
+    let mailbox = Mailbox::create(&dovecot(), USER);
     let addr = std::env::var("ALERTBRIDGE_TEST_POP3_ADDR").unwrap();
     let admin = free_port();
     let d = dir.path().display();
@@ -222,7 +99,7 @@ sinks = ["sink"]
     )
     .unwrap();
     let b = Bridge::start(&config, admin, &dir.path().join("host.log"), None);
-    mailbox.deliver(0);
+    deliver(&mailbox, 0);
     wait_until("the first mail as an IM", LONG, || {
         delivered_subjects(dir.path()).contains(&"qfull 0".to_owned())
     });
@@ -230,7 +107,7 @@ sinks = ["sink"]
 
     let filler = fill(&data);
     for n in 1..=5 {
-        mailbox.deliver(n);
+        deliver(&mailbox, n);
     }
     wait_until("the queue to go down", LONG, || {
         b.metric("alertbridge_queue_up") == Some(0.0)

@@ -13,161 +13,22 @@
 //! alertbridge-webhook -p alertbridge-pop3 -p alertbridge-test-sink`). The mailbox user
 //! `tvolfair` is added to Dovecot's passwd-file at run time, as `pop3_host.rs` does.
 
-use std::{
-    fs,
-    io::{BufRead as _, Write as _},
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::fs;
 
-use alertbridge_testbed::harness::{Host, free_port, get, request, wait_until};
+use alertbridge_testbed::{
+    dovecot::{LONG, Mailbox, dovecot, records},
+    harness::{Host, free_port, get, request, wait_until},
+};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "fair-token-0c2e";
-const LONG: Duration = Duration::from_secs(120);
 const USER: &str = "tvolfair";
-
-/// A Maildir user of this test in the test Dovecot, kept in its passwd-file while alive.
-struct Mailbox {
-    dir: PathBuf,
-    stop: Arc<AtomicBool>,
-    guard: Option<JoinHandle<()>>,
-}
-
-impl Mailbox {
-    fn create(addr: &str) -> Self {
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: start Dovecot with scripts/dovecot.sh (scripts/dovecot.sh start DIR && eval \"$(scripts/dovecot.sh env DIR)\"), as scripts/test does")
-            })
-        };
-        let root = PathBuf::from(var("ALERTBRIDGE_TEST_MAILDIR_ROOT"));
-        let users_file = root
-            .parent()
-            .map(|d| d.join("dovecot").join("users"))
-            .unwrap_or_default();
-        let users = fs::read_to_string(&users_file).expect("read Dovecot's users file");
-        let template = users
-            .lines()
-            .find(|l| l.starts_with("alerts:"))
-            .expect("the users file has the `alerts` user");
-        let fields: Vec<&str> = template.split(':').collect();
-        let (uid, gid) = (
-            fields[2].parse::<u32>().expect("uid"),
-            fields[3].parse::<u32>().expect("gid"),
-        );
-        let home = root.join(USER);
-        let line = format!(
-            "{USER}:{{PLAIN}}{USER}pass:{uid}:{gid}::{}::\n",
-            home.display()
-        );
-        let dir = home.join("Maildir");
-        for path in [
-            &home,
-            &dir,
-            &dir.join("new"),
-            &dir.join("cur"),
-            &dir.join("tmp"),
-        ] {
-            fs::create_dir_all(path).expect("create Maildir");
-            std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown Maildir");
-            fs::set_permissions(path, fs::Permissions::from_mode(0o777)).expect("chmod Maildir");
-        }
-        for sub in ["new", "cur", "tmp"] {
-            for entry in fs::read_dir(dir.join(sub)).expect("list Maildir").flatten() {
-                fs::remove_file(entry.path()).expect("empty Maildir");
-            }
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let prefix = format!("{USER}:");
-        ensure_line(&users_file, &prefix, &line);
-        let guard = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                ensure_line(&users_file, &prefix, &line);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        wait_until("Dovecot to accept the test user", LONG, || pop3_login(addr));
-        Self {
-            dir,
-            stop,
-            guard: Some(guard),
-        }
-    }
-
-    /// Drops a mail into `new/` the Maildir way (written in `tmp/`, renamed).
-    fn deliver(&self, name: &str, mail: &str) {
-        let tmp = self.dir.join("tmp").join(name);
-        fs::write(&tmp, mail).expect("write mail");
-        fs::rename(&tmp, self.dir.join("new").join(name)).expect("deliver mail");
-    }
-}
-
-impl Drop for Mailbox {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(g) = self.guard.take() {
-            let _ = g.join();
-        }
-    }
-}
-
-/// Appends `line` to the passwd-file unless a line starts with `prefix`.
-fn ensure_line(file: &Path, prefix: &str, line: &str) {
-    let text = fs::read_to_string(file).unwrap_or_default();
-    if !text.lines().any(|l| l.starts_with(prefix)) {
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(file)
-            .expect("open Dovecot's users file");
-        f.write_all(line.as_bytes()).expect("add the test user");
-    }
-}
-
-fn pop3_login(addr: &str) -> bool {
-    let Ok(stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = std::io::BufReader::new(&stream);
-    let mut writer = &stream;
-    let mut ok = || {
-        let mut line = String::new();
-        reader.read_line(&mut line).is_ok() && line.starts_with("+OK")
-    };
-    let good = ok()
-        && writer
-            .write_all(format!("USER {USER}\r\n").as_bytes())
-            .is_ok()
-        && ok()
-        && writer
-            .write_all(format!("PASS {USER}pass\r\n").as_bytes())
-            .is_ok()
-        && ok();
-    let _ = writer.write_all(b"QUIT\r\n");
-    good
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    fs::read_to_string(dir.join("delivered.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
 
 #[test]
 fn a_flood_from_the_webhook_neither_overshoots_its_share_nor_makes_the_mailbox_wait() {
-    let pop3 = std::env::var("ALERTBRIDGE_TEST_POP3_ADDR")
-        .expect("ALERTBRIDGE_TEST_POP3_ADDR is not set: start Dovecot with scripts/dovecot.sh");
-    let mailbox = Mailbox::create(&pop3);
+    let env = dovecot();
+    let pop3 = env.addr.clone();
+    let mailbox = Mailbox::create(&env, USER);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let (admin, hook) = (free_port(), free_port());
@@ -273,7 +134,7 @@ sinks = ["sink"]
          Subject: mailbox during the flood\r\nMessage-ID: <fair-1@example.test>\r\n\
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nstill heard\r\n"
     );
-    mailbox.deliver("fair-1.mail", &mail);
+    mailbox.deliver_as("fair-1.mail", &mail);
     wait_until("the mail's IM", LONG, || {
         records(dir.path())
             .iter()

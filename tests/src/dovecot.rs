@@ -1,8 +1,7 @@
-//! Helpers shared by the `pop3` end-to-end tests (a module of `pop3_host.rs` and
-//! `pop3_trust.rs`): the test Dovecot's environment, a mailbox user of its own per test (added to
-//! Dovecot's passwd-file at run time), mails, and what the host and its test sink report.
-
-#![allow(dead_code)]
+//! The test Dovecot, as the end-to-end tests that read mail use it: its environment (from
+//! `scripts/dovecot.sh env`), a mailbox user of its own per test (added to Dovecot's
+//! passwd-file at run time, kept there while alive), a POP3 login probe, plain mails, and what
+//! the host and its test sink report (records, labels, `/metrics` counters).
 
 use std::{
     collections::BTreeSet,
@@ -18,7 +17,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use alertbridge_testbed::harness::{Host, get, wait_until};
+use crate::harness::{Host, get, wait_until};
 
 pub const LONG: Duration = Duration::from_secs(120);
 pub const RECIPIENT: &str = "sip:ops@contoso.com";
@@ -121,11 +120,9 @@ impl Mailbox {
             }
         });
         // Dovecot looks at the passwd-file at most once a second: wait until the user can log in.
-        wait_until(
-            &format!("Dovecot to accept user {user}"),
-            Duration::from_secs(30),
-            || pop3_login(&env.addr, user),
-        );
+        wait_until(&format!("Dovecot to accept user {user}"), LONG, || {
+            pop3_login(&env.addr, user)
+        });
         Self {
             user: user.to_owned(),
             dir,
@@ -137,19 +134,20 @@ impl Mailbox {
     /// Drops a mail into `new/` the Maildir way (written in `tmp/`, renamed); returns the time
     /// of the rename in µs since the epoch.
     pub fn deliver(&self, name: &str, mail: &str) -> u128 {
-        let file = format!("{}.{name}.{}.pop3-e2e", unix_micros(), std::process::id());
-        let tmp = self.dir.join("tmp").join(&file);
-        fs::write(&tmp, mail).expect("write mail");
-        fs::rename(&tmp, self.dir.join("new").join(&file)).expect("deliver mail");
-        unix_micros()
+        self.deliver_bytes(name, mail.as_bytes())
     }
 
     /// [`Self::deliver`] for a mail that is not UTF-8.
     pub fn deliver_bytes(&self, name: &str, mail: &[u8]) -> u128 {
         let file = format!("{}.{name}.{}.pop3-e2e", unix_micros(), std::process::id());
-        let tmp = self.dir.join("tmp").join(&file);
+        self.deliver_as(&file, mail)
+    }
+
+    /// [`Self::deliver_bytes`] under exactly the file name `file` (in `tmp/`, then `new/`).
+    pub fn deliver_as(&self, file: &str, mail: impl AsRef<[u8]>) -> u128 {
+        let tmp = self.dir.join("tmp").join(file);
         fs::write(&tmp, mail).expect("write mail");
-        fs::rename(&tmp, self.dir.join("new").join(&file)).expect("deliver mail");
+        fs::rename(&tmp, self.dir.join("new").join(file)).expect("deliver mail");
         unix_micros()
     }
 
