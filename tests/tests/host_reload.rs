@@ -173,6 +173,11 @@ fn a_thousand_alerts_in_flight_during_a_reload_are_each_delivered_once() {
         admin,
         &config(dir.path(), admin, control, "ops", "delay_ms = 20"),
     );
+    // The admin API answers before the source has bound its control port: wait for the port,
+    // or a loaded machine sends the one-shot emit below into a refused connection.
+    wait_until("the test source's control port", LONG, || {
+        std::net::TcpStream::connect(("127.0.0.1", control)).is_ok()
+    });
     let url = format!("http://127.0.0.1:{control}/emit?count=1000&prefix=inflight&concurrency=16");
     let emitter = std::thread::spawn(move || post(&url));
     wait_until("some deliveries", LONG, || {
