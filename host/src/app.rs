@@ -83,7 +83,7 @@ impl Bridge {
             StartError::Instances(
                 errors
                     .iter()
-                    .map(|(inst, msg)| config.locate_plugin_error(inst, msg))
+                    .map(|(inst, msg)| config.locate_plugin_error(inst, None, msg))
                     .collect(),
             )
         })?;
@@ -252,10 +252,10 @@ impl Bridge {
         let slots = match instances::bind(&config.sources, &config.sinks, plugins) {
             Ok(s) => s,
             Err(e) => {
-                errors.extend(
-                    e.iter()
-                        .map(|(inst, msg)| config.locate_plugin_error(inst, msg).to_string()),
-                );
+                errors
+                    .extend(e.iter().map(|(inst, msg)| {
+                        config.locate_plugin_error(inst, None, msg).to_string()
+                    }));
                 vec![]
             }
         };
@@ -268,7 +268,7 @@ impl Bridge {
             if let Err(e) = slot.create(None) {
                 errors.push(
                     config
-                        .locate_plugin_error(&slot.config, &e.message)
+                        .locate_plugin_error(&slot.config, e.key.as_deref(), &e.message)
                         .to_string(),
                 );
             }

@@ -115,14 +115,14 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
         Err(errors) => {
             return Ok(errors
                 .iter()
-                .map(|(inst, msg)| config.locate_plugin_error(inst, msg))
+                .map(|(inst, msg)| config.locate_plugin_error(inst, None, msg))
                 .collect());
         }
     };
     let mut errors = Vec::new();
     for slot in slots {
         if let Err(e) = slot.create(None) {
-            errors.push(config.locate_plugin_error(&slot.config, &e.message));
+            errors.push(config.locate_plugin_error(&slot.config, e.key.as_deref(), &e.message));
         }
     }
     errors.sort_by_key(|e| (e.line, e.column));

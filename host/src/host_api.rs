@@ -94,9 +94,8 @@ impl Ingest {
     ) -> FfiFuture<RResult<Receipt, FfiError>> {
         let refuse = |kind, message: String, retry_after_ms| {
             let e = FfiError {
-                kind,
-                message: message.into(),
                 retry_after_ms,
+                ..FfiError::new(kind, message)
             };
             async move { RErr(e) }.into_ffi()
         };
@@ -126,6 +125,7 @@ impl Ingest {
                 Ok(t) => RResult::ROk(Receipt {
                     alert_id: t.id,
                     duplicate: t.duplicate,
+                    attributes: Default::default(),
                 }),
                 Err(QueueError::Closed) => RErr(stopping()),
                 Err(e) => {
@@ -166,9 +166,8 @@ impl Ingest {
 /// The refusal of a host that is stopping: the source should come back later.
 fn stopping() -> FfiError {
     FfiError {
-        kind: ErrorKind::SHUTTING_DOWN,
-        message: "alertbridge is stopping".into(),
         retry_after_ms: 1000,
+        ..FfiError::new(ErrorKind::SHUTTING_DOWN, "alertbridge is stopping")
     }
 }
 
@@ -207,11 +206,7 @@ impl HostFfi for HostHandle {
         match &self.ingest {
             Some(ingest) => ingest.submit(&self.instance, Alert::from(&alert)),
             None => {
-                let e = FfiError {
-                    kind: ErrorKind::SHUTTING_DOWN,
-                    message: "not running (config check)".into(),
-                    retry_after_ms: 0,
-                };
+                let e = FfiError::new(ErrorKind::SHUTTING_DOWN, "not running (config check)");
                 async move { RErr(e) }.into_ffi()
             }
         }

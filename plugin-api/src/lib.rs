@@ -1,21 +1,22 @@
-//! The stable plugin boundary of alertbridge.
+//! What a plugin author builds on: the plugin kit over alertbridge's frozen plugin interface.
 //!
-//! - [`abi`]: the root module every plugin file exports and the `#[sabi_trait]` traits host and
-//!   instances call each other through.
-//! - [`types`](crate::FfiAlert) and the plain-Rust [`model`](crate::Alert): the data that crosses.
+//! - [`abi`] and the `Ffi*` types: the frozen interface, re-exported from
+//!   `alertbridge-plugin-abi`, whose version is the plugin API version ([`API_VERSION`]).
+//! - The plain-Rust [`model`](crate::Alert): the data a plugin sees.
 //! - [`kit`]: what a plugin author implements ([`kit::Source`], [`kit::Sink`]) and
 //!   [`export_plugin!`], which makes a crate a loadable plugin.
 //!
-//! This crate's version is the API version. See `docs/writing-a-plugin.md` for the rules.
+//! The kit may be fixed and extended in any release without changing the API a plugin reports.
+//! See `docs/writing-a-plugin.md` for the rules.
 
 #![allow(non_local_definitions)] // `#[sabi_trait]` on rustc 1.95.
 #![allow(unsafe_code)] // abi_stable's derives; our own unsafe is confined to `kit::entry`.
 
-pub mod abi;
+pub use alertbridge_plugin_abi::abi;
 pub mod kit;
 mod model;
 pub mod testing;
-mod types;
+use alertbridge_plugin_abi::types;
 
 pub use self::{
     model::{
@@ -29,8 +30,9 @@ pub use self::{
     },
 };
 
-/// The version of this API, which every plugin reports and the loader compares.
-pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The plugin API version (of `alertbridge-plugin-abi`), which every plugin reports and the
+/// loader compares.
+pub const API_VERSION: &str = alertbridge_plugin_abi::API_VERSION;
 
 #[doc(hidden)]
 pub use abi_stable;

@@ -136,11 +136,14 @@ impl RecipientResult {
 /// The boundary carries a message, not a cause chain, so the constructors render the whole
 /// chain of the error they are given (`"connect: connection refused"`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[error("{}{message}", key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
 pub struct PluginError {
     pub kind: ErrorKind,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// For a config error about one key: its dotted path (`tls.ca_file`), which the host maps
+    /// to a line of its config file.
+    pub key: Option<String>,
 }
 
 impl PluginError {
@@ -149,6 +152,7 @@ impl PluginError {
             kind,
             message: message.into(),
             retry_after: None,
+            key: None,
         }
     }
 
@@ -323,6 +327,7 @@ impl From<&Presence> for FfiPresence {
             user: p.user.as_str().into(),
             state: p.state,
             detail: p.detail.as_str().into(),
+            attributes: FfiPairs::new(),
         }
     }
 }
@@ -344,6 +349,7 @@ impl From<&RecipientResult> for FfiRecipientResult {
             status: r.status,
             detail: r.detail.as_str().into(),
             retry_after_ms: millis(r.retry_after),
+            attributes: FfiPairs::new(),
         }
     }
 }
@@ -365,6 +371,8 @@ impl From<&PluginError> for FfiError {
             kind: e.kind,
             message: e.message.as_str().into(),
             retry_after_ms: millis(e.retry_after),
+            key: e.key.as_deref().unwrap_or_default().into(),
+            attributes: FfiPairs::new(),
         }
     }
 }
@@ -381,6 +389,7 @@ impl From<&FfiError> for PluginError {
             kind: e.kind,
             message: e.message.to_string(),
             retry_after: from_millis(e.retry_after_ms),
+            key: Some(e.key.to_string()).filter(|k| !k.is_empty()),
         }
     }
 }
@@ -396,6 +405,7 @@ impl From<&Health> for FfiHealth {
         Self {
             state: h.state,
             message: h.message.as_str().into(),
+            attributes: FfiPairs::new(),
         }
     }
 }

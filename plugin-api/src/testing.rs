@@ -145,12 +145,14 @@ impl HostFfi for TestHost {
                 Some(i) => ROk(Receipt {
                     alert_id: i as u64 + 1,
                     duplicate: true,
+                    attributes: Default::default(),
                 }),
                 None => {
                     state.accepted.push(alert);
                     ROk(Receipt {
                         alert_id: state.accepted.len() as u64,
                         duplicate: false,
+                        attributes: Default::default(),
                     })
                 }
             }

@@ -161,7 +161,7 @@ fn example_plugin_is_listed_checked_and_delivers_through_the_real_host() {
     assert!(out.status.success(), "{listing}");
     assert!(
         listing.contains(
-            "libalertbridge_hello.so  hello 0.1.0 (api 0.1.0): source heartbeat, sink hello-file"
+            "libalertbridge_hello.so  hello 0.1.0 (api 1.0.0): source heartbeat, sink hello-file"
         ),
         "{listing}"
     );

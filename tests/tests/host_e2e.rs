@@ -146,7 +146,7 @@ fn loader_refuses_bad_files_in_one_line_and_loads_the_rest() {
         };
         assert!(
             line("libalertbridge_test_sink.so")
-                .ends_with("test-sink 0.1.0 (api 0.1.0): sink test-sink"),
+                .ends_with("test-sink 0.1.0 (api 1.0.0): sink test-sink"),
             "{text}"
         );
         assert!(
@@ -154,7 +154,7 @@ fn loader_refuses_bad_files_in_one_line_and_loads_the_rest() {
             "{text}"
         );
         assert!(line("fixture_bad_root").ends_with(root_reason), "{text}");
-        assert!(line("fixture_other_api").ends_with("built against plugin API 0.0.9, this host speaks 0.1.0: rebuild the plugin with this release"), "{text}");
+        assert!(line("fixture_other_api").ends_with("built against plugin API 0.0.9, this host speaks 1.0.0: rebuild the plugin with this release"), "{text}");
         assert!(
             line("libnotaplugin.so")
                 .ends_with("not an alertbridge plugin (no abi_stable root module)"),

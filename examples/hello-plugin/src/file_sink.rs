@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn config_errors_name_their_key() {
-        let err = |text: &str| HelloFile::new(setup(text)).err().expect("refused").message;
+        let err = |text: &str| HelloFile::new(setup(text)).err().expect("refused").to_string();
         assert_eq!(
             err("path = \"relative.log\"\n"),
             "`path`: must be the absolute path of a file"

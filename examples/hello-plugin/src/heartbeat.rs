@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn config_errors_name_their_key() {
         let host = TestHost::new("beat");
-        let err = |text: &str| heartbeat(&host, text).err().expect("refused").message;
+        let err = |text: &str| heartbeat(&host, text).err().expect("refused").to_string();
         assert_eq!(
             err("interval_ms = 5\n"),
             "`interval_ms`: must be at least 100"

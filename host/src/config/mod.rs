@@ -244,22 +244,24 @@ impl Config {
             .collect()
     }
 
-    /// Maps a plugin's config complaint about instance `inst` to a place in this file. The kit
-    /// phrases errors about one key as `` `key.path`: message ``.
-    pub fn locate_plugin_error(&self, inst: &InstanceConfig, message: &str) -> ConfigError {
-        let keyed = message
-            .strip_prefix('`')
-            .and_then(|rest| rest.split_once("`: "))
-            .and_then(|(key, msg)| inst.keys.get(key).map(|at| (*at, msg)));
-        let key = keyed
-            .and_then(|_| message.strip_prefix('`'))
-            .and_then(|rest| rest.split_once("`: "))
-            .map(|(key, _)| key);
-        let ((line, column), msg) = keyed.unwrap_or((inst.at, message));
-        // A plugin's serde error may quote the value it found, which may be a secret; a type
-        // error then needs its key named.
-        let mut msg = error::without_value(msg);
-        if let Some(key) = key.filter(|_| error::is_value_error(&msg)) {
+    /// Maps a plugin's config complaint about instance `inst` (about `key`, a dotted path into
+    /// the instance's config, when the plugin named one) to a place in this file.
+    pub fn locate_plugin_error(
+        &self,
+        inst: &InstanceConfig,
+        key: Option<&str>,
+        message: &str,
+    ) -> ConfigError {
+        let (line, column) = key
+            .and_then(|k| inst.keys.get(k))
+            .copied()
+            .unwrap_or(inst.at);
+        // A plugin's serde error may quote the value it found, which may be a secret; the key
+        // is named instead.
+        let mut msg = error::without_value(message);
+        if let Some(key) =
+            key.filter(|k| !inst.keys.contains_key(*k) || error::is_value_error(&msg))
+        {
             msg = format!("`{key}`: {msg}");
         }
         ConfigError {

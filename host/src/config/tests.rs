@@ -159,12 +159,12 @@ fn syntax_errors_and_missing_data_dir() {
 #[test]
 fn plugin_errors_point_at_their_key() {
     let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
-    let e = c.locate_plugin_error(&c.sources[0], "`tls`: unknown variant `tlz`");
+    let e = c.locate_plugin_error(&c.sources[0], Some("tls"), "unknown variant `tlz`");
     assert_eq!(
         e.to_string(),
         "t.toml:11:1: instance `helpdesk-mail`: unknown variant `tlz`"
     );
-    let e = c.locate_plugin_error(&c.sinks[0], "username is required");
+    let e = c.locate_plugin_error(&c.sinks[0], None, "username is required");
     assert_eq!(
         e.to_string(),
         "t.toml:13:1: instance `lync`: username is required"

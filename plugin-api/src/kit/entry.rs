@@ -5,7 +5,7 @@
 use abi_stable::{
     library::{__call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult},
     prefix_type::PrefixTypeTrait,
-    std_types::{RErr, RResult, RStr, RString},
+    std_types::{RErr, RResult, RStr},
 };
 
 use super::{Host, Setup, guard, log};
@@ -53,8 +53,10 @@ extern "C" fn info<P: PluginSpec>() -> PluginInfo {
             .map(|(name, role)| KindInfo {
                 name: name.into(),
                 role,
+                attributes: Default::default(),
             })
             .collect(),
+        attributes: Default::default(),
     }
 }
 
@@ -83,11 +85,10 @@ fn create<B>(
             match make(kind.as_str(), setup) {
                 Some(Ok(b)) => RResult::ROk(b),
                 Some(Err(e)) => RErr(e.into()),
-                None => RErr(FfiError {
-                    kind: ErrorKind::CONFIG,
-                    message: RString::from(format!("this plugin provides no {role} kind `{kind}`")),
-                    retry_after_ms: 0,
-                }),
+                None => RErr(FfiError::new(
+                    ErrorKind::CONFIG,
+                    format!("this plugin provides no {role} kind `{kind}`"),
+                )),
             }
         })
     })

@@ -207,6 +207,7 @@ impl<T: Source> SourceFfi for SourceAdapter<T> {
         r.unwrap_or_else(|e| FfiHealth {
             state: HealthState::FAILED,
             message: e.message,
+            attributes: Default::default(),
         })
     }
 
@@ -278,6 +279,7 @@ impl<T: Sink> SinkFfi for SinkAdapter<T> {
         r.unwrap_or_else(|e| FfiHealth {
             state: HealthState::FAILED,
             message: e.message,
+            attributes: Default::default(),
         })
     }
 

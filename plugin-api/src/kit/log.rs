@@ -104,6 +104,7 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
             fields: visitor.fields.into(),
             file: meta.file().unwrap_or_default().into(),
             line: meta.line().unwrap_or(0),
+            attributes: Default::default(),
         };
         let sent = CURRENT.with(|c| match c.try_borrow() {
             Ok(current) => current

@@ -97,8 +97,8 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Parses the instance's config. Errors name the key they are about, as
-    /// `` `key.path`: message ``, so the host can point at the line in its config file.
+    /// Parses the instance's config. Errors name the key they are about ([`PluginError::key`]),
+    /// so the host can point at the line in its config file.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
         toml::from_str(&self.config_toml).map_err(|e| {
             let key = e
@@ -113,9 +113,13 @@ impl Setup {
     }
 }
 
-/// A configuration error about one key, in the form the host maps back to its file.
+/// A configuration error about one key (its dotted path), which the host maps back to the
+/// key's line in its file.
 pub fn config_error(key: &str, message: impl std::fmt::Display) -> PluginError {
-    PluginError::config(format!("`{key}`: {message}"))
+    PluginError {
+        key: Some(key.to_owned()),
+        ..PluginError::config(message.to_string())
+    }
 }
 
 /// The dotted key whose line holds byte `offset` of `text`: the table header above it plus

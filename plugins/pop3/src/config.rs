@@ -355,7 +355,7 @@ mod tests {
 
     fn parse(toml_text: &str) -> Result<Settings, String> {
         let config: Pop3Config = toml::from_str(toml_text).map_err(|e| e.message().to_owned())?;
-        config.validate().map_err(|e| e.message)
+        config.validate().map_err(|e| e.to_string())
     }
 
     const BASE: &str =

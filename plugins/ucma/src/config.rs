@@ -330,18 +330,18 @@ mod tests {
         assert!(check_endpoint("https://bridge.contoso.com", false).is_ok());
         let e = check_endpoint("http://bridge.contoso.com:9000", false).expect_err("refused");
         assert!(
-            e.message.starts_with("`endpoint`: ") && e.message.contains("allow_insecure_http"),
+            e.to_string().starts_with("`endpoint`: ") && e.to_string().contains("allow_insecure_http"),
             "{}",
-            e.message
+            e.to_string()
         );
         assert!(check_endpoint("http://10.0.0.5:9000", true).is_ok());
         let remote = check_endpoint("http://10.0.0.5:9000", true).expect("allowed");
         let e = check_bearer_in_clear(&remote, false).expect_err("bearer in clear");
         assert!(
-            e.message
+            e.to_string()
                 .starts_with("`sign_requests`: plain http:// to `10.0.0.5`"),
             "{}",
-            e.message
+            e.to_string()
         );
         assert!(check_bearer_in_clear(&remote, true).is_ok());
         let local = check_endpoint("http://127.0.0.1:9000", false).expect("loopback");

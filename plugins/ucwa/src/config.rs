@@ -325,7 +325,7 @@ mod tests {
         let remote = parse(&format!(
             "{base}autodiscover_url = \"http://lync.contoso.com\"\nallow_http = true\n"
         ));
-        assert!(remote.unwrap_err().message.contains("loopback"));
+        assert!(remote.unwrap_err().to_string().contains("loopback"));
     }
 
     #[test]
@@ -333,17 +333,17 @@ mod tests {
         let e =
             parse("domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\npassword_env = \"X\"\n")
                 .unwrap_err();
-        assert!(e.message.starts_with("`password`"), "{}", e.message);
+        assert!(e.to_string().starts_with("`password`"), "{}", e.to_string());
         let e = parse("username = \"a\"\npassword = \"p\"\n").unwrap_err();
-        assert!(e.message.starts_with("`autodiscover_url`"), "{}", e.message);
+        assert!(e.to_string().starts_with("`autodiscover_url`"), "{}", e.to_string());
         let e = parse(
             "domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\nevent_timeout_secs = 100\n",
         )
         .unwrap_err();
         assert!(
-            e.message.starts_with("`event_timeout_secs`"),
+            e.to_string().starts_with("`event_timeout_secs`"),
             "{}",
-            e.message
+            e.to_string()
         );
     }
 
@@ -367,7 +367,7 @@ mod tests {
         let err =
             parse("domain = \"c.com\"\nusername = \"a\"\npassword_env = \"AB_UCWA_UNSET_9\"\n")
                 .unwrap_err();
-        assert!(err.message.contains("`password_env`"), "{}", err.message);
+        assert!(err.to_string().contains("`password_env`"), "{}", err.to_string());
     }
 
     #[test]
@@ -377,16 +377,16 @@ mod tests {
             "{base}trusted_hosts = [\"https://pool.contoso.net/\"]\n"
         ))
         .unwrap_err();
-        assert!(e.message.starts_with("`trusted_hosts`"), "{}", e.message);
+        assert!(e.to_string().starts_with("`trusted_hosts`"), "{}", e.to_string());
         let s = parse(&format!("{base}trusted_hosts = [\"pool.contoso.net\"]\n")).unwrap();
         let pool = Url::parse("https://pool.contoso.net/ucwa").unwrap();
         assert_eq!(s.trust.check(&pool), Ok(()));
         assert_eq!(s.max_response_bytes, 4 << 20);
         let e = parse(&format!("{base}max_response_bytes = 100\n")).unwrap_err();
         assert!(
-            e.message.starts_with("`max_response_bytes`"),
+            e.to_string().starts_with("`max_response_bytes`"),
             "{}",
-            e.message
+            e.to_string()
         );
     }
 }

@@ -313,21 +313,21 @@ mod tests {
         let err = settings("listen = \"127.0.0.1:0\"\ntokens_file = \"/nonexistent/tokens\"\n")
             .unwrap_err();
         assert!(
-            err.message
+            err.to_string()
                 .starts_with("`tokens_file`: cannot read /nonexistent/tokens"),
             "{}",
-            err.message
+            err.to_string()
         );
         let err = settings("listen = \"127.0.0.1:0\"\n").unwrap_err();
-        assert!(err.message.starts_with("`tokens_file`:"), "{}", err.message);
+        assert!(err.to_string().starts_with("`tokens_file`:"), "{}", err.to_string());
         let err = settings("listen = \"nowhere\"\ntokens_env = \"X\"\n").unwrap_err();
-        assert!(err.message.starts_with("`listen`:"), "{}", err.message);
+        assert!(err.to_string().starts_with("`listen`:"), "{}", err.to_string());
         let err =
             settings("listen = \"127.0.0.1:0\"\ntokens_env = \"X\"\nmax_body = 3\n").unwrap_err();
         assert!(
-            err.message.contains("unknown field `max_body`"),
+            err.to_string().contains("unknown field `max_body`"),
             "{}",
-            err.message
+            err.to_string()
         );
         let file = tokens_file("t\n");
         let path = file.path();
@@ -335,26 +335,26 @@ mod tests {
             "listen = \"127.0.0.1:0\"\ntokens_file = {path:?}\nmax_connections = 0\n"
         ))
         .unwrap_err();
-        assert_eq!(err.message, "`max_connections`: must be greater than 0");
+        assert_eq!(err.to_string(), "`max_connections`: must be greater than 0");
         let err = settings(&format!(
             "listen = \"127.0.0.1:0\"\ntokens_file = {path:?}\n[alertmanager]\ndefault_severity = \"urgent\"\n"
         ))
         .unwrap_err();
         assert!(
-            err.message
+            err.to_string()
                 .starts_with("`alertmanager.default_severity`: unknown severity"),
             "{}",
-            err.message
+            err.to_string()
         );
         let err = settings(&format!(
             "listen = \"127.0.0.1:0\"\ntokens_file = {path:?}\n[tls]\ncert_file = \"/nope.pem\"\nkey_file = \"/nope.key\"\n"
         ))
         .unwrap_err();
         assert!(
-            err.message
+            err.to_string()
                 .starts_with("`tls.cert_file`: cannot read /nope.pem"),
             "{}",
-            err.message
+            err.to_string()
         );
         let empty = tokens_file("# nothing here\n\n");
         let err = settings(&format!(
@@ -363,9 +363,9 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            err.message.starts_with("`tokens_file`: no tokens found"),
+            err.to_string().starts_with("`tokens_file`: no tokens found"),
             "{}",
-            err.message
+            err.to_string()
         );
     }
 
@@ -400,16 +400,16 @@ mod tests {
         assert_eq!(format!("{:?}", s.tokens), "Tokens(3 redacted)");
         let err = settings("listen = \"127.0.0.1:0\"\ntokens = 91735701\n").unwrap_err();
         assert!(
-            err.message.starts_with("`tokens`: expected a string")
-                && !err.message.contains("91735701"),
+            err.to_string().starts_with("`tokens`: expected a string")
+                && !err.to_string().contains("91735701"),
             "{}",
-            err.message
+            err.to_string()
         );
         let err = settings("listen = \"127.0.0.1:0\"\ntokens = \" , \"\n").unwrap_err();
         assert!(
-            err.message.starts_with("`tokens`: no tokens found"),
+            err.to_string().starts_with("`tokens`: no tokens found"),
             "{}",
-            err.message
+            err.to_string()
         );
     }
 
@@ -423,11 +423,11 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            err.message.starts_with(&format!(
+            err.to_string().starts_with(&format!(
                 "`tokens_env`: environment variable `{var}` is not set"
             )),
             "{}",
-            err.message
+            err.to_string()
         );
     }
 }

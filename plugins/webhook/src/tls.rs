@@ -79,24 +79,24 @@ mod tests {
         );
         let err = server_config(&cert, &other_key).expect_err("mismatched key");
         assert!(
-            err.message
+            err.to_string()
                 .starts_with("`tls.key_file`: does not fit the certificate"),
             "{}",
-            err.message
+            err.to_string()
         );
         let err = server_config(&key, &key).expect_err("a key is no certificate");
         assert!(
-            err.message.starts_with("`tls.cert_file`:")
-                && err.message.ends_with("no PEM certificate found"),
+            err.to_string().starts_with("`tls.cert_file`:")
+                && err.to_string().ends_with("no PEM certificate found"),
             "{}",
-            err.message
+            err.to_string()
         );
         let err = server_config(&cert, &cert).expect_err("a certificate is no key");
         assert!(
-            err.message.starts_with("`tls.key_file`:")
-                && err.message.ends_with("no PEM private key found"),
+            err.to_string().starts_with("`tls.key_file`:")
+                && err.to_string().ends_with("no PEM private key found"),
             "{}",
-            err.message
+            err.to_string()
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Plain data that crosses the plugin boundary: `#[repr(C)]` structs and integer "enums".
 //!
 //! Structs here can never grow without breaking the ABI, so each carries an `attributes`
-//! key/value list as its escape hatch. Enums are `#[repr(transparent)]` integer newtypes with
+//! key/value list as its growth slot: a later 1.y puts new data there under a new key, and a
+//! receiver ignores keys it does not know. Enums are `#[repr(transparent)]` integer newtypes with
 //! associated constants: a receiver must accept values it does not know.
 
 use std::fmt;
@@ -184,12 +185,13 @@ pub struct FfiAlert {
 
 /// The host's answer to a submit: the alert is durably queued.
 #[repr(C)]
-#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Receipt {
     /// The id the host gave the alert (the first one's, for a duplicate).
     pub alert_id: u64,
     /// True if and only if the dedup key was seen within the window and nothing new was queued.
     pub duplicate: bool,
+    pub attributes: FfiPairs,
 }
 
 /// One delivery attempt of an alert to some recipients of one sink.
@@ -216,6 +218,7 @@ pub struct FfiPresence {
     pub user: RString,
     pub state: PresenceState,
     pub detail: RString,
+    pub attributes: FfiPairs,
 }
 
 /// The outcome of a delivery for one recipient.
@@ -227,6 +230,7 @@ pub struct FfiRecipientResult {
     pub detail: RString,
     /// 0 for no advice.
     pub retry_after_ms: u64,
+    pub attributes: FfiPairs,
 }
 
 /// An error that crossed the boundary.
@@ -237,6 +241,23 @@ pub struct FfiError {
     pub message: RString,
     /// 0 for no advice.
     pub retry_after_ms: u64,
+    /// For a `CONFIG` error about one key of the instance's config: its dotted path
+    /// (`tls.ca_file`), which the host maps to a line of its file. Empty otherwise.
+    pub key: RString,
+    pub attributes: FfiPairs,
+}
+
+impl FfiError {
+    /// An error of `kind` with `message` and nothing else.
+    pub fn new(kind: ErrorKind, message: impl Into<RString>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retry_after_ms: 0,
+            key: RString::new(),
+            attributes: FfiPairs::new(),
+        }
+    }
 }
 
 /// An instance's health.
@@ -245,6 +266,7 @@ pub struct FfiError {
 pub struct FfiHealth {
     pub state: HealthState,
     pub message: RString,
+    pub attributes: FfiPairs,
 }
 
 /// A plugin's `tracing` event, forwarded to the host's subscriber.
@@ -260,6 +282,7 @@ pub struct LogRecord {
     pub file: RString,
     /// 0 when unknown.
     pub line: u32,
+    pub attributes: FfiPairs,
 }
 
 /// What a plugin file provides.
@@ -271,6 +294,7 @@ pub struct PluginInfo {
     /// The version of `alertbridge-plugin-api` the plugin was built against.
     pub api_version: RString,
     pub kinds: RVec<KindInfo>,
+    pub attributes: FfiPairs,
 }
 
 /// One kind of instance a plugin can create.
@@ -279,6 +303,7 @@ pub struct PluginInfo {
 pub struct KindInfo {
     pub name: RString,
     pub role: Role,
+    pub attributes: FfiPairs,
 }
 
 #[cfg(test)]

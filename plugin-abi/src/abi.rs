@@ -1,10 +1,12 @@
 //! The boundary itself: the root module every plugin file exports and the `#[sabi_trait]`
 //! traits through which host and instances call each other.
 //!
-//! Evolution rule: fields of [`PluginMod`] and methods of the traits may only be *added*, below
-//! the ones marked `#[sabi(last_prefix_field)]`, and new trait methods must have a default body.
-//! A host built against a newer API refuses older plugins whose tables are shorter (abi_stable
-//! #118), so a host and its plugins of one release are built together.
+//! Frozen at 1.0: no field of [`PluginMod`] and no trait method is ever added, removed or
+//! changed within 1.x. abi_stable refuses a library whose tables are shorter than the loader's
+//! (abi_stable #118), so a 1.1 host that lengthened a table would refuse every 1.0 plugin. New
+//! capabilities go through the `call` methods instead: a request by versioned name
+//! (`"replies/1"`) with key/value arguments, answered `UNSUPPORTED` by a side that does not know
+//! the name, which the asker treats as "capability absent".
 
 use abi_stable::{
     StableAbi, declare_root_module_statics,
@@ -16,7 +18,7 @@ use abi_stable::{
 use async_ffi::FfiFuture;
 
 use crate::types::{
-    FfiAlert, FfiError, FfiHealth, FfiMessage, FfiPresence, FfiRecipientResult, LogLevel,
+    FfiAlert, FfiError, FfiHealth, FfiMessage, FfiPairs, FfiPresence, FfiRecipientResult, LogLevel,
     LogRecord, PluginInfo, Receipt,
 };
 
@@ -34,8 +36,13 @@ pub trait HostFfi: Send + Sync + Clone {
     fn max_log_level(&self) -> LogLevel;
 
     /// The instance this handle belongs to.
-    #[sabi(last_prefix_field)]
     fn instance_name(&self) -> RString;
+
+    /// A capability added after 1.0, by versioned name: `UNSUPPORTED` if this host lacks it.
+    #[sabi(last_prefix_field)]
+    fn call(&self, name: RStr<'_>, args: FfiPairs) -> FfiFuture<RResult<FfiPairs, FfiError>> {
+        unsupported(name, args)
+    }
 }
 
 /// The host handle as it crosses the boundary.
@@ -52,8 +59,13 @@ pub trait SourceFfi: Send + Sync {
 
     /// Stops the instance, waiting at most `deadline_ms` for in-flight work. Blocking: the host
     /// calls it from a blocking thread.
-    #[sabi(last_prefix_field)]
     fn stop(&self, deadline_ms: u64) -> RResult<(), FfiError>;
+
+    /// A capability added after 1.0, by versioned name: `UNSUPPORTED` if this instance lacks it.
+    #[sabi(last_prefix_field)]
+    fn call(&self, name: RStr<'_>, args: FfiPairs) -> FfiFuture<RResult<FfiPairs, FfiError>> {
+        unsupported(name, args)
+    }
 }
 
 /// A source instance as it crosses the boundary.
@@ -79,8 +91,13 @@ pub trait SinkFfi: Send + Sync {
     fn health(&self) -> FfiHealth;
 
     /// Stops the instance, waiting at most `deadline_ms`. Blocking.
-    #[sabi(last_prefix_field)]
     fn stop(&self, deadline_ms: u64) -> RResult<(), FfiError>;
+
+    /// A capability added after 1.0, by versioned name: `UNSUPPORTED` if this instance lacks it.
+    #[sabi(last_prefix_field)]
+    fn call(&self, name: RStr<'_>, args: FfiPairs) -> FfiFuture<RResult<FfiPairs, FfiError>> {
+        unsupported(name, args)
+    }
 }
 
 /// A sink instance as it crosses the boundary.
@@ -105,8 +122,7 @@ pub struct PluginMod {
 
     /// Creates (but does not start) a sink instance of `kind` from its TOML config.
     ///
-    /// New fields go below this one, never above: a newer library may have more fields than
-    /// an older host expects, not fewer.
+    /// The last field for all of 1.x: a 1.y host that expected more would refuse 1.0 plugins.
     #[sabi(last_prefix_field)]
     pub create_sink: extern "C" fn(
         kind: RStr<'_>,
@@ -121,4 +137,13 @@ impl RootModule for PluginModRef {
     const BASE_NAME: &'static str = "alertbridge_plugin";
     const NAME: &'static str = "alertbridge plugin";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The answer of a side that does not know a `call` name.
+pub fn unsupported(name: RStr<'_>, _args: FfiPairs) -> FfiFuture<RResult<FfiPairs, FfiError>> {
+    let error = FfiError::new(
+        crate::types::ErrorKind::UNSUPPORTED,
+        format!("`{name}` is not supported here"),
+    );
+    FfiFuture::new(async move { RResult::RErr(error) })
 }
