@@ -13,14 +13,14 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
-pub mod host_api;
-pub mod instances;
-pub mod loader;
 pub mod metrics;
 pub mod model;
+pub mod plugins;
 pub mod queue;
 pub mod queue_cmd;
 pub mod route_test;
 pub mod router;
 
 pub use alertbridge_plugin_api::error_chain;
+// Old paths, kept while the rest of the host moves to `plugins::`.
+pub use plugins::{host_api, instances, loader};
