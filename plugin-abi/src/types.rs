@@ -82,6 +82,69 @@ impl Default for Severity {
     }
 }
 
+/// A severity name that is none of [`Severity::KNOWN`]'s. Its text names the value and the
+/// allowed ones: `unknown severity "urgent", expected info, low, normal, high or critical`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownSeverity(pub String);
+
+impl fmt::Display for UnknownSeverity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown severity {:?}, expected info, low, normal, high or critical",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownSeverity {}
+
+/// The one parser of severity names (config files, alert documents, the admin API): one of
+/// `info`, `low`, `normal`, `high`, `critical` in any letter case, surrounding whitespace
+/// ignored. Nothing else, numbers included, is a severity.
+impl std::str::FromStr for Severity {
+    type Err = UnknownSeverity;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim();
+        Self::KNOWN
+            .iter()
+            .copied()
+            .find(|k| k.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| UnknownSeverity(name.to_owned()))
+    }
+}
+
+/// Serialized as its name (`"critical"`); a value this version does not know as
+/// `"unknown(N)"`, which [`FromStr`](std::str::FromStr) refuses.
+impl serde::Serialize for Severity {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.is_known() {
+            serializer.serialize_str(self.name())
+        } else {
+            serializer.collect_str(self)
+        }
+    }
+}
+
+/// Deserialized from a string through [`FromStr`](std::str::FromStr); the error names the value
+/// and the allowed ones.
+impl<'de> serde::Deserialize<'de> for Severity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Severity;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a severity name (info, low, normal, high or critical)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Severity, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
 int_enum! {
     /// A recipient's presence as a sink reports it.
     PresenceState(u8) {
@@ -318,5 +381,58 @@ mod tests {
         }
         assert_eq!(Severity(99).to_string(), "unknown(99)");
         assert_eq!(Severity::from_name("urgent"), None);
+    }
+
+    #[test]
+    fn severity_parses_in_one_place() {
+        for s in Severity::KNOWN {
+            assert_eq!(s.name().parse::<Severity>(), Ok(*s));
+            assert_eq!(s.name().to_uppercase().parse::<Severity>(), Ok(*s));
+        }
+        assert_eq!(" High\n".parse::<Severity>(), Ok(Severity::HIGH));
+        for bad in ["urgent", "", "30", "unknown", "unknown(99)", "hi gh"] {
+            assert_eq!(
+                bad.parse::<Severity>(),
+                Err(UnknownSeverity(bad.trim().to_owned()))
+            );
+        }
+        assert_eq!(
+            "urgent".parse::<Severity>().unwrap_err().to_string(),
+            "unknown severity \"urgent\", expected info, low, normal, high or critical"
+        );
+    }
+
+    #[test]
+    fn severity_serde() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Doc {
+            severity: Severity,
+        }
+        let doc = Doc {
+            severity: Severity::CRITICAL,
+        };
+        let text = toml::to_string(&doc).unwrap();
+        assert_eq!(text.trim(), "severity = \"critical\"");
+        assert_eq!(toml::from_str::<Doc>(&text).unwrap(), doc);
+        assert_eq!(
+            toml::from_str::<Doc>("severity = \"Low\"")
+                .unwrap()
+                .severity,
+            Severity::LOW
+        );
+        let e = toml::from_str::<Doc>("severity = \"urgent\"").unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("unknown severity \"urgent\", expected info"),
+            "{e}"
+        );
+        let e = toml::from_str::<Doc>("severity = 30").unwrap_err();
+        assert!(e.message().contains("expected a severity name"), "{e}");
+        let unknown = toml::to_string(&Doc {
+            severity: Severity(99),
+        })
+        .unwrap();
+        assert_eq!(unknown.trim(), "severity = \"unknown(99)\"");
+        assert!(toml::from_str::<Doc>(&unknown).is_err());
     }
 }

@@ -26,7 +26,7 @@ pub use self::{
     types::{
         DeliveryStatus, ErrorKind, FfiAlert, FfiError, FfiHealth, FfiMessage, FfiPairs,
         FfiPresence, FfiRecipientResult, HealthState, KindInfo, LogLevel, LogRecord, PluginInfo,
-        PresenceState, Receipt, Role, Severity,
+        PresenceState, Receipt, Role, Severity, UnknownSeverity,
     },
 };
 
