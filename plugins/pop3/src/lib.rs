@@ -4,6 +4,7 @@
 pub mod auth_results;
 pub mod client;
 pub mod config;
+pub mod counters;
 pub mod error;
 pub mod html;
 pub mod mail;

@@ -3,10 +3,7 @@
 //! and jitter while the server is down, refuses the login, or the host refuses alerts.
 
 use std::{
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
     time::Duration,
 };
 
@@ -17,40 +14,20 @@ use alertbridge_plugin_api::{
 use rand::Rng as _;
 use tracing::{error, info, warn};
 
+pub use crate::counters::Counters;
 use crate::{
     config::{Pop3Config, Settings},
     quarantine::Memory,
-    session::{Outcome, SessionError},
+    session::{Outcome, Poller, SessionError},
     state::{MailboxLock, SeenUids, StateError},
 };
-
-/// Counts of what the source did, for health and tests.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Mails whose alert the host accepted.
-    pub alerts: AtomicU64,
-    /// Mails that became alerts only partly (a `mail.problem` label).
-    pub problems: AtomicU64,
-    /// Mails from senders not allowed.
-    pub disallowed: AtomicU64,
-    /// Mails larger than `max_message_bytes`, left on the server.
-    pub oversize: AtomicU64,
-    /// Alerts the host refused permanently (their mails are quarantined).
-    pub refused: AtomicU64,
-    /// Mails quarantined (their problem alert queued).
-    pub quarantined: AtomicU64,
-    /// Sessions that ended with QUIT accepted.
-    pub sessions: AtomicU64,
-    /// Sessions that failed (connect, login, protocol, host refusal).
-    pub failures: AtomicU64,
-}
 
 /// A running `pop3` source instance.
 #[derive(Debug)]
 pub struct Pop3Source {
-    pub(crate) settings: Settings,
+    settings: Settings,
     health: Mutex<Health>,
-    pub(crate) counters: Arc<Counters>,
+    counters: Arc<Counters>,
 }
 
 impl Pop3Source {
@@ -115,8 +92,12 @@ impl Pop3Source {
         let mut memory = Memory::new(quarantined, self.settings.max_fetch_attempts);
         let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.max_backoff);
         let mut ahead = None;
+        let poller = Poller {
+            settings: &self.settings,
+            counters: &self.counters,
+        };
         while !ctx.shutdown.is_cancelled() {
-            let session = self.session(&ctx, seen.as_mut(), &mut memory, ahead.take());
+            let session = poller.session(&ctx, seen.as_mut(), &mut memory, ahead.take());
             let wait = match session.await {
                 Ok(outcome) => {
                     backoff.reset();

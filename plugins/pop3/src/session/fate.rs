@@ -7,20 +7,19 @@ use std::sync::atomic::Ordering;
 use alertbridge_plugin_api::{Alert, ErrorKind, PluginError, Receipt};
 use tracing::{debug, error, warn};
 
-use super::{Candidate, Disposition, Prepared};
+use super::{Candidate, Disposition, Poller, Prepared};
 use crate::{
     auth_results::{self, Verdict},
     config::OnDisallowed,
     mail::{self, MailAlert},
     quarantine::{Memory, Problem, problem_alert},
-    source::Pop3Source,
 };
 
-impl Pop3Source {
+impl Poller<'_> {
     /// Builds the alert of one mail (`raw`: the whole mail, or for a quarantined one its header
     /// block, empty if unknown), or decides its fate without one.
     pub(super) fn prepare(&self, candidate: &Candidate, raw: &[u8]) -> Prepared {
-        let s = &self.settings;
+        let s = self.settings;
         let mail = match &candidate.quarantine {
             None => mail::alert_from_mail(raw, &s.mail),
             Some(due) => problem_alert(
@@ -69,7 +68,7 @@ impl Pop3Source {
     /// Why mail from `sender` is not accepted, if it is not: `allowed_senders` (which checks
     /// only the forgeable `From:` header), then the trusted MTA's `Authentication-Results`.
     fn sender_refusal(&self, sender: Option<&str>, auth_results: &[String]) -> Option<String> {
-        let s = &self.settings;
+        let s = self.settings;
         if !s.senders.allows(sender) {
             return Some("not in allowed_senders".to_owned());
         }
@@ -87,7 +86,7 @@ impl Pop3Source {
         answer: Result<Receipt, PluginError>,
         memory: &mut Memory,
     ) -> Result<Disposition, PluginError> {
-        let s = &self.settings;
+        let s = self.settings;
         let quarantined = candidate.quarantine.is_some();
         match answer {
             Ok(receipt) => {

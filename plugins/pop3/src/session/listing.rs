@@ -8,16 +8,15 @@ use std::{
 
 use tracing::warn;
 
-use super::{Candidate, Listing, Pop3Session, SessionError};
+use super::{Candidate, Listing, Poller, Pop3Session, SessionError};
 use crate::{
     error::Error,
     protocol::{Command, parse_list, parse_uidl},
     quarantine::Memory,
-    source::Pop3Source,
     state::SeenUids,
 };
 
-impl Pop3Source {
+impl Poller<'_> {
     /// STAT, then the listing, and whether more messages wait beyond it. An empty mailbox
     /// costs one command; in a backlog only the first `max_messages_per_session + extra`
     /// messages are listed (one pipelined `UIDL n`/`LIST n` pair each) instead of the whole
@@ -27,7 +26,7 @@ impl Pop3Source {
         session: &mut Pop3Session,
         extra: usize,
     ) -> Result<(Listing, bool), SessionError> {
-        let s = &self.settings;
+        let s = self.settings;
         let (count, _) = session.stat().await?;
         if count == 0 {
             let empty = Listing {
@@ -58,7 +57,7 @@ impl Pop3Source {
         memory: &mut Memory,
         excluded: &HashSet<String>,
     ) -> Result<Vec<Candidate>, SessionError> {
-        let s = &self.settings;
+        let s = self.settings;
         if let Some(uids) = listing.uids.as_ref().filter(|_| listing.complete) {
             let present: HashSet<&str> = uids.values().map(String::as_str).collect();
             if let Some(seen) = seen.as_deref_mut() {
@@ -118,7 +117,7 @@ impl Pop3Source {
         &self,
         session: &mut Pop3Session,
     ) -> Result<Listing, SessionError> {
-        let s = &self.settings;
+        let s = self.settings;
         let uids = match session.uidl().await {
             Ok(list) => Some(unique_uids(&s.mailbox, list)),
             // Without UIDL (or with unusable unique-ids) the keys come from Message-IDs.

@@ -39,10 +39,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     client::{Io, Session, connect},
+    config::Settings,
+    counters::Counters,
     error::Error,
     protocol::{Command, ListEntry, Reply},
     quarantine::{Due, Memory},
-    source::Pop3Source,
     state::{SeenUids, StateError},
 };
 
@@ -194,7 +195,15 @@ struct Tally {
     error: Option<SessionError>,
 }
 
-impl Pop3Source {
+/// What the sessions of one instance work with, handed down by the source: its settings and
+/// the counters it reports. A session never reaches back into the source.
+#[derive(Debug, Clone, Copy)]
+pub struct Poller<'s> {
+    pub settings: &'s Settings,
+    pub counters: &'s Arc<Counters>,
+}
+
+impl Poller<'_> {
     /// Runs one session, on `ahead` if the last session logged it in. `seen` is the keep-mode
     /// state; `memory` what this instance knows of mails it left aside or that failed.
     pub(crate) async fn session(
@@ -204,7 +213,7 @@ impl Pop3Source {
         memory: &mut Memory,
         ahead: Option<Box<Ahead>>,
     ) -> Result<Outcome, SessionError> {
-        let s = &self.settings;
+        let s = self.settings;
         let (mut session, listing, beyond, excluded, before) = match ahead.map(|a| *a) {
             Some(a) => (a.session, a.listing, a.beyond, a.excluded, Some(a.before)),
             None => {
@@ -269,7 +278,7 @@ impl Pop3Source {
         };
         // The next session fetches while this one's DELEs and QUIT complete.
         let mailbox = s.mailbox.clone();
-        let counters = Arc::clone(&self.counters);
+        let counters = Arc::clone(self.counters);
         let task = tokio::spawn(async move {
             match close(session, tally.deletes, &mailbox).await {
                 Ok(()) => {
@@ -302,7 +311,7 @@ impl Pop3Source {
         mut seen: Option<&mut SeenUids>,
         memory: &mut Memory,
     ) -> Tally {
-        let s = &self.settings;
+        let s = self.settings;
         let mut tally = Tally::default();
         let mut submitted: VecDeque<Submitted<'_>> = VecDeque::new();
         let fetched = self
@@ -346,7 +355,7 @@ impl Pop3Source {
         tally: &mut Tally,
         submitted: &mut VecDeque<Submitted<'c>>,
     ) -> Result<(), SessionError> {
-        let s = &self.settings;
+        let s = self.settings;
         let pipelining = session.pipelining();
         let chunks = if pipelining {
             batches(candidates)
@@ -440,7 +449,7 @@ impl Pop3Source {
     /// once enough for quarantine when it would fail the same way again) and is skipped for
     /// this session.
     fn fetch_failed(&self, candidate: &Candidate, e: &Error, memory: &mut Memory) {
-        let s = &self.settings;
+        let s = self.settings;
         let Some(uid) = &candidate.uid else {
             warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR failed (no UIDL to remember the mail by); skipping it for now.");
             return;
@@ -479,7 +488,7 @@ impl Pop3Source {
         memory: &mut Memory,
         tally: &mut Tally,
     ) -> Result<(), StateError> {
-        let s = &self.settings;
+        let s = self.settings;
         let mut answers = match batch.receipts.await {
             Ok(answers) => answers.into_iter(),
             // The submit task did not finish (the runtime is stopping): the batch stays.
@@ -554,7 +563,7 @@ impl Pop3Source {
     }
 
     async fn login(&self) -> Result<Pop3Session, Error> {
-        let s = &self.settings;
+        let s = self.settings;
         let client = connect(&s.endpoint).await?;
         let method = s.auth.unwrap_or_else(|| client.best_auth());
         debug!(mailbox = %s.mailbox, ?method, "Logging in.");
