@@ -121,7 +121,8 @@ impl Bridge {
             Arc::clone(&queue),
             Arc::clone(&metrics),
             plan,
-            Arc::clone(&registry),
+            // The registry is the dispatcher's directory of sinks (`dispatch::port::Sinks`).
+            Arc::<Registry>::clone(&registry),
             depth,
         );
         let unfinished = queue.unfinished()?;

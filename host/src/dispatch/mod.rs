@@ -14,12 +14,16 @@
 //! outcome was never recorded): `[delivery] on_uncertain` resends it marked as a repeat
 //! ([`REPEAT_MARK`]), or skips it.
 
+mod clock;
 mod depth;
 mod fair;
 mod lanes;
 mod outcome;
+pub mod port;
 mod presence;
 mod rate;
+#[cfg(test)]
+mod round_tests;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -28,23 +32,22 @@ use std::{
 };
 
 use alertbridge_plugin_api::{
-    ErrorKind, FfiMessage, Message, PluginError, PresenceState, REPEAT_ATTRIBUTE, REPEAT_MARK,
-    RecipientResult, abi_stable::std_types::RResult,
+    ErrorKind, Message, PluginError, PresenceState, REPEAT_ATTRIBUTE, REPEAT_MARK, RecipientResult,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use self::{clock::Clock, fair::FairSlots, lanes::Lanes, presence::PresenceCache};
 pub use self::{
     depth::{Depth, Full, Reservation},
     outcome::{Finding, apply, send_regardless},
+    port::{SinkLookup, SinkPort, Sinks},
     rate::RecipientRate,
 };
-use self::{fair::FairSlots, lanes::Lanes, presence::PresenceCache};
 use crate::{
     config::{DeliverySettings, OnUncertain},
-    instances::{Registry, Slot},
     metrics::Metrics,
-    model::{Outcome, RecipientRecord, StoredAlert, now_ms},
+    model::{Outcome, RecipientRecord, StoredAlert},
     queue::Queue,
     router::{OfflinePolicy, Planned, Router},
 };
@@ -66,7 +69,8 @@ pub struct Dispatcher {
     queue: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
     plan: RwLock<Arc<Plan>>,
-    instances: Arc<Registry>,
+    sinks: Arc<dyn Sinks>,
+    clock: Clock,
     presence: PresenceCache,
     /// Per recipient: messages of the last minute, for the rate limit.
     rate: RecipientRate,
@@ -93,15 +97,27 @@ impl Dispatcher {
         queue: Arc<dyn Queue>,
         metrics: Arc<Metrics>,
         plan: Plan,
-        instances: Arc<Registry>,
+        sinks: Arc<dyn Sinks>,
         depth: Arc<Depth>,
+    ) -> Arc<Self> {
+        Self::with_clock(queue, metrics, plan, sinks, depth, Clock::Wall)
+    }
+
+    fn with_clock(
+        queue: Arc<dyn Queue>,
+        metrics: Arc<Metrics>,
+        plan: Plan,
+        sinks: Arc<dyn Sinks>,
+        depth: Arc<Depth>,
+        clock: Clock,
     ) -> Arc<Self> {
         Arc::new(Self {
             queue,
             metrics,
             presence: PresenceCache::new(),
             plan: RwLock::new(Arc::new(plan)),
-            instances,
+            sinks,
+            clock,
             rate: RecipientRate::new(),
             limits: Mutex::new(HashMap::new()),
             depth,
@@ -162,7 +178,7 @@ impl Dispatcher {
     fn take_up(self: &Arc<Self>, mut alert: StoredAlert) {
         if !alert.routed {
             let plan = self.plan();
-            let now = now_ms();
+            let now = self.clock.now_ms();
             alert.routed = true;
             alert.recipients = plan
                 .router
@@ -193,7 +209,7 @@ impl Dispatcher {
     /// sent again marked as a repeat, or skipped (`on_uncertain`).
     fn settle_uncertain(&self, alert: &mut StoredAlert) {
         let on_uncertain = self.plan().settings.on_uncertain;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for r in alert.recipients.iter_mut().filter(|r| r.sending) {
             r.sending = false;
             if r.outcome.is_final() {
@@ -247,7 +263,7 @@ impl Dispatcher {
                 break;
             }
             let wait = wake.map_or(LANE_RECHECK, |at| {
-                Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)
+                Duration::from_millis(at.saturating_sub(self.clock.now_ms()).max(0) as u64)
             });
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
@@ -263,7 +279,7 @@ impl Dispatcher {
     async fn round(&self, alert: &mut StoredAlert, first: bool) -> Option<i64> {
         let plan = self.plan();
         let (router, settings) = (&plan.router, &plan.settings);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let before: Vec<Outcome> = alert.recipients.iter().map(|r| r.outcome).collect();
         let mut dirty = first;
         if alert.alert.expires_unix_ms.is_some_and(|e| e <= now) {
@@ -323,7 +339,7 @@ impl Dispatcher {
         }
         dirty |= !findings.is_empty();
 
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // Each route handed over to once, however many recipients it takes over.
         let mut fallbacks = BTreeSet::new();
         for (i, finding) in findings {
@@ -418,28 +434,31 @@ impl Dispatcher {
             gated: Vec::new(),
             send: None,
         };
-        let Some(slot) = self.instances.sink(&sink) else {
-            let e = PluginError::new(
-                ErrorKind::PERMANENT,
-                format!("no sink `{sink}` is configured any more"),
-            );
-            return done(
-                idx.iter()
-                    .map(|&i| (i, Finding::CallError(e.clone())))
-                    .collect(),
-            );
-        };
         // A sink that is starting (at host start, or after a restart) is waited for briefly,
         // so resumed and first alerts do not sit out a whole retry delay.
-        let Some(handle) = slot.sink_within(SINK_START_WAIT).await else {
-            let reason = format!("sink `{sink}` is not running");
-            return done(
-                idx.iter()
-                    .map(|&i| (i, Finding::SinkDown(reason.clone())))
-                    .collect(),
-            );
+        let port = match self.sinks.lookup(&sink, SINK_START_WAIT).await {
+            SinkLookup::Running(port) => port,
+            SinkLookup::Unknown => {
+                let e = PluginError::new(
+                    ErrorKind::PERMANENT,
+                    format!("no sink `{sink}` is configured any more"),
+                );
+                return done(
+                    idx.iter()
+                        .map(|&i| (i, Finding::CallError(e.clone())))
+                        .collect(),
+                );
+            }
+            SinkLookup::NotRunning => {
+                let reason = format!("sink `{sink}` is not running");
+                return done(
+                    idx.iter()
+                        .map(|&i| (i, Finding::SinkDown(reason.clone())))
+                        .collect(),
+                );
+            }
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let recipients = &alert.recipients;
         let regardless: Vec<bool> = idx
             .iter()
@@ -461,7 +480,7 @@ impl Dispatcher {
             .presence
             .get(
                 &sink,
-                &handle,
+                port.as_ref(),
                 ask,
                 settings.presence_cache,
                 settings.deliver_timeout,
@@ -501,8 +520,7 @@ impl Dispatcher {
             gated,
             send: (!send.is_empty()).then_some(Send {
                 sink,
-                slot,
-                handle,
+                port,
                 idx: send,
             }),
         }
@@ -560,30 +578,20 @@ impl Dispatcher {
             .limit(&send.sink, settings.sink_concurrency)
             .acquire(&alert.source)
             .await;
-        if let Some(at) = self.pace(&send.sink, settings.per_sink_per_second, now_ms()) {
+        if let Some(at) = self.pace(
+            &send.sink,
+            settings.per_sink_per_second,
+            self.clock.now_ms(),
+        ) {
             tokio::time::sleep(Duration::from_millis(
-                at.saturating_sub(now_ms()).max(0) as u64
+                at.saturating_sub(self.clock.now_ms()).max(0) as u64,
             ))
             .await;
         }
-        let call = send.handle.deliver(FfiMessage::from(&message));
-        let results: Result<Vec<RecipientResult>, PluginError> =
-            match tokio::time::timeout(settings.deliver_timeout, call).await {
-                Err(_) => Err(PluginError::new(
-                    ErrorKind::TRANSIENT,
-                    format!(
-                        "no answer within {} ms",
-                        settings.deliver_timeout.as_millis()
-                    ),
-                )),
-                Ok(RResult::RErr(e)) => Err(e.into()),
-                Ok(RResult::ROk(list)) => Ok(list.iter().map(RecipientResult::from).collect()),
-            };
-        match results {
+        // The handle enforces the time-out and has a sink that panicked recreated.
+        match send.port.deliver(&message, settings.deliver_timeout).await {
             Err(e) => {
-                if e.kind == ErrorKind::PANICKED {
-                    send.slot.report_failure(&e.message);
-                }
+                tracing::debug!(alert = alert.id, sink = %send.port.name(), kind = %e.kind, error = %e.message, "Deliver call failed.");
                 idx.iter()
                     .map(|&i| (i, Finding::CallError(e.clone())))
                     .collect()
@@ -628,8 +636,7 @@ struct Prepared {
 /// Recipients to send to now through one sink.
 struct Send {
     sink: String,
-    slot: Arc<Slot>,
-    handle: Arc<alertbridge_plugin_api::abi::SinkBox>,
+    port: Arc<dyn SinkPort>,
     idx: Vec<usize>,
 }
 

@@ -6,15 +6,14 @@ use std::{
     collections::{HashMap, HashSet},
     ops::Deref,
     sync::{Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use alertbridge_plugin_api::{
-    ErrorKind, PresenceState,
-    abi::SinkBox,
-    abi_stable::std_types::{RResult, RString, RVec},
-};
+use alertbridge_plugin_api::{ErrorKind, PresenceState};
+// tokio's instant: the same as std's in service, and paused with the clock in tests.
+use tokio::time::Instant;
 
+use super::port::SinkPort;
 use crate::router::{Router, UnknownPresence};
 
 /// What one presence look-up learned: the state of each user the sink told about, and why the
@@ -109,7 +108,7 @@ impl PresenceCache {
     pub async fn get(
         &self,
         name: &str,
-        sink: &SinkBox,
+        sink: &dyn SinkPort,
         users: Vec<String>,
         ttl: Duration,
         timeout: Duration,
@@ -131,9 +130,8 @@ impl PresenceCache {
         if missing.is_empty() {
             return answers;
         }
-        let ask: RVec<RString> = missing.iter().map(|u| RString::from(u.as_str())).collect();
-        match tokio::time::timeout(timeout, sink.presence(ask)).await {
-            Ok(RResult::ROk(list)) => {
+        match sink.presence(&missing, timeout).await {
+            Ok(list) => {
                 let now = Instant::now();
                 let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
                 let of_sink = entries.entry(name.to_owned()).or_default();
@@ -142,30 +140,19 @@ impl PresenceCache {
                 }
                 // A set, not a scan per answer: linear in the recipients asked about.
                 let wanted: HashSet<&str> = missing.iter().map(String::as_str).collect();
-                for p in list.iter() {
-                    let user = p.user.to_string();
-                    of_sink.insert(user.clone(), (p.state, now));
-                    if wanted.contains(user.as_str()) {
-                        out.insert(user, p.state);
+                for p in list {
+                    if wanted.contains(p.user.as_str()) {
+                        out.insert(p.user.clone(), p.state);
                     }
+                    of_sink.insert(p.user, (p.state, now));
                 }
             }
-            Ok(RResult::RErr(e)) => {
+            Err(e) => {
+                // A time-out is the handle's TRANSIENT error, with its own message.
                 tracing::warn!(sink = name, kind = %e.kind, error = %e.message, "Presence query failed; each route's offline.unknown decides.");
                 answers.failure = Some(Unheard {
                     why: format!("presence query failed: {}", e.message),
                     transient: !matches!(e.kind, ErrorKind::PERMANENT | ErrorKind::CONFIG),
-                });
-            }
-            Err(_) => {
-                tracing::warn!(
-                    sink = name,
-                    timeout_ms = timeout.as_millis() as u64,
-                    "Presence query timed out; each route's offline.unknown decides."
-                );
-                answers.failure = Some(Unheard {
-                    why: format!("presence query timed out after {} ms", timeout.as_millis()),
-                    transient: true,
                 });
             }
         }

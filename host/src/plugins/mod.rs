@@ -6,3 +6,5 @@
 pub mod host_api;
 pub mod instances;
 pub mod loader;
+/// The dispatcher's sink port for today's sink slots (interim, until the sink handle).
+mod sink_port;
