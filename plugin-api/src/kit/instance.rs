@@ -10,14 +10,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::{RResult, RString, RVec};
+use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use async_ffi::FfiFuture;
 use tokio::runtime::{Handle, Runtime};
 use tokio_util::sync::CancellationToken;
 
-use super::{Host, Sink, Source, SourceContext, guard, log};
+use super::{
+    Host, Sink, Source, SourceContext,
+    call::{from_pairs, to_pairs},
+    guard, log,
+};
 use crate::{
-    ErrorKind, FfiError, FfiHealth, FfiMessage, FfiPresence, FfiRecipientResult, Health,
+    ErrorKind, FfiError, FfiHealth, FfiMessage, FfiPairs, FfiPresence, FfiRecipientResult, Health,
     HealthState, Message, PluginError,
     abi::{SinkFfi, SourceFfi},
 };
@@ -217,6 +221,18 @@ impl<T: Source> SourceFfi for SourceAdapter<T> {
             RResult::ROk(())
         })
     }
+
+    fn call(&self, name: RStr<'_>, args: FfiPairs) -> FfiFuture<RResult<FfiPairs, FfiError>> {
+        let Some(handle) = self.core.handle() else {
+            return guard::ready_err(not_running("call"));
+        };
+        let inner = Arc::clone(&self.inner);
+        let (name, args) = (name.to_string(), from_pairs(&args));
+        guard::spawn_ffi(&handle, "call", async move {
+            let answer = inner.call(&name, args).await?;
+            Ok(to_pairs(&answer))
+        })
+    }
 }
 
 /// Presents a plugin's [`Sink`] to the host.
@@ -287,6 +303,18 @@ impl<T: Sink> SinkFfi for SinkAdapter<T> {
         self.core.entry("stop", || {
             self.core.stop(Duration::from_millis(deadline_ms));
             RResult::ROk(())
+        })
+    }
+
+    fn call(&self, name: RStr<'_>, args: FfiPairs) -> FfiFuture<RResult<FfiPairs, FfiError>> {
+        let Some(handle) = self.core.handle() else {
+            return guard::ready_err(not_running("call"));
+        };
+        let inner = Arc::clone(&self.inner);
+        let (name, args) = (name.to_string(), from_pairs(&args));
+        guard::spawn_ffi(&handle, "call", async move {
+            let answer = inner.call(&name, args).await?;
+            Ok(to_pairs(&answer))
         })
     }
 }

@@ -5,6 +5,7 @@
 //! guarded, every future handed to the host is spawned on the instance's own runtime, and
 //! `tracing` events are forwarded to the host's log.
 
+mod call;
 mod entry;
 mod guard;
 mod host;
@@ -16,6 +17,7 @@ use std::{future::Future, sync::Arc};
 
 pub use tokio_util::sync::CancellationToken;
 
+pub use self::call::{Args, unsupported};
 #[doc(hidden)]
 pub use self::entry::{PluginSpec, lib_header};
 pub use self::host::Host;
@@ -45,6 +47,20 @@ pub trait Source: Send + Sync + Sized + 'static {
     /// Health while `run` is running. Must return quickly.
     fn health(&self) -> Health {
         Health::ok()
+    }
+
+    /// Answers a capability added after API 1.0, asked for by the host by versioned name
+    /// (`"replies/1"`). The default knows none: [`unsupported`], which the host reads as
+    /// "absent". Runs on the instance's runtime, guarded like `deliver`; answered only while
+    /// the instance runs.
+    fn call(
+        &self,
+        name: &str,
+        args: Args,
+    ) -> impl Future<Output = Result<Args, PluginError>> + Send {
+        let _ = args;
+        let e = unsupported(name);
+        async move { Err(e) }
     }
 }
 
@@ -80,6 +96,20 @@ pub trait Sink: Send + Sync + Sized + 'static {
     /// Health while running. Must return quickly.
     fn health(&self) -> Health {
         Health::ok()
+    }
+
+    /// Answers a capability added after API 1.0, asked for by the host by versioned name
+    /// (`"replies/1"`). The default knows none: [`unsupported`], which the host reads as
+    /// "absent". Runs on the instance's runtime, guarded like `deliver`; answered only while
+    /// the instance runs.
+    fn call(
+        &self,
+        name: &str,
+        args: Args,
+    ) -> impl Future<Output = Result<Args, PluginError>> + Send {
+        let _ = args;
+        let e = unsupported(name);
+        async move { Err(e) }
     }
 }
 
