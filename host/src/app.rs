@@ -11,10 +11,9 @@ use crate::{
     admin::{self, AdminState},
     config::{Config, ConfigError, HostSettings},
     dispatch::{Depth, Dispatcher, Plan},
-    host_api::Ingest,
-    instances::{self, Registry, Slot},
-    loader::Plugins,
+    ingest::Ingest,
     metrics::Metrics,
+    plugins::{self, Plugins, Registry, Slot},
     queue::{Queue, QueueError, QueueOptions, RedbQueue},
 };
 
@@ -79,7 +78,7 @@ impl Bridge {
         plugins: &Plugins,
     ) -> Result<(Self, mpsc::Receiver<ReloadRequest>), StartError> {
         let h = config.host.clone();
-        let slots = instances::bind(&config.sources, &config.sinks, plugins).map_err(|errors| {
+        let slots = plugins::bind(&config.sources, &config.sinks, plugins).map_err(|errors| {
             StartError::Instances(
                 errors
                     .iter()
@@ -250,7 +249,7 @@ impl Bridge {
                 errors.push(format!("[host] {what} changed: that needs a restart"));
             }
         }
-        let slots = match instances::bind(&config.sources, &config.sinks, plugins) {
+        let slots = match plugins::bind(&config.sources, &config.sinks, plugins) {
             Ok(s) => s,
             Err(e) => {
                 errors
@@ -266,7 +265,7 @@ impl Bridge {
             .iter()
             .filter(|s| !current.iter().any(|c| c.same_as(s)))
         {
-            if let Err(e) = slot.create(None) {
+            if let Err(e) = slot.check_config() {
                 errors.push(
                     config
                         .locate_plugin_error(&slot.config, e.key.as_deref(), &e.message)

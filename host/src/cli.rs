@@ -7,8 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     app::Bridge,
     config::{Config, ConfigError},
-    instances,
-    loader::{self, Plugins},
+    plugins::{self, Plugins, loader},
 };
 
 /// Turns inbound notifications into instant messages for the people who must see them now.
@@ -110,7 +109,7 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
         Err(e) => return Ok(e.0),
     };
     let plugins = load_plugins(&plugin_dir(&config))?;
-    let slots = match instances::bind(&config.sources, &config.sinks, &plugins) {
+    let slots = match plugins::bind(&config.sources, &config.sinks, &plugins) {
         Ok(s) => s,
         Err(errors) => {
             return Ok(errors
@@ -121,7 +120,7 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
     };
     let mut errors = Vec::new();
     for slot in slots {
-        if let Err(e) = slot.create(None) {
+        if let Err(e) = slot.check_config() {
             errors.push(config.locate_plugin_error(&slot.config, e.key.as_deref(), &e.message));
         }
     }

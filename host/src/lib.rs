@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod plugins;
@@ -23,4 +24,4 @@ pub mod router;
 
 pub use alertbridge_plugin_api::error_chain;
 // Old paths, kept while the rest of the host moves to `plugins::`.
-pub use plugins::{host_api, instances, loader};
+pub use plugins::loader;

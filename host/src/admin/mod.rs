@@ -22,7 +22,7 @@ use axum::{
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use alertbridge_plugin_api::{Alert, Severity, abi_stable::std_types::RResult};
+use alertbridge_plugin_api::{Alert, Severity};
 
 pub use self::{
     guard::{Access, SharedAccess},
@@ -30,9 +30,9 @@ pub use self::{
 };
 use crate::{
     dispatch::Dispatcher,
-    host_api::Ingest,
-    instances::Registry,
+    ingest::Ingest,
     metrics::Metrics,
+    plugins::Registry,
     queue::Queue,
     router::{ADMIN_SOURCE, ROUTE_ATTRIBUTE},
 };
@@ -220,12 +220,12 @@ async fn test_alert(State(s): State<Arc<AdminState>>, Json(t): Json<TestAlert>) 
     alert.severity = severity;
     alert.attributes.insert(ROUTE_ATTRIBUTE.into(), t.route);
     match s.ingest.submit(&ADMIN_SOURCE.into(), alert).await {
-        RResult::ROk(r) => (
+        Ok(r) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({"id": r.alert_id})),
         )
             .into_response(),
-        RResult::RErr(e) => bad(e.message.to_string()),
+        Err(e) => bad(e.to_string()),
     }
 }
 

@@ -7,60 +7,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge_plugin_api::{
-    ErrorKind, Health, HealthState, PluginError, Role,
-    abi::{SinkBox, SourceBox},
-    abi_stable::std_types::RResult,
-};
+use alertbridge_plugin_api::{ErrorKind, HealthState, PluginError, Role, abi::SinkBox};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::InstanceConfig,
-    host_api::{HostHandle, Ingest},
+use super::{
+    handles::{Live, SinkHandle, SourceHandle},
+    host_api::HostHandle,
     loader::{Plugin, Plugins},
-    metrics::Metrics,
 };
-
-/// A live instance.
-#[derive(Clone)]
-pub enum Live {
-    Source(Arc<SourceBox>),
-    Sink(Arc<SinkBox>),
-}
-
-impl Live {
-    fn health(&self) -> Health {
-        match self {
-            Self::Source(s) => Health::from(&s.health()),
-            Self::Sink(s) => Health::from(&s.health()),
-        }
-    }
-
-    fn start(&self) -> Result<(), PluginError> {
-        let r = match self {
-            Self::Source(s) => s.start(),
-            Self::Sink(s) => s.start(),
-        };
-        r.into_result().map_err(PluginError::from)
-    }
-
-    /// Stops the instance on a blocking thread, giving it `deadline`.
-    async fn stop(self, deadline: Duration) {
-        let ms = deadline.as_millis() as u64;
-        let job = tokio::task::spawn_blocking(move || match &self {
-            Self::Source(s) => s.stop(ms),
-            Self::Sink(s) => s.stop(ms),
-        });
-        match tokio::time::timeout(deadline + Duration::from_secs(1), job).await {
-            Ok(Ok(RResult::RErr(e))) => {
-                tracing::warn!(error = %e.message, "Instance stop reported an error.")
-            }
-            Ok(_) => {}
-            Err(_) => tracing::warn!("Instance did not stop within its deadline."),
-        }
-    }
-}
+use crate::{config::InstanceConfig, ingest::Ingest, metrics::Metrics};
 
 /// What the status page and `/healthz` show about an instance.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -137,15 +93,15 @@ impl Slot {
     }
 
     /// The running sink, if any.
-    pub fn sink(&self) -> Option<Arc<SinkBox>> {
+    pub fn sink(&self) -> Option<SinkHandle> {
         match &*self.live.read().unwrap_or_else(PoisonError::into_inner) {
-            Some(Live::Sink(s)) => Some(Arc::clone(s)),
+            Some(Live::Sink(s)) => Some(s.clone()),
             _ => None,
         }
     }
 
     /// The running sink; if it is (re)starting, waits up to `wait` for it to come up.
-    pub async fn sink_within(&self, wait: Duration) -> Option<Arc<SinkBox>> {
+    pub async fn sink_within(&self, wait: Duration) -> Option<SinkHandle> {
         if let Some(sink) = self.sink() {
             return Some(sink);
         }
@@ -158,6 +114,18 @@ impl Slot {
         }
         let _ = tokio::time::timeout(wait, started).await;
         self.sink()
+    }
+
+    /// Reports that a call into incarnation `sink` panicked: it will be recreated. A report
+    /// about an incarnation already replaced is ignored.
+    pub(super) fn report_failure_of(&self, sink: &Arc<SinkBox>, message: &str) {
+        let current = match &*self.live.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(Live::Sink(s)) => s.is(sink),
+            _ => false,
+        };
+        if current {
+            self.report_failure(message);
+        }
     }
 
     /// Reports that a call into the instance panicked: it will be recreated.
@@ -175,8 +143,14 @@ impl Slot {
         }
     }
 
+    /// Has the plugin check this instance's config: creates the instance (without starting
+    /// it, and with a host handle that refuses submits) and drops it.
+    pub fn check_config(self: &Arc<Self>) -> Result<(), PluginError> {
+        self.create(None).map(drop)
+    }
+
     /// Creates the instance through its plugin (without starting it).
-    pub fn create(&self, ingest: Option<Arc<Ingest>>) -> Result<Live, PluginError> {
+    fn create(self: &Arc<Self>, ingest: Option<Arc<Ingest>>) -> Result<Live, PluginError> {
         let c = &self.config;
         let host = HostHandle::boxed(&c.name, ingest);
         let m = &self.plugin.module;
@@ -188,11 +162,11 @@ impl Slot {
         let live = if self.role == Role::SOURCE {
             (m.create_source())(kind, name, text, host)
                 .into_result()
-                .map(|s| Live::Source(Arc::new(s)))
+                .map(|s| Live::Source(SourceHandle::new(Arc::new(s))))
         } else {
             (m.create_sink())(kind, name, text, host)
                 .into_result()
-                .map(|s| Live::Sink(Arc::new(s)))
+                .map(|s| Live::Sink(SinkHandle::new(&c.name, Arc::new(s), Arc::downgrade(self))))
         };
         live.map_err(PluginError::from)
     }

@@ -3,8 +3,13 @@
 //! this module names abi_stable, async-ffi or the `Ffi*` types; the rest of the host uses the
 //! plain-Rust handles it exports.
 
+pub mod handles;
 pub mod host_api;
 pub mod instances;
 pub mod loader;
-/// The dispatcher's sink port for today's sink slots (interim, until the sink handle).
-mod sink_port;
+
+pub use self::{
+    handles::{SinkHandle, SourceHandle},
+    instances::{Registry, Slot, Status, bind},
+    loader::{Plugin, Plugins},
+};

@@ -19,6 +19,7 @@
 mod dedup;
 mod redb_queue;
 mod salvage;
+mod shared;
 mod store;
 mod writer;
 

@@ -13,22 +13,19 @@
 //! the writer has reopened it.
 
 use std::{
-    path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex, PoisonError, RwLock,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
+    path::Path,
+    sync::{Arc, Mutex, PoisonError, RwLock, atomic::AtomicBool, mpsc},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use alertbridge_plugin_api::Alert;
-use redb::{Database, ReadableTable};
+use redb::ReadableTable;
 use tokio::sync::oneshot;
 
 use super::{
     BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken,
+    shared::{Shared, decode},
     store::{self, ALERTS},
     writer::{Cmd, Writer},
 };
@@ -36,42 +33,6 @@ use crate::{
     metrics::Metrics,
     model::{StoredAlert, now_ms},
 };
-
-/// Why the queue is down, and when the writer tries to reopen it next.
-pub(super) struct Fault {
-    pub reason: String,
-    pub retry_at: Instant,
-}
-
-/// What the queue handle and its writer thread share.
-pub(super) struct Shared {
-    /// `None` while faulted. Reads hold the read lock for their whole transaction, so the
-    /// writer's write lock (to close, reopen or compact the file) has it to itself.
-    pub db: RwLock<Option<Database>>,
-    pub fault: Mutex<Option<Fault>>,
-    /// True while `fault` is set: the enqueue path checks it without taking the lock.
-    pub down: AtomicBool,
-    pub dir: PathBuf,
-    pub metrics: Arc<Metrics>,
-}
-
-impl Shared {
-    /// The refusal while faulted, if faulted.
-    pub(super) fn unavailable(&self) -> Option<QueueError> {
-        if !self.down.load(Ordering::Acquire) {
-            return None;
-        }
-        let f = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
-        f.as_ref().map(|f| QueueError::Unavailable {
-            reason: f.reason.clone(),
-            retry_after_ms: f
-                .retry_at
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .clamp(1000, 60_000) as u64,
-        })
-    }
-}
 
 /// The embedded, crash-safe queue.
 pub struct RedbQueue {
@@ -203,13 +164,6 @@ pub(super) fn dedup_hash(source: &str, key: &str) -> u128 {
     let mut first = [0; 16];
     first.copy_from_slice(&digest[..16]);
     u128::from_be_bytes(first)
-}
-
-pub(super) fn decode(id: u64, bytes: &[u8]) -> Result<StoredAlert, QueueError> {
-    let mut alert: StoredAlert =
-        serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt { id, source })?;
-    alert.id = id;
-    Ok(alert)
 }
 
 /// Logs a record that stopped decoding after the open (it is set aside on the next start).

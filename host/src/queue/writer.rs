@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::{
     Enqueued, OnCommit, QueueError, QueueOptions, Taken,
     dedup::{DedupIndex, Seen},
-    redb_queue::{Fault, Shared, decode},
+    shared::{Fault, Shared, decode},
     store::{self, ALERTS, DEDUP_LOG, Loaded, META},
 };
 use crate::model::{StoredAlert, now_ms};
