@@ -7,6 +7,7 @@
 
 mod call;
 mod entry;
+pub mod format;
 mod guard;
 mod host;
 mod instance;
