@@ -15,6 +15,7 @@ use crate::{
     metrics::Metrics,
     plugins::{self, Plugins, Registry, Slot},
     queue::{Queue, QueueError, QueueOptions, RedbQueue},
+    reload::{ReloadError, ReloadRequest, Reloaded},
 };
 
 /// Why the bridge could not start.
@@ -35,19 +36,6 @@ pub enum StartError {
         source: std::io::Error,
     },
 }
-
-/// What a reload changed.
-#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Reloaded {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<String>,
-    pub kept: Vec<String>,
-    pub routes: usize,
-}
-
-/// A request from the admin API to reload; answered with the outcome or every error.
-pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Reloaded, Vec<String>>>;
 
 struct Running {
     slot: Arc<Slot>,
@@ -224,7 +212,7 @@ impl Bridge {
         &mut self,
         config: Config,
         plugins: &Plugins,
-    ) -> Result<Reloaded, Vec<String>> {
+    ) -> Result<Reloaded, Vec<ReloadError>> {
         let h = &config.host;
         let mut errors = Vec::new();
         for (what, same) in [
@@ -246,16 +234,15 @@ impl Bridge {
             ),
         ] {
             if !same {
-                errors.push(format!("[host] {what} changed: that needs a restart"));
+                errors.push(ReloadError::NeedsRestart(what));
             }
         }
         let slots = match plugins::bind(&config.sources, &config.sinks, plugins) {
             Ok(s) => s,
             Err(e) => {
-                errors
-                    .extend(e.iter().map(|(inst, msg)| {
-                        config.locate_plugin_error(inst, None, msg).to_string()
-                    }));
+                errors.extend(e.iter().map(|(inst, msg)| {
+                    ReloadError::from(config.locate_plugin_error(inst, None, msg))
+                }));
                 vec![]
             }
         };
@@ -269,7 +256,7 @@ impl Bridge {
                 errors.push(
                     config
                         .locate_plugin_error(&slot.config, e.key.as_deref(), &e.message)
-                        .to_string(),
+                        .into(),
                 );
             }
         }

@@ -8,6 +8,7 @@ use crate::{
     app::Bridge,
     config::{Config, ConfigError},
     plugins::{self, Plugins, loader},
+    reload::{ReloadError, Reloaded},
 };
 
 /// Turns inbound notifications into instant messages for the people who must see them now.
@@ -192,6 +193,7 @@ pub async fn run(path: &Path, accept_empty_queue: bool) -> Result<(), CliError> 
         match &result {
             Ok(_) => {}
             Err(errors) => {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 tracing::error!(errors = %errors.join("; "), "Reload refused; the running config stays.")
             }
         }
@@ -208,11 +210,11 @@ async fn reload(
     plugins: &mut Plugins,
     path: &Path,
     plugin_dir: &Path,
-) -> Result<crate::app::Reloaded, Vec<String>> {
-    let config =
-        Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+) -> Result<Reloaded, Vec<ReloadError>> {
+    let config = Config::load(path)
+        .map_err(|e| e.0.into_iter().map(ReloadError::from).collect::<Vec<_>>())?;
     plugins
         .scan(plugin_dir)
-        .map_err(|e| vec![crate::error_chain(&e)])?;
+        .map_err(|e| vec![ReloadError::from(e)])?;
     bridge.reload(config, plugins).await
 }

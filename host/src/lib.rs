@@ -19,6 +19,7 @@ pub mod model;
 pub mod plugins;
 pub mod queue;
 pub mod queue_cmd;
+pub mod reload;
 pub mod route_test;
 pub mod router;
 

@@ -34,6 +34,7 @@ use crate::{
     metrics::Metrics,
     plugins::Registry,
     queue::Queue,
+    reload::ReloadRequest,
     router::{ADMIN_SOURCE, ROUTE_ATTRIBUTE},
 };
 
@@ -45,7 +46,7 @@ pub struct AdminState {
     pub dispatcher: Arc<Dispatcher>,
     pub ingest: Arc<Ingest>,
     /// Where `POST /-/reload` asks the main loop to reload.
-    pub reload: tokio::sync::mpsc::Sender<crate::app::ReloadRequest>,
+    pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     /// The admin settings at start (limits, timeouts).
     pub settings: AdminSettings,
     /// The token and allowed host names; a reload swaps them.
@@ -155,7 +156,10 @@ async fn reload(State(s): State<Arc<AdminState>>) -> Response {
         }
         Ok(Err(errors)) => (
             StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"status": "refused", "errors": errors})),
+            Json(serde_json::json!({
+                "status": "refused",
+                "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
         )
             .into_response(),
         Err(_) => (

@@ -13,10 +13,13 @@ use alertbridge_plugin_api::{
     abi_stable::std_types::{RResult, RString, RVec},
 };
 
-use super::instances::{Registry, Slot};
 use futures::future::BoxFuture;
 
-use crate::dispatch::{SinkLookup, SinkPort, Sinks};
+use crate::dispatch::SinkPort;
+
+/// Told when a call into a sink panicked, with the sink's incarnation and the message; the
+/// supervisor then recreates that incarnation (if it is still the running one).
+pub(super) type OnPanic = Box<dyn Fn(&Weak<SinkBox>, &str) + Send + Sync>;
 
 /// The error of a call that did not answer within `timeout` (the call is dropped).
 fn no_answer(timeout: Duration) -> PluginError {
@@ -31,16 +34,16 @@ fn no_answer(timeout: Duration) -> PluginError {
 pub struct SinkHandle {
     name: Arc<str>,
     sink: Arc<SinkBox>,
-    /// The slot this incarnation runs in, told when a call panicked.
-    slot: Weak<Slot>,
+    /// Told when a call panicked.
+    on_panic: Arc<OnPanic>,
 }
 
 impl SinkHandle {
-    pub(super) fn new(name: &str, sink: Arc<SinkBox>, slot: Weak<Slot>) -> Self {
+    pub(super) fn new(name: &str, sink: Arc<SinkBox>, on_panic: OnPanic) -> Self {
         Self {
             name: name.into(),
             sink,
-            slot,
+            on_panic: Arc::new(on_panic),
         }
     }
 
@@ -52,9 +55,7 @@ impl SinkHandle {
     /// incarnation is left alone).
     fn check(&self, e: PluginError) -> PluginError {
         if e.kind == ErrorKind::PANICKED {
-            if let Some(slot) = self.slot.upgrade() {
-                slot.report_failure_of(&self.sink, &e.message);
-            }
+            (self.on_panic)(&Arc::downgrade(&self.sink), &e.message);
         }
         e
     }
@@ -92,8 +93,9 @@ impl SinkHandle {
         Health::from(&self.sink.health())
     }
 
-    pub(super) fn is(&self, sink: &Arc<SinkBox>) -> bool {
-        Arc::ptr_eq(&self.sink, sink)
+    /// True if this handle is on incarnation `sink`.
+    pub(super) fn is(&self, sink: &Weak<SinkBox>) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.sink), sink.as_ptr())
     }
 }
 
@@ -116,20 +118,6 @@ impl SinkPort for SinkHandle {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<RecipientResult>, PluginError>> {
         Box::pin(SinkHandle::deliver(self, message, timeout))
-    }
-}
-
-impl Sinks for Registry {
-    fn lookup<'a>(&'a self, name: &'a str, wait: Duration) -> BoxFuture<'a, SinkLookup> {
-        Box::pin(async move {
-            let Some(slot) = self.sink(name) else {
-                return SinkLookup::Unknown;
-            };
-            match slot.sink_within(wait).await {
-                Some(handle) => SinkLookup::Running(Arc::new(handle)),
-                None => SinkLookup::NotRunning,
-            }
-        })
     }
 }
 

@@ -3,11 +3,12 @@
 //! host down. Stops with a deadline.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock, Weak},
     time::{Duration, Instant},
 };
 
 use alertbridge_plugin_api::{ErrorKind, HealthState, PluginError, Role, abi::SinkBox};
+use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +17,12 @@ use super::{
     host_api::HostHandle,
     loader::{Plugin, Plugins},
 };
-use crate::{config::InstanceConfig, ingest::Ingest, metrics::Metrics};
+use crate::{
+    config::InstanceConfig,
+    dispatch::{SinkLookup, Sinks},
+    ingest::Ingest,
+    metrics::Metrics,
+};
 
 /// What the status page and `/healthz` show about an instance.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -118,7 +124,7 @@ impl Slot {
 
     /// Reports that a call into incarnation `sink` panicked: it will be recreated. A report
     /// about an incarnation already replaced is ignored.
-    pub(super) fn report_failure_of(&self, sink: &Arc<SinkBox>, message: &str) {
+    fn report_failure_of(&self, sink: &Weak<SinkBox>, message: &str) {
         let current = match &*self.live.read().unwrap_or_else(PoisonError::into_inner) {
             Some(Live::Sink(s)) => s.is(sink),
             _ => false,
@@ -166,7 +172,15 @@ impl Slot {
         } else {
             (m.create_sink())(kind, name, text, host)
                 .into_result()
-                .map(|s| Live::Sink(SinkHandle::new(&c.name, Arc::new(s), Arc::downgrade(self))))
+                .map(|s| {
+                    let slot = Arc::downgrade(self);
+                    let on_panic = Box::new(move |sink: &Weak<SinkBox>, message: &str| {
+                        if let Some(slot) = slot.upgrade() {
+                            slot.report_failure_of(sink, message);
+                        }
+                    });
+                    Live::Sink(SinkHandle::new(&c.name, Arc::new(s), on_panic))
+                })
         };
         live.map_err(PluginError::from)
     }
@@ -334,6 +348,20 @@ impl Registry {
 
     pub fn set(&self, slots: Vec<Arc<Slot>>) {
         *self.slots.write().unwrap_or_else(PoisonError::into_inner) = slots;
+    }
+}
+
+impl Sinks for Registry {
+    fn lookup<'a>(&'a self, name: &'a str, wait: Duration) -> BoxFuture<'a, SinkLookup> {
+        Box::pin(async move {
+            let Some(slot) = self.sink(name) else {
+                return SinkLookup::Unknown;
+            };
+            match slot.sink_within(wait).await {
+                Some(handle) => SinkLookup::Running(Arc::new(handle)),
+                None => SinkLookup::NotRunning,
+            }
+        })
     }
 }
 

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use alertbridge_plugin_api::{
     API_VERSION, Role,
     abi::PluginModRef,
-    abi_stable::library::{LibraryError, RootModuleError, lib_header_from_path},
+    abi_stable::{
+        library::{LibHeader, LibraryError, RootModule, RootModuleError, lib_header_from_path},
+        sabi_types::VersionNumber,
+    },
 };
 pub use trust::DirError;
 
@@ -131,6 +134,7 @@ fn open(path: &Path, real: &Path) -> Result<Plugin, String> {
     let module = header
         .init_root_module::<PluginModRef>()
         .map_err(|e| summarize(&e))?;
+    log_newer_minor(path, header);
     let info = (module.info())();
     let kinds: Vec<(String, Role)> = info
         .kinds
@@ -150,6 +154,21 @@ fn open(path: &Path, real: &Path) -> Result<Plugin, String> {
         kinds,
         module,
     })
+}
+
+/// The API version rule of 1.x (docs/writing-a-plugin.md §9), after abi_stable's checks: a
+/// plugin of another major was refused (one line naming both versions), one built against
+/// 1.x ≤ this host's 1.y loads as is, and one built against a newer minor loads and runs
+/// without the capabilities added after this host's API, which is worth an info line.
+fn log_newer_minor(path: &Path, header: &LibHeader) {
+    let host = VersionNumber::new(PluginModRef::VERSION_STRINGS);
+    let plugin = VersionNumber::new(header.version_strings());
+    if let (Ok(host), Ok(plugin)) = (host, plugin)
+        && plugin.major == host.major
+        && plugin.minor > host.minor
+    {
+        tracing::info!(file = %path.display(), plugin_api = %plugin, host_api = %host, "Plugin built for a newer plugin API; it runs without the capabilities added after this host's.");
+    }
 }
 
 /// One readable line for a load failure; the full layout report goes to the debug log.
@@ -174,7 +193,8 @@ fn summarize(e: &LibraryError) -> String {
                 .to_owned()
         }
         LibraryError::AbiInstability(_) => format!(
-            "its plugin API types do not match this host's (API {API_VERSION}): host and plugins must be built from the same release"
+            "its plugin API types do not match this host's (API {API_VERSION}): it was built against a modified plugin interface; rebuild it against alertbridge-plugin-api {}.x",
+            API_VERSION.split('.').next().unwrap_or(API_VERSION)
         ),
         LibraryError::RootModule { err, .. } => match err {
             RootModuleError::Returned(e) => {
