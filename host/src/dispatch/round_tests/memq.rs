@@ -1,0 +1,107 @@
+//! An in-memory [`Queue`]: what the dispatcher saved is what a restart would find. Saves can be
+//! made to fail, as a queue whose disk is full does.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use alertbridge_plugin_api::Alert;
+
+use crate::{
+    model::StoredAlert,
+    queue::{BoxFuture, Queue, QueueError, Taken},
+};
+
+#[derive(Default)]
+pub struct MemQueue {
+    alerts: Mutex<BTreeMap<u64, StoredAlert>>,
+    saves: AtomicUsize,
+    failing: AtomicBool,
+}
+
+impl MemQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, StoredAlert>> {
+        self.alerts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores a new alert (ids from 1, in accept order).
+    pub fn insert(&self, source: &str, alert: Alert, now: i64) -> StoredAlert {
+        let mut alerts = self.lock();
+        let id = alerts.keys().next_back().map_or(1, |last| last + 1);
+        let stored = StoredAlert::new(id, source, alert, now);
+        alerts.insert(id, stored.clone());
+        stored
+    }
+
+    /// The alert as last saved.
+    pub fn stored(&self, id: u64) -> Option<StoredAlert> {
+        self.lock().get(&id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<StoredAlert> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// A copy of what is stored now, as a restart after a crash would find it.
+    pub fn snapshot(&self) -> Self {
+        Self {
+            alerts: Mutex::new(self.lock().clone()),
+            ..Self::default()
+        }
+    }
+
+    /// From now on, saves fail (`true`) or succeed.
+    pub fn fail_saves(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// How many saves succeeded.
+    pub fn saves(&self) -> usize {
+        self.saves.load(Ordering::SeqCst)
+    }
+}
+
+impl Queue for MemQueue {
+    fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
+        let id = self.insert(source, alert, crate::model::now_ms()).id;
+        Box::pin(std::future::ready(Ok(Taken {
+            id,
+            duplicate: false,
+        })))
+    }
+
+    fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
+        let answer = if self.failing.load(Ordering::SeqCst) {
+            Err(QueueError::Unavailable {
+                reason: "disk full (test)".into(),
+                retry_after_ms: 1000,
+            })
+        } else {
+            self.saves.fetch_add(1, Ordering::SeqCst);
+            self.lock().insert(alert.id, alert.clone());
+            Ok(())
+        };
+        Box::pin(std::future::ready(answer))
+    }
+
+    fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError> {
+        Ok(self
+            .lock()
+            .values()
+            .filter(|a| !a.is_finished())
+            .cloned()
+            .collect())
+    }
+
+    fn recent(&self, limit: usize) -> Result<Vec<StoredAlert>, QueueError> {
+        Ok(self.lock().values().rev().take(limit).cloned().collect())
+    }
+
+    fn get(&self, id: u64) -> Result<Option<StoredAlert>, QueueError> {
+        Ok(self.stored(id))
+    }
+}
