@@ -5,10 +5,10 @@
 //!   today's host and run end to end (submit → route → presence → deliver), listed and checked;
 //! - `api-1.1-preview`: a plugin built against a newer minor (tables grown after their last
 //!   prefix field) loads too, runs without its newer capabilities, and is logged as such;
-//! - `api-2.0-preview`: another major is refused in one line naming both versions;
-//! - today's interface types still have the frozen 1.0 layouts: any change that would break
-//!   the promise (a field appended to a struct, a method appended to a trait) fails here with
-//!   abi_stable's own report, before any plugin author meets it.
+//! - `api-2.0-preview`: another major is refused in one line naming both versions.
+//!
+//! That today's interface types keep the frozen 1.0 layouts is checked where they live, by
+//! `plugin-abi/tests/frozen_1_0.rs`.
 
 use std::{
     fs,
@@ -17,14 +17,7 @@ use std::{
     time::Duration,
 };
 
-use alertbridge_plugin_api::{
-    API_VERSION,
-    abi::PluginModRef,
-    abi_stable::{
-        StableAbi, abi_stability::abi_checking::check_layout_compatibility,
-        library::lib_header_from_path, type_layout::TypeLayout,
-    },
-};
+use alertbridge_plugin_api::API_VERSION;
 use alertbridge_testbed::harness::{Host, bin_dir, free_port, wait_until};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -285,40 +278,4 @@ fn plugins_built_against_api_1_0_and_a_newer_1_1_run_end_to_end_in_todays_host()
             "missing {needle:?} in the log:\n{log}"
         );
     }
-}
-
-/// The layout abi_stable checks at load for a plugin file: its root module's, which reaches
-/// every type of the interface (the traits through the constructors, the data through them).
-fn root_layout(file: &Path) -> &'static TypeLayout {
-    let header = lib_header_from_path(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    header
-        .layout()
-        .unwrap_or_else(|| panic!("{} exports no layout", file.display()))
-}
-
-#[test]
-fn todays_interface_keeps_the_frozen_1_0_layouts() {
-    let frozen = root_layout(&fixture("api-1.0", "alertbridge_compat_v1_0"));
-    let today = <PluginModRef as StableAbi>::LAYOUT;
-    if let Err(e) = check_layout_compatibility(today, frozen) {
-        panic!(
-            "\n\nTHE PLUGIN API {API_VERSION} NO LONGER MATCHES THE FROZEN 1.0 INTERFACE \
-             (tests/compat/api-1.0/abi): every plugin built against 1.0 would be refused.\n\
-             Within 1.x no type in plugin-abi/ may change layout: add capabilities through \
-             `call` by versioned name and data through `attributes` (docs/writing-a-plugin.md \
-             §9).\n\nabi_stable's report:\n{e}\n"
-        );
-    }
-
-    // The checker does catch a lengthened table: the 1.1 preview's root module, taken as the
-    // host's, refuses the frozen 1.0 plugin (abi_stable #118), while today's host takes it.
-    let preview = root_layout(&fixture("api-1.1-preview", "alertbridge_compat_v1_1"));
-    assert!(
-        check_layout_compatibility(today, preview).is_ok(),
-        "a plugin built against a newer minor loads"
-    );
-    assert!(
-        check_layout_compatibility(preview, frozen).is_err(),
-        "a host whose tables grew must refuse 1.0 plugins"
-    );
 }
