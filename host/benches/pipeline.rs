@@ -1,8 +1,9 @@
 //! Pipeline benchmark: alerts from the test source to the test sink through both plugin
 //! boundaries and the durable queue (fsync on every group commit), in-process.
 //!
-//! Needs the test plugins built with the same profile: run `scripts/bench`, or
-//! `cargo build --release --workspace && cargo bench -p alertbridge --bench pipeline`.
+//! Needs the test plugins built with the same profile, which `scripts/testbed --release` puts
+//! into `target/testbed-release` (they are never built beside the real plugins): run
+//! `scripts/bench`, or set `ALERTBRIDGE_BENCH_PLUGINS` to that folder.
 //! Prints a table: sustained alerts/s, and submit → deliver latency at a fixed offered rate.
 
 use std::{
@@ -20,11 +21,17 @@ fn plugin_dir() -> PathBuf {
     std::env::var_os("ALERTBRIDGE_BENCH_PLUGINS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
+            // target/<profile>/deps/<bench> → target/testbed-<profile> (scripts/testbed)
             let exe = std::env::current_exe().expect("current_exe");
-            exe.parent()
+            let profile = exe
+                .parent()
                 .and_then(Path::parent)
-                .expect("target/<profile>/deps")
-                .to_owned()
+                .expect("target/<profile>/deps");
+            let name = profile
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("release");
+            profile.with_file_name(format!("testbed-{name}"))
         })
 }
 

@@ -17,7 +17,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::harness::{Host, get, wait_until};
+use crate::{
+    harness::{Host, get, wait_until},
+    servers,
+};
 
 pub const LONG: Duration = Duration::from_secs(120);
 pub const RECIPIENT: &str = "sip:ops@contoso.com";
@@ -29,28 +32,40 @@ pub struct Dovecot {
     pub users_file: PathBuf,
 }
 
-pub fn dovecot() -> Dovecot {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: start Dovecot with scripts/dovecot.sh (scripts/dovecot.sh start DIR && eval \"$(scripts/dovecot.sh env DIR)\"), as scripts/test does")
-        })
-    };
-    let maildirs = PathBuf::from(var("ALERTBRIDGE_TEST_MAILDIR_ROOT"));
+/// The test Dovecot, if its variables are set and it answers; else the test skips (one line
+/// saying how to start it) or, under `ALERTBRIDGE_REQUIRE_SERVERS`, fails — see
+/// [`crate::servers`]. Use as `let Some(env) = dovecot() else { return };`.
+pub fn dovecot() -> Option<Dovecot> {
+    detect(&|name| std::env::var(name).ok())
+        .map_err(|why| servers::absent("Dovecot", &why, servers::DOVECOT_HINT))
+        .ok()
+}
+
+/// [`dovecot`] over the variables `lookup` gives: where it is, or why it is not there.
+pub fn detect(lookup: &impl Fn(&str) -> Option<String>) -> Result<Dovecot, String> {
+    let addr = servers::var(lookup, "ALERTBRIDGE_TEST_POP3_ADDR")?;
+    let maildirs = PathBuf::from(servers::var(lookup, "ALERTBRIDGE_TEST_MAILDIR_ROOT")?);
     // The script keeps its passwd-file beside its config: DIR/dovecot/users, DIR/mail.
     let users_file = maildirs
         .parent()
         .map(|d| d.join("dovecot").join("users"))
         .unwrap_or_default();
-    assert!(
-        users_file.is_file(),
-        "{} missing: start Dovecot with scripts/dovecot.sh",
-        users_file.display()
-    );
-    Dovecot {
-        addr: var("ALERTBRIDGE_TEST_POP3_ADDR"),
+    if !users_file.is_file() {
+        return Err(format!(
+            "{} is missing (ALERTBRIDGE_TEST_MAILDIR_ROOT is not from scripts/dovecot.sh?)",
+            users_file.display()
+        ));
+    }
+    if !servers::answers(&addr) {
+        return Err(format!(
+            "nothing answers at ALERTBRIDGE_TEST_POP3_ADDR={addr}"
+        ));
+    }
+    Ok(Dovecot {
+        addr,
         maildirs,
         users_file,
-    }
+    })
 }
 
 pub fn unix_micros() -> u128 {
@@ -274,4 +289,61 @@ pub fn wait_source_ok(host: &Host) {
     wait_until("the pop3 source to be logged in", LONG, || {
         host.instance("mail")["state"] == "ok"
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder laid out as `scripts/dovecot.sh` leaves it (DIR/dovecot/users, DIR/mail), and
+    /// the variables its `env` would print for a server at `addr`.
+    fn layout(dir: &Path, addr: &str) -> impl Fn(&str) -> Option<String> {
+        fs::create_dir_all(dir.join("dovecot")).unwrap();
+        fs::create_dir_all(dir.join("mail")).unwrap();
+        fs::write(
+            dir.join("dovecot/users"),
+            "alerts:{PLAIN}alertpass:1:1::/x::\n",
+        )
+        .unwrap();
+        let (addr, mail) = (addr.to_owned(), dir.join("mail").display().to_string());
+        move |name: &str| match name {
+            "ALERTBRIDGE_TEST_POP3_ADDR" => Some(addr.clone()),
+            "ALERTBRIDGE_TEST_MAILDIR_ROOT" => Some(mail.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn without_the_variables_dovecot_is_absent_naming_the_first_missing() {
+        let why = detect(&|_: &str| None).err().unwrap();
+        assert_eq!(why, "ALERTBRIDGE_TEST_POP3_ADDR is not set");
+    }
+
+    #[test]
+    fn a_dead_port_is_absent_and_a_listening_one_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let env = layout(dir.path(), &addr);
+        let found = detect(&env).expect("a listening port with the script's layout");
+        assert_eq!(found.addr, addr);
+        assert_eq!(found.users_file, dir.path().join("dovecot/users"));
+        drop(listener);
+        let why = detect(&env).err().unwrap();
+        assert!(
+            why.contains("nothing answers") && why.contains(&addr),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_maildir_root_not_made_by_the_script_is_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let env = layout(dir.path(), &addr);
+        fs::remove_file(dir.path().join("dovecot/users")).unwrap();
+        let why = detect(&env).err().unwrap();
+        assert!(why.contains("users"), "{why}");
+    }
 }

@@ -1,46 +1,140 @@
 //! Runs the real `alertbridge` binary with real plugin files for end-to-end tests: writes a
 //! config into a scratch folder, starts the host, talks to its admin API, kills or stops it.
 //!
-//! The binary and the plugin files come from the workspace's target folder, so build the
-//! workspace first (`scripts/test` does: `cargo build --workspace` then the tests).
+//! The first test of a run that needs the binary or a plugin file runs `scripts/testbed`
+//! (once per run, under a lock; a no-op when nothing changed): it builds the workspace, builds
+//! the test plugins (`tests/plugins`, a workspace of their own) into `target/test-plugins`, and
+//! links the host, the four real plugins and the two scriptable test plugins into
+//! `target/testbed-<profile>` — [`bin_dir`], where the tests run the host from, so its default
+//! `plugin_dir` holds all six. `target/<profile>` ([`build_dir`]) keeps what an operator gets:
+//! no test plugin is ever built there. So a plain `cargo test --workspace` on a fresh checkout
+//! has everything the end-to-end tests load.
 
 use std::{
     fs,
-    io::Read as _,
+    io::{Read as _, Write as _},
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
-/// The folder holding the `alertbridge` binary and the plugin files: the profile folder of
-/// the target this test binary was built into.
-pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test binary>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_owned();
-    let bin = dir.join("alertbridge");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace`, as scripts/test does)",
-        bin.display()
-    );
-    dir
+/// Where the built files are, once `scripts/testbed` ran for this test run.
+struct Built {
+    /// `target/<profile>`: `cargo build --workspace`'s output.
+    build: PathBuf,
+    /// `target/test-plugins/<profile>`: the test plugins and the loader's fixtures.
+    test_plugins: PathBuf,
+    /// `target/testbed-<profile>`: the host with the real and the test plugins beside it.
+    testbed: PathBuf,
 }
 
-/// A plugin file of the workspace, e.g. `plugin_file("test_sink")`.
+/// This run's id, the same in every test process of one `cargo test` or `cargo nextest run`:
+/// nextest's run id, else the parent process (cargo) with its start time.
+fn run_id() -> String {
+    if let Ok(id) = std::env::var("NEXTEST_RUN_ID") {
+        return format!("nextest-{id}");
+    }
+    let stat = |pid: &str| fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which sits in parentheses and may hold spaces.
+    let fields = |text: &str| -> Vec<String> {
+        text.rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let own = fields(&stat("self"));
+    let ppid = own.get(1).cloned().unwrap_or_default();
+    let started = fields(&stat(&ppid)).get(19).cloned().unwrap_or_default();
+    format!("parent-{ppid}-{started}")
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/<test binary>
+        let build = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_owned();
+        let target = build.parent().expect("target/<profile>").to_owned();
+        let profile = build
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a profile folder")
+            .to_owned();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ lives in the repository")
+            .to_owned();
+        let testbed = target.join(format!("testbed-{profile}"));
+        if !testbed.join("alertbridge").exists() {
+            // Past the test harness's capture: a long first build should not look like a hang.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "testbed: building the host, the plugins and the test plugins (scripts/testbed); the first time takes minutes"
+            );
+        }
+        let mut script = Command::new(repo.join("scripts/testbed"));
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                script.arg("--release");
+            }
+            other => {
+                script.args(["--profile", other]);
+            }
+        }
+        let out = script
+            .env("CARGO_TARGET_DIR", &target)
+            .env("ALERTBRIDGE_TESTBED_RUN", run_id())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/testbed");
+        assert!(
+            out.status.success(),
+            "scripts/testbed failed (it builds what the end-to-end tests run):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Built {
+            test_plugins: target.join("test-plugins").join(&profile),
+            build,
+            testbed,
+        }
+    })
+}
+
+/// The folder the tests run the host from (`target/testbed-<profile>`): the `alertbridge`
+/// binary with the real plugins and the test plugins (`test-source`, `test-sink`) beside it,
+/// so a config without `plugin_dir` finds all of them.
+pub fn bin_dir() -> PathBuf {
+    built().testbed.clone()
+}
+
+/// `target/<profile>` as `cargo build --workspace` leaves it: what an operator runs (the demo,
+/// the default `plugin_dir`, `alertbridge plugins`). No test plugin is ever built here.
+pub fn build_dir() -> PathBuf {
+    built().build.clone()
+}
+
+/// A plugin file, e.g. `plugin_file("test_sink")`, `plugin_file("fixture_bad_root")` (from
+/// `target/test-plugins/<profile>`) or `plugin_file("webhook")` (from [`build_dir`]).
 pub fn plugin_file(name: &str) -> PathBuf {
-    let p = bin_dir().join(format!("libalertbridge_{name}.so"));
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace`)",
-        p.display()
-    );
-    p
+    let file = format!("libalertbridge_{name}.so");
+    let b = built();
+    [b.test_plugins.join(&file), b.build.join(&file)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{file} is in neither {} nor {} after scripts/testbed",
+                b.test_plugins.display(),
+                b.build.display()
+            )
+        })
 }
 
 /// A TCP port free on loopback right now.
@@ -327,7 +421,6 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Option<(u16, String)> {
-    use std::io::Write as _;
     let rest = url.strip_prefix("http://")?;
     let (hostport, path) = rest
         .split_once('/')

@@ -4,5 +4,6 @@
 pub mod dovecot;
 pub mod harness;
 pub mod pop3_server;
+pub mod servers;
 pub mod ucma_sim;
 pub mod ucwa_sim;

@@ -1,5 +1,8 @@
 //! `alertbridge demo`: it comes up, the sample mail and the webhook post are delivered to the
-//! simulators (an offline user's copy held), and it stops cleanly on SIGINT.
+//! simulators (an offline user's copy held), and it stops cleanly on SIGINT. And what a newcomer
+//! sees first is clean: the demo and `alertbridge plugins`, run from the build folder as an
+//! operator would (`target/<profile>`, its default `plugin_dir`), show no warning and no test
+//! plugin — the test plugins are built elsewhere (`scripts/testbed`).
 
 use std::{
     io::{BufRead, BufReader},
@@ -8,13 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge_testbed::harness::{bin_dir, free_port};
+use alertbridge_testbed::harness::{build_dir, free_port};
 
 #[test]
 fn demo_delivers_the_sample_mail_and_webhook_post_and_stops_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, webhook) = (free_port(), free_port());
-    let mut child = Command::new(bin_dir().join("alertbridge"))
+    let mut child = Command::new(build_dir().join("alertbridge"))
         .args(["demo", "--dir"])
         .arg(dir.path())
         .args([
@@ -23,8 +26,9 @@ fn demo_delivers_the_sample_mail_and_webhook_post_and_stops_on_sigint() {
             "--webhook-port",
             &webhook.to_string(),
         ])
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the demo");
     let (tx, rx) = mpsc::channel();
@@ -32,6 +36,13 @@ fn demo_delivers_the_sample_mail_and_webhook_post_and_stops_on_sigint() {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
+        }
+    });
+    let (log_tx, log_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
         }
     });
 
@@ -88,6 +99,15 @@ fn demo_delivers_the_sample_mail_and_webhook_post_and_stops_on_sigint() {
         })
         .collect();
     assert_eq!(sims.len(), 2, "{seen:?}");
+    // Everything the demo logged while it came up and delivered: no warning (such as "Plugin
+    // file refused" for a test plugin beside the real ones).
+    let log: Vec<String> = log_rx.try_iter().collect();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("WARN") || l.contains("ERROR")),
+        "the demo's first screen warned:\n{}",
+        log.join("\n")
+    );
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -117,4 +137,41 @@ fn demo_delivers_the_sample_mail_and_webhook_post_and_stops_on_sigint() {
             "simulator {addr} still listens after the demo stopped"
         );
     }
+}
+
+/// `alertbridge plugins` in the build folder (its default `plugin_dir`) lists the four real
+/// plugins, each loadable, and nothing else: no test plugin, no refused fixture, no warning.
+#[test]
+fn plugins_in_the_default_dir_are_the_real_ones_only() {
+    let out = Command::new(build_dir().join("alertbridge"))
+        .arg("plugins")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run alertbridge plugins");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let listed: Vec<&str> = stdout.lines().skip(1).map(str::trim).collect();
+    let files: Vec<&str> = listed
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "libalertbridge_pop3.so",
+            "libalertbridge_ucma.so",
+            "libalertbridge_ucwa.so",
+            "libalertbridge_webhook.so"
+        ],
+        "{stdout}"
+    );
+    assert!(listed.iter().all(|l| !l.contains("refused")), "{stdout}");
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("ERROR"),
+        "{stderr}"
+    );
 }

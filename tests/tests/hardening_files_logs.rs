@@ -164,7 +164,7 @@ fn a_plugin_log_record_cannot_forge_a_host_log_line() {
 
 #[test]
 fn a_mail_subject_cannot_forge_a_line_through_a_plugin_log() {
-    let env = dovecot();
+    let Some(env) = dovecot() else { return };
     let user = format!("hardening{}", std::process::id());
     // RFC 2047 lets a subject carry any byte: a newline, a forged line, an escape sequence.
     let subject = format!("disk full\r{FORGED} via pop3\x0b\x1b[31m");

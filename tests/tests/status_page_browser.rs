@@ -14,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use alertbridge_testbed::harness::{Host, bin_dir, free_port, request, wait_until};
+use alertbridge_testbed::{
+    harness::{Host, bin_dir, free_port, request, wait_until},
+    servers,
+};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -27,12 +30,8 @@ struct Browser {
 }
 
 impl Browser {
-    fn start() -> Self {
-        let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .expect("chromedriver is missing: install the Debian packages chromium and chromium-driver (scripts/test does)");
+    /// Starts chromedriver and a headless Chromium, both from [`servers::chromium`].
+    fn start((chromedriver, chromium): &(PathBuf, PathBuf)) -> Self {
         let port = free_port();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
@@ -46,7 +45,7 @@ impl Browser {
         });
         let profile = tempfile::tempdir().unwrap().keep();
         let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
+            "binary": chromium,
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      "--window-size=1400,1000", format!("--user-data-dir={}", profile.display())]
@@ -166,11 +165,14 @@ sinks = ["lync"]
 
 #[test]
 fn the_status_page_updates_live_and_sends_test_alerts() {
+    let Some(chromium) = servers::chromium() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("tokens"), "page-test-token\n").unwrap();
     let (admin, webhook) = (free_port(), free_port());
     let host = Host::start(dir.path(), admin, &config(dir.path(), admin, webhook));
-    let browser = Browser::start();
+    let browser = Browser::start(&chromium);
     browser.call("POST", "/url", json!({"url": host.admin}));
     wait_until("the page to go live", LONG, || {
         browser.text("#live").starts_with("live")
@@ -249,6 +251,9 @@ const ADMIN_TOKEN: &str = "page-admin-token-4b1d93e0c7";
 
 #[test]
 fn with_an_admin_token_the_page_asks_once_and_keeps_working() {
+    let Some(chromium) = servers::chromium() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("tokens"), "page-test-token\n").unwrap();
     fs::write(dir.path().join("admin.token"), format!("{ADMIN_TOKEN}\n")).unwrap();
@@ -272,7 +277,7 @@ fn with_an_admin_token_the_page_asks_once_and_keeps_working() {
     .expect("the webhook answers");
     assert_eq!(status, 202, "{body}");
 
-    let browser = Browser::start();
+    let browser = Browser::start(&chromium);
     browser.call("POST", "/url", json!({"url": host.admin}));
     let login_shown = || {
         browser
@@ -355,6 +360,9 @@ fn serve_page(html: String) -> u16 {
 
 #[test]
 fn a_form_on_another_origin_cannot_reload_the_bridge() {
+    let Some(chromium) = servers::chromium() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("tokens"), "page-test-token\n").unwrap();
     let (admin, webhook) = (free_port(), free_port());
@@ -377,7 +385,7 @@ fn a_form_on_another_origin_cannot_reload_the_bridge() {
 <form id="f" method="post" action="http://127.0.0.1:{admin}/-/reload"><input name="please" value="reload"></form>
 <script>document.getElementById("f").submit();</script>"#
     ));
-    let browser = Browser::start();
+    let browser = Browser::start(&chromium);
     browser.call(
         "POST",
         "/url",

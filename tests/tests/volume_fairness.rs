@@ -26,7 +26,7 @@ const USER: &str = "tvolfair";
 
 #[test]
 fn a_flood_from_the_webhook_neither_overshoots_its_share_nor_makes_the_mailbox_wait() {
-    let env = dovecot();
+    let Some(env) = dovecot() else { return };
     let pop3 = env.addr.clone();
     let mailbox = Mailbox::create(&env, USER);
     let dir = tempfile::tempdir().unwrap();

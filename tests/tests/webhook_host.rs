@@ -18,7 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge_testbed::harness::{Host, free_port, get, wait_until};
+use alertbridge_testbed::{
+    harness::{Host, free_port, get, wait_until},
+    servers,
+};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -575,6 +578,9 @@ impl Drop for Alertmanager {
 
 #[test]
 fn alerts_posted_to_a_real_alertmanager_reach_the_sink_through_the_host() {
+    if servers::alertmanager_program().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut s = Setup::new(dir.path());
     let am = Alertmanager::start(

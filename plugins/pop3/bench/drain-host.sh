@@ -8,7 +8,8 @@
 set -eu
 ADDR=$1; N=$2; EXTRA=${3:-}
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/../../.." && pwd)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/alertbridge
+# scripts/testbed --release: the host with the real plugins and the test sink beside it.
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/testbed-release/alertbridge
 W=$(mktemp -d /tmp/pop3-host.XXXXXX)
 ADMIN=127.0.0.1:${ADMIN_PORT:-19186}
 # A previous run's host may still be stopping.

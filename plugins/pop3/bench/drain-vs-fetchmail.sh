@@ -18,7 +18,7 @@ WORK=${BENCH_DIR:-$(mktemp -d /tmp/pop3-bench.XXXXXX)}; mkdir -p "$WORK"; chmod 
 
 (cd "$ROOT" && cargo build --release -q -p alertbridge-pop3 --example drain)
 # HOST=1 adds the pop3 source inside the real alertbridge, durable queue included.
-[ "${HOST:-0}" = 1 ] && (cd "$ROOT" && cargo build --release -q --workspace)
+[ "${HOST:-0}" = 1 ] && (cd "$ROOT" && scripts/testbed --release >/dev/null)
 DRAIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/drain
 
 if [ ! -d "$WORK/tmpl$N/Maildir/new" ]; then

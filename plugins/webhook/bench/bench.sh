@@ -64,7 +64,7 @@ start_host() {
   cat >"$run/alertbridge.toml" <<TOML
 [host]
 data_dir = "$run/data"
-plugin_dir = "$target/release"
+plugin_dir = "$target/testbed-release"
 admin_listen = "$admin_addr"
 max_queue_depth = 1000000
 
@@ -135,11 +135,12 @@ run_once() { # label pid url script [env...]
 }
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-  echo "Building the workspace (release)..." >&2
-  (cd "$root" && cargo build --release -q --workspace)
+  echo "Building the workspace and the test plugins (release)..." >&2
+  (cd "$root" && scripts/testbed --release >/dev/null)
 fi
+# scripts/testbed links the host, the real plugins and the test plugins into one folder.
 for f in alertbridge libalertbridge_webhook.so libalertbridge_test_sink.so; do
-  [[ -e $target/release/$f ]] || { echo "$target/release/$f is missing: cargo build --release --workspace" >&2; exit 1; }
+  [[ -e $target/testbed-release/$f ]] || { echo "$target/testbed-release/$f is missing: scripts/testbed --release" >&2; exit 1; }
 done
 labels=("webhook in alertbridge" "alertmanager same alert" "alertmanager 1000 distinct")
 if [[ ${TESTHOST:-0} == 1 ]]; then
