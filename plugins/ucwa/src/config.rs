@@ -335,7 +335,11 @@ mod tests {
                 .unwrap_err();
         assert!(e.to_string().starts_with("`password`"), "{}", e.to_string());
         let e = parse("username = \"a\"\npassword = \"p\"\n").unwrap_err();
-        assert!(e.to_string().starts_with("`autodiscover_url`"), "{}", e.to_string());
+        assert!(
+            e.to_string().starts_with("`autodiscover_url`"),
+            "{}",
+            e.to_string()
+        );
         let e = parse(
             "domain = \"c.com\"\nusername = \"a\"\npassword = \"p\"\nevent_timeout_secs = 100\n",
         )
@@ -367,7 +371,11 @@ mod tests {
         let err =
             parse("domain = \"c.com\"\nusername = \"a\"\npassword_env = \"AB_UCWA_UNSET_9\"\n")
                 .unwrap_err();
-        assert!(err.to_string().contains("`password_env`"), "{}", err.to_string());
+        assert!(
+            err.to_string().contains("`password_env`"),
+            "{}",
+            err.to_string()
+        );
     }
 
     #[test]
@@ -377,7 +385,11 @@ mod tests {
             "{base}trusted_hosts = [\"https://pool.contoso.net/\"]\n"
         ))
         .unwrap_err();
-        assert!(e.to_string().starts_with("`trusted_hosts`"), "{}", e.to_string());
+        assert!(
+            e.to_string().starts_with("`trusted_hosts`"),
+            "{}",
+            e.to_string()
+        );
         let s = parse(&format!("{base}trusted_hosts = [\"pool.contoso.net\"]\n")).unwrap();
         let pool = Url::parse("https://pool.contoso.net/ucwa").unwrap();
         assert_eq!(s.trust.check(&pool), Ok(()));

@@ -18,7 +18,7 @@ use crate::{
         events::classify_failure,
         messaging::{content, data_url, importance, sip_uri, start_messaging_request},
     },
-    sink::{Core, Live},
+    shared::{Core, Live, random_uuid},
 };
 
 /// What every recipient of one message gets.
@@ -120,7 +120,7 @@ async fn converse(
     user: &str,
     out: &Outgoing,
 ) -> Result<RecipientResult, UcwaError> {
-    let operation: String = format!("{:032x}", rand::random::<u128>());
+    let operation = random_uuid();
     let Some(mut updates) = live.dispatcher.register(&operation) else {
         return Err(UcwaError::ApplicationLost);
     };

@@ -10,6 +10,7 @@ mod events;
 mod presence;
 pub mod protocol;
 mod session;
+mod shared;
 pub mod sink;
 pub mod trust;
 

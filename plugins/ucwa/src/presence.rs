@@ -17,7 +17,7 @@ use crate::{
         batch,
         messaging::bare_user,
     },
-    sink::{Core, Live},
+    shared::{Core, Live},
 };
 
 /// Reads per batch: two batches in flight stay under the server's 100 outstanding requests.

@@ -2,124 +2,28 @@
 //! keep-alive, re-created when the server loses it, deleted on shutdown); `presence` and
 //! `deliver` use whichever application is live.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use alertbridge_plugin_api::{
     ErrorKind, Health, HealthState, Message, PluginError, Presence, RecipientResult, error_chain,
     kit::{CancellationToken, Setup, Sink},
 };
-use reqwest::Url;
-use tokio::sync::{Semaphore, watch};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     api::Api,
-    config::{Settings, UcwaConfig},
+    config::UcwaConfig,
     delivery,
     error::UcwaError,
-    events,
-    events::Dispatcher,
-    presence,
-    session::{self, Application},
+    events::{self, Dispatcher},
+    presence, session,
+    shared::{Core, Live},
 };
-
-/// A live application and the dispatcher of its events.
-#[derive(Debug)]
-pub struct Live {
-    /// Counts applications created by this instance.
-    pub generation: u64,
-    pub app: Application,
-    pub dispatcher: Dispatcher,
-}
-
-/// What the sink's tasks share.
-#[derive(Debug)]
-pub struct Core {
-    pub settings: Arc<Settings>,
-    pub api: Api,
-    /// Unique per instance, kept across re-creations of the application.
-    endpoint_id: String,
-    current: watch::Sender<Option<Arc<Live>>>,
-    /// The newest application generation reported lost (a value, not a queue: any number of
-    /// failing requests leave one number behind).
-    lost: watch::Sender<u64>,
-    running: std::sync::atomic::AtomicBool,
-    /// Caps conversations in flight.
-    pub conversations: Semaphore,
-    /// Caps presence reads in flight.
-    pub presence_reads: Semaphore,
-    pub presence_cache: Mutex<HashMap<String, (tokio::time::Instant, Presence)>>,
-    health: Mutex<Health>,
-}
-
-impl Core {
-    /// The live application, waiting up to the request timeout for one (other than
-    /// generation `not`) to appear.
-    pub async fn live(&self, not: Option<u64>) -> Option<Arc<Live>> {
-        let mut rx = self.current.subscribe();
-        let wait = rx.wait_for(|c| c.as_ref().is_some_and(|l| Some(l.generation) != not));
-        match tokio::time::timeout(self.settings.request_timeout, wait).await {
-            Ok(Ok(current)) => current.clone(),
-            _ => None,
-        }
-    }
-
-    /// Reports that the server no longer knows application `generation`.
-    pub fn lost(&self, generation: u64) {
-        self.lost.send_if_modified(|newest| {
-            let newer = generation > *newest;
-            if newer {
-                *newest = generation;
-            }
-            newer
-        });
-    }
-
-    fn set_health(&self, state: HealthState, message: impl Into<String>) {
-        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = Health::new(state, message);
-    }
-
-    async fn sign_in(&self, applications: &mut Option<Url>) -> Result<Application, UcwaError> {
-        let url = match applications {
-            Some(url) => url.clone(),
-            None => {
-                let url = session::discover(&self.api, &self.settings).await?;
-                info!(url = %url, "Discovered the UCWA applications URL.");
-                applications.insert(url).clone()
-            }
-        };
-        session::create(&self.api, &self.settings, &url, &self.endpoint_id).await
-    }
-}
-
-/// Waits until application `generation` is reported lost.
-async fn wait_lost(mut rx: watch::Receiver<u64>, generation: u64) {
-    if rx.wait_for(|newest| *newest >= generation).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
 
 /// The sink instance.
 #[derive(Debug)]
 pub struct UcwaSink {
     core: Arc<Core>,
-}
-
-fn endpoint_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 impl UcwaSink {
@@ -129,20 +33,8 @@ impl UcwaSink {
         let settings = Arc::new(config.settings()?);
         let api = Api::new(settings.clone())
             .map_err(|e| PluginError::config(format!("HTTP client: {}", error_chain(&e))))?;
-        let core = Core {
-            endpoint_id: endpoint_id(),
-            current: watch::Sender::new(None),
-            lost: watch::Sender::new(0),
-            running: std::sync::atomic::AtomicBool::new(false),
-            conversations: Semaphore::new(settings.max_concurrent),
-            presence_reads: Semaphore::new(settings.max_concurrent),
-            presence_cache: Mutex::default(),
-            health: Mutex::new(Health::new(HealthState::STARTING, "signing in")),
-            api,
-            settings,
-        };
         Ok(Self {
-            core: Arc::new(core),
+            core: Arc::new(Core::new(settings, api)),
         })
     }
 }
@@ -160,7 +52,7 @@ impl Sink for UcwaSink {
 
     async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), PluginError> {
         let core = &self.core;
-        if core.running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !core.start() {
             return Err(PluginError::new(
                 ErrorKind::PERMANENT,
                 "the ucwa sink is already running",
@@ -199,7 +91,7 @@ impl Sink for UcwaSink {
                 app,
                 dispatcher: Dispatcher::default(),
             });
-            core.current.send_replace(Some(live.clone()));
+            core.publish(Some(live.clone()));
             core.set_health(HealthState::OK, "");
             let ended = tokio::select! {
                 () = shutdown.cancelled() => None,
@@ -208,9 +100,9 @@ impl Sink for UcwaSink {
                     None => core.set_health(HealthState::OK, ""),
                 }) => Some(e),
                 e = session::keep_alive(&core.api, &live.app, core.settings.report_activity) => Some(e),
-                () = wait_lost(core.lost.subscribe(), generation) => Some(UcwaError::ApplicationLost),
+                () = core.wait_lost(generation) => Some(UcwaError::ApplicationLost),
             };
-            core.current.send_replace(None);
+            core.publish(None);
             live.dispatcher.close();
             let Some(error) = ended else {
                 session::delete(&core.api, &live.app).await;
@@ -242,10 +134,6 @@ impl Sink for UcwaSink {
     }
 
     fn health(&self) -> Health {
-        self.core
-            .health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.core.health()
     }
 }
