@@ -16,11 +16,16 @@ use crate::{
     queue::{BoxFuture, Queue, QueueError, Taken},
 };
 
+/// Saves at one instant of virtual time beyond which a round must be spinning.
+const SPIN_LIMIT: usize = 20_000;
+
 #[derive(Default)]
 pub struct MemQueue {
     alerts: Mutex<BTreeMap<u64, StoredAlert>>,
     saves: AtomicUsize,
     failing: AtomicBool,
+    /// The virtual instant of the last save, and how many saves came at it.
+    spin: Mutex<Option<(tokio::time::Instant, usize)>>,
 }
 
 impl MemQueue {
@@ -59,6 +64,25 @@ impl MemQueue {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// A dispatcher that saves round after round without time moving never lets the paused
+    /// clock advance, so the test would hang instead of failing: end it loudly. (The panic
+    /// would only end the dispatcher's task, and the test would wait on.)
+    fn check_spin(&self) {
+        let now = tokio::time::Instant::now();
+        let mut spin = self.spin.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = match *spin {
+            Some((at, n)) if at == now => n + 1,
+            _ => 1,
+        };
+        *spin = Some((now, count));
+        if count > SPIN_LIMIT {
+            eprintln!(
+                "the dispatcher saved {count} times without time moving: a round spins; aborting the test"
+            );
+            std::process::abort();
+        }
+    }
+
     /// How many saves succeeded.
     pub fn saves(&self) -> usize {
         self.saves.load(Ordering::SeqCst)
@@ -75,6 +99,7 @@ impl Queue for MemQueue {
     }
 
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
+        self.check_spin();
         let answer = if self.failing.load(Ordering::SeqCst) {
             Err(QueueError::Unavailable {
                 reason: "disk full (test)".into(),
