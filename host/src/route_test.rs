@@ -12,7 +12,7 @@ use crate::{
     router::{Route, check_named_recipients},
 };
 
-/// The alert file: the JSON alert format of DESIGN §5.
+/// The alert file: the JSON alert format (docs/design.md §5).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertFile {

@@ -1,5 +1,5 @@
-//! A UCWA server simulator (Lync Server 2013 / Skype for Business Server 2015, as
-//! `shared/reference/ucwa.md` §1 documents it) for tests and the demo: autodiscover, the
+//! A UCWA server simulator (Lync Server 2013 / Skype for Business Server 2015, speaking the
+//! Unified Communications Web API 2.0 as those servers do) for tests and the demo: autodiscover, the
 //! MsRtcOAuth challenge and password grant, applications, presence, messaging invitations over
 //! the event channel, and a control API plus a status page.
 //!
