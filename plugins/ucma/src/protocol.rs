@@ -244,7 +244,7 @@ pub fn idempotency_key(instance: &str, message: &Message, recipients: &[String])
         ctx.update(r.as_bytes());
         ctx.update(b"\n");
     }
-    let hash = hex(ctx.finish().as_ref());
+    let hash = hex::encode(ctx.finish());
     format!("ab1-{}", &hash[..32])
 }
 
@@ -261,17 +261,13 @@ pub struct Signed<'a> {
 /// The `X-Bridge-Signature` value of §2.3 (scheme `v2`: the idempotency key is signed too, so a
 /// captured send cannot be replayed under a fresh key as a second IM).
 pub fn signature(secret: &[u8], unix_s: u64, parts: &Signed<'_>) -> String {
-    let body_hash = hex(digest::digest(&digest::SHA256, parts.body).as_ref());
+    let body_hash = hex::encode(digest::digest(&digest::SHA256, parts.body));
     let text = format!(
         "v2\n{unix_s}\n{}\n{}\n{}\n{body_hash}",
         parts.method, parts.path_and_query, parts.idempotency_key
     );
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    format!("v2={}", hex(hmac::sign(&key, text.as_bytes()).as_ref()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("v2={}", hex::encode(hmac::sign(&key, text.as_bytes())))
 }
 
 /// A presence answer as alertbridge's presence state, by name, else by value range (§4.2).

@@ -193,12 +193,7 @@ pub fn apop_digest(timestamp: &[u8], secret: &str) -> String {
     let mut md5 = Md5::new();
     md5.update(timestamp);
     md5.update(secret.as_bytes());
-    md5.finalize()
-        .iter()
-        .fold(String::with_capacity(32), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex::encode(md5.finalize())
 }
 
 #[cfg(test)]
