@@ -54,7 +54,8 @@ fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
     }
 }
 
-/// The queue id the data folder's marker names, if there is one.
+/// The queue id the data folder's marker names, if there is one. The id is a number written in
+/// base 16 by std's formatting and radix parsing, not bytes: the `hex` crate adds nothing here.
 pub(super) fn read_marker(dir: &Path) -> Result<Option<u64>, QueueError> {
     let path = dir.join(MARKER);
     match fs::read_to_string(&path) {
