@@ -6,6 +6,9 @@
 //! lengthening any table, through [`abi::HostFfi::call`], [`abi::SourceFfi::call`] and
 //! [`abi::SinkFfi::call`] by versioned name, and data grows through each struct's `attributes`.
 //! Plugin authors use the kit in `alertbridge-plugin-api`, which wraps all of this.
+//!
+//! `tests/frozen_1_0.rs` holds this crate to its promise: it checks these types against a frozen
+//! copy of 1.0 (`tests/compat/api-1.0/abi` in the repository) with abi_stable's own checker.
 
 #![allow(non_local_definitions)] // `#[sabi_trait]` on rustc 1.95.
 #![allow(unsafe_code)] // abi_stable's derives.
