@@ -1,5 +1,6 @@
 //! An in-process stand-in for the host, for plugin unit tests: records what a source submits
-//! and answers as scripted, without loading any plugin file.
+//! and what an instance asks through `call`, and answers as scripted, without loading any
+//! plugin file.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -8,14 +9,14 @@ use std::{
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RErr, ROk, RResult, RString},
+    std_types::{RArc, RErr, ROk, RResult, RStr, RString, Tuple2},
 };
 use async_ffi::{FfiFuture, FutureExt as _};
 
 use crate::{
-    Alert, ErrorKind, FfiAlert, FfiError, LogLevel, LogRecord, PluginError, Receipt,
+    Alert, ErrorKind, FfiAlert, FfiError, FfiPairs, LogLevel, LogRecord, PluginError, Receipt,
     abi::{HostBox, HostFfi, HostFfi_TO},
-    kit::{CancellationToken, Host, SourceContext},
+    kit::{Args, CancellationToken, Host, SourceContext, unsupported},
 };
 
 /// How the test host answers a submit.
@@ -34,6 +35,11 @@ struct State {
     accepted: Vec<Alert>,
     logs: Vec<(LogLevel, String, String)>,
     script: Vec<Answer>,
+    /// Capability names this host knows (others answer `UNSUPPORTED`).
+    known_calls: Vec<String>,
+    /// Every `call` seen, known or not, in order: name and arguments.
+    calls: Vec<(String, Args)>,
+    call_script: Vec<Answer>,
 }
 
 /// A fake host. Clone it to keep a view of what the instance did.
@@ -82,6 +88,25 @@ impl TestHost {
     /// Every log record forwarded so far: level, target, message.
     pub fn logs(&self) -> Vec<(LogLevel, String, String)> {
         self.lock().logs.clone()
+    }
+
+    /// Makes this host know capability `name` (e.g. `inbound.message/1`): its calls are
+    /// answered by the call script, then `Ok` with `recorded=1`. Unknown names answer
+    /// `UNSUPPORTED`, as a host without the capability does.
+    pub fn accept_calls(&self, name: &str) {
+        self.lock().known_calls.push(name.to_owned());
+    }
+
+    /// Answers for the next calls of known names, in order (`Accept`: `Ok`, `Refuse(e)`: that
+    /// error, `Delay(d)`: `Ok` after `d`).
+    pub fn script_calls(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.lock().call_script.extend(answers);
+    }
+
+    /// Every `call` the instance made so far (known names or not), oldest first, recorded when
+    /// it arrives (before its answer).
+    pub fn calls(&self) -> Vec<(String, Args)> {
+        self.lock().calls.clone()
     }
 
     /// The handle as it crosses the boundary.
@@ -156,6 +181,44 @@ impl HostFfi for TestHost {
                     })
                 }
             }
+        }
+        .into_ffi()
+    }
+
+    fn call(&self, name: RStr<'_>, args: FfiPairs) -> FfiFuture<RResult<FfiPairs, FfiError>> {
+        let name = name.as_str().to_owned();
+        let answer = {
+            let mut state = self.lock();
+            let args: Args = args
+                .iter()
+                .map(|Tuple2(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            state.calls.push((name.clone(), args));
+            if !state.known_calls.contains(&name) {
+                None
+            } else if state.call_script.is_empty() {
+                Some(Answer::Accept)
+            } else {
+                Some(state.call_script.remove(0))
+            }
+        };
+        async move {
+            let delay = match answer {
+                None => return RErr(unsupported(&name).into()),
+                Some(Answer::Refuse(e)) => return RErr(e.into()),
+                Some(Answer::Delay(d)) => d,
+                Some(Answer::Accept) => Duration::ZERO,
+            };
+            if !delay.is_zero() {
+                // Only a waker crosses: the sleep runs on a thread of its own.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = tx.send(());
+                });
+                let _ = rx.await;
+            }
+            ROk(FfiPairs::from(vec![Tuple2("recorded".into(), "1".into())]))
         }
         .into_ffi()
     }
