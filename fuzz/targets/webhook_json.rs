@@ -1,12 +1,13 @@
 //! Fuzz target `webhook_json`: `POST /api/v1/alerts` with a JSON body — our alert as JSON, one
-//! object or an array (plugins/webhook/src/payload/json.rs).
+//! object or an array (the kit's alert format parser, plugin-api/src/kit/format/json.rs, as
+//! plugins/webhook/src/routes.rs calls it).
 //!
 //! Input: the request body.
 
-use alertbridge_webhook::payload::{PayloadError, json};
+use alertbridge_webhook::payload::{PayloadError, json, limits};
 
 pub fn run(data: &[u8]) {
-    match json::parse(data) {
+    match json::parse(data, &limits(1 << 20)) {
         Ok(alerts) => {
             for a in &alerts {
                 assert!(

@@ -1,11 +1,12 @@
 //! Fuzz target `webhook_xml`: `POST /api/v1/alerts` with an XML body — our `<alert>` document or
 //! `<alerts>`, in the encoding named by the `charset` parameter, a byte order mark or the XML
-//! declaration (plugins/webhook/src/payload/xml.rs).
+//! declaration (the kit's alert format parser, plugin-api/src/kit/format/xml.rs, as
+//! plugins/webhook/src/routes.rs calls it).
 //!
 //! Input: one control byte choosing the `charset` parameter (none, or one of a few names, some
 //! wrong), then the request body.
 
-use alertbridge_webhook::payload::xml;
+use alertbridge_webhook::payload::{limits, xml};
 
 const CHARSETS: [Option<&str>; 8] = [
     None,
@@ -23,7 +24,7 @@ pub fn run(data: &[u8]) {
         return;
     };
     let charset = CHARSETS[usize::from(control) % CHARSETS.len()];
-    match xml::parse_encoded(body, charset) {
+    match xml::parse(body, charset, &limits(1 << 20)) {
         Ok(alerts) => {
             for a in &alerts {
                 assert!(

@@ -13,7 +13,6 @@ pub mod quarantine;
 mod session;
 pub mod source;
 mod state;
-pub mod xml;
 
 pub use alertbridge_plugin_api::error_chain;
 

@@ -3,31 +3,37 @@
 //! Sender, subject, Message-ID, date and chosen headers become `mail.*` labels for routes;
 //! only this module sets `mail.*` labels: a document cannot set or override them.
 //!
-//! An XML document is decoded with the MIME part's charset, or, when the part names none, with
-//! its byte-order mark or the `encoding` of its XML declaration (ISO-8859-1, windows-1252,
-//! UTF-16, …), as an XML parser would.
+//! The document is read by the kit's alert format parser ([`format::xml`], specified in
+//! `docs/alert-format.md`), the same one the webhook uses: it is decoded with the MIME part's
+//! charset, or, when the part names none, with its byte-order mark or the `encoding` of its XML
+//! declaration (ISO-8859-1, windows-1252, UTF-16, …); bytes not valid in that encoding, a DTD,
+//! an unknown element or a bad value make it no alert document (the error, with its line and
+//! column, goes into `mail.problem`), and an XML document of another kind is just text.
 //!
 //! Nothing here fails: a mail that cannot be read well still becomes an alert, carrying what
 //! could be read and a `mail.problem` label saying what went wrong.
 
 use std::borrow::Cow;
 
-use alertbridge_plugin_api::{Alert, Severity};
+use alertbridge_plugin_api::{
+    Alert,
+    kit::format::{self, FormatError, Limits},
+};
 use mail_parser::{
     Encoding, Message, MessageParser, MessagePart, MimeHeaders as _, PartType,
-    decoders::{
-        base64::base64_decode, charsets::map::charset_decoder,
-        quoted_printable::quoted_printable_decode,
-    },
+    decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode},
 };
 
-use crate::{
-    html::html_to_text,
-    xml::{self, XmlLimits},
-};
+use crate::html::html_to_text;
 
 /// Alert bodies are cut after this many characters (an IM is no place for a whole mail).
 pub const MAX_BODY_CHARS: usize = 16 * 1024;
+
+/// Bounds on an alert document in a mail (the format's default nesting depth).
+pub const XML_LIMITS: Limits = Limits {
+    max_bytes: 256 << 10,
+    ..Limits::DEFAULT
+};
 
 /// The label prefix this source reserves: labels under it come from the mail itself, never
 /// from a document inside it.
@@ -83,15 +89,24 @@ fn build(raw: &[u8], options: &MailOptions) -> MailAlert {
     let mut problem = None;
     let mut alert = None;
     let candidates = xml_candidates(&message);
-    for text in &candidates {
-        match xml::parse_alert(text, XmlLimits::default()) {
-            Ok(Some(doc)) => {
-                alert = Some(from_xml(doc));
+    for candidate in &candidates {
+        match format::xml::parse(&candidate.bytes, candidate.charset, &XML_LIMITS) {
+            Ok(mut docs) if docs.len() == 1 => {
+                alert = docs.pop().map(from_xml);
                 break;
             }
-            Ok(None) => {}
+            Ok(docs) => {
+                problem.get_or_insert_with(|| {
+                    format!(
+                        "the document holds {} alerts; a mail carries one",
+                        docs.len()
+                    )
+                });
+            }
+            // Some other XML document: just text.
+            Err(FormatError::NotAnAlert(_)) => {}
             Err(e) => {
-                problem.get_or_insert_with(|| alertbridge_plugin_api::error_chain(&e));
+                problem.get_or_insert_with(|| e.to_string());
             }
         }
     }
@@ -99,7 +114,7 @@ fn build(raw: &[u8], options: &MailOptions) -> MailAlert {
         let mut a = Alert::new(subject.clone().unwrap_or_else(|| "(no subject)".to_owned()));
         // Without a body part (broken MIME, only an XML part that is no alert) the first
         // text-like part stands in.
-        let body = best_text(&message).or_else(|| candidates.first().cloned());
+        let body = best_text(&message).or_else(|| candidates.first().map(|c| c.text.clone()));
         a.body = body.map(|b| clean_body(&b)).unwrap_or_default();
         a
     });
@@ -195,41 +210,61 @@ fn best_text<'a>(message: &'a Message<'a>) -> Option<Cow<'a, str>> {
     }
 }
 
-/// Texts that may hold an alert document: XML parts first, then the text body if it looks
-/// like XML. A part without a charset is decoded as its XML declaration says.
-fn xml_candidates<'a>(message: &'a Message<'a>) -> Vec<Cow<'a, str>> {
+/// A mail part that may hold an alert document: its bytes (transfer encoding undone), its MIME
+/// charset, and its text as the MIME parser decoded it (shown when it is no alert).
+struct XmlCandidate<'a> {
+    bytes: Cow<'a, [u8]>,
+    charset: Option<&'a str>,
+    text: Cow<'a, str>,
+}
+
+/// Parts that may hold an alert document: XML parts first, then the text body if it looks like
+/// XML.
+fn xml_candidates<'a>(message: &'a Message<'a>) -> Vec<XmlCandidate<'a>> {
     let mut out = Vec::new();
     for part in &message.parts {
         if !(part.is_content_type("application", "xml") || part.is_content_type("text", "xml")) {
             continue;
         }
-        if let Some(text) = xml_part_text(message, part) {
-            out.push(text);
-        }
-    }
-    if let Some(body) = best_text(message).filter(|b| xml::looks_like_xml(b)) {
-        let part = message.text_part(0).filter(|p| !p.is_text_html());
-        let redecoded = part.filter(|p| charset(p).is_none()).and_then(|p| {
-            part_bytes(message, p).map(|b| Cow::Owned(decode_xml(&b, None).into_owned()))
+        let text = match &part.body {
+            PartType::Text(t) | PartType::Html(t) => t.clone(),
+            PartType::Binary(b) | PartType::InlineBinary(b) => String::from_utf8_lossy(b),
+            _ => continue,
+        };
+        out.push(match part_bytes(message, part) {
+            Some(bytes) => XmlCandidate {
+                bytes,
+                charset: charset(part),
+                text,
+            },
+            None => as_decoded(text),
         });
-        out.push(redecoded.unwrap_or(body));
+    }
+    if let Some(body) = best_text(message).filter(|b| format::xml::looks_like_xml(b)) {
+        let part = message.text_part(0).filter(|p| !p.is_text_html());
+        out.push(
+            match part.and_then(|p| Some((p, part_bytes(message, p)?))) {
+                Some((p, bytes)) => XmlCandidate {
+                    bytes,
+                    charset: charset(p),
+                    text: body,
+                },
+                None => as_decoded(body),
+            },
+        );
     }
     out
 }
 
-/// The text of an XML part, decoded by its MIME charset or else as the document says.
-fn xml_part_text<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>) -> Option<Cow<'a, str>> {
-    let charset = charset(part);
-    match &part.body {
-        PartType::Text(t) if charset.is_some() => Some(t.clone()),
-        PartType::Text(t) | PartType::Html(t) => Some(part_bytes(message, part).map_or_else(
-            || t.clone(),
-            |b| Cow::Owned(decode_xml(&b, None).into_owned()),
-        )),
-        PartType::Binary(b) | PartType::InlineBinary(b) => {
-            Some(Cow::Owned(decode_xml(b, charset).into_owned()))
-        }
-        _ => None,
+/// A candidate from text the MIME parser already decoded (broken transfer encoding, HTML).
+fn as_decoded(text: Cow<'_, str>) -> XmlCandidate<'_> {
+    XmlCandidate {
+        bytes: match &text {
+            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+            Cow::Owned(t) => Cow::Owned(t.clone().into_bytes()),
+        },
+        charset: Some("utf-8"),
+        text,
     }
 }
 
@@ -252,79 +287,12 @@ fn part_bytes<'a>(message: &'a Message<'a>, part: &MessagePart<'_>) -> Option<Co
     }
 }
 
-/// Decodes an XML document: by the MIME `charset` if given; else by its byte-order
-/// mark, its UTF-16 shape (`<` `?` with zero bytes) or the `encoding` of its declaration;
-/// else as UTF-8 (invalid bytes replaced).
-pub fn decode_xml<'b>(bytes: &'b [u8], charset: Option<&str>) -> Cow<'b, str> {
-    if let Some(charset) = charset {
-        // UTF-8 (and names the decoder does not know) as UTF-8.
-        return match charset_decoder(charset.as_bytes()) {
-            Some(decode) if !charset.eq_ignore_ascii_case("utf-8") => Cow::Owned(decode(bytes)),
-            _ => String::from_utf8_lossy(bytes),
-        };
-    }
-    let utf16 = |label: &[u8]| charset_decoder(label).map(|d| Cow::Owned(d(bytes)));
-    match bytes {
-        [0xef, 0xbb, 0xbf, rest @ ..] => return String::from_utf8_lossy(rest),
-        [0xfe, 0xff, ..] | [0xff, 0xfe, ..] => {
-            if let Some(text) = utf16(b"utf-16") {
-                return text;
-            }
-        }
-        [0, b'<', 0, b'?', ..] => {
-            if let Some(text) = utf16(b"utf-16be") {
-                return text;
-            }
-        }
-        [b'<', 0, b'?', 0, ..] => {
-            if let Some(text) = utf16(b"utf-16le") {
-                return text;
-            }
-        }
-        _ => {}
-    }
-    match declared_encoding(bytes) {
-        // A declaration readable as ASCII cannot be in UTF-16 (or UTF-32): that label lies.
-        Some(label) if !label.to_ascii_lowercase().starts_with("utf-") => {
-            match charset_decoder(label.as_bytes()) {
-                Some(decode) => Cow::Owned(decode(bytes)),
-                None => String::from_utf8_lossy(bytes),
-            }
-        }
-        _ => String::from_utf8_lossy(bytes),
-    }
-}
-
-/// The `encoding` pseudo-attribute of a leading `<?xml …?>` declaration (read as ASCII).
-fn declared_encoding(bytes: &[u8]) -> Option<&str> {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
-    let rest = bytes.get(start..)?.strip_prefix(b"<?xml")?;
-    let end = rest.windows(2).take(256).position(|w| w == b"?>")?;
-    let decl = std::str::from_utf8(&rest[..end]).ok()?;
-    let (_, after) = decl.split_once("encoding")?;
-    let after = after.trim_start().strip_prefix('=')?.trim_start();
-    let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let value = &after[1..];
-    let label = &value[..value.find(quote)?];
-    (!label.is_empty()
-        && label.len() <= 40
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b)))
-    .then_some(label)
-}
-
-fn from_xml(doc: xml::XmlAlert) -> Alert {
+/// The alert of a document, its subject on one line and its body cleaned like a mail's.
+fn from_xml(doc: Alert) -> Alert {
     Alert {
         subject: clean_line(&doc.subject),
         body: clean_body(&doc.body),
-        severity: doc.severity.unwrap_or(Severity::NORMAL),
-        groups: doc.groups,
-        users: doc.users,
-        labels: doc.labels,
-        dedup_key: doc.dedup_key,
-        expires_unix_ms: doc.expires_unix_ms,
-        attributes: Default::default(),
+        ..doc
     }
 }
 
@@ -397,10 +365,9 @@ mod tests {
         let raw = b"From: a@b.test\r\nSubject: s\r\nContent-Type: application/xml\r\n\r\n<alert><subject>x</subject><severity>bad</severity></alert>\r\n";
         let m = alert_from_mail(raw, &MailOptions::default());
         assert_eq!(m.alert.subject, "s");
-        assert!(
-            m.alert.labels["mail.problem"].starts_with("unknown severity"),
-            "{:?}",
-            m.alert.labels
+        assert_eq!(
+            m.alert.labels["mail.problem"],
+            "`severity` at line 1 column 52: unknown severity \"bad\", expected info, low, normal, high or critical"
         );
         assert_eq!(m.sender.as_deref(), Some("a@b.test"));
     }
@@ -461,7 +428,13 @@ mod tests {
         assert_eq!(alert_from_mail(&raw, &o).alert.subject, "K\u{f6}ln");
         // UTF-16 big-endian without a byte-order mark.
         let be: Vec<u8> = doc.encode_utf16().flat_map(u16::to_be_bytes).collect();
-        assert_eq!(decode_xml(&be, None), doc);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&be);
+        let raw = xml_mail(
+            "application/xml",
+            "Content-Transfer-Encoding: base64\r\n",
+            format!("{b64}\r\n").as_bytes(),
+        );
+        assert_eq!(alert_from_mail(&raw, &o).alert.subject, "K\u{f6}ln");
         // A MIME charset wins over the declaration.
         let raw = xml_mail(
             "application/xml; charset=utf-8",
@@ -470,10 +443,12 @@ mod tests {
         );
         assert_eq!(alert_from_mail(&raw, &o).alert.subject, "K\u{f6}ln");
         // A declaration that names UTF-16 in ASCII bytes is not believed.
-        assert_eq!(
-            decode_xml(b"<?xml version='1.0' encoding='UTF-16'?><a>x</a>", None),
-            "<?xml version='1.0' encoding='UTF-16'?><a>x</a>"
+        let raw = xml_mail(
+            "application/xml",
+            "",
+            b"<?xml version='1.0' encoding='UTF-16'?><alert><subject>x</subject></alert>",
         );
+        assert_eq!(alert_from_mail(&raw, &o).alert.subject, "x");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub struct AlertmanagerConfig {
     #[serde(default = "default_severity_label")]
     pub severity_label: String,
     /// Severity when the label is missing or its value is not known.
-    #[serde(default = "default_severity", deserialize_with = "severity")]
+    #[serde(default = "default_severity")]
     pub default_severity: Severity,
 }
 
@@ -142,15 +142,6 @@ fn default_severity_label() -> String {
 
 fn default_severity() -> Severity {
     Severity::NORMAL
-}
-
-fn severity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Severity, D::Error> {
-    let name = String::deserialize(d)?;
-    Severity::from_name(&name).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "unknown severity {name:?}, expected info, low, normal, high or critical"
-        ))
-    })
 }
 
 /// The checked configuration the server runs with.
@@ -319,9 +310,17 @@ mod tests {
             err.to_string()
         );
         let err = settings("listen = \"127.0.0.1:0\"\n").unwrap_err();
-        assert!(err.to_string().starts_with("`tokens_file`:"), "{}", err.to_string());
+        assert!(
+            err.to_string().starts_with("`tokens_file`:"),
+            "{}",
+            err.to_string()
+        );
         let err = settings("listen = \"nowhere\"\ntokens_env = \"X\"\n").unwrap_err();
-        assert!(err.to_string().starts_with("`listen`:"), "{}", err.to_string());
+        assert!(
+            err.to_string().starts_with("`listen`:"),
+            "{}",
+            err.to_string()
+        );
         let err =
             settings("listen = \"127.0.0.1:0\"\ntokens_env = \"X\"\nmax_body = 3\n").unwrap_err();
         assert!(
@@ -363,7 +362,8 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            err.to_string().starts_with("`tokens_file`: no tokens found"),
+            err.to_string()
+                .starts_with("`tokens_file`: no tokens found"),
             "{}",
             err.to_string()
         );

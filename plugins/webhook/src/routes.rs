@@ -153,14 +153,18 @@ async fn handle(
     let work = async {
         let bytes = read_body(body, &parts.headers, s.max_body_bytes, s.body_read_timeout).await?;
         let alerts = match format {
-            Format::Json => payload::json::parse(&bytes)?
+            Format::Json => payload::json::parse(&bytes, &payload::limits(s.max_body_bytes))?
                 .into_iter()
                 .map(Some)
                 .collect(),
-            Format::Xml => payload::xml::parse_encoded(&bytes, charset(&parts.headers).as_deref())?
-                .into_iter()
-                .map(Some)
-                .collect(),
+            Format::Xml => payload::xml::parse(
+                &bytes,
+                charset(&parts.headers).as_deref(),
+                &payload::limits(s.max_body_bytes),
+            )?
+            .into_iter()
+            .map(Some)
+            .collect(),
             Format::Alertmanager => payload::alertmanager::parse(&bytes, &s.alertmanager)?,
         };
         Ok(submit_all(&state.inner.host, alerts).await)

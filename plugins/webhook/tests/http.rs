@@ -282,3 +282,36 @@ async fn xml_in_iso_8859_1_is_taken() {
     );
     s.shutdown().await.expect("clean stop");
 }
+
+/// One alert format for every reader (docs/alert-format.md): an empty group or user name is
+/// refused with its place, in JSON and in XML, and nothing is submitted. Before, the webhook
+/// took `"groups": [""]` and `<user/>` and queued an alert naming a recipient "".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_recipient_names_are_refused_in_both_forms() {
+    let s = start("").await;
+    let url = s.url("/api/v1/alerts");
+    let (status, _, v) = post(
+        &url,
+        "application/json",
+        "{\"subject\":\"a\",\n \"recipients\":{\"groups\":[\"ops\",\"\"]}}",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("`recipients.groups` at line 2 column 35: group names must not be empty")
+        )
+    );
+    let xml = "<alert xmlns=\"urn:alertbridge:alert:1\"><subject>a</subject>\n<recipients><user> </user></recipients></alert>";
+    let (status, _, v) = post(&url, "application/xml", xml).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("`user` at line 2 column 27: user names must not be empty")
+        )
+    );
+    assert!(s.host.accepted().is_empty());
+    s.shutdown().await.expect("clean stop");
+}
