@@ -54,8 +54,9 @@ pub fn absent(server: &str, why: &str, hint: &str) {
         !required(),
         "{server} is required ({REQUIRE_VAR} is set) but {why}: {hint}"
     );
-    let line = skip_line(&test, server, why, hint);
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    // One write of the whole line, so lines of tests running side by side do not interleave.
+    let line = format!("{}\n", skip_line(&test, server, why, hint));
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Whether something accepts a TCP connection at `addr` (`host:port`) within two seconds.

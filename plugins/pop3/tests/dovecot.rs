@@ -60,11 +60,10 @@ fn env() -> Option<Env> {
                 "Dovecot is required (ALERTBRIDGE_REQUIRE_SERVERS is set) but {why}: {hint}"
             );
             let test = std::thread::current().name().unwrap_or("a test").to_owned();
-            // Past the test harness's capture, so `cargo test` shows it.
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "skipped {test}: no Dovecot ({why}) — {hint}"
-            );
+            // Past the test harness's capture, so `cargo test` shows it; one write of the
+            // whole line, so lines of tests running side by side do not interleave.
+            let line = format!("skipped {test}: no Dovecot ({why}) — {hint}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
             None
         }
     }
