@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge::{app::Bridge, config::Config, loader};
+use alertbridge::{app::Bridge, config::Config, plugins::loader};
 
 /// The same allocator as the `alertbridge` binary.
 #[global_allocator]

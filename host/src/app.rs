@@ -119,7 +119,7 @@ impl Bridge {
         let mut admin_addr = None;
         let mut admin_access = None;
         if let Some(addr) = h.admin_listen {
-            if !admin::settings::is_loopback(&addr) && h.admin.token.is_none() {
+            if !crate::config::admin::is_loopback(&addr) && h.admin.token.is_none() {
                 return Err(StartError::AdminWithoutToken(addr));
             }
             let access = admin::shared_access(&h.admin);

@@ -20,8 +20,8 @@ use tokio::{
 use crate::{
     app::Bridge,
     config::Config,
-    loader,
     model::{Outcome, now_ms},
+    plugins::loader,
 };
 
 /// Why the demo could not run.

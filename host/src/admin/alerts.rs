@@ -11,14 +11,17 @@ use std::sync::Arc;
 use axum::{
     Json,
     body::{Body, Bytes},
-    extract::{Path, Query, State},
+    extract::{
+        Path, Query, State,
+        rejection::{PathRejection, QueryRejection},
+    },
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::AdminState;
+use super::{AdminState, answer::ApiError};
 use crate::{model::StoredAlert, queue::QueueError};
 
 /// Alerts per page when the request names no `limit`.
@@ -59,16 +62,14 @@ pub fn queue_error(e: &QueueError) -> Response {
         QueueError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, false),
         _ => (StatusCode::SERVICE_UNAVAILABLE, true),
     };
-    let mut r = (
-        code,
-        Json(serde_json::json!({"error": format!("queue: {}", crate::error_chain(e))})),
-    )
-        .into_response();
+    let message = format!("queue: {}", crate::error_chain(e));
     if retry {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        ApiError::new(code, "queue_unavailable", message)
+            .retry_after(5)
+            .into_response()
+    } else {
+        ApiError::new(code, "queue_corrupt", message).into_response()
     }
-    r
 }
 
 #[derive(Deserialize)]
@@ -85,7 +86,14 @@ struct Page {
     limit: usize,
 }
 
-pub async fn list(State(s): State<Arc<AdminState>>, Query(q): Query<ListQuery>) -> Response {
+pub async fn list(
+    State(s): State<Arc<AdminState>>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let newest = match s.queue.recent(1) {
         Ok(newest) => newest.first().map_or(0, |a| a.id),
@@ -153,14 +161,17 @@ fn write_page(
     send(format!("],\"next_before\":{next}}}").into_bytes());
 }
 
-pub async fn get(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
+pub async fn get(
+    State(s): State<Arc<AdminState>>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     match s.queue.get(id) {
         Ok(Some(a)) => Json(view(&a)).into_response(),
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": format!("no alert {id}")})),
-        )
-            .into_response(),
+        Ok(None) => ApiError::not_found(format!("no alert {id}")).into_response(),
         Err(e) => queue_error(&e),
     }
 }

@@ -11,7 +11,6 @@ use std::{
 };
 
 use axum::{
-    Json,
     body::{Body, HttpBody as _},
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
@@ -20,7 +19,7 @@ use axum::{
 };
 use sha2::{Digest as _, Sha256};
 
-use super::{AdminSettings, AdminState, server::Peer};
+use super::{AdminSettings, AdminState, answer::ApiError, server::Peer};
 
 /// The largest request body the admin server reads (a test alert is far smaller).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -81,6 +80,18 @@ impl Refusal {
         }
     }
 
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Host => "host_not_allowed",
+            Self::Origin => "cross_origin",
+            Self::ContentType => "content_type",
+            Self::NoToken => "token_required",
+            Self::WrongToken => "token_wrong",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
+        }
+    }
+
     fn message(&self) -> &'static str {
         match self {
             Self::Host => "the Host header is not an IP address or a name listed in admin_hosts",
@@ -98,11 +109,7 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status(),
-            Json(serde_json::json!({"error": self.message()})),
-        )
-            .into_response();
+        let mut r = ApiError::new(self.status(), self.code(), self.message()).into_response();
         if matches!(self, Self::NoToken | Self::WrongToken) {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -3,9 +3,9 @@
 //! same-origin writes, the admin token) and served by [`server`] (connection cap, timeouts).
 
 pub mod alerts;
+pub mod answer;
 pub mod guard;
 pub mod server;
-pub mod settings;
 
 use std::{
     net::SocketAddr,
@@ -14,7 +14,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{State, rejection::JsonRejection},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -24,10 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use alertbridge_plugin_api::{Alert, Severity};
 
-pub use self::{
-    guard::{Access, SharedAccess},
-    settings::AdminSettings,
-};
+use self::answer::ApiError;
+pub use self::guard::{Access, SharedAccess};
+pub use crate::config::admin::AdminSettings;
 use crate::{
     dispatch::Dispatcher,
     ingest::Ingest,
@@ -75,6 +74,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/test-alert", post(test_alert))
         .route("/-/reload", post(reload))
+        .fallback(answer::no_such_path)
+        .method_not_allowed_fallback(answer::wrong_method)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             guard::guard,
@@ -141,32 +142,37 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
-async fn reload(State(s): State<Arc<AdminState>>) -> Response {
+async fn reload(State(s): State<Arc<AdminState>>) -> Result<Response, ApiError> {
+    let stopping = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "alertbridge is stopping",
+        )
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if s.reload.send(tx).await.is_err() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"error": "not accepting reloads"})),
-        )
-            .into_response();
+        return Err(stopping());
     }
     match rx.await {
         Ok(Ok(done)) => {
-            Json(serde_json::json!({"status": "reloaded", "result": done})).into_response()
+            Ok(Json(serde_json::json!({"status": "reloaded", "result": done})).into_response())
         }
-        Ok(Err(errors)) => (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({
-                "status": "refused",
-                "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })),
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"error": "stopping"})),
-        )
-            .into_response(),
+        Ok(Err(errors)) => {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            let n = errors.len();
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "reload_refused",
+                format!(
+                    "reload refused ({n} error{}); the running config stays",
+                    if n == 1 { "" } else { "s" }
+                ),
+            )
+            .with("status", "refused")
+            .with("errors", errors))
+        }
+        Err(_) => Err(stopping()),
     }
 }
 
@@ -203,33 +209,31 @@ struct TestAlert {
 }
 
 /// Queues a test alert that goes through one chosen route (as source `admin`).
-async fn test_alert(State(s): State<Arc<AdminState>>, Json(t): Json<TestAlert>) -> Response {
-    let bad = |msg: String| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"error": msg})),
-        )
-            .into_response()
-    };
+async fn test_alert(
+    State(s): State<Arc<AdminState>>,
+    t: Result<Json<TestAlert>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(t) = t?;
+    let bad = |code, msg: String| ApiError::new(StatusCode::BAD_REQUEST, code, msg);
     if s.dispatcher.plan().router.route(&t.route).is_none() {
-        return bad(format!("no route `{}`", t.route));
+        return Err(bad("unknown_route", format!("no route `{}`", t.route)));
     }
     let severity = match t.severity.as_deref().map(Severity::from_name) {
         None => Severity::NORMAL,
         Some(Some(sev)) => sev,
-        Some(None) => return bad("unknown severity".into()),
+        Some(None) => return Err(bad("unknown_severity", "unknown severity".into())),
     };
     let mut alert = Alert::new(t.subject);
     alert.body = t.body;
     alert.severity = severity;
     alert.attributes.insert(ROUTE_ATTRIBUTE.into(), t.route);
     match s.ingest.submit(&ADMIN_SOURCE.into(), alert).await {
-        Ok(r) => (
+        Ok(r) => Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({"id": r.alert_id})),
         )
-            .into_response(),
-        Err(e) => bad(e.to_string()),
+            .into_response()),
+        Err(e) => Err(ApiError::from(&e)),
     }
 }
 

@@ -27,7 +27,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::settings::{AdminSettings, fd_budget, nofile_soft_limit};
+use crate::config::admin::{AdminSettings, fd_budget, nofile_soft_limit};
 
 /// The connection cap in effect: the configured one, lowered to the file-descriptor budget.
 pub fn connection_cap(settings: &AdminSettings) -> usize {

@@ -4,6 +4,7 @@
 //! (see [`ConfigErrors`]). An instance's `config` table is kept as TOML text for its plugin,
 //! together with where each of its keys is, so the plugin's complaints can be pointed at too.
 
+pub mod admin;
 mod error;
 mod raw;
 
@@ -21,9 +22,9 @@ use serde::{Deserialize, de::IntoDeserializer};
 use serde_spanned::Spanned;
 use toml_edit::{ImDocument, Item, Table};
 
+use self::admin::{AdminKeys, AdminSettings};
 pub use self::error::{ConfigError, ConfigErrors, line_col};
 use self::{error::Collector, raw::*};
-use crate::admin::settings::{AdminKeys, AdminSettings};
 use crate::router::{
     Matcher, OfflinePolicy, Route, Router, UnknownPresence, parse_severity_condition,
 };
