@@ -78,6 +78,17 @@ pub struct UcwaConfig {
     pub max_response_bytes: usize,
     /// Extra CA certificate(s) (PEM) to trust, for an internal PKI.
     pub ca_file: Option<PathBuf>,
+    /// How long a page's conversation stays open after its last message, so the person can
+    /// answer in it (0: stop it right after the page, as before replies existed).
+    #[serde(default = "default_conversation_keep")]
+    pub conversation_keep_secs: u64,
+    /// Conversations kept open at most; past it the least recently used one is stopped.
+    #[serde(default = "default_max_kept")]
+    pub max_kept_conversations: usize,
+    /// Inbound messages kept while the host cannot take them (TRANSIENT); past it the oldest
+    /// is dropped, logged at warn.
+    #[serde(default = "default_max_pending_inbound")]
+    pub max_pending_inbound: usize,
 }
 
 /// How the IM text is sent.
@@ -128,6 +139,15 @@ fn default_presence_cache() -> u64 {
 fn default_max_response_bytes() -> usize {
     4 << 20
 }
+fn default_conversation_keep() -> u64 {
+    3600
+}
+fn default_max_kept() -> usize {
+    1000
+}
+fn default_max_pending_inbound() -> usize {
+    256
+}
 
 /// The checked configuration the client runs with.
 #[derive(Clone, Debug)]
@@ -152,6 +172,10 @@ pub struct Settings {
     pub max_response_bytes: usize,
     /// PEM bytes of `ca_file`.
     pub ca_pem: Option<Vec<u8>>,
+    /// How long a conversation is kept open after its last message (zero: not kept).
+    pub conversation_keep: Duration,
+    pub max_kept_conversations: usize,
+    pub max_pending_inbound: usize,
 }
 
 impl UcwaConfig {
@@ -216,6 +240,18 @@ impl UcwaConfig {
                 format!("must exceed the server's long poll of {SERVER_LONG_POLL_SECS} s"),
             ));
         }
+        if self.max_kept_conversations == 0 {
+            return Err(config_error(
+                "max_kept_conversations",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_pending_inbound == 0 {
+            return Err(config_error(
+                "max_pending_inbound",
+                "must be greater than 0",
+            ));
+        }
         let ca_pem = match &self.ca_file {
             Some(path) => {
                 let pem = std::fs::read(path)
@@ -253,6 +289,9 @@ impl UcwaConfig {
             trust,
             max_response_bytes: self.max_response_bytes,
             ca_pem,
+            conversation_keep: Duration::from_secs(self.conversation_keep_secs),
+            max_kept_conversations: self.max_kept_conversations,
+            max_pending_inbound: self.max_pending_inbound,
         })
     }
 }

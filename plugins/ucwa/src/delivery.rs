@@ -1,6 +1,7 @@
 //! Delivering one message: a conversation per recipient (capped in flight), each started with
 //! the first message as a data URL (or sent with sendMessage once Connected), followed over
-//! the event channel to Connected or Failed, then stopped; the outcome mapped per recipient.
+//! the event channel to Connected or Failed, then kept open for replies (or stopped, with
+//! `conversation_keep_secs = 0`); the outcome mapped per recipient.
 
 use std::sync::Arc;
 
@@ -23,12 +24,16 @@ use crate::{
 
 /// What every recipient of one message gets.
 #[derive(Debug)]
-struct Outgoing {
-    subject: String,
-    importance: &'static str,
-    content_type: &'static str,
-    text: String,
+pub struct Outgoing {
+    pub subject: String,
+    pub importance: &'static str,
+    pub content_type: &'static str,
+    pub text: String,
 }
+
+/// One recipient's outcome and, when the conversation was kept open, its href (the
+/// reference replies and answers use).
+pub type Sent = (RecipientResult, Option<String>);
 
 fn transient(user: &str, detail: impl Into<String>) -> RecipientResult {
     RecipientResult::new(user, DeliveryStatus::FAILED_TRANSIENT, detail)
@@ -54,7 +59,7 @@ pub async fn deliver(core: Arc<Core>, message: Message) -> Vec<RecipientResult> 
     for (i, recipient) in message.recipients.iter().enumerate() {
         let (core, live, out, recipient) =
             (core.clone(), live.clone(), out.clone(), recipient.clone());
-        tasks.spawn(async move { (i, send_one(&core, live, &recipient, &out).await) });
+        tasks.spawn(async move { (i, send_one(&core, live, &recipient, &out).await.0) });
     }
     let mut results: Vec<Option<RecipientResult>> = vec![None; message.recipients.len()];
     while let Some(joined) = tasks.join_next().await {
@@ -71,9 +76,9 @@ pub async fn deliver(core: Arc<Core>, message: Message) -> Vec<RecipientResult> 
 
 /// One recipient: retried once on a fresh application if the server lost ours before the
 /// invitation was taken.
-async fn send_one(core: &Core, mut live: Arc<Live>, user: &str, out: &Outgoing) -> RecipientResult {
+pub async fn send_one(core: &Core, mut live: Arc<Live>, user: &str, out: &Outgoing) -> Sent {
     let Ok(_permit) = core.conversations.acquire().await else {
-        return transient(user, "sink is stopping");
+        return (transient(user, "sink is stopping"), None);
     };
     for attempt in 0..2 {
         match converse(core, &live, user, out).await {
@@ -81,14 +86,19 @@ async fn send_one(core: &Core, mut live: Arc<Live>, user: &str, out: &Outgoing) 
                 core.lost(live.generation);
                 match core.live(Some(live.generation)).await {
                     Some(fresh) => live = fresh,
-                    None => return transient(user, "application lost and not yet re-created"),
+                    None => {
+                        return (
+                            transient(user, "application lost and not yet re-created"),
+                            None,
+                        );
+                    }
                 }
             }
-            Err(e) => return from_error(user, &e),
-            Ok(result) => return result,
+            Err(e) => return (from_error(user, &e), None),
+            Ok(sent) => return sent,
         }
     }
-    transient(user, "application lost twice")
+    (transient(user, "application lost twice"), None)
 }
 
 fn from_error(user: &str, e: &UcwaError) -> RecipientResult {
@@ -114,12 +124,7 @@ async fn until(
 }
 
 /// Starts the conversation and follows it; `Err` only when the invitation was not taken.
-async fn converse(
-    core: &Core,
-    live: &Live,
-    user: &str,
-    out: &Outgoing,
-) -> Result<RecipientResult, UcwaError> {
+async fn converse(core: &Core, live: &Live, user: &str, out: &Outgoing) -> Result<Sent, UcwaError> {
     let operation = random_uuid();
     let Some(mut updates) = live.dispatcher.register(&operation) else {
         return Err(UcwaError::ApplicationLost);
@@ -170,11 +175,25 @@ async fn converse(
         result = send_message(core, live, user, out, &operation, &mut updates).await;
     }
     live.dispatcher.unregister(&operation);
-    let stop = updates.borrow().stop.clone();
-    if connected && let Some(href) = &stop {
+    let state = updates.borrow().clone();
+    let keep = !core.settings.conversation_keep.is_zero();
+    if connected
+        && keep
+        && result.status == DeliveryStatus::DELIVERED
+        && let Some(conversation) = state.conversation
+    {
+        let evicted = live
+            .dispatcher
+            .keep(&conversation, &sip_uri(user), state.send, state.stop);
+        if let Some((_, Some(stop))) = evicted {
+            stop_messaging(&core.api, live, &stop).await;
+        }
+        return Ok((result, Some(conversation)));
+    }
+    if connected && let Some(href) = &state.stop {
         stop_messaging(&core.api, live, href).await;
     }
-    Ok(result)
+    Ok((result, None))
 }
 
 /// Sends the text with sendMessage on a Connected conversation and waits for its completion.
@@ -224,7 +243,7 @@ async fn send_message(
 }
 
 /// Ends the conversation; failures only cost the server a conversation that times out.
-async fn stop_messaging(api: &Api, live: &Live, href: &str) {
+pub async fn stop_messaging(api: &Api, live: &Live, href: &str) {
     let result = match api.resolve(&live.app.start_messaging, href) {
         Ok(url) => api
             .call(Method::POST, &url, &Body::Empty, None)
@@ -234,5 +253,27 @@ async fn stop_messaging(api: &Api, live: &Live, href: &str) {
     };
     if let Err(e) = result {
         debug!(error = %error_chain(&e), "stopMessaging failed.");
+    }
+}
+
+/// Stops kept conversations unused for `conversation_keep_secs`, checking every tenth of it
+/// (between 1 s and 60 s). Never returns; pends forever when nothing is kept.
+pub async fn expire_kept(core: &Core, live: &Live) {
+    let keep = core.settings.conversation_keep;
+    if keep.is_zero() {
+        return std::future::pending().await;
+    }
+    let every = (keep / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    loop {
+        tokio::time::sleep(every).await;
+        for (conversation, stop) in live.dispatcher.expired(keep) {
+            debug!(conversation = %conversation, "Kept conversation expired; stopping it.");
+            if let Some(stop) = stop {
+                stop_messaging(&core.api, live, &stop).await;
+            }
+        }
     }
 }

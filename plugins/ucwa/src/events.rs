@@ -18,7 +18,11 @@ use tracing::{debug, info, warn};
 use crate::{
     api::{Api, Body},
     error::UcwaError,
-    protocol::events::{Event, NextLink, Reason, parse_events},
+    kept::{Kept, KeptConversation, Leaving},
+    protocol::{
+        events::{Event, NextLink, Reason, parse_events},
+        inbound::{Dropped, Incoming, parse_incoming},
+    },
     session::Application,
 };
 
@@ -37,6 +41,8 @@ pub struct Conversation {
     /// Messages completed so far, and the last one's outcome.
     pub messages: u32,
     pub message: Option<Result<(), Reason>>,
+    /// The conversation's href, once the invitation named it.
+    pub conversation: Option<String>,
 }
 
 #[derive(Debug)]
@@ -45,22 +51,80 @@ struct Waiter {
     hrefs: Vec<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Routes {
     /// Waiting conversations by the `operationId` they sent.
     by_operation: HashMap<String, Waiter>,
     /// Invitation, conversation and messaging hrefs to the operation they belong to.
     by_href: HashMap<String, String>,
+    /// Conversations kept open for replies, by conversation href.
+    kept: Kept,
     closed: bool,
 }
 
 /// Routes events to the conversations of one application.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Dispatcher {
     routes: Mutex<Routes>,
 }
 
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self::new(1000)
+    }
+}
+
 impl Dispatcher {
+    /// A dispatcher keeping at most `max_kept` conversations open for replies.
+    pub fn new(max_kept: usize) -> Self {
+        Self {
+            routes: Mutex::new(Routes {
+                by_operation: HashMap::new(),
+                by_href: HashMap::new(),
+                kept: Kept::new(max_kept),
+                closed: false,
+            }),
+        }
+    }
+
+    /// Keeps `conversation` open for replies from `user`; returns one evicted to make room.
+    pub fn keep(
+        &self,
+        conversation: &str,
+        user: &str,
+        send: Option<String>,
+        stop: Option<String>,
+    ) -> Option<Leaving> {
+        let mut routes = self.lock();
+        if routes.closed {
+            return None;
+        }
+        routes
+            .kept
+            .keep(conversation, user, send, stop, tokio::time::Instant::now())
+    }
+
+    /// A kept conversation, marked as used now.
+    pub fn kept(&self, conversation: &str) -> Option<KeptConversation> {
+        self.lock()
+            .kept
+            .use_now(conversation, tokio::time::Instant::now())
+    }
+
+    /// Forgets a kept conversation.
+    pub fn forget(&self, conversation: &str) -> Option<KeptConversation> {
+        self.lock().kept.forget(conversation)
+    }
+
+    /// Removes the kept conversations unused for `keep`.
+    pub fn expired(&self, keep: Duration) -> Vec<Leaving> {
+        self.lock().kept.expired(keep, tokio::time::Instant::now())
+    }
+
+    /// How many conversations are kept.
+    pub fn kept_count(&self) -> usize {
+        self.lock().kept.len()
+    }
     fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -99,12 +163,28 @@ impl Dispatcher {
         routes.closed = true;
         routes.by_operation.clear();
         routes.by_href.clear();
+        routes.kept = Kept::new(1);
     }
 
-    /// Routes one event.
-    pub fn dispatch(&self, event: &Event) {
+    /// Routes one event; an inbound one (someone's message or invitation) is returned for
+    /// the caller to hand on.
+    pub fn dispatch(&self, event: &Event) -> Option<Result<Incoming, Dropped>> {
         let mut routes = self.lock();
         let routes = &mut *routes;
+        if let Some(incoming) = parse_incoming(event) {
+            let now = tokio::time::Instant::now();
+            match &incoming {
+                Ok(Incoming::Message(m)) => {
+                    routes.kept.use_now(&m.conversation, now);
+                }
+                Ok(Incoming::Invitation(i)) if !routes.closed => {
+                    // Kept from now on, so the messaging links that follow are taken.
+                    routes.kept.keep(&i.conversation, &i.user, None, None, now);
+                }
+                _ => {}
+            }
+            return Some(incoming);
+        }
         match event.rel.as_str() {
             "messagingInvitation" => {
                 let operation = match event
@@ -116,13 +196,19 @@ impl Dispatcher {
                         Some(op) => op.clone(),
                         None => {
                             debug!(href = %event.href, kind = %event.kind, "Invitation event for no waiting conversation.");
-                            return;
+                            return None;
                         }
                     },
                 };
                 let Some(waiter) = routes.by_operation.get_mut(&operation) else {
-                    return;
+                    return None;
                 };
+                if let Some(c) = event.resource_link("conversation")
+                    && waiter.tx.borrow().conversation.is_none()
+                {
+                    let c = c.to_owned();
+                    waiter.tx.send_modify(|s| s.conversation = Some(c));
+                }
                 let hrefs = [
                     Some(event.href.as_str()),
                     event.resource_link("messaging"),
@@ -144,17 +230,23 @@ impl Dispatcher {
                 }
             }
             "messaging" => {
+                let (send, stop) = (
+                    event.resource_link("sendMessage"),
+                    event.resource_link("stopMessaging"),
+                );
+                if event.sender_rel == "conversation" {
+                    let disconnected = event.property("state") == Some("Disconnected");
+                    routes
+                        .kept
+                        .links(&event.sender_href, send, stop, disconnected);
+                }
                 let Some(waiter) = routes
                     .by_href
                     .get(&event.href)
                     .and_then(|op| routes.by_operation.get(op))
                 else {
-                    return;
+                    return None;
                 };
-                let (send, stop) = (
-                    event.resource_link("sendMessage"),
-                    event.resource_link("stopMessaging"),
-                );
                 if send.is_some() || stop.is_some() {
                     waiter.tx.send_modify(|c| {
                         if let Some(send) = send {
@@ -167,13 +259,16 @@ impl Dispatcher {
                 }
             }
             // Messages are reported by the conversation they belong to.
+            "conversation" if event.kind == "deleted" => {
+                routes.kept.forget(&event.href);
+            }
             "message" if event.kind == "completed" => {
                 let Some(waiter) = routes
                     .by_href
                     .get(&event.sender_href)
                     .and_then(|op| routes.by_operation.get(op))
                 else {
-                    return;
+                    return None;
                 };
                 let result = outcome(event);
                 waiter.tx.send_modify(|c| {
@@ -183,6 +278,7 @@ impl Dispatcher {
             }
             _ => {}
         }
+        None
     }
 }
 
@@ -215,6 +311,7 @@ pub async fn run(
     dispatcher: &Dispatcher,
     timeout: Duration,
     reachable: impl Fn(Option<&UcwaError>),
+    incoming: impl Fn(Result<Incoming, Dropped>),
 ) -> UcwaError {
     let mut url = app.events.clone();
     let mut failures = 0u32;
@@ -230,7 +327,9 @@ pub async fn run(
                     }
                     failures = 0;
                     for event in &page.events {
-                        dispatcher.dispatch(event);
+                        if let Some(i) = dispatcher.dispatch(event) {
+                            incoming(i);
+                        }
                     }
                     let next = match page.next {
                         Some(NextLink::Next(href)) => href,

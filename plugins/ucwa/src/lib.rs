@@ -1,12 +1,16 @@
 //! The `ucwa` sink plugin: delivers IMs to Lync Server 2013 / Skype for Business Server users
 //! through UCWA (autodiscover, MsRtcOAuth password grant, one application with its event
-//! channel, presence reads, one messaging conversation per recipient).
+//! channel, presence reads, one messaging conversation per recipient, kept open for replies
+//! that go to the host and the host's answers).
 
+mod answer;
 mod api;
 pub mod config;
 mod delivery;
 mod error;
 mod events;
+pub mod inbound;
+mod kept;
 mod presence;
 pub mod protocol;
 mod session;

@@ -1,5 +1,5 @@
 //! What the `ucwa` sink's tasks share: the [`Core`] (settings, HTTP client, caps, presence
-//! cache, health) and the [`Live`] application it publishes. The sink's `run` loop signs in and
+//! cache, health, the inbound hand-over) and the [`Live`] application it publishes. The sink's `run` loop signs in and
 //! publishes; `delivery` and `presence` read the live application and report it lost. This
 //! module sits below all three, so none of them imports another's internals.
 
@@ -21,6 +21,7 @@ use crate::{
     config::Settings,
     error::UcwaError,
     events::Dispatcher,
+    inbound::Inbound,
     session::{self, Application},
 };
 
@@ -51,6 +52,8 @@ pub struct Core {
     pub presence_reads: Semaphore,
     pub presence_cache: Mutex<HashMap<String, (tokio::time::Instant, Presence)>>,
     health: Mutex<Health>,
+    /// Inbound messages on their way to the host.
+    pub inbound: Inbound,
 }
 
 impl Core {
@@ -65,6 +68,7 @@ impl Core {
             presence_reads: Semaphore::new(settings.max_concurrent),
             presence_cache: Mutex::default(),
             health: Mutex::new(Health::new(HealthState::STARTING, "signing in")),
+            inbound: Inbound::new(settings.max_pending_inbound),
             api,
             settings,
         }

@@ -1,21 +1,23 @@
 //! The `ucwa` sink: `run` signs in and keeps one application alive (event channel and
-//! keep-alive, re-created when the server loses it, deleted on shutdown); `presence` and
-//! `deliver` use whichever application is live.
+//! keep-alive, re-created when the server loses it, deleted on shutdown) and hands replies to
+//! the host; `presence`, `deliver` and `conversation.send/1` use whichever application is live.
 
 use std::{sync::Arc, time::Duration};
 
 use alertbridge_plugin_api::{
     ErrorKind, Health, HealthState, Message, PluginError, Presence, RecipientResult, error_chain,
-    kit::{CancellationToken, Setup, Sink},
+    kit::{Args, CancellationToken, Host, Setup, Sink, unsupported},
 };
 use tracing::warn;
 
 use crate::{
+    answer,
     api::Api,
     config::UcwaConfig,
     delivery,
     error::UcwaError,
     events::{self, Dispatcher},
+    inbound::{self, CONVERSATION_SEND},
     presence, session,
     shared::{Core, Live},
 };
@@ -24,6 +26,7 @@ use crate::{
 #[derive(Debug)]
 pub struct UcwaSink {
     core: Arc<Core>,
+    host: Host,
 }
 
 impl UcwaSink {
@@ -35,6 +38,7 @@ impl UcwaSink {
             .map_err(|e| PluginError::config(format!("HTTP client: {}", error_chain(&e))))?;
         Ok(Self {
             core: Arc::new(Core::new(settings, api)),
+            host: setup.host,
         })
     }
 }
@@ -58,6 +62,11 @@ impl Sink for UcwaSink {
                 "the ucwa sink is already running",
             ));
         };
+        let replies = tokio::spawn(inbound::run(
+            core.clone(),
+            self.host.clone(),
+            shutdown.clone(),
+        ));
         let mut applications = None;
         let mut generation = 0;
         let mut backoff = Duration::from_secs(1);
@@ -89,7 +98,7 @@ impl Sink for UcwaSink {
             let live = Arc::new(Live {
                 generation,
                 app,
-                dispatcher: Dispatcher::default(),
+                dispatcher: Dispatcher::new(core.settings.max_kept_conversations),
             });
             core.publish(Some(live.clone()));
             core.set_health(HealthState::OK, "");
@@ -98,7 +107,8 @@ impl Sink for UcwaSink {
                 e = events::run(&core.api, &live.app, &live.dispatcher, core.settings.event_timeout, |failing| match failing {
                     Some(e) => core.set_health(HealthState::DEGRADED, format!("event channel failing: {}", error_chain(e))),
                     None => core.set_health(HealthState::OK, ""),
-                }) => Some(e),
+                }, |incoming| inbound::offer(core, incoming)) => Some(e),
+                () = delivery::expire_kept(core, &live) => None,
                 e = session::keep_alive(&core.api, &live.app, core.settings.report_activity) => Some(e),
                 () = core.wait_lost(generation) => Some(UcwaError::ApplicationLost),
             };
@@ -121,6 +131,7 @@ impl Sink for UcwaSink {
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
         }
+        let _ = replies.await;
         core.set_health(HealthState::STOPPED, "");
         Ok(())
     }
@@ -135,5 +146,12 @@ impl Sink for UcwaSink {
 
     fn health(&self) -> Health {
         self.core.health()
+    }
+
+    async fn call(&self, name: &str, args: Args) -> Result<Args, PluginError> {
+        match name {
+            CONVERSATION_SEND => answer::call(self.core.clone(), args).await,
+            _ => Err(unsupported(name)),
+        }
     }
 }

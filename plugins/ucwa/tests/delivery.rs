@@ -72,8 +72,8 @@ async fn online_users_get_subject_and_body_intact_and_offline_ones_are_reported(
     assert!(sim.received("bob@contoso.com").is_empty());
     assert_eq!(
         sim.stats().conversations,
-        0,
-        "every conversation was stopped"
+        2,
+        "the delivered conversations are kept open for replies"
     );
     assert_eq!(running.sink.health().state, HealthState::OK);
 
@@ -150,7 +150,7 @@ async fn send_message_mode_sends_the_text_once_connected() {
     let sim = simulator(|_| {}).await;
     let running = start_sink(
         &sim.discover_url(),
-        "first_message = \"send_message\"\nmessage_format = \"html\"\n",
+        "first_message = \"send_message\"\nmessage_format = \"html\"\nconversation_keep_secs = 0\n",
     );
     let results = running
         .sink
@@ -179,7 +179,11 @@ async fn send_message_mode_sends_the_text_once_connected() {
         received[0].text,
         "<b>Über &lt;x&gt;</b><br/>zwei<br/>Zeilen &amp; mehr"
     );
-    assert_eq!(sim.stats().conversations, 0);
+    assert_eq!(
+        sim.stats().conversations,
+        0,
+        "conversation_keep_secs = 0 stops every conversation"
+    );
     running.stop().await;
 }
 

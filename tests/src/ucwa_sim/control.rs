@@ -67,6 +67,32 @@ pub fn all_received(sim: &Sim) -> BTreeMap<String, Vec<ReceivedIm>> {
         .collect()
 }
 
+/// Ends `conversation` (its href or id) from the person's side; `false` if there is none.
+pub fn hang_up(sim: &Sim, conversation: &str) -> bool {
+    let conv_id = conversation.rsplit('/').next().unwrap_or(conversation);
+    let mut inner = sim.lock();
+    for (app_id, app) in &mut inner.apps {
+        if app.conversations.remove(conv_id).is_some() {
+            let b = super::application::app_base(app_id);
+            let c = format!("{b}/communication/conversations/{conv_id}");
+            app.channel.push(
+                "conversation",
+                c.clone(),
+                json!({ "link": { "rel": "messaging", "href": format!("{c}/messaging") },
+                    "_embedded": { "messaging": { "state": "Disconnected" } }, "type": "updated" }),
+            );
+            app.channel.push(
+                "communication",
+                format!("{b}/communication"),
+                json!({ "link": { "rel": "conversation", "href": c }, "type": "deleted" }),
+            );
+            app.notify.notify_waiters();
+            return true;
+        }
+    }
+    false
+}
+
 /// Expires every issued token at once.
 pub fn expire_tokens(sim: &Sim) {
     let now = Instant::now();
@@ -189,7 +215,8 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The status page: each user's presence and received IMs.
+/// The status page: each user's presence and received IMs, and a box to reply to the bot as
+/// that user (in their conversation with it, or by starting one).
 pub fn page(sim: &Sim) -> Html<String> {
     let mut users: Vec<(String, String, String, Vec<ReceivedIm>)> = sim
         .lock()
@@ -224,6 +251,15 @@ pub fn page(sim: &Sim) -> Html<String> {
             escape(&user),
             escape(&availability),
             escape(&behaviour)
+        );
+        let _ = write!(
+            html,
+            "<form method=\"post\" action=\"/control/users/{}/reply-form\">\
+             <input name=\"text\" placeholder=\"reply as {}\" aria-label=\"reply as {}\">\
+             <button type=\"submit\">Reply</button></form>",
+            escape(&user),
+            escape(&user),
+            escape(&user)
         );
         for im in received.iter().rev().take(20) {
             let _ = write!(

@@ -123,6 +123,8 @@ pub async fn start(
             importance: importance.clone(),
             connected: false,
             messages: 0,
+            started_ms: unix_ms(),
+            incoming: None,
         },
     );
     let invitation = json!({
@@ -257,6 +259,7 @@ async fn answer(sim: Arc<Sim>, invite: Invite) {
             content_type: content_type.clone(),
             text: text.clone(),
             at_unix_ms: unix_ms(),
+            conversation: c.clone(),
         });
     if received.is_some() {
         conv.messages += 1;
@@ -334,6 +337,7 @@ pub async fn send(
     };
     conv.messages += 1;
     let n = conv.messages;
+    let c = format!("{}/communication/conversations/{conv_id}", app_base(&id));
     let im = ReceivedIm {
         from: format!("sip:{owner}"),
         subject: conv.subject.clone(),
@@ -341,9 +345,9 @@ pub async fn send(
         content_type,
         text,
         at_unix_ms: unix_ms(),
+        conversation: c.clone(),
     };
     let to = normalize(&conv.to);
-    let c = format!("{}/communication/conversations/{conv_id}", app_base(&id));
     let href = format!("{c}/messaging/messages/{n}");
     app.channel.push("conversation", c, json!({
         "link": { "rel": "message", "href": href }, "status": "Success",

@@ -10,7 +10,7 @@ use axum::{
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use super::{
-    application, auth, autodiscover, batch, control, events, messaging, people,
+    application, auth, autodiscover, batch, control, events, inbound, messaging, people,
     state::{Behaviour, ReceivedIm, Sim, SimConfig, SimOptions},
 };
 
@@ -126,6 +126,10 @@ fn router(sim: Arc<Sim>) -> Router {
             get(messaging::invitation),
         )
         .route(
+            &format!("{APP}/communication/messagingInvitations/{{inv}}/accept"),
+            post(inbound::accept),
+        )
+        .route(
             &format!("{APP}/communication/conversations/{{conv}}/messaging/messages"),
             post(messaging::send),
         )
@@ -142,6 +146,11 @@ fn router(sim: Arc<Sim>) -> Router {
             post(control::put_behaviour),
         )
         .route("/control/users/{user}/messages", get(control::get_messages))
+        .route("/control/users/{user}/reply", post(inbound::post_reply))
+        .route(
+            "/control/users/{user}/reply-form",
+            post(inbound::post_reply_form),
+        )
         .route("/control/messages", get(control::get_all_messages))
         .route("/control/tokens/expire", post(control::post_expire))
         .route("/control/throttle", post(control::post_throttle))
@@ -182,6 +191,33 @@ impl SimHandle {
 
     pub fn set_behaviour(&self, user: &str, behaviour: Behaviour) -> bool {
         control::set_behaviour(&self.sim, user, behaviour)
+    }
+
+    /// `user` says `reply` to the bot: in their conversation with it, or by starting one.
+    pub fn reply(
+        &self,
+        user: &str,
+        reply: &inbound::Reply,
+    ) -> Result<inbound::Replied, inbound::ReplyError> {
+        inbound::reply(&self.sim, user, reply)
+    }
+
+    /// `user` says `text` to the bot in their newest Connected conversation with it, or by
+    /// starting one.
+    pub fn say(&self, user: &str, text: &str) -> Result<inbound::Replied, inbound::ReplyError> {
+        self.reply(
+            user,
+            &inbound::Reply {
+                text: text.to_owned(),
+                ..inbound::Reply::default()
+            },
+        )
+    }
+
+    /// Ends a conversation from the other side (the person closed the window): the bot sees
+    /// messaging Disconnected and the conversation deleted. `false` if there is none.
+    pub fn hang_up(&self, conversation: &str) -> bool {
+        control::hang_up(&self.sim, conversation)
     }
 
     pub fn received(&self, user: &str) -> Vec<ReceivedIm> {

@@ -201,6 +201,9 @@ pub struct ReceivedIm {
     pub text: String,
     /// When it arrived, Unix milliseconds.
     pub at_unix_ms: u64,
+    /// The conversation it came in (its href as the sender sees it).
+    #[serde(default)]
+    pub conversation: String,
 }
 
 /// A provisioned user's live state.
@@ -221,14 +224,28 @@ pub struct Token {
     pub expires: Instant,
 }
 
-/// One conversation started by an application.
+/// One conversation of an application: started by it, or by a person (`incoming`).
 #[derive(Debug)]
 pub struct Conversation {
+    /// The other person.
     pub to: String,
     pub subject: String,
     pub importance: String,
     pub connected: bool,
     pub messages: u32,
+    /// When it started, Unix milliseconds.
+    pub started_ms: u64,
+    /// Started by a person: the invitation and its first message.
+    pub incoming: Option<IncomingInvite>,
+}
+
+/// The incoming invitation of a conversation a person started with the bot.
+#[derive(Clone, Debug)]
+pub struct IncomingInvite {
+    /// The invitation's id.
+    pub invitation: String,
+    pub text: String,
+    pub html: bool,
 }
 
 /// One application (a signed-in endpoint of a user).

@@ -1,11 +1,12 @@
 //! The UCWA wire format as pure functions over response bodies and headers: autodiscover,
-//! the challenge and token, the application, presence, event channel bodies and the
-//! startMessaging request. Nothing here does I/O.
+//! the challenge and token, the application, presence, event channel bodies, inbound messages
+//! and invitations, and the startMessaging request. Nothing here does I/O.
 
 pub mod application;
 pub mod batch;
 pub mod discover;
 pub mod events;
+pub mod inbound;
 pub mod messaging;
 
 use serde_json::Value;

@@ -77,11 +77,25 @@ pub fn start_sink_as(discover_url: &str, username: &str, password: &str, extra: 
 
 /// Starts a sink with exactly this `[sink.config]` table.
 pub fn start_sink_config(config_toml: String) -> Running {
+    start_sink_on(config_toml, &TestHost::new("lync"))
+}
+
+/// Starts a sink signed in as alerts@contoso.com against `discover_url`, talking to `host`.
+pub fn start_sink_with_host(discover_url: &str, extra: &str, host: &TestHost) -> Running {
+    let config_toml = format!(
+        "autodiscover_url = \"{discover_url}\"\nallow_http = true\nusername = \"alerts@contoso.com\"\n\
+         password = \"s3cret&pw\"\npresence_cache_ms = 0\nrequest_timeout_secs = 10\n{extra}"
+    );
+    start_sink_on(config_toml, host)
+}
+
+/// Starts a sink with this `[sink.config]` table, talking to `host`.
+pub fn start_sink_on(config_toml: String, host: &TestHost) -> Running {
     let setup = Setup {
         instance: "lync".into(),
         kind: "ucwa".into(),
         config_toml,
-        host: TestHost::new("lync").host(),
+        host: host.host(),
     };
     let sink = Arc::new(UcwaSink::new(setup).expect("valid config"));
     let shutdown = CancellationToken::new();
