@@ -84,7 +84,7 @@ pub enum CliError {
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
     #[error(transparent)]
-    AlertFile(#[from] crate::route_test::AlertFileError),
+    AlertFile(#[from] crate::route_preview::AlertFileError),
     #[error("cannot install the signal handlers")]
     Signals(#[source] std::io::Error),
     #[error(transparent)]
@@ -132,8 +132,8 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
 /// `alertbridge route`: the routing report for one alert file.
 pub fn route(config: &Path, alert: &Path, source: &str) -> Result<String, CliError> {
     let config = Config::load(config)?;
-    let alert = crate::route_test::read_alert(alert)?;
-    Ok(crate::route_test::explain(&config, source, alert))
+    let alert = crate::route_preview::read_alert(alert)?;
+    Ok(crate::route_preview::explain(&config, source, alert))
 }
 
 /// `alertbridge plugins`: one line per file.

@@ -20,7 +20,7 @@ pub mod plugins;
 pub mod queue;
 pub mod queue_cmd;
 pub mod reload;
-pub mod route_test;
+pub mod route_preview;
 pub mod router;
 
 pub use alertbridge_plugin_api::error_chain;

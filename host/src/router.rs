@@ -194,9 +194,9 @@ pub fn parse_severity_condition(text: &str) -> Result<(Cmp, Severity), String> {
     .into_iter()
     .find_map(|(p, c)| text.strip_prefix(p).map(|r| (c, r)))
     .unwrap_or((Cmp::Eq, text));
-    let severity = Severity::from_name(rest.trim()).ok_or_else(|| {
-        format!("unknown severity `{}` (expected info, low, normal, high or critical, optionally after >=, >, <=, < or =)", rest.trim())
-    })?;
+    let severity: Severity = rest
+        .parse()
+        .map_err(|e| format!("{e}, optionally after >=, >, <=, < or ="))?;
     Ok((cmp, severity))
 }
 
@@ -503,10 +503,14 @@ mod tests {
             parse_severity_condition("< normal"),
             Ok((Cmp::Lt, Severity::NORMAL))
         );
-        assert!(
-            parse_severity_condition(">=urgent")
-                .unwrap_err()
-                .contains("unknown severity `urgent`")
+        assert_eq!(
+            parse_severity_condition(">=High"),
+            Ok((Cmp::Ge, Severity::HIGH))
+        );
+        assert_eq!(
+            parse_severity_condition(">=urgent").unwrap_err(),
+            "unknown severity \"urgent\", expected info, low, normal, high or critical, \
+             optionally after >=, >, <=, < or ="
         );
         assert!(Cmp::Ge.holds(Severity::CRITICAL, Severity::HIGH));
         assert!(!Cmp::Ge.holds(Severity::NORMAL, Severity::HIGH));

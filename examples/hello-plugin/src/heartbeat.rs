@@ -65,15 +65,10 @@ impl Heartbeat {
         if config.interval_ms < 100 {
             return Err(config_error("interval_ms", "must be at least 100"));
         }
-        let severity = Severity::from_name(&config.severity).ok_or_else(|| {
-            config_error(
-                "severity",
-                format!(
-                    "unknown severity `{}` (expected info, low, normal, high or critical)",
-                    config.severity
-                ),
-            )
-        })?;
+        let severity: Severity = config
+            .severity
+            .parse()
+            .map_err(|e| config_error("severity", e))?;
         let subject = config
             .subject
             .unwrap_or_else(|| format!("Heartbeat from {}", setup.instance));
@@ -202,7 +197,7 @@ mod tests {
             "`interval_ms`: must be at least 100"
         );
         assert!(
-            err("severity = \"urgent\"\n").starts_with("`severity`: unknown severity `urgent`")
+            err("severity = \"urgent\"\n").starts_with("`severity`: unknown severity \"urgent\"")
         );
         assert!(
             err("interval_ms = \"soon\"\n").starts_with("`interval_ms`: invalid type"),

@@ -218,10 +218,10 @@ async fn test_alert(
     if s.dispatcher.plan().router.route(&t.route).is_none() {
         return Err(bad("unknown_route", format!("no route `{}`", t.route)));
     }
-    let severity = match t.severity.as_deref().map(Severity::from_name) {
+    let severity = match t.severity.as_deref().map(str::parse::<Severity>) {
         None => Severity::NORMAL,
-        Some(Some(sev)) => sev,
-        Some(None) => return Err(bad("unknown_severity", "unknown severity".into())),
+        Some(Ok(sev)) => sev,
+        Some(Err(e)) => return Err(bad("unknown_severity", e.to_string())),
     };
     let mut alert = Alert::new(t.subject);
     alert.body = t.body;

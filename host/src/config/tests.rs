@@ -109,7 +109,7 @@ fn bad_values_name_their_place() {
     let e = errors(&text);
     assert_eq!(e.len(), 3, "{e:#?}");
     assert!(
-        e[0].contains(":25:48:") && e[0].contains("unknown severity `urgent`"),
+        e[0].contains(":25:48:") && e[0].contains("unknown severity \"urgent\""),
         "{}",
         e[0]
     );
