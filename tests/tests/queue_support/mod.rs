@@ -34,10 +34,13 @@ impl Tmpfs {
             .output()
             .expect("run mount");
         if !out.status.success() {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs here (tests need root with CAP_SYS_ADMIN): {}",
+            // One line past the test harness's capture, so `cargo test` shows it.
+            let test = std::thread::current().name().unwrap_or("a test").to_owned();
+            let line = format!(
+                "skipped {test}: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {}\n",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             return None;
         }
         Some(Self {
