@@ -1,11 +1,16 @@
 //! alertbridge: turns inbound notifications into instant messages for the people who must see
 //! them now.
 //!
-//! Alerts come in through source plugins, are checked and durably queued ([`queue`]), routed to
-//! people ([`router`]), checked against their presence and delivered through sink plugins
-//! ([`dispatch`]). Plugins are shared libraries ([`loader`]) run as supervised instances
-//! ([`instances`]) that reach the host through [`host_api`]. [`app::Bridge`] puts it together;
-//! [`admin`] serves health, metrics and the alert API.
+//! Alerts come in through source plugins, are checked and durably queued ([`ingest`],
+//! [`queue`]), routed to people ([`router`]), checked against their presence and delivered
+//! through sink plugins ([`dispatch`]). Plugins are shared libraries loaded and run as
+//! supervised instances by [`plugins`], the only module that names the FFI types; the rest of
+//! the host uses its plain-Rust handles. [`app::Bridge`] puts it together; [`admin`] serves
+//! health, metrics and the alert API; [`reload`] is what a reload changed or why it was
+//! refused.
+//!
+//! Layers, each importing only those below it: `cli` → `app` → `admin` → `reload` → `plugins`
+//! → `ingest` → `dispatch` → `config` → `queue`, `router` → `metrics`, `model`.
 
 pub mod admin;
 pub mod app;
@@ -24,5 +29,3 @@ pub mod route_preview;
 pub mod router;
 
 pub use alertbridge_plugin_api::error_chain;
-// Old paths, kept while the rest of the host moves to `plugins::`.
-pub use plugins::loader;
