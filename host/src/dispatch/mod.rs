@@ -6,9 +6,11 @@
 //! in accept order. Then one task per unfinished alert runs *rounds*. A round asks each sink who
 //! of the due recipients is reachable (cached briefly), applies the route's offline policy to
 //! the others, records durably that a send begins (`sending`), delivers to those at the head of
-//! their lane, records the outcomes and wakes the next alert in each lane it left. Recipients
-//! waiting for a retry, a hold re-check or the rate limit make the task sleep until the earliest
-//! of them is due; recipients behind another alert in their lane wait to be woken.
+//! their lane ([`send`]: one call per sink, side by side), records each sink's outcomes as its
+//! call ends — a slow sink does not hold up another's lanes — and wakes the next alert in each
+//! lane it left. Recipients waiting for a retry, a hold re-check or the rate limit make the
+//! task sleep until the earliest of them is due; recipients behind another alert in their lane
+//! wait to be woken.
 //!
 //! After a restart, a recipient still marked `sending` is *uncertain* (the send began, its
 //! outcome was never recorded): `[delivery] on_uncertain` resends it marked as a repeat
@@ -24,6 +26,7 @@ mod presence;
 mod rate;
 #[cfg(test)]
 mod round_tests;
+mod send;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -31,9 +34,8 @@ use std::{
     time::Duration,
 };
 
-use alertbridge_plugin_api::{
-    ErrorKind, Message, PluginError, PresenceState, REPEAT_ATTRIBUTE, REPEAT_MARK, RecipientResult,
-};
+use alertbridge_plugin_api::{ErrorKind, PluginError, PresenceState, REPEAT_MARK};
+use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -135,16 +137,6 @@ impl Dispatcher {
     /// Puts a new routing table and delivery settings in force for every round from now on.
     pub fn set_plan(&self, plan: Plan) {
         *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(plan);
-    }
-
-    fn limit(&self, sink: &str, permits: usize) -> Arc<FairSlots> {
-        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(limit) = limits.get(sink) {
-            return Arc::clone(limit);
-        }
-        let limit = FairSlots::new(permits);
-        limits.insert(sink.to_owned(), Arc::clone(&limit));
-        limit
     }
 
     /// Resumes `unfinished` alerts and then takes new ones from `accepted` until stopped.
@@ -330,18 +322,49 @@ impl Dispatcher {
                 }
             }
         }
-        let sent = sends
+        // Each route handed over to once, however many recipients it takes over.
+        let mut fallbacks = BTreeSet::new();
+        // Recipients whose lanes were left while other sinks' calls were still out.
+        let mut left = BTreeSet::new();
+        let mut in_flight: FuturesUnordered<_> = sends
             .into_iter()
-            .map(|send| self.send(alert, settings, send));
-        for (i, finding) in futures::future::join_all(sent).await.into_iter().flatten() {
-            alert.recipients[i].sending = false;
-            findings.push((i, finding));
+            .map(|send| self.run_job(settings, Self::job(alert, send)))
+            .collect();
+        while let Some(found) = in_flight.next().await {
+            dirty = true;
+            let now = self.clock.now_ms();
+            let mut settled = Vec::new();
+            for (i, finding) in found {
+                let r = &mut alert.recipients[i];
+                r.sending = false;
+                let policy = policy_of(router, &r.route);
+                if let Some(route) = apply(r, finding, &policy, now, settings) {
+                    fallbacks.insert(route);
+                }
+                if r.outcome.is_final() {
+                    settled.push(i);
+                }
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            // Another sink's call is still out (up to the deliver time-out): record this
+            // sink's outcomes now and let its recipients' next alerts go, rather than have
+            // them wait for the slower sink. As below, the save is handed to the queue
+            // before the next alerts are woken.
+            let saved = self.queue.save(alert);
+            for i in settled {
+                let r = &alert.recipients[i];
+                self.lanes.leave(alert.id, &alert.source, &r.sink, &r.user);
+                left.insert(i);
+            }
+            if let Err(e) = saved.await {
+                tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
+            }
         }
         dirty |= !findings.is_empty();
 
         let now = self.clock.now_ms();
-        // Each route handed over to once, however many recipients it takes over.
-        let mut fallbacks = BTreeSet::new();
         for (i, finding) in findings {
             let policy = policy_of(router, &alert.recipients[i].route);
             if let Some(route) = apply(&mut alert.recipients[i], finding, &policy, now, settings) {
@@ -383,7 +406,7 @@ impl Dispatcher {
         let saved = dirty.then(|| self.queue.save(alert));
         for (i, r) in alert.recipients.iter().enumerate() {
             let was_final = before.get(i).is_some_and(|o| o.is_final());
-            if r.outcome.is_final() && !was_final {
+            if r.outcome.is_final() && !was_final && !left.contains(&i) {
                 self.lanes.leave(alert.id, &alert.source, &r.sink, &r.user);
             }
         }
@@ -525,104 +548,6 @@ impl Dispatcher {
             }),
         }
     }
-
-    /// Delivers `send` (its `sending` marks recorded): one message, or two when some of the
-    /// recipients get it again after an uncertain send (that one marked as a repeat).
-    async fn send(
-        &self,
-        alert: &StoredAlert,
-        settings: &DeliverySettings,
-        send: Send,
-    ) -> Vec<(usize, Finding)> {
-        let (repeat, first): (Vec<usize>, Vec<usize>) =
-            send.idx.iter().partition(|&&i| alert.recipients[i].repeat);
-        let mut findings = Vec::with_capacity(send.idx.len());
-        for (idx, marked) in [(first, false), (repeat, true)] {
-            if !idx.is_empty() {
-                findings.extend(self.deliver(alert, settings, &send, idx, marked).await);
-            }
-        }
-        findings
-    }
-
-    /// One deliver call to `send.sink` for the recipients `idx`.
-    async fn deliver(
-        &self,
-        alert: &StoredAlert,
-        settings: &DeliverySettings,
-        send: &Send,
-        idx: Vec<usize>,
-        marked: bool,
-    ) -> Vec<(usize, Finding)> {
-        let recipients = &alert.recipients;
-        let mut message = Message {
-            alert_id: alert.id,
-            attempt: idx
-                .iter()
-                .map(|&i| recipients[i].attempts)
-                .max()
-                .unwrap_or(0)
-                + 1,
-            source: alert.source.clone(),
-            subject: alert.alert.subject.clone(),
-            body: alert.alert.body.clone(),
-            severity: alert.alert.severity,
-            labels: alert.alert.labels.clone(),
-            recipients: idx.iter().map(|&i| recipients[i].user.clone()).collect(),
-            attributes: [("alert_uid".to_owned(), alert.uid.clone())].into(),
-        };
-        if marked {
-            mark_repeat(&mut message);
-        }
-        let _slot = self
-            .limit(&send.sink, settings.sink_concurrency)
-            .acquire(&alert.source)
-            .await;
-        if let Some(at) = self.pace(
-            &send.sink,
-            settings.per_sink_per_second,
-            self.clock.now_ms(),
-        ) {
-            tokio::time::sleep(Duration::from_millis(
-                at.saturating_sub(self.clock.now_ms()).max(0) as u64,
-            ))
-            .await;
-        }
-        // The handle enforces the time-out and has a sink that panicked recreated.
-        match send.port.deliver(&message, settings.deliver_timeout).await {
-            Err(e) => {
-                tracing::debug!(alert = alert.id, sink = %send.port.name(), kind = %e.kind, error = %e.message, "Deliver call failed.");
-                idx.iter()
-                    .map(|&i| (i, Finding::CallError(e.clone())))
-                    .collect()
-            }
-            Ok(list) => {
-                let mut by_user: HashMap<String, RecipientResult> =
-                    list.into_iter().map(|r| (r.user.clone(), r)).collect();
-                idx.into_iter()
-                    .map(|i| {
-                        let finding = match by_user.remove(&recipients[i].user) {
-                            Some(r) => Finding::Result(r),
-                            None => Finding::CallError(PluginError::new(
-                                ErrorKind::TRANSIENT,
-                                "the sink reported no outcome for this recipient",
-                            )),
-                        };
-                        (i, finding)
-                    })
-                    .collect()
-            }
-        }
-    }
-
-    /// Reserves the next slot of `sink`'s message rate; returns when it is, if not now.
-    fn pace(&self, sink: &str, per_second: u32, now: i64) -> Option<i64> {
-        if per_second == 0 {
-            return None;
-        }
-        let mut paced = self.paced.lock().unwrap_or_else(PoisonError::into_inner);
-        reserve(paced.entry(sink.to_owned()).or_insert(now), per_second, now)
-    }
 }
 
 /// What [`Dispatcher::prepare`] found for one sink.
@@ -638,26 +563,6 @@ struct Send {
     sink: String,
     port: Arc<dyn SinkPort>,
     idx: Vec<usize>,
-}
-
-/// Marks a message that the recipients may already have: [`REPEAT_MARK`] before the subject
-/// and before the text (sinks show one or both), and the attribute `repeat = after_restart`.
-fn mark_repeat(message: &mut Message) {
-    message.subject = format!("{REPEAT_MARK} {}", message.subject);
-    if !message.body.is_empty() {
-        message.body = format!("{REPEAT_MARK} {}", message.body);
-    }
-    message
-        .attributes
-        .insert(REPEAT_ATTRIBUTE.to_owned(), "after_restart".to_owned());
-}
-
-/// Reserves the next slot at `per_second` (> 0) given when the next one is free; returns the
-/// slot if it is later than `now`.
-fn reserve(next: &mut i64, per_second: u32, now: i64) -> Option<i64> {
-    let slot = (*next).max(now);
-    *next = slot + (1000 / i64::from(per_second)).max(1);
-    (slot > now).then_some(slot)
 }
 
 fn record(route: String, sink: String, user: String, now: i64) -> RecipientRecord {
@@ -680,58 +585,4 @@ fn policy_of(router: &Router, route: &str) -> OfflinePolicy {
     router
         .route(route)
         .map_or(OfflinePolicy::Skip, |r| r.offline.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use alertbridge_plugin_api::Message;
-
-    use super::{mark_repeat, reserve};
-
-    #[test]
-    fn a_repeat_is_marked_in_subject_and_text_and_a_sink_can_take_the_mark_off() {
-        let first = Message {
-            subject: "Disk full".into(),
-            body: "/var at 98%".into(),
-            ..Message::default()
-        };
-        let mut repeat = first.clone();
-        mark_repeat(&mut repeat);
-        assert_eq!(repeat.subject, "(repeat after restart) Disk full");
-        assert_eq!(repeat.body, "(repeat after restart) /var at 98%");
-        assert!(repeat.is_repeat());
-        repeat.unmark_repeat();
-        assert_eq!(
-            repeat, first,
-            "an idempotent sink sends it as the first time"
-        );
-
-        let mut no_body = Message {
-            subject: "Disk full".into(),
-            ..Message::default()
-        };
-        mark_repeat(&mut no_body);
-        assert_eq!(
-            (no_body.subject.as_str(), no_body.body.as_str()),
-            ("(repeat after restart) Disk full", "")
-        );
-    }
-
-    #[test]
-    fn the_sink_rate_spaces_messages_and_forgets_idle_time() {
-        let mut next = 0;
-        assert_eq!(
-            reserve(&mut next, 4, 1_000),
-            None,
-            "the first message goes now"
-        );
-        assert_eq!(reserve(&mut next, 4, 1_000), Some(1_250));
-        assert_eq!(reserve(&mut next, 4, 1_100), Some(1_500));
-        assert_eq!(
-            reserve(&mut next, 4, 9_000),
-            None,
-            "idle time is not saved up"
-        );
-        assert_eq!(next, 9_250);
-    }
 }

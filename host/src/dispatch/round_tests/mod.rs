@@ -144,7 +144,17 @@ impl Bed {
 
     /// Waits (virtual time, polling every 50 ms) until `probe` finds something.
     async fn wait_for<T>(&self, what: &str, probe: impl Fn() -> Option<T>) -> T {
-        let until = tokio::time::Instant::now() + SETTLE_LIMIT;
+        self.wait_within(SETTLE_LIMIT, what, probe).await
+    }
+
+    /// Waits up to `limit` (virtual time, polling every 50 ms) until `probe` finds something.
+    async fn wait_within<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        probe: impl Fn() -> Option<T>,
+    ) -> T {
+        let until = tokio::time::Instant::now() + limit;
         loop {
             if let Some(found) = probe() {
                 return found;

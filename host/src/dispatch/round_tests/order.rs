@@ -109,3 +109,50 @@ async fn a_failed_or_held_alert_keeps_its_place_in_the_lane() {
         .collect();
     assert_eq!(order, ["mail 1", "mail 2", "mail 3"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_sink_does_not_hold_up_another_sinks_lane() {
+    let both = r#"
+[[route]]
+name = "both"
+groups = ["oncall"]
+sinks = ["lync", "pager"]
+offline = { policy = "skip" }
+"#;
+    let bed = Bed::start(config("per_recipient_per_minute = 0", both));
+    for sink in ["lync", "pager"] {
+        bed.sinks
+            .get(sink)
+            .presence(&["sip:carol@x"], PresenceState::AVAILABLE);
+    }
+    let (lync, pager) = (bed.sinks.get("lync"), bed.sinks.get("pager"));
+    // The pager answers nothing (a bridge hanging until the deliver time-out).
+    pager.hold_calls();
+    let one = bed.accept("mail", alert("one"));
+    let two = bed.accept("mail", alert("two"));
+    bed.wait_within(
+        Duration::from_secs(30),
+        "alert two's lync message while the pager still holds alert one's",
+        || (lync.calls().len() == 2).then_some(()),
+    )
+    .await;
+    let first = bed.queue.stored(one).unwrap();
+    assert_eq!(
+        rec(&first, "lync", "sip:carol@x").outcome,
+        Outcome::Delivered,
+        "lync's outcome is recorded without waiting for the pager"
+    );
+    assert!(rec(&first, "pager", "sip:carol@x").sending);
+    assert_eq!(
+        pager.calls().len(),
+        1,
+        "the pager's lane still waits for alert one"
+    );
+    pager.release(10);
+    for id in [one, two] {
+        let a = bed.settle(id).await;
+        assert!(a.recipients.iter().all(|r| r.outcome == Outcome::Delivered));
+    }
+    assert_eq!(pager.received()["sip:carol@x"], ["one", "two"]);
+    assert_eq!(lync.received()["sip:carol@x"], ["one", "two"]);
+}
