@@ -1,144 +1,239 @@
-//! The host's counters, gauges and the submit → deliver latency histogram, rendered as
-//! Prometheus text for `/metrics`.
+//! The host's counters, gauges and the submit → deliver latency histogram, kept in a
+//! `prometheus-client` registry and rendered as Prometheus text (format 0.0.4) for `/metrics`.
+//! This module names every metric, its labels and its help text; the crate does the counting,
+//! the escaping and the exposition format.
 
 use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
+    borrow::Cow,
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64},
     },
 };
+
+use prometheus_client::{
+    encoding::prometheus_text,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+/// A sample's labels, in the order they are rendered: the names are the code's own (borrowed),
+/// the values come from the config or the traffic.
+type Labels = Vec<(Cow<'static, str>, String)>;
+type Counters = Family<Labels, Counter>;
+type UGauge = Gauge<u64, AtomicU64>;
 
 /// Every metric the host exports.
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    /// (metric name, rendered labels) → value.
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
-    instance_up: Mutex<BTreeMap<String, bool>>,
-    queue_depth: AtomicI64,
-    latency: Mutex<Histogram>,
+    registry: Registry,
+    accepted: Counters,
+    duplicate: Counters,
+    rejected: Counters,
+    deliveries: Counters,
+    uncertain: Counters,
+    restarts: Counters,
+    set_aside_total: Counter,
+    queue_depth: Gauge<i64, AtomicI64>,
+    queue_up: Gauge<i64, AtomicI64>,
+    queue_faults: Counter,
+    queue_file_bytes: UGauge,
+    queue_compactions: Counter,
+    queue_set_aside: UGauge,
+    dedup_keys: UGauge,
+    dedup_evictions: Counter,
+    instance_up: Family<Labels, Gauge<i64, AtomicI64>>,
+    latency: Histogram,
     /// Why the queue is down (`alertbridge_queue_up 0`), if it is.
     queue_fault: Mutex<Option<String>>,
-    /// Queue gauges and counters (no labels).
-    dedup_keys: AtomicU64,
-    dedup_evictions: AtomicU64,
-    queue_file_bytes: AtomicU64,
-    queue_compactions: AtomicU64,
-    queue_faults: AtomicU64,
-    queue_set_aside: AtomicU64,
 }
 
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{k}=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        // Registered in the order they are rendered. Counters are named without `_total` and
+        // help texts without their final full stop: the crate adds both when it renders.
+        let mut counters = |name: &str, help: &str| {
+            let family = Counters::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let accepted = counters(
+            "alertbridge_alerts_accepted",
+            "Alerts durably queued, by source",
+        );
+        let duplicate = counters(
+            "alertbridge_alerts_duplicate",
+            "Alerts taken once already within the dedup window, by source",
+        );
+        let rejected = counters(
+            "alertbridge_alerts_rejected",
+            "Alerts refused, by source and reason",
+        );
+        let deliveries = counters(
+            "alertbridge_deliveries",
+            "Recipient outcomes, by sink and outcome",
+        );
+        let uncertain = counters(
+            "alertbridge_uncertain_sends",
+            "Sends that began before a restart with no recorded outcome, by sink and action \
+             (resent marked as a repeat, or skipped)",
+        );
+        let restarts = counters(
+            "alertbridge_instance_restarts",
+            "Times an instance was recreated after failing",
+        );
+        let m = Self {
+            accepted,
+            duplicate,
+            rejected,
+            deliveries,
+            uncertain,
+            restarts,
+            set_aside_total: Counter::default(),
+            queue_depth: Gauge::default(),
+            queue_up: Gauge::default(),
+            queue_faults: Counter::default(),
+            queue_file_bytes: UGauge::default(),
+            queue_compactions: Counter::default(),
+            queue_set_aside: UGauge::default(),
+            dedup_keys: UGauge::default(),
+            dedup_evictions: Counter::default(),
+            instance_up: Family::default(),
+            latency: Histogram::new(BUCKETS),
+            queue_fault: Mutex::new(None),
+            registry: Registry::default(),
+        };
+        m.queue_up.set(1);
+        registry.register(
+            "alertbridge_queue_set_aside",
+            "Undecodable queue records set aside at start by this process",
+            m.set_aside_total.clone(),
+        );
+        registry.register(
+            "alertbridge_queue_depth",
+            "Alerts accepted and not finished",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "alertbridge_queue_up",
+            "1 if the durable queue takes alerts, 0 while it is unavailable (see /healthz)",
+            m.queue_up.clone(),
+        );
+        registry.register(
+            "alertbridge_queue_faults",
+            "Storage faults (failed commits) that took the queue down until it reopened",
+            m.queue_faults.clone(),
+        );
+        registry.register(
+            "alertbridge_queue_file_bytes",
+            "Size of the queue file",
+            m.queue_file_bytes.clone(),
+        );
+        registry.register(
+            "alertbridge_queue_compactions",
+            "Times the queue file was compacted (it was mostly free space)",
+            m.queue_compactions.clone(),
+        );
+        registry.register(
+            "alertbridge_queue_set_aside",
+            "Undecodable queue records set aside (see `alertbridge queue check`)",
+            m.queue_set_aside.clone(),
+        );
+        registry.register(
+            "alertbridge_dedup_keys",
+            "Dedup keys held in memory (bounded by dedup_max_keys and the dedup window)",
+            m.dedup_keys.clone(),
+        );
+        registry.register(
+            "alertbridge_dedup_evictions",
+            "Dedup keys evicted, oldest first, because dedup_max_keys was reached",
+            m.dedup_evictions.clone(),
+        );
+        registry.register(
+            "alertbridge_instance_up",
+            "1 if the instance is healthy",
+            m.instance_up.clone(),
+        );
+        registry.register(
+            "alertbridge_delivery_seconds",
+            "Time from accept to the last delivery of an alert",
+            m.latency.clone(),
+        );
+        Self { registry, ..m }
     }
-    out
+}
+
+/// `pairs` as a sample's labels.
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|&(k, v)| (Cow::Borrowed(k), v.to_owned()))
+        .collect()
 }
 
 impl Metrics {
-    fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
-        let mut c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        *c.entry((name, labels(pairs))).or_default() += n;
+    fn add(family: &Counters, pairs: &[(&'static str, &str)]) {
+        family.get_or_create(&labels(pairs)).inc();
     }
 
     pub fn accepted(&self, source: &str) {
-        self.add(
-            "alertbridge_alerts_accepted_total",
-            &[("source", source)],
-            1,
-        );
+        Self::add(&self.accepted, &[("source", source)]);
     }
 
     pub fn duplicate(&self, source: &str) {
-        self.add(
-            "alertbridge_alerts_duplicate_total",
-            &[("source", source)],
-            1,
-        );
+        Self::add(&self.duplicate, &[("source", source)]);
     }
 
     pub fn rejected(&self, source: &str, reason: &str) {
-        self.add(
-            "alertbridge_alerts_rejected_total",
-            &[("source", source), ("reason", reason)],
-            1,
-        );
+        Self::add(&self.rejected, &[("source", source), ("reason", reason)]);
     }
 
     /// One recipient's outcome through `sink`: delivered, skipped, held or failed.
     pub fn delivery(&self, sink: &str, outcome: &str) {
-        self.add(
-            "alertbridge_deliveries_total",
-            &[("sink", sink), ("outcome", outcome)],
-            1,
-        );
+        Self::add(&self.deliveries, &[("sink", sink), ("outcome", outcome)]);
     }
 
     /// Counts one send found uncertain after a restart (it began, no outcome was recorded), by
     /// what was done: `resent` (marked as a repeat) or `skipped` (`on_uncertain = "skip"`).
     pub fn uncertain(&self, sink: &str, action: &str) {
-        self.add(
-            "alertbridge_uncertain_sends_total",
-            &[("sink", sink), ("action", action)],
-            1,
-        );
+        Self::add(&self.uncertain, &[("sink", sink), ("action", action)]);
     }
 
     pub fn restart(&self, instance: &str) {
-        self.add(
-            "alertbridge_instance_restarts_total",
-            &[("instance", instance)],
-            1,
-        );
+        Self::add(&self.restarts, &[("instance", instance)]);
     }
 
     pub fn set_instance_up(&self, instance: &str, up: bool) {
         self.instance_up
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(instance.to_owned(), up);
+            .get_or_create(&labels(&[("instance", instance)]))
+            .set(i64::from(up));
     }
 
     pub fn queue_depth_add(&self, delta: i64) {
-        self.queue_depth.fetch_add(delta, Ordering::Relaxed);
+        self.queue_depth.inc_by(delta);
     }
 
     pub fn queue_depth(&self) -> i64 {
-        self.queue_depth.load(Ordering::Relaxed)
+        self.queue_depth.get()
     }
 
     /// Marks the queue down (with why) or up again.
     pub fn set_queue_fault(&self, reason: Option<String>) {
-        *self
+        let mut fault = self
             .queue_fault
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = reason;
+            .unwrap_or_else(PoisonError::into_inner);
+        self.queue_up.set(i64::from(reason.is_none()));
+        *fault = reason;
     }
 
     /// Why the queue is down, if it is.
@@ -151,192 +246,74 @@ impl Metrics {
 
     /// Counts one storage fault (a failed commit that took the queue down).
     pub fn queue_fault_seen(&self) {
-        self.queue_faults.fetch_add(1, Ordering::Relaxed);
+        self.queue_faults.inc();
     }
 
     pub fn set_dedup_keys(&self, n: u64) {
-        self.dedup_keys.store(n, Ordering::Relaxed);
+        self.dedup_keys.set(n);
     }
 
     /// Counts keys the dedup index's size bound (`dedup_max_keys`) pushed out.
     pub fn dedup_evicted(&self, n: u64) {
-        self.dedup_evictions.fetch_add(n, Ordering::Relaxed);
+        self.dedup_evictions.inc_by(n);
     }
 
     pub fn set_queue_file_bytes(&self, n: u64) {
-        self.queue_file_bytes.store(n, Ordering::Relaxed);
+        self.queue_file_bytes.set(n);
     }
 
     pub fn queue_compacted(&self) {
-        self.queue_compactions.fetch_add(1, Ordering::Relaxed);
+        self.queue_compactions.inc();
     }
 
     /// Undecodable queue records set aside, in all (they stay in the file's `set_aside` table).
     pub fn set_queue_set_aside(&self, n: u64) {
-        self.queue_set_aside.store(n, Ordering::Relaxed);
+        self.queue_set_aside.set(n);
     }
 
     /// Counts records set aside by this process.
     pub fn queue_set_aside_add(&self, n: u64) {
-        self.add("alertbridge_queue_set_aside_total", &[], n);
+        self.set_aside_total.inc_by(n);
     }
 
     /// Records the time from accept to the last delivery of an alert.
     pub fn observe_latency(&self, seconds: f64) {
-        let mut h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
+        self.latency.observe(seconds);
     }
 
-    /// The value of one counter, for tests and the status page.
+    /// The value of one counter (its full name, `_total` included), for tests and the status
+    /// page; 0 for a counter or label set never counted.
     pub fn counter(&self, name: &str, pairs: &[(&str, &str)]) -> u64 {
-        let key = labels(pairs);
-        let c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        c.iter()
-            .find(|((n, l), _)| *n == name && *l == key)
-            .map_or(0, |(_, v)| *v)
+        let family = match name {
+            "alertbridge_alerts_accepted_total" => &self.accepted,
+            "alertbridge_alerts_duplicate_total" => &self.duplicate,
+            "alertbridge_alerts_rejected_total" => &self.rejected,
+            "alertbridge_deliveries_total" => &self.deliveries,
+            "alertbridge_uncertain_sends_total" => &self.uncertain,
+            "alertbridge_instance_restarts_total" => &self.restarts,
+            _ => {
+                let plain = match name {
+                    "alertbridge_queue_set_aside_total" => &self.set_aside_total,
+                    "alertbridge_queue_faults_total" => &self.queue_faults,
+                    "alertbridge_queue_compactions_total" => &self.queue_compactions,
+                    "alertbridge_dedup_evictions_total" => &self.dedup_evictions,
+                    _ => return 0,
+                };
+                return if pairs.is_empty() { plain.get() } else { 0 };
+            }
+        };
+        let key: Labels = pairs
+            .iter()
+            .map(|&(k, v)| (Cow::Owned(k.to_owned()), v.to_owned()))
+            .collect();
+        family.get(&key).map_or(0, |c| c.get())
     }
 
-    /// Prometheus text exposition format.
+    /// Prometheus text exposition format (0.0.4; [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let help = [
-            (
-                "alertbridge_alerts_accepted_total",
-                "Alerts durably queued, by source.",
-            ),
-            (
-                "alertbridge_alerts_duplicate_total",
-                "Alerts taken once already within the dedup window, by source.",
-            ),
-            (
-                "alertbridge_alerts_rejected_total",
-                "Alerts refused, by source and reason.",
-            ),
-            (
-                "alertbridge_deliveries_total",
-                "Recipient outcomes, by sink and outcome.",
-            ),
-            (
-                "alertbridge_uncertain_sends_total",
-                "Sends that began before a restart with no recorded outcome, by sink and action (resent marked as a repeat, or skipped).",
-            ),
-            (
-                "alertbridge_instance_restarts_total",
-                "Times an instance was recreated after failing.",
-            ),
-            (
-                "alertbridge_queue_set_aside_total",
-                "Undecodable queue records set aside at start by this process.",
-            ),
-        ];
-        let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        for (name, text) in help {
-            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} counter");
-            for ((n, l), v) in counters.iter() {
-                if *n == name && l.is_empty() {
-                    let _ = writeln!(out, "{name} {v}");
-                } else if *n == name {
-                    let _ = writeln!(out, "{name}{{{l}}} {v}");
-                }
-            }
-        }
-        drop(counters);
-        let _ = writeln!(
-            out,
-            "# HELP alertbridge_queue_depth Alerts accepted and not finished."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE alertbridge_queue_depth gauge\nalertbridge_queue_depth {}",
-            self.queue_depth()
-        );
-        let up = u8::from(self.queue_fault().is_none());
-        for (name, kind, text, value) in [
-            (
-                "alertbridge_queue_up",
-                "gauge",
-                "1 if the durable queue takes alerts, 0 while it is unavailable (see /healthz).",
-                u64::from(up),
-            ),
-            (
-                "alertbridge_queue_faults_total",
-                "counter",
-                "Storage faults (failed commits) that took the queue down until it reopened.",
-                self.queue_faults.load(Ordering::Relaxed),
-            ),
-            (
-                "alertbridge_queue_file_bytes",
-                "gauge",
-                "Size of the queue file.",
-                self.queue_file_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "alertbridge_queue_compactions_total",
-                "counter",
-                "Times the queue file was compacted (it was mostly free space).",
-                self.queue_compactions.load(Ordering::Relaxed),
-            ),
-            (
-                "alertbridge_queue_set_aside",
-                "gauge",
-                "Undecodable queue records set aside (see `alertbridge queue check`).",
-                self.queue_set_aside.load(Ordering::Relaxed),
-            ),
-            (
-                "alertbridge_dedup_keys",
-                "gauge",
-                "Dedup keys held in memory (bounded by dedup_max_keys and the dedup window).",
-                self.dedup_keys.load(Ordering::Relaxed),
-            ),
-            (
-                "alertbridge_dedup_evictions_total",
-                "counter",
-                "Dedup keys evicted, oldest first, because dedup_max_keys was reached.",
-                self.dedup_evictions.load(Ordering::Relaxed),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {text}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP alertbridge_instance_up 1 if the instance is healthy.\n# TYPE alertbridge_instance_up gauge"
-        );
-        for (name, up) in self
-            .instance_up
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "alertbridge_instance_up{{{}}} {}",
-                labels(&[("instance", name)]),
-                u8::from(*up)
-            );
-        }
-        let h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
-        let name = "alertbridge_delivery_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from accept to the last delivery of an alert.\n# TYPE {name} histogram"
-        );
-        for (bound, count) in BUCKETS.iter().zip(h.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-            h.count, h.sum, h.count
-        );
+        // Writing into a String cannot fail, and every metric encodes infallibly.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -378,5 +355,156 @@ mod tests {
             m.counter("alertbridge_alerts_accepted_total", &[("source", "mail")]),
             2
         );
+    }
+
+    /// What the hand-written renderer printed for this state (captured from it before it was
+    /// replaced): every name, label, HELP and TYPE line stays the same.
+    const BEFORE: &str = r#"# HELP alertbridge_alerts_accepted_total Alerts durably queued, by source.
+# TYPE alertbridge_alerts_accepted_total counter
+alertbridge_alerts_accepted_total{source="hook"} 1
+alertbridge_alerts_accepted_total{source="mail"} 2
+# HELP alertbridge_alerts_duplicate_total Alerts taken once already within the dedup window, by source.
+# TYPE alertbridge_alerts_duplicate_total counter
+alertbridge_alerts_duplicate_total{source="mail"} 1
+# HELP alertbridge_alerts_rejected_total Alerts refused, by source and reason.
+# TYPE alertbridge_alerts_rejected_total counter
+alertbridge_alerts_rejected_total{source="hook",reason="too_large"} 1
+# HELP alertbridge_deliveries_total Recipient outcomes, by sink and outcome.
+# TYPE alertbridge_deliveries_total counter
+alertbridge_deliveries_total{sink="lync",outcome="delivered"} 1
+alertbridge_deliveries_total{sink="lync",outcome="failed"} 1
+# HELP alertbridge_uncertain_sends_total Sends that began before a restart with no recorded outcome, by sink and action (resent marked as a repeat, or skipped).
+# TYPE alertbridge_uncertain_sends_total counter
+alertbridge_uncertain_sends_total{sink="lync",action="resent"} 1
+# HELP alertbridge_instance_restarts_total Times an instance was recreated after failing.
+# TYPE alertbridge_instance_restarts_total counter
+alertbridge_instance_restarts_total{instance="ocs"} 1
+# HELP alertbridge_queue_set_aside_total Undecodable queue records set aside at start by this process.
+# TYPE alertbridge_queue_set_aside_total counter
+alertbridge_queue_set_aside_total 1
+# HELP alertbridge_queue_depth Alerts accepted and not finished.
+# TYPE alertbridge_queue_depth gauge
+alertbridge_queue_depth 3
+# HELP alertbridge_queue_up 1 if the durable queue takes alerts, 0 while it is unavailable (see /healthz).
+# TYPE alertbridge_queue_up gauge
+alertbridge_queue_up 0
+# HELP alertbridge_queue_faults_total Storage faults (failed commits) that took the queue down until it reopened.
+# TYPE alertbridge_queue_faults_total counter
+alertbridge_queue_faults_total 1
+# HELP alertbridge_queue_file_bytes Size of the queue file.
+# TYPE alertbridge_queue_file_bytes gauge
+alertbridge_queue_file_bytes 4096
+# HELP alertbridge_queue_compactions_total Times the queue file was compacted (it was mostly free space).
+# TYPE alertbridge_queue_compactions_total counter
+alertbridge_queue_compactions_total 1
+# HELP alertbridge_queue_set_aside Undecodable queue records set aside (see `alertbridge queue check`).
+# TYPE alertbridge_queue_set_aside gauge
+alertbridge_queue_set_aside 1
+# HELP alertbridge_dedup_keys Dedup keys held in memory (bounded by dedup_max_keys and the dedup window).
+# TYPE alertbridge_dedup_keys gauge
+alertbridge_dedup_keys 7
+# HELP alertbridge_dedup_evictions_total Dedup keys evicted, oldest first, because dedup_max_keys was reached.
+# TYPE alertbridge_dedup_evictions_total counter
+alertbridge_dedup_evictions_total 2
+# HELP alertbridge_instance_up 1 if the instance is healthy.
+# TYPE alertbridge_instance_up gauge
+alertbridge_instance_up{instance="lync"} 1
+alertbridge_instance_up{instance="we\"ird\\name\n"} 0
+# HELP alertbridge_delivery_seconds Time from accept to the last delivery of an alert.
+# TYPE alertbridge_delivery_seconds histogram
+alertbridge_delivery_seconds_bucket{le="0.001"} 0
+alertbridge_delivery_seconds_bucket{le="0.0025"} 0
+alertbridge_delivery_seconds_bucket{le="0.005"} 1
+alertbridge_delivery_seconds_bucket{le="0.01"} 1
+alertbridge_delivery_seconds_bucket{le="0.025"} 1
+alertbridge_delivery_seconds_bucket{le="0.05"} 1
+alertbridge_delivery_seconds_bucket{le="0.1"} 1
+alertbridge_delivery_seconds_bucket{le="0.25"} 1
+alertbridge_delivery_seconds_bucket{le="0.5"} 2
+alertbridge_delivery_seconds_bucket{le="1"} 2
+alertbridge_delivery_seconds_bucket{le="2.5"} 2
+alertbridge_delivery_seconds_bucket{le="5"} 2
+alertbridge_delivery_seconds_bucket{le="10"} 2
+alertbridge_delivery_seconds_bucket{le="60"} 2
+alertbridge_delivery_seconds_bucket{le="+Inf"} 3
+alertbridge_delivery_seconds_sum 100.304
+alertbridge_delivery_seconds_count 3
+"#;
+
+    /// The families in order, each as its HELP and TYPE lines and its samples sorted (a label
+    /// family's samples come in no set order).
+    fn families(text: &str) -> Vec<Vec<&str>> {
+        let mut out: Vec<Vec<&str>> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("# HELP ") || out.is_empty() {
+                out.push(Vec::new());
+            }
+            out.last_mut().unwrap().push(line);
+        }
+        for family in &mut out {
+            family[2..].sort_unstable();
+        }
+        out
+    }
+
+    #[test]
+    fn every_name_label_help_and_type_is_the_one_before() {
+        let m = Metrics::default();
+        for source in ["mail", "mail", "hook"] {
+            m.accepted(source);
+        }
+        m.duplicate("mail");
+        m.rejected("hook", "too_large");
+        m.delivery("lync", "delivered");
+        m.delivery("lync", "failed");
+        m.uncertain("lync", "resent");
+        m.restart("ocs");
+        m.set_instance_up("lync", true);
+        // Label values are escaped: a quote, a backslash and a newline stay inside the value.
+        m.set_instance_up("we\"ird\\name\n", false);
+        m.queue_depth_add(3);
+        m.set_queue_fault(Some("disk full".into()));
+        m.queue_fault_seen();
+        m.set_dedup_keys(7);
+        m.dedup_evicted(2);
+        m.set_queue_file_bytes(4096);
+        m.queue_compacted();
+        m.set_queue_set_aside(1);
+        m.queue_set_aside_add(1);
+        for seconds in [0.004, 0.3, 100.0] {
+            m.observe_latency(seconds);
+        }
+        let text = m.render();
+        assert_eq!(families(&text), families(BEFORE), "{text}");
+        assert_eq!(
+            m.counter(
+                "alertbridge_alerts_rejected_total",
+                &[("source", "hook"), ("reason", "too_large")]
+            ),
+            1
+        );
+        assert_eq!(
+            m.counter("alertbridge_alerts_rejected_total", &[("source", "hook")]),
+            0
+        );
+        assert_eq!(m.counter("alertbridge_queue_faults_total", &[]), 1);
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    }
+
+    /// A fresh host renders every unlabelled family at zero and the queue up; a labelled family
+    /// (by source, sink or instance) appears with its first sample, as client libraries do.
+    #[test]
+    fn a_fresh_registry_renders_every_family() {
+        let text = Metrics::default().render();
+        for line in [
+            "alertbridge_queue_set_aside_total 0",
+            "alertbridge_queue_up 1",
+            "alertbridge_queue_depth 0",
+            "alertbridge_delivery_seconds_bucket{le=\"+Inf\"} 0",
+            "alertbridge_delivery_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert_eq!(text.matches("# TYPE ").count(), 10, "{text}");
     }
 }
