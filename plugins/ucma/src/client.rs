@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::{
     config::Settings,
     protocol::{
-        ErrorBody, HealthDoc, MessageDoc, PresenceAnswer, PresenceQuery, PresenceResult, Signed,
-        clip, signature,
+        AckBody, ErrorBody, HealthDoc, InboundAnswer, MessageDoc, PresenceAnswer, PresenceQuery,
+        PresenceResult, SayAnswer, Signed, clip, signature,
     },
 };
 
@@ -59,7 +59,7 @@ pub enum BridgeError {
 impl BridgeError {
     /// True if the same request may succeed later. A send is safe to repeat in every case,
     /// thanks to its idempotency key.
-    pub fn is_retriable(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         match self {
             Self::Transport { .. } | Self::Decode { .. } | Self::TooLarge { .. } => true,
             Self::Refused {
@@ -84,7 +84,7 @@ impl BridgeError {
 
     /// The error as the host sees it.
     pub fn to_plugin_error(&self) -> PluginError {
-        let kind = if self.is_retriable() {
+        let kind = if self.is_transient() {
             ErrorKind::TRANSIENT
         } else {
             ErrorKind::PERMANENT
@@ -174,6 +174,56 @@ impl BridgeClient {
             .await
     }
 
+    /// `GET /v1/inbound?wait_ms=..&limit=..` (§4.5): the oldest unacknowledged messages,
+    /// waiting up to `wait` at the bridge for one to arrive.
+    pub async fn inbound(
+        &self,
+        wait: Duration,
+        limit: usize,
+    ) -> Result<InboundAnswer, BridgeError> {
+        let query = [
+            ("wait_ms", wait.as_millis().to_string()),
+            ("limit", limit.to_string()),
+        ];
+        // The bridge answers at `wait` at the latest; the margin covers the trip.
+        let timeout = wait + Duration::from_secs(10);
+        self.call_with(
+            Method::GET,
+            &["inbound"],
+            &query,
+            None,
+            Vec::new(),
+            &[],
+            Some(timeout),
+        )
+        .await
+    }
+
+    /// `POST /v1/inbound/ack` (§4.6): every message up to `up_to` is handled.
+    pub async fn ack(&self, up_to: u64) -> Result<serde_json::Value, BridgeError> {
+        // A number only: serializing cannot fail.
+        let body = serde_json::to_vec(&AckBody { up_to }).unwrap_or_default();
+        self.call(Method::POST, &["inbound", "ack"], None, body, &[])
+            .await
+    }
+
+    /// `POST /v1/conversations/{id}/messages` (§4.7) under `key`.
+    pub async fn say(
+        &self,
+        conversation: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<SayAnswer, BridgeError> {
+        self.call(
+            Method::POST,
+            &["conversations", conversation, "messages"],
+            Some(key),
+            body,
+            &[],
+        )
+        .await
+    }
+
     /// Sends one request and decodes its JSON answer; `also_ok` lists non-2xx statuses whose
     /// body is the expected document.
     async fn call<T: DeserializeOwned>(
@@ -184,8 +234,31 @@ impl BridgeClient {
         body: Vec<u8>,
         also_ok: &[StatusCode],
     ) -> Result<T, BridgeError> {
-        let url = self.url(segments);
+        self.call_with(method, segments, &[], key, body, also_ok, None)
+            .await
+    }
+
+    /// [`Self::call`] with query parameters and, for a long poll, a deadline of its own.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        key: Option<&str>,
+        body: Vec<u8>,
+        also_ok: &[StatusCode],
+        timeout: Option<Duration>,
+    ) -> Result<T, BridgeError> {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
         let mut request = self.http.request(method.clone(), url.clone());
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if self.sign {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -304,13 +377,13 @@ mod tests {
 
     #[test]
     fn request_level_errors_are_classified() {
-        assert!(refused(429, "rate_limited", true).is_retriable());
-        assert!(refused(503, "endpoint_unavailable", false).is_retriable());
-        assert!(refused(409, "in_progress", true).is_retriable());
-        assert!(!refused(409, "idempotency_conflict", false).is_retriable());
-        assert!(!refused(401, "unauthorized", false).is_retriable());
-        assert!(!refused(413, "too_many_recipients", false).is_retriable());
-        assert!(!refused(422, "unprocessable", false).is_retriable());
+        assert!(refused(429, "rate_limited", true).is_transient());
+        assert!(refused(503, "endpoint_unavailable", false).is_transient());
+        assert!(refused(409, "in_progress", true).is_transient());
+        assert!(!refused(409, "idempotency_conflict", false).is_transient());
+        assert!(!refused(401, "unauthorized", false).is_transient());
+        assert!(!refused(413, "too_many_recipients", false).is_transient());
+        assert!(!refused(422, "unprocessable", false).is_transient());
         let e = refused(401, "unauthorized", false).to_plugin_error();
         assert_eq!(
             (e.kind, e.message.as_str()),

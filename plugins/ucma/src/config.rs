@@ -63,6 +63,19 @@ pub struct UcmaConfig {
     /// Requests to the bridge in flight at once for one delivery or presence call.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Long-poll the bridge for users' replies and hand them to the host (§4.5).
+    #[serde(default = "default_true")]
+    pub inbound: bool,
+    /// How long one long poll of `/v1/inbound` may wait at the bridge.
+    #[serde(default = "default_inbound_wait_ms")]
+    pub inbound_wait_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_inbound_wait_ms() -> u64 {
+    25_000
 }
 
 /// How the bridge sends an IM.
@@ -154,6 +167,7 @@ impl UcmaConfig {
             1,
             64,
         )?;
+        in_range("inbound_wait_ms", self.inbound_wait_ms, 1_000, 30_000)?;
         let longest = self.send_timeout_ms.max(self.presence_timeout_ms);
         if self.request_timeout_ms <= longest {
             return Err(config_error(
@@ -330,7 +344,8 @@ mod tests {
         assert!(check_endpoint("https://bridge.contoso.com", false).is_ok());
         let e = check_endpoint("http://bridge.contoso.com:9000", false).expect_err("refused");
         assert!(
-            e.to_string().starts_with("`endpoint`: ") && e.to_string().contains("allow_insecure_http"),
+            e.to_string().starts_with("`endpoint`: ")
+                && e.to_string().contains("allow_insecure_http"),
             "{}",
             e.to_string()
         );

@@ -2,12 +2,14 @@
 //! `docs/ucma-bridge-protocol.md`.
 //!
 //! `config` reads and checks the instance's config; `protocol` holds the wire documents and the
-//! pure mappings; `client` talks HTTP to the bridge; `health` judges `/v1/health`; `sink`
-//! implements [`alertbridge_plugin_api::kit::Sink`].
+//! pure mappings; `client` talks HTTP to the bridge; `health` judges `/v1/health`; `inbound`
+//! long-polls users' replies and hands them to the host; `sink` implements
+//! [`alertbridge_plugin_api::kit::Sink`], with `conversation.send/1` for answers.
 
 pub mod client;
 pub mod config;
 pub mod health;
+pub mod inbound;
 pub mod protocol;
 pub mod sink;
 

@@ -163,6 +163,128 @@ pub struct RecipientDoc {
     pub status: String,
     #[serde(default)]
     pub error: Option<WireError>,
+    /// The conversation the bridge keeps open for replies (§4.8), if it does.
+    #[serde(default)]
+    pub conversation: Option<String>,
+}
+
+/// The answer to `GET /v1/inbound` (§4.5). Messages are read one by one
+/// ([`InboundDoc`]) so that one malformed entry does not hide the others.
+#[derive(Debug, Deserialize)]
+pub struct InboundAnswer {
+    #[serde(default)]
+    pub messages: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// One inbound message (§4.5).
+#[derive(Debug, Deserialize)]
+pub struct InboundDoc {
+    pub cursor: u64,
+    pub id: String,
+    pub from: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub text: String,
+    pub conversation: String,
+}
+
+/// `POST /v1/inbound/ack`.
+#[derive(Debug, Serialize)]
+pub struct AckBody {
+    pub up_to: u64,
+}
+
+/// `POST /v1/conversations/{id}/messages` (§4.7).
+#[derive(Debug, Serialize)]
+pub struct SayBody<'a> {
+    pub to: &'a str,
+    pub text: &'a str,
+    pub content_type: &'static str,
+}
+
+/// Its answer.
+#[derive(Debug, Deserialize)]
+pub struct SayAnswer {
+    #[serde(default)]
+    pub conversation: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+/// The most of a sender's text handed to the host (the plugin API's bound for
+/// `inbound.message/1`).
+pub const MAX_INBOUND_TEXT_BYTES: usize = 4 * 1024;
+/// The longest conversation reference handed to the host.
+pub const MAX_CONVERSATION_BYTES: usize = 512;
+/// The longest sender URI and message id accepted from the bridge.
+pub const MAX_URI_BYTES: usize = 256;
+
+/// A message checked for the host: the sender's URI lower-cased, text trimmed and cut to
+/// [`MAX_INBOUND_TEXT_BYTES`]; `Err` says why it cannot be handed over.
+pub fn checked_inbound(doc: &InboundDoc) -> Result<InboundDoc, String> {
+    let from = doc.from.trim().to_ascii_lowercase();
+    let rest = from.strip_prefix("sip:").unwrap_or_default();
+    let valid_uri = from.len() <= MAX_URI_BYTES
+        && rest
+            .split_once('@')
+            .is_some_and(|(u, h)| !u.is_empty() && !h.is_empty())
+        && from.bytes().all(|b| b.is_ascii_graphic());
+    if !valid_uri {
+        return Err(format!(
+            "sender `{}` is not a sip:user@host URI",
+            clip(&doc.from)
+        ));
+    }
+    let printable = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+    };
+    if !printable(&doc.conversation, MAX_CONVERSATION_BYTES) {
+        return Err(format!(
+            "conversation reference is not 1..={MAX_CONVERSATION_BYTES} printable ASCII characters"
+        ));
+    }
+    if !printable(&doc.id, MAX_URI_BYTES) {
+        return Err(format!(
+            "message id is not 1..={MAX_URI_BYTES} printable ASCII characters"
+        ));
+    }
+    let text = truncate_bytes(doc.text.trim().to_owned(), MAX_INBOUND_TEXT_BYTES);
+    if text.is_empty() {
+        return Err("empty text".to_owned());
+    }
+    Ok(InboundDoc {
+        cursor: doc.cursor,
+        id: doc.id.clone(),
+        from,
+        name: doc
+            .name
+            .as_deref()
+            .map(|n| clip(n.trim()))
+            .filter(|n| !n.is_empty()),
+        text,
+        conversation: doc.conversation.clone(),
+    })
+}
+
+/// The key of one answer into a conversation (§4.7): the same for a retry of the same answer
+/// (`nonce` is the host's id of it when it gives one, else one per call).
+pub fn answer_key(
+    instance: &str,
+    conversation: &str,
+    user: &str,
+    text: &str,
+    nonce: &str,
+) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in [instance, conversation, user, text, nonce] {
+        ctx.update(part.as_bytes());
+        ctx.update(b"\n");
+    }
+    let hash = hex::encode(ctx.finish());
+    format!("ab1c-{}", &hash[..32])
 }
 
 /// A per-recipient error of §5.

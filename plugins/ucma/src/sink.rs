@@ -9,8 +9,9 @@ use std::{
 };
 
 use alertbridge_plugin_api::{
-    DeliveryStatus, Health, Message, PluginError, Presence, RecipientResult, error_chain,
-    kit::{CancellationToken, Setup, Sink},
+    DeliveryStatus, ErrorKind, Health, Message, PluginError, Presence, RecipientResult,
+    error_chain,
+    kit::{Args, CancellationToken, Host, Setup, Sink, unsupported},
 };
 use futures_util::{StreamExt as _, stream};
 use tracing::{debug, info, warn};
@@ -19,9 +20,10 @@ use crate::{
     client::{BridgeClient, BridgeError},
     config::{Settings, UcmaConfig},
     health::{HealthCell, assess},
+    inbound::{self, CONVERSATION_SEND},
     protocol::{
-        LimitsDoc, MessageDoc, PresenceResult, SendBody, clip, describe, idempotency_key,
-        presence_state, recipient_result,
+        LimitsDoc, MAX_CONVERSATION_BYTES, MessageDoc, PresenceResult, SayBody, SendBody,
+        answer_key, clip, describe, idempotency_key, presence_state, recipient_result,
     },
 };
 
@@ -46,6 +48,7 @@ pub struct UcmaSink {
     client: BridgeClient,
     health: HealthCell,
     limits: Mutex<Known>,
+    host: Host,
 }
 
 /// How many users go in one presence query, and recipients in one send.
@@ -68,11 +71,113 @@ impl UcmaSink {
             client,
             health: HealthCell::default(),
             limits: Mutex::new(Known::NotYet),
+            host: setup.host,
         })
+    }
+
+    /// `conversation.send/1`: says `text` to `user` in `conversation` (§4.7); when the bridge
+    /// answers that the conversation is gone, starts a new one with a send (§4.3). The
+    /// reference actually used.
+    pub async fn send_in_conversation(
+        &self,
+        conversation: &str,
+        user: &str,
+        text: &str,
+        nonce: &str,
+    ) -> Result<String, PluginError> {
+        let key = answer_key(&self.instance, conversation, user, text, nonce);
+        let body = SayBody {
+            to: user,
+            text,
+            content_type: "text/plain",
+        };
+        // Strings only: serializing cannot fail.
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let gone = if conversation.is_empty() {
+            true
+        } else {
+            match self.client.say(conversation, &key, bytes).await {
+                Ok(answer) if matches!(answer.status.as_str(), "delivered" | "sent") => {
+                    debug!(conversation = %clip(conversation), user, "Answered in the conversation.");
+                    return Ok(answer
+                        .conversation
+                        .filter(|c| !c.is_empty() && c.len() <= 512)
+                        .unwrap_or_else(|| conversation.to_owned()));
+                }
+                Ok(answer) => {
+                    let detail = answer.error.as_ref().map(describe).unwrap_or_default();
+                    let retryable = answer.error.as_ref().is_none_or(|e| e.retryable);
+                    let kind = if retryable {
+                        ErrorKind::TRANSIENT
+                    } else {
+                        ErrorKind::PERMANENT
+                    };
+                    return Err(PluginError::new(
+                        kind,
+                        format!(
+                            "the bridge could not say it: {} {detail}",
+                            clip(&answer.status)
+                        ),
+                    ));
+                }
+                Err(BridgeError::Refused { status: 404, .. }) => true,
+                Err(e) => return Err(e.to_plugin_error()),
+            }
+        };
+        debug_assert!(gone);
+        info!(conversation = %clip(conversation), user, "The conversation is gone; starting a new one.");
+        let message = Message {
+            alert_id: 0,
+            attempt: 1,
+            source: "conversation".into(),
+            // The IM is the subject line alone (no body below it), the toast its start.
+            subject: text.to_owned(),
+            body: String::new(),
+            recipients: vec![user.to_owned()],
+            attributes: [("alert_uid".to_owned(), format!("answer:{key}"))].into(),
+            ..Message::default()
+        };
+        let to = [user.to_owned()];
+        let results = self
+            .send(&message, &to)
+            .await
+            .map_err(|e| e.to_plugin_error())?;
+        let (result, conversation) = results.into_iter().next().ok_or_else(|| {
+            PluginError::new(
+                ErrorKind::TRANSIENT,
+                "the bridge did not report the recipient",
+            )
+        })?;
+        match (result.status, conversation) {
+            (DeliveryStatus::DELIVERED, Some(c)) => Ok(c),
+            (DeliveryStatus::DELIVERED, None) => Ok(String::new()),
+            (
+                DeliveryStatus::FAILED_PERMANENT
+                | DeliveryStatus::NOT_FOUND
+                | DeliveryStatus::DECLINED,
+                _,
+            ) => Err(PluginError::new(ErrorKind::PERMANENT, result.detail)),
+            _ => Err(PluginError::new(ErrorKind::TRANSIENT, result.detail)),
+        }
     }
 
     fn config(&self) -> &UcmaConfig {
         &self.settings.config
+    }
+
+    /// Polls `/v1/health` every `health_interval_ms` until `shutdown`.
+    async fn poll_health(&self, shutdown: &CancellationToken) -> Result<(), PluginError> {
+        let interval = Duration::from_millis(self.config().health_interval_ms);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = self.check_health() => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
     }
 
     /// Polls `/v1/health` once and records the result and the advertised limits.
@@ -168,18 +273,14 @@ impl UcmaSink {
         &self,
         message: &Message,
         requests: &[Vec<String>],
-    ) -> Vec<Result<Vec<RecipientResult>, BridgeError>> {
+    ) -> Vec<Result<Vec<Outcome>, BridgeError>> {
         let jobs: Vec<_> = requests.iter().map(|to| self.send(message, to)).collect();
         self.concurrently(jobs).await
     }
 
     /// Sends `message` to `to` (one request) and waits for every recipient to be final, or
     /// for the request timeout.
-    async fn send(
-        &self,
-        message: &Message,
-        to: &[String],
-    ) -> Result<Vec<RecipientResult>, BridgeError> {
+    async fn send(&self, message: &Message, to: &[String]) -> Result<Vec<Outcome>, BridgeError> {
         let deadline = Instant::now() + self.settings.request_timeout();
         let key = idempotency_key(&self.instance, message, to);
         let body = SendBody::new(
@@ -209,9 +310,12 @@ impl UcmaSink {
     }
 }
 
+/// A recipient's result and the conversation the bridge keeps open with them (§4.8), if any.
+type Outcome = (RecipientResult, Option<String>);
+
 /// One result per requested recipient, from the bridge's document: matched by the URI exactly
 /// as sent, else ignoring ASCII case (§4.2: a bridge may compare URIs case-insensitively).
-fn results_for(to: &[String], doc: &MessageDoc) -> Vec<RecipientResult> {
+fn results_for(to: &[String], doc: &MessageDoc) -> Vec<Outcome> {
     let exact: HashMap<&str, _> = doc.recipients.iter().map(|r| (r.to.as_str(), r)).collect();
     let folded: HashMap<String, _> = doc
         .recipients
@@ -224,18 +328,35 @@ fn results_for(to: &[String], doc: &MessageDoc) -> Vec<RecipientResult> {
                 .get(user.as_str())
                 .or_else(|| folded.get(&user.to_ascii_lowercase()));
             match found {
-                Some(r) => RecipientResult {
-                    user: user.clone(),
-                    ..recipient_result(r)
-                },
-                None => RecipientResult::new(
-                    user,
-                    DeliveryStatus::FAILED_TRANSIENT,
-                    "the bridge did not report this recipient",
+                Some(r) => (
+                    RecipientResult {
+                        user: user.clone(),
+                        ..recipient_result(r)
+                    },
+                    r.conversation
+                        .clone()
+                        .filter(|c| !c.is_empty() && c.len() <= MAX_CONVERSATION_BYTES),
+                ),
+                None => (
+                    RecipientResult::new(
+                        user,
+                        DeliveryStatus::FAILED_TRANSIENT,
+                        "the bridge did not report this recipient",
+                    ),
+                    None,
                 ),
             }
         })
         .collect()
+}
+
+/// A recipient's result carrying the page's conversation reference, for replies in it to reach
+/// the incident and the host's answers to go into it (wire key `conversation`).
+fn with_conversation((result, conversation): Outcome) -> RecipientResult {
+    if let Some(c) = conversation {
+        debug!(user = %result.user, conversation = %c, "The bridge keeps a conversation open for replies.");
+    }
+    result
 }
 
 /// True if `error` is the bridge's `413` with this code (a batch over its limit).
@@ -245,7 +366,7 @@ fn refused_as(error: &BridgeError, code: &str) -> bool {
 
 /// Every recipient of a failed request, failed with that request's error.
 fn failed_all(to: &[String], error: &BridgeError) -> Vec<RecipientResult> {
-    let status = if error.is_retriable() {
+    let status = if error.is_transient() {
         DeliveryStatus::FAILED_TRANSIENT
     } else {
         DeliveryStatus::FAILED_PERMANENT
@@ -323,17 +444,42 @@ fn presences(results: Vec<PresenceResult>, asked: &BTreeMap<String, Vec<String>>
 impl Sink for UcmaSink {
     async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), PluginError> {
         info!(instance = %self.instance, endpoint = %self.settings.endpoint, "UCMA sink started.");
-        let interval = Duration::from_millis(self.config().health_interval_ms);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = self.check_health() => {}
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(interval) => {}
-            }
+        let listener = self.config().inbound.then(|| {
+            let (sink, shutdown) = (Arc::clone(&self), shutdown.clone());
+            tokio::spawn(async move {
+                let wait = Duration::from_millis(sink.config().inbound_wait_ms);
+                inbound::listen(&sink.client, &sink.host, wait, &shutdown).await;
+            })
+        });
+        let result = self.poll_health(&shutdown).await;
+        if let Some(listener) = listener {
+            let _ = listener.await;
         }
+        result
+    }
+
+    async fn call(&self, name: &str, args: Args) -> Result<Args, PluginError> {
+        if name != CONVERSATION_SEND {
+            return Err(unsupported(name));
+        }
+        let arg = |k: &str| args.get(k).map(String::as_str).unwrap_or_default();
+        let (user, text) = (arg("user"), arg("text"));
+        if user.is_empty() || text.is_empty() {
+            return Err(PluginError::new(
+                ErrorKind::PERMANENT,
+                "`conversation.send/1` needs `user` and `text`",
+            ));
+        }
+        // The host's id of this answer keeps its key across the host's retries; without one,
+        // each call is its own answer.
+        let nonce = match args.get("id") {
+            Some(id) => id.clone(),
+            None => format!("{:?}", std::time::SystemTime::now()),
+        };
+        let used = self
+            .send_in_conversation(arg("conversation"), user, text, &nonce)
+            .await?;
+        Ok(Args::from([("conversation".to_owned(), used)]))
     }
 
     async fn presence(&self, users: Vec<String>) -> Result<Vec<Presence>, PluginError> {
@@ -437,7 +583,7 @@ impl Sink for UcmaSink {
         let mut by_user: HashMap<String, RecipientResult> = HashMap::new();
         for (to, answer) in batches.iter().zip(answers) {
             let results = match answer {
-                Ok(results) => results,
+                Ok(results) => results.into_iter().map(with_conversation).collect(),
                 Err(e) => failed_all(to, &e),
             };
             by_user.extend(results.into_iter().map(|r| (r.user.clone(), r)));

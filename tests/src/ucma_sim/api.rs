@@ -19,11 +19,12 @@ use super::{
     auth::{self, SignedParts},
     checks::{ApiError, error, fault_code, validate_query, validate_send},
     conn::Conn,
+    inbound::AckError,
     messages::{Refused, Submitted},
     state::{self as sim, FaultAction, FaultTarget, HealthStatus},
     wire::{
-        Availability, MessageDoc, PresenceQuery, PresenceResult, RecipientError, SendRequest,
-        now_unix, rfc3339,
+        AckRequest, Availability, MessageDoc, PresenceQuery, PresenceResult, RecipientError,
+        SayRequest, SendRequest, now_unix, rfc3339,
     },
 };
 
@@ -36,6 +37,9 @@ pub fn router() -> Router<Shared> {
         .route("/v1/presence/query", post(presence))
         .route("/v1/messages", post(send))
         .route("/v1/messages/{id}", get(message))
+        .route("/v1/inbound", get(inbound))
+        .route("/v1/inbound/ack", post(ack))
+        .route("/v1/conversations/{id}/messages", post(say))
 }
 
 /// Authentication, injected status faults and the body size limit, common to every endpoint.
@@ -233,19 +237,10 @@ async fn send(
     ) {
         return e.into_response();
     }
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return error(
-            400,
-            "idempotency_key_required",
-            "Idempotency-Key must be 1-128 printable characters",
-            None,
-        )
-        .into_response();
-    }
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
     let request: SendRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(400, "invalid_request", e.to_string(), None).into_response(),
@@ -317,6 +312,232 @@ async fn message(
         Some(doc) => document(StatusCode::OK, doc),
         None => error(404, "not_found", format!("no message {id}"), None).into_response(),
     }
+}
+
+/// The request's `Idempotency-Key` (§3: 1–128 printable ASCII characters).
+fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(error(
+            400,
+            "idempotency_key_required",
+            "Idempotency-Key must be 1-128 printable characters",
+            None,
+        ));
+    }
+    Ok(key)
+}
+
+/// `404 not_supported` while inbound support is off (§4.5).
+fn not_supported() -> Response {
+    error(
+        404,
+        "not_supported",
+        "this bridge does not relay inbound messages",
+        None,
+    )
+    .into_response()
+}
+
+/// A query parameter of `uri` as a number; `Err` for a present but bad one.
+fn number(uri: &Uri, name: &str) -> Result<Option<u64>, ApiError> {
+    let Some(query) = uri.query() else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return v.parse().map(Some).map_err(|_| {
+                error(
+                    400,
+                    "invalid_request",
+                    format!("`{name}` is not a number"),
+                    None,
+                )
+            });
+        }
+    }
+    Ok(None)
+}
+
+async fn inbound(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = gate(&state, FaultTarget::Inbound, &method, &uri, &headers, b"") {
+        return e.into_response();
+    }
+    state.count(|c| c.inbound_polls += 1);
+    if !state.inbound_supported() {
+        return not_supported();
+    }
+    let (after, wait_ms, limit) = match (
+        number(&uri, "after"),
+        number(&uri, "wait_ms"),
+        number(&uri, "limit"),
+    ) {
+        (Ok(a), Ok(w), Ok(l)) => (a.unwrap_or(0), w.unwrap_or(0), l.unwrap_or(50)),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => return e.into_response(),
+    };
+    if wait_ms > 30_000 || !(1..=100).contains(&limit) {
+        return error(
+            422,
+            "unprocessable",
+            "wait_ms must be 0..=30000 and limit 1..=100",
+            None,
+        )
+        .into_response();
+    }
+    let limit = usize::try_from(limit).unwrap_or(100);
+    let mut messages = state
+        .inbound(after, limit, Duration::from_millis(wait_ms))
+        .await;
+    // §4.5: an answer stays under 512 KiB of text (at least one message).
+    let mut size = 0;
+    let keep = messages
+        .iter()
+        .take_while(|m| {
+            size += m.text.len();
+            size <= 512 * 1024
+        })
+        .count()
+        .max(1);
+    messages.truncate(keep);
+    let next = messages.last().map_or(after, |m| m.cursor);
+    let counters = state.counters();
+    Json(json!({
+        "messages": messages,
+        "next": next,
+        "pending": state.pending_inbound().len(),
+        "dropped": counters.inbound_dropped,
+    }))
+    .into_response()
+}
+
+async fn ack(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = gate(&state, FaultTarget::Inbound, &method, &uri, &headers, &body) {
+        return e.into_response();
+    }
+    if !state.inbound_supported() {
+        return not_supported();
+    }
+    let request: AckRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(400, "invalid_request", e.to_string(), None).into_response(),
+    };
+    match state.ack(request.up_to) {
+        Ok(acked) => Json(json!({
+            "acked": acked,
+            "pending": state.pending_inbound().len(),
+        }))
+        .into_response(),
+        Err(AckError::Ahead { last }) => error(
+            422,
+            "unprocessable",
+            format!("up_to {} is past the last cursor {last}", request.up_to),
+            None,
+        )
+        .into_response(),
+    }
+}
+
+async fn say(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = gate(
+        &state,
+        FaultTarget::Conversations,
+        &method,
+        &uri,
+        &headers,
+        &body,
+    ) {
+        return e.into_response();
+    }
+    if !state.inbound_supported() {
+        return not_supported();
+    }
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key.to_owned(),
+        Err(e) => return e.into_response(),
+    };
+    let request: SayRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(400, "invalid_request", e.to_string(), None).into_response(),
+    };
+    if request.text.is_empty() || request.text.len() > 16 * 1024 {
+        return error(422, "unprocessable", "`text` must be 1..=16384 bytes", None).into_response();
+    }
+    if let Some(c) = request
+        .content_type
+        .as_deref()
+        .filter(|c| !matches!(*c, "text/plain" | "text/html"))
+    {
+        return error(
+            422,
+            "unprocessable",
+            format!("unsupported content_type `{c}`"),
+            None,
+        )
+        .into_response();
+    }
+    let body_hash = digest::digest(&digest::SHA256, &body).as_ref().to_vec();
+    let stored = state.lock().talk.answers.get(&key).cloned();
+    match stored {
+        Some((hash, _)) if hash != body_hash => {
+            return error(
+                409,
+                "idempotency_conflict",
+                "key used with a different body",
+                None,
+            )
+            .into_response();
+        }
+        Some((_, doc)) => {
+            let mut r = Json(doc).into_response();
+            r.headers_mut()
+                .insert("idempotent-replay", HeaderValue::from_static("true"));
+            return r;
+        }
+        None => {}
+    }
+    if state.say(&id, &request.to, &request.text).is_err() {
+        return error(
+            404,
+            "conversation_gone",
+            format!("no open conversation {id} with {}", request.to),
+            None,
+        )
+        .into_response();
+    }
+    let doc = json!({
+        "conversation": id,
+        "status": "delivered",
+        "sip_status": 200,
+        "completed_at": rfc3339(now_unix()),
+    });
+    state
+        .lock()
+        .talk
+        .answers
+        .insert(key, (body_hash, doc.clone()));
+    Json(doc).into_response()
 }
 
 fn document(status: StatusCode, doc: MessageDoc) -> Response {

@@ -36,6 +36,11 @@ pub struct SimConfig {
     pub users: Vec<(String, Availability)>,
     /// The bridge's own endpoint URI, reported by `/v1/health`.
     pub endpoint_uri: String,
+    /// Inbound messages and answers (§4.5–§4.8); `false` answers them `404 not_supported`, as a
+    /// bridge without them does.
+    pub inbound: bool,
+    /// Most unacknowledged inbound messages kept; past it the oldest is dropped (and counted).
+    pub max_inbound_pending: usize,
 }
 
 impl SimConfig {
@@ -48,6 +53,8 @@ impl SimConfig {
             limits: Limits::default(),
             users: Vec::new(),
             endpoint_uri: "sip:alerts@contoso.com".to_owned(),
+            inbound: true,
+            max_inbound_pending: 1000,
         }
     }
 

@@ -32,6 +32,65 @@ pub fn router() -> Router<Shared> {
         .route("/control/users/{uri}/presence", put(set_presence))
         .route("/control/users/{uri}/outcomes", post(script))
         .route("/control/users/{uri}/messages", get(received))
+        .route("/control/users/{uri}/say", post(user_says))
+        .route("/control/users/{uri}/conversations", get(conversations_of))
+        .route("/control/conversations/{id}/end", post(end_conversation))
+        .route("/control/inbound", put(set_inbound))
+}
+
+#[derive(Deserialize)]
+struct SayBody {
+    text: String,
+    #[serde(default)]
+    conversation: Option<String>,
+    #[serde(default)]
+    new: bool,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InboundBody {
+    supported: bool,
+}
+
+/// The user says something to the bot (a reply in a page's conversation, or a new one).
+async fn user_says(
+    State(state): State<Shared>,
+    Path(uri): Path<String>,
+    Json(body): Json<SayBody>,
+) -> Response {
+    match state.user_says(
+        &uri,
+        &body.text,
+        body.name.as_deref(),
+        body.conversation.as_deref(),
+        body.new,
+    ) {
+        Some(message) => Json(message).into_response(),
+        None => (
+            StatusCode::CONFLICT,
+            format!("no open conversation of {uri} with that id"),
+        )
+            .into_response(),
+    }
+}
+
+async fn conversations_of(State(state): State<Shared>, Path(uri): Path<String>) -> Response {
+    Json(state.conversations_of(&uri)).into_response()
+}
+
+async fn end_conversation(State(state): State<Shared>, Path(id): Path<String>) -> StatusCode {
+    if state.end_conversation(&id) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn set_inbound(State(state): State<Shared>, Json(body): Json<InboundBody>) -> StatusCode {
+    state.set_inbound(body.supported);
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Deserialize)]
@@ -116,8 +175,14 @@ async fn snapshot(State(state): State<Shared>) -> Response {
         .into_iter()
         .map(|(uri, a, inbox)| json!({"uri": uri, "availability": a.map(Availability::name), "received": inbox}))
         .collect();
-    Json(json!({"health": state.health(), "users": users, "counters": state.counters()}))
-        .into_response()
+    Json(json!({
+        "health": state.health(),
+        "users": users,
+        "counters": state.counters(),
+        "conversations": state.conversations(),
+        "inbound_pending": state.pending_inbound(),
+    }))
+    .into_response()
 }
 
 async fn page(State(state): State<Shared>) -> Html<String> {
@@ -161,7 +226,29 @@ async fn page(State(state): State<Shared>) -> Html<String> {
         }
         out.push_str("</td></tr>");
     }
-    out.push_str("</table></body></html>");
+    out.push_str(
+        "</table><h2>Conversations</h2><table><tr><th>id</th><th>user</th><th>lines</th></tr>",
+    );
+    for c in state.conversations().iter().rev() {
+        let _ = write!(
+            out,
+            "<tr><td>{}{}</td><td>{}</td><td>",
+            escape(&c.id),
+            if c.open { "" } else { " (ended)" },
+            escape(&c.user)
+        );
+        for line in &c.lines {
+            let _ = write!(
+                out,
+                "<div><small>{} · {}</small> {}</div>",
+                escape(&line.at),
+                escape(&line.from),
+                escape(&line.text)
+            );
+        }
+        out.push_str("</td></tr>");
+    }
+    out.push_str("</table><p>A user replies with <code>POST /control/users/{uri}/say {\"text\":\"ack\"}</code>.</p></body></html>");
     Html(out)
 }
 

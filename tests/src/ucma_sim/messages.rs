@@ -158,6 +158,11 @@ impl State {
                 mode: request.mode.clone().unwrap_or_else(|| "session".into()),
                 at: now,
             };
+            if !page && inner.talk.supported {
+                // A delivered session IM leaves its call open for replies (§4.8).
+                let conversation = inner.talk.open(&slot.to, "bridge", &im.body, &im.at);
+                slot.conversation = Some(conversation);
+            }
             inner
                 .users
                 .entry(slot.to.clone())
@@ -184,6 +189,7 @@ fn pending(to: &str) -> RecipientDoc {
         sip_status: None,
         completed_at: None,
         error: None,
+        conversation: None,
     }
 }
 

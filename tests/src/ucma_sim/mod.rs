@@ -12,6 +12,7 @@
 //! - `config.rs`: what it starts with; `wire.rs`: the JSON documents; `auth.rs`: bearer and HMAC.
 //! - `state.rs`: users, presence, scripts, inboxes, faults, counters; `messages.rs`: sends and
 //!   the idempotency store.
+//! - `inbound.rs`: conversations kept open after a page, what users say, the inbound buffer.
 //! - `api.rs`: the `/v1` endpoints; `checks.rs`: request validation and request-level errors; `control.rs`: `/control/...` and the page `/`.
 //! - `conn.rs`: connections a handler can cut, for "lost response" faults.
 
@@ -21,6 +22,7 @@ mod checks;
 mod config;
 mod conn;
 mod control;
+mod inbound;
 mod messages;
 mod state;
 #[cfg(test)]
@@ -34,8 +36,9 @@ use tokio::{net::TcpListener, sync::oneshot};
 pub use self::{
     auth::signature,
     config::{Limits, SimConfig, UsersFileError, parse_users},
+    inbound::{Conversation, Line},
     state::{Counters, Fault, FaultAction, FaultTarget, HealthStatus, Outcome, ReceivedIm},
-    wire::Availability,
+    wire::{Availability, InboundMessage},
 };
 
 /// Starts simulated bridges.
@@ -121,5 +124,37 @@ impl SimHandle {
     /// Injects a fault for the next `fault.count` matching requests.
     pub fn inject(&self, fault: Fault) {
         self.state.inject(fault);
+    }
+
+    /// `user` says `text` to the bot: in `conversation` (`None` if that one is gone), else in
+    /// the user's latest open conversation, else in a new one (`new` forces a new one).
+    pub fn user_says(
+        &self,
+        user: &str,
+        text: &str,
+        conversation: Option<&str>,
+        new: bool,
+    ) -> Option<InboundMessage> {
+        self.state.user_says(user, text, None, conversation, new)
+    }
+
+    /// Every conversation with `user`, oldest first, with what each side said.
+    pub fn conversations_of(&self, user: &str) -> Vec<Conversation> {
+        self.state.conversations_of(user)
+    }
+
+    /// Ends a conversation, as a user closing the window does.
+    pub fn end_conversation(&self, id: &str) -> bool {
+        self.state.end_conversation(id)
+    }
+
+    /// Inbound messages not acknowledged yet, oldest first.
+    pub fn pending_inbound(&self) -> Vec<InboundMessage> {
+        self.state.pending_inbound()
+    }
+
+    /// Turns inbound support (§4.5–§4.8) on or off while running.
+    pub fn set_inbound(&self, supported: bool) {
+        self.state.set_inbound(supported);
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::{
     config::{Limits, SimConfig},
+    inbound::Talk,
     wire::{Availability, MessageDoc, SendRequest},
 };
 
@@ -71,6 +72,10 @@ pub enum FaultTarget {
     Health,
     Presence,
     Messages,
+    /// `GET /v1/inbound` and `POST /v1/inbound/ack`.
+    Inbound,
+    /// `POST /v1/conversations/{id}/messages`.
+    Conversations,
     Any,
 }
 
@@ -156,6 +161,16 @@ pub struct Counters {
     pub in_progress: u64,
     pub faults: u64,
     pub dropped: u64,
+    /// `GET /v1/inbound` answered (200 or 404 `not_supported`).
+    pub inbound_polls: u64,
+    /// Messages acknowledged by `POST /v1/inbound/ack`.
+    pub inbound_acked: u64,
+    /// Inbound messages dropped because the buffer was full (oldest first).
+    pub inbound_dropped: u64,
+    /// Answers said into an open conversation (`POST /v1/conversations/{id}/messages`).
+    pub conversation_sends: u64,
+    /// Answers refused because their conversation was gone (`404 conversation_gone`).
+    pub conversations_gone: u64,
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +205,8 @@ pub(super) struct Inner {
     pub next_id: u64,
     /// The limits in force (the config's, unless changed while running).
     pub limits: Limits,
+    /// Conversations and the inbound buffer (§4.5–§4.8).
+    pub talk: Talk,
 }
 
 /// The whole simulated bridge.
@@ -198,6 +215,8 @@ pub struct State {
     pub config: SimConfig,
     pub started: Instant,
     inner: Mutex<Inner>,
+    /// Woken when an inbound message arrives, for long polls.
+    pub(super) arrived: tokio::sync::Notify,
 }
 
 impl State {
@@ -224,11 +243,13 @@ impl State {
             messages: HashMap::new(),
             next_id: 1,
             limits: config.limits,
+            talk: Talk::new(config.inbound, config.max_inbound_pending),
         };
         Self {
             config,
             started: Instant::now(),
             inner: Mutex::new(inner),
+            arrived: tokio::sync::Notify::new(),
         }
     }
 

@@ -140,6 +140,10 @@ pub struct RecipientDoc {
     pub completed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<RecipientError>,
+    /// The conversation the bridge keeps open with this recipient after a delivered session
+    /// IM (§4.8): replies in it come back on `/v1/inbound`, answers go into it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
 }
 
 impl RecipientDoc {
@@ -193,6 +197,36 @@ impl RecipientError {
             retryable,
         }
     }
+}
+
+/// One message a user sent the bot (§4.5): in a conversation the bridge started for a page
+/// (`kind` `reply`) or in one the user started (`new`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InboundMessage {
+    pub cursor: u64,
+    pub id: String,
+    pub from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub text: String,
+    pub conversation: String,
+    pub kind: &'static str,
+    pub received_at: String,
+}
+
+/// `POST /v1/inbound/ack`.
+#[derive(Debug, Deserialize)]
+pub struct AckRequest {
+    pub up_to: u64,
+}
+
+/// `POST /v1/conversations/{id}/messages`.
+#[derive(Debug, Deserialize)]
+pub struct SayRequest {
+    pub to: String,
+    pub text: String,
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 /// The body of every request-level error (§6).
@@ -282,6 +316,7 @@ mod tests {
             sip_status: Some(480),
             completed_at: None,
             error: Some(RecipientError::from_sip(480)),
+            conversation: None,
         };
         assert!(!r.is_final());
         r.error = Some(RecipientError::from_sip(603));

@@ -8,11 +8,15 @@
 //! - `config`: what the constructor refuses.
 //! - `tls`: HTTPS with an internal CA and a client certificate.
 //! - `hostile`: a captured signed send replayed under a fresh key; an endless answer.
+//! - `inbound`: replies handed to the host and acknowledged after, answers in conversations.
+//! - `inbound_hostile`: huge, malformed and flooding inbound answers from a hostile bridge.
 
 mod config;
 mod health;
 mod hostile;
 mod idempotency;
+mod inbound;
+mod inbound_hostile;
 mod outcomes;
 mod request_errors;
 mod tls;
@@ -32,7 +36,11 @@ pub const SECRET: &str = "0123456789abcdef-test";
 
 /// A sink instance named `ocs` from this config text.
 pub fn new_sink(config_toml: &str) -> Result<UcmaSink, PluginError> {
-    let host = TestHost::new("ocs");
+    new_sink_with(config_toml, &TestHost::new("ocs"))
+}
+
+/// A sink instance named `ocs` from this config text, with `host` as its host.
+pub fn new_sink_with(config_toml: &str, host: &TestHost) -> Result<UcmaSink, PluginError> {
     UcmaSink::new(Setup {
         instance: "ocs".into(),
         kind: "ucma".into(),
@@ -57,13 +65,23 @@ impl Drop for Rig {
 impl Rig {
     /// Starts `sim` and a sink with the shared secret, fast health polling, and `extra` config.
     pub async fn start(sim: SimConfig, extra: &str) -> Self {
+        Self::start_with(sim, extra, &TestHost::new("ocs")).await
+    }
+
+    /// [`Rig::start`] with `host` as the sink's host.
+    pub async fn start_with(sim: SimConfig, extra: &str, host: &TestHost) -> Self {
         let sim = Simulator::start(sim)
             .await
             .expect("start the UCMA simulator");
-        let sink = Arc::new(new_sink(&sink_config(&sim, extra)).expect("sink config"));
-        let stop = CancellationToken::new();
-        tokio::spawn(Arc::clone(&sink).run(stop.clone()));
+        let (sink, stop) = run_sink(&sink_config(&sim, extra), host);
         Self { sim, sink, stop }
+    }
+
+    /// Stops the sink and starts a new instance against the same bridge (a host restart).
+    pub fn restart(&mut self, extra: &str, host: &TestHost) {
+        self.stop.cancel();
+        let (sink, stop) = run_sink(&sink_config(&self.sim, extra), host);
+        (self.sink, self.stop) = (sink, stop);
     }
 
     /// Waits until the sink's health is in `state`, or panics with the last health seen.
@@ -78,6 +96,14 @@ impl Rig {
         }
         panic!("health never became {state}; last: {last}");
     }
+}
+
+/// A running sink from `config` and the token that stops it.
+pub fn run_sink(config: &str, host: &TestHost) -> (Arc<UcmaSink>, CancellationToken) {
+    let sink = Arc::new(new_sink_with(config, host).expect("sink config"));
+    let stop = CancellationToken::new();
+    tokio::spawn(Arc::clone(&sink).run(stop.clone()));
+    (sink, stop)
 }
 
 /// The config text of a sink for `sim`, plus `extra` lines.
