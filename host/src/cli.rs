@@ -41,7 +41,7 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Show which routes an alert (a JSON file as the webhook takes it) matches, who it
+    /// Show which routes an alert (a JSON or XML file, docs/alert-format.md) matches, who it
     /// reaches through which sinks, and what happens to offline recipients.
     Route {
         #[arg(long, short)]

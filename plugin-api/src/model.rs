@@ -171,6 +171,13 @@ impl PluginError {
         Self::new(ErrorKind::PERMANENT, error_chain(error))
     }
 
+    /// True if and only if the same call may succeed later unchanged: a `TRANSIENT` error, or
+    /// the other side stopping (`SHUTTING_DOWN`). Every plugin's error type answers the same
+    /// question under the same name.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, ErrorKind::TRANSIENT | ErrorKind::SHUTTING_DOWN)
+    }
+
     /// Sets the retry advice.
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);

@@ -3,7 +3,7 @@
 //! functions of the record, the finding and the clock.
 
 use alertbridge_plugin_api::{
-    DeliveryStatus, ErrorKind, PluginError, PresenceState, RecipientResult,
+    DeliveryStatus, ErrorKind, PluginError, PresenceState, RecipientResult, kit::Backoff,
 };
 
 use super::presence::Unheard;
@@ -140,12 +140,9 @@ fn retry(
         );
         return;
     }
-    let base = s.retry_initial.as_millis() as i64;
-    let exp = base
-        .saturating_mul(1 << (record.attempts.saturating_sub(1)).min(20))
-        .min(s.retry_max.as_millis() as i64);
-    let jitter = rand::random_range(0..=exp / 5);
-    let wait = (exp + jitter).max(retry_after_ms.unwrap_or(0));
+    let backoff = Backoff::new(s.retry_initial, s.retry_max);
+    let delay = i64::try_from(backoff.delay(record.attempts).as_millis()).unwrap_or(i64::MAX);
+    let wait = delay.max(retry_after_ms.unwrap_or(0));
     record.outcome = Outcome::Pending;
     record.not_before_ms = Some(now + wait);
     record.reason = format!("retrying in {} ms: {why}", wait);

@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge_plugin_api::{ErrorKind, HealthState, PluginError, Role, abi::SinkBox};
+use alertbridge_plugin_api::{
+    ErrorKind, HealthState, PluginError, Role, abi::SinkBox, kit::Backoff,
+};
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -269,12 +271,14 @@ impl Slot {
     }
 }
 
-/// 0.5 s, 1 s, 2 s … up to 60 s, with jitter.
+/// The wait before restarting a failed instance: 0.5 s, 1 s, 2 s … up to 60 s, with up to 25 %
+/// jitter.
+const RESTART_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(60)).jitter(0.25);
+
+/// The wait after `failures` consecutive failures ([`RESTART_BACKOFF`]).
 pub fn backoff(failures: u32) -> Duration {
-    let base = 500u64
-        .saturating_mul(1 << failures.saturating_sub(1).min(7))
-        .min(60_000);
-    Duration::from_millis(base + rand::random_range(0..=base / 4))
+    RESTART_BACKOFF.delay(failures)
 }
 
 /// Sleeps, returning true if shutdown came first.

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use alertbridge_plugin_api::kit::Backoff;
 use redb::{Durability, ReadableTable, ReadableTableMetadata};
 use tokio::sync::oneshot;
 
@@ -77,7 +78,7 @@ pub(super) struct Writer {
     /// Saves not yet committed because the file failed; newest per alert.
     unsaved: BTreeMap<u64, Vec<u8>>,
     /// The wait before the next reopen attempt, while faulted.
-    backoff: Duration,
+    backoff: Backoff,
     /// When the file was last reopened after a fault.
     reopened_at: Option<Instant>,
 }
@@ -99,7 +100,7 @@ impl Writer {
             dedup: loaded.dedup,
             next_id: loaded.next_id,
             unsaved: BTreeMap::new(),
-            backoff: REOPEN_FIRST,
+            backoff: Backoff::new(REOPEN_FIRST, REOPEN_MAX),
             reopened_at: None,
         };
         writer.publish_sizes();
@@ -335,14 +336,14 @@ impl Writer {
         drop(closed);
         // A file that reopens but fails again soon (a disk still full: the reopen itself needs
         // no new space) keeps backing off; one that stayed up a while starts over.
-        self.backoff = match self.reopened_at {
-            Some(at) if at.elapsed() < STAYED_UP => (self.backoff * 2).min(REOPEN_MAX),
-            _ => REOPEN_FIRST,
-        };
-        let retry_at = Instant::now() + self.backoff;
+        if self.reopened_at.is_none_or(|at| at.elapsed() >= STAYED_UP) {
+            self.backoff.reset();
+        }
+        let wait = self.backoff.next();
+        let retry_at = Instant::now() + wait;
         self.shared.metrics.queue_fault_seen();
         self.set_fault(reason.clone(), retry_at);
-        let retry_after_ms = self.backoff.as_millis().max(1000) as u64;
+        let retry_after_ms = wait.as_millis().max(1000) as u64;
         move || QueueError::Unavailable {
             reason: reason.clone(),
             retry_after_ms,
@@ -371,10 +372,10 @@ impl Writer {
         let (db, loaded) = match opened {
             Ok(x) => x,
             Err(e) => {
-                self.backoff = (self.backoff * 2).min(REOPEN_MAX);
+                let wait = self.backoff.next();
                 let reason = crate::error_chain(&e);
-                tracing::warn!(error = %reason, retry_in_ms = self.backoff.as_millis() as u64, "Queue still unavailable.");
-                self.set_fault(reason, Instant::now() + self.backoff);
+                tracing::warn!(error = %reason, retry_in_ms = wait.as_millis() as u64, "Queue still unavailable.");
+                self.set_fault(reason, Instant::now() + wait);
                 return;
             }
         };

@@ -5,6 +5,7 @@
 //! guarded, every future handed to the host is spawned on the instance's own runtime, and
 //! `tracing` events are forwarded to the host's log.
 
+mod backoff;
 mod call;
 mod entry;
 pub mod format;
@@ -18,6 +19,7 @@ use std::{future::Future, sync::Arc};
 
 pub use tokio_util::sync::CancellationToken;
 
+pub use self::backoff::Backoff;
 pub use self::call::{Args, unsupported};
 #[doc(hidden)]
 pub use self::entry::{PluginSpec, lib_header};

@@ -85,7 +85,7 @@ pub enum Error {
 impl Error {
     /// True if and only if the same operation may succeed later without a change of
     /// configuration: network trouble, a busy or temporarily failing server.
-    pub fn is_retriable(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Timeout(_) | Self::Io { .. } | Self::Closed => true,
             Self::Server { code, .. } => code.as_ref().is_none_or(ResponseCode::is_temporary),
@@ -123,21 +123,21 @@ mod tests {
         };
         assert!(
             auth(Some(ResponseCode::Auth)).is_auth()
-                && !auth(Some(ResponseCode::Auth)).is_retriable()
+                && !auth(Some(ResponseCode::Auth)).is_transient()
         );
         assert!(auth(None).is_auth());
         assert!(
             !auth(Some(ResponseCode::InUse)).is_auth()
-                && auth(Some(ResponseCode::InUse)).is_retriable()
+                && auth(Some(ResponseCode::InUse)).is_transient()
         );
-        assert!(Error::Closed.is_retriable());
+        assert!(Error::Closed.is_transient());
         let server = |code| Error::Server {
             command: "RETR",
             code,
             text: String::new(),
         };
-        assert!(server(None).is_retriable() && !server(Some(ResponseCode::SysPerm)).is_retriable());
-        assert!(!Error::Unsupported("STLS").is_retriable());
+        assert!(server(None).is_transient() && !server(Some(ResponseCode::SysPerm)).is_transient());
+        assert!(!Error::Unsupported("STLS").is_transient());
     }
 
     #[test]

@@ -9,9 +9,8 @@ use std::{
 
 use alertbridge_plugin_api::{
     Health, HealthState, PluginError, error_chain,
-    kit::{CancellationToken, Setup, Source, SourceContext},
+    kit::{Backoff, CancellationToken, Setup, Source, SourceContext},
 };
-use rand::Rng as _;
 use tracing::{error, info, warn};
 
 pub use crate::counters::Counters;
@@ -176,58 +175,5 @@ async fn sleep(shutdown: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => false,
         () = tokio::time::sleep(d) => true,
-    }
-}
-
-/// Exponential backoff with "equal jitter": each wait is between half and all of the current
-/// step, which doubles up to `max`.
-#[derive(Debug)]
-struct Backoff {
-    base: Duration,
-    max: Duration,
-    step: Duration,
-}
-
-impl Backoff {
-    fn new(base: Duration, max: Duration) -> Self {
-        let base = base.min(max);
-        Self {
-            base,
-            max,
-            step: base,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let step = self.step;
-        self.step = (self.step * 2).min(self.max);
-        let half = step / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
-    }
-
-    fn reset(&mut self) {
-        self.step = self.base;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_max() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let waits: Vec<Duration> = (0..6).map(|_| b.next()).collect();
-        let steps = [100, 200, 400, 800, 1000, 1000];
-        for (w, s) in waits.iter().zip(steps) {
-            let s = Duration::from_millis(s);
-            assert!(
-                *w >= s / 2 && *w <= s,
-                "wait {w:?} outside [{:?}, {s:?}]",
-                s / 2
-            );
-        }
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
     }
 }

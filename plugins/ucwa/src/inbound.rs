@@ -17,7 +17,7 @@ use std::{
 
 use alertbridge_plugin_api::{
     ErrorKind, error_chain,
-    kit::{Args, CancellationToken, Host},
+    kit::{Args, Backoff, CancellationToken, Host},
 };
 use reqwest::Method;
 use tokio::sync::{Semaphore, mpsc};
@@ -170,7 +170,7 @@ pub async fn run(core: Arc<Core>, host: Host, shutdown: CancellationToken) {
     let cap = core.settings.max_pending_inbound;
     let timeout = core.settings.request_timeout;
     let mut pending: VecDeque<IncomingMessage> = VecDeque::new();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut told_unsupported = false;
     loop {
@@ -179,7 +179,7 @@ pub async fn run(core: Arc<Core>, host: Host, shutdown: CancellationToken) {
             match offer_to_host(&host, m, timeout).await {
                 Offered::Recorded | Offered::Refused => {
                     pending.pop_front();
-                    backoff = Duration::from_millis(250);
+                    backoff.reset();
                     retry_at = None;
                 }
                 Offered::Unsupported => {
@@ -192,8 +192,7 @@ pub async fn run(core: Arc<Core>, host: Host, shutdown: CancellationToken) {
                     pending.clear();
                 }
                 Offered::Later => {
-                    retry_at = Some(tokio::time::Instant::now() + backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    retry_at = Some(tokio::time::Instant::now() + backoff.next());
                 }
             }
             continue;

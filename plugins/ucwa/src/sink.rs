@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use alertbridge_plugin_api::{
     ErrorKind, Health, HealthState, Message, PluginError, Presence, RecipientResult, error_chain,
-    kit::{Args, CancellationToken, Host, Setup, Sink, unsupported},
+    kit::{Args, Backoff, CancellationToken, Host, Setup, Sink, unsupported},
 };
 use tracing::warn;
 
@@ -69,7 +69,7 @@ impl Sink for UcwaSink {
         ));
         let mut applications = None;
         let mut generation = 0;
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let signed_in = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -79,7 +79,8 @@ impl Sink for UcwaSink {
                 Ok(app) => app,
                 Err(e) => {
                     let message = error_chain(&e);
-                    warn!(error = %message, retry_secs = backoff.as_secs(), "Sign-in failed.");
+                    let wait = backoff.next();
+                    warn!(error = %message, retry_ms = wait.as_millis() as u64, "Sign-in failed.");
                     core.set_health(HealthState::DEGRADED, format!("sign-in failed: {message}"));
                     // Rediscover next time unless the server only asked us to slow down.
                     if !matches!(e.status(), Some(429 | 503)) {
@@ -87,14 +88,13 @@ impl Sink for UcwaSink {
                     }
                     tokio::select! {
                         () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                     continue;
                 }
             };
             generation += 1;
-            backoff = Duration::from_secs(1);
+            backoff.reset();
             let live = Arc::new(Live {
                 generation,
                 app,
@@ -126,9 +126,8 @@ impl Sink for UcwaSink {
             if !error.is_application_gone() {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(backoff.next()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
             }
         }
         let _ = replies.await;

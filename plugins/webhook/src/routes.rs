@@ -298,7 +298,7 @@ fn answer(outcomes: &[Outcome]) -> Response {
                 ids.push(None);
                 refused.push(i);
                 // A transient refusal decides the answer: the client should come back.
-                if worst.is_none_or(|(_, w)| !retryable(w) && retryable(e)) {
+                if worst.is_none_or(|(_, w)| !w.is_transient() && e.is_transient()) {
                     worst = Some((i, e));
                 }
             }
@@ -314,7 +314,7 @@ fn answer(outcomes: &[Outcome]) -> Response {
     let Some((index, error)) = worst else {
         return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     };
-    let status = if retryable(error) {
+    let status = if error.is_transient() {
         StatusCode::SERVICE_UNAVAILABLE
     } else if error.kind == ErrorKind::PERMANENT {
         StatusCode::BAD_REQUEST
@@ -335,10 +335,6 @@ fn answer(outcomes: &[Outcome]) -> Response {
             .insert(header::RETRY_AFTER, retry_after_value(after));
     }
     response
-}
-
-fn retryable(e: &PluginError) -> bool {
-    e.kind == ErrorKind::TRANSIENT || e.kind == ErrorKind::SHUTTING_DOWN
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.

@@ -118,7 +118,7 @@ async fn wrong_password_is_an_auth_error_with_its_code() {
         .login(AuthMethod::User, "alerts", "nope")
         .await
         .unwrap_err();
-    assert!(e.is_auth() && !e.is_retriable(), "{e:?}");
+    assert!(e.is_auth() && !e.is_transient(), "{e:?}");
     assert_eq!(
         e.to_string(),
         "authentication (USER/PASS) refused by the server: [AUTH] Authentication failed."
@@ -141,7 +141,7 @@ async fn wrong_password_is_an_auth_error_with_its_code() {
                 code: Some(ResponseCode::InUse),
                 ..
             }
-        ) && e.is_retriable()
+        ) && e.is_transient()
             && !e.is_auth()
     );
 }
@@ -157,7 +157,7 @@ async fn error_greeting_and_garbage_greeting() {
                 command: "greeting",
                 ..
             }
-        ) && e.is_retriable(),
+        ) && e.is_transient(),
         "{e}"
     );
     let stream = MockStream::new([&b"HTTP/1.1 400 Bad Request\r\n"[..]]);

@@ -454,7 +454,7 @@ impl Poller<'_> {
             warn!(mailbox = %s.mailbox, msg = candidate.msg, error = %e, "RETR failed (no UIDL to remember the mail by); skipping it for now.");
             return;
         };
-        let lasting = matches!(e, Error::TooLarge { .. }) || !e.is_retriable();
+        let lasting = matches!(e, Error::TooLarge { .. }) || !e.is_transient();
         let due = memory.failed(uid, &e.to_string(), lasting);
         warn!(mailbox = %s.mailbox, msg = candidate.msg, uid, error = %e, failures = memory.failures(uid), quarantine_next = due,
             "RETR failed; skipping this mail for now.");
