@@ -1,7 +1,6 @@
 //! The event channel: the P-GET loop (`next` / `resume` / `resync`, 409 PGetReplaced, retry
 //! with back-off, ends when the application is gone) and the dispatcher that routes
-//! messagingInvitation and messaging events to the conversation waiting for them, keeps the
-//! links of conversations kept open for replies, and hands inbound events out. What a
+//! messagingInvitation and messaging events to the conversation waiting for them. What a
 //! conversation learns is a fixed-size state (latest links, outcomes), never a queue, and the
 //! hrefs tracked per conversation are capped, so no stream of events grows memory.
 
@@ -201,7 +200,9 @@ impl Dispatcher {
                         }
                     },
                 };
-                let waiter = routes.by_operation.get_mut(&operation)?;
+                let Some(waiter) = routes.by_operation.get_mut(&operation) else {
+                    return None;
+                };
                 if let Some(c) = event.resource_link("conversation")
                     && waiter.tx.borrow().conversation.is_none()
                 {
@@ -239,10 +240,13 @@ impl Dispatcher {
                         .kept
                         .links(&event.sender_href, send, stop, disconnected);
                 }
-                let waiter = routes
+                let Some(waiter) = routes
                     .by_href
                     .get(&event.href)
-                    .and_then(|op| routes.by_operation.get(op))?;
+                    .and_then(|op| routes.by_operation.get(op))
+                else {
+                    return None;
+                };
                 if send.is_some() || stop.is_some() {
                     waiter.tx.send_modify(|c| {
                         if let Some(send) = send {
@@ -259,10 +263,13 @@ impl Dispatcher {
                 routes.kept.forget(&event.href);
             }
             "message" if event.kind == "completed" => {
-                let waiter = routes
+                let Some(waiter) = routes
                     .by_href
                     .get(&event.sender_href)
-                    .and_then(|op| routes.by_operation.get(op))?;
+                    .and_then(|op| routes.by_operation.get(op))
+                else {
+                    return None;
+                };
                 let result = outcome(event);
                 waiter.tx.send_modify(|c| {
                     c.messages = c.messages.saturating_add(1);
