@@ -1,6 +1,7 @@
 //! The event channel: the P-GET loop (`next` / `resume` / `resync`, 409 PGetReplaced, retry
 //! with back-off, ends when the application is gone) and the dispatcher that routes
-//! messagingInvitation and messaging events to the conversation waiting for them. What a
+//! messagingInvitation and messaging events to the conversation waiting for them, keeps the
+//! links of conversations kept open for replies, and hands inbound events out. What a
 //! conversation learns is a fixed-size state (latest links, outcomes), never a queue, and the
 //! hrefs tracked per conversation are capped, so no stream of events grows memory.
 
@@ -200,9 +201,7 @@ impl Dispatcher {
                         }
                     },
                 };
-                let Some(waiter) = routes.by_operation.get_mut(&operation) else {
-                    return None;
-                };
+                let waiter = routes.by_operation.get_mut(&operation)?;
                 if let Some(c) = event.resource_link("conversation")
                     && waiter.tx.borrow().conversation.is_none()
                 {
@@ -240,13 +239,10 @@ impl Dispatcher {
                         .kept
                         .links(&event.sender_href, send, stop, disconnected);
                 }
-                let Some(waiter) = routes
+                let waiter = routes
                     .by_href
                     .get(&event.href)
-                    .and_then(|op| routes.by_operation.get(op))
-                else {
-                    return None;
-                };
+                    .and_then(|op| routes.by_operation.get(op))?;
                 if send.is_some() || stop.is_some() {
                     waiter.tx.send_modify(|c| {
                         if let Some(send) = send {
@@ -263,13 +259,10 @@ impl Dispatcher {
                 routes.kept.forget(&event.href);
             }
             "message" if event.kind == "completed" => {
-                let Some(waiter) = routes
+                let waiter = routes
                     .by_href
                     .get(&event.sender_href)
-                    .and_then(|op| routes.by_operation.get(op))
-                else {
-                    return None;
-                };
+                    .and_then(|op| routes.by_operation.get(op))?;
                 let result = outcome(event);
                 waiter.tx.send_modify(|c| {
                     c.messages = c.messages.saturating_add(1);

@@ -260,10 +260,8 @@ pub fn html_to_text(html: &str) -> String {
                         _ => "title",
                     });
                 }
-                "br" | "p" | "div" | "li" | "tr" => {
-                    if !out.is_empty() && !out.ends_with('\n') {
-                        out.push('\n');
-                    }
+                "br" | "p" | "div" | "li" | "tr" if !out.is_empty() && !out.ends_with('\n') => {
+                    out.push('\n');
                 }
                 _ => {}
             },
