@@ -37,6 +37,82 @@ impl Alert {
             ..Self::default()
         }
     }
+
+    /// Whether the alert fires or says its problem is over: [`AlertStatus::Resolved`] when
+    /// attribute [`STATUS_ATTRIBUTE`] is `resolved`, else [`AlertStatus::Firing`] (also for
+    /// any other value, so an unknown status never turns a page into a resolve).
+    pub fn status(&self) -> AlertStatus {
+        match self.attributes.get(STATUS_ATTRIBUTE).map(String::as_str) {
+            Some("resolved") => AlertStatus::Resolved,
+            _ => AlertStatus::Firing,
+        }
+    }
+
+    /// Sets the status: `Resolved` puts attribute `status = resolved`, `Firing` takes it off.
+    pub fn set_status(&mut self, status: AlertStatus) {
+        match status {
+            AlertStatus::Resolved => {
+                self.attributes
+                    .insert(STATUS_ATTRIBUTE.to_owned(), status.as_str().to_owned());
+            }
+            AlertStatus::Firing => {
+                self.attributes.remove(STATUS_ATTRIBUTE);
+            }
+        }
+    }
+
+    /// The alert with this status ([`Alert::set_status`]).
+    pub fn with_status(mut self, status: AlertStatus) -> Self {
+        self.set_status(status);
+        self
+    }
+}
+
+/// The attribute of an alert that carries its status (`FfiAlert.attributes["status"]`): the
+/// value `resolved` says the problem is over; absent means firing.
+pub const STATUS_ATTRIBUTE: &str = "status";
+
+/// Whether an alert reports a problem (`Firing`, the default) or its end (`Resolved`: the host
+/// resolves the open incident with the same dedup key and pages nobody).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AlertStatus {
+    #[default]
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    /// `firing` or `resolved`, as the alert format writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+impl fmt::Display for AlertStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that is neither `firing` nor `resolved`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}, expected firing or resolved")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for AlertStatus {
+    type Err = UnknownStatus;
+
+    /// `firing` or `resolved`, in any letter case, surrounding whitespace ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "firing" => Ok(Self::Firing),
+            "resolved" => Ok(Self::Resolved),
+            _ => Err(UnknownStatus(s.to_owned())),
+        }
+    }
 }
 
 /// One delivery attempt of an alert to some recipients of one sink.
@@ -102,13 +178,24 @@ impl Presence {
 }
 
 /// The outcome of a delivery for one recipient.
+///
+/// Build it with [`RecipientResult::new`] / [`RecipientResult::delivered`] and the `with_*`
+/// methods; data added after API 1.0 goes into `attributes` (the wire's
+/// `FfiRecipientResult.attributes`), read and written through methods such as
+/// [`RecipientResult::with_conversation`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecipientResult {
     pub user: String,
     pub status: DeliveryStatus,
     pub detail: String,
     pub retry_after: Option<Duration>,
+    /// Extra data without a field of its own (wire: `FfiRecipientResult.attributes`).
+    pub attributes: BTreeMap<String, String>,
 }
+
+/// The attribute of a recipient's outcome naming the conversation the page went out in, for a
+/// sink that hears replies there (`conversation.send/1` answers into it).
+pub const CONVERSATION_ATTRIBUTE: &str = "conversation";
 
 impl RecipientResult {
     pub fn new(user: impl Into<String>, status: DeliveryStatus, detail: impl Into<String>) -> Self {
@@ -117,6 +204,7 @@ impl RecipientResult {
             status,
             detail: detail.into(),
             retry_after: None,
+            attributes: BTreeMap::new(),
         }
     }
 
@@ -129,7 +217,37 @@ impl RecipientResult {
         self.retry_after = Some(after);
         self
     }
+
+    /// Names the conversation the page went out in (attribute [`CONVERSATION_ATTRIBUTE`]): a
+    /// reference of at most [`MAX_CONVERSATION_BYTES`] that the sink can later answer into
+    /// (`conversation.send/1`) and that its inbound messages in that conversation carry. An
+    /// empty or longer reference is left out (the host then has none for this page).
+    pub fn with_conversation(mut self, conversation: impl Into<String>) -> Self {
+        let conversation = conversation.into();
+        if conversation.is_empty() || conversation.len() > MAX_CONVERSATION_BYTES {
+            tracing::warn!(
+                user = %self.user,
+                bytes = conversation.len(),
+                "A conversation reference that is empty or longer than 512 bytes is left out."
+            );
+        } else {
+            self.attributes
+                .insert(CONVERSATION_ATTRIBUTE.to_owned(), conversation);
+        }
+        self
+    }
+
+    /// The conversation the page went out in, if the sink named one.
+    pub fn conversation(&self) -> Option<&str> {
+        self.attributes
+            .get(CONVERSATION_ATTRIBUTE)
+            .map(String::as_str)
+            .filter(|c| !c.is_empty())
+    }
 }
+
+/// The largest conversation reference, in bytes (`inbound.message/1`, recipient outcomes).
+pub const MAX_CONVERSATION_BYTES: usize = 512;
 
 /// An error a plugin reports to the host, or the host to a plugin.
 ///
@@ -356,7 +474,7 @@ impl From<&RecipientResult> for FfiRecipientResult {
             status: r.status,
             detail: r.detail.as_str().into(),
             retry_after_ms: millis(r.retry_after),
-            attributes: FfiPairs::new(),
+            attributes: pairs(&r.attributes),
         }
     }
 }
@@ -368,6 +486,7 @@ impl From<&FfiRecipientResult> for RecipientResult {
             status: r.status,
             detail: r.detail.to_string(),
             retry_after: from_millis(r.retry_after_ms),
+            attributes: from_pairs(&r.attributes),
         }
     }
 }
@@ -466,6 +585,51 @@ mod tests {
         assert_eq!(Alert::from(&FfiAlert::from(&a)), a);
         let empty = Alert::new("x");
         assert_eq!(Alert::from(&FfiAlert::from(&empty)), empty);
+    }
+
+    #[test]
+    fn status_rides_in_the_attributes_and_unknown_values_fire() {
+        let a = Alert::new("x").with_status(AlertStatus::Resolved);
+        assert_eq!(a.status(), AlertStatus::Resolved);
+        let ffi = FfiAlert::from(&a);
+        assert!(
+            ffi.attributes
+                .iter()
+                .any(|Tuple2(k, v)| k == "status" && v == "resolved")
+        );
+        assert_eq!(Alert::from(&ffi).status(), AlertStatus::Resolved);
+        let mut b = a.clone();
+        b.set_status(AlertStatus::Firing);
+        assert!(b.attributes.is_empty());
+        b.attributes.insert("status".into(), "RESOLVED?".into());
+        assert_eq!(b.status(), AlertStatus::Firing, "only `resolved` resolves");
+        assert_eq!(" Resolved ".parse(), Ok(AlertStatus::Resolved));
+        assert_eq!(
+            "ok".parse::<AlertStatus>().unwrap_err().to_string(),
+            "unknown status \"ok\", expected firing or resolved"
+        );
+    }
+
+    #[test]
+    fn a_conversation_reaches_the_wire_and_back() {
+        let r = RecipientResult::delivered("sip:alice@x").with_conversation("conv/1");
+        assert_eq!(r.conversation(), Some("conv/1"));
+        let ffi = FfiRecipientResult::from(&r);
+        assert_eq!(ffi.attributes.len(), 1);
+        assert_eq!(
+            (ffi.attributes[0].0.as_str(), ffi.attributes[0].1.as_str()),
+            ("conversation", "conv/1")
+        );
+        assert_eq!(RecipientResult::from(&ffi), r);
+        // Unusable references are left out rather than sent.
+        let none = RecipientResult::delivered("sip:a@x").with_conversation("");
+        assert_eq!(none.conversation(), None);
+        let long = RecipientResult::delivered("sip:a@x")
+            .with_conversation("c".repeat(MAX_CONVERSATION_BYTES + 1));
+        assert_eq!(long.conversation(), None);
+        let max = RecipientResult::delivered("sip:a@x")
+            .with_conversation("c".repeat(MAX_CONVERSATION_BYTES));
+        assert!(max.conversation().is_some());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use async_ffi::{FfiFuture, FutureExt as _};
 use crate::{
     Alert, ErrorKind, FfiAlert, FfiError, FfiPairs, LogLevel, LogRecord, PluginError, Receipt,
     abi::{HostBox, HostFfi, HostFfi_TO},
-    kit::{Args, CancellationToken, Host, SourceContext, unsupported},
+    kit::{Args, CancellationToken, Host, Inbound, SourceContext, calls, unsupported},
 };
 
 /// How the test host answers a submit.
@@ -107,6 +107,26 @@ impl TestHost {
     /// it arrives (before its answer).
     pub fn calls(&self) -> Vec<(String, Args)> {
         self.lock().calls.clone()
+    }
+
+    /// The inbound messages (`inbound.message/1` calls) the instance handed over so far, as
+    /// they crossed (after the kit's checks and bounds), oldest first; known to the host or not.
+    pub fn inbound_messages(&self) -> Vec<Inbound> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|(name, _)| name == calls::INBOUND_MESSAGE)
+            .map(|(_, args)| {
+                let get = |k: &str| args.get(k).cloned().unwrap_or_default();
+                Inbound {
+                    user: get("user"),
+                    text: get("text"),
+                    conversation: get("conversation"),
+                    name: args.get("name").cloned(),
+                    id: args.get("id").cloned(),
+                }
+            })
+            .collect()
     }
 
     /// The handle as it crosses the boundary.

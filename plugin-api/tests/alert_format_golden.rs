@@ -28,6 +28,7 @@ fn render(result: &Result<Vec<Alert>, FormatError>) -> String {
                 let _ = writeln!(out, "  dedup_key: {:?}", a.dedup_key);
                 let expires = a.expires_unix_ms.map(format::unix_ms_rfc3339);
                 let _ = writeln!(out, "  expires: {expires:?} ({:?} ms)", a.expires_unix_ms);
+                let _ = writeln!(out, "  status: {}", a.status());
             }
         }
         Err(e) => {
@@ -89,7 +90,7 @@ fn every_golden_document_parses_as_recorded() {
 #[test]
 fn the_xml_and_json_twins_agree() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/alert-format");
-    for twin in ["spec-example", "minimal"] {
+    for twin in ["spec-example", "minimal", "resolved"] {
         let xml = std::fs::read(dir.join(format!("{twin}.xml"))).unwrap();
         let json = std::fs::read(dir.join(format!("{twin}.json"))).unwrap();
         assert_eq!(

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Host, Sink, Source, SourceContext,
     call::{from_pairs, to_pairs},
-    guard, log,
+    guard, listen, log,
 };
 use crate::{
     ErrorKind, FfiError, FfiHealth, FfiMessage, FfiPairs, FfiPresence, FfiRecipientResult, Health,
@@ -313,7 +313,7 @@ impl<T: Sink> SinkFfi for SinkAdapter<T> {
         let inner = Arc::clone(&self.inner);
         let (name, args) = (name.to_string(), from_pairs(&args));
         guard::spawn_ffi(&handle, "call", async move {
-            let answer = inner.call(&name, args).await?;
+            let answer = listen::sink_call(inner.as_ref(), &name, args).await?;
             Ok(to_pairs(&answer))
         })
     }

@@ -12,6 +12,7 @@ pub mod format;
 mod guard;
 mod host;
 mod instance;
+mod listen;
 mod log;
 mod secret;
 
@@ -24,6 +25,7 @@ pub use self::call::{Args, unsupported};
 #[doc(hidden)]
 pub use self::entry::{PluginSpec, lib_header};
 pub use self::host::Host;
+pub use self::listen::{Inbound, MAX_INBOUND_TEXT_BYTES, calls};
 pub use self::secret::{Secret, resolve_secret};
 use crate::{Health, Message, PluginError, Presence, RecipientResult};
 
@@ -101,10 +103,30 @@ pub trait Sink: Send + Sync + Sized + 'static {
         Health::ok()
     }
 
+    /// Says `text` to `user` in `conversation` (`conversation.send/1`, the host answering an
+    /// inbound message or telling the others paged for an incident) and returns the reference
+    /// of the conversation actually used. When that conversation is gone (ended, expired,
+    /// unknown after a restart, or `conversation` is empty) start a new one with `user`.
+    /// Errors as `deliver`'s whole-call errors: `TRANSIENT` (the host retries with backoff) or
+    /// `PERMANENT` (logged, dropped).
+    ///
+    /// The kit routes the host's `conversation.send/1` here with its arguments checked; the
+    /// default answers [`unsupported`], and then the kit offers the call to [`Sink::call`].
+    fn send_in_conversation(
+        &self,
+        conversation: &str,
+        user: &str,
+        text: &str,
+    ) -> impl Future<Output = Result<String, PluginError>> + Send {
+        let _ = (conversation, user, text);
+        let e = listen::send_unsupported();
+        async move { Err(e) }
+    }
+
     /// Answers a capability added after API 1.0, asked for by the host by versioned name
     /// (`"replies/1"`). The default knows none: [`unsupported`], which the host reads as
     /// "absent". Runs on the instance's runtime, guarded like `deliver`; answered only while
-    /// the instance runs.
+    /// the instance runs. (`conversation.send/1` reaches [`Sink::send_in_conversation`] first.)
     fn call(
         &self,
         name: &str,

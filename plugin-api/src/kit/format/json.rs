@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use super::{FormatError, Limits};
-use crate::{Alert, Severity};
+use crate::{Alert, AlertStatus, Severity};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,8 @@ struct JsonAlert {
     dedup_key: Option<String>,
     #[serde(default, deserialize_with = "expires")]
     expires: Option<i64>,
+    #[serde(default, deserialize_with = "status")]
+    status: AlertStatus,
 }
 
 #[derive(Default, Deserialize)]
@@ -75,6 +77,14 @@ fn dedup_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
     Ok(Option::<String>::deserialize(d)?.filter(|k| !k.is_empty()))
 }
 
+/// `"firing"` or `"resolved"` through `AlertStatus`'s `FromStr`; `null` is firing.
+fn status<'de, D: Deserializer<'de>>(d: D) -> Result<AlertStatus, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(text) => text.parse().map_err(D::Error::custom),
+        None => Ok(AlertStatus::Firing),
+    }
+}
+
 fn expires<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     match Option::<String>::deserialize(d)? {
         Some(text) => super::rfc3339_unix_ms(&text)
@@ -97,6 +107,7 @@ impl From<JsonAlert> for Alert {
             expires_unix_ms: j.expires,
             attributes: BTreeMap::new(),
         }
+        .with_status(j.status)
     }
 }
 
@@ -238,6 +249,26 @@ mod tests {
         assert_eq!(
             (a[0].dedup_key.as_deref(), a[0].expires_unix_ms),
             (None, None)
+        );
+    }
+
+    #[test]
+    fn status_resolved_or_firing() {
+        let a = parse(b"{\"subject\":\"a\",\"dedup_key\":\"k\",\"status\":\"Resolved\"}").unwrap();
+        assert_eq!(a[0].status(), AlertStatus::Resolved);
+        assert_eq!(a[0].attributes["status"], "resolved");
+        for body in [
+            &b"{\"subject\":\"a\",\"status\":\"firing\"}"[..],
+            b"{\"subject\":\"a\",\"status\":null}",
+            b"{\"subject\":\"a\"}",
+        ] {
+            let a = parse(body).unwrap();
+            assert_eq!(a[0].status(), AlertStatus::Firing);
+            assert!(a[0].attributes.is_empty());
+        }
+        assert_eq!(
+            err("{\"subject\":\"a\",\"status\":\"ok\"}"),
+            "`status` at line 1 column 29: unknown status \"ok\", expected firing or resolved"
         );
     }
 

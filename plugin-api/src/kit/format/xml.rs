@@ -21,7 +21,7 @@ use quick_xml::{
 };
 
 use super::{FormatError, Limits};
-use crate::Alert;
+use crate::{Alert, AlertStatus};
 
 /// The namespace of the alert document.
 pub const NAMESPACE: &str = "urn:alertbridge:alert:1";
@@ -256,6 +256,13 @@ impl<'a> Doc<'a> {
                     alert.severity = text
                         .parse()
                         .map_err(|e| self.field("severity", &format!("{e}")))?;
+                }
+                "status" => {
+                    let text = self.text(&name, empty)?;
+                    let status: AlertStatus = text
+                        .parse()
+                        .map_err(|e| self.field("status", &format!("{e}")))?;
+                    alert.set_status(status);
                 }
                 "dedup-key" => {
                     alert.dedup_key = Some(self.text(&name, empty)?).filter(|k| !k.is_empty())

@@ -115,6 +115,22 @@ fn several_alerts_entities_cdata_and_prefixes() {
     assert_eq!(plain[0].subject, "no namespace");
 }
 
+#[test]
+fn status_resolved_or_firing() {
+    let doc = "<alert xmlns=\"urn:alertbridge:alert:1\"><subject>x</subject>\
+        <dedup-key>db01-disk</dedup-key><status> Resolved </status></alert>";
+    let a = parse_default(doc.as_bytes()).expect("valid");
+    assert_eq!(a[0].status(), AlertStatus::Resolved);
+    assert_eq!(a[0].dedup_key.as_deref(), Some("db01-disk"));
+    let a = parse_default(b"<alert><subject>x</subject><status>firing</status></alert>").unwrap();
+    assert_eq!(a[0].status(), AlertStatus::Firing);
+    assert!(a[0].attributes.is_empty());
+    assert_eq!(
+        err("<alert><subject>x</subject><status/></alert>"),
+        "`status` at line 1 column 37: unknown status \"\", expected firing or resolved"
+    );
+}
+
 fn err(doc: &str) -> String {
     parse_default(doc.as_bytes()).expect_err(doc).to_string()
 }
