@@ -198,7 +198,7 @@ fn parse(text: &str) -> Result<BTreeMap<String, Family>, String> {
                     family.kind
                 ));
             }
-            if family.kind == "counter" && !(s.value >= 0.0) {
+            if family.kind == "counter" && (s.value.is_nan() || s.value < 0.0) {
                 return Err(format!("a negative counter: {line:?}"));
             }
             if !series.insert(format!("{}{:?}", s.name, s.labels)) {
