@@ -335,3 +335,205 @@ async fn batch_answers_in_request_order_and_rejects_over_the_limit() {
         .unwrap();
     assert_eq!(rejected.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// Every event of a P-GET page, flattened: (sender href, event).
+fn events_of(page: &Value) -> Vec<(String, Value)> {
+    page["sender"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| {
+            let href = s["href"].as_str().unwrap_or_default().to_owned();
+            s["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |e| (href.clone(), e.clone()))
+        })
+        .collect()
+}
+
+/// A person starts a conversation with the bot (incoming messagingInvitation, as UCWA 2.0's
+/// "Receive an IM" shows it), the bot accepts, reads the first message as an Incoming message
+/// event, answers, and a second reply comes in the same conversation.
+#[tokio::test]
+async fn a_person_starts_a_conversation_the_bot_accepts_reads_and_answers() {
+    let sim = sim().await;
+    let http = Client::new();
+    let (token, base, app) = sign_in(&http, &sim).await;
+    let link = |v: &Value, path: &str| {
+        format!("{base}{}", v.pointer(path).and_then(Value::as_str).unwrap())
+    };
+    let control = |path: &str| format!("{base}/control/users/alice@contoso.com/{path}");
+    // Not available yet: nobody can reach the bot.
+    let refused = http
+        .post(control("reply"))
+        .json(&json!({"text": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    http.post(link(&app, "/_embedded/me/_links/makeMeAvailable/href"))
+        .bearer_auth(&token)
+        .json(&json!({"SupportedModalities":["Messaging"]}))
+        .send()
+        .await
+        .unwrap();
+    let replied = json_of(
+        http.post(control("reply"))
+            .json(&json!({"text": "hello bot"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(replied["invited"], true);
+    let conversation = replied["conversation"].as_str().unwrap().to_owned();
+
+    let mut next = link(&app, "/_links/events/href");
+    let pget = async |next: &mut String| {
+        let page = json_of(
+            http.get(next.as_str())
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        *next = link(&page, "/_links/next/href");
+        events_of(&page)
+    };
+    let events = pget(&mut next).await;
+    let (_, invitation) = events
+        .iter()
+        .find(|(_, e)| e["link"]["rel"] == "messagingInvitation")
+        .expect("an invitation");
+    let inv = &invitation["_embedded"]["messagingInvitation"];
+    assert_eq!(invitation["type"], "started");
+    assert_eq!(inv["direction"], "Incoming");
+    assert_eq!(inv["_links"]["conversation"]["href"], conversation.as_str());
+    assert_eq!(inv["_embedded"]["from"]["uri"], "sip:alice@contoso.com");
+    assert_eq!(
+        alertbridge_testbed::ucwa_sim::decode_data_url(
+            inv["_links"]["message"]["href"].as_str().unwrap()
+        ),
+        Some(("text/plain".to_owned(), "hello bot".to_owned()))
+    );
+    let accepted = http
+        .post(link(inv, "/_links/accept/href"))
+        .bearer_auth(&token)
+        .header(header::CONTENT_LENGTH, "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::NO_CONTENT);
+
+    let events = pget(&mut next).await;
+    let kinds: Vec<(String, String)> = events
+        .iter()
+        .map(|(_, e)| {
+            (
+                e["link"]["rel"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("messagingInvitation".into(), "completed".into())),
+        "{kinds:?}"
+    );
+    let (_, messaging) = events
+        .iter()
+        .find(|(_, e)| e["link"]["rel"] == "messaging")
+        .unwrap();
+    assert_eq!(messaging["_embedded"]["messaging"]["state"], "Connected");
+    let (sender, message) = events
+        .iter()
+        .find(|(_, e)| e["link"]["rel"] == "message")
+        .unwrap();
+    assert_eq!(
+        sender, &conversation,
+        "the message comes from its conversation"
+    );
+    let m = &message["_embedded"]["message"];
+    assert_eq!(
+        (message["status"].as_str(), m["direction"].as_str()),
+        (Some("Success"), Some("Incoming"))
+    );
+    assert!(
+        m["_links"]["contact"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/people/alice@contoso.com")
+    );
+    assert_eq!(m["_links"]["participant"]["title"], "Alice");
+    assert_eq!(
+        alertbridge_testbed::ucwa_sim::decode_data_url(
+            m["_links"]["plainMessage"]["href"].as_str().unwrap()
+        )
+        .unwrap()
+        .1,
+        "hello bot"
+    );
+
+    // The bot answers; the simulator records it in that conversation.
+    let sent = http
+        .post(format!(
+            "{}?operationId=op-1",
+            link(messaging, "/_embedded/messaging/_links/sendMessage/href")
+        ))
+        .bearer_auth(&token)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body("hi Alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::CREATED);
+    let said = sim.received("alice@contoso.com");
+    assert_eq!(
+        (said[0].text.as_str(), said[0].conversation.as_str()),
+        ("hi Alice", conversation.as_str())
+    );
+
+    // A second reply (from the status page's box) comes in the same conversation.
+    let form = http
+        .post(control("reply-form"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body("text=ack+42")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        form.url().path() == "/" || form.status().is_redirection(),
+        "{}",
+        form.status()
+    );
+    let events = pget(&mut next).await;
+    let (sender, message) = events
+        .iter()
+        .rfind(|(_, e)| e["link"]["rel"] == "message")
+        .unwrap();
+    assert_eq!(sender, &conversation);
+    assert_eq!(
+        alertbridge_testbed::ucwa_sim::decode_data_url(
+            message["_embedded"]["message"]["_links"]["plainMessage"]["href"]
+                .as_str()
+                .unwrap()
+        )
+        .unwrap()
+        .1,
+        "ack 42"
+    );
+    // The status page has a reply box per user.
+    let page = http
+        .get(&base)
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("/control/users/alice@contoso.com/reply-form"),
+        "{html}"
+    );
+}
