@@ -22,7 +22,8 @@ use crate::{
 /// How the test host answers a submit.
 #[derive(Clone, Debug)]
 pub enum Answer {
-    /// Accept (with a new id; a repeated dedup key is reported as a duplicate).
+    /// Accept (with a new id; a repeated dedup key of the same status is reported as a
+    /// duplicate, so a resolved alert with its firing alert's key is recorded too).
     Accept,
     /// Refuse with this error.
     Refuse(PluginError),
@@ -180,11 +181,12 @@ impl HostFfi for TestHost {
             }
             let alert = Alert::from(&alert);
             let mut state = this.lock();
+            // A resolved alert carries the key of the firing one it ends: an event of its own.
             let existing = alert.dedup_key.as_ref().and_then(|k| {
                 state
                     .accepted
                     .iter()
-                    .position(|a| a.dedup_key.as_ref() == Some(k))
+                    .position(|a| a.dedup_key.as_ref() == Some(k) && a.status() == alert.status())
             });
             match existing {
                 Some(i) => ROk(Receipt {

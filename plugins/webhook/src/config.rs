@@ -101,8 +101,12 @@ pub enum Resolved {
     /// Dropped (answered as `ignored` in the 202 body).
     #[default]
     Ignore,
-    /// Forwarded as an `info` alert whose subject starts with `[RESOLVED]`.
+    /// Forwarded as an `info` alert whose subject starts with `[RESOLVED]` (a notice of its
+    /// own, routed and delivered like any alert).
     Forward,
+    /// Handed on with status resolved and the dedup key of the firing alert it ends, so the
+    /// host resolves that alert's open incident (and tells those paged) instead of paging.
+    Resolve,
 }
 
 fn default_max_body_bytes() -> usize {

@@ -1,5 +1,7 @@
 //! End to end with a real Prometheus Alertmanager: alerts posted to its `POST /api/v2/alerts`
-//! reach our webhook as its receiver and arrive in the host with labels, subject and dedup key.
+//! reach our webhook as its receiver and arrive in the host with labels, subject and dedup key;
+//! resolved ones as a `[RESOLVED]` notice (`forward`) or, with `resolve`, as a resolved alert
+//! with its firing alert's dedup key.
 //!
 //! Needs `scripts/alertmanager.sh start DIR` and its `env` exports:
 //! `ALERTBRIDGE_TEST_ALERTMANAGER_URL` (required), `ALERTBRIDGE_TEST_ALERTMANAGER_WEBHOOK`
@@ -15,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge_plugin_api::{Alert, Severity, testing::TestHost};
+use alertbridge_plugin_api::{Alert, AlertStatus, Severity, testing::TestHost};
 use alertbridge_webhook::payload::alertmanager::fingerprint;
 use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -183,5 +185,62 @@ async fn alerts_posted_to_alertmanager_arrive_through_the_webhook() {
         resolved.dedup_key,
         Some(format!("am:{fp}:{starts}:resolved"))
     );
+    assert_eq!(resolved.status(), AlertStatus::Firing, "forward: a notice");
+    s.shutdown().await.expect("clean stop");
+
+    // The same receiver with `resolved = "resolve"` (one test, so the two never hold
+    // Alertmanager's one receiver address at once): firing then resolved through the real
+    // Alertmanager gives two alerts with the same dedup key, the second resolved.
+    let s = common::start_on(
+        &listen,
+        &token,
+        "[alertmanager]\nresolved = \"resolve\"\n",
+        |_| {},
+    )
+    .await;
+    let name = format!("{name}R");
+    let labels = json!({"alertname": name, "instance": "db-02:9100", "severity": "high"});
+    post(json!([{"labels": labels, "startsAt": starts, "annotations": annotations}])).await;
+    let firing = arrival(&s.host, "the firing alert", |a| {
+        a.labels.get("alertname") == Some(&name)
+    })
+    .await;
+    assert_eq!(firing.status(), AlertStatus::Firing);
+    let fp = fingerprint(&firing.labels);
+    assert_eq!(firing.dedup_key, Some(format!("am:{fp}:{starts}:firing")));
+    let ends = OffsetDateTime::now_utc().format(&Rfc3339).expect("format");
+    post(
+        json!([{"labels": labels, "startsAt": starts, "endsAt": ends, "annotations": annotations}]),
+    )
+    .await;
+    let resolved = arrival(&s.host, "the resolved alert", |a| {
+        a.labels.get("alertname") == Some(&name) && a.status() == AlertStatus::Resolved
+    })
+    .await;
+    assert_eq!(resolved.dedup_key, firing.dedup_key, "finds the incident");
+    assert_eq!(
+        resolved.attributes.get("status").map(String::as_str),
+        Some("resolved")
+    );
+    assert_eq!(
+        resolved
+            .attributes
+            .get("alertmanager.ends_at")
+            .map(String::as_str),
+        Some(ends.as_str())
+    );
+    assert_eq!(
+        resolved.severity,
+        Severity::HIGH,
+        "routes as the firing one"
+    );
+    let ours: Vec<_> = s
+        .host
+        .accepted()
+        .into_iter()
+        .filter(|a| a.labels.get("alertname") == Some(&name))
+        .map(|a| a.status())
+        .collect();
+    assert_eq!(ours, [AlertStatus::Firing, AlertStatus::Resolved]);
     s.shutdown().await.expect("clean stop");
 }

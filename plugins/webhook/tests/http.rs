@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use alertbridge_plugin_api::Severity;
+use alertbridge_plugin_api::{AlertStatus, Severity};
 use common::{TOKEN, client, start};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
@@ -313,5 +313,63 @@ async fn empty_recipient_names_are_refused_in_both_forms() {
         )
     );
     assert!(s.host.accepted().is_empty());
+    s.shutdown().await.expect("clean stop");
+}
+
+/// A resolved alert in both forms (`"status": "resolved"`, `<status>resolved</status>`) is
+/// handed on as resolved with the dedup key it names, after a firing one with that key: the
+/// host gets two alerts, the second resolved. An unknown status is a 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolved_alerts_are_taken_in_json_and_xml() {
+    let s = start("").await;
+    let url = s.url("/api/v1/alerts");
+    let bodies = [
+        (
+            "application/json",
+            r#"{"subject":"Disk full","dedup_key":"db01-disk"}"#,
+        ),
+        (
+            "application/json",
+            r#"{"subject":"Disk ok","dedup_key":"db01-disk","status":"resolved"}"#,
+        ),
+        (
+            "application/xml",
+            "<alert xmlns=\"urn:alertbridge:alert:1\"><subject>Load high</subject><dedup-key>db01-load</dedup-key></alert>",
+        ),
+        (
+            "application/xml",
+            "<alert xmlns=\"urn:alertbridge:alert:1\"><subject>Load ok</subject><status>resolved</status><dedup-key>db01-load</dedup-key></alert>",
+        ),
+    ];
+    for (content_type, body) in bodies {
+        let (status, _, v) = post(&url, content_type, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}: {v}");
+        assert_eq!(v["duplicates"], json!([]), "{body}: a resolve is no repeat");
+    }
+    let got: Vec<(String, Option<String>, AlertStatus)> = s
+        .host
+        .accepted()
+        .into_iter()
+        .map(|a| (a.subject.clone(), a.dedup_key.clone(), a.status()))
+        .collect();
+    let want = [
+        ("Disk full", "db01-disk", AlertStatus::Firing),
+        ("Disk ok", "db01-disk", AlertStatus::Resolved),
+        ("Load high", "db01-load", AlertStatus::Firing),
+        ("Load ok", "db01-load", AlertStatus::Resolved),
+    ]
+    .map(|(s, k, st)| (s.to_owned(), Some(k.to_owned()), st));
+    assert_eq!(got, want);
+    let (status, _, v) = post(&url, "application/json", r#"{"subject":"x","status":"ok"}"#).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some(
+                "`status` at line 1 column 29: unknown status \"ok\", expected firing or resolved"
+            )
+        )
+    );
+    assert_eq!(s.host.accepted().len(), 4, "nothing more submitted");
     s.shutdown().await.expect("clean stop");
 }

@@ -5,9 +5,12 @@
 //! - labels are kept as they are; `annotations.summary` (else `title`, else the `alertname`
 //!   label) is the subject, `annotations.description` (else `message`) the body;
 //! - the severity comes from the configured label through [`severity_from_label`];
-//! - a `resolved` alert is left out or forwarded as an `info` alert whose subject starts with
-//!   `[RESOLVED] `, as configured;
-//! - the dedup key is `am:<fingerprint>:<startsAt>:<status>`.
+//! - a `resolved` alert is left out (`ignore`), forwarded as an `info` alert whose subject
+//!   starts with `[RESOLVED] ` (`forward`), or (`resolve`) handed on with status resolved
+//!   (`attributes["status"] = "resolved"`) and the dedup key its firing alert had, so the host
+//!   resolves that alert's open incident instead of paging;
+//! - the dedup key is `am:<fingerprint>:<startsAt>:<status>` (for `resolve`, a resolved alert's
+//!   key names `firing`: it is the key of the alert it resolves).
 //!
 //! Why that key: Alertmanager sends the *whole group* on every notification — when an alert
 //! joins or leaves the group, and again every `repeat_interval` — so the same firing alert comes
@@ -20,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use alertbridge_plugin_api::{Alert, Severity};
+use alertbridge_plugin_api::{Alert, AlertStatus, Severity};
 use serde::Deserialize;
 
 use super::PayloadError;
@@ -125,16 +128,22 @@ pub fn parse(
         let body = first_of(&a.annotations, &["description", "message"])
             .cloned()
             .unwrap_or_default();
-        let severity = match a.status {
-            Status::Resolved => {
+        let labelled = a
+            .labels
+            .get(&config.severity_label)
+            .and_then(|v| severity_from_label(v))
+            .unwrap_or(config.default_severity);
+        // What the alert says and the status its dedup key names.
+        let (severity, status, key_status) = match (a.status, config.resolved) {
+            (Status::Firing, _) => (labelled, AlertStatus::Firing, Status::Firing),
+            (Status::Resolved, Resolved::Resolve) => {
                 subject.insert_str(0, "[RESOLVED] ");
-                Severity::INFO
+                (labelled, AlertStatus::Resolved, Status::Firing)
             }
-            Status::Firing => a
-                .labels
-                .get(&config.severity_label)
-                .and_then(|v| severity_from_label(v))
-                .unwrap_or(config.default_severity),
+            (Status::Resolved, _) => {
+                subject.insert_str(0, "[RESOLVED] ");
+                (Severity::INFO, AlertStatus::Firing, Status::Resolved)
+            }
         };
         let mut attributes = BTreeMap::new();
         let mut put = |key: &str, value: &str| {
@@ -158,19 +167,22 @@ pub fn parse(
         for (k, v) in &a.annotations {
             put(&format!("annotation.{k}"), v);
         }
-        out.push(Some(Alert {
-            subject,
-            body,
-            severity,
-            labels: a.labels,
-            dedup_key: Some(format!(
-                "am:{fingerprint}:{}:{}",
-                a.starts_at,
-                a.status.name()
-            )),
-            attributes,
-            ..Alert::default()
-        }));
+        out.push(Some(
+            Alert {
+                subject,
+                body,
+                severity,
+                labels: a.labels,
+                dedup_key: Some(format!(
+                    "am:{fingerprint}:{}:{}",
+                    a.starts_at,
+                    key_status.name()
+                )),
+                attributes,
+                ..Alert::default()
+            }
+            .with_status(status),
+        ));
     }
     Ok(out)
 }

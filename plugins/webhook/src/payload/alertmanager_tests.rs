@@ -66,6 +66,69 @@ fn resolved_alerts_can_be_forwarded_as_info() {
     );
 }
 
+/// One alert of a notification, firing or resolved, as Alertmanager sends it (the resolved one
+/// keeps `startsAt` and gains `endsAt`).
+fn notification(status: &str) -> Vec<u8> {
+    let ends = if status == "resolved" {
+        "2026-12-07T10:05:00Z"
+    } else {
+        "0001-01-01T00:00:00Z"
+    };
+    format!(
+        r#"{{"version":"4","status":"{status}","receiver":"bridge","alerts":[{{"status":"{status}",
+        "labels":{{"alertname":"DiskFull","instance":"db01","severity":"critical"}},
+        "annotations":{{"summary":"Disk full on db01"}},"startsAt":"2026-12-07T10:00:00Z",
+        "endsAt":"{ends}","fingerprint":"0123456789abcdef"}}]}}"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn resolve_hands_on_a_resolved_alert_with_the_firing_alerts_key() {
+    let config = config(Resolved::Resolve);
+    let firing = parse(&notification("firing"), &config).unwrap()[0]
+        .clone()
+        .expect("firing");
+    let resolved = parse(&notification("resolved"), &config).unwrap()[0]
+        .clone()
+        .expect("resolved, not ignored");
+    assert_eq!(firing.status(), AlertStatus::Firing);
+    assert_eq!(resolved.status(), AlertStatus::Resolved);
+    assert_eq!(
+        resolved.attributes.get("status").map(String::as_str),
+        Some("resolved")
+    );
+    assert_eq!(
+        firing.dedup_key.as_deref(),
+        Some("am:0123456789abcdef:2026-12-07T10:00:00Z:firing")
+    );
+    assert_eq!(resolved.dedup_key, firing.dedup_key, "the same incident");
+    assert_eq!(resolved.subject, "[RESOLVED] Disk full on db01");
+    assert_eq!(resolved.severity, firing.severity, "routes alike");
+    // The firing key does not depend on the option.
+    let other = parse(&notification("firing"), &self::config(Resolved::Forward)).unwrap();
+    assert_eq!(other[0].as_ref().unwrap().dedup_key, firing.dedup_key);
+}
+
+#[test]
+fn forward_and_ignore_never_resolve() {
+    let forwarded = parse(&notification("resolved"), &config(Resolved::Forward)).unwrap()[0]
+        .clone()
+        .expect("forwarded");
+    assert_eq!(
+        forwarded.status(),
+        AlertStatus::Firing,
+        "a notice of its own"
+    );
+    assert!(!forwarded.attributes.contains_key("status"));
+    assert_eq!(
+        forwarded.dedup_key.as_deref(),
+        Some("am:0123456789abcdef:2026-12-07T10:00:00Z:resolved")
+    );
+    let ignored = parse(&notification("resolved"), &config(Resolved::Ignore)).unwrap();
+    assert!(ignored[0].is_none());
+}
+
 #[test]
 fn the_fallback_fingerprint_is_alertmanagers() {
     let n: serde_json::Value = serde_json::from_slice(SAMPLE).expect("json");
