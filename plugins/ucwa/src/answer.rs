@@ -3,16 +3,17 @@
 //! (ended, expired, unknown after a new sign-in) or sending in it fails, a new conversation is
 //! started with the person and kept. The answer names the conversation actually used.
 
-use std::sync::Arc;
-
-use alertbridge_plugin_api::{DeliveryStatus, ErrorKind, PluginError, error_chain, kit::Args};
+use alertbridge_plugin_api::{DeliveryStatus, ErrorKind, PluginError, error_chain};
 use reqwest::Method;
 use tracing::{debug, info};
 
 use crate::{
     api::Body,
     delivery::{self, Outgoing},
-    protocol::inbound::{MAX_REF_BYTES, sip_user},
+    protocol::{
+        clip,
+        inbound::{MAX_REF_BYTES, sip_user},
+    },
     shared::{Core, random_uuid},
 };
 
@@ -27,12 +28,15 @@ fn transient(message: impl Into<String>) -> PluginError {
     PluginError::new(ErrorKind::TRANSIENT, message)
 }
 
-/// Answers a `conversation.send/1` call: `conversation`, `user`, `text` in; `conversation` out.
-pub async fn call(core: Arc<Core>, args: Args) -> Result<Args, PluginError> {
-    let arg = |k: &str| args.get(k).map(String::as_str).unwrap_or_default();
-    let user = sip_user(arg("user"))
-        .ok_or_else(|| permanent(format!("`user` is not a SIP URI: {:?}", arg("user"))))?;
-    let text = arg("text");
+/// Answers a `conversation.send/1` call: the conversation actually used.
+pub async fn call(
+    core: &Core,
+    conversation: &str,
+    user: &str,
+    text: &str,
+) -> Result<String, PluginError> {
+    let user = sip_user(user)
+        .ok_or_else(|| permanent(format!("`user` is not a SIP URI: {:?}", clip(user))))?;
     if text.trim().is_empty() {
         return Err(permanent("`text` is empty"));
     }
@@ -41,8 +45,7 @@ pub async fn call(core: Arc<Core>, args: Args) -> Result<Args, PluginError> {
             "`text` is longer than {MAX_ANSWER_BYTES} bytes"
         )));
     }
-    let used = send(&core, arg("conversation"), &user, text).await?;
-    Ok(Args::from([("conversation".to_owned(), used)]))
+    send(core, conversation, &user, text).await
 }
 
 /// Sends `text` to `user` in `conversation` or, if that is gone, in a new one; returns the

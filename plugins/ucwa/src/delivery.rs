@@ -59,7 +59,15 @@ pub async fn deliver(core: Arc<Core>, message: Message) -> Vec<RecipientResult> 
     for (i, recipient) in message.recipients.iter().enumerate() {
         let (core, live, out, recipient) =
             (core.clone(), live.clone(), out.clone(), recipient.clone());
-        tasks.spawn(async move { (i, send_one(&core, live, &recipient, &out).await.0) });
+        tasks.spawn(async move {
+            let (result, conversation) = send_one(&core, live, &recipient, &out).await;
+            // The page's conversation, so a reply in it needs no incident number.
+            let result = match conversation {
+                Some(c) => result.with_conversation(c),
+                None => result,
+            };
+            (i, result)
+        });
     }
     let mut results: Vec<Option<RecipientResult>> = vec![None; message.recipients.len()];
     while let Some(joined) = tasks.join_next().await {

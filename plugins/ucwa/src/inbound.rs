@@ -16,8 +16,8 @@ use std::{
 };
 
 use alertbridge_plugin_api::{
-    ErrorKind, error_chain,
-    kit::{Args, Backoff, CancellationToken, Host},
+    error_chain,
+    kit::{Backoff, CancellationToken, Host, Inbound as HostInbound},
 };
 use reqwest::Method;
 use tokio::sync::{Semaphore, mpsc};
@@ -29,10 +29,8 @@ use crate::{
     shared::Core,
 };
 
-/// The host capability an inbound message is handed to.
-pub const INBOUND_MESSAGE: &str = "inbound.message/1";
-/// The sink capability the host answers through.
-pub const CONVERSATION_SEND: &str = "conversation.send/1";
+pub use alertbridge_plugin_api::kit::calls::{CONVERSATION_SEND, INBOUND_MESSAGE};
+
 /// Invitation accepts in flight at once; more are dropped (the invitation rings out).
 pub const MAX_ACCEPTS: usize = 16;
 
@@ -120,18 +118,15 @@ async fn accept(core: &Core, invitation: &IncomingInvitation) {
     }
 }
 
-/// The arguments of `inbound.message/1` for `m`.
-pub fn args(m: &IncomingMessage) -> Args {
-    let mut args = Args::from([
-        ("user".to_owned(), m.user.clone()),
-        ("text".to_owned(), m.text.clone()),
-        ("conversation".to_owned(), m.conversation.clone()),
-        ("id".to_owned(), m.id.clone()),
-    ]);
-    if let Some(name) = &m.name {
-        args.insert("name".into(), name.clone());
+/// What the kit hands the host (`inbound.message/1`) for `m`.
+fn to_host(m: &IncomingMessage) -> HostInbound {
+    HostInbound {
+        user: m.user.clone(),
+        text: m.text.clone(),
+        conversation: m.conversation.clone(),
+        name: m.name.clone(),
+        id: Some(m.id.clone()),
     }
-    args
 }
 
 /// What became of one offer to the host.
@@ -144,10 +139,10 @@ enum Offered {
 }
 
 async fn offer_to_host(host: &Host, m: &IncomingMessage, timeout: Duration) -> Offered {
-    match tokio::time::timeout(timeout, host.call(INBOUND_MESSAGE, args(m))).await {
-        Ok(Ok(Some(_))) => Offered::Recorded,
-        Ok(Ok(None)) => Offered::Unsupported,
-        Ok(Err(e)) if e.kind == ErrorKind::TRANSIENT || e.kind == ErrorKind::SHUTTING_DOWN => {
+    match tokio::time::timeout(timeout, host.inbound(&to_host(m))).await {
+        Ok(Ok(true)) => Offered::Recorded,
+        Ok(Ok(false)) => Offered::Unsupported,
+        Ok(Err(e)) if e.is_transient() => {
             debug!(error = %e, "The host could not take an inbound message yet.");
             Offered::Later
         }

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use alertbridge_plugin_api::{
     ErrorKind, Health, HealthState, Message, PluginError, Presence, RecipientResult, error_chain,
-    kit::{Args, Backoff, CancellationToken, Host, Setup, Sink, unsupported},
+    kit::{Backoff, CancellationToken, Host, Setup, Sink},
 };
 use tracing::warn;
 
@@ -17,8 +17,7 @@ use crate::{
     delivery,
     error::UcwaError,
     events::{self, Dispatcher},
-    inbound::{self, CONVERSATION_SEND},
-    presence, session,
+    inbound, presence, session,
     shared::{Core, Live},
 };
 
@@ -147,10 +146,13 @@ impl Sink for UcwaSink {
         self.core.health()
     }
 
-    async fn call(&self, name: &str, args: Args) -> Result<Args, PluginError> {
-        match name {
-            CONVERSATION_SEND => answer::call(self.core.clone(), args).await,
-            _ => Err(unsupported(name)),
-        }
+    /// `conversation.send/1` (routed here by the kit).
+    async fn send_in_conversation(
+        &self,
+        conversation: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<String, PluginError> {
+        answer::call(&self.core, conversation, user, text).await
     }
 }

@@ -13,7 +13,7 @@ use alertbridge_plugin_api::{
     testing::{Answer, TestHost},
 };
 use alertbridge_testbed::ucwa_sim::{Reply, SimHandle};
-use alertbridge_ucwa::inbound::{CONVERSATION_SEND, INBOUND_MESSAGE};
+use alertbridge_ucwa::inbound::INBOUND_MESSAGE;
 use common::{Running, message, simulator, start_sink_with_host};
 
 const ALICE: &str = "sip:alice@contoso.com";
@@ -57,13 +57,10 @@ async fn answer(
     user: &str,
     text: &str,
 ) -> Result<String, PluginError> {
-    let args = Args::from([
-        ("conversation".to_owned(), conversation.to_owned()),
-        ("user".to_owned(), user.to_owned()),
-        ("text".to_owned(), text.to_owned()),
-    ]);
-    let answer = running.sink.call(CONVERSATION_SEND, args).await?;
-    Ok(answer["conversation"].clone())
+    running
+        .sink
+        .send_in_conversation(conversation, user, text)
+        .await
 }
 
 /// Delivers a page to Alice and returns the conversation she sees it in.
@@ -74,7 +71,13 @@ async fn page_alice(sim: &SimHandle, running: &Running) -> String {
         .await
         .unwrap();
     assert_eq!(results[0].status, DeliveryStatus::DELIVERED, "{results:?}");
-    sim.received("alice@contoso.com")[0].conversation.clone()
+    let conversation = sim.received("alice@contoso.com")[0].conversation.clone();
+    assert_eq!(
+        results[0].conversation(),
+        Some(conversation.as_str()),
+        "the outcome names the page's conversation"
+    );
+    conversation
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
