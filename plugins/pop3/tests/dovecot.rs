@@ -19,7 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge_plugin_api::{HealthState, kit::Setup, kit::Source as _, testing::TestHost};
+use alertbridge_plugin_api::{
+    AlertStatus, HealthState, kit::Setup, kit::Source as _, testing::TestHost,
+};
 use alertbridge_pop3::source::Pop3Source;
 use tokio::task::JoinHandle;
 
@@ -672,4 +674,124 @@ async fn two_instances_cannot_drain_one_mailbox() {
     })
     .await;
     second.stop().await;
+}
+
+/// A mailbox user made at run time (not one of the script's `TEST_USERS`): a line in Dovecot's
+/// passwd-file (DIR/dovecot/users beside DIR/mail) and an empty Maildir. A guard thread puts the
+/// line back while the test runs, since `dovecot.sh restart` (the restart test) rewrites the file.
+struct RunTimeUser {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RunTimeUser {
+    fn create(env: &Env, user: &'static str) -> (Self, Mailbox) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let users_file = env
+            .maildirs
+            .parent()
+            .expect("the Maildir root has a parent")
+            .join("dovecot/users");
+        let users = std::fs::read_to_string(&users_file).expect("read Dovecot's users file");
+        let template = users
+            .lines()
+            .find(|l| l.starts_with("alerts:"))
+            .expect("the users file has the `alerts` user");
+        let fields: Vec<&str> = template.split(':').collect();
+        let (uid, gid): (u32, u32) = (
+            fields[2].parse().expect("uid"),
+            fields[3].parse().expect("gid"),
+        );
+        let home = env.maildirs.join(user);
+        for path in [
+            home.clone(),
+            home.join("Maildir"),
+            home.join("Maildir/new"),
+            home.join("Maildir/cur"),
+            home.join("Maildir/tmp"),
+        ] {
+            std::fs::create_dir_all(&path).expect("create Maildir");
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown Maildir");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
+                .expect("chmod Maildir");
+        }
+        let line = format!(
+            "{user}:{{PLAIN}}{user}pass:{uid}:{gid}::{}::\n",
+            home.display()
+        );
+        let ensure = move || {
+            let now = std::fs::read_to_string(&users_file).unwrap_or_default();
+            if !now.lines().any(|l| l.starts_with(&format!("{user}:"))) {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&users_file)
+                    .expect("open Dovecot's users file");
+                f.write_all(line.as_bytes()).expect("add the user");
+            }
+        };
+        ensure();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                ensure();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        (Self { stop }, Mailbox::new(env, user))
+    }
+}
+
+impl Drop for RunTimeUser {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn xml_alert_mail(user: &str, i: usize, status: &str) -> String {
+    format!(
+        "From: Monitoring <monitor@example.test>\r\nTo: {user}@example.test\r\nSubject: mail {i}\r\n\
+         Message-ID: <{user}-{i}-{}@example.test>\r\nContent-Type: application/xml; charset=utf-8\r\n\r\n\
+         <alert xmlns=\"urn:alertbridge:alert:1\"><subject>Disk full on db01</subject>\
+         <severity>high</severity><dedup-key>db01-disk</dedup-key>{status}</alert>\r\n",
+        unix_micros()
+    )
+}
+
+/// Issue 14 §3: an alert mail's `<status>resolved</status>` reaches the host as a resolved
+/// alert with the dedup key the firing mail had (both `sender:db01-disk`), through a real
+/// Dovecot: two alerts, the second resolved, both mails deleted once taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_alert_mail_carries_its_status_and_the_firing_key() {
+    let Some(env) = env() else { return };
+    let (_user, mailbox) = RunTimeUser::create(&env, "tresolve");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = start(
+        config(&env.pop3, "none", "tresolve", dir.path(), ""),
+        TestHost::new("tresolve"),
+    );
+    mailbox.deliver("firing", &xml_alert_mail("tresolve", 0, ""));
+    run.wait("the firing alert", |r| r.host.accepted().len() == 1)
+        .await;
+    mailbox.deliver(
+        "resolved",
+        &xml_alert_mail("tresolve", 1, "<status>resolved</status>"),
+    );
+    run.wait("the resolved alert", |r| r.host.accepted().len() == 2)
+        .await;
+    wait_for("the mailbox to be empty", LONG, || mailbox.count() == 0).await;
+    let host = run.stop().await;
+    let got: Vec<_> = host
+        .accepted()
+        .into_iter()
+        .map(|a| (a.status(), a.dedup_key.clone(), a.subject.clone()))
+        .collect();
+    let key = Some("sender:db01-disk".to_owned());
+    let subject = "Disk full on db01".to_owned();
+    assert_eq!(
+        got,
+        [
+            (AlertStatus::Firing, key.clone(), subject.clone()),
+            (AlertStatus::Resolved, key, subject)
+        ]
+    );
 }
