@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod incidents;
 pub mod ingest;
 pub mod metrics;
 pub mod model;

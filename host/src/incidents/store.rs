@@ -1,0 +1,118 @@
+//! Where incidents are kept: the [`IncidentStore`] trait (so a shared backend can replace the
+//! embedded one), the embedded redb file and an in-memory store for tests.
+//!
+//! ```text
+//! data_dir/incidents.redb   incidents  u64 id -> JSON Incident
+//! ```
+//!
+//! The file is separate from the queue's: a step is committed here first, then its page is
+//! enqueued with a dedup key (`incident/<id>/page/<seq>`), then marked handed; a crash in
+//! between hands the page again on start and the queue's dedup takes it once.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::{BoxFuture, Incident, IncidentError};
+
+const INCIDENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("incidents");
+/// The file's name in the data folder.
+pub const FILE: &str = "incidents.redb";
+
+/// Durable storage of incidents.
+pub trait IncidentStore: Send + Sync + 'static {
+    /// Every stored incident, by id.
+    fn load(&self) -> Result<Vec<Incident>, IncidentError>;
+
+    /// Stores the incident's current state. Resolves after commit.
+    fn save(&self, incident: &Incident) -> BoxFuture<'static, Result<(), IncidentError>>;
+}
+
+/// Incidents in memory; clones share them (a "restart" in tests builds a new engine on a
+/// clone).
+#[derive(Clone, Default)]
+pub struct MemoryIncidents {
+    map: Arc<Mutex<BTreeMap<u64, Incident>>>,
+}
+
+impl IncidentStore for MemoryIncidents {
+    fn load(&self) -> Result<Vec<Incident>, IncidentError> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(map.values().cloned().collect())
+    }
+
+    fn save(&self, incident: &Incident) -> BoxFuture<'static, Result<(), IncidentError>> {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(incident.id.0, incident.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Incidents in `data_dir/incidents.redb`; each save is one durable write transaction.
+pub struct RedbIncidents {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl RedbIncidents {
+    /// Opens (or creates) the file in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, IncidentError> {
+        let path = dir.join(FILE);
+        let db = Database::create(&path).map_err(IncidentError::storage)?;
+        let tx = db.begin_write().map_err(IncidentError::storage)?;
+        tx.open_table(INCIDENTS).map_err(IncidentError::storage)?;
+        tx.commit().map_err(IncidentError::storage)?;
+        Ok(Self {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl IncidentStore for RedbIncidents {
+    fn load(&self) -> Result<Vec<Incident>, IncidentError> {
+        let tx = self.db.begin_read().map_err(IncidentError::storage)?;
+        let table = tx.open_table(INCIDENTS).map_err(IncidentError::storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(IncidentError::storage)? {
+            let (k, v) = row.map_err(IncidentError::storage)?;
+            let inc =
+                serde_json::from_slice(v.value()).map_err(|source| IncidentError::Corrupt {
+                    id: k.value(),
+                    source,
+                })?;
+            out.push(inc);
+        }
+        Ok(out)
+    }
+
+    fn save(&self, incident: &Incident) -> BoxFuture<'static, Result<(), IncidentError>> {
+        let db = Arc::clone(&self.db);
+        let id = incident.id.0;
+        let bytes = serde_json::to_vec(incident);
+        Box::pin(async move {
+            let bytes = bytes.map_err(|source| IncidentError::Corrupt { id, source })?;
+            tokio::task::spawn_blocking(move || {
+                let tx = db.begin_write().map_err(IncidentError::storage)?;
+                {
+                    let mut t = tx.open_table(INCIDENTS).map_err(IncidentError::storage)?;
+                    t.insert(id, bytes.as_slice())
+                        .map_err(IncidentError::storage)?;
+                }
+                tx.commit().map_err(IncidentError::storage)
+            })
+            .await
+            .map_err(IncidentError::storage)?
+        })
+    }
+}
