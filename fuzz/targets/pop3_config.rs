@@ -7,8 +7,9 @@
 //!
 //! Besides "no panic": the inline password never shows in what the source says about its config
 //! (the error message, the `Debug` text of the config and of the settings). A text that holds the
-//! password is checked again with the password changed: if the text changes with it, it came
-//! from the password.
+//! password is checked again with the password changed: if the changed password then shows more
+//! often than before, it came from the password (not from a key name or the list of known keys,
+//! which an error may quote: `fuzz/regressions/pop3_config/password_echo_*`).
 
 use alertbridge_pop3::config::Pop3Config;
 
@@ -23,10 +24,13 @@ pub fn run(data: &[u8]) {
     if !said.iter().any(|s| s.contains(&secret)) {
         return;
     }
+    // The same text may come from elsewhere (a key of the input, the list of known keys in an
+    // error): only more of it with the password changed shows the password.
     let other = changed(&secret);
-    for s in what_it_says(&text.replace(&secret, &other)) {
-        assert!(!s.contains(&other), "the password shows in {s:?}");
-    }
+    let before: usize = said.iter().map(|s| s.matches(&other).count()).sum();
+    let after = what_it_says(&text.replace(&secret, &other));
+    let now: usize = after.iter().map(|s| s.matches(&other).count()).sum();
+    assert!(now <= before, "the password shows in {after:?}");
 }
 
 /// The error message, or the config's and the settings' `Debug` text and the error of
