@@ -6,9 +6,10 @@
 
 use std::{future::Future, time::Duration};
 
+pub use alertbridge_plugin_api::kit::calls::{CONVERSATION_SEND, INBOUND_MESSAGE};
 use alertbridge_plugin_api::{
     ErrorKind, PluginError,
-    kit::{Args, CancellationToken, Host},
+    kit::{CancellationToken, Host, Inbound},
 };
 use tracing::{debug, info, warn};
 
@@ -16,11 +17,6 @@ use crate::{
     client::{BridgeClient, BridgeError},
     protocol::{InboundDoc, checked_inbound, clip},
 };
-
-/// The plugin API's name for handing the host an inbound message.
-pub const INBOUND_MESSAGE: &str = "inbound.message/1";
-/// The plugin API's name for the host saying something in a conversation.
-pub const CONVERSATION_SEND: &str = "conversation.send/1";
 
 /// Most messages asked for, and handled, per poll.
 pub const POLL_LIMIT: usize = 50;
@@ -211,21 +207,19 @@ async fn poll_once(
 
 /// Hands one checked message to the host.
 async fn hand(host: &Host, doc: &InboundDoc) -> Handed {
-    let mut args = Args::from([
-        ("user".to_owned(), doc.from.clone()),
-        ("text".to_owned(), doc.text.clone()),
-        ("conversation".to_owned(), doc.conversation.clone()),
-        ("id".to_owned(), doc.id.clone()),
-    ]);
-    if let Some(name) = &doc.name {
-        args.insert("name".to_owned(), name.clone());
-    }
-    match host.call(INBOUND_MESSAGE, args).await {
-        Ok(Some(_)) => {
+    let message = Inbound {
+        user: doc.from.clone(),
+        text: doc.text.clone(),
+        conversation: doc.conversation.clone(),
+        name: doc.name.clone(),
+        id: Some(doc.id.clone()),
+    };
+    match host.inbound(&message).await {
+        Ok(true) => {
             info!(from = %doc.from, conversation = %clip(&doc.conversation), id = %doc.id, "Handed a reply to the host.");
             Handed::Done
         }
-        Ok(None) => Handed::Unsupported,
+        Ok(false) => Handed::Unsupported,
         Err(e) if matches!(e.kind, ErrorKind::PERMANENT | ErrorKind::CONFIG) => {
             warn!(from = %doc.from, id = %doc.id, error = %e, "The host refused a reply for good; dropping it.");
             Handed::Done

@@ -11,7 +11,7 @@ use std::{
 use alertbridge_plugin_api::{
     DeliveryStatus, ErrorKind, Health, Message, PluginError, Presence, RecipientResult,
     error_chain,
-    kit::{Args, CancellationToken, Host, Setup, Sink, unsupported},
+    kit::{CancellationToken, Host, Setup, Sink},
 };
 use futures_util::{StreamExt as _, stream};
 use tracing::{debug, info, warn};
@@ -20,7 +20,7 @@ use crate::{
     client::{BridgeClient, BridgeError},
     config::{Settings, UcmaConfig},
     health::{HealthCell, assess},
-    inbound::{self, CONVERSATION_SEND},
+    inbound,
     protocol::{
         LimitsDoc, MAX_CONVERSATION_BYTES, MessageDoc, PresenceResult, SayBody, SendBody,
         answer_key, clip, describe, idempotency_key, presence_state, recipient_result,
@@ -75,10 +75,10 @@ impl UcmaSink {
         })
     }
 
-    /// `conversation.send/1`: says `text` to `user` in `conversation` (§4.7); when the bridge
-    /// answers that the conversation is gone, starts a new one with a send (§4.3). The
-    /// reference actually used.
-    pub async fn send_in_conversation(
+    /// Says `text` to `user` in `conversation` (§4.7) under a key made with `nonce`; when the
+    /// bridge answers that the conversation is gone, starts a new one with a send (§4.3). The
+    /// reference actually used (empty when the bridge reports none).
+    pub async fn answer(
         &self,
         conversation: &str,
         user: &str,
@@ -96,7 +96,12 @@ impl UcmaSink {
         let gone = if conversation.is_empty() {
             true
         } else {
-            match self.client.say(conversation, &key, bytes).await {
+            let mut said = self.client.say(conversation, &key, bytes.clone()).await;
+            if matches!(said, Err(BridgeError::Transport { .. })) {
+                // A lost answer: once more under the same key, which the bridge replays.
+                said = self.client.say(conversation, &key, bytes).await;
+            }
+            match said {
                 Ok(answer) if matches!(answer.status.as_str(), "delivered" | "sent") => {
                     debug!(conversation = %clip(conversation), user, "Answered in the conversation.");
                     return Ok(answer
@@ -353,11 +358,14 @@ fn results_for(to: &[String], doc: &MessageDoc) -> Vec<Outcome> {
 /// A recipient's result carrying the page's conversation reference, for replies in it to reach
 /// the incident and the host's answers to go into it (wire key `conversation`).
 fn with_conversation((result, conversation): Outcome) -> RecipientResult {
-    if let Some(c) = conversation {
-        debug!(user = %result.user, conversation = %c, "The bridge keeps a conversation open for replies.");
+    match conversation {
+        Some(c) => result.with_conversation(c),
+        None => result,
     }
-    result
 }
+
+/// Tells answers apart in their keys within this process.
+static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// True if `error` is the bridge's `413` with this code (a batch over its limit).
 fn refused_as(error: &BridgeError, code: &str) -> bool {
@@ -458,28 +466,20 @@ impl Sink for UcmaSink {
         result
     }
 
-    async fn call(&self, name: &str, args: Args) -> Result<Args, PluginError> {
-        if name != CONVERSATION_SEND {
-            return Err(unsupported(name));
-        }
-        let arg = |k: &str| args.get(k).map(String::as_str).unwrap_or_default();
-        let (user, text) = (arg("user"), arg("text"));
-        if user.is_empty() || text.is_empty() {
-            return Err(PluginError::new(
-                ErrorKind::PERMANENT,
-                "`conversation.send/1` needs `user` and `text`",
-            ));
-        }
-        // The host's id of this answer keeps its key across the host's retries; without one,
-        // each call is its own answer.
-        let nonce = match args.get("id") {
-            Some(id) => id.clone(),
-            None => format!("{:?}", std::time::SystemTime::now()),
-        };
-        let used = self
-            .send_in_conversation(arg("conversation"), user, text, &nonce)
-            .await?;
-        Ok(Args::from([("conversation".to_owned(), used)]))
+    /// `conversation.send/1`, routed here by the kit with its arguments checked.
+    async fn send_in_conversation(
+        &self,
+        conversation: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<String, PluginError> {
+        // One key per call: the sink's own retry of a lost answer replays it at the bridge.
+        let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let nonce = format!("{}-{now}-{nonce}", std::process::id());
+        self.answer(conversation, user, text, &nonce).await
     }
 
     async fn presence(&self, users: Vec<String>) -> Result<Vec<Presence>, PluginError> {
