@@ -276,3 +276,6 @@ pub fn page_text(inc: &Incident) -> String {
         inc.id, inc.title
     )
 }
+
+#[cfg(test)]
+mod tests;

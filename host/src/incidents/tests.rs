@@ -1,0 +1,499 @@
+//! Engine tests on tokio's paused clock: levels on time, repeat, ack stops, ack timeout, join
+//! by dedup key, resolve from the source, passing an unreachable level, escalate now, and a
+//! restart with a due step (memory and redb stores) that fires once.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use alertbridge_plugin_api::Alert;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const T0: i64 = 1_800_000_000_000;
+
+/// (engine ms, page key, users, text)
+type Sent = (i64, String, Vec<String>, String);
+
+/// A pager like the host's queue: de-duplicates on the page key, records what it delivered and
+/// when (engine clock ms), can refuse the next N pages and answer 0 reachable for some users.
+#[derive(Default)]
+struct TestPager {
+    sent: Mutex<Vec<Sent>>,
+    keys: Mutex<BTreeSet<String>>,
+    refuse: Mutex<u32>,
+    offline: Mutex<BTreeSet<String>>,
+    clock: Mutex<Option<Clock>>,
+}
+
+impl TestPager {
+    fn users_paged(&self) -> Vec<(i64, String)> {
+        let sent = self.sent.lock().unwrap();
+        sent.iter()
+            .map(|(t, _, u, _)| (t - T0, u.join(",")))
+            .collect()
+    }
+}
+
+struct Shared(Arc<TestPager>);
+
+impl Pager for Shared {
+    fn page(&self, req: PageRequest) -> BoxFuture<'static, Result<usize, PagerError>> {
+        let p = &self.0;
+        let r = (|| {
+            let mut refuse = p.refuse.lock().unwrap();
+            if *refuse > 0 {
+                *refuse -= 1;
+                return Err(PagerError {
+                    reason: "queue unavailable".into(),
+                });
+            }
+            let now = p.clock.lock().unwrap().expect("clock").now_ms();
+            if p.keys.lock().unwrap().insert(req.key.clone()) {
+                p.sent.lock().unwrap().push((
+                    now,
+                    req.key.clone(),
+                    req.users.clone(),
+                    req.text.clone(),
+                ));
+            }
+            let offline = p.offline.lock().unwrap();
+            Ok(req.users.iter().filter(|u| !offline.contains(*u)).count())
+        })();
+        Box::pin(async move { r })
+    }
+}
+
+fn level(user: &str, after_secs: u64) -> Level {
+    Level {
+        groups: vec![],
+        users: vec![format!("sip:{user}@contoso.com")],
+        after_secs,
+    }
+}
+
+fn policy(repeat: u32, ack_timeout_secs: u64, levels: Vec<Level>) -> EscalationPolicy {
+    EscalationPolicy {
+        name: "ops".into(),
+        repeat,
+        ack_timeout_secs,
+        levels,
+    }
+}
+
+fn three_levels() -> EscalationPolicy {
+    policy(
+        0,
+        0,
+        vec![level("alice", 0), level("bob", 300), level("carol", 900)],
+    )
+}
+
+struct Run {
+    engine: Engine,
+    pager: Arc<TestPager>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_on(
+    store: Arc<dyn IncidentStore>,
+    pager: Arc<TestPager>,
+    pol: EscalationPolicy,
+    wall: i64,
+) -> Run {
+    let clock = Clock::starting_at(wall);
+    *pager.clock.lock().unwrap() = Some(clock);
+    let engine = Engine::open(
+        store,
+        Arc::new(Shared(Arc::clone(&pager))),
+        vec![pol],
+        clock,
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(engine.clone().run(stop.clone()));
+    Run {
+        engine,
+        pager,
+        stop,
+        task,
+    }
+}
+
+fn start(pol: EscalationPolicy) -> Run {
+    start_on(
+        Arc::new(MemoryIncidents::default()),
+        Arc::default(),
+        pol,
+        T0,
+    )
+}
+
+fn alert(subject: &str, key: Option<&str>) -> Alert {
+    let mut a = Alert::new(subject);
+    a.dedup_key = key.map(str::to_owned);
+    a
+}
+
+async fn open(run: &Run, id: u64, key: Option<&str>) -> Opened {
+    run.engine
+        .open_or_join(
+            id,
+            "am",
+            &alert("Disk full on db1", key),
+            "critical",
+            "ops",
+            true,
+        )
+        .await
+        .unwrap()
+}
+
+async fn wait(secs: u64) {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+fn at(secs: i64, who: &str) -> (i64, String) {
+    (secs * 1000, format!("sip:{who}@contoso.com"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn levels_are_paged_on_time_and_stop_after_the_last() {
+    let run = start(three_levels());
+    let o = open(&run, 1, Some("k")).await;
+    assert_eq!((o.id, o.joined), (IncidentId(1), false));
+    assert_eq!(run.pager.users_paged(), vec![at(0, "alice")]);
+    wait(299).await;
+    assert_eq!(run.pager.users_paged().len(), 1, "level 2 before its wait");
+    wait(2).await;
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![at(0, "alice"), at(300, "bob")]
+    );
+    wait(3600).await;
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![at(0, "alice"), at(300, "bob"), at(900, "carol")]
+    );
+    let inc = run.engine.get(o.id).await.unwrap();
+    assert_eq!(
+        (inc.state, inc.level(), inc.next),
+        (IncidentState::Open, 3, None)
+    );
+    let text = run.pager.sent.lock().unwrap()[0].3.clone();
+    assert_eq!(
+        text,
+        "[#1] Disk full on db1 — reply `ack 1`, `resolve 1` or `esc 1`"
+    );
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeat_runs_the_levels_again_then_stays_open() {
+    let run = start(policy(1, 0, vec![level("alice", 0), level("bob", 120)]));
+    open(&run, 1, None).await;
+    wait(10_000).await;
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![
+            at(0, "alice"),
+            at(120, "bob"),
+            at(240, "alice"),
+            at(360, "bob")
+        ]
+    );
+    let inc = run.engine.list().await.remove(0);
+    assert_eq!(
+        (inc.state, inc.pages.len(), inc.pages[3].round),
+        (IncidentState::Open, 4, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ack_stops_the_levels_and_resolve_ends_it() {
+    let run = start(three_levels());
+    let o = open(&run, 1, None).await;
+    let mut events = run.engine.subscribe();
+    wait(100).await;
+    let (inc, changed) = run.engine.ack(o.id, "sip:alice@contoso.com").await.unwrap();
+    assert!(changed);
+    assert_eq!(inc.acked.as_ref().unwrap().at_ms, T0 + 100_000);
+    assert!(
+        !run.engine.ack(o.id, "sip:bob@contoso.com").await.unwrap().1,
+        "second ack changes nothing"
+    );
+    wait(5000).await;
+    assert_eq!(run.pager.users_paged(), vec![at(0, "alice")]);
+    run.engine
+        .resolve(o.id, "sip:alice@contoso.com")
+        .await
+        .unwrap();
+    assert!(matches!(
+        run.engine.resolve(o.id, "x").await,
+        Err(IncidentError::AlreadyResolved(_))
+    ));
+    assert!(matches!(
+        run.engine.ack(IncidentId(9), "x").await,
+        Err(IncidentError::Unknown(_))
+    ));
+    assert_eq!(
+        events.recv().await.unwrap(),
+        IncidentEvent::Acknowledged {
+            id: o.id,
+            by: "sip:alice@contoso.com".into()
+        }
+    );
+    assert_eq!(
+        events.recv().await.unwrap(),
+        IncidentEvent::Resolved {
+            id: o.id,
+            by: "sip:alice@contoso.com".into()
+        }
+    );
+    assert!(
+        run.engine
+            .open_for_user("sip:alice@contoso.com")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ack_that_runs_out_pages_again_and_the_levels_go_on() {
+    let run = start(policy(0, 600, vec![level("alice", 0), level("bob", 300)]));
+    let o = open(&run, 1, None).await;
+    wait(10).await;
+    run.engine.ack(o.id, "sip:alice@contoso.com").await.unwrap();
+    wait(599).await;
+    assert_eq!(run.pager.users_paged().len(), 1);
+    wait(2).await;
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![at(0, "alice"), at(610, "alice")]
+    );
+    let inc = run.engine.get(o.id).await.unwrap();
+    assert_eq!((inc.state, inc.acked.clone()), (IncidentState::Open, None));
+    wait(300).await;
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![at(0, "alice"), at(610, "alice"), at(910, "bob")]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn alerts_with_the_same_key_join_the_open_incident() {
+    let run = start(three_levels());
+    let a = open(&run, 1, Some("fp1")).await;
+    let b = open(&run, 2, Some("fp1")).await;
+    let c = open(&run, 3, Some("fp1")).await;
+    let again = open(&run, 3, Some("fp1")).await;
+    let other = open(&run, 4, Some("fp2")).await;
+    assert_eq!((b.id, b.joined, c.seen, again.seen), (a.id, true, 3, 3));
+    assert_ne!(other.id, a.id);
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![at(0, "alice"), at(0, "alice")],
+        "one page per incident"
+    );
+    let inc = run.engine.get(a.id).await.unwrap();
+    assert_eq!((inc.seen, inc.alert_ids.clone()), (3, vec![1, 2, 3]));
+    // after it is resolved, the key opens a new incident
+    run.engine.resolve(a.id, "x").await.unwrap();
+    let d = open(&run, 5, Some("fp1")).await;
+    assert!(!d.joined);
+    assert_ne!(d.id, a.id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolved_alert_resolves_the_incident_with_its_key() {
+    let run = start(three_levels());
+    let o = open(&run, 1, Some("fp1")).await;
+    wait(60).await;
+    let inc = run
+        .engine
+        .resolve_by_key("fp1", "Alertmanager")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((inc.id, inc.state), (o.id, IncidentState::Resolved));
+    assert_eq!(inc.resolved.unwrap().by, "Alertmanager");
+    assert!(
+        run.engine
+            .resolve_by_key("fp1", "Alertmanager")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        run.engine
+            .resolve_by_key("nope", "Alertmanager")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    wait(5000).await;
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![at(0, "alice")],
+        "no level after the resolve"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_level_with_nobody_reachable_is_passed_at_once() {
+    let pager = Arc::new(TestPager::default());
+    pager
+        .offline
+        .lock()
+        .unwrap()
+        .insert("sip:alice@contoso.com".into());
+    let run = start_on(
+        Arc::new(MemoryIncidents::default()),
+        pager,
+        three_levels(),
+        T0,
+    );
+    let o = open(&run, 1, None).await;
+    assert_eq!(run.pager.users_paged(), vec![at(0, "alice"), at(0, "bob")]);
+    let inc = run.engine.get(o.id).await.unwrap();
+    assert_eq!(
+        inc.next.unwrap().due_ms,
+        T0 + 600_000,
+        "level 3 after its wait from level 2"
+    );
+    // without the skip policy the level waits
+    let o2 = run
+        .engine
+        .open_or_join(2, "am", &alert("x", None), "r", "ops", false)
+        .await
+        .unwrap();
+    assert_eq!(run.engine.get(o2.id).await.unwrap().pages.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn escalate_now_pages_the_next_level_and_shifts_the_rest() {
+    let run = start(three_levels());
+    let o = open(&run, 1, None).await;
+    wait(10).await;
+    run.engine.ack(o.id, "sip:alice@contoso.com").await.unwrap();
+    let (_, changed) = run
+        .engine
+        .escalate_now(o.id, "sip:alice@contoso.com")
+        .await
+        .unwrap();
+    assert!(changed);
+    wait(599).await;
+    assert_eq!(run.pager.users_paged().len(), 2);
+    wait(2).await;
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![at(0, "alice"), at(10, "bob"), at(610, "carol")]
+    );
+    assert!(
+        !run.engine.escalate_now(o.id, "x").await.unwrap().1,
+        "no level left"
+    );
+}
+
+/// Down from 100 s to 1000 s; level 2 was due at 300 s: it fires once at start, level 3 600 s
+/// later, and a third start fires nothing again.
+async fn restart_fires_a_due_step_once(store: Arc<dyn IncidentStore>) {
+    let pager = Arc::new(TestPager::default());
+    let run = start_on(Arc::clone(&store), Arc::clone(&pager), three_levels(), T0);
+    let o = open(&run, 1, None).await;
+    wait(100).await;
+    run.stop.cancel();
+    run.task.await.unwrap();
+    drop(run.engine);
+
+    let run = start_on(
+        Arc::clone(&store),
+        Arc::clone(&pager),
+        three_levels(),
+        T0 + 1_000_000,
+    );
+    wait(1).await;
+    assert_eq!(pager.users_paged(), vec![at(0, "alice"), at(1000, "bob")]);
+    wait(598).await;
+    assert_eq!(pager.users_paged().len(), 2);
+    wait(2).await;
+    assert_eq!(
+        pager.users_paged(),
+        vec![at(0, "alice"), at(1000, "bob"), at(1600, "carol")]
+    );
+    run.stop.cancel();
+    run.task.await.unwrap();
+    drop(run.engine);
+
+    let run = start_on(store, Arc::clone(&pager), three_levels(), T0 + 5_000_000);
+    wait(10_000).await;
+    assert_eq!(pager.users_paged().len(), 3, "nothing fires twice");
+    assert_eq!(run.engine.get(o.id).await.unwrap().pages.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_with_a_due_step_fires_it_once_memory() {
+    restart_fires_a_due_step_once(Arc::new(MemoryIncidents::default())).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_with_a_due_step_fires_it_once_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbIncidents::open(dir.path()).unwrap());
+    restart_fires_a_due_step_once(store).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_recorded_but_not_handed_is_handed_once_after_a_restart() {
+    let store: Arc<dyn IncidentStore> = Arc::new(MemoryIncidents::default());
+    let pager = Arc::new(TestPager::default());
+    *pager.refuse.lock().unwrap() = u32::MAX;
+    let run = start_on(Arc::clone(&store), Arc::clone(&pager), three_levels(), T0);
+    let o = open(&run, 1, None).await;
+    assert!(pager.users_paged().is_empty());
+    let inc = run.engine.get(o.id).await.unwrap();
+    assert!(!inc.pages[0].handed, "recorded, not handed");
+    wait(5).await;
+    assert!(
+        pager.users_paged().is_empty(),
+        "offered again while refused"
+    );
+    run.stop.cancel();
+    run.task.await.unwrap();
+    drop(run.engine);
+    *pager.refuse.lock().unwrap() = 0;
+
+    let run = start_on(store, Arc::clone(&pager), three_levels(), T0 + 50_000);
+    wait(1).await;
+    assert_eq!(pager.users_paged(), vec![at(50, "alice")]);
+    assert!(run.engine.get(o.id).await.unwrap().pages[0].handed);
+    wait(100).await;
+    assert_eq!(pager.users_paged().len(), 1);
+}
+
+#[test]
+fn policies_are_checked() {
+    let known = |g: &str| g == "ops";
+    assert!(three_levels().check(known).is_ok());
+    let bad = |levels| policy(0, 0, levels).check(known).unwrap_err().to_string();
+    assert_eq!(bad(vec![]), "escalation `ops` has no levels");
+    assert!(bad(vec![level("a", 5)]).contains("must have after_secs = 0"));
+    assert!(bad(vec![level("a", 0), level("b", 0)]).contains("waits must increase"));
+    let mut empty = level("a", 0);
+    empty.users.clear();
+    assert!(bad(vec![empty]).contains("pages nobody"));
+    let mut g = level("a", 0);
+    g.groups = vec!["nope".into()];
+    assert!(bad(vec![g]).contains("unknown group `nope`"));
+    let u = Level {
+        groups: vec![],
+        users: vec!["alice".into()],
+        after_secs: 0,
+    };
+    assert!(bad(vec![u]).contains("user `alice`"));
+}
