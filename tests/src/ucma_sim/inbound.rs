@@ -132,11 +132,13 @@ impl State {
         let at = rfc3339(now_unix());
         let mut text = text.to_owned();
         if text.len() > MAX_TEXT_BYTES {
-            let mut cut = MAX_TEXT_BYTES;
+            const MARK: &str = "\n[truncated]";
+            let mut cut = MAX_TEXT_BYTES - MARK.len();
             while !text.is_char_boundary(cut) {
                 cut -= 1;
             }
             text.truncate(cut);
+            text.push_str(MARK);
         }
         let latest = || {
             talk.conversations

@@ -288,3 +288,78 @@ async fn the_control_api_and_page_drive_and_show_the_bridge() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn inbound_long_poll_wakes_on_a_reply_and_acks_are_bounded() {
+    let (sim, client) = start().await;
+    let get = |query: &str| {
+        client
+            .get(format!("{}/v1/inbound?{query}", sim.url()))
+            .bearer_auth(SECRET)
+            .send()
+    };
+    let ack = |up_to: u64| {
+        client
+            .post(format!("{}/v1/inbound/ack", sim.url()))
+            .bearer_auth(SECRET)
+            .json(&json!({ "up_to": up_to }))
+            .send()
+    };
+    let waiting = get("wait_ms=5000&limit=10");
+    let reply = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        sim.user_says(ALICE, "ack", None, false)
+            .expect("a new conversation")
+    };
+    let started = std::time::Instant::now();
+    let (answer, said) = tokio::join!(waiting, reply);
+    let doc: Value = answer.expect("poll").json().await.expect("json");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "woken, not timed out"
+    );
+    assert_eq!(doc["messages"][0]["id"], said.id.as_str());
+    assert_eq!(doc["messages"][0]["kind"], "new");
+    assert_eq!(doc["pending"], 1);
+    assert_eq!(
+        error_code(ack(said.cursor + 1).await.expect("ack")).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable".into()),
+        "cannot ack what was never handed out"
+    );
+    let acked: Value = ack(said.cursor)
+        .await
+        .expect("ack")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (acked["acked"].as_u64(), acked["pending"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        error_code(get("wait_ms=40000").await.expect("poll")).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable".into())
+    );
+    sim.set_inbound(false);
+    assert_eq!(
+        error_code(get("").await.expect("poll")).await,
+        (StatusCode::NOT_FOUND, "not_supported".into())
+    );
+}
+
+#[tokio::test]
+async fn the_inbound_buffer_drops_the_oldest_past_its_bound() {
+    let sim = Simulator::start(SimConfig {
+        max_inbound_pending: 3,
+        ..SimConfig::new(SECRET).user(ALICE, Availability::Online)
+    })
+    .await
+    .expect("start");
+    for i in 0..5 {
+        sim.user_says(ALICE, &format!("m{i}"), None, false)
+            .expect("said");
+    }
+    let texts: Vec<String> = sim.pending_inbound().into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["m2", "m3", "m4"]);
+    assert_eq!(sim.counters().inbound_dropped, 2);
+}

@@ -65,6 +65,11 @@ async fn page(rig: &Rig) -> String {
     assert_eq!(results[0].status, DeliveryStatus::DELIVERED, "{results:?}");
     let conversations = rig.sim.conversations_of(ALICE);
     assert_eq!(conversations.len(), 1, "{conversations:?}");
+    assert_eq!(
+        results[0].conversation(),
+        Some(conversations[0].id.as_str()),
+        "the page's conversation goes to the host with the outcome"
+    );
     conversations[0].id.clone()
 }
 
