@@ -70,7 +70,7 @@ impl Bridge {
             StartError::Instances(
                 errors
                     .iter()
-                    .map(|(inst, msg)| config.locate_plugin_error(inst, None, msg))
+                    .map(|e| config.locate_plugin_error(&e.instance, None, &e.to_string()))
                     .collect(),
             )
         })?;
@@ -240,8 +240,8 @@ impl Bridge {
         let slots = match plugins::bind(&config.sources, &config.sinks, plugins) {
             Ok(s) => s,
             Err(e) => {
-                errors.extend(e.iter().map(|(inst, msg)| {
-                    ReloadError::from(config.locate_plugin_error(inst, None, msg))
+                errors.extend(e.iter().map(|e| {
+                    ReloadError::from(config.locate_plugin_error(&e.instance, None, &e.to_string()))
                 }));
                 vec![]
             }

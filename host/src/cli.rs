@@ -115,7 +115,7 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
         Err(errors) => {
             return Ok(errors
                 .iter()
-                .map(|(inst, msg)| config.locate_plugin_error(inst, None, msg))
+                .map(|e| config.locate_plugin_error(&e.instance, None, &e.to_string()))
                 .collect());
         }
     };

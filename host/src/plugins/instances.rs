@@ -289,34 +289,42 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
+/// A configured instance whose kind no loaded plugin provides.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("no loaded plugin provides {role} kind `{}` (available: {})", .instance.plugin, shown(.available))]
+pub struct BindError {
+    pub instance: InstanceConfig,
+    pub role: Role,
+    /// The kinds of that role the loaded plugins do provide.
+    pub available: Vec<String>,
+}
+
+fn shown(kinds: &[String]) -> String {
+    if kinds.is_empty() {
+        "none".to_owned()
+    } else {
+        kinds.join(", ")
+    }
+}
+
 /// Binds each configured instance to the plugin that provides it; the errors name what is
 /// missing.
 pub fn bind(
     sources: &[InstanceConfig],
     sinks: &[InstanceConfig],
     plugins: &Plugins,
-) -> Result<Vec<Arc<Slot>>, Vec<(InstanceConfig, String)>> {
+) -> Result<Vec<Arc<Slot>>, Vec<BindError>> {
     let mut errors = Vec::new();
     let mut slots = Vec::new();
     for (list, role) in [(sources, Role::SOURCE), (sinks, Role::SINK)] {
         for c in list {
             match plugins.find(&c.plugin, role) {
                 Some(p) => slots.push(Arc::new(Slot::new(c.clone(), role, p.clone()))),
-                None => {
-                    let known = plugins.kinds(role);
-                    let known = if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    };
-                    errors.push((
-                        c.clone(),
-                        format!(
-                            "no loaded plugin provides {role} kind `{}` (available: {known})",
-                            c.plugin
-                        ),
-                    ));
-                }
+                None => errors.push(BindError {
+                    instance: c.clone(),
+                    role,
+                    available: plugins.kinds(role),
+                }),
             }
         }
     }

@@ -10,6 +10,6 @@ pub mod loader;
 
 pub use self::{
     handles::{SinkHandle, SourceHandle},
-    instances::{Registry, Slot, Status, bind},
+    instances::{BindError, Registry, Slot, Status, bind},
     loader::{Plugin, Plugins},
 };
