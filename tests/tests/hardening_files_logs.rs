@@ -17,7 +17,7 @@ use std::{
 
 use alertbridge_testbed::{
     dovecot::{Mailbox, dovecot},
-    harness::{Host, bin_dir, free_port, get, request, wait_until},
+    harness::{Host, bin_dir, build_dir, free_port, get, request, wait_until},
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -287,7 +287,8 @@ fn the_demo_works_in_a_fresh_private_folder() {
     let mut seen = Vec::new();
     for _ in 0..2 {
         let (admin, webhook) = (free_port(), free_port());
-        let mut child = Command::new(bin_dir().join("alertbridge"))
+        // The demo as an operator runs it: from the build folder, its simulators beside it.
+        let mut child = Command::new(build_dir().join("alertbridge"))
             .args(["demo", "--admin-port", &admin.to_string()])
             .args(["--webhook-port", &webhook.to_string()])
             .stdout(Stdio::piped())
