@@ -25,6 +25,7 @@ use toml_edit::{ImDocument, Item, Table};
 use self::admin::{AdminKeys, AdminSettings};
 pub use self::error::{ConfigError, ConfigErrors, line_col};
 use self::{error::Collector, raw::*};
+use crate::incidents::{EscalationPolicy, Level};
 use crate::router::{
     Matcher, OfflinePolicy, Route, Router, UnknownPresence, parse_severity_condition,
 };
@@ -129,6 +130,10 @@ pub struct Config {
     pub sources: Vec<InstanceConfig>,
     pub sinks: Vec<InstanceConfig>,
     pub router: Router,
+    /// The `[[escalation]]` policies, checked.
+    pub escalations: Vec<EscalationPolicy>,
+    /// Route name -> the escalation policy it names.
+    pub route_escalations: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -163,9 +168,19 @@ impl Config {
         };
         let root = doc.as_table();
         for (key, _) in root.iter() {
-            if !["host", "delivery", "source", "sink", "groups", "route"].contains(&key) {
+            if ![
+                "host",
+                "delivery",
+                "source",
+                "sink",
+                "groups",
+                "route",
+                "escalation",
+            ]
+            .contains(&key)
+            {
                 let span = root.key(key).and_then(|k| k.span());
-                c.at(span, format!("unknown table `{key}` (expected host, delivery, source, sink, groups or route)"));
+                c.at(span, format!("unknown table `{key}` (expected host, delivery, source, sink, groups, escalation or route)"));
             }
         }
 
@@ -217,7 +232,17 @@ impl Config {
         }
         let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
         let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-        let routes = routes(&mut c, root, &groups, &sink_names, &source_names);
+        let escalations = escalations(&mut c, root, &groups);
+        let policy_names: Vec<&str> = escalations.iter().map(|p| p.name.as_str()).collect();
+        let mut route_escalations = BTreeMap::new();
+        let routes = routes(
+            &mut c,
+            root,
+            &groups,
+            &sink_names,
+            &source_names,
+            (&policy_names, &mut route_escalations),
+        );
         c.finish(Config {
             path: path.to_owned(),
             host,
@@ -225,6 +250,8 @@ impl Config {
             sources,
             sinks,
             router: Router { routes, groups },
+            escalations,
+            route_escalations,
         })
     }
 
@@ -522,6 +549,7 @@ fn routes(
     groups: &BTreeMap<String, Vec<String>>,
     sinks: &[&str],
     sources: &[&str],
+    (policies, route_escalations): (&[&str], &mut BTreeMap<String, String>),
 ) -> Vec<Route> {
     let Some(item) = root.get("route") else {
         return vec![];
@@ -552,6 +580,16 @@ fn routes(
                 c.at(
                     Some(g.span()),
                     format!("route `{name}`: no group `{}` in [groups]", g.get_ref()),
+                );
+            }
+        }
+        if let Some(e) = &raw.escalation {
+            if policies.contains(&e.get_ref().as_str()) {
+                route_escalations.insert(name.clone(), e.get_ref().clone());
+            } else {
+                c.at(
+                    Some(e.span()),
+                    format!("route `{name}`: no [[escalation]] named `{}`", e.get_ref()),
                 );
             }
         }
@@ -630,6 +668,67 @@ fn routes(
             offline,
             unknown_presence,
         });
+    }
+    out
+}
+
+/// The `[[escalation]]` policies, each checked ([`EscalationPolicy::check`]) with its error
+/// placed at the level (or the name) it is about.
+fn escalations(
+    c: &mut Collector<'_>,
+    root: &Table,
+    groups: &BTreeMap<String, Vec<String>>,
+) -> Vec<EscalationPolicy> {
+    let Some(item) = root.get("escalation") else {
+        return vec![];
+    };
+    let Some(tables) = item.as_array_of_tables() else {
+        c.at(
+            root.key("escalation").and_then(|k| k.span()),
+            "`escalation` must be an array of tables: write [[escalation]]",
+        );
+        return vec![];
+    };
+    let mut out: Vec<EscalationPolicy> = Vec::new();
+    for t in tables {
+        let Some(raw) = deserialize::<RawEscalation>(c, &Item::Table(t.clone()), "[[escalation]]")
+        else {
+            continue;
+        };
+        let name = raw.name.get_ref().clone();
+        if out.iter().any(|p| p.name == name) {
+            c.at(
+                Some(raw.name.span()),
+                format!("escalation `{name}` is defined twice"),
+            );
+            continue;
+        }
+        let spans: Vec<_> = raw.levels.get_ref().iter().map(Spanned::span).collect();
+        let policy = EscalationPolicy {
+            name,
+            repeat: raw.repeat,
+            ack_timeout_secs: raw.ack_timeout_secs,
+            levels: raw
+                .levels
+                .into_inner()
+                .into_iter()
+                .map(|l| {
+                    let l = l.into_inner();
+                    Level {
+                        groups: l.groups,
+                        users: l.users,
+                        after_secs: l.after_secs,
+                    }
+                })
+                .collect(),
+        };
+        // A failed policy is kept so a route naming it is not also told it is missing; the
+        // error fails the file anyway.
+        if let Err(e) = policy.check(|g| groups.contains_key(g)) {
+            let span = e.level().and_then(|l| spans.get(l - 1).cloned());
+            c.at(Some(span.unwrap_or_else(|| raw.name.span())), e.to_string());
+        }
+        out.push(policy);
     }
     out
 }

@@ -124,4 +124,28 @@ pub struct RawRoute {
     #[serde(default)]
     pub allow_alert_recipients: bool,
     pub offline: Option<RawOffline>,
+    /// The `[[escalation]]` policy whose levels give the recipients (issue 14).
+    pub escalation: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLevel {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub after_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalation {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub repeat: u32,
+    #[serde(default)]
+    pub ack_timeout_secs: u64,
+    pub levels: Spanned<Vec<Spanned<RawLevel>>>,
 }

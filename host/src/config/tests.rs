@@ -236,3 +236,93 @@ fn on_uncertain_is_resend_by_default_skip_or_an_error_at_its_place() {
         e[0]
     );
 }
+
+const ESCALATION: &str = r#"
+[[escalation]]
+name = "ops-critical"
+repeat = 1
+ack_timeout_secs = 3600
+levels = [
+  { groups = ["ops"], after_secs = 0 },
+  { groups = ["dba"], after_secs = 300 },
+  { users = ["sip:cto@contoso.com"], after_secs = 900 },
+]
+
+[[route]]
+name = "paged"
+escalation = "ops-critical"
+sinks = ["lync"]
+"#;
+
+#[test]
+fn escalation_policies_parse_and_routes_name_them() {
+    let c = Config::parse(Path::new("t.toml"), &format!("{GOOD}{ESCALATION}")).unwrap();
+    let p = &c.escalations[0];
+    assert_eq!(
+        (p.name.as_str(), p.repeat, p.ack_timeout_secs),
+        ("ops-critical", 1, 3600)
+    );
+    assert_eq!(p.levels.len(), 3);
+    assert_eq!(p.levels[1].groups, vec!["dba".to_owned()]);
+    assert_eq!(p.levels[2].after_secs, 900);
+    assert_eq!(
+        c.route_escalations.get("paged").map(String::as_str),
+        Some("ops-critical")
+    );
+    assert_eq!(c.route_escalations.len(), 1);
+}
+
+#[test]
+fn bad_escalation_policies_are_placed_at_their_level() {
+    let bad = r#"
+[[escalation]]
+name = "p"
+levels = [
+  { groups = ["ops"], after_secs = 0 },
+  { groups = ["nobody"], after_secs = 300 },
+]
+
+[[escalation]]
+name = "q"
+levels = [
+  { groups = ["ops"] },
+  { users = ["sip:x@contoso.com"], after_secs = 0 },
+]
+
+[[escalation]]
+name = "r"
+levels = []
+
+[[escalation]]
+name = "s"
+levels = [ { after_secs = 0 } ]
+
+[[route]]
+name = "paged"
+escalation = "missing"
+sinks = ["lync"]
+"#;
+    let e = errors(&format!("{GOOD}{bad}"));
+    // Line k of `bad` (its leading newline ends GOOD's last line) is line off + k.
+    let off = GOOD.lines().count();
+    let want = [
+        format!(
+            "t.toml:{}:3: level 2 of escalation `p` names unknown group `nobody`",
+            off + 6
+        ),
+        format!(
+            "t.toml:{}:3: level 2 of escalation `q` waits 0 s, not more than level 1's 0 s: waits must increase",
+            off + 13
+        ),
+        format!("t.toml:{}:8: escalation `r` has no levels", off + 17),
+        format!(
+            "t.toml:{}:12: level 1 of escalation `s` pages nobody (give `groups` or `users`)",
+            off + 22
+        ),
+        format!(
+            "t.toml:{}:14: route `paged`: no [[escalation]] named `missing`",
+            off + 26
+        ),
+    ];
+    assert_eq!(e, want);
+}
