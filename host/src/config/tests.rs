@@ -326,3 +326,16 @@ sinks = ["lync"]
     ];
     assert_eq!(e, want);
 }
+
+#[test]
+fn the_example_config_checks_with_its_escalation_policy() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/alertbridge.example.toml");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let p = c
+        .escalations
+        .iter()
+        .find(|p| p.name == "ops-critical")
+        .unwrap();
+    assert_eq!(p.levels.len(), 3);
+}
