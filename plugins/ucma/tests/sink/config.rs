@@ -6,8 +6,9 @@ use super::{SECRET, new_sink};
 
 fn refused(config: &str) -> String {
     let e = new_sink(config).expect_err("config must be refused");
-    assert_eq!(e.kind, ErrorKind::CONFIG, "{}", e.message);
-    e.message
+    assert_eq!(e.kind, ErrorKind::CONFIG, "{e}");
+    // The key travels as data; the error's text shows it as "`key`: message".
+    e.to_string()
 }
 
 #[test]

@@ -186,13 +186,13 @@ fn unreadable_tls_files_are_config_errors() {
     let junk = write(dir.path(), "junk.pem", "not a certificate");
     let base = format!("endpoint = \"https://bridge.contoso.com\"\nsecret = \"{SECRET}\"\n");
     let e = new_sink(&format!("{base}ca_file = {junk:?}\n")).expect_err("bad CA file");
-    assert!(e.message.starts_with("`ca_file`:"), "{}", e.message);
+    assert!(e.to_string().starts_with("`ca_file`:"), "{e}");
     let e = new_sink(&format!(
         "{base}client_cert_file = {junk:?}\nclient_key_file = {junk:?}\n"
     ))
     .expect_err("bad identity");
     assert!(
-        e.message.starts_with("`client_cert_file`:"),
+        e.to_string().starts_with("`client_cert_file`:"),
         "{}",
         e.message
     );
