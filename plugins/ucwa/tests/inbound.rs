@@ -88,10 +88,12 @@ async fn a_reply_in_the_pages_conversation_reaches_the_host_and_the_answer_lands
     let page = page_alice(&sim, &running).await;
     assert_eq!(sim.stats().conversations, 1, "kept open for the reply");
 
+    let said = Instant::now();
     let replied = sim.say(ALICE, "ACK 42").unwrap();
     assert!(!replied.invited, "answered in the page's conversation");
     assert_eq!(replied.conversation, page);
     let calls = wait_inbound(&host, 1).await;
+    let reached = said.elapsed();
     let call = &calls[0];
     assert_eq!(call["user"], ALICE);
     assert_eq!(call["text"], "ACK 42");
@@ -99,10 +101,16 @@ async fn a_reply_in_the_pages_conversation_reaches_the_host_and_the_answer_lands
     assert_eq!(call["name"], "Alice");
     assert!(call["id"].starts_with(&page), "{call:?}");
 
+    let answering = Instant::now();
     let used = answer(&running, &page, ALICE, "#42 acknowledged by Alice")
         .await
         .unwrap();
     assert_eq!(used, page, "the answer went into the same conversation");
+    eprintln!(
+        "measured: reply -> host call {} ms (20 ms polling), answer -> IM recorded {} ms",
+        reached.as_millis(),
+        answering.elapsed().as_millis()
+    );
     let received = sim.received("alice@contoso.com");
     assert_eq!(received.len(), 2, "{received:?}");
     assert_eq!(received[1].text, "#42 acknowledged by Alice");
