@@ -13,6 +13,7 @@
 //!   tokio's paused clock.
 
 mod engine;
+mod pager;
 mod policy;
 mod store;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     engine::{Clock, Engine, Opened},
+    pager::{QueuePager, SOURCE as PAGE_SOURCE, page_alert},
     policy::{EscalationPolicy, Level, PolicyError},
     store::{IncidentStore, MemoryIncidents, RedbIncidents},
 };
