@@ -12,9 +12,12 @@
 //! - Times are wall-clock Unix milliseconds in the store, read through [`Clock`] so tests run on
 //!   tokio's paused clock.
 
+pub mod commands;
 mod engine;
 mod pager;
 mod policy;
+pub mod reply;
+pub mod reply_send;
 mod store;
 
 use std::{collections::BTreeMap, fmt, future::Future, pin::Pin};

@@ -93,6 +93,37 @@ impl SinkHandle {
         Health::from(&self.sink.health())
     }
 
+    /// Says `text` to `user` in `conversation` (`conversation.send/1`; the sink starts a new
+    /// conversation when that one is gone) and answers the conversation actually used. A sink
+    /// without the capability answers `UNSUPPORTED`. Waits at most `timeout`.
+    pub async fn send_in_conversation(
+        &self,
+        conversation: &str,
+        user: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<String, PluginError> {
+        use alertbridge_plugin_api::{abi_stable::std_types::Tuple2, kit::calls};
+        let args: alertbridge_plugin_api::FfiPairs = [
+            ("conversation", conversation),
+            ("user", user),
+            ("text", text),
+        ]
+        .into_iter()
+        .map(|(k, v)| Tuple2(RString::from(k), RString::from(v)))
+        .collect();
+        let call = self.sink.call(calls::CONVERSATION_SEND.into(), args);
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(no_answer(timeout)),
+            Ok(RResult::RErr(e)) => Err(self.check(e.into())),
+            Ok(RResult::ROk(answer)) => Ok(answer
+                .iter()
+                .rev()
+                .find(|Tuple2(k, _)| k.as_str() == "conversation")
+                .map_or_else(|| conversation.to_owned(), |Tuple2(_, v)| v.to_string())),
+        }
+    }
+
     /// True if this handle is on incarnation `sink`.
     pub(super) fn is(&self, sink: &Weak<SinkBox>) -> bool {
         std::ptr::eq(Arc::as_ptr(&self.sink), sink.as_ptr())

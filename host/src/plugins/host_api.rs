@@ -2,19 +2,83 @@
 //! alerts to [`Ingest`] (which checks and durably queues them) and re-emit plugin log records
 //! in the host's log. The FFI types stop here: [`Ingest`] is plain Rust.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use alertbridge_plugin_api::{
-    Alert, ErrorKind, FfiAlert, FfiError, LogLevel, LogRecord, PluginError, Receipt,
+    Alert, ErrorKind, FfiAlert, FfiError, FfiPairs, LogLevel, LogRecord, PluginError, Receipt,
     abi::{HostBox, HostFfi, HostFfi_TO},
     abi_stable::{
         sabi_trait::TD_Opaque,
-        std_types::{RArc, RErr, RResult, RString},
+        std_types::{RArc, RErr, RResult, RStr, RString, Tuple2},
     },
     async_ffi::{FfiFuture, FutureExt as _},
+    kit::calls,
 };
 
-use crate::ingest::Ingest;
+use crate::{incidents::reply::InboundReply, ingest::Ingest};
+
+/// Takes inbound messages (replies) from sinks: the incidents' reply service. `Ok` only once
+/// the reply and its effect are durably recorded.
+pub trait InboundPort: Send + Sync + 'static {
+    fn inbound(
+        &self,
+        instance: &str,
+        message: InboundReply,
+    ) -> futures::future::BoxFuture<'static, Result<(), PluginError>>;
+}
+
+/// The running host's reply service; none (no incidents) answers `inbound.message/1` with
+/// `UNSUPPORTED`.
+static INBOUND: RwLock<Option<Arc<dyn InboundPort>>> = RwLock::new(None);
+
+/// Installs (or with `None` removes) the service `inbound.message/1` goes to.
+pub fn set_inbound_port(port: Option<Arc<dyn InboundPort>>) {
+    *INBOUND.write().unwrap_or_else(PoisonError::into_inner) = port;
+}
+
+fn inbound_port() -> Option<Arc<dyn InboundPort>> {
+    INBOUND
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// The longest field the host takes from an inbound message (the kit bounds them first; a
+/// foreign sink may not).
+const MAX_INBOUND_FIELD: usize = 4096;
+
+/// `inbound.message/1`'s arguments as an [`InboundReply`], or why they are unusable.
+fn inbound_args(args: &FfiPairs) -> Result<InboundReply, String> {
+    let get = |key: &str| {
+        args.iter()
+            .rev()
+            .find(|Tuple2(k, _)| k.as_str() == key)
+            .map(|Tuple2(_, v)| v.to_string())
+    };
+    let field = |key: &str, max: usize| -> Result<Option<String>, String> {
+        match get(key) {
+            Some(v) if v.len() > max => {
+                Err(format!("`{key}` is {} bytes, more than {max}", v.len()))
+            }
+            v => Ok(v),
+        }
+    };
+    let user = field("user", 512)?
+        .map(|u| u.trim().to_lowercase())
+        .filter(|u| u.starts_with("sip:") && u.len() > 4)
+        .ok_or("no sender `user` (a sip: URI)")?;
+    let conversation = field("conversation", 512)?
+        .filter(|c| !c.is_empty())
+        .ok_or("no `conversation`")?;
+    let text = field("text", MAX_INBOUND_FIELD)?.unwrap_or_default();
+    Ok(InboundReply {
+        user,
+        text,
+        conversation,
+        name: field("name", 512)?.filter(|n| !n.trim().is_empty()),
+        id: field("id", 512)?.filter(|i| !i.is_empty()),
+    })
+}
 
 /// One instance's handle on the host.
 #[derive(Clone)]
@@ -105,5 +169,42 @@ impl HostFfi for HostHandle {
 
     fn instance_name(&self) -> RString {
         RString::from(&*self.instance)
+    }
+
+    fn call(&self, name: RStr<'_>, args: FfiPairs) -> FfiFuture<RResult<FfiPairs, FfiError>> {
+        let unsupported = |name: &str| {
+            FfiError::new(
+                ErrorKind::UNSUPPORTED,
+                format!("`{name}` is not supported by this host"),
+            )
+        };
+        if name.as_str() != calls::INBOUND_MESSAGE {
+            let e = unsupported(name.as_str());
+            return async move { RErr(e) }.into_ffi();
+        }
+        let Some(port) = inbound_port() else {
+            let e = unsupported(name.as_str());
+            return async move { RErr(e) }.into_ffi();
+        };
+        let message = match inbound_args(&args) {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::warn!(instance = %self.instance, why = %why, "inbound message refused");
+                let e = FfiError::new(ErrorKind::PERMANENT, format!("inbound.message/1: {why}"));
+                return async move { RErr(e) }.into_ffi();
+            }
+        };
+        let answer = port.inbound(&self.instance, message);
+        async move {
+            match answer.await {
+                Ok(()) => RResult::ROk(
+                    [Tuple2(RString::from("recorded"), RString::from("1"))]
+                        .into_iter()
+                        .collect(),
+                ),
+                Err(e) => RErr(FfiError::from(e)),
+            }
+        }
+        .into_ffi()
     }
 }

@@ -1,0 +1,140 @@
+//! The reply service: the host's answer to `inbound.message/1` ([`InboundPort`]). It applies the
+//! reply through [`Replies`] (committed), answers the sink `recorded`, then — after the record —
+//! says the answer to the sender in their conversation and tells the others paged, through the
+//! sink the reply came from (`conversation.send/1`), retrying transient failures with backoff.
+
+use std::{sync::Arc, time::Duration};
+
+use alertbridge_plugin_api::{ErrorKind, PluginError};
+use futures::future::BoxFuture;
+
+use super::{
+    IncidentId,
+    reply::{InboundReply, Replies, Say},
+};
+use crate::plugins::{host_api::InboundPort, instances::Registry};
+
+/// How long one `conversation.send/1` may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attempts per message on transient failures (1 s, 2 s, 4 s ... between them).
+const SEND_ATTEMPTS: u32 = 6;
+
+/// Sends a message in a conversation through a sink instance; answers the conversation used.
+pub trait Speaker: Send + Sync + 'static {
+    fn say(&self, instance: &str, say: &Say) -> BoxFuture<'static, Result<String, PluginError>>;
+}
+
+/// The host's sinks as a [`Speaker`].
+pub struct SinkSpeaker(pub Arc<Registry>);
+
+impl Speaker for SinkSpeaker {
+    fn say(&self, instance: &str, say: &Say) -> BoxFuture<'static, Result<String, PluginError>> {
+        let handle = self.0.sink(instance).and_then(|slot| slot.sink());
+        let say = say.clone();
+        Box::pin(async move {
+            let Some(handle) = handle else {
+                return Err(PluginError::new(
+                    ErrorKind::TRANSIENT,
+                    "the sink is not running",
+                ));
+            };
+            let conversation = say.conversation.as_deref().unwrap_or("");
+            handle
+                .send_in_conversation(conversation, &say.user, &say.text, SEND_TIMEOUT)
+                .await
+        })
+    }
+}
+
+/// [`Replies`] behind `inbound.message/1`.
+pub struct ReplyService {
+    replies: Arc<Replies>,
+    speaker: Arc<dyn Speaker>,
+}
+
+impl ReplyService {
+    pub fn new(replies: Arc<Replies>, speaker: Arc<dyn Speaker>) -> Self {
+        Self { replies, speaker }
+    }
+
+    /// Applies `message` (committed when this answers `Ok`) and starts sending the answers.
+    pub async fn take(&self, instance: &str, message: InboundReply) -> Result<(), PluginError> {
+        let handled = self.replies.handle(&message).await.map_err(|e| {
+            tracing::warn!(instance, user = %message.user, error = %e, "reply not recorded");
+            PluginError::new(ErrorKind::TRANSIENT, e.to_string())
+        })?;
+        if handled.duplicate {
+            return Ok(());
+        }
+        let speaker = Arc::clone(&self.speaker);
+        let replies = Arc::clone(&self.replies);
+        let instance = instance.to_owned();
+        tokio::spawn(async move {
+            // The sender first: the confirmation is what they wait for.
+            send(
+                &*speaker,
+                &replies,
+                &instance,
+                handled.incident,
+                &handled.answer,
+            )
+            .await;
+            for say in &handled.tell {
+                send(&*speaker, &replies, &instance, handled.incident, say).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+impl InboundPort for ReplyService {
+    fn inbound(
+        &self,
+        instance: &str,
+        message: InboundReply,
+    ) -> BoxFuture<'static, Result<(), PluginError>> {
+        let me = Self {
+            replies: Arc::clone(&self.replies),
+            speaker: Arc::clone(&self.speaker),
+        };
+        let instance = instance.to_owned();
+        Box::pin(async move { me.take(&instance, message).await })
+    }
+}
+
+/// Sends one message, retrying transient failures; remembers a new conversation it went to.
+async fn send(
+    speaker: &dyn Speaker,
+    replies: &Replies,
+    instance: &str,
+    incident: Option<IncidentId>,
+    say: &Say,
+) {
+    let mut wait = Duration::from_secs(1);
+    for attempt in 1..=SEND_ATTEMPTS {
+        match speaker.say(instance, say).await {
+            Ok(used) => {
+                tracing::info!(instance, user = %say.user, conversation = %used, "reply answer sent");
+                if let Some(id) = incident
+                    && say.conversation.as_deref() != Some(used.as_str())
+                    && let Err(e) = replies
+                        .engine()
+                        .set_conversation(id, &say.user, &used)
+                        .await
+                {
+                    tracing::warn!(incident = id.0, error = %e, "conversation not remembered");
+                }
+                return;
+            }
+            Err(e) if e.kind == ErrorKind::TRANSIENT && attempt < SEND_ATTEMPTS => {
+                tracing::debug!(instance, user = %say.user, attempt, error = %e, "answer not sent yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::warn!(instance, user = %say.user, error = %e, "answer dropped");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Reply tests against a real engine (memory store): ack in the page's conversation tells the
+//! others and stops the levels, `ack N` from a new conversation, refusal for someone not paged,
+//! a responder may act, several open incidents ask for the number, already resolved, unknown
+//! number, dedup by (conversation, id).
+
+use std::sync::Arc;
+
+use alertbridge_plugin_api::Alert;
+
+use super::*;
+use crate::incidents::{
+    BoxFuture, Clock, EscalationPolicy, IncidentState, Level, MemoryIncidents, PageRequest, Pager,
+    PagerError,
+};
+
+struct AllReachable;
+
+impl Pager for AllReachable {
+    fn page(&self, req: PageRequest) -> BoxFuture<'static, Result<usize, PagerError>> {
+        let n = req.users.len();
+        Box::pin(async move { Ok(n) })
+    }
+}
+
+const ALICE: &str = "sip:alice@contoso.com";
+const BOB: &str = "sip:bob@contoso.com";
+const DAVE: &str = "sip:dave@contoso.com";
+const ERIN: &str = "sip:erin@contoso.com";
+
+fn level(user: &str, after_secs: u64) -> Level {
+    Level {
+        groups: vec![],
+        users: vec![user.into()],
+        after_secs,
+    }
+}
+
+fn engine() -> Engine {
+    let pol = EscalationPolicy {
+        name: "ops".into(),
+        repeat: 0,
+        ack_timeout_secs: 0,
+        levels: vec![
+            level(ALICE, 0),
+            level(BOB, 300),
+            level("sip:carol@contoso.com", 900),
+        ],
+    };
+    Engine::open(
+        Arc::new(MemoryIncidents::default()),
+        Arc::new(AllReachable),
+        vec![pol],
+        Clock::starting_at(1_800_000_000_000),
+    )
+    .unwrap()
+}
+
+/// Opens an incident paged to alice then bob, each in their own conversation.
+async fn paged_to_alice_and_bob(e: &Engine, n: u64) -> IncidentId {
+    let mut a = Alert::new(format!("disk full {n}"));
+    a.dedup_key = Some(format!("k{n}"));
+    let id = e
+        .open_or_join(n, "am", &a, "r", "ops", false)
+        .await
+        .unwrap()
+        .id;
+    e.escalate_now(id, "timer").await.unwrap();
+    e.set_conversation(id, ALICE, &format!("conv-alice-{n}"))
+        .await
+        .unwrap();
+    e.set_conversation(id, BOB, &format!("conv-bob-{n}"))
+        .await
+        .unwrap();
+    id
+}
+
+fn msg(user: &str, conv: &str, text: &str, name: Option<&str>) -> InboundReply {
+    InboundReply {
+        user: user.into(),
+        text: text.into(),
+        conversation: conv.into(),
+        name: name.map(str::to_owned),
+        id: None,
+    }
+}
+
+#[tokio::test]
+async fn ack_in_the_pages_conversation_tells_both_and_stops_the_levels() {
+    let e = engine();
+    let id = paged_to_alice_and_bob(&e, 1).await;
+    let r = Replies::new(e.clone(), []);
+    let h = r
+        .handle(&msg(BOB, "conv-bob-1", " Ack! ", Some("Bob Example")))
+        .await
+        .unwrap();
+    let want = format!("{id} acknowledged by Bob Example — escalation stopped");
+    assert_eq!(h.answer.text, want);
+    assert_eq!(h.answer.conversation.as_deref(), Some("conv-bob-1"));
+    assert_eq!(h.tell.len(), 1);
+    assert_eq!(h.tell[0].user, ALICE);
+    assert_eq!(h.tell[0].conversation.as_deref(), Some("conv-alice-1"));
+    assert_eq!(h.tell[0].text, want);
+    let inc = e.get(id).await.unwrap();
+    assert_eq!(inc.state, IncidentState::Acknowledged);
+    assert!(inc.next.is_none(), "no level 3 after the ack");
+    // again: no news, only the sender hears
+    let h = r.handle(&msg(BOB, "conv-bob-1", "a", None)).await.unwrap();
+    assert_eq!(
+        h.answer.text,
+        format!("{id} was already acknowledged by Bob Example")
+    );
+    assert!(h.tell.is_empty());
+}
+
+#[tokio::test]
+async fn ack_with_a_number_in_a_new_conversation() {
+    let e = engine();
+    let _one = paged_to_alice_and_bob(&e, 1).await;
+    let two = paged_to_alice_and_bob(&e, 2).await;
+    let r = Replies::new(e.clone(), []);
+    // bare ack with two open: ask which
+    let h = r.handle(&msg(ALICE, "fresh", "ack", None)).await.unwrap();
+    assert!(
+        h.answer.text.contains("several open incidents"),
+        "{}",
+        h.answer.text
+    );
+    assert_eq!(e.get(two).await.unwrap().state, IncidentState::Open);
+    let h = r
+        .handle(&msg(ALICE, "fresh", &format!("ack #{}", two.0), None))
+        .await
+        .unwrap();
+    assert_eq!(h.incident, Some(two));
+    assert_eq!(e.get(two).await.unwrap().state, IncidentState::Acknowledged);
+    assert_eq!(
+        e.get(two)
+            .await
+            .unwrap()
+            .conversations
+            .get(ALICE)
+            .map(String::as_str),
+        Some("fresh"),
+        "the new conversation now belongs to the incident"
+    );
+    // a bare `resolve` in that conversation now means that incident
+    let h = r.handle(&msg(ALICE, "fresh", "r", None)).await.unwrap();
+    assert_eq!(h.answer.text, format!("{two} resolved by {ALICE}"));
+    let h = r
+        .handle(&msg(ALICE, "fresh", "resolve 2", None))
+        .await
+        .unwrap();
+    assert_eq!(h.answer.text, format!("{two} is already resolved"));
+    let h = r
+        .handle(&msg(ALICE, "fresh", "ack 43", None))
+        .await
+        .unwrap();
+    assert_eq!(h.answer.text, "no open incident 43");
+}
+
+#[tokio::test]
+async fn someone_not_paged_is_refused_a_responder_is_not() {
+    let e = engine();
+    let id = paged_to_alice_and_bob(&e, 1).await;
+    let r = Replies::new(e.clone(), [ERIN.to_owned()]);
+    let h = r.handle(&msg(DAVE, "d", "resolve 1", None)).await.unwrap();
+    assert!(h.answer.text.contains("not paged"), "{}", h.answer.text);
+    assert!(h.tell.is_empty());
+    assert_eq!(e.get(id).await.unwrap().state, IncidentState::Open);
+    let h = r.handle(&msg(ERIN, "e", "resolve 1", None)).await.unwrap();
+    assert_eq!(h.answer.text, format!("{id} resolved by {ERIN}"));
+    assert_eq!(h.tell.len(), 2, "alice and bob told");
+    assert!(e.get(id).await.unwrap().is_resolved());
+}
+
+#[tokio::test]
+async fn the_same_message_id_is_applied_once() {
+    let e = engine();
+    let id = paged_to_alice_and_bob(&e, 1).await;
+    let r = Replies::new(e.clone(), []);
+    let mut m = msg(BOB, "conv-bob-1", "esc", None);
+    m.id = Some("m1".into());
+    let mut events = e.subscribe();
+    let h = r.handle(&m).await.unwrap();
+    assert!(!h.duplicate);
+    assert_eq!(e.get(id).await.unwrap().level(), 3);
+    let h = r.handle(&m).await.unwrap();
+    assert!(h.duplicate);
+    let mut escalations = 0;
+    while let Ok(ev) = events.try_recv() {
+        if matches!(ev, crate::incidents::IncidentEvent::Escalated { .. }) {
+            escalations += 1;
+        }
+    }
+    assert_eq!(escalations, 1);
+    // another id in the same conversation is a new message
+    m.id = Some("m2".into());
+    let h = r.handle(&m).await.unwrap();
+    assert!(!h.duplicate);
+    assert!(
+        h.answer.text.contains("every level was paged"),
+        "{}",
+        h.answer.text
+    );
+}
+
+#[tokio::test]
+async fn help_status_and_noise() {
+    let e = engine();
+    let id = paged_to_alice_and_bob(&e, 1).await;
+    let r = Replies::new(e.clone(), []);
+    let h = r.handle(&msg(BOB, "c", "hello?", None)).await.unwrap();
+    assert_eq!(h.answer.text, USAGE);
+    let h = r.handle(&msg(BOB, "c", "status", None)).await.unwrap();
+    assert!(
+        h.answer
+            .text
+            .starts_with(&format!("{id} disk full 1 — open")),
+        "{}",
+        h.answer.text
+    );
+    let h = r.handle(&msg(DAVE, "c", "status", None)).await.unwrap();
+    assert_eq!(h.answer.text, "you have no open incident");
+    let h = r.handle(&msg(DAVE, "c", "ack", None)).await.unwrap();
+    assert!(h.answer.text.starts_with("you have no open incident"));
+}
