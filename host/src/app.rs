@@ -137,6 +137,7 @@ impl Bridge {
                 reload: reload_tx,
                 settings: h.admin.clone(),
                 access,
+                incidents: None,
             });
             background.push(tokio::spawn(admin::serve(
                 listener,

@@ -202,7 +202,11 @@ fn token_ok(headers: &HeaderMap, expected: &[u8; 32]) -> Result<(), Refusal> {
 
 /// Paths whose answers hold alert contents or SIP addresses.
 fn holds_contents(path: &str) -> bool {
-    path == "/api/v1/alerts" || path.starts_with("/api/v1/alerts/") || path == "/api/v1/status"
+    path == "/api/v1/alerts"
+        || path.starts_with("/api/v1/alerts/")
+        || path == "/api/v1/status"
+        || path == "/api/v1/incidents"
+        || path.starts_with("/api/v1/incidents/")
 }
 
 fn writes(method: &Method) -> bool {

@@ -1,10 +1,11 @@
 //! The admin HTTP surface: `/healthz`, `/metrics`, `/api/v1/alerts[/{id}]`, `/api/v1/status`,
-//! `/api/v1/test-alert`, `/-/reload` and a status page, behind [`guard`] (Host allow-list,
+//! `/api/v1/incidents[/{id}[/ack|/resolve]]`, `/api/v1/test-alert`, `/-/reload` and a status page, behind [`guard`] (Host allow-list,
 //! same-origin writes, the admin token) and served by [`server`] (connection cap, timeouts).
 
 pub mod alerts;
 pub mod answer;
 pub mod guard;
+pub mod incidents;
 pub mod server;
 
 use std::{
@@ -50,6 +51,8 @@ pub struct AdminState {
     pub settings: AdminSettings,
     /// The token and allowed host names; a reload swaps them.
     pub access: SharedAccess,
+    /// The incident engine, when escalation policies are configured.
+    pub incidents: Option<crate::incidents::Engine>,
 }
 
 /// The token and host names of `settings`, shared so that a reload can swap them.
@@ -72,6 +75,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/{id}", get(alerts::get))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::get))
+        .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/test-alert", post(test_alert))
         .route("/-/reload", post(reload))
         .fallback(answer::no_such_path)

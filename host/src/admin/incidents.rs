@@ -1,0 +1,126 @@
+//! `GET /api/v1/incidents[/{id}]` (state, level, who was paged when, who acked/resolved) and
+//! `POST /api/v1/incidents/{id}/ack|resolve` (behind the same guard as every other write: same
+//! origin and the admin token). Without incidents configured every path answers 404
+//! `incidents_off`.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, State, rejection::PathRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use super::{AdminState, answer::ApiError};
+use crate::incidents::{Engine, Incident, IncidentError, IncidentId};
+
+/// Who an action through the API is recorded as.
+pub const API_ACTOR: &str = "admin API";
+
+fn engine(s: &AdminState) -> Result<&Engine, ApiError> {
+    s.incidents.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "incidents_off",
+            "no escalation policy is configured: this host keeps no incidents",
+        )
+    })
+}
+
+/// An incident as the API shows it.
+pub fn view(i: &Incident) -> Value {
+    json!({
+        "id": i.id.0,
+        "number": i.id.to_string(),
+        "state": i.state.name(),
+        "level": i.level(),
+        "title": i.title,
+        "policy": i.policy,
+        "route": i.route,
+        "source": i.source,
+        "dedup_key": i.dedup_key,
+        "seen": i.seen,
+        "opened_ms": i.opened_ms,
+        "pages": i.pages.iter().map(|p| json!({
+            "seq": p.seq,
+            "level": p.level,
+            "round": p.round,
+            "users": p.users,
+            "groups": p.groups,
+            "at_ms": p.at_ms,
+            "handed": p.handed,
+            "reachable": p.reachable,
+            "reason": p.reason,
+        })).collect::<Vec<_>>(),
+        "next_due_ms": i.next.map(|n| n.due_ms),
+        "acked": i.acked.as_ref().map(|m| json!({"by": m.by, "at_ms": m.at_ms})),
+        "resolved": i.resolved.as_ref().map(|m| json!({"by": m.by, "at_ms": m.at_ms})),
+    })
+}
+
+fn id_of(p: Result<Path<u64>, PathRejection>) -> Result<IncidentId, ApiError> {
+    match p {
+        Ok(Path(n)) if n > 0 => Ok(IncidentId(n)),
+        _ => Err(ApiError::bad_request(
+            "the incident id is a positive whole number",
+        )),
+    }
+}
+
+/// Every incident, newest first (open ones first).
+pub async fn list(State(s): State<Arc<AdminState>>) -> Result<Response, ApiError> {
+    let mut all = engine(&s)?.list().await;
+    all.sort_by_key(|i| (i.is_resolved(), std::cmp::Reverse(i.id)));
+    let items: Vec<Value> = all.iter().map(view).collect();
+    Ok(Json(json!({ "incidents": items })).into_response())
+}
+
+pub async fn get(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = id_of(p)?;
+    match engine(&s)?.get(id).await {
+        Some(i) => Ok(Json(view(&i)).into_response()),
+        None => Err(ApiError::not_found(format!("no incident {}", id.0))),
+    }
+}
+
+fn failed(e: IncidentError) -> ApiError {
+    match e {
+        IncidentError::Unknown(id) => ApiError::not_found(format!("no incident {}", id.0)),
+        IncidentError::AlreadyResolved(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_resolved",
+            format!("{id} is already resolved"),
+        ),
+        e => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "incidents_unavailable",
+            crate::error_chain(&e),
+        )
+        .retry_after(5),
+    }
+}
+
+pub async fn ack(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = id_of(p)?;
+    let (inc, changed) = engine(&s)?.ack(id, API_ACTOR).await.map_err(failed)?;
+    let mut v = view(&inc);
+    v["changed"] = changed.into();
+    Ok(Json(v).into_response())
+}
+
+pub async fn resolve(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = id_of(p)?;
+    let inc = engine(&s)?.resolve(id, API_ACTOR).await.map_err(failed)?;
+    Ok(Json(view(&inc)).into_response())
+}
