@@ -497,3 +497,24 @@ fn policies_are_checked() {
     };
     assert!(bad(vec![u]).contains("user `alice`"));
 }
+
+/// Real clock, redb store: from level 2's due time to the pager's call (printed; bounded).
+#[tokio::test]
+async fn level_two_is_handed_soon_after_its_due_time_on_the_real_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbIncidents::open(dir.path()).unwrap());
+    let pol = policy(0, 0, vec![level("alice", 0), level("bob", 1)]);
+    let run = start_on(store, Arc::default(), pol, crate::model::now_ms());
+    let o = open(&run, 1, None).await;
+    let due = run.engine.get(o.id).await.unwrap().next.unwrap().due_ms;
+    let mut events = run.engine.subscribe();
+    loop {
+        if let IncidentEvent::Paged { level: 2, .. } = events.recv().await.unwrap() {
+            break;
+        }
+    }
+    let sent = run.pager.sent.lock().unwrap()[1].0;
+    let late = sent - due;
+    eprintln!("level 2 handed {late} ms after its due time");
+    assert!((0..1000).contains(&late), "{late} ms");
+}
