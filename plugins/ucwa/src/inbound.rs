@@ -8,10 +8,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -20,7 +17,7 @@ use alertbridge_plugin_api::{
     kit::{Backoff, CancellationToken, Host, Inbound as HostInbound},
 };
 use reqwest::Method;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -30,38 +27,6 @@ use crate::{
 };
 
 pub use alertbridge_plugin_api::kit::calls::{CONVERSATION_SEND, INBOUND_MESSAGE};
-
-/// Invitation accepts in flight at once; more are dropped (the invitation rings out).
-pub const MAX_ACCEPTS: usize = 16;
-
-/// The hand-over from the event channel to the worker that talks to the host.
-#[derive(Debug)]
-pub struct Inbound {
-    tx: mpsc::Sender<IncomingMessage>,
-    rx: std::sync::Mutex<Option<mpsc::Receiver<IncomingMessage>>>,
-    accepts: Arc<Semaphore>,
-    /// Messages dropped because the channel or the pending list was full.
-    pub dropped: AtomicU64,
-}
-
-impl Inbound {
-    pub fn new(capacity: usize) -> Self {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        Self {
-            tx,
-            rx: std::sync::Mutex::new(Some(rx)),
-            accepts: Arc::new(Semaphore::new(MAX_ACCEPTS)),
-            dropped: AtomicU64::new(0),
-        }
-    }
-
-    fn take_receiver(&self) -> Option<mpsc::Receiver<IncomingMessage>> {
-        self.rx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-}
 
 /// Takes one inbound event from the event channel (never blocks it).
 pub fn offer(core: &Arc<Core>, incoming: Result<Incoming, Dropped>) {

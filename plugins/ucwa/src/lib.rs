@@ -9,6 +9,7 @@ pub mod config;
 mod delivery;
 mod error;
 mod events;
+mod handover;
 pub mod inbound;
 mod kept;
 mod presence;

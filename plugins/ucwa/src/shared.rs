@@ -21,7 +21,7 @@ use crate::{
     config::Settings,
     error::UcwaError,
     events::Dispatcher,
-    inbound::Inbound,
+    handover::Inbound,
     session::{self, Application},
 };
 
