@@ -138,3 +138,7 @@ async fn send(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "reply_send_tests.rs"]
+mod tests;
