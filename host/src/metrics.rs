@@ -52,6 +52,9 @@ pub struct Metrics {
     dedup_evictions: Counter,
     instance_up: Family<Labels, Gauge<i64, AtomicI64>>,
     latency: Histogram,
+    incidents_open: Gauge<i64, AtomicI64>,
+    ack_seconds: Histogram,
+    escalations: Counters,
     /// Why the queue is down (`alertbridge_queue_up 0`), if it is.
     queue_fault: Mutex<Option<String>>,
 }
@@ -91,7 +94,14 @@ impl Default for Metrics {
             "alertbridge_instance_restarts",
             "Times an instance was recreated after failing",
         );
+        let escalations = counters(
+            "alertbridge_escalations",
+            "Incident levels paged after the first (escalations, repeats, `esc`), by level",
+        );
         let m = Self {
+            escalations,
+            incidents_open: Gauge::default(),
+            ack_seconds: Histogram::new(ACK_BUCKETS),
             accepted,
             duplicate,
             rejected,
@@ -168,9 +178,24 @@ impl Default for Metrics {
             "Time from accept to the last delivery of an alert",
             m.latency.clone(),
         );
+        registry.register(
+            "alertbridge_incidents_open",
+            "Incidents not resolved (open or acknowledged)",
+            m.incidents_open.clone(),
+        );
+        registry.register(
+            "alertbridge_incident_ack_seconds",
+            "Time from an incident's first page to its acknowledgement",
+            m.ack_seconds.clone(),
+        );
         Self { registry, ..m }
     }
 }
+
+/// Upper bounds of the page → ack buckets, in seconds.
+const ACK_BUCKETS: [f64; 10] = [
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 14400.0,
+];
 
 /// `pairs` as a sample's labels.
 fn labels(pairs: &[(&'static str, &str)]) -> Labels {
@@ -277,6 +302,18 @@ impl Metrics {
     }
 
     /// Records the time from accept to the last delivery of an alert.
+    pub fn set_incidents_open(&self, n: i64) {
+        self.incidents_open.set(n);
+    }
+
+    pub fn observe_ack_seconds(&self, seconds: f64) {
+        self.ack_seconds.observe(seconds.max(0.0));
+    }
+
+    pub fn escalation(&self, level: usize) {
+        Self::add(&self.escalations, &[("level", &level.to_string())]);
+    }
+
     pub fn observe_latency(&self, seconds: f64) {
         self.latency.observe(seconds);
     }
@@ -475,7 +512,12 @@ alertbridge_delivery_seconds_count 3
             m.observe_latency(seconds);
         }
         let text = m.render();
-        assert_eq!(families(&text), families(BEFORE), "{text}");
+        // The incident families (issue 14) come after the ones before, which are unchanged.
+        let old: Vec<_> = families(&text)
+            .into_iter()
+            .filter(|f| !f[0].contains("alertbridge_incident") && !f[0].contains("escalations"))
+            .collect();
+        assert_eq!(old, families(BEFORE), "{text}");
         assert_eq!(
             m.counter(
                 "alertbridge_alerts_rejected_total",
@@ -505,6 +547,11 @@ alertbridge_delivery_seconds_count 3
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 10, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 12, "{text}");
+        assert!(text.contains("alertbridge_incidents_open 0\n"), "{text}");
+        assert!(
+            text.contains("alertbridge_incident_ack_seconds_count 0\n"),
+            "{text}"
+        );
     }
 }

@@ -17,6 +17,7 @@ mod engine;
 mod pager;
 mod policy;
 pub mod reply;
+pub mod reply_metrics;
 pub mod reply_send;
 mod store;
 
