@@ -1,5 +1,6 @@
 //! The admin HTTP surface: `/healthz`, `/metrics`, `/api/v1/alerts[/{id}]`, `/api/v1/status`,
-//! `/api/v1/incidents[/{id}[/ack|/resolve]]`, `/api/v1/test-alert`, `/-/reload` and a status page, behind [`guard`] (Host allow-list,
+//! `/api/v1/incidents[/{id}[/ack|/resolve]]`, `/api/v1/test-alert`, `/-/reload` and a status
+//! page, behind [`guard`] (Host allow-list,
 //! same-origin writes, the admin token) and served by [`server`] (connection cap, timeouts).
 
 pub mod alerts;
