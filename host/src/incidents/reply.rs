@@ -76,6 +76,8 @@ pub struct Replies {
     engine: Engine,
     responders: BTreeSet<String>,
     seen: Mutex<Seen>,
+    /// (incident, by) of changes this side is applying: the event watcher leaves them to us.
+    acting: Mutex<Vec<(IncidentId, String)>>,
 }
 
 impl Replies {
@@ -88,6 +90,7 @@ impl Replies {
                 .map(|u| u.to_ascii_lowercase())
                 .collect(),
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
+            acting: Mutex::new(Vec::new()),
         }
     }
 
@@ -117,6 +120,47 @@ impl Replies {
             self.remember(k);
         }
         Ok(out)
+    }
+
+    fn acting_mark(&self, id: IncidentId, by: &str, on: bool) {
+        let mut a = self.acting.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            a.push((id, by.to_owned()));
+            if a.len() > 1024 {
+                a.remove(0);
+            }
+        } else if let Some(i) = a.iter().position(|(i, b)| *i == id && b == by) {
+            a.remove(i);
+        }
+    }
+
+    /// Whether an ack/resolve event (incident, by) came from a reply (whose people are told by
+    /// the reply itself); takes the mark.
+    pub fn take_acting(&self, id: IncidentId, by: &str) -> bool {
+        let mut a = self.acting.lock().unwrap_or_else(|e| e.into_inner());
+        match a.iter().position(|(i, b)| *i == id && b == by) {
+            Some(i) => {
+                a.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What to tell everyone paged for `id` about a change made elsewhere (a resolved alert
+    /// from its source, the admin API), in their conversations where known.
+    pub async fn news_for_all(&self, id: IncidentId, text: &str) -> Vec<Say> {
+        let Some(inc) = self.engine.get(id).await else {
+            return Vec::new();
+        };
+        inc.paged_users()
+            .into_iter()
+            .map(|u| Say {
+                conversation: inc.conversations.get(&u).cloned(),
+                user: u,
+                text: text.to_owned(),
+            })
+            .collect()
     }
 
     fn was_seen(&self, k: &(String, String)) -> bool {
@@ -174,6 +218,7 @@ impl Replies {
             ));
         }
         let who = msg.who().to_owned();
+        self.acting_mark(id, &who, true);
         let result = match cmd {
             Command::Ack(_) => self.engine.ack(id, &who).await.map(|(inc, changed)| {
                 if changed {
@@ -217,6 +262,13 @@ impl Replies {
                     }
                 }),
         };
+        // An ack or resolve that changed the incident emitted an event the watcher takes (and
+        // leaves to us); anything else emitted none of those.
+        let emitted = matches!(&result, Ok((_, Outcome::News(_))))
+            && matches!(cmd, Command::Ack(_) | Command::Resolve(_));
+        if !emitted {
+            self.acting_mark(id, &who, false);
+        }
         let (inc, news) = match result {
             Ok(r) => r,
             Err(IncidentError::Unknown(id)) => {

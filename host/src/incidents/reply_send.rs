@@ -139,6 +139,44 @@ async fn send(
     }
 }
 
+/// Tells everyone paged when an incident is acknowledged or resolved other than by a reply (a
+/// resolved alert from its source, the admin API), through sink `instance`, until `shutdown`.
+pub async fn tell_changes(
+    service: Arc<ReplyService>,
+    instance: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use super::IncidentEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = service.replies.engine().subscribe();
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => return,
+            e = events.recv() => e,
+        };
+        let (id, by, what) = match event {
+            Ok(IncidentEvent::Acknowledged { id, by }) => (id, by, "acknowledged"),
+            Ok(IncidentEvent::Resolved { id, by }) => (id, by, "resolved"),
+            Ok(_) | Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        if service.replies.take_acting(id, &by) {
+            continue; // a reply: its own answer told them
+        }
+        let text = format!("{id} {what} by {by}");
+        for say in service.replies.news_for_all(id, &text).await {
+            send(
+                &*service.speaker,
+                &service.replies,
+                &instance,
+                Some(id),
+                &say,
+            )
+            .await;
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "reply_send_tests.rs"]
 mod tests;

@@ -229,3 +229,100 @@ async fn inbound_is_recorded_before_the_answer_and_refused_when_the_store_fails(
     assert_eq!(ok, vec![("recorded".to_owned(), "1".to_owned())]);
     set_inbound_port(None);
 }
+
+#[tokio::test]
+async fn a_resolve_from_the_source_tells_everyone_paged_a_reply_is_not_told_twice() {
+    let engine = Engine::open(
+        Arc::new(MemoryIncidents::default()),
+        Arc::new(AllReachable),
+        vec![EscalationPolicy {
+            name: "ops".into(),
+            repeat: 0,
+            ack_timeout_secs: 0,
+            levels: vec![
+                Level {
+                    groups: vec![],
+                    users: vec![ALICE.into()],
+                    after_secs: 0,
+                },
+                Level {
+                    groups: vec![],
+                    users: vec![BOB.into()],
+                    after_secs: 300,
+                },
+            ],
+        }],
+        Clock::system(),
+    )
+    .unwrap();
+    let open = |n: u64| {
+        let engine = engine.clone();
+        async move {
+            let mut a = Alert::new("disk full");
+            a.dedup_key = Some(format!("am:{n}"));
+            let id = engine
+                .open_or_join(n, "am", &a, "r", "ops", false)
+                .await
+                .unwrap()
+                .id;
+            engine.escalate_now(id, "timer").await.unwrap();
+            id
+        }
+    };
+    let one = open(1).await;
+    let two = open(2).await;
+    engine.set_conversation(one, BOB, "conv-b").await.unwrap();
+    let said = Arc::new(Recorder::default());
+    let service = Arc::new(ReplyService::new(
+        Arc::new(Replies::new(engine.clone(), [])),
+        Arc::new(Arc::clone(&said)),
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(tell_changes(
+        Arc::clone(&service),
+        "ucwa".into(),
+        stop.clone(),
+    ));
+    tokio::task::yield_now().await;
+    engine
+        .resolve_by_key("am:1", "Alertmanager")
+        .await
+        .unwrap()
+        .unwrap();
+    // A reply resolving #2: the reply tells both; the watcher must not tell them again.
+    service
+        .take(
+            "ucwa",
+            InboundReply {
+                user: ALICE.into(),
+                text: format!("r {}", two.0),
+                conversation: "conv-a2".into(),
+                name: None,
+                id: None,
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got: Vec<(String, Option<String>, String)> = said
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, s, _)| (s.user.clone(), s.conversation.clone(), s.text.clone()))
+        .collect();
+    got.sort();
+    let by_source = format!("{one} resolved by Alertmanager");
+    let by_alice = format!("{two} resolved by {ALICE}");
+    assert_eq!(
+        got,
+        vec![
+            (ALICE.into(), None, by_source.clone()),
+            (ALICE.into(), Some("conv-a2".into()), by_alice.clone()),
+            (BOB.into(), None, by_alice),
+            (BOB.into(), Some("conv-b".into()), by_source),
+        ]
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
