@@ -586,6 +586,15 @@ fn routes(
         if let Some(e) = &raw.escalation {
             if policies.contains(&e.get_ref().as_str()) {
                 route_escalations.insert(name.clone(), e.get_ref().clone());
+                // The incident engine is built and checked but not yet driven by `run`: a route
+                // that counted on its levels would page nobody, so it is refused, not ignored.
+                c.at(
+                    Some(e.span()),
+                    format!(
+                        "route `{name}`: escalation policies are checked but not active in this release, so its alerts would page nobody from `{}`'s levels; remove `escalation` (the route then pages its `groups`)",
+                        e.get_ref()
+                    ),
+                );
             } else {
                 c.at(
                     Some(e.span()),

@@ -255,8 +255,15 @@ sinks = ["lync"]
 "#;
 
 #[test]
-fn escalation_policies_parse_and_routes_name_them() {
-    let c = Config::parse(Path::new("t.toml"), &format!("{GOOD}{ESCALATION}")).unwrap();
+fn escalation_policies_parse_and_a_route_naming_one_is_refused_until_incidents_are_active() {
+    let e = Config::parse(Path::new("t.toml"), &format!("{GOOD}{ESCALATION}")).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e:?}");
+    assert!(
+        e.0[0].message.contains("route `paged`: escalation policies are checked but not active"),
+        "{e:?}"
+    );
+    let policies_only = ESCALATION.split("[[route]]").next().unwrap();
+    let c = Config::parse(Path::new("t.toml"), &format!("{GOOD}{policies_only}")).unwrap();
     let p = &c.escalations[0];
     assert_eq!(
         (p.name.as_str(), p.repeat, p.ack_timeout_secs),
@@ -265,11 +272,7 @@ fn escalation_policies_parse_and_routes_name_them() {
     assert_eq!(p.levels.len(), 3);
     assert_eq!(p.levels[1].groups, vec!["dba".to_owned()]);
     assert_eq!(p.levels[2].after_secs, 900);
-    assert_eq!(
-        c.route_escalations.get("paged").map(String::as_str),
-        Some("ops-critical")
-    );
-    assert_eq!(c.route_escalations.len(), 1);
+    assert!(c.route_escalations.is_empty());
 }
 
 #[test]
