@@ -32,7 +32,44 @@ pub struct Plugin {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
     pub path: PathBuf,
-    pub reason: String,
+    pub reason: Refusal,
+}
+
+/// Why a plugin file was not loaded; each shows as one line an operator can act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A check made before anything is opened failed (owner, mode, symlink, ELF symbols); the
+    /// text says which.
+    #[error("{0}")]
+    Untrusted(String),
+    #[error("not an alertbridge plugin (no abi_stable root module)")]
+    NotAPlugin,
+    #[error("cannot open: {0}")]
+    Open(String),
+    #[error("unreadable API version: {0}")]
+    UnreadableVersion(String),
+    /// Another major version of the plugin API (docs/writing-a-plugin.md §9).
+    #[error(
+        "built against plugin API {plugin}, this host speaks {host}: rebuild the plugin with this release"
+    )]
+    OtherMajor { plugin: String, host: String },
+    #[error("built with an incompatible abi_stable version: rebuild the plugin with this release")]
+    OtherAbiStable,
+    /// Same major, but the types differ: built against a modified copy of the interface.
+    #[error(
+        "its plugin API types do not match this host's (API {API_VERSION}): it was built against a modified plugin interface; rebuild it against alertbridge-plugin-api {}.x",
+        API_VERSION.split('.').next().unwrap_or(API_VERSION)
+    )]
+    ModifiedInterface,
+    #[error("its root module failed: {0}")]
+    RootModuleFailed(String),
+    #[error("its root module panicked while loading")]
+    RootModulePanicked,
+    #[error("kind `{kind}` has a role this host does not know ({role})")]
+    UnknownRole { kind: String, role: Role },
+    /// A failure abi_stable reports that none of the above names.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Every plugin file found in a folder.
@@ -106,7 +143,10 @@ impl Plugins {
         files.sort();
         self.refused.clear();
         for path in files {
-            match trust::check_file(&real_dir, &path).and_then(|real| open(&path, &real)) {
+            match trust::check_file(&real_dir, &path)
+                .map_err(Refusal::Untrusted)
+                .and_then(|real| open(&path, &real))
+            {
                 Ok(p) => {
                     for (kind, role) in &p.kinds {
                         if let Some(first) = self.find(kind, *role) {
@@ -129,7 +169,7 @@ impl Plugins {
 }
 
 /// `dlopen`s a file that passed the checks (at its real path) and reads its root module.
-fn open(path: &Path, real: &Path) -> Result<Plugin, String> {
+fn open(path: &Path, real: &Path) -> Result<Plugin, Refusal> {
     let header = lib_header_from_path(real).map_err(|e| summarize(&e))?;
     let module = header
         .init_root_module::<PluginModRef>()
@@ -142,9 +182,10 @@ fn open(path: &Path, real: &Path) -> Result<Plugin, String> {
         .map(|k| (k.name.to_string(), k.role))
         .collect();
     if let Some((k, r)) = kinds.iter().find(|(_, r)| !r.is_known()) {
-        return Err(format!(
-            "kind `{k}` has a role this host does not know ({r})"
-        ));
+        return Err(Refusal::UnknownRole {
+            kind: k.clone(),
+            role: *r,
+        });
     }
     Ok(Plugin {
         path: path.to_owned(),
@@ -171,43 +212,74 @@ fn log_newer_minor(path: &Path, header: &LibHeader) {
     }
 }
 
-/// One readable line for a load failure; the full layout report goes to the debug log.
-fn summarize(e: &LibraryError) -> String {
-    let line = match e {
+/// What a load failure means for the operator; the full layout report goes to the debug log.
+fn summarize(e: &LibraryError) -> Refusal {
+    let refusal = match e {
         LibraryError::OpenError { err, .. } => {
-            format!("cannot open: {}", first_line(&err.to_string()))
+            Refusal::Open(first_line(&err.to_string()).to_owned())
         }
-        LibraryError::GetSymbolError { .. } => {
-            "not an alertbridge plugin (no abi_stable root module)".to_owned()
-        }
-        LibraryError::ParseVersionError(err) => format!("unreadable API version: {err}"),
+        LibraryError::GetSymbolError { .. } => Refusal::NotAPlugin,
+        LibraryError::ParseVersionError(err) => Refusal::UnreadableVersion(err.to_string()),
         LibraryError::IncompatibleVersionNumber {
             expected_version,
             actual_version,
             ..
-        } => format!(
-            "built against plugin API {actual_version}, this host speaks {expected_version}: rebuild the plugin with this release"
-        ),
-        LibraryError::InvalidAbiHeader(_) => {
-            "built with an incompatible abi_stable version: rebuild the plugin with this release"
-                .to_owned()
-        }
-        LibraryError::AbiInstability(_) => format!(
-            "its plugin API types do not match this host's (API {API_VERSION}): it was built against a modified plugin interface; rebuild it against alertbridge-plugin-api {}.x",
-            API_VERSION.split('.').next().unwrap_or(API_VERSION)
-        ),
+        } => Refusal::OtherMajor {
+            plugin: actual_version.to_string(),
+            host: expected_version.to_string(),
+        },
+        LibraryError::InvalidAbiHeader(_) => Refusal::OtherAbiStable,
+        LibraryError::AbiInstability(_) => Refusal::ModifiedInterface,
         LibraryError::RootModule { err, .. } => match err {
             RootModuleError::Returned(e) => {
-                format!("its root module failed: {}", first_line(&e.to_string()))
+                Refusal::RootModuleFailed(first_line(&e.to_string()).to_owned())
             }
-            RootModuleError::Unwound => "its root module panicked while loading".to_owned(),
+            RootModuleError::Unwound => Refusal::RootModulePanicked,
         },
-        other => first_line(&other.to_string()).to_owned(),
+        other => Refusal::Other(first_line(&other.to_string()).to_owned()),
     };
     tracing::debug!(report = %e, "Full plugin load report.");
-    line
+    refusal
 }
 
 fn first_line(s: &str) -> &str {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_typed_and_read_as_one_line() {
+        let other = Refusal::OtherMajor {
+            plugin: "2.0.0".into(),
+            host: "1.0.0".into(),
+        };
+        assert_eq!(
+            other.to_string(),
+            "built against plugin API 2.0.0, this host speaks 1.0.0: rebuild the plugin with this release"
+        );
+        assert!(
+            Refusal::ModifiedInterface
+                .to_string()
+                .ends_with("rebuild it against alertbridge-plugin-api 1.x")
+        );
+        let role = Refusal::UnknownRole {
+            kind: "pager".into(),
+            role: Role(9),
+        };
+        assert_eq!(
+            role.to_string(),
+            "kind `pager` has a role this host does not know (unknown(9))"
+        );
+        for r in [
+            other,
+            Refusal::NotAPlugin,
+            Refusal::RootModulePanicked,
+            role,
+        ] {
+            assert!(!r.to_string().contains('\n'), "{r}");
+        }
+    }
 }
