@@ -259,7 +259,9 @@ fn escalation_policies_parse_and_a_route_naming_one_is_refused_until_incidents_a
     let e = Config::parse(Path::new("t.toml"), &format!("{GOOD}{ESCALATION}")).unwrap_err();
     assert_eq!(e.0.len(), 1, "{e:?}");
     assert!(
-        e.0[0].message.contains("route `paged`: escalation policies are checked but not active"),
+        e.0[0]
+            .message
+            .contains("route `paged`: escalation policies are checked but not active"),
         "{e:?}"
     );
     let policies_only = ESCALATION.split("[[route]]").next().unwrap();
