@@ -364,6 +364,7 @@ fn the_whole_metrics_page_parses_and_counts_what_happened() {
         "alertbridge_alerts_rejected_total",
         "alertbridge_uncertain_sends_total",
         "alertbridge_instance_restarts_total",
+        "alertbridge_escalations_total",
     ];
     let expected = [
         ("alertbridge_alerts_accepted_total", "counter"),
@@ -383,6 +384,9 @@ fn the_whole_metrics_page_parses_and_counts_what_happened() {
         ("alertbridge_dedup_evictions_total", "counter"),
         ("alertbridge_instance_up", "gauge"),
         ("alertbridge_delivery_seconds", "histogram"),
+        ("alertbridge_incidents_open", "gauge"),
+        ("alertbridge_incident_ack_seconds", "histogram"),
+        ("alertbridge_escalations_total", "counter"),
     ];
     let names: Vec<&str> = families.keys().map(String::as_str).collect();
     let mut want: Vec<&str> = expected

@@ -177,6 +177,4 @@ pub async fn tell_changes(
     }
 }
 
-#[cfg(test)]
-#[path = "reply_send_tests.rs"]
-mod tests;
+// Tested through the FFI host handle in `plugins/inbound_tests.rs` (FFI types live there only).

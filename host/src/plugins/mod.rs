@@ -5,6 +5,8 @@
 
 pub mod handles;
 pub mod host_api;
+#[cfg(test)]
+mod inbound_tests;
 pub mod instances;
 pub mod loader;
 

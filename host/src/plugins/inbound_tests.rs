@@ -3,6 +3,7 @@
 //! sent), the sender's confirmation sent in the same conversation after the record, arguments
 //! checked, and `UNSUPPORTED` when the host keeps no incidents.
 
+use futures::future::BoxFuture;
 use std::{
     sync::{
         Arc, Mutex,
@@ -17,11 +18,14 @@ use alertbridge_plugin_api::{
     kit::calls,
 };
 
-use super::*;
 use crate::{
     incidents::{
         BoxFuture as IncFuture, Clock, Engine, EscalationPolicy, IncidentState, Level,
         MemoryIncidents, PageRequest, Pager, PagerError,
+    },
+    incidents::{
+        reply::{InboundReply, Replies, Say},
+        reply_send::{ReplyService, Speaker, tell_changes},
     },
     plugins::host_api::{HostHandle, set_inbound_port},
 };
