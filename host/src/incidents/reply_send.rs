@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use alertbridge_plugin_api::{ErrorKind, PluginError};
+use alertbridge_plugin_api::{ErrorKind, PluginError, kit::Backoff};
 use futures::future::BoxFuture;
 
 use super::{
@@ -110,7 +110,7 @@ async fn send(
     incident: Option<IncidentId>,
     say: &Say,
 ) {
-    let mut wait = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).jitter(0.0);
     for attempt in 1..=SEND_ATTEMPTS {
         match speaker.say(instance, say).await {
             Ok(used) => {
@@ -128,8 +128,7 @@ async fn send(
             }
             Err(e) if e.kind == ErrorKind::TRANSIENT && attempt < SEND_ATTEMPTS => {
                 tracing::debug!(instance, user = %say.user, attempt, error = %e, "answer not sent yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
+                tokio::time::sleep(backoff.next()).await;
             }
             Err(e) => {
                 tracing::warn!(instance, user = %say.user, error = %e, "answer dropped");

@@ -9,7 +9,7 @@ use std::{future::Future, time::Duration};
 pub use alertbridge_plugin_api::kit::calls::{CONVERSATION_SEND, INBOUND_MESSAGE};
 use alertbridge_plugin_api::{
     ErrorKind, PluginError,
-    kit::{CancellationToken, Host, Inbound},
+    kit::{Backoff, CancellationToken, Host, Inbound},
 };
 use tracing::{debug, info, warn};
 
@@ -44,7 +44,7 @@ pub async fn listen(
     wait: Duration,
     shutdown: &CancellationToken,
 ) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF).jitter(0.0);
     let mut failing = false;
     let mut told_not_supported = false;
     let mut told_no_host = false;
@@ -56,21 +56,17 @@ pub async fn listen(
                     info!("Inbound messages from the bridge flow again.");
                     failing = false;
                 }
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 Duration::ZERO
             }
             // Nothing usable. After an honest long poll, ask again at once; an answer that
             // came back early and empty (a bridge ignoring `wait_ms`) is not asked again in a
             // tight loop.
             Ok(false) if started.elapsed() >= wait / 2 => {
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 Duration::ZERO
             }
-            Ok(false) => {
-                let now = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                now
-            }
+            Ok(false) => backoff.next(),
             Err(Stop::Shutdown) => return,
             Err(Stop::NotSupported(e)) => {
                 if !told_not_supported {
@@ -90,14 +86,13 @@ pub async fn listen(
                 RECHECK
             }
             Err(Stop::Failed(why)) => {
+                let now = backoff.next();
                 if failing {
-                    debug!(error = %why, retry_ms = backoff.as_millis() as u64, "Inbound poll failed again.");
+                    debug!(error = %why, retry_ms = now.as_millis() as u64, "Inbound poll failed again.");
                 } else {
-                    warn!(error = %why, retry_ms = backoff.as_millis() as u64, "Inbound poll failed; backing off.");
+                    warn!(error = %why, retry_ms = now.as_millis() as u64, "Inbound poll failed; backing off.");
                     failing = true;
                 }
-                let now = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 now
             }
         };
