@@ -12,7 +12,7 @@ use alertbridge_plugin_api::{
         std_types::{RArc, RErr, RResult, RStr, RString, Tuple2},
     },
     async_ffi::{FfiFuture, FutureExt as _},
-    kit::calls,
+    kit::{MAX_INBOUND_FIELD_BYTES, MAX_INBOUND_TEXT_BYTES, calls},
 };
 
 use crate::{incidents::reply::InboundReply, ingest::Ingest};
@@ -43,11 +43,8 @@ fn inbound_port() -> Option<Arc<dyn InboundPort>> {
         .clone()
 }
 
-/// The longest field the host takes from an inbound message (the kit bounds them first; a
-/// foreign sink may not).
-const MAX_INBOUND_FIELD: usize = 4096;
-
-/// `inbound.message/1`'s arguments as an [`InboundReply`], or why they are unusable.
+/// `inbound.message/1`'s arguments as an [`InboundReply`], or why they are unusable: the kit's
+/// bounds, checked again here since a foreign sink may not use the kit.
 fn inbound_args(args: &FfiPairs) -> Result<InboundReply, String> {
     let get = |key: &str| {
         args.iter()
@@ -63,20 +60,20 @@ fn inbound_args(args: &FfiPairs) -> Result<InboundReply, String> {
             v => Ok(v),
         }
     };
-    let user = field("user", 512)?
+    let user = field("user", MAX_INBOUND_FIELD_BYTES)?
         .map(|u| u.trim().to_lowercase())
         .filter(|u| u.starts_with("sip:") && u.len() > 4)
         .ok_or("no sender `user` (a sip: URI)")?;
-    let conversation = field("conversation", 512)?
+    let conversation = field("conversation", MAX_INBOUND_FIELD_BYTES)?
         .filter(|c| !c.is_empty())
         .ok_or("no `conversation`")?;
-    let text = field("text", MAX_INBOUND_FIELD)?.unwrap_or_default();
+    let text = field("text", MAX_INBOUND_TEXT_BYTES)?.unwrap_or_default();
     Ok(InboundReply {
         user,
         text,
         conversation,
-        name: field("name", 512)?.filter(|n| !n.trim().is_empty()),
-        id: field("id", 512)?.filter(|i| !i.is_empty()),
+        name: field("name", MAX_INBOUND_FIELD_BYTES)?.filter(|n| !n.trim().is_empty()),
+        id: field("id", MAX_INBOUND_FIELD_BYTES)?.filter(|i| !i.is_empty()),
     })
 }
 

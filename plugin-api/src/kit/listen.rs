@@ -25,8 +25,9 @@ pub mod calls {
 /// boundary).
 pub const MAX_INBOUND_TEXT_BYTES: usize = 4096;
 
-/// The longest sender URI, display name or message id handed on, in bytes.
-const MAX_FIELD_BYTES: usize = 512;
+/// The longest sender URI, conversation reference, display name or message id handed on, in
+/// bytes.
+pub const MAX_INBOUND_FIELD_BYTES: usize = 512;
 
 /// A message someone sent the bot, as a sink hands it to the host.
 ///
@@ -77,10 +78,10 @@ impl Inbound {
             .map(str::trim)
             .filter(|n| !n.is_empty())
         {
-            args.insert("name".into(), cut(name, MAX_FIELD_BYTES).to_owned());
+            args.insert("name".into(), cut(name, MAX_INBOUND_FIELD_BYTES).to_owned());
         }
         match self.id.as_deref().filter(|i| !i.is_empty()) {
-            Some(id) if id.len() <= MAX_FIELD_BYTES => {
+            Some(id) if id.len() <= MAX_INBOUND_FIELD_BYTES => {
                 args.insert("id".into(), id.to_owned());
             }
             Some(id) => warn!(
@@ -99,9 +100,9 @@ fn sip_uri(user: &str) -> Result<String, String> {
     if user.is_empty() {
         return Err("no sender".into());
     }
-    if user.len() > MAX_FIELD_BYTES {
+    if user.len() > MAX_INBOUND_FIELD_BYTES {
         return Err(format!(
-            "the sender is {} bytes, more than {MAX_FIELD_BYTES}",
+            "the sender is {} bytes, more than {MAX_INBOUND_FIELD_BYTES}",
             user.len()
         ));
     }

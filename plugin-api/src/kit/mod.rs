@@ -25,7 +25,7 @@ pub use self::call::{Args, unsupported};
 #[doc(hidden)]
 pub use self::entry::{PluginSpec, lib_header};
 pub use self::host::Host;
-pub use self::listen::{Inbound, MAX_INBOUND_TEXT_BYTES, calls};
+pub use self::listen::{Inbound, MAX_INBOUND_FIELD_BYTES, MAX_INBOUND_TEXT_BYTES, calls};
 pub use self::secret::{Secret, resolve_secret};
 use crate::{Health, Message, PluginError, Presence, RecipientResult};
 

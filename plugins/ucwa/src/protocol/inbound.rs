@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{events::Event, link};
 
 /// The most of a message's text handed on, in bytes (longer is cut at a character boundary).
-pub const MAX_TEXT_BYTES: usize = 4096;
+pub const MAX_TEXT_BYTES: usize = alertbridge_plugin_api::kit::MAX_INBOUND_TEXT_BYTES;
 /// The most of a data URL that is decoded; longer ones are cut before decoding.
 pub const MAX_DATA_URL_BYTES: usize = 64 * 1024;
 /// The longest conversation reference, sender URI or message id taken from the server.
