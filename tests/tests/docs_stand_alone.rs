@@ -93,6 +93,21 @@ fn relative_links(text: &str) -> Vec<(usize, String)> {
 fn link_problem(repo: &Path, from: &Path, target: &str) -> Option<String> {
     let path = target.split('#').next().unwrap_or(target);
     let base = from.parent().unwrap_or(repo);
+    // Lexically first: a link that climbs out leaves whether or not its target exists on
+    // this machine (a clean clone may sit at any depth).
+    let mut lexical = PathBuf::new();
+    for part in base.join(path).components() {
+        match part {
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => lexical.push(other),
+        }
+    }
+    if !lexical.starts_with(repo) {
+        return Some(format!("{target} leaves the repository ({})", lexical.display()));
+    }
     match base.join(path).canonicalize() {
         Ok(p) if p.starts_with(repo) => None,
         Ok(p) => Some(format!("{target} leaves the repository ({})", p.display())),
@@ -168,6 +183,10 @@ fn the_check_catches_each_form() {
     );
     assert!(
         link_problem(&repo, &readme, "../../etc/passwd")
+            .is_some_and(|p| p.contains("leaves the repository"))
+    );
+    assert!(
+        link_problem(&repo, &readme, "../no-such-sibling/x.md")
             .is_some_and(|p| p.contains("leaves the repository"))
     );
     assert!(
