@@ -106,7 +106,10 @@ fn link_problem(repo: &Path, from: &Path, target: &str) -> Option<String> {
         }
     }
     if !lexical.starts_with(repo) {
-        return Some(format!("{target} leaves the repository ({})", lexical.display()));
+        return Some(format!(
+            "{target} leaves the repository ({})",
+            lexical.display()
+        ));
     }
     match base.join(path).canonicalize() {
         Ok(p) if p.starts_with(repo) => None,

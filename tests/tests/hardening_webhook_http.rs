@@ -97,8 +97,8 @@ fn check_warns_about_plain_http_off_loopback_only() {
 #[test]
 fn the_shipped_example_config_does_not_serve_plain_http_off_loopback() {
     // The repository's copy, wherever the target folder is (CARGO_TARGET_DIR may be elsewhere).
-    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/config/alertbridge.example.toml");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/alertbridge.example.toml");
     let (ok, out) = check(
         &example,
         &[

@@ -73,7 +73,11 @@ fn refused_alert_documents_say_where_and_good_ones_arrive_field_by_field() {
     let mailbox = Mailbox::create(&env, "e2eformat");
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
-    let mut host = Host::start(dir.path(), admin, &config(dir.path(), admin, &env, &mailbox));
+    let mut host = Host::start(
+        dir.path(),
+        admin,
+        &config(dir.path(), admin, &env, &mailbox),
+    );
     let token = unix_micros();
     let user = mailbox.user.clone();
     let bad_id = format!("bad-severity-{token}@example.test");
