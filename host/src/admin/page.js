@@ -82,3 +82,60 @@ document.getElementById("test").addEventListener("submit", async ev => {
 });
 refresh();
 setInterval(refresh, 1000);
+
+// Incidents (routes with an escalation policy): the open ones with who was paged when and who
+// acknowledged, each with ack / resolve buttons that call the admin API (recorded as "admin API"),
+// and the last few resolved ones. Hidden while the bridge keeps no incidents (404 incidents_off).
+// The table is rebuilt only when the incidents change, so a button is never replaced under the
+// pointer.
+const RESOLVED_SHOWN = 5;
+let incidentsShown = null;
+const incidentWho = p => [...p.groups.map(g => `<span class=pill>${esc(g)}</span>`), ...p.users.map(u => `<span class=pill>${esc(u)}</span>`)].join("");
+function incidentRow(i) {
+  const pages = i.pages.map(p => `<div class="page">level ${p.level}${p.round ? ` (round ${p.round + 1})` : ""} at ${time(p.at_ms)} ${incidentWho(p)} <span class=muted>${esc(p.reason)}${
+    p.handed ? ` · ${p.reachable ?? "?"} reachable` : " · not handed over yet"}</span></div>`).join("");
+  const marks = [i.acked && `acknowledged by ${esc(i.acked.by)} at ${time(i.acked.at_ms)}`, i.resolved && `resolved by ${esc(i.resolved.by)} at ${time(i.resolved.at_ms)}`].filter(Boolean).join("<br>");
+  const next = i.state !== "resolved" && i.next_due_ms ? `<div class=muted>next at ${time(i.next_due_ms)}</div>` : "";
+  const buttons = i.state === "resolved" ? "" :
+    (i.state === "open" ? `<button type="button" data-act="ack" data-id="${i.id}">ack</button> ` : "") + `<button type="button" data-act="resolve" data-id="${i.id}">resolve</button>`;
+  return `<tr data-incident="${i.id}"><td>${esc(i.number)}${i.seen > 1 ? ` <span class=muted>seen ${i.seen}×</span>` : ""}</td><td>${esc(i.title)}<div class=muted>route ${esc(i.route)} · ${esc(i.policy)}</div></td>` +
+    `<td class="incident-${esc(i.state)}">${esc(i.state)}</td><td>${i.level}${next}</td><td>${pages || `<span class=muted>nobody yet</span>`}</td><td>${marks || `<span class=muted>nobody yet</span>`}</td><td class=actions>${buttons}</td></tr>`;
+}
+async function refreshIncidents() {
+  if (!$("login").hidden) return;
+  try {
+    const r = await api("api/v1/incidents");
+    const j = await r.json();
+    if (r.status === 404 && j.code === "incidents_off") { $("incidents-section").hidden = true; return; }
+    if (!r.ok) throw new Error(j.error || r.status);
+    const open = j.incidents.filter(i => i.state !== "resolved");
+    const shown = open.concat(j.incidents.filter(i => i.state === "resolved").slice(0, RESOLVED_SHOWN));
+    $("incidents-section").hidden = false;
+    const html = shown.map(incidentRow);
+    const key = html.join("");
+    if (key !== incidentsShown) { incidentsShown = key; fill("incidents", html); }
+  } catch (e) {
+    if (e instanceof NeedToken) return;
+    $("incident-note").textContent = `cannot list incidents (${e.message}); retrying…`;
+  }
+}
+$("incidents").addEventListener("click", async ev => {
+  const b = ev.target.closest("button[data-act]");
+  if (!b) return;
+  const {id, act} = b.dataset;
+  b.disabled = true;
+  let note;
+  try {
+    const r = await api(`api/v1/incidents/${encodeURIComponent(id)}/${act}`, {method: "POST"});
+    const j = await r.json();
+    const done = act === "ack" ? "acknowledged" : "resolved";
+    note = !r.ok ? `#${id} not ${done}: ${j.error}` : j.changed === false ? `#${id} was already acknowledged` : `#${id} ${done}`;
+  } catch (e) {
+    note = `#${id} not changed: ${e.message}`;
+  }
+  $("incident-note").textContent = note;
+  incidentsShown = null;
+  refreshIncidents();
+});
+refreshIncidents();
+setInterval(refreshIncidents, 1000);
