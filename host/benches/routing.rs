@@ -86,6 +86,7 @@ fn main() {
                 updated_ms: 0,
                 sending: false,
                 repeat: false,
+                digest: None,
             })
             .collect();
         let start = Instant::now();

@@ -65,6 +65,11 @@ pub struct RecipientRecord {
     /// message sent to them for it from then on is marked as a repeat.
     #[serde(default, skip_serializing_if = "is_false")]
     pub repeat: bool,
+    /// The digest that carries (or last tried to carry) this alert to this recipient: one IM
+    /// summarizing a route's group or what waited out the rate limit, named by the id of its
+    /// first alert (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -221,6 +226,7 @@ mod tests {
             updated_ms: 5,
             sending: true,
             repeat: true,
+            digest: Some(7),
         });
         let json = serde_json::to_vec(&s).unwrap();
         let mut back = serde_json::from_slice::<StoredAlert>(&json).unwrap();

@@ -578,6 +578,7 @@ fn record(route: String, sink: String, user: String, now: i64) -> RecipientRecor
         updated_ms: now,
         sending: false,
         repeat: false,
+        digest: None,
     }
 }
 

@@ -267,6 +267,7 @@ mod tests {
             updated_ms: 0,
             sending: false,
             repeat: false,
+            digest: None,
         }
     }
 
