@@ -28,5 +28,6 @@ pub mod queue_cmd;
 pub mod reload;
 pub mod route_preview;
 pub mod router;
+pub mod template;
 
 pub use alertbridge_plugin_api::error_chain;

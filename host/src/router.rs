@@ -344,6 +344,9 @@ pub struct Target {
 pub struct Router {
     pub routes: Vec<Route>,
     pub groups: BTreeMap<String, Vec<String>>,
+    /// The message templates of the routes and sinks (`template`, `template_file`) and the
+    /// status page's public address (`[host] public_url`).
+    pub templates: crate::template::Templates,
 }
 
 impl Router {
@@ -486,7 +489,11 @@ mod tests {
             "dba".into(),
             vec!["sip:bob@x".to_string(), "sip:carol@x".to_string()],
         );
-        Router { routes, groups }
+        Router {
+            routes,
+            groups,
+            ..Router::default()
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod admin;
 mod error;
 mod raw;
+mod templates;
 
 use std::{
     collections::BTreeMap,
@@ -243,13 +244,18 @@ impl Config {
             &source_names,
             (&policy_names, &mut route_escalations),
         );
+        let templates = templates::templates(&mut c, root, text, path);
         c.finish(Config {
             path: path.to_owned(),
             host,
             delivery,
             sources,
             sinks,
-            router: Router { routes, groups },
+            router: Router {
+                routes,
+                groups,
+                templates,
+            },
             escalations,
             route_escalations,
         })

@@ -25,6 +25,9 @@ pub struct RawHost {
     pub max_subject_bytes: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub max_recipients_per_alert: Option<usize>,
+    /// Read (and checked) by `config::templates`.
+    #[serde(default, rename = "public_url")]
+    pub _public_url: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize, Default)]
@@ -53,6 +56,11 @@ pub struct RawInstance {
     /// Read separately, as the TOML text handed to the plugin.
     #[serde(default, rename = "config")]
     pub _config: Option<serde::de::IgnoredAny>,
+    /// Sinks only: the message template; read (and compiled) by `config::templates`.
+    #[serde(default, rename = "template")]
+    pub _template: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "template_file")]
+    pub _template_file: Option<serde::de::IgnoredAny>,
 }
 
 /// One name or a list of names.
@@ -126,6 +134,11 @@ pub struct RawRoute {
     pub offline: Option<RawOffline>,
     /// The `[[escalation]]` policy whose levels give the recipients (issue 14).
     pub escalation: Option<Spanned<String>>,
+    /// The message template; read (and compiled) by `config::templates`.
+    #[serde(default, rename = "template")]
+    pub _template: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "template_file")]
+    pub _template_file: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
