@@ -14,7 +14,15 @@ use alertbridge_plugin_api::{
 };
 
 use super::{Dispatcher, Finding, Send, fair::FairSlots, port::SinkPort};
-use crate::{config::DeliverySettings, model::StoredAlert};
+use crate::{
+    config::DeliverySettings,
+    model::StoredAlert,
+    template::{Context, Templates},
+};
+
+/// The attribute that carries a templated message's text rendered as HTML (every value
+/// escaped), for sinks that send HTML.
+pub const HTML_ATTRIBUTE: &str = "body_html";
 
 impl Dispatcher {
     fn limit(&self, sink: &str, permits: usize) -> Arc<FairSlots> {
@@ -27,23 +35,34 @@ impl Dispatcher {
         limit
     }
 
-    /// The calls that deliver `send` (its `sending` marks recorded): one message, or two when
-    /// some of the recipients get it again after an uncertain send (that one marked as a
-    /// repeat). Owned, so the calls run while the round records other sinks' outcomes.
+    /// The calls that deliver `send` (its `sending` marks recorded): one message per route
+    /// (each route may have its own template), two when some of the recipients get it again
+    /// after an uncertain send (that one marked as a repeat). Owned, so the calls run while the
+    /// round records other sinks' outcomes; the text is rendered when the call is made.
     pub(super) fn job(alert: &StoredAlert, send: Send) -> Job {
-        let (repeat, first): (Vec<usize>, Vec<usize>) =
-            send.idx.iter().partition(|&&i| alert.recipients[i].repeat);
-        let calls = [(first, false), (repeat, true)]
-            .into_iter()
-            .filter(|(idx, _)| !idx.is_empty())
-            .map(|(idx, marked)| {
-                let message = message(alert, &idx, marked);
-                (idx, message)
-            })
-            .collect();
+        let mut calls: Vec<Call> = Vec::new();
+        for &i in &send.idx {
+            let r = &alert.recipients[i];
+            match calls
+                .iter_mut()
+                .find(|c| c.route == r.route && c.marked == r.repeat)
+            {
+                Some(call) => call.idx.push(i),
+                None => calls.push(Call {
+                    idx: vec![i],
+                    route: r.route.clone(),
+                    marked: r.repeat,
+                    message: Message::default(),
+                }),
+            }
+        }
+        for call in &mut calls {
+            call.message = message(alert, &call.idx);
+        }
         Job {
             sink: send.sink,
             port: send.port,
+            context: Context::alert(alert),
             calls,
         }
     }
@@ -54,11 +73,28 @@ impl Dispatcher {
         settings: &DeliverySettings,
         job: Job,
     ) -> Vec<(usize, Finding)> {
+        let plan = self.plan();
         let mut findings = Vec::new();
-        for (idx, message) in job.calls {
+        for mut call in job.calls {
+            render(
+                &plan.router.templates,
+                &call.route,
+                &job.sink,
+                &job.context,
+                &mut call.message,
+            );
+            if call.marked {
+                mark_repeat(&mut call.message);
+            }
             findings.extend(
-                self.deliver(settings, &job.sink, job.port.as_ref(), idx, &message)
-                    .await,
+                self.deliver(
+                    settings,
+                    &job.sink,
+                    job.port.as_ref(),
+                    call.idx,
+                    &call.message,
+                )
+                .await,
             );
         }
         findings
@@ -66,7 +102,7 @@ impl Dispatcher {
 
     /// One deliver call of `message` to `sink`; `idx` are its recipients' records, in the
     /// order of `message.recipients`.
-    async fn deliver(
+    pub(super) async fn deliver(
         &self,
         settings: &DeliverySettings,
         sink: &str,
@@ -126,14 +162,36 @@ impl Dispatcher {
 pub(super) struct Job {
     sink: String,
     port: Arc<dyn SinkPort>,
-    /// Each call's recipients (record indexes, in the message's order) and message.
-    calls: Vec<(Vec<usize>, Message)>,
+    /// What the templates render the messages from.
+    context: Context,
+    calls: Vec<Call>,
 }
 
-/// The message of `alert` to its recipients `idx`; `marked` as a repeat.
-fn message(alert: &StoredAlert, idx: &[usize], marked: bool) -> Message {
+/// One deliver call: its recipients (record indexes, in the message's order), their route,
+/// whether they get it as a repeat, and the message before rendering and marking.
+struct Call {
+    idx: Vec<usize>,
+    route: String,
+    marked: bool,
+    message: Message,
+}
+
+/// Puts the text of `route`'s template (or `sink`'s) into `message`: the plain text as the
+/// body and, when a template made one, the HTML form as [`HTML_ATTRIBUTE`]. Without a template
+/// the message keeps the alert's own subject and text.
+fn render(templates: &Templates, route: &str, sink: &str, ctx: &Context, message: &mut Message) {
+    let rendered = templates.render(route, sink, ctx);
+    message.subject = rendered.subject;
+    message.body = rendered.text;
+    if let Some(html) = rendered.html {
+        message.attributes.insert(HTML_ATTRIBUTE.to_owned(), html);
+    }
+}
+
+/// The message of `alert` to its recipients `idx`, before rendering.
+fn message(alert: &StoredAlert, idx: &[usize]) -> Message {
     let recipients = &alert.recipients;
-    let mut message = Message {
+    Message {
         alert_id: alert.id,
         attempt: idx
             .iter()
@@ -148,19 +206,18 @@ fn message(alert: &StoredAlert, idx: &[usize], marked: bool) -> Message {
         labels: alert.alert.labels.clone(),
         recipients: idx.iter().map(|&i| recipients[i].user.clone()).collect(),
         attributes: [("alert_uid".to_owned(), alert.uid.clone())].into(),
-    };
-    if marked {
-        mark_repeat(&mut message);
     }
-    message
 }
 
 /// Marks a message that the recipients may already have: [`REPEAT_MARK`] before the subject
 /// and before the text (sinks show one or both), and the attribute `repeat = after_restart`.
-fn mark_repeat(message: &mut Message) {
+pub(super) fn mark_repeat(message: &mut Message) {
     message.subject = format!("{REPEAT_MARK} {}", message.subject);
     if !message.body.is_empty() {
         message.body = format!("{REPEAT_MARK} {}", message.body);
+    }
+    if let Some(html) = message.attributes.get_mut(HTML_ATTRIBUTE) {
+        *html = format!("{REPEAT_MARK} {html}");
     }
     message
         .attributes
