@@ -17,8 +17,9 @@
 # The tests' role `alertbridge` (password `alertbridge`, CREATEDB: each test makes a database
 # of its own) owns the database `alertbridge`; clients authenticate with SCRAM over TCP.
 # Durability is PostgreSQL's default (fsync, synchronous_commit on) unless
-# ALERTBRIDGE_TEST_POSTGRES_FSYNC=off (a scratch server on a busy CI machine; a killed server
-# still loses nothing committed then, only an OS crash would).
+# ALERTBRIDGE_TEST_POSTGRES_FSYNC=off (a scratch server on a busy CI machine): then nothing waits
+# for the disk, but a commit still answers only after its WAL is written, so a killed server
+# loses nothing committed; only an OS crash would.
 # Binaries: $PG_BIN, else the newest /usr/lib/postgresql/*/bin, else initdb on PATH.
 set -eu
 
@@ -68,8 +69,9 @@ init() {
     fi
     chmod 700 "$DATA"
     [ -s "$DATA/PG_VERSION" ] && return 0
+    local nosync=(); [ "$FSYNC" = off ] && nosync=(--no-sync)
     as_server "$B/initdb" -D "$DATA" -U "$PGUSER_OS" --auth-local=trust --auth-host=scram-sha-256 \
-        -E UTF8 --locale=C.UTF-8 >"$DIR/log/initdb.log" 2>&1 || {
+        -E UTF8 --locale=C.UTF-8 "${nosync[@]}" >"$DIR/log/initdb.log" 2>&1 || {
         echo "initdb failed; see $DIR/log/initdb.log:" >&2; cat "$DIR/log/initdb.log" >&2; return 1
     }
     cat >>"$DATA/postgresql.conf" <<CONF
@@ -102,7 +104,7 @@ start() {
     local B; B=$(bindir)
     # -c overrides what the data folder holds, so a restart on another port or fsync works.
     if ! as_server "$B/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 \
-        -o "-c port=$PORT -c fsync=$FSYNC -c synchronous_commit=$FSYNC -c full_page_writes=$FSYNC" \
+        -o "-c port=$PORT -c fsync=$FSYNC -c full_page_writes=$FSYNC" \
         start >/dev/null; then
         echo "postgres did not start; see $LOG:" >&2; tail -n 20 "$LOG" >&2; return 1
     fi

@@ -3,8 +3,10 @@
 
 pub mod browser;
 pub mod dovecot;
+pub mod ha;
 pub mod harness;
 pub mod pop3_server;
+pub mod postgres;
 pub mod servers;
 pub mod ucma_sim;
 pub mod ucwa_sim;

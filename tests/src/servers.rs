@@ -1,5 +1,5 @@
-//! Live servers a few end-to-end tests need (Dovecot, Prometheus Alertmanager, Chromium): whether
-//! one is there, and what a test does when it is not.
+//! Live servers a few end-to-end tests need (Dovecot, Prometheus Alertmanager, PostgreSQL,
+//! Chromium): whether one is there, and what a test does when it is not.
 //!
 //! Without the server a test *skips*: it returns at once after writing one line to the
 //! terminal saying what to start, so a newcomer's `cargo test --workspace` passes on a machine
@@ -8,7 +8,8 @@
 //! never pass by skipping.
 //!
 //! Detection reads what the tests themselves use (the `ALERTBRIDGE_TEST_*` variables that
-//! `scripts/dovecot.sh env` / `scripts/alertmanager.sh env` print, the installed programs), and
+//! `scripts/dovecot.sh env` / `scripts/alertmanager.sh env` / `scripts/postgres.sh env` print,
+//! the installed programs), and
 //! a server counts as there only if its port answers: a variable left over from a stopped
 //! server is a skip, not a test that hangs or fails on a refused connection.
 
@@ -25,6 +26,14 @@ pub const REQUIRE_VAR: &str = "ALERTBRIDGE_REQUIRE_SERVERS";
 /// How to start the test Dovecot.
 pub const DOVECOT_HINT: &str = "run scripts/test, or `scripts/dovecot.sh start DIR` and eval \
      \"$(scripts/dovecot.sh env DIR)\"";
+
+/// Where the test PostgreSQL is: `postgres://alertbridge:alertbridge@127.0.0.1:15432/alertbridge`
+/// as `scripts/postgres.sh env` prints it (its role may create databases).
+pub const POSTGRES_VAR: &str = "ALERTBRIDGE_TEST_POSTGRES_URL";
+
+/// How to start the test PostgreSQL.
+pub const POSTGRES_HINT: &str = "run scripts/test, or `scripts/postgres.sh start DIR` and eval \
+     \"$(scripts/postgres.sh env DIR)\"";
 
 /// Whether `value` (of [`REQUIRE_VAR`]) asks for every server.
 pub fn requires(value: Option<&str>) -> bool {
@@ -138,6 +147,51 @@ pub fn alertmanager_program() -> Option<PathBuf> {
         .ok()
 }
 
+/// `host:port` of a `postgres://[user[:password]@]host[:port][/db][?params]` URL (port 5432
+/// when it names none), or `None` if it is not such a URL.
+pub fn postgres_addr(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if hostport.is_empty() {
+        return None;
+    }
+    // `[::1]:5432`, `[::1]`, `host:5432`, `host`.
+    let has_port = match hostport.rsplit_once(':') {
+        Some((h, p)) => {
+            (!h.contains(':') || h.ends_with(']')) && p.chars().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    };
+    Some(if has_port {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:5432")
+    })
+}
+
+/// [`postgres`] over the variables `lookup` gives: the URL, or why there is none.
+pub fn detect_postgres(lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let url = var(lookup, POSTGRES_VAR)?;
+    let addr = postgres_addr(&url)
+        .ok_or_else(|| format!("{POSTGRES_VAR}={url} is not a postgres:// URL"))?;
+    if !answers(&addr) {
+        return Err(format!("nothing answers at {addr} ({POSTGRES_VAR})"));
+    }
+    Ok(url)
+}
+
+/// The test PostgreSQL's URL ([`POSTGRES_VAR`]) if it is set and the server answers; else
+/// [`absent`] was called and the test should return. Use as
+/// `let Some(url) = servers::postgres() else { return };`.
+pub fn postgres() -> Option<String> {
+    detect_postgres(&|name| std::env::var(name).ok())
+        .map_err(|why| absent("PostgreSQL", &why, POSTGRES_HINT))
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +242,55 @@ mod tests {
             "127.0.0.1:19093"
         );
         assert_eq!(host_port("127.0.0.1:11110"), "127.0.0.1:11110");
+    }
+
+    #[test]
+    fn postgres_addr_finds_host_and_port_past_credentials_and_database() {
+        let cases = [
+            (
+                "postgres://alertbridge:alertbridge@127.0.0.1:15432/alertbridge",
+                Some("127.0.0.1:15432"),
+            ),
+            (
+                "postgresql://u@db.example:6543/x?sslmode=disable",
+                Some("db.example:6543"),
+            ),
+            ("postgres://u:p@w@127.0.0.1:1/db", Some("127.0.0.1:1")),
+            ("postgres://127.0.0.1/db", Some("127.0.0.1:5432")),
+            ("postgres://db.example", Some("db.example:5432")),
+            ("postgres://[::1]:15432/db", Some("[::1]:15432")),
+            ("postgres://[::1]/db", Some("[::1]:5432")),
+            ("postgres:///db", None),
+            ("http://127.0.0.1:15432", None),
+            ("127.0.0.1:15432", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(postgres_addr(url).as_deref(), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn postgres_is_absent_when_unset_not_a_url_or_not_answering() {
+        let env = |url: &'static str| move |n: &str| (n == POSTGRES_VAR).then(|| url.to_owned());
+        assert_eq!(
+            detect_postgres(&|_| None),
+            Err(format!("{POSTGRES_VAR} is not set"))
+        );
+        let why = detect_postgres(&env("mysql://x")).unwrap_err();
+        assert!(why.contains("not a postgres:// URL"), "{why}");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let dead = format!("postgres://u:p@127.0.0.1:{port}/db");
+        let why =
+            detect_postgres(&|n: &str| (n == POSTGRES_VAR).then(|| dead.clone())).unwrap_err();
+        assert!(why.contains("nothing answers"), "{why}");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = format!("postgres://u:p@{}/db", l.local_addr().unwrap());
+        assert_eq!(
+            detect_postgres(&|n: &str| (n == POSTGRES_VAR).then(|| live.clone())),
+            Ok(live.clone())
+        );
     }
 
     #[test]
