@@ -87,6 +87,7 @@ fn main() {
                 sending: false,
                 repeat: false,
                 digest: None,
+                silence: None,
             })
             .collect();
         let start = Instant::now();

@@ -10,7 +10,7 @@
 //! refused.
 //!
 //! Layers, each importing only those below it: `cli` → `app` → `admin` → `reload` → `plugins`
-//! → `ingest` → `dispatch` → `config` → `queue`, `router` → `metrics`, `model`.
+//! → `ingest` → `dispatch` → `config` → `silences` → `queue`, `router` → `metrics`, `model`.
 
 pub mod admin;
 pub mod app;
@@ -28,6 +28,7 @@ pub mod queue_cmd;
 pub mod reload;
 pub mod route_preview;
 pub mod router;
+pub mod silences;
 pub mod template;
 
 pub use alertbridge_plugin_api::error_chain;

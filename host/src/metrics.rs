@@ -55,6 +55,7 @@ pub struct Metrics {
     incidents_open: Gauge<i64, AtomicI64>,
     ack_seconds: Histogram,
     escalations: Counters,
+    silenced: Counter,
     /// Why the queue is down (`alertbridge_queue_up 0`), if it is.
     queue_fault: Mutex<Option<String>>,
 }
@@ -100,6 +101,7 @@ impl Default for Metrics {
         );
         let m = Self {
             escalations,
+            silenced: Counter::default(),
             incidents_open: Gauge::default(),
             ack_seconds: Histogram::new(ACK_BUCKETS),
             accepted,
@@ -187,6 +189,12 @@ impl Default for Metrics {
             "alertbridge_incident_ack_seconds",
             "Time from an incident's first page to its acknowledgement",
             m.ack_seconds.clone(),
+        );
+        registry.register(
+            "alertbridge_alerts_silenced",
+            "Alerts an active silence kept from their recipients (each recipient is also counted \
+             in alertbridge_deliveries_total with outcome silenced)",
+            m.silenced.clone(),
         );
         Self { registry, ..m }
     }
@@ -312,6 +320,11 @@ impl Metrics {
 
     pub fn escalation(&self, level: usize) {
         Self::add(&self.escalations, &[("level", &level.to_string())]);
+    }
+
+    /// An alert was silenced (its unfinished recipients recorded `silenced`).
+    pub fn alert_silenced(&self) {
+        self.silenced.inc();
     }
 
     pub fn observe_latency(&self, seconds: f64) {

@@ -19,12 +19,17 @@ pub enum Outcome {
     Skipped,
     /// Gave up: a permanent failure, or retries exhausted (dead-lettered).
     Failed,
+    /// An active silence matched the alert: not delivered (the record names the silence).
+    Silenced,
 }
 
 impl Outcome {
     /// True if and only if nothing more will happen to this recipient.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Delivered | Self::Skipped | Self::Failed)
+        matches!(
+            self,
+            Self::Delivered | Self::Skipped | Self::Failed | Self::Silenced
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -34,6 +39,7 @@ impl Outcome {
             Self::Delivered => "delivered",
             Self::Skipped => "skipped",
             Self::Failed => "failed",
+            Self::Silenced => "silenced",
         }
     }
 }
@@ -70,6 +76,9 @@ pub struct RecipientRecord {
     /// first alert (issue 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<u64>,
+    /// The silence that kept this alert from this recipient (outcome `silenced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -227,6 +236,7 @@ mod tests {
             sending: true,
             repeat: true,
             digest: Some(7),
+            silence: Some(3),
         });
         let json = serde_json::to_vec(&s).unwrap();
         let mut back = serde_json::from_slice::<StoredAlert>(&json).unwrap();

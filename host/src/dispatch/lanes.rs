@@ -112,6 +112,15 @@ impl Lanes {
         }
     }
 
+    /// Wakes the task of every alert taken up and not ended, so each runs a round now (a
+    /// silence was created: alerts already queued are looked at again at once). A round sends
+    /// only to recipients that are due, so waking early sends nothing early.
+    pub fn wake_all(&self) {
+        for waker in self.lock().wakers.values() {
+            waker.notify_one();
+        }
+    }
+
     /// Forgets alert `id`'s task (it ended).
     pub fn forget(&self, id: u64) {
         self.lock().wakers.remove(&id);

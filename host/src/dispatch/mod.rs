@@ -35,6 +35,7 @@ use std::{
 };
 
 use alertbridge_plugin_api::{ErrorKind, PluginError, PresenceState, REPEAT_MARK};
+use alertbridge_plugin_api::kit::format::unix_ms_rfc3339;
 use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -51,6 +52,7 @@ use crate::{
     metrics::Metrics,
     model::{Outcome, RecipientRecord, StoredAlert},
     queue::Queue,
+    silences::Silences,
     router::{OfflinePolicy, Planned, Router},
 };
 
@@ -84,6 +86,8 @@ pub struct Dispatcher {
     paced: Mutex<HashMap<String, i64>>,
     /// Per recipient and sink: the alerts that still owe a message, in accept order.
     lanes: Lanes,
+    /// The silences in force, once the host has them.
+    silences: RwLock<Option<Arc<Silences>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -125,9 +129,55 @@ impl Dispatcher {
             depth,
             paced: Mutex::new(HashMap::new()),
             lanes: Lanes::new(),
+            silences: RwLock::new(None),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// Checks every alert against `silences` at the start of each of its rounds from now on.
+    pub fn set_silences(&self, silences: Arc<Silences>) {
+        *self.silences.write().unwrap_or_else(PoisonError::into_inner) = Some(silences);
+    }
+
+    /// Has every unfinished alert run a round now (a silence was created: queued alerts it
+    /// matches are recorded `silenced` at once, not when their next round comes).
+    pub fn recheck_all(&self) {
+        self.lanes.wake_all();
+    }
+
+    /// If an active silence matches `alert` at `now`, records each unfinished recipient as
+    /// `silenced` with the silence's id; returns whether it did.
+    fn silence(&self, alert: &mut StoredAlert, now: i64) -> bool {
+        let silences = self
+            .silences
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(silences) = silences else {
+            return false;
+        };
+        if alert.recipients.iter().all(|r| r.outcome.is_final()) {
+            return false;
+        }
+        let Some(hit) = silences.silencing(alert, now) else {
+            return false;
+        };
+        let until = unix_ms_rfc3339(hit.ends_ms);
+        for r in alert
+            .recipients
+            .iter_mut()
+            .filter(|r| !r.outcome.is_final())
+        {
+            r.outcome = Outcome::Silenced;
+            r.silence = Some(hit.id);
+            r.not_before_ms = None;
+            r.reason = format!("silenced by silence {} (until {until})", hit.id);
+            r.updated_ms = now;
+        }
+        self.metrics.alert_silenced();
+        tracing::info!(alert = alert.id, silence = hit.id, "Alert silenced.");
+        true
     }
 
     pub fn plan(&self) -> Arc<Plan> {
@@ -287,6 +337,8 @@ impl Dispatcher {
             }
         }
 
+        // An active silence that matches: every unfinished recipient is recorded silenced.
+        dirty |= self.silence(alert, now);
         let mut due: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, r) in alert.recipients.iter().enumerate() {
             if !r.outcome.is_final() && r.not_before_ms.is_none_or(|t| t <= now + ROUND_SLACK_MS) {
@@ -579,6 +631,7 @@ fn record(route: String, sink: String, user: String, now: i64) -> RecipientRecor
         sending: false,
         repeat: false,
         digest: None,
+        silence: None,
     }
 }
 

@@ -268,6 +268,7 @@ mod tests {
             sending: false,
             repeat: false,
             digest: None,
+            silence: None,
         }
     }
 
