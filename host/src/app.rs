@@ -16,6 +16,7 @@ use crate::{
     plugins::{self, Plugins, Registry, Slot},
     queue::{Queue, QueueError, QueueOptions, RedbQueue},
     reload::{ReloadError, ReloadRequest, Reloaded},
+    silences::{self, RedbSilences, SilenceError, Silences},
 };
 
 /// Why the bridge could not start.
@@ -23,6 +24,8 @@ use crate::{
 pub enum StartError {
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("cannot open the silences in the data folder")]
+    Silences(#[from] SilenceError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Instances(Vec<ConfigError>),
     #[error(
@@ -112,6 +115,9 @@ impl Bridge {
             Arc::<Registry>::clone(&registry),
             depth,
         );
+        // Silences (data_dir/silences.redb): checked at the start of every alert's round.
+        let silences = Arc::new(Silences::open(Arc::new(RedbSilences::open(&h.data_dir)?))?);
+        dispatcher.set_silences(Arc::clone(&silences));
         let unfinished = queue.unfinished()?;
         let mut background = Vec::new();
         let admin_stop = CancellationToken::new();
@@ -137,6 +143,7 @@ impl Bridge {
                 reload: reload_tx,
                 settings: h.admin.clone(),
                 access,
+                silences: Some(Arc::clone(&silences)),
                 incidents: None,
             });
             background.push(tokio::spawn(admin::serve(
@@ -148,6 +155,7 @@ impl Bridge {
         background.push(tokio::spawn(
             Arc::clone(&dispatcher).run(unfinished, accepted_rx),
         ));
+        background.push(tokio::spawn(silences.prune_every(silences::PRUNE_EVERY)));
 
         let mut bridge = Self {
             settings: h,

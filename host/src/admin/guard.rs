@@ -207,6 +207,8 @@ fn holds_contents(path: &str) -> bool {
         || path == "/api/v1/status"
         || path == "/api/v1/incidents"
         || path.starts_with("/api/v1/incidents/")
+        || path == "/api/v1/silences"
+        || path.starts_with("/api/v1/silences/")
 }
 
 fn writes(method: &Method) -> bool {

@@ -1,6 +1,6 @@
 //! The admin HTTP surface: `/healthz`, `/metrics`, `/api/v1/alerts[/{id}]`, `/api/v1/status`,
-//! `/api/v1/incidents[/{id}[/ack|/resolve]]`, `/api/v1/test-alert`, `/-/reload` and a status
-//! page, behind [`guard`] (Host allow-list,
+//! `/api/v1/incidents[/{id}[/ack|/resolve]]`, `/api/v1/silences[/{id}]`, `/api/v1/test-alert`,
+//! `/-/reload` and a status page, behind [`guard`] (Host allow-list,
 //! same-origin writes, the admin token) and served by [`server`] (connection cap, timeouts).
 
 pub mod alerts;
@@ -8,6 +8,7 @@ pub mod answer;
 pub mod guard;
 pub mod incidents;
 pub mod server;
+pub mod silences;
 
 use std::{
     net::SocketAddr,
@@ -54,6 +55,8 @@ pub struct AdminState {
     pub access: SharedAccess,
     /// The incident engine, when escalation policies are configured.
     pub incidents: Option<crate::incidents::Engine>,
+    /// The silences (`/api/v1/silences`); `None` answers 404 `silences_off`.
+    pub silences: Option<Arc<crate::silences::Silences>>,
 }
 
 /// The token and host names of `settings`, shared so that a reload can swap them.
@@ -71,6 +74,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/", get(status_page))
         .route("/page.js", get(page_js))
         .route("/page.css", get(page_css))
+        .route("/silences.js", get(silences_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/alerts", get(alerts::list))
@@ -80,6 +84,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/incidents/{id}", get(incidents::get))
         .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route(
+            "/api/v1/silences",
+            get(silences::list).post(silences::create),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            get(silences::get).delete(silences::expire),
+        )
         .route("/api/v1/test-alert", post(test_alert))
         .route("/-/reload", post(reload))
         .fallback(answer::no_such_path)
@@ -255,6 +267,15 @@ async fn page_js() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("page.js"),
+    )
+        .into_response()
+}
+
+/// The status page's silences section (its own script beside `page.js`).
+async fn silences_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("silences.js"),
     )
         .into_response()
 }
