@@ -45,6 +45,8 @@ pub struct Node {
     pub host: Host,
     pub hook_port: u16,
     pub dir: PathBuf,
+    admin_port: u16,
+    db_url: String,
 }
 
 impl Node {
@@ -123,6 +125,8 @@ sinks = ["sink"]
             host,
             hook_port,
             dir,
+            admin_port: admin,
+            db_url: db_url.to_owned(),
         };
         node.wait_for_webhook();
         node
@@ -156,6 +160,20 @@ sinks = ["sink"]
     pub fn restart(&mut self) {
         self.host.restart();
         self.wait_for_webhook();
+    }
+
+    /// Rewrites its config with other `Options` (same ports, database and folder), for the
+    /// next [`Node::restart`].
+    pub fn reconfigure(&self, o: &Options) {
+        let config = Self::config(
+            &self.dir,
+            &self.name,
+            &self.db_url,
+            self.admin_port,
+            self.hook_port,
+            o,
+        );
+        fs::write(&self.host.config, config).expect("write config");
     }
 
     /// The test sink's record of this node: one object per delivered recipient.
@@ -225,6 +243,22 @@ pub async fn post(client: &reqwest::Client, url: &str, body: String) -> reqwest:
         retry_after,
         body,
     })
+}
+
+/// Posts the alert `key` to the webhook at `url` from a synchronous test; its id (anything
+/// but a 202 fails the test).
+pub fn post_now(url: &str, key: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answer = rt
+        .block_on(post(&reqwest::Client::new(), url, alert_body(key)))
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    assert_eq!(answer.status, 202, "{key} at {url}: {answer:?}");
+    answer.body["ids"][0]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key}: a 202 without an id: {answer:?}"))
 }
 
 /// What the posting clients met besides first-time 202s.
@@ -413,6 +447,15 @@ impl Client {
             }
             target = (target + 1) % self.urls.len();
         }
+    }
+}
+
+/// Waits until no node has an unfinished alert in hand (`/healthz` `queue_depth` 0 on each).
+pub fn wait_idle(nodes: &[&Node]) {
+    for node in nodes {
+        wait_until(&format!("{}: an empty queue", node.name), LONG, || {
+            node.host.api("/healthz")["queue_depth"] == 0
+        });
     }
 }
 
