@@ -1,6 +1,7 @@
 //! The test bed: simulators of the chat servers alertbridge talks to, and the harness the
 //! end-to-end tests use to run the real host with real plugin files.
 
+pub mod alertmanager;
 pub mod browser;
 pub mod dovecot;
 pub mod ha;
