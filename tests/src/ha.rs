@@ -22,8 +22,10 @@ use crate::harness::{Host, free_port, get, wait_until};
 
 /// The webhook's bearer token on every node.
 pub const TOKEN: &str = "ha-token-5d1e";
-/// The one recipient of every alert.
+/// The recipient of single alerts.
 pub const OPS: &str = "sip:ops@contoso.com";
+/// The users a [`Load`] spreads its alerts over (alert `seq` goes to user `seq % USERS`).
+pub const USERS: usize = 64;
 /// How long a test waits for what must happen.
 pub const LONG: Duration = Duration::from_secs(120);
 
@@ -95,13 +97,12 @@ record_file = "{d}/delivered.jsonl"
 redeliveries_file = "{d}/redeliveries.txt"
 {sink_extra}
 
-[groups]
-ops = ["{OPS}"]
-
+# Each alert names its recipient: a load spread over many users is delivered side by side
+# (one user's messages from one source go one at a time, in accept order).
 [[route]]
 name = "all"
-groups = ["ops"]
 sinks = ["sink"]
+allow_alert_recipients = true
 "#,
             lease_ms = o.lease_ms,
             host_extra = o.host_extra,
@@ -206,10 +207,20 @@ pub struct Record {
     pub delivered_us: u64,
 }
 
-/// The body the tests post: one alert whose dedup key and `key` label are `key`.
-pub fn alert_body(key: &str) -> String {
-    json!({"subject": format!("ha alert {key}"), "labels": {"key": key}, "dedup_key": key})
-        .to_string()
+/// The body the tests post: one alert to `user` whose dedup key and `key` label are `key`.
+pub fn alert_body(key: &str, user: &str) -> String {
+    json!({
+        "subject": format!("ha alert {key}"),
+        "labels": {"key": key},
+        "dedup_key": key,
+        "recipients": {"users": [user]},
+    })
+    .to_string()
+}
+
+/// The user alert `seq` of a [`Load`] goes to.
+pub fn user_of(seq: usize) -> String {
+    format!("sip:u{}@contoso.com", seq % USERS)
 }
 
 /// One answer of a webhook.
@@ -245,15 +256,15 @@ pub async fn post(client: &reqwest::Client, url: &str, body: String) -> reqwest:
     })
 }
 
-/// Posts the alert `key` to the webhook at `url` from a synchronous test; its id (anything
-/// but a 202 fails the test).
-pub fn post_now(url: &str, key: &str) -> u64 {
+/// Posts the alert `key` for `user` to the webhook at `url` from a synchronous test; its id
+/// (anything but a 202 fails the test).
+pub fn post_now(url: &str, key: &str, user: &str) -> u64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let answer = rt
-        .block_on(post(&reqwest::Client::new(), url, alert_body(key)))
+        .block_on(post(&reqwest::Client::new(), url, alert_body(key, user)))
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     assert_eq!(answer.status, 202, "{key} at {url}: {answer:?}");
     answer.body["ids"][0]
@@ -410,7 +421,7 @@ impl Client {
     }
 
     async fn post_until_taken(&self, http: &reqwest::Client, seq: usize, key: &str) -> u64 {
-        let body = alert_body(key);
+        let body = alert_body(key, &user_of(seq));
         let deadline = Instant::now() + LONG;
         let mut target = seq % self.urls.len();
         loop {

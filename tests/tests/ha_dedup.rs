@@ -45,7 +45,7 @@ fn the_same_dedup_key_posted_to_both_hosts_is_one_alert_and_one_im() {
                     let key = format!("dup-{i:03}");
                     gate.wait();
                     let answer = rt
-                        .block_on(ha::post(&client, &url, ha::alert_body(&key)))
+                        .block_on(ha::post(&client, &url, ha::alert_body(&key, ha::OPS)))
                         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
                     assert_eq!(answer.status, 202, "{key} at {url}: {answer:?}");
                     let id = answer.body["ids"][0].as_u64().expect("an id");

@@ -51,7 +51,9 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
     let mut receipts = BTreeMap::new();
     for i in 0..ROUND {
         let key = format!("round-{i:03}");
-        let id = ha::post_now(&a.hook_url(), &key);
+        // One user each: a user's messages from one source go one at a time, and the whole
+        // round is to be in flight at once.
+        let id = ha::post_now(&a.hook_url(), &key, &ha::user_of(i));
         receipts.insert(key, id);
     }
     // a has begun every send (the mark is in the shared queue, b's admin API shows it).
@@ -111,7 +113,7 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
     a.reconfigure(&lease);
     a.restart();
     let key = "after-restart".to_owned();
-    let id = ha::post_now(&a.hook_url(), &key);
+    let id = ha::post_now(&a.hook_url(), &key, ha::OPS);
     wait_until("a to deliver a new alert", LONG, || {
         a.records().iter().any(|r| r.key == key)
     });
