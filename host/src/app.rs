@@ -14,7 +14,7 @@ use crate::{
     ingest::Ingest,
     metrics::Metrics,
     plugins::{self, Plugins, Registry, Slot},
-    queue::{Queue, QueueError, QueueOptions, RedbQueue},
+    queue::{Queue, QueueError},
     reload::{ReloadError, ReloadRequest, Reloaded},
     silences::{self, RedbSilences, SilenceError, Silences},
 };
@@ -80,18 +80,12 @@ impl Bridge {
         let metrics = Arc::new(Metrics::default());
         let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
         let depth = Arc::new(Depth::new(h.max_queue_depth, config.queue_shares()));
-        let queue: Arc<dyn Queue> = Arc::new(RedbQueue::open_with(
-            &h.data_dir,
-            &QueueOptions {
-                dedup_window: h.dedup_window,
-                dedup_max_keys: h.dedup_max_keys,
-                history_max_alerts: h.history_max_alerts,
-                accept_empty_queue: h.accept_empty_queue,
-                ..QueueOptions::default()
-            },
+        // `[queue]`: the embedded file in data_dir, or PostgreSQL shared with other hosts.
+        let queue: Arc<dyn Queue> = config.queue.open(
+            &h,
             Arc::clone(&metrics),
             Ingest::on_commit(Arc::clone(&metrics), Arc::clone(&depth), accepted_tx),
-        )?);
+        )?;
         let ingest = Arc::new(Ingest {
             queue: Arc::clone(&queue),
             metrics: Arc::clone(&metrics),

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod error;
+pub mod queue;
 mod raw;
 mod templates;
 
@@ -25,6 +26,7 @@ use toml_edit::{ImDocument, Item, Table};
 
 use self::admin::{AdminKeys, AdminSettings};
 pub use self::error::{ConfigError, ConfigErrors, line_col};
+pub use self::queue::QueueBackend;
 use self::{error::Collector, raw::*};
 use crate::incidents::{EscalationPolicy, Level};
 use crate::router::{
@@ -135,6 +137,8 @@ pub struct Config {
     pub escalations: Vec<EscalationPolicy>,
     /// Route name -> the escalation policy it names.
     pub route_escalations: BTreeMap<String, String>,
+    /// `[queue]`: the embedded queue or the shared PostgreSQL one.
+    pub queue: QueueBackend,
 }
 
 impl Config {
@@ -177,11 +181,12 @@ impl Config {
                 "groups",
                 "route",
                 "escalation",
+                "queue",
             ]
             .contains(&key)
             {
                 let span = root.key(key).and_then(|k| k.span());
-                c.at(span, format!("unknown table `{key}` (expected host, delivery, source, sink, groups, escalation or route)"));
+                c.at(span, format!("unknown table `{key}` (expected host, delivery, source, sink, groups, escalation, queue or route)"));
             }
         }
 
@@ -195,6 +200,7 @@ impl Config {
             section::<BTreeMap<String, Vec<String>>>(&mut c, root, "groups").unwrap_or_default();
 
         let host = host_settings(&mut c, root, host.unwrap_or_default(), path, host_failed);
+        let queue = queue::queue_backend(&mut c, root, path.parent().unwrap_or(Path::new(".")));
         let delivery = delivery_settings(&mut c, delivery);
         let mut names: BTreeMap<String, &str> = BTreeMap::new();
         for (kind, list) in [("source", &sources), ("sink", &sinks)] {
@@ -258,6 +264,7 @@ impl Config {
             },
             escalations,
             route_escalations,
+            queue,
         })
     }
 

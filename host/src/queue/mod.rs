@@ -17,6 +17,7 @@
 //! The trait lets a shared broker backend (for several hosts) replace the embedded one.
 
 mod dedup;
+pub mod postgres;
 mod redb_queue;
 mod salvage;
 mod shared;
@@ -28,6 +29,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 use alertbridge_plugin_api::Alert;
 
 pub use self::{
+    postgres::{PgQueue, PgSettings},
     redb_queue::RedbQueue,
     salvage::{CheckReport, SalvageReport, check, salvage},
 };

@@ -1,0 +1,518 @@
+//! The shared queue on PostgreSQL: several hosts, one state. Each host accepts alerts and
+//! commits them before their receipt; delivery work is claimed with leases.
+//!
+//! - Enqueues and saves go to one writer task ([`writer`]) that puts every pending command in
+//!   one transaction (group commit) and answers after the commit; each committed enqueue is
+//!   handed to [`OnCommit`] as with the embedded queue.
+//! - Dedup holds across hosts: `ab_dedup` has one row per (source, dedup key); a key is taken
+//!   again only when its row is older than the window, and expired rows are pruned.
+//! - Every alert row names its owner (the node that delivers it) and a lease expiry. The lease
+//!   task ([`lease`]) renews this node's leases and takes over, with `FOR UPDATE SKIP LOCKED`,
+//!   the unfinished alerts whose lease ran out (a host that died), handing them to this host's
+//!   dispatch through the same [`OnCommit`]. A save is fenced: it only writes an alert this
+//!   node still owns, so a host that lost its lease cannot record (nor begin) a send.
+//! - The database down: enqueues answer [`QueueError::Unavailable`] ("try later"; nothing
+//!   acknowledged is lost), saves are kept and written after the reconnect, and the writer
+//!   reconnects with backoff; health and the `alertbridge_queue_up` metric say so.
+//!
+//! The client is async (tokio-postgres); it runs on a small runtime of its own, so the trait's
+//! synchronous reads can wait for it from any thread, inside or outside the host's runtime.
+
+mod lease;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use alertbridge_plugin_api::{Alert, kit::Secret};
+use tokio::{
+    runtime::{Handle, Runtime},
+    sync::{mpsc, oneshot},
+};
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+
+pub use self::schema::SchemaState;
+use self::writer::{Cmd, Writer};
+use super::{BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken};
+use crate::{
+    metrics::Metrics,
+    model::{StoredAlert, now_ms},
+};
+
+/// How long a read waits for the database before it answers "unavailable".
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection attempt may take unless the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the shared queue is and who this host is among those sharing it (`[queue]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PgSettings {
+    /// `postgres://user[:password]@host[:port]/db` or `host=... user=...`; a secret: it may
+    /// carry a password, so it is never logged.
+    pub url: Secret,
+    /// This host's name among those sharing the database; unique per host.
+    pub node: String,
+    /// How long a claim on delivery work lasts without renewal.
+    pub lease: Duration,
+}
+
+/// What went wrong talking to PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("the queue url is not a PostgreSQL connection string")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("PostgreSQL did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot {what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "the database's queue schema is version {found}, newer than this alertbridge knows ({known}): upgrade alertbridge"
+    )]
+    NewerSchema { found: i32, known: i32 },
+}
+
+impl PgError {
+    pub(crate) fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        move |source| Self::Query { what, source }
+    }
+}
+
+impl From<PgError> for QueueError {
+    fn from(e: PgError) -> Self {
+        QueueError::Unavailable {
+            reason: crate::error_chain(&e),
+            retry_after_ms: 1000,
+        }
+    }
+}
+
+/// Opens one connection (its I/O driven by a task on the current runtime).
+pub(crate) async fn connect(url: &Secret) -> Result<Client, PgError> {
+    let mut config: tokio_postgres::Config = url.expose().parse().map_err(PgError::Url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("alertbridge");
+    }
+    config.keepalives_idle(Duration::from_secs(30));
+    let (client, connection) = config.connect(NoTls).await.map_err(PgError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended.");
+        }
+    });
+    Ok(client)
+}
+
+/// Connects and reads the schema state, for `alertbridge check`; changes nothing.
+pub async fn schema_state(url: &Secret) -> Result<SchemaState, PgError> {
+    let client = tokio::time::timeout(CONNECT_TIMEOUT * 2, connect(url))
+        .await
+        .map_err(|_| PgError::Timeout(CONNECT_TIMEOUT * 2))??;
+    schema::state(&client).await
+}
+
+/// Why the queue is down, and when the writer tries to reconnect next.
+pub(super) struct Fault {
+    reason: String,
+    retry_at: Instant,
+}
+
+/// What the queue handle, its writer and its lease task share.
+pub(super) struct Core {
+    settings: PgSettings,
+    options: QueueOptions,
+    metrics: Arc<Metrics>,
+    on_commit: OnCommit,
+    fault: Mutex<Option<Fault>>,
+    down: AtomicBool,
+    /// The connection reads use, opened on demand.
+    reader: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// Whether this node's own unfinished alerts (from before a restart) were taken up; held
+    /// while they are, so they are handed on once.
+    adopted: tokio::sync::Mutex<bool>,
+    stop: CancellationToken,
+}
+
+impl Core {
+    fn unavailable(&self) -> Option<QueueError> {
+        if !self.down.load(Ordering::Acquire) {
+            return None;
+        }
+        let f = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        f.as_ref().map(|f| QueueError::Unavailable {
+            reason: f.reason.clone(),
+            retry_after_ms: f
+                .retry_at
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .clamp(1000, 60_000) as u64,
+        })
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        if !self.down.load(Ordering::Acquire) {
+            return None;
+        }
+        self.fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|f| f.retry_at)
+    }
+
+    /// Marks the queue down (loud: log, health, metric) until the writer reconnects.
+    fn set_fault(&self, reason: String, retry_at: Instant) {
+        if !self.down.load(Ordering::Acquire) {
+            self.metrics.queue_fault_seen();
+        }
+        self.metrics.set_queue_fault(Some(reason.clone()));
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Fault { reason, retry_at });
+        self.down.store(true, Ordering::Release);
+    }
+
+    fn clear_fault(&self) {
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.down.store(false, Ordering::Release);
+        self.metrics.set_queue_fault(None);
+    }
+
+    /// The read connection, reconnected if it was lost.
+    async fn reader(&self) -> Result<Arc<Client>, PgError> {
+        let mut slot = self.reader.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(connect(&self.settings.url).await?);
+        *slot = Some(Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// Takes up this node's own unfinished alerts and those whose lease ran out, once per
+    /// process; `None` if they were taken up already.
+    async fn adopt(&self, client: &Client) -> Result<Option<Vec<StoredAlert>>, PgError> {
+        let mut adopted = self.adopted.lock().await;
+        if *adopted {
+            return Ok(None);
+        }
+        let rows = client
+            .query(
+                "UPDATE ab_alerts SET owner = $1, lease_until = now() + $2::float8 * interval '1 millisecond'
+                 WHERE NOT finished AND (owner = $1 OR lease_until < now())
+                 RETURNING id, doc",
+                &[&self.settings.node, &lease_ms(&self.settings)],
+            )
+            .await
+            .map_err(PgError::query("take up this node's unfinished alerts"))?;
+        let mut alerts = decode_rows(&rows);
+        alerts.sort_by_key(|a| a.id);
+        *adopted = true;
+        Ok(Some(alerts))
+    }
+}
+
+fn lease_ms(s: &PgSettings) -> f64 {
+    s.lease.as_millis() as f64
+}
+
+/// Decodes `(id, doc)` rows; a row that does not decode is logged and skipped.
+fn decode_rows(rows: &[tokio_postgres::Row]) -> Vec<StoredAlert> {
+    rows.iter()
+        .filter_map(|r| {
+            let id: i64 = r.get(0);
+            let doc: &str = r.get(1);
+            decode(id, doc)
+                .map_err(|e| tracing::error!(alert = id, error = %crate::error_chain(&e), "Queue record does not decode; skipped."))
+                .ok()
+        })
+        .collect()
+}
+
+fn decode(id: i64, doc: &str) -> Result<StoredAlert, QueueError> {
+    let mut alert: StoredAlert =
+        serde_json::from_str(doc).map_err(|source| QueueError::Corrupt {
+            id: id as u64,
+            source,
+        })?;
+    alert.id = id as u64;
+    Ok(alert)
+}
+
+/// The queue's runtime, shut down without waiting when dropped (a runtime dropped the usual
+/// way inside another runtime panics).
+struct OwnRuntime(Option<Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The queue shared by several hosts through one PostgreSQL database.
+pub struct PgQueue {
+    core: Arc<Core>,
+    tx: RwLock<Option<mpsc::UnboundedSender<Cmd>>>,
+    runtime: Mutex<Option<OwnRuntime>>,
+    handle: Handle,
+    /// Answers once the writer has drained and ended.
+    writer_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl Drop for PgQueue {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl PgQueue {
+    /// Connects, applies the schema migrations and starts the writer and the lease task. A
+    /// database that cannot be reached at start is not fatal: the queue starts down (sources
+    /// are told "try later") and connects, migrates and takes up its work once it can. Errors
+    /// only for what retrying cannot fix (a bad URL, a newer schema).
+    pub fn open(
+        settings: PgSettings,
+        options: &QueueOptions,
+        metrics: Arc<Metrics>,
+        on_commit: OnCommit,
+    ) -> Result<Self, QueueError> {
+        let runtime = OwnRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("queue-postgres")
+                .enable_all()
+                .build()
+                .map_err(QueueError::storage)?,
+        ));
+        let handle = runtime
+            .0
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .ok_or(QueueError::Closed)?;
+        let core = Arc::new(Core {
+            settings,
+            options: options.clone(),
+            metrics,
+            on_commit,
+            fault: Mutex::new(None),
+            down: AtomicBool::new(false),
+            reader: tokio::sync::Mutex::new(None),
+            adopted: tokio::sync::Mutex::new(false),
+            stop: CancellationToken::new(),
+        });
+        core.metrics.set_queue_fault(None);
+        let first = block_on(&handle, {
+            let core = Arc::clone(&core);
+            async move {
+                let mut client = connect(&core.settings.url).await?;
+                schema::migrate(&mut client).await?;
+                Ok::<_, PgError>(client)
+            }
+        });
+        let client = match first {
+            Ok(Ok(c)) => Some(c),
+            Ok(Err(e @ (PgError::Url(_) | PgError::NewerSchema { .. }))) => {
+                return Err(e.into());
+            }
+            Ok(Err(e)) => {
+                let reason = crate::error_chain(&e);
+                tracing::error!(error = %reason, "PostgreSQL queue unreachable at start; sources are told to try later until it is back.");
+                core.set_fault(reason, Instant::now() + Duration::from_millis(500));
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = Writer::new(Arc::clone(&core), client);
+        handle.spawn(async move {
+            writer.run(rx).await;
+            let _ = done_tx.send(());
+        });
+        handle.spawn(lease::run(Arc::clone(&core)));
+        Ok(Self {
+            core,
+            tx: RwLock::new(Some(tx)),
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+            writer_done: Mutex::new(Some(done_rx)),
+        })
+    }
+
+    /// This host's node name.
+    pub fn node(&self) -> &str {
+        &self.core.settings.node
+    }
+
+    fn send(&self, cmd: Cmd) -> Result<(), QueueError> {
+        self.tx
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .ok_or(QueueError::Closed)?
+            .send(cmd)
+            .map_err(|_| QueueError::Closed)
+    }
+
+    /// Runs a read on the queue's runtime and waits for it (from any thread).
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<Client>) -> BoxFuture<'static, Result<T, QueueError>> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        if let Some(e) = self.core.unavailable() {
+            return Err(e);
+        }
+        let core = Arc::clone(&self.core);
+        block_on(&self.handle, async move {
+            let client = core.reader().await?;
+            f(client).await
+        })?
+    }
+}
+
+/// Runs `fut` on the queue's runtime and waits for it, at most [`READ_TIMEOUT`]. Callable from
+/// any thread that is not one of the queue runtime's own.
+fn block_on<T: Send + 'static>(
+    handle: &Handle,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T, QueueError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(tokio::time::timeout(READ_TIMEOUT, fut).await);
+    });
+    match rx.recv() {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(PgError::Timeout(READ_TIMEOUT).into()),
+        Err(_) => Err(QueueError::Closed),
+    }
+}
+
+impl Queue for PgQueue {
+    fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
+        let (reply, rx) = oneshot::channel();
+        let stored = StoredAlert::new(0, source, alert, now_ms());
+        let sent = match self.core.unavailable() {
+            Some(e) => Err(e),
+            None => serde_json::to_string(&stored)
+                .map_err(QueueError::storage)
+                .and_then(|json| {
+                    self.send(Cmd::Enqueue {
+                        alert: Box::new(stored),
+                        json,
+                        reply,
+                    })
+                }),
+        };
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| QueueError::Closed)?
+        })
+    }
+
+    fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
+        let (reply, rx) = oneshot::channel();
+        // A save while down still goes to the writer, which keeps it for the reconnect.
+        let sent = serde_json::to_string(alert)
+            .map_err(QueueError::storage)
+            .and_then(|json| {
+                self.send(Cmd::Save {
+                    id: alert.id as i64,
+                    finished: alert.is_finished(),
+                    json,
+                    reply,
+                })
+            });
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| QueueError::Closed)?
+        })
+    }
+
+    /// This node's unfinished alerts (from before a restart) and those of hosts whose lease ran
+    /// out, which it takes over; oldest first. Empty while the database is down: the lease
+    /// task takes them up once it is back.
+    fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError> {
+        if self.core.unavailable().is_some() {
+            return Ok(Vec::new());
+        }
+        let core = Arc::clone(&self.core);
+        self.read(move |client| {
+            Box::pin(async move { Ok(core.adopt(&client).await?.unwrap_or_default()) })
+        })
+    }
+
+    fn recent(&self, limit: usize) -> Result<Vec<StoredAlert>, QueueError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(move |client| {
+            Box::pin(async move {
+                let rows = client
+                    .query(
+                        "SELECT id, doc FROM ab_alerts ORDER BY id DESC LIMIT $1",
+                        &[&limit],
+                    )
+                    .await
+                    .map_err(PgError::query("read the newest alerts"))?;
+                Ok(decode_rows(&rows))
+            })
+        })
+    }
+
+    fn get(&self, id: u64) -> Result<Option<StoredAlert>, QueueError> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        self.read(move |client| {
+            Box::pin(async move {
+                let row = client
+                    .query_opt("SELECT id, doc FROM ab_alerts WHERE id = $1", &[&id])
+                    .await
+                    .map_err(PgError::query("read an alert"))?;
+                row.map(|r| decode(r.get(0), r.get(1))).transpose()
+            })
+        })
+    }
+
+    /// Lets the writer finish what it was given, stops the lease task (the leases then run
+    /// out and another host takes this one's unfinished work) and closes the connections.
+    fn close(&self) {
+        drop(
+            self.tx
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let done = self
+            .writer_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(done) = done {
+            let _ = done.recv_timeout(READ_TIMEOUT);
+        }
+        self.core.stop.cancel();
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(runtime);
+    }
+}

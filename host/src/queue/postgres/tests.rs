@@ -1,0 +1,461 @@
+//! The PostgreSQL queue against a real server (`ALERTBRIDGE_TEST_POSTGRES_URL`, as
+//! `scripts/postgres.sh env` prints it). Each test makes a database of its own and drops it
+//! after. Without the variable a test skips with one line, unless
+//! `ALERTBRIDGE_REQUIRE_SERVERS` is set: then it fails.
+
+use std::{
+    sync::{Arc, mpsc},
+    time::{Duration, Instant},
+};
+
+use alertbridge_plugin_api::{Alert, kit::Secret};
+
+use super::*;
+use crate::queue::{Enqueued, Queue, QueueError, QueueOptions};
+
+const URL_VAR: &str = "ALERTBRIDGE_TEST_POSTGRES_URL";
+
+/// A scratch database, dropped with the value.
+pub(crate) struct TestDb {
+    admin: String,
+    pub name: String,
+    pub url: Secret,
+}
+
+impl TestDb {
+    /// A fresh database, or `None` (after the skip line) without a test server.
+    pub(crate) fn new() -> Option<Self> {
+        let admin = match std::env::var(URL_VAR) {
+            Ok(u) if !u.trim().is_empty() => u,
+            _ => {
+                let required = std::env::var("ALERTBRIDGE_REQUIRE_SERVERS")
+                    .is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0");
+                let line = format!(
+                    "skipped {}: no PostgreSQL ({URL_VAR} unset) — run scripts/test, or `scripts/postgres.sh start DIR` and eval \"$(scripts/postgres.sh env DIR)\"",
+                    std::thread::current().name().unwrap_or("test")
+                );
+                assert!(!required, "{line}");
+                eprintln!("{line}");
+                return None;
+            }
+        };
+        let name = format!("ab_p1_{:016x}", rand::random::<u64>());
+        sql(&admin, &format!("CREATE DATABASE {name}"));
+        let (head, tail) = admin
+            .split_once('?')
+            .map_or((admin.as_str(), ""), |(h, t)| (h, t));
+        let base = head.rsplit_once('/').map_or(head, |(b, _)| b);
+        let url = if tail.is_empty() {
+            format!("{base}/{name}")
+        } else {
+            format!("{base}/{name}?{tail}")
+        };
+        Some(Self {
+            admin,
+            name,
+            url: Secret::new(url),
+        })
+    }
+
+    /// Runs `statements` on the admin database (from its own runtime and thread).
+    pub(crate) fn admin_sql(&self, statements: &str) {
+        sql(&self.admin, statements);
+    }
+
+    /// Runs `statements` in this database.
+    pub(crate) fn sql(&self, statements: &str) {
+        sql(self.url.expose(), statements);
+    }
+
+    /// The first column of the first row of `query` in this database, as text.
+    pub(crate) fn one(&self, query: &str) -> String {
+        let url = Secret::new(self.url.expose());
+        let query = query.to_owned();
+        on_own_runtime(async move {
+            let c = connect(&url).await.expect("connect");
+            let row = c
+                .query_one(&format!("SELECT ({query})::text"), &[])
+                .await
+                .expect("query");
+            row.get::<_, Option<String>>(0).unwrap_or_default()
+        })
+    }
+
+    /// The database refuses new connections and cuts the open ones: down, for this test alone.
+    pub(crate) fn go_down(&self) {
+        self.admin_sql(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
+            self.name
+        ));
+    }
+
+    pub(crate) fn come_back(&self) {
+        self.admin_sql(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            self.name
+        ));
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            sql(
+                &self.admin,
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            );
+        });
+    }
+}
+
+fn on_own_runtime<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .expect("the helper thread")
+}
+
+fn sql(url: &str, statements: &str) {
+    let url = Secret::new(url);
+    let statements = statements.to_owned();
+    on_own_runtime(async move {
+        let c = connect(&url).await.expect("connect to the test PostgreSQL");
+        c.batch_execute(&statements).await.expect("statements run");
+    });
+}
+
+fn settings(db: &TestDb, node: &str, lease_ms: u64) -> PgSettings {
+    PgSettings {
+        url: Secret::new(db.url.expose()),
+        node: node.into(),
+        lease: Duration::from_millis(lease_ms),
+    }
+}
+
+fn open(db: &TestDb, node: &str, lease_ms: u64, on_commit: OnCommit) -> PgQueue {
+    PgQueue::open(
+        settings(db, node, lease_ms),
+        &QueueOptions::default(),
+        Arc::new(Metrics::default()),
+        on_commit,
+    )
+    .expect("the queue opens")
+}
+
+/// An [`OnCommit`] that tells a channel (id, subject, duplicate).
+fn told() -> (OnCommit, mpsc::Receiver<(u64, String, bool)>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    (
+        Box::new(move |e: Enqueued| {
+            let _ = tx
+                .lock()
+                .unwrap()
+                .send((e.alert.id, e.alert.alert.subject, e.duplicate));
+        }),
+        rx,
+    )
+}
+
+fn keyed(subject: &str, key: &str) -> Alert {
+    let mut a = Alert::new(subject);
+    a.dedup_key = Some(key.into());
+    a
+}
+
+#[tokio::test]
+async fn schema_is_created_on_an_empty_database_and_migrating_again_changes_nothing() {
+    let Some(db) = TestDb::new() else { return };
+    let before = schema_state(&db.url).await.unwrap();
+    assert_eq!(before.current, 0);
+    assert!(before.to_string().starts_with("empty"), "{before}");
+    let q = open(&db, "a", 10_000, Box::new(drop));
+    let after = schema_state(&db.url).await.unwrap();
+    assert_eq!(
+        (after.current, after.latest),
+        (schema::latest(), schema::latest())
+    );
+    assert_eq!(
+        after.to_string(),
+        format!("current (version {})", schema::latest())
+    );
+    // Two more hosts starting at once: the advisory lock lets one migrate; nothing changes.
+    let (u1, u2) = (Secret::new(db.url.expose()), Secret::new(db.url.expose()));
+    let (a, b) = tokio::join!(
+        async move { schema::migrate(&mut connect(&u1).await.unwrap()).await },
+        async move { schema::migrate(&mut connect(&u2).await.unwrap()).await }
+    );
+    assert_eq!(a.unwrap(), after);
+    assert_eq!(b.unwrap(), after);
+    assert_eq!(
+        db.one("SELECT count(*) FROM ab_schema"),
+        schema::latest().to_string()
+    );
+    drop(q);
+    // A database a newer build migrated is refused with one clear line.
+    db.sql("INSERT INTO ab_schema (version, name) VALUES (999, 'from the future')");
+    let err = PgQueue::open(
+        settings(&db, "a", 10_000),
+        &QueueOptions::default(),
+        Arc::new(Metrics::default()),
+        Box::new(drop),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("version 999, newer than this alertbridge knows"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_enqueue_resolves_only_once_its_alert_is_committed() {
+    let Some(db) = TestDb::new() else { return };
+    let (on_commit, rx) = told();
+    let q = Arc::new(open(&db, "a", 10_000, on_commit));
+    let t = q.enqueue("mail", Alert::new("disk full")).await.unwrap();
+    assert!(!t.duplicate);
+    // Another connection sees it the moment the enqueue resolved: it was committed.
+    assert_eq!(
+        db.one(&format!(
+            "SELECT owner || ' ' || source FROM ab_alerts WHERE id = {}",
+            t.id
+        )),
+        "a mail"
+    );
+    assert_eq!(rx.try_recv().unwrap(), (t.id, "disk full".into(), false));
+    // Concurrent enqueues share transactions and get distinct ids.
+    let pending: Vec<_> = (0..300)
+        .map(|i| q.enqueue("s", Alert::new(format!("a{i}"))))
+        .collect();
+    let mut ids = Vec::new();
+    for p in pending {
+        ids.push(p.await.unwrap().id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 300);
+    assert_eq!(db.one("SELECT count(*) FROM ab_alerts"), "301");
+    assert_eq!(
+        rx.try_iter().count(),
+        300,
+        "every committed enqueue was handed on"
+    );
+    // Saves record outcomes; a finished alert leaves `unfinished`.
+    let mut a = q.get(t.id).unwrap().unwrap();
+    assert_eq!(a.alert.subject, "disk full");
+    a.finished_ms = Some(1);
+    q.save(&a).await.unwrap();
+    assert!(q.get(t.id).unwrap().unwrap().is_finished());
+    let unfinished = q.unfinished().unwrap();
+    assert_eq!(unfinished.len(), 300);
+    assert!(
+        unfinished.windows(2).all(|w| w[0].id < w[1].id),
+        "oldest first"
+    );
+    let recent: Vec<u64> = q.recent(2).unwrap().iter().map(|a| a.id).collect();
+    assert_eq!(recent, [ids[299], ids[298]]);
+    assert_eq!(q.get(999_999).unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_dedup_key_posted_to_two_hosts_at_once_is_one_alert() {
+    let Some(db) = TestDb::new() else { return };
+    let (c1, rx1) = told();
+    let (c2, rx2) = told();
+    let a = open(&db, "a", 10_000, c1);
+    let b = open(&db, "b", 10_000, c2);
+    for round in 0..20 {
+        let key = format!("k{round}");
+        let (x, y) = tokio::join!(
+            a.enqueue("hook", keyed("from a", &key)),
+            b.enqueue("hook", keyed("from b", &key))
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x.id, y.id, "one alert for both");
+        assert!(
+            x.duplicate != y.duplicate,
+            "exactly one of them is new: {x:?} {y:?}"
+        );
+    }
+    assert_eq!(db.one("SELECT count(*) FROM ab_alerts"), "20");
+    let new = rx1
+        .try_iter()
+        .chain(rx2.try_iter())
+        .filter(|t| !t.2)
+        .count();
+    assert_eq!(new, 20, "each alert is handed to one host's dispatch");
+    // Keys are scoped to their source; the same key twice in one batch is one alert.
+    assert!(
+        !a.enqueue("mail", keyed("other source", "k0"))
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let (p, q) = tokio::join!(
+        a.enqueue("s", keyed("x", "same")),
+        a.enqueue("s", keyed("y", "same"))
+    );
+    assert_eq!(p.as_ref().unwrap().id, q.as_ref().unwrap().id);
+    assert!(!p.unwrap().duplicate && q.unwrap().duplicate);
+}
+
+#[tokio::test]
+async fn an_expired_dedup_key_is_taken_again() {
+    let Some(db) = TestDb::new() else { return };
+    let options = QueueOptions {
+        dedup_window: Duration::from_millis(150),
+        ..QueueOptions::default()
+    };
+    let q = PgQueue::open(
+        settings(&db, "a", 10_000),
+        &options,
+        Arc::new(Metrics::default()),
+        Box::new(drop),
+    )
+    .unwrap();
+    let first = q.enqueue("s", keyed("a", "k")).await.unwrap();
+    assert!(q.enqueue("s", keyed("a", "k")).await.unwrap().duplicate);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = q.enqueue("s", keyed("a", "k")).await.unwrap();
+    assert!(!again.duplicate);
+    assert_ne!(again.id, first.id);
+}
+
+#[tokio::test]
+async fn a_host_that_stops_renewing_has_its_work_taken_over_within_the_lease() {
+    let Some(db) = TestDb::new() else { return };
+    const LEASE_MS: u64 = 400;
+    let a = open(&db, "a", LEASE_MS, Box::new(drop));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            a.enqueue("s", Alert::new(format!("m{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let done = a.enqueue("s", Alert::new("done")).await.unwrap().id;
+    let mut finished = a.get(done).unwrap().unwrap();
+    finished.finished_ms = Some(1);
+    a.save(&finished).await.unwrap();
+    let (on_commit, rx) = told();
+    let b = open(&db, "b", LEASE_MS, on_commit);
+    assert!(
+        b.unfinished().unwrap().is_empty(),
+        "a's leases are live: b takes nothing"
+    );
+    // Host a keeps renewing: b takes nothing for two leases.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(2 * LEASE_MS))
+            .is_err()
+    );
+    // Host a stops renewing (as if it died; its writer stays to show the fence below).
+    a.core.stop.cancel();
+    let stopped = Instant::now();
+    let mut taken = Vec::new();
+    while taken.len() < 3 {
+        let (id, _, dup) = rx
+            .recv_timeout(Duration::from_millis(3 * LEASE_MS))
+            .expect("b takes over a's alerts");
+        assert!(!dup);
+        taken.push(id);
+    }
+    let took = stopped.elapsed();
+    taken.sort_unstable();
+    assert_eq!(
+        taken, ids,
+        "every unfinished alert, and not the finished one"
+    );
+    assert!(
+        took <= Duration::from_millis(LEASE_MS * 3 / 2 + 300),
+        "{took:?}"
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM ab_alerts WHERE owner = 'b'"),
+        "3"
+    );
+    // Taken once: nothing more comes while b renews.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(2 * LEASE_MS))
+            .is_err()
+    );
+    // Host a can no longer record outcomes (nor so begin a send) for them.
+    let mut stale = a.get(ids[0]).unwrap().unwrap();
+    stale.finished_ms = Some(2);
+    let fenced = a.save(&stale).await.unwrap_err();
+    assert!(
+        fenced.to_string().contains("no longer this host's"),
+        "{fenced}"
+    );
+    assert!(!b.get(ids[0]).unwrap().unwrap().is_finished());
+    // b closing cleanly releases its leases: a host starting as "c" takes them at once.
+    drop(b);
+    let c = open(&db, "c", 60_000, Box::new(drop));
+    let resumed: Vec<u64> = c.unfinished().unwrap().iter().map(|a| a.id).collect();
+    assert_eq!(resumed, ids);
+}
+
+#[tokio::test]
+async fn the_database_down_means_try_later_and_the_queue_comes_back_by_itself() {
+    let Some(db) = TestDb::new() else { return };
+    let metrics = Arc::new(Metrics::default());
+    let (on_commit, rx) = told();
+    let q = PgQueue::open(
+        settings(&db, "a", 10_000),
+        &QueueOptions::default(),
+        Arc::clone(&metrics),
+        on_commit,
+    )
+    .unwrap();
+    let kept = q.enqueue("s", Alert::new("before")).await.unwrap();
+    let mut alert = q.get(kept.id).unwrap().unwrap();
+    db.go_down();
+    // The first enqueue meets the cut connection, the next ones the fault: all "try later".
+    for _ in 0..3 {
+        match q.enqueue("s", Alert::new("during")).await {
+            Err(QueueError::Unavailable { retry_after_ms, .. }) => assert!(retry_after_ms >= 1000),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+    assert!(
+        metrics.queue_fault().is_some(),
+        "health says the queue is down"
+    );
+    assert!(
+        metrics.render().contains("alertbridge_queue_up 0"),
+        "{}",
+        metrics.render()
+    );
+    // An outcome recorded meanwhile is kept and written after the reconnect.
+    alert.finished_ms = Some(7);
+    assert!(q.save(&alert).await.is_err());
+    db.come_back();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let back = loop {
+        match q.enqueue("s", Alert::new("after")).await {
+            Ok(t) => break t,
+            Err(QueueError::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the queue did not come back: {e}"),
+        }
+    };
+    assert!(metrics.queue_fault().is_none());
+    assert!(
+        q.get(kept.id).unwrap().unwrap().is_finished(),
+        "the kept save was written"
+    );
+    let subjects: Vec<String> = rx.try_iter().map(|t| t.1).collect();
+    assert_eq!(subjects, ["before", "after"], "nothing refused was queued");
+    assert_eq!(db.one("SELECT count(*) FROM ab_alerts"), "2");
+    assert!(back.id > kept.id);
+}
