@@ -48,6 +48,7 @@ fn router(group: usize) -> Router {
     Router {
         routes: vec![route],
         groups: BTreeMap::from([("big".to_owned(), members)]),
+        ..Router::default()
     }
 }
 

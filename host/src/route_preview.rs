@@ -1,5 +1,6 @@
 //! `alertbridge route`'s engine: which routes an alert matches, who it reaches through which
-//! sinks, and what happens to offline recipients — without running anything (like
+//! sinks, what happens to offline recipients, and the message each of them would get (through
+//! the route's or the sink's template) — without running anything (like
 //! `amtool config routes test`).
 //!
 //! The alert file is read by the kit's alert format parser ([`format`], specified in
@@ -15,8 +16,9 @@ use alertbridge_plugin_api::{
 
 use crate::{
     config::Config,
-    model::StoredAlert,
+    model::{StoredAlert, now_ms},
     router::{Route, check_named_recipients},
+    template::{Context, Rendered},
 };
 
 /// Why an alert file could not be read.
@@ -63,7 +65,7 @@ pub fn read_alert(path: &Path) -> Result<Alert, AlertFileError> {
 /// The report for `alert` as if it came from `source`.
 pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
     let router = &config.router;
-    let stored = StoredAlert::new(0, source, alert, 0);
+    let stored = StoredAlert::new(0, source, alert, now_ms());
     let a = &stored.alert;
     let mut out = String::new();
     let _ = writeln!(
@@ -125,10 +127,51 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
         }
     }
     let _ = writeln!(out, "messages:");
-    for (t, _) in router.plan(&stored) {
+    let plan = router.plan(&stored);
+    for (t, _) in &plan {
         let _ = writeln!(out, "  {} -> {} (route {})", t.sink, t.user, t.route);
     }
+    // One rendered message per route and sink, in plan order, with who gets it.
+    let ctx = Context::alert(&stored);
+    let mut calls: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for (t, _) in &plan {
+        match calls
+            .iter_mut()
+            .find(|(r, s, _)| *r == t.route && *s == t.sink)
+        {
+            Some((_, _, users)) => users.push(&t.user),
+            None => calls.push((&t.route, &t.sink, vec![&t.user])),
+        }
+    }
+    for (route, sink, users) in calls {
+        let rendered = router.templates.render(route, sink, &ctx);
+        let _ = writeln!(
+            out,
+            "message of route {route} through {sink} to {}:",
+            users.join(", ")
+        );
+        show(&mut out, &rendered);
+    }
     out
+}
+
+/// A rendered message, indented: which template made it, the subject and the text.
+fn show(out: &mut String, r: &Rendered) {
+    let _ = match &r.template {
+        None => writeln!(out, "  template: none (the alert's own subject and text)"),
+        Some(owner) => writeln!(out, "  template: {owner}'s"),
+    };
+    if let Some(e) = &r.error {
+        let _ = writeln!(
+            out,
+            "  render failed, the alert's own text is sent instead: {e}"
+        );
+    }
+    let _ = writeln!(out, "  subject: {}", r.subject);
+    let _ = writeln!(out, "  text:");
+    for line in r.text.lines() {
+        let _ = writeln!(out, "    | {line}");
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +255,7 @@ mod tests {
         let text = r#"
 [host]
 data_dir = "/tmp/x"
+public_url = "https://ab.example.com"
 [[source]]
 name = "mail"
 plugin = "pop3"
@@ -228,6 +272,10 @@ groups = ["ops"]
 sinks = ["lync"]
 continue = true
 offline = { policy = "hold", max_wait_secs = 900, then = "fallback", fallback = "dba" }
+template = """
+{{ severity | upper }} {{ subject }} @ {{ labels.host }}
+see {{ alert_url }}
+"""
 [[route]]
 name = "dba"
 groups = ["dba"]
@@ -235,6 +283,8 @@ sinks = ["lync"]
 "#;
         let config = Config::parse(Path::new("t.toml"), text).unwrap();
         let mut alert = Alert::new("Disk full on db01");
+        alert.body = "/var at 98%".into();
+        alert.labels.insert("host".into(), "db01".into());
         alert.severity = Severity::CRITICAL;
         alert.users = vec!["sip:mallory@x".into()];
         let report = explain(&config, "mail", alert);
@@ -255,7 +305,18 @@ sinks = ["lync"]
              messages:\n\
              \x20 lync -> sip:alice@x (route crit)\n\
              \x20 lync -> sip:bob@x (route crit)\n\
-             \x20 lync -> sip:carol@x (route dba)\n"
+             \x20 lync -> sip:carol@x (route dba)\n\
+             message of route crit through lync to sip:alice@x, sip:bob@x:\n\
+             \x20 template: route `crit`'s\n\
+             \x20 subject: Disk full on db01\n\
+             \x20 text:\n\
+             \x20   | CRITICAL Disk full on db01 @ db01\n\
+             \x20   | see https://ab.example.com/?alert=0\n\
+             message of route dba through lync to sip:carol@x:\n\
+             \x20 template: none (the alert's own subject and text)\n\
+             \x20 subject: Disk full on db01\n\
+             \x20 text:\n\
+             \x20   | /var at 98%\n"
         );
         assert!(explain(&config, "mail", Alert::new("x")).contains("matching routes:\n  1. dba\n"));
         let mut flood = Alert::new("flood");
