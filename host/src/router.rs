@@ -318,6 +318,64 @@ pub struct Route {
     pub offline: OfflinePolicy,
     /// What a recipient whose presence could not be had counts as (`offline.unknown`).
     pub unknown_presence: UnknownPresence,
+    /// `group_by`: the route's alerts reach each recipient as digests, one per group.
+    pub grouping: Option<Grouping>,
+}
+
+/// How a route groups its alerts into digests (`group_by`, `group_wait_ms`,
+/// `group_interval_ms`; issue 16).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grouping {
+    /// The fields whose values make the group; alerts with the same values share a digest.
+    pub by: Vec<GroupField>,
+    /// How long a new group collects before its first IM.
+    pub wait: Duration,
+    /// At most one update IM per group and recipient per interval.
+    pub interval: Duration,
+}
+
+/// One `group_by` entry: an alert field the router matches on, or a label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupField {
+    Source,
+    Severity,
+    Subject,
+    Label(String),
+}
+
+impl GroupField {
+    /// `source`, `severity` and `subject` name the alert's fields, `labels.NAME` or any other
+    /// name a label.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "source" => Self::Source,
+            "severity" => Self::Severity,
+            "subject" => Self::Subject,
+            other => Self::Label(other.strip_prefix("labels.").unwrap_or(other).to_owned()),
+        }
+    }
+
+    /// This field's value in `alert` (empty for a label it does not have).
+    pub fn value<'a>(&self, alert: &'a StoredAlert) -> &'a str {
+        match self {
+            Self::Source => &alert.source,
+            Self::Severity => alert.alert.severity.name(),
+            Self::Subject => &alert.alert.subject,
+            Self::Label(name) => alert.alert.labels.get(name).map_or("", String::as_str),
+        }
+    }
+
+    /// True if and only if this is the label `name`.
+    pub fn is_label(&self, name: &str) -> bool {
+        matches!(self, Self::Label(l) if l == name)
+    }
+}
+
+impl Grouping {
+    /// The values of `alert` that name its group, in `group_by` order.
+    pub fn values(&self, alert: &StoredAlert) -> Vec<String> {
+        self.by.iter().map(|f| f.value(alert).to_owned()).collect()
+    }
 }
 
 /// What a route does with a recipient whose presence could not be had: the sink's presence
@@ -476,6 +534,7 @@ mod tests {
             allow_alert_recipients: false,
             offline: OfflinePolicy::Skip,
             unknown_presence: UnknownPresence::Offline,
+            grouping: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod error;
+mod grouping;
 pub mod queue;
 mod raw;
 mod templates;
@@ -73,6 +74,9 @@ pub struct DeliverySettings {
     pub deliver_timeout: Duration,
     /// What a send that began before a restart and has no outcome becomes.
     pub on_uncertain: OnUncertain,
+    /// When a recipient's rate limit is reached, what waits for them goes as one digest IM at
+    /// the next free slot instead of one by one (issue 16).
+    pub fold_rate_limited: bool,
 }
 
 /// `[delivery] on_uncertain`: what to do after a restart with a send that began (recorded before
@@ -104,6 +108,7 @@ impl Default for DeliverySettings {
             per_sink_per_second: 0,
             deliver_timeout: Duration::from_secs(60),
             on_uncertain: OnUncertain::Resend,
+            fold_rate_limited: true,
         }
     }
 }
@@ -542,6 +547,7 @@ fn delivery_settings(c: &mut Collector<'_>, raw: RawDelivery) -> DeliverySetting
             .deliver_timeout_ms
             .map_or(d.deliver_timeout, Duration::from_millis),
         on_uncertain,
+        fold_rate_limited: raw.fold_rate_limited.unwrap_or(d.fold_rate_limited),
     }
 }
 
@@ -667,6 +673,15 @@ fn routes(
         let offline = raw.offline.map_or(OfflinePolicy::Skip, |o| {
             offline_policy(c, &name, raw.name.span(), o, &names)
         });
+        let grouping = grouping::grouping(
+            c,
+            &name,
+            grouping::RawGrouping {
+                group_by: raw.group_by,
+                group_wait_ms: raw.group_wait_ms,
+                group_interval_ms: raw.group_interval_ms,
+            },
+        );
         out.push(Route {
             name,
             matcher: Matcher {
@@ -689,6 +704,7 @@ fn routes(
             allow_alert_recipients: raw.allow_alert_recipients,
             offline,
             unknown_presence,
+            grouping,
         });
     }
     out

@@ -44,6 +44,7 @@ pub struct RawDelivery {
     pub per_sink_per_second: Option<u32>,
     pub deliver_timeout_ms: Option<u64>,
     pub on_uncertain: Option<Spanned<String>>,
+    pub fold_rate_limited: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +135,10 @@ pub struct RawRoute {
     pub offline: Option<RawOffline>,
     /// The `[[escalation]]` policy whose levels give the recipients (issue 14).
     pub escalation: Option<Spanned<String>>,
+    /// Grouping into digests (issue 16): fields whose values make a group.
+    pub group_by: Option<Spanned<Vec<Spanned<String>>>>,
+    pub group_wait_ms: Option<Spanned<u64>>,
+    pub group_interval_ms: Option<Spanned<u64>>,
     /// The message template; read (and compiled) by `config::templates`.
     #[serde(default, rename = "template")]
     pub _template: Option<serde::de::IgnoredAny>,

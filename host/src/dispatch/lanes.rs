@@ -121,6 +121,27 @@ impl Lanes {
         }
     }
 
+    /// Wakes every alert behind the head of the lane of `(sink, user)` from `source` (what
+    /// waits there is being folded into a digest and is to enroll in it).
+    pub fn wake_behind(&self, source: &str, sink: &str, user: &str) {
+        let inner = self.lock();
+        let lane = inner
+            .lanes
+            .get(source)
+            .and_then(|sinks| sinks.get(sink))
+            .and_then(|users| users.get(user));
+        for id in lane.into_iter().flatten().skip(1) {
+            if let Some(waker) = inner.wakers.get(id) {
+                waker.notify_one();
+            }
+        }
+    }
+
+    /// The notifier alert `id`'s task waits on.
+    pub fn waker(&self, id: u64) -> Option<Arc<Notify>> {
+        self.lock().wakers.get(&id).cloned()
+    }
+
     /// Forgets alert `id`'s task (it ended).
     pub fn forget(&self, id: u64) {
         self.lock().wakers.remove(&id);

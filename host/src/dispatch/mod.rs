@@ -18,6 +18,8 @@
 
 mod clock;
 mod depth;
+mod digest;
+mod digest_text;
 mod fair;
 mod lanes;
 mod outcome;
@@ -30,17 +32,23 @@ mod send;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock, Weak},
     time::Duration,
 };
 
 use alertbridge_plugin_api::{ErrorKind, PluginError, PresenceState, REPEAT_MARK};
 use alertbridge_plugin_api::kit::format::unix_ms_rfc3339;
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use self::{clock::Clock, fair::FairSlots, lanes::Lanes, presence::PresenceCache};
+use self::{
+    clock::Clock,
+    digest::{Board, DigestKey, Member, Stand},
+    fair::FairSlots,
+    lanes::Lanes,
+    presence::PresenceCache,
+};
 pub use self::{
     depth::{Depth, Full, Reservation},
     outcome::{Finding, apply, send_regardless},
@@ -86,6 +94,10 @@ pub struct Dispatcher {
     paced: Mutex<HashMap<String, i64>>,
     /// Per recipient and sink: the alerts that still owe a message, in accept order.
     lanes: Lanes,
+    /// The digests being collected (grouped routes, rate-limit folding).
+    board: Board,
+    /// This dispatcher, for the tasks that drive digests.
+    me: Weak<Dispatcher>,
     /// The silences in force, once the host has them.
     silences: RwLock<Option<Arc<Silences>>>,
     tracker: TaskTracker,
@@ -117,7 +129,7 @@ impl Dispatcher {
         depth: Arc<Depth>,
         clock: Clock,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             queue,
             metrics,
             presence: PresenceCache::new(),
@@ -129,6 +141,8 @@ impl Dispatcher {
             depth,
             paced: Mutex::new(HashMap::new()),
             lanes: Lanes::new(),
+            board: Board::default(),
+            me: me.clone(),
             silences: RwLock::new(None),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -334,6 +348,7 @@ impl Dispatcher {
                 r.reason = "expired before delivery".into();
                 r.updated_ms = now;
                 dirty = true;
+                self.board.withdraw(alert.id, &r.sink, &r.user);
             }
         }
 
@@ -351,17 +366,23 @@ impl Dispatcher {
         let mut findings: Vec<(usize, Finding)> = Vec::new();
         let mut gated: Vec<usize> = Vec::new();
         let mut sends: Vec<Send> = Vec::new();
+        let mut digests: Vec<(usize, DigestKey, u64)> = Vec::new();
         for p in futures::future::join_all(prepared).await {
             findings.extend(p.findings);
             gated.extend(p.gated);
             sends.extend(p.send);
+            digests.extend(p.digests);
         }
-        if !sends.is_empty() {
+        if !sends.is_empty() || !digests.is_empty() {
             // The send is recorded before it starts: after a crash it is known to be uncertain.
             for send in &sends {
                 for &i in &send.idx {
                     alert.recipients[i].sending = true;
                 }
+            }
+            for &(i, _, digest) in &digests {
+                alert.recipients[i].sending = true;
+                alert.recipients[i].digest = Some(digest);
             }
             if let Err(e) = self.queue.save(alert).await {
                 tracing::warn!(alert = alert.id, error = %crate::error_chain(&e), "Could not record that a send begins; not sending now.");
@@ -372,16 +393,34 @@ impl Dispatcher {
                         findings.push((i, Finding::SinkDown(why.clone())));
                     }
                 }
+                for (i, key, _) in digests.drain(..) {
+                    alert.recipients[i].sending = false;
+                    self.board.withdraw(alert.id, &key.sink, &key.user);
+                    findings.push((i, Finding::SinkDown(why.clone())));
+                }
             }
         }
         // Each route handed over to once, however many recipients it takes over.
         let mut fallbacks = BTreeSet::new();
         // Recipients whose lanes were left while other sinks' calls were still out.
         let mut left = BTreeSet::new();
-        let mut in_flight: FuturesUnordered<_> = sends
+        let mut in_flight: FuturesUnordered<BoxFuture<'_, Vec<(usize, Finding)>>> = sends
             .into_iter()
-            .map(|send| self.run_job(settings, Self::job(alert, send)))
+            .map(|send| self.run_job(settings, Self::job(alert, send)).boxed())
             .collect();
+        // Recipients carried by a digest: their outcome is the digest's.
+        for (i, key, _) in digests {
+            let carried = self.board.join(&key, Member::of(alert, i));
+            in_flight.push(
+                async move {
+                    let finding = carried.await.unwrap_or_else(|_| {
+                        Finding::SinkDown("the digest was not sent (stopping)".into())
+                    });
+                    vec![(i, finding)]
+                }
+                .boxed(),
+            );
+        }
         while let Some(found) = in_flight.next().await {
             dirty = true;
             let now = self.clock.now_ms();
@@ -508,6 +547,7 @@ impl Dispatcher {
             findings,
             gated: Vec::new(),
             send: None,
+            digests: Vec::new(),
         };
         // A sink that is starting (at host start, or after a restart) is waited for briefly,
         // so resumed and first alerts do not sit out a whole retry delay.
@@ -565,6 +605,23 @@ impl Dispatcher {
         let mut findings = Vec::new();
         let mut gated = Vec::new();
         let mut send: Vec<usize> = Vec::new();
+        let mut digests = Vec::new();
+        let mut enroll = |key: DigestKey, i: usize, first_due: i64, gated: &mut Vec<usize>| {
+            let grouping = router
+                .route(&recipients[i].route)
+                .and_then(|r| r.grouping.as_ref());
+            let Some(waker) = self.lanes.waker(alert.id) else {
+                return;
+            };
+            let (stand, new) = self.board.stand(&key, alert.id, &waker, first_due, grouping);
+            if new && let Some(me) = self.me.upgrade() {
+                self.tracker.spawn(me.drive_digest(key.clone()));
+            }
+            match stand {
+                Stand::Wait => gated.push(i),
+                Stand::Mark(digest) => digests.push((i, key, digest)),
+            }
+        };
         for (&i, regardless) in idx.iter().zip(regardless) {
             let user = &recipients[i].user;
             let state = states.get(user).copied().unwrap_or(PresenceState::UNKNOWN);
@@ -577,6 +634,10 @@ impl Dispatcher {
                 !regardless && presence::unknown_is_offline(router, &recipients[i].route)
             }) {
                 findings.push((i, Finding::PresenceUnknown(why)));
+            } else if let Some((key, first_due)) =
+                self.digest_for(router, settings, alert, i, &sink, now)
+            {
+                enroll(key, i, first_due, &mut gated);
             } else if !self.lanes.is_head(alert.id, &alert.source, &sink, user) {
                 // An earlier alert from this source to this recipient is not finished: wait
                 // for it, in order.
@@ -585,10 +646,19 @@ impl Dispatcher {
                 self.rate
                     .check(user, now, settings.per_recipient_per_minute as usize)
             {
-                findings.push((i, Finding::RateLimited(at)));
+                if settings.fold_rate_limited {
+                    // What waits for this recipient goes as one digest at the next slot.
+                    enroll(fold_key(&sink, user), i, at, &mut gated);
+                    self.lanes.wake_behind(&alert.source, &sink, user);
+                } else {
+                    findings.push((i, Finding::RateLimited(at)));
+                }
             } else {
                 send.push(i);
             }
+        }
+        for (i, _) in &findings {
+            self.board.withdraw(alert.id, &sink, &recipients[*i].user);
         }
         Prepared {
             findings,
@@ -598,7 +668,33 @@ impl Dispatcher {
                 port,
                 idx: send,
             }),
+            digests,
         }
+    }
+
+    /// The digest recipient `i` of `alert` goes with, if any, and when a new one is first due:
+    /// its route's group (after `group_wait_ms`), or the recipient's fold while its rate limit
+    /// holds.
+    fn digest_for(
+        &self,
+        router: &Router,
+        settings: &DeliverySettings,
+        alert: &StoredAlert,
+        i: usize,
+        sink: &str,
+        now: i64,
+    ) -> Option<(DigestKey, i64)> {
+        let r = &alert.recipients[i];
+        if let Some(g) = router.route(&r.route).and_then(|r| r.grouping.as_ref()) {
+            let key = DigestKey {
+                sink: sink.to_owned(),
+                user: r.user.clone(),
+                group: Some((r.route.clone(), g.values(alert))),
+            };
+            return Some((key, now + g.wait.as_millis() as i64));
+        }
+        (settings.fold_rate_limited && self.board.folding(sink, &r.user))
+            .then(|| (fold_key(sink, &r.user), now))
     }
 }
 
@@ -608,6 +704,8 @@ struct Prepared {
     /// Due, reachable, and behind an earlier alert in their lane.
     gated: Vec<usize>,
     send: Option<Send>,
+    /// Recipients to record as sent in a digest (its id), then join it.
+    digests: Vec<(usize, DigestKey, u64)>,
 }
 
 /// Recipients to send to now through one sink.
@@ -632,6 +730,15 @@ fn record(route: String, sink: String, user: String, now: i64) -> RecipientRecor
         repeat: false,
         digest: None,
         silence: None,
+    }
+}
+
+/// The digest that folds what waits for `user` through `sink` while its rate limit holds.
+fn fold_key(sink: &str, user: &str) -> DigestKey {
+    DigestKey {
+        sink: sink.to_owned(),
+        user: user.to_owned(),
+        group: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod memq;
 
 mod crash;
 mod delivery;
+mod digest;
 mod offline;
 mod order;
 
