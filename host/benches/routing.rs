@@ -41,6 +41,7 @@ fn router(group: usize) -> Router {
         allow_alert_recipients: true,
         offline: OfflinePolicy::Skip,
         unknown_presence: Default::default(),
+        grouping: None,
     };
     let members = (0..group)
         .map(|i| format!("sip:member{i}@contoso.com"))
