@@ -125,6 +125,17 @@ pub fn check(path: &Path) -> Result<Vec<ConfigError>, CliError> {
             errors.push(config.locate_plugin_error(&slot.config, e.key.as_deref(), &e.message));
         }
     }
+    // With `[queue] backend = "postgres"`: reachable, and where its schema stands.
+    match config.queue.schema_report() {
+        Some(Ok(line)) => println!("{line}"),
+        Some(Err(message)) => errors.push(ConfigError {
+            file: config.path.display().to_string(),
+            line: 0,
+            column: 0,
+            message,
+        }),
+        None => {}
+    }
     errors.sort_by_key(|e| (e.line, e.column));
     Ok(errors)
 }

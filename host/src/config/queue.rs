@@ -64,6 +64,35 @@ impl QueueBackend {
         })
     }
 
+    /// For `alertbridge check`: with PostgreSQL, connects (changing nothing) and says where
+    /// the schema stands — `Ok` with the line to show, `Err` with the one-line reason the
+    /// database cannot be used (unreachable, refused, newer schema). `None` for redb.
+    pub fn schema_report(&self) -> Option<Result<String, String>> {
+        let Self::Postgres(pg) = self else {
+            return None;
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return Some(Err(format!("[queue] cannot start a runtime: {e}"))),
+        };
+        let state = runtime.block_on(crate::queue::postgres::schema_state(&pg.url));
+        Some(match state {
+            Ok(s) if s.is_newer() => Err(format!("[queue] PostgreSQL schema: {s}")),
+            Ok(s) => Ok(format!(
+                "queue: postgres (node {}, lease {} ms), schema {s}",
+                pg.node,
+                pg.lease.as_millis()
+            )),
+            Err(e) => Err(format!(
+                "[queue] PostgreSQL unreachable: {}",
+                crate::error_chain(&e)
+            )),
+        })
+    }
+
     /// The backend's name as written in `[queue] backend`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -308,5 +337,52 @@ mod tests {
                 "/etc/ab/t.toml:7:12: [queue] lease_ms: must be between 100 and 3600000"
             ]
         );
+    }
+
+    #[test]
+    fn check_reports_the_schema_state_or_why_the_database_cannot_be_used() {
+        let pg = |url: &str| {
+            QueueBackend::Postgres(PgSettings {
+                url: Secret::new(url),
+                node: "ab1".into(),
+                lease: Duration::from_millis(DEFAULT_LEASE_MS),
+            })
+        };
+        assert_eq!(QueueBackend::Redb.schema_report(), None);
+        // Nothing listens on port 9 of loopback: one line, no password.
+        let down = pg("postgres://ab:s3cret@127.0.0.1:9/ab?connect_timeout=2")
+            .schema_report()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            down.starts_with("[queue] PostgreSQL unreachable: cannot connect to PostgreSQL"),
+            "{down}"
+        );
+        assert!(!down.contains('\n') && !down.contains("s3cret"), "{down}");
+        let Some(db) = crate::queue::postgres::tests::TestDb::new() else {
+            return;
+        };
+        let backend = pg(db.url.expose());
+        assert_eq!(
+            backend.schema_report(),
+            Some(Ok(format!(
+                "queue: postgres (node ab1, lease 10000 ms), schema empty: the start would create it (version {})",
+                crate::queue::postgres::schema::latest()
+            )))
+        );
+        let QueueBackend::Postgres(settings) = &backend else {
+            unreachable!()
+        };
+        drop(
+            crate::queue::PgQueue::open(
+                settings.clone(),
+                &crate::queue::QueueOptions::default(),
+                Arc::default(),
+                Box::new(drop),
+            )
+            .unwrap(),
+        );
+        let current = backend.schema_report().unwrap().unwrap();
+        assert!(current.ends_with("schema current (version 1)"), "{current}");
     }
 }

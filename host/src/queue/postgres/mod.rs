@@ -19,9 +19,9 @@
 //! synchronous reads can wait for it from any thread, inside or outside the host's runtime.
 
 mod lease;
-mod schema;
+pub(crate) mod schema;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod writer;
 
 use std::{
