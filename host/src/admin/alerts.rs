@@ -5,6 +5,9 @@
 //! `next_before` is the cursor for the next page (`?before=`), `null` after the oldest. The
 //! answer is written while the alerts are read, so a request holds a couple of alerts in memory,
 //! never the page.
+//!
+//! `?digest=ID` lists only the alerts a digest carried (a recipient's record names it; issue 16):
+//! the link in a digest IM.
 
 use std::sync::Arc;
 
@@ -76,6 +79,8 @@ pub fn queue_error(e: &QueueError) -> Response {
 pub struct ListQuery {
     limit: Option<usize>,
     before: Option<u64>,
+    /// Only the alerts this digest carried.
+    digest: Option<u64>,
 }
 
 /// Where a page starts and how much it may hold.
@@ -84,6 +89,8 @@ struct Page {
     /// The newest id to look at.
     top: u64,
     limit: usize,
+    /// Only alerts with a recipient whose record names this digest.
+    digest: Option<u64>,
 }
 
 pub async fn list(
@@ -102,7 +109,17 @@ pub async fn list(
     let top = q.before.map_or(newest, |b| b.saturating_sub(1).min(newest));
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let queue = Arc::clone(&s.queue);
-    tokio::task::spawn_blocking(move || write_page(|id| queue.get(id), Page { top, limit }, &tx));
+    tokio::task::spawn_blocking(move || {
+        write_page(
+            |id| queue.get(id),
+            Page {
+                top,
+                limit,
+                digest: q.digest,
+            },
+            &tx,
+        )
+    });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     });
@@ -130,7 +147,11 @@ fn write_page(
     let (mut id, mut count, mut bytes) = (page.top, 0usize, 0usize);
     while id > floor && count < page.limit && bytes < PAGE_BYTES {
         match get(id) {
-            Ok(Some(alert)) => {
+            Ok(Some(alert))
+                if page
+                    .digest
+                    .is_none_or(|d| alert.recipients.iter().any(|r| r.digest == Some(d))) =>
+            {
                 let mut buf = if count == 0 { Vec::new() } else { vec![b','] };
                 if let Err(e) = serde_json::to_writer(&mut buf, &view(&alert)) {
                     tracing::error!(id, error = %e, "Cannot serialize an alert for the API.");
@@ -143,7 +164,7 @@ fn write_page(
                     return;
                 }
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(id, error = %crate::error_chain(&e), "Alert page cut short: the queue failed.");
                 let _ = tx.blocking_send(Err(std::io::Error::other(e)));
@@ -193,11 +214,20 @@ mod tests {
 
     /// Runs one page over `alerts`: the ids it lists and its cursor.
     fn page(alerts: &BTreeMap<u64, StoredAlert>, top: u64, limit: usize) -> (Vec<u64>, Value) {
+        page_of(alerts, top, limit, None)
+    }
+
+    fn page_of(
+        alerts: &BTreeMap<u64, StoredAlert>,
+        top: u64,
+        limit: usize,
+        digest: Option<u64>,
+    ) -> (Vec<u64>, Value) {
         let (tx, mut rx) = mpsc::channel(4);
         let alerts = alerts.clone();
-        let writer = std::thread::spawn(move || {
-            write_page(|id| Ok(alerts.get(&id).cloned()), Page { top, limit }, &tx)
-        });
+        let page = Page { top, limit, digest };
+        let writer =
+            std::thread::spawn(move || write_page(|id| Ok(alerts.get(&id).cloned()), page, &tx));
         let mut body = Vec::new();
         while let Some(chunk) = rx.blocking_recv() {
             body.extend_from_slice(&chunk.unwrap());
@@ -244,5 +274,28 @@ mod tests {
         let (ids, next) = page(&alerts, 10, MAX_PAGE);
         assert_eq!(ids, [10, 9, 8]);
         assert_eq!(next, 8);
+    }
+
+    #[test]
+    fn a_digest_lists_the_alerts_it_carried() {
+        let mut alerts: BTreeMap<u64, StoredAlert> =
+            (1..=9).map(|id| (id, stored(id, 10))).collect();
+        for (id, digest) in [(2, 2), (3, 2), (5, 2), (6, 6), (8, 2)] {
+            let a = alerts.get_mut(&id).unwrap();
+            // From the stored form, so fields added later keep their defaults.
+            let record = serde_json::json!({
+                "route": "r", "sink": "lync", "user": "sip:a@x", "outcome": "delivered",
+                "attempts": 1, "updated_ms": 0, "digest": digest,
+            });
+            a.recipients
+                .push(serde_json::from_value(record).expect("a stored record"));
+        }
+        let (ids, next) = page_of(&alerts, 9, 50, Some(2));
+        assert_eq!(ids, [8, 5, 3, 2]);
+        assert!(next.is_null());
+        let (ids, next) = page_of(&alerts, 9, 2, Some(2));
+        assert_eq!(ids, [8, 5], "a page of the digest's alerts");
+        assert_eq!(next, 5);
+        assert_eq!(page_of(&alerts, 9, 50, Some(7)).0, Vec::<u64>::new());
     }
 }

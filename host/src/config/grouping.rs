@@ -92,7 +92,9 @@ pub fn grouping(c: &mut Collector<'_>, route: &str, raw: RawGrouping) -> Option<
         if *w.get_ref() > MAX_GROUP_WAIT_MS {
             c.at(
                 Some(w.span()),
-                format!("route `{route}`: `group_wait_ms` is at most {MAX_GROUP_WAIT_MS} (an hour)"),
+                format!(
+                    "route `{route}`: `group_wait_ms` is at most {MAX_GROUP_WAIT_MS} (an hour)"
+                ),
             );
             ok = false;
         }

@@ -180,8 +180,7 @@ impl Board {
             }
             None => {
                 let _ = tx.send(Finding::SinkDown(
-                    "the digest left before this alert joined it; it goes with the next one"
-                        .into(),
+                    "the digest left before this alert joined it; it goes with the next one".into(),
                 ));
             }
         }
@@ -301,7 +300,9 @@ impl Dispatcher {
                 ErrorKind::PERMANENT,
                 format!("no sink `{}` is configured any more", key.sink),
             )),
-            SinkLookup::NotRunning => Finding::SinkDown(format!("sink `{}` is not running", key.sink)),
+            SinkLookup::NotRunning => {
+                Finding::SinkDown(format!("sink `{}` is not running", key.sink))
+            }
             SinkLookup::Running(port) => {
                 let message = self.digest_message(key, cut.digest, &grouped_labels, &cut.joined);
                 tracing::info!(digest = cut.digest, sink = %key.sink, user = %key.user, alerts = cut.joined.len(), "Sending a digest.");

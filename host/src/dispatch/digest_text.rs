@@ -60,7 +60,11 @@ pub fn digest_text(
     }
     let mut subject = format!("{tag} {name}");
     if !names.is_empty() && !(names.len() == 1 && names[0] == name) {
-        let shown = names.iter().take(SUBJECT_ITEMS).cloned().collect::<Vec<_>>();
+        let shown = names
+            .iter()
+            .take(SUBJECT_ITEMS)
+            .cloned()
+            .collect::<Vec<_>>();
         subject.push_str(": ");
         subject.push_str(&shown.join(", "));
         if names.len() > SUBJECT_ITEMS {
@@ -170,10 +174,16 @@ mod tests {
             .map(|n| item(n, "CPU ok", &format!("web{n:02}"), true))
             .collect();
         let (subject, _) = digest_text(&group, &labels, &all, "l");
-        assert!(subject.starts_with("[RESOLVED ×12] HighCPU on eu-1: "), "{subject}");
+        assert!(
+            subject.starts_with("[RESOLVED ×12] HighCPU on eu-1: "),
+            "{subject}"
+        );
         let mixed = vec![item(1, "a", "web01", false), item(2, "b", "web02", true)];
         let (subject, body) = digest_text(&group, &labels, &mixed, "l");
-        assert_eq!(subject, "[FIRING ×1, RESOLVED ×1] HighCPU on eu-1: web01, web02");
+        assert_eq!(
+            subject,
+            "[FIRING ×1, RESOLVED ×1] HighCPU on eu-1: web01, web02"
+        );
         assert!(body.contains("#2 resolved: b"), "{body}");
     }
 

@@ -92,15 +92,12 @@ async fn a_group_reaches_each_recipient_as_one_im_and_every_alert_names_its_dige
             vec![(Outcome::Delivered, Some(us[0])); 3]
         );
     }
-    let eu_call = calls
-        .iter()
-        .find(|c| c.message.alert_id == eu[0])
-        .unwrap();
+    let eu_call = calls.iter().find(|c| c.message.alert_id == eu[0]).unwrap();
     assert!(
-        eu_call.message.body.ends_with(&format!(
-            "Full list: /api/v1/alerts?digest={}",
-            eu[0]
-        )),
+        eu_call
+            .message
+            .body
+            .ends_with(&format!("Full list: /api/v1/alerts?digest={}", eu[0])),
         "{}",
         eu_call.message.body
     );
@@ -148,10 +145,7 @@ async fn updates_wait_an_interval_and_resolved_alerts_update_their_group() {
         .map(|c| (c.at_ms - T0, c.message.subject))
         .collect();
     assert_eq!(calls.len(), 3, "{calls:#?}");
-    assert_eq!(
-        calls[0].1,
-        "[FIRING ×3] HighCPU on eu-1: web1, web2, web3"
-    );
+    assert_eq!(calls[0].1, "[FIRING ×3] HighCPU on eu-1: web1, web2, web3");
     assert!((2_000..2_300).contains(&calls[0].0), "{calls:?}");
     assert_eq!(calls[1].1, "[FIRING ×2] HighCPU on eu-1: web4, web5");
     assert!(
@@ -253,7 +247,10 @@ async fn a_digest_is_recorded_before_its_call_and_repeated_marked_after_a_crash(
             "(repeat after restart) [FIRING ×4] HighCPU on eu-1: web1, web2, web3, … (+1 more)"
         );
         assert_eq!(
-            c.message.attributes.get(REPEAT_ATTRIBUTE).map(String::as_str),
+            c.message
+                .attributes
+                .get(REPEAT_ATTRIBUTE)
+                .map(String::as_str),
             Some("after_restart")
         );
     }
