@@ -22,12 +22,12 @@ use alertbridge_plugin_api::{AlertStatus, ErrorKind, Message, PluginError};
 use tokio::sync::{Notify, oneshot};
 
 use super::{
-    Dispatcher, Finding, SINK_START_WAIT,
+    Dispatcher, Finding, Plan, SINK_START_WAIT,
     digest_text::{Item, digest_text},
     port::SinkLookup,
-    send::mark_repeat,
+    send::{mark_repeat, render},
 };
-use crate::{model::StoredAlert, router::Grouping};
+use crate::{model::StoredAlert, router::Grouping, template::Context};
 
 /// How long a cut waits for its alerts to record that their send begins.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
@@ -56,10 +56,10 @@ pub enum Stand {
 /// An alert that joins a cut digest, as the digest tells of it.
 pub struct Member {
     pub item: Item,
-    pub body: String,
-    pub uid: String,
-    pub source: String,
-    pub severity: alertbridge_plugin_api::Severity,
+    /// The alert without its records, for the templates.
+    pub alert: StoredAlert,
+    /// The route its record for this recipient is on (whose template applies).
+    pub route: String,
     pub repeat: bool,
     pub attempts: u32,
 }
@@ -74,10 +74,11 @@ impl Member {
                 labels: alert.alert.labels.clone(),
                 resolved: alert.alert.status() == AlertStatus::Resolved,
             },
-            body: alert.alert.body.clone(),
-            uid: alert.uid.clone(),
-            source: alert.source.clone(),
-            severity: alert.alert.severity,
+            alert: StoredAlert {
+                recipients: Vec::new(),
+                ..alert.clone()
+            },
+            route: r.route.clone(),
             repeat: r.repeat,
             attempts: r.attempts,
         }
@@ -304,7 +305,8 @@ impl Dispatcher {
                 Finding::SinkDown(format!("sink `{}` is not running", key.sink))
             }
             SinkLookup::Running(port) => {
-                let message = self.digest_message(key, cut.digest, &grouped_labels, &cut.joined);
+                let message =
+                    self.digest_message(&plan, key, cut.digest, &grouped_labels, &cut.joined);
                 tracing::info!(digest = cut.digest, sink = %key.sink, user = %key.user, alerts = cut.joined.len(), "Sending a digest.");
                 self.deliver(&plan.settings, &key.sink, port.as_ref(), vec![0], &message)
                     .await
@@ -323,6 +325,7 @@ impl Dispatcher {
     /// The IM of digest `digest` carrying `joined` (in accept order) to `key.user`.
     fn digest_message(
         &self,
+        plan: &Plan,
         key: &DigestKey,
         digest: u64,
         grouped_labels: &[String],
@@ -330,13 +333,16 @@ impl Dispatcher {
     ) -> Message {
         let items: Vec<Item> = joined.iter().map(|(m, _)| m.item.clone()).collect();
         let group = key.group.as_ref().map_or(&[][..], |(_, v)| v.as_slice());
-        let link = format!("/api/v1/alerts?digest={digest}");
+        let templates = &plan.router.templates;
+        let link = format!("{}/api/v1/alerts?digest={digest}", templates.public_url());
         let first = &joined[0].0;
         // What waited out the rate limit alone goes as itself.
-        let (subject, body) = if key.group.is_none() && joined.len() == 1 {
-            (first.item.subject.clone(), first.body.clone())
+        let context = if key.group.is_none() && joined.len() == 1 {
+            Context::alert(&first.alert)
         } else {
-            digest_text(group, grouped_labels, &items, &link)
+            let (subject, text) = digest_text(group, grouped_labels, &items, &link);
+            let alerts: Vec<&StoredAlert> = joined.iter().map(|(m, _)| &m.alert).collect();
+            Context::group(subject, text, &alerts)
         };
         let last = items.last().map_or(0, |i| i.id);
         let mut labels = BTreeMap::new();
@@ -348,26 +354,27 @@ impl Dispatcher {
         let mut message = Message {
             alert_id: digest,
             attempt: joined.iter().map(|(m, _)| m.attempts).max().unwrap_or(0) + 1,
-            source: first.source.clone(),
-            subject,
-            body,
+            source: first.alert.source.clone(),
+            subject: String::new(),
+            body: String::new(),
             severity: joined
                 .iter()
-                .map(|(m, _)| m.severity)
+                .map(|(m, _)| m.alert.alert.severity)
                 .max()
-                .unwrap_or(first.severity),
+                .unwrap_or_default(),
             labels,
             recipients: vec![key.user.clone()],
             // The same digest sent again keeps its key; a digest of other alerts has its own.
             attributes: [
                 (
                     "alert_uid".to_owned(),
-                    format!("{}-digest-{}-{last}", first.uid, items.len()),
+                    format!("{}-digest-{}-{last}", first.alert.uid, items.len()),
                 ),
                 (DIGEST_ATTRIBUTE.to_owned(), digest.to_string()),
             ]
             .into(),
         };
+        render(templates, &first.route, &key.sink, &context, &mut message);
         if joined.iter().any(|(m, _)| m.repeat) {
             mark_repeat(&mut message);
         }

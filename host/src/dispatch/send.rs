@@ -179,7 +179,13 @@ struct Call {
 /// Puts the text of `route`'s template (or `sink`'s) into `message`: the plain text as the
 /// body and, when a template made one, the HTML form as [`HTML_ATTRIBUTE`]. Without a template
 /// the message keeps the alert's own subject and text.
-fn render(templates: &Templates, route: &str, sink: &str, ctx: &Context, message: &mut Message) {
+pub(super) fn render(
+    templates: &Templates,
+    route: &str,
+    sink: &str,
+    ctx: &Context,
+    message: &mut Message,
+) {
     let rendered = templates.render(route, sink, ctx);
     message.subject = rendered.subject;
     message.body = rendered.text;

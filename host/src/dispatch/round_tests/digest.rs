@@ -255,3 +255,37 @@ async fn a_digest_is_recorded_before_its_call_and_repeated_marked_after_a_crash(
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_route_template_renders_the_digest_from_its_alerts() {
+    let routes = r#"
+[[route]]
+name = "storm"
+users = ["sip:carol@x"]
+sinks = ["lync"]
+offline = { policy = "skip" }
+group_by = ["alertname"]
+group_wait_ms = 1000
+template = "{{ count }} × {{ alert.labels.alertname }}: {% for a in alerts %}{{ a.labels.instance }} {% endfor %}| {{ text | truncate(12) }}"
+"#;
+    let bed = Bed::start(config("", routes));
+    available(&bed.sinks);
+    let ids: Vec<u64> = (1..=3)
+        .map(|n| bed.accept("mail", cpu(&format!("web{n}"), "eu-1")))
+        .collect();
+    for &id in &ids {
+        bed.settle(id).await;
+    }
+    let calls = bed.sinks.get("lync").calls();
+    assert_eq!(calls.len(), 1);
+    let m = &calls[0].message;
+    assert_eq!(
+        m.subject, "[FIRING ×3] HighCPU: web1, web2, web3",
+        "the subject is the digest's summary"
+    );
+    assert!(
+        m.body.starts_with("3 × HighCPU: web1 web2 web3 | #"),
+        "the text is the route's template over the group's alerts: {}",
+        m.body
+    );
+}
