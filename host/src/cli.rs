@@ -30,7 +30,8 @@ pub enum Command {
         #[arg(long)]
         accept_empty_queue: bool,
     },
-    /// Check or salvage the durable queue (`queue check`, `queue salvage`).
+    /// Check or salvage the durable queue, or move it between backends (`queue check`,
+    /// `queue salvage`, `queue export`, `queue import`).
     Queue {
         #[command(subcommand)]
         command: crate::queue_cmd::QueueCommand,

@@ -1,12 +1,21 @@
-//! `alertbridge queue check|salvage`: the operator's tools for a queue file that will not open.
+//! `alertbridge queue check|salvage|export|import`: the operator's tools for a queue file that
+//! will not open, and for moving a queue between backends (redb ↔ PostgreSQL).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    io::{Read as _, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use clap::Subcommand;
 
 use crate::{
-    config::Config,
-    queue::{self, QueueError},
+    config::{Config, QueueBackend},
+    model::StoredAlert,
+    queue::{
+        self, QueueError,
+        transfer::{self, TransferError},
+    },
 };
 
 #[derive(Subcommand, Debug)]
@@ -23,6 +32,19 @@ pub enum QueueCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write every alert of the configured queue (`[queue]`), with its id and outcomes, to
+    /// standard output as lines of JSON (run with the bridge stopped).
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Read an export from standard input into the configured queue, which must hold no
+    /// alerts yet: ids and outcomes are kept, dedup keys within the window rebuilt (run with
+    /// the bridge stopped).
+    Import {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 /// Why a queue command could not run.
@@ -32,6 +54,10 @@ pub enum QueueCmdError {
     Config(#[from] crate::config::ConfigErrors),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error("cannot read the export from standard input")]
+    Stdin(#[source] std::io::Error),
 }
 
 /// Runs one queue command, printing its report.
@@ -53,5 +79,60 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
+        QueueCommand::Export { config } => {
+            let config = Config::load(&config)?;
+            let alerts = match &config.queue {
+                QueueBackend::Redb => transfer::export_redb(&config.host.data_dir)?,
+                QueueBackend::Postgres(pg) => {
+                    runtime()?.block_on(queue::postgres::transfer::export(pg))?
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            transfer::write_export(config.queue.name(), &alerts, &mut out)?;
+            out.flush().map_err(TransferError::Write)?;
+            eprintln!("exported {}", summary(&alerts));
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Import { config } => {
+            let config = Config::load(&config)?;
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(QueueCmdError::Stdin)?;
+            let alerts = transfer::read_export(&bytes)?;
+            let window_ms = config.host.dedup_window.as_millis() as i64;
+            let keys = match &config.queue {
+                QueueBackend::Redb => {
+                    transfer::import_redb(&config.host.data_dir, &alerts, window_ms)?
+                }
+                QueueBackend::Postgres(pg) => runtime()?
+                    .block_on(queue::postgres::transfer::import(pg, &alerts, window_ms))?,
+            };
+            println!(
+                "imported {} into the {} queue, {keys} dedup key{}",
+                summary(&alerts),
+                config.queue.name(),
+                if keys == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, QueueCmdError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| QueueCmdError::Queue(QueueError::storage(e)))
+}
+
+/// "12 alerts (3 unfinished)".
+fn summary(alerts: &[StoredAlert]) -> String {
+    let unfinished = alerts.iter().filter(|a| !a.is_finished()).count();
+    format!(
+        "{} alert{} ({unfinished} unfinished)",
+        alerts.len(),
+        if alerts.len() == 1 { "" } else { "s" }
+    )
 }

@@ -22,6 +22,7 @@ mod redb_queue;
 mod salvage;
 mod shared;
 mod store;
+pub mod transfer;
 mod writer;
 
 use std::{future::Future, pin::Pin, time::Duration};

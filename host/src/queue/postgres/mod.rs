@@ -22,6 +22,7 @@ mod lease;
 pub(crate) mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod transfer;
 mod writer;
 
 use std::{

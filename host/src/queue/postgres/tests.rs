@@ -10,7 +10,7 @@ use std::{
 
 use alertbridge_plugin_api::{Alert, kit::Secret};
 
-use super::*;
+use super::{transfer as transfer_pg, *};
 use crate::queue::{Enqueued, Queue, QueueError, QueueOptions};
 
 const URL_VAR: &str = "ALERTBRIDGE_TEST_POSTGRES_URL";
@@ -458,4 +458,105 @@ async fn the_database_down_means_try_later_and_the_queue_comes_back_by_itself() 
     assert_eq!(subjects, ["before", "after"], "nothing refused was queued");
     assert_eq!(db.one("SELECT count(*) FROM ab_alerts"), "2");
     assert!(back.id > kept.id);
+}
+
+#[tokio::test]
+async fn a_redb_queue_moves_into_postgres_and_back_with_every_alert_and_outcome() {
+    use crate::{
+        model::RecipientRecord,
+        queue::{RedbQueue, transfer},
+    };
+    let Some(db) = TestDb::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let window_ms = 3_600_000;
+    {
+        let q =
+            RedbQueue::open(dir.path(), Duration::from_secs(3600), 1000, Box::new(drop)).unwrap();
+        for i in 0..40u64 {
+            let t = q
+                .enqueue("hook", keyed(&format!("alert {i}"), &format!("k{i}")))
+                .await
+                .unwrap();
+            let mut a = q.get(t.id).unwrap().unwrap();
+            a.routed = true;
+            // Built from JSON, as stored: fields added later keep their defaults.
+            let r: RecipientRecord = serde_json::from_value(serde_json::json!({
+                "route": "ops",
+                "sink": "lync",
+                "user": format!("sip:u{i}@contoso.com"),
+                "outcome": if i % 3 == 0 { "delivered" } else { "held" },
+                "reason": format!("reason {i}"),
+                "attempts": i % 4,
+                "held_since_ms": (i % 3 != 0).then_some(5),
+                "updated_ms": 9,
+                "sending": i % 5 == 1,
+            }))
+            .unwrap();
+            a.recipients.push(r);
+            if i % 3 == 0 {
+                a.finished_ms = Some(10);
+            }
+            q.save(&a).await.unwrap();
+        }
+    }
+    let original = transfer::export_redb(dir.path()).unwrap();
+    assert_eq!(original.len(), 40);
+    let mut bytes = Vec::new();
+    transfer::write_export("redb", &original, &mut bytes).unwrap();
+    let read = transfer::read_export(&bytes).unwrap();
+    assert_eq!(read, original);
+
+    let pg = settings(&db, "x", 10_000);
+    let keys = transfer_pg::import(&pg, &read, window_ms).await.unwrap();
+    assert_eq!(keys, 40);
+    assert_eq!(
+        transfer_pg::export(&pg).await.unwrap(),
+        original,
+        "every alert and outcome"
+    );
+    // A second import into the now full database is refused, nothing changed.
+    let again = transfer_pg::import(&pg, &read, window_ms)
+        .await
+        .unwrap_err();
+    assert!(
+        again.to_string().contains("already holds 40 alerts"),
+        "{again}"
+    );
+    {
+        let (on_commit, rx) = told();
+        let q = open(&db, "x", 10_000, on_commit);
+        // Unfinished imported alerts are taken up; dedup keys and ids carry on.
+        assert_eq!(
+            q.unfinished().unwrap().len(),
+            original.iter().filter(|a| !a.is_finished()).count()
+        );
+        let dup = q.enqueue("hook", keyed("again", "k7")).await.unwrap();
+        assert_eq!((dup.id, dup.duplicate), (original[7].id, true));
+        let new = q.enqueue("hook", Alert::new("new")).await.unwrap();
+        assert!(new.id > original.last().unwrap().id);
+        assert_eq!(rx.try_iter().filter(|t| !t.2).count(), 1);
+        // Back: the new one goes along.
+        let mut back = transfer_pg::export(&pg).await.unwrap();
+        assert_eq!(back.len(), 41);
+        let added = back.pop().unwrap();
+        assert_eq!(back, original);
+        back.push(added);
+        let dir2 = tempfile::tempdir().unwrap();
+        assert_eq!(
+            transfer::import_redb(dir2.path(), &back, window_ms).unwrap(),
+            40
+        );
+        assert_eq!(transfer::export_redb(dir2.path()).unwrap(), back);
+        let r =
+            RedbQueue::open(dir2.path(), Duration::from_secs(3600), 1000, Box::new(drop)).unwrap();
+        let dup = r.enqueue("hook", keyed("again", "k3")).await.unwrap();
+        assert_eq!((dup.id, dup.duplicate), (original[3].id, true));
+        assert!(r.enqueue("hook", Alert::new("n")).await.unwrap().id > new.id);
+        drop(r);
+        let full = transfer::import_redb(dir2.path(), &back, window_ms).unwrap_err();
+        assert!(
+            full.to_string().contains("already holds 42 alerts"),
+            "{full}"
+        );
+    }
 }
