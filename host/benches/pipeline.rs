@@ -5,13 +5,24 @@
 //! into `target/testbed-release` (they are never built beside the real plugins): run
 //! `scripts/bench`, or set `ALERTBRIDGE_BENCH_PLUGINS` to that folder.
 //! Prints a table: sustained alerts/s, and submit → deliver latency at a fixed offered rate.
+//!
+//! A second table runs the durable queue alone (no plugins, no routing) the way the dispatcher
+//! uses it — enqueue; once committed, a durable `sending` save; then the outcome save — with the
+//! outcome saved on its own commit (`Queue::save`, as before issue 17) and riding in the next
+//! commit (`Queue::save_outcome`): the queue's share of the cost, variant by variant.
 
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use alertbridge::{app::Bridge, config::Config, plugins::loader};
+use alertbridge::{
+    app::Bridge,
+    config::Config,
+    model::StoredAlert,
+    plugins::loader,
+    queue::{Queue, QueueOptions, RedbQueue},
+};
 
 /// The same allocator as the `alertbridge` binary.
 #[global_allocator]
@@ -89,6 +100,8 @@ struct Run {
     latency: Vec<u64>,
     /// CPU time of the whole process (host, plugins, queue writer) over the run.
     cpu: Duration,
+    /// The queue file's size at the end.
+    file_bytes: u64,
 }
 
 /// User + system CPU time this process has used so far (all threads), from `/proc/self/stat`.
@@ -143,6 +156,7 @@ fn run(count: u64, rate: Option<u64>) -> Run {
         elapsed
     });
     let cpu = cpu_time().saturating_sub(cpu_before);
+    let file_bytes = file_size(&dir.path().join("data"));
     let text = std::fs::read_to_string(dir.path().join("delivered.jsonl")).expect("record file");
     let records: Vec<(u64, u64)> = text
         .lines()
@@ -171,6 +185,144 @@ fn run(count: u64, rate: Option<u64>) -> Run {
         sustained,
         latency,
         cpu,
+        file_bytes,
+    }
+}
+
+/// The size of the queue file in `data_dir`.
+fn file_size(data_dir: &Path) -> u64 {
+    std::fs::metadata(data_dir.join("queue.redb")).map_or(0, |m| m.len())
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// One recipient, as the router makes it, marked as a send begins.
+fn sending_record() -> serde_json::Value {
+    serde_json::json!({
+        "route": "all", "sink": "sink", "user": "sip:ops@contoso.com",
+        "outcome": "pending", "attempts": 0, "updated_ms": 0, "sending": true,
+    })
+}
+
+/// Runs `count` alerts through the queue alone, `rate` per second or as fast as possible
+/// (4096 in flight); the outcome is saved with `save_outcome` if `outcome_rides`, else with
+/// `save`. Latency: submit → the `sending` mark committed (when the send would begin).
+fn queue_alone(count: u64, rate: Option<u64>, outcome_rides: bool) -> Run {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cpu_before = cpu_time();
+    let (elapsed, latency) = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StoredAlert>();
+        let options = QueueOptions {
+            history_max_alerts: 1_000_000,
+            ..QueueOptions::default()
+        };
+        let queue: Arc<dyn Queue> = Arc::new(
+            RedbQueue::open_with(
+                &dir.path().join("data"),
+                &options,
+                Arc::default(),
+                Box::new(move |e| drop(tx.send(e.alert))),
+            )
+            .expect("queue"),
+        );
+        let done = Arc::new(AtomicU64::new(0));
+        let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count as usize)));
+        let dispatcher = {
+            let (queue, done, latencies) = (
+                Arc::clone(&queue),
+                Arc::clone(&done),
+                Arc::clone(&latencies),
+            );
+            tokio::spawn(async move {
+                while let Some(mut alert) = rx.recv().await {
+                    let (queue, done, latencies) = (
+                        Arc::clone(&queue),
+                        Arc::clone(&done),
+                        Arc::clone(&latencies),
+                    );
+                    tokio::spawn(async move {
+                        alert.routed = true;
+                        alert.recipients =
+                            vec![serde_json::from_value(sending_record()).expect("record")];
+                        queue.save(&alert).await.expect("sending mark");
+                        let submitted: u64 =
+                            alert.alert.labels["submitted_us"].parse().expect("label");
+                        latencies
+                            .lock()
+                            .expect("latencies")
+                            .push(now_us().saturating_sub(submitted));
+                        let r = &mut alert.recipients[0];
+                        r.sending = false;
+                        r.outcome = alertbridge::model::Outcome::Delivered;
+                        alert.finished_ms = Some(alertbridge::model::now_ms());
+                        let saved = if outcome_rides {
+                            queue.save_outcome(&alert)
+                        } else {
+                            queue.save(&alert)
+                        };
+                        saved.await.expect("outcome");
+                        done.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+            })
+        };
+        let start = Instant::now();
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
+        let mut tick = rate.map(|r| {
+            let mut t = tokio::time::interval(Duration::from_nanos(1_000_000_000 / r.max(1)));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            t
+        });
+        for i in 0..count {
+            if let Some(t) = tick.as_mut() {
+                t.tick().await;
+            }
+            let permit = Arc::clone(&in_flight)
+                .acquire_owned()
+                .await
+                .expect("permit");
+            let mut alert = alertbridge_plugin_api::Alert::new(format!("bench alert {i}"));
+            alert.body = "Disk /var is at 98% on db01; the nightly backup will fail.".into();
+            alert.labels.insert("seq".into(), i.to_string());
+            alert
+                .labels
+                .insert("submitted_us".into(), now_us().to_string());
+            let enqueued = queue.enqueue("src", alert);
+            tokio::spawn(async move {
+                enqueued.await.expect("enqueue");
+                drop(permit);
+            });
+        }
+        while done.load(Ordering::Relaxed) < count {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let elapsed = start.elapsed();
+        queue.close();
+        dispatcher.abort();
+        let latency = std::mem::take(&mut *latencies.lock().expect("latencies"));
+        (elapsed, latency)
+    });
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let mut latency = latency;
+    latency.sort_unstable();
+    Run {
+        wall: elapsed,
+        sustained: count as f64 / elapsed.as_secs_f64(),
+        latency,
+        cpu,
+        file_bytes: file_size(&dir.path().join("data")),
     }
 }
 
@@ -197,30 +349,64 @@ fn main() {
         .unwrap_or(10);
 
     println!(
-        "| scenario | alerts | wall time | alerts/s (wall) | alerts/s (sustained, p10-p90) | CPU µs/alert | p50 ms | p99 ms | max ms |"
+        "| scenario | alerts | wall time | alerts/s (wall) | alerts/s (sustained, p10-p90) | CPU µs/alert | p50 ms | p99 ms | max ms | queue file MB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let row = |name: String, n: u64, r: &Run| {
         println!(
-            "| {name} | {n} | {:.2} s | {:.0} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {n} | {:.2} s | {:.0} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} |",
             r.wall.as_secs_f64(),
             n as f64 / r.wall.as_secs_f64(),
             r.sustained,
             r.cpu.as_secs_f64() * 1e6 / n as f64,
             pct(&r.latency, 0.5),
             pct(&r.latency, 0.99),
-            pct(&r.latency, 1.0)
+            pct(&r.latency, 1.0),
+            r.file_bytes as f64 / 1e6
         );
     };
-    row(
-        "as fast as possible (4096 in flight)".into(),
-        throughput_n,
-        &run(throughput_n, None),
+    if std::env::var_os("BENCH_QUEUE_ONLY").is_none() {
+        row(
+            "as fast as possible (4096 in flight)".into(),
+            throughput_n,
+            &run(throughput_n, None),
+        );
+        let n = rate * secs;
+        row(
+            format!("fixed offered rate {rate}/s"),
+            n,
+            &run(n, Some(rate)),
+        );
+    }
+    println!();
+    println!(
+        "The queue alone (enqueue, `sending` save, outcome save; latency: submit → `sending` committed):"
     );
+    println!();
+    println!(
+        "| variant | rate | alerts | wall time | alerts/s | CPU µs/alert | p50 ms | p99 ms | max ms | queue file MB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let n = rate * secs;
-    row(
-        format!("fixed offered rate {rate}/s"),
-        n,
-        &run(n, Some(rate)),
-    );
+    for (name, rides) in [
+        ("outcome on its own commit (save)", false),
+        ("outcome rides the next commit (save_outcome)", true),
+    ] {
+        for (label, n, r) in [
+            (format!("{rate}/s"), n, Some(rate)),
+            ("as fast as possible".to_owned(), throughput_n, None),
+        ] {
+            let run = queue_alone(n, r, rides);
+            println!(
+                "| {name} | {label} | {n} | {:.2} s | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                run.wall.as_secs_f64(),
+                run.sustained,
+                run.cpu.as_secs_f64() * 1e6 / n as f64,
+                pct(&run.latency, 0.5),
+                pct(&run.latency, 0.99),
+                pct(&run.latency, 1.0),
+                run.file_bytes as f64 / 1e6
+            );
+        }
+    }
 }

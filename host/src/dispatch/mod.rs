@@ -442,8 +442,8 @@ impl Dispatcher {
             // Another sink's call is still out (up to the deliver time-out): record this
             // sink's outcomes now and let its recipients' next alerts go, rather than have
             // them wait for the slower sink. As below, the save is handed to the queue
-            // before the next alerts are woken.
-            let saved = self.queue.save(alert);
+            // before the next alerts are woken; an outcome rides in the next commit.
+            let saved = self.queue.save_outcome(alert);
             for i in settled {
                 let r = &alert.recipients[i];
                 self.lanes.leave(alert.id, &alert.source, &r.sink, &r.user);
@@ -493,8 +493,9 @@ impl Dispatcher {
             }
         }
         // The save is handed to the queue before the next alerts in the lanes are woken, so
-        // their "sending" records commit with or after these outcomes.
-        let saved = dirty.then(|| self.queue.save(alert));
+        // their "sending" records commit with or after these outcomes (which ride in the next
+        // commit rather than paying for one: `Queue::save_outcome`).
+        let saved = dirty.then(|| self.queue.save_outcome(alert));
         for (i, r) in alert.recipients.iter().enumerate() {
             let was_final = before.get(i).is_some_and(|o| o.is_final());
             if r.outcome.is_final() && !was_final && !left.contains(&i) {

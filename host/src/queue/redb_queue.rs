@@ -125,6 +125,30 @@ impl RedbQueue {
             .map_err(|_| QueueError::Closed)
     }
 
+    /// A save; an `outcome` may wait for the next commit (see [`super::writer`]).
+    fn save_as(
+        &self,
+        alert: &StoredAlert,
+        outcome: bool,
+    ) -> BoxFuture<'static, Result<(), QueueError>> {
+        let (reply, rx) = oneshot::channel();
+        // A save while faulted still goes to the writer, which keeps it for the reopen.
+        let sent = serde_json::to_vec(alert)
+            .map_err(QueueError::storage)
+            .and_then(|json| {
+                self.send_anyway(Cmd::Save {
+                    id: alert.id,
+                    json,
+                    outcome,
+                    reply,
+                })
+            });
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| QueueError::Closed)?
+        })
+    }
+
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadOnlyTable<u64, &[u8]>) -> Result<T, QueueError>,
@@ -197,21 +221,11 @@ impl Queue for RedbQueue {
     }
 
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
-        let (reply, rx) = oneshot::channel();
-        // A save while faulted still goes to the writer, which keeps it for the reopen.
-        let sent = serde_json::to_vec(alert)
-            .map_err(QueueError::storage)
-            .and_then(|json| {
-                self.send_anyway(Cmd::Save {
-                    id: alert.id,
-                    json,
-                    reply,
-                })
-            });
-        Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| QueueError::Closed)?
-        })
+        self.save_as(alert, false)
+    }
+
+    fn save_outcome(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
+        self.save_as(alert, true)
     }
 
     fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError> {

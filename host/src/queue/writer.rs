@@ -1,6 +1,15 @@
 //! The queue's writer thread: group commits, pruning, compaction, and what happens when a
 //! write fails.
 //!
+//! A commit costs an fsync whatever it carries, so the writer makes each one carry as much as
+//! it may: every command waiting is taken into one transaction, and an *outcome* save (a
+//! recipient's result, after the send) does not get a commit of its own — it is held until the
+//! next commit that must happen anyway (an enqueue, a `sending` mark), and at the latest for
+//! [`HOLD_OUTCOMES`]. Holding loses nothing a caller was promised: the outcome resolves only
+//! after its commit, and an outcome lost to a crash leaves the `sending` mark committed before
+//! the send, which the dispatcher treats as uncertain after a restart. Commands keep their
+//! order: a held outcome is always committed with or before any later command.
+//!
 //! A failed commit (disk full, EFBIG, EIO) answers its enqueues "queue unavailable, try later"
 //! — nothing in it was acknowledged — keeps its saves, closes the file (redb refuses everything
 //! after an I/O error) and marks the queue down. The writer then reopens the file with backoff;
@@ -35,6 +44,8 @@ const REOPEN_FIRST: Duration = Duration::from_millis(500);
 const REOPEN_MAX: Duration = Duration::from_secs(10);
 /// A reopened file that fails again within this time does not reset the backoff.
 const STAYED_UP: Duration = Duration::from_secs(60);
+/// How long an outcome save waits at most for a commit to ride in.
+pub(super) const HOLD_OUTCOMES: Duration = Duration::from_millis(10);
 
 /// Work for the writer thread. Documents arrive encoded: serialization happens on the callers'
 /// threads, in parallel, and the writer only touches the database.
@@ -48,8 +59,32 @@ pub(super) enum Cmd {
     Save {
         id: u64,
         json: Vec<u8>,
+        /// An outcome: it may wait for the next commit (see the module doc).
+        outcome: bool,
         reply: oneshot::Sender<Result<(), QueueError>>,
     },
+}
+
+impl Cmd {
+    /// True if this command may wait for another to share its commit.
+    fn may_wait(&self) -> bool {
+        matches!(self, Self::Save { outcome: true, .. })
+    }
+}
+
+/// Outcome saves held for the next commit.
+#[derive(Default)]
+struct Held {
+    cmds: Vec<Cmd>,
+    /// When they must be committed at the latest.
+    due: Option<Instant>,
+}
+
+impl Held {
+    fn take(&mut self) -> Vec<Cmd> {
+        self.due = None;
+        std::mem::take(&mut self.cmds)
+    }
 }
 
 enum Reply {
@@ -109,6 +144,7 @@ impl Writer {
 
     pub(super) fn run(mut self, rx: mpsc::Receiver<Cmd>) {
         let mut last_prune = Instant::now();
+        let mut held = Held::default();
         loop {
             let retry_at = self
                 .shared
@@ -117,31 +153,33 @@ impl Writer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
                 .map(|f| f.retry_at);
-            let first = match retry_at {
-                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(cmd) => cmd,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.reopen();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                },
-                // Pruning also runs without traffic, so a quiet queue shrinks too.
-                None => match rx.recv_timeout(
-                    (last_prune + PRUNE_EVERY).saturating_duration_since(Instant::now()),
-                ) {
-                    Ok(cmd) => cmd,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
+            // Pruning also runs without traffic, so a quiet queue shrinks too.
+            let wake = retry_at.unwrap_or_else(|| {
+                let prune_at = last_prune + PRUNE_EVERY;
+                held.due.map_or(prune_at, |due| due.min(prune_at))
+            });
+            let first = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                Ok(cmd) => cmd,
+                Err(mpsc::RecvTimeoutError::Timeout) if retry_at.is_some() => {
+                    self.reopen();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let prune = last_prune.elapsed() >= PRUNE_EVERY;
+                    if prune {
                         last_prune = Instant::now();
-                        if self.commit(Vec::new(), true) {
-                            self.maybe_compact();
-                        }
+                    } else if held.cmds.is_empty() {
                         continue;
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                },
+                    if self.commit(held.take(), prune) && prune {
+                        self.maybe_compact();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let mut batch = vec![first];
+            let mut batch = held.take();
+            batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(cmd) => batch.push(cmd),
@@ -152,12 +190,24 @@ impl Writer {
                 self.refuse(batch, &e);
                 continue;
             }
+            if batch.len() < MAX_BATCH && batch.iter().all(Cmd::may_wait) {
+                held.due = Some(held.due.unwrap_or_else(|| Instant::now() + HOLD_OUTCOMES));
+                held.cmds = batch;
+                continue;
+            }
             let prune = last_prune.elapsed() >= PRUNE_EVERY;
             if prune {
                 last_prune = Instant::now();
             }
             if self.commit(batch, prune) && prune {
                 self.maybe_compact();
+            }
+        }
+        // What is still held is committed before the file closes.
+        if !held.cmds.is_empty() {
+            match self.shared.unavailable() {
+                Some(e) => self.refuse(held.take(), &e),
+                None => drop(self.commit(held.take(), false)),
             }
         }
         // A clean close: the next open needs no repair (which verifies every page).
@@ -192,7 +242,9 @@ impl Writer {
         for cmd in batch {
             match cmd {
                 Cmd::Enqueue { reply, .. } => drop(reply.send(Err(again()))),
-                Cmd::Save { id, json, reply } => {
+                Cmd::Save {
+                    id, json, reply, ..
+                } => {
                     self.unsaved.insert(id, json);
                     drop(reply.send(Err(again())));
                 }
@@ -244,7 +296,9 @@ impl Writer {
                                 return Err(e);
                             }
                         },
-                        Cmd::Save { id, json, reply } => {
+                        Cmd::Save {
+                            id, json, reply, ..
+                        } => {
                             let saved = t.alerts.insert(id, json.as_slice()).map(drop);
                             replies.push(Reply::Saved(reply, id, json));
                             saved.map_err(QueueError::storage)?;
@@ -311,7 +365,9 @@ impl Writer {
                 for cmd in rest {
                     match cmd {
                         Cmd::Enqueue { reply, .. } => drop(reply.send(Err(refusal()))),
-                        Cmd::Save { id, json, reply } => {
+                        Cmd::Save {
+                            id, json, reply, ..
+                        } => {
                             self.unsaved.insert(id, json);
                             drop(reply.send(Err(refusal())));
                         }
