@@ -536,6 +536,11 @@ fn example_config_covers_every_option() {
             vec![(raw, "RawDelivery")],
         ),
         (
+            "[queue]",
+            joined(&|h, _| h == "[queue]"),
+            vec![("host/src/config/queue.rs", "RawQueue")],
+        ),
+        (
             "[[source]] and [[sink]]",
             joined(&|h, _| h == "[[source]]" || h == "[[sink]]"),
             vec![(raw, "RawInstance")],
@@ -580,7 +585,7 @@ fn example_config_covers_every_option() {
             );
         }
     }
-    let routes = &checks[3].1;
+    let routes = &checks[4].1;
     for policy in ["skip", "always", "fallback", "hold"] {
         if !routes
             .lines()

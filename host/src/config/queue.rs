@@ -105,13 +105,13 @@ impl QueueBackend {
 /// `[queue]` as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawQueue {
-    backend: Option<Spanned<String>>,
-    url: Option<Secret>,
-    url_file: Option<PathBuf>,
-    url_env: Option<String>,
-    node: Option<Spanned<String>>,
-    lease_ms: Option<Spanned<u64>>,
+pub struct RawQueue {
+    pub backend: Option<Spanned<String>>,
+    pub url: Option<Secret>,
+    pub url_file: Option<PathBuf>,
+    pub url_env: Option<String>,
+    pub node: Option<Spanned<String>>,
+    pub lease_ms: Option<Spanned<u64>>,
 }
 
 /// Reads and checks `[queue]`; relative `url_file` paths are anchored at `base`.

@@ -222,7 +222,12 @@ impl Dispatcher {
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 next = accepted.recv() => match next {
-                    Some(alert) => self.take_up(alert),
+                    // A new alert has no `sending` mark; one taken over from a host whose
+                    // lease ran out (shared queue) may: it is settled as after a restart.
+                    Some(mut alert) => {
+                        self.settle_uncertain(&mut alert);
+                        self.take_up(alert);
+                    }
                     None => break,
                 },
             }
