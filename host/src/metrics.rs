@@ -525,10 +525,15 @@ alertbridge_delivery_seconds_count 3
             m.observe_latency(seconds);
         }
         let text = m.render();
-        // The incident families (issue 14) come after the ones before, which are unchanged.
+        // The incident families (issue 14) and the silenced alerts (issue 16) come after the
+        // ones before, which are unchanged.
         let old: Vec<_> = families(&text)
             .into_iter()
-            .filter(|f| !f[0].contains("alertbridge_incident") && !f[0].contains("escalations"))
+            .filter(|f| {
+                !f[0].contains("alertbridge_incident")
+                    && !f[0].contains("escalations")
+                    && !f[0].contains("alertbridge_alerts_silenced")
+            })
             .collect();
         assert_eq!(old, families(BEFORE), "{text}");
         assert_eq!(
@@ -560,7 +565,11 @@ alertbridge_delivery_seconds_count 3
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 12, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 13, "{text}");
+        assert!(
+            text.contains("alertbridge_alerts_silenced_total 0\n"),
+            "{text}"
+        );
         assert!(text.contains("alertbridge_incidents_open 0\n"), "{text}");
         assert!(
             text.contains("alertbridge_incident_ack_seconds_count 0\n"),
