@@ -139,3 +139,32 @@ $("incidents").addEventListener("click", async ev => {
 });
 refreshIncidents();
 setInterval(refreshIncidents, 1000);
+
+// One alert, linked as ?alert=ID (what message templates write with {{ alert_url }}): shown
+// above the recent alerts, whatever its age, with its text, labels and each recipient's outcome.
+const linked = new URLSearchParams(location.search).get("alert");
+async function refreshLinked() {
+  if (!linked || !$("login").hidden) return;
+  let box = $("linked-alert");
+  if (!box) {
+    box = document.createElement("section");
+    box.id = "linked-alert";
+    const recent = $("alerts");
+    recent.parentNode.insertBefore(box, recent.previousElementSibling);
+  }
+  if (!/^[0-9]{1,19}$/.test(linked)) { box.innerHTML = `<h2>Linked alert</h2><p class=muted>not an alert id: ${esc(linked)}</p>`; return; }
+  try {
+    const r = await api(`api/v1/alerts/${linked}`);
+    const a = await r.json();
+    if (!r.ok) { box.innerHTML = `<h2>Alert ${esc(linked)}</h2><p class=muted>${esc(a.error)}</p>`; return; }
+    const labels = Object.entries(a.alert.labels || {}).map(([k, v]) => `<span class=pill>${esc(k)}=${esc(v)}</span>`).join("");
+    const who = (a.recipients || []).map(r => `<div class="recipient"><span class="${esc(r.outcome)}">${esc(r.outcome)}</span> ${esc(r.user)} <span class=muted>via ${esc(r.sink)} (route ${esc(r.route)})${r.reason ? " — " + esc(r.reason) : ""}</span></div>`).join("");
+    box.innerHTML = `<h2>Alert ${a.id}</h2><p><b>${esc(a.alert.subject)}</b> <span class=muted>${esc(a.alert.severity)} · from ${esc(a.source)} · accepted ${time(a.accepted_ms)} · ${esc(a.state)}</span></p>` +
+      (a.alert.body ? `<pre>${esc(a.alert.body)}</pre>` : "") + (labels ? `<p>${labels}</p>` : "") + (who || `<p class=muted>no recipients yet</p>`);
+  } catch (e) {
+    if (e instanceof NeedToken) return;
+    box.innerHTML = `<h2>Alert ${esc(linked)}</h2><p class=muted>cannot load it (${esc(e.message)}); retrying…</p>`;
+  }
+}
+refreshLinked();
+setInterval(refreshLinked, 1000);

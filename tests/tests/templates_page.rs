@@ -1,0 +1,111 @@
+//! `{{ alert_url }}` end to end: a route template puts `<public_url>/?alert=<id>` in the IM
+//! (through the real host and the `test-sink` plugin), and that link, opened in headless
+//! Chromium, shows that alert on the status page — also when it is no longer among the recent
+//! alerts the page lists.
+
+use std::{fs, time::Duration};
+
+use alertbridge_testbed::{
+    browser::Browser,
+    harness::{Host, emit, free_port, wait_until},
+    servers,
+};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn config(dir: &std::path::Path, admin: u16, control: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+[host]
+data_dir = "{d}/data"
+admin_listen = "127.0.0.1:{admin}"
+public_url = "http://127.0.0.1:{admin}/"
+
+[delivery]
+per_recipient_per_minute = 0
+
+[[source]]
+name = "src"
+plugin = "test-source"
+[source.config]
+control_listen = "127.0.0.1:{control}"
+
+[[sink]]
+name = "lync"
+plugin = "test-sink"
+[sink.config]
+record_file = "{d}/delivered.jsonl"
+
+[groups]
+ops = ["sip:alice@contoso.com"]
+
+[[route]]
+name = "all"
+groups = ["ops"]
+sinks = ["lync"]
+template = "{{{{ subject }}}}: {{{{ alert_url }}}}"
+"#
+    )
+}
+
+#[test]
+fn the_link_in_the_im_opens_that_alert_on_the_status_page() {
+    let Some(chromium) = servers::chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, control) = (free_port(), free_port());
+    let host = Host::start(dir.path(), admin, &config(dir.path(), admin, control));
+    let first = emit(control, "count=1&prefix=first&subject=Disk%20full");
+    let id = first["ids"][0].as_u64().expect("an alert id");
+    // 40 later alerts push the first out of the page's list of 30 recent ones.
+    emit(control, "count=40&prefix=later&subject=Later");
+    let record = dir.path().join("delivered.jsonl");
+    let mut link = String::new();
+    wait_until("the first alert's IM", LONG, || {
+        let text = fs::read_to_string(&record).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["subject"] == "Disk full 0")
+            .and_then(|r| r["body"].as_str().map(str::to_owned));
+        match found {
+            Some(body) => {
+                link = body;
+                true
+            }
+            None => false,
+        }
+    });
+    let url = link
+        .strip_prefix("Disk full 0: ")
+        .unwrap_or_else(|| panic!("the IM is the template's: {link:?}"));
+    assert_eq!(url, format!("http://127.0.0.1:{admin}/?alert={id}"));
+    wait_until("every alert delivered", LONG, || {
+        host.alerts(50).iter().all(|a| a["state"] == "finished")
+    });
+
+    let browser = Browser::start(&chromium);
+    browser.open(url);
+    wait_until("the linked alert on the page", LONG, || {
+        browser.text("#linked-alert").contains("delivered")
+    });
+    let shown = browser.text("#linked-alert");
+    assert!(shown.starts_with(&format!("Alert {id}\n")), "{shown}");
+    assert!(shown.contains("Disk full 0"), "{shown}");
+    assert!(shown.contains("seq=first:0"), "{shown}");
+    assert!(
+        shown.contains("sip:alice@contoso.com via lync (route all)"),
+        "{shown}"
+    );
+    assert!(
+        !browser.text("#alerts").contains("Disk full 0"),
+        "the recent list no longer holds it: the link alone shows it"
+    );
+
+    browser.open(&format!("http://127.0.0.1:{admin}/?alert=999999"));
+    wait_until("the missing alert's answer", LONG, || {
+        browser.text("#linked-alert").starts_with("Alert 999999")
+    });
+}
