@@ -76,8 +76,16 @@ async fn once(core: &Core, client: &Client) -> Result<(), PgError> {
     }
     client
         .execute(
+            // Only rows past half their lease: each is rewritten every half lease, not every
+            // tick, and still has at least a quarter of it left when renewed. Rows the writer
+            // holds are skipped (renewed next tick), so renewal never waits on a save nor
+            // deadlocks with one.
             "UPDATE ab_alerts SET lease_until = now() + $2::float8 * interval '1 millisecond'
-             WHERE owner = $1 AND NOT finished",
+             WHERE id IN (
+                SELECT id FROM ab_alerts
+                WHERE owner = $1 AND NOT finished
+                  AND lease_until < now() + $2::float8 / 2 * interval '1 millisecond'
+                FOR UPDATE SKIP LOCKED)",
             &[&core.settings.node, &lease_ms(&core.settings)],
         )
         .await
