@@ -1,5 +1,11 @@
-//! A running bridge: the queue, the dispatcher, every instance under supervision and the admin
-//! server — started in that order, stopped in the reverse one, and reloaded in place.
+//! A running bridge: the queue, the incident engine, the dispatcher, every instance under
+//! supervision and the admin server — started in that order, stopped in the reverse one, and
+//! reloaded in place.
+//!
+//! Incidents: the engine keeps `data_dir/incidents.redb` and pages through the queue
+//! ([`QueuePager`]); the dispatcher hands it the alerts of escalation routes and tells it how
+//! pages went; ingest hands it resolved alerts and repeats; the reply service answers the
+//! sinks' `inbound.message/1`; a watcher tells those paged of changes made elsewhere.
 
 use std::sync::{Arc, atomic::Ordering};
 
@@ -11,9 +17,15 @@ use crate::{
     admin::{self, AdminState},
     config::{Config, ConfigError, HostSettings},
     dispatch::{Depth, Dispatcher, Plan},
+    incidents::{
+        Clock, Engine, EnginePort, EscalationPolicy, IncidentError, QueuePager, RedbIncidents,
+        reply::Replies,
+        reply_metrics::feed_metrics,
+        reply_send::{ReplyService, SinkSpeaker, tell_changes_via},
+    },
     ingest::Ingest,
     metrics::Metrics,
-    plugins::{self, Plugins, Registry, Slot},
+    plugins::{self, Plugins, Registry, Slot, host_api::set_inbound_port},
     queue::{Queue, QueueError},
     reload::{ReloadError, ReloadRequest, Reloaded},
     silences::{self, RedbSilences, SilenceError, Silences},
@@ -26,6 +38,8 @@ pub enum StartError {
     Queue(#[from] QueueError),
     #[error("cannot open the silences in the data folder")]
     Silences(#[from] SilenceError),
+    #[error("cannot open the incidents in the data folder")]
+    Incidents(#[from] IncidentError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Instances(Vec<ConfigError>),
     #[error(
@@ -59,6 +73,11 @@ pub struct Bridge {
     /// The admin token and host names in force, swapped on reload.
     admin_access: Option<admin::SharedAccess>,
     background: Vec<JoinHandle<()>>,
+    /// The incident engine and the replies' view of who may act.
+    engine: Engine,
+    replies: Arc<Replies>,
+    /// Stops the engine's timer and its watchers (before the deliveries drain).
+    incidents_stop: CancellationToken,
 }
 
 impl Bridge {
@@ -92,7 +111,15 @@ impl Bridge {
             settings: h.clone(),
             stopping: false.into(),
             depth: Arc::clone(&depth),
+            incidents: std::sync::OnceLock::new(),
         });
+        let engine = Engine::open(
+            Arc::new(RedbIncidents::open(&h.data_dir)?),
+            Arc::new(QueuePager::new(Arc::clone(&queue))),
+            policies(&config),
+            Clock::system(),
+        )?;
+        let responders = config.incidents.responder_users(&config.router.groups);
         // Resumed alerts must find their sinks (maybe still starting) from their first round.
         let registry = Arc::new(Registry::default());
         registry.set(slots.clone());
@@ -100,6 +127,7 @@ impl Bridge {
         let plan = Plan {
             router: config.router,
             settings: config.delivery,
+            escalations: config.route_escalations,
         };
         let dispatcher = Dispatcher::new(
             Arc::clone(&queue),
@@ -109,6 +137,15 @@ impl Bridge {
             Arc::<Registry>::clone(&registry),
             depth,
         );
+        let port = Arc::new(EnginePort::new(engine.clone()));
+        dispatcher.set_incidents(Arc::clone(&port) as _);
+        let _ = ingest.incidents.set(port);
+        let replies = Arc::new(Replies::new(engine.clone(), responders));
+        let service = Arc::new(ReplyService::new(
+            Arc::clone(&replies),
+            Arc::new(SinkSpeaker(Arc::clone(&registry))),
+        ));
+        set_inbound_port(Some(Arc::clone(&service) as _));
         // Silences (data_dir/silences.redb): checked at the start of every alert's round.
         let silences = Arc::new(Silences::open(Arc::new(RedbSilences::open(&h.data_dir)?))?);
         dispatcher.set_silences(Arc::clone(&silences));
@@ -138,7 +175,7 @@ impl Bridge {
                 settings: h.admin.clone(),
                 access,
                 silences: Some(Arc::clone(&silences)),
-                incidents: None,
+                incidents: Some(engine.clone()),
             });
             background.push(tokio::spawn(admin::serve(
                 listener,
@@ -150,6 +187,26 @@ impl Bridge {
             Arc::clone(&dispatcher).run(unfinished, accepted_rx),
         ));
         background.push(tokio::spawn(silences.prune_every(silences::PRUNE_EVERY)));
+        // The timer first hands pages left unhanded and fires the steps that fell due while
+        // the bridge was down.
+        let incidents_stop = CancellationToken::new();
+        background.push(tokio::spawn(engine.clone().run(incidents_stop.clone())));
+        background.push(tokio::spawn(feed_metrics(
+            engine.clone(),
+            Arc::clone(&metrics),
+            incidents_stop.clone(),
+        )));
+        let plans = Arc::clone(&dispatcher);
+        background.push(tokio::spawn(tell_changes_via(
+            service,
+            Arc::new(move |route: &str| {
+                let plan = plans.plan();
+                plan.router
+                    .route(route)
+                    .and_then(|r| r.sinks.first().cloned())
+            }),
+            incidents_stop.clone(),
+        )));
 
         let mut bridge = Self {
             settings: h,
@@ -163,6 +220,9 @@ impl Bridge {
             admin_stop,
             admin_access,
             background,
+            engine,
+            replies,
+            incidents_stop,
         };
         // Sinks first, so the first alerts find them.
         for slot in slots
@@ -301,9 +361,13 @@ impl Bridge {
         self.ingest
             .depth
             .set_limits(config.host.max_queue_depth, config.queue_shares());
+        self.engine.set_policies(policies(&config));
+        self.replies
+            .set_responders(config.incidents.responder_users(&config.router.groups));
         self.dispatcher.set_plan(Plan {
             router: config.router,
             settings: config.delivery,
+            escalations: config.route_escalations,
         });
         for slot in next
             .iter()
@@ -333,8 +397,11 @@ impl Bridge {
         let sources = self.take(|s| s.role == Role::SOURCE);
         Self::retire(sources).await;
         self.ingest.stopping.store(true, Ordering::Relaxed);
+        // No new pages while deliveries drain; what falls due meanwhile fires after a start.
+        self.incidents_stop.cancel();
         self.dispatcher.drain(deadline).await;
         let sinks = std::mem::take(&mut self.running);
+        set_inbound_port(None);
         Self::retire(sinks).await;
         // Plugins may keep their host handle (and so the queue) alive: close the file now.
         self.queue.close();
@@ -345,4 +412,14 @@ impl Bridge {
         }
         tracing::info!(queued = self.metrics.queue_depth(), "Stopped.");
     }
+}
+
+/// The escalation policies as the engine takes them: each level's groups' members among its
+/// users, so a page records everyone it reaches.
+fn policies(config: &Config) -> Vec<EscalationPolicy> {
+    config
+        .escalations
+        .iter()
+        .map(|p| p.with_members(&config.router.groups))
+        .collect()
 }

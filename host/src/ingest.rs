@@ -1,22 +1,27 @@
 //! The one way in for alerts: check a submitted alert against the host's limits, reserve its
 //! place in the queue and durably queue it. Plain Rust: the plugins' `Host` handle
 //! (`crate::plugins::host_api`) and the admin API's test alerts both call [`Ingest::submit`].
+//!
+//! With incidents: a resolved alert (status `resolved` and a dedup key) is not queued — it
+//! resolves the open incident with that key, committed before the receipt; a firing alert the
+//! queue takes as a repeat of its dedup key joins that key's open incident ("seen N×").
 
 use std::{
     future::Future,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
-use alertbridge_plugin_api::{Alert, ErrorKind, PluginError};
+use alertbridge_plugin_api::{Alert, AlertStatus, ErrorKind, PluginError};
+use futures::future::Either;
 use tokio::sync::mpsc;
 
 use crate::{
     config::HostSettings,
-    dispatch::{Depth, Full, Reservation},
+    dispatch::{Depth, Full, IncidentPort, Reservation},
     metrics::Metrics,
     model::StoredAlert,
     queue::{Enqueued, OnCommit, Queue, QueueError},
@@ -31,6 +36,22 @@ pub struct Ingest {
     pub stopping: AtomicBool,
     /// Queue places per source: reserved here, held until the dispatcher finishes an alert.
     pub depth: Arc<Depth>,
+    /// The incident engine, once the host has one: resolved alerts and repeats go to it.
+    pub incidents: OnceLock<Arc<dyn IncidentPort>>,
+}
+
+/// Who a resolved alert from `source` is recorded as resolved by: `Alertmanager` for what the
+/// webhook took from Alertmanager, else the source instance's name.
+pub fn resolved_by(source: &str, alert: &Alert) -> String {
+    if alert
+        .attributes
+        .keys()
+        .any(|k| k.starts_with("alertmanager."))
+    {
+        "Alertmanager".to_owned()
+    } else {
+        source.to_owned()
+    }
 }
 
 /// A queued alert: its id, and whether it was a duplicate of one queued before (then nothing
@@ -181,22 +202,84 @@ impl Ingest {
         source: &Arc<str>,
         alert: Alert,
     ) -> impl Future<Output = Result<Accepted, IngestError>> + Send + 'static {
+        let incidents = self.incidents.get().cloned();
+        if let Some(port) = &incidents
+            && alert.status() == AlertStatus::Resolved
+            && let Some(key) = alert.dedup_key.clone()
+        {
+            return Either::Left(self.resolve(Arc::clone(port), source, &alert, key));
+        }
+        // A repeat of a firing alert's key may join its open incident.
+        let repeat_key = incidents
+            .filter(|_| alert.status() == AlertStatus::Firing)
+            .zip(alert.dedup_key.clone());
         let admitted = self
             .admit(source, &alert)
             .map(|reservation| (reservation, self.queue.enqueue(source, alert)));
         let source = Arc::clone(source);
-        async move {
+        Either::Right(async move {
             let (_reservation, enqueue) = admitted?;
             match enqueue.await {
-                Ok(t) => Ok(Accepted {
-                    alert_id: t.id,
-                    duplicate: t.duplicate,
-                }),
+                Ok(t) => {
+                    if t.duplicate
+                        && let Some((port, key)) = repeat_key
+                        && let Err(e) = port.seen_again(&key).await
+                    {
+                        tracing::warn!(source = &*source, error = %crate::error_chain(&e), "A repeat could not join its incident.");
+                    }
+                    Ok(Accepted {
+                        alert_id: t.id,
+                        duplicate: t.duplicate,
+                    })
+                }
                 Err(QueueError::Closed) => Err(IngestError::Stopping),
                 Err(e) => {
                     tracing::error!(source = &*source, error = %crate::error_chain(&e), "Could not queue an alert.");
                     // "queue unavailable, try later": the source keeps the alert and retries.
                     Err(IngestError::Queue(e))
+                }
+            }
+        })
+    }
+
+    /// A resolved alert: checked like any, then resolves the open incident with dedup key
+    /// `key` (committed before it answers); nothing is queued. The receipt names the alert
+    /// that opened the incident, or 0 when no incident with that key is open.
+    fn resolve(
+        &self,
+        port: Arc<dyn IncidentPort>,
+        source: &Arc<str>,
+        alert: &Alert,
+        key: String,
+    ) -> impl Future<Output = Result<Accepted, IngestError>> + Send + 'static + use<> {
+        let checked = if self.stopping.load(Ordering::Relaxed) {
+            Err(IngestError::Stopping)
+        } else {
+            self.validate(alert).map_err(|e| {
+                self.metrics.rejected(source, e.reason());
+                IngestError::from(e)
+            })
+        };
+        let by = resolved_by(source, alert);
+        let source = Arc::clone(source);
+        async move {
+            checked?;
+            match port.resolve(&key, &by).await {
+                Ok(first) => {
+                    tracing::info!(
+                        source = &*source,
+                        key,
+                        resolved = first.is_some(),
+                        "Resolved alert taken."
+                    );
+                    Ok(Accepted {
+                        alert_id: first.unwrap_or_default(),
+                        duplicate: false,
+                    })
+                }
+                Err(e) => {
+                    tracing::error!(source = &*source, error = %crate::error_chain(&e), "Could not resolve an incident.");
+                    Err(IngestError::Queue(QueueError::Storage(Box::new(e))))
                 }
             }
         }

@@ -144,6 +144,28 @@ pub struct Config {
     pub route_escalations: BTreeMap<String, String>,
     /// `[queue]`: the embedded queue or the shared PostgreSQL one.
     pub queue: QueueBackend,
+    /// `[incidents]`.
+    pub incidents: IncidentSettings,
+}
+
+/// `[incidents]`: who may act on incidents besides the people paged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IncidentSettings {
+    /// Groups whose members may ack or resolve any incident.
+    pub responders: Vec<String>,
+}
+
+impl IncidentSettings {
+    /// The responders' users (SIP URIs), their groups expanded through `groups`.
+    pub fn responder_users(&self, groups: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for u in self.responders.iter().filter_map(|g| groups.get(g)).flatten() {
+            if !out.contains(u) {
+                out.push(u.clone());
+            }
+        }
+        out
+    }
 }
 
 impl Config {
@@ -186,12 +208,13 @@ impl Config {
                 "groups",
                 "route",
                 "escalation",
+                "incidents",
                 "queue",
             ]
             .contains(&key)
             {
                 let span = root.key(key).and_then(|k| k.span());
-                c.at(span, format!("unknown table `{key}` (expected host, delivery, source, sink, groups, escalation, queue or route)"));
+                c.at(span, format!("unknown table `{key}` (expected host, delivery, source, sink, groups, escalation, incidents, queue or route)"));
             }
         }
 
@@ -244,7 +267,20 @@ impl Config {
         }
         let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
         let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        for s in sources
+            .iter()
+            .filter(|s| s.name == crate::incidents::PAGE_SOURCE)
+        {
+            c.at_line(
+                s.at,
+                format!(
+                    "source `{}`: the name is reserved for the pages of incidents",
+                    s.name
+                ),
+            );
+        }
         let escalations = escalations(&mut c, root, &groups);
+        let incidents = incident_settings(&mut c, root, &groups);
         let policy_names: Vec<&str> = escalations.iter().map(|p| p.name.as_str()).collect();
         let mut route_escalations = BTreeMap::new();
         let routes = routes(
@@ -270,6 +306,7 @@ impl Config {
             escalations,
             route_escalations,
             queue,
+            incidents,
         })
     }
 
@@ -605,15 +642,6 @@ fn routes(
         if let Some(e) = &raw.escalation {
             if policies.contains(&e.get_ref().as_str()) {
                 route_escalations.insert(name.clone(), e.get_ref().clone());
-                // The incident engine is built and checked but not yet driven by `run`: a route
-                // that counted on its levels would page nobody, so it is refused, not ignored.
-                c.at(
-                    Some(e.span()),
-                    format!(
-                        "route `{name}`: escalation policies are checked but not active in this release, so its alerts would page nobody from `{}`'s levels; remove `escalation` (the route then pages its `groups`)",
-                        e.get_ref()
-                    ),
-                );
             } else {
                 c.at(
                     Some(e.span()),
@@ -708,6 +736,26 @@ fn routes(
         });
     }
     out
+}
+
+/// `[incidents]`: its responder groups must be known.
+fn incident_settings(
+    c: &mut Collector<'_>,
+    root: &Table,
+    groups: &BTreeMap<String, Vec<String>>,
+) -> IncidentSettings {
+    let raw = section::<RawIncidents>(c, root, "incidents").unwrap_or_default();
+    for g in &raw.responders {
+        if !groups.contains_key(g.get_ref()) {
+            c.at(
+                Some(g.span()),
+                format!("[incidents] responders: no group `{}` in [groups]", g.get_ref()),
+            );
+        }
+    }
+    IncidentSettings {
+        responders: raw.responders.into_iter().map(Spanned::into_inner).collect(),
+    }
 }
 
 /// The `[[escalation]]` policies, each checked ([`EscalationPolicy::check`]) with its error

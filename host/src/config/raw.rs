@@ -167,3 +167,11 @@ pub struct RawEscalation {
     pub ack_timeout_secs: u64,
     pub levels: Spanned<Vec<Spanned<RawLevel>>>,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncidents {
+    /// Groups whose members may ack or resolve any incident, besides those paged for it.
+    #[serde(default)]
+    pub responders: Vec<Spanned<String>>,
+}

@@ -255,17 +255,12 @@ sinks = ["lync"]
 "#;
 
 #[test]
-fn escalation_policies_parse_and_a_route_naming_one_is_refused_until_incidents_are_active() {
-    let e = Config::parse(Path::new("t.toml"), &format!("{GOOD}{ESCALATION}")).unwrap_err();
-    assert_eq!(e.0.len(), 1, "{e:?}");
-    assert!(
-        e.0[0]
-            .message
-            .contains("route `paged`: escalation policies are checked but not active"),
-        "{e:?}"
-    );
-    let policies_only = ESCALATION.split("[[route]]").next().unwrap();
-    let c = Config::parse(Path::new("t.toml"), &format!("{GOOD}{policies_only}")).unwrap();
+fn escalation_policies_parse_and_a_route_naming_one_is_accepted() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &format!("{GOOD}{ESCALATION}\n[incidents]\nresponders = [\"dba\"]\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let p = &c.escalations[0];
     assert_eq!(
         (p.name.as_str(), p.repeat, p.ack_timeout_secs),
@@ -274,7 +269,37 @@ fn escalation_policies_parse_and_a_route_naming_one_is_refused_until_incidents_a
     assert_eq!(p.levels.len(), 3);
     assert_eq!(p.levels[1].groups, vec!["dba".to_owned()]);
     assert_eq!(p.levels[2].after_secs, 900);
-    assert!(c.route_escalations.is_empty());
+    assert_eq!(
+        c.route_escalations.get("paged").map(String::as_str),
+        Some("ops-critical")
+    );
+    assert_eq!(c.incidents.responders, vec!["dba".to_owned()]);
+    assert_eq!(
+        c.incidents.responder_users(&c.router.groups),
+        c.router.groups["dba"]
+    );
+}
+
+#[test]
+fn incident_responders_and_the_page_source_name_are_checked_with_line_and_column() {
+    let off = GOOD.lines().count();
+    let e = errors(&format!(
+        "{GOOD}\n[incidents]\nresponders = [\"dba\", \"nobody\"]\n\n[[source]]\nname = \"incidents\"\nplugin = \"webhook\"\n"
+    ));
+    assert_eq!(
+        e,
+        [
+            format!(
+                "t.toml:{}:22: [incidents] responders: no group `nobody` in [groups]",
+                off + 3
+            ),
+            format!(
+                "t.toml:{}:1: source `incidents`: the name is reserved for the pages of incidents",
+                off + 5
+            ),
+        ],
+        "{e:#?}"
+    );
 }
 
 #[test]

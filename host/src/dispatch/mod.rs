@@ -12,6 +12,12 @@
 //! task sleep until the earliest of them is due; recipients behind another alert in their lane
 //! wait to be woken.
 //!
+//! An alert a route with an escalation policy takes gets one record per such route, with sink
+//! [`INCIDENT_SINK`] and the policy as its user: the round hands it to the incident engine
+//! ([`IncidentPort::open`]) instead of a sink. An incident's page (an alert from the engine)
+//! goes to the users and groups it names through its incident's route, and the dispatcher
+//! tells the engine the conversation each recipient was reached in and how many got it.
+//!
 //! After a restart, a recipient still marked `sending` is *uncertain* (the send began, its
 //! outcome was never recorded): `[delivery] on_uncertain` resends it marked as a repeat
 //! ([`REPEAT_MARK`]), or skips it.
@@ -36,7 +42,10 @@ use std::{
     time::Duration,
 };
 
-use alertbridge_plugin_api::{ErrorKind, PluginError, PresenceState, REPEAT_MARK};
+use alertbridge_plugin_api::{
+    CONVERSATION_ATTRIBUTE, DeliveryStatus, ErrorKind, PluginError, PresenceState, REPEAT_MARK,
+    RecipientResult,
+};
 use alertbridge_plugin_api::kit::format::unix_ms_rfc3339;
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tokio::sync::{Notify, mpsc};
@@ -52,7 +61,7 @@ use self::{
 pub use self::{
     depth::{Depth, Full, Reservation},
     outcome::{Finding, apply, send_regardless},
-    port::{SinkLookup, SinkPort, Sinks},
+    port::{IncidentFault, IncidentPort, SinkLookup, SinkPort, Sinks},
     rate::RecipientRate,
 };
 use crate::{
@@ -61,8 +70,11 @@ use crate::{
     model::{Outcome, RecipientRecord, StoredAlert},
     queue::Queue,
     silences::Silences,
-    router::{OfflinePolicy, Planned, Router},
+    router::{ADMIN_SOURCE, OfflinePolicy, Planned, ROUTE_ATTRIBUTE, Route, Router},
 };
+
+/// The sink name of a record that stands for an incident: its user is the escalation policy.
+pub const INCIDENT_SINK: &str = "incident";
 
 /// How long a round waits for a sink that is not running yet before treating it as down.
 const SINK_START_WAIT: Duration = Duration::from_secs(1);
@@ -102,12 +114,16 @@ pub struct Dispatcher {
     silences: RwLock<Option<Arc<Silences>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// The incident engine, once the host has one.
+    incidents: RwLock<Option<Arc<dyn IncidentPort>>>,
 }
 
 /// The routing table and delivery settings in force; a reload swaps them.
 pub struct Plan {
     pub router: Router,
     pub settings: DeliverySettings,
+    /// Route name -> the escalation policy it names.
+    pub escalations: BTreeMap<String, String>,
 }
 
 impl Dispatcher {
@@ -146,7 +162,23 @@ impl Dispatcher {
             silences: RwLock::new(None),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            incidents: RwLock::new(None),
         })
+    }
+
+    /// Hands alerts of escalation routes to `port` (and reports pages to it) from now on.
+    pub fn set_incidents(&self, port: Arc<dyn IncidentPort>) {
+        *self
+            .incidents
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(port);
+    }
+
+    fn incidents(&self) -> Option<Arc<dyn IncidentPort>> {
+        self.incidents
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Checks every alert against `silences` at the start of each of its rounds from now on.
@@ -241,12 +273,7 @@ impl Dispatcher {
             let plan = self.plan();
             let now = self.clock.now_ms();
             alert.routed = true;
-            alert.recipients = plan
-                .router
-                .plan(&alert)
-                .into_iter()
-                .map(|(t, _)| record(t.route, t.sink, t.user, now))
-                .collect();
+            alert.recipients = self.route_alert(&plan, &alert, now);
             if alert.recipients.is_empty() {
                 tracing::warn!(alert = alert.id, source = %alert.source, subject = %alert.alert.subject, "No route matched; nobody is told.");
             }
@@ -264,6 +291,106 @@ impl Dispatcher {
         );
         let this = Arc::clone(self);
         self.tracker.spawn(this.process(alert, waker));
+    }
+
+    /// The records of a new alert: an incident's page goes to the users and groups it names
+    /// through its incident's route; another alert gets one [`INCIDENT_SINK`] record per
+    /// matching route that names an escalation policy, and the recipients of the others.
+    fn route_alert(&self, plan: &Plan, alert: &StoredAlert, now: i64) -> Vec<RecipientRecord> {
+        let router = &plan.router;
+        if let Some(name) = self.incidents().and_then(|p| p.page_route(alert)) {
+            let Some(route) = router.route(&name) else {
+                tracing::warn!(alert = alert.id, route = %name, "The incident's route is gone; its page reaches nobody.");
+                return Vec::new();
+            };
+            let named = alert
+                .alert
+                .groups
+                .iter()
+                .flat_map(|g| router.groups.get(g).into_iter().flatten())
+                .chain(&alert.alert.users);
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::new();
+            for user in named {
+                for sink in &route.sinks {
+                    if seen.insert((sink, user)) {
+                        out.push(record(name.clone(), sink.clone(), user.clone(), now));
+                    }
+                }
+            }
+            return out;
+        }
+        let forced = (alert.source == ADMIN_SOURCE)
+            .then(|| alert.alert.attributes.get(ROUTE_ATTRIBUTE))
+            .flatten();
+        let routes: Vec<&Route> = match forced {
+            Some(name) => router.route(name).into_iter().collect(),
+            None => router.matching(alert),
+        };
+        let mut planned = Planned::default();
+        let mut out = Vec::new();
+        for route in routes {
+            match plan.escalations.get(&route.name) {
+                Some(policy) => out.push(record(
+                    route.name.clone(),
+                    INCIDENT_SINK.to_owned(),
+                    policy.clone(),
+                    now,
+                )),
+                None => router.extend_plan(&mut planned, route, alert),
+            }
+        }
+        out.extend(
+            planned
+                .targets
+                .into_iter()
+                .map(|(t, _)| record(t.route, t.sink, t.user, now)),
+        );
+        out
+    }
+
+    /// Hands the due [`INCIDENT_SINK`] records `idx` of `alert` to the incident engine, each
+    /// in its turn (its lane): what came of each, and those waiting behind another alert.
+    async fn open_incidents(
+        &self,
+        alert: &StoredAlert,
+        plan: &Plan,
+        idx: Vec<usize>,
+    ) -> (Vec<(usize, Finding)>, Vec<usize>) {
+        let mut findings = Vec::new();
+        let mut gated = Vec::new();
+        let port = self.incidents();
+        for i in idx {
+            let r = &alert.recipients[i];
+            if !self
+                .lanes
+                .is_head(alert.id, &alert.source, INCIDENT_SINK, &r.user)
+            {
+                gated.push(i);
+                continue;
+            }
+            let Some(port) = &port else {
+                findings.push((i, Finding::SinkDown("incidents are not running yet".into())));
+                continue;
+            };
+            let pass = policy_of(&plan.router, &r.route) == OfflinePolicy::Skip;
+            let finding = match port.open(alert, &r.route, &r.user, pass).await {
+                Ok((n, joined)) => {
+                    let what = if joined { "joined" } else { "opened" };
+                    Finding::Result(RecipientResult::new(
+                        r.user.clone(),
+                        DeliveryStatus::DELIVERED,
+                        format!("{what} incident #{n}"),
+                    ))
+                }
+                Err(IncidentFault::Refused(why)) => {
+                    Finding::CallError(PluginError::new(ErrorKind::PERMANENT, why))
+                }
+                Err(e) => Finding::SinkDown(crate::error_chain(&e)),
+            };
+            findings.push((i, finding));
+        }
+        (findings, gated)
     }
 
     /// After a restart: each recipient whose send began and has no outcome is uncertain; it is
@@ -365,6 +492,11 @@ impl Dispatcher {
                 due.entry(r.sink.clone()).or_default().push(i);
             }
         }
+        let incident_idx = due.remove(INCIDENT_SINK);
+        // Set when this alert is an incident's page: the engine hears how it went.
+        let page_port = self
+            .incidents()
+            .filter(|p| p.page_route(alert).is_some());
         let prepared = due
             .into_iter()
             .map(|(sink, idx)| self.prepare(alert, &plan, sink, idx));
@@ -372,6 +504,11 @@ impl Dispatcher {
         let mut gated: Vec<usize> = Vec::new();
         let mut sends: Vec<Send> = Vec::new();
         let mut digests: Vec<(usize, DigestKey, u64)> = Vec::new();
+        if let Some(idx) = incident_idx {
+            let (found, waiting) = self.open_incidents(alert, &plan, idx).await;
+            findings.extend(found);
+            gated.extend(waiting);
+        }
         for p in futures::future::join_all(prepared).await {
             findings.extend(p.findings);
             gated.extend(p.gated);
@@ -431,6 +568,13 @@ impl Dispatcher {
             let now = self.clock.now_ms();
             let mut settled = Vec::new();
             for (i, finding) in found {
+                if let (Some(port), Finding::Result(res)) = (&page_port, &finding)
+                    && res.status == DeliveryStatus::DELIVERED
+                    && let Some(conversation) = res.attributes.get(CONVERSATION_ATTRIBUTE)
+                {
+                    port.page_conversation(alert, &alert.recipients[i].user, conversation)
+                        .await;
+                }
                 let r = &mut alert.recipients[i];
                 r.sending = false;
                 let policy = policy_of(router, &r.route);
@@ -513,6 +657,16 @@ impl Dispatcher {
         } {
             tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
         }
+        if let Some(port) = &page_port
+            && alert.is_finished()
+        {
+            let delivered = alert
+                .recipients
+                .iter()
+                .filter(|r| r.outcome == Outcome::Delivered)
+                .count();
+            port.page_finished(alert, delivered).await;
+        }
         let gated: BTreeSet<usize> = gated.into_iter().collect();
         alert
             .recipients
@@ -527,7 +681,10 @@ impl Dispatcher {
     fn count(&self, alert: &StoredAlert, before: &[Outcome]) {
         for (i, r) in alert.recipients.iter().enumerate() {
             let was = before.get(i).copied().unwrap_or(Outcome::Pending);
-            if r.outcome != was && (r.outcome.is_final() || r.outcome == Outcome::Held) {
+            if r.outcome != was
+                && (r.outcome.is_final() || r.outcome == Outcome::Held)
+                && r.sink != INCIDENT_SINK
+            {
                 self.metrics.delivery(&r.sink, r.outcome.name());
                 let level_error = r.outcome == Outcome::Failed;
                 if level_error {

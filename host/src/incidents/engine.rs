@@ -235,6 +235,107 @@ impl Engine {
         })
     }
 
+    /// [`Engine::open_or_join`] once per alert: if the incident this alert opened is there
+    /// already (the alert is taken again after a crash), answers that one. `accepted_ms`: when
+    /// the queue took the alert (an incident opened before it holds another alert of that id).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn take_alert(
+        &self,
+        alert_id: u64,
+        accepted_ms: i64,
+        source: &str,
+        alert: &Alert,
+        route: &str,
+        policy: &str,
+        pass_unreachable: bool,
+    ) -> Result<Opened, IncidentError> {
+        {
+            let st = self.inner.state.lock().await;
+            if let Some(inc) = st
+                .incidents
+                .values()
+                .find(|i| i.opened_ms >= accepted_ms && i.alert_ids.first() == Some(&alert_id))
+            {
+                return Ok(Opened {
+                    id: inc.id,
+                    joined: false,
+                    seen: inc.seen,
+                });
+            }
+        }
+        self.open_or_join(alert_id, source, alert, route, policy, pass_unreachable)
+            .await
+    }
+
+    /// An alert the queue took as a repeat of dedup key `key` joins the unresolved incident
+    /// with that key ("seen N×"; nobody is paged again). `Ok(None)` if there is none.
+    pub async fn join_by_key(&self, key: &str) -> Result<Option<Incident>, IncidentError> {
+        let mut st = self.inner.state.lock().await;
+        let Some(mut inc) = st
+            .incidents
+            .values()
+            .find(|i| !i.is_resolved() && i.dedup_key.as_deref() == Some(key))
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        inc.seen = inc.seen.saturating_add(1);
+        self.commit(&mut st, &inc).await?;
+        tracing::info!(
+            incident = inc.id.0,
+            seen = inc.seen,
+            "a repeat joined the open incident"
+        );
+        self.emit(IncidentEvent::Joined {
+            id: inc.id,
+            alert_id: inc.alert_ids.first().copied().unwrap_or_default(),
+            seen: inc.seen,
+        });
+        Ok(Some(inc))
+    }
+
+    /// Delivery's word on page `seq`: `reached` recipients got it. A level nobody was reached
+    /// at is passed at once when the incident says so (its route skips the offline), if it is
+    /// still the last page of an incident nobody acknowledged.
+    pub async fn page_reached(
+        &self,
+        id: IncidentId,
+        seq: u32,
+        reached: usize,
+    ) -> Result<(), IncidentError> {
+        let mut st = self.inner.state.lock().await;
+        let mut inc = st
+            .incidents
+            .get(&id.0)
+            .cloned()
+            .ok_or(IncidentError::Unknown(id))?;
+        let Some(idx) = inc.pages.iter().position(|p| p.seq == seq) else {
+            return Ok(());
+        };
+        let level = inc.pages[idx].level;
+        inc.pages[idx].reachable = Some(reached);
+        let pass = reached == 0
+            && inc.pass_unreachable
+            && inc.state == IncidentState::Open
+            && idx + 1 == inc.pages.len()
+            && inc.next.is_some_and(|n| n.kind == StepKind::Escalate);
+        if pass && let Some(n) = inc.next.as_mut() {
+            n.due_ms = self.inner.clock.now_ms();
+        }
+        self.commit(&mut st, &inc).await?;
+        if pass {
+            tracing::info!(
+                incident = id.0,
+                level,
+                "nobody reachable: the level is passed"
+            );
+            self.step(&mut st, id, &format!("nobody reachable at level {level}"))
+                .await?;
+            self.inner.wake.notify_one();
+        }
+        Ok(())
+    }
+
     /// Acknowledges: no more levels (until `ack_timeout_secs`). `Ok(false)` if it already was.
     pub async fn ack(&self, id: IncidentId, by: &str) -> Result<(Incident, bool), IncidentError> {
         let mut st = self.inner.state.lock().await;

@@ -16,6 +16,7 @@ pub mod commands;
 mod engine;
 mod pager;
 mod policy;
+mod port;
 pub mod reply;
 pub mod reply_metrics;
 pub mod reply_send;
@@ -29,6 +30,7 @@ pub use self::{
     engine::{Clock, Engine, Opened},
     pager::{QueuePager, SOURCE as PAGE_SOURCE, page_alert},
     policy::{EscalationPolicy, Level, PolicyError},
+    port::EnginePort,
     store::{IncidentStore, MemoryIncidents, RedbIncidents},
 };
 
@@ -114,6 +116,13 @@ impl Page {
     /// a crash is delivered once.
     pub fn key(&self, id: IncidentId) -> String {
         format!("incident/{}/page/{}", id.0, self.seq)
+    }
+
+    /// The incident and page number of a [`Page::key`].
+    pub fn parse_key(key: &str) -> Option<(IncidentId, u32)> {
+        let rest = key.strip_prefix("incident/")?;
+        let (id, seq) = rest.split_once("/page/")?;
+        Some((IncidentId(id.parse().ok()?), seq.parse().ok()?))
     }
 }
 

@@ -12,6 +12,9 @@ use crate::queue::Queue;
 /// The source name of page alerts in the queue.
 pub const SOURCE: &str = "incidents";
 
+/// The label of a page alert naming the incident's route (its sinks and offline policy).
+pub const ROUTE_LABEL: &str = "route";
+
 /// Enqueues pages; the dispatcher delivers them to the named recipients through the
 /// incident's route.
 pub struct QueuePager {
@@ -33,7 +36,7 @@ pub fn page_alert(req: &PageRequest) -> Alert {
     a.dedup_key = Some(req.key.clone());
     a.labels
         .insert("incident".into(), req.incident.0.to_string());
-    a.labels.insert("route".into(), req.route.clone());
+    a.labels.insert(ROUTE_LABEL.into(), req.route.clone());
     a.labels.insert("level".into(), req.level.to_string());
     a
 }

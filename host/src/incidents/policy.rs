@@ -134,6 +134,22 @@ impl EscalationPolicy {
         Ok(())
     }
 
+    /// The policy with each level's groups' members (through `groups`) added to its users, so
+    /// that a page records everyone it reaches (who may then answer it). The groups stay, for
+    /// display.
+    pub fn with_members(&self, groups: &std::collections::BTreeMap<String, Vec<String>>) -> Self {
+        let mut out = self.clone();
+        for level in &mut out.levels {
+            let members = level.groups.iter().filter_map(|g| groups.get(g)).flatten();
+            for u in members {
+                if !level.users.contains(u) {
+                    level.users.push(u.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// How long after level `level` (0-based) was paged the next step is due, and which:
     /// `(round, level)` of the next page, or None when the levels and repeats are done.
     pub fn after(&self, round: u32, level: usize) -> Option<(u32, usize, Duration)> {

@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeSet, HashSet, VecDeque},
-    sync::Mutex,
+    sync::{Mutex, RwLock},
 };
 
 use super::{
@@ -74,7 +74,7 @@ type Seen = (HashSet<(String, String)>, VecDeque<(String, String)>);
 /// Handles replies against one engine.
 pub struct Replies {
     engine: Engine,
-    responders: BTreeSet<String>,
+    responders: RwLock<BTreeSet<String>>,
     seen: Mutex<Seen>,
     /// (incident, by) of changes this side is applying: the event watcher leaves them to us.
     acting: Mutex<Vec<(IncidentId, String)>>,
@@ -85,10 +85,7 @@ impl Replies {
     pub fn new(engine: Engine, responders: impl IntoIterator<Item = String>) -> Self {
         Self {
             engine,
-            responders: responders
-                .into_iter()
-                .map(|u| u.to_ascii_lowercase())
-                .collect(),
+            responders: RwLock::new(lowered(responders)),
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
             acting: Mutex::new(Vec::new()),
         }
@@ -96,6 +93,18 @@ impl Replies {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Replaces the responders (a reload).
+    pub fn set_responders(&self, responders: impl IntoIterator<Item = String>) {
+        *self.responders.write().unwrap_or_else(|e| e.into_inner()) = lowered(responders);
+    }
+
+    fn is_responder(&self, user: &str) -> bool {
+        self.responders
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(user)
     }
 
     /// Applies one reply. `Ok` only once its effect is committed; `Err` = not recorded.
@@ -209,7 +218,7 @@ impl Replies {
             Err(text) => return Ok(self.answer(msg, cmd.id(), text)),
         };
         let id = inc.id;
-        if !inc.was_paged(&msg.user) && !self.responders.contains(&msg.user) {
+        if !inc.was_paged(&msg.user) && !self.is_responder(&msg.user) {
             tracing::info!(incident = id.0, user = %msg.user, "reply refused: not paged for it");
             return Ok(self.answer(
                 msg,
@@ -353,6 +362,10 @@ impl Replies {
             .collect();
         lines.join("\n")
     }
+}
+
+fn lowered(users: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    users.into_iter().map(|u| u.to_ascii_lowercase()).collect()
 }
 
 fn list_ids(incs: &[Incident]) -> String {

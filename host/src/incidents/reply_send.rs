@@ -50,11 +50,19 @@ impl Speaker for SinkSpeaker {
 pub struct ReplyService {
     replies: Arc<Replies>,
     speaker: Arc<dyn Speaker>,
+    /// The host's runtime: a sink's call arrives on the sink's own thread, where no host
+    /// runtime runs, so the work is spawned here and the sink only waits for its end.
+    rt: tokio::runtime::Handle,
 }
 
 impl ReplyService {
+    /// Must be called within the host's tokio runtime (the work of each reply runs on it).
     pub fn new(replies: Arc<Replies>, speaker: Arc<dyn Speaker>) -> Self {
-        Self { replies, speaker }
+        Self {
+            replies,
+            speaker,
+            rt: tokio::runtime::Handle::current(),
+        }
     }
 
     /// Applies `message` (committed when this answers `Ok`) and starts sending the answers.
@@ -96,9 +104,21 @@ impl InboundPort for ReplyService {
         let me = Self {
             replies: Arc::clone(&self.replies),
             speaker: Arc::clone(&self.speaker),
+            rt: self.rt.clone(),
         };
         let instance = instance.to_owned();
-        Box::pin(async move { me.take(&instance, message).await })
+        // Polled by the sink's thread: it only waits on the join handle's waker.
+        let job = self
+            .rt
+            .spawn(async move { me.take(&instance, message).await });
+        Box::pin(async move {
+            job.await.unwrap_or_else(|e| {
+                Err(PluginError::new(
+                    ErrorKind::TRANSIENT,
+                    format!("the reply was not handled: {e}"),
+                ))
+            })
+        })
     }
 }
 
@@ -145,6 +165,23 @@ pub async fn tell_changes(
     instance: String,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    tell_changes_via(
+        service,
+        Arc::new(move |_: &str| Some(instance.clone())),
+        shutdown,
+    )
+    .await;
+}
+
+/// Which sink instance speaks for an incident, by its route's name (None: nobody is told).
+pub type SinkFor = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// As [`tell_changes`], through the sink `sink_for` picks for each incident's route.
+pub async fn tell_changes_via(
+    service: Arc<ReplyService>,
+    sink_for: SinkFor,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     use super::IncidentEvent;
     use tokio::sync::broadcast::error::RecvError;
     let mut events = service.replies.engine().subscribe();
@@ -162,17 +199,34 @@ pub async fn tell_changes(
         if service.replies.take_acting(id, &by) {
             continue; // a reply: its own answer told them
         }
-        let text = format!("{id} {what} by {by}");
-        for say in service.replies.news_for_all(id, &text).await {
-            send(
-                &*service.speaker,
-                &service.replies,
-                &instance,
-                Some(id),
-                &say,
-            )
-            .await;
-        }
+        let route = match service.replies.engine().get(id).await {
+            Some(inc) => inc.route,
+            None => continue,
+        };
+        let Some(instance) = sink_for(&route) else {
+            tracing::warn!(
+                incident = id.0,
+                route,
+                "no sink to tell those paged through"
+            );
+            continue;
+        };
+        let text = format!("{id} {what} (by {by})");
+        let says = service.replies.news_for_all(id, &text).await;
+        // Told one after the other, so a slow sink does not hold up the next change's news.
+        let service = Arc::clone(&service);
+        tokio::spawn(async move {
+            for say in says {
+                send(
+                    &*service.speaker,
+                    &service.replies,
+                    &instance,
+                    Some(id),
+                    &say,
+                )
+                .await;
+            }
+        });
     }
 }
 

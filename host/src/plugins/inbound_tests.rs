@@ -316,7 +316,7 @@ async fn a_resolve_from_the_source_tells_everyone_paged_a_reply_is_not_told_twic
         .map(|(_, s, _)| (s.user.clone(), s.conversation.clone(), s.text.clone()))
         .collect();
     got.sort();
-    let by_source = format!("{one} resolved by Alertmanager");
+    let by_source = format!("{one} resolved (by Alertmanager)");
     let by_alice = format!("{two} resolved by {ALICE}");
     assert_eq!(
         got,

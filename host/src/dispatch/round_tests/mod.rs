@@ -71,6 +71,7 @@ oncall = ["sip:carol@x"]
     Plan {
         router: c.router,
         settings: c.delivery,
+        escalations: c.route_escalations,
     }
 }
 
