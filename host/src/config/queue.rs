@@ -59,6 +59,9 @@ impl QueueBackend {
                 on_commit,
             )?),
             Self::Postgres(pg) => {
+                // The data folder still holds this host's other state (incidents): made as the
+                // embedded queue would make it, private.
+                private_dir(&h.data_dir)?;
                 Arc::new(PgQueue::open(pg.clone(), &options, metrics, on_commit)?)
             }
         })
@@ -100,6 +103,17 @@ impl QueueBackend {
             Self::Postgres(_) => "postgres",
         }
     }
+}
+
+/// Creates `dir` if missing and makes it 0700.
+fn private_dir(dir: &Path) -> Result<(), QueueError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = |source| QueueError::File {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(file)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(file)
 }
 
 /// `[queue]` as written.
