@@ -10,6 +10,7 @@
 //! uses it — enqueue; once committed, a durable `sending` save; then the outcome save — with the
 //! outcome saved on its own commit (`Queue::save`, as before issue 17) and riding in the next
 //! commit (`Queue::save_outcome`): the queue's share of the cost, variant by variant.
+//! `BENCH_QUEUE_ONLY=1` runs only the second table, `BENCH_PIPELINE_ONLY=1` only the first.
 
 use std::{
     path::{Path, PathBuf},
@@ -377,6 +378,9 @@ fn main() {
             n,
             &run(n, Some(rate)),
         );
+    }
+    if std::env::var_os("BENCH_PIPELINE_ONLY").is_some() {
+        return;
     }
     println!();
     println!(

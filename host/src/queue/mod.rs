@@ -150,11 +150,12 @@ pub trait Queue: Send + Sync + 'static {
     /// Durably records an alert's new state. Resolves after commit.
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>>;
 
-    /// Records an alert's outcomes after a send: like [`Queue::save`] (it resolves after the
-    /// commit that holds it), but a backend may hold it briefly so that it rides in the next
-    /// commit instead of paying for one of its own. Until then a crash leaves the alert as last
-    /// saved, whose `sending` marks make those sends uncertain after the restart — never lost.
-    /// Later saves of any alert commit with or after it.
+    /// Records an alert's outcomes after a send: like [`Queue::save`], but a backend may hold
+    /// it briefly so that it rides in the next commit instead of paying for one of its own, and
+    /// may resolve once it has taken it rather than after that commit (a backend that does
+    /// keeps it through a storage fault, like any save). Until the commit a crash leaves the
+    /// alert as last saved, whose `sending` marks make those sends uncertain after the restart
+    /// — never lost. Later saves of any alert commit with or after it.
     fn save_outcome(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
         self.save(alert)
     }

@@ -14,7 +14,7 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, PoisonError, RwLock, atomic::AtomicBool, mpsc},
+    sync::{Arc, Mutex, PoisonError, RwLock, atomic::AtomicBool},
     thread,
     time::Duration,
 };
@@ -25,9 +25,9 @@ use tokio::sync::oneshot;
 
 use super::{
     BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken,
-    shared::{Shared, decode},
+    shared::{Cmd, Inbox, Shared, decode},
     store::{self, ALERTS},
-    writer::{Cmd, Writer},
+    writer::Writer,
 };
 use crate::{
     metrics::Metrics,
@@ -37,8 +37,8 @@ use crate::{
 /// The embedded, crash-safe queue.
 pub struct RedbQueue {
     shared: Arc<Shared>,
-    /// Taken by [`Queue::close`]; the writer ends once it is dropped and drained.
-    tx: RwLock<Option<mpsc::Sender<Cmd>>>,
+    /// Closed by [`Queue::close`]; the writer ends once it is drained.
+    inbox: Arc<Inbox>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
@@ -94,15 +94,18 @@ impl RedbQueue {
             dir: dir.to_owned(),
             metrics,
         });
-        let (tx, rx) = mpsc::channel();
+        let inbox = Arc::new(Inbox::default());
         let writer = Writer::new(Arc::clone(&shared), options, on_commit, loaded);
-        let writer = thread::Builder::new()
-            .name("queue-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(QueueError::storage)?;
+        let writer = {
+            let inbox = Arc::clone(&inbox);
+            thread::Builder::new()
+                .name("queue-writer".into())
+                .spawn(move || writer.run(&inbox))
+                .map_err(QueueError::storage)?
+        };
         Ok(Self {
             shared,
-            tx: RwLock::new(Some(tx)),
+            inbox,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -116,22 +119,22 @@ impl RedbQueue {
 
     /// Sends even while faulted (the writer keeps saves for the reopen).
     fn send_anyway(&self, cmd: Cmd) -> Result<(), QueueError> {
-        self.tx
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .ok_or(QueueError::Closed)?
-            .send(cmd)
-            .map_err(|_| QueueError::Closed)
+        self.inbox.send(cmd)
     }
 
-    /// A save; an `outcome` may wait for the next commit (see [`super::writer`]).
+    /// A save; an `outcome` may wait for the next commit, and resolves once handed over (see
+    /// [`super::writer`]).
     fn save_as(
         &self,
         alert: &StoredAlert,
         outcome: bool,
     ) -> BoxFuture<'static, Result<(), QueueError>> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = if outcome {
+            (None, None)
+        } else {
+            let (reply, rx) = oneshot::channel();
+            (Some(reply), Some(rx))
+        };
         // A save while faulted still goes to the writer, which keeps it for the reopen.
         let sent = serde_json::to_vec(alert)
             .map_err(QueueError::storage)
@@ -139,13 +142,15 @@ impl RedbQueue {
                 self.send_anyway(Cmd::Save {
                     id: alert.id,
                     json,
-                    outcome,
                     reply,
                 })
             });
         Box::pin(async move {
             sent?;
-            rx.await.map_err(|_| QueueError::Closed)?
+            match rx {
+                Some(rx) => rx.await.map_err(|_| QueueError::Closed)?,
+                None => Ok(()),
+            }
         })
     }
 
@@ -267,12 +272,7 @@ impl Queue for RedbQueue {
     /// Lets the writer finish what it was given and closes the file cleanly (so the next open
     /// needs no repair), then answers everything with [`QueueError::Closed`].
     fn close(&self) {
-        drop(
-            self.tx
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        self.inbox.close();
         let writer = self
             .writer
             .lock()
@@ -286,7 +286,10 @@ impl Queue for RedbQueue {
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::mpsc, time::Instant};
+
     use super::*;
+    use crate::queue::shared::HOLD_OUTCOMES;
 
     fn queue(dir: &Path) -> RedbQueue {
         RedbQueue::open(dir, Duration::from_secs(3600), 100, Box::new(drop)).unwrap()
@@ -430,5 +433,81 @@ mod tests {
         let q = RedbQueue::open(dir.path(), Duration::ZERO, 100, Box::new(drop)).unwrap();
         q.enqueue("s", keyed("a", "k")).await.unwrap();
         assert!(!q.enqueue("s", keyed("a", "k")).await.unwrap().duplicate);
+    }
+
+    /// `alert` as the dispatcher leaves it after its send: delivered, finished.
+    fn finished(mut alert: StoredAlert) -> StoredAlert {
+        alert.routed = true;
+        alert.finished_ms = Some(now_ms());
+        alert
+    }
+
+    #[tokio::test]
+    async fn an_outcome_rides_in_the_next_commit_or_is_committed_within_the_hold_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path());
+        let a = q.enqueue("s", Alert::new("a")).await.unwrap().id;
+        let before = Instant::now();
+        q.save_outcome(&finished(q.get(a).unwrap().unwrap()))
+            .await
+            .unwrap();
+        if before.elapsed() < HOLD_OUTCOMES / 2 {
+            assert!(
+                !q.get(a).unwrap().unwrap().is_finished(),
+                "an outcome does not get a commit of its own at once"
+            );
+        }
+        // The next enqueue's commit carries it.
+        q.enqueue("s", Alert::new("b")).await.unwrap();
+        assert!(q.get(a).unwrap().unwrap().is_finished());
+
+        // With nothing after it, it is committed within the hold time.
+        let c = q.enqueue("s", Alert::new("c")).await.unwrap().id;
+        q.save_outcome(&finished(q.get(c).unwrap().unwrap()))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + HOLD_OUTCOMES * 50;
+        while !q.get(c).unwrap().unwrap().is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the held outcome was never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn saves_keep_their_order_and_close_commits_what_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = {
+            let q = queue(dir.path());
+            let a = q.enqueue("s", Alert::new("a")).await.unwrap().id;
+            let b = q.enqueue("s", Alert::new("b")).await.unwrap().id;
+            // An outcome, then a later durable save of the same alert: the later one stands.
+            let mut doc = q.get(a).unwrap().unwrap();
+            q.save_outcome(&finished(doc.clone())).await.unwrap();
+            doc.routed = true;
+            q.save(&doc).await.unwrap();
+            assert_eq!(q.get(a).unwrap().unwrap(), doc);
+            // A durable save, then an outcome held when the queue closes.
+            let doc = q.get(b).unwrap().unwrap();
+            q.save(&doc).await.unwrap();
+            q.save_outcome(&finished(doc)).await.unwrap();
+            (a, b)
+        };
+        let q = queue(dir.path());
+        assert!(!q.get(a).unwrap().unwrap().is_finished());
+        assert!(
+            q.get(b).unwrap().unwrap().is_finished(),
+            "an outcome held at close is committed before the file closes"
+        );
+        assert_eq!(
+            q.unfinished()
+                .unwrap()
+                .iter()
+                .map(|x| x.id)
+                .collect::<Vec<_>>(),
+            [a]
+        );
     }
 }

@@ -5,10 +5,12 @@
 //! it may: every command waiting is taken into one transaction, and an *outcome* save (a
 //! recipient's result, after the send) does not get a commit of its own — it is held until the
 //! next commit that must happen anyway (an enqueue, a `sending` mark), and at the latest for
-//! [`HOLD_OUTCOMES`]. Holding loses nothing a caller was promised: the outcome resolves only
-//! after its commit, and an outcome lost to a crash leaves the `sending` mark committed before
-//! the send, which the dispatcher treats as uncertain after a restart. Commands keep their
-//! order: a held outcome is always committed with or before any later command.
+//! [`HOLD_OUTCOMES`]; nobody waits for it, and no thread is woken for it while the writer is
+//! busy (see [`super::shared::Inbox`]). Holding loses nothing a caller was promised: an
+//! outcome lost to a crash leaves the `sending` mark committed before the send, which the
+//! dispatcher treats as uncertain after a restart; one a failed commit did not take is kept for
+//! the reopen like any save. Commands keep their order: a held outcome is always committed with
+//! or before any later command.
 //!
 //! A failed commit (disk full, EFBIG, EIO) answers its enqueues "queue unavailable, try later"
 //! — nothing in it was acknowledged — keeps its saves, closes the file (redb refuses everything
@@ -19,7 +21,7 @@
 use std::{
     collections::BTreeMap,
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::{Arc, PoisonError, atomic::Ordering, mpsc},
+    sync::{Arc, PoisonError, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -30,13 +32,11 @@ use tokio::sync::oneshot;
 use super::{
     Enqueued, OnCommit, QueueError, QueueOptions, Taken,
     dedup::{DedupIndex, Seen},
-    shared::{Fault, Shared, decode},
+    shared::{Cmd, Fault, HOLD_OUTCOMES, Inbox, Next, Shared, decode},
     store::{self, ALERTS, DEDUP_LOG, Loaded, META},
 };
 use crate::model::{StoredAlert, now_ms};
 
-/// Commands at most per commit; more wait for the next one.
-const MAX_BATCH: usize = 8192;
 /// How often old history and dedup entries are pruned (and compaction considered).
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// First and longest wait between attempts to reopen a failed queue file.
@@ -44,48 +44,6 @@ const REOPEN_FIRST: Duration = Duration::from_millis(500);
 const REOPEN_MAX: Duration = Duration::from_secs(10);
 /// A reopened file that fails again within this time does not reset the backoff.
 const STAYED_UP: Duration = Duration::from_secs(60);
-/// How long an outcome save waits at most for a commit to ride in.
-pub(super) const HOLD_OUTCOMES: Duration = Duration::from_millis(10);
-
-/// Work for the writer thread. Documents arrive encoded: serialization happens on the callers'
-/// threads, in parallel, and the writer only touches the database.
-pub(super) enum Cmd {
-    Enqueue {
-        dedup: Option<u128>,
-        alert: Box<StoredAlert>,
-        json: Vec<u8>,
-        reply: oneshot::Sender<Result<Taken, QueueError>>,
-    },
-    Save {
-        id: u64,
-        json: Vec<u8>,
-        /// An outcome: it may wait for the next commit (see the module doc).
-        outcome: bool,
-        reply: oneshot::Sender<Result<(), QueueError>>,
-    },
-}
-
-impl Cmd {
-    /// True if this command may wait for another to share its commit.
-    fn may_wait(&self) -> bool {
-        matches!(self, Self::Save { outcome: true, .. })
-    }
-}
-
-/// Outcome saves held for the next commit.
-#[derive(Default)]
-struct Held {
-    cmds: Vec<Cmd>,
-    /// When they must be committed at the latest.
-    due: Option<Instant>,
-}
-
-impl Held {
-    fn take(&mut self) -> Vec<Cmd> {
-        self.due = None;
-        std::mem::take(&mut self.cmds)
-    }
-}
 
 enum Reply {
     Enqueued(
@@ -93,7 +51,11 @@ enum Reply {
         Box<StoredAlert>,
         Taken,
     ),
-    Saved(oneshot::Sender<Result<(), QueueError>>, u64, Vec<u8>),
+    Saved(
+        Option<oneshot::Sender<Result<(), QueueError>>>,
+        u64,
+        Vec<u8>,
+    ),
     /// An enqueue the failed commit did not take.
     Refused(oneshot::Sender<Result<Taken, QueueError>>),
 }
@@ -142,9 +104,11 @@ impl Writer {
         writer
     }
 
-    pub(super) fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+    pub(super) fn run(mut self, inbox: &Inbox) {
         let mut last_prune = Instant::now();
-        let mut held = Held::default();
+        // After a commit the writer wakes by itself within the hold time for a while, so the
+        // outcomes that follow ride in the next commit without waking it.
+        let mut linger: Option<Instant> = None;
         loop {
             let retry_at = self
                 .shared
@@ -154,45 +118,30 @@ impl Writer {
                 .as_ref()
                 .map(|f| f.retry_at);
             // Pruning also runs without traffic, so a quiet queue shrinks too.
-            let wake = retry_at.unwrap_or_else(|| {
+            let until = retry_at.unwrap_or_else(|| {
                 let prune_at = last_prune + PRUNE_EVERY;
-                held.due.map_or(prune_at, |due| due.min(prune_at))
+                linger.map_or(prune_at, |l| l.min(prune_at))
             });
-            let first = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                Ok(cmd) => cmd,
-                Err(mpsc::RecvTimeoutError::Timeout) if retry_at.is_some() => {
+            let batch = match inbox.next(until) {
+                Next::Batch(batch) => batch,
+                Next::Timeout if retry_at.is_some() => {
                     self.reopen();
                     continue;
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let prune = last_prune.elapsed() >= PRUNE_EVERY;
-                    if prune {
+                Next::Timeout => {
+                    linger = None;
+                    if last_prune.elapsed() >= PRUNE_EVERY {
                         last_prune = Instant::now();
-                    } else if held.cmds.is_empty() {
-                        continue;
-                    }
-                    if self.commit(held.take(), prune) && prune {
-                        self.maybe_compact();
+                        if self.commit(Vec::new(), true) {
+                            self.maybe_compact();
+                        }
                     }
                     continue;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Next::Closed => break,
             };
-            let mut batch = held.take();
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
             if let Some(e) = self.shared.unavailable() {
                 self.refuse(batch, &e);
-                continue;
-            }
-            if batch.len() < MAX_BATCH && batch.iter().all(Cmd::may_wait) {
-                held.due = Some(held.due.unwrap_or_else(|| Instant::now() + HOLD_OUTCOMES));
-                held.cmds = batch;
                 continue;
             }
             let prune = last_prune.elapsed() >= PRUNE_EVERY;
@@ -202,13 +151,7 @@ impl Writer {
             if self.commit(batch, prune) && prune {
                 self.maybe_compact();
             }
-        }
-        // What is still held is committed before the file closes.
-        if !held.cmds.is_empty() {
-            match self.shared.unavailable() {
-                Some(e) => self.refuse(held.take(), &e),
-                None => drop(self.commit(held.take(), false)),
-            }
+            linger = Some(Instant::now() + HOLD_OUTCOMES);
         }
         // A clean close: the next open needs no repair (which verifies every page).
         drop(
@@ -242,11 +185,11 @@ impl Writer {
         for cmd in batch {
             match cmd {
                 Cmd::Enqueue { reply, .. } => drop(reply.send(Err(again()))),
-                Cmd::Save {
-                    id, json, reply, ..
-                } => {
+                Cmd::Save { id, json, reply } => {
                     self.unsaved.insert(id, json);
-                    drop(reply.send(Err(again())));
+                    if let Some(reply) = reply {
+                        drop(reply.send(Err(again())));
+                    }
                 }
             }
         }
@@ -296,9 +239,7 @@ impl Writer {
                                 return Err(e);
                             }
                         },
-                        Cmd::Save {
-                            id, json, reply, ..
-                        } => {
+                        Cmd::Save { id, json, reply } => {
                             let saved = t.alerts.insert(id, json.as_slice()).map(drop);
                             replies.push(Reply::Saved(reply, id, json));
                             saved.map_err(QueueError::storage)?;
@@ -337,7 +278,8 @@ impl Writer {
                             });
                             drop(tx.send(Ok(taken)));
                         }
-                        Reply::Saved(tx, ..) => drop(tx.send(Ok(()))),
+                        Reply::Saved(Some(tx), ..) => drop(tx.send(Ok(()))),
+                        Reply::Saved(None, ..) => {}
                         Reply::Refused(tx) => drop(tx.send(Err(QueueError::Closed))),
                     }
                 }
@@ -358,18 +300,20 @@ impl Writer {
                         }
                         Reply::Saved(tx, id, json) => {
                             self.unsaved.insert(id, json);
-                            drop(tx.send(Err(refusal())));
+                            if let Some(tx) = tx {
+                                drop(tx.send(Err(refusal())));
+                            }
                         }
                     }
                 }
                 for cmd in rest {
                     match cmd {
                         Cmd::Enqueue { reply, .. } => drop(reply.send(Err(refusal()))),
-                        Cmd::Save {
-                            id, json, reply, ..
-                        } => {
+                        Cmd::Save { id, json, reply } => {
                             self.unsaved.insert(id, json);
-                            drop(reply.send(Err(refusal())));
+                            if let Some(reply) = reply {
+                                drop(reply.send(Err(refusal())));
+                            }
                         }
                     }
                 }
