@@ -561,3 +561,48 @@ async fn a_redb_queue_moves_into_postgres_and_back_with_every_alert_and_outcome(
         );
     }
 }
+
+#[tokio::test]
+async fn a_host_started_while_the_database_is_down_comes_up_and_takes_up_its_work() {
+    let Some(db) = TestDb::new() else { return };
+    let mine = {
+        let q = open(&db, "a", 60_000, Box::new(drop));
+        let t = q.enqueue("s", Alert::new("left unfinished")).await.unwrap();
+        // A crash: the lease is not released (the writer is not asked to stop cleanly).
+        q.core.stop.cancel();
+        std::mem::forget(q);
+        t.id
+    };
+    db.go_down();
+    let metrics = Arc::new(Metrics::default());
+    let (on_commit, rx) = told();
+    let q = PgQueue::open(
+        settings(&db, "a", 60_000),
+        &QueueOptions::default(),
+        Arc::clone(&metrics),
+        on_commit,
+    )
+    .expect("starts although the database is down");
+    assert!(q.unfinished().unwrap().is_empty(), "nothing to resume yet");
+    assert!(matches!(
+        q.enqueue("s", Alert::new("refused")).await,
+        Err(QueueError::Unavailable { .. })
+    ));
+    assert!(metrics.queue_fault().is_some());
+    db.come_back();
+    // Once connected, its own unfinished alert from before is handed on, once.
+    let (id, subject, dup) = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("its work is taken up once the database is back");
+    assert_eq!(
+        (id, subject.as_str(), dup),
+        (mine, "left unfinished", false)
+    );
+    assert!(metrics.queue_fault().is_none());
+    let t = q.enqueue("s", Alert::new("accepted")).await.unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(1)).unwrap().0, t.id);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "handed on once"
+    );
+}
