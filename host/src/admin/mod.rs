@@ -207,6 +207,7 @@ async fn status(State(s): State<Arc<AdminState>>) -> Response {
             serde_json::json!({
                 "name": r.name, "match": r.matcher.describe(), "groups": r.groups, "users": r.users,
                 "sinks": r.sinks, "continue": r.cont, "offline": r.offline.to_string(),
+                "escalation": plan.escalations.get(&r.name),
             })
         })
         .collect();

@@ -53,7 +53,7 @@ async function refresh() {
     const [status, alerts] = await Promise.all([api("api/v1/status").then(r => r.json()), api("api/v1/alerts?limit=30").then(r => r.json())]);
     fill("instances", status.instances.map(i => `<tr><td>${esc(i.name)}</td><td>${esc(i.role)}</td><td>${esc(i.plugin)}</td><td class="${esc(i.state)}">${esc(i.state)} ${esc(i.message)}</td><td>${i.restarts}</td><td class="muted">${esc(i.last_error)}</td></tr>`));
     document.getElementById("depth").textContent = status.queue_depth;
-    fill("routes", status.routes.map(r => `<tr><td>${esc(r.name)}${r.continue ? " <span class=muted>(continue)</span>" : ""}</td><td>${esc(r.match)}</td><td>${r.groups.map(g => `<span class=pill>${esc(g)}</span>`).join("")}${r.users.map(u => `<span class=pill>${esc(u)}</span>`).join("")}</td><td>${esc(r.sinks.join(", "))}</td><td>${esc(r.offline)}</td></tr>`));
+    fill("routes", status.routes.map(r => `<tr><td>${esc(r.name)}${r.continue ? " <span class=muted>(continue)</span>" : ""}</td><td>${esc(r.match)}</td><td>${r.groups.map(g => `<span class=pill>${esc(g)}</span>`).join("")}${r.users.map(u => `<span class=pill>${esc(u)}</span>`).join("")}${r.escalation ? `<span class=pill>escalation ${esc(r.escalation)}</span>` : ""}</td><td>${esc(r.sinks.join(", "))}</td><td>${esc(r.offline)}</td></tr>`));
     fill("groups", Object.entries(status.groups).map(([g, m]) => `<tr><td>${esc(g)}</td><td>${m.map(u => `<span class=pill>${esc(u)}</span>`).join("")}</td></tr>`));
     const names = status.routes.map(r => r.name).join("\n");
     if (names !== routesShown) { routesShown = names; document.getElementById("route").innerHTML = status.routes.map(r => `<option>${esc(r.name)}</option>`).join(""); }
@@ -85,7 +85,8 @@ setInterval(refresh, 1000);
 
 // Incidents (routes with an escalation policy): the open ones with who was paged when and who
 // acknowledged, each with ack / resolve buttons that call the admin API (recorded as "admin API"),
-// and the last few resolved ones. Hidden while the bridge keeps no incidents (404 incidents_off).
+// and the last few resolved ones. Hidden while there is no incident and no route names an
+// escalation policy (or the bridge keeps no incidents: 404 incidents_off).
 // The table is rebuilt only when the incidents change, so a button is never replaced under the
 // pointer.
 const RESOLVED_SHOWN = 5;
@@ -110,6 +111,11 @@ async function refreshIncidents() {
     if (!r.ok) throw new Error(j.error || r.status);
     const open = j.incidents.filter(i => i.state !== "resolved");
     const shown = open.concat(j.incidents.filter(i => i.state === "resolved").slice(0, RESOLVED_SHOWN));
+    // Shown once there is an incident, or a route that could open one.
+    if (!shown.length) {
+      const status = await api("api/v1/status").then(r => r.json());
+      if (!status.routes.some(r => r.escalation)) { $("incidents-section").hidden = true; return; }
+    }
     $("incidents-section").hidden = false;
     const html = shown.map(incidentRow);
     const key = html.join("");
