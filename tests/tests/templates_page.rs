@@ -109,3 +109,54 @@ fn the_link_in_the_im_opens_that_alert_on_the_status_page() {
         browser.text("#linked-alert").starts_with("Alert 999999")
     });
 }
+
+/// The bodies of the IMs the test sink recorded, in order.
+fn bodies(record: &std::path::Path) -> Vec<String> {
+    fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_reload_puts_a_changed_template_in_force_and_a_broken_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, control) = (free_port(), free_port());
+    let text = config(dir.path(), admin, control);
+    let host = Host::start(dir.path(), admin, &text);
+    let record = dir.path().join("delivered.jsonl");
+    emit(control, "count=1&prefix=a&subject=Before");
+    wait_until("the first IM", LONG, || bodies(&record).len() == 1);
+
+    let changed = text.replace(
+        "template = \"{{ subject }}: {{ alert_url }}\"",
+        "template = \"new: {{ subject | upper }} ({{ labels.seq }})\"",
+    );
+    assert_ne!(changed, text);
+    fs::write(&host.config, &changed).unwrap();
+    let (status, body) = alertbridge_testbed::harness::post(&format!("{}/-/reload", host.admin))
+        .expect("reload answers");
+    assert_eq!(status, 200, "{body}");
+    emit(control, "count=1&prefix=b&subject=After");
+    wait_until("the second IM", LONG, || bodies(&record).len() == 2);
+    assert_eq!(bodies(&record)[1], "new: AFTER 0 (b:0)");
+
+    // A template that does not compile: the reload is refused at its place, the old one stays.
+    fs::write(
+        &host.config,
+        changed.replace("{{ subject | upper }}", "{{ subject | upper }"),
+    )
+    .unwrap();
+    let (status, body) = alertbridge_testbed::harness::post(&format!("{}/-/reload", host.admin))
+        .expect("reload answers");
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        body.contains("route `all`: template: syntax error"),
+        "{body}"
+    );
+    emit(control, "count=1&prefix=c&subject=Still");
+    wait_until("the third IM", LONG, || bodies(&record).len() == 3);
+    assert_eq!(bodies(&record)[2], "new: STILL 0 (c:0)");
+}
