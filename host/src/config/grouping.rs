@@ -120,3 +120,93 @@ pub fn grouping(c: &mut Collector<'_>, route: &str, raw: RawGrouping) -> Option<
         interval: Duration::from_millis(interval),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::{
+        config::Config,
+        router::{GroupField, Grouping},
+    };
+
+    const BASE: &str = r#"
+[host]
+data_dir = "/var/lib/alertbridge"
+
+[[sink]]
+name = "lync"
+plugin = "ucwa"
+
+[[route]]
+name = "r"
+users = ["sip:a@x"]
+sinks = ["lync"]
+"#;
+
+    fn parse(extra: &str) -> Result<Option<Grouping>, Vec<String>> {
+        Config::parse(Path::new("t.toml"), &format!("{BASE}{extra}"))
+            .map(|c| c.router.routes[0].grouping.clone())
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn group_by_names_labels_and_alert_fields_with_defaults_for_the_times() {
+        assert_eq!(parse(""), Ok(None), "no group_by: no grouping");
+        let g = parse("group_by = [\"alertname\", \"source\", \"labels.severity\"]\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            g.by,
+            [
+                GroupField::Label("alertname".into()),
+                GroupField::Source,
+                GroupField::Label("severity".into()),
+            ]
+        );
+        assert_eq!(
+            (g.wait.as_millis(), g.interval.as_millis()),
+            (30_000, 300_000)
+        );
+        let g = parse("group_by = [\"cluster\"]\ngroup_wait_ms = 0\ngroup_interval_ms = 1000\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((g.wait.as_millis(), g.interval.as_millis()), (0, 1_000));
+    }
+
+    #[test]
+    fn mistakes_are_reported_at_their_place_all_at_once() {
+        let errors = parse(
+            "group_by = [\"cluster\", \"cluster\", \"labels.\"]\ngroup_wait_ms = 3600001\ngroup_interval_ms = 999\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "t.toml:13:24: route `r`: group_by: `cluster` is named twice",
+                "t.toml:13:35: route `r`: group_by: a label name is 1 to 256 bytes",
+                "t.toml:14:17: route `r`: `group_wait_ms` is at most 3600000 (an hour)",
+                "t.toml:15:21: route `r`: `group_interval_ms` lies within 1000 and 86400000 (a second to a day)",
+            ]
+        );
+        assert_eq!(
+            parse("group_by = []\n").unwrap_err(),
+            ["t.toml:13:12: route `r`: `group_by` is empty (leave it out for no grouping)"]
+        );
+        assert_eq!(
+            parse("group_wait_ms = 10\n").unwrap_err(),
+            ["t.toml:13:17: route `r`: `group_wait_ms` needs `group_by`"]
+        );
+        let many: Vec<String> = (0..17).map(|i| format!("\"l{i}\"")).collect();
+        let errors = parse(&format!("group_by = [{}]\n", many.join(", "))).unwrap_err();
+        assert_eq!(
+            errors,
+            ["t.toml:13:12: route `r`: `group_by` names 17 fields; at most 16"]
+        );
+        assert_eq!(
+            parse("group_by = \"cluster\"\n").map_err(|e| e.len()),
+            Err(1),
+            "a list is needed"
+        );
+    }
+}
