@@ -387,6 +387,7 @@ fn the_whole_metrics_page_parses_and_counts_what_happened() {
         ("alertbridge_incidents_open", "gauge"),
         ("alertbridge_incident_ack_seconds", "histogram"),
         ("alertbridge_escalations_total", "counter"),
+        ("alertbridge_alerts_silenced_total", "counter"),
     ];
     let names: Vec<&str> = families.keys().map(String::as_str).collect();
     let mut want: Vec<&str> = expected
