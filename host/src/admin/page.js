@@ -1,5 +1,8 @@
 "use strict";
 const esc = s => String(s ?? "").replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+// The digest that carried a recipient's alert (issue 16): its id is its first alert's, which the
+// link opens.
+const digestOf = r => r.digest ? ` in <a href="?alert=${encodeURIComponent(r.digest)}">digest #${esc(r.digest)}</a>` : "";
 const fill = (id, rows) => { document.querySelector(`#${id} tbody`).innerHTML = rows.join("") || `<tr><td colspan="9" class="muted">none</td></tr>`; };
 const time = ms => new Date(ms).toLocaleTimeString();
 let routesShown = "";
@@ -58,7 +61,7 @@ async function refresh() {
     const names = status.routes.map(r => r.name).join("\n");
     if (names !== routesShown) { routesShown = names; document.getElementById("route").innerHTML = status.routes.map(r => `<option>${esc(r.name)}</option>`).join(""); }
     fill("alerts", alerts.alerts.map(a => `<tr data-id="${a.id}"><td>${a.id}</td><td>${time(a.accepted_ms)}</td><td>${esc(a.source)}</td><td>${esc(a.alert.severity)}</td><td>${esc(a.alert.subject)}</td><td>${
-      (a.recipients || []).map(r => `<div class="recipient"><span class="${esc(r.outcome)}">${esc(r.outcome)}</span> ${esc(r.user)} <span class=muted>via ${esc(r.sink)}${r.reason ? " — " + esc(r.reason) : ""}</span></div>`).join("") || `<span class=muted>${esc(a.state)}</span>`}</td></tr>`));
+      (a.recipients || []).map(r => `<div class="recipient"><span class="${esc(r.outcome)}">${esc(r.outcome)}</span> ${esc(r.user)} <span class=muted>via ${esc(r.sink)}${digestOf(r)}${r.reason ? " — " + esc(r.reason) : ""}</span></div>`).join("") || `<span class=muted>${esc(a.state)}</span>`}</td></tr>`));
     document.getElementById("live").textContent = `live · updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     if (e instanceof NeedToken) return;
@@ -164,7 +167,7 @@ async function refreshLinked() {
     const a = await r.json();
     if (!r.ok) { box.innerHTML = `<h2>Alert ${esc(linked)}</h2><p class=muted>${esc(a.error)}</p>`; return; }
     const labels = Object.entries(a.alert.labels || {}).map(([k, v]) => `<span class=pill>${esc(k)}=${esc(v)}</span>`).join("");
-    const who = (a.recipients || []).map(r => `<div class="recipient"><span class="${esc(r.outcome)}">${esc(r.outcome)}</span> ${esc(r.user)} <span class=muted>via ${esc(r.sink)} (route ${esc(r.route)})${r.reason ? " — " + esc(r.reason) : ""}</span></div>`).join("");
+    const who = (a.recipients || []).map(r => `<div class="recipient"><span class="${esc(r.outcome)}">${esc(r.outcome)}</span> ${esc(r.user)} <span class=muted>via ${esc(r.sink)} (route ${esc(r.route)})${digestOf(r)}${r.reason ? " — " + esc(r.reason) : ""}</span></div>`).join("");
     box.innerHTML = `<h2>Alert ${a.id}</h2><p><b>${esc(a.alert.subject)}</b> <span class=muted>${esc(a.alert.severity)} · from ${esc(a.source)} · accepted ${time(a.accepted_ms)} · ${esc(a.state)}</span></p>` +
       (a.alert.body ? `<pre>${esc(a.alert.body)}</pre>` : "") + (labels ? `<p>${labels}</p>` : "") + (who || `<p class=muted>no recipients yet</p>`);
   } catch (e) {
