@@ -41,6 +41,13 @@ pub struct Options {
     pub sink_extra: String,
 }
 
+/// Makes sure the host and plugins are built (the first test of a run builds them), then
+/// starts the clock of the test's own part, which its summary line reports.
+pub fn started() -> Instant {
+    crate::harness::bin_dir();
+    Instant::now()
+}
+
 /// One host of the pair (or more) sharing the database at `db_url`.
 pub struct Node {
     pub name: String,
@@ -116,7 +123,8 @@ allow_alert_recipients = true
     /// webhook answers.
     pub fn start(root: &Path, name: &str, db_url: &str, o: &Options) -> Self {
         let dir = root.join(name);
-        fs::create_dir_all(&dir).expect("node folder");
+        // With the queue in PostgreSQL the host keeps little in data_dir, and creates none.
+        fs::create_dir_all(dir.join("data")).expect("node folder");
         fs::write(dir.join("webhook.tokens"), format!("{TOKEN}\n")).expect("tokens file");
         let (admin, hook_port) = (free_port(), free_port());
         let config = Self::config(&dir, name, db_url, admin, hook_port, o);
@@ -175,6 +183,21 @@ allow_alert_recipients = true
             o,
         );
         fs::write(&self.host.config, config).expect("write config");
+    }
+
+    /// The last `n` lines of its log at WARN or ERROR, for a failure message.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.host.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(n)..];
+        format!(
+            "{} (warnings and errors, last {n}):\n{}",
+            self.name,
+            tail.join("\n")
+        )
     }
 
     /// The test sink's record of this node: one object per delivered recipient.
@@ -514,9 +537,11 @@ pub fn check_deliveries(
                 format!("{k} (alert {id}): {view}")
             })
             .collect();
+        let logs: Vec<String> = nodes.iter().map(|n| n.log_tail(40)).collect();
         panic!(
-            "alerts with a 202 never reached a sink, e.g.:\n{}",
-            views.join("\n")
+            "alerts with a 202 never reached a sink, e.g.:\n{}\n{}",
+            views.join("\n"),
+            logs.join("\n")
         );
     }
     let mut unmarked: BTreeMap<String, String> = BTreeMap::new();

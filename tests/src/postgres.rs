@@ -210,6 +210,17 @@ impl Server {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The postmaster's process id while it runs (its first line of `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Fast shutdown: sessions are cut, commits kept; waits until the port is closed.
     pub fn stop(&self) {
         self.ctl("stop");

@@ -26,6 +26,7 @@ fn two_hosts_one_killed_three_times_lose_no_accepted_alert_and_send_none_twice_u
         return;
     };
     let db = Database::create(&server, "ha_crash");
+    let started = ha::started();
     let dir = tempfile::tempdir().unwrap();
     let o = Options {
         lease_ms: LEASE_MS,
@@ -69,8 +70,9 @@ fn two_hosts_one_killed_three_times_lose_no_accepted_alert_and_send_none_twice_u
     ha::wait_idle(&[&a, &b]);
     let delivered = ha::check_deliveries(&[&a, &b], &receipts, REPEAT_MARK);
     eprintln!(
-        "ha crash test: {} alerts with a 202 across 2 hosts, {KILLS} SIGKILLs of b while posting; \
+        "ha crash test ({:.1?}): {} alerts with a 202 across 2 hosts, {KILLS} SIGKILLs of b while posting; \
          clients met {summary}; {} deliveries (a {}, b {}), {} second copies all marked as repeats",
+        started.elapsed(),
         receipts.len(),
         delivered.records,
         delivered.by_node.get("a").unwrap_or(&0),

@@ -27,6 +27,7 @@ fn the_database_restarted_under_load_means_try_later_then_everything_delivered()
     if servers::postgres().is_none() {
         return;
     }
+    let started = ha::started();
     let dir = tempfile::tempdir().unwrap();
     let pg = Server::start(&dir.path().join("postgres"), false);
     let o = Options {
@@ -86,9 +87,10 @@ fn the_database_restarted_under_load_means_try_later_then_everything_delivered()
         assert_eq!(health["queue"]["up"], true, "{}: {health}", node.name);
     }
     eprintln!(
-        "ha database restart: {} alerts with a 202 across 2 hosts at {RATE}/s while PostgreSQL was stopped once \
+        "ha database restart ({:.1?}): {} alerts with a 202 across 2 hosts at {RATE}/s while PostgreSQL was stopped once \
          and killed once ({DOWN:?} away each time); clients met {summary}; all delivered ({} IMs, {} marked repeats), \
          no host restarted",
+        started.elapsed(),
         receipts.len(),
         delivered.records,
         delivered.marked,

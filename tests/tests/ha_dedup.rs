@@ -23,6 +23,7 @@ fn the_same_dedup_key_posted_to_both_hosts_is_one_alert_and_one_im() {
         return;
     };
     let db = Database::create(&server, "ha_dedup");
+    let started = ha::started();
     let dir = tempfile::tempdir().unwrap();
     let o = Options {
         lease_ms: 2000,
@@ -102,8 +103,9 @@ fn the_same_dedup_key_posted_to_both_hosts_is_one_alert_and_one_im() {
         }
     }
     eprintln!(
-        "ha dedup: {KEYS} keys posted to both hosts at once → {KEYS} alerts ({taken_by_b} taken new by b, the rest by a), \
+        "ha dedup ({:.1?}): {KEYS} keys posted to both hosts at once → {KEYS} alerts ({taken_by_b} taken new by b, the rest by a), \
          {} IMs (a sent {}, b sent {})",
+        started.elapsed(),
         delivered_again.records,
         delivered_again.by_node.get("a").unwrap_or(&0),
         delivered_again.by_node.get("b").unwrap_or(&0),

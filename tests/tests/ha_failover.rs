@@ -35,6 +35,7 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
         return;
     };
     let db = Database::create(&server, "ha_failover");
+    let started = ha::started();
     let dir = tempfile::tempdir().unwrap();
     let lease = Options {
         lease_ms: LEASE_MS,
@@ -126,8 +127,9 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
         a.records()
     );
     eprintln!(
-        "ha failover: lease {LEASE_MS} ms; a killed holding {ROUND} sends; b's first delivery {first_ms} ms \
+        "ha failover ({:.1?}): lease {LEASE_MS} ms; a killed holding {ROUND} sends; b's first delivery {first_ms} ms \
          and last {last_ms} ms after the kill, all {} marked as repeats; a restarted sent none of them again",
+        started.elapsed(),
         delivered.marked
     );
 }
