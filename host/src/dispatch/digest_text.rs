@@ -59,7 +59,8 @@ pub fn digest_text(
         }
     }
     let mut subject = format!("{tag} {name}");
-    if !names.is_empty() && !(names.len() == 1 && names[0] == name) {
+    // Nothing to add when the only name is the group's own.
+    if names.first().is_some_and(|n| names.len() > 1 || *n != name) {
         let shown = names
             .iter()
             .take(SUBJECT_ITEMS)
