@@ -249,7 +249,9 @@ impl Dispatcher {
         };
         // An alert whose task ended (finished another way: silenced, all its recipients
         // settled) holds its waker no more: it is not waited for.
-        entry.waiting.retain(|_, waker| Arc::strong_count(waker) > 1);
+        entry
+            .waiting
+            .retain(|_, waker| Arc::strong_count(waker) > 1);
         if entry.waiting.is_empty() {
             if entry.due_ms <= now {
                 entries.remove(key);
