@@ -1,7 +1,10 @@
 //! `alertbridge demo`: the bridge with the bundled simulators on loopback — a UCWA server
 //! (Lync / Skype for Business), a UCMA bridge (OCS / Lync 2010) and a POP3 mailbox — plus a
 //! sample mail and a webhook post that turn into IMs for the online users of a group while an
-//! offline user's alert is held.
+//! offline user's alert is held, and an incident: a database alert on a route with an escalation
+//! policy pages Alice; nobody answers, so Bob is paged [`LEVEL2_SECS`] later, and the demo says
+//! how to acknowledge it from the UCWA simulator's page. It follows the incident through its own
+//! admin API, as an operator's script would.
 //!
 //! The simulators are the test bed's binaries (`ucwa-sim`, `ucma-sim`, `pop3-server`), found
 //! beside this executable like the plugins; `cargo build --workspace` builds them all.
@@ -58,6 +61,10 @@ pub enum DemoError {
 }
 
 const TOKEN: &str = "demo-token";
+/// How long the demo's escalation policy waits for an ack before paging level 2.
+const LEVEL2_SECS: u64 = 10;
+/// The demo's incident: a database alert on the route with the escalation policy.
+const INCIDENT_ALERT: &str = r#"{"subject": "Replication lag on db02: 45 s", "body": "db02 is 45 s behind db01", "severity": "critical", "labels": {"service": "postgres", "host": "db02"}, "dedup_key": "db02-replication"}"#;
 const SAMPLE_MAIL: &str = "From: Nagios <nagios@contoso.com>\r\n\
 To: alerts@contoso.com\r\n\
 Subject: PROBLEM: db01 disk /var is CRITICAL\r\n\
@@ -168,6 +175,23 @@ secret = "demo-bridge-secret"
 ops = ["sip:alice@contoso.com", "sip:bob@contoso.com", "sip:carol@contoso.com"]
 legacy = ["sip:dave@contoso.com"]
 
+# On call for the databases: Alice first; if she has not acknowledged within {LEVEL2_SECS} s, Bob.
+[[escalation]]
+name = "db-oncall"
+levels = [
+  {{ users = ["sip:alice@contoso.com"], after_secs = 0 }},
+  {{ users = ["sip:bob@contoso.com"], after_secs = {LEVEL2_SECS} }},
+]
+
+# Database alerts open an incident (one per dedup key) that pages the levels of db-oncall
+# until someone answers `ack` in the IM's conversation.
+[[route]]
+name = "db-incidents"
+match = {{ labels = {{ service = "postgres" }} }}
+escalation = "db-oncall"
+sinks = ["lync"]
+offline = {{ policy = "skip" }}
+
 # Everyone in ops on Lync; carol is offline, so her copy is held until she signs in (10 min).
 [[route]]
 name = "ops-on-lync"
@@ -185,8 +209,10 @@ sinks = ["ocs"]
     )
 }
 
-async fn post_alert(webhook: &str) -> Result<String, DemoError> {
-    let body = r#"{"subject": "CPU at 100% on web02", "body": "load average 31.2 over 5 minutes", "severity": "high", "labels": {"host": "web02"}}"#;
+/// The sample webhook post.
+const SAMPLE_POST: &str = r#"{"subject": "CPU at 100% on web02", "body": "load average 31.2 over 5 minutes", "severity": "high", "labels": {"host": "web02"}}"#;
+
+async fn post_alert(webhook: &str, body: &str) -> Result<String, DemoError> {
     let mut s = tokio::net::TcpStream::connect(webhook)
         .await
         .map_err(DemoError::Post)?;
@@ -314,7 +340,7 @@ pub async fn run(
     })?;
     let mut posted = String::new();
     for _ in 0..50 {
-        match post_alert(&webhook).await {
+        match post_alert(&webhook, SAMPLE_POST).await {
             Ok(status) => {
                 posted = status;
                 break;
@@ -345,8 +371,15 @@ pub async fn run(
     );
     println!("  config           {}", config_path.display());
     println!("sample mail dropped into the mailbox; webhook post answered: {posted}");
+    let incident = post_alert(&webhook, INCIDENT_ALERT)
+        .await
+        .unwrap_or_else(|e| format!("not posted ({e})"));
+    println!(
+        "a database alert (label service=postgres) went to route db-incidents, which opens an incident: Alice is paged now, and Bob in {LEVEL2_SECS} s unless someone acknowledges (webhook answered: {incident})"
+    );
 
     let mut shown = std::collections::BTreeSet::new();
+    let mut incidents = IncidentsShown::default();
     let started = now_ms();
     let mut term = signal(SignalKind::terminate()).map_err(DemoError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DemoError::Signals)?;
@@ -382,6 +415,9 @@ pub async fn run(
                 );
             }
         }
+        if let Some(list) = get_json(&admin, "/api/v1/incidents").await {
+            incidents.show(&list, &ucwa.addr);
+        }
     }
     println!("stopping…");
     bridge.stop().await;
@@ -390,4 +426,85 @@ pub async fn run(
     }
     println!("stopped.");
     Ok(())
+}
+
+/// A GET on the demo's own admin API (loopback, no token): the JSON answer, or `None`.
+async fn get_json(admin: &str, path: &str) -> Option<serde_json::Value> {
+    let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
+    // HTTP/1.0: the answer ends with the connection, never chunked.
+    let req = format!("GET {path} HTTP/1.0\r\nhost: {admin}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    s.take(4 << 20).read_to_end(&mut answer).await.ok()?;
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if !answer.starts_with(b"HTTP/1.1 200") && !answer.starts_with(b"HTTP/1.0 200") {
+        return None;
+    }
+    serde_json::from_slice(&answer[at + 4..]).ok()
+}
+
+/// What the demo already printed about each incident.
+#[derive(Default)]
+struct IncidentsShown {
+    /// (incident, page seq) printed.
+    pages: std::collections::BTreeSet<(u64, u64)>,
+    /// (incident, "acknowledged" | "resolved") printed.
+    marks: std::collections::BTreeSet<(u64, &'static str)>,
+}
+
+impl IncidentsShown {
+    /// Prints each page, acknowledgement and resolution of `list` (`GET /api/v1/incidents`)
+    /// not printed yet; after a page, how its people can acknowledge from the UCWA simulator.
+    fn show(&mut self, list: &serde_json::Value, ucwa: &str) {
+        let items = list["incidents"].as_array().map_or(&[][..], Vec::as_slice);
+        for inc in items.iter().rev() {
+            let (Some(id), Some(number)) = (inc["id"].as_u64(), inc["number"].as_str()) else {
+                continue;
+            };
+            let title = inc["title"].as_str().unwrap_or_default();
+            for page in inc["pages"].as_array().map_or(&[][..], Vec::as_slice) {
+                let seq = page["seq"].as_u64().unwrap_or_default();
+                if !page["handed"].as_bool().unwrap_or(false) || !self.pages.insert((id, seq)) {
+                    continue;
+                }
+                let users: Vec<&str> = page["users"]
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .collect();
+                println!(
+                    "incident {number} ({title:?}): level {} paged: {} — {}",
+                    page["level"],
+                    users.join(", "),
+                    page["reason"].as_str().unwrap_or_default()
+                );
+                if inc["state"] == "open" {
+                    for user in &users {
+                        let login = user.trim_start_matches("sip:");
+                        let name = login.split('@').next().unwrap_or(login);
+                        println!(
+                            "  to acknowledge {number} as {name}: type `ack` in the box \"reply as {login}\" on the UCWA simulator page and press Reply"
+                        );
+                        println!(
+                            "  or from a shell: curl -H 'content-type: application/json' -d '{{\"text\":\"ack {id}\"}}' http://{ucwa}/control/users/{login}/reply"
+                        );
+                    }
+                }
+            }
+            for (what, key) in [("acknowledged", "acked"), ("resolved", "resolved")] {
+                let Some(by) = inc[key]["by"].as_str() else {
+                    continue;
+                };
+                if self.marks.insert((id, what)) {
+                    let after = if what == "acknowledged" {
+                        " — no more levels are paged"
+                    } else {
+                        ""
+                    };
+                    println!("incident {number} {what} by {by}{after}");
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! `alertbridge demo`: it comes up, the sample mail and the webhook post are delivered to the
-//! simulators (an offline user's copy held), and it stops cleanly on SIGINT. And what a newcomer
+//! simulators (an offline user's copy held), its incident pages Alice and, unanswered, Bob, the
+//! demo says how to acknowledge from the UCWA simulator's page, and doing what it says (Bob's
+//! reply box) acknowledges the incident; it stops cleanly on SIGINT. And what a newcomer
 //! sees first is clean: the demo and `alertbridge plugins`, run from the build folder as an
 //! operator would (`target/<profile>`, its default `plugin_dir`), show no warning and no test
 //! plugin — the test plugins are built elsewhere (`scripts/testbed`).
@@ -11,7 +13,32 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alertbridge_testbed::harness::{build_dir, free_port};
+use alertbridge_testbed::harness::{build_dir, free_port, request};
+
+/// Reads the demo's lines into `seen` until `done` holds for them; fails after `within`.
+fn read_until(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    child: &mut std::process::Child,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let start = Instant::now();
+    while !done(seen) {
+        let left = within.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the demo did not show {what} within {within:?}; it printed:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+}
 
 #[test]
 fn demo_delivers_the_sample_mail_and_webhook_post_and_stops_on_sigint() {
@@ -62,23 +89,18 @@ fn demo_delivers_the_sample_mail_and_webhook_post_and_stops_on_sigint() {
                 .is_some_and(|(_, rest)| rest.starts_with(w))
     };
     let mut seen = Vec::new();
-    let start = Instant::now();
-    while !wanted
-        .iter()
-        .all(|w| seen.iter().any(|l: &String| shows(l, w)))
-    {
-        let left = Duration::from_secs(60).saturating_sub(start.elapsed());
-        match rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the demo did not show every delivery within 60 s; it printed:\n{}",
-                    seen.join("\n")
-                );
-            }
-        }
-    }
+    read_until(
+        &rx,
+        &mut seen,
+        &mut child,
+        "every delivery",
+        Duration::from_secs(60),
+        |seen| {
+            wanted
+                .iter()
+                .all(|w| seen.iter().any(|l: &String| shows(l, w)))
+        },
+    );
     let status_page = seen
         .iter()
         .find(|l| l.contains("status page"))
@@ -99,6 +121,88 @@ fn demo_delivers_the_sample_mail_and_webhook_post_and_stops_on_sigint() {
         })
         .collect();
     assert_eq!(sims.len(), 2, "{seen:?}");
+
+    // The incident: Alice paged at once, nobody answers, Bob paged after the policy's wait.
+    let bob_paged = |l: &str| {
+        l.starts_with("alert ")
+            && l.contains("from incidents (\"[#1] Replication lag on db02: 45 s")
+            && l.contains("delivered sip:bob@contoso.com via lync")
+    };
+    let incident = "incident #1 (\"Replication lag on db02: 45 s\")";
+    read_until(
+        &rx,
+        &mut seen,
+        &mut child,
+        "the incident escalating to Bob",
+        Duration::from_secs(40),
+        |seen| {
+            // Level 2's line, then the hint how to answer as Bob.
+            seen.iter()
+                .any(|l| l.starts_with(&format!("{incident}: level 2 paged: sip:bob@contoso.com")))
+                && seen.iter().any(|l| l.contains("to acknowledge #1 as bob"))
+                && seen.iter().any(|l| bob_paged(l))
+        },
+    );
+    let level1 = seen
+        .iter()
+        .position(|l| l.starts_with(&format!("{incident}: level 1 paged: sip:alice@contoso.com")))
+        .expect("level 1 (Alice) shown before level 2");
+    let level2 = seen
+        .iter()
+        .position(|l| l.starts_with(&format!("{incident}: level 2 paged")))
+        .unwrap_or_default();
+    assert!(level1 < level2, "{seen:#?}");
+    // The admin API agrees: level 2 was paged after its 10 s wait, nobody having answered.
+    let (_, body) = request(
+        "GET",
+        &format!("http://127.0.0.1:{admin}/api/v1/incidents/1"),
+        &[],
+        "",
+    )
+    .expect("the admin API answers");
+    let inc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let waited =
+        inc["pages"][1]["at_ms"].as_i64().unwrap_or(0) - inc["opened_ms"].as_i64().unwrap_or(0);
+    assert!(
+        (10_000..20_000).contains(&waited) && inc["pages"][1]["users"][0] == "sip:bob@contoso.com",
+        "level 2 paged {waited} ms after the incident opened: {inc:#}"
+    );
+    // What the demo says to do, done as a person would: Bob's reply box on the simulator page.
+    let hint = seen
+        .iter()
+        .find(|l| l.contains("to acknowledge #1 as bob"))
+        .unwrap_or_else(|| panic!("no hint how to acknowledge as Bob: {seen:#?}"));
+    assert!(
+        hint.contains("reply as bob@contoso.com") && hint.contains("UCWA simulator page"),
+        "{hint}"
+    );
+    let ucwa = seen
+        .iter()
+        .find(|l| l.contains("UCWA simulator"))
+        .and_then(|l| l.split("http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .expect("the UCWA simulator's address")
+        .to_owned();
+    let (status, body) = request(
+        "POST",
+        &format!("http://{ucwa}/control/users/bob@contoso.com/reply-form"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "text=ack",
+    )
+    .expect("the UCWA simulator answers");
+    assert!(status == 303 || status == 200, "{status} {body}");
+    read_until(
+        &rx,
+        &mut seen,
+        &mut child,
+        "the incident acknowledged",
+        Duration::from_secs(30),
+        |seen| {
+            seen.iter()
+                .any(|l| l.starts_with("incident #1 acknowledged by"))
+        },
+    );
+
     // Everything the demo logged while it came up and delivered: no warning (such as "Plugin
     // file refused" for a test plugin beside the real ones).
     let log: Vec<String> = log_rx.try_iter().collect();

@@ -1,0 +1,245 @@
+//! The status page's incidents in a real browser (headless Chromium through chromedriver): a
+//! real host with an admin token and a route with an escalation policy; an alert posted to the
+//! webhook opens an incident, which the page shows live (number, title, state, level, who was
+//! paged when); clicking its `ack` button acknowledges it through the admin API with the token
+//! the page asked for once (the API and the page then say "acknowledged by admin API"), and
+//! `resolve` resolves it. A host without escalation policies shows no incident section.
+//! Screenshots go to `target/screenshots/`.
+
+use std::{fs, path::Path, time::Duration};
+
+use alertbridge_testbed::{
+    browser::Browser,
+    harness::{Host, free_port, request, wait_until},
+    servers,
+};
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(30);
+const ADMIN_TOKEN: &str = "incident-page-admin-token-8e21";
+const HOOK_TOKEN: &str = "incident-page-hook-token";
+
+fn config(dir: &Path, admin: u16, webhook: u16, escalation: bool) -> String {
+    let d = dir.display();
+    let route = if escalation {
+        r#"
+[[escalation]]
+name = "db-oncall"
+levels = [
+  { users = ["sip:alice@contoso.com"], after_secs = 0 },
+  { groups = ["leads"], after_secs = 600 },
+]
+
+[[route]]
+name = "db"
+escalation = "db-oncall"
+sinks = ["lync"]
+offline = { policy = "skip" }
+"#
+    } else {
+        r#"
+[[route]]
+name = "all"
+groups = ["leads"]
+sinks = ["lync"]
+"#
+    };
+    format!(
+        r#"
+[host]
+data_dir = "{d}/data"
+admin_listen = "127.0.0.1:{admin}"
+admin_token_file = "admin.token"
+
+[delivery]
+per_recipient_per_minute = 0
+
+[[source]]
+name = "monitoring"
+plugin = "webhook"
+[source.config]
+listen = "127.0.0.1:{webhook}"
+tokens_file = "{d}/tokens"
+
+[[sink]]
+name = "lync"
+plugin = "test-sink"
+[sink.config]
+record_file = "{d}/delivered.jsonl"
+
+[groups]
+leads = ["sip:bob@contoso.com"]
+{route}"#
+    )
+}
+
+fn start(dir: &Path, escalation: bool) -> (Host, u16) {
+    fs::write(dir.join("tokens"), format!("{HOOK_TOKEN}\n")).unwrap();
+    fs::write(dir.join("admin.token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let (admin, webhook) = (free_port(), free_port());
+    let host = Host::start(dir, admin, &config(dir, admin, webhook, escalation));
+    (host, webhook)
+}
+
+/// GET on the admin API with the token.
+fn api(host: &Host, path: &str) -> Value {
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let (status, body) = request(
+        "GET",
+        &format!("{}{path}", host.admin),
+        &[("authorization", &bearer)],
+        "",
+    )
+    .unwrap_or_else(|| panic!("GET {path}: no answer; log:\n{}", host.log()));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// Opens the page and gives it the admin token when it asks.
+fn open_signed_in(browser: &Browser, host: &Host) {
+    browser.open(&host.admin);
+    wait_until("the page to ask for the token", LONG, || {
+        browser.script(
+            "return !document.querySelector('#login').hidden;",
+            json!([]),
+        ) == json!(true)
+    });
+    browser.script(
+        "document.querySelector('#token').value = arguments[0];
+         document.querySelector('#login button').click();",
+        json!([ADMIN_TOKEN]),
+    );
+    wait_until("the page to go live", LONG, || {
+        browser.text("#live").starts_with("live")
+    });
+}
+
+fn section_shown(browser: &Browser) -> bool {
+    browser.script(
+        "return !document.querySelector('#incidents-section').hidden;",
+        json!([]),
+    ) == json!(true)
+}
+
+#[test]
+fn the_page_shows_an_incident_live_and_its_buttons_ack_and_resolve_it() {
+    let Some(chromium) = servers::chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (host, webhook) = start(dir.path(), true);
+    let browser = Browser::start(&chromium);
+    open_signed_in(&browser, &host);
+    let marker = browser.script("window.__marker = 7; return 7;", json!([]));
+    // Before any incident: the section is there (a route names a policy), empty; the route
+    // shows its policy.
+    wait_until("the empty incident section", LONG, || {
+        section_shown(&browser) && browser.text("#incidents").contains("none")
+    });
+    assert!(
+        browser.text("#routes").contains("escalation db-oncall"),
+        "{}",
+        browser.text("#routes")
+    );
+
+    let bearer = format!("Bearer {HOOK_TOKEN}");
+    let (status, body) = request(
+        "POST",
+        &format!("http://127.0.0.1:{webhook}/api/v1/alerts"),
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        r#"{"subject": "Disk full on db01", "severity": "critical", "dedup_key": "db01-disk"}"#,
+    )
+    .expect("the webhook answers");
+    assert_eq!(status, 202, "{body}");
+
+    // The incident appears without a reload: number, title, state, level, who was paged.
+    let row = "#incidents tr[data-incident='1']";
+    wait_until("the incident on the page", LONG, || {
+        let t = browser.text(row);
+        t.contains("#1")
+            && t.contains("Disk full on db01")
+            && t.contains("open")
+            && t.contains("sip:alice@contoso.com")
+    });
+    assert!(section_shown(&browser));
+    let shown = browser.text(row);
+    assert!(shown.contains("level 1 at"), "{shown}");
+    assert!(shown.contains("next at"), "level 2 is due later: {shown}");
+    let inc = api(&host, "/api/v1/incidents/1");
+    assert_eq!(
+        (inc["state"].as_str(), inc["level"].as_u64()),
+        (Some("open"), Some(1)),
+        "{inc:#}"
+    );
+    browser.screenshot("incident-open.png");
+
+    // Ack: the API records it as the admin API's, and the page follows.
+    browser.click(&format!("{row} button[data-act='ack']"));
+    wait_until("the ack in the API", LONG, || {
+        api(&host, "/api/v1/incidents/1")["state"] == "acknowledged"
+    });
+    let inc = api(&host, "/api/v1/incidents/1");
+    assert_eq!(inc["acked"]["by"], "admin API", "{inc:#}");
+    wait_until("the ack on the page", LONG, || {
+        let t = browser.text(row);
+        t.contains("acknowledged by admin API")
+            && browser.text("#incident-note") == "#1 acknowledged"
+    });
+    let buttons = |act: &str| {
+        browser.script(
+            "return document.querySelectorAll(arguments[0]).length;",
+            json!([format!("{row} button[data-act='{act}']")]),
+        )
+    };
+    assert_eq!(
+        buttons("ack"),
+        json!(0),
+        "no ack button on an acknowledged incident"
+    );
+    assert_eq!(buttons("resolve"), json!(1));
+    assert!(
+        !browser.text(row).contains("next at"),
+        "nothing due after the ack"
+    );
+    browser.screenshot("incident-acknowledged.png");
+
+    // Resolve: the same, and the row stays among the recently resolved, without buttons.
+    browser.click(&format!("{row} button[data-act='resolve']"));
+    wait_until("the resolve in the API and on the page", LONG, || {
+        api(&host, "/api/v1/incidents/1")["state"] == "resolved"
+            && browser.text(row).contains("resolved by admin API")
+    });
+    assert_eq!(buttons("resolve"), json!(0));
+    assert_eq!(
+        browser.script("return window.__marker;", json!([])),
+        marker,
+        "the page was not reloaded"
+    );
+    // Only those two changes went through: one ack and one resolve, each by the page.
+    assert_eq!(
+        api(&host, "/api/v1/incidents")["incidents"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert!(!host.log().contains(ADMIN_TOKEN));
+}
+
+#[test]
+fn without_escalation_policies_the_page_shows_no_incident_section() {
+    let Some(chromium) = servers::chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _) = start(dir.path(), false);
+    let browser = Browser::start(&chromium);
+    open_signed_in(&browser, &host);
+    // Two refreshes of the incidents after going live: still hidden, and no error shown.
+    std::thread::sleep(Duration::from_millis(2200));
+    assert!(!section_shown(&browser));
+    assert_eq!(browser.text("#incident-note"), "");
+    assert!(browser.text("#routes").contains("all"));
+}
