@@ -149,6 +149,13 @@ impl Bridge {
         // Silences (data_dir/silences.redb): checked at the start of every alert's round.
         let silences = Arc::new(Silences::open(Arc::new(RedbSilences::open(&h.data_dir)?))?);
         dispatcher.set_silences(Arc::clone(&silences));
+        // `silence 2h` replies make silences like the incident's alert.
+        let recheck = Arc::clone(&dispatcher);
+        replies.set_silencer(Arc::new(silences::like::QueueSilenceLike {
+            silences: Arc::clone(&silences),
+            queue: Arc::clone(&queue),
+            created: Box::new(move || recheck.recheck_all()),
+        }));
         let unfinished = queue.unfinished()?;
         let mut background = Vec::new();
         let admin_stop = CancellationToken::new();

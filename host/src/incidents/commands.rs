@@ -18,6 +18,9 @@ pub enum Command {
     Resolve(Option<IncidentId>),
     /// Page the next level now.
     Escalate(Option<IncidentId>),
+    /// `silence [N] 2h`: silence alerts like the incident's for this long (ms); the incident
+    /// itself is not changed.
+    Silence(Option<IncidentId>, i64),
     /// List my open incidents.
     Status,
     /// Explain the commands.
@@ -30,7 +33,7 @@ impl Command {
     /// The incident number given, if any.
     pub fn id(self) -> Option<IncidentId> {
         match self {
-            Self::Ack(n) | Self::Resolve(n) | Self::Escalate(n) => n,
+            Self::Ack(n) | Self::Resolve(n) | Self::Escalate(n) | Self::Silence(n, _) => n,
             Self::Status | Self::Help | Self::Usage => None,
         }
     }
@@ -38,7 +41,7 @@ impl Command {
 
 /// The answer to anything that is not a command.
 pub const USAGE: &str = "Commands: `ack [N]` (or `a`), `resolve [N]` (or `r`), `esc [N]`, \
-`status`, `help` — N is the incident number, e.g. `ack 42`; without it the incident of this \
+`silence [N] 2h` (silence alerts like it for 2 hours), `status`, `help` — N is the incident number, e.g. `ack 42`; without it the incident of this \
 conversation, or your only open one.";
 
 /// Parses one reply. Pure; looks at no more than [`MAX_COMMAND_LEN`] bytes of trimmed text.
@@ -53,6 +56,9 @@ pub fn parse(text: &str) -> Command {
     let Some(verb) = words.next() else {
         return Command::Usage;
     };
+    if verb.eq_ignore_ascii_case("silence") {
+        return parse_silence(words.collect());
+    }
     let number = match words.next() {
         None => None,
         Some(w) => match parse_number(w) {
@@ -80,6 +86,22 @@ fn is_punct(c: char) -> bool {
         c,
         '.' | ',' | '!' | '?' | ';' | ':' | '\'' | '"' | '`' | '(' | ')' | '[' | ']' | '-'
     )
+}
+
+/// The rest of `silence [N] DURATION`: an optional number, then a duration (`2h`, `1h30m`).
+fn parse_silence(rest: Vec<&str>) -> Command {
+    let (number, duration) = match rest.as_slice() {
+        [d] => (None, *d),
+        [n, d] => match parse_number(n) {
+            Some(n) => (Some(n), *d),
+            None => return Command::Usage,
+        },
+        _ => return Command::Usage,
+    };
+    match crate::silences::parse_duration(duration) {
+        Ok(ms) => Command::Silence(number, ms),
+        Err(_) => Command::Usage,
+    }
 }
 
 /// `42` or `#42`: 1..=18 digits, not zero.
@@ -138,6 +160,16 @@ mod tests {
             ("status 4", Usage),
             ("help 4", Usage),
             ("hello, are you a bot?", Usage),
+            ("silence 2h", Silence(None, 7_200_000)),
+            ("Silence #42 1h30m.", Silence(n(42), 5_400_000)),
+            ("silence 7 45m", Silence(n(7), 2_700_000)),
+            ("silence", Usage),
+            ("silence 42", Usage),
+            ("silence 2x", Usage),
+            ("silence 0m", Usage),
+            ("silence 400d", Usage),
+            ("silence 42 2h now", Usage),
+            ("silence me 2h", Usage),
             ("ack#42", Usage),
             ("ａｃｋ", Usage),
             ("ack 4２", Usage),

@@ -78,6 +78,8 @@ pub struct Replies {
     seen: Mutex<Seen>,
     /// (incident, by) of changes this side is applying: the event watcher leaves them to us.
     acting: Mutex<Vec<(IncidentId, String)>>,
+    /// Makes the silences of `silence 2h` replies, once the host has silences.
+    silencer: std::sync::OnceLock<std::sync::Arc<dyn crate::silences::like::SilenceLike>>,
 }
 
 impl Replies {
@@ -88,6 +90,7 @@ impl Replies {
             responders: RwLock::new(lowered(responders)),
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
             acting: Mutex::new(Vec::new()),
+            silencer: std::sync::OnceLock::new(),
         }
     }
 
@@ -212,6 +215,7 @@ impl Replies {
             Command::Help | Command::Usage => return Ok(self.answer(msg, None, USAGE.into())),
             Command::Status => return Ok(self.answer(msg, None, self.status(msg).await)),
             Command::Ack(_) | Command::Resolve(_) | Command::Escalate(_) => {}
+            Command::Silence(..) => {}
         }
         let inc = match self.find(msg, cmd.id()).await {
             Ok(inc) => inc,
@@ -227,6 +231,9 @@ impl Replies {
             ));
         }
         let who = msg.who().to_owned();
+        if let Command::Silence(_, duration_ms) = cmd {
+            return self.silence(msg, &inc, &who, duration_ms).await;
+        }
         self.acting_mark(id, &who, true);
         let result = match cmd {
             Command::Ack(_) => self.engine.ack(id, &who).await.map(|(inc, changed)| {
@@ -382,6 +389,9 @@ enum Outcome {
     /// No change: told to the sender only.
     Quiet(String),
 }
+
+#[path = "reply_silence.rs"]
+mod silence;
 
 #[cfg(test)]
 #[path = "reply_tests.rs"]

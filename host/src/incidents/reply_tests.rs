@@ -223,3 +223,107 @@ async fn help_status_and_noise() {
     let h = r.handle(&msg(DAVE, "c", "ack", None)).await.unwrap();
     assert!(h.answer.text.starts_with("you have no open incident"));
 }
+
+#[tokio::test]
+async fn silence_2h_silences_alerts_like_the_incidents_and_tells_the_others() {
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        time::Duration,
+    };
+
+    use crate::{
+        model::StoredAlert,
+        queue::{Queue, RedbQueue},
+        silences::{MemorySilences, Silences, like::QueueSilenceLike},
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(
+        RedbQueue::open(dir.path(), Duration::from_secs(60), 100, Box::new(|_| {})).unwrap(),
+    );
+    let mut a = Alert::new("Disk full on db01");
+    a.labels.insert("host".into(), "db01".into());
+    a.labels.insert("alertname".into(), "DiskFull".into());
+    let taken = queue.enqueue("am", a.clone()).await.unwrap();
+    let e = engine();
+    let id = e
+        .open_or_join(taken.id, "am", &a, "r", "ops", false)
+        .await
+        .unwrap()
+        .id;
+    e.escalate_now(id, "timer").await.unwrap();
+    e.set_conversation(id, ALICE, "conv-alice").await.unwrap();
+    e.set_conversation(id, BOB, "conv-bob").await.unwrap();
+    let silences = Arc::new(Silences::open(Arc::new(MemorySilences::default())).unwrap());
+    let created = Arc::new(AtomicUsize::new(0));
+    let r = Replies::new(e.clone(), []);
+    let counted = Arc::clone(&created);
+    r.set_silencer(Arc::new(QueueSilenceLike {
+        silences: Arc::clone(&silences),
+        queue,
+        created: Box::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }),
+    }));
+
+    // Someone not paged may not; a bad duration is usage.
+    let h = r
+        .handle(&msg(DAVE, "c", &format!("silence {} 2h", id.0), None))
+        .await
+        .unwrap();
+    assert!(
+        h.answer.text.contains("you were not paged"),
+        "{}",
+        h.answer.text
+    );
+    let h = r
+        .handle(&msg(BOB, "conv-bob", "silence 2 hours", None))
+        .await
+        .unwrap();
+    assert_eq!(h.answer.text, USAGE);
+    assert!(silences.list().is_empty());
+
+    // Bob, paged, in his conversation: the silence is made from the alert's labels.
+    let h = r
+        .handle(&msg(BOB, "conv-bob", "Silence 2h", Some("Bob Jones")))
+        .await
+        .unwrap();
+    let made = silences.list();
+    assert_eq!(made.len(), 1);
+    let s = &made[0];
+    assert_eq!(s.matchers.labels, a.labels);
+    assert_eq!(s.ends_ms - s.starts_ms, 2 * 3600 * 1000);
+    assert_eq!(s.author, "Bob Jones");
+    assert!(s.comment.contains("Disk full on db01"), "{}", s.comment);
+    assert_eq!(
+        created.load(Ordering::Relaxed),
+        1,
+        "queued alerts looked at again"
+    );
+    assert!(
+        h.answer
+            .text
+            .starts_with(&format!("Bob Jones silenced alerts like {id} until "))
+            && h.answer
+                .text
+                .contains("(silence 1: alertname = DiskFull, host = db01)")
+            && h.answer.text.contains(&format!("{id} itself stays open")),
+        "{}",
+        h.answer.text
+    );
+    assert_eq!(h.answer.conversation.as_deref(), Some("conv-bob"));
+    assert_eq!(h.tell.len(), 1);
+    assert_eq!(
+        (h.tell[0].user.as_str(), h.tell[0].conversation.as_deref()),
+        (ALICE, Some("conv-alice"))
+    );
+    // The next alert like it is silenced; the incident itself is unchanged.
+    let next = StoredAlert::new(9, "am", a, 0);
+    assert_eq!(
+        silences
+            .silencing(&next, crate::model::now_ms())
+            .map(|x| x.id),
+        Some(1)
+    );
+    assert_eq!(e.get(id).await.unwrap().state, IncidentState::Open);
+}

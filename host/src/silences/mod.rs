@@ -10,12 +10,15 @@
 //!   `data_dir/silences.redb` and an in-memory store for tests.
 //! - [`registry`]: [`Silences`], the silences in force in memory, what the dispatcher asks
 //!   ([`Silences::silencing`]) and the admin API changes.
+//! - [`like`]: "alerts like this one" (its labels, or its source and subject), for the
+//!   incidents' `silence 2h` reply.
 //!
 //! A silence is pending before its start, active from its start until its end, and expired from
 //! its end on: the state follows from the clock, so a silence expires on its own. `DELETE`
 //! expires one now (its end moves to now). Expired silences stay listed for
 //! [`KEEP_EXPIRED_MS`] (at most [`MAX_EXPIRED`] of them), then are pruned.
 
+pub mod like;
 pub mod matchers;
 pub mod registry;
 pub mod spec;

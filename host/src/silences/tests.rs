@@ -418,3 +418,35 @@ async fn the_redb_store_keeps_silences_and_ids_across_reopen() {
     let next = silences.create(&r, T0 + 2 * MIN).await.unwrap();
     assert_eq!(next.id, 4, "pruned ids are not given again");
 }
+
+#[test]
+fn alerts_like_one_are_its_labels_or_its_source_and_exact_subject() {
+    let labelled = alert(
+        "monitoring",
+        "Disk full",
+        Severity::HIGH,
+        &[("host", "db01")],
+    );
+    let spec = like::like(&labelled);
+    assert_eq!(
+        spec,
+        MatcherSpec {
+            labels: [("host".to_string(), "db01".to_string())].into(),
+            ..MatcherSpec::default()
+        }
+    );
+    let bare = alert("helpdesk-mail", "Disk (var) full?", Severity::LOW, &[]);
+    let m = like::like(&bare).compile().unwrap();
+    assert_eq!(
+        m.describe(),
+        "source helpdesk-mail, subject ~ /^Disk \\(var\\) full\\?$/"
+    );
+    assert!(m.matches(&bare));
+    assert!(!m.matches(&alert(
+        "helpdesk-mail",
+        "Disk (var) full? again",
+        Severity::LOW,
+        &[]
+    )));
+    assert!(!m.matches(&alert("monitoring", "Disk (var) full?", Severity::LOW, &[])));
+}
