@@ -39,6 +39,8 @@ pub const MAX_SILENCES: usize = 1000;
 pub const KEEP_EXPIRED_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The most expired silences kept listed; older ones are pruned first.
 pub const MAX_EXPIRED: usize = 1000;
+/// How often a host re-reads a store shared with other hosts ([`SilenceStore::shared`]).
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often expired silences are looked at for pruning.
 pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 

@@ -36,30 +36,23 @@ pub struct Silences {
 }
 
 impl Silences {
-    /// Loads every stored silence. A damaged record, or one whose matchers no longer compile,
-    /// is logged and left out (it stays in the store); the others are kept.
+    /// Loads every stored silence (see [`load`] for damaged ones).
     pub fn open(store: Arc<dyn SilenceStore>) -> Result<Self, SilenceError> {
-        let (stored, damaged) = store.load()?;
-        for e in &damaged {
-            tracing::error!(error = %crate::error_chain(e), "A stored silence cannot be read; it is left out.");
-        }
-        let mut entries = BTreeMap::new();
-        for silence in stored {
-            match silence.matchers.compile() {
-                Ok(matcher) => {
-                    entries.insert(silence.id, Entry { silence, matcher });
-                }
-                Err(e) => {
-                    tracing::error!(silence = silence.id, error = %e, "A stored silence's matchers do not compile; it is left out.");
-                }
-            }
-        }
+        let entries = load(store.as_ref())?;
         tracing::info!(silences = entries.len(), "Silences loaded.");
         Ok(Self {
             store,
             entries: RwLock::new(entries),
             change: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Re-reads the store: silences other hosts made or expired in a shared store show here.
+    pub async fn refresh(&self) -> Result<(), SilenceError> {
+        let _one = self.change.lock().await;
+        let entries = load(self.store.as_ref())?;
+        *self.write() = entries;
+        Ok(())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Entry>> {
@@ -180,14 +173,49 @@ impl Silences {
         Ok(gone.len())
     }
 
-    /// Prunes every `every` until the task is dropped.
+    /// Prunes every `every` until the task is dropped; with a store shared between hosts,
+    /// also re-reads it every [`super::REFRESH_EVERY`].
     pub async fn prune_every(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
+        let shared = self.store.shared();
+        let mut tick = tokio::time::interval(if shared {
+            super::REFRESH_EVERY.min(every)
+        } else {
+            every
+        });
+        let mut last_prune: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
+            if shared && let Err(e) = self.refresh().await {
+                tracing::warn!(error = %crate::error_chain(&e), "Could not re-read the shared silences; trying again later.");
+            }
+            if last_prune.is_some_and(|t| t.elapsed() < every) {
+                continue;
+            }
+            last_prune = Some(tokio::time::Instant::now());
             if let Err(e) = self.prune(crate::model::now_ms()).await {
                 tracing::warn!(error = %crate::error_chain(&e), "Could not prune expired silences; trying again later.");
             }
         }
     }
+}
+
+/// Every readable silence in `store` with its compiled matcher. A damaged record, or one whose
+/// matchers no longer compile, is logged and left out (it stays in the store).
+fn load(store: &dyn SilenceStore) -> Result<BTreeMap<u64, Entry>, SilenceError> {
+    let (stored, damaged) = store.load()?;
+    for e in &damaged {
+        tracing::error!(error = %crate::error_chain(e), "A stored silence cannot be read; it is left out.");
+    }
+    let mut entries = BTreeMap::new();
+    for silence in stored {
+        match silence.matchers.compile() {
+            Ok(matcher) => {
+                entries.insert(silence.id, Entry { silence, matcher });
+            }
+            Err(e) => {
+                tracing::error!(silence = silence.id, error = %e, "A stored silence's matchers do not compile; it is left out.");
+            }
+        }
+    }
+    Ok(entries)
 }

@@ -40,12 +40,30 @@ pub trait SilenceStore: Send + Sync + 'static {
 
     /// Forgets these silences (pruned after their time). Resolves after commit.
     fn remove(&self, ids: Vec<u64>) -> BoxFuture<'static, Result<(), SilenceError>>;
+
+    /// Other hosts change this store too (a shared database): the host then re-reads it every
+    /// [`super::REFRESH_EVERY`] to see their silences. The embedded file is this host's alone.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
-/// Silences in memory; clones share them (a "restart" in tests opens a registry on a clone).
+/// Silences in memory; clones share them (a "restart" in tests opens a registry on a clone,
+/// and two registries on clones of a [`MemorySilences::shared`] one stand for two hosts).
 #[derive(Clone, Default)]
 pub struct MemorySilences {
     inner: Arc<Mutex<(u64, BTreeMap<u64, Silence>)>>,
+    shared: bool,
+}
+
+impl MemorySilences {
+    /// A store that says it is shared between hosts.
+    pub fn shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl SilenceStore for MemorySilences {
@@ -77,6 +95,10 @@ impl SilenceStore for MemorySilences {
             inner.1.remove(&id);
         }
         Box::pin(async { Ok(()) })
+    }
+
+    fn shared(&self) -> bool {
+        self.shared
     }
 }
 

@@ -450,3 +450,28 @@ fn alerts_like_one_are_its_labels_or_its_source_and_exact_subject() {
     )));
     assert!(!m.matches(&alert("monitoring", "Disk (var) full?", Severity::LOW, &[])));
 }
+
+#[tokio::test]
+async fn a_shared_store_shows_other_hosts_silences_on_refresh() {
+    let store = MemorySilences::shared();
+    assert!(store.shared() && !MemorySilences::default().shared());
+    let a = Silences::open(Arc::new(store.clone())).unwrap();
+    let b = Silences::open(Arc::new(store)).unwrap();
+    let db = alert(
+        "monitoring",
+        "Disk full",
+        Severity::HIGH,
+        &[("host", "db01")],
+    );
+    let made = a
+        .create(&new(json!({"labels": {"host": "db01"}}), "1h"), T0)
+        .await
+        .unwrap();
+    assert_eq!(b.silencing(&db, T0), None, "not seen before a refresh");
+    b.refresh().await.unwrap();
+    assert_eq!(b.silencing(&db, T0).map(|s| s.id), Some(made.id));
+    b.expire(made.id, T0 + MIN).await.unwrap();
+    a.refresh().await.unwrap();
+    assert_eq!(a.silencing(&db, T0 + MIN), None);
+    assert_eq!(a.get(made.id).unwrap().expired_ms, Some(T0 + MIN));
+}
