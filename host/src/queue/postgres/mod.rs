@@ -85,6 +85,10 @@ pub enum PgError {
         "the database's queue schema is version {found}, newer than this alertbridge knows ({known}): upgrade alertbridge"
     )]
     NewerSchema { found: i32, known: i32 },
+    #[error(
+        "another running alertbridge already uses [queue] node = \"{0}\" on this database: give each host its own node name"
+    )]
+    NodeInUse(String),
 }
 
 impl PgError {
@@ -121,6 +125,34 @@ pub(crate) async fn connect(url: &Secret) -> Result<Client, PgError> {
     Ok(client)
 }
 
+/// Connects, migrates and takes this node's name for the connection's life: a session
+/// advisory lock, so a second host configured with the same `node` (which would deliver the
+/// first one's alerts too) is refused; the lock goes with the connection (a killed host's at
+/// once).
+pub(crate) async fn connect_as_node(settings: &PgSettings) -> Result<Client, PgError> {
+    use sha2::Digest as _;
+    let mut client = connect(&settings.url).await?;
+    schema::migrate(&mut client).await?;
+    let digest = sha2::Sha256::new()
+        .chain_update("alertbridge queue node\0")
+        .chain_update(&settings.node)
+        .finalize();
+    let mut key = [0; 8];
+    key.copy_from_slice(&digest[..8]);
+    let taken: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1)",
+            &[&i64::from_be_bytes(key)],
+        )
+        .await
+        .map_err(PgError::query("take the node name"))?
+        .get(0);
+    if !taken {
+        return Err(PgError::NodeInUse(settings.node.clone()));
+    }
+    Ok(client)
+}
+
 /// Connects and reads the schema state, for `alertbridge check`; changes nothing.
 pub async fn schema_state(url: &Secret) -> Result<SchemaState, PgError> {
     let client = tokio::time::timeout(CONNECT_TIMEOUT * 2, connect(url))
@@ -148,6 +180,10 @@ pub(super) struct Core {
     /// Whether this node's own unfinished alerts (from before a restart) were taken up; held
     /// while they are, so they are handed on once.
     adopted: tokio::sync::Mutex<bool>,
+    /// The lowest id this process numbered a new alert with (`i64::MAX` before the first):
+    /// rows of this node from below it are from before this start and taken up by adoption;
+    /// rows from it on were handed on when committed and are never handed on again.
+    first_own: std::sync::atomic::AtomicI64,
     stop: CancellationToken,
 }
 
@@ -216,9 +252,14 @@ impl Core {
         let rows = client
             .query(
                 "UPDATE ab_alerts SET owner = $1, lease_until = now() + $2::float8 * interval '1 millisecond'
-                 WHERE NOT finished AND (owner = $1 OR lease_until < now())
+                 WHERE NOT finished
+                   AND ((owner = $1 AND id < $3) OR (owner <> $1 AND lease_until < now()))
                  RETURNING id, doc",
-                &[&self.settings.node, &lease_ms(&self.settings)],
+                &[
+                    &self.settings.node,
+                    &lease_ms(&self.settings),
+                    &self.first_own.load(Ordering::Acquire),
+                ],
             )
             .await
             .map_err(PgError::query("take up this node's unfinished alerts"))?;
@@ -276,6 +317,8 @@ pub struct PgQueue {
     handle: Handle,
     /// Answers once the writer has drained and ended.
     writer_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// Answers once the lease task has ended.
+    lease_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl Drop for PgQueue {
@@ -288,7 +331,7 @@ impl PgQueue {
     /// Connects, applies the schema migrations and starts the writer and the lease task. A
     /// database that cannot be reached at start is not fatal: the queue starts down (sources
     /// are told "try later") and connects, migrates and takes up its work once it can. Errors
-    /// only for what retrying cannot fix (a bad URL, a newer schema).
+    /// only for what retrying cannot fix (a bad URL, a newer schema, a node name in use).
     pub fn open(
         settings: PgSettings,
         options: &QueueOptions,
@@ -317,20 +360,19 @@ impl PgQueue {
             down: AtomicBool::new(false),
             reader: tokio::sync::Mutex::new(None),
             adopted: tokio::sync::Mutex::new(false),
+            first_own: std::sync::atomic::AtomicI64::new(i64::MAX),
             stop: CancellationToken::new(),
         });
         core.metrics.set_queue_fault(None);
         let first = block_on(&handle, {
             let core = Arc::clone(&core);
-            async move {
-                let mut client = connect(&core.settings.url).await?;
-                schema::migrate(&mut client).await?;
-                Ok::<_, PgError>(client)
-            }
+            async move { connect_as_node(&core.settings).await }
         });
         let client = match first {
             Ok(Ok(c)) => Some(c),
-            Ok(Err(e @ (PgError::Url(_) | PgError::NewerSchema { .. }))) => {
+            Ok(Err(
+                e @ (PgError::Url(_) | PgError::NewerSchema { .. } | PgError::NodeInUse(_)),
+            )) => {
                 return Err(e.into());
             }
             Ok(Err(e)) => {
@@ -348,13 +390,21 @@ impl PgQueue {
             writer.run(rx).await;
             let _ = done_tx.send(());
         });
-        handle.spawn(lease::run(Arc::clone(&core)));
+        let (lease_tx, lease_rx) = std::sync::mpsc::channel();
+        handle.spawn({
+            let core = Arc::clone(&core);
+            async move {
+                lease::run(core).await;
+                let _ = lease_tx.send(());
+            }
+        });
         Ok(Self {
             core,
             tx: RwLock::new(Some(tx)),
             runtime: Mutex::new(Some(runtime)),
             handle,
             writer_done: Mutex::new(Some(done_rx)),
+            lease_done: Mutex::new(Some(lease_rx)),
         })
     }
 
@@ -491,9 +541,20 @@ impl Queue for PgQueue {
         })
     }
 
-    /// Lets the writer finish what it was given, stops the lease task (the leases then run
-    /// out and another host takes this one's unfinished work) and closes the connections.
+    /// Stops the lease task, lets the writer finish what it was given and end this node's
+    /// leases (another host takes its unfinished work up at once) and closes the connections.
     fn close(&self) {
+        // The lease task ends first: a renewal after the writer's release would extend the
+        // leases it just ended.
+        self.core.stop.cancel();
+        let lease_done = self
+            .lease_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(done) = lease_done {
+            let _ = done.recv_timeout(READ_TIMEOUT);
+        }
         drop(
             self.tx
                 .write()
@@ -508,7 +569,6 @@ impl Queue for PgQueue {
         if let Some(done) = done {
             let _ = done.recv_timeout(READ_TIMEOUT);
         }
-        self.core.stop.cancel();
         let runtime = self
             .runtime
             .lock()

@@ -17,7 +17,7 @@ use alertbridge_plugin_api::kit::Backoff;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
-use super::{Core, PgError, connect, decode_rows, lease_ms, schema};
+use super::{Core, PgError, connect_as_node, decode_rows, lease_ms};
 use crate::{
     model::{StoredAlert, now_ms},
     queue::{Enqueued, QueueError, Taken},
@@ -125,7 +125,7 @@ impl Writer {
     }
 
     /// On a clean stop: this node's leases end now, so another host takes up what it leaves
-    /// unfinished without waiting for them to run out.
+    /// unfinished without waiting for them to run out; and its node name is free at once.
     async fn release(&mut self) {
         let Some(client) = self.client.as_ref() else {
             return;
@@ -148,6 +148,10 @@ impl Writer {
                 tracing::warn!(error = %e, "Could not release this host's leases; they run out by themselves.")
             }
         }
+        // The node name too, now rather than when the server notices the connection closed.
+        let _ = client
+            .batch_execute("SELECT pg_advisory_unlock_all()")
+            .await;
     }
 
     /// Applies a batch (with the kept saves) in one transaction and answers every command.
@@ -266,13 +270,9 @@ impl Writer {
 
     /// One attempt to reconnect (and migrate) after a fault.
     async fn reconnect(&mut self) {
-        let connected = tokio::time::timeout(COMMIT_TIMEOUT, async {
-            let mut client = connect(&self.core.settings.url).await?;
-            schema::migrate(&mut client).await?;
-            Ok::<_, PgError>(client)
-        })
-        .await
-        .unwrap_or(Err(PgError::Timeout(COMMIT_TIMEOUT)));
+        let connected = tokio::time::timeout(COMMIT_TIMEOUT, connect_as_node(&self.core.settings))
+            .await
+            .unwrap_or(Err(PgError::Timeout(COMMIT_TIMEOUT)));
         let client = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -320,6 +320,30 @@ impl Writer {
                 alert,
                 duplicate: false,
             });
+        }
+        // A start with the database down resumed nothing: this node's own unfinished alerts
+        // are taken up now (once; the lease task does it on its next tick if this fails).
+        if let Some(client) = self.client.as_ref() {
+            match self.core.adopt(client).await {
+                Ok(Some(alerts)) => {
+                    if !alerts.is_empty() {
+                        tracing::info!(
+                            count = alerts.len(),
+                            "Taking up this host's unfinished alerts now the database is back."
+                        );
+                    }
+                    for alert in alerts {
+                        (self.core.on_commit)(Enqueued {
+                            alert,
+                            duplicate: false,
+                        });
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "Could not take up this host's unfinished alerts yet.")
+                }
+            }
         }
         if !self.unsaved.is_empty() {
             self.commit(Vec::new()).await;
@@ -400,6 +424,11 @@ async fn apply(
             .map(|r| r.get(0))
             .collect()
     };
+    // Before the rows can be seen: adoption must not take what this process hands on itself.
+    if let Some(&lowest) = ids.iter().min() {
+        core.first_own
+            .fetch_min(lowest, std::sync::atomic::Ordering::AcqRel);
+    }
     let txn = client
         .transaction()
         .await
