@@ -9,14 +9,20 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::router::{Matcher, parse_severity_condition};
 
-/// The most sources, labels or label patterns one silence names.
+/// The most sources or labels one silence names.
 pub const MAX_ENTRIES: usize = 32;
+/// The most label patterns one silence names.
+pub const MAX_PATTERNS: usize = 8;
+/// The most bytes all the names, values and patterns of one silence take together.
+pub const MAX_TOTAL_BYTES: usize = 8 * 1024;
 /// The longest label name or source name.
 pub const MAX_NAME_BYTES: usize = 128;
 /// The longest label value or pattern.
 pub const MAX_VALUE_BYTES: usize = 1024;
-/// What one compiled pattern may take (the regex crate's own bound; it matches in linear time).
-const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// What one compiled pattern, and its matching cache, may take (the regex crate's own bounds;
+/// it matches in linear time). With [`MAX_PATTERNS`] + 2 patterns per silence and at most
+/// [`super::MAX_SILENCES`] silences, the patterns take at most about 1000 × 10 × 64 KiB.
+const REGEX_SIZE_LIMIT: usize = 32 * 1024;
 
 /// The matchers as given and stored: the same shape as a route's `match` table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,13 +144,17 @@ impl MatcherSpec {
                  subject, body (severity \">=info\" matches every alert)",
             ));
         }
-        for (key, n) in [
-            ("matchers.source", self.source.len()),
-            ("matchers.labels", self.labels.len()),
-            ("matchers.labels_regex", self.labels_regex.len()),
+        for (key, n, max) in [
+            ("matchers.source", self.source.len(), MAX_ENTRIES),
+            ("matchers.labels", self.labels.len(), MAX_ENTRIES),
+            (
+                "matchers.labels_regex",
+                self.labels_regex.len(),
+                MAX_PATTERNS,
+            ),
         ] {
-            if n > MAX_ENTRIES {
-                return Err(refuse(key, format!("{n} entries; at most {MAX_ENTRIES}")));
+            if n > max {
+                return Err(refuse(key, format!("{n} entries; at most {max}")));
             }
         }
         for s in &self.source {
@@ -179,6 +189,22 @@ impl MatcherSpec {
             .as_deref()
             .map(|p| pattern("matchers.body", p))
             .transpose()?;
+        let total: usize = self.source.iter().map(String::len).sum::<usize>()
+            + self.severity.as_ref().map_or(0, String::len)
+            + self
+                .labels
+                .iter()
+                .chain(&self.labels_regex)
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + self.subject.as_ref().map_or(0, String::len)
+            + self.body.as_ref().map_or(0, String::len);
+        if total > MAX_TOTAL_BYTES {
+            return Err(refuse(
+                "matchers",
+                format!("{total} bytes in all; at most {MAX_TOTAL_BYTES}"),
+            ));
+        }
         Ok(Matcher {
             sources: self.source.clone(),
             severity,

@@ -259,6 +259,15 @@ fn every_field_is_checked_and_bounded() {
         (0..33).map(|i| (format!("l{i}"), json!("v"))).collect();
     let e = refused(&new(json!({ "labels": many }), "1h"));
     assert_eq!(e, "matchers.labels: 33 entries; at most 32");
+    let patterns: serde_json::Map<String, serde_json::Value> =
+        (0..9).map(|i| (format!("l{i}"), json!("^x"))).collect();
+    let e = refused(&new(json!({ "labels_regex": patterns }), "1h"));
+    assert_eq!(e, "matchers.labels_regex: 9 entries; at most 8");
+    let big: serde_json::Map<String, serde_json::Value> = (0..9)
+        .map(|i| (format!("l{i}"), json!("v".repeat(1000))))
+        .collect();
+    let e = refused(&new(json!({ "labels": big }), "1h"));
+    assert_eq!(e, "matchers: 9018 bytes in all; at most 8192");
     // Unknown keys are refused, not ignored (a typo would silence more than meant).
     let e = serde_json::from_value::<NewSilence>(
         json!({"matchers": {"label": {"a": "b"}}, "duration": "1h", "author": "a", "comment": "c"}),
