@@ -21,7 +21,8 @@ use crate::{
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
     /// Say what is wrong with the queue file (read-only; run with the bridge stopped). Exit 0
-    /// if it is sound, 1 listing each problem.
+    /// if it is sound, 1 listing each problem. With PostgreSQL: whether the database is
+    /// reachable and where its schema stands.
     Check {
         #[arg(long, short)]
         config: PathBuf,
@@ -56,6 +57,10 @@ pub enum QueueCmdError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    #[error(
+        "salvage repairs the embedded queue file; with [queue] backend = \"postgres\" the database's own backups and replicas are the way back"
+    )]
+    NotAFile,
     #[error("cannot read the export from standard input")]
     Stdin(#[source] std::io::Error),
 }
@@ -65,6 +70,20 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
     match command {
         QueueCommand::Check { config } => {
             let config = Config::load(&config)?;
+            // The shared queue has no file: say whether its database is reachable and where
+            // its schema stands.
+            if let Some(state) = config.queue.schema_report() {
+                return Ok(match state {
+                    Ok(line) => {
+                        println!("{line}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(line) => {
+                        println!("{line}");
+                        ExitCode::FAILURE
+                    }
+                });
+            }
             let report = queue::check(&config.host.data_dir)?;
             print!("{report}");
             Ok(if report.is_ok() {
@@ -75,6 +94,9 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
         }
         QueueCommand::Salvage { config } => {
             let config = Config::load(&config)?;
+            if let QueueBackend::Postgres(_) = config.queue {
+                return Err(QueueCmdError::NotAFile);
+            }
             let report = queue::salvage(&config.host.data_dir)?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
