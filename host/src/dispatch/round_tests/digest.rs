@@ -289,3 +289,35 @@ template = "{{ count }} × {{ alert.labels.alertname }}: {% for a in alerts %}{{
         m.body
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_drops_out_before_the_cut_does_not_hold_the_digest_up() {
+    let bed = Bed::start(config("", GROUPED));
+    available(&bed.sinks);
+    let mut expiring = cpu("web1", "eu-1");
+    expiring.expires_unix_ms = Some(T0 + 1_000);
+    let gone = bed.accept("mail", expiring);
+    let kept: Vec<u64> = (2..=3)
+        .map(|n| bed.accept("mail", cpu(&format!("web{n}"), "eu-1")))
+        .collect();
+    for &id in &kept {
+        bed.settle(id).await;
+    }
+    let a = bed.settle(gone).await;
+    assert!(
+        a.recipients
+            .iter()
+            .all(|r| r.outcome == Outcome::Skipped && r.digest.is_none()),
+        "{a:#?}"
+    );
+    let calls = bed.sinks.get("lync").calls();
+    assert_eq!(calls.len(), 2);
+    for c in &calls {
+        assert_eq!(c.message.subject, "[FIRING ×2] HighCPU on eu-1: web2, web3");
+        assert!(
+            (2_000..2_300).contains(&(c.at_ms - T0)),
+            "the cut did not wait for the expired alert: {}",
+            c.at_ms - T0
+        );
+    }
+}
