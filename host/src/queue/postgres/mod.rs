@@ -51,6 +51,8 @@ use crate::{
 
 /// How long a read waits for the database before it answers "unavailable".
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a start waits for its node name to be free (a killed predecessor's session).
+const NODE_WAIT: Duration = Duration::from_secs(3);
 /// How long a connection attempt may take unless the URL sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -366,7 +368,19 @@ impl PgQueue {
         core.metrics.set_queue_fault(None);
         let first = block_on(&handle, {
             let core = Arc::clone(&core);
-            async move { connect_as_node(&core.settings).await }
+            async move {
+                // A host killed a moment ago may still hold the name until the server notices
+                // its connection closed: wait a little for it.
+                let deadline = Instant::now() + NODE_WAIT;
+                loop {
+                    match connect_as_node(&core.settings).await {
+                        Err(PgError::NodeInUse(_)) if Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        other => break other,
+                    }
+                }
+            }
         });
         let client = match first {
             Ok(Ok(c)) => Some(c),
