@@ -10,7 +10,8 @@
 //! uses it — enqueue; once committed, a durable `sending` save; then the outcome save — with the
 //! outcome saved on its own commit (`Queue::save`, as before issue 17) and riding in the next
 //! commit (`Queue::save_outcome`): the queue's share of the cost, variant by variant.
-//! `BENCH_QUEUE_ONLY=1` runs only the second table, `BENCH_PIPELINE_ONLY=1` only the first.
+//! `BENCH_QUEUE_ONLY=1` runs only the second table, `BENCH_PIPELINE_ONLY=1` only the first;
+//! `BENCH_REPEAT` (3) runs of each queue variant alternate, and the table shows their medians.
 
 use std::{
     path::{Path, PathBuf},
@@ -382,9 +383,16 @@ fn main() {
     if std::env::var_os("BENCH_PIPELINE_ONLY").is_some() {
         return;
     }
+    // The machine is shared: runs of the variants alternate, and the row shown is each one's
+    // median by CPU time.
+    let repeat: usize = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     println!();
     println!(
-        "The queue alone (enqueue, `sending` save, outcome save; latency: submit → `sending` committed):"
+        "The queue alone (enqueue, `sending` save, outcome save; latency: submit → `sending` committed; median of {repeat} alternating runs by CPU):"
     );
     println!();
     println!(
@@ -392,15 +400,23 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let n = rate * secs;
-    for (name, rides) in [
+    let variants = [
         ("outcome on its own commit (save)", false),
         ("outcome rides the next commit (save_outcome)", true),
+    ];
+    for (label, n, r) in [
+        (format!("{rate}/s"), n, Some(rate)),
+        ("as fast as possible".to_owned(), throughput_n, None),
     ] {
-        for (label, n, r) in [
-            (format!("{rate}/s"), n, Some(rate)),
-            ("as fast as possible".to_owned(), throughput_n, None),
-        ] {
-            let run = queue_alone(n, r, rides);
+        let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
+        for _ in 0..repeat {
+            for (runs, (_, rides)) in runs.iter_mut().zip(variants) {
+                runs.push(queue_alone(n, r, rides));
+            }
+        }
+        for (mut runs, (name, _)) in runs.into_iter().zip(variants) {
+            runs.sort_by_key(|r| r.cpu);
+            let run = &runs[runs.len() / 2];
             println!(
                 "| {name} | {label} | {n} | {:.2} s | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} |",
                 run.wall.as_secs_f64(),
