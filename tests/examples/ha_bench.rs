@@ -14,6 +14,8 @@
 //!   host `a` holds 100 deliveries in flight (its sink hangs) and is SIGKILLed; the time from
 //!   the kill to the first and the last delivery by `b`.
 //!
+//! `BENCH_PARTS` (default `table,failover`) picks what runs.
+//!
 //! Alerts go to 100 users (by the last two digits of their number): one user's messages from
 //! one source go one at a time, in accept order, so one user would measure that chain alone.
 //! The PostgreSQL server is the bench's own (`scripts/postgres.sh` in a scratch folder, fsync
@@ -174,15 +176,14 @@ record_file = "{d}/delivered.jsonl"
     for u in 0..USERS {
         let _ = writeln!(text, "u{u:02} = [\"sip:u{u:02}@contoso.com\"]");
     }
-    // By the last two digits of the alert's number (label seq = "<prefix>:<n>"); numbers
-    // below 10 take the last route.
+    // User n % 100 (label seq = "<prefix>:<n>"): its last two digits, or the one digit of
+    // n < 10. Each alert matches one route.
     for u in 0..USERS {
         let _ = write!(
             text,
-            "\n[[route]]\nname = \"u{u:02}\"\nmatch = {{ labels_regex = {{ seq = '{u:02}$' }} }}\ngroups = [\"u{u:02}\"]\nsinks = [\"sink\"]\n"
+            "\n[[route]]\nname = \"u{u:02}\"\nmatch = {{ labels_regex = {{ seq = '{u:02}$|:{u}$' }} }}\ngroups = [\"u{u:02}\"]\nsinks = [\"sink\"]\n"
         );
     }
-    text.push_str("\n[[route]]\nname = \"rest\"\nmatch = { severity = \">=info\" }\ngroups = [\"u00\"]\nsinks = [\"sink\"]\n");
     text
 }
 
@@ -417,7 +418,24 @@ fn main() {
     let lease_ms = env_or("BENCH_LEASE_MS", 10_000);
     let scratch = tempfile::tempdir().expect("tempdir");
     let pg = Server::start(&scratch.path().join("postgres"), true);
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "table,failover".into());
+    if parts.split(',').any(|p| p == "table") {
+        table(&pg, n, rate, secs);
+    }
+    if parts.split(',').any(|p| p == "failover") {
+        let (first, last) = failover(&pg, lease_ms);
+        println!();
+        println!(
+            "failover (2 hosts, lease_ms = {lease_ms}): host a SIGKILLed holding 100 sends in flight; \
+             b's first delivery {first} ms after the kill, its last {last} ms"
+        );
+    }
+    println!(
+        "({n} alerts per burst, {rate}/s for {secs} s, {USERS} users; release build; PostgreSQL with fsync on)"
+    );
+}
 
+fn table(pg: &Server, n: u64, rate: u64, secs: u64) {
     println!(
         "| queue | burst: ingest alerts/s | burst: end-to-end alerts/s | burst: CPU µs/alert (host + PostgreSQL) | {rate}/s: p50 ms | {rate}/s: p99 ms | {rate}/s: max ms | {rate}/s: CPU µs/alert (host + PostgreSQL) |"
     );
@@ -427,8 +445,8 @@ fn main() {
         Backend::Postgres { hosts: 1 },
         Backend::Postgres { hosts: 2 },
     ] {
-        let b = burst(Some(&pg), backend, n);
-        let p = paced(Some(&pg), backend, rate, secs);
+        let b = burst(Some(pg), backend, n);
+        let p = paced(Some(pg), backend, rate, secs);
         let cpu = |host: f64, pg: f64| {
             if backend == Backend::Redb {
                 format!("{host:.0}")
@@ -448,13 +466,4 @@ fn main() {
             cpu(p.host_us, p.pg_us)
         );
     }
-    let (first, last) = failover(&pg, lease_ms);
-    println!();
-    println!(
-        "failover (2 hosts, lease_ms = {lease_ms}): host a SIGKILLed holding 100 sends in flight; \
-         b's first delivery {first} ms after the kill, its last {last} ms"
-    );
-    println!(
-        "({n} alerts per burst, {rate}/s for {secs} s, {USERS} users; release build; PostgreSQL with fsync on)"
-    );
 }

@@ -41,6 +41,44 @@ pub struct Options {
     pub sink_extra: String,
 }
 
+/// A scratch folder for a test's hosts (and database server), removed at the end unless the
+/// test failed: then it is kept, and its path printed, for a look at the logs and the data.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "alertbridge-ha-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            crate::dovecot::unix_micros()
+        ));
+        fs::create_dir_all(&dir).expect("scratch folder");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test folder kept for a look: {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Makes sure the host and plugins are built (the first test of a run builds them), then
 /// starts the clock of the test's own part, which its summary line reports.
 pub fn started() -> Instant {

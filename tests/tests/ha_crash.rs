@@ -27,7 +27,7 @@ fn two_hosts_one_killed_three_times_lose_no_accepted_alert_and_send_none_twice_u
     };
     let db = Database::create(&server, "ha_crash");
     let started = ha::started();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ha::Scratch::new();
     let o = Options {
         lease_ms: LEASE_MS,
         ..Options::default()
@@ -45,7 +45,7 @@ fn two_hosts_one_killed_three_times_lose_no_accepted_alert_and_send_none_twice_u
     // Kill b at random points of the run, each after a random number of 202s; it stays down a
     // random while (sometimes past its lease, so a takes its work over), then comes back.
     let mut points: Vec<usize> = (0..KILLS)
-        .map(|_| rand::random_range(ALERTS / 20..ALERTS * 9 / 20))
+        .map(|_| rand::random_range(ALERTS / 20..ALERTS * 3 / 10))
         .collect();
     points.sort_unstable();
     let mut kills_while_posting = 0;
@@ -55,7 +55,7 @@ fn two_hosts_one_killed_three_times_lose_no_accepted_alert_and_send_none_twice_u
             kills_while_posting += 1;
         }
         b.kill9();
-        let down = rand::random_range(0..LEASE_MS * 3 / 2);
+        let down = rand::random_range(0..LEASE_MS + LEASE_MS / 4);
         std::thread::sleep(std::time::Duration::from_millis(down));
         b.restart();
     }

@@ -3,7 +3,8 @@
 //! sessions cut) and later killed outright (SIGKILL, WAL replay at the next start), each time
 //! for a while. Meanwhile the webhooks answer 503 with `Retry-After` ("try later") and the hosts
 //! stay up; once the server is back, every alert with a 202 is delivered — none lost, none twice
-//! unmarked — without restarting a host.
+//! unmarked — without restarting a host. Run with a lease longer than the outages and with one
+//! shorter (every lease lapses while the database is away).
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -20,18 +21,31 @@ const RATE: u32 = 400;
 /// How long the database stays away each time.
 const DOWN: Duration = Duration::from_millis(1500);
 
+/// Away for less than the hosts' lease: each keeps its own alerts.
 #[test]
-fn the_database_restarted_under_load_means_try_later_then_everything_delivered() {
+fn the_database_restarted_within_the_lease_means_try_later_then_everything_delivered() {
+    restart_under_load(10_000);
+}
+
+/// Away for longer than the lease: the leases run out while nobody can renew them, and once
+/// the database is back each host may take over the other's alerts — which are then delivered
+/// once, by their new owner, and the old owner lets them go.
+#[test]
+fn the_database_away_past_the_lease_means_try_later_then_everything_delivered() {
+    restart_under_load(1000);
+}
+
+fn restart_under_load(lease_ms: u64) {
     // The shared test server says PostgreSQL is installed; this test runs its own, so that
     // stopping it disturbs no other test.
     if servers::postgres().is_none() {
         return;
     }
     let started = ha::started();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ha::Scratch::new();
     let pg = Server::start(&dir.path().join("postgres"), false);
     let o = Options {
-        lease_ms: 2000,
+        lease_ms,
         ..Options::default()
     };
     let a = Node::start(dir.path(), "a", &pg.url, &o);
@@ -87,7 +101,7 @@ fn the_database_restarted_under_load_means_try_later_then_everything_delivered()
         assert_eq!(health["queue"]["up"], true, "{}: {health}", node.name);
     }
     eprintln!(
-        "ha database restart ({:.1?}): {} alerts with a 202 across 2 hosts at {RATE}/s while PostgreSQL was stopped once \
+        "ha database restart ({:.1?}, lease {lease_ms} ms): {} alerts with a 202 across 2 hosts at {RATE}/s while PostgreSQL was stopped once \
          and killed once ({DOWN:?} away each time); clients met {summary}; all delivered ({} IMs, {} marked repeats), \
          no host restarted",
         started.elapsed(),

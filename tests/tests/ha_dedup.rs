@@ -24,7 +24,7 @@ fn the_same_dedup_key_posted_to_both_hosts_is_one_alert_and_one_im() {
     };
     let db = Database::create(&server, "ha_dedup");
     let started = ha::started();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ha::Scratch::new();
     let o = Options {
         lease_ms: 2000,
         ..Options::default()

@@ -36,7 +36,7 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
     };
     let db = Database::create(&server, "ha_failover");
     let started = ha::started();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ha::Scratch::new();
     let lease = Options {
         lease_ms: LEASE_MS,
         ..Options::default()
