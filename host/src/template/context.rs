@@ -7,14 +7,11 @@ use std::collections::BTreeMap;
 use alertbridge_plugin_api::kit::format::unix_ms_rfc3339;
 use serde::Serialize;
 
-use crate::model::StoredAlert;
+use crate::{incidents::PAGE_SOURCE, model::StoredAlert};
 
 /// The most alerts of a group a template sees in `alerts` (the rest only count in `count`);
 /// the rendered text is bounded anyway, so more could never be shown.
 pub const MAX_GROUP_ALERTS: usize = 200;
-
-/// The source name of the incident engine's pages (`incidents::pager::SOURCE`).
-const INCIDENTS_SOURCE: &str = "incidents";
 
 /// One alert as a template sees it (`alert`, and each of `alerts`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -92,7 +89,7 @@ impl Context {
     /// The context of one alert's message.
     pub fn alert(stored: &StoredAlert) -> Self {
         let view = AlertView::of(stored);
-        let incident = (stored.source == INCIDENTS_SOURCE)
+        let incident = (stored.source == PAGE_SOURCE)
             .then(|| stored.alert.labels.get("incident")?.parse().ok())
             .flatten();
         Self {
