@@ -20,9 +20,9 @@ use alertbridge_plugin_abi::types;
 
 pub use self::{
     model::{
-        Alert, AlertStatus, CONVERSATION_ATTRIBUTE, Health, MAX_CONVERSATION_BYTES, Message,
-        PluginError, Presence, REPEAT_ATTRIBUTE, REPEAT_MARK, RecipientResult, STATUS_ATTRIBUTE,
-        UnknownStatus, error_chain,
+        Alert, AlertStatus, CONVERSATION_ATTRIBUTE, HTML_BODY_ATTRIBUTE, Health,
+        MAX_CONVERSATION_BYTES, Message, PluginError, Presence, REPEAT_ATTRIBUTE, REPEAT_MARK,
+        RecipientResult, STATUS_ATTRIBUTE, UnknownStatus, error_chain,
     },
     types::{
         DeliveryStatus, ErrorKind, FfiAlert, FfiError, FfiHealth, FfiMessage, FfiPairs,

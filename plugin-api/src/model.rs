@@ -137,10 +137,20 @@ pub const REPEAT_MARK: &str = "(repeat after restart)";
 /// The attribute that flags a repeat after a restart (value `after_restart`).
 pub const REPEAT_ATTRIBUTE: &str = "repeat";
 
+/// The attribute with the message's text as HTML, rendered by the host from the operator's
+/// template: every alert value escaped, the template's own markup kept. A sink that sends HTML
+/// sends it instead of escaping `body` itself; absent when no template applies.
+pub const HTML_BODY_ATTRIBUTE: &str = "body_html";
+
 impl Message {
     /// True for a send the host repeats after a restart (its text carries [`REPEAT_MARK`]).
     pub fn is_repeat(&self) -> bool {
         self.attributes.get(REPEAT_ATTRIBUTE).map(String::as_str) == Some("after_restart")
+    }
+
+    /// The host's HTML form of the text ([`HTML_BODY_ATTRIBUTE`]), if a template made one.
+    pub fn html_body(&self) -> Option<&str> {
+        self.attributes.get(HTML_BODY_ATTRIBUTE).map(String::as_str)
     }
 
     /// Takes the host's repeat mark off again. Only for a sink whose far end drops a second copy
@@ -150,7 +160,8 @@ impl Message {
         if !self.is_repeat() {
             return;
         }
-        for text in [&mut self.subject, &mut self.body] {
+        let html = self.attributes.get_mut(HTML_BODY_ATTRIBUTE);
+        for text in [&mut self.subject, &mut self.body].into_iter().chain(html) {
             if let Some(rest) = text.strip_prefix(REPEAT_MARK) {
                 *text = rest.strip_prefix(' ').unwrap_or(rest).to_owned();
             }
@@ -554,6 +565,11 @@ mod tests {
         let mut m = Message {
             subject: format!("{REPEAT_MARK} Disk full"),
             body: format!("{REPEAT_MARK} /var at 98%"),
+            attributes: [(
+                HTML_BODY_ATTRIBUTE.into(),
+                format!("{REPEAT_MARK} <i>/var</i>"),
+            )]
+            .into(),
             ..Message::default()
         };
         let unflagged = m.clone();
@@ -567,6 +583,7 @@ mod tests {
             (m.subject.as_str(), m.body.as_str()),
             ("Disk full", "/var at 98%")
         );
+        assert_eq!(m.html_body(), Some("<i>/var</i>"));
         assert!(!m.is_repeat());
     }
 

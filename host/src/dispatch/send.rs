@@ -10,7 +10,8 @@ use std::{
 };
 
 use alertbridge_plugin_api::{
-    ErrorKind, Message, PluginError, REPEAT_ATTRIBUTE, REPEAT_MARK, RecipientResult,
+    ErrorKind, HTML_BODY_ATTRIBUTE, Message, PluginError, REPEAT_ATTRIBUTE, REPEAT_MARK,
+    RecipientResult,
 };
 
 use super::{Dispatcher, Finding, Send, fair::FairSlots, port::SinkPort};
@@ -19,10 +20,6 @@ use crate::{
     model::StoredAlert,
     template::{Context, Templates},
 };
-
-/// The attribute that carries a templated message's text rendered as HTML (every value
-/// escaped), for sinks that send HTML.
-pub const HTML_ATTRIBUTE: &str = "body_html";
 
 impl Dispatcher {
     fn limit(&self, sink: &str, permits: usize) -> Arc<FairSlots> {
@@ -177,7 +174,7 @@ struct Call {
 }
 
 /// Puts the text of `route`'s template (or `sink`'s) into `message`: the plain text as the
-/// body and, when a template made one, the HTML form as [`HTML_ATTRIBUTE`]. Without a template
+/// body and, when a template made one, the HTML form as [`HTML_BODY_ATTRIBUTE`]. Without a template
 /// the message keeps the alert's own subject and text.
 pub(super) fn render(
     templates: &Templates,
@@ -190,7 +187,9 @@ pub(super) fn render(
     message.subject = rendered.subject;
     message.body = rendered.text;
     if let Some(html) = rendered.html {
-        message.attributes.insert(HTML_ATTRIBUTE.to_owned(), html);
+        message
+            .attributes
+            .insert(HTML_BODY_ATTRIBUTE.to_owned(), html);
     }
 }
 
@@ -222,7 +221,7 @@ pub(super) fn mark_repeat(message: &mut Message) {
     if !message.body.is_empty() {
         message.body = format!("{REPEAT_MARK} {}", message.body);
     }
-    if let Some(html) = message.attributes.get_mut(HTML_ATTRIBUTE) {
+    if let Some(html) = message.attributes.get_mut(HTML_BODY_ATTRIBUTE) {
         *html = format!("{REPEAT_MARK} {html}");
     }
     message

@@ -38,7 +38,11 @@ pub fn content(message: &Message, format: MessageFormat) -> (&'static str, Strin
         }
         MessageFormat::Html => {
             let mut html = format!("<b>{}</b>", escape_html(&message.subject));
-            if !message.body.is_empty() {
+            if let Some(body) = message.html_body() {
+                // The host rendered it from the operator's template, alert values escaped.
+                html.push_str("<br/>");
+                html.push_str(body);
+            } else if !message.body.is_empty() {
                 html.push_str("<br/>");
                 html.push_str(
                     &escape_html(&message.body)
@@ -115,6 +119,8 @@ pub fn sip_uri(user: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use alertbridge_plugin_api::HTML_BODY_ATTRIBUTE;
+
     use super::*;
 
     fn message(subject: &str, body: &str) -> Message {
@@ -140,6 +146,20 @@ mod tests {
             content(&message("only subject", ""), MessageFormat::Plain).1,
             "only subject"
         );
+    }
+
+    #[test]
+    fn html_content_sends_the_hosts_rendered_html_as_it_is() {
+        let mut m = message("Disk <full>", "<i>plain</i>");
+        m.attributes.insert(
+            HTML_BODY_ATTRIBUTE.into(),
+            "<i>seq</i> &lt;script&gt;".into(),
+        );
+        assert_eq!(
+            content(&m, MessageFormat::Html).1,
+            "<b>Disk &lt;full&gt;</b><br/><i>seq</i> &lt;script&gt;"
+        );
+        assert_eq!(content(&m, MessageFormat::Plain).1, "<i>plain</i>");
     }
 
     #[test]
