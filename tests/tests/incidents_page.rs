@@ -78,6 +78,10 @@ fn start(dir: &Path, escalation: bool) -> (Host, u16) {
     fs::write(dir.join("admin.token"), format!("{ADMIN_TOKEN}\n")).unwrap();
     let (admin, webhook) = (free_port(), free_port());
     let host = Host::start(dir, admin, &config(dir, admin, webhook, escalation));
+    // The admin API answers before the webhook instance has bound its port.
+    wait_until("the webhook to listen", LONG, || {
+        std::net::TcpStream::connect(("127.0.0.1", webhook)).is_ok()
+    });
     (host, webhook)
 }
 
