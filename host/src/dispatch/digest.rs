@@ -13,7 +13,7 @@
 //! `sending` is uncertain like any other send and goes again marked as a repeat.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -31,6 +31,8 @@ use crate::{model::StoredAlert, router::Grouping, template::Context};
 
 /// How long a cut waits for its alerts to record that their send begins.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
+/// How often a cut looks for alerts it waits for whose task ended meanwhile.
+const JOIN_CHECK: Duration = Duration::from_millis(250);
 
 /// The attribute naming the digest a message is (its id).
 pub const DIGEST_ATTRIBUTE: &str = "digest";
@@ -88,7 +90,7 @@ impl Member {
 struct Cut {
     digest: u64,
     /// Alerts woken to join that have neither joined nor withdrawn.
-    expected: BTreeSet<u64>,
+    expected: BTreeMap<u64, Arc<Notify>>,
     joined: Vec<(Member, oneshot::Sender<Finding>)>,
     all_in: Arc<Notify>,
 }
@@ -155,7 +157,7 @@ impl Board {
                 interval_ms: grouping.map_or(0, |g| g.interval.as_millis() as i64),
             }
         });
-        if let Some(cut) = entry.cut.as_ref().filter(|c| c.expected.contains(&id)) {
+        if let Some(cut) = entry.cut.as_ref().filter(|c| c.expected.contains_key(&id)) {
             return (Stand::Mark(cut.digest), new);
         }
         entry.waiting.insert(id, Arc::clone(waker));
@@ -170,7 +172,7 @@ impl Board {
         let cut = entries
             .get_mut(key)
             .and_then(|e| e.cut.as_mut())
-            .filter(|c| c.expected.contains(&member.item.id));
+            .filter(|c| c.expected.contains_key(&member.item.id));
         match cut {
             Some(cut) => {
                 cut.expected.remove(&member.item.id);
@@ -188,6 +190,17 @@ impl Board {
         rx
     }
 
+    /// True if the cut of digest `key` waits for nobody (any more): every alert woken for it
+    /// joined, withdrew, or its task ended (finished another way meanwhile: silenced).
+    pub fn all_in(&self, key: &DigestKey) -> bool {
+        let mut entries = self.lock();
+        let Some(cut) = entries.get_mut(key).and_then(|e| e.cut.as_mut()) else {
+            return true;
+        };
+        cut.expected.retain(|_, waker| Arc::strong_count(waker) > 1);
+        cut.expected.is_empty()
+    }
+
     /// Alert `id` no longer waits for a digest to `user` through `sink` (offline, expired,
     /// could not record its send): it is neither waited for nor woken.
     pub fn withdraw(&self, id: u64, sink: &str, user: &str) {
@@ -198,7 +211,7 @@ impl Board {
             }
             entry.waiting.remove(&id);
             if let Some(cut) = entry.cut.as_mut()
-                && cut.expected.remove(&id)
+                && cut.expected.remove(&id).is_some()
                 && cut.expected.is_empty()
             {
                 cut.all_in.notify_one();
@@ -230,9 +243,15 @@ impl Dispatcher {
                     }
                 }
                 Next::Cut(all_in) => {
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return,
-                        _ = tokio::time::timeout(JOIN_WAIT, all_in.notified()) => {}
+                    let until = tokio::time::Instant::now() + JOIN_WAIT;
+                    loop {
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => return,
+                            _ = tokio::time::timeout(JOIN_CHECK, all_in.notified()) => {}
+                        }
+                        if self.board.all_in(&key) || tokio::time::Instant::now() >= until {
+                            break;
+                        }
                     }
                     self.send_digest(&key).await;
                 }
@@ -272,7 +291,7 @@ impl Dispatcher {
         let all_in = Arc::new(Notify::new());
         entry.cut = Some(Cut {
             digest,
-            expected: waiting.keys().copied().collect(),
+            expected: waiting.clone(),
             joined: Vec::new(),
             all_in: Arc::clone(&all_in),
         });
