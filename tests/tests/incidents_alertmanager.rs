@@ -173,11 +173,17 @@ fn alertmanager_firing_then_resolved_opens_then_resolves_the_incident_and_tells_
             .iter()
             .any(|t| t.starts_with("#1 resolved") && t.contains("Alertmanager"))
     };
+    let posted = std::time::Instant::now();
     let mut last = Value::Null;
     wait_until("the incident resolved and both told", LONG, || {
         last = incident(&host, 1);
         last["state"] == "resolved" && told(ALICE) && told(BOB)
     });
+    // Alertmanager holds a notice for its group interval (2 s here) before it sends it.
+    eprintln!(
+        "resolved posted to Alertmanager -> both told: {} ms",
+        posted.elapsed().as_millis()
+    );
     let by = last["resolved"]["by"].as_str().unwrap_or_default();
     assert!(by.contains("Alertmanager"), "{last:#}");
     assert!(last["next_due_ms"].is_null(), "nothing more due: {last:#}");
