@@ -6,6 +6,7 @@ pub mod browser;
 pub mod dovecot;
 pub mod ha;
 pub mod harness;
+pub mod incident_bed;
 pub mod pop3_server;
 pub mod postgres;
 pub mod servers;

@@ -107,7 +107,8 @@ pub trait IncidentPort: Send + Sync {
     fn page_finished<'a>(&'a self, page: &'a StoredAlert, delivered: usize) -> BoxFuture<'a, ()>;
 
     /// A resolved alert from `by` with dedup key `key`: resolves the open incident with that
-    /// key; answers its number, or None if there is none. After commit.
+    /// key; answers the alert that opened it, or None if there is none. After commit. The
+    /// future may be polled outside the host's runtime (by a source's thread).
     fn resolve<'a>(
         &'a self,
         key: &'a str,
@@ -115,6 +116,7 @@ pub trait IncidentPort: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<u64>, IncidentFault>>;
 
     /// An alert the queue took as a duplicate of `key`: joins the open incident with that key
-    /// ("seen N×"); answers its number, or None. After commit.
+    /// ("seen N×"); answers its number, or None. After commit. The future may be polled outside
+    /// the host's runtime (by a source's thread).
     fn seen_again<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, IncidentFault>>;
 }

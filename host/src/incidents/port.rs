@@ -15,11 +15,32 @@ use crate::{
 /// The engine behind [`IncidentPort`].
 pub struct EnginePort {
     engine: Engine,
+    /// The host's runtime: ingest's futures may be polled by a plugin's thread (a source
+    /// awaiting its receipt), where no host runtime runs, so their work is spawned here.
+    rt: tokio::runtime::Handle,
 }
 
 impl EnginePort {
+    /// Must be called within the host's tokio runtime.
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            rt: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Runs `job` on the host's runtime; the returned future only waits for its end.
+    fn on_host<T: Send + 'static>(
+        &self,
+        job: impl std::future::Future<Output = Result<T, IncidentError>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, IncidentFault>> {
+        let handle = self.rt.spawn(job);
+        Box::pin(async move {
+            match handle.await {
+                Ok(r) => r.map_err(fault),
+                Err(e) => Err(IncidentFault::Unavailable(Box::new(e))),
+            }
+        })
     }
 }
 
@@ -98,15 +119,17 @@ impl IncidentPort for EnginePort {
         key: &'a str,
         by: &'a str,
     ) -> BoxFuture<'a, Result<Option<u64>, IncidentFault>> {
-        Box::pin(async move {
-            let inc = self.engine.resolve_by_key(key, by).await.map_err(fault)?;
+        let (engine, key, by) = (self.engine.clone(), key.to_owned(), by.to_owned());
+        self.on_host(async move {
+            let inc = engine.resolve_by_key(&key, &by).await?;
             Ok(inc.map(|i| i.alert_ids.first().copied().unwrap_or_default()))
         })
     }
 
     fn seen_again<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, IncidentFault>> {
-        Box::pin(async move {
-            let inc = self.engine.join_by_key(key).await.map_err(fault)?;
+        let (engine, key) = (self.engine.clone(), key.to_owned());
+        self.on_host(async move {
+            let inc = engine.join_by_key(&key).await?;
             Ok(inc.map(|i| i.id.0))
         })
     }
