@@ -63,6 +63,9 @@ fn failed(e: SilenceError) -> ApiError {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_silence", e.to_string())
                 .with("field", e.key)
         }
+        e @ SilenceError::TooManyPatterns { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "too_many_patterns", e.to_string())
+        }
         e @ SilenceError::TooMany { .. } => {
             ApiError::new(StatusCode::CONFLICT, "too_many_silences", e.to_string())
         }

@@ -60,7 +60,11 @@ impl Replies {
             .await
         {
             Ok(s) => s,
-            Err(e @ (SilenceError::Invalid(_) | SilenceError::TooMany { .. })) => {
+            Err(
+                e @ (SilenceError::Invalid(_)
+                | SilenceError::TooMany { .. }
+                | SilenceError::TooManyPatterns { .. }),
+            ) => {
                 return Ok(self.answer(msg, Some(id), format!("not silenced: {e}")));
             }
             Err(e) => {

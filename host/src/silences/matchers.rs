@@ -20,9 +20,9 @@ pub const MAX_NAME_BYTES: usize = 128;
 /// The longest label value or pattern.
 pub const MAX_VALUE_BYTES: usize = 1024;
 /// What one compiled pattern, and its matching cache, may take (the regex crate's own bounds;
-/// it matches in linear time). With [`MAX_PATTERNS`] + 2 patterns per silence and at most
-/// [`super::MAX_SILENCES`] silences, the patterns take at most about 1000 × 10 × 64 KiB.
-const REGEX_SIZE_LIMIT: usize = 32 * 1024;
+/// it matches in linear time). A pattern with Unicode classes (`\w+`, `\d{2,8}`, `(?i)`)
+/// needs well over 64 KiB; [`super::MAX_LIVE_PATTERNS`] bounds how many are kept.
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 /// The matchers as given and stored: the same shape as a route's `match` table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +128,13 @@ fn pattern(key: &str, text: &str) -> Result<Regex, MatchersError> {
 }
 
 impl MatcherSpec {
+    /// How many patterns (label patterns, subject, body) the matchers hold.
+    pub fn patterns(&self) -> usize {
+        self.labels_regex.len()
+            + usize::from(self.subject.is_some())
+            + usize::from(self.body.is_some())
+    }
+
     /// Checks every entry and compiles them. At least one condition is required, so that a
     /// silence never stops every alert by mistake (`severity = ">=info"` says "all" on purpose).
     pub fn compile(&self) -> Result<Matcher, MatchersError> {

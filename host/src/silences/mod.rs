@@ -35,6 +35,10 @@ pub use self::{
 
 /// The most silences not yet expired (pending or active) a host keeps; one more is refused.
 pub const MAX_SILENCES: usize = 1000;
+/// The most patterns (label patterns, subject, body) all pending and active silences hold
+/// together: patterns are what takes memory (up to about 1 MiB for a silence with nine
+/// patterns using Unicode classes), exact labels take next to none.
+pub const MAX_LIVE_PATTERNS: usize = 1000;
 /// How long an expired silence stays listed.
 pub const KEEP_EXPIRED_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The most expired silences kept listed; older ones are pruned first.
@@ -101,6 +105,15 @@ pub enum SilenceError {
         "{limit} silences are pending or active already (the most a host keeps); expire some first"
     )]
     TooMany { limit: usize },
+    #[error(
+        "the silences pending or active hold {live} patterns and this one {more}; at most {limit} \
+         in all (patterns take memory: prefer exact labels, or expire some)"
+    )]
+    TooManyPatterns {
+        live: usize,
+        more: usize,
+        limit: usize,
+    },
     #[error("no silence {0}")]
     Unknown(u64),
     #[error("silence {0} has expired already")]

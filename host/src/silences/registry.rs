@@ -9,8 +9,8 @@ use std::{
 };
 
 use super::{
-    KEEP_EXPIRED_MS, MAX_EXPIRED, MAX_SILENCES, NewSilence, Silence, SilenceError, SilenceState,
-    SilenceStore,
+    KEEP_EXPIRED_MS, MAX_EXPIRED, MAX_LIVE_PATTERNS, MAX_SILENCES, NewSilence, Silence,
+    SilenceError, SilenceState, SilenceStore,
 };
 use crate::{model::StoredAlert, router::Matcher};
 
@@ -68,14 +68,24 @@ impl Silences {
     pub async fn create(&self, req: &NewSilence, now: i64) -> Result<Silence, SilenceError> {
         let (draft, matcher) = req.check(now)?;
         let _one = self.change.lock().await;
-        let live = self
+        let (live, patterns) = self
             .read()
             .values()
             .filter(|e| e.silence.state(now) != SilenceState::Expired)
-            .count();
+            .fold((0, 0), |(n, p), e| {
+                (n + 1, p + e.silence.matchers.patterns())
+            });
         if live >= MAX_SILENCES {
             return Err(SilenceError::TooMany {
                 limit: MAX_SILENCES,
+            });
+        }
+        let more = draft.matchers.patterns();
+        if patterns + more > MAX_LIVE_PATTERNS {
+            return Err(SilenceError::TooManyPatterns {
+                live: patterns,
+                more,
+                limit: MAX_LIVE_PATTERNS,
             });
         }
         let silence = self.store.create(draft).await?;

@@ -484,3 +484,37 @@ async fn a_shared_store_shows_other_hosts_silences_on_refresh() {
     assert_eq!(a.silencing(&db, T0 + MIN), None);
     assert_eq!(a.get(made.id).unwrap().expired_ms, Some(T0 + MIN));
 }
+
+#[tokio::test]
+async fn patterns_of_live_silences_have_a_budget() {
+    let silences = Silences::open(Arc::new(MemorySilences::default())).unwrap();
+    let patterns: serde_json::Map<String, serde_json::Value> =
+        (0..8).map(|i| (format!("l{i}"), json!("^x"))).collect();
+    let ten = new(
+        json!({"labels_regex": patterns, "subject": "a", "body": "b"}),
+        "1h",
+    );
+    assert_eq!(ten.matchers.patterns(), 10);
+    for _ in 0..MAX_LIVE_PATTERNS / 10 {
+        silences.create(&ten, T0).await.unwrap();
+    }
+    let e = silences.create(&ten, T0).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SilenceError::TooManyPatterns {
+                live: 1000,
+                more: 10,
+                limit: 1000
+            }
+        ),
+        "{e}"
+    );
+    // Exact labels cost no pattern; an expired silence's patterns are free again.
+    silences
+        .create(&new(json!({"labels": {"a": "b"}}), "1h"), T0)
+        .await
+        .unwrap();
+    silences.expire(1, T0 + 1).await.unwrap();
+    silences.create(&ten, T0 + 2).await.unwrap();
+}
