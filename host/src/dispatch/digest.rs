@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use alertbridge_plugin_api::{AlertStatus, ErrorKind, Message, PluginError};
+use alertbridge_plugin_api::{AlertStatus, DeliveryStatus, ErrorKind, Message, PluginError};
 use tokio::sync::{Notify, oneshot};
 
 use super::{
@@ -341,6 +341,14 @@ impl Dispatcher {
                     )
             }
         };
+        let delivered =
+            matches!(&finding, Finding::Result(r) if r.status == DeliveryStatus::DELIVERED);
+        if !delivered {
+            // The members retry on their own backoff; the group's interval does not hold them.
+            if let Some(entry) = self.board.lock().get_mut(key) {
+                entry.due_ms = self.clock.now_ms();
+            }
+        }
         for (_, tx) in cut.joined {
             let _ = tx.send(finding.clone());
         }

@@ -321,3 +321,38 @@ async fn a_member_that_drops_out_before_the_cut_does_not_hold_the_digest_up() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_digest_that_failed_is_retried_on_its_members_backoff_not_a_group_interval_later() {
+    let bed = Bed::start(config("", GROUPED));
+    available(&bed.sinks);
+    let lync = bed.sinks.get("lync");
+    // The first call to each of alice and bob fails.
+    let busy = alertbridge_plugin_api::PluginError::new(
+        alertbridge_plugin_api::ErrorKind::TRANSIENT,
+        "503 busy",
+    );
+    lync.fail_calls([busy.clone(), busy]);
+    let ids: Vec<u64> = (1..=3)
+        .map(|n| bed.accept("mail", cpu(&format!("web{n}"), "eu-1")))
+        .collect();
+    for &id in &ids {
+        let a = bed.settle(id).await;
+        let r = rec(&a, "lync", "sip:alice@x");
+        assert_eq!(
+            (r.outcome, r.digest, r.attempts),
+            (Outcome::Delivered, Some(ids[0]), 2)
+        );
+    }
+    let alice: Vec<i64> = lync
+        .calls()
+        .iter()
+        .filter(|c| c.message.recipients == ["sip:alice@x"])
+        .map(|c| c.at_ms - T0)
+        .collect();
+    assert_eq!(alice.len(), 2, "{alice:?}");
+    assert!(
+        alice[1] - alice[0] < 5_000,
+        "the retry follows the backoff (about a second), not group_interval_ms: {alice:?}"
+    );
+}
