@@ -1,7 +1,7 @@
 //! A bed for incident tests through UCWA: the UCWA simulator on its own runtime (users
 //! `alerts@` (the bot), Alice, Bob, Carol, Erin, all online) and the real host with the
 //! `test-source` plugin (`src`) and the `ucwa` sink (`lync`), whose route `critical` (severity
-//! >= high) names the escalation policy `oncall`: group `first` (Alice) at once, Bob after
+//! high or critical) names the escalation policy `oncall`: group `first` (Alice) at once, Bob after
 //! `bob_secs`, Carol after `carol_secs`; offline recipients are skipped.
 
 use std::time::{Duration, Instant};
