@@ -12,6 +12,10 @@
 //! - `replies_are_answered_and_only_those_paged_may_act`: `status` and `help` are answered;
 //!   `resolve 1` from Erin, who was not paged, is refused (told so, nothing changes); `ack 2` in
 //!   a new conversation acknowledges incident 2.
+//! - `a_level_where_nobody_is_reachable_is_passed_at_once`: Alice is offline and the route
+//!   skips the offline: level 1 reaches nobody, so Bob (level 2, 300 s off) is paged at once.
+//! - `a_reload_applies_changed_policies_and_responders`: after a SIGHUP reload level 2 pages
+//!   Carol instead of Bob, and Erin (a new `[incidents] responders` group) may ack.
 //! - `incident_latency_figures` (ignored; `cargo nextest run -p alertbridge-testbed --test
 //!   incidents_ucwa --run-ignored only --no-capture`): prints the time from a level's due time
 //!   to its IM, and from a reply to its confirmation IM.
@@ -190,4 +194,67 @@ fn incident_latency_figures() {
     println!("|---|---|---|---|---|");
     println!("| level 2 due → Bob's page IM | {e0} | {e50} | {e90} | {e100} |");
     println!("| Bob's `ack` → his confirmation IM | {c0} | {c50} | {c90} | {c100} |");
+}
+
+#[test]
+fn a_level_where_nobody_is_reachable_is_passed_at_once() {
+    // Level 2 is 300 s off; Alice (level 1) is offline and the route skips the offline.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bed = IncidentBed::start(dir.path(), 300, 600);
+    assert!(bed.sim.set_availability(ALICE, "Offline"));
+    bed.emit("Power%20lost%20in%20rack%204", "power");
+    let bob = bed.wait_paged(BOB, 1);
+    assert!(bob.text.starts_with("[#1] Power lost in rack 4"), "{bob:?}");
+    assert!(bed.texts(ALICE).is_empty(), "{:?}", bed.texts(ALICE));
+    let inc = bed.incident(1);
+    let pages = inc["pages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pages.len(), 2, "{inc:#}");
+    assert_eq!(pages[0]["reachable"], 0, "nobody got level 1: {inc:#}");
+    assert_eq!(pages[1]["reason"], "nobody reachable at level 1", "{inc:#}");
+    let passed_after = pages[1]["at_ms"].as_i64().unwrap_or_default()
+        - pages[0]["at_ms"].as_i64().unwrap_or_default();
+    assert!(passed_after < 10_000, "passed {passed_after} ms after");
+}
+
+#[test]
+fn a_reload_applies_changed_policies_and_responders() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bed = IncidentBed::start(dir.path(), 1, 600);
+    let _in_sim = bed.rt.enter();
+    // Level 2 pages Carol instead of Bob; Erin's group may act on any incident.
+    let text = std::fs::read_to_string(&bed.host.config).expect("read config");
+    let level2 = format!("{{ users = [\"{BOB}\"], after_secs = 1 }}");
+    let first = format!("first = [\"{ALICE}\"]");
+    assert!(text.contains(&level2) && text.contains(&first));
+    let text = text
+        .replace(
+            &level2,
+            &format!("{{ users = [\"{CAROL}\"], after_secs = 1 }}"),
+        )
+        .replace(&first, &format!("{first}\nleads = [\"{ERIN}\"]"))
+        + "\n[incidents]\nresponders = [\"leads\"]\n";
+    std::fs::write(&bed.host.config, text).expect("write config");
+    bed.host.signal("HUP");
+    wait_until("the reload", LONG, || {
+        bed.host.log().contains("Config reloaded.")
+    });
+
+    bed.emit("Fan%20failure", "fan");
+    bed.wait_paged(ALICE, 1);
+    bed.wait_paged(CAROL, 1);
+    // Erin, not paged but a responder now, acknowledges it.
+    bed.sim
+        .reply(
+            ERIN,
+            &Reply {
+                text: "ack 1".into(),
+                new: true,
+                ..Reply::default()
+            },
+        )
+        .expect("Erin writes to the bot");
+    bed.wait_for(ERIN, "#1 acknowledged by Erin");
+    bed.wait_for(CAROL, "#1 acknowledged by Erin");
+    assert_eq!(bed.incident(1)["state"], "acknowledged");
+    assert!(bed.texts(BOB).is_empty(), "{:?}", bed.texts(BOB));
 }
