@@ -46,6 +46,7 @@ fn a_level_due_while_the_host_was_killed_fires_once_after_the_restart() {
     let bob = bed.wait_paged(BOB, 1);
     let after = i64::try_from(bob.at_unix_ms).unwrap_or(0) - restarted;
     assert!(after < 10_000, "Bob paged {after} ms after the restart");
+    eprintln!("level 2 (due while down) paged {after} ms after the restart began");
     let inc = bed.incident(1);
     let pages = inc["pages"].as_array().cloned().unwrap_or_default();
     assert_eq!(pages.len(), 2, "{inc:#}");

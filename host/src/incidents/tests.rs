@@ -1,6 +1,7 @@
 //! Engine tests on tokio's paused clock: levels on time, repeat, ack stops, ack timeout, join
 //! by dedup key, resolve from the source, passing an unreachable level, escalate now, and a
-//! restart with a due step (memory and redb stores) that fires once.
+//! restart with a due step (memory and redb stores) that fires once; delivery feedback (an alert
+//! taken once, repeats joining, a level nobody got passed at once).
 
 use std::{
     collections::BTreeSet,
@@ -517,4 +518,43 @@ async fn level_two_is_handed_soon_after_its_due_time_on_the_real_clock() {
     let late = sent - due;
     eprintln!("level 2 handed {late} ms after its due time");
     assert!((0..1000).contains(&late), "{late} ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivery_feedback_takes_an_alert_once_joins_repeats_and_passes_a_level_nobody_got() {
+    let run = start(three_levels());
+    // An alert taken again (after a crash, before its record was saved): the same incident.
+    let a = alert("Disk full on db1", None);
+    let take = || {
+        run.engine
+            .take_alert(7, T0 - 5, "am", &a, "critical", "ops", true)
+    };
+    let first = take().await.unwrap();
+    let again = take().await.unwrap();
+    assert_eq!((first.id, again.id), (IncidentId(1), IncidentId(1)));
+    assert_eq!(run.engine.list().await.len(), 1);
+
+    // A repeat of an open incident's key joins it ("seen 2"); an unknown key finds nothing.
+    let k = open(&run, 8, Some("k")).await;
+    let joined = run.engine.join_by_key("k").await.unwrap();
+    assert_eq!(joined.map(|i| (i.id, i.seen)), Some((k.id, 2)));
+    assert!(run.engine.join_by_key("other").await.unwrap().is_none());
+
+    // Delivery: level 1 of #1 reached someone (nothing happens); level 1 of #2 reached nobody
+    // (its route skips the offline): level 2 is paged at once, and told again (a page
+    // finished twice across a restart) nothing more happens.
+    run.engine.page_reached(first.id, 1, 1).await.unwrap();
+    run.engine.page_reached(k.id, 1, 0).await.unwrap();
+    run.engine.page_reached(k.id, 1, 0).await.unwrap();
+    assert_eq!(
+        run.pager.users_paged(),
+        vec![at(0, "alice"), at(0, "alice"), at(0, "bob")]
+    );
+    let two = run.engine.get(k.id).await.unwrap();
+    assert_eq!(two.pages[0].reachable, Some(0));
+    assert_eq!(two.pages[1].reason, "nobody reachable at level 1");
+    let one = run.engine.get(first.id).await.unwrap();
+    assert_eq!((one.pages.len(), one.pages[0].reachable), (1, Some(1)));
+    run.stop.cancel();
+    run.task.await.unwrap();
 }
