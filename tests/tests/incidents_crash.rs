@@ -23,11 +23,7 @@ fn a_level_due_while_the_host_was_killed_fires_once_after_the_restart() {
     // outcome a kill cut off is resent, marked as a repeat: not what this test is about).
     wait_until("level 1 handed over and delivered", LONG, || {
         bed.incident(1)["pages"][0]["handed"] == true
-            && bed
-                .host
-                .alerts(10)
-                .iter()
-                .all(|a| a["state"] == "finished")
+            && bed.host.alerts(10).iter().all(|a| a["state"] == "finished")
     });
     let opened = bed.incident(1)["opened_ms"].as_i64().unwrap_or_default();
     let due = opened + 3_000;
@@ -60,10 +56,7 @@ fn a_level_due_while_the_host_was_killed_fires_once_after_the_restart() {
 
     // Once: not again a moment later, nor after another SIGKILL and restart.
     wait_until("level 2's page delivered", LONG, || {
-        bed.host
-            .alerts(10)
-            .iter()
-            .all(|a| a["state"] == "finished")
+        bed.host.alerts(10).iter().all(|a| a["state"] == "finished")
     });
     bed.host.kill9();
     bed.host.restart();

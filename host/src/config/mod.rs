@@ -159,7 +159,12 @@ impl IncidentSettings {
     /// The responders' users (SIP URIs), their groups expanded through `groups`.
     pub fn responder_users(&self, groups: &BTreeMap<String, Vec<String>>) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for u in self.responders.iter().filter_map(|g| groups.get(g)).flatten() {
+        for u in self
+            .responders
+            .iter()
+            .filter_map(|g| groups.get(g))
+            .flatten()
+        {
             if !out.contains(u) {
                 out.push(u.clone());
             }
@@ -749,12 +754,19 @@ fn incident_settings(
         if !groups.contains_key(g.get_ref()) {
             c.at(
                 Some(g.span()),
-                format!("[incidents] responders: no group `{}` in [groups]", g.get_ref()),
+                format!(
+                    "[incidents] responders: no group `{}` in [groups]",
+                    g.get_ref()
+                ),
             );
         }
     }
     IncidentSettings {
-        responders: raw.responders.into_iter().map(Spanned::into_inner).collect(),
+        responders: raw
+            .responders
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
     }
 }
 

@@ -135,15 +135,15 @@ pub struct RawRoute {
     pub offline: Option<RawOffline>,
     /// The `[[escalation]]` policy whose levels give the recipients (issue 14).
     pub escalation: Option<Spanned<String>>,
-    /// Grouping into digests (issue 16): fields whose values make a group.
-    pub group_by: Option<Spanned<Vec<Spanned<String>>>>,
-    pub group_wait_ms: Option<Spanned<u64>>,
-    pub group_interval_ms: Option<Spanned<u64>>,
     /// The message template; read (and compiled) by `config::templates`.
     #[serde(default, rename = "template")]
     pub _template: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "template_file")]
     pub _template_file: Option<serde::de::IgnoredAny>,
+    /// Grouping into digests (issue 16): fields whose values make a group.
+    pub group_by: Option<Spanned<Vec<Spanned<String>>>>,
+    pub group_wait_ms: Option<Spanned<u64>>,
+    pub group_interval_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

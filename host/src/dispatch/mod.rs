@@ -42,11 +42,11 @@ use std::{
     time::Duration,
 };
 
+use alertbridge_plugin_api::kit::format::unix_ms_rfc3339;
 use alertbridge_plugin_api::{
     CONVERSATION_ATTRIBUTE, DeliveryStatus, ErrorKind, PluginError, PresenceState, REPEAT_MARK,
     RecipientResult,
 };
-use alertbridge_plugin_api::kit::format::unix_ms_rfc3339;
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -69,8 +69,8 @@ use crate::{
     metrics::Metrics,
     model::{Outcome, RecipientRecord, StoredAlert},
     queue::Queue,
-    silences::Silences,
     router::{ADMIN_SOURCE, OfflinePolicy, Planned, ROUTE_ATTRIBUTE, Route, Router},
+    silences::Silences,
 };
 
 /// The sink name of a record that stands for an incident: its user is the escalation policy.
@@ -183,7 +183,10 @@ impl Dispatcher {
 
     /// Checks every alert against `silences` at the start of each of its rounds from now on.
     pub fn set_silences(&self, silences: Arc<Silences>) {
-        *self.silences.write().unwrap_or_else(PoisonError::into_inner) = Some(silences);
+        *self
+            .silences
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(silences);
     }
 
     /// Has every unfinished alert run a round now (a silence was created: queued alerts it
@@ -494,9 +497,7 @@ impl Dispatcher {
         }
         let incident_idx = due.remove(INCIDENT_SINK);
         // Set when this alert is an incident's page: the engine hears how it went.
-        let page_port = self
-            .incidents()
-            .filter(|p| p.page_route(alert).is_some());
+        let page_port = self.incidents().filter(|p| p.page_route(alert).is_some());
         let prepared = due
             .into_iter()
             .map(|(sink, idx)| self.prepare(alert, &plan, sink, idx));
@@ -776,7 +777,9 @@ impl Dispatcher {
             let Some(waker) = self.lanes.waker(alert.id) else {
                 return;
             };
-            let (stand, new) = self.board.stand(&key, alert.id, &waker, first_due, grouping);
+            let (stand, new) = self
+                .board
+                .stand(&key, alert.id, &waker, first_due, grouping);
             if new && let Some(me) = self.me.upgrade() {
                 self.tracker.spawn(me.drive_digest(key.clone()));
             }
