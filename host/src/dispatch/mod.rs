@@ -571,10 +571,16 @@ impl Dispatcher {
             for (i, finding) in found {
                 if let (Some(port), Finding::Result(res)) = (&page_port, &finding)
                     && res.status == DeliveryStatus::DELIVERED
-                    && let Some(conversation) = res.attributes.get(CONVERSATION_ATTRIBUTE)
                 {
-                    port.page_conversation(alert, &alert.recipients[i].user, conversation)
-                        .await;
+                    let r = &alert.recipients[i];
+                    let conversation = res.attributes.get(CONVERSATION_ATTRIBUTE);
+                    port.page_conversation(
+                        alert,
+                        &r.user,
+                        &r.sink,
+                        conversation.map(String::as_str),
+                    )
+                    .await;
                 }
                 let r = &mut alert.recipients[i];
                 r.sending = false;

@@ -95,12 +95,14 @@ pub trait IncidentPort: Send + Sync {
     /// it names, with the route's sinks and offline policy).
     fn page_route(&self, alert: &StoredAlert) -> Option<String>;
 
-    /// The page `page` reached `user` in `conversation` (a sink that hears replies there).
+    /// The page `page` reached `user` through sink instance `sink`, in `conversation` when the
+    /// sink names one (a sink that hears replies there).
     fn page_conversation<'a>(
         &'a self,
         page: &'a StoredAlert,
         user: &'a str,
-        conversation: &'a str,
+        sink: &'a str,
+        conversation: Option<&'a str>,
     ) -> BoxFuture<'a, ()>;
 
     /// Every recipient of the page `page` has its outcome; `delivered` of them got it.

@@ -220,6 +220,7 @@ impl Engine {
             acked: None,
             resolved: None,
             conversations: BTreeMap::new(),
+            sinks: BTreeMap::new(),
         };
         self.inner.store.save(&inc).await?;
         st.next_id += 1;
@@ -478,6 +479,34 @@ impl Engine {
         }
         inc.conversations
             .insert(user.to_owned(), conversation.to_owned());
+        self.commit(&mut st, &inc).await
+    }
+
+    /// Remembers that sink instance `sink` reached `user` for this incident (in `conversation`
+    /// when the sink names one): news for them goes back through that sink.
+    pub async fn set_reached(
+        &self,
+        id: IncidentId,
+        user: &str,
+        sink: &str,
+        conversation: Option<&str>,
+    ) -> Result<(), IncidentError> {
+        let mut st = self.inner.state.lock().await;
+        let mut inc = st
+            .incidents
+            .get(&id.0)
+            .cloned()
+            .ok_or(IncidentError::Unknown(id))?;
+        let same_sink = inc.sinks.get(user).map(String::as_str) == Some(sink);
+        let same_conv =
+            conversation.is_none_or(|c| inc.conversations.get(user).map(String::as_str) == Some(c));
+        if same_sink && same_conv {
+            return Ok(());
+        }
+        inc.sinks.insert(user.to_owned(), sink.to_owned());
+        if let Some(c) = conversation {
+            inc.conversations.insert(user.to_owned(), c.to_owned());
+        }
         self.commit(&mut st, &inc).await
     }
 

@@ -159,6 +159,10 @@ pub struct Incident {
     pub resolved: Option<Mark>,
     /// Per user (SIP URI): the conversation a page or reply reached them in.
     pub conversations: BTreeMap<String, String>,
+    /// Per user (SIP URI): the sink instance that reached them (news goes back through it).
+    /// Absent in incidents stored before it was kept: the route's first sink speaks then.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, String>,
 }
 
 impl Incident {

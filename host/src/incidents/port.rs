@@ -93,11 +93,12 @@ impl IncidentPort for EnginePort {
         &'a self,
         page: &'a StoredAlert,
         user: &'a str,
-        conversation: &'a str,
+        sink: &'a str,
+        conversation: Option<&'a str>,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let Some((id, _)) = page_of(page) else { return };
-            if let Err(e) = self.engine.set_conversation(id, user, conversation).await {
+            if let Err(e) = self.engine.set_reached(id, user, sink, conversation).await {
                 tracing::warn!(incident = id.0, user, error = %crate::error_chain(&e), "The page's conversation is not remembered.");
             }
         })

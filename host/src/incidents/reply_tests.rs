@@ -1,7 +1,8 @@
 //! Reply tests against a real engine (memory store): ack in the page's conversation tells the
 //! others and stops the levels, `ack N` from a new conversation, refusal for someone not paged,
 //! a responder may act, several open incidents ask for the number, already resolved, unknown
-//! number, dedup by (conversation, id).
+//! number, dedup by (conversation, id); the news goes to each person through the sink that
+//! reached them (a reply and a resolve from the source), kept across a restart.
 
 use std::sync::Arc;
 
@@ -35,8 +36,8 @@ fn level(user: &str, after_secs: u64) -> Level {
     }
 }
 
-fn engine() -> Engine {
-    let pol = EscalationPolicy {
+fn ops() -> EscalationPolicy {
+    EscalationPolicy {
         name: "ops".into(),
         repeat: 0,
         ack_timeout_secs: 0,
@@ -45,11 +46,18 @@ fn engine() -> Engine {
             level(BOB, 300),
             level("sip:carol@contoso.com", 900),
         ],
-    };
+    }
+}
+
+fn engine() -> Engine {
+    engine_on(Arc::new(MemoryIncidents::default()))
+}
+
+fn engine_on(store: Arc<dyn crate::incidents::IncidentStore>) -> Engine {
     Engine::open(
-        Arc::new(MemoryIncidents::default()),
+        store,
         Arc::new(AllReachable),
-        vec![pol],
+        vec![ops()],
         Clock::starting_at(1_800_000_000_000),
     )
     .unwrap()
@@ -326,4 +334,149 @@ async fn silence_2h_silences_alerts_like_the_incidents_and_tells_the_others() {
         Some(1)
     );
     assert_eq!(e.get(id).await.unwrap().state, IncidentState::Open);
+}
+
+/// One message said: (sink instance, user, conversation, text).
+type Said = (String, String, Option<String>, String);
+
+/// A [`Speaker`] that records every message said.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Said>>);
+
+impl crate::incidents::reply_send::Speaker for Recorder {
+    fn say(
+        &self,
+        instance: &str,
+        say: &Say,
+    ) -> BoxFuture<'static, Result<String, alertbridge_plugin_api::PluginError>> {
+        self.0.lock().unwrap().push((
+            instance.to_owned(),
+            say.user.clone(),
+            say.conversation.clone(),
+            say.text.clone(),
+        ));
+        let used = say.conversation.clone().unwrap_or_else(|| "new".into());
+        Box::pin(async move { Ok(used) })
+    }
+}
+
+impl Recorder {
+    /// Waits (briefly) for `n` messages and answers them.
+    async fn wait_for(&self, n: usize) -> Vec<Said> {
+        for _ in 0..200 {
+            if self.0.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // a little longer: nothing more may come
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Alice reached through sink `ocs`, Bob through sink `lync`, on the paged incident.
+async fn reached_on_two_sinks(e: &Engine, id: IncidentId) {
+    e.set_reached(id, ALICE, "ocs", Some("conv-alice"))
+        .await
+        .unwrap();
+    e.set_reached(id, BOB, "lync", Some("conv-bob"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_reply_tells_each_other_person_through_the_sink_that_reached_them() {
+    use crate::incidents::reply_send::ReplyService;
+    let e = engine();
+    let id = paged_to_alice_and_bob(&e, 1).await;
+    reached_on_two_sinks(&e, id).await;
+    let rec = Arc::new(Recorder::default());
+    let svc = ReplyService::new(Arc::new(Replies::new(e.clone(), [])), rec.clone());
+    svc.take("lync", msg(BOB, "conv-bob", "ack", Some("Bob")))
+        .await
+        .unwrap();
+    let sent = rec.wait_for(2).await;
+    let text = format!("{id} acknowledged by Bob — escalation stopped");
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "lync".into(),
+                BOB.into(),
+                Some("conv-bob".into()),
+                text.clone()
+            ),
+            ("ocs".into(), ALICE.into(), Some("conv-alice".into()), text),
+        ],
+        "Bob answered on his sink, Alice told once on hers"
+    );
+}
+
+#[tokio::test]
+async fn news_from_the_source_goes_to_each_person_through_their_sink() {
+    use crate::incidents::reply_send::{ReplyService, tell_changes_via};
+    let e = engine();
+    let id = paged_to_alice_and_bob(&e, 1).await;
+    reached_on_two_sinks(&e, id).await;
+    // Carol is on the incident's pages but no sink is recorded for her (an incident stored
+    // before sinks were kept): the route's sink speaks to her.
+    let carol = "sip:carol@contoso.com";
+    e.escalate_now(id, "timer").await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    let svc = Arc::new(ReplyService::new(
+        Arc::new(Replies::new(e.clone(), [])),
+        rec.clone(),
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(tell_changes_via(
+        svc,
+        Arc::new(|route: &str| (route == "r").then(|| "route-first".to_owned())),
+        stop.clone(),
+    ));
+    tokio::task::yield_now().await;
+    e.resolve_by_key("k1", "Alertmanager").await.unwrap();
+    let mut sent = rec.wait_for(3).await;
+    sent.sort();
+    let text = format!("{id} resolved (by Alertmanager)");
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "lync".into(),
+                BOB.into(),
+                Some("conv-bob".into()),
+                text.clone()
+            ),
+            (
+                "ocs".into(),
+                ALICE.into(),
+                Some("conv-alice".into()),
+                text.clone()
+            ),
+            ("route-first".into(), carol.into(), None, text),
+        ]
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sink_that_reached_someone_is_kept_across_a_restart_and_old_records_load() {
+    use crate::incidents::{Incident, RedbIncidents};
+    let dir = tempfile::tempdir().unwrap();
+    let open = || engine_on(Arc::new(RedbIncidents::open(dir.path()).unwrap()));
+    let e = open();
+    let id = paged_to_alice_and_bob(&e, 1).await;
+    reached_on_two_sinks(&e, id).await;
+    drop(e);
+    let inc = open().get(id).await.unwrap();
+    assert_eq!(inc.sinks.get(ALICE).map(String::as_str), Some("ocs"));
+    assert_eq!(inc.sinks.get(BOB).map(String::as_str), Some("lync"));
+    // an incident stored before the sinks were kept still loads, with none recorded
+    let mut json: serde_json::Value = serde_json::to_value(&inc).unwrap();
+    json.as_object_mut().unwrap().remove("sinks");
+    let old: Incident = serde_json::from_value(json).unwrap();
+    assert!(old.sinks.is_empty());
+    assert_eq!(old.conversations, inc.conversations);
 }
