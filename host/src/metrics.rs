@@ -56,6 +56,8 @@ pub struct Metrics {
     ack_seconds: Histogram,
     escalations: Counters,
     silenced: Counter,
+    digests: Counter,
+    digest_alerts: Counter,
     /// Why the queue is down (`alertbridge_queue_up 0`), if it is.
     queue_fault: Mutex<Option<String>>,
 }
@@ -102,6 +104,8 @@ impl Default for Metrics {
         let m = Self {
             escalations,
             silenced: Counter::default(),
+            digests: Counter::default(),
+            digest_alerts: Counter::default(),
             incidents_open: Gauge::default(),
             ack_seconds: Histogram::new(ACK_BUCKETS),
             accepted,
@@ -195,6 +199,17 @@ impl Default for Metrics {
             "Alerts an active silence kept from their recipients (each recipient is also counted \
              in alertbridge_deliveries_total with outcome silenced)",
             m.silenced.clone(),
+        );
+        registry.register(
+            "alertbridge_digests",
+            "Digest IMs a sink took (one IM carrying a group's alerts, or several that waited \
+             out a recipient's rate limit)",
+            m.digests.clone(),
+        );
+        registry.register(
+            "alertbridge_digest_alerts",
+            "Alerts carried by the digest IMs a sink took (one per alert and digest)",
+            m.digest_alerts.clone(),
         );
         Self { registry, ..m }
     }
@@ -325,6 +340,12 @@ impl Metrics {
     /// An alert was silenced (its unfinished recipients recorded `silenced`).
     pub fn alert_silenced(&self) {
         self.silenced.inc();
+    }
+
+    /// A sink took a digest IM carrying `alerts` alerts.
+    pub fn digest_sent(&self, alerts: usize) {
+        self.digests.inc();
+        self.digest_alerts.inc_by(alerts as u64);
     }
 
     pub fn observe_latency(&self, seconds: f64) {
@@ -565,7 +586,12 @@ alertbridge_delivery_seconds_count 3
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 13, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 15, "{text}");
+        assert!(text.contains("alertbridge_digests_total 0\n"), "{text}");
+        assert!(
+            text.contains("alertbridge_digest_alerts_total 0\n"),
+            "{text}"
+        );
         assert!(
             text.contains("alertbridge_alerts_silenced_total 0\n"),
             "{text}"

@@ -1,8 +1,7 @@
 "use strict";
 const esc = s => String(s ?? "").replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
-// The digest that carried a recipient's alert (issue 16): its id is its first alert's, which the
-// link opens.
-const digestOf = r => r.digest ? ` in <a href="?alert=${encodeURIComponent(r.digest)}">digest #${esc(r.digest)}</a>` : "";
+// The digest that carried a recipient's alert (issue 16): the link opens the digest's view.
+const digestOf = r => r.digest ? ` in <a href="?digest=${encodeURIComponent(r.digest)}">digest #${esc(r.digest)}</a>` : "";
 const fill = (id, rows) => { document.querySelector(`#${id} tbody`).innerHTML = rows.join("") || `<tr><td colspan="9" class="muted">none</td></tr>`; };
 const time = ms => new Date(ms).toLocaleTimeString();
 let routesShown = "";
@@ -177,3 +176,68 @@ async function refreshLinked() {
 }
 refreshLinked();
 setInterval(refreshLinked, 1000);
+
+// One digest, linked as ?digest=ID (the "Full list" of a digest IM): how many alerts it carried,
+// firing and resolved, and every member with its labels and each recipient's outcome. The
+// members are read from the API page by page (their ids are the digest's id or later, so the
+// reading stops below it), then shown DIGEST_ROWS at a time with "more", so a digest of thousands
+// renders at once. Read again while one of its recipients is still being sent to.
+const DIGEST_ROWS = 200;
+const DIGEST_PAGE = 500;
+const digestLinked = new URLSearchParams(location.search).get("digest");
+let digestRows = DIGEST_ROWS, digestBusy = false, digestDone = false;
+const isResolved = a => (a.alert.attributes || {}).status === "resolved";
+const digestRow = a => `<tr data-id="${a.id}"><td>${a.id}</td><td>${esc(a.alert.subject)}</td><td>${esc(a.alert.severity)}</td><td>${
+  Object.entries(a.alert.labels || {}).map(([k, v]) => `<span class=pill>${esc(k)}=${esc(v)}</span>`).join("")}</td><td>${
+  (a.recipients || []).map(r => `<div class="recipient"><span class="${esc(r.outcome)}">${esc(r.outcome)}</span> ${esc(r.user)} <span class=muted>via ${esc(r.sink)}${
+    r.digest && String(r.digest) !== digestLinked ? digestOf(r) : ""}${r.reason ? " — " + esc(r.reason) : ""}</span></div>`).join("") || `<span class=muted>${esc(a.state)}</span>`}</td></tr>`;
+async function refreshDigest() {
+  if (!digestLinked || digestDone || digestBusy || !$("login").hidden) return;
+  let box = $("digest");
+  if (!box) {
+    box = document.createElement("section");
+    box.id = "digest";
+    const recent = $("alerts");
+    recent.parentNode.insertBefore(box, recent.previousElementSibling);
+  }
+  if (!/^[0-9]{1,19}$/.test(digestLinked)) { box.innerHTML = `<h2>Digest</h2><p class=muted>not a digest id: ${esc(digestLinked)}</p>`; digestDone = true; return; }
+  digestBusy = true;
+  try {
+    const members = [];
+    let before = null;
+    for (;;) {
+      const r = await api(`api/v1/alerts?digest=${digestLinked}&limit=${DIGEST_PAGE}${before === null ? "" : `&before=${before}`}`);
+      const j = await r.json();
+      if (!r.ok) throw new Error(j.error || r.status);
+      members.push(...j.alerts);
+      before = j.next_before;
+      if (before === null || before === undefined || BigInt(before) <= BigInt(digestLinked)) break;
+    }
+    members.reverse();
+    const resolved = members.filter(isResolved).length;
+    const pending = members.some(a => (a.recipients || []).some(r => String(r.digest) === digestLinked && !["delivered", "failed", "skipped", "silenced"].includes(r.outcome)));
+    digestDone = members.length > 0 && !pending;
+    if (!members.length) { box.innerHTML = `<h2>Digest ${esc(digestLinked)}</h2><p class=muted>no alert was carried by this digest (yet)</p>`; return; }
+    box.innerHTML = `<h2>Digest ${esc(digestLinked)}</h2><p id="digest-summary"><b>${members.length} alert${members.length === 1 ? "" : "s"}</b>: ${members.length - resolved} firing, ${resolved} resolved</p>` +
+      `<table id="digest-alerts"><thead><tr><th>id</th><th>subject</th><th>severity</th><th>labels</th><th>recipients</th></tr></thead><tbody></tbody></table><p><button type="button" id="digest-more" hidden></button></p>`;
+    const body = box.querySelector("tbody"), more = $("digest-more");
+    let shown = 0;
+    const showMore = () => {
+      const next = members.slice(shown, shown + DIGEST_ROWS);
+      body.insertAdjacentHTML("beforeend", next.map(digestRow).join(""));
+      shown += next.length;
+      digestRows = Math.max(digestRows, shown);
+      more.hidden = shown >= members.length;
+      more.textContent = `more (${members.length - shown} not shown)`;
+    };
+    more.addEventListener("click", showMore);
+    while (shown < Math.min(digestRows, members.length)) showMore();
+  } catch (e) {
+    if (e instanceof NeedToken) return;
+    box.innerHTML = `<h2>Digest ${esc(digestLinked)}</h2><p class=muted>cannot load it (${esc(e.message)}); retrying…</p>`;
+  } finally {
+    digestBusy = false;
+  }
+}
+refreshDigest();
+setInterval(refreshDigest, 2000);

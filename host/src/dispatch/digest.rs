@@ -343,6 +343,10 @@ impl Dispatcher {
         };
         let delivered =
             matches!(&finding, Finding::Result(r) if r.status == DeliveryStatus::DELIVERED);
+        // An alert that waited out the rate limit alone went as itself, not as a digest.
+        if delivered && (key.group.is_some() || cut.joined.len() > 1) {
+            self.metrics.digest_sent(cut.joined.len());
+        }
         if !delivered {
             // The members retry on their own backoff; the group's interval does not hold them.
             if let Some(entry) = self.board.lock().get_mut(key) {
@@ -366,7 +370,11 @@ impl Dispatcher {
         let items: Vec<Item> = joined.iter().map(|(m, _)| m.item.clone()).collect();
         let group = key.group.as_ref().map_or(&[][..], |(_, v)| v.as_slice());
         let templates = &plan.router.templates;
-        let link = format!("{}/api/v1/alerts?digest={digest}", templates.public_url());
+        // The status page's view of the digest (the API's `?digest=` needs the admin token).
+        let link = format!(
+            "{}/?digest={digest}",
+            templates.public_url().trim_end_matches('/')
+        );
         let first = &joined[0].0;
         // What waited out the rate limit alone goes as itself.
         let context = if key.group.is_none() && joined.len() == 1 {

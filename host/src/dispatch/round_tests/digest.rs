@@ -97,7 +97,7 @@ async fn a_group_reaches_each_recipient_as_one_im_and_every_alert_names_its_dige
         eu_call
             .message
             .body
-            .ends_with(&format!("Full list: /api/v1/alerts?digest={}", eu[0])),
+            .ends_with(&format!("Full list: /?digest={}", eu[0])),
         "{}",
         eu_call.message.body
     );
