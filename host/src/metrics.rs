@@ -546,14 +546,15 @@ alertbridge_delivery_seconds_count 3
             m.observe_latency(seconds);
         }
         let text = m.render();
-        // The incident families (issue 14) and the silenced alerts (issue 16) come after the
-        // ones before, which are unchanged.
+        // The incident families (issue 14), the silenced alerts and the digests (issue 16) come
+        // after the ones before, which are unchanged.
         let old: Vec<_> = families(&text)
             .into_iter()
             .filter(|f| {
                 !f[0].contains("alertbridge_incident")
                     && !f[0].contains("escalations")
                     && !f[0].contains("alertbridge_alerts_silenced")
+                    && !f[0].contains("alertbridge_digest")
             })
             .collect();
         assert_eq!(old, families(BEFORE), "{text}");
