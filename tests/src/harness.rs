@@ -171,6 +171,22 @@ pub fn cli(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The loopback ports a config's `listen = "127.0.0.1:<port>"` lines name (not `admin_listen`).
+fn listen_ports(config: &str) -> Vec<u16> {
+    config
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            if key.trim() != "listen" {
+                return None;
+            }
+            let value = value.trim().trim_matches('"');
+            value.strip_prefix("127.0.0.1:")?.parse().ok()
+        })
+        .filter(|port| *port != 0)
+        .collect()
+}
+
 /// A running `alertbridge run`.
 pub struct Host {
     pub dir: PathBuf,
@@ -274,6 +290,30 @@ impl Host {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_listeners();
+    }
+
+    /// Waits (up to 10 s each) until every `listen = "127.0.0.1:<port>"` the config names
+    /// (a webhook source's port) takes connections: the admin API answers before a source
+    /// instance has bound its port. A port that never opens (a test of a failing source) is
+    /// left to the test.
+    fn wait_listeners(&mut self) {
+        let text = fs::read_to_string(&self.config).unwrap_or_default();
+        for port in listen_ports(&text) {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10)
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            {
+                let exited = self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                if exited {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 

@@ -77,11 +77,8 @@ fn start(dir: &Path, escalation: bool) -> (Host, u16) {
     fs::write(dir.join("tokens"), format!("{HOOK_TOKEN}\n")).unwrap();
     fs::write(dir.join("admin.token"), format!("{ADMIN_TOKEN}\n")).unwrap();
     let (admin, webhook) = (free_port(), free_port());
+    // Host::start waits for the webhook's port too (the admin API answers first).
     let host = Host::start(dir, admin, &config(dir, admin, webhook, escalation));
-    // The admin API answers before the webhook instance has bound its port.
-    wait_until("the webhook to listen", LONG, || {
-        std::net::TcpStream::connect(("127.0.0.1", webhook)).is_ok()
-    });
     (host, webhook)
 }
 
