@@ -215,6 +215,12 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The page reloads itself every 2 s, except while a reply box has focus or text (a reload would
+/// wipe a half-typed reply); without JavaScript a refresh tag in `<noscript>` reloads it.
+const REFRESH: &str = "setInterval(function(){var b=document.querySelectorAll('input[name=text]');\
+for(var i=0;i<b.length;i++){if(b[i]===document.activeElement||b[i].value!=='')return;}\
+location.reload();},2000);";
+
 /// The status page: each user's presence and received IMs, and a box to reply to the bot as
 /// that user (in their conversation with it, or by starting one).
 pub fn page(sim: &Sim) -> Html<String> {
@@ -233,10 +239,10 @@ pub fn page(sim: &Sim) -> Html<String> {
         .collect();
     users.sort_by(|a, b| a.0.cmp(&b.0));
     let s = stats(sim);
-    let mut html = String::from(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
-         <title>UCWA simulator</title><style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px;vertical-align:top}\
-         table{border-collapse:collapse}</style></head><body><h1>UCWA simulator</h1>",
+    let mut html = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>\
+         <script>{REFRESH}</script><title>UCWA simulator</title><style>body{{font-family:sans-serif}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}\
+         table{{border-collapse:collapse}}</style></head><body><h1>UCWA simulator</h1>",
     );
     let _ = write!(
         html,
