@@ -56,6 +56,7 @@ pub struct Metrics {
     ack_seconds: Histogram,
     escalations: Counters,
     silenced: Counter,
+    handed_over: Counter,
     digests: Counter,
     digest_alerts: Counter,
     /// Why the queue is down (`alertbridge_queue_up 0`), if it is.
@@ -104,6 +105,7 @@ impl Default for Metrics {
         let m = Self {
             escalations,
             silenced: Counter::default(),
+            handed_over: Counter::default(),
             digests: Counter::default(),
             digest_alerts: Counter::default(),
             incidents_open: Gauge::default(),
@@ -199,6 +201,12 @@ impl Default for Metrics {
             "Alerts an active silence kept from their recipients (each recipient is also counted \
              in alertbridge_deliveries_total with outcome silenced)",
             m.silenced.clone(),
+        );
+        registry.register(
+            "alertbridge_alerts_handed_over",
+            "Alerts this host let go of unfinished because another host took them over (their \
+             lease ran out; shared queue only): it delivers them",
+            m.handed_over.clone(),
         );
         registry.register(
             "alertbridge_digests",
@@ -342,6 +350,11 @@ impl Metrics {
         self.silenced.inc();
     }
 
+    /// This host let go of an alert another host took over (its save was refused).
+    pub fn alert_handed_over(&self) {
+        self.handed_over.inc();
+    }
+
     /// A sink took a digest IM carrying `alerts` alerts.
     pub fn digest_sent(&self, alerts: usize) {
         self.digests.inc();
@@ -368,6 +381,7 @@ impl Metrics {
                     "alertbridge_queue_faults_total" => &self.queue_faults,
                     "alertbridge_queue_compactions_total" => &self.queue_compactions,
                     "alertbridge_dedup_evictions_total" => &self.dedup_evictions,
+                    "alertbridge_alerts_handed_over_total" => &self.handed_over,
                     _ => return 0,
                 };
                 return if pairs.is_empty() { plain.get() } else { 0 };
@@ -555,6 +569,7 @@ alertbridge_delivery_seconds_count 3
                     && !f[0].contains("escalations")
                     && !f[0].contains("alertbridge_alerts_silenced")
                     && !f[0].contains("alertbridge_digest")
+                    && !f[0].contains("alertbridge_alerts_handed_over")
             })
             .collect();
         assert_eq!(old, families(BEFORE), "{text}");
@@ -587,7 +602,11 @@ alertbridge_delivery_seconds_count 3
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 15, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 16, "{text}");
+        assert!(
+            text.contains("alertbridge_alerts_handed_over_total 0\n"),
+            "{text}"
+        );
         assert!(text.contains("alertbridge_digests_total 0\n"), "{text}");
         assert!(
             text.contains("alertbridge_digest_alerts_total 0\n"),

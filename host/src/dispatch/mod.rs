@@ -68,7 +68,7 @@ use crate::{
     config::{DeliverySettings, OnUncertain},
     metrics::Metrics,
     model::{Outcome, RecipientRecord, StoredAlert},
-    queue::Queue,
+    queue::{Queue, QueueError},
     router::{ADMIN_SOURCE, OfflinePolicy, Planned, ROUTE_ATTRIBUTE, Route, Router},
     silences::Silences,
 };
@@ -87,6 +87,10 @@ const ROUND_SLACK_MS: i64 = 250;
 /// before looking again if it is not woken (it is woken when it reaches a lane's head; this is
 /// only a safety net, long so that a backlog of thousands does not wake for nothing).
 const LANE_RECHECK: Duration = Duration::from_secs(300);
+
+/// A round's end when the queue refused a save of the alert as another host's
+/// ([`QueueError::NotOwner`]): the alert is let go of.
+struct HandedOver;
 
 /// Drives alerts to their outcomes.
 pub struct Dispatcher {
@@ -448,7 +452,10 @@ impl Dispatcher {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            let wake = self.round(&mut alert, first).await;
+            let Ok(wake) = self.round(&mut alert, first).await else {
+                self.let_go(&alert);
+                break;
+            };
             first = false;
             if alert.is_finished() {
                 break;
@@ -465,9 +472,26 @@ impl Dispatcher {
         self.lanes.forget(alert.id);
     }
 
+    /// Lets go of `alert`, which another host took over (the queue refused this host's save of
+    /// it as [`QueueError::NotOwner`]; that host delivers it): it leaves its lanes, waking the
+    /// next alert in each, gives back its place in the queue depth and is counted; its task
+    /// then ends.
+    fn let_go(&self, alert: &StoredAlert) {
+        for r in &alert.recipients {
+            self.lanes.leave(alert.id, &alert.source, &r.sink, &r.user);
+        }
+        if !alert.is_finished() {
+            self.metrics.queue_depth_add(-1);
+            self.depth.finished(&alert.source);
+        }
+        self.metrics.alert_handed_over();
+        tracing::warn!(alert = alert.id, source = %alert.source, "Alert taken over by another host (this host's lease on it ran out); letting go of it here.");
+    }
+
     /// One round; returns when the next one is due (Unix ms), or `None` if every unfinished
-    /// recipient waits behind another alert in its lane (the task is woken when that changes).
-    async fn round(&self, alert: &mut StoredAlert, first: bool) -> Option<i64> {
+    /// recipient waits behind another alert in its lane (the task is woken when that changes);
+    /// [`HandedOver`] if the queue refused a save because another host took the alert over.
+    async fn round(&self, alert: &mut StoredAlert, first: bool) -> Result<Option<i64>, HandedOver> {
         let plan = self.plan();
         let (router, settings) = (&plan.router, &plan.settings);
         let now = self.clock.now_ms();
@@ -527,7 +551,21 @@ impl Dispatcher {
                 alert.recipients[i].sending = true;
                 alert.recipients[i].digest = Some(digest);
             }
-            if let Err(e) = self.queue.save(alert).await {
+            let marked = self.queue.save(alert).await;
+            if let Err(QueueError::NotOwner { .. }) = marked {
+                // Another host delivers it now: nothing is sent from here.
+                for send in &sends {
+                    for &i in &send.idx {
+                        alert.recipients[i].sending = false;
+                    }
+                }
+                for (i, key, _) in &digests {
+                    alert.recipients[*i].sending = false;
+                    self.board.withdraw(alert.id, &key.sink, &key.user);
+                }
+                return Err(HandedOver);
+            }
+            if let Err(e) = marked {
                 tracing::warn!(alert = alert.id, error = %crate::error_chain(&e), "Could not record that a send begins; not sending now.");
                 let why = format!("the queue cannot record the send: {e}");
                 for send in sends.drain(..) {
@@ -547,6 +585,9 @@ impl Dispatcher {
         let mut fallbacks = BTreeSet::new();
         // Recipients whose lanes were left while other sinks' calls were still out.
         let mut left = BTreeSet::new();
+        // Set when the queue refused a save as another host's: the sends out finish, nothing
+        // more is saved, and the alert is let go of.
+        let mut handed_over = false;
         let mut in_flight: FuturesUnordered<BoxFuture<'_, Vec<(usize, Finding)>>> = sends
             .into_iter()
             .map(|send| self.run_job(settings, Self::job(alert, send)).boxed())
@@ -605,8 +646,12 @@ impl Dispatcher {
                 self.lanes.leave(alert.id, &alert.source, &r.sink, &r.user);
                 left.insert(i);
             }
-            if let Err(e) = saved.await {
-                tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
+            match saved.await {
+                Err(QueueError::NotOwner { .. }) => handed_over = true,
+                Err(e) => {
+                    tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
+                }
+                Ok(()) => {}
             }
         }
         dirty |= !findings.is_empty();
@@ -651,18 +696,24 @@ impl Dispatcher {
         // The save is handed to the queue before the next alerts in the lanes are woken, so
         // their "sending" records commit with or after these outcomes (which ride in the next
         // commit rather than paying for one: `Queue::save_outcome`).
-        let saved = dirty.then(|| self.queue.save_outcome(alert));
+        let saved = (dirty && !handed_over).then(|| self.queue.save_outcome(alert));
         for (i, r) in alert.recipients.iter().enumerate() {
             let was_final = before.get(i).is_some_and(|o| o.is_final());
             if r.outcome.is_final() && !was_final && !left.contains(&i) {
                 self.lanes.leave(alert.id, &alert.source, &r.sink, &r.user);
             }
         }
-        if let Some(Err(e)) = match saved {
-            Some(saved) => Some(saved.await),
-            None => None,
-        } {
-            tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
+        if let Some(saved) = saved {
+            match saved.await {
+                Err(QueueError::NotOwner { .. }) => handed_over = true,
+                Err(e) => {
+                    tracing::error!(alert = alert.id, error = %crate::error_chain(&e), "Could not record outcomes; they will be redone after a restart.");
+                }
+                Ok(()) => {}
+            }
+        }
+        if handed_over {
+            return Err(HandedOver);
         }
         if let Some(port) = &page_port
             && alert.is_finished()
@@ -675,13 +726,13 @@ impl Dispatcher {
             port.page_finished(alert, delivered).await;
         }
         let gated: BTreeSet<usize> = gated.into_iter().collect();
-        alert
+        Ok(alert
             .recipients
             .iter()
             .enumerate()
             .filter(|(i, r)| !r.outcome.is_final() && !gated.contains(i))
             .map(|(_, r)| r.not_before_ms.unwrap_or(now))
-            .min()
+            .min())
     }
 
     /// Counts outcomes that changed in this round.

@@ -126,6 +126,12 @@ pub enum QueueError {
     },
     #[error("the queue is shutting down")]
     Closed,
+    /// A save of an alert this host no longer owns: its lease ran out and another host took
+    /// it over (shared queue only). Nothing was written; the caller lets go of the alert.
+    #[error(
+        "alert {id} is now delivered by another host (its lease ran out and another host took it over)"
+    )]
+    NotOwner { id: u64 },
 }
 
 impl QueueError {
@@ -147,7 +153,9 @@ pub trait Queue: Send + Sync + 'static {
     /// Stores a new alert from `source` (or finds its duplicate). Resolves after commit.
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>>;
 
-    /// Durably records an alert's new state. Resolves after commit.
+    /// Durably records an alert's new state. Resolves after commit. A shared backend answers
+    /// [`QueueError::NotOwner`] for an alert another host took over (nothing written); the
+    /// embedded one never does.
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>>;
 
     /// Records an alert's outcomes after a send: like [`Queue::save`], but a backend may hold

@@ -1,8 +1,9 @@
 //! An in-memory [`Queue`]: what the dispatcher saved is what a restart would find. Saves can be
-//! made to fail, as a queue whose disk is full does.
+//! made to fail, as a queue whose disk is full does, or be refused for an alert another host
+//! took over, as the shared queue refuses them.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Mutex, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -24,6 +25,8 @@ pub struct MemQueue {
     alerts: Mutex<BTreeMap<u64, StoredAlert>>,
     saves: AtomicUsize,
     failing: AtomicBool,
+    /// Alerts "another host" took over: their saves answer [`QueueError::NotOwner`].
+    taken_over: Mutex<BTreeSet<u64>>,
     /// The virtual instant of the last save, and how many saves came at it.
     spin: Mutex<Option<(tokio::time::Instant, usize)>>,
 }
@@ -64,6 +67,15 @@ impl MemQueue {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// From now on, saves of alert `id` are refused as another host's (nothing is written), as
+    /// the shared queue refuses them once another host took the alert over.
+    pub fn take_over(&self, id: u64) {
+        self.taken_over
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
+    }
+
     /// A dispatcher that saves round after round without time moving never lets the paused
     /// clock advance, so the test would hang instead of failing: end it loudly. (The panic
     /// would only end the dispatcher's task, and the test would wait on.)
@@ -100,7 +112,14 @@ impl Queue for MemQueue {
 
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
         self.check_spin();
-        let answer = if self.failing.load(Ordering::SeqCst) {
+        let taken_over = self
+            .taken_over
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&alert.id);
+        let answer = if taken_over {
+            Err(QueueError::NotOwner { id: alert.id })
+        } else if self.failing.load(Ordering::SeqCst) {
             Err(QueueError::Unavailable {
                 reason: "disk full (test)".into(),
                 retry_after_ms: 1000,

@@ -12,6 +12,7 @@ mod memq;
 mod crash;
 mod delivery;
 mod digest;
+mod handover;
 mod offline;
 mod order;
 
@@ -80,6 +81,8 @@ struct Bed {
     dispatcher: Arc<Dispatcher>,
     queue: Arc<MemQueue>,
     sinks: Arc<FakeSinks>,
+    metrics: Arc<Metrics>,
+    depth: Arc<Depth>,
     clock: Clock,
     accepted: Option<mpsc::UnboundedSender<StoredAlert>>,
     run: JoinHandle<()>,
@@ -98,12 +101,13 @@ impl Bed {
     /// alerts.
     fn resume(plan: Plan, queue: Arc<MemQueue>, sinks: Arc<FakeSinks>, clock: Clock) -> Self {
         let depth = Arc::new(Depth::new(100_000, Vec::<(String, usize)>::new()));
+        let metrics = Arc::new(Metrics::default());
         let dispatcher = Dispatcher::with_clock(
             Arc::clone(&queue) as Arc<dyn Queue>,
-            Arc::new(Metrics::default()),
+            Arc::clone(&metrics),
             plan,
             Arc::clone(&sinks) as Arc<dyn super::Sinks>,
-            depth,
+            Arc::clone(&depth),
             clock,
         );
         let unfinished = queue.unfinished().expect("the memory queue answers");
@@ -113,6 +117,8 @@ impl Bed {
             dispatcher,
             queue,
             sinks,
+            metrics,
+            depth,
             clock,
             accepted: Some(tx),
             run,
@@ -124,10 +130,12 @@ impl Bed {
     }
 
     /// Accepts `alert` from `source` as the ingest path does: stored first, then handed to the
-    /// dispatcher. Returns its id.
+    /// dispatcher (and counted in the queue depth). Returns its id.
     fn accept(&self, source: &str, alert: Alert) -> u64 {
         let stored = self.queue.insert(source, alert, self.now());
         let id = stored.id;
+        self.metrics.queue_depth_add(1);
+        self.depth.queued(source);
         self.accepted
             .as_ref()
             .expect("the bed is running")

@@ -398,10 +398,26 @@ async fn a_host_that_stops_renewing_has_its_work_taken_over_within_the_lease() {
     // Host a can no longer record outcomes (nor so begin a send) for them.
     let mut stale = a.get(ids[0]).unwrap().unwrap();
     stale.finished_ms = Some(2);
-    let fenced = a.save(&stale).await.unwrap_err();
+    // Its save is refused as NotOwner (not "try later": the dispatcher lets go of the alert
+    // instead of retrying it), while a save of an alert it still owns, in the same batch,
+    // is written.
+    let (fenced, kept) = futures::join!(a.save(&stale), a.save(&finished));
+    kept.unwrap();
+    let fenced = fenced.unwrap_err();
     assert!(
-        fenced.to_string().contains("no longer this host's"),
+        matches!(fenced, QueueError::NotOwner { id } if id == ids[0]),
+        "{fenced:?}"
+    );
+    assert_eq!(fenced.retry_after_ms(), None);
+    assert!(
+        fenced.to_string().contains("delivered by another host"),
         "{fenced}"
+    );
+    // The outcome after a send is fenced the same way.
+    let fenced = a.save_outcome(&stale).await.unwrap_err();
+    assert!(
+        matches!(fenced, QueueError::NotOwner { id } if id == ids[0]),
+        "{fenced:?}"
     );
     assert!(!b.get(ids[0]).unwrap().unwrap().is_finished());
     // b closing cleanly releases its leases: a host starting as "c" takes them at once.

@@ -203,17 +203,14 @@ impl Writer {
                 for (id, p) in saves {
                     let fenced = applied.fenced.contains(&id);
                     if fenced {
-                        tracing::warn!(
+                        tracing::debug!(
                             alert = id,
-                            "Outcome not recorded: another host delivers this alert now."
+                            "Save refused: another host delivers this alert now."
                         );
                     }
                     for r in p.replies {
                         let _ = r.send(if fenced {
-                            Err(QueueError::Unavailable {
-                                reason: format!("alert {id} is no longer this host's (its lease ran out and another host took it over)"),
-                                retry_after_ms: 1000,
-                            })
+                            Err(QueueError::NotOwner { id: id as u64 })
                         } else {
                             Ok(())
                         });
