@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod plugins;
+pub mod private;
 pub mod queue;
 pub mod queue_cmd;
 pub mod reload;

@@ -65,6 +65,8 @@ impl RedbIncidents {
     pub fn open(dir: &Path) -> Result<Self, IncidentError> {
         let path = dir.join(FILE);
         let db = Database::create(&path).map_err(IncidentError::storage)?;
+        crate::private::restrict(&path, crate::private::FILE_MODE)
+            .map_err(IncidentError::storage)?;
         let tx = db.begin_write().map_err(IncidentError::storage)?;
         tx.open_table(INCIDENTS).map_err(IncidentError::storage)?;
         tx.commit().map_err(IncidentError::storage)?;

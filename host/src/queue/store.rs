@@ -43,8 +43,7 @@ pub(super) fn file_path(dir: &Path) -> PathBuf {
 
 /// Alerts are private whatever the umask: the data folder 0700, the queue file 0600.
 fn private(path: &Path, mode: u32) -> Result<(), QueueError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(file_error(path))
+    crate::private::restrict(path, mode).map_err(file_error(path))
 }
 
 fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
@@ -159,7 +158,7 @@ pub(super) fn open_db(path: &Path, quiet: bool) -> Result<Database, QueueError> 
         Database::builder().set_cache_size(CACHE_BYTES).create(path)
     })?;
     if opened.is_ok() {
-        private(path, 0o600)?;
+        private(path, crate::private::FILE_MODE)?;
     }
     opened.map_err(|source| match source {
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {

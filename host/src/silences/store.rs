@@ -113,6 +113,8 @@ impl RedbSilences {
     pub fn open(dir: &Path) -> Result<Self, SilenceError> {
         let path = dir.join(FILE);
         let db = Database::create(&path).map_err(SilenceError::storage)?;
+        crate::private::restrict(&path, crate::private::FILE_MODE)
+            .map_err(SilenceError::storage)?;
         let tx = db.begin_write().map_err(SilenceError::storage)?;
         tx.open_table(SILENCES).map_err(SilenceError::storage)?;
         tx.open_table(META).map_err(SilenceError::storage)?;
