@@ -9,110 +9,18 @@ use std::{
     fs,
     io::{Read as _, Write as _},
     net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     time::Duration,
 };
 
 use alertbridge_testbed::{
-    harness::{Host, bin_dir, free_port, request, wait_until},
+    browser::Browser,
+    harness::{Host, free_port, request, wait_until},
     servers,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(30);
-
-/// A chromedriver process and one browser session in it.
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-}
-
-impl Browser {
-    /// Starts chromedriver and a headless Chromium, both from [`servers::chromium`].
-    fn start((chromedriver, chromium): &(PathBuf, PathBuf)) -> Self {
-        let port = free_port();
-        let driver = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let base = format!("http://127.0.0.1:{port}");
-        wait_until("chromedriver", LONG, || {
-            request("GET", &format!("{base}/status"), &[], "").is_some()
-        });
-        let profile = tempfile::tempdir().unwrap().keep();
-        let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,1000", format!("--user-data-dir={}", profile.display())]
-        }}}});
-        let v = webdriver("POST", &format!("{base}/session"), &caps);
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"))
-            .to_owned();
-        Self {
-            driver,
-            base,
-            session,
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let v = webdriver(
-            method,
-            &format!("{}/session/{}{path}", self.base, self.session),
-            &body,
-        );
-        if v["value"].get("error").is_some() {
-            panic!("webdriver {path}: {v}");
-        }
-        v["value"].clone()
-    }
-
-    fn script(&self, js: &str, args: Value) -> Value {
-        self.call("POST", "/execute/sync", json!({"script": js, "args": args}))
-    }
-
-    fn text(&self, selector: &str) -> String {
-        self.script(
-            "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
-            json!([selector]),
-        )
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-    }
-}
-
-/// One WebDriver call: JSON in, JSON out.
-fn webdriver(method: &str, url: &str, body: &Value) -> Value {
-    let body = if method == "GET" {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (_, text) = request(method, url, &[("content-type", "application/json")], &body)
-        .unwrap_or_else(|| panic!("chromedriver did not answer {url}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("chromedriver {url}: {e}: {text}"))
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = request(
-            "DELETE",
-            &format!("{}/session/{}", self.base, self.session),
-            &[],
-            "",
-        );
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
 
 fn config(dir: &Path, admin: u16, webhook: u16) -> String {
     config_with(dir, admin, webhook, "")
@@ -233,18 +141,7 @@ fn the_status_page_updates_live_and_sends_test_alerts() {
     let records = fs::read_to_string(dir.path().join("delivered.jsonl")).unwrap();
     assert!(records.contains("Hello from the form"));
 
-    screenshot(&browser, "status-page.png");
-}
-
-fn screenshot(browser: &Browser, name: &str) {
-    let png = browser.call("GET", "/screenshot", json!({}));
-    let png = base64_decode(png.as_str().expect("screenshot"));
-    let out = bin_dir().parent().expect("target").join("screenshots");
-    fs::create_dir_all(&out).unwrap();
-    let path = out.join(name);
-    fs::write(&path, &png).unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    eprintln!("screenshot: {}", path.display());
+    browser.screenshot("status-page.png");
 }
 
 const ADMIN_TOKEN: &str = "page-admin-token-4b1d93e0c7";
@@ -291,7 +188,7 @@ fn with_an_admin_token_the_page_asks_once_and_keeps_working() {
     wait_until("the page to ask for the token", LONG, login_shown);
     assert!(browser.text("#live").contains("admin token"));
     assert!(!browser.text("body").contains("Token-guarded alert"));
-    screenshot(&browser, "status-page-token.png");
+    browser.screenshot("status-page-token.png");
 
     // A wrong token is refused and asked for again.
     browser.script(
@@ -399,7 +296,7 @@ fn a_form_on_another_origin_cannot_reload_the_bridge() {
             && !browser.text("body").is_empty()
     });
     let shown = browser.text("body");
-    screenshot(&browser, "cross-site-form.png");
+    browser.screenshot("cross-site-form.png");
     assert!(
         shown.contains("another origin"),
         "the bridge answered: {shown}"
@@ -407,11 +304,4 @@ fn a_form_on_another_origin_cannot_reload_the_bridge() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(routes(&host), 2, "the cross-site form reloaded the bridge");
     assert!(!host.log().contains("Config reloaded"));
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .expect("base64")
 }
