@@ -19,6 +19,7 @@ use std::{
 };
 
 use alertbridge_testbed::{
+    alertmanager::Alertmanager,
     harness::{Host, free_port, get, wait_until},
     servers,
 };
@@ -509,71 +510,6 @@ fn rfc3339_now() -> String {
         .output()
         .expect("run date");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn alertmanager_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/alertmanager.sh")
-}
-
-/// A Prometheus Alertmanager of this test's own (free port, own folder), started with
-/// `scripts/alertmanager.sh` and stopped when dropped, also when the test fails.
-struct Alertmanager {
-    dir: PathBuf,
-    url: String,
-}
-
-impl Alertmanager {
-    /// Starts one whose receiver is `webhook_url`, sending `Authorization: Bearer <token>`
-    /// with the token from `dir/webhook.token`.
-    fn start(dir: &Path, webhook_url: &str, token: &str) -> Self {
-        let installed = Command::new("sh")
-            .args(["-c", "command -v prometheus-alertmanager"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            installed,
-            "prometheus-alertmanager is not installed: `apt-get install prometheus-alertmanager` (this test starts its own instance with scripts/alertmanager.sh)"
-        );
-        let port = free_port();
-        let out = Command::new(alertmanager_script())
-            .arg("start")
-            .arg(dir)
-            .arg(webhook_url)
-            .env("ALERTBRIDGE_TEST_ALERTMANAGER_PORT", port.to_string())
-            .env("ALERTBRIDGE_TEST_ALERTMANAGER_TOKEN", token)
-            .output()
-            .expect("run scripts/alertmanager.sh");
-        let this = Self {
-            dir: dir.to_owned(),
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        assert!(
-            out.status.success(),
-            "scripts/alertmanager.sh start failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        this
-    }
-
-    fn post_alerts(&self, alerts: &Value) {
-        let a = post_now(
-            &format!("{}/api/v2/alerts", self.url),
-            None,
-            "application/json",
-            alerts.to_string(),
-        );
-        assert_eq!(a.status, 200, "Alertmanager refused the alerts: {a:?}");
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = Command::new(alertmanager_script())
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-    }
 }
 
 #[test]
