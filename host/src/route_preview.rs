@@ -106,16 +106,20 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
             r.name,
             if r.cont { " (continue)" } else { "" }
         );
-        let users = router.recipients(r, &stored);
-        let _ = writeln!(
-            out,
-            "     recipients: {}",
-            if users.is_empty() {
-                "(none)".to_owned()
-            } else {
-                users.join(", ")
-            }
-        );
+        if let Some(policy) = config.route_escalations.get(&r.name) {
+            escalation(&mut out, config, policy);
+        } else {
+            let users = router.recipients(r, &stored);
+            let _ = writeln!(
+                out,
+                "     recipients: {}",
+                if users.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    users.join(", ")
+                }
+            );
+        }
         let _ = writeln!(out, "     sinks: {}", r.sinks.join(", "));
         let _ = writeln!(out, "     offline recipients: {}", r.offline);
         let named_in_alert = !a.groups.is_empty() || !a.users.is_empty();
@@ -128,6 +132,20 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
     }
     let _ = writeln!(out, "messages:");
     let plan = router.plan(&stored);
+    let incident = matching
+        .iter()
+        .any(|r| config.route_escalations.contains_key(&r.name));
+    if plan.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {}",
+            if incident {
+                "(none at once: the incident pages each level through the route's sinks, as above)"
+            } else {
+                "(none)"
+            }
+        );
+    }
     for (t, _) in &plan {
         let _ = writeln!(out, "  {} -> {} (route {})", t.sink, t.user, t.route);
     }
@@ -153,6 +171,55 @@ pub fn explain(config: &Config, source: &str, alert: Alert) -> String {
         show(&mut out, &rendered);
     }
     out
+}
+
+/// An escalation route's incident: its policy, and who each level pages, when.
+fn escalation(out: &mut String, config: &Config, policy: &str) {
+    let _ = writeln!(
+        out,
+        "     opens an incident under escalation policy `{policy}` (alerts with the same dedup key join it)"
+    );
+    let Some(p) = config.escalations.iter().find(|p| p.name == policy) else {
+        return;
+    };
+    for (i, level) in p.levels.iter().enumerate() {
+        let mut users: Vec<&str> = Vec::new();
+        let members = level
+            .groups
+            .iter()
+            .filter_map(|g| config.router.groups.get(g))
+            .flatten();
+        for u in level.users.iter().chain(members) {
+            if !users.contains(&u.as_str()) {
+                users.push(u);
+            }
+        }
+        let when = if level.after_secs == 0 {
+            "at once".to_owned()
+        } else {
+            format!(
+                "{} s after it opened, if nobody acknowledged",
+                level.after_secs
+            )
+        };
+        let _ = writeln!(
+            out,
+            "     level {}: {} ({when})",
+            i + 1,
+            if users.is_empty() {
+                "(nobody)".to_owned()
+            } else {
+                users.join(", ")
+            }
+        );
+    }
+    if p.repeat > 0 {
+        let _ = writeln!(
+            out,
+            "     then the levels run again {} more time(s)",
+            p.repeat
+        );
+    }
 }
 
 /// A rendered message, indented: which template made it, the subject and the text.
@@ -247,6 +314,52 @@ mod tests {
             explain(&config, "mail", past).contains(
                 "expires: 1970-01-01T00:00:01Z (already past: every recipient would be skipped, \"expired before delivery\")\n"
             )
+        );
+    }
+
+    #[test]
+    fn an_escalation_route_says_it_opens_an_incident_and_lists_its_levels() {
+        let text = r#"
+[host]
+data_dir = "/tmp/x"
+[[source]]
+name = "mail"
+plugin = "pop3"
+[[sink]]
+name = "lync"
+plugin = "ucwa"
+[groups]
+dba = ["sip:carol@x", "sip:dave@x"]
+[[escalation]]
+name = "db-oncall"
+repeat = 1
+levels = [
+  { groups = ["dba"], after_secs = 0 },
+  { users = ["sip:lead@x", "sip:carol@x"], after_secs = 300 },
+]
+[[route]]
+name = "database"
+escalation = "db-oncall"
+sinks = ["lync"]
+"#;
+        let config = Config::parse(Path::new("t.toml"), text).unwrap();
+        let report = explain(&config, "mail", Alert::new("Replication lag"));
+        assert_eq!(
+            report,
+            "alert: \"Replication lag\" (severity normal, source \"mail\")\n\
+             matching routes:\n\
+             \x20 1. database\n\
+             \x20    opens an incident under escalation policy `db-oncall` (alerts with the same \
+             dedup key join it)\n\
+             \x20    level 1: sip:carol@x, sip:dave@x (at once)\n\
+             \x20    level 2: sip:lead@x, sip:carol@x (300 s after it opened, if nobody \
+             acknowledged)\n\
+             \x20    then the levels run again 1 more time(s)\n\
+             \x20    sinks: lync\n\
+             \x20    offline recipients: skip them\n\
+             messages:\n\
+             \x20 (none at once: the incident pages each level through the route's sinks, as \
+             above)\n"
         );
     }
 
