@@ -10,7 +10,8 @@
 //! refused.
 //!
 //! Layers, each importing only those below it: `cli` → `app` → `admin` → `reload` → `plugins`
-//! → `ingest` → `dispatch` → `config` → `silences` → `queue`, `router` → `metrics`, `model`.
+//! → `ingest`, `incidents` → `dispatch` → `config`, `silences` → `queue`, `template`, `router`
+//! → `metrics`, `model`, `private`.
 
 pub mod admin;
 pub mod app;

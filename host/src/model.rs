@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use alertbridge_plugin_api::{Alert, Severity};
 use serde::{Deserialize, Serialize};
 
+/// The source name of incident pages in the queue: alerts the incident engine writes, which
+/// dispatch and templates know by it.
+pub const PAGE_SOURCE: &str = "incidents";
+
 /// Where one recipient stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

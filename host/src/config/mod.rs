@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod error;
+pub mod escalation;
 mod grouping;
 pub mod queue;
 mod raw;
@@ -27,9 +28,9 @@ use toml_edit::{ImDocument, Item, Table};
 
 use self::admin::{AdminKeys, AdminSettings};
 pub use self::error::{ConfigError, ConfigErrors, line_col};
+use self::escalation::{EscalationPolicy, Level};
 pub use self::queue::QueueBackend;
 use self::{error::Collector, raw::*};
-use crate::incidents::{EscalationPolicy, Level};
 use crate::router::{
     Matcher, OfflinePolicy, Route, Router, UnknownPresence, parse_severity_condition,
 };
@@ -274,7 +275,7 @@ impl Config {
         let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         for s in sources
             .iter()
-            .filter(|s| s.name == crate::incidents::PAGE_SOURCE)
+            .filter(|s| s.name == crate::model::PAGE_SOURCE)
         {
             c.at_line(
                 s.at,

@@ -869,7 +869,7 @@ impl Dispatcher {
                 self.rate
                     .check(user, now, settings.per_recipient_per_minute as usize)
             {
-                if settings.fold_rate_limited && alert.source != crate::incidents::PAGE_SOURCE {
+                if settings.fold_rate_limited && alert.source != crate::model::PAGE_SOURCE {
                     // What waits for this recipient goes as one digest at the next slot.
                     enroll(fold_key(&sink, user), i, at, &mut gated);
                     self.lanes.wake_behind(&alert.source, &sink, user);
@@ -908,7 +908,7 @@ impl Dispatcher {
         now: i64,
     ) -> Option<(DigestKey, i64)> {
         let r = &alert.recipients[i];
-        if alert.source == crate::incidents::PAGE_SOURCE {
+        if alert.source == crate::model::PAGE_SOURCE {
             // An incident's page goes alone: it names the incident and how to answer it.
             return None;
         }

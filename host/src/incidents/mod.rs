@@ -15,7 +15,6 @@
 pub mod commands;
 mod engine;
 mod pager;
-mod policy;
 mod port;
 pub mod reply;
 pub mod reply_metrics;
@@ -29,10 +28,10 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     engine::{Clock, Engine, Opened},
     pager::{QueuePager, SOURCE as PAGE_SOURCE, page_alert},
-    policy::{EscalationPolicy, Level, PolicyError},
     port::EnginePort,
     store::{IncidentStore, MemoryIncidents, RedbIncidents},
 };
+pub use crate::config::escalation::{EscalationPolicy, Level, PolicyError};
 
 /// A boxed future, so stores and pagers can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -10,7 +10,7 @@ use super::{BoxFuture, PageRequest, Pager, PagerError};
 use crate::queue::Queue;
 
 /// The source name of page alerts in the queue.
-pub const SOURCE: &str = "incidents";
+pub use crate::model::PAGE_SOURCE as SOURCE;
 
 /// The label of a page alert naming the incident's route (its sinks and offline policy).
 pub const ROUTE_LABEL: &str = "route";

@@ -74,18 +74,6 @@ impl ReplyService {
         if handled.duplicate {
             return Ok(());
         }
-        // The others are told through the sink that reached each of them (their own system),
-        // else through the one the reply came from.
-        let reached = match handled.incident {
-            Some(id) => self
-                .replies
-                .engine()
-                .get(id)
-                .await
-                .map(|inc| inc.sinks)
-                .unwrap_or_default(),
-            None => Default::default(),
-        };
         let speaker = Arc::clone(&self.speaker);
         let replies = Arc::clone(&self.replies);
         let instance = instance.to_owned();
@@ -100,8 +88,7 @@ impl ReplyService {
             )
             .await;
             for say in &handled.tell {
-                let via = reached.get(&say.user).unwrap_or(&instance);
-                send(&*speaker, &replies, via, handled.incident, say).await;
+                send(&*speaker, &replies, &instance, handled.incident, say).await;
             }
         });
         Ok(())
@@ -152,7 +139,7 @@ async fn send(
                     && say.conversation.as_deref() != Some(used.as_str())
                     && let Err(e) = replies
                         .engine()
-                        .set_reached(id, &say.user, instance, Some(&used))
+                        .set_conversation(id, &say.user, &used)
                         .await
                 {
                     tracing::warn!(incident = id.0, error = %e, "conversation not remembered");
@@ -186,12 +173,10 @@ pub async fn tell_changes(
     .await;
 }
 
-/// Which sink instance speaks for an incident, by its route's name, to those paged for whom no
-/// sink is recorded (None: they are not told).
+/// Which sink instance speaks for an incident, by its route's name (None: nobody is told).
 pub type SinkFor = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// As [`tell_changes`]: each person through the sink that reached them, else the sink
-/// `sink_for` picks for the incident's route.
+/// As [`tell_changes`], through the sink `sink_for` picks for each incident's route.
 pub async fn tell_changes_via(
     service: Arc<ReplyService>,
     sink_for: SinkFor,
@@ -214,31 +199,32 @@ pub async fn tell_changes_via(
         if service.replies.take_acting(id, &by) {
             continue; // a reply: its own answer told them
         }
-        let (route, reached) = match service.replies.engine().get(id).await {
-            Some(inc) => (inc.route, inc.sinks),
+        let route = match service.replies.engine().get(id).await {
+            Some(inc) => inc.route,
             None => continue,
         };
+        let Some(instance) = sink_for(&route) else {
+            tracing::warn!(
+                incident = id.0,
+                route,
+                "no sink to tell those paged through"
+            );
+            continue;
+        };
         let text = format!("{id} {what} (by {by})");
-        // Each person through the sink that reached them; the route's sink for anyone without
-        // one (incidents stored before the sink was kept).
-        let fallback = sink_for(&route);
-        let mut says = Vec::new();
-        for say in service.replies.news_for_all(id, &text).await {
-            match reached.get(&say.user).or(fallback.as_ref()) {
-                Some(via) => says.push((via.clone(), say)),
-                None => tracing::warn!(
-                    incident = id.0,
-                    route,
-                    user = %say.user,
-                    "no sink to tell them through"
-                ),
-            }
-        }
+        let says = service.replies.news_for_all(id, &text).await;
         // Told one after the other, so a slow sink does not hold up the next change's news.
         let service = Arc::clone(&service);
         tokio::spawn(async move {
-            for (via, say) in says {
-                send(&*service.speaker, &service.replies, &via, Some(id), &say).await;
+            for say in says {
+                send(
+                    &*service.speaker,
+                    &service.replies,
+                    &instance,
+                    Some(id),
+                    &say,
+                )
+                .await;
             }
         });
     }

@@ -15,17 +15,10 @@ use alertbridge_plugin_api::{
     kit::{MAX_INBOUND_FIELD_BYTES, MAX_INBOUND_TEXT_BYTES, calls},
 };
 
-use crate::{incidents::reply::InboundReply, ingest::Ingest};
-
-/// Takes inbound messages (replies) from sinks: the incidents' reply service. `Ok` only once
-/// the reply and its effect are durably recorded.
-pub trait InboundPort: Send + Sync + 'static {
-    fn inbound(
-        &self,
-        instance: &str,
-        message: InboundReply,
-    ) -> futures::future::BoxFuture<'static, Result<(), PluginError>>;
-}
+use crate::{
+    incidents::{reply::InboundReply, reply_send::InboundPort},
+    ingest::Ingest,
+};
 
 /// The running host's reply service; none (no incidents) answers `inbound.message/1` with
 /// `UNSUPPORTED`.

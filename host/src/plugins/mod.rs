@@ -9,9 +9,11 @@ pub mod host_api;
 mod inbound_tests;
 pub mod instances;
 pub mod loader;
+pub mod speaker;
 
 pub use self::{
     handles::{SinkHandle, SourceHandle},
     instances::{BindError, Registry, Slot, Status, bind},
     loader::{Plugin, Plugins},
+    speaker::SinkSpeaker,
 };

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use alertbridge_plugin_api::kit::format::unix_ms_rfc3339;
 use serde::Serialize;
 
-use crate::{incidents::PAGE_SOURCE, model::StoredAlert};
+use crate::model::{PAGE_SOURCE, StoredAlert};
 
 /// The most alerts of a group a template sees in `alerts` (the rest only count in `count`);
 /// the rendered text is bounded anyway, so more could never be shown.
