@@ -12,10 +12,9 @@ use super::{
     IncidentId,
     reply::{InboundReply, Replies, Say},
 };
-use crate::plugins::{host_api::InboundPort, instances::Registry};
 
 /// How long one `conversation.send/1` may take.
-const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attempts per message on transient failures (1 s, 2 s, 4 s ... between them).
 const SEND_ATTEMPTS: u32 = 6;
 
@@ -24,26 +23,14 @@ pub trait Speaker: Send + Sync + 'static {
     fn say(&self, instance: &str, say: &Say) -> BoxFuture<'static, Result<String, PluginError>>;
 }
 
-/// The host's sinks as a [`Speaker`].
-pub struct SinkSpeaker(pub Arc<Registry>);
-
-impl Speaker for SinkSpeaker {
-    fn say(&self, instance: &str, say: &Say) -> BoxFuture<'static, Result<String, PluginError>> {
-        let handle = self.0.sink(instance).and_then(|slot| slot.sink());
-        let say = say.clone();
-        Box::pin(async move {
-            let Some(handle) = handle else {
-                return Err(PluginError::new(
-                    ErrorKind::TRANSIENT,
-                    "the sink is not running",
-                ));
-            };
-            let conversation = say.conversation.as_deref().unwrap_or("");
-            handle
-                .send_in_conversation(conversation, &say.user, &say.text, SEND_TIMEOUT)
-                .await
-        })
-    }
+/// Takes inbound messages (replies) from sinks: the incidents' reply service. `Ok` only once
+/// the reply and its effect are durably recorded.
+pub trait InboundPort: Send + Sync + 'static {
+    fn inbound(
+        &self,
+        instance: &str,
+        message: InboundReply,
+    ) -> BoxFuture<'static, Result<(), PluginError>>;
 }
 
 /// [`Replies`] behind `inbound.message/1`.
@@ -74,6 +61,18 @@ impl ReplyService {
         if handled.duplicate {
             return Ok(());
         }
+        // The others are told through the sink that reached each of them (their own system),
+        // else through the one the reply came from.
+        let reached = match handled.incident {
+            Some(id) => self
+                .replies
+                .engine()
+                .get(id)
+                .await
+                .map(|inc| inc.sinks)
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
         let speaker = Arc::clone(&self.speaker);
         let replies = Arc::clone(&self.replies);
         let instance = instance.to_owned();
@@ -88,7 +87,8 @@ impl ReplyService {
             )
             .await;
             for say in &handled.tell {
-                send(&*speaker, &replies, &instance, handled.incident, say).await;
+                let via = reached.get(&say.user).unwrap_or(&instance);
+                send(&*speaker, &replies, via, handled.incident, say).await;
             }
         });
         Ok(())
@@ -139,7 +139,7 @@ async fn send(
                     && say.conversation.as_deref() != Some(used.as_str())
                     && let Err(e) = replies
                         .engine()
-                        .set_conversation(id, &say.user, &used)
+                        .set_reached(id, &say.user, instance, Some(&used))
                         .await
                 {
                     tracing::warn!(incident = id.0, error = %e, "conversation not remembered");
@@ -173,10 +173,12 @@ pub async fn tell_changes(
     .await;
 }
 
-/// Which sink instance speaks for an incident, by its route's name (None: nobody is told).
+/// Which sink instance speaks for an incident, by its route's name, to those paged for whom no
+/// sink is recorded (None: they are not told).
 pub type SinkFor = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// As [`tell_changes`], through the sink `sink_for` picks for each incident's route.
+/// As [`tell_changes`]: each person through the sink that reached them, else the sink
+/// `sink_for` picks for the incident's route.
 pub async fn tell_changes_via(
     service: Arc<ReplyService>,
     sink_for: SinkFor,
@@ -199,32 +201,31 @@ pub async fn tell_changes_via(
         if service.replies.take_acting(id, &by) {
             continue; // a reply: its own answer told them
         }
-        let route = match service.replies.engine().get(id).await {
-            Some(inc) => inc.route,
+        let (route, reached) = match service.replies.engine().get(id).await {
+            Some(inc) => (inc.route, inc.sinks),
             None => continue,
         };
-        let Some(instance) = sink_for(&route) else {
-            tracing::warn!(
-                incident = id.0,
-                route,
-                "no sink to tell those paged through"
-            );
-            continue;
-        };
         let text = format!("{id} {what} (by {by})");
-        let says = service.replies.news_for_all(id, &text).await;
+        // Each person through the sink that reached them; the route's sink for anyone without
+        // one (incidents stored before the sink was kept).
+        let fallback = sink_for(&route);
+        let mut says = Vec::new();
+        for say in service.replies.news_for_all(id, &text).await {
+            match reached.get(&say.user).or(fallback.as_ref()) {
+                Some(via) => says.push((via.clone(), say)),
+                None => tracing::warn!(
+                    incident = id.0,
+                    route,
+                    user = %say.user,
+                    "no sink to tell them through"
+                ),
+            }
+        }
         // Told one after the other, so a slow sink does not hold up the next change's news.
         let service = Arc::clone(&service);
         tokio::spawn(async move {
-            for say in says {
-                send(
-                    &*service.speaker,
-                    &service.replies,
-                    &instance,
-                    Some(id),
-                    &say,
-                )
-                .await;
+            for (via, say) in says {
+                send(&*service.speaker, &service.replies, &via, Some(id), &say).await;
             }
         });
     }
