@@ -305,6 +305,12 @@ impl Replies {
             Outcome::Quiet(t) => return Ok(self.answer(msg, Some(id), t)),
         };
         tracing::info!(incident = id.0, user = %msg.user, news = %news, "reply applied");
+        Ok(self.news(msg, &inc, news))
+    }
+
+    /// `news` as the sender's answer, and for everyone else paged for `inc` in their own
+    /// conversation.
+    pub(super) fn news(&self, msg: &InboundReply, inc: &Incident, news: String) -> Handled {
         let tell = inc
             .paged_users()
             .into_iter()
@@ -315,12 +321,12 @@ impl Replies {
                 text: news.clone(),
             })
             .collect();
-        Ok(Handled {
-            incident: Some(id),
+        Handled {
+            incident: Some(inc.id),
             answer: self.say(msg, news),
             tell,
             duplicate: false,
-        })
+        }
     }
 
     /// The incident a reply is about, or the answer saying why there is none.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use alertbridge_plugin_api::kit::format::unix_ms_rfc3339;
 
-use super::{Handled, InboundReply, Incident, Replies, ReplyError, Say};
+use super::{Handled, InboundReply, Incident, Replies, ReplyError};
 use crate::{
     incidents::IncidentError,
     silences::{SilenceError, like::SilenceLike, spec::MAX_AUTHOR_BYTES},
@@ -84,21 +84,6 @@ impl Replies {
             inc.state.name(),
         );
         tracing::info!(incident = id.0, silence = made.id, user = %msg.user, "Silence from a reply.");
-        let tell = inc
-            .paged_users()
-            .into_iter()
-            .filter(|u| *u != msg.user)
-            .map(|u| Say {
-                conversation: inc.conversations.get(&u).cloned(),
-                user: u,
-                text: news.clone(),
-            })
-            .collect();
-        Ok(Handled {
-            incident: Some(id),
-            answer: self.say(msg, news),
-            tell,
-            duplicate: false,
-        })
+        Ok(self.news(msg, &inc, news))
     }
 }
