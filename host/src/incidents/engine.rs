@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     EscalationPolicy, Incident, IncidentError, IncidentEvent, IncidentId, IncidentState,
-    IncidentStore, Mark, NextStep, Page, PageRequest, Pager, StepKind, page_text,
+    IncidentStore, Mark, NextStep, Page, PageRequest, Pager, StepKind,
+    early::{EarlyResolve, EarlyResolves},
+    page_text,
 };
 
 /// How soon a page the pager refused is offered again.
@@ -71,6 +73,8 @@ pub struct Opened {
 struct State {
     incidents: BTreeMap<u64, Incident>,
     next_id: u64,
+    /// Resolves that found no incident, waiting for their in-flight firing alert.
+    early: EarlyResolves,
 }
 
 struct Inner {
@@ -101,13 +105,18 @@ impl Engine {
         let incidents: BTreeMap<u64, Incident> =
             store.load()?.into_iter().map(|i| (i.id.0, i)).collect();
         let next_id = incidents.keys().next_back().map_or(1, |k| k + 1);
+        let early = EarlyResolves::new(store.load_early()?);
         let (events, _) = broadcast::channel(1024);
         let engine = Self {
             inner: Arc::new(Inner {
                 store,
                 pager,
                 policies: RwLock::new(BTreeMap::new()),
-                state: Mutex::new(State { incidents, next_id }),
+                state: Mutex::new(State {
+                    incidents,
+                    next_id,
+                    early,
+                }),
                 wake: Notify::new(),
                 events,
                 clock,
@@ -161,6 +170,31 @@ impl Engine {
         policy: &str,
         pass_unreachable: bool,
     ) -> Result<Opened, IncidentError> {
+        self.open_or_join_at(
+            alert_id,
+            None,
+            source,
+            alert,
+            route,
+            policy,
+            pass_unreachable,
+        )
+        .await
+    }
+
+    /// [`Engine::open_or_join`]; with `accepted_ms`, a resolve of its dedup key remembered at
+    /// or after that time opens the incident already resolved, paging nobody.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_or_join_at(
+        &self,
+        alert_id: u64,
+        accepted_ms: Option<i64>,
+        source: &str,
+        alert: &Alert,
+        route: &str,
+        policy: &str,
+        pass_unreachable: bool,
+    ) -> Result<Opened, IncidentError> {
         let pol = self
             .policy(policy)
             .ok_or_else(|| IncidentError::UnknownPolicy(policy.into()))?;
@@ -197,6 +231,10 @@ impl Engine {
             }
         }
         let now = self.inner.clock.now_ms();
+        let early = match (alert.dedup_key.as_deref(), accepted_ms) {
+            (Some(key), Some(accepted)) => Some(st.early.take(key, accepted, now)),
+            _ => None,
+        };
         let id = IncidentId(st.next_id);
         let inc = Incident {
             id,
@@ -222,13 +260,60 @@ impl Engine {
             conversations: BTreeMap::new(),
             sinks: BTreeMap::new(),
         };
+        let (resolved, consume) = early.unzip();
+        if let Some(r) = resolved.flatten() {
+            return self
+                .open_resolved(&mut st, inc, r, consume.unwrap_or_default())
+                .await;
+        }
         self.inner.store.save(&inc).await?;
         st.next_id += 1;
         st.incidents.insert(id.0, inc);
+        if let Some(c) = consume.filter(|c| !c.delete.is_empty()) {
+            // A resolve older than this alert: a new problem; the remembered one is spent.
+            self.inner.store.save_early(&c).await?;
+            st.early.apply(c);
+        }
         tracing::info!(incident = id.0, alert_id, policy, route, "incident opened");
         self.emit(IncidentEvent::Opened { id });
         self.step(&mut st, id, "first page").await?;
         self.inner.wake.notify_one();
+        Ok(Opened {
+            id,
+            joined: false,
+            seen: 1,
+        })
+    }
+
+    /// Opens `inc` already resolved by the remembered `early` resolve: nobody is paged; the
+    /// remembered resolve is consumed after the incident is committed.
+    async fn open_resolved(
+        &self,
+        st: &mut State,
+        mut inc: Incident,
+        early: EarlyResolve,
+        consume: super::early::Change,
+    ) -> Result<Opened, IncidentError> {
+        let id = inc.id;
+        inc.state = IncidentState::Resolved;
+        inc.next = None;
+        inc.resolved = Some(Mark {
+            by: early.by.clone(),
+            at_ms: early.at_ms,
+        });
+        self.inner.store.save(&inc).await?;
+        st.next_id += 1;
+        st.incidents.insert(id.0, inc);
+        self.inner.store.save_early(&consume).await?;
+        st.early.apply(consume);
+        tracing::info!(
+            incident = id.0,
+            by = early.by,
+            "incident resolved (by {}) before it paged",
+            early.by
+        );
+        self.emit(IncidentEvent::Opened { id });
+        self.emit(IncidentEvent::Resolved { id, by: early.by });
         Ok(Opened {
             id,
             joined: false,
@@ -264,8 +349,16 @@ impl Engine {
                 });
             }
         }
-        self.open_or_join(alert_id, source, alert, route, policy, pass_unreachable)
-            .await
+        self.open_or_join_at(
+            alert_id,
+            Some(accepted_ms),
+            source,
+            alert,
+            route,
+            policy,
+            pass_unreachable,
+        )
+        .await
     }
 
     /// An alert the queue took as a repeat of dedup key `key` joins the unresolved incident
@@ -378,7 +471,9 @@ impl Engine {
     }
 
     /// A resolved alert from its source: resolves the unresolved incident with this dedup key,
-    /// recorded as by `by` (the source). `Ok(None)` if there is none.
+    /// recorded as by `by` (the source). `Ok(None)` if there is none: the resolve is then
+    /// remembered (durably, bounded, for a while) for a firing alert with that key still in
+    /// flight, which then opens its incident already resolved.
     pub async fn resolve_by_key(
         &self,
         key: &str,
@@ -390,10 +485,26 @@ impl Engine {
             .values()
             .find(|i| !i.is_resolved() && i.dedup_key.as_deref() == Some(key))
             .cloned();
-        match open {
-            Some(inc) => self.resolve_locked(&mut st, inc, by).await.map(Some),
-            None => Ok(None),
+        if let Some(inc) = open {
+            return self.resolve_locked(&mut st, inc, by).await.map(Some);
         }
+        let now = self.inner.clock.now_ms();
+        let change = st.early.remember(
+            EarlyResolve {
+                key: key.to_owned(),
+                by: by.to_owned(),
+                at_ms: now,
+            },
+            now,
+        );
+        self.inner.store.save_early(&change).await?;
+        st.early.apply(change);
+        tracing::info!(
+            key,
+            by,
+            "a resolve found no incident; remembered for its firing alert"
+        );
+        Ok(None)
     }
 
     async fn resolve_locked(

@@ -13,6 +13,7 @@
 //!   tokio's paused clock.
 
 pub mod commands;
+mod early;
 mod engine;
 mod pager;
 mod port;
@@ -26,6 +27,7 @@ use std::{collections::BTreeMap, fmt, future::Future, pin::Pin};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
+    early::{Change as EarlyChange, EarlyResolve},
     engine::{Clock, Engine, Opened},
     pager::{QueuePager, SOURCE as PAGE_SOURCE, page_alert},
     port::EnginePort,
@@ -267,6 +269,12 @@ pub enum IncidentError {
     UnknownPolicy(String),
     #[error("incident storage failed")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the remembered resolve of `{key}` in storage is corrupt")]
+    CorruptEarly {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("incident {id} in storage is corrupt")]
     Corrupt {
         id: u64,

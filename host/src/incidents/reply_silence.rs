@@ -84,6 +84,6 @@ impl Replies {
             inc.state.name(),
         );
         tracing::info!(incident = id.0, silence = made.id, user = %msg.user, "Silence from a reply.");
-        Ok(self.news(msg, &inc, news))
+        Ok(self.news(msg, inc, news))
     }
 }

@@ -2,7 +2,8 @@
 //! embedded one), the embedded redb file and an in-memory store for tests.
 //!
 //! ```text
-//! data_dir/incidents.redb   incidents  u64 id -> JSON Incident
+//! data_dir/incidents.redb   incidents       u64 id -> JSON Incident
+//!                           early_resolves  dedup key -> JSON EarlyResolve
 //! ```
 //!
 //! The file is separate from the queue's: a step is committed here first, then its page is
@@ -17,9 +18,13 @@ use std::{
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{BoxFuture, Incident, IncidentError};
+use super::{
+    BoxFuture, Incident, IncidentError,
+    early::{Change, EarlyResolve},
+};
 
 const INCIDENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("incidents");
+const EARLY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("early_resolves");
 /// The file's name in the data folder.
 pub const FILE: &str = "incidents.redb";
 
@@ -30,6 +35,18 @@ pub trait IncidentStore: Send + Sync + 'static {
 
     /// Stores the incident's current state. Resolves after commit.
     fn save(&self, incident: &Incident) -> BoxFuture<'static, Result<(), IncidentError>>;
+
+    /// The remembered resolves that found no incident (see [`EarlyResolve`]). The default is
+    /// for a store that does not keep them (the engine then remembers them until it stops).
+    fn load_early(&self) -> Result<Vec<EarlyResolve>, IncidentError> {
+        Ok(Vec::new())
+    }
+
+    /// Stores and deletes remembered resolves in one commit. Resolves after commit.
+    fn save_early(&self, change: &Change) -> BoxFuture<'static, Result<(), IncidentError>> {
+        let _ = change;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Incidents in memory; clones share them (a "restart" in tests builds a new engine on a
@@ -37,6 +54,7 @@ pub trait IncidentStore: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct MemoryIncidents {
     map: Arc<Mutex<BTreeMap<u64, Incident>>>,
+    early: Arc<Mutex<BTreeMap<String, EarlyResolve>>>,
 }
 
 impl IncidentStore for MemoryIncidents {
@@ -50,6 +68,22 @@ impl IncidentStore for MemoryIncidents {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(incident.id.0, incident.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn load_early(&self) -> Result<Vec<EarlyResolve>, IncidentError> {
+        let early = self.early.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(early.values().cloned().collect())
+    }
+
+    fn save_early(&self, change: &Change) -> BoxFuture<'static, Result<(), IncidentError>> {
+        let mut early = self.early.lock().unwrap_or_else(PoisonError::into_inner);
+        for k in &change.delete {
+            early.remove(k);
+        }
+        if let Some(r) = &change.put {
+            early.insert(r.key.clone(), r.clone());
+        }
         Box::pin(async { Ok(()) })
     }
 }
@@ -69,6 +103,7 @@ impl RedbIncidents {
             .map_err(IncidentError::storage)?;
         let tx = db.begin_write().map_err(IncidentError::storage)?;
         tx.open_table(INCIDENTS).map_err(IncidentError::storage)?;
+        tx.open_table(EARLY).map_err(IncidentError::storage)?;
         tx.commit().map_err(IncidentError::storage)?;
         Ok(Self {
             db: Arc::new(db),
@@ -110,6 +145,56 @@ impl IncidentStore for RedbIncidents {
                     let mut t = tx.open_table(INCIDENTS).map_err(IncidentError::storage)?;
                     t.insert(id, bytes.as_slice())
                         .map_err(IncidentError::storage)?;
+                }
+                tx.commit().map_err(IncidentError::storage)
+            })
+            .await
+            .map_err(IncidentError::storage)?
+        })
+    }
+
+    fn load_early(&self) -> Result<Vec<EarlyResolve>, IncidentError> {
+        let tx = self.db.begin_read().map_err(IncidentError::storage)?;
+        let table = tx.open_table(EARLY).map_err(IncidentError::storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(IncidentError::storage)? {
+            let (k, v) = row.map_err(IncidentError::storage)?;
+            let r = serde_json::from_slice(v.value()).map_err(|source| {
+                IncidentError::CorruptEarly {
+                    key: k.value().to_owned(),
+                    source,
+                }
+            })?;
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    fn save_early(&self, change: &Change) -> BoxFuture<'static, Result<(), IncidentError>> {
+        let db = Arc::clone(&self.db);
+        let delete = change.delete.clone();
+        let put = change
+            .put
+            .as_ref()
+            .map(|r| serde_json::to_vec(r).map(|b| (r.key.clone(), b)));
+        Box::pin(async move {
+            let put = put
+                .transpose()
+                .map_err(|source| IncidentError::CorruptEarly {
+                    key: String::new(),
+                    source,
+                })?;
+            tokio::task::spawn_blocking(move || {
+                let tx = db.begin_write().map_err(IncidentError::storage)?;
+                {
+                    let mut t = tx.open_table(EARLY).map_err(IncidentError::storage)?;
+                    for k in &delete {
+                        t.remove(k.as_str()).map_err(IncidentError::storage)?;
+                    }
+                    if let Some((k, b)) = &put {
+                        t.insert(k.as_str(), b.as_slice())
+                            .map_err(IncidentError::storage)?;
+                    }
                 }
                 tx.commit().map_err(IncidentError::storage)
             })

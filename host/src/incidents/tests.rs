@@ -158,6 +158,8 @@ async fn wait(secs: u64) {
     tokio::time::sleep(Duration::from_secs(secs)).await;
 }
 
+mod resolve_race;
+
 fn at(secs: i64, who: &str) -> (i64, String) {
     (secs * 1000, format!("sip:{who}@contoso.com"))
 }
