@@ -208,7 +208,7 @@ fn fifteen_hundred_alerts_reach_one_user_as_at_most_three_digests_within_a_minut
     for m in &ims {
         assert!(m.subject.contains("HighCPU on eu-1: web"), "{}", m.subject);
         assert!(
-            m.text.contains("Full list: /api/v1/alerts?digest="),
+            m.text.contains("Full list: /?digest="),
             "{}",
             m.text
         );
