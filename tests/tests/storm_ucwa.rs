@@ -207,11 +207,7 @@ fn fifteen_hundred_alerts_reach_one_user_as_at_most_three_digests_within_a_minut
     );
     for m in &ims {
         assert!(m.subject.contains("HighCPU on eu-1: web"), "{}", m.subject);
-        assert!(
-            m.text.contains("Full list: /?digest="),
-            "{}",
-            m.text
-        );
+        assert!(m.text.contains("Full list: /?digest="), "{}", m.text);
     }
     let last_im_ms = ims.iter().map(|m| m.at_unix_ms).max().unwrap_or(0) - t0_unix_ms;
     assert!(
