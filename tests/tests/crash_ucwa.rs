@@ -148,6 +148,13 @@ fn sigkill_while_delivering_loses_nothing_marks_every_repeat_and_keeps_order() {
     wait_until("an empty queue", Duration::from_secs(120), || {
         host.api("/healthz")["queue_depth"] == 0
     });
+    // An outcome may ride the next commit (at most 10 ms later): the API shows it once it is
+    // on disk.
+    wait_until("every outcome on disk", Duration::from_secs(10), || {
+        host.all_alerts(&[])
+            .iter()
+            .all(|a| a["state"] == "finished")
+    });
     let metrics = get(&format!("{}/metrics", host.admin)).unwrap_or_default();
     let alerts = host.all_alerts(&[]);
     assert!(host.stop());
