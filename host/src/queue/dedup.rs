@@ -98,6 +98,16 @@ impl DedupIndex {
         }
     }
 
+    /// Every live key with what it holds, oldest first.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (u128, Seen)> + '_ {
+        self.order.iter().filter_map(|&(key, id)| {
+            self.map
+                .get(&key)
+                .filter(|&&(live, _)| live == id)
+                .map(|&seen| (key, seen))
+        })
+    }
+
     /// How many keys the size bound pushed out since the last call.
     pub(super) fn take_evicted(&mut self) -> u64 {
         std::mem::take(&mut self.evicted)

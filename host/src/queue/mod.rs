@@ -16,7 +16,10 @@
 //!
 //! The trait lets a shared broker backend (for several hosts) replace the embedded one.
 
+#[cfg(test)]
+mod contract_tests;
 mod dedup;
+mod log;
 pub mod postgres;
 mod redb_queue;
 mod salvage;
@@ -30,6 +33,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 use alertbridge_plugin_api::Alert;
 
 pub use self::{
+    log::LogQueue,
     postgres::{PgQueue, PgSettings},
     redb_queue::RedbQueue,
     salvage::{CheckReport, SalvageReport, check, salvage},

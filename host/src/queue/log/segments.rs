@@ -1,0 +1,611 @@
+//! The segment files of the log queue: opening and recovering them, appending a frame durably,
+//! rolling over to a new segment, and compaction into a base segment.
+//!
+//! ```text
+//! data_dir/queue-log/seg-<number as 16 hex digits>.log   segments, oldest first
+//! data_dir/queue-log/set-aside/<id>.json                 documents that did not decode
+//! data_dir/queue.id                                      the queue id (shared with redb's)
+//! ```
+//! Space is zero-filled ahead of the write position and synced once per chunk, so a frame's
+//! `fdatasync` writes data pages only (no size or extent change to journal), and a full disk
+//! shows up while filling — before any frame is half written. A new segment (and a compacted
+//! one) is written under a temporary name, synced and renamed, so every segment with its final
+//! name has a whole header.
+//!
+//! Recovery reads every frame in order. Zeros end a segment. A frame that fails its checksum is
+//! a torn last write — never acknowledged, since its `fdatasync` had not returned — only if it
+//! is in the last segment and no whole frame follows it; it is then zeroed. Anything else is
+//! damage, refused with one line ([`QueueError::Damaged`]).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::{self, File, OpenOptions},
+    os::unix::fs::FileExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use super::format::{self, FLAG_BASE, Frame, HEADER_BYTES, Header, Record};
+use crate::{
+    model::{StoredAlert, now_ms},
+    queue::{QueueError, dedup::DedupIndex, store},
+};
+
+pub(super) const DIR: &str = "queue-log";
+const SET_ASIDE: &str = "set-aside";
+/// A segment is closed once the next frame would take it past this size.
+pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
+/// Space zero-filled ahead of the write position at a time.
+const FILL_CHUNK: u64 = 1 << 20;
+
+pub(super) fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(DIR)
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("seg-{number:016x}.log"))
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
+    move |source| QueueError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Where an alert's newest document is.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Loc {
+    pub seg: u64,
+    pub off: u64,
+    pub len: u32,
+    pub finished: bool,
+}
+
+/// What readers see: each alert's newest document, and the files to read it from.
+#[derive(Default)]
+pub(super) struct View {
+    pub docs: BTreeMap<u64, Loc>,
+    pub files: HashMap<u64, Arc<File>>,
+}
+
+impl View {
+    /// The bytes of `loc`.
+    pub(super) fn read(files: &HashMap<u64, Arc<File>>, loc: Loc) -> std::io::Result<Vec<u8>> {
+        let file = files
+            .get(&loc.seg)
+            .ok_or_else(|| std::io::Error::other(format!("segment {} is gone", loc.seg)))?;
+        let mut buf = vec![0; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.off)?;
+        Ok(buf)
+    }
+
+    /// Bytes of documents the view points at.
+    pub(super) fn live_bytes(&self) -> u64 {
+        self.docs.values().map(|l| u64::from(l.len) + 32).sum()
+    }
+}
+
+/// The segment frames are appended to.
+pub(super) struct Active {
+    pub number: u64,
+    file: Arc<File>,
+    /// Where the next frame goes.
+    end: u64,
+    /// Bytes zero-filled and synced so far.
+    filled: u64,
+}
+
+/// The log on disk, as the writer holds it.
+pub(super) struct Log {
+    dir: PathBuf,
+    queue_id: u64,
+    pub active: Active,
+    /// The last frame's sequence number.
+    pub seq: u64,
+    /// Every segment's number and size on disk.
+    pub sizes: BTreeMap<u64, u64>,
+}
+
+/// What an open found.
+pub(super) struct Loaded {
+    pub log: Log,
+    pub view: View,
+    pub dedup: DedupIndex,
+    pub next_id: u64,
+    pub set_aside_now: Vec<u64>,
+    pub set_aside_total: u64,
+}
+
+impl Log {
+    pub(super) fn total_bytes(&self) -> u64 {
+        self.sizes.values().sum()
+    }
+
+    /// Writes `frame` (sealed) durably; returns the segment and offset it went to.
+    pub(super) fn append(&mut self, frame: &[u8]) -> Result<(u64, u64), QueueError> {
+        let len = frame.len() as u64;
+        if self.active.end > HEADER_BYTES as u64 && self.active.end + len > SEGMENT_BYTES {
+            let number = self.active.number + 1;
+            let file = create_segment(&self.dir, self.queue_id, number, 0, &[])?;
+            self.sizes.insert(number, HEADER_BYTES as u64);
+            self.active = Active {
+                number,
+                end: HEADER_BYTES as u64,
+                filled: HEADER_BYTES as u64,
+                file,
+            };
+        }
+        let path = segment_path(&self.dir, self.active.number);
+        let a = &mut self.active;
+        if a.end + len > a.filled {
+            let to = (a.end + len).div_ceil(FILL_CHUNK) * FILL_CHUNK;
+            let zeros = vec![0u8; (to - a.filled) as usize];
+            a.file
+                .write_all_at(&zeros, a.filled)
+                .and_then(|()| a.file.sync_data())
+                .map_err(file_error(&path))?;
+            a.filled = to;
+            self.sizes.insert(a.number, to);
+        }
+        a.file
+            .write_all_at(frame, a.end)
+            .and_then(|()| a.file.sync_data())
+            .map_err(file_error(&path))?;
+        let at = a.end;
+        a.end += len;
+        Ok((a.number, at))
+    }
+
+    /// The active segment's file, for the readers' view.
+    pub(super) fn active_file(&self) -> (u64, Arc<File>) {
+        (self.active.number, Arc::clone(&self.active.file))
+    }
+
+    /// Rewrites every live document, the dedup keys and the next id into a new base segment
+    /// and removes the segments before it. Returns the new view (the files map holds only the
+    /// new segment).
+    pub(super) fn compact(
+        &mut self,
+        view: &View,
+        dedup: &DedupIndex,
+        next_id: u64,
+    ) -> Result<View, QueueError> {
+        let number = self.active.number + 1;
+        let mut frames = Vec::new();
+        let mut buf = Vec::new();
+        let mut docs = BTreeMap::new();
+        let mut start = format::open_frame(&mut buf);
+        format::put(&mut buf, &Record::NextId { id: next_id });
+        for (key, (id, accepted_ms)) in dedup.entries() {
+            format::put(
+                &mut buf,
+                &Record::Dedup {
+                    id,
+                    key,
+                    accepted_ms,
+                },
+            );
+        }
+        let base = HEADER_BYTES as u64;
+        for (&id, &loc) in &view.docs {
+            let json = View::read(&view.files, loc).map_err(QueueError::storage)?;
+            if buf.len() - start + json.len() + 32 > format::MAX_FRAME_BODY {
+                self.seq += 1;
+                format::seal_frame(&mut buf, start, self.seq);
+                start = format::open_frame(&mut buf);
+            }
+            let at = format::put(
+                &mut buf,
+                &Record::Saved {
+                    id,
+                    json: &json,
+                    at: 0,
+                },
+            );
+            docs.insert(
+                id,
+                Loc {
+                    seg: number,
+                    off: base + at as u64,
+                    len: loc.len,
+                    finished: loc.finished,
+                },
+            );
+        }
+        self.seq += 1;
+        format::seal_frame(&mut buf, start, self.seq);
+        frames.push(buf);
+        let file = create_segment(&self.dir, self.queue_id, number, FLAG_BASE, &frames[0])?;
+        let end = HEADER_BYTES as u64 + frames[0].len() as u64;
+        for (&old, _) in std::mem::take(&mut self.sizes).iter() {
+            let path = segment_path(&self.dir, old);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "Cannot remove a compacted queue segment (the next start ignores it).");
+            }
+        }
+        self.sizes.insert(number, end);
+        self.active = Active {
+            number,
+            file: Arc::clone(&file),
+            end,
+            filled: end,
+        };
+        Ok(View {
+            docs,
+            files: HashMap::from([(number, file)]),
+        })
+    }
+}
+
+/// Creates segment `number` holding `frames` after its header: written under a temporary name,
+/// synced, renamed, and the folder synced.
+fn create_segment(
+    dir: &Path,
+    queue_id: u64,
+    number: u64,
+    flags: u32,
+    frames: &[u8],
+) -> Result<Arc<File>, QueueError> {
+    let path = segment_path(dir, number);
+    let tmp = path.with_extension("tmp");
+    let header = Header {
+        queue_id,
+        number,
+        flags,
+    }
+    .encode();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(file_error(&tmp))?;
+    let written = file
+        .write_all_at(&header, 0)
+        .and_then(|()| file.write_all_at(frames, HEADER_BYTES as u64))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(file_error(&tmp)(e));
+    }
+    crate::private::restrict(&tmp, crate::private::FILE_MODE).map_err(file_error(&tmp))?;
+    fs::rename(&tmp, &path).map_err(file_error(&path))?;
+    store::sync_dir(dir)?;
+    Ok(Arc::new(file))
+}
+
+fn open_segment(path: &Path) -> Result<File, QueueError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(file_error(path))
+}
+
+/// Segment numbers in `dir`, oldest first; leftover temporary files are removed.
+fn list(dir: &Path) -> Result<Vec<u64>, QueueError> {
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir).map_err(file_error(dir))? {
+        let entry = entry.map_err(file_error(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("seg-") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        } else if let Some(hex) = name
+            .strip_prefix("seg-")
+            .and_then(|n| n.strip_suffix(".log"))
+            && let Ok(n) = u64::from_str_radix(hex, 16)
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Opens (or creates) the log in `data_dir` with the same start checks as the redb file: a log
+/// that vanished while the marker says the folder's queue held data is refused (unless
+/// `accept_empty`), damage is refused with one line, a torn last write is dropped.
+pub(super) fn open(
+    data_dir: &Path,
+    accept_empty: bool,
+    window_ms: i64,
+    max_keys: usize,
+) -> Result<Loaded, QueueError> {
+    fs::create_dir_all(data_dir).map_err(file_error(data_dir))?;
+    crate::private::restrict(data_dir, 0o700).map_err(file_error(data_dir))?;
+    let dir = log_dir(data_dir);
+    let marker = store::read_marker(data_dir)?;
+    let vanished = |what| QueueError::Vanished {
+        path: dir.display().to_string(),
+        what,
+        marker: data_dir.join(store::MARKER).display().to_string(),
+        id: marker.unwrap_or_default(),
+    };
+    let numbers = if dir.exists() {
+        list(&dir)?
+    } else {
+        Vec::new()
+    };
+    if numbers.is_empty() {
+        if marker.is_some() && !accept_empty {
+            return Err(vanished("holds no log segment"));
+        }
+        fs::create_dir_all(&dir).map_err(file_error(&dir))?;
+        crate::private::restrict(&dir, 0o700).map_err(file_error(&dir))?;
+        let queue_id = rand::random();
+        let file = create_segment(&dir, queue_id, 1, 0, &[])?;
+        store::write_marker(data_dir, queue_id)?;
+        let set_aside_total = count_set_aside(&dir);
+        return Ok(Loaded {
+            view: View {
+                docs: BTreeMap::new(),
+                files: HashMap::from([(1, Arc::clone(&file))]),
+            },
+            log: Log {
+                dir,
+                queue_id,
+                active: Active {
+                    number: 1,
+                    file,
+                    end: HEADER_BYTES as u64,
+                    filled: HEADER_BYTES as u64,
+                },
+                seq: 0,
+                sizes: BTreeMap::from([(1, HEADER_BYTES as u64)]),
+            },
+            dedup: DedupIndex::new(max_keys),
+            next_id: 1,
+            set_aside_now: Vec::new(),
+            set_aside_total,
+        });
+    }
+    let mut scan = Scan {
+        seq: 0,
+        next_id: 1,
+        docs: BTreeMap::new(),
+        keys: Vec::new(),
+    };
+    let mut headers = Vec::new();
+    for &n in &numbers {
+        let path = segment_path(&dir, n);
+        let mut head = [0u8; HEADER_BYTES];
+        let read = File::open(&path).and_then(|f| f.read_exact_at(&mut head, 0));
+        let header = match read {
+            Ok(()) => Header::decode(&head).map_err(|d| store::damaged(&path, d))?,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(store::damaged(
+                    &path,
+                    "it is shorter than a segment header".into(),
+                ));
+            }
+            Err(e) => return Err(file_error(&path)(e)),
+        };
+        headers.push((n, header));
+    }
+    // A base segment holds everything before it: older segments are left over from a
+    // compaction that stopped before removing them.
+    let first = headers
+        .iter()
+        .rposition(|(_, h)| h.flags & FLAG_BASE != 0)
+        .unwrap_or(0);
+    for (n, _) in &headers[..first] {
+        let _ = fs::remove_file(segment_path(&dir, *n));
+    }
+    let headers = &headers[first..];
+    let queue_id = headers[0].1.queue_id;
+    if headers.iter().any(|(_, h)| h.queue_id != queue_id) {
+        return Err(store::damaged(
+            &dir,
+            "its segments carry different queue ids".into(),
+        ));
+    }
+    if marker.is_some_and(|m| m != queue_id) && !accept_empty {
+        return Err(vanished("is another queue's (a different queue id)"));
+    }
+    let mut files = HashMap::new();
+    let mut sizes = BTreeMap::new();
+    let mut end = 0;
+    for (i, (n, _)) in headers.iter().enumerate() {
+        let path = segment_path(&dir, *n);
+        let file = open_segment(&path)?;
+        let last = i + 1 == headers.len();
+        end = scan.segment(&path, *n, &file, last)?;
+        sizes.insert(*n, file.metadata().map_or(end, |m| m.len()));
+        files.insert(*n, Arc::new(file));
+    }
+    if marker != Some(queue_id) {
+        store::write_marker(data_dir, queue_id)?;
+    }
+    let (number, _) = *headers.last().expect("at least one segment");
+    let file = Arc::clone(&files[&number]);
+    let filled = sizes[&number];
+    let mut log = Log {
+        dir: dir.clone(),
+        queue_id,
+        active: Active {
+            number,
+            file,
+            end,
+            filled,
+        },
+        seq: scan.seq,
+        sizes,
+    };
+    let mut view = View {
+        docs: scan.docs,
+        files,
+    };
+    let set_aside_now = set_aside_undecodable(&dir, &mut log, &mut view)?;
+    let cutoff = now_ms() - window_ms;
+    let mut dedup = DedupIndex::new(max_keys);
+    for (key, id, at) in scan.keys {
+        if at >= cutoff {
+            dedup.insert(key, (id, at));
+        }
+    }
+    dedup.take_evicted();
+    let next_id = scan
+        .next_id
+        .max(view.docs.keys().next_back().map_or(1, |id| id + 1));
+    Ok(Loaded {
+        log,
+        view,
+        dedup,
+        next_id,
+        set_aside_now,
+        set_aside_total: count_set_aside(&dir),
+    })
+}
+
+/// What recovery has read so far.
+struct Scan {
+    seq: u64,
+    next_id: u64,
+    docs: BTreeMap<u64, Loc>,
+    /// Dedup keys in acceptance order: (key, id, accepted ms).
+    keys: Vec<(u128, u64, i64)>,
+}
+
+impl Scan {
+    /// Reads segment `n`; returns where its written part ends.
+    fn segment(&mut self, path: &Path, n: u64, file: &File, last: bool) -> Result<u64, QueueError> {
+        let bytes = fs::read(path).map_err(file_error(path))?;
+        let mut at = HEADER_BYTES;
+        loop {
+            match format::frame_at(&bytes, at) {
+                Frame::Good { seq, body, end } => {
+                    if seq <= self.seq {
+                        return Err(store::damaged(
+                            path,
+                            format!("the frame at byte {at} repeats an older sequence number"),
+                        ));
+                    }
+                    self.seq = seq;
+                    let base = (at + format::FRAME_HEADER) as u64;
+                    let recs = format::records(body)
+                        .map_err(|d| store::damaged(path, format!("{d} (frame at byte {at})")))?;
+                    for r in recs {
+                        self.apply(n, base, r);
+                    }
+                    at = end;
+                }
+                Frame::End => {
+                    if let Some(later) = format::good_frame_after(&bytes, at, self.seq) {
+                        return Err(store::damaged(
+                            path,
+                            format!(
+                                "zeros at byte {at} with a whole frame after them at byte {later}"
+                            ),
+                        ));
+                    }
+                    return Ok(at as u64);
+                }
+                Frame::Bad(what) => {
+                    if let Some(later) = format::good_frame_after(&bytes, at, self.seq) {
+                        return Err(store::damaged(
+                            path,
+                            format!(
+                                "{what} at byte {at}, with a whole frame after it at byte {later}"
+                            ),
+                        ));
+                    }
+                    if !last {
+                        return Err(store::damaged(
+                            path,
+                            format!("{what} at byte {at}, in a segment that is not the last"),
+                        ));
+                    }
+                    // A torn last write: its fdatasync never returned, so nobody was told it
+                    // was taken. Zeroed, so the next frame starts on clean space.
+                    let dirty_end = bytes.iter().rposition(|&b| b != 0).map_or(at, |i| i + 1);
+                    tracing::warn!(path = %path.display(), at, bytes = dirty_end - at, reason = what, "Queue log: a torn last write (never acknowledged) is discarded.");
+                    file.write_all_at(&vec![0; dirty_end - at], at as u64)
+                        .and_then(|()| file.sync_data())
+                        .map_err(file_error(path))?;
+                    return Ok(at as u64);
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, seg: u64, base: u64, r: Record<'_>) {
+        let loc = |json: &[u8], at: usize| Loc {
+            seg,
+            off: base + at as u64,
+            len: json.len() as u32,
+            finished: false,
+        };
+        match r {
+            Record::Accepted {
+                id,
+                accepted_ms,
+                key,
+                json,
+                at,
+            } => {
+                self.docs.insert(id, loc(json, at));
+                if let Some(key) = key {
+                    self.keys.push((key, id, accepted_ms));
+                }
+                self.next_id = self.next_id.max(id + 1);
+            }
+            Record::Saved { id, json, at } => {
+                self.docs.insert(id, loc(json, at));
+            }
+            Record::Forgotten { id } => {
+                self.docs.remove(&id);
+            }
+            Record::Dedup {
+                id,
+                key,
+                accepted_ms,
+            } => self.keys.push((key, id, accepted_ms)),
+            Record::NextId { id } => self.next_id = self.next_id.max(id),
+        }
+    }
+}
+
+fn count_set_aside(dir: &Path) -> u64 {
+    fs::read_dir(dir.join(SET_ASIDE)).map_or(0, |d| d.count() as u64)
+}
+
+/// Decodes every alert's newest document to learn whether it is finished; one that does not
+/// decode is copied to `set-aside/<id>.json` and forgotten (durably), and the others go on.
+fn set_aside_undecodable(
+    dir: &Path,
+    log: &mut Log,
+    view: &mut View,
+) -> Result<Vec<u64>, QueueError> {
+    let mut bad = Vec::new();
+    for (&id, loc) in view.docs.iter_mut() {
+        let bytes = View::read(&view.files, *loc).map_err(QueueError::storage)?;
+        match serde_json::from_slice::<StoredAlert>(&bytes) {
+            Ok(a) => loc.finished = a.is_finished(),
+            Err(e) => bad.push((id, bytes, e)),
+        }
+    }
+    if bad.is_empty() {
+        return Ok(Vec::new());
+    }
+    let aside = dir.join(SET_ASIDE);
+    fs::create_dir_all(&aside).map_err(file_error(&aside))?;
+    let mut buf = Vec::new();
+    let start = format::open_frame(&mut buf);
+    let mut ids = Vec::new();
+    for (id, bytes, error) in bad {
+        tracing::error!(alert = id, bytes = bytes.len(), error = %error, "Queue record does not decode; set aside (in queue-log/set-aside), the others go on.");
+        let path = aside.join(format!("{id}.json"));
+        fs::write(&path, &bytes).map_err(file_error(&path))?;
+        format::put(&mut buf, &Record::Forgotten { id });
+        view.docs.remove(&id);
+        ids.push(id);
+    }
+    store::sync_dir(&aside)?;
+    log.seq += 1;
+    format::seal_frame(&mut buf, start, log.seq);
+    log.append(&buf)?;
+    Ok(ids)
+}
