@@ -42,7 +42,7 @@ pub(super) fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(DIR)
 }
 
-fn segment_path(dir: &Path, number: u64) -> PathBuf {
+pub(super) fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("seg-{number:016x}.log"))
 }
 
@@ -137,7 +137,13 @@ impl Log {
             };
         }
         let path = segment_path(&self.dir, self.active.number);
+        #[cfg(test)]
+        let fail = failpoint::get(&self.dir);
         let a = &mut self.active;
+        #[cfg(test)]
+        if fail == Some(failpoint::Fail::Full) {
+            return Err(file_error(&path)(std::io::Error::from_raw_os_error(28)));
+        }
         if a.end + len > a.filled {
             let to = (a.end + len).div_ceil(FILL_CHUNK) * FILL_CHUNK;
             let zeros = vec![0u8; (to - a.filled) as usize];
@@ -150,8 +156,12 @@ impl Log {
         }
         a.file
             .write_all_at(frame, a.end)
-            .and_then(|()| a.file.sync_data())
             .map_err(file_error(&path))?;
+        #[cfg(test)]
+        if fail == Some(failpoint::Fail::BeforeSync) {
+            return Err(file_error(&path)(std::io::Error::from_raw_os_error(5)));
+        }
+        a.file.sync_data().map_err(file_error(&path))?;
         let at = a.end;
         a.end += len;
         Ok((a.number, at))
@@ -235,6 +245,38 @@ impl Log {
             docs,
             files: HashMap::from([(number, file)]),
         })
+    }
+}
+
+/// Faults a test makes in a log folder's appends.
+#[cfg(test)]
+pub(super) mod failpoint {
+    use std::{
+        path::{Path, PathBuf},
+        sync::{Mutex, PoisonError},
+    };
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(in crate::queue::log) enum Fail {
+        /// Every append fails at once with ENOSPC (a full disk).
+        Full,
+        /// The frame is written, then the process "crashes" before `fdatasync` (EIO).
+        BeforeSync,
+    }
+
+    static FAILING: Mutex<Vec<(PathBuf, Fail)>> = Mutex::new(Vec::new());
+
+    pub(in crate::queue::log) fn set(dir: &Path, fail: Option<Fail>) {
+        let mut f = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
+        f.retain(|(d, _)| d != dir);
+        if let Some(fail) = fail {
+            f.push((dir.to_owned(), fail));
+        }
+    }
+
+    pub(super) fn get(dir: &Path) -> Option<Fail> {
+        let f = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
+        f.iter().find(|(d, _)| d == dir).map(|&(_, fail)| fail)
     }
 }
 

@@ -5,3 +5,259 @@ use super::*;
 crate::queue::contract_tests::contract_tests!(|dir, options, metrics, on_commit| {
     LogQueue::open_with(dir, options, metrics, on_commit).map(|q| Box::new(q) as _)
 });
+
+mod recovery {
+    use std::{
+        path::{Path, PathBuf},
+        time::Duration,
+    };
+
+    use super::{
+        segments::{self, failpoint, segment_path},
+        *,
+    };
+
+    fn options() -> QueueOptions {
+        QueueOptions {
+            dedup_window: Duration::from_secs(3600),
+            ..QueueOptions::default()
+        }
+    }
+
+    fn open(dir: &Path) -> Result<LogQueue, QueueError> {
+        LogQueue::open_with(
+            dir,
+            &options(),
+            Arc::new(Metrics::default()),
+            Box::new(drop),
+        )
+    }
+
+    fn keyed(subject: &str, key: &str) -> Alert {
+        let mut a = Alert::new(subject);
+        a.dedup_key = Some(key.into());
+        a
+    }
+
+    fn subjects(q: &LogQueue) -> Vec<String> {
+        q.unfinished()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.alert.subject)
+            .collect()
+    }
+
+    /// The first segment's path and bytes.
+    fn first_segment(dir: &Path) -> (PathBuf, Vec<u8>) {
+        let path = segment_path(&dir.join(segments::DIR), 1);
+        let bytes = std::fs::read(&path).unwrap();
+        (path, bytes)
+    }
+
+    /// Where each frame of `bytes` starts and ends.
+    fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = format::HEADER_BYTES;
+        while let format::Frame::Good { end, .. } = format::frame_at(bytes, at) {
+            out.push((at, end));
+            at = end;
+        }
+        out
+    }
+
+    /// Three alerts, each in a frame of its own.
+    async fn three(dir: &Path) {
+        let q = open(dir).unwrap();
+        for s in ["one", "two", "three"] {
+            q.enqueue("s", Alert::new(s)).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_frame_is_dropped_and_the_log_goes_on_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        three(dir.path()).await;
+        let (path, mut bytes) = first_segment(dir.path());
+        let f = frames(&bytes);
+        assert_eq!(f.len(), 3);
+        // The last write got only its first half to disk (the rest is the zero-fill).
+        let (start, end) = f[2];
+        bytes[(start + end) / 2..end].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        {
+            let q = open(dir.path()).expect("a torn last write is not damage");
+            assert_eq!(subjects(&q), ["one", "two"]);
+            q.enqueue("s", Alert::new("four")).await.unwrap();
+        }
+        // The torn bytes were cleared: the frame written over them reads back.
+        let q = open(dir.path()).unwrap();
+        assert_eq!(subjects(&q), ["one", "two", "four"]);
+    }
+
+    #[tokio::test]
+    async fn a_checksum_mismatch_mid_log_is_refused_with_one_line_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        three(dir.path()).await;
+        let (path, mut bytes) = first_segment(dir.path());
+        let (start, _) = frames(&bytes)[0];
+        bytes[start + format::FRAME_HEADER + 20] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let Err(e) = open(dir.path()) else {
+            panic!("a damaged log must not open")
+        };
+        let text = e.to_string();
+        assert!(matches!(e, QueueError::Damaged { .. }), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("fails its checksum"), "{text}");
+        assert!(text.contains("alertbridge queue check"), "{text}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "nothing is dropped or rewritten"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_write_and_fdatasync_gives_no_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join(segments::DIR);
+        let q = open(dir.path()).unwrap();
+        q.enqueue("s", Alert::new("one")).await.unwrap();
+        failpoint::set(&log_dir, Some(failpoint::Fail::BeforeSync));
+        let refused = q.enqueue("s", Alert::new("two")).await;
+        failpoint::set(&log_dir, None);
+        assert!(
+            matches!(refused, Err(QueueError::Unavailable { .. })),
+            "{refused:?}"
+        );
+        drop(q);
+        // The process died there: the frame may have reached the disk whole, torn, or not at
+        // all. Torn (the worst case) is dropped; "one" is there either way.
+        let (path, mut bytes) = first_segment(dir.path());
+        let f = frames(&bytes);
+        let (start, end) = f[f.len() - 1];
+        assert_eq!(f.len(), 2, "the refused frame was written, not synced");
+        bytes[start + 30..end].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let q = open(dir.path()).unwrap();
+        assert_eq!(subjects(&q), ["one"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_makes_the_queue_unavailable_keeps_saves_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join(segments::DIR);
+        let metrics = Arc::new(Metrics::default());
+        let q = LogQueue::open_with(dir.path(), &options(), Arc::clone(&metrics), Box::new(drop))
+            .unwrap();
+        let a = q.enqueue("s", Alert::new("a")).await.unwrap().id;
+        failpoint::set(&log_dir, Some(failpoint::Fail::Full));
+        let mut doc = q.get(a).unwrap().unwrap();
+        doc.routed = true;
+        doc.finished_ms = Some(1);
+        let saved = q.save(&doc).await;
+        assert!(
+            matches!(saved, Err(QueueError::Unavailable { .. })),
+            "{saved:?}"
+        );
+        let refused = q.enqueue("s", Alert::new("b")).await;
+        assert!(
+            matches!(&refused, Err(e) if e.retry_after_ms().is_some()),
+            "{refused:?}"
+        );
+        assert!(
+            metrics
+                .queue_fault()
+                .is_some_and(|r| r.contains("os error 28"))
+        );
+        failpoint::set(&log_dir, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let b = loop {
+            match q.enqueue("s", Alert::new("b")).await {
+                Ok(t) => break t.id,
+                Err(QueueError::Unavailable { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the queue did not come back: {e}"),
+            }
+        };
+        assert_eq!(b, a + 1);
+        assert!(metrics.queue_fault().is_none());
+        assert!(
+            q.get(a).unwrap().unwrap().is_finished(),
+            "the save refused while down was kept and written after the reopen"
+        );
+        drop(q);
+        let q = open(dir.path()).unwrap();
+        assert_eq!(subjects(&q), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn dedup_keys_and_documents_survive_compaction_and_a_leftover_old_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = open(dir.path()).unwrap();
+            let a = q.enqueue("s", keyed("a", "k1")).await.unwrap().id;
+            q.enqueue("s", keyed("b", "k2")).await.unwrap();
+            let mut doc = q.get(a).unwrap().unwrap();
+            doc.finished_ms = Some(1);
+            q.save(&doc).await.unwrap();
+        }
+        let old = std::fs::read(segment_path(&dir.path().join(segments::DIR), 1)).unwrap();
+        {
+            let mut l = segments::open(dir.path(), false, 3_600_000, 100).unwrap();
+            // "a" is pushed out of the history; its key stays for the window.
+            l.view.docs.remove(&1);
+            let view = l.log.compact(&l.view, &l.dedup, l.next_id).unwrap();
+            assert_eq!(view.docs.len(), 1);
+        }
+        // A compaction that stopped before removing the old segment: the base wins.
+        std::fs::write(segment_path(&dir.path().join(segments::DIR), 1), &old).unwrap();
+        let q = open(dir.path()).unwrap();
+        assert_eq!(subjects(&q), ["b"]);
+        assert!(q.get(1).unwrap().is_none());
+        assert!(
+            q.enqueue("s", keyed("a again", "k1"))
+                .await
+                .unwrap()
+                .duplicate
+        );
+        assert!(
+            q.enqueue("s", keyed("b again", "k2"))
+                .await
+                .unwrap()
+                .duplicate
+        );
+        let c = q.enqueue("s", Alert::new("c")).await.unwrap().id;
+        assert_eq!(c, 3, "ids never go back");
+        assert!(
+            !segment_path(&dir.path().join(segments::DIR), 1).exists(),
+            "the obsolete segment is removed at start"
+        );
+    }
+
+    #[test]
+    fn a_vanished_log_is_refused_unless_accepted_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        std::fs::remove_dir_all(dir.path().join(segments::DIR)).unwrap();
+        let e = open(dir.path()).err().expect("refused");
+        assert!(matches!(e, QueueError::Vanished { .. }), "{e}");
+        let accept = QueueOptions {
+            accept_empty_queue: true,
+            ..options()
+        };
+        LogQueue::open_with(dir.path(), &accept, Arc::default(), Box::new(drop)).unwrap();
+    }
+
+    #[test]
+    fn a_header_that_is_not_a_segments_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        let (path, mut bytes) = first_segment(dir.path());
+        bytes[3] = b'X';
+        std::fs::write(&path, &bytes).unwrap();
+        let e = open(dir.path()).err().expect("refused");
+        assert!(matches!(e, QueueError::Damaged { .. }), "{e}");
+    }
+}
