@@ -14,7 +14,7 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, PoisonError, RwLock, atomic::AtomicBool},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     thread,
     time::Duration,
 };
@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::{
     BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken,
-    shared::{Cmd, Inbox, Shared, decode},
+    shared::{Cmd, FaultState, Inbox, Shared, decode},
     store::{self, ALERTS},
     writer::Writer,
 };
@@ -89,8 +89,7 @@ impl RedbQueue {
         metrics.set_queue_fault(None);
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
-            fault: Mutex::new(None),
-            down: AtomicBool::new(false),
+            fault: FaultState::new(Arc::clone(&metrics)),
             dir: dir.to_owned(),
             metrics,
         });

@@ -1,6 +1,7 @@
 //! What the queue handle ([`super::redb_queue`]) and its writer thread ([`super::writer`])
-//! share: the database slot, the fault that closed it, how a stored record decodes, and the
-//! writer's inbox. Both import it from here, so neither imports the other's internals.
+//! share: the database slot, the fault that closed it ([`FaultState`], which the PostgreSQL
+//! queue keeps too), how a stored record decodes, and the writer's inbox. Both import it from
+//! here, so neither imports the other's internals.
 //!
 //! The inbox keeps commands in the order they were given; each has a time by which it must be
 //! committed, and the writer is woken only when a command is due before the writer would wake
@@ -150,26 +151,39 @@ pub(super) struct Fault {
     pub retry_at: Instant,
 }
 
-/// What the queue handle and its writer thread share.
-pub(super) struct Shared {
-    /// `None` while faulted. Reads hold the read lock for their whole transaction, so the
-    /// writer's write lock (to close, reopen or compact the file) has it to itself.
-    pub db: RwLock<Option<Database>>,
-    pub fault: Mutex<Option<Fault>>,
-    /// True while `fault` is set: the enqueue path checks it without taking the lock.
-    pub down: AtomicBool,
-    pub dir: PathBuf,
-    pub metrics: Arc<Metrics>,
+/// Whether a queue is down, why, and when its writer tries again: set and cleared by the
+/// writer alone, read by the handle on every enqueue (a flag first, so the healthy path takes
+/// no lock). Loud: every change goes to the health metric (`alertbridge_queue_up`, /healthz)
+/// and each fall counts in `alertbridge_queue_faults_total`. Both the embedded queue and the
+/// PostgreSQL one keep theirs in one of these.
+pub(super) struct FaultState {
+    fault: Mutex<Option<Fault>>,
+    /// True while `fault` is set.
+    down: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
-impl Shared {
-    /// The refusal while faulted, if faulted.
+impl FaultState {
+    /// Up, and the metric says so.
+    pub(super) fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.set_queue_fault(None);
+        Self {
+            fault: Mutex::new(None),
+            down: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Fault>> {
+        self.fault.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The refusal while down ("try later", after about the time until the next attempt).
     pub(super) fn unavailable(&self) -> Option<QueueError> {
         if !self.down.load(Ordering::Acquire) {
             return None;
         }
-        let f = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
-        f.as_ref().map(|f| QueueError::Unavailable {
+        self.lock().as_ref().map(|f| QueueError::Unavailable {
             reason: f.reason.clone(),
             retry_after_ms: f
                 .retry_at
@@ -177,6 +191,51 @@ impl Shared {
                 .as_millis()
                 .clamp(1000, 60_000) as u64,
         })
+    }
+
+    /// When the writer tries again, while down.
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        if !self.down.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock().as_ref().map(|f| f.retry_at)
+    }
+
+    /// Marks the queue down (or still down, with the newest reason) until `retry_at`; a fall
+    /// from up is counted once.
+    pub(super) fn set(&self, reason: String, retry_at: Instant) {
+        let mut f = self.lock();
+        if f.is_none() {
+            self.metrics.queue_fault_seen();
+        }
+        self.metrics.set_queue_fault(Some(reason.clone()));
+        *f = Some(Fault { reason, retry_at });
+        self.down.store(true, Ordering::Release);
+    }
+
+    /// Up again.
+    pub(super) fn clear(&self) {
+        let mut f = self.lock();
+        *f = None;
+        self.down.store(false, Ordering::Release);
+        self.metrics.set_queue_fault(None);
+    }
+}
+
+/// What the queue handle and its writer thread share.
+pub(super) struct Shared {
+    /// `None` while faulted. Reads hold the read lock for their whole transaction, so the
+    /// writer's write lock (to close, reopen or compact the file) has it to itself.
+    pub db: RwLock<Option<Database>>,
+    pub fault: FaultState,
+    pub dir: PathBuf,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// The refusal while faulted, if faulted.
+    pub(super) fn unavailable(&self) -> Option<QueueError> {
+        self.fault.unavailable()
     }
 }
 

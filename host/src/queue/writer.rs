@@ -21,7 +21,7 @@
 use std::{
     collections::BTreeMap,
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::{Arc, PoisonError, atomic::Ordering},
+    sync::{Arc, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use super::{
     Enqueued, OnCommit, QueueError, QueueOptions, Taken,
     dedup::{DedupIndex, Seen},
-    shared::{Cmd, Fault, HOLD_OUTCOMES, Inbox, Next, Shared, decode},
+    shared::{Cmd, HOLD_OUTCOMES, Inbox, Next, Shared, decode},
     store::{self, ALERTS, DEDUP_LOG, Loaded, META},
 };
 use crate::model::{StoredAlert, now_ms};
@@ -110,13 +110,7 @@ impl Writer {
         // outcomes that follow ride in the next commit without waking it.
         let mut linger: Option<Instant> = None;
         loop {
-            let retry_at = self
-                .shared
-                .fault
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .map(|f| f.retry_at);
+            let retry_at = self.shared.fault.retry_at();
             // Pruning also runs without traffic, so a quiet queue shrinks too.
             let until = retry_at.unwrap_or_else(|| {
                 let prune_at = last_prune + PRUNE_EVERY;
@@ -341,7 +335,6 @@ impl Writer {
         }
         let wait = self.backoff.next();
         let retry_at = Instant::now() + wait;
-        self.shared.metrics.queue_fault_seen();
         self.set_fault(reason.clone(), retry_at);
         let retry_after_ms = wait.as_millis().max(1000) as u64;
         move || QueueError::Unavailable {
@@ -350,14 +343,9 @@ impl Writer {
         }
     }
 
+    /// Down (a fall from up is counted once: `fail` comes only from up).
     fn set_fault(&self, reason: String, retry_at: Instant) {
-        self.shared.metrics.set_queue_fault(Some(reason.clone()));
-        *self
-            .shared
-            .fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Fault { reason, retry_at });
-        self.shared.down.store(true, Ordering::Release);
+        self.shared.fault.set(reason, retry_at);
     }
 
     /// One attempt to reopen the file after a fault.
@@ -408,14 +396,8 @@ impl Writer {
             .db
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(db);
-        *self
-            .shared
-            .fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        self.shared.down.store(false, Ordering::Release);
+        self.shared.fault.clear();
         self.reopened_at = Some(Instant::now());
-        self.shared.metrics.set_queue_fault(None);
         tracing::info!(
             kept_outcomes = self.unsaved.len(),
             committed_unacknowledged = committed_unseen.len(),

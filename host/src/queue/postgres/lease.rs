@@ -62,7 +62,7 @@ pub(super) async fn run(core: Arc<Core>) {
 /// renew, then claim what expired.
 async fn once(core: &Core, client: &Client) -> Result<(), PgError> {
     // Only once the schema exists (the writer migrates when it connects).
-    if core.unavailable().is_some() {
+    if core.fault.unavailable().is_some() {
         return Ok(());
     }
     if let Some(alerts) = core.adopt(client).await? {

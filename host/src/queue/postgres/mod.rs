@@ -19,6 +19,8 @@
 //! synchronous reads can wait for it from any thread, inside or outside the host's runtime.
 
 mod lease;
+#[cfg(test)]
+mod reconnect_tests;
 pub(crate) mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -26,10 +28,7 @@ pub mod transfer;
 mod writer;
 
 use std::{
-    sync::{
-        Arc, Mutex, PoisonError, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError, RwLock, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -43,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::schema::SchemaState;
 use self::writer::{Cmd, Writer};
-use super::{BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken};
+use super::{BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken, shared::FaultState};
 use crate::{
     metrics::Metrics,
     model::{StoredAlert, now_ms},
@@ -163,20 +162,14 @@ pub async fn schema_state(url: &Secret) -> Result<SchemaState, PgError> {
     schema::state(&client).await
 }
 
-/// Why the queue is down, and when the writer tries to reconnect next.
-pub(super) struct Fault {
-    reason: String,
-    retry_at: Instant,
-}
-
 /// What the queue handle, its writer and its lease task share.
 pub(super) struct Core {
     settings: PgSettings,
     options: QueueOptions,
     metrics: Arc<Metrics>,
     on_commit: OnCommit,
-    fault: Mutex<Option<Fault>>,
-    down: AtomicBool,
+    /// Down (with why, and the next reconnect) until the writer reconnects.
+    fault: FaultState,
     /// The connection reads use, opened on demand.
     reader: tokio::sync::Mutex<Option<Arc<Client>>>,
     /// Whether this node's own unfinished alerts (from before a restart) were taken up; held
@@ -190,49 +183,6 @@ pub(super) struct Core {
 }
 
 impl Core {
-    fn unavailable(&self) -> Option<QueueError> {
-        if !self.down.load(Ordering::Acquire) {
-            return None;
-        }
-        let f = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
-        f.as_ref().map(|f| QueueError::Unavailable {
-            reason: f.reason.clone(),
-            retry_after_ms: f
-                .retry_at
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .clamp(1000, 60_000) as u64,
-        })
-    }
-
-    fn retry_at(&self) -> Option<Instant> {
-        if !self.down.load(Ordering::Acquire) {
-            return None;
-        }
-        self.fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|f| f.retry_at)
-    }
-
-    /// Marks the queue down (loud: log, health, metric) until the writer reconnects.
-    fn set_fault(&self, reason: String, retry_at: Instant) {
-        if !self.down.load(Ordering::Acquire) {
-            self.metrics.queue_fault_seen();
-        }
-        self.metrics.set_queue_fault(Some(reason.clone()));
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(Fault { reason, retry_at });
-        self.down.store(true, Ordering::Release);
-    }
-
-    fn clear_fault(&self) {
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        self.down.store(false, Ordering::Release);
-        self.metrics.set_queue_fault(None);
-    }
-
     /// The read connection, reconnected if it was lost.
     async fn reader(&self) -> Result<Arc<Client>, PgError> {
         let mut slot = self.reader.lock().await;
@@ -356,16 +306,14 @@ impl PgQueue {
         let core = Arc::new(Core {
             settings,
             options: options.clone(),
+            fault: FaultState::new(Arc::clone(&metrics)),
             metrics,
             on_commit,
-            fault: Mutex::new(None),
-            down: AtomicBool::new(false),
             reader: tokio::sync::Mutex::new(None),
             adopted: tokio::sync::Mutex::new(false),
             first_own: std::sync::atomic::AtomicI64::new(i64::MAX),
             stop: CancellationToken::new(),
         });
-        core.metrics.set_queue_fault(None);
         let first = block_on(&handle, {
             let core = Arc::clone(&core);
             async move {
@@ -392,7 +340,8 @@ impl PgQueue {
             Ok(Err(e)) => {
                 let reason = crate::error_chain(&e);
                 tracing::error!(error = %reason, "PostgreSQL queue unreachable at start; sources are told to try later until it is back.");
-                core.set_fault(reason, Instant::now() + Duration::from_millis(500));
+                core.fault
+                    .set(reason, Instant::now() + Duration::from_millis(500));
                 None
             }
             Err(e) => return Err(e),
@@ -442,7 +391,7 @@ impl PgQueue {
         &self,
         f: impl FnOnce(Arc<Client>) -> BoxFuture<'static, Result<T, QueueError>> + Send + 'static,
     ) -> Result<T, QueueError> {
-        if let Some(e) = self.core.unavailable() {
+        if let Some(e) = self.core.fault.unavailable() {
             return Err(e);
         }
         let core = Arc::clone(&self.core);
@@ -474,7 +423,7 @@ impl Queue for PgQueue {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
         let (reply, rx) = oneshot::channel();
         let stored = StoredAlert::new(0, source, alert, now_ms());
-        let sent = match self.core.unavailable() {
+        let sent = match self.core.fault.unavailable() {
             Some(e) => Err(e),
             None => serde_json::to_string(&stored)
                 .map_err(QueueError::storage)
@@ -515,7 +464,7 @@ impl Queue for PgQueue {
     /// out, which it takes over; oldest first. Empty while the database is down: the lease
     /// task takes them up once it is back.
     fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError> {
-        if self.core.unavailable().is_some() {
+        if self.core.fault.unavailable().is_some() {
             return Ok(Vec::new());
         }
         let core = Arc::clone(&self.core);

@@ -85,7 +85,7 @@ impl Writer {
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut last_prune = Instant::now();
         loop {
-            let first = match self.core.retry_at() {
+            let first = match self.core.fault.retry_at() {
                 Some(at) => tokio::select! {
                     cmd = rx.recv() => cmd,
                     () = tokio::time::sleep_until(at.into()) => {
@@ -112,7 +112,7 @@ impl Writer {
             }
             self.commit(batch).await;
         }
-        if !self.unsaved.is_empty() && self.core.retry_at().is_none() {
+        if !self.unsaved.is_empty() && self.core.fault.retry_at().is_none() {
             self.commit(Vec::new()).await;
         }
         if !self.unsaved.is_empty() {
@@ -178,7 +178,7 @@ impl Writer {
                 }
             }
         }
-        if let Some(e) = self.core.unavailable() {
+        if let Some(e) = self.core.fault.unavailable() {
             self.refuse(new, saves, &e);
             return;
         }
@@ -231,7 +231,7 @@ impl Writer {
                 tracing::error!(error = %reason, commands = new.len() + saves.len(), "Queue transaction failed; nothing in it was acknowledged. The queue is down until it reconnects.");
                 self.client = None;
                 let wait = self.backoff.next();
-                self.core.set_fault(reason.clone(), Instant::now() + wait);
+                self.core.fault.set(reason.clone(), Instant::now() + wait);
                 self.uncertain.append(&mut stored);
                 let refusal = QueueError::Unavailable {
                     reason,
@@ -276,7 +276,7 @@ impl Writer {
                 let wait = self.backoff.next();
                 let reason = crate::error_chain(&e);
                 tracing::warn!(error = %reason, retry_in_ms = wait.as_millis() as u64, "Queue still unavailable.");
-                self.core.set_fault(reason, Instant::now() + wait);
+                self.core.fault.set(reason, Instant::now() + wait);
                 return;
             }
         };
@@ -299,14 +299,15 @@ impl Writer {
                     self.uncertain = uncertain;
                     let wait = self.backoff.next();
                     self.core
-                        .set_fault(crate::error_chain(&e), Instant::now() + wait);
+                        .fault
+                        .set(crate::error_chain(&e), Instant::now() + wait);
                     return;
                 }
             }
         };
         self.client = Some(client);
         self.backoff.reset();
-        self.core.clear_fault();
+        self.core.fault.clear();
         tracing::info!(
             kept_outcomes = self.unsaved.len(),
             committed_unacknowledged = committed.len(),
