@@ -61,6 +61,10 @@ pub enum QueueCmdError {
         "salvage repairs the embedded queue file; with [queue] backend = \"postgres\" the database's own backups and replicas are the way back"
     )]
     NotAFile,
+    #[error(
+        "`alertbridge queue {0}` is not built for [queue] backend = \"log\" yet; the bridge checks the log at every start (damage is refused with one line naming the segment and byte)"
+    )]
+    NotForLog(&'static str),
     #[error("cannot read the export from standard input")]
     Stdin(#[source] std::io::Error),
 }
@@ -70,6 +74,9 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
     match command {
         QueueCommand::Check { config } => {
             let config = Config::load(&config)?;
+            if config.queue == QueueBackend::Log {
+                return Err(QueueCmdError::NotForLog("check"));
+            }
             // The shared queue has no file: say whether its database is reachable and where
             // its schema stands.
             if let Some(state) = config.queue.schema_report() {
@@ -97,6 +104,9 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
             if let QueueBackend::Postgres(_) = config.queue {
                 return Err(QueueCmdError::NotAFile);
             }
+            if config.queue == QueueBackend::Log {
+                return Err(QueueCmdError::NotForLog("salvage"));
+            }
             let report = queue::salvage(&config.host.data_dir)?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
@@ -105,6 +115,7 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
             let config = Config::load(&config)?;
             let alerts = match &config.queue {
                 QueueBackend::Redb => transfer::export_redb(&config.host.data_dir)?,
+                QueueBackend::Log => return Err(QueueCmdError::NotForLog("export")),
                 QueueBackend::Postgres(pg) => {
                     runtime()?.block_on(queue::postgres::transfer::export(pg))?
                 }
@@ -128,6 +139,7 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
                 QueueBackend::Redb => {
                     transfer::import_redb(&config.host.data_dir, &alerts, window_ms)?
                 }
+                QueueBackend::Log => return Err(QueueCmdError::NotForLog("import")),
                 QueueBackend::Postgres(pg) => runtime()?
                     .block_on(queue::postgres::transfer::import(pg, &alerts, window_ms))?,
             };

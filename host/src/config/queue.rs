@@ -1,5 +1,6 @@
-//! `[queue]`: where the durable queue lives — embedded (redb, in `data_dir`, the default) or
-//! shared by several hosts in PostgreSQL — and this host's name and lease among those sharing it.
+//! `[queue]`: where the durable queue lives — embedded (redb, in `data_dir`, the default; or the
+//! segment log, `backend = "log"`) or shared by several hosts in PostgreSQL — and this host's
+//! name and lease among those sharing it.
 
 use std::{path::Path, path::PathBuf, sync::Arc, time::Duration};
 
@@ -11,7 +12,7 @@ use toml_edit::{Item, Table};
 use super::{HostSettings, error::Collector};
 use crate::{
     metrics::Metrics,
-    queue::{OnCommit, PgQueue, PgSettings, Queue, QueueError, QueueOptions, RedbQueue},
+    queue::{LogQueue, OnCommit, PgQueue, PgSettings, Queue, QueueError, QueueOptions, RedbQueue},
 };
 
 /// The default lease: how long a host's claim on delivery work lasts without renewal.
@@ -27,6 +28,8 @@ pub enum QueueBackend {
     /// The embedded queue file in `data_dir` (one host).
     #[default]
     Redb,
+    /// The embedded segment log in `data_dir/queue-log` (one host; see `queue::LogQueue`).
+    Log,
     /// One PostgreSQL database shared by every host.
     Postgres(PgSettings),
 }
@@ -53,6 +56,12 @@ impl QueueBackend {
         let options = Self::options(h);
         Ok(match self {
             Self::Redb => Arc::new(RedbQueue::open_with(
+                &h.data_dir,
+                &options,
+                metrics,
+                on_commit,
+            )?),
+            Self::Log => Arc::new(LogQueue::open_with(
                 &h.data_dir,
                 &options,
                 metrics,
@@ -100,6 +109,7 @@ impl QueueBackend {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Redb => "redb",
+            Self::Log => "log",
             Self::Postgres(_) => "postgres",
         }
     }
@@ -137,21 +147,22 @@ pub(super) fn queue_backend(c: &mut Collector<'_>, root: &Table, base: &Path) ->
         return QueueBackend::Redb;
     };
     let span_of = |key: &str| item.get(key).and_then(Item::span).or_else(|| item.span());
-    let postgres = match &raw.backend {
-        None => false,
+    let embedded = match &raw.backend {
+        None => Some(QueueBackend::Redb),
         Some(b) => match b.get_ref().as_str() {
-            "redb" => false,
-            "postgres" => true,
+            "redb" => Some(QueueBackend::Redb),
+            "log" => Some(QueueBackend::Log),
+            "postgres" => None,
             other => {
                 c.at(
                     Some(b.span()),
-                    format!("[queue] backend: `{other}` is not `redb` or `postgres`"),
+                    format!("[queue] backend: `{other}` is not `redb`, `log` or `postgres`"),
                 );
                 return QueueBackend::Redb;
             }
         },
     };
-    if !postgres {
+    if let Some(embedded) = embedded {
         for key in ["url", "url_file", "url_env", "node", "lease_ms"] {
             if item.get(key).is_some() {
                 c.at(
@@ -160,7 +171,7 @@ pub(super) fn queue_backend(c: &mut Collector<'_>, root: &Table, base: &Path) ->
                 );
             }
         }
-        return QueueBackend::Redb;
+        return embedded;
     }
     let url = match resolve_secret(
         "url",
@@ -275,9 +286,14 @@ mod tests {
         assert_eq!(
             parse("[queue]\nbackend = \"mysql\"\n"),
             Err(vec![
-                "/etc/ab/t.toml:4:11: [queue] backend: `mysql` is not `redb` or `postgres`"
+                "/etc/ab/t.toml:4:11: [queue] backend: `mysql` is not `redb`, `log` or `postgres`"
                     .to_owned()
             ])
+        );
+        assert_eq!(parse("[queue]\nbackend = \"log\"\n"), Ok(QueueBackend::Log));
+        assert!(
+            parse("[queue]\nbackend = \"log\"\nnode = \"a\"\n")
+                .is_err_and(|e| e[0].contains("only for backend = \"postgres\""))
         );
     }
 
