@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::{self, AdminState},
-    config::{Config, ConfigError, HostSettings},
+    config::{Config, ConfigError, HostSettings, QueueBackend},
     dispatch::{Depth, Dispatcher, Plan},
     incidents::{
         Clock, Engine, EnginePort, EscalationPolicy, IncidentError, QueuePager, RedbIncidents,
@@ -28,7 +28,7 @@ use crate::{
     plugins::{self, Plugins, Registry, SinkSpeaker, Slot, host_api::set_inbound_port},
     queue::{Queue, QueueError},
     reload::{ReloadError, ReloadRequest, Reloaded},
-    silences::{self, RedbSilences, SilenceError, Silences},
+    silences::{self, PgSilences, RedbSilences, SilenceError, SilenceStore, Silences},
 };
 
 /// Why the bridge could not start.
@@ -36,7 +36,7 @@ use crate::{
 pub enum StartError {
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error("cannot open the silences in the data folder")]
+    #[error("cannot open the silences")]
     Silences(#[from] SilenceError),
     #[error("cannot open the incidents in the data folder")]
     Incidents(#[from] IncidentError),
@@ -146,8 +146,14 @@ impl Bridge {
             Arc::new(SinkSpeaker(Arc::clone(&registry))),
         ));
         set_inbound_port(Some(Arc::clone(&service) as _));
-        // Silences (data_dir/silences.redb): checked at the start of every alert's round.
-        let silences = Arc::new(Silences::open(Arc::new(RedbSilences::open(&h.data_dir)?))?);
+        // Silences (data_dir/silences.redb, or shared in PostgreSQL with the queue): checked
+        // at the start of every alert's round.
+        let store: Arc<dyn SilenceStore> = match &config.queue {
+            QueueBackend::Postgres(pg) => Arc::new(PgSilences::open(pg.url.clone())?),
+            // The embedded queue backends: this host's own file.
+            _ => Arc::new(RedbSilences::open(&h.data_dir)?),
+        };
+        let silences = Arc::new(Silences::open(store)?);
         dispatcher.set_silences(Arc::clone(&silences));
         // `silence 2h` replies make silences like the incident's alert.
         let recheck = Arc::clone(&dispatcher);

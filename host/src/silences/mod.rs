@@ -8,6 +8,8 @@
 //! - [`matchers`]: the matchers, compiled to the router's [`crate::router::Matcher`].
 //! - [`store`]: the [`SilenceStore`] trait (so a shared backend can keep them), the embedded
 //!   `data_dir/silences.redb` and an in-memory store for tests.
+//! - [`pg_store`]: [`PgSilences`], the silences of every host in the PostgreSQL database the
+//!   queue shares (`[queue] backend = "postgres"`).
 //! - [`registry`]: [`Silences`], the silences in force in memory, what the dispatcher asks
 //!   ([`Silences::silencing`]) and the admin API changes.
 //! - [`like`]: "alerts like this one" (its labels, or its source and subject), for the
@@ -20,6 +22,7 @@
 
 pub mod like;
 pub mod matchers;
+pub mod pg_store;
 pub mod registry;
 pub mod spec;
 pub mod store;
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     matchers::{MatcherSpec, MatchersError},
+    pg_store::PgSilences,
     registry::{Silenced, Silences},
     spec::{NewSilence, SpecError, parse_duration},
     store::{MemorySilences, RedbSilences, SilenceStore},

@@ -50,7 +50,11 @@ impl Silences {
     /// Re-reads the store: silences other hosts made or expired in a shared store show here.
     pub async fn refresh(&self) -> Result<(), SilenceError> {
         let _one = self.change.lock().await;
-        let entries = load(self.store.as_ref())?;
+        // A shared store waits for its database: not on the host's async threads.
+        let store = Arc::clone(&self.store);
+        let entries = tokio::task::spawn_blocking(move || load(store.as_ref()))
+            .await
+            .map_err(SilenceError::storage)??;
         *self.write() = entries;
         Ok(())
     }

@@ -16,10 +16,11 @@ use tokio_postgres::Client;
 use super::PgError;
 
 /// The migrations, in order; a migration is never changed once released, only added to.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "alerts, dedup keys and leases",
-    "
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "alerts, dedup keys and leases",
+        "
 CREATE SEQUENCE ab_alert_ids;
 CREATE TABLE ab_alerts (
     id          bigint PRIMARY KEY,
@@ -42,7 +43,20 @@ CREATE TABLE ab_dedup (
 );
 CREATE INDEX ab_dedup_age ON ab_dedup (accepted_ms);
 ",
-)];
+    ),
+    (
+        3,
+        "silences",
+        "
+CREATE SEQUENCE ab_silence_ids;
+CREATE TABLE ab_silences (
+    id         bigint PRIMARY KEY,
+    doc        text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+",
+    ),
+];
 
 /// The advisory lock key migrations run under ("alertbri" in ASCII).
 const LOCK_KEY: i64 = 0x616c_6572_7462_7269;
