@@ -179,14 +179,16 @@ fn content_format(headers: &HeaderMap, alertmanager: bool) -> Result<Format, Ref
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json = mime == "application/json" || mime.ends_with("+json");
-    let xml = mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml");
+    // Compared in place, whatever the case: no copy per request.
+    let mime = value.split(';').next().unwrap_or("").trim();
+    let is = |name: &str| mime.eq_ignore_ascii_case(name);
+    let suffix = |tail: &str| {
+        mime.len() >= tail.len()
+            && mime.is_char_boundary(mime.len() - tail.len())
+            && mime[mime.len() - tail.len()..].eq_ignore_ascii_case(tail)
+    };
+    let json = is("application/json") || suffix("+json");
+    let xml = is("application/xml") || is("text/xml") || suffix("+xml");
     match (alertmanager, json, xml) {
         (true, true, _) => Ok(Format::Alertmanager),
         (false, true, _) => Ok(Format::Json),

@@ -221,3 +221,34 @@ async fn healthz_needs_no_token() {
         .expect("request");
     assert_eq!(call(app(&host, ""), request).await.0, StatusCode::OK);
 }
+
+#[test]
+fn content_types_compare_without_case() {
+    let format = |value: &str, alertmanager: bool| {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(value).expect("header"),
+        );
+        content_format(&headers, alertmanager).ok()
+    };
+    assert_eq!(
+        format("Application/JSON; charset=utf-8", false),
+        Some(Format::Json)
+    );
+    assert_eq!(
+        format(" application/vnd.x+JSON ", false),
+        Some(Format::Json)
+    );
+    assert_eq!(
+        format("TEXT/XML;charset=\"UTF-8\"", false),
+        Some(Format::Xml)
+    );
+    assert_eq!(format("application/problem+Xml", false), Some(Format::Xml));
+    assert_eq!(format("APPLICATION/JSON", true), Some(Format::Alertmanager));
+    assert_eq!(format("application/xml", true), None);
+    assert_eq!(format("json", false), None);
+    assert_eq!(format("+jso", false), None);
+    assert_eq!(format("text/plain", false), None);
+    assert_eq!(format("", false), None);
+}
