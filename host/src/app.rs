@@ -18,7 +18,8 @@ use crate::{
     config::{Config, ConfigError, HostSettings, QueueBackend},
     dispatch::{Depth, Dispatcher, Plan},
     incidents::{
-        Clock, Engine, EnginePort, EscalationPolicy, IncidentError, QueuePager, RedbIncidents,
+        Clock, Engine, EnginePort, EscalationPolicy, IncidentError, IncidentStore, PgIncidents,
+        QueuePager, RedbIncidents,
         reply::Replies,
         reply_metrics::feed_metrics,
         reply_send::{ReplyService, tell_changes_via},
@@ -38,7 +39,7 @@ pub enum StartError {
     Queue(#[from] QueueError),
     #[error("cannot open the silences")]
     Silences(#[from] SilenceError),
-    #[error("cannot open the incidents in the data folder")]
+    #[error("cannot open the incidents")]
     Incidents(#[from] IncidentError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Instances(Vec<ConfigError>),
@@ -113,8 +114,13 @@ impl Bridge {
             depth: Arc::clone(&depth),
             incidents: std::sync::OnceLock::new(),
         });
+        // Incidents (data_dir/incidents.redb, or shared in PostgreSQL with the queue).
+        let incident_store: Arc<dyn IncidentStore> = match &config.queue {
+            QueueBackend::Postgres(pg) => Arc::new(PgIncidents::open(&pg.url).await?),
+            QueueBackend::Redb | QueueBackend::Log => Arc::new(RedbIncidents::open(&h.data_dir)?),
+        };
         let engine = Engine::open(
-            Arc::new(RedbIncidents::open(&h.data_dir)?),
+            incident_store,
             Arc::new(QueuePager::new(Arc::clone(&queue))),
             policies(&config),
             Clock::system(),

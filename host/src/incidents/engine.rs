@@ -6,6 +6,15 @@
 //! them in order). A step is recorded before its page is handed to the [`Pager`]; the timer
 //! hands again every page left unhanded (a crash, a refusing queue), and the pager's dedup on
 //! [`Page::key`] makes each page happen once.
+//!
+//! With a shared store (PostgreSQL, several hosts) the database is the truth: each change reads
+//! the incident again and saves it only if nobody changed it meanwhile (compare-and-swap on its
+//! version; on a conflict the change is made again on the new state, so a second `ack` answers
+//! "already acknowledged"). The timer reads the unresolved incidents every [`POLL`] and claims a
+//! due step by that same compare-and-swap before paging: only the host that wins pages. A page
+//! another host recorded but did not hand within [`HANDOVER`] (it died) is handed by a
+//! survivor; the pager's dedup on [`Page::key`] keeps it once. `list` and `get` read the
+//! database, so every host shows every host's changes at once.
 
 use std::{
     collections::BTreeMap,
@@ -18,17 +27,28 @@ use tokio::{
     sync::{Mutex, Notify, broadcast},
     time::Instant,
 };
-use tokio_util::sync::CancellationToken;
 
 use super::{
     EscalationPolicy, Incident, IncidentError, IncidentEvent, IncidentId, IncidentState,
-    IncidentStore, Mark, NextStep, Page, PageRequest, Pager, StepKind,
+    IncidentStore, Mark, NextStep, Pager, StepKind,
     early::{EarlyResolve, EarlyResolves},
-    page_text,
+    store::Query,
 };
+
+mod shared;
+mod timer;
+
+use self::shared::remember;
 
 /// How soon a page the pager refused is offered again.
 const RETRY: Duration = Duration::from_secs(1);
+/// A shared store: how often the timer reads what the other hosts changed.
+pub const POLL: Duration = Duration::from_secs(1);
+/// A shared store: how long a page another host recorded may stay unhanded before this host
+/// hands it (that host died between recording and handing).
+pub const HANDOVER: Duration = Duration::from_secs(5);
+/// How many times a change is made again after another host changed the incident first.
+const CONFLICT_TRIES: u32 = 8;
 
 /// Wall-clock milliseconds read through tokio's clock, so tests can pause and advance it.
 #[derive(Clone, Copy, Debug)]
@@ -71,7 +91,11 @@ pub struct Opened {
 }
 
 struct State {
+    /// Embedded store: every incident. Shared store: those read lately (the database is the
+    /// truth; [`Engine::fresh`] reads it again).
     incidents: BTreeMap<u64, Incident>,
+    /// Shared store: the version each cached incident was read at.
+    versions: BTreeMap<u64, i64>,
     next_id: u64,
     /// Resolves that found no incident, waiting for their in-flight firing alert.
     early: EarlyResolves,
@@ -79,6 +103,8 @@ struct State {
 
 struct Inner {
     store: Arc<dyn IncidentStore>,
+    /// The store is shared with other hosts.
+    shared: bool,
     pager: Arc<dyn Pager>,
     policies: RwLock<BTreeMap<String, Arc<EscalationPolicy>>>,
     state: Mutex<State>,
@@ -102,18 +128,29 @@ impl Engine {
         policies: Vec<EscalationPolicy>,
         clock: Clock,
     ) -> Result<Self, IncidentError> {
-        let incidents: BTreeMap<u64, Incident> =
-            store.load()?.into_iter().map(|i| (i.id.0, i)).collect();
+        // A shared store is read by the timer's first pass and before each change.
+        let shared = store.shared();
+        let incidents: BTreeMap<u64, Incident> = if shared {
+            BTreeMap::new()
+        } else {
+            store.load()?.into_iter().map(|i| (i.id.0, i)).collect()
+        };
         let next_id = incidents.keys().next_back().map_or(1, |k| k + 1);
-        let early = EarlyResolves::new(store.load_early()?);
+        let early = EarlyResolves::new(if shared {
+            Vec::new()
+        } else {
+            store.load_early()?
+        });
         let (events, _) = broadcast::channel(1024);
         let engine = Self {
             inner: Arc::new(Inner {
                 store,
+                shared,
                 pager,
                 policies: RwLock::new(BTreeMap::new()),
                 state: Mutex::new(State {
                     incidents,
+                    versions: BTreeMap::new(),
                     next_id,
                     early,
                 }),
@@ -195,47 +232,73 @@ impl Engine {
         policy: &str,
         pass_unreachable: bool,
     ) -> Result<Opened, IncidentError> {
+        self.retry("open an incident", || {
+            self.open_or_join_once(
+                alert_id,
+                accepted_ms,
+                source,
+                alert,
+                route,
+                policy,
+                pass_unreachable,
+            )
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn open_or_join_once(
+        &self,
+        alert_id: u64,
+        accepted_ms: Option<i64>,
+        source: &str,
+        alert: &Alert,
+        route: &str,
+        policy: &str,
+        pass_unreachable: bool,
+    ) -> Result<Opened, IncidentError> {
         let pol = self
             .policy(policy)
             .ok_or_else(|| IncidentError::UnknownPolicy(policy.into()))?;
         let mut st = self.inner.state.lock().await;
-        if let Some(key) = alert.dedup_key.as_deref() {
-            let open = st
-                .incidents
-                .values()
-                .find(|i| !i.is_resolved() && i.dedup_key.as_deref() == Some(key))
-                .cloned();
-            if let Some(mut inc) = open {
-                if !inc.alert_ids.contains(&alert_id) {
-                    inc.alert_ids.push(alert_id);
-                    inc.seen += 1;
-                    self.inner.store.save(&inc).await?;
-                    st.incidents.insert(inc.id.0, inc.clone());
-                    tracing::info!(
-                        incident = inc.id.0,
-                        alert_id,
-                        seen = inc.seen,
-                        "alert joined the open incident"
-                    );
-                    self.emit(IncidentEvent::Joined {
-                        id: inc.id,
-                        alert_id,
-                        seen: inc.seen,
-                    });
-                }
-                return Ok(Opened {
+        if let Some(key) = alert.dedup_key.as_deref()
+            && let Some(mut inc) = self.open_by_key(&mut st, key).await?
+        {
+            if !inc.alert_ids.contains(&alert_id) {
+                inc.alert_ids.push(alert_id);
+                inc.seen += 1;
+                self.commit(&mut st, &inc).await?;
+                tracing::info!(
+                    incident = inc.id.0,
+                    alert_id,
+                    seen = inc.seen,
+                    "alert joined the open incident"
+                );
+                self.emit(IncidentEvent::Joined {
                     id: inc.id,
-                    joined: true,
+                    alert_id,
                     seen: inc.seen,
                 });
             }
+            return Ok(Opened {
+                id: inc.id,
+                joined: true,
+                seen: inc.seen,
+            });
         }
         let now = self.inner.clock.now_ms();
         let early = match (alert.dedup_key.as_deref(), accepted_ms) {
-            (Some(key), Some(accepted)) => Some(st.early.take(key, accepted, now)),
+            (Some(key), Some(accepted)) => {
+                self.refresh_early(&mut st).await?;
+                Some(st.early.take(key, accepted, now))
+            }
             _ => None,
         };
-        let id = IncidentId(st.next_id);
+        let id = if self.inner.shared {
+            IncidentId(self.inner.store.next_id(st.next_id).await?)
+        } else {
+            IncidentId(st.next_id)
+        };
         let inc = Incident {
             id,
             state: IncidentState::Open,
@@ -266,9 +329,7 @@ impl Engine {
                 .open_resolved(&mut st, inc, r, consume.unwrap_or_default())
                 .await;
         }
-        self.inner.store.save(&inc).await?;
-        st.next_id += 1;
-        st.incidents.insert(id.0, inc);
+        self.create(&mut st, inc).await?;
         if let Some(c) = consume.filter(|c| !c.delete.is_empty()) {
             // A resolve older than this alert: a new problem; the remembered one is spent.
             self.inner.store.save_early(&c).await?;
@@ -276,7 +337,8 @@ impl Engine {
         }
         tracing::info!(incident = id.0, alert_id, policy, route, "incident opened");
         self.emit(IncidentEvent::Opened { id });
-        self.step(&mut st, id, "first page").await?;
+        // A conflict here: another host's timer fired the first page already.
+        self.claimed_step(&mut st, id, "first page").await?;
         self.inner.wake.notify_one();
         Ok(Opened {
             id,
@@ -301,9 +363,7 @@ impl Engine {
             by: early.by.clone(),
             at_ms: early.at_ms,
         });
-        self.inner.store.save(&inc).await?;
-        st.next_id += 1;
-        st.incidents.insert(id.0, inc);
+        self.create(st, inc).await?;
         self.inner.store.save_early(&consume).await?;
         st.early.apply(consume);
         tracing::info!(
@@ -335,19 +395,23 @@ impl Engine {
         policy: &str,
         pass_unreachable: bool,
     ) -> Result<Opened, IncidentError> {
-        {
+        let taken = Query::FirstAlert {
+            alert_id,
+            since_ms: accepted_ms,
+        };
+        let found = if self.inner.shared {
+            let found = self.inner.store.query(taken).await?;
+            found.into_iter().next().map(|v| v.incident)
+        } else {
             let st = self.inner.state.lock().await;
-            if let Some(inc) = st
-                .incidents
-                .values()
-                .find(|i| i.opened_ms >= accepted_ms && i.alert_ids.first() == Some(&alert_id))
-            {
-                return Ok(Opened {
-                    id: inc.id,
-                    joined: false,
-                    seen: inc.seen,
-                });
-            }
+            st.incidents.values().find(|i| taken.matches(i)).cloned()
+        };
+        if let Some(inc) = found {
+            return Ok(Opened {
+                id: inc.id,
+                joined: false,
+                seen: inc.seen,
+            });
         }
         self.open_or_join_at(
             alert_id,
@@ -364,13 +428,13 @@ impl Engine {
     /// An alert the queue took as a repeat of dedup key `key` joins the unresolved incident
     /// with that key ("seen N×"; nobody is paged again). `Ok(None)` if there is none.
     pub async fn join_by_key(&self, key: &str) -> Result<Option<Incident>, IncidentError> {
+        self.retry("join an incident", || self.join_by_key_once(key))
+            .await
+    }
+
+    async fn join_by_key_once(&self, key: &str) -> Result<Option<Incident>, IncidentError> {
         let mut st = self.inner.state.lock().await;
-        let Some(mut inc) = st
-            .incidents
-            .values()
-            .find(|i| !i.is_resolved() && i.dedup_key.as_deref() == Some(key))
-            .cloned()
-        else {
+        let Some(mut inc) = self.open_by_key(&mut st, key).await? else {
             return Ok(None);
         };
         inc.seen = inc.seen.saturating_add(1);
@@ -397,12 +461,20 @@ impl Engine {
         seq: u32,
         reached: usize,
     ) -> Result<(), IncidentError> {
+        self.retry("record a page's reach", || {
+            self.page_reached_once(id, seq, reached)
+        })
+        .await
+    }
+
+    async fn page_reached_once(
+        &self,
+        id: IncidentId,
+        seq: u32,
+        reached: usize,
+    ) -> Result<(), IncidentError> {
         let mut st = self.inner.state.lock().await;
-        let mut inc = st
-            .incidents
-            .get(&id.0)
-            .cloned()
-            .ok_or(IncidentError::Unknown(id))?;
+        let mut inc = self.fresh(&mut st, id).await?;
         let Some(idx) = inc.pages.iter().position(|p| p.seq == seq) else {
             return Ok(());
         };
@@ -423,7 +495,7 @@ impl Engine {
                 level,
                 "nobody reachable: the level is passed"
             );
-            self.step(&mut st, id, &format!("nobody reachable at level {level}"))
+            self.claimed_step(&mut st, id, &format!("nobody reachable at level {level}"))
                 .await?;
             self.inner.wake.notify_one();
         }
@@ -432,8 +504,12 @@ impl Engine {
 
     /// Acknowledges: no more levels (until `ack_timeout_secs`). `Ok(false)` if it already was.
     pub async fn ack(&self, id: IncidentId, by: &str) -> Result<(Incident, bool), IncidentError> {
+        self.retry("acknowledge", || self.ack_once(id, by)).await
+    }
+
+    async fn ack_once(&self, id: IncidentId, by: &str) -> Result<(Incident, bool), IncidentError> {
         let mut st = self.inner.state.lock().await;
-        let mut inc = get_open(&st, id)?;
+        let mut inc = self.fresh_open(&mut st, id).await?;
         if inc.state == IncidentState::Acknowledged {
             return Ok((inc, false));
         }
@@ -465,9 +541,12 @@ impl Engine {
 
     /// Resolves: nothing more happens. `Err(AlreadyResolved)` if it already was.
     pub async fn resolve(&self, id: IncidentId, by: &str) -> Result<Incident, IncidentError> {
-        let mut st = self.inner.state.lock().await;
-        let inc = get_open(&st, id)?;
-        self.resolve_locked(&mut st, inc, by).await
+        self.retry("resolve", || async {
+            let mut st = self.inner.state.lock().await;
+            let inc = self.fresh_open(&mut st, id).await?;
+            self.resolve_locked(&mut st, inc, by).await
+        })
+        .await
     }
 
     /// A resolved alert from its source: resolves the unresolved incident with this dedup key,
@@ -479,15 +558,20 @@ impl Engine {
         key: &str,
         by: &str,
     ) -> Result<Option<Incident>, IncidentError> {
+        self.retry("resolve by key", || self.resolve_by_key_once(key, by))
+            .await
+    }
+
+    async fn resolve_by_key_once(
+        &self,
+        key: &str,
+        by: &str,
+    ) -> Result<Option<Incident>, IncidentError> {
         let mut st = self.inner.state.lock().await;
-        let open = st
-            .incidents
-            .values()
-            .find(|i| !i.is_resolved() && i.dedup_key.as_deref() == Some(key))
-            .cloned();
-        if let Some(inc) = open {
+        if let Some(inc) = self.open_by_key(&mut st, key).await? {
             return self.resolve_locked(&mut st, inc, by).await.map(Some);
         }
+        self.refresh_early(&mut st).await?;
         let now = self.inner.clock.now_ms();
         let change = st.early.remember(
             EarlyResolve {
@@ -535,8 +619,17 @@ impl Engine {
         id: IncidentId,
         by: &str,
     ) -> Result<(Incident, bool), IncidentError> {
+        self.retry("escalate", || self.escalate_now_once(id, by))
+            .await
+    }
+
+    async fn escalate_now_once(
+        &self,
+        id: IncidentId,
+        by: &str,
+    ) -> Result<(Incident, bool), IncidentError> {
         let mut st = self.inner.state.lock().await;
-        let mut inc = get_open(&st, id)?;
+        let mut inc = self.fresh_open(&mut st, id).await?;
         let now = self.inner.clock.now_ms();
         let next = match inc.next {
             Some(n) if n.kind == StepKind::Escalate => Some(n),
@@ -566,7 +659,7 @@ impl Engine {
             id,
             by: by.to_owned(),
         });
-        self.step(&mut st, id, &format!("escalated by {by}"))
+        self.claimed_step(&mut st, id, &format!("escalated by {by}"))
             .await?;
         self.inner.wake.notify_one();
         Ok((st.incidents[&id.0].clone(), true))
@@ -579,18 +672,17 @@ impl Engine {
         user: &str,
         conversation: &str,
     ) -> Result<(), IncidentError> {
-        let mut st = self.inner.state.lock().await;
-        let mut inc = st
-            .incidents
-            .get(&id.0)
-            .cloned()
-            .ok_or(IncidentError::Unknown(id))?;
-        if inc.conversations.get(user).map(String::as_str) == Some(conversation) {
-            return Ok(());
-        }
-        inc.conversations
-            .insert(user.to_owned(), conversation.to_owned());
-        self.commit(&mut st, &inc).await
+        self.retry("remember a conversation", || async {
+            let mut st = self.inner.state.lock().await;
+            let mut inc = self.fresh(&mut st, id).await?;
+            if inc.conversations.get(user).map(String::as_str) == Some(conversation) {
+                return Ok(());
+            }
+            inc.conversations
+                .insert(user.to_owned(), conversation.to_owned());
+            self.commit(&mut st, &inc).await
+        })
+        .await
     }
 
     /// Remembers that sink instance `sink` reached `user` for this incident (in `conversation`
@@ -602,264 +694,41 @@ impl Engine {
         sink: &str,
         conversation: Option<&str>,
     ) -> Result<(), IncidentError> {
-        let mut st = self.inner.state.lock().await;
-        let mut inc = st
-            .incidents
-            .get(&id.0)
-            .cloned()
-            .ok_or(IncidentError::Unknown(id))?;
-        let same_sink = inc.sinks.get(user).map(String::as_str) == Some(sink);
-        let same_conv =
-            conversation.is_none_or(|c| inc.conversations.get(user).map(String::as_str) == Some(c));
-        if same_sink && same_conv {
-            return Ok(());
-        }
-        inc.sinks.insert(user.to_owned(), sink.to_owned());
-        if let Some(c) = conversation {
-            inc.conversations.insert(user.to_owned(), c.to_owned());
-        }
-        self.commit(&mut st, &inc).await
+        self.retry("remember who reached a user", || async {
+            let mut st = self.inner.state.lock().await;
+            let mut inc = self.fresh(&mut st, id).await?;
+            let same_sink = inc.sinks.get(user).map(String::as_str) == Some(sink);
+            let same_conv = conversation
+                .is_none_or(|c| inc.conversations.get(user).map(String::as_str) == Some(c));
+            if same_sink && same_conv {
+                return Ok(());
+            }
+            inc.sinks.insert(user.to_owned(), sink.to_owned());
+            if let Some(c) = conversation {
+                inc.conversations.insert(user.to_owned(), c.to_owned());
+            }
+            self.commit(&mut st, &inc).await
+        })
+        .await
     }
 
-    /// One incident.
+    /// One incident (a shared store: as the database has it now).
     pub async fn get(&self, id: IncidentId) -> Option<Incident> {
-        self.inner.state.lock().await.incidents.get(&id.0).cloned()
+        self.read(Query::One(id)).await.pop()
     }
 
-    /// Every incident, newest first.
+    /// Every incident, newest first (a shared store: as the database has them now).
     pub async fn list(&self) -> Vec<Incident> {
-        self.inner
-            .state
-            .lock()
-            .await
-            .incidents
-            .values()
-            .rev()
-            .cloned()
-            .collect()
+        let mut all = self.read(Query::All).await;
+        all.sort_by_key(|i| std::cmp::Reverse(i.id));
+        all
     }
 
     /// The unresolved incidents `user` was paged for, newest first.
     pub async fn open_for_user(&self, user: &str) -> Vec<Incident> {
-        let st = self.inner.state.lock().await;
-        st.incidents
-            .values()
-            .rev()
-            .filter(|i| !i.is_resolved() && i.was_paged(user))
-            .cloned()
-            .collect()
+        let mut open = self.read(Query::Open).await;
+        open.retain(|i| i.was_paged(user));
+        open.sort_by_key(|i| std::cmp::Reverse(i.id));
+        open
     }
-
-    /// The timer: hands unhanded pages, fires due steps, sleeps until the next one; ends on
-    /// `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        loop {
-            let wake_at = self.tick().await;
-            let sleep = async {
-                match wake_at {
-                    Some(ms) => tokio::time::sleep_until(self.inner.clock.instant_at(ms)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = self.inner.wake.notified() => {}
-                () = sleep => {}
-            }
-        }
-    }
-
-    /// One pass of the timer; answers when the next pass is due (Unix ms).
-    async fn tick(&self) -> Option<i64> {
-        let mut st = self.inner.state.lock().await;
-        let now = self.inner.clock.now_ms();
-        let ids: Vec<u64> = st.incidents.keys().copied().collect();
-        let mut wake: Option<i64> = None;
-        for id in ids {
-            let inc = &st.incidents[&id];
-            if inc.is_resolved() {
-                continue;
-            }
-            let unhanded: Vec<u32> = inc
-                .pages
-                .iter()
-                .filter(|p| !p.handed)
-                .map(|p| p.seq)
-                .collect();
-            for seq in unhanded {
-                if let Err(e) = self.hand(&mut st, IncidentId(id), seq).await {
-                    tracing::warn!(incident = id, error = %crate::error_chain(&e), "cannot record a handed page");
-                }
-            }
-            let inc = &st.incidents[&id];
-            if let Some(n) = inc.next
-                && n.due_ms <= now
-            {
-                let reason = match n.kind {
-                    StepKind::AckTimeout => "acknowledged but not resolved in time".to_owned(),
-                    StepKind::Escalate => format!("nobody acknowledged; level {}", n.level + 1),
-                };
-                if let Err(e) = self.step(&mut st, IncidentId(id), &reason).await {
-                    tracing::warn!(incident = id, error = %crate::error_chain(&e), "cannot record an escalation step");
-                    wake = Some(wake.map_or(now + RETRY.as_millis() as i64, |w| w.min(now + 1000)));
-                }
-            }
-            let inc = &st.incidents[&id];
-            let mut due = inc.next.map(|n| n.due_ms);
-            if inc.pages.iter().any(|p| !p.handed) {
-                let retry = now + RETRY.as_millis() as i64;
-                due = Some(due.map_or(retry, |d| d.min(retry)));
-            }
-            if let Some(d) = due {
-                wake = Some(wake.map_or(d, |w| w.min(d)));
-            }
-        }
-        wake
-    }
-
-    /// Fires the incident's due step: records the page and the step after it, then hands the
-    /// page; a level with nobody reachable is passed at once when the incident says so.
-    async fn step(
-        &self,
-        st: &mut State,
-        id: IncidentId,
-        reason: &str,
-    ) -> Result<(), IncidentError> {
-        let mut reason = reason.to_owned();
-        loop {
-            let mut inc = st
-                .incidents
-                .get(&id.0)
-                .cloned()
-                .ok_or(IncidentError::Unknown(id))?;
-            let Some(step) = inc.next else { return Ok(()) };
-            let Some(policy) = self.policy(&inc.policy) else {
-                tracing::warn!(
-                    incident = id.0,
-                    policy = inc.policy,
-                    "escalation policy gone; the incident stops escalating"
-                );
-                inc.next = None;
-                return self.commit(st, &inc).await;
-            };
-            let Some(level) = policy.levels.get(step.level) else {
-                inc.next = None;
-                return self.commit(st, &inc).await;
-            };
-            let now = self.inner.clock.now_ms();
-            let seq = u32::try_from(inc.pages.len() + 1).unwrap_or(u32::MAX);
-            inc.pages.push(Page {
-                seq,
-                round: step.round,
-                level: step.level + 1,
-                users: level.users.clone(),
-                groups: level.groups.clone(),
-                at_ms: now,
-                handed: false,
-                reachable: None,
-                reason: reason.clone(),
-            });
-            if step.kind == StepKind::AckTimeout {
-                inc.state = IncidentState::Open;
-                inc.acked = None;
-            }
-            inc.next = policy
-                .after(step.round, step.level)
-                .map(|(round, level, wait)| NextStep {
-                    round,
-                    level,
-                    due_ms: now + wait.as_millis() as i64,
-                    kind: StepKind::Escalate,
-                });
-            self.commit(st, &inc).await?;
-            let reachable = self.hand(st, id, seq).await?;
-            let inc = &st.incidents[&id.0];
-            if reachable == Some(0)
-                && inc.pass_unreachable
-                && inc.state == IncidentState::Open
-                && inc.next.is_some()
-            {
-                reason = format!("nobody reachable at level {}", step.level + 1);
-                let mut inc = inc.clone();
-                if let Some(n) = inc.next.as_mut() {
-                    n.due_ms = now;
-                }
-                self.commit(st, &inc).await?;
-                continue;
-            }
-            return Ok(());
-        }
-    }
-
-    /// Hands page `seq` to the pager and records that it did; `None` if the pager refused
-    /// (the timer offers it again).
-    async fn hand(
-        &self,
-        st: &mut State,
-        id: IncidentId,
-        seq: u32,
-    ) -> Result<Option<usize>, IncidentError> {
-        let mut inc = st
-            .incidents
-            .get(&id.0)
-            .cloned()
-            .ok_or(IncidentError::Unknown(id))?;
-        let Some(idx) = inc.pages.iter().position(|p| p.seq == seq) else {
-            return Ok(None);
-        };
-        let page = inc.pages[idx].clone();
-        let req = PageRequest {
-            incident: id,
-            route: inc.route.clone(),
-            key: page.key(id),
-            level: page.level,
-            users: page.users.clone(),
-            groups: page.groups.clone(),
-            text: page_text(&inc),
-        };
-        match self.inner.pager.page(req).await {
-            Ok(reachable) => {
-                inc.pages[idx].handed = true;
-                inc.pages[idx].reachable = Some(reachable);
-                self.commit(st, &inc).await?;
-                tracing::info!(
-                    incident = id.0,
-                    level = page.level,
-                    round = page.round,
-                    reachable,
-                    "level paged"
-                );
-                self.emit(IncidentEvent::Paged {
-                    id,
-                    level: page.level,
-                    round: page.round,
-                    users: page.users,
-                    reason: page.reason,
-                });
-                Ok(Some(reachable))
-            }
-            Err(e) => {
-                tracing::warn!(incident = id.0, level = page.level, error = %crate::error_chain(&e), "page not handed over; offered again");
-                Ok(None)
-            }
-        }
-    }
-
-    async fn commit(&self, st: &mut State, inc: &Incident) -> Result<(), IncidentError> {
-        self.inner.store.save(inc).await?;
-        st.incidents.insert(inc.id.0, inc.clone());
-        Ok(())
-    }
-}
-
-fn get_open(st: &State, id: IncidentId) -> Result<Incident, IncidentError> {
-    let inc = st
-        .incidents
-        .get(&id.0)
-        .cloned()
-        .ok_or(IncidentError::Unknown(id))?;
-    if inc.is_resolved() {
-        return Err(IncidentError::AlreadyResolved(id));
-    }
-    Ok(inc)
 }

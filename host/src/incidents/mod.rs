@@ -16,6 +16,9 @@ pub mod commands;
 mod early;
 mod engine;
 mod pager;
+mod pg_store;
+#[cfg(test)]
+mod pg_tests;
 mod port;
 pub mod reply;
 pub mod reply_metrics;
@@ -30,8 +33,9 @@ pub use self::{
     early::{Change as EarlyChange, EarlyResolve},
     engine::{Clock, Engine, Opened},
     pager::{QueuePager, SOURCE as PAGE_SOURCE, page_alert},
+    pg_store::PgIncidents,
     port::EnginePort,
-    store::{IncidentStore, MemoryIncidents, RedbIncidents},
+    store::{IncidentStore, MemoryIncidents, Query, RedbIncidents, Versioned},
 };
 pub use crate::config::escalation::{EscalationPolicy, Level, PolicyError};
 
@@ -267,6 +271,10 @@ pub enum IncidentError {
     AlreadyResolved(IncidentId),
     #[error("unknown escalation policy `{0}`")]
     UnknownPolicy(String),
+    #[error("{0} was changed by another host meanwhile")]
+    Conflict(IncidentId),
+    #[error("another host opened an incident for dedup key `{0}` meanwhile")]
+    KeyTaken(String),
     #[error("incident storage failed")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the remembered resolve of `{key}` in storage is corrupt")]

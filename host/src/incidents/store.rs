@@ -19,7 +19,7 @@ use std::{
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
-    BoxFuture, Incident, IncidentError,
+    BoxFuture, Incident, IncidentError, IncidentId,
     early::{Change, EarlyResolve},
 };
 
@@ -28,10 +28,102 @@ const EARLY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("early_reso
 /// The file's name in the data folder.
 pub const FILE: &str = "incidents.redb";
 
+/// An incident as read from the store, with the version its next save must expect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub incident: Incident,
+    pub version: i64,
+}
+
+/// Which incidents [`IncidentStore::query`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// That one (none if unknown).
+    One(IncidentId),
+    /// The unresolved one with this dedup key (at most one).
+    OpenByKey(String),
+    /// Every unresolved one.
+    Open,
+    /// Every one.
+    All,
+    /// The ones alert `alert_id` opened (first alert) at or after `since_ms`.
+    FirstAlert { alert_id: u64, since_ms: i64 },
+}
+
+impl Query {
+    /// Whether `inc` is one this query reads.
+    pub fn matches(&self, inc: &Incident) -> bool {
+        match self {
+            Self::One(id) => inc.id == *id,
+            Self::OpenByKey(k) => !inc.is_resolved() && inc.dedup_key.as_deref() == Some(k),
+            Self::Open => !inc.is_resolved(),
+            Self::All => true,
+            Self::FirstAlert { alert_id, since_ms } => {
+                inc.opened_ms >= *since_ms && inc.alert_ids.first() == Some(alert_id)
+            }
+        }
+    }
+}
+
 /// Durable storage of incidents.
+///
+/// An embedded store is this host's alone: the engine loads it once ([`IncidentStore::load`])
+/// and keeps it in memory. A [`IncidentStore::shared`] store (PostgreSQL) is changed by other
+/// hosts too: the engine reads it through [`IncidentStore::query`] before each change and
+/// writes with compare-and-swap ([`IncidentStore::create`], [`IncidentStore::save_if`]); the
+/// defaults serve the embedded stores, where nothing else writes.
 pub trait IncidentStore: Send + Sync + 'static {
     /// Every stored incident, by id.
     fn load(&self) -> Result<Vec<Incident>, IncidentError>;
+
+    /// Other hosts change this store too.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The id for a new incident; `local` is the engine's own next id (an embedded store's).
+    fn next_id(&self, local: u64) -> BoxFuture<'static, Result<u64, IncidentError>> {
+        Box::pin(async move { Ok(local) })
+    }
+
+    /// The incidents `query` names, each with its version.
+    fn query(&self, query: Query) -> BoxFuture<'static, Result<Vec<Versioned>, IncidentError>> {
+        let all = self.load();
+        Box::pin(async move {
+            Ok(all?
+                .into_iter()
+                .filter(|i| query.matches(i))
+                .map(|incident| Versioned {
+                    incident,
+                    version: 0,
+                })
+                .collect())
+        })
+    }
+
+    /// Stores a new incident; answers its version. [`IncidentError::KeyTaken`] if another
+    /// unresolved incident has its dedup key (another host opened it meanwhile).
+    fn create(&self, incident: &Incident) -> BoxFuture<'static, Result<i64, IncidentError>> {
+        let save = self.save(incident);
+        Box::pin(async move { save.await.map(|()| 1) })
+    }
+
+    /// Stores the incident if its stored version is still `expected`; answers the new
+    /// version. [`IncidentError::Conflict`] if it changed meanwhile (another host).
+    fn save_if(
+        &self,
+        incident: &Incident,
+        expected: i64,
+    ) -> BoxFuture<'static, Result<i64, IncidentError>> {
+        let save = self.save(incident);
+        Box::pin(async move { save.await.map(|()| expected + 1) })
+    }
+
+    /// [`IncidentStore::load_early`] as of now (a shared store: what every host remembered).
+    fn fetch_early(&self) -> BoxFuture<'static, Result<Vec<EarlyResolve>, IncidentError>> {
+        let early = self.load_early();
+        Box::pin(async move { early })
+    }
 
     /// Stores the incident's current state. Resolves after commit.
     fn save(&self, incident: &Incident) -> BoxFuture<'static, Result<(), IncidentError>>;

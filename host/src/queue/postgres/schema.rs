@@ -45,6 +45,29 @@ CREATE INDEX ab_dedup_age ON ab_dedup (accepted_ms);
 ",
     ),
     (
+        2,
+        "incidents",
+        "
+CREATE SEQUENCE ab_incident_ids;
+CREATE TABLE ab_incidents (
+    id          bigint PRIMARY KEY,
+    version     bigint NOT NULL,
+    resolved    boolean NOT NULL,
+    dedup_key   text,
+    first_alert bigint NOT NULL,
+    opened_ms   bigint NOT NULL,
+    doc         text NOT NULL
+);
+CREATE UNIQUE INDEX ab_incidents_open_key ON ab_incidents (dedup_key) WHERE NOT resolved;
+CREATE INDEX ab_incidents_open ON ab_incidents (id) WHERE NOT resolved;
+CREATE INDEX ab_incidents_first_alert ON ab_incidents (first_alert);
+CREATE TABLE ab_early_resolves (
+    dedup_key text PRIMARY KEY,
+    doc       text NOT NULL
+);
+",
+    ),
+    (
         3,
         "silences",
         "
