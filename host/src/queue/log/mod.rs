@@ -23,12 +23,8 @@ mod writer;
 
 use std::{
     path::Path,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     thread,
-    time::Instant,
 };
 
 use alertbridge_plugin_api::Alert;
@@ -38,7 +34,7 @@ use self::segments::{Loc, View};
 use super::{
     BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken,
     redb_queue::{catch_file_size_signal, dedup_hash},
-    shared::{Cmd, Fault, Inbox, decode},
+    shared::{Cmd, FaultState, Inbox, decode},
 };
 use crate::{
     metrics::Metrics,
@@ -49,27 +45,8 @@ use crate::{
 struct State {
     /// `None` while faulted.
     view: Mutex<Option<View>>,
-    fault: Mutex<Option<Fault>>,
-    /// True while `fault` is set: the enqueue path checks it without taking the lock.
-    down: AtomicBool,
+    fault: FaultState,
     metrics: Arc<Metrics>,
-}
-
-impl State {
-    fn unavailable(&self) -> Option<QueueError> {
-        if !self.down.load(Ordering::Acquire) {
-            return None;
-        }
-        let f = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
-        f.as_ref().map(|f| QueueError::Unavailable {
-            reason: f.reason.clone(),
-            retry_after_ms: f
-                .retry_at
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .clamp(1000, 60_000) as u64,
-        })
-    }
 }
 
 /// The embedded, crash-safe queue on a segment log.
@@ -104,7 +81,6 @@ impl LogQueue {
             metrics.queue_set_aside_add(loaded.set_aside_now.len() as u64);
         }
         metrics.set_queue_set_aside(loaded.set_aside_total);
-        metrics.set_queue_fault(None);
         let segments::Loaded {
             log,
             view,
@@ -114,8 +90,7 @@ impl LogQueue {
         } = loaded;
         let state = Arc::new(State {
             view: Mutex::new(Some(view)),
-            fault: Mutex::new(None),
-            down: AtomicBool::new(false),
+            fault: FaultState::new(Arc::clone(&metrics)),
             metrics,
         });
         let inbox = Arc::new(Inbox::default());
@@ -182,7 +157,7 @@ impl LogQueue {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let Some(view) = guard.as_ref() else {
-                return Err(self.state.unavailable().unwrap_or(QueueError::Closed));
+                return Err(self.state.fault.unavailable().unwrap_or(QueueError::Closed));
             };
             (pick(view), view.files.clone())
         };
@@ -209,7 +184,7 @@ impl Queue for LogQueue {
             .dedup_key
             .as_deref()
             .map(|k| dedup_hash(source, k));
-        let sent = match self.state.unavailable() {
+        let sent = match self.state.fault.unavailable() {
             Some(e) => Err(e),
             None => serde_json::to_vec(&stored)
                 .map_err(QueueError::storage)

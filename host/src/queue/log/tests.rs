@@ -9,7 +9,7 @@ crate::queue::contract_tests::contract_tests!(|dir, options, metrics, on_commit|
 mod recovery {
     use std::{
         path::{Path, PathBuf},
-        time::Duration,
+        time::{Duration, Instant},
     };
 
     use super::{
