@@ -24,7 +24,7 @@ use crate::{
     dispatch::{Depth, Full, IncidentPort, Reservation},
     metrics::Metrics,
     model::StoredAlert,
-    queue::{Enqueued, OnCommit, Queue, QueueError},
+    queue::{Enqueued, OnCommit, Origin, Queue, QueueError},
     router::NamedRecipientsError,
 };
 
@@ -313,7 +313,10 @@ impl Ingest {
             if e.duplicate {
                 metrics.duplicate(&e.alert.source);
             } else {
-                metrics.accepted(&e.alert.source);
+                // Counted once, by the host that accepted it, not again when taken up.
+                if e.origin == Origin::Accepted {
+                    metrics.accepted(&e.alert.source);
+                }
                 metrics.queue_depth_add(1);
                 depth.queued(&e.alert.source);
                 let _ = accepted.send(e.alert);

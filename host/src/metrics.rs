@@ -57,6 +57,7 @@ pub struct Metrics {
     escalations: Counters,
     silenced: Counter,
     handed_over: Counter,
+    taken_over: Counter,
     digests: Counter,
     digest_alerts: Counter,
     /// Why the queue is down (`alertbridge_queue_up 0`), if it is.
@@ -106,6 +107,7 @@ impl Default for Metrics {
             escalations,
             silenced: Counter::default(),
             handed_over: Counter::default(),
+            taken_over: Counter::default(),
             digests: Counter::default(),
             digest_alerts: Counter::default(),
             incidents_open: Gauge::default(),
@@ -207,6 +209,12 @@ impl Default for Metrics {
             "Alerts this host let go of unfinished because another host took them over (their \
              lease ran out; shared queue only): it delivers them",
             m.handed_over.clone(),
+        );
+        registry.register(
+            "alertbridge_alerts_taken_over",
+            "Unfinished alerts this host took over from hosts whose lease ran out (shared queue \
+             only); counted in alertbridge_alerts_accepted_total by the host that accepted them",
+            m.taken_over.clone(),
         );
         registry.register(
             "alertbridge_digests",
@@ -355,6 +363,11 @@ impl Metrics {
         self.handed_over.inc();
     }
 
+    /// This host took over `n` alerts of hosts whose lease ran out.
+    pub fn alerts_taken_over(&self, n: u64) {
+        self.taken_over.inc_by(n);
+    }
+
     /// A sink took a digest IM carrying `alerts` alerts.
     pub fn digest_sent(&self, alerts: usize) {
         self.digests.inc();
@@ -382,6 +395,7 @@ impl Metrics {
                     "alertbridge_queue_compactions_total" => &self.queue_compactions,
                     "alertbridge_dedup_evictions_total" => &self.dedup_evictions,
                     "alertbridge_alerts_handed_over_total" => &self.handed_over,
+                    "alertbridge_alerts_taken_over_total" => &self.taken_over,
                     _ => return 0,
                 };
                 return if pairs.is_empty() { plain.get() } else { 0 };
@@ -570,6 +584,7 @@ alertbridge_delivery_seconds_count 3
                     && !f[0].contains("alertbridge_alerts_silenced")
                     && !f[0].contains("alertbridge_digest")
                     && !f[0].contains("alertbridge_alerts_handed_over")
+                    && !f[0].contains("alertbridge_alerts_taken_over")
             })
             .collect();
         assert_eq!(old, families(BEFORE), "{text}");
@@ -602,9 +617,13 @@ alertbridge_delivery_seconds_count 3
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 16, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 17, "{text}");
         assert!(
             text.contains("alertbridge_alerts_handed_over_total 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alertbridge_alerts_taken_over_total 0\n"),
             "{text}"
         );
         assert!(text.contains("alertbridge_digests_total 0\n"), "{text}");

@@ -84,6 +84,21 @@ pub struct Enqueued {
     /// alert's id.
     pub alert: StoredAlert,
     pub duplicate: bool,
+    /// Accepted now, or taken up from the shared queue (counted apart, not as accepted again).
+    pub origin: Origin,
+}
+
+/// Where an alert handed to [`OnCommit`] comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Accepted by this host now: counted in `alertbridge_alerts_accepted_total`.
+    #[default]
+    Accepted,
+    /// This host's own, unfinished from before its restart, taken up again (shared queue).
+    Resumed,
+    /// Another host's whose lease ran out, taken over (shared queue): counted in
+    /// `alertbridge_alerts_taken_over_total` by the queue, where it was accepted already.
+    TakenOver,
 }
 
 /// Called after each commit for each enqueue in it, on the queue's own thread; it must not

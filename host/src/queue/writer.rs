@@ -269,6 +269,7 @@ impl Writer {
                             (self.on_commit)(Enqueued {
                                 alert: *alert,
                                 duplicate: taken.duplicate,
+                                origin: super::Origin::Accepted,
                             });
                             drop(tx.send(Ok(taken)));
                         }
@@ -407,6 +408,7 @@ impl Writer {
             (self.on_commit)(Enqueued {
                 alert,
                 duplicate: false,
+                origin: super::Origin::Accepted,
             });
         }
         if !self.unsaved.is_empty() {

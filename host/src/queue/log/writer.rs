@@ -360,6 +360,7 @@ impl LogWriter {
                     (self.on_commit)(Enqueued {
                         alert: *alert,
                         duplicate: taken.duplicate,
+                        origin: crate::queue::Origin::Accepted,
                     });
                     drop(tx.send(Ok(taken)));
                 }
@@ -441,6 +442,7 @@ impl LogWriter {
             (self.on_commit)(Enqueued {
                 alert,
                 duplicate: false,
+                origin: crate::queue::Origin::Accepted,
             });
         }
         if !self.unsaved.is_empty() {

@@ -12,8 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_postgres::Client;
 
-use super::{Core, PgError, connect, decode_rows, lease_ms};
-use crate::queue::Enqueued;
+use super::{Core, PgError, connect, lease_ms};
 
 /// Alerts claimed per statement.
 const CLAIM_BATCH: i64 = 256;
@@ -72,7 +71,7 @@ async fn once(core: &Core, client: &Client) -> Result<(), PgError> {
                 "Taking up this host's unfinished alerts now the database is back."
             );
         }
-        hand_on(core, alerts);
+        core.hand_on(alerts);
     }
     client
         .execute(
@@ -110,22 +109,13 @@ async fn once(core: &Core, client: &Client) -> Result<(), PgError> {
         let mut from: Vec<&str> = rows.iter().map(|r| r.get::<_, &str>(2)).collect();
         from.sort_unstable();
         from.dedup();
-        let mut alerts = decode_rows(&rows);
-        alerts.sort_by_key(|a| a.id);
+        let mut alerts = core.with_origin(&rows);
+        alerts.sort_by_key(|a| a.0.id);
         tracing::warn!(count = alerts.len(), from = ?from, "Took over the unfinished alerts of hosts whose lease ran out.");
-        hand_on(core, alerts);
+        core.hand_on(alerts);
         if (rows.len() as i64) < CLAIM_BATCH {
             break;
         }
     }
     Ok(())
-}
-
-fn hand_on(core: &Core, alerts: Vec<crate::model::StoredAlert>) {
-    for alert in alerts {
-        (core.on_commit)(Enqueued {
-            alert,
-            duplicate: false,
-        });
-    }
 }

@@ -42,7 +42,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::schema::SchemaState;
 use self::writer::{Cmd, Writer};
-use super::{BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken, shared::FaultState};
+use super::{
+    BoxFuture, Enqueued, OnCommit, Origin, Queue, QueueError, QueueOptions, Taken,
+    shared::FaultState,
+};
 use crate::{
     metrics::Metrics,
     model::{StoredAlert, now_ms},
@@ -195,18 +198,23 @@ impl Core {
     }
 
     /// Takes up this node's own unfinished alerts and those whose lease ran out, once per
-    /// process; `None` if they were taken up already.
-    async fn adopt(&self, client: &Client) -> Result<Option<Vec<StoredAlert>>, PgError> {
+    /// process; `None` if they were taken up already. Each says whether it was this node's
+    /// ([`Origin::Resumed`]) or another's ([`Origin::TakenOver`], counted here); oldest first.
+    async fn adopt(&self, client: &Client) -> Result<Option<Vec<(StoredAlert, Origin)>>, PgError> {
         let mut adopted = self.adopted.lock().await;
         if *adopted {
             return Ok(None);
         }
         let rows = client
             .query(
-                "UPDATE ab_alerts SET owner = $1, lease_until = now() + $2::float8 * interval '1 millisecond'
-                 WHERE NOT finished
-                   AND ((owner = $1 AND id < $3) OR (owner <> $1 AND lease_until < now()))
-                 RETURNING id, doc",
+                "WITH up AS (
+                    SELECT id, owner FROM ab_alerts
+                    WHERE NOT finished
+                      AND ((owner = $1 AND id < $3) OR (owner <> $1 AND lease_until < now()))
+                    FOR UPDATE)
+                 UPDATE ab_alerts a SET owner = $1, lease_until = now() + $2::float8 * interval '1 millisecond'
+                 FROM up WHERE a.id = up.id
+                 RETURNING a.id, a.doc, up.owner",
                 &[
                     &self.settings.node,
                     &lease_ms(&self.settings),
@@ -215,10 +223,53 @@ impl Core {
             )
             .await
             .map_err(PgError::query("take up this node's unfinished alerts"))?;
-        let mut alerts = decode_rows(&rows);
-        alerts.sort_by_key(|a| a.id);
+        let mut alerts = self.with_origin(&rows);
+        alerts.sort_by_key(|a| a.0.id);
         *adopted = true;
         Ok(Some(alerts))
+    }
+
+    /// Decodes `(id, doc, previous owner)` rows of alerts this node took up: its own are
+    /// resumed, the others' taken over (and counted).
+    fn with_origin(&self, rows: &[tokio_postgres::Row]) -> Vec<(StoredAlert, Origin)> {
+        let origins: std::collections::HashMap<i64, Origin> = rows
+            .iter()
+            .map(|r| {
+                let owner: &str = r.get(2);
+                let origin = if owner == self.settings.node {
+                    Origin::Resumed
+                } else {
+                    Origin::TakenOver
+                };
+                (r.get::<_, i64>(0), origin)
+            })
+            .collect();
+        let alerts: Vec<(StoredAlert, Origin)> = decode_rows(rows)
+            .into_iter()
+            .map(|a| {
+                let origin = origins
+                    .get(&(a.id as i64))
+                    .copied()
+                    .unwrap_or(Origin::TakenOver);
+                (a, origin)
+            })
+            .collect();
+        let taken = alerts.iter().filter(|a| a.1 == Origin::TakenOver).count();
+        if taken > 0 {
+            self.metrics.alerts_taken_over(taken as u64);
+        }
+        alerts
+    }
+
+    /// Hands alerts taken up to this host's dispatch.
+    fn hand_on(&self, alerts: Vec<(StoredAlert, Origin)>) {
+        for (alert, origin) in alerts {
+            (self.on_commit)(Enqueued {
+                alert,
+                duplicate: false,
+                origin,
+            });
+        }
     }
 }
 
@@ -469,7 +520,10 @@ impl Queue for PgQueue {
         }
         let core = Arc::clone(&self.core);
         self.read(move |client| {
-            Box::pin(async move { Ok(core.adopt(&client).await?.unwrap_or_default()) })
+            Box::pin(async move {
+                let alerts = core.adopt(&client).await?.unwrap_or_default();
+                Ok(alerts.into_iter().map(|a| a.0).collect())
+            })
         })
     }
 

@@ -653,3 +653,72 @@ async fn a_second_host_with_the_same_node_name_is_refused() {
     drop(open(&db, "ab1", 10_000, Box::new(drop)));
     drop(other);
 }
+
+/// Issue 15: alerts taken over from a host whose lease ran out were counted in
+/// `alertbridge_alerts_accepted_total` again by the host that took them. They count once,
+/// where accepted; the take-over counts in `alertbridge_alerts_taken_over_total`. A host
+/// restarted takes up its own alerts without counting them either.
+#[tokio::test]
+async fn alerts_taken_over_are_counted_once_where_accepted_and_apart_as_taken_over() {
+    use crate::{dispatch::Depth, ingest::Ingest};
+    let Some(db) = TestDb::new() else { return };
+    const LEASE_MS: u64 = 400;
+    let wired = || {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let on_commit = Ingest::on_commit(Arc::clone(&metrics), Arc::new(Depth::new(1000, [])), tx);
+        (metrics, on_commit, rx)
+    };
+    let accepted = |m: &Metrics| m.counter("alertbridge_alerts_accepted_total", &[("source", "s")]);
+    let taken_over = |m: &Metrics| m.counter("alertbridge_alerts_taken_over_total", &[]);
+    let (ma, on_commit, _dispatch_a) = wired();
+    let a = PgQueue::open(
+        settings(&db, "a", LEASE_MS),
+        &QueueOptions::default(),
+        Arc::clone(&ma),
+        on_commit,
+    )
+    .unwrap();
+    for i in 0..3 {
+        a.enqueue("s", Alert::new(format!("m{i}"))).await.unwrap();
+    }
+    assert_eq!(accepted(&ma), 3);
+    let (mb, on_commit, mut dispatch_b) = wired();
+    let b = PgQueue::open(
+        settings(&db, "b", LEASE_MS),
+        &QueueOptions::default(),
+        Arc::clone(&mb),
+        on_commit,
+    )
+    .unwrap();
+    assert!(b.unfinished().unwrap().is_empty());
+    b.enqueue("s", Alert::new("b's own")).await.unwrap();
+    // Host a stops renewing (as if it died): b takes its three over and dispatches them.
+    a.core.stop.cancel();
+    let mut handed = 0;
+    while handed < 4 {
+        tokio::time::timeout(Duration::from_millis(10 * LEASE_MS), dispatch_b.recv())
+            .await
+            .expect("b takes over a's alerts")
+            .expect("b's dispatch channel open");
+        handed += 1;
+    }
+    assert_eq!(accepted(&mb), 1, "b accepted one; a's three are not b's");
+    assert_eq!(taken_over(&mb), 3);
+    assert_eq!(accepted(&ma) + accepted(&mb), 4, "each alert counted once");
+    assert_eq!(taken_over(&ma), 0);
+    drop(a);
+    // b restarted (killed: its leases stay) takes its own four up again, counted as neither.
+    b.core.stop.cancel();
+    drop(b);
+    let (mb2, on_commit, _dispatch_b2) = wired();
+    let b2 = PgQueue::open(
+        settings(&db, "b", LEASE_MS),
+        &QueueOptions::default(),
+        Arc::clone(&mb2),
+        on_commit,
+    )
+    .unwrap();
+    assert_eq!(b2.unfinished().unwrap().len(), 4);
+    assert_eq!((accepted(&mb2), taken_over(&mb2)), (0, 0));
+}

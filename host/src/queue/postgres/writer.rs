@@ -20,7 +20,7 @@ use tokio_postgres::Client;
 use super::{Core, PgError, connect_as_node, decode_rows, lease_ms};
 use crate::{
     model::{StoredAlert, now_ms},
-    queue::{Enqueued, QueueError, Taken},
+    queue::{Enqueued, Origin, QueueError, Taken},
 };
 
 /// Commands at most per transaction; more wait for the next one.
@@ -222,6 +222,7 @@ impl Writer {
                     (self.core.on_commit)(Enqueued {
                         alert,
                         duplicate: taken.duplicate,
+                        origin: Origin::Accepted,
                     });
                     let _ = n.reply.send(Ok(taken));
                 }
@@ -317,6 +318,7 @@ impl Writer {
             (self.core.on_commit)(Enqueued {
                 alert,
                 duplicate: false,
+                origin: Origin::Accepted,
             });
         }
         // A start with the database down resumed nothing: this node's own unfinished alerts
@@ -330,12 +332,7 @@ impl Writer {
                             "Taking up this host's unfinished alerts now the database is back."
                         );
                     }
-                    for alert in alerts {
-                        (self.core.on_commit)(Enqueued {
-                            alert,
-                            duplicate: false,
-                        });
-                    }
+                    self.core.hand_on(alerts);
                 }
                 Ok(None) => {}
                 Err(e) => {
