@@ -23,9 +23,6 @@ const DOWN: Duration = Duration::from_millis(1500);
 
 /// Away for less than the hosts' lease: each keeps its own alerts.
 #[test]
-#[ignore = "issue 15, open: seen once in a clean-clone CI run — after the server was killed and \
-started again, a host still answered 'queue unavailable: connection refused' for its first \
-alerts 120 s later (its reconnect stayed down); run with --run-ignored all while fixing it"]
 fn the_database_restarted_within_the_lease_means_try_later_then_everything_delivered() {
     restart_under_load(10_000);
 }
@@ -34,9 +31,6 @@ fn the_database_restarted_within_the_lease_means_try_later_then_everything_deliv
 /// the database is back each host may take over the other's alerts — which are then delivered
 /// once, by their new owner, and the old owner lets them go.
 #[test]
-#[ignore = "issue 15, open: seen once in a clean-clone CI run — after the server was killed and \
-started again, a host still answered 'queue unavailable: connection refused' for its first \
-alerts 120 s later (its reconnect stayed down); run with --run-ignored all while fixing it"]
 fn the_database_away_past_the_lease_means_try_later_then_everything_delivered() {
     restart_under_load(1000);
 }

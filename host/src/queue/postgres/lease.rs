@@ -29,7 +29,13 @@ pub(super) async fn run(core: Arc<Core>) {
             () = tokio::time::sleep(tick) => {}
         }
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = match connect(&core.settings.url).await {
+            // Bounded: a server that takes the connection and never answers (one coming up
+            // under load) must not hold up renewals and take-overs for good.
+            let wait = core.settings.lease.max(Duration::from_secs(1));
+            let connected = tokio::time::timeout(wait, connect(&core.settings.url))
+                .await
+                .unwrap_or(Err(PgError::Timeout(wait)));
+            client = match connected {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::debug!(error = %crate::error_chain(&e), "Lease task cannot reach PostgreSQL; retrying.");

@@ -227,3 +227,117 @@ async fn the_database_refused_then_stalled_while_coming_up_then_back_means_the_q
         assert!(metrics.queue_fault().is_none(), "round {round}");
     }
 }
+
+/// A session of the test's own that holds `LOCK TABLE ab_alerts IN ACCESS EXCLUSIVE MODE`
+/// (as a migration or an operator's maintenance does) until dropped.
+struct TableLock {
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TableLock {
+    fn take(url: &Secret) -> Self {
+        let url = Secret::new(url.expose());
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("lock runtime")
+                .block_on(async move {
+                    let mut c = connect(&url).await.expect("connect");
+                    let txn = c.transaction().await.expect("begin");
+                    txn.batch_execute("LOCK TABLE ab_alerts IN ACCESS EXCLUSIVE MODE")
+                        .await
+                        .expect("lock");
+                    locked_tx.send(()).expect("tell");
+                    let _ = released.await;
+                    txn.rollback().await.expect("release");
+                });
+        });
+        locked_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the table is locked");
+        Self {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Issue 15: the reconnect waited without bound once connected. A transaction cut after its
+/// insert leaves alerts whose commit is uncertain; the reconnect looks them up — and while that
+/// query waited (here on a table lock), the writer tried nothing more and said nothing: the
+/// queue answered the old fault's reason for as long as it took, health too. Now each
+/// reconnect attempt as a whole is bounded: it ends, says why ("did not answer") and is tried
+/// again with backoff, and the queue is back once the database answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_that_hangs_once_connected_ends_says_why_and_is_tried_again() {
+    let Some(db) = TestDb::new() else { return };
+    let metrics = Arc::new(Metrics::default());
+    let q = PgQueue::open(
+        PgSettings {
+            url: Secret::new(db.url.expose()),
+            node: "a".into(),
+            lease: Duration::from_secs(10),
+        },
+        &QueueOptions::default(),
+        Arc::clone(&metrics),
+        Box::new(drop),
+    )
+    .expect("the queue opens");
+    q.enqueue("s", Alert::new("before")).await.expect("up");
+    let lock = TableLock::take(&db.url);
+    // The next enqueue's insert waits on the lock; its session is cut there: the transaction
+    // fails after its insert was sent (uncertain).
+    let pending = q.enqueue("s", Alert::new("cut"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cut = db.one(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = '{}' AND query LIKE 'INSERT INTO ab_alerts%'",
+            db.name
+        ));
+        if cut != "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the insert never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(pending.await, Err(QueueError::Unavailable { .. })));
+    let first = metrics.queue_fault().expect("down");
+    // The reconnect connects, then waits on the lock. Each attempt ends in time, says why,
+    // and the next one comes: the reason changes from the cut session's.
+    let deadline = Instant::now() + BACK_WITHIN;
+    let said = loop {
+        match metrics.queue_fault() {
+            Some(r) if r != first => break r,
+            Some(_) => {}
+            None => panic!("up while the table is locked?"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect attempt ended while the database did not answer: the queue still says \
+             {first:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(said.contains("did not answer"), "{said}");
+    drop(lock);
+    let back = enqueue_until_taken(&q, BACK_WITHIN).await;
+    assert!(back.is_ok(), "{back:?}");
+    assert!(metrics.queue_fault().is_none());
+}

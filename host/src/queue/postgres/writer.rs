@@ -15,7 +15,7 @@ use std::{
 
 use alertbridge_plugin_api::kit::Backoff;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, NoTls};
 
 use super::{Core, PgError, connect_as_node, decode_rows, lease_ms};
 use crate::{
@@ -266,13 +266,47 @@ impl Writer {
         }
     }
 
-    /// One attempt to reconnect (and migrate) after a fault.
+    /// One attempt to reconnect (and migrate) after a fault. The attempt as a whole — connect,
+    /// migrate, take the node name, look up the alerts of a failed transaction — is bounded by
+    /// [`COMMIT_TIMEOUT`]: a database that takes the connection and then does not answer (a
+    /// lock, a server still coming up) ends the attempt, which says why and is tried again
+    /// with backoff. (Unbounded, the writer waited there as long as the database did, tried
+    /// nothing more and logged nothing, while the queue answered the old fault's reason.)
     async fn reconnect(&mut self) {
-        let connected = tokio::time::timeout(COMMIT_TIMEOUT, connect_as_node(&self.core.settings))
-            .await
-            .unwrap_or(Err(PgError::Timeout(COMMIT_TIMEOUT)));
-        let client = match connected {
-            Ok(c) => c,
+        // Alerts of a failed transaction that did commit: nobody was told they were taken,
+        // but they are queued (and this node's), so they are delivered.
+        let uncertain = self.uncertain.clone();
+        let settings = &self.core.settings;
+        // To cut the session's query if the attempt ends in it: the server then ends the
+        // session (and frees the node name) instead of finishing the wait for nobody.
+        let mut cancel = None;
+        let attempt = async {
+            let client = connect_as_node(settings).await?;
+            cancel = Some(client.cancel_token());
+            let committed = if uncertain.is_empty() {
+                Vec::new()
+            } else {
+                let rows = client
+                    .query(
+                        "SELECT id, doc FROM ab_alerts WHERE id = ANY($1) AND owner = $2 AND NOT finished ORDER BY id",
+                        &[&uncertain, &settings.node],
+                    )
+                    .await
+                    .map_err(PgError::query("look for the alerts of the failed transaction"))?;
+                decode_rows(&rows)
+            };
+            Ok::<_, PgError>((client, committed))
+        };
+        let attempt = tokio::time::timeout(COMMIT_TIMEOUT, attempt).await;
+        if attempt.is_err()
+            && let Some(token) = cancel
+        {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(COMMIT_TIMEOUT, token.cancel_query(NoTls)).await;
+            });
+        }
+        let (client, committed) = match attempt.unwrap_or(Err(PgError::Timeout(COMMIT_TIMEOUT))) {
+            Ok(done) => done,
             Err(e) => {
                 let wait = self.backoff.next();
                 let reason = crate::error_chain(&e);
@@ -281,31 +315,7 @@ impl Writer {
                 return;
             }
         };
-        // Alerts of a failed transaction that did commit: nobody was told they were taken,
-        // but they are queued (and this node's), so they are delivered.
-        let uncertain = std::mem::take(&mut self.uncertain);
-        let committed = if uncertain.is_empty() {
-            Vec::new()
-        } else {
-            match client
-                .query(
-                    "SELECT id, doc FROM ab_alerts WHERE id = ANY($1) AND owner = $2 AND NOT finished ORDER BY id",
-                    &[&uncertain, &self.core.settings.node],
-                )
-                .await
-            {
-                Ok(rows) => decode_rows(&rows),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Queue reconnected but could not look for alerts of the failed transaction.");
-                    self.uncertain = uncertain;
-                    let wait = self.backoff.next();
-                    self.core
-                        .fault
-                        .set(crate::error_chain(&e), Instant::now() + wait);
-                    return;
-                }
-            }
-        };
+        self.uncertain.clear();
         self.client = Some(client);
         self.backoff.reset();
         self.core.fault.clear();
@@ -324,8 +334,8 @@ impl Writer {
         // A start with the database down resumed nothing: this node's own unfinished alerts
         // are taken up now (once; the lease task does it on its next tick if this fails).
         if let Some(client) = self.client.as_ref() {
-            match self.core.adopt(client).await {
-                Ok(Some(alerts)) => {
+            match tokio::time::timeout(COMMIT_TIMEOUT, self.core.adopt(client)).await {
+                Ok(Ok(Some(alerts))) => {
                     if !alerts.is_empty() {
                         tracing::info!(
                             count = alerts.len(),
@@ -334,9 +344,14 @@ impl Writer {
                     }
                     self.core.hand_on(alerts);
                 }
-                Ok(None) => {}
-                Err(e) => {
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
                     tracing::warn!(error = %crate::error_chain(&e), "Could not take up this host's unfinished alerts yet.")
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "Taking up this host's unfinished alerts took too long; the lease task tries again."
+                    )
                 }
             }
         }
