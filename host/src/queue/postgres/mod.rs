@@ -18,6 +18,7 @@
 //! The client is async (tokio-postgres); it runs on a small runtime of its own, so the trait's
 //! synchronous reads can wait for it from any thread, inside or outside the host's runtime.
 
+mod apply;
 mod lease;
 #[cfg(test)]
 mod reconnect_tests;

@@ -8,7 +8,7 @@
 //! COMMIT was sent) is handed on like any other.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,7 +17,11 @@ use alertbridge_plugin_api::kit::Backoff;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
-use super::{Core, PgError, connect_as_node, decode_rows, lease_ms};
+use super::{
+    Core, PgError,
+    apply::{IdPool, Stmts, apply},
+    connect_as_node, decode_rows,
+};
 use crate::{
     model::{StoredAlert, now_ms},
     queue::{Enqueued, Origin, QueueError, Taken},
@@ -49,21 +53,25 @@ pub(super) enum Cmd {
 }
 
 /// A save waiting to be written: the newest document of an alert.
-struct Pending {
-    finished: bool,
-    json: String,
+pub(super) struct Pending {
+    pub finished: bool,
+    pub json: String,
     replies: Vec<oneshot::Sender<Result<(), QueueError>>>,
 }
 
-struct NewAlert {
-    alert: Box<StoredAlert>,
-    json: String,
+pub(super) struct NewAlert {
+    pub alert: Box<StoredAlert>,
+    pub json: String,
     reply: oneshot::Sender<Result<Taken, QueueError>>,
 }
 
 pub(super) struct Writer {
     core: Arc<Core>,
     client: Option<Client>,
+    /// The writer's statements on `client`, prepared at its first commit.
+    stmts: Option<Stmts>,
+    /// Alert ids fetched ahead from the shared sequence.
+    ids: IdPool,
     /// Saves not yet written (the database failed); newest per alert.
     unsaved: BTreeMap<i64, Pending>,
     /// Ids of new alerts in a transaction that failed: some may have committed.
@@ -76,6 +84,8 @@ impl Writer {
         Self {
             core,
             client,
+            stmts: None,
+            ids: IdPool::default(),
             unsaved: BTreeMap::new(),
             uncertain: Vec::new(),
             backoff: Backoff::new(RECONNECT_FIRST, RECONNECT_MAX),
@@ -184,18 +194,22 @@ impl Writer {
         }
         // Ids of the new alerts the transaction inserts, known if it fails.
         let mut stored = Vec::new();
-        let result = match self.client.as_mut() {
+        let result = match self.client.as_ref() {
             None => Err(PgError::Timeout(Duration::ZERO)),
             Some(client) => {
-                match tokio::time::timeout(
-                    COMMIT_TIMEOUT,
-                    apply(client, &self.core, &new, &saves, &mut stored),
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(PgError::Timeout(COMMIT_TIMEOUT)),
-                }
+                let (stmts, ids, core) = (&mut self.stmts, &mut self.ids, &self.core);
+                let once = async {
+                    if stmts.is_none() {
+                        *stmts = Some(Stmts::prepare(client).await?);
+                    }
+                    let Some(st) = stmts.as_ref() else {
+                        return Err(PgError::Timeout(Duration::ZERO));
+                    };
+                    apply(client, st, ids, core, &new, &saves, &mut stored).await
+                };
+                tokio::time::timeout(COMMIT_TIMEOUT, once)
+                    .await
+                    .unwrap_or(Err(PgError::Timeout(COMMIT_TIMEOUT)))
             }
         };
         match result {
@@ -231,6 +245,7 @@ impl Writer {
                 let reason = crate::error_chain(&e);
                 tracing::error!(error = %reason, commands = new.len() + saves.len(), "Queue transaction failed; nothing in it was acknowledged. The queue is down until it reconnects.");
                 self.client = None;
+                self.stmts = None;
                 let wait = self.backoff.next();
                 self.core.fault.set(reason.clone(), Instant::now() + wait);
                 self.uncertain.append(&mut stored);
@@ -317,6 +332,7 @@ impl Writer {
         };
         self.uncertain.clear();
         self.client = Some(client);
+        self.stmts = None;
         self.backoff.reset();
         self.core.fault.clear();
         tracing::info!(
@@ -401,171 +417,4 @@ impl Writer {
             Err(_) => tracing::warn!("Queue pruning took too long; tried again later."),
         }
     }
-}
-
-/// What a committed transaction did.
-struct Applied {
-    /// Per new alert, in order.
-    taken: Vec<Taken>,
-    /// Saved alerts this node no longer owns: not written.
-    fenced: Vec<i64>,
-}
-
-/// One transaction: dedup keys, new alerts and saves.
-async fn apply(
-    client: &mut Client,
-    core: &Core,
-    new: &[NewAlert],
-    saves: &BTreeMap<i64, Pending>,
-    stored: &mut Vec<i64>,
-) -> Result<Applied, PgError> {
-    let node = &core.settings.node;
-    let ids: Vec<i64> = if new.is_empty() {
-        Vec::new()
-    } else {
-        client
-            .query(
-                "SELECT nextval('ab_alert_ids') FROM generate_series(1, $1::int8)",
-                &[&(new.len() as i64)],
-            )
-            .await
-            .map_err(PgError::query("number new alerts"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
-    // Before the rows can be seen: adoption must not take what this process hands on itself.
-    if let Some(&lowest) = ids.iter().min() {
-        core.first_own
-            .fetch_min(lowest, std::sync::atomic::Ordering::AcqRel);
-    }
-    let txn = client
-        .transaction()
-        .await
-        .map_err(PgError::query("begin a transaction"))?;
-    // Dedup: the first of each key in the batch claims it; the others are its duplicates.
-    let window = core.options.dedup_window.as_millis() as i64;
-    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut dup_of: Vec<Option<usize>> = vec![None; new.len()];
-    for (i, n) in new.iter().enumerate() {
-        // A zero window: every alert is new (as with the embedded queue).
-        if window == 0 {
-            break;
-        }
-        if let Some(key) = n.alert.alert.dedup_key.as_deref() {
-            match first.get(&(n.alert.source.as_str(), key)) {
-                Some(&j) => dup_of[i] = Some(j),
-                None => {
-                    first.insert((n.alert.source.as_str(), key), i);
-                }
-            }
-        }
-    }
-    // Alerts whose key was seen within the window (by any host): the first alert's id.
-    let mut seen: HashMap<usize, i64> = HashMap::new();
-    if !first.is_empty() {
-        // Sorted, so that hosts committing overlapping keys lock them in the same order.
-        let mut keyed: Vec<(&str, &str, usize)> =
-            first.iter().map(|(&(s, k), &i)| (s, k, i)).collect();
-        keyed.sort_unstable();
-        let sources: Vec<&str> = keyed.iter().map(|k| k.0).collect();
-        let keys: Vec<&str> = keyed.iter().map(|k| k.1).collect();
-        let alert_ids: Vec<i64> = keyed.iter().map(|k| ids[k.2]).collect();
-        let accepted: Vec<i64> = keyed.iter().map(|k| new[k.2].alert.accepted_ms).collect();
-        let won = txn
-            .query(
-                "INSERT INTO ab_dedup (source, dedup_key, alert_id, accepted_ms)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
-                 ON CONFLICT (source, dedup_key) DO UPDATE
-                   SET alert_id = EXCLUDED.alert_id, accepted_ms = EXCLUDED.accepted_ms
-                   WHERE ab_dedup.accepted_ms <= EXCLUDED.accepted_ms - $5
-                 RETURNING alert_id",
-                &[&sources, &keys, &alert_ids, &accepted, &window],
-            )
-            .await
-            .map_err(PgError::query("record dedup keys"))?;
-        let won: std::collections::HashSet<i64> = won.iter().map(|r| r.get(0)).collect();
-        let lost: Vec<&(&str, &str, usize)> =
-            keyed.iter().filter(|k| !won.contains(&ids[k.2])).collect();
-        if !lost.is_empty() {
-            let sources: Vec<&str> = lost.iter().map(|k| k.0).collect();
-            let keys: Vec<&str> = lost.iter().map(|k| k.1).collect();
-            let rows = txn
-                .query(
-                    "SELECT d.source, d.dedup_key, d.alert_id FROM ab_dedup d
-                     JOIN unnest($1::text[], $2::text[]) AS u(source, dedup_key)
-                       ON d.source = u.source AND d.dedup_key = u.dedup_key",
-                    &[&sources, &keys],
-                )
-                .await
-                .map_err(PgError::query("read dedup keys"))?;
-            let found: HashMap<(&str, &str), i64> = rows
-                .iter()
-                .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-                .collect();
-            for k in lost {
-                // The row was pruned between the two statements: a conflict on a row that
-                // vanished at once was an expired key; the alert is new, and its key goes
-                // unrecorded (the window had passed anyway).
-                if let Some(&id) = found.get(&(k.0, k.1)) {
-                    seen.insert(k.2, id);
-                }
-            }
-        }
-    }
-    let mut taken = Vec::with_capacity(new.len());
-    let (mut ins_ids, mut ins_sources, mut ins_acc, mut ins_docs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (i, n) in new.iter().enumerate() {
-        let first_id = dup_of[i]
-            .map(|j| seen.get(&j).copied().unwrap_or(ids[j]))
-            .or_else(|| seen.get(&i).copied());
-        match first_id {
-            Some(id) => taken.push(Taken {
-                id: id as u64,
-                duplicate: true,
-            }),
-            None => {
-                taken.push(Taken {
-                    id: ids[i] as u64,
-                    duplicate: false,
-                });
-                ins_ids.push(ids[i]);
-                ins_sources.push(n.alert.source.as_str());
-                ins_acc.push(n.alert.accepted_ms);
-                ins_docs.push(n.json.as_str());
-            }
-        }
-    }
-    if !ins_ids.is_empty() {
-        stored.clone_from(&ins_ids);
-        txn.execute(
-            "INSERT INTO ab_alerts (id, source, accepted_ms, owner, lease_until, doc)
-             SELECT u.id, u.source, u.acc, $5, now() + $6::float8 * interval '1 millisecond', u.doc
-             FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[]) AS u(id, source, acc, doc)",
-            &[&ins_ids, &ins_sources, &ins_acc, &ins_docs, node, &lease_ms(&core.settings)],
-        )
-        .await
-        .map_err(PgError::query("store new alerts"))?;
-    }
-    let mut fenced = Vec::new();
-    if !saves.is_empty() {
-        let ids: Vec<i64> = saves.keys().copied().collect();
-        let docs: Vec<&str> = saves.values().map(|p| p.json.as_str()).collect();
-        let fin: Vec<bool> = saves.values().map(|p| p.finished).collect();
-        let rows = txn
-            .query(
-                "UPDATE ab_alerts a SET doc = u.doc, finished = u.fin
-                 FROM unnest($1::int8[], $2::text[], $3::bool[]) AS u(id, doc, fin)
-                 WHERE a.id = u.id AND a.owner = $4
-                 RETURNING a.id",
-                &[&ids, &docs, &fin, node],
-            )
-            .await
-            .map_err(PgError::query("record outcomes"))?;
-        let written: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
-        fenced = ids.into_iter().filter(|id| !written.contains(id)).collect();
-    }
-    txn.commit().await.map_err(PgError::query("commit"))?;
-    Ok(Applied { taken, fenced })
 }
