@@ -7,11 +7,18 @@
 //! Prints a table: sustained alerts/s, and submit → deliver latency at a fixed offered rate.
 //!
 //! A second table runs the durable queue alone (no plugins, no routing) the way the dispatcher
-//! uses it — enqueue; once committed, a durable `sending` save; then the outcome save — with the
-//! outcome saved on its own commit (`Queue::save`, as before issue 17) and riding in the next
-//! commit (`Queue::save_outcome`): the queue's share of the cost, variant by variant.
-//! `BENCH_QUEUE_ONLY=1` runs only the second table, `BENCH_PIPELINE_ONLY=1` only the first;
-//! `BENCH_REPEAT` (3) runs of each queue variant alternate, and the table shows their medians.
+//! uses it — enqueue; once committed, a durable `sending` save; then the outcome save
+//! (`Queue::save_outcome`, riding in the next commit) — engine by engine: the real backends
+//! (redb, the segment log) and candidate engines driven by a model of the same write pattern
+//! (`engines`: redb, fjall, SQLite WAL; built with `--features bench-engines`, as
+//! `scripts/bench` does). `BENCH_ENGINES` picks some (comma-separated:
+//! `redb,log,redb-model,fjall,sqlite`; default all that are built). `BENCH_QUEUE_ONLY=1` runs only the second
+//! table, `BENCH_PIPELINE_ONLY=1` only the first; `BENCH_BACKEND=log` runs the pipeline on the
+//! log backend; `BENCH_REPEAT` (3) runs of each engine alternate, and the table shows their
+//! medians.
+
+#[cfg(feature = "bench-engines")]
+mod engines;
 
 use std::{
     path::{Path, PathBuf},
@@ -23,7 +30,7 @@ use alertbridge::{
     config::Config,
     model::StoredAlert,
     plugins::loader,
-    queue::{Queue, QueueOptions, RedbQueue},
+    queue::{LogQueue, OnCommit, Queue, QueueOptions, RedbQueue},
 };
 
 /// The same allocator as the `alertbridge` binary.
@@ -51,8 +58,12 @@ fn plugin_dir() -> PathBuf {
 fn config(dir: &Path, count: u64, rate: Option<u64>) -> Config {
     let d = dir.display();
     let rate = rate.map_or(String::new(), |r| format!("emit_rate_per_sec = {r}"));
+    let backend = std::env::var("BENCH_BACKEND").unwrap_or_else(|_| "redb".into());
     let text = format!(
         r#"
+[queue]
+backend = "{backend}"
+
 [host]
 data_dir = "{d}/data"
 plugin_dir = "{plugins}"
@@ -191,9 +202,86 @@ fn run(count: u64, rate: Option<u64>) -> Run {
     }
 }
 
-/// The size of the queue file in `data_dir`.
+/// The size of the queue's files in `data_dir` (every file under it).
 fn file_size(data_dir: &Path) -> u64 {
-    std::fs::metadata(data_dir.join("queue.redb")).map_or(0, |m| m.len())
+    std::fs::read_dir(data_dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => file_size(&e.path()),
+                _ => e.metadata().map_or(0, |m| m.len()),
+            })
+            .sum()
+    })
+}
+
+/// The queue engines of the queue-only table.
+#[derive(Clone, Copy)]
+enum Engine {
+    Redb,
+    Log,
+    #[cfg(feature = "bench-engines")]
+    RedbModel,
+    #[cfg(feature = "bench-engines")]
+    Fjall,
+    #[cfg(feature = "bench-engines")]
+    Sqlite,
+}
+
+impl Engine {
+    const ALL: &[(&'static str, Engine)] = &[
+        ("redb", Engine::Redb),
+        ("log", Engine::Log),
+        #[cfg(feature = "bench-engines")]
+        ("redb-model", Engine::RedbModel),
+        #[cfg(feature = "bench-engines")]
+        ("fjall", Engine::Fjall),
+        #[cfg(feature = "bench-engines")]
+        ("sqlite", Engine::Sqlite),
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Engine::Redb => "redb (RedbQueue)",
+            Engine::Log => "segment log (LogQueue)",
+            #[cfg(feature = "bench-engines")]
+            Engine::RedbModel => "redb (model)",
+            #[cfg(feature = "bench-engines")]
+            Engine::Fjall => "fjall 3, SyncData (model)",
+            #[cfg(feature = "bench-engines")]
+            Engine::Sqlite => "SQLite WAL, synchronous=FULL (model)",
+        }
+    }
+
+    fn open(self, dir: &Path, on_commit: OnCommit) -> Box<dyn Queue> {
+        let options = QueueOptions {
+            history_max_alerts: 1_000_000,
+            ..QueueOptions::default()
+        };
+        match self {
+            Engine::Redb => Box::new(
+                RedbQueue::open_with(dir, &options, Default::default(), on_commit).expect("redb"),
+            ),
+            Engine::Log => Box::new(
+                LogQueue::open_with(dir, &options, Default::default(), on_commit).expect("log"),
+            ),
+            #[cfg(feature = "bench-engines")]
+            Engine::RedbModel => Box::new(engines::KvQueue::new(
+                engines::RedbModel::open(dir),
+                on_commit,
+            )),
+            #[cfg(feature = "bench-engines")]
+            Engine::Fjall => Box::new(engines::KvQueue::new(
+                engines::FjallModel::open(dir),
+                on_commit,
+            )),
+            #[cfg(feature = "bench-engines")]
+            Engine::Sqlite => Box::new(engines::KvQueue::new(
+                engines::SqliteModel::open(dir),
+                on_commit,
+            )),
+        }
+    }
 }
 
 fn now_us() -> u64 {
@@ -210,10 +298,10 @@ fn sending_record() -> serde_json::Value {
     })
 }
 
-/// Runs `count` alerts through the queue alone, `rate` per second or as fast as possible
-/// (4096 in flight); the outcome is saved with `save_outcome` if `outcome_rides`, else with
-/// `save`. Latency: submit → the `sending` mark committed (when the send would begin).
-fn queue_alone(count: u64, rate: Option<u64>, outcome_rides: bool) -> Run {
+/// Runs `count` alerts through the queue alone on `engine`, `rate` per second or as fast as
+/// possible (4096 in flight). Latency: submit → the `sending` mark committed (when the send
+/// would begin).
+fn queue_alone(count: u64, rate: Option<u64>, engine: Engine) -> Run {
     use std::sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -226,19 +314,10 @@ fn queue_alone(count: u64, rate: Option<u64>, outcome_rides: bool) -> Run {
     let cpu_before = cpu_time();
     let (elapsed, latency) = rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StoredAlert>();
-        let options = QueueOptions {
-            history_max_alerts: 1_000_000,
-            ..QueueOptions::default()
-        };
-        let queue: Arc<dyn Queue> = Arc::new(
-            RedbQueue::open_with(
-                &dir.path().join("data"),
-                &options,
-                Arc::default(),
-                Box::new(move |e| drop(tx.send(e.alert))),
-            )
-            .expect("queue"),
-        );
+        let queue: Arc<dyn Queue> = Arc::from(engine.open(
+            &dir.path().join("data"),
+            Box::new(move |e| drop(tx.send(e.alert))),
+        ));
         let done = Arc::new(AtomicU64::new(0));
         let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count as usize)));
         let dispatcher = {
@@ -269,12 +348,7 @@ fn queue_alone(count: u64, rate: Option<u64>, outcome_rides: bool) -> Run {
                         r.sending = false;
                         r.outcome = alertbridge::model::Outcome::Delivered;
                         alert.finished_ms = Some(alertbridge::model::now_ms());
-                        let saved = if outcome_rides {
-                            queue.save_outcome(&alert)
-                        } else {
-                            queue.save(&alert)
-                        };
-                        saved.await.expect("outcome");
+                        queue.save_outcome(&alert).await.expect("outcome");
                         done.fetch_add(1, Ordering::Relaxed);
                     });
                 }
@@ -392,29 +466,32 @@ fn main() {
         .max(1);
     println!();
     println!(
-        "The queue alone (enqueue, `sending` save, outcome save; latency: submit → `sending` committed; median of {repeat} alternating runs by CPU):"
+        "The queue alone (enqueue, `sending` save, outcome riding the next commit; latency: submit → `sending` committed; median of {repeat} alternating runs by CPU):"
     );
     println!();
     println!(
-        "| variant | rate | alerts | wall time | alerts/s | CPU µs/alert | p50 ms | p99 ms | max ms | queue file MB |"
+        "| engine | rate | alerts | wall time | alerts/s | CPU µs/alert | p50 ms | p99 ms | max ms | queue file MB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let n = rate * secs;
-    let variants = [
-        ("outcome on its own commit (save)", false),
-        ("outcome rides the next commit (save_outcome)", true),
-    ];
+    let picked = std::env::var("BENCH_ENGINES").unwrap_or_default();
+    let variants: Vec<Engine> = Engine::ALL
+        .iter()
+        .filter(|(name, _)| picked.is_empty() || picked.split(',').any(|p| p.trim() == *name))
+        .map(|&(_, e)| e)
+        .collect();
     for (label, n, r) in [
         (format!("{rate}/s"), n, Some(rate)),
         ("as fast as possible".to_owned(), throughput_n, None),
     ] {
         let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
         for _ in 0..repeat {
-            for (runs, (_, rides)) in runs.iter_mut().zip(variants) {
-                runs.push(queue_alone(n, r, rides));
+            for (runs, &engine) in runs.iter_mut().zip(&variants) {
+                runs.push(queue_alone(n, r, engine));
             }
         }
-        for (mut runs, (name, _)) in runs.into_iter().zip(variants) {
+        for (mut runs, engine) in runs.into_iter().zip(&variants) {
+            let name = engine.label();
             runs.sort_by_key(|r| r.cpu);
             let run = &runs[runs.len() / 2];
             println!(

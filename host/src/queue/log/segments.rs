@@ -248,38 +248,6 @@ impl Log {
     }
 }
 
-/// Faults a test makes in a log folder's appends.
-#[cfg(test)]
-pub(super) mod failpoint {
-    use std::{
-        path::{Path, PathBuf},
-        sync::{Mutex, PoisonError},
-    };
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(in crate::queue::log) enum Fail {
-        /// Every append fails at once with ENOSPC (a full disk).
-        Full,
-        /// The frame is written, then the process "crashes" before `fdatasync` (EIO).
-        BeforeSync,
-    }
-
-    static FAILING: Mutex<Vec<(PathBuf, Fail)>> = Mutex::new(Vec::new());
-
-    pub(in crate::queue::log) fn set(dir: &Path, fail: Option<Fail>) {
-        let mut f = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
-        f.retain(|(d, _)| d != dir);
-        if let Some(fail) = fail {
-            f.push((dir.to_owned(), fail));
-        }
-    }
-
-    pub(super) fn get(dir: &Path) -> Option<Fail> {
-        let f = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
-        f.iter().find(|(d, _)| d == dir).map(|&(_, fail)| fail)
-    }
-}
-
 /// Creates segment `number` holding `frames` after its header: written under a temporary name,
 /// synced, renamed, and the folder synced.
 fn create_segment(
@@ -650,4 +618,36 @@ fn set_aside_undecodable(
     format::seal_frame(&mut buf, start, log.seq);
     log.append(&buf)?;
     Ok(ids)
+}
+
+/// Faults a test makes in a log folder's appends.
+#[cfg(test)]
+pub(super) mod failpoint {
+    use std::{
+        path::{Path, PathBuf},
+        sync::{Mutex, PoisonError},
+    };
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(in crate::queue::log) enum Fail {
+        /// Every append fails at once with ENOSPC (a full disk).
+        Full,
+        /// The frame is written, then the process "crashes" before `fdatasync` (EIO).
+        BeforeSync,
+    }
+
+    static FAILING: Mutex<Vec<(PathBuf, Fail)>> = Mutex::new(Vec::new());
+
+    pub(in crate::queue::log) fn set(dir: &Path, fail: Option<Fail>) {
+        let mut f = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
+        f.retain(|(d, _)| d != dir);
+        if let Some(fail) = fail {
+            f.push((dir.to_owned(), fail));
+        }
+    }
+
+    pub(super) fn get(dir: &Path) -> Option<Fail> {
+        let f = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
+        f.iter().find(|(d, _)| d == dir).map(|&(_, fail)| fail)
+    }
 }
