@@ -288,7 +288,7 @@ impl Ingest {
     /// The checks before the enqueue: not stopping, within the limits, and a place reserved —
     /// before the enqueue, so the submits of one batch in flight together cannot all pass the
     /// check; the place is given back when the submit is answered.
-    fn admit(&self, source: &str, alert: &Alert) -> Result<Reservation, IngestError> {
+    fn admit(&self, source: &Arc<str>, alert: &Alert) -> Result<Reservation, IngestError> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(IngestError::Stopping);
         }

@@ -62,7 +62,7 @@ pub struct Depth {
 #[derive(Debug)]
 pub struct Reservation {
     depth: Arc<Depth>,
-    source: String,
+    source: Arc<str>,
 }
 
 impl Drop for Reservation {
@@ -107,7 +107,8 @@ impl Depth {
     }
 
     /// Reserves a place for one submit from `source`, or says why there is none.
-    pub fn reserve(self: &Arc<Self>, source: &str) -> Result<Reservation, Full> {
+    /// No allocation once `source` has a count: this runs for every submit.
+    pub fn reserve(self: &Arc<Self>, source: &Arc<str>) -> Result<Reservation, Full> {
         let mut s = self.lock();
         let total = s.total.depth();
         if total >= s.limit {
@@ -116,22 +117,32 @@ impl Depth {
                 limit: s.limit,
             });
         }
-        let mine = s.counts.get(source).copied().unwrap_or_default().depth();
-        if let Some(&share) = s.shares.get(source)
+        let mine = s.counts.get(&**source).copied().unwrap_or_default().depth();
+        if let Some(&share) = s.shares.get(&**source)
             && mine >= share
         {
             return Err(Full::Share {
-                name: source.to_owned(),
+                name: source.to_string(),
                 depth: mine,
                 limit: share,
             });
         }
+        // Under the same lock as the check: a batch in flight cannot overshoot.
         s.total.pending += 1;
-        s.counts.entry(source.to_owned()).or_default().pending += 1;
+        match s.counts.get_mut(&**source) {
+            Some(c) => c.pending += 1,
+            None => {
+                let c = Count {
+                    pending: 1,
+                    ..Count::default()
+                };
+                s.counts.insert(source.to_string(), c);
+            }
+        }
         drop(s);
         Ok(Reservation {
             depth: Arc::clone(self),
-            source: source.to_owned(),
+            source: Arc::clone(source),
         })
     }
 
@@ -166,9 +177,10 @@ mod tests {
             5,
             [("hook".to_owned(), 3), ("mail".to_owned(), 2)],
         ));
-        let batch: Vec<_> = (0..3).map(|_| d.reserve("hook").unwrap()).collect();
+        let (hook, admin_name): (Arc<str>, Arc<str>) = ("hook".into(), "admin".into());
+        let batch: Vec<_> = (0..3).map(|_| d.reserve(&hook).unwrap()).collect();
         assert_eq!(
-            d.reserve("hook").unwrap_err(),
+            d.reserve(&hook).unwrap_err(),
             Full::Share {
                 name: "hook".into(),
                 depth: 3,
@@ -176,7 +188,9 @@ mod tests {
             },
             "a batch in flight cannot overshoot its share"
         );
-        let mail = d.reserve("mail").expect("the other source keeps its share");
+        let mail = d
+            .reserve(&"mail".into())
+            .expect("the other source keeps its share");
         // Commits land before the answers: the count errs high for a moment.
         for _ in 0..3 {
             d.queued("hook");
@@ -187,18 +201,15 @@ mod tests {
         d.queued("mail");
         drop(mail);
         let admin = d
-            .reserve("admin")
+            .reserve(&admin_name)
             .expect("a source without a share has the rest");
         assert_eq!(
-            d.reserve("admin").unwrap_err(),
+            d.reserve(&admin_name).unwrap_err(),
             Full::Total { depth: 5, limit: 5 }
         );
         drop(admin);
         d.finished("hook");
         assert_eq!(d.of("hook"), 2);
-        assert!(
-            d.reserve("hook").is_ok(),
-            "a finished alert frees its place"
-        );
+        assert!(d.reserve(&hook).is_ok(), "a finished alert frees its place");
     }
 }
