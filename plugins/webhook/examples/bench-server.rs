@@ -18,7 +18,7 @@ use alertbridge_webhook::source::WebhookSource;
 use tokio::signal::unix::{SignalKind, signal};
 
 // As many worker threads as the plugin's own runtime (`WebhookSource::WORKER_THREADS`).
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:19182".to_owned());
