@@ -389,6 +389,7 @@ fn the_whole_metrics_page_parses_and_counts_what_happened() {
         ("alertbridge_escalations_total", "counter"),
         ("alertbridge_alerts_silenced_total", "counter"),
         ("alertbridge_alerts_handed_over_total", "counter"),
+        ("alertbridge_alerts_taken_over_total", "counter"),
         ("alertbridge_digests_total", "counter"),
         ("alertbridge_digest_alerts_total", "counter"),
     ];
