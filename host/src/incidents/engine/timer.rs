@@ -38,13 +38,10 @@ impl Engine {
             // What every host changed: the unresolved incidents as the database has them.
             match self.inner.store.query(Query::Open).await {
                 Ok(open) => {
-                    let State {
-                        incidents,
-                        versions,
-                        ..
-                    } = &mut *st;
-                    incidents.retain(|_, i| i.is_resolved());
-                    versions.retain(|id, _| incidents.contains_key(id));
+                    // The copies kept are the open ones (bounded; a resolved one is read from
+                    // the database when asked for).
+                    st.incidents.clear();
+                    st.versions.clear();
                     for v in open {
                         remember(&mut st, v);
                     }
