@@ -182,7 +182,7 @@ impl Log {
         next_id: u64,
     ) -> Result<View, QueueError> {
         let number = self.active.number + 1;
-        let mut frames = Vec::new();
+        // Every frame of the new segment, back to back (each bounded like any frame).
         let mut buf = Vec::new();
         let mut docs = BTreeMap::new();
         let mut start = format::open_frame(&mut buf);
@@ -225,9 +225,8 @@ impl Log {
         }
         self.seq += 1;
         format::seal_frame(&mut buf, start, self.seq);
-        frames.push(buf);
-        let file = create_segment(&self.dir, self.queue_id, number, FLAG_BASE, &frames[0])?;
-        let end = HEADER_BYTES as u64 + frames[0].len() as u64;
+        let file = create_segment(&self.dir, self.queue_id, number, FLAG_BASE, &buf)?;
+        let end = HEADER_BYTES as u64 + buf.len() as u64;
         for (&old, _) in std::mem::take(&mut self.sizes).iter() {
             let path = segment_path(&self.dir, old);
             if let Err(e) = fs::remove_file(&path) {
