@@ -3,6 +3,9 @@
 //! `test-source` plugin (`src`) and the `ucwa` sink (`lync`), whose route `critical` (severity
 //! high or critical) names the escalation policy `oncall`: group `first` (Alice) at once, Bob after
 //! `bob_secs`, Carol after `carol_secs`; offline recipients are skipped.
+//!
+//! [`WebhookBed`]: the same host and simulator with the `webhook` source instead (Alertmanager's
+//! resolved notices resolve), whose route `nodes` escalates through the levels a test names.
 
 use std::time::{Duration, Instant};
 
@@ -34,27 +37,7 @@ pub struct IncidentBed {
 impl IncidentBed {
     /// Starts both, the host in `dir` (its config, log and data folder).
     pub fn start(dir: &std::path::Path, bob_secs: u64, carol_secs: u64) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let users = [
-            ("alerts@contoso.com", "alert-pw"),
-            (ALICE, "a"),
-            (BOB, "b"),
-            (CAROL, "c"),
-            (ERIN, "e"),
-        ]
-        .map(|(u, p)| UserSpec::new(u, p, "Online"))
-        .to_vec();
-        let sim = rt
-            .block_on(Simulator::start(SimConfig {
-                users,
-                invitation_timeout: Duration::from_millis(2000),
-                ..SimConfig::default()
-            }))
-            .expect("start the UCWA simulator");
+        let (rt, sim) = start_sim(&[ALICE, BOB, CAROL, ERIN], Duration::from_millis(2000));
         let (admin, control) = (free_port(), free_port());
         let config = config(
             dir,
@@ -139,6 +122,170 @@ impl IncidentBed {
     }
 }
 
+/// The UCWA simulator on a runtime of its own, with the bot (`alerts@contoso.com`) and `users`
+/// (each with the password of its first letter), all online.
+pub fn start_sim(
+    users: &[&str],
+    invitation_timeout: Duration,
+) -> (tokio::runtime::Runtime, SimHandle) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut specs = vec![UserSpec::new("alerts@contoso.com", "alert-pw", "Online")];
+    for user in users {
+        let password = user.trim_start_matches("sip:").get(..1).unwrap_or("x");
+        specs.push(UserSpec::new(user, password, "Online"));
+    }
+    let sim = rt
+        .block_on(Simulator::start(SimConfig {
+            users: specs,
+            invitation_timeout,
+            ..SimConfig::default()
+        }))
+        .expect("start the UCWA simulator");
+    (rt, sim)
+}
+
+/// The real host with the `webhook` source `monitoring` (Alertmanager's resolved notices
+/// resolve) and the `ucwa` sink `lync` against the simulator; route `nodes` (every alert of
+/// `monitoring`) escalates through `node-oncall`, one user per level.
+pub struct WebhookBed {
+    /// The host's folder (config, log, data), kept for a look if the test failed.
+    pub dir: crate::ha::Scratch,
+    pub sim: SimHandle,
+    pub rt: tokio::runtime::Runtime,
+    /// The webhook's port.
+    pub hook: u16,
+    admin: u16,
+}
+
+impl WebhookBed {
+    /// Starts the simulator (users `users`, a ring-out of 500 ms) and picks the ports; the host
+    /// starts with [`WebhookBed::start_host`], once its webhook's token file exists.
+    pub fn new(users: &[&str]) -> Self {
+        let (rt, sim) = start_sim(users, Duration::from_millis(500));
+        Self {
+            dir: crate::ha::Scratch::new(),
+            sim,
+            rt,
+            hook: free_port(),
+            admin: free_port(),
+        }
+    }
+
+    /// `http://127.0.0.1:<hook><path>`.
+    pub fn hook_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.hook)
+    }
+
+    /// Writes a webhook tokens file holding `token`; its path.
+    pub fn tokens_file(&self, token: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join("webhook.tokens");
+        std::fs::write(&path, format!("{token}\n")).expect("write the tokens file");
+        path
+    }
+
+    /// Starts the host, its webhook taking the tokens in `tokens`; `levels` are the policy's
+    /// (user, `after_secs`), in order.
+    pub fn start_host(&self, tokens: &std::path::Path, levels: &[(&str, u64)]) -> Host {
+        let d = self.dir.path();
+        let levels: String = levels
+            .iter()
+            .map(|(user, secs)| format!("  {{ users = [\"{user}\"], after_secs = {secs} }},\n"))
+            .collect();
+        let source = format!(
+            r#"
+[[source]]
+name = "monitoring"
+plugin = "webhook"
+[source.config]
+listen = "127.0.0.1:{hook}"
+tokens_file = "{tokens}"
+alertmanager = {{ resolved = "resolve" }}
+"#,
+            hook = self.hook,
+            tokens = tokens.display(),
+        );
+        let config = format!(
+            r#"{base}
+[[escalation]]
+name = "node-oncall"
+levels = [
+{levels}]
+{route}"#,
+            base = ucwa_host(d, self.admin, &self.sim.discover_url(), &source),
+            route = escalation_route("nodes", "source = \"monitoring\"", "node-oncall"),
+        );
+        Host::start(d, self.admin, &config)
+    }
+
+    /// The texts `user` received, oldest first.
+    pub fn texts(&self, user: &str) -> Vec<String> {
+        self.sim
+            .received(user)
+            .into_iter()
+            .map(|im| im.text)
+            .collect()
+    }
+
+    /// Whether `user` received an IM whose subject or text holds `needle`.
+    pub fn paged(&self, user: &str, needle: &str) -> bool {
+        self.sim
+            .received(user)
+            .iter()
+            .any(|im| im.subject.contains(needle) || im.text.contains(needle))
+    }
+}
+
+/// `[host]`, `[delivery]` (quick retries, no presence cache), the `source` block and the `ucwa`
+/// sink `lync` logging in as the bot at `discover`, for a host in `dir` with its admin API on
+/// `admin`.
+fn ucwa_host(dir: &std::path::Path, admin: u16, discover: &str, source: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+[host]
+data_dir = "{d}/data"
+admin_listen = "127.0.0.1:{admin}"
+stop_deadline_ms = 3000
+
+[delivery]
+per_recipient_per_minute = 0
+retry_initial_ms = 100
+retry_max_ms = 500
+presence_cache_ms = 0
+{source}
+[[sink]]
+name = "lync"
+plugin = "ucwa"
+[sink.config]
+autodiscover_url = "{discover}"
+allow_http = true
+username = "alerts@contoso.com"
+password = "alert-pw"
+presence_cache_ms = 0
+request_timeout_secs = 5
+"#
+    )
+}
+
+/// Route `name` (alerts matching `matcher`) escalating through `policy` on `lync`, offline
+/// recipients skipped.
+fn escalation_route(name: &str, matcher: &str, policy: &str) -> String {
+    format!(
+        r#"
+[[route]]
+name = "{name}"
+match = {{ {matcher} }}
+escalation = "{policy}"
+sinks = ["lync"]
+offline = {{ policy = "skip" }}
+"#
+    )
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -154,37 +301,17 @@ fn config(
     bob_secs: u64,
     carol_secs: u64,
 ) -> String {
-    let d = dir.display();
-    format!(
+    let source = format!(
         r#"
-[host]
-data_dir = "{d}/data"
-admin_listen = "127.0.0.1:{admin}"
-stop_deadline_ms = 3000
-
-[delivery]
-per_recipient_per_minute = 0
-retry_initial_ms = 100
-retry_max_ms = 500
-presence_cache_ms = 0
-
 [[source]]
 name = "src"
 plugin = "test-source"
 [source.config]
 control_listen = "127.0.0.1:{control}"
-
-[[sink]]
-name = "lync"
-plugin = "ucwa"
-[sink.config]
-autodiscover_url = "{discover}"
-allow_http = true
-username = "alerts@contoso.com"
-password = "alert-pw"
-presence_cache_ms = 0
-request_timeout_secs = 5
-
+"#
+    );
+    format!(
+        r#"{base}
 [groups]
 first = ["{ALICE}"]
 
@@ -195,13 +322,8 @@ levels = [
   {{ users = ["{BOB}"], after_secs = {bob_secs} }},
   {{ users = ["{CAROL}"], after_secs = {carol_secs} }},
 ]
-
-[[route]]
-name = "critical"
-match = {{ severity = ">=high" }}
-escalation = "oncall"
-sinks = ["lync"]
-offline = {{ policy = "skip" }}
-"#
+{route}"#,
+        base = ucwa_host(dir, admin, discover, &source),
+        route = escalation_route("critical", "severity = \">=high\"", "oncall"),
     )
 }

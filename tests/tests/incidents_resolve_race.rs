@@ -10,70 +10,15 @@
 //! Before the resolve was remembered, the firing alert opened an open incident and paged Alice
 //! (and Bob after 1 s) for something already resolved.
 
-use std::{fs, path::Path, time::Duration};
+use std::time::Duration;
 
 use alertbridge_testbed::{
-    harness::{Host, free_port, request, wait_until},
-    ucwa_sim::{SimConfig, Simulator, UserSpec},
+    harness::{request, wait_until},
+    incident_bed::{ALICE, BOB, LONG, WebhookBed},
 };
 use serde_json::{Value, json};
 
-const LONG: Duration = Duration::from_secs(30);
-const ALICE: &str = "sip:alice@contoso.com";
-const BOB: &str = "sip:bob@contoso.com";
 const TOKEN: &str = "resolve-race-token-3d9a";
-
-fn config(dir: &Path, admin: u16, hook: u16, tokens: &Path, discover: &str) -> String {
-    let d = dir.display();
-    let tokens = tokens.display();
-    format!(
-        r#"
-[host]
-data_dir = "{d}/data"
-admin_listen = "127.0.0.1:{admin}"
-stop_deadline_ms = 3000
-
-[delivery]
-per_recipient_per_minute = 0
-retry_initial_ms = 100
-retry_max_ms = 500
-presence_cache_ms = 0
-
-[[source]]
-name = "monitoring"
-plugin = "webhook"
-[source.config]
-listen = "127.0.0.1:{hook}"
-tokens_file = "{tokens}"
-alertmanager = {{ resolved = "resolve" }}
-
-[[sink]]
-name = "lync"
-plugin = "ucwa"
-[sink.config]
-autodiscover_url = "{discover}"
-allow_http = true
-username = "alerts@contoso.com"
-password = "alert-pw"
-presence_cache_ms = 0
-request_timeout_secs = 5
-
-[[escalation]]
-name = "node-oncall"
-levels = [
-  {{ users = ["{ALICE}"], after_secs = 0 }},
-  {{ users = ["{BOB}"], after_secs = 1 }},
-]
-
-[[route]]
-name = "nodes"
-match = {{ source = "monitoring" }}
-escalation = "node-oncall"
-sinks = ["lync"]
-offline = {{ policy = "skip" }}
-"#
-    )
-}
 
 /// One alert of an Alertmanager notification, firing or resolved (the resolved one keeps
 /// `startsAt` and gains `endsAt`).
@@ -95,31 +40,8 @@ fn alert(status: &str) -> Value {
 
 #[test]
 fn firing_and_resolved_back_to_back_open_the_incident_resolved_and_page_nobody() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let sim = rt
-        .block_on(Simulator::start(SimConfig {
-            users: vec![
-                UserSpec::new("alerts@contoso.com", "alert-pw", "Online"),
-                UserSpec::new(ALICE, "a", "Online"),
-                UserSpec::new(BOB, "b", "Online"),
-            ],
-            invitation_timeout: Duration::from_millis(500),
-            ..SimConfig::default()
-        }))
-        .expect("start the UCWA simulator");
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("webhook.tokens");
-    fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
-    let (admin, hook) = (free_port(), free_port());
-    let host = Host::start(
-        dir.path(),
-        admin,
-        &config(dir.path(), admin, hook, &tokens, &sim.discover_url()),
-    );
+    let bed = WebhookBed::new(&[ALICE, BOB]);
+    let host = bed.start_host(&bed.tokens_file(TOKEN), &[(ALICE, 0), (BOB, 1)]);
 
     let body = json!({
         "version": "4", "status": "firing", "receiver": "bridge",
@@ -128,7 +50,7 @@ fn firing_and_resolved_back_to_back_open_the_incident_resolved_and_page_nobody()
     let bearer = format!("Bearer {TOKEN}");
     let answer = request(
         "POST",
-        &format!("http://127.0.0.1:{hook}/api/v1/alertmanager"),
+        &bed.hook_url("/api/v1/alertmanager"),
         &[
             ("content-type", "application/json"),
             ("authorization", &bearer),
@@ -156,7 +78,7 @@ fn firing_and_resolved_back_to_back_open_the_incident_resolved_and_page_nobody()
     // Longer than level 2's wait: still nobody paged, and no second incident.
     std::thread::sleep(Duration::from_millis(1500));
     for user in [ALICE, BOB] {
-        let ims = sim.received(user);
+        let ims = bed.sim.received(user);
         assert!(ims.is_empty(), "{user} paged: {ims:#?}");
     }
     let all = host.api("/api/v1/incidents");
