@@ -10,5 +10,6 @@ pub mod incident_bed;
 pub mod pop3_server;
 pub mod postgres;
 pub mod servers;
+pub mod sink_bed;
 pub mod ucma_sim;
 pub mod ucwa_sim;

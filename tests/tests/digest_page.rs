@@ -4,41 +4,19 @@
 //! carried with their outcomes, 200 rows at a time with "more". `/metrics` counts the digests
 //! and the alerts they carried.
 
-use std::{collections::BTreeSet, fs, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use alertbridge_testbed::{
     browser::Browser,
-    harness::{Host, emit, free_port, get, wait_until},
+    harness::{emit, get, wait_until},
     servers,
+    sink_bed::SinkBed,
 };
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn config(dir: &std::path::Path, admin: u16, control: u16) -> String {
-    let d = dir.display();
-    format!(
-        r#"
-[host]
-data_dir = "{d}/data"
-admin_listen = "127.0.0.1:{admin}"
-public_url = "http://127.0.0.1:{admin}/"
-
-[delivery]
-per_recipient_per_minute = 0
-
-[[source]]
-name = "src"
-plugin = "test-source"
-[source.config]
-control_listen = "127.0.0.1:{control}"
-
-[[sink]]
-name = "lync"
-plugin = "test-sink"
-[sink.config]
-record_file = "{d}/delivered.jsonl"
-
+const ROUTES: &str = r#"
 [[route]]
 name = "grouped"
 users = ["sip:alice@contoso.com"]
@@ -46,22 +24,11 @@ sinks = ["lync"]
 group_by = ["severity"]
 group_wait_ms = 1500
 group_interval_ms = 60000
-"#
-    )
-}
-
-/// The IMs the test sink recorded.
-fn records(dir: &std::path::Path) -> Vec<Value> {
-    fs::read_to_string(dir.join("delivered.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+"#;
 
 /// The "Full list" link of the recorded digest IM whose subject starts with `tag`.
-fn link_of(dir: &std::path::Path, tag: &str) -> Option<String> {
-    records(dir)
+fn link_of(bed: &SinkBed, tag: &str) -> Option<String> {
+    bed.records()
         .iter()
         .filter(|r| r["subject"].as_str().is_some_and(|s| s.starts_with(tag)))
         .find_map(|r| {
@@ -109,9 +76,8 @@ fn the_digest_link_opens_the_page_listing_exactly_its_alerts() {
     let Some(chromium) = servers::chromium() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (admin, control) = (free_port(), free_port());
-    let host = Host::start(dir.path(), admin, &config(dir.path(), admin, control));
+    let bed = SinkBed::start(ROUTES);
+    let (host, admin, control) = (&bed.host, bed.admin, bed.control);
     // Two groups at once: 30 critical alerts, 250 normal ones.
     let critical = ids(&emit(
         control,
@@ -125,8 +91,8 @@ fn the_digest_link_opens_the_page_listing_exactly_its_alerts() {
     let (mut link, mut big) = (String::new(), String::new());
     wait_until("both digest IMs", LONG, || {
         match (
-            link_of(dir.path(), "[FIRING ×30]"),
-            link_of(dir.path(), "[FIRING ×250]"),
+            link_of(&bed, "[FIRING ×30]"),
+            link_of(&bed, "[FIRING ×250]"),
         ) {
             (Some(a), Some(b)) => {
                 (link, big) = (a, b);
@@ -140,7 +106,7 @@ fn the_digest_link_opens_the_page_listing_exactly_its_alerts() {
             .iter()
             .all(|a| a["state"] == "finished")
     });
-    assert_eq!(records(dir.path()).len(), 2, "one IM per group");
+    assert_eq!(bed.records().len(), 2, "one IM per group");
     let first = critical.first().unwrap();
     assert_eq!(link, format!("http://127.0.0.1:{admin}/?digest={first}"));
 

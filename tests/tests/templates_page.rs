@@ -7,36 +7,14 @@ use std::{fs, time::Duration};
 
 use alertbridge_testbed::{
     browser::Browser,
-    harness::{Host, emit, free_port, wait_until},
+    harness::{emit, wait_until},
     servers,
+    sink_bed::SinkBed,
 };
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn config(dir: &std::path::Path, admin: u16, control: u16) -> String {
-    let d = dir.display();
-    format!(
-        r#"
-[host]
-data_dir = "{d}/data"
-admin_listen = "127.0.0.1:{admin}"
-public_url = "http://127.0.0.1:{admin}/"
-
-[delivery]
-per_recipient_per_minute = 0
-
-[[source]]
-name = "src"
-plugin = "test-source"
-[source.config]
-control_listen = "127.0.0.1:{control}"
-
-[[sink]]
-name = "lync"
-plugin = "test-sink"
-[sink.config]
-record_file = "{d}/delivered.jsonl"
-
+const ROUTES: &str = r#"
 [groups]
 ops = ["sip:alice@contoso.com"]
 
@@ -44,24 +22,21 @@ ops = ["sip:alice@contoso.com"]
 name = "all"
 groups = ["ops"]
 sinks = ["lync"]
-template = "{{{{ subject }}}}: {{{{ alert_url }}}}"
-"#
-    )
-}
+template = "{{ subject }}: {{ alert_url }}"
+"#;
 
 #[test]
 fn the_link_in_the_im_opens_that_alert_on_the_status_page() {
     let Some(chromium) = servers::chromium() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (admin, control) = (free_port(), free_port());
-    let host = Host::start(dir.path(), admin, &config(dir.path(), admin, control));
+    let bed = SinkBed::start(ROUTES);
+    let (host, admin, control) = (&bed.host, bed.admin, bed.control);
     let first = emit(control, "count=1&prefix=first&subject=Disk%20full");
     let id = first["ids"][0].as_u64().expect("an alert id");
     // 40 later alerts push the first out of the page's list of 30 recent ones.
     emit(control, "count=40&prefix=later&subject=Later");
-    let record = dir.path().join("delivered.jsonl");
+    let record = bed.record_file();
     let mut link = String::new();
     wait_until("the first alert's IM", LONG, || {
         let text = fs::read_to_string(&record).unwrap_or_default();
@@ -122,11 +97,9 @@ fn bodies(record: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn a_reload_puts_a_changed_template_in_force_and_a_broken_one_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (admin, control) = (free_port(), free_port());
-    let text = config(dir.path(), admin, control);
-    let host = Host::start(dir.path(), admin, &text);
-    let record = dir.path().join("delivered.jsonl");
+    let bed = SinkBed::start(ROUTES);
+    let (host, control, text) = (&bed.host, bed.control, bed.config.clone());
+    let record = bed.record_file();
     emit(control, "count=1&prefix=a&subject=Before");
     wait_until("the first IM", LONG, || bodies(&record).len() == 1);
 
