@@ -77,7 +77,7 @@ fn the_digest_link_opens_the_page_listing_exactly_its_alerts() {
         return;
     };
     let bed = SinkBed::start(ROUTES);
-    let (host, admin, control) = (&bed.host, bed.admin, bed.control);
+    let (host, admin, control) = (&bed.host, bed.admin, bed.port);
     // Two groups at once: 30 critical alerts, 250 normal ones.
     let critical = ids(&emit(
         control,

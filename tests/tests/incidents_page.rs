@@ -6,12 +6,13 @@
 //! `resolve` resolves it. A host without escalation policies shows no incident section.
 //! Screenshots go to `target/screenshots/`.
 
-use std::{fs, path::Path, time::Duration};
+use std::time::Duration;
 
 use alertbridge_testbed::{
     browser::Browser,
-    harness::{Host, free_port, request, wait_until},
+    harness::{Host, request, wait_until},
     servers,
+    sink_bed::SinkBed,
 };
 use serde_json::{Value, json};
 
@@ -19,8 +20,8 @@ const LONG: Duration = Duration::from_secs(30);
 const ADMIN_TOKEN: &str = "incident-page-admin-token-8e21";
 const HOOK_TOKEN: &str = "incident-page-hook-token";
 
-fn config(dir: &Path, admin: u16, webhook: u16, escalation: bool) -> String {
-    let d = dir.display();
+/// The routes: one escalating through a policy, or (`escalation` false) a plain one.
+fn start(escalation: bool) -> SinkBed {
     let route = if escalation {
         r#"
 [[escalation]]
@@ -44,42 +45,8 @@ groups = ["leads"]
 sinks = ["lync"]
 "#
     };
-    format!(
-        r#"
-[host]
-data_dir = "{d}/data"
-admin_listen = "127.0.0.1:{admin}"
-admin_token_file = "admin.token"
-
-[delivery]
-per_recipient_per_minute = 0
-
-[[source]]
-name = "monitoring"
-plugin = "webhook"
-[source.config]
-listen = "127.0.0.1:{webhook}"
-tokens_file = "{d}/tokens"
-
-[[sink]]
-name = "lync"
-plugin = "test-sink"
-[sink.config]
-record_file = "{d}/delivered.jsonl"
-
-[groups]
-leads = ["sip:bob@contoso.com"]
-{route}"#
-    )
-}
-
-fn start(dir: &Path, escalation: bool) -> (Host, u16) {
-    fs::write(dir.join("tokens"), format!("{HOOK_TOKEN}\n")).unwrap();
-    fs::write(dir.join("admin.token"), format!("{ADMIN_TOKEN}\n")).unwrap();
-    let (admin, webhook) = (free_port(), free_port());
-    // Host::start waits for the webhook's port too (the admin API answers first).
-    let host = Host::start(dir, admin, &config(dir, admin, webhook, escalation));
-    (host, webhook)
+    let routes = format!("\n[groups]\nleads = [\"sip:bob@contoso.com\"]\n{route}");
+    SinkBed::start_webhook(HOOK_TOKEN, ADMIN_TOKEN, &routes)
 }
 
 /// GET on the admin API with the token.
@@ -127,8 +94,12 @@ fn the_page_shows_an_incident_live_and_its_buttons_ack_and_resolve_it() {
     let Some(chromium) = servers::chromium() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (host, webhook) = start(dir.path(), true);
+    let SinkBed {
+        host,
+        port: webhook,
+        dir: _dir,
+        ..
+    } = start(true);
     let browser = Browser::start(&chromium);
     open_signed_in(&browser, &host);
     let marker = browser.script("window.__marker = 7; return 7;", json!([]));
@@ -234,8 +205,9 @@ fn without_escalation_policies_the_page_shows_no_incident_section() {
     let Some(chromium) = servers::chromium() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (host, _) = start(dir.path(), false);
+    let SinkBed {
+        host, dir: _dir, ..
+    } = start(false);
     let browser = Browser::start(&chromium);
     open_signed_in(&browser, &host);
     // Two refreshes of the incidents after going live: still hidden, and no error shown.

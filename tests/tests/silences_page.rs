@@ -4,43 +4,20 @@
 //! `silenced` with the silence's id and reaches nobody; the page's "expire" ends the silence and
 //! the alert after it is delivered. Screenshots go to `target/screenshots/`.
 
-use std::{fs, path::Path, time::Duration};
+use std::{fs, time::Duration};
 
 use alertbridge_testbed::{
     browser::Browser,
-    harness::{Host, free_port, request, wait_until},
+    harness::{request, wait_until},
     servers,
+    sink_bed::SinkBed,
 };
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(30);
 const TOKEN: &str = "silence-page-token-93ab10";
 
-fn config(dir: &Path, admin: u16, webhook: u16) -> String {
-    let d = dir.display();
-    format!(
-        r#"
-[host]
-data_dir = "{d}/data"
-admin_listen = "127.0.0.1:{admin}"
-admin_token_file = "admin.token"
-
-[delivery]
-per_recipient_per_minute = 0
-
-[[source]]
-name = "monitoring"
-plugin = "webhook"
-[source.config]
-listen = "127.0.0.1:{webhook}"
-tokens_file = "{d}/tokens"
-
-[[sink]]
-name = "lync"
-plugin = "test-sink"
-[sink.config]
-record_file = "{d}/delivered.jsonl"
-
+const ROUTES: &str = r#"
 [groups]
 ops = ["sip:alice@contoso.com", "sip:bob@contoso.com"]
 
@@ -48,9 +25,7 @@ ops = ["sip:alice@contoso.com", "sip:bob@contoso.com"]
 name = "ops"
 groups = ["ops"]
 sinks = ["lync"]
-"#
-    )
-}
+"#;
 
 fn post_alert(webhook: u16, subject: &str) {
     let body = json!({"subject": subject, "severity": "critical",
@@ -73,12 +48,9 @@ fn the_page_silences_alerts_like_one_and_expires_the_silence() {
     let Some(chromium) = servers::chromium() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("tokens"), "page-hook-token\n").unwrap();
-    fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
-    let (admin, webhook) = (free_port(), free_port());
-    let host = Host::start(dir.path(), admin, &config(dir.path(), admin, webhook));
-    let delivered = || fs::read_to_string(dir.path().join("delivered.jsonl")).unwrap_or_default();
+    let bed = SinkBed::start_webhook("page-hook-token", TOKEN, ROUTES);
+    let (host, webhook) = (&bed.host, bed.port);
+    let delivered = || fs::read_to_string(bed.record_file()).unwrap_or_default();
     post_alert(webhook, "Disk full on db01");
 
     let browser = Browser::start(&chromium);

@@ -31,7 +31,7 @@ fn the_link_in_the_im_opens_that_alert_on_the_status_page() {
         return;
     };
     let bed = SinkBed::start(ROUTES);
-    let (host, admin, control) = (&bed.host, bed.admin, bed.control);
+    let (host, admin, control) = (&bed.host, bed.admin, bed.port);
     let first = emit(control, "count=1&prefix=first&subject=Disk%20full");
     let id = first["ids"][0].as_u64().expect("an alert id");
     // 40 later alerts push the first out of the page's list of 30 recent ones.
@@ -98,7 +98,7 @@ fn bodies(record: &std::path::Path) -> Vec<String> {
 #[test]
 fn a_reload_puts_a_changed_template_in_force_and_a_broken_one_is_refused() {
     let bed = SinkBed::start(ROUTES);
-    let (host, control, text) = (&bed.host, bed.control, bed.config.clone());
+    let (host, control, text) = (&bed.host, bed.port, bed.config.clone());
     let record = bed.record_file();
     emit(control, "count=1&prefix=a&subject=Before");
     wait_until("the first IM", LONG, || bodies(&record).len() == 1);
