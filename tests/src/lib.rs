@@ -11,5 +11,6 @@ pub mod pop3_server;
 pub mod postgres;
 pub mod servers;
 pub mod sink_bed;
+pub mod ucma_bed;
 pub mod ucma_sim;
 pub mod ucwa_sim;

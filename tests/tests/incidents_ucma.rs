@@ -9,8 +9,9 @@
 use std::time::{Duration, Instant};
 
 use alertbridge_testbed::{
-    harness::{Host, emit, free_port, wait_until},
-    ucma_sim::{Availability, Conversation, SimConfig, SimHandle, Simulator},
+    harness::{Host, emit, wait_until},
+    ucma_bed::UcmaBed,
+    ucma_sim::{Conversation, SimHandle},
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -23,54 +24,6 @@ const CAROL: &str = "sip:carol@contoso.com";
 /// Level 2 is paged this long after the incident opened, level 3 after [`LEVEL3_SECS`].
 const LEVEL2_SECS: u64 = 1;
 const LEVEL3_SECS: u64 = 4;
-
-fn config(dir: &std::path::Path, admin: u16, control: u16, endpoint: &str) -> String {
-    let d = dir.display();
-    format!(
-        r#"
-[host]
-data_dir = "{d}/data"
-admin_listen = "127.0.0.1:{admin}"
-stop_deadline_ms = 3000
-
-[delivery]
-per_recipient_per_minute = 0
-retry_initial_ms = 50
-retry_max_ms = 200
-presence_cache_ms = 0
-
-[[source]]
-name = "src"
-plugin = "test-source"
-[source.config]
-control_listen = "127.0.0.1:{control}"
-
-[[sink]]
-name = "ocs"
-plugin = "ucma"
-[sink.config]
-endpoint = "{endpoint}"
-secret = "{SECRET}"
-health_interval_ms = 200
-inbound = true
-inbound_wait_ms = 1000
-
-[[escalation]]
-name = "db-oncall"
-levels = [
-  {{ users = ["{ALICE}"], after_secs = 0 }},
-  {{ users = ["{BOB}"], after_secs = {LEVEL2_SECS} }},
-  {{ users = ["{CAROL}"], after_secs = {LEVEL3_SECS} }},
-]
-
-[[route]]
-name = "db"
-escalation = "db-oncall"
-sinks = ["ocs"]
-offline = {{ policy = "skip" }}
-"#
-    )
-}
 
 /// Every line the bot said to `user`, in every conversation with them, oldest first.
 fn bot_lines(sim: &SimHandle, user: &str) -> Vec<String> {
@@ -108,25 +61,17 @@ fn until(host: &Host, sim: &SimHandle, what: &str, mut done: impl FnMut() -> boo
 
 #[test]
 fn unanswered_page_escalates_to_level_2_whose_ack_through_ucma_stops_it() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let sim = rt
-        .block_on(Simulator::start(
-            SimConfig::new(SECRET)
-                .user(ALICE, Availability::Online)
-                .user(BOB, Availability::Online)
-                .user(CAROL, Availability::Online),
-        ))
-        .expect("start the bridge simulator");
-    let dir = tempfile::tempdir().unwrap();
-    let (admin, control) = (free_port(), free_port());
-    let host = Host::start(
-        dir.path(),
-        admin,
-        &config(dir.path(), admin, control, &sim.url()),
+    let UcmaBed {
+        host,
+        sim,
+        port: control,
+        rt: _rt,
+        dir: _dir,
+    } = UcmaBed::start(
+        SECRET,
+        &[ALICE, BOB, CAROL],
+        &[(ALICE, 0), (BOB, LEVEL2_SECS), (CAROL, LEVEL3_SECS)],
+        None,
     );
 
     let v = emit(

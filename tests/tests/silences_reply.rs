@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use alertbridge_testbed::{
-    harness::{Host, free_port, request, wait_until},
-    ucma_sim::{Availability, SimConfig, Simulator},
+    harness::{request, wait_until},
+    ucma_bed::UcmaBed,
 };
 use serde_json::{Value, json};
 
@@ -17,49 +17,6 @@ const LONG: Duration = Duration::from_secs(30);
 const SECRET: &str = "silences-reply-secret-0123456789";
 const HOOK: &str = "silences-reply-hook-token";
 const ALICE: &str = "sip:alice@contoso.com";
-
-fn config(dir: &std::path::Path, admin: u16, webhook: u16, endpoint: &str) -> String {
-    let d = dir.display();
-    format!(
-        r#"
-[host]
-data_dir = "{d}/data"
-admin_listen = "127.0.0.1:{admin}"
-stop_deadline_ms = 3000
-
-[delivery]
-per_recipient_per_minute = 0
-presence_cache_ms = 0
-
-[[source]]
-name = "monitoring"
-plugin = "webhook"
-[source.config]
-listen = "127.0.0.1:{webhook}"
-tokens_file = "{d}/tokens"
-
-[[sink]]
-name = "ocs"
-plugin = "ucma"
-[sink.config]
-endpoint = "{endpoint}"
-secret = "{SECRET}"
-health_interval_ms = 200
-inbound = true
-inbound_wait_ms = 1000
-
-[[escalation]]
-name = "db-oncall"
-levels = [ {{ users = ["{ALICE}"], after_secs = 0 }} ]
-
-[[route]]
-name = "db"
-escalation = "db-oncall"
-sinks = ["ocs"]
-offline = {{ policy = "skip" }}
-"#
-    )
-}
 
 fn post(webhook: u16, subject: &str, labels: Value) -> u64 {
     let body = json!({"subject": subject, "severity": "critical", "labels": labels});
@@ -81,24 +38,13 @@ fn post(webhook: u16, subject: &str, labels: Value) -> u64 {
 
 #[test]
 fn a_silence_2h_reply_silences_alerts_like_the_incidents() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let sim = rt
-        .block_on(Simulator::start(
-            SimConfig::new(SECRET).user(ALICE, Availability::Online),
-        ))
-        .expect("start the bridge simulator");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tokens"), format!("{HOOK}\n")).unwrap();
-    let (admin, webhook) = (free_port(), free_port());
-    let host = Host::start(
-        dir.path(),
-        admin,
-        &config(dir.path(), admin, webhook, &sim.url()),
-    );
+    let UcmaBed {
+        host,
+        sim,
+        port: webhook,
+        rt: _rt,
+        dir: _dir,
+    } = UcmaBed::start(SECRET, &[ALICE], &[(ALICE, 0)], Some(HOOK));
     let labels = json!({"alertname": "ReplicationLag", "host": "db02"});
     post(webhook, "Replication lag on db02", labels.clone());
     wait_until("Alice paged for #1", LONG, || {
