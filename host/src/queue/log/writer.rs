@@ -10,8 +10,9 @@
 //! batches without one) still left 1,141/s and 913/s (redb 1,920 and 991).
 //!
 //! A failed write (disk full while zero-filling ahead, EFBIG, EIO) answers its enqueues "queue
-//! unavailable, try later", keeps its saves, and marks the queue down; the writer then reopens the log with backoff — recovery zeroes a torn last frame — and
-//! hands on any alert the failed commit did make durable.
+//! unavailable, try later", keeps its saves, and marks the queue down; the writer then reopens
+//! the log with backoff — recovery zeroes a torn last frame — and hands on any alert the failed
+//! commit did make durable.
 
 use std::{
     collections::BTreeMap,
