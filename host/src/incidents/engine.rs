@@ -50,29 +50,36 @@ pub const HANDOVER: Duration = Duration::from_secs(5);
 /// How many times a change is made again after another host changed the incident first.
 const CONFLICT_TRIES: u32 = 8;
 
-/// Wall-clock milliseconds read through tokio's clock, so tests can pause and advance it.
+/// Wall-clock milliseconds: the system's own (the clock the queue stamps `accepted_ms` with,
+/// so a resolve remembered after an alert was accepted never reads as earlier), or, in tests,
+/// read through tokio's clock so they can pause and advance it.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    wall0: i64,
-    at0: Instant,
+    /// `None`: the system's wall clock.
+    paused: Option<(i64, Instant)>,
 }
 
 impl Clock {
     /// The system's wall clock.
     pub fn system() -> Self {
-        Self::starting_at(crate::model::now_ms())
+        Self { paused: None }
     }
 
-    /// A clock that reads `wall_ms` now (tests: a restart some time later).
+    /// A clock that reads `wall_ms` now and then goes on with tokio's clock (tests: a restart
+    /// some time later).
     pub fn starting_at(wall_ms: i64) -> Self {
         Self {
-            wall0: wall_ms,
-            at0: Instant::now(),
+            paused: Some((wall_ms, Instant::now())),
         }
     }
 
     pub fn now_ms(&self) -> i64 {
-        self.wall0 + i64::try_from(self.at0.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
+        match self.paused {
+            None => crate::model::now_ms(),
+            Some((wall0, at0)) => {
+                wall0 + i64::try_from(at0.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
+            }
+        }
     }
 
     fn instant_at(&self, wall_ms: i64) -> Instant {

@@ -560,3 +560,18 @@ async fn delivery_feedback_takes_an_alert_once_joins_repeats_and_passes_a_level_
     run.stop.cancel();
     run.task.await.unwrap();
 }
+
+/// The system clock the engine stamps a remembered resolve with never reads earlier than the
+/// queue's `accepted_ms` taken before it: an early resolve must apply to the alert accepted
+/// just before it. (It was a wall clock read once plus tokio's elapsed time, each cut to the
+/// millisecond, so it ran up to 2 ms behind: a firing and a resolved alert of one
+/// Alertmanager notification, handed over within a millisecond, paged for the resolved one.)
+#[test]
+fn the_system_clock_never_reads_behind_the_queues() {
+    let clock = Clock::system();
+    std::thread::sleep(Duration::from_micros(700));
+    for _ in 0..20_000 {
+        let accepted = crate::model::now_ms();
+        assert!(clock.now_ms() >= accepted);
+    }
+}
