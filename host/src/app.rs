@@ -156,8 +156,7 @@ impl Bridge {
         // at the start of every alert's round.
         let store: Arc<dyn SilenceStore> = match &config.queue {
             QueueBackend::Postgres(pg) => Arc::new(PgSilences::open(pg.url.clone())?),
-            // The embedded queue backends: this host's own file.
-            _ => Arc::new(RedbSilences::open(&h.data_dir)?),
+            QueueBackend::Redb | QueueBackend::Log => Arc::new(RedbSilences::open(&h.data_dir)?),
         };
         let silences = Arc::new(Silences::open(store)?);
         dispatcher.set_silences(Arc::clone(&silences));
