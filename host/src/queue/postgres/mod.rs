@@ -90,6 +90,14 @@ pub enum PgError {
         "the database's queue schema is version {found}, newer than this alertbridge knows ({known}): upgrade alertbridge"
     )]
     NewerSchema { found: i32, known: i32 },
+    /// The migration could not run (a connection lost on the way): tried again.
+    #[error("cannot migrate the queue schema")]
+    Migrate(#[source] Box<refinery::Error>),
+    /// The database's migrations are not this build's (one edited, or one this build lacks).
+    #[error(
+        "cannot migrate the queue schema: the database's migrations differ from this alertbridge's"
+    )]
+    Diverged(#[source] Box<refinery::Error>),
     #[error(
         "another running alertbridge already uses [queue] node = \"{0}\" on this database: give each host its own node name"
     )]
@@ -385,7 +393,10 @@ impl PgQueue {
         let client = match first {
             Ok(Ok(c)) => Some(c),
             Ok(Err(
-                e @ (PgError::Url(_) | PgError::NewerSchema { .. } | PgError::NodeInUse(_)),
+                e @ (PgError::Url(_)
+                | PgError::NewerSchema { .. }
+                | PgError::Diverged(_)
+                | PgError::NodeInUse(_)),
             )) => {
                 return Err(e.into());
             }

@@ -56,6 +56,13 @@ impl Proxy {
                     .block_on(serve(port, target, rx, stop));
             }
         });
+        // Up once it takes connections: its thread binds the port again, a moment later (a
+        // queue opened before that met "connection refused").
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the proxy listens");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Self {
             port,
             mode,

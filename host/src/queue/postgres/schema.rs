@@ -1,9 +1,9 @@
-//! The PostgreSQL queue's schema: versioned migrations applied at start (each in its own
-//! transaction, under an advisory lock so that hosts starting together apply it once), and the
-//! schema state `alertbridge check` reports.
+//! The PostgreSQL queue's schema: versioned migrations applied at start by refinery (each in
+//! its own transaction, checksums checked, under an advisory lock so that hosts starting
+//! together apply them once), and the schema state `alertbridge check` reports.
 //!
 //! ```text
-//! ab_schema   version → name, applied_at: one row per migration applied
+//! ab_schema_history   refinery's: version → name, applied_on, checksum
 //! ab_alerts   id → source, accepted_ms, finished, owner (node), lease_until, doc (JSON StoredAlert)
 //! ab_dedup    (source, dedup_key) → alert_id, accepted_ms: one alert per key within the window
 //! ab_alert_ids  the sequence alert ids come from, shared by every host
@@ -15,11 +15,13 @@ use tokio_postgres::Client;
 
 use super::PgError;
 
-/// The migrations, in order; a migration is never changed once released, only added to.
+/// The migrations, in order, as `(version, name, SQL)` (a name is one word: refinery's
+/// `V{version}__{name}`); a migration is never changed once released, only added to
+/// (refinery refuses a database whose applied migration's checksum differs).
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
-        "alerts, dedup keys and leases",
+        "alerts_dedup_keys_and_leases",
         "
 CREATE SEQUENCE ab_alert_ids;
 CREATE TABLE ab_alerts (
@@ -128,16 +130,22 @@ impl fmt::Display for SchemaState {
     }
 }
 
+/// The table refinery records applied migrations in.
+const HISTORY: &str = "ab_schema_history";
+
 /// The schema state, read only.
 pub async fn state(client: &Client) -> Result<SchemaState, PgError> {
     let exists: bool = client
-        .query_one("SELECT to_regclass('ab_schema') IS NOT NULL", &[])
+        .query_one("SELECT to_regclass('ab_schema_history') IS NOT NULL", &[])
         .await
         .map_err(PgError::query("read the schema version"))?
         .get(0);
     let current = if exists {
         client
-            .query_one("SELECT coalesce(max(version), 0) FROM ab_schema", &[])
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM ab_schema_history",
+                &[],
+            )
             .await
             .map_err(PgError::query("read the schema version"))?
             .get(0)
@@ -151,68 +159,54 @@ pub async fn state(client: &Client) -> Result<SchemaState, PgError> {
 }
 
 /// Applies every migration not yet applied; returns the state after. Refuses a database a
-/// newer build migrated.
+/// newer build migrated, or one whose applied migrations differ from this build's.
 pub async fn migrate(client: &mut Client) -> Result<SchemaState, PgError> {
+    // A session lock around the whole run: hosts starting together migrate one after another
+    // (the second finds nothing to do).
     client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS ab_schema (
-                version    integer PRIMARY KEY,
-                name       text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )",
-        )
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
-        .or_else(|e| {
-            // Two hosts creating it at once: one of them sees the other's row in the catalog.
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(PgError::query("create the schema version table"))?;
-    for (version, name, sql) in MIGRATIONS {
-        let txn = client
-            .transaction()
-            .await
-            .map_err(PgError::query("begin a migration"))?;
-        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-            .await
-            .map_err(PgError::query("lock the schema"))?;
-        let current: i32 = txn
-            .query_one("SELECT coalesce(max(version), 0) FROM ab_schema", &[])
-            .await
-            .map_err(PgError::query("read the schema version"))?
-            .get(0);
-        if current > latest() {
-            return Err(PgError::NewerSchema {
-                found: current,
-                known: latest(),
-            });
-        }
-        if current >= *version {
-            continue;
-        }
-        txn.batch_execute(sql)
-            .await
-            .map_err(PgError::query("apply a migration"))?;
-        txn.execute(
-            "INSERT INTO ab_schema (version, name) VALUES ($1, $2)",
-            &[version, name],
-        )
+        .map_err(PgError::query("lock the schema"))?;
+    let ran = run(client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await
-        .map_err(PgError::query("record a migration"))?;
-        txn.commit()
-            .await
-            .map_err(PgError::query("commit a migration"))?;
-        tracing::info!(version, name, "Queue schema migrated.");
-    }
-    let s = state(client).await?;
-    if s.is_newer() {
+        .map_err(PgError::query("unlock the schema"));
+    let state = ran?;
+    unlocked?;
+    Ok(state)
+}
+
+async fn run(client: &mut Client) -> Result<SchemaState, PgError> {
+    let before = state(client).await?;
+    if before.is_newer() {
         return Err(PgError::NewerSchema {
-            found: s.current,
-            known: s.latest,
+            found: before.current,
+            known: before.latest,
         });
     }
-    Ok(s)
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, name, sql)| {
+            refinery::Migration::unapplied(&format!("V{version}__{name}"), sql)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PgError::Migrate(Box::new(e)))?;
+    let mut runner = refinery::Runner::new(&migrations);
+    runner.set_migration_table_name(HISTORY);
+    let report = runner.run_async(client).await.map_err(|e| {
+        use refinery::error::Kind;
+        match e.kind() {
+            Kind::DivergentVersion(..) | Kind::MissingVersion(_) => PgError::Diverged(Box::new(e)),
+            _ => PgError::Migrate(Box::new(e)),
+        }
+    })?;
+    for m in report.applied_migrations() {
+        tracing::info!(
+            version = m.version(),
+            name = m.name(),
+            "Queue schema migrated."
+        );
+    }
+    state(client).await
 }

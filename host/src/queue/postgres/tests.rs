@@ -85,7 +85,14 @@ impl TestDb {
     pub(crate) fn go_down(&self) {
         self.admin_sql(&format!(
             "ALTER DATABASE {0} ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';
+             DO $$ BEGIN
+                 -- A terminated session ends a moment later: down once none is left (5 s).
+                 FOR i IN 1..500 LOOP
+                     EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{0}');
+                     PERFORM pg_sleep(0.01);
+                 END LOOP;
+             END $$;",
             self.name
         ));
     }
@@ -194,12 +201,15 @@ async fn schema_is_created_on_an_empty_database_and_migrating_again_changes_noth
     assert_eq!(a.unwrap(), after);
     assert_eq!(b.unwrap(), after);
     assert_eq!(
-        db.one("SELECT count(*) FROM ab_schema"),
+        db.one("SELECT count(*) FROM ab_schema_history"),
         schema::latest().to_string()
     );
     drop(q);
     // A database a newer build migrated is refused with one clear line.
-    db.sql("INSERT INTO ab_schema (version, name) VALUES (999, 'from the future')");
+    db.sql(
+        "INSERT INTO ab_schema_history (version, name, applied_on, checksum) \
+         VALUES (999, 'from_the_future', '', '0')",
+    );
     let err = PgQueue::open(
         settings(&db, "a", 10_000),
         &QueueOptions::default(),
@@ -213,6 +223,28 @@ async fn schema_is_created_on_an_empty_database_and_migrating_again_changes_noth
             .contains("version 999, newer than this alertbridge knows"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_database_whose_applied_migration_differs_from_this_builds_is_refused() {
+    let Some(db) = TestDb::new() else { return };
+    drop(open(&db, "a", 10_000, Box::new(drop)));
+    // Migration 1 as applied is not this build's migration 1 (edited after release).
+    db.sql("UPDATE ab_schema_history SET checksum = '1' WHERE version = 1");
+    let err = PgQueue::open(
+        settings(&db, "a", 10_000),
+        &QueueOptions::default(),
+        Arc::new(Metrics::default()),
+        Box::new(drop),
+    )
+    .err()
+    .expect("refused");
+    let text = crate::error_chain(&err);
+    assert!(
+        text.contains("migrations differ from this alertbridge's"),
+        "{text}"
+    );
+    assert!(text.contains("alerts_dedup_keys_and_leases"), "{text}");
 }
 
 #[tokio::test]
