@@ -214,35 +214,10 @@ impl Engine {
         policy: &str,
         pass_unreachable: bool,
     ) -> Result<Opened, IncidentError> {
-        self.open_or_join_at(
-            alert_id,
-            None,
-            source,
-            alert,
-            route,
-            policy,
-            pass_unreachable,
-        )
-        .await
-    }
-
-    /// [`Engine::open_or_join`]; with `accepted_ms`, a resolve of its dedup key remembered at
-    /// or after that time opens the incident already resolved, paging nobody.
-    #[allow(clippy::too_many_arguments)]
-    async fn open_or_join_at(
-        &self,
-        alert_id: u64,
-        accepted_ms: Option<i64>,
-        source: &str,
-        alert: &Alert,
-        route: &str,
-        policy: &str,
-        pass_unreachable: bool,
-    ) -> Result<Opened, IncidentError> {
         self.retry("open an incident", || {
             self.open_or_join_once(
                 alert_id,
-                accepted_ms,
+                None,
                 source,
                 alert,
                 route,
@@ -253,6 +228,9 @@ impl Engine {
         .await
     }
 
+    /// [`Engine::open_or_join`] once (no retry on a conflict); with `accepted_ms`, a resolve of
+    /// its dedup key remembered at or after that time opens the incident already resolved,
+    /// paging nobody.
     #[allow(clippy::too_many_arguments)]
     async fn open_or_join_once(
         &self,
@@ -420,15 +398,17 @@ impl Engine {
                 seen: inc.seen,
             });
         }
-        self.open_or_join_at(
-            alert_id,
-            Some(accepted_ms),
-            source,
-            alert,
-            route,
-            policy,
-            pass_unreachable,
-        )
+        self.retry("open an incident", || {
+            self.open_or_join_once(
+                alert_id,
+                Some(accepted_ms),
+                source,
+                alert,
+                route,
+                policy,
+                pass_unreachable,
+            )
+        })
         .await
     }
 

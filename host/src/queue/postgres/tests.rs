@@ -145,6 +145,18 @@ fn settings(db: &TestDb, node: &str, lease_ms: u64) -> PgSettings {
     }
 }
 
+/// Opening a queue on `db` as `node` is refused at start: why.
+fn refused(db: &TestDb, node: &str) -> QueueError {
+    PgQueue::open(
+        settings(db, node, 10_000),
+        &QueueOptions::default(),
+        Arc::new(Metrics::default()),
+        Box::new(drop),
+    )
+    .err()
+    .expect("refused")
+}
+
 fn open(db: &TestDb, node: &str, lease_ms: u64, on_commit: OnCommit) -> PgQueue {
     PgQueue::open(
         settings(db, node, lease_ms),
@@ -210,14 +222,7 @@ async fn schema_is_created_on_an_empty_database_and_migrating_again_changes_noth
         "INSERT INTO ab_schema_history (version, name, applied_on, checksum) \
          VALUES (999, 'from_the_future', '', '0')",
     );
-    let err = PgQueue::open(
-        settings(&db, "a", 10_000),
-        &QueueOptions::default(),
-        Arc::new(Metrics::default()),
-        Box::new(drop),
-    )
-    .err()
-    .expect("refused");
+    let err = refused(&db, "a");
     assert!(
         err.to_string()
             .contains("version 999, newer than this alertbridge knows"),
@@ -231,14 +236,7 @@ async fn a_database_whose_applied_migration_differs_from_this_builds_is_refused(
     drop(open(&db, "a", 10_000, Box::new(drop)));
     // Migration 1 as applied is not this build's migration 1 (edited after release).
     db.sql("UPDATE ab_schema_history SET checksum = '1' WHERE version = 1");
-    let err = PgQueue::open(
-        settings(&db, "a", 10_000),
-        &QueueOptions::default(),
-        Arc::new(Metrics::default()),
-        Box::new(drop),
-    )
-    .err()
-    .expect("refused");
+    let err = refused(&db, "a");
     let text = crate::error_chain(&err);
     assert!(
         text.contains("migrations differ from this alertbridge's"),
@@ -665,14 +663,7 @@ async fn a_host_started_while_the_database_is_down_comes_up_and_takes_up_its_wor
 async fn a_second_host_with_the_same_node_name_is_refused() {
     let Some(db) = TestDb::new() else { return };
     let first = open(&db, "ab1", 10_000, Box::new(drop));
-    let again = PgQueue::open(
-        settings(&db, "ab1", 10_000),
-        &QueueOptions::default(),
-        Arc::new(Metrics::default()),
-        Box::new(drop),
-    )
-    .err()
-    .expect("refused");
+    let again = refused(&db, "ab1");
     assert!(
         again
             .to_string()
