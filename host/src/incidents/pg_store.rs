@@ -9,7 +9,11 @@
 //! ```
 //!
 //! Every save is a compare-and-swap on `version`: a host that read an incident before another
-//! host changed it gets [`IncidentError::Conflict`] and reads it again. The connection is made
+//! host changed it gets [`IncidentError::Conflict`] and reads it again. An incident opened
+//! already resolved by a remembered resolve consumes that resolve in the same statement that
+//! stores it: of two hosts opening an incident with one remembered resolve at the same moment,
+//! one opens it resolved and the other gets [`IncidentError::KeyTaken`] (it opens again, as if
+//! the resolve had never been remembered, as a single host does). The connection is made
 //! on first use and again after it broke; a call while the database is away fails with
 //! [`IncidentError::Storage`] naming the cause (the engine's caller sees it; the timer retries).
 
@@ -175,6 +179,15 @@ fn columns(inc: &Incident) -> Result<Columns, IncidentError> {
     })
 }
 
+/// For an incident opened already resolved (only a remembered resolve of its dedup key does
+/// that): when that resolve arrived, to find it.
+fn resolved_early(inc: &Incident) -> Option<i64> {
+    match (&inc.resolved, &inc.dedup_key) {
+        (Some(mark), Some(_)) if inc.is_resolved() => Some(mark.at_ms),
+        _ => None,
+    }
+}
+
 async fn select(client: &Client, query: &Query) -> Result<Vec<Versioned>, IncidentError> {
     let what = "read incidents";
     let rows = match query {
@@ -266,17 +279,38 @@ impl IncidentStore for PgIncidents {
     fn create(&self, incident: &Incident) -> BoxFuture<'static, Result<i64, IncidentError>> {
         let inner = Arc::clone(&self.inner);
         let cols = columns(incident);
+        let early = resolved_early(incident);
         Box::pin(async move {
             let c = cols?;
             Self::call(inner, "open an incident", |client| async move {
-                let r = client
-                    .execute(
-                        "INSERT INTO ab_incidents (id, version, resolved, dedup_key, first_alert, opened_ms, doc)
-                         VALUES ($1, 1, $2, $3, $4, $5, $6)",
-                        &[&c.id, &c.resolved, &c.dedup_key, &c.first_alert, &c.opened_ms, &c.doc],
-                    )
-                    .await;
+                let r = match early {
+                    None => {
+                        client
+                            .execute(
+                                "INSERT INTO ab_incidents (id, version, resolved, dedup_key, first_alert, opened_ms, doc)
+                                 VALUES ($1, 1, $2, $3, $4, $5, $6)",
+                                &[&c.id, &c.resolved, &c.dedup_key, &c.first_alert, &c.opened_ms, &c.doc],
+                            )
+                            .await
+                    }
+                    // Stored only if the remembered resolve is still there, and consumed with
+                    // it: one statement, so two hosts cannot both use it.
+                    Some(at_ms) => {
+                        client
+                            .execute(
+                                "WITH spent AS (
+                                    DELETE FROM ab_early_resolves
+                                    WHERE dedup_key = $3 AND (doc::jsonb ->> 'at_ms')::int8 = $7
+                                    RETURNING 1)
+                                 INSERT INTO ab_incidents (id, version, resolved, dedup_key, first_alert, opened_ms, doc)
+                                 SELECT $1, 1, $2, $3, $4, $5, $6 FROM spent",
+                                &[&c.id, &c.resolved, &c.dedup_key, &c.first_alert, &c.opened_ms, &c.doc, &at_ms],
+                            )
+                            .await
+                    }
+                };
                 match r {
+                    Ok(0) => Err(IncidentError::KeyTaken(c.dedup_key.unwrap_or_default())),
                     Ok(_) => Ok(1),
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                         Err(IncidentError::KeyTaken(c.dedup_key.unwrap_or_default()))

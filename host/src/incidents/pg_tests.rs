@@ -2,8 +2,8 @@
 //! one line without it), as two hosts sharing it: a due step pages once, an ack on one host
 //! stops the other's timer, the same ack at both is taken once, a step due on a dead host fires
 //! once on the survivor (a page it recorded but never handed too), one incident per dedup key,
-//! a remembered resolve seen by the other host, and the database away: clear errors, the timer
-//! catches up after.
+//! a remembered resolve seen by the other host and used once when both use it at once, and
+//! the database away: clear errors, the timer catches up after.
 //!
 //! The engines' clocks are set apart instead of waiting: an engine started "later" sees the
 //! step due, and its timer pass ([`Engine::tick`]) is called directly.
@@ -234,6 +234,65 @@ async fn a_resolve_remembered_on_one_host_resolves_the_alert_opening_on_the_othe
     let inc = a.get(o.id).await.expect("incident");
     assert_eq!(inc.state, IncidentState::Resolved);
     assert!(handed.keys().is_empty(), "nobody paged");
+}
+
+/// Issue 15: the remembered resolve was read by both hosts and consumed after each stored its
+/// incident, so two alerts opening at once on two hosts both opened resolved by it. It
+/// resolves one; the other alert opens its incident as if nothing was remembered (as on one
+/// host) and pages.
+#[tokio::test]
+async fn a_remembered_resolve_used_by_two_hosts_at_once_resolves_one_incident() {
+    let Some(db) = TestDb::new() else { return };
+    let handed = Arc::new(Handed::default());
+    let (a, b) = (host(&db, &handed, 0).await, host(&db, &handed, 0).await);
+    let accepted = crate::model::now_ms() - 1000;
+    // Several keys, so that the hosts meet on the remembered resolve at least once.
+    const KEYS: u64 = 5;
+    for k in 0..KEYS {
+        let key = format!("disk{k}");
+        assert!(
+            b.resolve_by_key(&key, "am")
+                .await
+                .expect("resolve")
+                .is_none()
+        );
+        let firing = alert(&key);
+        let (oa, ob) = tokio::join!(
+            a.take_alert(10 + 2 * k, accepted, "am", &firing, "critical", "ops", true),
+            b.take_alert(11 + 2 * k, accepted, "am", &firing, "critical", "ops", true),
+        );
+        let (oa, ob) = (
+            oa.expect("a takes its alert"),
+            ob.expect("b takes its alert"),
+        );
+        assert_ne!(oa.id, ob.id, "{key}: two alerts, two incidents");
+        let states: Vec<IncidentState> = [oa.id, ob.id]
+            .into_iter()
+            .map(|id| db_state(&db, id))
+            .collect();
+        assert_eq!(
+            states
+                .iter()
+                .filter(|s| **s == IncidentState::Resolved)
+                .count(),
+            1,
+            "{key}: one incident resolved by the one remembered resolve: {states:?}"
+        );
+    }
+    assert_eq!(
+        handed.users(),
+        vec!["alice"; KEYS as usize],
+        "each key's other incident paged"
+    );
+    assert_eq!(db.one("SELECT count(*) FROM ab_early_resolves"), "0");
+}
+
+/// The incident's state as the database has it.
+fn db_state(db: &TestDb, id: IncidentId) -> IncidentState {
+    let doc = db.one(&format!("SELECT doc FROM ab_incidents WHERE id = {}", id.0));
+    serde_json::from_str::<Incident>(&doc)
+        .expect("incident decodes")
+        .state
 }
 
 #[tokio::test]
