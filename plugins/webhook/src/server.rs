@@ -2,15 +2,18 @@
 //! HTTP/1.1 and HTTP/2 (h2c by prior knowledge, h2 by ALPN) through hyper-util's auto builder,
 //! deadlines against slow clients, and graceful stop.
 //!
-//! Slow and idle clients: a connection that has not started a request `header_read_timeout`
-//! after it was accepted (TLS handshake included) is closed; on HTTP/1 hyper applies the same
-//! deadline to every request head, so an idle keep-alive connection is closed after it too. The
-//! body has its own deadline in the handler (408). On every protocol (HTTP/2 included, where a
-//! client that answers PINGs would otherwise stay forever) a connection with no request in
-//! flight for `idle_timeout` — requests refused with 401 do not count as activity — and any
-//! connection older than `max_connection_age` is told to finish (HTTP/2 GOAWAY), and dropped
-//! if it has not within `request_timeout` more. So nobody holds a `max_connections` slot for
-//! long without sending alerts.
+//! Slow and idle clients: a connection that has not sent a whole request head
+//! `header_read_timeout` after it was accepted (TLS handshake included) is closed; on HTTP/1 the
+//! same deadline runs again from the end of every request, so an idle keep-alive connection or
+//! a slow next head is cut off too. The body has its own deadline in the handler (408). On every
+//! protocol (HTTP/2 included, where a client that answers PINGs would otherwise stay forever) a
+//! connection with no request in flight for `idle_timeout` — requests refused with 401 do not
+//! count as activity — and any connection older than `max_connection_age` is told to finish
+//! (HTTP/2 GOAWAY), and dropped if it has not within `request_timeout` more. So nobody holds a
+//! `max_connections` slot for long without sending alerts.
+//!
+//! All of these deadlines are one timer per connection, a watchdog that is moved only when it
+//! fires: requests just note when they start and end (two atomic writes), none arms a timer.
 //!
 //! Stop: on `shutdown` the listener is closed, every connection is told to finish the same way,
 //! and `serve` returns once each has (every connection holds a slot of the cap until it ends).
@@ -25,7 +28,11 @@ use std::{
 };
 
 use alertbridge_plugin_api::kit::CancellationToken;
-use axum::{Router, extract::Request, http::StatusCode};
+use axum::{
+    Router,
+    extract::Request,
+    http::{StatusCode, Version},
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -58,17 +65,16 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(cap as usize));
     let tls = settings.tls.clone().map(TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+    // The head deadline is the connection's watchdog's (`Activity::check`), not a timer that
+    // hyper would arm for every request.
+    builder.http1().header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let limits = Limits {
-        first_request: settings.header_read_timeout,
+        head: settings.header_read_timeout,
         idle: settings.idle_timeout,
         max_age: settings.max_connection_age,
         grace: settings.request_timeout,
@@ -104,8 +110,7 @@ pub async fn serve(
             let outcome = match tls {
                 None => connection.run(stream).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(limits.first_request, acceptor.accept(stream)).await
-                    {
+                    match tokio::time::timeout(limits.head, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => connection.run(stream).await,
                         Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
                         Err(_) => Err("TLS handshake timed out".to_owned()),
@@ -130,8 +135,8 @@ pub async fn serve(
 /// How long a connection may live, and how.
 #[derive(Clone, Copy, Debug)]
 struct Limits {
-    /// Until the first request starts (after that, hyper's HTTP/1 header timeout applies).
-    first_request: Duration,
+    /// For a whole request head: after the accept, and on HTTP/1 after every request.
+    head: Duration,
     /// With no request in flight.
     idle: Duration,
     /// In all.
@@ -153,12 +158,11 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let born = Instant::now();
-        let activity = Arc::new(Activity::new(born));
+        let activity = Arc::new(Activity::new(Instant::now()));
         let seen = Arc::clone(&activity);
         let app = self.app;
         let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
-            let busy = Busy::begin(&seen);
+            let busy = Busy::begin(&seen, request.version());
             let response = app.clone().oneshot(request.map(axum::body::Body::new));
             async move {
                 let response = response.await;
@@ -174,23 +178,17 @@ impl Connection {
             .into_owned();
         tokio::pin!(conn);
         let limits = self.limits;
-        let first_request = tokio::time::sleep(limits.first_request);
-        tokio::pin!(first_request);
-        let mut waiting_for_first = true;
+        let watchdog = tokio::time::sleep(limits.head.min(limits.idle).min(limits.max_age));
+        tokio::pin!(watchdog);
         let why = loop {
             tokio::select! {
                 result = conn.as_mut() => return result.map_err(|e| e.to_string()),
-                () = &mut first_request, if waiting_for_first => {
-                    if !activity.started.load(Ordering::Relaxed) {
-                        return Err("no request within the header read timeout".to_owned());
-                    }
-                    waiting_for_first = false;
-                }
+                () = &mut watchdog => match activity.check(&limits) {
+                    Verdict::Until(deadline) => watchdog.as_mut().reset(deadline.into()),
+                    Verdict::Drop(why) => return Err(why.to_owned()),
+                    Verdict::Finish(why) => break why,
+                },
                 () = self.shutdown.cancelled() => break "stopping",
-                () = activity.idle(limits.idle) => break "idle timeout",
-                () = tokio::time::sleep_until((born + limits.max_age).into()) => {
-                    break "maximum connection age";
-                }
             }
         };
         tracing::debug!(reason = why, "Telling a connection to finish.");
@@ -202,12 +200,28 @@ impl Connection {
     }
 }
 
+/// What the watchdog decides when it fires.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing is due: look again then.
+    Until(Instant),
+    /// Close at once (a client that does not send its request head).
+    Drop(&'static str),
+    /// Tell the connection to finish.
+    Finish(&'static str),
+}
+
 /// What a connection is doing: requests in flight, and when the last one ended.
 struct Activity {
     born: Instant,
-    started: AtomicBool,
+    /// A request has come over HTTP/2: no head deadline between requests (hyper's HTTP/2 has
+    /// its own keep-alive pings, and the idle deadline still applies).
+    h2: AtomicBool,
     in_flight: AtomicUsize,
-    /// Milliseconds after `born` when the last counted request ended.
+    /// Milliseconds after `born` when the last request ended, whatever its answer: the next
+    /// head is due `Limits::head` later.
+    ended_ms: AtomicU64,
+    /// Milliseconds after `born` when the last counted request ended (401s do not count).
     last_ms: AtomicU64,
 }
 
@@ -215,8 +229,9 @@ impl Activity {
     fn new(born: Instant) -> Self {
         Self {
             born,
-            started: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            ended_ms: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
         }
     }
@@ -225,37 +240,51 @@ impl Activity {
         u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// How long nothing has been in flight; `None` while a request is.
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let last = self.last_ms.load(Ordering::Acquire);
-        Some(Duration::from_millis(self.now_ms().saturating_sub(last)))
+    fn at(&self, ms: u64) -> Instant {
+        self.born + Duration::from_millis(ms)
     }
 
-    /// Returns once the connection has been idle for `limit`.
-    async fn idle(&self, limit: Duration) {
-        loop {
-            match self.idle_for() {
-                Some(idle) if idle >= limit => return,
-                Some(idle) => tokio::time::sleep(limit - idle).await,
-                None => tokio::time::sleep(limit).await,
-            }
+    /// The watchdog's look at the connection: what is overdue, or when to look again.
+    fn check(&self, limits: &Limits) -> Verdict {
+        let now = Instant::now();
+        let max_age = self.born + limits.max_age;
+        if now >= max_age {
+            return Verdict::Finish("maximum connection age");
         }
+        let mut next = max_age;
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // Requests have their own deadlines; the head and idle clocks start when they end.
+            next = next.min(now + limits.head.min(limits.idle));
+        } else {
+            if !self.h2.load(Ordering::Relaxed) {
+                let due = self.at(self.ended_ms.load(Ordering::Acquire)) + limits.head;
+                if now >= due {
+                    return Verdict::Drop("no request head within the header read timeout");
+                }
+                next = next.min(due);
+            }
+            let due = self.at(self.last_ms.load(Ordering::Acquire)) + limits.idle;
+            if now >= due {
+                return Verdict::Finish("idle timeout");
+            }
+            next = next.min(due);
+        }
+        Verdict::Until(next)
     }
 }
 
-/// One request in flight; when it ends, the connection's idle clock restarts — unless it was
-/// refused for a missing or wrong token, which buys no time.
+/// One request in flight; when it ends, the connection's head clock restarts, and so does its
+/// idle clock — unless it was refused for a missing or wrong token, which buys no time.
 struct Busy {
     activity: Arc<Activity>,
     counts: bool,
 }
 
 impl Busy {
-    fn begin(activity: &Arc<Activity>) -> Self {
-        activity.started.store(true, Ordering::Relaxed);
+    fn begin(activity: &Arc<Activity>, version: Version) -> Self {
+        if version == Version::HTTP_2 {
+            activity.h2.store(true, Ordering::Relaxed);
+        }
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
             activity: Arc::clone(activity),
@@ -270,8 +299,9 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        let now = self.activity.now_ms();
+        self.activity.ended_ms.fetch_max(now, Ordering::AcqRel);
         if self.counts {
-            let now = self.activity.now_ms();
             self.activity.last_ms.fetch_max(now, Ordering::AcqRel);
         }
         self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);

@@ -148,6 +148,39 @@ async fn slow_clients_are_cut_off() {
     s.shutdown().await.expect("clean stop");
 }
 
+/// On HTTP/1 the head deadline runs again after every request: a keep-alive connection that
+/// went silent, or sends its next head slowly, is closed after `header_read_timeout_ms`, long
+/// before `idle_timeout_ms`; one that keeps sending requests is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connections_get_the_head_deadline_again() {
+    let s = start("header_read_timeout_ms = 400\nidle_timeout_ms = 60000\n").await;
+    let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut busy = TcpStream::connect(s.addr).await.expect("connect");
+    // Twice the head deadline in all, a request every 100 ms: answered every time.
+    for _ in 0..8 {
+        busy.write_all(get).await.expect("write");
+        let mut answer = [0; 512];
+        let n = busy.read(&mut answer).await.expect("read");
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200 "), "{n} bytes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then silent.
+    let (answer, took) = read_until_closed(&mut busy).await;
+    assert!(answer.is_empty(), "{answer}");
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    // One request, then half a head.
+    let mut slow_next = TcpStream::connect(s.addr).await.expect("connect");
+    slow_next.write_all(get).await.expect("write");
+    slow_next
+        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let (answer, took) = read_until_closed(&mut slow_next).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    s.shutdown().await.expect("clean stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_wait() {
     let s = start("max_connections = 1\nheader_read_timeout_ms = 5000\n").await;
