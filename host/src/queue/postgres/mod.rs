@@ -14,12 +14,16 @@
 //! - The database down: enqueues answer [`QueueError::Unavailable`] ("try later"; nothing
 //!   acknowledged is lost), saves are kept and written after the reconnect, and the writer
 //!   reconnects with backoff; health and the `alertbridge_queue_up` metric say so.
+//! - An outcome after a send ([`Queue::save_outcome`]) rides in the writer's next transaction
+//!   instead of paying for one, and resolves once the writer has it.
 //!
 //! The client is async (tokio-postgres); it runs on a small runtime of its own, so the trait's
 //! synchronous reads can wait for it from any thread, inside or outside the host's runtime.
 
 mod apply;
 mod lease;
+#[cfg(test)]
+mod outcome_tests;
 #[cfg(test)]
 mod reconnect_tests;
 pub(crate) mod schema;
@@ -449,6 +453,38 @@ impl PgQueue {
             .map_err(|_| QueueError::Closed)
     }
 
+    /// A save; an `outcome` is answered once the writer has it, any other after its commit.
+    /// A save while down still goes to the writer, which keeps it for the reconnect.
+    fn save_as(
+        &self,
+        alert: &StoredAlert,
+        outcome: bool,
+    ) -> BoxFuture<'static, Result<(), QueueError>> {
+        let (reply, rx) = if outcome {
+            (None, None)
+        } else {
+            let (reply, rx) = oneshot::channel();
+            (Some(reply), Some(rx))
+        };
+        let sent = serde_json::to_string(alert)
+            .map_err(QueueError::storage)
+            .and_then(|json| {
+                self.send(Cmd::Save {
+                    id: alert.id as i64,
+                    finished: alert.is_finished(),
+                    json,
+                    reply,
+                })
+            });
+        Box::pin(async move {
+            sent?;
+            match rx {
+                Some(rx) => rx.await.map_err(|_| QueueError::Closed)?,
+                None => Ok(()),
+            }
+        })
+    }
+
     /// Runs a read on the queue's runtime and waits for it (from any thread).
     fn read<T: Send + 'static>(
         &self,
@@ -505,22 +541,14 @@ impl Queue for PgQueue {
     }
 
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
-        let (reply, rx) = oneshot::channel();
-        // A save while down still goes to the writer, which keeps it for the reconnect.
-        let sent = serde_json::to_string(alert)
-            .map_err(QueueError::storage)
-            .and_then(|json| {
-                self.send(Cmd::Save {
-                    id: alert.id as i64,
-                    finished: alert.is_finished(),
-                    json,
-                    reply,
-                })
-            });
-        Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| QueueError::Closed)?
-        })
+        self.save_as(alert, false)
+    }
+
+    /// Resolves once the writer has it; it rides in the writer's next transaction (see
+    /// [`writer`]). An outcome of an alert another host took over is not written, and the
+    /// dispatcher hears [`QueueError::NotOwner`] at its next save of that alert.
+    fn save_outcome(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
+        self.save_as(alert, true)
     }
 
     /// This node's unfinished alerts (from before a restart) and those of hosts whose lease ran

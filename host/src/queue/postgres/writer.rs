@@ -1,6 +1,14 @@
 //! The PostgreSQL queue's writer task: every pending enqueue and save in one transaction (group
 //! commit), answered after the commit; pruning; and what happens when the database fails.
 //!
+//! A save of outcomes after a send (`reply` none, [`crate::queue::Queue::save_outcome`]) gets no
+//! transaction of its own: it waits for the next one that must happen anyway (an enqueue, a
+//! `sending` mark), and at the latest for [`HOLD_OUTCOMES`]. Nobody waits for it; it is kept
+//! through a fault like any save, and every later command commits with or after it (it is
+//! merged, newest per alert, into the next transaction's saves). An outcome of an alert another
+//! host took over is not written (the fence), and only logged: the dispatcher learns it at its
+//! next save of that alert.
+//!
 //! A failed transaction answers its enqueues "queue unavailable, try later" — nothing in it was
 //! acknowledged — keeps its saves, drops the connection and marks the queue down. The writer
 //! then reconnects with backoff (migrating if needed); once back, the kept saves are written
@@ -24,7 +32,7 @@ use super::{
 };
 use crate::{
     model::{StoredAlert, now_ms},
-    queue::{Enqueued, Origin, QueueError, Taken},
+    queue::{Enqueued, Origin, QueueError, Taken, shared::HOLD_OUTCOMES},
 };
 
 /// Commands at most per transaction; more wait for the next one.
@@ -44,12 +52,20 @@ pub(super) enum Cmd {
         json: String,
         reply: oneshot::Sender<Result<Taken, QueueError>>,
     },
+    /// With no `reply`, an outcome: it may wait for the next transaction.
     Save {
         id: i64,
         finished: bool,
         json: String,
-        reply: oneshot::Sender<Result<(), QueueError>>,
+        reply: Option<oneshot::Sender<Result<(), QueueError>>>,
     },
+}
+
+impl Cmd {
+    /// An outcome that may wait for the next transaction.
+    fn may_wait(&self) -> bool {
+        matches!(self, Self::Save { reply: None, .. })
+    }
 }
 
 /// A save waiting to be written: the newest document of an alert.
@@ -72,8 +88,10 @@ pub(super) struct Writer {
     stmts: Option<Stmts>,
     /// Alert ids fetched ahead from the shared sequence.
     ids: IdPool,
-    /// Saves not yet written (the database failed); newest per alert.
+    /// Saves not yet written (held outcomes, or the database failed); newest per alert.
     unsaved: BTreeMap<i64, Pending>,
+    /// When the held outcomes in `unsaved` must be committed at the latest.
+    hold_until: Option<Instant>,
     /// Ids of new alerts in a transaction that failed: some may have committed.
     uncertain: Vec<i64>,
     backoff: Backoff,
@@ -87,6 +105,7 @@ impl Writer {
             stmts: None,
             ids: IdPool::default(),
             unsaved: BTreeMap::new(),
+            hold_until: None,
             uncertain: Vec::new(),
             backoff: Backoff::new(RECONNECT_FIRST, RECONNECT_MAX),
         }
@@ -103,14 +122,22 @@ impl Writer {
                         continue;
                     }
                 },
-                None => tokio::select! {
-                    cmd = rx.recv() => cmd,
-                    () = tokio::time::sleep_until((last_prune + PRUNE_EVERY).into()) => {
-                        last_prune = Instant::now();
-                        self.prune().await;
-                        continue;
+                None => {
+                    let prune_at = last_prune + PRUNE_EVERY;
+                    let wake = self.hold_until.map_or(prune_at, |h| h.min(prune_at));
+                    tokio::select! {
+                        cmd = rx.recv() => cmd,
+                        () = tokio::time::sleep_until(wake.into()) => {
+                            if self.hold_until.is_some_and(|h| h <= Instant::now()) {
+                                self.commit(Vec::new()).await;
+                            } else {
+                                last_prune = Instant::now();
+                                self.prune().await;
+                            }
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let Some(first) = first else { break };
             let mut batch = vec![first];
@@ -119,6 +146,11 @@ impl Writer {
                     Ok(cmd) => batch.push(cmd),
                     Err(_) => break,
                 }
+            }
+            // Outcomes alone wait for the next transaction (or the hold time).
+            if batch.iter().all(Cmd::may_wait) && self.core.fault.retry_at().is_none() {
+                self.hold(batch);
+                continue;
             }
             self.commit(batch).await;
         }
@@ -164,30 +196,21 @@ impl Writer {
             .await;
     }
 
+    /// Keeps outcomes for the next transaction, due within the hold time.
+    fn hold(&mut self, outcomes: Vec<Cmd>) {
+        let mut new = Vec::new();
+        merge(outcomes, &mut self.unsaved, &mut new);
+        debug_assert!(new.is_empty(), "only saves are held");
+        self.hold_until
+            .get_or_insert_with(|| Instant::now() + HOLD_OUTCOMES);
+    }
+
     /// Applies a batch (with the kept saves) in one transaction and answers every command.
     async fn commit(&mut self, batch: Vec<Cmd>) {
         let mut new = Vec::new();
         let mut saves = std::mem::take(&mut self.unsaved);
-        for cmd in batch {
-            match cmd {
-                Cmd::Enqueue { alert, json, reply } => new.push(NewAlert { alert, json, reply }),
-                Cmd::Save {
-                    id,
-                    finished,
-                    json,
-                    reply,
-                } => {
-                    let p = saves.entry(id).or_insert_with(|| Pending {
-                        finished,
-                        json: String::new(),
-                        replies: Vec::new(),
-                    });
-                    p.finished = finished;
-                    p.json = json;
-                    p.replies.push(reply);
-                }
-            }
-        }
+        self.hold_until = None;
+        merge(batch, &mut saves, &mut new);
         if let Some(e) = self.core.fault.unavailable() {
             self.refuse(new, saves, &e);
             return;
@@ -219,7 +242,7 @@ impl Writer {
                     if fenced {
                         tracing::debug!(
                             alert = id,
-                            "Save refused: another host delivers this alert now."
+                            "Save not written: another host delivers this alert now."
                         );
                     }
                     for r in p.replies {
@@ -415,6 +438,31 @@ impl Writer {
             Ok(Ok(keys)) => self.core.metrics.set_dedup_keys(keys as u64),
             Ok(Err(e)) => tracing::warn!(error = %e, "Queue pruning failed; tried again later."),
             Err(_) => tracing::warn!("Queue pruning took too long; tried again later."),
+        }
+    }
+}
+
+/// Sorts a batch into new alerts and saves, a save merged into the alert's pending one (the
+/// newest document stands; every reply waits for the transaction that writes it).
+fn merge(batch: Vec<Cmd>, saves: &mut BTreeMap<i64, Pending>, new: &mut Vec<NewAlert>) {
+    for cmd in batch {
+        match cmd {
+            Cmd::Enqueue { alert, json, reply } => new.push(NewAlert { alert, json, reply }),
+            Cmd::Save {
+                id,
+                finished,
+                json,
+                reply,
+            } => {
+                let p = saves.entry(id).or_insert_with(|| Pending {
+                    finished,
+                    json: String::new(),
+                    replies: Vec::new(),
+                });
+                p.finished = finished;
+                p.json = json;
+                p.replies.extend(reply);
+            }
         }
     }
 }
