@@ -14,7 +14,7 @@ use alertbridge_plugin_api::{
     RecipientResult,
 };
 
-use super::{Dispatcher, Finding, Send, fair::FairSlots, port::SinkPort};
+use super::{Dispatcher, Finding, Plan, fair::FairSlots, port::SinkPort, prepare::Send};
 use crate::{
     config::DeliverySettings,
     model::StoredAlert,
@@ -35,8 +35,10 @@ impl Dispatcher {
     /// The calls that deliver `send` (its `sending` marks recorded): one message per route
     /// (each route may have its own template), two when some of the recipients get it again
     /// after an uncertain send (that one marked as a repeat). Owned, so the calls run while the
-    /// round records other sinks' outcomes; the text is rendered when the call is made.
-    pub(super) fn job(alert: &StoredAlert, send: Send) -> Job {
+    /// round records other sinks' outcomes; the text is rendered when the call is made. The
+    /// templates' context is only made when a template applies to one of the calls (`plan`'s):
+    /// without one, a message is the alert's own subject and text.
+    pub(super) fn job(plan: &Plan, alert: &StoredAlert, send: Send) -> Job {
         let mut calls: Vec<Call> = Vec::new();
         for &i in &send.idx {
             let r = &alert.recipients[i];
@@ -56,10 +58,15 @@ impl Dispatcher {
         for call in &mut calls {
             call.message = message(alert, &call.idx);
         }
+        let templates = &plan.router.templates;
+        let context = calls
+            .iter()
+            .any(|c| templates.applies(&c.route, &send.sink).is_some())
+            .then(|| Context::alert(alert));
         Job {
             sink: send.sink,
             port: send.port,
-            context: Context::alert(alert),
+            context,
             calls,
         }
     }
@@ -73,13 +80,17 @@ impl Dispatcher {
         let plan = self.plan();
         let mut findings = Vec::new();
         for mut call in job.calls {
-            render(
-                &plan.router.templates,
-                &call.route,
-                &job.sink,
-                &job.context,
-                &mut call.message,
-            );
+            // A template put in force by a reload since the job was made applies from the
+            // next alert on.
+            if let Some(context) = &job.context {
+                render(
+                    &plan.router.templates,
+                    &call.route,
+                    &job.sink,
+                    context,
+                    &mut call.message,
+                );
+            }
             if call.marked {
                 mark_repeat(&mut call.message);
             }
@@ -159,8 +170,8 @@ impl Dispatcher {
 pub(super) struct Job {
     sink: String,
     port: Arc<dyn SinkPort>,
-    /// What the templates render the messages from.
-    context: Context,
+    /// What the templates render the messages from, when one applies.
+    context: Option<Context>,
     calls: Vec<Call>,
 }
 
