@@ -12,7 +12,15 @@
 //!   3 forgotten                                                      pushed out of the history
 //!   4 dedup      key:u128 accepted_ms:i64                            a key kept by compaction
 //!   5 next_id                                                        ids below `id` are used
+//!   6 state      head_crc:u32 len:u32 tail                            a save of the state only
 //! ```
+//! A document is its head (`uid`, `source`, `accepted_ms`, `alert`: fixed once accepted) and
+//! its state, from [`state_at`] on (`recipients`, `routed`, `finished_ms`). A save whose head
+//! is the alert's newest whole document's (same length and CRC) is written as a `state`
+//! record: the new document's tail from [`state_at`] on, which replaces the old tail — the
+//! document read back is that head and this tail, byte for byte the one saved. `head_crc` is
+//! the CRC of the head it goes on; recovery refuses a state record whose alert's document has
+//! another head.
 //! All integers are little-endian. One group commit is one frame, written with one `pwrite` and
 //! made durable with one `fdatasync`, so a crash tears at most the last frame. The magic holds
 //! the bytes 0xFF and 0xFE, which never occur in UTF-8 (the JSON documents), so a document's
@@ -122,6 +130,26 @@ pub(super) enum Record<'a> {
     NextId {
         id: u64,
     },
+    State {
+        id: u64,
+        head_crc: u32,
+        tail: &'a [u8],
+        at: usize,
+    },
+}
+
+/// Where the state of document `doc` begins: its last `,"recipients":`. Only the top-level key
+/// can be last: the recipients' own keys are other words, and a quote inside a JSON string is
+/// escaped. `None` for a document without one (it is always saved whole).
+pub(super) fn state_at(doc: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b",\"recipients\":";
+    doc.windows(KEY.len()).rposition(|w| w == KEY)
+}
+
+/// Where `doc`'s state begins and the CRC of its head, or `None` (see [`state_at`]).
+pub(super) fn head_of(doc: &[u8]) -> Option<(u32, u32)> {
+    let at = state_at(doc)?;
+    Some((at as u32, crc32fast::hash(&doc[..at])))
 }
 
 /// Appends a record to `buf`; returns where its JSON starts in `buf`, if it has one.
@@ -177,6 +205,14 @@ pub(super) fn put(buf: &mut Vec<u8>, r: &Record<'_>) -> usize {
             buf.push(5);
             buf.extend_from_slice(&id.to_le_bytes());
             0
+        }
+        Record::State {
+            id, head_crc, tail, ..
+        } => {
+            buf.push(6);
+            buf.extend_from_slice(&id.to_le_bytes());
+            buf.extend_from_slice(&head_crc.to_le_bytes());
+            json_at(buf, tail)
         }
     }
 }
@@ -255,6 +291,18 @@ pub(super) fn records(body: &[u8]) -> Result<Vec<Record<'_>>, String> {
                 }
             }
             5 => Record::NextId { id },
+            6 => {
+                need(at, 4)?;
+                let head_crc = u32_at(body, at);
+                at += 4;
+                let (tail, tail_at) = json(&mut at)?;
+                Record::State {
+                    id,
+                    head_crc,
+                    tail,
+                    at: tail_at,
+                }
+            }
             other => return Err(format!("unknown record kind {other}")),
         });
     }
@@ -355,6 +403,12 @@ mod tests {
                 accepted_ms: 11,
             },
             Record::NextId { id: 99 },
+            Record::State {
+                id: 7,
+                head_crc: 3,
+                tail: b",\"recipients\":[]}",
+                at: 0,
+            },
         ];
         for r in &recs {
             put(&mut buf, r);
@@ -378,6 +432,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(back[4], Record::NextId { id: 99 });
+        assert!(
+            matches!(back[5], Record::State { id: 7, head_crc: 3, tail, .. } if tail == b",\"recipients\":[]}")
+        );
+    }
+
+    #[test]
+    fn a_documents_state_begins_at_its_top_level_recipients() {
+        let doc = br#"{"uid":"u","alert":{"labels":{"a":",\"recipients\":"},"recipients":1},"recipients":[{"route":"r"}],"routed":true}"#;
+        let at = state_at(doc).unwrap();
+        assert_eq!(
+            &doc[at..],
+            br#","recipients":[{"route":"r"}],"routed":true}"#
+        );
+        assert_eq!(state_at(b"{}"), None);
     }
 
     #[test]

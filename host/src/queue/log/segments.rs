@@ -53,12 +53,23 @@ fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
     }
 }
 
-/// Where an alert's newest document is.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Loc {
+/// Where some bytes are in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Part {
     pub seg: u64,
     pub off: u64,
     pub len: u32,
+}
+
+/// Where an alert's newest document is: its newest whole document, and the newest state
+/// record on top of it, if any (see [`format`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Loc {
+    pub doc: Part,
+    /// Where the whole document's state begins and the CRC of its head ([`format::head_of`]);
+    /// `None`: it is saved whole each time.
+    pub head: Option<(u32, u32)>,
+    pub state: Option<Part>,
     pub finished: bool,
 }
 
@@ -70,19 +81,40 @@ pub(super) struct View {
 }
 
 impl View {
-    /// The bytes of `loc`.
+    /// The document `loc` points at: the whole document, or its head and the newest state.
     pub(super) fn read(files: &HashMap<u64, Arc<File>>, loc: Loc) -> std::io::Result<Vec<u8>> {
-        let file = files
-            .get(&loc.seg)
-            .ok_or_else(|| std::io::Error::other(format!("segment {} is gone", loc.seg)))?;
-        let mut buf = vec![0; loc.len as usize];
-        file.read_exact_at(&mut buf, loc.off)?;
+        let read = |part: Part, into: &mut Vec<u8>| {
+            let file = files
+                .get(&part.seg)
+                .ok_or_else(|| std::io::Error::other(format!("segment {} is gone", part.seg)))?;
+            let from = into.len();
+            into.resize(from + part.len as usize, 0);
+            file.read_exact_at(&mut into[from..], part.off)
+        };
+        let mut buf = Vec::new();
+        match (loc.state, loc.head) {
+            (Some(state), Some((head, _))) => {
+                buf.reserve(head as usize + state.len as usize);
+                read(
+                    Part {
+                        len: head,
+                        ..loc.doc
+                    },
+                    &mut buf,
+                )?;
+                read(state, &mut buf)?;
+            }
+            _ => read(loc.doc, &mut buf)?,
+        }
         Ok(buf)
     }
 
-    /// Bytes of documents the view points at.
+    /// Bytes of documents (and state records) the view points at.
     pub(super) fn live_bytes(&self) -> u64 {
-        self.docs.values().map(|l| u64::from(l.len) + 32).sum()
+        self.docs
+            .values()
+            .map(|l| u64::from(l.doc.len) + l.state.map_or(0, |s| u64::from(s.len) + 32) + 32)
+            .sum()
     }
 }
 
@@ -172,7 +204,8 @@ impl Log {
         (self.active.number, Arc::clone(&self.active.file))
     }
 
-    /// Rewrites every live document, the dedup keys and the next id into a new base segment
+    /// Rewrites every live document (whole: state records folded in), the dedup keys and the
+    /// next id into a new base segment
     /// and removes the segments before it. Returns the new view (the files map holds only the
     /// new segment).
     pub(super) fn compact(
@@ -216,9 +249,13 @@ impl Log {
             docs.insert(
                 id,
                 Loc {
-                    seg: number,
-                    off: base + at as u64,
-                    len: loc.len,
+                    doc: Part {
+                        seg: number,
+                        off: base + at as u64,
+                        len: json.len() as u32,
+                    },
+                    head: loc.head,
+                    state: None,
                     finished: loc.finished,
                 },
             );
@@ -497,7 +534,9 @@ impl Scan {
                     let recs = format::records(body)
                         .map_err(|d| store::damaged(path, format!("{d} (frame at byte {at})")))?;
                     for r in recs {
-                        self.apply(n, base, r);
+                        self.apply(n, base, r).map_err(|d| {
+                            store::damaged(path, format!("{d} (frame at byte {at})"))
+                        })?;
                     }
                     at = end;
                 }
@@ -540,11 +579,16 @@ impl Scan {
         }
     }
 
-    fn apply(&mut self, seg: u64, base: u64, r: Record<'_>) {
-        let loc = |json: &[u8], at: usize| Loc {
+    fn apply(&mut self, seg: u64, base: u64, r: Record<'_>) -> Result<(), String> {
+        let part = |bytes: &[u8], at: usize| Part {
             seg,
             off: base + at as u64,
-            len: json.len() as u32,
+            len: bytes.len() as u32,
+        };
+        let whole = |json: &[u8], at: usize| Loc {
+            doc: part(json, at),
+            head: format::head_of(json),
+            state: None,
             finished: false,
         };
         match r {
@@ -555,14 +599,31 @@ impl Scan {
                 json,
                 at,
             } => {
-                self.docs.insert(id, loc(json, at));
+                self.docs.insert(id, whole(json, at));
                 if let Some(key) = key {
                     self.keys.push((key, id, accepted_ms));
                 }
                 self.next_id = self.next_id.max(id + 1);
             }
             Record::Saved { id, json, at } => {
-                self.docs.insert(id, loc(json, at));
+                self.docs.insert(id, whole(json, at));
+            }
+            Record::State {
+                id,
+                head_crc,
+                tail,
+                at,
+            } => {
+                let loc = self
+                    .docs
+                    .get_mut(&id)
+                    .filter(|l| l.head.is_some_and(|(_, crc)| crc == head_crc));
+                let Some(loc) = loc else {
+                    return Err(format!(
+                        "a state record of alert {id} that does not go on its document"
+                    ));
+                };
+                loc.state = Some(part(tail, at));
             }
             Record::Forgotten { id } => {
                 self.docs.remove(&id);
@@ -574,6 +635,7 @@ impl Scan {
             } => self.keys.push((key, id, accepted_ms)),
             Record::NextId { id } => self.next_id = self.next_id.max(id),
         }
+        Ok(())
     }
 }
 

@@ -236,6 +236,188 @@ mod recovery {
         );
     }
 
+    /// `doc` routed to one recipient, with `outcome`.
+    fn routed(mut doc: StoredAlert, outcome: crate::model::Outcome) -> StoredAlert {
+        doc.routed = true;
+        doc.recipients = vec![crate::model::RecipientRecord {
+            route: "r".into(),
+            sink: "s".into(),
+            user: "u".into(),
+            outcome,
+            reason: String::new(),
+            attempts: 1,
+            held_since_ms: None,
+            not_before_ms: None,
+            updated_ms: 5,
+            sending: outcome == crate::model::Outcome::Pending,
+            repeat: false,
+            digest: None,
+            silence: None,
+        }];
+        doc.finished_ms = outcome.is_final().then_some(6);
+        doc
+    }
+
+    /// Whether frame `f` of segment bytes `bytes` is one state record.
+    fn is_state(bytes: &[u8], (start, end): (usize, usize)) -> bool {
+        let body = &bytes[start + format::FRAME_HEADER..end];
+        matches!(
+            format::records(body).as_deref(),
+            Ok([format::Record::State { .. }])
+        )
+    }
+
+    /// An alert with a long text, sent (a `sending` mark) and delivered: two saves of its
+    /// state. Returns the two documents saved.
+    async fn sent_and_delivered(q: &LogQueue) -> (StoredAlert, StoredAlert) {
+        let mut alert = Alert::new("big");
+        alert.body = "x".repeat(2000);
+        let id = q.enqueue("s", alert).await.unwrap().id;
+        let sending = routed(q.get(id).unwrap().unwrap(), crate::model::Outcome::Pending);
+        q.save(&sending).await.unwrap();
+        let delivered = routed(sending.clone(), crate::model::Outcome::Delivered);
+        q.save(&delivered).await.unwrap();
+        (sending, delivered)
+    }
+
+    #[tokio::test]
+    async fn a_save_of_the_state_only_is_a_small_record_and_reads_back_as_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let delivered = {
+            let q = open(dir.path()).unwrap();
+            let (_, delivered) = sent_and_delivered(&q).await;
+            assert_eq!(q.get(delivered.id).unwrap().unwrap(), delivered);
+            assert!(q.unfinished().unwrap().is_empty());
+            delivered
+        };
+        let (_, bytes) = first_segment(dir.path());
+        let f = frames(&bytes);
+        assert_eq!(f.len(), 3);
+        for &(start, end) in &f[1..] {
+            assert!(is_state(&bytes, (start, end)));
+            assert!(end - start < 500, "a save wrote {} bytes", end - start);
+        }
+        let q = open(dir.path()).unwrap();
+        assert_eq!(q.recent(1).unwrap(), std::slice::from_ref(&delivered));
+        assert!(q.unfinished().unwrap().is_empty());
+        // A save that changes the head is written whole, and later states go on it.
+        let mut changed = delivered;
+        changed.alert.subject = "renamed".into();
+        q.save(&changed).await.unwrap();
+        let again = routed(changed.clone(), crate::model::Outcome::Failed);
+        q.save(&again).await.unwrap();
+        drop(q);
+        let q = open(dir.path()).unwrap();
+        assert_eq!(q.get(again.id).unwrap().unwrap(), again);
+    }
+
+    #[tokio::test]
+    async fn a_torn_state_record_leaves_the_alert_as_saved_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let sending = {
+            let q = open(dir.path()).unwrap();
+            sent_and_delivered(&q).await.0
+        };
+        let (path, mut bytes) = first_segment(dir.path());
+        let (start, end) = frames(&bytes)[2];
+        assert!(is_state(&bytes, (start, end)));
+        bytes[(start + end) / 2..end].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let q = open(dir.path()).expect("a torn last write is not damage");
+        assert_eq!(q.get(sending.id).unwrap().unwrap(), sending);
+        assert_eq!(q.unfinished().unwrap(), std::slice::from_ref(&sending));
+        let delivered = routed(sending, crate::model::Outcome::Delivered);
+        q.save(&delivered).await.unwrap();
+        drop(q);
+        let q = open(dir.path()).unwrap();
+        assert_eq!(q.get(delivered.id).unwrap().unwrap(), delivered);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_state_record_mid_log_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = open(dir.path()).unwrap();
+            sent_and_delivered(&q).await;
+        }
+        let (path, mut bytes) = first_segment(dir.path());
+        let (start, end) = frames(&bytes)[1];
+        assert!(is_state(&bytes, (start, end)));
+        bytes[end - 3] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = open(dir.path()).err().expect("refused");
+        let text = e.to_string();
+        assert!(matches!(e, QueueError::Damaged { .. }), "{text}");
+        assert!(
+            text.contains(&format!("fails its checksum at byte {start}")),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[tokio::test]
+    async fn a_state_record_on_another_head_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = open(dir.path()).unwrap();
+            sent_and_delivered(&q).await;
+        }
+        let (path, mut bytes) = first_segment(dir.path());
+        let f = frames(&bytes);
+        // The last frame again, its state record naming another head (a whole frame, good
+        // checksum): written by something else than this code.
+        let (start, end) = f[2];
+        let body = &bytes[start + format::FRAME_HEADER..end];
+        let records = format::records(body).unwrap();
+        let [
+            format::Record::State {
+                id, head_crc, tail, ..
+            },
+        ] = records[..]
+        else {
+            panic!("the delivered save is one state record")
+        };
+        let mut frame = Vec::new();
+        let at = format::open_frame(&mut frame);
+        let record = format::Record::State {
+            id,
+            head_crc: head_crc ^ 1,
+            tail,
+            at: 0,
+        };
+        format::put(&mut frame, &record);
+        format::seal_frame(&mut frame, at, 3);
+        assert_eq!(frame.len(), end - start);
+        bytes[start..start + frame.len()].copy_from_slice(&frame);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = open(dir.path()).err().expect("refused");
+        let text = e.to_string();
+        assert!(matches!(e, QueueError::Damaged { .. }), "{text}");
+        assert!(text.contains("does not go on its document"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn compaction_writes_documents_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let delivered = {
+            let q = open(dir.path()).unwrap();
+            sent_and_delivered(&q).await.1
+        };
+        {
+            let mut l = segments::open(dir.path(), false, 3_600_000, 100).unwrap();
+            assert!(l.view.docs[&delivered.id].state.is_some());
+            let view = l.log.compact(&l.view, &l.dedup, l.next_id).unwrap();
+            assert!(view.docs[&delivered.id].state.is_none());
+        }
+        let q = open(dir.path()).unwrap();
+        assert_eq!(q.get(delivered.id).unwrap().unwrap(), delivered);
+        let failed = routed(delivered, crate::model::Outcome::Failed);
+        q.save(&failed).await.unwrap();
+        drop(q);
+        let q = open(dir.path()).unwrap();
+        assert_eq!(q.get(failed.id).unwrap().unwrap(), failed);
+    }
+
     #[test]
     fn a_vanished_log_is_refused_unless_accepted_empty() {
         let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@
 //! commit did make durable.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     sync::{Arc, PoisonError},
     time::{Duration, Instant},
@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use super::{
     State,
     format::{self, MAX_FRAME_BODY, Record},
-    segments::{self, Loc, Log, View},
+    segments::{self, Loc, Log, Part, View},
 };
 use crate::{
     model::{StoredAlert, now_ms},
@@ -82,8 +82,12 @@ pub(super) struct LogWriter {
     unsaved: BTreeMap<u64, Vec<u8>>,
     backoff: Backoff,
     reopened_at: Option<Instant>,
-    /// The frame being built (kept to reuse its allocation).
+    /// The frame being built, what it changes in the view, the heads its saves go on, and its
+    /// replies (kept to reuse their allocations).
     buf: Vec<u8>,
+    puts: Vec<Put>,
+    heads: HashMap<u64, Option<(u32, u32)>>,
+    replies: Vec<Reply>,
 }
 
 impl LogWriter {
@@ -109,6 +113,9 @@ impl LogWriter {
             backoff: Backoff::new(REOPEN_FIRST, REOPEN_MAX),
             reopened_at: None,
             buf: Vec::new(),
+            puts: Vec::new(),
+            heads: HashMap::new(),
+            replies: Vec::new(),
         };
         w.publish_sizes();
         w
@@ -204,16 +211,26 @@ impl LogWriter {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let start = format::open_frame(&mut buf);
-        let mut replies = Vec::new();
-        let mut locs: Vec<(u64, usize, u32, bool)> = Vec::new();
+        let mut replies = std::mem::take(&mut self.replies);
+        self.puts.clear();
+        self.heads.clear();
         let mut undo: Vec<(u128, Option<Seen>)> = Vec::new();
         let next_before = self.next_id;
         let unsaved = std::mem::take(&mut self.unsaved);
+        // Saves go on the documents the readers see: held while the frame is built, so
+        // nothing else changes them (only this thread writes the view).
+        let state = Arc::clone(&self.state);
+        let view = state.view.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut frame = Frame {
+            buf: &mut buf,
+            puts: &mut self.puts,
+            heads: &mut self.heads,
+            view: view.as_ref(),
+        };
         for (&id, json) in &unsaved {
-            let at = format::put(&mut buf, &Record::Saved { id, json, at: 0 });
-            locs.push((id, at, json.len() as u32, finished(json)));
+            frame.save(id, json);
         }
-        while buf.len() < FRAME_SOFT_LIMIT {
+        while frame.buf.len() < FRAME_SOFT_LIMIT {
             let Some(cmd) = cmds.next() else { break };
             match cmd {
                 Cmd::Enqueue {
@@ -236,7 +253,7 @@ impl LogWriter {
                     let id = self.next_id;
                     self.next_id += 1;
                     let at = format::put(
-                        &mut buf,
+                        frame.buf,
                         &Record::Accepted {
                             id,
                             accepted_ms: alert.accepted_ms,
@@ -245,7 +262,13 @@ impl LogWriter {
                             at: 0,
                         },
                     );
-                    locs.push((id, at, json.len() as u32, false));
+                    frame.puts.push(Put::Whole {
+                        id,
+                        at,
+                        len: json.len() as u32,
+                        head: format::head_of(&json),
+                        finished: false,
+                    });
                     if let Some(key) = dedup {
                         undo.push((key, self.dedup.insert(key, (id, alert.accepted_ms))));
                     }
@@ -256,26 +279,20 @@ impl LogWriter {
                     replies.push(Reply::Enqueued(reply, alert, taken));
                 }
                 Cmd::Save { id, json, reply } => {
-                    let at = format::put(
-                        &mut buf,
-                        &Record::Saved {
-                            id,
-                            json: &json,
-                            at: 0,
-                        },
-                    );
-                    locs.push((id, at, json.len() as u32, finished(&json)));
+                    frame.save(id, &json);
                     replies.push(Reply::Saved(reply, id, json));
                 }
             }
         }
+        drop(view);
         for &id in forget {
             format::put(&mut buf, &Record::Forgotten { id });
         }
         if buf.len() == start + format::FRAME_HEADER {
             // Nothing to write (only duplicates).
             self.buf = buf;
-            self.answer(replies);
+            self.answer(&mut replies);
+            self.replies = replies;
             return true;
         }
         log.seq += 1;
@@ -295,14 +312,8 @@ impl LogWriter {
                             let (n, file) = log.active_file();
                             view.files.insert(n, file);
                         }
-                        for (id, at, len, finished) in locs {
-                            let loc = Loc {
-                                seg,
-                                off: off + at as u64,
-                                len,
-                                finished,
-                            };
-                            view.docs.insert(id, loc);
+                        for put in self.puts.drain(..) {
+                            put.apply(view, seg, off);
                         }
                         for id in forget {
                             view.docs.remove(id);
@@ -314,7 +325,8 @@ impl LogWriter {
                     self.state.metrics.dedup_evicted(evicted);
                 }
                 self.state.metrics.set_dedup_keys(self.dedup.len() as u64);
-                self.answer(replies);
+                self.answer(&mut replies);
+                self.replies = replies;
                 true
             }
             Err(e) => {
@@ -341,8 +353,8 @@ impl LogWriter {
         }
     }
 
-    fn answer(&self, replies: Vec<Reply>) {
-        for r in replies {
+    fn answer(&self, replies: &mut Vec<Reply>) {
+        for r in replies.drain(..) {
             match r {
                 Reply::Enqueued(tx, mut alert, taken) => {
                     alert.id = taken.id;
@@ -528,8 +540,129 @@ fn again(e: &QueueError) -> QueueError {
     }
 }
 
+/// A frame being built: its bytes and what they change in the view.
+struct Frame<'a> {
+    buf: &'a mut Vec<u8>,
+    puts: &'a mut Vec<Put>,
+    /// The head of each alert given a whole document in this frame.
+    heads: &'a mut HashMap<u64, Option<(u32, u32)>>,
+    view: Option<&'a View>,
+}
+
+impl Frame<'_> {
+    /// Puts a save of alert `id`: a state record if its head is the one of the alert's newest
+    /// whole document, else the whole document.
+    fn save(&mut self, id: u64, json: &[u8]) {
+        let head = format::head_of(json);
+        let on = match self.heads.get(&id) {
+            Some(&h) => h,
+            None => self.view.and_then(|v| v.docs.get(&id)).and_then(|l| l.head),
+        };
+        let finished = finished(json, head);
+        if let Some((state_at, head_crc)) = head
+            && on == head
+        {
+            let tail = &json[state_at as usize..];
+            let at = format::put(
+                self.buf,
+                &Record::State {
+                    id,
+                    head_crc,
+                    tail,
+                    at: 0,
+                },
+            );
+            self.puts.push(Put::State {
+                id,
+                at,
+                len: tail.len() as u32,
+                finished,
+            });
+            return;
+        }
+        self.heads.insert(id, head);
+        let at = format::put(self.buf, &Record::Saved { id, json, at: 0 });
+        self.puts.push(Put::Whole {
+            id,
+            at,
+            len: json.len() as u32,
+            head,
+            finished,
+        });
+    }
+}
+
+/// What a record of a frame changes in the view once the frame is written.
+enum Put {
+    Whole {
+        id: u64,
+        at: usize,
+        len: u32,
+        head: Option<(u32, u32)>,
+        finished: bool,
+    },
+    State {
+        id: u64,
+        at: usize,
+        len: u32,
+        finished: bool,
+    },
+}
+
+impl Put {
+    /// Applies the record, written in the frame at `off` of segment `seg`.
+    fn apply(self, view: &mut View, seg: u64, off: u64) {
+        match self {
+            Self::Whole {
+                id,
+                at,
+                len,
+                head,
+                finished,
+            } => {
+                let doc = Part {
+                    seg,
+                    off: off + at as u64,
+                    len,
+                };
+                let loc = Loc {
+                    doc,
+                    head,
+                    state: None,
+                    finished,
+                };
+                view.docs.insert(id, loc);
+            }
+            Self::State {
+                id,
+                at,
+                len,
+                finished,
+            } => {
+                // Its document is there: only this thread changes the view, and it saw it.
+                if let Some(loc) = view.docs.get_mut(&id) {
+                    loc.state = Some(Part {
+                        seg,
+                        off: off + at as u64,
+                        len,
+                    });
+                    loc.finished = finished;
+                }
+            }
+        }
+    }
+}
+
 /// Whether the document `json` is finished; one that does not say is taken as unfinished (it
-/// is redone rather than lost).
-fn finished(json: &[u8]) -> bool {
-    serde_json::from_slice::<Finished>(json).is_ok_and(|f| f.finished_ms.is_some())
+/// is redone rather than lost). With its state's place known (`head`), only the state is
+/// looked at: `finished_ms` is written only when set, and no recipient has such a key.
+fn finished(json: &[u8], head: Option<(u32, u32)>) -> bool {
+    const KEY: &[u8] = b",\"finished_ms\":";
+    match head {
+        Some((at, _)) => json[at as usize..]
+            .windows(KEY.len())
+            .position(|w| w == KEY)
+            .is_some_and(|i| !json[at as usize + i + KEY.len()..].starts_with(b"null")),
+        None => serde_json::from_slice::<Finished>(json).is_ok_and(|f| f.finished_ms.is_some()),
+    }
 }
