@@ -8,9 +8,10 @@
 //!   (a crash) is skipped, as a sequence value is after any rollback.
 //! - Statements that do not wait on each other's results are pipelined: `BEGIN`, the dedup
 //!   claim and the saves go out together; the alert insert and `COMMIT` go out together. A
-//!   batch of new alerts without dedup keys, or of saves alone, is one round trip. A failed
-//!   statement fails the batch (the writer then drops the connection, so the server rolls the
-//!   transaction back), even where the `COMMIT` sent after it answered.
+//!   batch without dedup keys (new alerts, saves or both) is one round trip: all of it,
+//!   `BEGIN` to `COMMIT`, goes out together. A failed statement fails the batch (the writer
+//!   then drops the connection, so the server rolls the transaction back), even where the
+//!   `COMMIT` sent after it answered.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -141,19 +142,6 @@ pub(super) async fn apply(
     let s_docs: Vec<&str> = saves.values().map(|p| p.json.as_str()).collect();
     let s_fin: Vec<bool> = saves.values().map(|p| p.finished).collect();
 
-    // Round 1, pipelined (sent in this order on the one connection): BEGIN, claim, saves.
-    let begin = client.batch_execute("BEGIN");
-    let claim = async {
-        if keyed.is_empty() {
-            return Ok(Vec::new());
-        }
-        client
-            .query(
-                &st.claim,
-                &[&k_sources, &k_keys, &k_ids, &k_accepted, &window],
-            )
-            .await
-    };
     let save = async {
         if s_ids.is_empty() {
             return Ok(Vec::new());
@@ -162,6 +150,33 @@ pub(super) async fn apply(
             .query(&st.save, &[&s_ids, &s_docs, &s_fin, node])
             .await
     };
+
+    if keyed.is_empty() {
+        // No dedup key to claim: every alert is new, and the whole transaction goes in one
+        // round trip (BEGIN, saves, insert, COMMIT, pipelined in this order).
+        let ins = Inserts::plan(new, &ids, &dup_of, &HashMap::new());
+        stored.clone_from(&ins.ids);
+        let (begun, written, inserted, committed) = futures::join!(
+            client.batch_execute("BEGIN"),
+            save,
+            ins.run(client, st, core),
+            client.batch_execute("COMMIT")
+        );
+        begun.map_err(PgError::query("begin a transaction"))?;
+        let written = written.map_err(PgError::query("record outcomes"))?;
+        inserted.map_err(PgError::query("store new alerts"))?;
+        committed.map_err(PgError::query("commit"))?;
+        return Ok(Applied {
+            taken: ins.taken,
+            fenced: fenced(s_ids, &written),
+        });
+    }
+
+    // Round 1, pipelined (sent in this order on the one connection): BEGIN, claim, saves.
+    let begin = client.batch_execute("BEGIN");
+    let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&k_sources, &k_keys, &k_ids, &k_accepted, &window];
+    let claim = client.query(&st.claim, &claim_params);
     let (begun, won, written) = futures::join!(begin, claim, save);
     begun.map_err(PgError::query("begin a transaction"))?;
     let won = won.map_err(PgError::query("record dedup keys"))?;
@@ -192,60 +207,102 @@ pub(super) async fn apply(
             }
         }
     }
-    let mut taken = Vec::with_capacity(new.len());
-    let (mut ins_ids, mut ins_sources, mut ins_acc, mut ins_docs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (i, n) in new.iter().enumerate() {
-        let first_id = dup_of[i]
-            .map(|j| seen.get(&j).copied().unwrap_or(ids[j]))
-            .or_else(|| seen.get(&i).copied());
-        match first_id {
-            Some(id) => taken.push(Taken {
-                id: id as u64,
-                duplicate: true,
-            }),
-            None => {
-                taken.push(Taken {
-                    id: ids[i] as u64,
-                    duplicate: false,
-                });
-                ins_ids.push(ids[i]);
-                ins_sources.push(n.alert.source.as_str());
-                ins_acc.push(n.alert.accepted_ms);
-                ins_docs.push(n.json.as_str());
-            }
-        }
-    }
-    stored.clone_from(&ins_ids);
+    let ins = Inserts::plan(new, &ids, &dup_of, &seen);
+    stored.clone_from(&ins.ids);
 
     // Round 2, pipelined: the new alerts and COMMIT. (After a failed insert the server
     // answers the COMMIT with a rollback, not an error: the insert's error decides.)
-    let insert = async {
-        if ins_ids.is_empty() {
+    let (inserted, committed) =
+        futures::join!(ins.run(client, st, core), client.batch_execute("COMMIT"));
+    inserted.map_err(PgError::query("store new alerts"))?;
+    committed.map_err(PgError::query("commit"))?;
+    Ok(Applied {
+        taken: ins.taken,
+        fenced: fenced(s_ids, &written),
+    })
+}
+
+/// Saved alerts the `UPDATE` did not write (`written` holds the ids it returned): fenced.
+fn fenced(saved: Vec<i64>, written: &[tokio_postgres::Row]) -> Vec<i64> {
+    let written: HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
+    saved
+        .into_iter()
+        .filter(|id| !written.contains(id))
+        .collect()
+}
+
+/// The new alerts of a batch that are stored (not duplicates), as the insert's arrays, and
+/// what each enqueue is answered.
+struct Inserts<'a> {
+    taken: Vec<Taken>,
+    ids: Vec<i64>,
+    sources: Vec<&'a str>,
+    accepted: Vec<i64>,
+    docs: Vec<&'a str>,
+}
+
+impl<'a> Inserts<'a> {
+    /// `dup_of`: the earlier alert of the batch with the same key; `seen`: the alert id a key
+    /// seen within the window (by any host) belongs to.
+    fn plan(
+        new: &'a [NewAlert],
+        ids: &[i64],
+        dup_of: &[Option<usize>],
+        seen: &HashMap<usize, i64>,
+    ) -> Self {
+        let mut ins = Self {
+            taken: Vec::with_capacity(new.len()),
+            ids: Vec::with_capacity(new.len()),
+            sources: Vec::with_capacity(new.len()),
+            accepted: Vec::with_capacity(new.len()),
+            docs: Vec::with_capacity(new.len()),
+        };
+        for (i, n) in new.iter().enumerate() {
+            let first_id = dup_of[i]
+                .map(|j| seen.get(&j).copied().unwrap_or(ids[j]))
+                .or_else(|| seen.get(&i).copied());
+            match first_id {
+                Some(id) => ins.taken.push(Taken {
+                    id: id as u64,
+                    duplicate: true,
+                }),
+                None => {
+                    ins.taken.push(Taken {
+                        id: ids[i] as u64,
+                        duplicate: false,
+                    });
+                    ins.ids.push(ids[i]);
+                    ins.sources.push(n.alert.source.as_str());
+                    ins.accepted.push(n.alert.accepted_ms);
+                    ins.docs.push(n.json.as_str());
+                }
+            }
+        }
+        ins
+    }
+
+    /// The insert (nothing if every alert was a duplicate).
+    async fn run(
+        &self,
+        client: &Client,
+        st: &Stmts,
+        core: &Core,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.ids.is_empty() {
             return Ok(0);
         }
         client
             .execute(
                 &st.insert,
                 &[
-                    &ins_ids,
-                    &ins_sources,
-                    &ins_acc,
-                    &ins_docs,
-                    node,
+                    &self.ids,
+                    &self.sources,
+                    &self.accepted,
+                    &self.docs,
+                    &core.settings.node,
                     &lease_ms(&core.settings),
                 ],
             )
             .await
-    };
-    let (inserted, committed) = futures::join!(insert, client.batch_execute("COMMIT"));
-    inserted.map_err(PgError::query("store new alerts"))?;
-    committed.map_err(PgError::query("commit"))?;
-
-    let written: HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
-    let fenced = s_ids
-        .into_iter()
-        .filter(|id| !written.contains(id))
-        .collect();
-    Ok(Applied { taken, fenced })
+    }
 }
