@@ -1,5 +1,7 @@
-//! The HTTP API: the axum [`router`] and its handlers — authentication, content type, body
-//! limits and deadlines, parsing, and the submit of every alert to the host before answering.
+//! The HTTP API: [`Api`], its three routes and their handler — authentication, content type,
+//! body limits and deadlines, parsing, and the submit of every alert to the host before
+//! answering. The routes are matched by hand and answers are plain bytes: no router, boxed body
+//! or extension map per request.
 //!
 //! | answer | when |
 //! |---|---|
@@ -19,17 +21,13 @@
 use std::{sync::Arc, time::Duration};
 
 use alertbridge_plugin_api::{Alert, ErrorKind, PluginError, Receipt, kit::Host};
-use axum::{
-    Router,
-    body::{Body, Bytes},
-    extract::{Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::{get, post},
-};
 use futures_util::{StreamExt as _, stream};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use serde_json::json;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::{
+    HeaderMap, Method, Request, StatusCode,
+    body::{Body, Bytes},
+    header::{self, HeaderValue},
+};
 
 use crate::{config::Settings, payload};
 
@@ -38,7 +36,13 @@ const SUBMIT_CONCURRENCY: usize = 64;
 /// `Retry-After` when the host gives no advice.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// What every handler shares.
+/// A request body's error, whatever the body.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An answer: status, headers and the whole body in one piece.
+pub type Response = hyper::Response<Full<Bytes>>;
+
+/// What every request shares.
 #[derive(Clone, Debug)]
 pub struct AppState {
     inner: Arc<Inner>,
@@ -58,13 +62,76 @@ impl AppState {
     }
 }
 
-/// The webhook's routes. Separate from serving so tests can drive it with `oneshot`.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/alerts", post(post_alerts))
-        .route("/api/v1/alertmanager", post(post_alertmanager))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+/// The webhook's routes. Separate from serving so tests can call it without a socket.
+#[derive(Clone, Debug)]
+pub struct Api {
+    state: AppState,
+}
+
+pub fn router(state: AppState) -> Api {
+    Api { state }
+}
+
+impl Api {
+    /// Answers one request: `POST /api/v1/alerts`, `POST /api/v1/alertmanager`, `GET` (or
+    /// `HEAD`) `/healthz`; 405 with `Allow` for another method on those paths, else 404.
+    pub async fn call<B>(&self, request: Request<B>) -> Response
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let method = request.method();
+        let (alertmanager, allow) = match request.uri().path() {
+            "/api/v1/alerts" => (false, "POST"),
+            "/api/v1/alertmanager" => (true, "POST"),
+            "/healthz" if method == Method::GET || method == Method::HEAD => {
+                return plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
+            }
+            "/healthz" => return not_allowed("GET,HEAD"),
+            _ => return plain(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", ""),
+        };
+        if method != Method::POST {
+            return not_allowed(allow);
+        }
+        handle(&self.state, request, alertmanager)
+            .await
+            .unwrap_or_else(Refusal::into_response)
+    }
+}
+
+/// A fixed answer.
+fn plain(status: StatusCode, content_type: &'static str, body: &'static str) -> Response {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    let mut response = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain; charset=utf-8",
+        "",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// A JSON answer.
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    // Serializing these plain structs cannot fail; an empty object would be the answer if it did.
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Which parser a request body goes to.
@@ -73,18 +140,6 @@ enum Format {
     Json,
     Xml,
     Alertmanager,
-}
-
-async fn post_alerts(State(state): State<AppState>, request: Request) -> Response {
-    handle(&state, request, false)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn post_alertmanager(State(state): State<AppState>, request: Request) -> Response {
-    handle(&state, request, true)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// A request that ends before any submit.
@@ -106,7 +161,7 @@ enum Refusal {
     RequestTimeout(u128),
 }
 
-impl IntoResponse for Refusal {
+impl Refusal {
     fn into_response(self) -> Response {
         let status = match &self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -117,8 +172,12 @@ impl IntoResponse for Refusal {
             Self::RequestTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         tracing::debug!(status = status.as_u16(), reason = %self, "Request refused.");
-        let mut response =
-            (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        let mut response = json(
+            status,
+            &Error {
+                error: self.to_string(),
+            },
+        );
         let headers = response.headers_mut();
         match self {
             Self::Unauthorized => {
@@ -133,11 +192,21 @@ impl IntoResponse for Refusal {
     }
 }
 
-async fn handle(
+/// The JSON body of a refusal.
+#[derive(serde::Serialize)]
+struct Error {
+    error: String,
+}
+
+async fn handle<B>(
     state: &AppState,
-    request: Request,
+    request: Request<B>,
     alertmanager: bool,
-) -> Result<Response, Refusal> {
+) -> Result<Response, Refusal>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let s = &state.inner.settings;
     let (parts, body) = request.into_parts();
     if !s.tokens.check_header(
@@ -214,12 +283,16 @@ fn charset(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Reads the whole body within the limit and the deadline.
-async fn read_body(
-    body: Body,
+async fn read_body<B>(
+    body: B,
     headers: &HeaderMap,
     limit: usize,
     deadline: Duration,
-) -> Result<Bytes, Refusal> {
+) -> Result<Bytes, Refusal>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -314,7 +387,7 @@ fn answer(outcomes: &[Outcome]) -> Response {
         refused: None,
     };
     let Some((index, error)) = worst else {
-        return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+        return json(StatusCode::ACCEPTED, &body);
     };
     let status = if error.is_transient() {
         StatusCode::SERVICE_UNAVAILABLE
@@ -329,7 +402,7 @@ fn answer(outcomes: &[Outcome]) -> Response {
         error.message
     ));
     body.refused = Some(&refused);
-    let mut response = (status, axum::Json(body)).into_response();
+    let mut response = json(status, &body);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         let after = error.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
         response

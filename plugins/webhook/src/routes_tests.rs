@@ -1,15 +1,14 @@
-//! Handler tests through `oneshot` (no socket): every refusal and the shape of the answers.
+//! Handler tests through `Api::call` (no socket): every refusal and the shape of the answers.
 
 use alertbridge_plugin_api::testing::{Answer, TestHost};
-use axum::http::Request;
-use tower::ServiceExt as _;
+use serde_json::json;
 
 use super::*;
 use crate::config::WebhookConfig;
 
 const TOKEN: &str = "route-test-token";
 
-fn app(host: &TestHost, extra: &str) -> Router {
+fn app(host: &TestHost, extra: &str) -> Api {
     let tokens = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(tokens.path(), format!("{TOKEN}\n")).expect("write tokens");
     let setup = alertbridge_plugin_api::kit::Setup {
@@ -28,16 +27,19 @@ fn app(host: &TestHost, extra: &str) -> Router {
     router(AppState::new(host.host(), settings))
 }
 
-fn post(path: &str, content_type: &str, body: &str) -> Request<Body> {
+fn post(path: &str, content_type: &str, body: &str) -> Request<Full<Bytes>> {
     Request::post(path)
         .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
         .header(header::CONTENT_TYPE, content_type)
-        .body(Body::from(body.to_owned()))
+        .body(Full::new(Bytes::from(body.to_owned())))
         .expect("request")
 }
 
-async fn call(app: Router, request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
-    let response = app.oneshot(request).await.expect("infallible");
+async fn call(
+    app: Api,
+    request: Request<Full<Bytes>>,
+) -> (StatusCode, HeaderMap, serde_json::Value) {
+    let response = app.call(request).await;
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
     let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
@@ -217,7 +219,7 @@ async fn alertmanager_resolved_alerts_are_ignored_or_forwarded() {
 async fn healthz_needs_no_token() {
     let host = TestHost::new("hook");
     let request = Request::get("/healthz")
-        .body(Body::empty())
+        .body(Full::default())
         .expect("request");
     assert_eq!(call(app(&host, ""), request).await.0, StatusCode::OK);
 }
@@ -251,4 +253,28 @@ fn content_types_compare_without_case() {
     assert_eq!(format("+jso", false), None);
     assert_eq!(format("text/plain", false), None);
     assert_eq!(format("", false), None);
+}
+
+#[tokio::test]
+async fn other_paths_and_methods_are_404_and_405() {
+    let host = TestHost::new("hook");
+    let request = |method: Method, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::default())
+            .expect("request")
+    };
+    let api = app(&host, "");
+    let answer = api.call(request(Method::GET, "/api/v1/alerts")).await;
+    assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.headers()[header::ALLOW], "POST");
+    let answer = api.call(request(Method::POST, "/healthz")).await;
+    assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.headers()[header::ALLOW], "GET,HEAD");
+    let answer = api.call(request(Method::HEAD, "/healthz")).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer = api.call(request(Method::POST, "/api/v1/alert")).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    assert!(host.accepted().is_empty());
 }

@@ -28,15 +28,10 @@ use std::{
 };
 
 use alertbridge_plugin_api::kit::CancellationToken;
-use axum::{
-    Router,
-    extract::Request,
-    http::{StatusCode, Version},
-};
+use hyper::{Request, StatusCode, Version, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
-    service::TowerToHyperService,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -44,9 +39,8 @@ use tokio::{
     sync::Semaphore,
 };
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 
-use crate::config::Settings;
+use crate::{config::Settings, routes::Api};
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -58,7 +52,7 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     settings: &Settings,
-    app: Router,
+    app: Api,
     shutdown: CancellationToken,
 ) {
     let cap = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
@@ -148,7 +142,7 @@ struct Limits {
 /// One accepted connection and what it needs to be served.
 struct Connection {
     builder: auto::Builder<TokioExecutor>,
-    app: Router,
+    app: Api,
     limits: Limits,
     shutdown: CancellationToken,
 }
@@ -161,20 +155,18 @@ impl Connection {
         let activity = Arc::new(Activity::new(Instant::now()));
         let seen = Arc::clone(&activity);
         let app = self.app;
-        let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let service = service_fn(move |request: Request<Incoming>| {
             let busy = Busy::begin(&seen, request.version());
-            let response = app.clone().oneshot(request.map(axum::body::Body::new));
+            let app = app.clone();
             async move {
-                let response = response.await;
-                if let Ok(r) = &response {
-                    busy.answered(r.status());
-                }
-                response
+                let response = app.call(request).await;
+                busy.answered(response.status());
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let conn = self
             .builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         tokio::pin!(conn);
         let limits = self.limits;
