@@ -4,7 +4,8 @@
 //! Needs the test plugins built with the same profile, which `scripts/testbed --release` puts
 //! into `target/testbed-release` (they are never built beside the real plugins): run
 //! `scripts/bench`, or set `ALERTBRIDGE_BENCH_PLUGINS` to that folder.
-//! Prints a table: sustained alerts/s, and submit → deliver latency at a fixed offered rate.
+//! Prints a table: sustained alerts/s, and submit → deliver latency at a fixed offered rate;
+//! each row is the median by CPU time of `BENCH_REPEAT` (3) runs.
 //!
 //! A second table runs the durable queue alone (no plugins, no routing) the way the dispatcher
 //! uses it — enqueue; once committed, a durable `sending` save; then the outcome save
@@ -441,29 +442,34 @@ fn main() {
             r.file_bytes as f64 / 1e6
         );
     };
-    if std::env::var_os("BENCH_QUEUE_ONLY").is_none() {
-        row(
-            "as fast as possible (4096 in flight)".into(),
-            throughput_n,
-            &run(throughput_n, None),
-        );
-        let n = rate * secs;
-        row(
-            format!("fixed offered rate {rate}/s"),
-            n,
-            &run(n, Some(rate)),
-        );
-    }
-    if std::env::var_os("BENCH_PIPELINE_ONLY").is_some() {
-        return;
-    }
-    // The machine is shared: runs of the variants alternate, and the row shown is each one's
-    // median by CPU time.
+    // The machine is shared: a row is the median by CPU time of `repeat` runs (in the second
+    // table, the variants' runs alternate).
     let repeat: usize = std::env::var("BENCH_REPEAT")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
         .max(1);
+    let median = |mut runs: Vec<Run>| {
+        runs.sort_by_key(|r| r.cpu);
+        runs.swap_remove(runs.len() / 2)
+    };
+    if std::env::var_os("BENCH_QUEUE_ONLY").is_none() {
+        let n = rate * secs;
+        let (mut flat, mut fixed) = (Vec::new(), Vec::new());
+        for _ in 0..repeat {
+            flat.push(run(throughput_n, None));
+            fixed.push(run(n, Some(rate)));
+        }
+        row(
+            "as fast as possible (4096 in flight)".into(),
+            throughput_n,
+            &median(flat),
+        );
+        row(format!("fixed offered rate {rate}/s"), n, &median(fixed));
+    }
+    if std::env::var_os("BENCH_PIPELINE_ONLY").is_some() {
+        return;
+    }
     println!();
     println!(
         "The queue alone (enqueue, `sending` save, outcome riding the next commit; latency: submit → `sending` committed; median of {repeat} alternating runs by CPU):"
@@ -490,10 +496,9 @@ fn main() {
                 runs.push(queue_alone(n, r, engine));
             }
         }
-        for (mut runs, engine) in runs.into_iter().zip(&variants) {
+        for (runs, engine) in runs.into_iter().zip(&variants) {
             let name = engine.label();
-            runs.sort_by_key(|r| r.cpu);
-            let run = &runs[runs.len() / 2];
+            let run = &median(runs);
             println!(
                 "| {name} | {label} | {n} | {:.2} s | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} |",
                 run.wall.as_secs_f64(),

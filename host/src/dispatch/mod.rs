@@ -243,7 +243,8 @@ impl Dispatcher {
     /// Routes `alert` (if not yet), puts it in the lanes of its unfinished recipients and starts
     /// its task. Called in accept order, so the lanes are in accept order.
     fn take_up(self: &Arc<Self>, mut alert: StoredAlert) {
-        if !alert.routed {
+        let routed_now = !alert.routed;
+        if routed_now {
             let plan = self.plan();
             let now = self.clock.now_ms();
             alert.routed = true;
@@ -264,7 +265,7 @@ impl Dispatcher {
                 .map(|r| (r.sink.as_str(), r.user.as_str())),
         );
         let this = Arc::clone(self);
-        self.tracker.spawn(this.process(alert, waker));
+        self.tracker.spawn(this.process(alert, waker, routed_now));
     }
 
     /// After a restart: each recipient whose send began and has no outcome is uncertain; it is
@@ -313,10 +314,18 @@ impl Dispatcher {
         }
     }
 
-    /// Runs `alert`'s rounds until it is finished, handed over or the dispatcher stops; the
-    /// first round saves it as taken up (routed, settled after a restart).
-    async fn process(self: Arc<Self>, mut alert: StoredAlert, waker: Arc<Notify>) {
-        let mut first = true;
+    /// Runs `alert`'s rounds until it is finished, handed over or the dispatcher stops. The
+    /// first round saves an alert resumed or taken over (settled) even if it changes nothing
+    /// else; an alert `routed_now` is not saved for its routing alone: that rides in its first
+    /// save that records something (a `sending` mark, an outcome), so an alert that waits in
+    /// its lane costs no save. A crash before then leaves it as accepted: routed at the start.
+    async fn process(
+        self: Arc<Self>,
+        mut alert: StoredAlert,
+        waker: Arc<Notify>,
+        routed_now: bool,
+    ) {
+        let mut first = !routed_now;
         loop {
             if self.shutdown.is_cancelled() {
                 break;

@@ -84,6 +84,65 @@ async fn an_uncertain_send_is_repeated_marked_after_a_restart_and_only_that_one(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_crash_while_new_alerts_wait_in_their_lane_loses_and_doubles_none() {
+    let routes = r#"
+[[route]]
+name = "carol"
+groups = ["oncall"]
+sinks = ["lync"]
+offline = { policy = "skip" }
+"#;
+    let bed = Bed::start(config("per_recipient_per_minute = 0", routes));
+    let lync = bed.sinks.get("lync");
+    lync.presence(&["sip:carol@x"], PresenceState::AVAILABLE);
+    lync.hold_calls();
+    let first = bed.accept("mail", alert("first"));
+    let waiting: Vec<u64> = (2..=3)
+        .map(|n| bed.accept("mail", alert(&format!("alert {n}"))))
+        .collect();
+    bed.wait_for("the first call", || (lync.calls().len() == 1).then_some(()))
+        .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    for &id in &waiting {
+        let a = bed.queue.stored(id).unwrap();
+        assert!(
+            a.recipients.iter().all(|r| !r.sending),
+            "no send began for an alert waiting in its lane: {a:#?}"
+        );
+    }
+    // The first call never answers; what is stored now is what the next start finds.
+    let disk = Arc::new(bed.queue.snapshot());
+
+    let clock = Clock::tokio(T0 + 60_000);
+    let sinks = FakeSinks::new(clock, Arc::clone(&disk), &["lync", "pager"]);
+    sinks
+        .get("lync")
+        .presence(&["sip:carol@x"], PresenceState::AVAILABLE);
+    let bed = Bed::resume(
+        config("per_recipient_per_minute = 0", routes),
+        disk,
+        sinks,
+        clock,
+    );
+    for &id in [first].iter().chain(&waiting) {
+        let a = bed.settle(id).await;
+        assert_eq!(rec(&a, "lync", "sip:carol@x").outcome, Outcome::Delivered);
+    }
+    let subjects: Vec<String> = bed
+        .sinks
+        .get("lync")
+        .calls()
+        .iter()
+        .map(|c| c.message.subject.clone())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["(repeat after restart) first", "alert 2", "alert 3"],
+        "the uncertain send again, marked; the waiting ones once each, in accept order"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn on_uncertain_skip_records_the_uncertain_send_as_skipped() {
     let (disk, id) = crash_with_pager_call_in_flight(r#"on_uncertain = "skip""#).await;
     let clock = Clock::tokio(T0);
