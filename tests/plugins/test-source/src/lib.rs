@@ -80,7 +80,8 @@ impl TestSource {
         let receipts = match &config.receipts_file {
             None => None,
             Some(path) => {
-                for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                for line in text.lines() {
                     if let Some(seq) = line
                         .split(' ')
                         .next()
@@ -89,8 +90,16 @@ impl TestSource {
                         done.insert(seq.to_owned());
                     }
                 }
-                let file = OpenOptions::new().create(true).append(true).open(path);
-                Some(file.map_err(|e| {
+                let open = || -> std::io::Result<std::fs::File> {
+                    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+                    // A SIGKILL can leave the last line torn; end it, so the next receipt
+                    // starts a line of its own instead of gluing onto it.
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        file.write_all(b"\n")?;
+                    }
+                    Ok(file)
+                };
+                Some(open().map_err(|e| {
                     config_error("receipts_file", format!("{}: {e}", path.display()))
                 })?)
             }
@@ -192,7 +201,9 @@ impl TestSource {
             .unwrap_or_else(PoisonError::into_inner)
             .as_mut()
         {
-            let _ = writeln!(f, "{key} {id} {duplicate}");
+            // One write per line: `writeln!` writes piece by piece, and a kill between the
+            // pieces would leave half a line for the next one to glue onto.
+            let _ = f.write_all(format!("{key} {id} {duplicate}\n").as_bytes());
         }
         self.done
             .lock()
