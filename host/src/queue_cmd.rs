@@ -1,5 +1,5 @@
 //! `alertbridge queue check|salvage|export|import`: the operator's tools for a queue file that
-//! will not open, and for moving a queue between backends (redb ↔ PostgreSQL).
+//! will not open, and for moving a queue between backends (redb, the log, PostgreSQL).
 
 use std::{
     io::{Read as _, Write as _},
@@ -13,7 +13,7 @@ use crate::{
     config::{Config, QueueBackend},
     model::StoredAlert,
     queue::{
-        self, QueueError,
+        self, LogQueue, QueueError,
         transfer::{self, TransferError},
     },
 };
@@ -62,9 +62,9 @@ pub enum QueueCmdError {
     )]
     NotAFile,
     #[error(
-        "`alertbridge queue {0}` is not built for [queue] backend = \"log\" yet; the bridge checks the log at every start (damage is refused with one line naming the segment and byte)"
+        "`alertbridge queue salvage` is not built for [queue] backend = \"log\"; the bridge checks the log at every start (damage is refused with one line naming the segment and byte), and `alertbridge queue export` reads every alert of a sound log"
     )]
-    NotForLog(&'static str),
+    NotForLog,
     #[error("cannot read the export from standard input")]
     Stdin(#[source] std::io::Error),
 }
@@ -74,9 +74,6 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
     match command {
         QueueCommand::Check { config } => {
             let config = Config::load(&config)?;
-            if config.queue == QueueBackend::Log {
-                return Err(QueueCmdError::NotForLog("check"));
-            }
             // The shared queue has no file: say whether its database is reachable and where
             // its schema stands.
             if let Some(state) = config.queue.schema_report() {
@@ -91,7 +88,11 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
                     }
                 });
             }
-            let report = queue::check(&config.host.data_dir)?;
+            let report = if config.queue == QueueBackend::Log {
+                LogQueue::check(&config.host.data_dir)?
+            } else {
+                queue::check(&config.host.data_dir)?
+            };
             print!("{report}");
             Ok(if report.is_ok() {
                 ExitCode::SUCCESS
@@ -105,7 +106,7 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
                 return Err(QueueCmdError::NotAFile);
             }
             if config.queue == QueueBackend::Log {
-                return Err(QueueCmdError::NotForLog("salvage"));
+                return Err(QueueCmdError::NotForLog);
             }
             let report = queue::salvage(&config.host.data_dir)?;
             print!("{report}");
@@ -115,7 +116,7 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
             let config = Config::load(&config)?;
             let alerts = match &config.queue {
                 QueueBackend::Redb => transfer::export_redb(&config.host.data_dir)?,
-                QueueBackend::Log => return Err(QueueCmdError::NotForLog("export")),
+                QueueBackend::Log => LogQueue::export(&config.host.data_dir)?,
                 QueueBackend::Postgres(pg) => {
                     runtime()?.block_on(queue::postgres::transfer::export(pg))?
                 }
@@ -139,7 +140,7 @@ pub fn run(command: QueueCommand) -> Result<ExitCode, QueueCmdError> {
                 QueueBackend::Redb => {
                     transfer::import_redb(&config.host.data_dir, &alerts, window_ms)?
                 }
-                QueueBackend::Log => return Err(QueueCmdError::NotForLog("import")),
+                QueueBackend::Log => LogQueue::import(&config.host.data_dir, &alerts, window_ms)?,
                 QueueBackend::Postgres(pg) => runtime()?
                     .block_on(queue::postgres::transfer::import(pg, &alerts, window_ms))?,
             };

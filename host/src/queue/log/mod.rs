@@ -12,6 +12,8 @@
 //! - Recovery: a torn last frame (a write whose `fdatasync` never returned, so never
 //!   acknowledged) is zeroed; a frame that fails its checksum anywhere else is refused with
 //!   one line, like a damaged redb file.
+//! - `alertbridge queue check|export|import` work on it ([`tools`]); salvage does not (a start
+//!   refuses damage with one line naming the segment and byte).
 //! - The group commit, the outcome hold and the fault handling (unavailable, reopen with
 //!   backoff) follow the redb writer's ([`super::writer`]); the inbox is shared with it.
 
@@ -19,6 +21,7 @@ mod format;
 mod segments;
 #[cfg(test)]
 mod tests;
+mod tools;
 mod writer;
 
 use std::{

@@ -408,64 +408,34 @@ pub(super) fn open(
             set_aside_total,
         });
     }
-    let mut scan = Scan {
-        seq: 0,
-        next_id: 1,
-        docs: BTreeMap::new(),
-        keys: Vec::new(),
-    };
-    let mut headers = Vec::new();
-    for &n in &numbers {
-        let path = segment_path(&dir, n);
-        let mut head = [0u8; HEADER_BYTES];
-        let read = File::open(&path).and_then(|f| f.read_exact_at(&mut head, 0));
-        let header = match read {
-            Ok(()) => Header::decode(&head).map_err(|d| store::damaged(&path, d))?,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(store::damaged(
-                    &path,
-                    "it is shorter than a segment header".into(),
-                ));
-            }
-            Err(e) => return Err(file_error(&path)(e)),
-        };
-        headers.push((n, header));
-    }
-    // A base segment holds everything before it: older segments are left over from a
-    // compaction that stopped before removing them.
-    let first = headers
-        .iter()
-        .rposition(|(_, h)| h.flags & FLAG_BASE != 0)
-        .unwrap_or(0);
-    for (n, _) in &headers[..first] {
-        let _ = fs::remove_file(segment_path(&dir, *n));
-    }
-    let headers = &headers[first..];
-    let queue_id = headers[0].1.queue_id;
-    if headers.iter().any(|(_, h)| h.queue_id != queue_id) {
-        return Err(store::damaged(
-            &dir,
-            "its segments carry different queue ids".into(),
-        ));
-    }
-    if marker.is_some_and(|m| m != queue_id) && !accept_empty {
+    let read = read_segments(&dir, &numbers, true)?;
+    if marker.is_some_and(|m| m != read.queue_id) && !accept_empty {
         return Err(vanished("is another queue's (a different queue id)"));
     }
-    let mut files = HashMap::new();
-    let mut sizes = BTreeMap::new();
-    let mut end = 0;
-    for (i, (n, _)) in headers.iter().enumerate() {
-        let path = segment_path(&dir, *n);
-        let file = open_segment(&path)?;
-        let last = i + 1 == headers.len();
-        end = scan.segment(&path, *n, &file, last)?;
-        sizes.insert(*n, file.metadata().map_or(end, |m| m.len()));
-        files.insert(*n, Arc::new(file));
+    for n in &read.obsolete {
+        let _ = fs::remove_file(segment_path(&dir, *n));
+    }
+    let Read {
+        queue_id,
+        files,
+        sizes,
+        end,
+        scan,
+        ..
+    } = read;
+    if let Some(t) = scan.torn {
+        // Zeroed, so the next frame starts on clean space.
+        let path = segment_path(&dir, t.seg);
+        tracing::warn!(path = %path.display(), at = t.at, bytes = t.bytes, reason = t.what, "Queue log: a torn last write (never acknowledged) is discarded.");
+        files[&t.seg]
+            .write_all_at(&vec![0; t.bytes], t.at)
+            .and_then(|()| files[&t.seg].sync_data())
+            .map_err(file_error(&path))?;
     }
     if marker != Some(queue_id) {
         store::write_marker(data_dir, queue_id)?;
     }
-    let (number, _) = *headers.last().expect("at least one segment");
+    let (&number, _) = sizes.last_key_value().expect("at least one segment");
     let file = Arc::clone(&files[&number]);
     let filled = sizes[&number];
     let mut log = Log {
@@ -506,18 +476,114 @@ pub(super) fn open(
     })
 }
 
+/// The segments of a log as read ([`read_segments`]).
+pub(super) struct Read {
+    pub queue_id: u64,
+    /// Segments before the newest base segment: left over from a compaction that stopped
+    /// before removing them (removed at start).
+    pub obsolete: Vec<u64>,
+    pub files: HashMap<u64, Arc<File>>,
+    /// Every segment's number and size on disk, from the base on.
+    pub sizes: BTreeMap<u64, u64>,
+    /// Where the last segment's written part ends.
+    pub end: u64,
+    pub scan: Scan,
+}
+
+/// Reads the segments `numbers` (oldest first, at least one) of the log in `dir`, changing
+/// nothing; a torn last write is told in [`Scan::torn`]. The files are opened for writing too
+/// if `writable`.
+pub(super) fn read_segments(
+    dir: &Path,
+    numbers: &[u64],
+    writable: bool,
+) -> Result<Read, QueueError> {
+    let mut headers = Vec::new();
+    for &n in numbers {
+        let path = segment_path(dir, n);
+        let mut head = [0u8; HEADER_BYTES];
+        let read = File::open(&path).and_then(|f| f.read_exact_at(&mut head, 0));
+        let header = match read {
+            Ok(()) => Header::decode(&head).map_err(|d| store::damaged(&path, d))?,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(store::damaged(
+                    &path,
+                    "it is shorter than a segment header".into(),
+                ));
+            }
+            Err(e) => return Err(file_error(&path)(e)),
+        };
+        headers.push((n, header));
+    }
+    // A base segment holds everything before it.
+    let first = headers
+        .iter()
+        .rposition(|(_, h)| h.flags & FLAG_BASE != 0)
+        .unwrap_or(0);
+    let obsolete = headers[..first].iter().map(|(n, _)| *n).collect();
+    let headers = &headers[first..];
+    let queue_id = headers[0].1.queue_id;
+    if headers.iter().any(|(_, h)| h.queue_id != queue_id) {
+        return Err(store::damaged(
+            dir,
+            "its segments carry different queue ids".into(),
+        ));
+    }
+    let mut scan = Scan {
+        torn: None,
+        seq: 0,
+        next_id: 1,
+        docs: BTreeMap::new(),
+        keys: Vec::new(),
+    };
+    let mut files = HashMap::new();
+    let mut sizes = BTreeMap::new();
+    let mut end = 0;
+    for (i, (n, _)) in headers.iter().enumerate() {
+        let path = segment_path(dir, *n);
+        let file = if writable {
+            open_segment(&path)?
+        } else {
+            File::open(&path).map_err(file_error(&path))?
+        };
+        let last = i + 1 == headers.len();
+        end = scan.segment(&path, *n, last)?;
+        sizes.insert(*n, file.metadata().map_or(end, |m| m.len()));
+        files.insert(*n, Arc::new(file));
+    }
+    Ok(Read {
+        queue_id,
+        obsolete,
+        files,
+        sizes,
+        end,
+        scan,
+    })
+}
+
+/// A torn last write: its `fdatasync` never returned, so nobody was told it was taken.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Torn {
+    pub seg: u64,
+    pub at: u64,
+    /// Bytes from `at` to the last one not zero.
+    pub bytes: usize,
+    pub what: &'static str,
+}
+
 /// What recovery has read so far.
-struct Scan {
-    seq: u64,
-    next_id: u64,
-    docs: BTreeMap<u64, Loc>,
+pub(super) struct Scan {
+    pub torn: Option<Torn>,
+    pub seq: u64,
+    pub next_id: u64,
+    pub docs: BTreeMap<u64, Loc>,
     /// Dedup keys in acceptance order: (key, id, accepted ms).
-    keys: Vec<(u128, u64, i64)>,
+    pub keys: Vec<(u128, u64, i64)>,
 }
 
 impl Scan {
     /// Reads segment `n`; returns where its written part ends.
-    fn segment(&mut self, path: &Path, n: u64, file: &File, last: bool) -> Result<u64, QueueError> {
+    fn segment(&mut self, path: &Path, n: u64, last: bool) -> Result<u64, QueueError> {
         let bytes = fs::read(path).map_err(file_error(path))?;
         let mut at = HEADER_BYTES;
         loop {
@@ -566,13 +632,14 @@ impl Scan {
                             format!("{what} at byte {at}, in a segment that is not the last"),
                         ));
                     }
-                    // A torn last write: its fdatasync never returned, so nobody was told it
-                    // was taken. Zeroed, so the next frame starts on clean space.
+                    // A torn last write (see [`Torn`]).
                     let dirty_end = bytes.iter().rposition(|&b| b != 0).map_or(at, |i| i + 1);
-                    tracing::warn!(path = %path.display(), at, bytes = dirty_end - at, reason = what, "Queue log: a torn last write (never acknowledged) is discarded.");
-                    file.write_all_at(&vec![0; dirty_end - at], at as u64)
-                        .and_then(|()| file.sync_data())
-                        .map_err(file_error(path))?;
+                    self.torn = Some(Torn {
+                        seg: n,
+                        at: at as u64,
+                        bytes: dirty_end - at,
+                        what,
+                    });
                     return Ok(at as u64);
                 }
             }
