@@ -322,6 +322,9 @@ pub(super) enum Frame<'a> {
     End,
     /// Bytes that are not a whole frame with a good checksum.
     Bad(&'static str),
+    /// A frame the end of the file cuts short. Never a torn write: a frame is written into
+    /// space zero-filled (and synced) ahead, so the file is cut (truncated).
+    Cut(&'static str),
 }
 
 /// Reads the frame at `at` of segment bytes `b`.
@@ -330,7 +333,7 @@ pub(super) fn frame_at(b: &[u8], at: usize) -> Frame<'_> {
         return if b[at.min(b.len())..].iter().all(|&x| x == 0) {
             Frame::End
         } else {
-            Frame::Bad("a frame header cut short by the end of the file")
+            Frame::Cut("a frame header cut short by the end of the file")
         };
     }
     let head = &b[at..at + FRAME_HEADER];
@@ -341,8 +344,11 @@ pub(super) fn frame_at(b: &[u8], at: usize) -> Frame<'_> {
         return Frame::Bad("bytes that are not a frame header");
     }
     let len = u32_at(head, 4) as usize;
-    if len > MAX_FRAME_BODY || at + FRAME_HEADER + len > b.len() {
-        return Frame::Bad("a frame longer than the file holds");
+    if len > MAX_FRAME_BODY {
+        return Frame::Bad("a frame longer than a frame can be");
+    }
+    if at + FRAME_HEADER + len > b.len() {
+        return Frame::Cut("a frame longer than the file holds");
     }
     let body = &b[at + FRAME_HEADER..at + FRAME_HEADER + len];
     let mut h = crc32fast::Hasher::new();

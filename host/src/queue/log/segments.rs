@@ -18,7 +18,7 @@
 //! damage, refused with one line ([`QueueError::Damaged`]).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fs::{self, File, OpenOptions},
     os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
@@ -32,7 +32,9 @@ use crate::{
 };
 
 pub(super) const DIR: &str = "queue-log";
-const SET_ASIDE: &str = "set-aside";
+pub(super) const SET_ASIDE: &str = "set-aside";
+/// Why an alert whose state record does not go on its document is set aside.
+pub(super) const MISFIT: &str = "its newest state record does not go on its document";
 /// A segment is closed once the next frame would take it past this size.
 pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
 /// Space zero-filled ahead of the write position at a time.
@@ -454,7 +456,7 @@ pub(super) fn open(
         docs: scan.docs,
         files,
     };
-    let set_aside_now = set_aside_undecodable(&dir, &mut log, &mut view)?;
+    let set_aside_now = set_aside_undecodable(&dir, &mut log, &mut view, &scan.misfits)?;
     let cutoff = now_ms() - window_ms;
     let mut dedup = DedupIndex::new(max_keys);
     for (key, id, at) in scan.keys {
@@ -531,6 +533,7 @@ pub(super) fn read_segments(
     }
     let mut scan = Scan {
         torn: None,
+        misfits: BTreeSet::new(),
         seq: 0,
         next_id: 1,
         docs: BTreeMap::new(),
@@ -574,6 +577,9 @@ pub(super) struct Torn {
 /// What recovery has read so far.
 pub(super) struct Scan {
     pub torn: Option<Torn>,
+    /// Alerts whose newest state record does not go on their document (another head): set
+    /// aside at start like a document that does not decode.
+    pub misfits: BTreeSet<u64>,
     pub seq: u64,
     pub next_id: u64,
     pub docs: BTreeMap<u64, Loc>,
@@ -616,6 +622,12 @@ impl Scan {
                         ));
                     }
                     return Ok(at as u64);
+                }
+                Frame::Cut(what) => {
+                    return Err(store::damaged(
+                        path,
+                        format!("{what} at byte {at}: the segment was cut short"),
+                    ));
                 }
                 Frame::Bad(what) => {
                     if let Some(later) = format::good_frame_after(&bytes, at, self.seq) {
@@ -674,6 +686,7 @@ impl Scan {
             }
             Record::Saved { id, json, at } => {
                 self.docs.insert(id, whole(json, at));
+                self.misfits.remove(&id);
             }
             Record::State {
                 id,
@@ -681,19 +694,21 @@ impl Scan {
                 tail,
                 at,
             } => {
-                let loc = self
-                    .docs
-                    .get_mut(&id)
-                    .filter(|l| l.head.is_some_and(|(_, crc)| crc == head_crc));
-                let Some(loc) = loc else {
+                let Some(loc) = self.docs.get_mut(&id) else {
                     return Err(format!(
-                        "a state record of alert {id} that does not go on its document"
+                        "a state record of alert {id}, which it does not hold"
                     ));
                 };
-                loc.state = Some(part(tail, at));
+                if loc.head.is_some_and(|(_, crc)| crc == head_crc) {
+                    loc.state = Some(part(tail, at));
+                    self.misfits.remove(&id);
+                } else {
+                    self.misfits.insert(id);
+                }
             }
             Record::Forgotten { id } => {
                 self.docs.remove(&id);
+                self.misfits.remove(&id);
             }
             Record::Dedup {
                 id,
@@ -710,19 +725,44 @@ fn count_set_aside(dir: &Path) -> u64 {
     fs::read_dir(dir.join(SET_ASIDE)).map_or(0, |d| d.count() as u64)
 }
 
+/// The ids of the documents set aside in the log folder `dir`, ascending.
+pub(super) fn set_aside(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = fs::read_dir(dir.join(SET_ASIDE)).map_or_else(
+        |_| Vec::new(),
+        |d| {
+            d.filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+        },
+    );
+    ids.sort_unstable();
+    ids
+}
+
 /// Decodes every alert's newest document to learn whether it is finished; one that does not
 /// decode is copied to `set-aside/<id>.json` and forgotten (durably), and the others go on.
 fn set_aside_undecodable(
     dir: &Path,
     log: &mut Log,
     view: &mut View,
+    misfits: &BTreeSet<u64>,
 ) -> Result<Vec<u64>, QueueError> {
     let mut bad = Vec::new();
     for (&id, loc) in view.docs.iter_mut() {
         let bytes = View::read(&view.files, *loc).map_err(QueueError::storage)?;
+        if misfits.contains(&id) {
+            bad.push((id, bytes, MISFIT.to_owned()));
+            continue;
+        }
         match serde_json::from_slice::<StoredAlert>(&bytes) {
             Ok(a) => loc.finished = a.is_finished(),
-            Err(e) => bad.push((id, bytes, e)),
+            Err(e) => bad.push((id, bytes, e.to_string())),
         }
     }
     if bad.is_empty() {

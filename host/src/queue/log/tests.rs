@@ -95,6 +95,21 @@ mod recovery {
     }
 
     #[tokio::test]
+    async fn a_segment_cut_short_inside_a_frame_is_refused_not_taken_for_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        three(dir.path()).await;
+        let (path, bytes) = first_segment(dir.path());
+        let (start, end) = frames(&bytes)[1];
+        // Cut inside the second frame: the third, acknowledged, is gone with it.
+        std::fs::write(&path, &bytes[..(start + end) / 2]).unwrap();
+        let e = open(dir.path()).err().expect("refused");
+        let text = e.to_string();
+        assert!(matches!(e, QueueError::Damaged { .. }), "{text}");
+        assert!(text.contains("cut short"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes[..(start + end) / 2]);
+    }
+
+    #[tokio::test]
     async fn a_checksum_mismatch_mid_log_is_refused_with_one_line_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         three(dir.path()).await;
@@ -356,7 +371,7 @@ mod recovery {
     }
 
     #[tokio::test]
-    async fn a_state_record_on_another_head_is_refused() {
+    async fn an_alert_whose_state_record_is_on_another_head_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         {
             let q = open(dir.path()).unwrap();
@@ -390,10 +405,10 @@ mod recovery {
         assert_eq!(frame.len(), end - start);
         bytes[start..start + frame.len()].copy_from_slice(&frame);
         std::fs::write(&path, &bytes).unwrap();
-        let e = open(dir.path()).err().expect("refused");
-        let text = e.to_string();
-        assert!(matches!(e, QueueError::Damaged { .. }), "{text}");
-        assert!(text.contains("does not go on its document"), "{text}");
+        let q = open(dir.path()).expect("one alert set aside, the others go on");
+        assert!(q.get(id).unwrap().is_none());
+        let aside = dir.path().join(segments::DIR).join("set-aside");
+        assert!(aside.join(format!("{id}.json")).exists());
     }
 
     #[tokio::test]

@@ -50,6 +50,12 @@ fn read_all(data_dir: &Path) -> Result<Option<Vec<StoredAlert>>, QueueError> {
         return Ok(None);
     }
     let read = segments::read_segments(&segments::log_dir(data_dir), &numbers, false)?;
+    if let Some(&id) = read.scan.misfits.first() {
+        return Err(QueueError::Damaged {
+            path: segments::log_dir(data_dir).display().to_string(),
+            detail: format!("alert {id}: {}", segments::MISFIT),
+        });
+    }
     let mut out = Vec::with_capacity(read.scan.docs.len());
     for (&id, &loc) in &read.scan.docs {
         let bytes = View::read(&read.files, loc).map_err(QueueError::storage)?;
@@ -116,16 +122,33 @@ impl LogQueue {
         }
         let mut unfinished = 0;
         for (&id, &loc) in &read.scan.docs {
+            if read.scan.misfits.contains(&id) {
+                r.problems.push(format!(
+                    "undecodable record: alert {id}: {} (set aside at the next start)",
+                    segments::MISFIT
+                ));
+                continue;
+            }
             match View::read(&read.files, loc)
                 .map_err(QueueError::storage)
                 .and_then(|b| decode(id, &b))
             {
                 Ok(a) => unfinished += usize::from(!a.is_finished()),
                 Err(e) => r.problems.push(format!(
-                    "alert {id}: {} (set aside at the next start)",
+                    "undecodable record: alert {id}: {} (set aside at the next start)",
                     crate::error_chain(&e)
                 )),
             }
+        }
+        let aside = segments::set_aside(&dir);
+        if !aside.is_empty() {
+            let ids: Vec<String> = aside.iter().map(u64::to_string).collect();
+            r.facts.push(format!(
+                "records set aside at earlier starts (undecodable): {} (ids {}; in {})",
+                aside.len(),
+                ids.join(", "),
+                dir.join(segments::SET_ASIDE).display()
+            ));
         }
         r.facts.push(format!(
             "{} alerts ({unfinished} unfinished), next id {}, {} dedup key records",
