@@ -22,7 +22,7 @@ use std::{sync::Arc, time::Duration};
 
 use alertbridge_plugin_api::{Alert, ErrorKind, PluginError, Receipt, kit::Host};
 use futures_util::{StreamExt as _, stream};
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::{
     HeaderMap, Method, Request, StatusCode,
     body::{Body, Bytes},
@@ -282,7 +282,8 @@ fn charset(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// Reads the whole body within the limit and the deadline.
+/// Reads the whole body within the limit and the deadline. A body that comes in one piece (a
+/// small POST) is that piece, not copied; only one in several pieces is joined.
 async fn read_body<B>(
     body: B,
     headers: &HeaderMap,
@@ -299,13 +300,37 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Refusal::TooLarge(limit));
     }
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout(deadline, collect).await {
-        Err(_) => Err(Refusal::BodyTimeout(deadline.as_millis())),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Refusal::TooLarge(limit)),
-        Ok(Err(e)) => Err(Refusal::Body(e.to_string())),
-    }
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut first = Bytes::new();
+        let mut joined: Option<Vec<u8>> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Refusal::Body(e.into().to_string()))?;
+            // Trailers say nothing about the alerts.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let have = joined.as_ref().map_or(first.len(), Vec::len);
+            if have + data.len() > limit {
+                return Err(Refusal::TooLarge(limit));
+            }
+            match &mut joined {
+                Some(all) => all.extend_from_slice(&data),
+                None if first.is_empty() => first = data,
+                None => {
+                    let expected = declared.map_or(0, |n| n as usize).max(have + data.len());
+                    let mut all = Vec::with_capacity(expected);
+                    all.extend_from_slice(&first);
+                    all.extend_from_slice(&data);
+                    joined = Some(all);
+                }
+            }
+        }
+        Ok(joined.map_or(first, Bytes::from))
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or(Err(Refusal::BodyTimeout(deadline.as_millis())))
 }
 
 /// What became of one alert of the body.

@@ -278,3 +278,32 @@ async fn other_paths_and_methods_are_404_and_405() {
     assert_eq!(answer.status(), StatusCode::NOT_FOUND);
     assert!(host.accepted().is_empty());
 }
+
+/// A body in several pieces (chunked, no length) is joined; one over the limit is refused
+/// however it is cut.
+#[tokio::test]
+async fn bodies_in_pieces_are_joined_within_the_limit() {
+    let pieces = |body: &'static str, cut: usize| {
+        let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = body
+            .as_bytes()
+            .chunks(cut)
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        Request::post("/api/v1/alerts")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::StreamBody::new(stream::iter(frames)))
+            .expect("request")
+    };
+    let host = TestHost::new("hook");
+    let body = r#"{"subject":"in pieces","labels":{"a":"b"}}"#;
+    let answer = app(&host, "").call(pieces(body, 5)).await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    assert_eq!(host.accepted()[0].subject, "in pieces");
+    assert_eq!(host.accepted()[0].labels["a"], "b");
+    let answer = app(&host, "max_body_bytes = 40\n")
+        .call(pieces(body, 7))
+        .await;
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(host.accepted().len(), 1);
+}
