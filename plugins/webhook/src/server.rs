@@ -20,14 +20,17 @@
 //! The kit aborts what is left at the host's stop deadline.
 
 use std::{
+    future::Future as _,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
+    task::{Context, Poll, Wake, Waker},
     time::{Duration, Instant},
 };
 
 use alertbridge_plugin_api::kit::CancellationToken;
+use futures_util::task::AtomicWaker;
 use hyper::{Request, StatusCode, Version, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -172,16 +175,37 @@ impl Connection {
         let limits = self.limits;
         let watchdog = tokio::time::sleep(limits.head.min(limits.idle).min(limits.max_age));
         tokio::pin!(watchdog);
-        let why = loop {
-            tokio::select! {
-                result = conn.as_mut() => return result.map_err(|e| e.to_string()),
-                () = &mut watchdog => match activity.check(&limits) {
-                    Verdict::Until(deadline) => watchdog.as_mut().reset(deadline.into()),
-                    Verdict::Drop(why) => return Err(why.to_owned()),
-                    Verdict::Finish(why) => break why,
-                },
-                () = self.shutdown.cancelled() => break "stopping",
+        let stop = self.shutdown.cancelled();
+        tokio::pin!(stop);
+        // The connection is polled at every wake-up of the task; the watchdog and the stop
+        // signal only when one of them woke it (and on the first poll, to register).
+        let side = Arc::new(SideWake::default());
+        let side_waker = Waker::from(Arc::clone(&side));
+        let ended = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Err(result.map_err(|e| e.to_string())));
             }
+            side.task.register(cx.waker());
+            if !side.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            let mut side_cx = Context::from_waker(&side_waker);
+            if stop.as_mut().poll(&mut side_cx).is_ready() {
+                return Poll::Ready(Ok("stopping"));
+            }
+            while watchdog.as_mut().poll(&mut side_cx).is_ready() {
+                match activity.check(&limits) {
+                    Verdict::Until(deadline) => watchdog.as_mut().reset(deadline.into()),
+                    Verdict::Drop(why) => return Poll::Ready(Err(Err(why.to_owned()))),
+                    Verdict::Finish(why) => return Poll::Ready(Ok(why)),
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let why = match ended {
+            Ok(why) => why,
+            Err(result) => return result,
         };
         tracing::debug!(reason = why, "Telling a connection to finish.");
         conn.as_mut().graceful_shutdown();
@@ -189,6 +213,32 @@ impl Connection {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err(format!("dropped: did not finish after the {why}")),
         }
+    }
+}
+
+/// Wakes a connection's task for its watchdog or stop signal, and says so.
+struct SideWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for SideWake {
+    fn default() -> Self {
+        Self {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
