@@ -1,7 +1,12 @@
 //! Failover: two real hosts on one PostgreSQL; host `a` holds a round of deliveries (its sink
-//! hangs mid-send) and is SIGKILLed → host `b` delivers them within the lease time, marked as
-//! repeats (`a` had begun sending them); while `a` lived and renewed its lease, `b` left them
-//! alone; `a`, restarted, does not send them again.
+//! hangs mid-send) and is SIGKILLed → host `b` takes them over within the lease of `a`'s last
+//! renewal of each and delivers them, marked as repeats (`a` had begun sending them); while `a`
+//! lived and renewed its lease, `b` took nothing; `a`, restarted, does not send them again.
+//!
+//! The take-over is timed by the database, not by the test: a trigger notes each row's change
+//! of owner with its `lease_until` before and after. Both are written as "now + lease" (the
+//! old one by `a`'s last renewal, the new one by `b`'s claim), so their difference is how long
+//! after `a`'s last renewal `b` took the row, whatever the load on the test's machine.
 
 use std::{
     collections::BTreeMap,
@@ -18,10 +23,23 @@ use alertbridge_testbed::{
 
 /// Alerts in the round `a` holds.
 const ROUND: usize = 20;
-const LEASE_MS: u64 = 1500;
-/// What the survivor may take beyond the lease on a loaded 2-core machine: its lease task's
-/// poll, the start of its round, the sink call.
+const LEASE_MS: u64 = 3000;
+/// What the survivor may take beyond the lease on a loaded 2-core machine, from the kill to its
+/// last delivery: its claim, the start of its round, the sink calls.
 const SLACK_MS: u64 = 3000;
+
+/// Notes every change of an alert's owner (test-only: the trigger lives in the test's
+/// database).
+const NOTE_TAKEOVERS: &str = "
+CREATE TABLE takeovers (id int8, from_owner text, to_owner text,
+                        old_until timestamptz, new_until timestamptz);
+CREATE FUNCTION note_takeover() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO takeovers VALUES (NEW.id, OLD.owner, NEW.owner, OLD.lease_until, NEW.lease_until);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER note_takeover AFTER UPDATE ON ab_alerts FOR EACH ROW
+  WHEN (OLD.owner IS DISTINCT FROM NEW.owner) EXECUTE FUNCTION note_takeover();";
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -48,6 +66,8 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
     };
     let mut a = Node::start(dir.path(), "a", &db.url, &hanging);
     let b = Node::start(dir.path(), "b", &db.url, &lease);
+    // The hosts have created the schema.
+    db.sql(NOTE_TAKEOVERS);
 
     let mut receipts = BTreeMap::new();
     for i in 0..ROUND {
@@ -69,6 +89,11 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
         b.records().is_empty(),
         "b delivered while a was alive and holding the round: {:?}",
         b.records()
+    );
+    assert_eq!(
+        db.sql("SELECT count(*) FROM takeovers"),
+        "0",
+        "b took rows over while a was alive and renewing"
     );
 
     let killed_us = now_us();
@@ -95,6 +120,22 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
     assert!(
         last_ms <= LEASE_MS + SLACK_MS,
         "the round took {last_ms} ms after the kill (lease {LEASE_MS} ms; checked after {took:?})"
+    );
+    // Each row taken over within the lease of a's last renewal of it (the old lease task took
+    // a row only once its lease had run out, then up to a quarter lease later).
+    let taken = db.sql(
+        "SELECT count(*), max((extract(epoch FROM new_until - old_until) * 1000)::int8)
+         FROM takeovers WHERE from_owner = 'a' AND to_owner = 'b'",
+    );
+    let (count, after_renewal_ms) = taken
+        .split_once('|')
+        .map(|(c, g)| (c.parse::<usize>(), g.parse::<u64>()))
+        .unwrap_or_else(|| panic!("takeovers: {taken}"));
+    assert_eq!(count, Ok(ROUND), "each row taken over once: {taken}");
+    let after_renewal_ms = after_renewal_ms.unwrap_or(u64::MAX);
+    assert!(
+        after_renewal_ms < LEASE_MS,
+        "b took a row over {after_renewal_ms} ms after a's last renewal of it (lease {LEASE_MS} ms)"
     );
     // a had begun each send and never recorded an outcome: b cannot know whether the user got
     // it, so every copy says it may be a repeat.
@@ -127,8 +168,9 @@ fn killing_the_host_that_holds_a_round_has_the_other_deliver_it_within_the_lease
         a.records()
     );
     eprintln!(
-        "ha failover ({:.1?}): lease {LEASE_MS} ms; a killed holding {ROUND} sends; b's first delivery {first_ms} ms \
-         and last {last_ms} ms after the kill, all {} marked as repeats; a restarted sent none of them again",
+        "ha failover ({:.1?}): lease {LEASE_MS} ms; a killed holding {ROUND} sends; b took them over at most \
+         {after_renewal_ms} ms after a's last renewal; b's first delivery {first_ms} ms and last {last_ms} ms \
+         after the kill, all {} marked as repeats; a restarted sent none of them again",
         started.elapsed(),
         delivered.marked
     );
