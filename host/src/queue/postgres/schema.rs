@@ -81,6 +81,16 @@ CREATE TABLE ab_silences (
 );
 ",
     ),
+    (
+        4,
+        "alerts_room_for_hot_updates",
+        "
+-- Room in each page for an alert's next versions: a save that changes no indexed column (a
+-- `sending` mark, an outcome that does not finish the alert) is then a HOT update, written
+-- beside the old row with no new index entry. Pages written from now on; none is rewritten.
+ALTER TABLE ab_alerts SET (fillfactor = 50);
+",
+    ),
 ];
 
 /// The advisory lock key migrations run under ("alertbri" in ASCII).
