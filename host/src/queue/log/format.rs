@@ -19,8 +19,8 @@
 //! is the alert's newest whole document's (same length and CRC) is written as a `state`
 //! record: the new document's tail from [`state_at`] on, which replaces the old tail — the
 //! document read back is that head and this tail, byte for byte the one saved. `head_crc` is
-//! the CRC of the head it goes on; recovery refuses a state record whose alert's document has
-//! another head.
+//! the CRC of the head it goes on; at start an alert whose newest state record does not go on
+//! its document (another head) is set aside like a document that does not decode.
 //! All integers are little-endian. One group commit is one frame, written with one `pwrite` and
 //! made durable with one `fdatasync`, so a crash tears at most the last frame. The magic holds
 //! the bytes 0xFF and 0xFE, which never occur in UTF-8 (the JSON documents), so a document's

@@ -14,8 +14,9 @@
 //!
 //! Recovery reads every frame in order. Zeros end a segment. A frame that fails its checksum is
 //! a torn last write — never acknowledged, since its `fdatasync` had not returned — only if it
-//! is in the last segment and no whole frame follows it; it is then zeroed. Anything else is
-//! damage, refused with one line ([`QueueError::Damaged`]).
+//! is in the last segment and no whole frame follows it; it is then zeroed. A frame the end of
+//! the file cuts short is never a torn write (frames go into space filled ahead): the segment
+//! was cut. Anything else is damage, refused with one line ([`QueueError::Damaged`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -332,15 +333,17 @@ fn open_segment(path: &Path) -> Result<File, QueueError> {
         .map_err(file_error(path))
 }
 
-/// Segment numbers in `dir`, oldest first; leftover temporary files are removed.
-fn list(dir: &Path) -> Result<Vec<u64>, QueueError> {
+/// Segment numbers in `dir`, oldest first; leftover temporary files are removed if `tidy`.
+pub(super) fn list(dir: &Path, tidy: bool) -> Result<Vec<u64>, QueueError> {
     let mut numbers = Vec::new();
     for entry in fs::read_dir(dir).map_err(file_error(dir))? {
         let entry = entry.map_err(file_error(dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with("seg-") && name.ends_with(".tmp") {
-            let _ = fs::remove_file(entry.path());
+            if tidy {
+                let _ = fs::remove_file(entry.path());
+            }
         } else if let Some(hex) = name
             .strip_prefix("seg-")
             .and_then(|n| n.strip_suffix(".log"))
@@ -373,7 +376,7 @@ pub(super) fn open(
         id: marker.unwrap_or_default(),
     };
     let numbers = if dir.exists() {
-        list(&dir)?
+        list(&dir, true)?
     } else {
         Vec::new()
     };

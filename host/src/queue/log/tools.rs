@@ -2,7 +2,7 @@
 //! check reads the segments without changing them and says what a start would find; export
 //! reads every alert; import writes an export into an empty log.
 
-use std::{collections::HashSet, fs, path::Path};
+use std::{collections::HashSet, path::Path};
 
 use super::{
     LogQueue,
@@ -20,26 +20,11 @@ use crate::{
 /// The segment numbers of the log in `data_dir`, oldest first (none if it has no folder).
 fn numbers(data_dir: &Path) -> Result<Vec<u64>, QueueError> {
     let dir = segments::log_dir(data_dir);
-    if !dir.exists() {
-        return Ok(Vec::new());
+    if dir.exists() {
+        segments::list(&dir, false)
+    } else {
+        Ok(Vec::new())
     }
-    let mut numbers = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(|source| QueueError::File {
-        path: dir.display().to_string(),
-        source,
-    })? {
-        let Ok(entry) = entry else { continue };
-        if let Some(n) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_prefix("seg-")?.strip_suffix(".log"))
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        {
-            numbers.push(n);
-        }
-    }
-    numbers.sort_unstable();
-    Ok(numbers)
 }
 
 /// Every alert the log holds, ids ascending, read without changing anything; an alert that does
@@ -245,7 +230,7 @@ impl LogQueue {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::{fs, sync::Arc};
 
     use alertbridge_plugin_api::Alert;
 
