@@ -163,15 +163,18 @@ impl LogQueue {
         }
     }
 
-    /// `alertbridge queue import` into the log in `data_dir` (created if missing), which must
-    /// hold no alerts: ids and outcomes kept, the dedup keys of alerts accepted within
+    /// `alertbridge queue import` into the log in `data_dir` (created if missing, also where a
+    /// redb queue was), which must hold no alerts: ids and outcomes kept, the dedup keys of alerts accepted within
     /// `window_ms` rebuilt. Returns how many keys.
     pub fn import(
         data_dir: &Path,
         alerts: &[StoredAlert],
         window_ms: i64,
     ) -> Result<usize, TransferError> {
-        let mut loaded = segments::open(data_dir, false, window_ms, usize::MAX)?;
+        // A missing log is created although the folder's marker names a queue (the redb file
+        // an export came from, in the same folder): an import is the operator's word, and it
+        // goes into an empty log only.
+        let mut loaded = segments::open(data_dir, true, window_ms, usize::MAX)?;
         if !loaded.view.docs.is_empty() {
             return Err(TransferError::NotEmpty(loaded.view.docs.len() as u64));
         }
@@ -267,7 +270,9 @@ mod tests {
         assert_eq!(alerts.len(), 2);
         assert!(alerts[0].is_finished() && !alerts[1].is_finished());
 
+        // Into the folder of another queue (its marker), as after an export from redb there.
         let to = tempfile::tempdir().unwrap();
+        store::write_marker(to.path(), 77).unwrap();
         assert_eq!(LogQueue::import(to.path(), &alerts, 3_600_000).unwrap(), 1);
         assert!(matches!(
             LogQueue::import(to.path(), &alerts, 3_600_000),
