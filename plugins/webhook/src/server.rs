@@ -13,7 +13,7 @@
 //! `max_connections` slot for long without sending alerts.
 //!
 //! All of these deadlines are one timer per connection, a watchdog that is moved only when it
-//! fires: requests just note when they start and end (two atomic writes), none arms a timer.
+//! fires: requests just note when they start and end (atomic counters), none arms a timer.
 //!
 //! Stop: on `shutdown` the listener is closed, every connection is told to finish the same way,
 //! and `serve` returns once each has (every connection holds a slot of the cap until it ends).
