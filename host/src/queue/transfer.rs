@@ -1,5 +1,6 @@
 //! `alertbridge queue export|import`: a queue as lines of JSON, to move it between backends
-//! (redb ↔ PostgreSQL) with every alert, its id and its recipients' outcomes.
+//! (redb, the segment log, PostgreSQL) with every alert, its id and its recipients' outcomes.
+//! The redb side is here; the log's is [`crate::queue::LogQueue::export`] and `import`.
 //!
 //! ```text
 //! {"alertbridge_queue":1,"from":"redb"}              header: format version, backend
