@@ -4,6 +4,12 @@
 //! check` says what is wrong; `alertbridge queue salvage` brings back every readable alert,
 //! keeping the damaged file aside; one undecodable record is set aside while the rest flow.
 //!
+//! On the segment log (`[queue] backend = "log"`): a segment cut short, a damaged frame after
+//! a SIGKILL, an undecodable document and a deleted log, each refused (or set aside) the same
+//! way and named by `queue check`. Salvage is redb's alone (a redb file's pages are rewritten
+//! in place, so it scans them; a log is append-only and a start refuses damage with the
+//! segment and byte), so the salvage scenarios stay redb-only.
+//!
 //! Needs the built workspace (`cargo build --workspace`).
 
 mod queue_support;
@@ -45,16 +51,16 @@ impl Seeded {
 /// A queue file holding `SEEDED` unfinished alerts (the recipient is offline, so they are
 /// held), written by the real host and closed cleanly.
 fn seeded() -> Seeded {
-    seeded_then(Bridge::stop)
+    seeded_then(Backend::Redb, Bridge::stop)
 }
 
 /// The same, the host ended by `end` (e.g. a SIGKILL: the file is not closed cleanly).
-fn seeded_then(end: impl FnOnce(&mut Bridge)) -> Seeded {
+fn seeded_then(backend: Backend, end: impl FnOnce(&mut Bridge)) -> Seeded {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let data = dir.join("data");
     let (admin, hook) = (free_port(), free_port());
-    let config = webhook_config(&dir, &data, admin, hook, "");
+    let config = webhook_config_on(backend, &dir, &data, admin, hook, "");
     set_online(&dir, false);
     let mut b = Bridge::start(&config, admin, &dir.join("host.log"), None);
     let mut seqs = Vec::new();
@@ -116,6 +122,29 @@ fn assert_one_line_refusal(code: Option<i32>, stderr: &str, expect: &[&str]) {
     for e in expect {
         assert!(lines[0].contains(e), "`{e}` missing from: {}", lines[0]);
     }
+}
+
+/// Ends the host with SIGKILL.
+fn kill(b: &mut Bridge) {
+    if let Some(mut c) = b.child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Sets byte 5 of every stored version of alert d7 to a control character (inside a JSON key),
+/// in `bytes`; how many it found.
+fn spoil_d7(bytes: &mut [u8]) -> usize {
+    let needle = br#"{"subject":"queue test d7","#;
+    let mut hits = 0;
+    let mut i = 0;
+    while let Some(p) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
+        let at = i + p;
+        bytes[at + 5] = 0x01;
+        hits += 1;
+        i = at + needle.len();
+    }
+    hits
 }
 
 fn run_refused(s: &Seeded) -> (Option<i32>, String) {
@@ -193,20 +222,31 @@ fn a_truncated_queue_file_is_one_line_at_start_and_salvage_brings_back_what_is_r
 
 #[test]
 fn one_undecodable_record_is_set_aside_and_reported_while_the_rest_flow() {
-    let s = seeded();
-    // Corrupt every stored version of alert d7 (a control character inside a JSON key).
-    let mut bytes = fs::read(s.file()).unwrap();
-    let needle = br#"{"subject":"queue test d7","#;
+    undecodable_set_aside(Backend::Redb);
+}
+
+#[test]
+fn one_undecodable_document_in_the_log_is_set_aside_and_reported_while_the_rest_flow() {
+    undecodable_set_aside(Backend::Log);
+}
+
+fn undecodable_set_aside(backend: Backend) {
+    let s = seeded_then(backend, Bridge::stop);
+    let files = match backend {
+        Backend::Redb => vec![s.file()],
+        Backend::Log => log_segments(&s.data),
+    };
     let mut hits = 0;
-    let mut i = 0;
-    while let Some(p) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
-        let at = i + p;
-        bytes[at + 5] = 0x01;
-        hits += 1;
-        i = at + needle.len();
+    for f in &files {
+        let mut bytes = fs::read(f).unwrap();
+        hits += spoil_d7(&mut bytes);
+        if backend == Backend::Log {
+            // Written whole (good checksums) by something else than this host.
+            reseal_log_frames(&mut bytes);
+        }
+        fs::write(f, &bytes).unwrap();
     }
     assert!(hits > 0, "alert d7 not found in the queue file");
-    fs::write(s.file(), &bytes).unwrap();
 
     let (status, out, err) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
     assert_eq!(status.code(), Some(1), "check: {out}{err}");
@@ -246,8 +286,27 @@ fn an_emptied_or_deleted_queue_file_is_refused_unless_the_operator_accepts_it() 
     let (status, out, _) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("missing"), "{out}");
+    accepted_empty_then_started(&s);
+}
 
-    // The operator says so: a fresh queue, and the next plain start is fine.
+#[test]
+fn a_deleted_log_is_refused_unless_the_operator_accepts_it() {
+    let s = seeded_then(Backend::Log, Bridge::stop);
+    fs::remove_dir_all(s.data.join("queue-log")).unwrap();
+    let (code, stderr) = run_refused(&s);
+    assert_one_line_refusal(
+        code,
+        &stderr,
+        &["queue-log", "holds no log segment", "--accept-empty-queue"],
+    );
+    let (status, out, _) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("holds no log segment"), "{out}");
+    accepted_empty_then_started(&s);
+}
+
+/// The operator says so: a fresh queue, and the next plain start is fine.
+fn accepted_empty_then_started(s: &Seeded) {
     let log = s.dir.join("accepted.log");
     let mut child = spawn(
         &["run", "--config", &s.config_arg(), "--accept-empty-queue"],
@@ -321,26 +380,68 @@ fn corrupt_bytes_in_the_file_header_are_one_line_at_start_and_salvage_recovers_e
 fn a_corrupt_record_in_a_file_left_by_a_crash_is_refused_then_salvage_keeps_the_rest() {
     // After a SIGKILL redb verifies every page at the next open, so a damaged record makes
     // the whole file unreadable to it: the start is refused; salvage scans the bytes.
-    let s = seeded_then(|b| {
-        if let Some(mut c) = b.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    });
+    let s = seeded_then(Backend::Redb, kill);
     let mut bytes = fs::read(s.file()).unwrap();
-    let needle = br#"{"subject":"queue test d7","#;
-    let mut i = 0;
-    let mut hits = 0;
-    while let Some(p) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
-        bytes[i + p + 5] = 0x01;
-        hits += 1;
-        i += p + needle.len();
-    }
-    assert!(hits > 0, "alert d7 not found in the queue file");
+    assert!(
+        spoil_d7(&mut bytes) > 0,
+        "alert d7 not found in the queue file"
+    );
     fs::write(s.file(), &bytes).unwrap();
 
     let (code, stderr) = run_refused(&s);
     assert_one_line_refusal(code, &stderr, &["queue.redb", "damaged"]);
     let rest: Vec<String> = s.seqs.iter().filter(|q| *q != "d7").cloned().collect();
     salvage_and_deliver(&s, &rest);
+}
+
+#[test]
+fn a_log_segment_cut_short_is_one_line_at_start_and_check_names_it() {
+    let s = seeded_then(Backend::Log, Bridge::stop);
+    let segment = &log_segments(&s.data)[0];
+    let bytes = fs::read(segment).unwrap();
+    let written = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    fs::write(segment, &bytes[..written / 2]).unwrap();
+
+    let (code, stderr) = run_refused(&s);
+    assert_one_line_refusal(
+        code,
+        &stderr,
+        &[
+            "queue-log",
+            "damaged",
+            "cut short",
+            "alertbridge queue check",
+        ],
+    );
+    let (status, out, err) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
+    assert_eq!(status.code(), Some(1), "check: {out}{err}");
+    assert!(
+        out.contains("problem:") && out.contains("cut short"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read(segment).unwrap(),
+        bytes[..written / 2],
+        "nothing changed"
+    );
+}
+
+#[test]
+fn a_damaged_frame_in_a_log_left_by_a_crash_is_one_line_at_start_and_check_names_it() {
+    let s = seeded_then(Backend::Log, kill);
+    let segment = &log_segments(&s.data)[0];
+    let mut bytes = fs::read(segment).unwrap();
+    assert!(spoil_d7(&mut bytes) > 0, "alert d7 not found in the log");
+    fs::write(segment, &bytes).unwrap();
+
+    let (code, stderr) = run_refused(&s);
+    assert_one_line_refusal(
+        code,
+        &stderr,
+        &["queue-log", "damaged", "fails its checksum"],
+    );
+    let (status, out, _) = run_cli(&["queue", "check", "--config", &s.config_arg()]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("fails its checksum"), "{out}");
+    assert_eq!(fs::read(segment).unwrap(), bytes, "nothing changed");
 }

@@ -2,7 +2,7 @@
 //! disk (a real tmpfs filled to ENOSPC) and a file-size limit (RLIMIT_FSIZE: EFBIG) make the
 //! queue loud — `/healthz` 503 naming it, `alertbridge_queue_up 0`, the webhook answering 503
 //! with Retry-After — and nothing acknowledged is lost; once the disk has room again the queue
-//! reopens by itself and takes alerts again.
+//! reopens by itself and takes alerts again. Both run on redb and on the segment log.
 //!
 //! Needs the built workspace and root (to mount the tmpfs; skipped with a message otherwise).
 
@@ -46,16 +46,26 @@ fn assert_queue_down(b: &Bridge) {
 
 #[test]
 fn a_full_disk_makes_the_queue_loud_refuses_with_retry_after_and_recovers_losing_nothing() {
+    full_disk(Backend::Redb);
+}
+
+#[test]
+fn a_full_disk_makes_the_log_queue_loud_refuses_with_retry_after_and_recovers_losing_nothing() {
+    full_disk(Backend::Log);
+}
+
+fn full_disk(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let Some(_tmpfs) = Tmpfs::mount(&data, 8 << 20) else {
         return;
     };
     let (admin, hook) = (free_port(), free_port());
-    let config = webhook_config(dir.path(), &data, admin, hook, "");
+    let config = webhook_config_on(backend, dir.path(), &data, admin, hook, "");
     let log = dir.path().join("host.log");
     let b = Bridge::start(&config, admin, &log, None);
     assert_eq!(b.metric("alertbridge_queue_up"), Some(1.0));
+    assert_eq!(data.join("queue-log").is_dir(), backend == Backend::Log);
     let mut acked = Vec::new();
     for i in 0..20 {
         let seq = format!("before{i}");
@@ -97,14 +107,24 @@ fn a_full_disk_makes_the_queue_loud_refuses_with_retry_after_and_recovers_losing
 
 #[test]
 fn a_file_size_limit_takes_the_queue_down_loudly_and_loses_nothing_acknowledged() {
+    file_size_limit(Backend::Redb);
+}
+
+#[test]
+fn a_file_size_limit_takes_the_log_queue_down_loudly_and_loses_nothing_acknowledged() {
+    file_size_limit(Backend::Log);
+}
+
+fn file_size_limit(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (admin, hook) = (free_port(), free_port());
-    let config = webhook_config(dir.path(), &data, admin, hook, "");
+    let config = webhook_config_on(backend, dir.path(), &data, admin, hook, "");
     let log = dir.path().join("host.log");
     // Hold every alert (recipient offline) so the queue file keeps growing.
     set_online(dir.path(), false);
     let mut b = Bridge::start(&config, admin, &log, Some(6 << 20));
+    assert_eq!(data.join("queue-log").is_dir(), backend == Backend::Log);
     let (acked, head, body) = post_until_refused(hook, "big", 30_000);
     assert!(!acked.is_empty(), "nothing was taken before the limit");
     assert!(

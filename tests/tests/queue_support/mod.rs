@@ -264,9 +264,39 @@ fn post_once(hook_port: u16, alert: &serde_json::Value) -> (u16, String, String)
     .unwrap_or((0, String::new(), String::new()))
 }
 
+/// The embedded queue backends a scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Redb,
+    /// The segment log (`[queue] backend = "log"`).
+    Log,
+}
+
+impl Backend {
+    /// The `[queue]` section that chooses it.
+    fn section(self) -> &'static str {
+        match self {
+            Self::Redb => "",
+            Self::Log => "[queue]\nbackend = \"log\"\n",
+        }
+    }
+}
+
 /// A config with the `webhook` source `hook`, the test sink and one route to one user;
 /// `host_extra` goes into `[host]`. The queue lives in `data`, everything else in `dir`.
 pub fn webhook_config(
+    dir: &Path,
+    data: &Path,
+    admin: u16,
+    hook_port: u16,
+    host_extra: &str,
+) -> PathBuf {
+    webhook_config_on(Backend::Redb, dir, data, admin, hook_port, host_extra)
+}
+
+/// [`webhook_config`] with the queue on `backend`.
+pub fn webhook_config_on(
+    backend: Backend,
     dir: &Path,
     data: &Path,
     admin: u16,
@@ -310,9 +340,11 @@ name = "all"
 groups = ["ops"]
 sinks = ["sink"]
 offline = {{ policy = "hold", max_wait_secs = 3600, then = "skip" }}
-"#,
+
+{queue}"#,
         data = data.display(),
         tokens = tokens.display(),
+        queue = backend.section(),
     );
     let path = dir.join("alertbridge.toml");
     fs::write(&path, config).expect("write config");
@@ -359,5 +391,46 @@ pub fn wait_delivered_once(dir: &Path, seqs: &[String], log: impl Fn() -> String
     for s in seqs {
         let n = got.iter().filter(|g| *g == s).count();
         assert_eq!(n, 1, "alert {s} delivered {n} times; log:\n{}", log());
+    }
+}
+
+/// The segments of the log queue in `data`, oldest first.
+pub fn log_segments(data: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(data.join("queue-log"))
+        .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    out.retain(|p| p.extension().is_some_and(|x| x == "log"));
+    out.sort();
+    out
+}
+
+/// CRC-32 (IEEE), as the log's frames carry it.
+fn crc32(parts: &[&[u8]]) -> u32 {
+    let mut crc = !0u32;
+    for &b in parts.iter().flat_map(|p| p.iter()) {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Gives every frame of log segment `bytes` its checksum again (after a test changed bytes of
+/// a document): what the log holds then was written whole, by something else than the host.
+pub fn reseal_log_frames(bytes: &mut [u8]) {
+    const HEADER: usize = 32;
+    const FRAME_HEADER: usize = 20;
+    let mut at = HEADER;
+    while at + FRAME_HEADER <= bytes.len() && bytes[at..at + 4] == 0xFEFF_AB17u32.to_le_bytes() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let end = at + FRAME_HEADER + len;
+        let crc = crc32(&[&bytes[at + 8..at + 16], &bytes[at + FRAME_HEADER..end]]);
+        bytes[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+        at = end;
     }
 }
