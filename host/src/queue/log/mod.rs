@@ -18,6 +18,7 @@
 //!   backoff) follow the redb writer's ([`super::writer`]); the inbox is shared with it.
 
 mod format;
+mod scan;
 mod segments;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@ use std::{collections::HashSet, path::Path};
 use super::{
     LogQueue,
     format::{self, MAX_FRAME_BODY, Record},
+    scan,
     segments::{self, View},
 };
 use crate::{
@@ -34,7 +35,7 @@ fn read_all(data_dir: &Path) -> Result<Option<Vec<StoredAlert>>, QueueError> {
     if numbers.is_empty() {
         return Ok(None);
     }
-    let read = segments::read_segments(&segments::log_dir(data_dir), &numbers, false)?;
+    let read = scan::read_segments(&segments::log_dir(data_dir), &numbers, false)?;
     if let Some(&id) = read.scan.misfits.first() {
         return Err(QueueError::Damaged {
             path: segments::log_dir(data_dir).display().to_string(),
@@ -68,7 +69,7 @@ impl LogQueue {
             }
             return Ok(r);
         }
-        let read = match segments::read_segments(&dir, &numbers, false) {
+        let read = match scan::read_segments(&dir, &numbers, false) {
             Ok(read) => read,
             Err(e) => {
                 r.problems.push(crate::error_chain(&e));
