@@ -420,17 +420,32 @@ fn crc32(parts: &[&[u8]]) -> u32 {
     !crc
 }
 
+/// Where each frame of log segment `bytes` starts and ends (header included).
+pub fn log_frames(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    const HEADER: usize = 32;
+    let mut frames = Vec::new();
+    let mut at = HEADER;
+    while at + LOG_FRAME_HEADER <= bytes.len() && bytes[at..at + 4] == 0xFEFF_AB17u32.to_le_bytes()
+    {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let end = (at + LOG_FRAME_HEADER + len).min(bytes.len());
+        frames.push(at..end);
+        at = end;
+    }
+    frames
+}
+
+/// A log frame's header: magic, length, sequence, checksum.
+pub const LOG_FRAME_HEADER: usize = 20;
+
 /// Gives every frame of log segment `bytes` its checksum again (after a test changed bytes of
 /// a document): what the log holds then was written whole, by something else than the host.
 pub fn reseal_log_frames(bytes: &mut [u8]) {
-    const HEADER: usize = 32;
-    const FRAME_HEADER: usize = 20;
-    let mut at = HEADER;
-    while at + FRAME_HEADER <= bytes.len() && bytes[at..at + 4] == 0xFEFF_AB17u32.to_le_bytes() {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-        let end = at + FRAME_HEADER + len;
-        let crc = crc32(&[&bytes[at + 8..at + 16], &bytes[at + FRAME_HEADER..end]]);
-        bytes[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
-        at = end;
+    for frame in log_frames(bytes) {
+        let crc = crc32(&[
+            &bytes[frame.start + 8..frame.start + 16],
+            &bytes[frame.start + LOG_FRAME_HEADER..frame.end],
+        ]);
+        bytes[frame.start + 16..frame.start + 20].copy_from_slice(&crc.to_le_bytes());
     }
 }
