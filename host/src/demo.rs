@@ -274,6 +274,11 @@ pub async fn run(
     webhook_port: u16,
 ) -> Result<(), DemoError> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Taken before the simulators start: a Ctrl-C while the demo comes up must stop it through
+    // the loop below, which stops them too — the default action would kill the demo alone and
+    // leave the simulators (in their own process group) running.
+    let mut term = signal(SignalKind::terminate()).map_err(DemoError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DemoError::Signals)?;
     let bin_dir = loader::default_dir();
     let dir = match dir {
         Some(dir) => {
@@ -381,8 +386,6 @@ pub async fn run(
     let mut shown = std::collections::BTreeSet::new();
     let mut incidents = IncidentsShown::default();
     let started = now_ms();
-    let mut term = signal(SignalKind::terminate()).map_err(DemoError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DemoError::Signals)?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {

@@ -296,16 +296,30 @@ fn the_demo_works_in_a_fresh_private_folder() {
             .spawn()
             .expect("start the demo");
         let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut sims = Vec::new();
         let config = stdout.lines().map_while(Result::ok).find_map(|l| {
+            if l.contains("simulator")
+                && let Some(addr) = l.split("http://").nth(1).and_then(|a| a.split('/').next())
+            {
+                sims.push(addr.to_owned());
+            }
             l.trim_start()
                 .strip_prefix("config")
                 .map(|p| PathBuf::from(p.trim()))
         });
+        // Ctrl-C while the demo is still coming up (it has more to do after naming its config).
         let _ = Command::new("kill")
             .arg("-INT")
             .arg(child.id().to_string())
             .status();
         let _ = child.wait();
+        assert_eq!(sims.len(), 2, "the demo names its two simulators");
+        for addr in sims {
+            assert!(
+                std::net::TcpStream::connect(&addr).is_err(),
+                "simulator {addr} still listens after a Ctrl-C while the demo came up"
+            );
+        }
         let folder = config
             .expect("the demo names its config")
             .parent()
