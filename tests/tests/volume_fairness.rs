@@ -156,6 +156,11 @@ sinks = ["sink"]
             .count()
             == taken
     });
+    // The sink writes its record before the host has the outcome: the places are given back
+    // when the host has finished the alerts, which `/healthz` shows.
+    wait_until("the host to finish the flood", LONG, || {
+        host.api("/healthz")["queue_depth"] == 0
+    });
     let metrics = get(&format!("{}/metrics", host.admin)).unwrap_or_default();
     assert!(
         !metrics.contains("alertbridge_alerts_rejected_total{source=\"mail\""),
