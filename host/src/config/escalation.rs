@@ -1,9 +1,17 @@
 //! Escalation policies (`[[escalation]]`): who is paged at each level, after how long, how
-//! often the levels run, and when an acknowledgement runs out; checked before use.
+//! often the levels run, and when an acknowledgement runs out; read from the file and checked
+//! before use.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
+use serde_spanned::Spanned;
+use toml_edit::{Item, Table};
+
+use super::{
+    error::Collector,
+    raw::{RawEscalation, deserialize},
+};
 
 /// One level: the groups and users paged together.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +145,7 @@ impl EscalationPolicy {
     /// The policy with each level's groups' members (through `groups`) added to its users, so
     /// that a page records everyone it reaches (who may then answer it). The groups stay, for
     /// display.
-    pub fn with_members(&self, groups: &std::collections::BTreeMap<String, Vec<String>>) -> Self {
+    pub fn with_members(&self, groups: &BTreeMap<String, Vec<String>>) -> Self {
         let mut out = self.clone();
         for level in &mut out.levels {
             let members = level.groups.iter().filter_map(|g| groups.get(g)).flatten();
@@ -179,4 +187,65 @@ impl EscalationPolicy {
         };
         Duration::from_secs(last.saturating_sub(prev)).max(MIN_REPEAT_GAP)
     }
+}
+
+/// The `[[escalation]]` policies, each checked ([`EscalationPolicy::check`]) with its error
+/// placed at the level (or the name) it is about.
+pub(super) fn escalations(
+    c: &mut Collector<'_>,
+    root: &Table,
+    groups: &BTreeMap<String, Vec<String>>,
+) -> Vec<EscalationPolicy> {
+    let Some(item) = root.get("escalation") else {
+        return vec![];
+    };
+    let Some(tables) = item.as_array_of_tables() else {
+        c.at(
+            root.key("escalation").and_then(|k| k.span()),
+            "`escalation` must be an array of tables: write [[escalation]]",
+        );
+        return vec![];
+    };
+    let mut out: Vec<EscalationPolicy> = Vec::new();
+    for t in tables {
+        let Some(raw) = deserialize::<RawEscalation>(c, &Item::Table(t.clone()), "[[escalation]]")
+        else {
+            continue;
+        };
+        let name = raw.name.get_ref().clone();
+        if out.iter().any(|p| p.name == name) {
+            c.at(
+                Some(raw.name.span()),
+                format!("escalation `{name}` is defined twice"),
+            );
+            continue;
+        }
+        let spans: Vec<_> = raw.levels.get_ref().iter().map(Spanned::span).collect();
+        let policy = EscalationPolicy {
+            name,
+            repeat: raw.repeat,
+            ack_timeout_secs: raw.ack_timeout_secs,
+            levels: raw
+                .levels
+                .into_inner()
+                .into_iter()
+                .map(|l| {
+                    let l = l.into_inner();
+                    Level {
+                        groups: l.groups,
+                        users: l.users,
+                        after_secs: l.after_secs,
+                    }
+                })
+                .collect(),
+        };
+        // A failed policy is kept so a route naming it is not also told it is missing; the
+        // error fails the file anyway.
+        if let Err(e) = policy.check(|g| groups.contains_key(g)) {
+            let span = e.level().and_then(|l| spans.get(l - 1).cloned());
+            c.at(Some(span.unwrap_or_else(|| raw.name.span())), e.to_string());
+        }
+        out.push(policy);
+    }
+    out
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml_edit::{Item, Table};
 
-use super::{HostSettings, error::Collector};
+use super::{error::Collector, raw::deserialize, settings::HostSettings};
 use crate::{
     metrics::Metrics,
     queue::{LogQueue, OnCommit, PgQueue, PgSettings, Queue, QueueError, QueueOptions, RedbQueue},
@@ -143,7 +143,7 @@ pub(super) fn queue_backend(c: &mut Collector<'_>, root: &Table, base: &Path) ->
     let Some(item) = root.get("queue") else {
         return QueueBackend::Redb;
     };
-    let Some(raw) = super::deserialize::<RawQueue>(c, item, "[queue]") else {
+    let Some(raw) = deserialize::<RawQueue>(c, item, "[queue]") else {
         return QueueBackend::Redb;
     };
     let span_of = |key: &str| item.get(key).and_then(Item::span).or_else(|| item.span());

@@ -1,9 +1,13 @@
-//! The config file's shape as serde reads it, with spans kept where later checks need them.
+//! The config file's shape as serde reads it, with spans kept where later checks need them,
+//! and reading one of its tables into that shape.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, de::IntoDeserializer};
 use serde_spanned::Spanned;
+use toml_edit::{Item, Table};
+
+use super::error::Collector;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -174,4 +178,33 @@ pub struct RawIncidents {
     /// Groups whose members may ack or resolve any incident, besides those paged for it.
     #[serde(default)]
     pub responders: Vec<Spanned<String>>,
+}
+
+/// Deserializes `root[key]` as `T`, recording an error (and returning `None`) if it fails.
+pub(super) fn section<T: for<'de> Deserialize<'de>>(
+    c: &mut Collector<'_>,
+    root: &Table,
+    key: &str,
+) -> Option<T> {
+    let item = root.get(key)?;
+    deserialize(c, item, &format!("[{key}]"))
+}
+
+/// Deserializes `item` as `T`, recording an error under `context` (and returning `None`) if it
+/// fails.
+pub(super) fn deserialize<T: for<'de> Deserialize<'de>>(
+    c: &mut Collector<'_>,
+    item: &Item,
+    context: &str,
+) -> Option<T> {
+    let value = match item.clone().into_value() {
+        Ok(v) => v,
+        Err(item) => {
+            c.at(item.span(), format!("{context}: expected a table"));
+            return None;
+        }
+    };
+    T::deserialize(value.into_deserializer())
+        .map_err(|e| c.de(context, &e))
+        .ok()
 }

@@ -10,7 +10,7 @@ use std::{
 
 use toml_edit::{Item, Table};
 
-use super::{ConfigError, error::Collector, line_col};
+use super::error::{Collector, ConfigError, line_col};
 use crate::template::{MAX_TEMPLATE_BYTES, Owner, TemplateError, Templates};
 
 /// Where a template's text starts: in the config file (line, column of its first character

@@ -1,8 +1,9 @@
 //! Tests of config checking: every mistake found at once, each with its line and column.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use super::*;
+use crate::router::OfflinePolicy;
 
 const GOOD: &str = r#"
 [host]
