@@ -4,7 +4,8 @@
 //! paged when); clicking its `ack` button acknowledges it through the admin API with the token
 //! the page asked for once (the API and the page then say "acknowledged by admin API"), and
 //! `resolve` resolves it. A host without escalation policies shows no incident section.
-//! Screenshots go to `target/screenshots/`.
+//! Screenshots go to `target/screenshots/`. Without a browser: `GET /api/v1/incidents` pages
+//! newest first by id, resolved or not, and refuses a bad `limit` with a 400.
 
 use std::time::Duration;
 
@@ -49,18 +50,42 @@ sinks = ["lync"]
     SinkBed::start_webhook(HOOK_TOKEN, ADMIN_TOKEN, &routes)
 }
 
-/// GET on the admin API with the token.
-fn api(host: &Host, path: &str) -> Value {
+/// `method` on the admin API with the token: status and answer.
+fn call(host: &Host, method: &str, path: &str) -> (u16, Value) {
     let bearer = format!("Bearer {ADMIN_TOKEN}");
     let (status, body) = request(
-        "GET",
+        method,
         &format!("{}{path}", host.admin),
         &[("authorization", &bearer)],
         "",
     )
-    .unwrap_or_else(|| panic!("GET {path}: no answer; log:\n{}", host.log()));
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    .unwrap_or_else(|| panic!("{method} {path}: no answer; log:\n{}", host.log()));
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"));
+    (status, v)
+}
+
+/// GET on the admin API with the token; the answer must be a 200.
+fn api(host: &Host, path: &str) -> Value {
+    let (status, v) = call(host, "GET", path);
+    assert_eq!(status, 200, "GET {path}: {v}");
+    v
+}
+
+/// Posts an alert to the webhook on `port`.
+fn fire(port: u16, subject: &str, dedup_key: &str) {
+    let bearer = format!("Bearer {HOOK_TOKEN}");
+    let alert = json!({"subject": subject, "severity": "critical", "dedup_key": dedup_key});
+    let (status, body) = request(
+        "POST",
+        &format!("http://127.0.0.1:{port}/api/v1/alerts"),
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        &alert.to_string(),
+    )
+    .expect("the webhook answers");
+    assert_eq!(status, 202, "{body}");
 }
 
 /// Opens the page and gives it the admin token when it asks.
@@ -114,18 +139,7 @@ fn the_page_shows_an_incident_live_and_its_buttons_ack_and_resolve_it() {
         browser.text("#routes")
     );
 
-    let bearer = format!("Bearer {HOOK_TOKEN}");
-    let (status, body) = request(
-        "POST",
-        &format!("http://127.0.0.1:{webhook}/api/v1/alerts"),
-        &[
-            ("authorization", &bearer),
-            ("content-type", "application/json"),
-        ],
-        r#"{"subject": "Disk full on db01", "severity": "critical", "dedup_key": "db01-disk"}"#,
-    )
-    .expect("the webhook answers");
-    assert_eq!(status, 202, "{body}");
+    fire(webhook, "Disk full on db01", "db01-disk");
 
     // The incident appears without a reload: number, title, state, level, who was paged.
     let row = "#incidents tr[data-incident='1']";
@@ -215,4 +229,55 @@ fn without_escalation_policies_the_page_shows_no_incident_section() {
     assert!(!section_shown(&browser));
     assert_eq!(browser.text("#incident-note"), "");
     assert!(browser.text("#routes").contains("all"));
+}
+
+/// The ids a page lists and its cursor.
+fn page(host: &Host, query: &str) -> (Vec<u64>, Value) {
+    let v = api(host, &format!("/api/v1/incidents{query}"));
+    let ids = v["incidents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|i| i["id"].as_u64().expect("an id"))
+        .collect();
+    (ids, v["next_before"].clone())
+}
+
+#[test]
+fn the_incident_list_pages_newest_first_and_refuses_a_bad_limit() {
+    let SinkBed {
+        host,
+        port: webhook,
+        dir: _dir,
+        ..
+    } = start(true);
+    for n in 1..=3 {
+        fire(
+            webhook,
+            &format!("Disk full on db0{n}"),
+            &format!("db0{n}-disk"),
+        );
+        wait_until("the incident opened", LONG, || {
+            call(&host, "GET", &format!("/api/v1/incidents/{n}")).0 == 200
+        });
+    }
+    // The newest resolved: still first (by id, not open ones first).
+    let (status, v) = call(&host, "POST", "/api/v1/incidents/3/resolve");
+    assert_eq!(status, 200, "{v}");
+
+    assert_eq!(page(&host, ""), (vec![3, 2, 1], Value::Null));
+    assert_eq!(page(&host, "?limit=2"), (vec![3, 2], json!(2)));
+    assert_eq!(page(&host, "?limit=2&before=2"), (vec![1], Value::Null));
+    assert_eq!(page(&host, "?before=1"), (vec![], Value::Null));
+    assert_eq!(page(&host, "?limit=0"), (vec![3], json!(3)), "at least one");
+
+    for bad in ["?limit=abc", "?before=-1"] {
+        let (status, v) = call(&host, "GET", &format!("/api/v1/incidents{bad}"));
+        assert_eq!(status, 400, "{bad}: {v}");
+        let field = bad[1..].split('=').next().unwrap_or_default();
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{bad}: the answer names the field: {v}"
+        );
+    }
 }

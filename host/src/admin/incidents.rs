@@ -2,15 +2,24 @@
 //! `POST /api/v1/incidents/{id}/ack|resolve` (behind the same guard as every other write: same
 //! origin and the admin token). Without incidents configured every path answers 404
 //! `incidents_off`.
+//!
+//! The list comes in pages, newest first by id, resolved or not: at most `?limit=`
+//! ([`DEFAULT_PAGE`], at most [`MAX_PAGE`]) incidents with an id below `?before=`; its
+//! `next_before` is the cursor for the next page, `null` after the oldest. A page is one read of
+//! the store (a shared store: `LIMIT` rows), however many incidents were ever kept.
 
 use std::sync::Arc;
 
 use axum::{
     Json,
-    extract::{Path, State, rejection::PathRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{PathRejection, QueryRejection},
+    },
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AdminState, answer::ApiError};
@@ -18,6 +27,10 @@ use crate::incidents::{Engine, Incident, IncidentError, IncidentId};
 
 /// Who an action through the API is recorded as.
 pub const API_ACTOR: &str = "admin API";
+/// Incidents per page when the request names no `limit`.
+pub const DEFAULT_PAGE: usize = 50;
+/// The most incidents one page holds, whatever `limit` asks for.
+pub const MAX_PAGE: usize = 500;
 
 fn engine(s: &AdminState) -> Result<&Engine, ApiError> {
     s.incidents.as_ref().ok_or_else(|| {
@@ -69,12 +82,27 @@ fn id_of(p: Result<Path<u64>, PathRejection>) -> Result<IncidentId, ApiError> {
     }
 }
 
-/// Every incident, newest first (open ones first).
-pub async fn list(State(s): State<Arc<AdminState>>) -> Result<Response, ApiError> {
-    let mut all = engine(&s)?.list().await;
-    all.sort_by_key(|i| (i.is_resolved(), std::cmp::Reverse(i.id)));
-    let items: Vec<Value> = all.iter().map(view).collect();
-    Ok(Json(json!({ "incidents": items })).into_response())
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+/// One page of incidents, newest first (see the module's doc).
+pub async fn list(
+    State(s): State<Arc<AdminState>>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let engine = engine(&s)?;
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    // One more than the page: whether an older one follows.
+    let mut page = engine.page(q.before.map(IncidentId), limit + 1).await;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_before = page.last().filter(|_| more).map(|i| i.id.0);
+    let items: Vec<Value> = page.iter().map(view).collect();
+    Ok(Json(json!({ "incidents": items, "next_before": next_before })).into_response())
 }
 
 pub async fn get(

@@ -85,9 +85,9 @@ document.getElementById("test").addEventListener("submit", async ev => {
 refresh();
 setInterval(refresh, 1000);
 
-// Incidents (routes with an escalation policy): the open ones with who was paged when and who
-// acknowledged, each with ack / resolve buttons that call the admin API (recorded as "admin API"),
-// and the last few resolved ones. Hidden while there is no incident and no route names an
+// Incidents (routes with an escalation policy): the open ones among the first page (the newest
+// 50) with who was paged when and who acknowledged, each with ack / resolve buttons that call the
+// admin API (recorded as "admin API"), and the last few resolved ones. Hidden while there is no incident and no route names an
 // escalation policy (or the bridge keeps no incidents: 404 incidents_off).
 // The table is rebuilt only when the incidents change, so a button is never replaced under the
 // pointer.

@@ -13,8 +13,8 @@
 //! "already acknowledged"). The timer reads the unresolved incidents every [`POLL`] and claims a
 //! due step by that same compare-and-swap before paging: only the host that wins pages. A page
 //! another host recorded but did not hand within [`HANDOVER`] (it died) is handed by a
-//! survivor; the pager's dedup on [`Page::key`] keeps it once. `list` and `get` read the
-//! database, so every host shows every host's changes at once.
+//! survivor; the pager's dedup on [`Page::key`] keeps it once. The reads (`get`, `page`,
+//! `open_incidents`) ask the database, so every host shows every host's changes at once.
 
 use std::{
     collections::BTreeMap,
@@ -704,18 +704,23 @@ impl Engine {
         self.read(Query::One(id)).await.pop()
     }
 
-    /// Every incident, newest first (a shared store: as the database has them now).
-    pub async fn list(&self) -> Vec<Incident> {
-        let mut all = self.read(Query::All).await;
-        all.sort_by_key(|i| std::cmp::Reverse(i.id));
-        all
+    /// A page of incidents, newest first: the newest `limit` with an id below `before` (all
+    /// if `None`), resolved or not (a shared store: as the database has them now).
+    pub async fn page(&self, before: Option<IncidentId>, limit: usize) -> Vec<Incident> {
+        self.read(Query::Page { before, limit }).await
+    }
+
+    /// The unresolved incidents, newest first.
+    pub async fn open_incidents(&self) -> Vec<Incident> {
+        let mut open = self.read(Query::Open).await;
+        open.sort_by_key(|i| std::cmp::Reverse(i.id));
+        open
     }
 
     /// The unresolved incidents `user` was paged for, newest first.
     pub async fn open_for_user(&self, user: &str) -> Vec<Incident> {
-        let mut open = self.read(Query::Open).await;
+        let mut open = self.open_incidents().await;
         open.retain(|i| i.was_paged(user));
-        open.sort_by_key(|i| std::cmp::Reverse(i.id));
         open
     }
 }

@@ -209,6 +209,16 @@ async fn select(client: &Client, query: &Query) -> Result<Vec<Versioned>, Incide
             let sql = format!("SELECT {COLUMNS} FROM ab_incidents ORDER BY id");
             client.query(&sql, &[]).await
         }
+        // The primary key's index, read backwards from `before`: `limit` rows, whatever the
+        // table holds.
+        Query::Page { before, limit } => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM ab_incidents WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            );
+            let below = before.map_or(i64::MAX, |b| i64::try_from(b.0).unwrap_or(i64::MAX));
+            let limit = i64::try_from(*limit).unwrap_or(i64::MAX);
+            client.query(&sql, &[&below, &limit]).await
+        }
         Query::FirstAlert { alert_id, since_ms } => {
             let sql = format!(
                 "SELECT {COLUMNS} FROM ab_incidents WHERE first_alert = $1 AND opened_ms >= $2 ORDER BY id"

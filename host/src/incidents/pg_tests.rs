@@ -3,7 +3,8 @@
 //! stops the other's timer, the same ack at both is taken once, a step due on a dead host fires
 //! once on the survivor (a page it recorded but never handed too), one incident per dedup key,
 //! a remembered resolve seen by the other host and used once when both use it at once, and
-//! the database away: clear errors, the timer catches up after.
+//! the database away: clear errors, the timer catches up after; pages of incidents read with
+//! `LIMIT`, newest first.
 //!
 //! The engines' clocks are set apart instead of waiting: an engine started "later" sees the
 //! step due, and its timer pass ([`Engine::tick`]) is called directly.
@@ -129,7 +130,10 @@ async fn an_ack_on_one_host_stops_the_other_hosts_timer() {
     let seen = b.get(o.id).await.expect("incident");
     assert_eq!(seen.state, IncidentState::Acknowledged);
     assert_eq!(
-        b.list().await[0].acked.as_ref().map(|m| m.by.as_str()),
+        b.page(None, 1).await[0]
+            .acked
+            .as_ref()
+            .map(|m| m.by.as_str()),
         Some("alice")
     );
     b.tick().await;
@@ -212,7 +216,7 @@ async fn one_open_incident_per_dedup_key_across_hosts() {
         .await
         .expect("taken");
     assert_eq!(again.id, oa.id);
-    assert_eq!(a.list().await.len(), 1);
+    assert_eq!(a.page(None, 10).await.len(), 1);
 }
 
 #[tokio::test]
@@ -325,4 +329,25 @@ async fn the_database_away_fails_changes_clearly_and_the_timer_catches_up() {
         .await
         .expect("ack after the database is back");
     assert!(fresh);
+}
+
+/// Pages come from the database newest first, one `LIMIT` read each, resolved or not: host B
+/// pages through what host A opened and resolved.
+#[tokio::test]
+async fn pages_of_incidents_come_newest_first_from_the_database() {
+    let Some(db) = TestDb::new() else { return };
+    let handed = Arc::new(Handed::default());
+    let (a, b) = (host(&db, &handed, 0).await, host(&db, &handed, 0).await);
+    for n in 1..=5 {
+        open(&a, n, &format!("disk{n}")).await;
+    }
+    a.resolve(IncidentId(4), "alice").await.expect("resolve");
+    let ids = |page: Vec<Incident>| page.iter().map(|i| i.id.0).collect::<Vec<_>>();
+    assert_eq!(ids(b.page(None, 2).await), [5, 4]);
+    assert_eq!(ids(b.page(Some(IncidentId(4)), 2).await), [3, 2]);
+    assert_eq!(ids(b.page(Some(IncidentId(2)), 2).await), [1]);
+    assert!(b.page(Some(IncidentId(1)), 2).await.is_empty());
+    assert_eq!(ids(b.page(None, 50).await), [5, 4, 3, 2, 1]);
+    assert_eq!(ids(b.page(Some(IncidentId(u64::MAX)), 1).await), [5]);
+    assert_eq!(ids(b.open_incidents().await), [5, 3, 2, 1]);
 }

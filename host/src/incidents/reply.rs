@@ -337,12 +337,12 @@ impl Replies {
                 None => Err(format!("no open incident {}", id.0)),
             };
         }
-        let all = self.engine.list().await;
-        if let Some(inc) = all
-            .iter()
-            .find(|i| !i.is_resolved() && i.conversations.get(&msg.user) == Some(&msg.conversation))
+        let open = self.engine.open_incidents().await;
+        if let Some(inc) = open
+            .into_iter()
+            .find(|i| i.conversations.get(&msg.user) == Some(&msg.conversation))
         {
-            return Ok(inc.clone());
+            return Ok(inc);
         }
         let mut mine = self.engine.open_for_user(&msg.user).await;
         match mine.len() {

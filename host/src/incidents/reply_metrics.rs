@@ -39,12 +39,7 @@ pub async fn feed_metrics(engine: Engine, metrics: Arc<Metrics>, shutdown: Cance
 }
 
 async fn count_open(engine: &Engine, metrics: &Metrics) {
-    let open = engine
-        .list()
-        .await
-        .iter()
-        .filter(|i| !i.is_resolved())
-        .count();
+    let open = engine.open_incidents().await.len();
     metrics.set_incidents_open(i64::try_from(open).unwrap_or(i64::MAX));
 }
 
@@ -56,7 +51,8 @@ mod tests {
 
     use super::*;
     use crate::incidents::{
-        BoxFuture, Clock, EscalationPolicy, Level, MemoryIncidents, PageRequest, Pager, PagerError,
+        BoxFuture, Clock, EscalationPolicy, IncidentStore, Level, MemoryIncidents, PageRequest,
+        Pager, PagerError, store::Query, tests::Asked,
     };
 
     struct AllReachable;
@@ -68,15 +64,15 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn open_ack_and_escalations_are_counted() {
+    /// Two incidents on `store`: one escalated and acknowledged, the other resolved.
+    async fn open_ack_and_escalations_are_counted_on(store: Arc<dyn IncidentStore>) {
         let lvl = |u: &str| Level {
             groups: vec![],
             users: vec![format!("sip:{u}@contoso.com")],
             after_secs: 300,
         };
         let engine = Engine::open(
-            Arc::new(MemoryIncidents::default()),
+            store,
             Arc::new(AllReachable),
             vec![EscalationPolicy {
                 name: "ops".into(),
@@ -125,5 +121,19 @@ mod tests {
         );
         stop.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn open_ack_and_escalations_are_counted() {
+        open_ack_and_escalations_are_counted_on(Arc::new(MemoryIncidents::default())).await;
+    }
+
+    /// A shared store is asked for the open incidents only, never for every one.
+    #[tokio::test]
+    async fn the_open_count_reads_the_open_incidents_only() {
+        let asked = Asked::default();
+        open_ack_and_escalations_are_counted_on(Arc::new(asked.clone())).await;
+        assert!(asked.asked(&Query::Open));
+        assert!(!asked.asked_for_all());
     }
 }

@@ -2,7 +2,8 @@
 //! others and stops the levels, `ack N` from a new conversation, refusal for someone not paged,
 //! a responder may act, several open incidents ask for the number, already resolved, unknown
 //! number, dedup by (conversation, id); the news goes to each person through the sink that
-//! reached them (a reply and a resolve from the source), kept across a restart.
+//! reached them (a reply and a resolve from the source), kept across a restart; on a shared
+//! store, a reply reads the open incidents only.
 
 use std::sync::Arc;
 
@@ -163,6 +164,26 @@ async fn ack_with_a_number_in_a_new_conversation() {
         .await
         .unwrap();
     assert_eq!(h.answer.text, "no open incident 43");
+}
+
+/// A shared store (several hosts): the incident of a reply's conversation is found among the
+/// open ones; every incident is never read.
+#[tokio::test]
+async fn a_reply_on_a_shared_store_reads_the_open_incidents_only() {
+    let asked = crate::incidents::tests::Asked::default();
+    let e = engine_on(Arc::new(asked.clone()));
+    let one = paged_to_alice_and_bob(&e, 1).await;
+    let two = paged_to_alice_and_bob(&e, 2).await;
+    e.resolve(one, "alice").await.unwrap();
+    let r = Replies::new(e.clone(), []);
+    let h = r
+        .handle(&msg(BOB, "conv-bob-2", "ack", None))
+        .await
+        .unwrap();
+    assert_eq!(h.incident, Some(two), "{}", h.answer.text);
+    assert_eq!(e.get(two).await.unwrap().state, IncidentState::Acknowledged);
+    assert!(asked.asked(&crate::incidents::store::Query::Open));
+    assert!(!asked.asked_for_all());
 }
 
 #[tokio::test]

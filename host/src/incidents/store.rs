@@ -11,6 +11,7 @@
 //! between hands the page again on start and the queue's dedup takes it once.
 
 use std::{
+    borrow::Borrow,
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
@@ -46,6 +47,11 @@ pub enum Query {
     Open,
     /// Every one.
     All,
+    /// A page, newest first: the newest `limit` with an id below `before` (all if `None`).
+    Page {
+        before: Option<IncidentId>,
+        limit: usize,
+    },
     /// The ones alert `alert_id` opened (first alert) at or after `since_ms`.
     FirstAlert { alert_id: u64, since_ms: i64 },
 }
@@ -58,9 +64,23 @@ impl Query {
             Self::OpenByKey(k) => !inc.is_resolved() && inc.dedup_key.as_deref() == Some(k),
             Self::Open => !inc.is_resolved(),
             Self::All => true,
+            Self::Page { before, .. } => before.is_none_or(|b| inc.id < b),
             Self::FirstAlert { alert_id, since_ms } => {
                 inc.opened_ms >= *since_ms && inc.alert_ids.first() == Some(alert_id)
             }
+        }
+    }
+
+    /// What this query reads from `by_id` (every incident, oldest first): a page newest first
+    /// and at most its `limit`, any other query in the order given.
+    pub fn pick<T: Borrow<Incident>>(&self, by_id: impl DoubleEndedIterator<Item = T>) -> Vec<T> {
+        match self {
+            Self::Page { limit, .. } => by_id
+                .rev()
+                .filter(|i| self.matches(i.borrow()))
+                .take(*limit)
+                .collect(),
+            _ => by_id.filter(|i| self.matches(i.borrow())).collect(),
         }
     }
 }
@@ -86,13 +106,14 @@ pub trait IncidentStore: Send + Sync + 'static {
         Box::pin(async move { Ok(local) })
     }
 
-    /// The incidents `query` names, each with its version.
+    /// The incidents `query` names, each with its version (the default: read from
+    /// [`IncidentStore::load`]).
     fn query(&self, query: Query) -> BoxFuture<'static, Result<Vec<Versioned>, IncidentError>> {
         let all = self.load();
         Box::pin(async move {
-            Ok(all?
+            Ok(query
+                .pick(all?.into_iter())
                 .into_iter()
-                .filter(|i| query.matches(i))
                 .map(|incident| Versioned {
                     incident,
                     version: 0,

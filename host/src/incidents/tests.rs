@@ -1,7 +1,9 @@
 //! Engine tests on tokio's paused clock: levels on time, repeat, ack stops, ack timeout, join
 //! by dedup key, resolve from the source, passing an unreachable level, escalate now, and a
 //! restart with a due step (memory and redb stores) that fires once; delivery feedback (an alert
-//! taken once, repeats joining, a level nobody got passed at once).
+//! taken once, repeats joining, a level nobody got passed at once); pages of incidents (memory
+//! and redb, the engine's copies and the store's own read). [`Asked`] notes what a shared store
+//! is asked (the reply and metrics tests use it too).
 
 use std::{
     collections::BTreeSet,
@@ -12,7 +14,7 @@ use std::{
 use alertbridge_plugin_api::Alert;
 use tokio_util::sync::CancellationToken;
 
-use super::*;
+use super::{store::Query, *};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -210,7 +212,7 @@ async fn repeat_runs_the_levels_again_then_stays_open() {
             at(360, "bob")
         ]
     );
-    let inc = run.engine.list().await.remove(0);
+    let inc = run.engine.get(IncidentId(1)).await.unwrap();
     assert_eq!(
         (inc.state, inc.pages.len(), inc.pages[3].round),
         (IncidentState::Open, 4, 1)
@@ -534,7 +536,7 @@ async fn delivery_feedback_takes_an_alert_once_joins_repeats_and_passes_a_level_
     let first = take().await.unwrap();
     let again = take().await.unwrap();
     assert_eq!((first.id, again.id), (IncidentId(1), IncidentId(1)));
-    assert_eq!(run.engine.list().await.len(), 1);
+    assert_eq!(run.engine.page(None, 10).await.len(), 1);
 
     // A repeat of an open incident's key joins it ("seen 2"); an unknown key finds nothing.
     let k = open(&run, 8, Some("k")).await;
@@ -574,4 +576,114 @@ fn the_system_clock_never_reads_behind_the_queues() {
         let accepted = crate::model::now_ms();
         assert!(clock.now_ms() >= accepted);
     }
+}
+
+/// A memory store that says it is shared, so the engine asks it for every read (as it asks
+/// PostgreSQL), noting each query.
+#[derive(Clone, Default)]
+pub(crate) struct Asked {
+    store: MemoryIncidents,
+    queries: Arc<Mutex<Vec<Query>>>,
+}
+
+impl Asked {
+    /// Whether every incident was asked for at once (an unbounded read).
+    pub(crate) fn asked_for_all(&self) -> bool {
+        self.asked(&Query::All)
+    }
+
+    pub(crate) fn asked(&self, query: &Query) -> bool {
+        self.queries.lock().unwrap().contains(query)
+    }
+}
+
+impl IncidentStore for Asked {
+    fn load(&self) -> Result<Vec<Incident>, IncidentError> {
+        self.store.load()
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn query(
+        &self,
+        query: Query,
+    ) -> BoxFuture<'static, Result<Vec<store::Versioned>, IncidentError>> {
+        self.queries.lock().unwrap().push(query.clone());
+        self.store.query(query)
+    }
+
+    fn save(&self, incident: &Incident) -> BoxFuture<'static, Result<(), IncidentError>> {
+        self.store.save(incident)
+    }
+}
+
+fn ids(incidents: &[Incident]) -> Vec<u64> {
+    incidents.iter().map(|i| i.id.0).collect()
+}
+
+/// Five incidents, #4 resolved: pages go newest first by id, resolved or not, from the engine
+/// and from the store itself, and again after a restart.
+async fn pages_go_newest_first(store: Arc<dyn IncidentStore>) {
+    let run = start_on(Arc::clone(&store), Arc::default(), three_levels(), T0);
+    for n in 1..=5 {
+        open(&run, n, Some(&format!("k{n}"))).await;
+    }
+    run.engine.resolve(IncidentId(4), "alice").await.unwrap();
+    let page = |before: Option<u64>, limit| run.engine.page(before.map(IncidentId), limit);
+    assert_eq!(ids(&page(None, 2).await), [5, 4]);
+    assert_eq!(ids(&page(Some(4), 2).await), [3, 2]);
+    assert_eq!(ids(&page(Some(2), 2).await), [1]);
+    assert!(page(Some(1), 2).await.is_empty());
+    assert_eq!(ids(&page(None, 50).await), [5, 4, 3, 2, 1]);
+    assert_eq!(ids(&run.engine.open_incidents().await), [5, 3, 2, 1]);
+    let read = store
+        .query(Query::Page {
+            before: Some(IncidentId(5)),
+            limit: 3,
+        })
+        .await
+        .unwrap();
+    let read: Vec<u64> = read.iter().map(|v| v.incident.id.0).collect();
+    assert_eq!(read, [4, 3, 2]);
+    run.stop.cancel();
+    run.task.await.unwrap();
+    let again = start_on(store, Arc::default(), three_levels(), T0);
+    assert_eq!(
+        ids(&again.engine.page(Some(IncidentId(5)), 3).await),
+        [4, 3, 2]
+    );
+    again.stop.cancel();
+    again.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_go_newest_first_memory() {
+    pages_go_newest_first(Arc::new(MemoryIncidents::default())).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_go_newest_first_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    pages_go_newest_first(Arc::new(RedbIncidents::open(dir.path()).unwrap())).await;
+}
+
+/// A shared store is asked for one page, not for every incident.
+#[tokio::test(start_paused = true)]
+async fn a_shared_store_is_asked_for_a_page() {
+    let asked = Asked::default();
+    let run = start_on(Arc::new(asked.clone()), Arc::default(), three_levels(), T0);
+    for n in 1..=3 {
+        open(&run, n, Some(&format!("k{n}"))).await;
+    }
+    assert_eq!(ids(&run.engine.page(Some(IncidentId(3)), 1).await), [2]);
+    let page = Query::Page {
+        before: Some(IncidentId(3)),
+        limit: 1,
+    };
+    assert!(asked.asked(&page));
+    assert!(!asked.asked_for_all());
+    run.stop.cancel();
+    run.task.await.unwrap();
 }

@@ -23,9 +23,9 @@ impl Engine {
             }
         }
         let st = self.inner.state.lock().await;
-        st.incidents
-            .values()
-            .filter(|i| query.matches(i))
+        query
+            .pick(st.incidents.values())
+            .into_iter()
             .cloned()
             .collect()
     }
