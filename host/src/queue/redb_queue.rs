@@ -14,32 +14,25 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, PoisonError, RwLock},
-    thread,
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
 use alertbridge_plugin_api::Alert;
 use redb::ReadableTable;
-use tokio::sync::oneshot;
 
 use super::{
     BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken,
-    shared::{Cmd, FaultState, Inbox, Shared, decode},
+    shared::{FaultState, Shared, WriterThread, decode},
     store::{self, ALERTS},
     writer::Writer,
 };
-use crate::{
-    metrics::Metrics,
-    model::{StoredAlert, now_ms},
-};
+use crate::{metrics::Metrics, model::StoredAlert};
 
 /// The embedded, crash-safe queue.
 pub struct RedbQueue {
     shared: Arc<Shared>,
-    /// Closed by [`Queue::close`]; the writer ends once it is drained.
-    inbox: Arc<Inbox>,
-    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    writer: WriterThread,
 }
 
 impl Drop for RedbQueue {
@@ -93,64 +86,9 @@ impl RedbQueue {
             dir: dir.to_owned(),
             metrics,
         });
-        let inbox = Arc::new(Inbox::default());
         let writer = Writer::new(Arc::clone(&shared), options, on_commit, loaded);
-        let writer = {
-            let inbox = Arc::clone(&inbox);
-            thread::Builder::new()
-                .name("queue-writer".into())
-                .spawn(move || writer.run(&inbox))
-                .map_err(QueueError::storage)?
-        };
-        Ok(Self {
-            shared,
-            inbox,
-            writer: Mutex::new(Some(writer)),
-        })
-    }
-
-    fn send(&self, cmd: Cmd) -> Result<(), QueueError> {
-        if let Some(e) = self.shared.unavailable() {
-            return Err(e);
-        }
-        self.send_anyway(cmd)
-    }
-
-    /// Sends even while faulted (the writer keeps saves for the reopen).
-    fn send_anyway(&self, cmd: Cmd) -> Result<(), QueueError> {
-        self.inbox.send(cmd)
-    }
-
-    /// A save; an `outcome` may wait for the next commit, and resolves once handed over (see
-    /// [`super::writer`]).
-    fn save_as(
-        &self,
-        alert: &StoredAlert,
-        outcome: bool,
-    ) -> BoxFuture<'static, Result<(), QueueError>> {
-        let (reply, rx) = if outcome {
-            (None, None)
-        } else {
-            let (reply, rx) = oneshot::channel();
-            (Some(reply), Some(rx))
-        };
-        // A save while faulted still goes to the writer, which keeps it for the reopen.
-        let sent = serde_json::to_vec(alert)
-            .map_err(QueueError::storage)
-            .and_then(|json| {
-                self.send_anyway(Cmd::Save {
-                    id: alert.id,
-                    json,
-                    reply,
-                })
-            });
-        Box::pin(async move {
-            sent?;
-            match rx {
-                Some(rx) => rx.await.map_err(|_| QueueError::Closed)?,
-                None => Ok(()),
-            }
-        })
+        let writer = WriterThread::spawn("queue-writer", move |inbox| writer.run(inbox))?;
+        Ok(Self { shared, writer })
     }
 
     fn read<T>(
@@ -201,35 +139,15 @@ fn skip_corrupt(e: &QueueError) {
 
 impl Queue for RedbQueue {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
-        let (reply, rx) = oneshot::channel();
-        let stored = StoredAlert::new(0, source, alert, now_ms());
-        let dedup = stored
-            .alert
-            .dedup_key
-            .as_deref()
-            .map(|k| dedup_hash(source, k));
-        let sent = serde_json::to_vec(&stored)
-            .map_err(QueueError::storage)
-            .and_then(|json| {
-                self.send(Cmd::Enqueue {
-                    dedup,
-                    alert: Box::new(stored),
-                    json,
-                    reply,
-                })
-            });
-        Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| QueueError::Closed)?
-        })
+        self.writer.enqueue(&self.shared.fault, source, alert)
     }
 
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
-        self.save_as(alert, false)
+        self.writer.save(alert, false)
     }
 
     fn save_outcome(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
-        self.save_as(alert, true)
+        self.writer.save(alert, true)
     }
 
     fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError> {
@@ -271,15 +189,7 @@ impl Queue for RedbQueue {
     /// Lets the writer finish what it was given and closes the file cleanly (so the next open
     /// needs no repair), then answers everything with [`QueueError::Closed`].
     fn close(&self) {
-        self.inbox.close();
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
+        self.writer.close();
     }
 }
 

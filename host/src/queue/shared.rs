@@ -1,7 +1,9 @@
 //! What the queue handle ([`super::redb_queue`]) and its writer thread ([`super::writer`])
 //! share: the database slot, the fault that closed it ([`FaultState`], which the PostgreSQL
 //! queue keeps too), how a stored record decodes, and the writer's inbox. Both import it from
-//! here, so neither imports the other's internals.
+//! here, so neither imports the other's internals. The embedded queues (redb and the segment
+//! log) start, feed and stop their writer threads alike ([`WriterThread`]); every backend
+//! hands a writer its commands and awaits the answer the same way ([`ask`], [`save_with`]).
 //!
 //! The inbox keeps commands in the order they were given; each has a time by which it must be
 //! committed, and the writer is woken only when a command is due before the writer would wake
@@ -22,14 +24,19 @@ use std::{
         Arc, Condvar, Mutex, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
     },
+    thread,
     time::{Duration, Instant},
 };
 
+use alertbridge_plugin_api::Alert;
 use redb::Database;
 use tokio::sync::oneshot;
 
-use super::{QueueError, Taken};
-use crate::{metrics::Metrics, model::StoredAlert};
+use super::{BoxFuture, QueueError, Taken, redb_queue::dedup_hash};
+use crate::{
+    metrics::Metrics,
+    model::{StoredAlert, now_ms},
+};
 
 /// How long an outcome save waits at most for a commit to ride in.
 pub(super) const HOLD_OUTCOMES: Duration = Duration::from_millis(10);
@@ -43,14 +50,14 @@ pub(super) enum Cmd {
         dedup: Option<u128>,
         alert: Box<StoredAlert>,
         json: Vec<u8>,
-        reply: oneshot::Sender<Result<Taken, QueueError>>,
+        reply: Reply<Taken>,
     },
     Save {
         id: u64,
         json: Vec<u8>,
         /// `None` for an outcome: it may wait for the next commit, and nobody waits for it
         /// (a failed commit keeps it for the reopen).
-        reply: Option<oneshot::Sender<Result<(), QueueError>>>,
+        reply: Option<Reply<()>>,
     },
 }
 
@@ -141,6 +148,123 @@ impl Inbox {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             b.sleeping_until = None;
+        }
+    }
+}
+
+/// What a writer answers a command with.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
+
+/// Hands a writer the command `send` builds around a reply channel; resolves to the writer's
+/// answer, or at once to why the command could not be sent.
+pub(super) fn ask<T: Send + 'static>(
+    send: impl FnOnce(Reply<T>) -> Result<(), QueueError>,
+) -> BoxFuture<'static, Result<T, QueueError>> {
+    let (reply, rx) = oneshot::channel();
+    let sent = send(reply);
+    Box::pin(async move {
+        sent?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    })
+}
+
+/// Hands a writer the save `send` builds: an `outcome` goes without a reply (it may wait for
+/// the next commit) and resolves once sent; any other resolves to the writer's answer.
+pub(super) fn save_with(
+    outcome: bool,
+    send: impl FnOnce(Option<Reply<()>>) -> Result<(), QueueError>,
+) -> BoxFuture<'static, Result<(), QueueError>> {
+    if outcome {
+        Box::pin(std::future::ready(send(None)))
+    } else {
+        ask(|reply| send(Some(reply)))
+    }
+}
+
+/// An embedded queue's writer thread and its inbox, as the queue handle keeps them.
+pub(super) struct WriterThread {
+    /// Closed by [`WriterThread::close`]; the writer ends once it is drained.
+    inbox: Arc<Inbox>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl WriterThread {
+    /// Starts `run` on a thread named `name`, reading a new inbox.
+    pub(super) fn spawn(
+        name: &str,
+        run: impl FnOnce(&Inbox) + Send + 'static,
+    ) -> Result<Self, QueueError> {
+        let inbox = Arc::new(Inbox::default());
+        let thread = {
+            let inbox = Arc::clone(&inbox);
+            thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run(&inbox))
+                .map_err(QueueError::storage)?
+        };
+        Ok(Self {
+            inbox,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Stores a new alert from `source` (or finds its duplicate); refused at once while
+    /// `fault` says the queue is down.
+    pub(super) fn enqueue(
+        &self,
+        fault: &FaultState,
+        source: &str,
+        alert: Alert,
+    ) -> BoxFuture<'static, Result<Taken, QueueError>> {
+        let stored = StoredAlert::new(0, source, alert, now_ms());
+        let dedup = stored
+            .alert
+            .dedup_key
+            .as_deref()
+            .map(|k| dedup_hash(source, k));
+        ask(|reply| {
+            if let Some(e) = fault.unavailable() {
+                return Err(e);
+            }
+            let json = serde_json::to_vec(&stored).map_err(QueueError::storage)?;
+            self.inbox.send(Cmd::Enqueue {
+                dedup,
+                alert: Box::new(stored),
+                json,
+                reply,
+            })
+        })
+    }
+
+    /// A save; an `outcome` may wait for the next commit, and resolves once handed over (see
+    /// [`super::writer`]). A save while faulted still goes to the writer, which keeps it for
+    /// the reopen.
+    pub(super) fn save(
+        &self,
+        alert: &StoredAlert,
+        outcome: bool,
+    ) -> BoxFuture<'static, Result<(), QueueError>> {
+        save_with(outcome, |reply| {
+            let json = serde_json::to_vec(alert).map_err(QueueError::storage)?;
+            self.inbox.send(Cmd::Save {
+                id: alert.id,
+                json,
+                reply,
+            })
+        })
+    }
+
+    /// Lets the writer finish what it was given and waits for it to end; later commands are
+    /// refused with [`QueueError::Closed`].
+    pub(super) fn close(&self) {
+        self.inbox.close();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
         }
     }
 }

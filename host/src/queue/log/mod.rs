@@ -28,22 +28,17 @@ mod writer;
 use std::{
     path::Path,
     sync::{Arc, Mutex, PoisonError},
-    thread,
 };
 
 use alertbridge_plugin_api::Alert;
-use tokio::sync::oneshot;
 
 use self::segments::{Loc, View};
 use super::{
     BoxFuture, OnCommit, Queue, QueueError, QueueOptions, Taken,
-    redb_queue::{catch_file_size_signal, dedup_hash},
-    shared::{Cmd, FaultState, Inbox, decode},
+    redb_queue::catch_file_size_signal,
+    shared::{FaultState, WriterThread, decode},
 };
-use crate::{
-    metrics::Metrics,
-    model::{StoredAlert, now_ms},
-};
+use crate::{metrics::Metrics, model::StoredAlert};
 
 /// What the queue handle and its writer share.
 struct State {
@@ -56,8 +51,7 @@ struct State {
 /// The embedded, crash-safe queue on a segment log.
 pub struct LogQueue {
     state: Arc<State>,
-    inbox: Arc<Inbox>,
-    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    writer: WriterThread,
 }
 
 impl Drop for LogQueue {
@@ -97,7 +91,6 @@ impl LogQueue {
             fault: FaultState::new(Arc::clone(&metrics)),
             metrics,
         });
-        let inbox = Arc::new(Inbox::default());
         let w = writer::LogWriter::new(
             Arc::clone(&state),
             dir.to_owned(),
@@ -105,48 +98,8 @@ impl LogQueue {
             on_commit,
             (log, dedup, next_id),
         );
-        let handle = {
-            let inbox = Arc::clone(&inbox);
-            thread::Builder::new()
-                .name("queue-log-writer".into())
-                .spawn(move || w.run(&inbox))
-                .map_err(QueueError::storage)?
-        };
-        Ok(Self {
-            state,
-            inbox,
-            writer: Mutex::new(Some(handle)),
-        })
-    }
-
-    fn save_as(
-        &self,
-        alert: &StoredAlert,
-        outcome: bool,
-    ) -> BoxFuture<'static, Result<(), QueueError>> {
-        let (reply, rx) = if outcome {
-            (None, None)
-        } else {
-            let (reply, rx) = oneshot::channel();
-            (Some(reply), Some(rx))
-        };
-        // A save while faulted still goes to the writer, which keeps it for the reopen.
-        let sent = serde_json::to_vec(alert)
-            .map_err(QueueError::storage)
-            .and_then(|json| {
-                self.inbox.send(Cmd::Save {
-                    id: alert.id,
-                    json,
-                    reply,
-                })
-            });
-        Box::pin(async move {
-            sent?;
-            match rx {
-                Some(rx) => rx.await.map_err(|_| QueueError::Closed)?,
-                None => Ok(()),
-            }
-        })
+        let writer = WriterThread::spawn("queue-log-writer", move |inbox| w.run(inbox))?;
+        Ok(Self { state, writer })
     }
 
     /// Reads the documents `pick` chooses from the view, outside the view's lock.
@@ -181,38 +134,15 @@ impl LogQueue {
 
 impl Queue for LogQueue {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
-        let (reply, rx) = oneshot::channel();
-        let stored = StoredAlert::new(0, source, alert, now_ms());
-        let dedup = stored
-            .alert
-            .dedup_key
-            .as_deref()
-            .map(|k| dedup_hash(source, k));
-        let sent = match self.state.fault.unavailable() {
-            Some(e) => Err(e),
-            None => serde_json::to_vec(&stored)
-                .map_err(QueueError::storage)
-                .and_then(|json| {
-                    self.inbox.send(Cmd::Enqueue {
-                        dedup,
-                        alert: Box::new(stored),
-                        json,
-                        reply,
-                    })
-                }),
-        };
-        Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| QueueError::Closed)?
-        })
+        self.writer.enqueue(&self.state.fault, source, alert)
     }
 
     fn save(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
-        self.save_as(alert, false)
+        self.writer.save(alert, false)
     }
 
     fn save_outcome(&self, alert: &StoredAlert) -> BoxFuture<'static, Result<(), QueueError>> {
-        self.save_as(alert, true)
+        self.writer.save(alert, true)
     }
 
     fn unfinished(&self) -> Result<Vec<StoredAlert>, QueueError> {
@@ -245,14 +175,6 @@ impl Queue for LogQueue {
     /// Lets the writer finish what it was given, then answers everything with
     /// [`QueueError::Closed`].
     fn close(&self) {
-        self.inbox.close();
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
+        self.writer.close();
     }
 }

@@ -40,7 +40,7 @@ use std::{
 use alertbridge_plugin_api::{Alert, kit::Secret};
 use tokio::{
     runtime::{Handle, Runtime},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
 };
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,7 @@ pub use self::schema::SchemaState;
 use self::writer::{Cmd, Writer};
 use super::{
     BoxFuture, Enqueued, OnCommit, Origin, Queue, QueueError, QueueOptions, Taken,
-    shared::FaultState,
+    shared::{FaultState, ask, save_with},
 };
 use crate::{
     metrics::Metrics,
@@ -460,28 +460,14 @@ impl PgQueue {
         alert: &StoredAlert,
         outcome: bool,
     ) -> BoxFuture<'static, Result<(), QueueError>> {
-        let (reply, rx) = if outcome {
-            (None, None)
-        } else {
-            let (reply, rx) = oneshot::channel();
-            (Some(reply), Some(rx))
-        };
-        let sent = serde_json::to_string(alert)
-            .map_err(QueueError::storage)
-            .and_then(|json| {
-                self.send(Cmd::Save {
-                    id: alert.id as i64,
-                    finished: alert.is_finished(),
-                    json,
-                    reply,
-                })
-            });
-        Box::pin(async move {
-            sent?;
-            match rx {
-                Some(rx) => rx.await.map_err(|_| QueueError::Closed)?,
-                None => Ok(()),
-            }
+        save_with(outcome, |reply| {
+            let json = serde_json::to_string(alert).map_err(QueueError::storage)?;
+            self.send(Cmd::Save {
+                id: alert.id as i64,
+                finished: alert.is_finished(),
+                json,
+                reply,
+            })
         })
     }
 
@@ -520,23 +506,17 @@ fn block_on<T: Send + 'static>(
 
 impl Queue for PgQueue {
     fn enqueue(&self, source: &str, alert: Alert) -> BoxFuture<'static, Result<Taken, QueueError>> {
-        let (reply, rx) = oneshot::channel();
         let stored = StoredAlert::new(0, source, alert, now_ms());
-        let sent = match self.core.fault.unavailable() {
-            Some(e) => Err(e),
-            None => serde_json::to_string(&stored)
-                .map_err(QueueError::storage)
-                .and_then(|json| {
-                    self.send(Cmd::Enqueue {
-                        alert: Box::new(stored),
-                        json,
-                        reply,
-                    })
-                }),
-        };
-        Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| QueueError::Closed)?
+        ask(|reply| {
+            if let Some(e) = self.core.fault.unavailable() {
+                return Err(e);
+            }
+            let json = serde_json::to_string(&stored).map_err(QueueError::storage)?;
+            self.send(Cmd::Enqueue {
+                alert: Box::new(stored),
+                json,
+                reply,
+            })
         })
     }
 
