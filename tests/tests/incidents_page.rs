@@ -4,8 +4,10 @@
 //! paged when); clicking its `ack` button acknowledges it through the admin API with the token
 //! the page asked for once (the API and the page then say "acknowledged by admin API"), and
 //! `resolve` resolves it. A host without escalation policies shows no incident section.
-//! Screenshots go to `target/screenshots/`. Without a browser: `GET /api/v1/incidents` pages
-//! newest first by id, resolved or not, and refuses a bad `limit` with a 400.
+//! An open incident older than the newest 50 (all newer ones resolved) is still on the page,
+//! with the five newest resolved. Screenshots go to `target/screenshots/`. Without a browser:
+//! `GET /api/v1/incidents` pages newest first by id, resolved or not or of one `state`, and
+//! refuses a bad `limit`, `before` or `state` with a 400.
 
 use std::time::Duration;
 
@@ -243,35 +245,61 @@ fn page(host: &Host, query: &str) -> (Vec<u64>, Value) {
     (ids, v["next_before"].clone())
 }
 
+/// Opens incidents #1..=#`n` through the webhook, one alert each, and waits for the last.
+fn open_incidents(host: &Host, webhook: u16, n: u64) {
+    for i in 1..=n {
+        fire(
+            webhook,
+            &format!("Disk full on db{i:02}"),
+            &format!("db{i:02}-disk"),
+        );
+    }
+    wait_until("the incidents opened", LONG, || {
+        call(host, "GET", &format!("/api/v1/incidents/{n}")).0 == 200
+    });
+}
+
+/// Resolves incident `id` through the admin API.
+fn resolve(host: &Host, id: u64) {
+    let (status, v) = call(host, "POST", &format!("/api/v1/incidents/{id}/resolve"));
+    assert_eq!(status, 200, "resolve #{id}: {v}");
+}
+
 #[test]
-fn the_incident_list_pages_newest_first_and_refuses_a_bad_limit() {
+fn the_incident_list_pages_newest_first_by_state_and_refuses_a_bad_query() {
     let SinkBed {
         host,
         port: webhook,
         dir: _dir,
         ..
     } = start(true);
-    for n in 1..=3 {
-        fire(
-            webhook,
-            &format!("Disk full on db0{n}"),
-            &format!("db0{n}-disk"),
-        );
-        wait_until("the incident opened", LONG, || {
-            call(&host, "GET", &format!("/api/v1/incidents/{n}")).0 == 200
-        });
-    }
+    open_incidents(&host, webhook, 3);
     // The newest resolved: still first (by id, not open ones first).
-    let (status, v) = call(&host, "POST", "/api/v1/incidents/3/resolve");
-    assert_eq!(status, 200, "{v}");
+    resolve(&host, 3);
 
     assert_eq!(page(&host, ""), (vec![3, 2, 1], Value::Null));
     assert_eq!(page(&host, "?limit=2"), (vec![3, 2], json!(2)));
     assert_eq!(page(&host, "?limit=2&before=2"), (vec![1], Value::Null));
     assert_eq!(page(&host, "?before=1"), (vec![], Value::Null));
     assert_eq!(page(&host, "?limit=0"), (vec![3], json!(3)), "at least one");
+    assert_eq!(page(&host, "?state=all&limit=2"), (vec![3, 2], json!(2)));
+    assert_eq!(page(&host, "?state=open&limit=1"), (vec![2], json!(2)));
+    assert_eq!(
+        page(&host, "?state=open&limit=1&before=2"),
+        (vec![1], Value::Null)
+    );
+    assert_eq!(page(&host, "?state=resolved"), (vec![3], Value::Null));
 
-    for bad in ["?limit=abc", "?before=-1"] {
+    // Only #1 open: the newest page (of any state) holds no open incident; the open page does.
+    resolve(&host, 2);
+    assert_eq!(page(&host, "?limit=2"), (vec![3, 2], json!(2)));
+    assert_eq!(page(&host, "?state=open&limit=2"), (vec![1], Value::Null));
+    assert_eq!(
+        page(&host, "?state=resolved&limit=2"),
+        (vec![3, 2], Value::Null)
+    );
+
+    for bad in ["?limit=abc", "?before=-1", "?state=bogus", "?state=OPEN"] {
         let (status, v) = call(&host, "GET", &format!("/api/v1/incidents{bad}"));
         assert_eq!(status, 400, "{bad}: {v}");
         let field = bad[1..].split('=').next().unwrap_or_default();
@@ -280,4 +308,50 @@ fn the_incident_list_pages_newest_first_and_refuses_a_bad_limit() {
             "{bad}: the answer names the field: {v}"
         );
     }
+}
+
+/// The incident rows the page shows, by id.
+fn rows_shown(browser: &Browser) -> Value {
+    browser.script(
+        "return [...document.querySelectorAll('#incidents tr[data-incident]')]
+             .map(r => Number(r.dataset.incident));",
+        json!([]),
+    )
+}
+
+#[test]
+fn the_page_shows_an_open_incident_older_than_the_newest_fifty() {
+    let Some(chromium) = servers::chromium() else {
+        return;
+    };
+    let SinkBed {
+        host,
+        port: webhook,
+        dir: _dir,
+        ..
+    } = start(true);
+    // #1 open; #2..=#52 resolved: the newest 50 incidents are all resolved.
+    open_incidents(&host, webhook, 52);
+    for id in 2..=52 {
+        resolve(&host, id);
+    }
+    assert_eq!(
+        page(&host, "?limit=50").0,
+        (3..=52).rev().collect::<Vec<_>>()
+    );
+
+    let browser = Browser::start(&chromium);
+    open_signed_in(&browser, &host);
+    let row = "#incidents tr[data-incident='1']";
+    wait_until("the old open incident on the page", LONG, || {
+        let t = browser.text(row);
+        t.contains("#1") && t.contains("Disk full on db01") && t.contains("open")
+    });
+    // The open one first, then the five newest resolved.
+    wait_until("the open one and the five newest resolved", LONG, || {
+        rows_shown(&browser) == json!([1, 52, 51, 50, 49, 48])
+    });
+    assert!(browser.text("#incidents").contains("resolved by admin API"));
+    assert_eq!(browser.text("#incident-note"), "");
+    browser.screenshot("incident-old-open.png");
 }

@@ -3,10 +3,12 @@
 //! origin and the admin token). Without incidents configured every path answers 404
 //! `incidents_off`.
 //!
-//! The list comes in pages, newest first by id, resolved or not: at most `?limit=`
-//! ([`DEFAULT_PAGE`], at most [`MAX_PAGE`]) incidents with an id below `?before=`; its
-//! `next_before` is the cursor for the next page, `null` after the oldest. A page is one read of
-//! the store (a shared store: `LIMIT` rows), however many incidents were ever kept.
+//! The list comes in pages, newest first by id: at most `?limit=` ([`DEFAULT_PAGE`], at most
+//! [`MAX_PAGE`]) incidents in `?state=` (`open`, `resolved` or `all`, the default) with an id
+//! below `?before=`; its `next_before` is the cursor for the next page of that state, `null`
+//! after the oldest. The state filters before the page is cut, so `state=open` reaches every
+//! open incident however many resolved ones are newer. A page is one read of the store (a
+//! shared store: `LIMIT` rows), however many incidents were ever kept.
 
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AdminState, answer::ApiError};
-use crate::incidents::{Engine, Incident, IncidentError, IncidentId};
+use crate::incidents::{Engine, Incident, IncidentError, IncidentId, PageState};
 
 /// Who an action through the API is recorded as.
 pub const API_ACTOR: &str = "admin API";
@@ -86,6 +88,8 @@ fn id_of(p: Result<Path<u64>, PathRejection>) -> Result<IncidentId, ApiError> {
 pub struct ListQuery {
     limit: Option<usize>,
     before: Option<u64>,
+    #[serde(default)]
+    state: PageState,
 }
 
 /// One page of incidents, newest first (see the module's doc).
@@ -97,7 +101,9 @@ pub async fn list(
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     // One more than the page: whether an older one follows.
-    let mut page = engine.page(q.before.map(IncidentId), limit + 1).await;
+    let mut page = engine
+        .page(q.state, q.before.map(IncidentId), limit + 1)
+        .await;
     let more = page.len() > limit;
     page.truncate(limit);
     let next_before = page.last().filter(|_| more).map(|i| i.id.0);

@@ -85,14 +85,17 @@ document.getElementById("test").addEventListener("submit", async ev => {
 refresh();
 setInterval(refresh, 1000);
 
-// Incidents (routes with an escalation policy): the open ones among the first page (the newest
-// 50) with who was paged when and who acknowledged, each with ack / resolve buttons that call the
-// admin API (recorded as "admin API"), and the last few resolved ones. Hidden while there is no incident and no route names an
-// escalation policy (or the bridge keeps no incidents: 404 incidents_off).
+// Incidents (routes with an escalation policy): every open one, however old (read page by page
+// with ?state=open, at most OPEN_PAGES pages of OPEN_PAGE), with who was paged when and who
+// acknowledged, each with ack / resolve buttons that call the admin API (recorded as "admin
+// API"), then the last few resolved ones (?state=resolved). Hidden while there is no incident and
+// no route names an escalation policy (or the bridge keeps no incidents: 404 incidents_off).
 // The table is rebuilt only when the incidents change, so a button is never replaced under the
 // pointer.
 const RESOLVED_SHOWN = 5;
-let incidentsShown = null;
+const OPEN_PAGE = 100;
+const OPEN_PAGES = 20;
+let incidentsShown = null, incidentsBusy = false;
 const incidentWho = p => [...p.groups.map(g => `<span class=pill>${esc(g)}</span>`), ...p.users.map(u => `<span class=pill>${esc(u)}</span>`)].join("");
 function incidentRow(i) {
   const pages = i.pages.map(p => `<div class="page">level ${p.level}${p.round ? ` (round ${p.round + 1})` : ""} at ${time(p.at_ms)} ${incidentWho(p)} <span class=muted>${esc(p.reason)}${
@@ -104,15 +107,29 @@ function incidentRow(i) {
   return `<tr data-incident="${i.id}"><td>${esc(i.number)}${i.seen > 1 ? ` <span class=muted>seen ${i.seen}×</span>` : ""}</td><td>${esc(i.title)}<div class=muted>route ${esc(i.route)} · ${esc(i.policy)}</div></td>` +
     `<td class="incident-${esc(i.state)}">${esc(i.state)}</td><td>${i.level}${next}</td><td>${pages || `<span class=muted>nobody yet</span>`}</td><td>${marks || `<span class=muted>nobody yet</span>`}</td><td class=actions>${buttons}</td></tr>`;
 }
+class IncidentsOff extends Error {}
+// One page of the incident list: its answer, or IncidentsOff.
+async function incidentPage(query) {
+  const r = await api(`api/v1/incidents?${query}`);
+  const j = await r.json();
+  if (r.status === 404 && j.code === "incidents_off") throw new IncidentsOff();
+  if (!r.ok) throw new Error(j.error || r.status);
+  return j;
+}
 async function refreshIncidents() {
-  if (!$("login").hidden) return;
+  if (!$("login").hidden || incidentsBusy) return;
+  incidentsBusy = true;
   try {
-    const r = await api("api/v1/incidents");
-    const j = await r.json();
-    if (r.status === 404 && j.code === "incidents_off") { $("incidents-section").hidden = true; return; }
-    if (!r.ok) throw new Error(j.error || r.status);
-    const open = j.incidents.filter(i => i.state !== "resolved");
-    const shown = open.concat(j.incidents.filter(i => i.state === "resolved").slice(0, RESOLVED_SHOWN));
+    const open = [];
+    let before = null;
+    for (let n = 0; n < OPEN_PAGES; n++) {
+      const j = await incidentPage(`state=open&limit=${OPEN_PAGE}${before === null ? "" : `&before=${before}`}`);
+      open.push(...j.incidents);
+      before = j.next_before ?? null;
+      if (before === null) break;
+    }
+    const resolved = (await incidentPage(`state=resolved&limit=${RESOLVED_SHOWN}`)).incidents;
+    const shown = open.concat(resolved);
     // Shown once there is an incident, or a route that could open one.
     if (!shown.length) {
       const status = await api("api/v1/status").then(r => r.json());
@@ -120,11 +137,15 @@ async function refreshIncidents() {
     }
     $("incidents-section").hidden = false;
     const html = shown.map(incidentRow);
+    if (before !== null) html.splice(open.length, 0, `<tr id="incidents-more"><td colspan="7" class="muted">more open incidents than the ${open.length} shown: older ones are in GET api/v1/incidents?state=open&amp;before=${esc(before)}</td></tr>`);
     const key = html.join("");
     if (key !== incidentsShown) { incidentsShown = key; fill("incidents", html); }
   } catch (e) {
+    if (e instanceof IncidentsOff) { $("incidents-section").hidden = true; return; }
     if (e instanceof NeedToken) return;
     $("incident-note").textContent = `cannot list incidents (${e.message}); retrying…`;
+  } finally {
+    incidentsBusy = false;
   }
 }
 $("incidents").addEventListener("click", async ev => {

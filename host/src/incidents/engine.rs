@@ -32,7 +32,7 @@ use super::{
     EscalationPolicy, Incident, IncidentError, IncidentEvent, IncidentId, IncidentState,
     IncidentStore, Mark, NextStep, Pager, StepKind,
     early::{EarlyResolve, EarlyResolves},
-    store::Query,
+    store::{PageState, Query},
 };
 
 mod shared;
@@ -704,10 +704,20 @@ impl Engine {
         self.read(Query::One(id)).await.pop()
     }
 
-    /// A page of incidents, newest first: the newest `limit` with an id below `before` (all
-    /// if `None`), resolved or not (a shared store: as the database has them now).
-    pub async fn page(&self, before: Option<IncidentId>, limit: usize) -> Vec<Incident> {
-        self.read(Query::Page { before, limit }).await
+    /// A page of incidents, newest first: the newest `limit` in `state` with an id below
+    /// `before` (all if `None`) (a shared store: as the database has them now).
+    pub async fn page(
+        &self,
+        state: PageState,
+        before: Option<IncidentId>,
+        limit: usize,
+    ) -> Vec<Incident> {
+        self.read(Query::Page {
+            state,
+            before,
+            limit,
+        })
+        .await
     }
 
     /// The unresolved incidents, newest first.

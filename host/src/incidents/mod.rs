@@ -35,7 +35,7 @@ pub use self::{
     pager::{QueuePager, SOURCE as PAGE_SOURCE, page_alert},
     pg_store::PgIncidents,
     port::EnginePort,
-    store::{IncidentStore, MemoryIncidents, Query, RedbIncidents, Versioned},
+    store::{IncidentStore, MemoryIncidents, PageState, Query, RedbIncidents, Versioned},
 };
 pub use crate::config::escalation::{EscalationPolicy, Level, PolicyError};
 

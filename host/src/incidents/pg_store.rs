@@ -26,7 +26,7 @@ use tokio_postgres::{Client, Row, error::SqlState};
 use super::{
     BoxFuture, Incident, IncidentError, IncidentId,
     early::{Change, EarlyResolve},
-    store::{IncidentStore, Query, Versioned},
+    store::{IncidentStore, PageState, Query, Versioned},
 };
 use crate::queue::postgres::{PgError, connect, schema};
 
@@ -209,11 +209,21 @@ async fn select(client: &Client, query: &Query) -> Result<Vec<Versioned>, Incide
             let sql = format!("SELECT {COLUMNS} FROM ab_incidents ORDER BY id");
             client.query(&sql, &[]).await
         }
-        // The primary key's index, read backwards from `before`: `limit` rows, whatever the
-        // table holds.
-        Query::Page { before, limit } => {
+        // An index read backwards from `before`: `limit` rows, whatever the table holds. The
+        // open ones: the partial index `ab_incidents_open` (id, where not resolved); the others:
+        // the primary key's (the resolved ones skip the few open).
+        Query::Page {
+            state,
+            before,
+            limit,
+        } => {
+            let only = match state {
+                PageState::All => "",
+                PageState::Open => "NOT resolved AND ",
+                PageState::Resolved => "resolved AND ",
+            };
             let sql = format!(
-                "SELECT {COLUMNS} FROM ab_incidents WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                "SELECT {COLUMNS} FROM ab_incidents WHERE {only}id < $1 ORDER BY id DESC LIMIT $2"
             );
             let below = before.map_or(i64::MAX, |b| i64::try_from(b.0).unwrap_or(i64::MAX));
             let limit = i64::try_from(*limit).unwrap_or(i64::MAX);

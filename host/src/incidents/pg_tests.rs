@@ -4,7 +4,7 @@
 //! once on the survivor (a page it recorded but never handed too), one incident per dedup key,
 //! a remembered resolve seen by the other host and used once when both use it at once, and
 //! the database away: clear errors, the timer catches up after; pages of incidents read with
-//! `LIMIT`, newest first.
+//! `LIMIT`, newest first, all, open or resolved.
 //!
 //! The engines' clocks are set apart instead of waiting: an engine started "later" sees the
 //! step due, and its timer pass ([`Engine::tick`]) is called directly.
@@ -130,7 +130,7 @@ async fn an_ack_on_one_host_stops_the_other_hosts_timer() {
     let seen = b.get(o.id).await.expect("incident");
     assert_eq!(seen.state, IncidentState::Acknowledged);
     assert_eq!(
-        b.page(None, 1).await[0]
+        b.page(PageState::All, None, 1).await[0]
             .acked
             .as_ref()
             .map(|m| m.by.as_str()),
@@ -216,7 +216,7 @@ async fn one_open_incident_per_dedup_key_across_hosts() {
         .await
         .expect("taken");
     assert_eq!(again.id, oa.id);
-    assert_eq!(a.page(None, 10).await.len(), 1);
+    assert_eq!(a.page(PageState::All, None, 10).await.len(), 1);
 }
 
 #[tokio::test]
@@ -331,10 +331,12 @@ async fn the_database_away_fails_changes_clearly_and_the_timer_catches_up() {
     assert!(fresh);
 }
 
-/// Pages come from the database newest first, one `LIMIT` read each, resolved or not: host B
-/// pages through what host A opened and resolved.
+/// Pages come from the database newest first, one `LIMIT` read each, resolved or not or of one
+/// state: host B pages through what host A opened and resolved; once every incident but the
+/// oldest is resolved, that one is still the first open one.
 #[tokio::test]
 async fn pages_of_incidents_come_newest_first_from_the_database() {
+    use PageState::{All, Open, Resolved};
     let Some(db) = TestDb::new() else { return };
     let handed = Arc::new(Handed::default());
     let (a, b) = (host(&db, &handed, 0).await, host(&db, &handed, 0).await);
@@ -343,11 +345,21 @@ async fn pages_of_incidents_come_newest_first_from_the_database() {
     }
     a.resolve(IncidentId(4), "alice").await.expect("resolve");
     let ids = |page: Vec<Incident>| page.iter().map(|i| i.id.0).collect::<Vec<_>>();
-    assert_eq!(ids(b.page(None, 2).await), [5, 4]);
-    assert_eq!(ids(b.page(Some(IncidentId(4)), 2).await), [3, 2]);
-    assert_eq!(ids(b.page(Some(IncidentId(2)), 2).await), [1]);
-    assert!(b.page(Some(IncidentId(1)), 2).await.is_empty());
-    assert_eq!(ids(b.page(None, 50).await), [5, 4, 3, 2, 1]);
-    assert_eq!(ids(b.page(Some(IncidentId(u64::MAX)), 1).await), [5]);
+    assert_eq!(ids(b.page(All, None, 2).await), [5, 4]);
+    assert_eq!(ids(b.page(All, Some(IncidentId(4)), 2).await), [3, 2]);
+    assert_eq!(ids(b.page(All, Some(IncidentId(2)), 2).await), [1]);
+    assert!(b.page(All, Some(IncidentId(1)), 2).await.is_empty());
+    assert_eq!(ids(b.page(All, None, 50).await), [5, 4, 3, 2, 1]);
+    assert_eq!(ids(b.page(All, Some(IncidentId(u64::MAX)), 1).await), [5]);
+    assert_eq!(ids(b.page(Open, None, 2).await), [5, 3]);
+    assert_eq!(ids(b.page(Open, Some(IncidentId(3)), 2).await), [2, 1]);
+    assert_eq!(ids(b.page(Resolved, None, 50).await), [4]);
     assert_eq!(ids(b.open_incidents().await), [5, 3, 2, 1]);
+
+    for n in [2, 3, 5] {
+        a.resolve(IncidentId(n), "alice").await.expect("resolve");
+    }
+    assert_eq!(ids(b.page(Open, None, 2).await), [1]);
+    assert_eq!(ids(b.page(Resolved, None, 2).await), [5, 4]);
+    assert_eq!(ids(b.page(Resolved, Some(IncidentId(4)), 5).await), [3, 2]);
 }

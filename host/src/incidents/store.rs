@@ -47,13 +47,37 @@ pub enum Query {
     Open,
     /// Every one.
     All,
-    /// A page, newest first: the newest `limit` with an id below `before` (all if `None`).
+    /// A page, newest first: the newest `limit` in `state` with an id below `before` (all if
+    /// `None`).
     Page {
+        state: PageState,
         before: Option<IncidentId>,
         limit: usize,
     },
     /// The ones alert `alert_id` opened (first alert) at or after `since_ms`.
     FirstAlert { alert_id: u64, since_ms: i64 },
+}
+
+/// Which incidents a [`Query::Page`] lists, as `?state=` names them (`open` is unresolved,
+/// acknowledged or not).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PageState {
+    #[default]
+    All,
+    Open,
+    Resolved,
+}
+
+impl PageState {
+    /// Whether `inc` is in this state.
+    pub fn matches(self, inc: &Incident) -> bool {
+        match self {
+            Self::All => true,
+            Self::Open => !inc.is_resolved(),
+            Self::Resolved => inc.is_resolved(),
+        }
+    }
 }
 
 impl Query {
@@ -64,7 +88,9 @@ impl Query {
             Self::OpenByKey(k) => !inc.is_resolved() && inc.dedup_key.as_deref() == Some(k),
             Self::Open => !inc.is_resolved(),
             Self::All => true,
-            Self::Page { before, .. } => before.is_none_or(|b| inc.id < b),
+            Self::Page { state, before, .. } => {
+                state.matches(inc) && before.is_none_or(|b| inc.id < b)
+            }
             Self::FirstAlert { alert_id, since_ms } => {
                 inc.opened_ms >= *since_ms && inc.alert_ids.first() == Some(alert_id)
             }

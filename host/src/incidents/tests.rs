@@ -1,8 +1,8 @@
 //! Engine tests on tokio's paused clock: levels on time, repeat, ack stops, ack timeout, join
 //! by dedup key, resolve from the source, passing an unreachable level, escalate now, and a
 //! restart with a due step (memory and redb stores) that fires once; delivery feedback (an alert
-//! taken once, repeats joining, a level nobody got passed at once); pages of incidents (memory
-//! and redb, the engine's copies and the store's own read). [`Asked`] notes what a shared store
+//! taken once, repeats joining, a level nobody got passed at once); pages of incidents, all, open
+//! or resolved (memory and redb, the engine's copies and the store's own read). [`Asked`] notes what a shared store
 //! is asked (the reply and metrics tests use it too).
 
 use std::{
@@ -536,7 +536,7 @@ async fn delivery_feedback_takes_an_alert_once_joins_repeats_and_passes_a_level_
     let first = take().await.unwrap();
     let again = take().await.unwrap();
     assert_eq!((first.id, again.id), (IncidentId(1), IncidentId(1)));
-    assert_eq!(run.engine.page(None, 10).await.len(), 1);
+    assert_eq!(run.engine.page(PageState::All, None, 10).await.len(), 1);
 
     // A repeat of an open incident's key joins it ("seen 2"); an unknown key finds nothing.
     let k = open(&run, 8, Some("k")).await;
@@ -623,37 +623,59 @@ fn ids(incidents: &[Incident]) -> Vec<u64> {
     incidents.iter().map(|i| i.id.0).collect()
 }
 
+/// The ids of the page `query` names, as the store itself reads it.
+async fn read_page(store: &dyn IncidentStore, query: Query) -> Vec<u64> {
+    let read = store.query(query).await.unwrap();
+    read.iter().map(|v| v.incident.id.0).collect()
+}
+
 /// Five incidents, #4 resolved: pages go newest first by id, resolved or not, from the engine
-/// and from the store itself, and again after a restart.
+/// and from the store itself, and again after a restart; then #2, #3 and #5 resolved too: the
+/// open ones are filtered before the page is cut, so #1, older than the newest page, is the
+/// first open one.
 async fn pages_go_newest_first(store: Arc<dyn IncidentStore>) {
+    use PageState::{All, Open, Resolved};
     let run = start_on(Arc::clone(&store), Arc::default(), three_levels(), T0);
     for n in 1..=5 {
         open(&run, n, Some(&format!("k{n}"))).await;
     }
     run.engine.resolve(IncidentId(4), "alice").await.unwrap();
-    let page = |before: Option<u64>, limit| run.engine.page(before.map(IncidentId), limit);
-    assert_eq!(ids(&page(None, 2).await), [5, 4]);
-    assert_eq!(ids(&page(Some(4), 2).await), [3, 2]);
-    assert_eq!(ids(&page(Some(2), 2).await), [1]);
-    assert!(page(Some(1), 2).await.is_empty());
-    assert_eq!(ids(&page(None, 50).await), [5, 4, 3, 2, 1]);
+    let page =
+        |state, before: Option<u64>, limit| run.engine.page(state, before.map(IncidentId), limit);
+    assert_eq!(ids(&page(All, None, 2).await), [5, 4]);
+    assert_eq!(ids(&page(All, Some(4), 2).await), [3, 2]);
+    assert_eq!(ids(&page(All, Some(2), 2).await), [1]);
+    assert!(page(All, Some(1), 2).await.is_empty());
+    assert_eq!(ids(&page(All, None, 50).await), [5, 4, 3, 2, 1]);
+    assert_eq!(ids(&page(Open, None, 2).await), [5, 3]);
+    assert_eq!(ids(&page(Open, Some(3), 2).await), [2, 1]);
+    assert_eq!(ids(&page(Resolved, None, 50).await), [4]);
     assert_eq!(ids(&run.engine.open_incidents().await), [5, 3, 2, 1]);
-    let read = store
-        .query(Query::Page {
-            before: Some(IncidentId(5)),
-            limit: 3,
-        })
-        .await
-        .unwrap();
-    let read: Vec<u64> = read.iter().map(|v| v.incident.id.0).collect();
-    assert_eq!(read, [4, 3, 2]);
+    let below_five = |state| Query::Page {
+        state,
+        before: Some(IncidentId(5)),
+        limit: 3,
+    };
+    assert_eq!(read_page(&*store, below_five(All)).await, [4, 3, 2]);
+    assert_eq!(read_page(&*store, below_five(Open)).await, [3, 2, 1]);
+    assert_eq!(read_page(&*store, below_five(Resolved)).await, [4]);
+
+    for n in [2, 3, 5] {
+        run.engine.resolve(IncidentId(n), "alice").await.unwrap();
+    }
+    assert_eq!(ids(&page(All, None, 2).await), [5, 4]);
+    assert_eq!(ids(&page(Open, None, 2).await), [1]);
+    assert_eq!(ids(&page(Resolved, None, 2).await), [5, 4]);
+    assert_eq!(ids(&page(Resolved, Some(4), 5).await), [3, 2]);
     run.stop.cancel();
     run.task.await.unwrap();
-    let again = start_on(store, Arc::default(), three_levels(), T0);
+    let again = start_on(Arc::clone(&store), Arc::default(), three_levels(), T0);
     assert_eq!(
-        ids(&again.engine.page(Some(IncidentId(5)), 3).await),
+        ids(&again.engine.page(All, Some(IncidentId(5)), 3).await),
         [4, 3, 2]
     );
+    assert_eq!(ids(&again.engine.page(Open, None, 2).await), [1]);
+    assert_eq!(read_page(&*store, below_five(Open)).await, [1]);
     again.stop.cancel();
     again.task.await.unwrap();
 }
@@ -669,7 +691,7 @@ async fn pages_go_newest_first_redb() {
     pages_go_newest_first(Arc::new(RedbIncidents::open(dir.path()).unwrap())).await;
 }
 
-/// A shared store is asked for one page, not for every incident.
+/// A shared store is asked for one page of the state asked, not for every incident.
 #[tokio::test(start_paused = true)]
 async fn a_shared_store_is_asked_for_a_page() {
     let asked = Asked::default();
@@ -677,8 +699,11 @@ async fn a_shared_store_is_asked_for_a_page() {
     for n in 1..=3 {
         open(&run, n, Some(&format!("k{n}"))).await;
     }
-    assert_eq!(ids(&run.engine.page(Some(IncidentId(3)), 1).await), [2]);
+    run.engine.resolve(IncidentId(2), "alice").await.unwrap();
+    let open_page = run.engine.page(PageState::Open, Some(IncidentId(3)), 1);
+    assert_eq!(ids(&open_page.await), [1]);
     let page = Query::Page {
+        state: PageState::Open,
         before: Some(IncidentId(3)),
         limit: 1,
     };
