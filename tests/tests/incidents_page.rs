@@ -5,11 +5,12 @@
 //! the page asked for once (the API and the page then say "acknowledged by admin API"), and
 //! `resolve` resolves it. A host without escalation policies shows no incident section.
 //! An open incident older than the newest 50 (all newer ones resolved) is still on the page,
-//! with the five newest resolved. Screenshots go to `target/screenshots/`. Without a browser:
-//! `GET /api/v1/incidents` pages newest first by id, resolved or not or of one `state`, and
-//! refuses a bad `limit`, `before` or `state` with a 400.
+//! with the five newest resolved, and so is every open one past the page's first read of open
+//! ones. Screenshots go to `target/screenshots/`. Without a browser: `GET /api/v1/incidents`
+//! pages newest first by id, resolved or not or of one `state`, and refuses a bad `limit`,
+//! `before` or `state` with a 400.
 
-use std::time::Duration;
+use std::{ops::RangeInclusive, time::Duration};
 
 use alertbridge_testbed::{
     browser::Browser,
@@ -245,9 +246,11 @@ fn page(host: &Host, query: &str) -> (Vec<u64>, Value) {
     (ids, v["next_before"].clone())
 }
 
-/// Opens incidents #1..=#`n` through the webhook, one alert each, and waits for the last.
-fn open_incidents(host: &Host, webhook: u16, n: u64) {
-    for i in 1..=n {
+/// Opens incidents `ids` (the next ones) through the webhook, one alert each, and waits for the
+/// last.
+fn open_incidents(host: &Host, webhook: u16, ids: RangeInclusive<u64>) {
+    let n = *ids.end();
+    for i in ids {
         fire(
             webhook,
             &format!("Disk full on db{i:02}"),
@@ -273,7 +276,7 @@ fn the_incident_list_pages_newest_first_by_state_and_refuses_a_bad_query() {
         dir: _dir,
         ..
     } = start(true);
-    open_incidents(&host, webhook, 3);
+    open_incidents(&host, webhook, 1..=3);
     // The newest resolved: still first (by id, not open ones first).
     resolve(&host, 3);
 
@@ -320,7 +323,7 @@ fn rows_shown(browser: &Browser) -> Value {
 }
 
 #[test]
-fn the_page_shows_an_open_incident_older_than_the_newest_fifty() {
+fn the_page_shows_every_open_incident_however_old() {
     let Some(chromium) = servers::chromium() else {
         return;
     };
@@ -331,7 +334,7 @@ fn the_page_shows_an_open_incident_older_than_the_newest_fifty() {
         ..
     } = start(true);
     // #1 open; #2..=#52 resolved: the newest 50 incidents are all resolved.
-    open_incidents(&host, webhook, 52);
+    open_incidents(&host, webhook, 1..=52);
     for id in 2..=52 {
         resolve(&host, id);
     }
@@ -354,4 +357,14 @@ fn the_page_shows_an_open_incident_older_than_the_newest_fifty() {
     assert!(browser.text("#incidents").contains("resolved by admin API"));
     assert_eq!(browser.text("#incident-note"), "");
     browser.screenshot("incident-old-open.png");
+
+    // 100 more open (#53..=#152): more than one page of open ones, all shown, newest first.
+    open_incidents(&host, webhook, 53..=152);
+    let mut want: Vec<u64> = (53..=152).rev().collect();
+    want.extend([1, 52, 51, 50, 49, 48]);
+    wait_until(
+        "every open one over two pages, then the resolved",
+        LONG,
+        || rows_shown(&browser) == json!(want),
+    );
 }
