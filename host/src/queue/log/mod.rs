@@ -17,6 +17,7 @@
 //! - The group commit, the outcome hold and the fault handling (unavailable, reopen with
 //!   backoff) follow the redb writer's ([`super::writer`]); the inbox is shared with it.
 
+mod direct;
 mod format;
 mod scan;
 mod segments;

@@ -27,6 +27,7 @@ use std::{
 };
 
 use super::{
+    direct::Appender,
     format::{self, FLAG_BASE, HEADER_BYTES, Header, Record},
     scan::{Read, read_segments},
 };
@@ -132,6 +133,27 @@ pub(super) struct Active {
     end: u64,
     /// Bytes zero-filled and synced so far.
     filled: u64,
+    appender: Appender,
+}
+
+impl Active {
+    fn new(
+        dir: &Path,
+        number: u64,
+        file: Arc<File>,
+        end: u64,
+        filled: u64,
+    ) -> Result<Self, QueueError> {
+        let path = segment_path(dir, number);
+        let appender = Appender::open(&path, &file, end).map_err(file_error(&path))?;
+        Ok(Self {
+            number,
+            file,
+            end,
+            filled,
+            appender,
+        })
+    }
 }
 
 /// The log on disk, as the writer holds it.
@@ -167,12 +189,8 @@ impl Log {
             let number = self.active.number + 1;
             let file = create_segment(&self.dir, self.queue_id, number, 0, &[])?;
             self.sizes.insert(number, HEADER_BYTES as u64);
-            self.active = Active {
-                number,
-                end: HEADER_BYTES as u64,
-                filled: HEADER_BYTES as u64,
-                file,
-            };
+            let at = HEADER_BYTES as u64;
+            self.active = Active::new(&self.dir, number, file, at, at)?;
         }
         let path = segment_path(&self.dir, self.active.number);
         #[cfg(test)]
@@ -192,14 +210,16 @@ impl Log {
             a.filled = to;
             self.sizes.insert(a.number, to);
         }
-        a.file
-            .write_all_at(frame, a.end)
-            .map_err(file_error(&path))?;
         #[cfg(test)]
         if fail == Some(failpoint::Fail::BeforeSync) {
+            a.file
+                .write_all_at(frame, a.end)
+                .map_err(file_error(&path))?;
             return Err(file_error(&path)(std::io::Error::from_raw_os_error(5)));
         }
-        a.file.sync_data().map_err(file_error(&path))?;
+        a.appender
+            .write(&a.file, frame, a.end)
+            .map_err(file_error(&path))?;
         let at = a.end;
         a.end += len;
         Ok((a.number, at))
@@ -277,12 +297,7 @@ impl Log {
             }
         }
         self.sizes.insert(number, end);
-        self.active = Active {
-            number,
-            file: Arc::clone(&file),
-            end,
-            filled: end,
-        };
+        self.active = Active::new(&self.dir, number, Arc::clone(&file), end, end)?;
         Ok(View {
             docs,
             files: HashMap::from([(number, file)]),
@@ -393,6 +408,8 @@ pub(super) fn open(
         let file = create_segment(&dir, queue_id, 1, 0, &[])?;
         store::write_marker(data_dir, queue_id)?;
         let set_aside_total = count_set_aside(&dir);
+        let at = HEADER_BYTES as u64;
+        let active = Active::new(&dir, 1, Arc::clone(&file), at, at)?;
         return Ok(Loaded {
             view: View {
                 docs: BTreeMap::new(),
@@ -401,12 +418,7 @@ pub(super) fn open(
             log: Log {
                 dir,
                 queue_id,
-                active: Active {
-                    number: 1,
-                    file,
-                    end: HEADER_BYTES as u64,
-                    filled: HEADER_BYTES as u64,
-                },
+                active,
                 seq: 0,
                 sizes: BTreeMap::from([(1, HEADER_BYTES as u64)]),
             },
@@ -449,12 +461,7 @@ pub(super) fn open(
     let mut log = Log {
         dir: dir.clone(),
         queue_id,
-        active: Active {
-            number,
-            file,
-            end,
-            filled,
-        },
+        active: Active::new(&dir, number, file, end, filled)?,
         seq: scan.seq,
         sizes,
     };
