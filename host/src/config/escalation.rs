@@ -10,7 +10,7 @@ use toml_edit::{Item, Table};
 
 use super::{
     error::Collector,
-    raw::{RawEscalation, deserialize},
+    raw::{RawEscalation, deserialize, tables},
 };
 
 /// One level: the groups and users paged together.
@@ -196,14 +196,7 @@ pub(super) fn escalations(
     root: &Table,
     groups: &BTreeMap<String, Vec<String>>,
 ) -> Vec<EscalationPolicy> {
-    let Some(item) = root.get("escalation") else {
-        return vec![];
-    };
-    let Some(tables) = item.as_array_of_tables() else {
-        c.at(
-            root.key("escalation").and_then(|k| k.span()),
-            "`escalation` must be an array of tables: write [[escalation]]",
-        );
+    let Some(tables) = tables(c, root, "escalation") else {
         return vec![];
     };
     let mut out: Vec<EscalationPolicy> = Vec::new();

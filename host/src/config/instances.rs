@@ -8,7 +8,7 @@ use toml_edit::{Item, Table};
 
 use super::{
     error::{Collector, line_col},
-    raw::{RawInstance, deserialize},
+    raw::{RawInstance, deserialize, tables},
 };
 
 /// A `[[source]]` or `[[sink]]`.
@@ -34,15 +34,7 @@ pub(super) fn instances(
     kind: &str,
     text: &str,
 ) -> Vec<InstanceConfig> {
-    let Some(item) = root.get(kind) else {
-        return vec![];
-    };
-    let Some(tables) = item.as_array_of_tables() else {
-        let span = root.key(kind).and_then(|k| k.span());
-        c.at(
-            span,
-            format!("`{kind}` must be an array of tables: write [[{kind}]]"),
-        );
+    let Some(tables) = tables(c, root, kind) else {
         return vec![];
     };
     let mut out = Vec::new();

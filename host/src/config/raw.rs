@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, de::IntoDeserializer};
 use serde_spanned::Spanned;
-use toml_edit::{Item, Table};
+use toml_edit::{ArrayOfTables, Item, Table};
 
 use super::error::Collector;
 
@@ -188,6 +188,24 @@ pub(super) fn section<T: for<'de> Deserialize<'de>>(
 ) -> Option<T> {
     let item = root.get(key)?;
     deserialize(c, item, &format!("[{key}]"))
+}
+
+/// The `[[key]]` tables: none if absent, or (with an error recorded) if `key` is not an array
+/// of tables.
+pub(super) fn tables<'a>(
+    c: &mut Collector<'_>,
+    root: &'a Table,
+    key: &str,
+) -> Option<&'a ArrayOfTables> {
+    let item = root.get(key)?;
+    let tables = item.as_array_of_tables();
+    if tables.is_none() {
+        c.at(
+            root.key(key).and_then(|k| k.span()),
+            format!("`{key}` must be an array of tables: write [[{key}]]"),
+        );
+    }
+    tables
 }
 
 /// Deserializes `item` as `T`, recording an error under `context` (and returning `None`) if it

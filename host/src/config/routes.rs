@@ -10,7 +10,7 @@ use toml_edit::{Item, Table};
 use super::{
     error::Collector,
     grouping,
-    raw::{RawOffline, RawRoute, deserialize},
+    raw::{RawOffline, RawRoute, deserialize, tables},
 };
 use crate::router::{Matcher, OfflinePolicy, Route, UnknownPresence, parse_severity_condition};
 
@@ -24,14 +24,7 @@ pub(super) fn routes(
     sources: &[&str],
     (policies, route_escalations): (&[&str], &mut BTreeMap<String, String>),
 ) -> Vec<Route> {
-    let Some(item) = root.get("route") else {
-        return vec![];
-    };
-    let Some(tables) = item.as_array_of_tables() else {
-        c.at(
-            root.key("route").and_then(|k| k.span()),
-            "`route` must be an array of tables: write [[route]]",
-        );
+    let Some(tables) = tables(c, root, "route") else {
         return vec![];
     };
     let raws: Vec<RawRoute> = tables
